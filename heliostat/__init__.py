@@ -1,0 +1,1 @@
+"""heliostat: an xDS control plane for global LLM inference."""

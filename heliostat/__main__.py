@@ -1,0 +1,3 @@
+from heliostat.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,21 @@
+"""The policy file: schema, loading and validation with FILE:LINE errors."""
+
+from heliostat.policy.durations import format_duration, parse_duration
+from heliostat.policy.loader import load_policy, parse_policy
+from heliostat.policy.problems import PolicyError, Problem
+from heliostat.policy.schema import Endpoint, Engine, Model, Policy, Region, UpstreamProtocol
+
+__all__ = [
+    "Endpoint",
+    "Engine",
+    "Model",
+    "Policy",
+    "PolicyError",
+    "Problem",
+    "Region",
+    "UpstreamProtocol",
+    "format_duration",
+    "load_policy",
+    "parse_duration",
+    "parse_policy",
+]

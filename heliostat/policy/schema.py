@@ -1,0 +1,163 @@
+"""The policy file's shape (heliostat/v1), as immutable pydantic models.
+
+These names are a contract with operators, tests and later features: fields may be added,
+never renamed. Only the shape and per-field rules live here; rules that relate one part of
+the file to another (regions named by endpoints, RTT completeness, duplicates) are in
+`semantics.py`, so each problem can be reported against the exact place that causes it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from heliostat.policy.durations import parse_duration
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds, written as `500ms`, `2s`, `1m` or a bare number of seconds."""
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"invalid name {value!r}: use lower-case letters, digits, '.', '_' or '-' "
+            "(at most 63 characters, starting and ending with a letter or digit)"
+        )
+    return value
+
+
+def _check_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port:
+        raise ValueError(f"malformed address {value!r}: expected IP:PORT such as 127.0.0.1:9101")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"malformed address {value!r}: the host must be an IP literal "
+            "(Envoy does not resolve names of EDS endpoints)"
+        ) from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"malformed address {value!r}: port must be 1-65535")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+Address = Annotated[str, AfterValidator(_check_address)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Spec(BaseModel):
+    """Every section is strict about unknown keys and frozen once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Engine(StrEnum):
+    """The model server behind an endpoint; decides which metric names are scraped."""
+
+    VLLM = "vllm"
+    SGLANG = "sglang"
+    TRITON = "triton"
+    TRTLLM = "trtllm"
+    TGI = "tgi"
+
+
+class UpstreamProtocol(StrEnum):
+    HTTP1 = "http1"
+    HTTP2 = "http2"
+
+
+class Metadata(_Spec):
+    name: Name
+
+
+class Region(_Spec):
+    rtt_ms: dict[Name, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
+
+
+class Gateway(_Spec):
+    port: Port = 10000
+    address: str = "0.0.0.0"
+
+
+class Slo(_Spec):
+    ttft_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1000.0
+    network_budget_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 150.0
+
+
+class SignalSourceKind(StrEnum):
+    DIRECT = "direct"
+    PROMETHEUS = "prometheus"
+
+
+class Signals(_Spec):
+    interval: Duration = 2.0
+    timeout: Duration = 0.5
+    stale_after: Duration = 6.0
+    source: SignalSourceKind = SignalSourceKind.DIRECT
+    prometheus_url: str | None = None
+    metrics_path: str = "/metrics"
+
+
+class SimKnobs(_Spec):
+    """Capacity of a simulated replica (`heliostat sim fleet`); `serve` ignores it."""
+
+    max_num_seqs: Annotated[int, Field(ge=1)] | None = None
+    num_gpu_blocks: Annotated[int, Field(ge=1)] | None = None
+    block_size: Annotated[int, Field(ge=1)] | None = None
+    speed: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+
+
+class Endpoint(_Spec):
+    address: Address
+    region: Name
+    version: Name | None = None
+    sim: SimKnobs | None = None
+
+
+class Model(_Spec):
+    name: Name
+    engine: Engine = Engine.VLLM
+    slo: Slo = Slo()
+    signals: Signals = Signals()
+    protocol: UpstreamProtocol = UpstreamProtocol.HTTP1
+    connect_timeout: Duration = 1.0
+    endpoints: tuple[Endpoint, ...]
+
+
+class Spec(_Spec):
+    regions: dict[Name, Region]
+    gateway: Gateway = Gateway()
+    models: tuple[Model, ...]
+
+
+class Policy(_Spec):
+    """One InferencePolicy document."""
+
+    apiVersion: Literal["heliostat/v1"]  # noqa: N815 - the file's own key
+    kind: Literal["InferencePolicy"]
+    metadata: Metadata
+    spec: Spec
+
+    def model(self, name: str) -> Model | None:
+        return next((m for m in self.spec.models if m.name == name), None)
+
+    def rtt_ms(self, a: str, b: str) -> float:
+        """Round trip between two regions; symmetric, zero within a region."""
+        if a == b:
+            return 0.0
+        regions = self.spec.regions
+        if a in regions and b in regions[a].rtt_ms:
+            return regions[a].rtt_ms[b]
+        if b in regions and a in regions[b].rtt_ms:
+            return regions[b].rtt_ms[a]
+        raise KeyError(f"no RTT between {a!r} and {b!r}")
