@@ -1,0 +1,89 @@
+"""What one region's Envoys should do for every model: the output of the control law.
+
+A view is plain, immutable data. The balance layer produces it without I/O; the xds layer
+translates it into Envoy resources. Nothing in here knows about protobuf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+ReasonValue = str | int | float | bool | None
+
+
+class Health(StrEnum):
+    """Mirrors Envoy's EDS health_status, which decides how Envoy treats a host."""
+
+    HEALTHY = "HEALTHY"
+    DEGRADED = "DEGRADED"
+    UNHEALTHY = "UNHEALTHY"
+    DRAINING = "DRAINING"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointView:
+    address: str
+    region: str
+    version: str | None
+    weight: int
+    health: Health
+    # Why the endpoint has this weight and health; shown in /debug/state and in EDS metadata
+    # so whoever reads Envoy's config_dump can see the reason. Keep it stable between ticks
+    # when nothing changed: it is part of the resource's content hash.
+    reason: Mapping[str, ReasonValue] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityView:
+    region: str
+    priority: int
+    endpoints: tuple[EndpointView, ...]
+    # Locality weight inside its priority (locality-weighted LB); None leaves it unset.
+    weight: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """One Envoy cluster: a model's endpoints as seen from one region."""
+
+    name: str
+    model: str
+    localities: tuple[LocalityView, ...]
+    drop_overload_percent: float = 0.0
+
+    def endpoints(self) -> tuple[EndpointView, ...]:
+        return tuple(e for locality in self.localities for e in locality.endpoints)
+
+
+@dataclass(frozen=True, slots=True)
+class RegionView:
+    """Everything one region's Envoys should do. `region` None means no preference."""
+
+    region: str | None
+    clusters: tuple[ClusterView, ...]
+
+    def cluster(self, name: str) -> ClusterView | None:
+        return next((c for c in self.clusters if c.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Views:
+    """The views of every region, plus the neutral one for nodes of unknown regions."""
+
+    by_region: Mapping[str, RegionView]
+    neutral: RegionView
+
+    def for_region(self, region: str | None) -> RegionView:
+        if region is None:
+            return self.neutral
+        return self.by_region.get(region, self.neutral)
