@@ -1,0 +1,86 @@
+"""Envoy bootstrap for a node heliostat will configure: identity, admin, and the ADS link.
+
+Everything else (listeners, clusters, routes, endpoints) arrives over xDS, so a gateway is
+started with `envoy -c <(heliostat bootstrap --node-id ... --region ...)` and nothing more.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from heliostat.xds.nodes import Role
+
+XDS_CLUSTER = "heliostat_xds"
+
+
+@dataclass(frozen=True)
+class BootstrapOptions:
+    node_id: str
+    region: str
+    role: Role = Role.GATEWAY
+    xds_host: str = "127.0.0.1"
+    xds_port: int = 18000
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 19901
+    listener_port: int | None = None
+    delta: bool = False
+
+
+def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"role": options.role.value}
+    if options.listener_port is not None:
+        metadata["listener_port"] = options.listener_port
+    ads_source = {"ads": {}, "resource_api_version": "V3"}
+    return {
+        "node": {
+            "id": options.node_id,
+            "cluster": f"heliostat-{options.role.value}",
+            "locality": {"region": options.region},
+            "metadata": metadata,
+        },
+        "admin": {"address": _socket(options.admin_host, options.admin_port)},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if options.delta else "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": ads_source,
+            "lds_config": ads_source,
+        },
+        "static_resources": {"clusters": [_xds_cluster(options.xds_host, options.xds_port)]},
+    }
+
+
+def _xds_cluster(host: str, port: int) -> dict[str, Any]:
+    return {
+        "name": XDS_CLUSTER,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 30}},
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
+        },
+    }
+
+
+def _socket(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

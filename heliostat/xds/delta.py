@@ -1,0 +1,210 @@
+"""Incremental (delta) ADS protocol state for one stream, free of I/O.
+
+The node tells us what it has (`initial_resource_versions` on reconnect) and what it wants
+(subscribe/unsubscribe); we send only resources whose version differs and name the ones that
+are gone. Every name a node subscribes to is answered, with the resource or as removed. As in
+SotW: NACKed content is held until it changes, types go out in make-before-break order, and a
+cluster is removed only after the node has moved its routes off it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from envoy.service.discovery.v3 import discovery_pb2
+from heliostat.xds.events import Event, EventKind, Outcome, Rejection, TypeStatus
+from heliostat.xds.snapshot import Resource, Snapshot
+from heliostat.xds.types import PUSH_ORDER, TypeUrl, parse_type_url
+
+DeltaOutcome = Outcome[discovery_pb2.DeltaDiscoveryResponse]
+
+WILDCARD = "*"
+
+
+@dataclass(slots=True)
+class _Sent:
+    """One response awaiting its ACK: what it changed, so a NACK can be undone."""
+
+    updated: dict[str, tuple[str, str | None]]  # name -> (sent version, version before)
+    removed: dict[str, str]  # name -> version before
+
+
+@dataclass(slots=True)
+class _TypeState:
+    type_url: TypeUrl
+    requested: bool = False
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    known: dict[str, str] = field(default_factory=dict)  # what the node has: name -> version
+    unanswered: set[str] = field(default_factory=set)  # subscribed, not yet answered
+    pending: dict[str, _Sent] = field(default_factory=dict)  # nonce -> what it carried
+    rejected: dict[str, str] = field(default_factory=dict)  # name -> NACKed version
+    status: TypeStatus = field(default_factory=TypeStatus)
+
+    def wants(self, name: str) -> bool:
+        return self.wildcard or name in self.names
+
+
+class DeltaStream:
+    def __init__(self, node_id: str, clock: Callable[[], float] = time.time) -> None:
+        self.node_id = node_id
+        self._clock = clock
+        self._snapshot: Snapshot | None = None
+        self._types = {t: _TypeState(t) for t in PUSH_ORDER}
+        self._nonce_counter = 0
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def on_snapshot(self, snapshot: Snapshot) -> DeltaOutcome:
+        self._snapshot = snapshot
+        outcome: DeltaOutcome = Outcome()
+        for type_url in PUSH_ORDER:
+            outcome.extend(self._maybe_respond(self._types[type_url]))
+        return outcome
+
+    def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> DeltaOutcome:
+        type_url = parse_type_url(request.type_url)
+        if type_url is None:
+            return Outcome(events=[Event(EventKind.UNKNOWN_TYPE, request.type_url)])
+        state = self._types[type_url]
+        outcome: DeltaOutcome = Outcome()
+        if not state.requested:
+            state.requested = True
+            state.known = dict(request.initial_resource_versions)
+            subscribe = set(request.resource_names_subscribe)
+            state.wildcard = type_url.wildcard_by_default and not subscribe
+        if request.response_nonce:
+            outcome.events.append(self._settle(state, request))
+        self._update_subscription(
+            state, request.resource_names_subscribe, request.resource_names_unsubscribe
+        )
+        outcome.extend(self._maybe_respond(state))
+        if type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE) and self._routes_settled():
+            outcome.extend(self._maybe_respond(self._types[TypeUrl.CLUSTER]))
+        return outcome
+
+    # -- queries ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, TypeStatus]:
+        return {t.short: s.status for t, s in self._types.items() if s.requested}
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _settle(self, state: _TypeState, request: discovery_pb2.DeltaDiscoveryRequest) -> Event:
+        sent = state.pending.pop(request.response_nonce, None)
+        if sent is None:
+            return Event(EventKind.STALE, state.type_url, nonce=request.response_nonce)
+        if state.status.pending_nonce == request.response_nonce:
+            state.status.pending_nonce = ""
+        if not request.HasField("error_detail"):
+            state.status.acked_version = state.status.sent_version
+            return Event(EventKind.ACK, state.type_url, state.status.sent_version)
+        # The node applied none of it: restore what it had and hold the rejected versions.
+        for name, (version, before) in sent.updated.items():
+            state.rejected[name] = version
+            if state.known.get(name) == version:
+                if before is None:
+                    state.known.pop(name, None)
+                else:
+                    state.known[name] = before
+        for name, before in sent.removed.items():
+            state.known.setdefault(name, before)
+        error = request.error_detail.message
+        version = state.status.sent_version
+        state.status.last_rejection = Rejection(
+            version, request.response_nonce, error, self._clock()
+        )
+        return Event(EventKind.NACK, state.type_url, version, request.response_nonce, error)
+
+    def _update_subscription(
+        self, state: _TypeState, subscribe: Iterable[str], unsubscribe: Iterable[str]
+    ) -> None:
+        for name in subscribe:
+            if name == WILDCARD:
+                state.wildcard = True
+            else:
+                state.names.add(name)
+                state.unanswered.add(name)
+        for name in unsubscribe:
+            if name == WILDCARD:
+                state.wildcard = False
+                continue
+            state.names.discard(name)
+            state.unanswered.discard(name)
+            if not state.wildcard:
+                state.known.pop(name, None)
+        state.status.subscribed = None if state.wildcard else len(state.names)
+
+    def _maybe_respond(self, state: _TypeState) -> DeltaOutcome:
+        outcome: DeltaOutcome = Outcome()
+        if not state.requested or self._snapshot is None:
+            return outcome
+        available = self._snapshot.resources(state.type_url)
+        updates: list[Resource] = []
+        held: list[str] = []
+        for name in sorted(available):
+            resource = available[name]
+            if not state.wants(name) or state.known.get(name) == resource.version:
+                continue
+            if state.rejected.get(name) == resource.version:
+                held.append(name)
+            else:
+                updates.append(resource)
+        removed = sorted(n for n in state.known if n not in available or not state.wants(n))
+        if state.type_url is TypeUrl.CLUSTER and not self._routes_settled():
+            removed = []  # make-before-break: routes still point at these clusters
+        # Names subscribed to that do not exist: say so, so the node stops waiting.
+        missing = sorted(n for n in state.unanswered if n not in available and n not in removed)
+        removed += [n for n in missing if n not in state.known]
+        state.unanswered.clear()
+        if held:
+            outcome.events.append(
+                Event(EventKind.HELD, state.type_url, detail="NACKed before: " + ", ".join(held))
+            )
+        if not updates and not removed:
+            return outcome
+        self._nonce_counter += 1
+        nonce = str(self._nonce_counter)
+        state.pending[nonce] = _Sent(
+            updated={r.name: (r.version, state.known.get(r.name)) for r in updates},
+            removed={n: state.known[n] for n in removed if n in state.known},
+        )
+        for resource in updates:
+            state.known[resource.name] = resource.version
+        for name in removed:
+            state.known.pop(name, None)
+        version = self._snapshot.version
+        state.status.sent_version = version
+        state.status.pending_nonce = nonce
+        state.status.responses += 1
+        outcome.responses.append(
+            discovery_pb2.DeltaDiscoveryResponse(
+                system_version_info=version,
+                type_url=state.type_url.value,
+                resources=[
+                    discovery_pb2.Resource(name=r.name, version=r.version, resource=r.packed)
+                    for r in updates
+                ],
+                removed_resources=removed,
+                nonce=nonce,
+            )
+        )
+        outcome.events.append(Event(EventKind.SENT, state.type_url, version, nonce))
+        return outcome
+
+    def _routes_settled(self) -> bool:
+        """True when listeners and routes on the node match the snapshot (or are unused)."""
+        if self._snapshot is None:
+            return True
+        for type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE):
+            state = self._types[type_url]
+            if not state.requested:
+                continue
+            if state.pending:
+                return False
+            for name, resource in self._snapshot.resources(type_url).items():
+                if state.wants(name) and state.known.get(name) != resource.version:
+                    return False
+        return True

@@ -1,0 +1,28 @@
+"""Prometheus metrics of the xDS server."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from heliostat.xds.events import Event, EventKind
+from heliostat.xds.types import TypeUrl
+
+
+class XdsMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.streams = Gauge(
+            "heliostat_xds_streams", "Open ADS streams.", ["mode"], registry=registry
+        )
+        self.events = Counter(
+            "heliostat_xds_events_total",
+            "Protocol events per type: sent responses, ACKs, NACKs, stale requests, held pushes.",
+            ["mode", "type", "event"],
+            registry=registry,
+        )
+
+    def record(self, mode: str, event: Event) -> None:
+        type_name = event.type_url.short if isinstance(event.type_url, TypeUrl) else "unknown"
+        self.events.labels(mode, type_name, event.kind.value).inc()
+
+    def is_interesting(self, event: Event) -> bool:
+        return event.kind in (EventKind.NACK, EventKind.UNKNOWN_TYPE, EventKind.HELD)

@@ -1,0 +1,60 @@
+"""Which snapshot a connecting Envoy gets: nodes are grouped by region, role and port.
+
+All gateways of one region share a view, so they share one snapshot; a node's own metadata
+may move its listener to another port, which makes it a group of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from google.protobuf import json_format
+
+from envoy.config.core.v3 import base_pb2
+
+
+class Role(StrEnum):
+    GATEWAY = "gateway"
+    SIDECAR = "sidecar"
+
+
+class NodeIdentityError(ValueError):
+    """Node metadata heliostat cannot act on (bad role or port); names the node."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class NodeGroup:
+    role: Role
+    region: str | None
+    listener_port: int | None = None  # None: the policy's gateway port
+
+    @property
+    def key(self) -> str:
+        port = "default" if self.listener_port is None else str(self.listener_port)
+        return f"{self.role}/{self.region or '-'}/{port}"
+
+
+def group_of(node: base_pb2.Node) -> NodeGroup:
+    metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+    role_text = str(metadata.get("role", Role.GATEWAY.value))
+    try:
+        role = Role(role_text)
+    except ValueError:
+        raise NodeIdentityError(
+            f"node {node.id!r}: metadata role {role_text!r} is not one of "
+            f"{', '.join(r.value for r in Role)}"
+        ) from None
+    port = metadata.get("listener_port")
+    listener_port: int | None = None
+    if port is not None:
+        try:
+            listener_port = int(port)
+        except (TypeError, ValueError):
+            listener_port = -1
+        if not 0 < listener_port < 65536:
+            raise NodeIdentityError(
+                f"node {node.id!r}: metadata listener_port {port!r} is not a port (1-65535)"
+            )
+    region = node.locality.region or None
+    return NodeGroup(role=role, region=region, listener_port=listener_port)

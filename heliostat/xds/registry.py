@@ -1,0 +1,61 @@
+"""Who is connected and how in sync each node is, queryable while streams run.
+
+The status page, `/debug/state`, CSDS and operator commands read from here; the server
+writes. Entries point at the live protocol objects, so a read always sees the current state.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from heliostat.xds.events import TypeStatus
+from heliostat.xds.nodes import NodeGroup
+
+
+@dataclass(slots=True)
+class StreamEntry:
+    node_id: str
+    group: NodeGroup
+    mode: str  # "sotw" | "delta"
+    peer: str
+    connected_at: float
+    status: Callable[[], dict[str, TypeStatus]]
+    stream_id: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        types = self.status()
+        return {
+            "node_id": self.node_id,
+            "group": self.group.key,
+            "region": self.group.region,
+            "role": self.group.role.value,
+            "mode": self.mode,
+            "peer": self.peer,
+            "connected_at": self.connected_at,
+            "in_sync": all(t.as_json()["in_sync"] for t in types.values()) if types else False,
+            "types": {name: status.as_json() for name, status in types.items()},
+            "notes": list(self.notes),
+        }
+
+
+class StreamRegistry:
+    def __init__(self) -> None:
+        self._entries: dict[int, StreamEntry] = {}
+        self._ids = itertools.count(1)
+
+    def add(self, entry: StreamEntry) -> Callable[[], None]:
+        entry.stream_id = next(self._ids)
+        self._entries[entry.stream_id] = entry
+        return lambda: self._entries.pop(entry.stream_id, None) and None
+
+    def entries(self) -> list[StreamEntry]:
+        return sorted(self._entries.values(), key=lambda e: (e.node_id, e.stream_id))
+
+    def by_node(self, node_id: str) -> list[StreamEntry]:
+        return [e for e in self.entries() if e.node_id == node_id]
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,160 @@
+"""The ADS gRPC service: a thin adapter between grpc.aio and the sans-I/O stream objects.
+
+Everything that decides *what* to send lives in `sotw.py`/`delta.py`; this module only moves
+requests and snapshot changes into them and responses out, and reports what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol, TypeVar
+
+import grpc
+import structlog
+
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from heliostat.xds.delta import DeltaStream
+from heliostat.xds.events import Event, EventKind, Outcome, TypeStatus
+from heliostat.xds.metrics import XdsMetrics
+from heliostat.xds.nodes import NodeGroup, NodeIdentityError, group_of
+from heliostat.xds.registry import StreamEntry, StreamRegistry
+from heliostat.xds.snapshot import Snapshot
+from heliostat.xds.sotw import SotwStream
+
+log = structlog.get_logger("heliostat.xds")
+
+Req = TypeVar("Req", discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest)
+Resp = TypeVar("Resp", discovery_pb2.DiscoveryResponse, discovery_pb2.DeltaDiscoveryResponse)
+
+
+class SnapshotSource(Protocol):
+    """All the server needs from whoever produces snapshots."""
+
+    def snapshot_for(self, group: NodeGroup, node_id: str) -> Snapshot: ...
+
+    def watch(
+        self, group: NodeGroup, callback: Callable[[Snapshot], None]
+    ) -> Callable[[], None]: ...
+
+
+class _StreamProtocol(Protocol[Req, Resp]):  # type: ignore[misc]
+    def on_request(self, request: Req) -> Outcome[Resp]: ...
+
+    def on_snapshot(self, snapshot: Snapshot) -> Outcome[Resp]: ...
+
+    def status(self) -> dict[str, TypeStatus]: ...
+
+
+_CHANGED = object()
+_CLOSED = object()
+
+
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(
+        self, source: SnapshotSource, registry: StreamRegistry, metrics: XdsMetrics
+    ) -> None:
+        self._source = source
+        self._registry = registry
+        self._metrics = metrics
+
+    async def StreamAggregatedResources(  # noqa: N802 - gRPC's method name
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        async for response in self._serve("sotw", SotwStream, request_iterator, context):
+            yield response
+
+    async def DeltaAggregatedResources(  # noqa: N802 - gRPC's method name
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        async for response in self._serve("delta", DeltaStream, request_iterator, context):
+            yield response
+
+    async def _serve(
+        self,
+        mode: str,
+        make: Callable[[str], _StreamProtocol[Req, Resp]],
+        requests: AsyncIterator[Req],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[Resp]:
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return
+        node = first.node
+        try:
+            group = group_of(node)
+        except NodeIdentityError as exc:
+            log.error("node rejected", node_id=node.id, error=str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        inbox: asyncio.Queue[object] = asyncio.Queue()
+        protocol = make(node.id)
+        entry = StreamEntry(node.id, group, mode, context.peer(), time.time(), protocol.status)
+        unregister = self._registry.add(entry)
+        stop_watching = self._source.watch(group, lambda _snapshot: inbox.put_nowait(_CHANGED))
+        reader = asyncio.create_task(_pump(requests, inbox))
+        self._metrics.streams.labels(mode).inc()
+        log.info("node connected", node_id=node.id, group=group.key, mode=mode)
+        try:
+            outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
+            outcome.extend(protocol.on_request(first))
+            while True:
+                for response in self._report(mode, node.id, outcome):
+                    yield response
+                item = await inbox.get()
+                if item is _CLOSED:
+                    return
+                if item is _CHANGED:
+                    outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
+                else:
+                    outcome = protocol.on_request(item)  # type: ignore[arg-type]
+        finally:
+            reader.cancel()
+            stop_watching()
+            unregister()
+            self._metrics.streams.labels(mode).dec()
+            log.info("node disconnected", node_id=node.id, group=group.key, mode=mode)
+
+    def _report(self, mode: str, node_id: str, outcome: Outcome[Resp]) -> list[Resp]:
+        for event in outcome.events:
+            self._metrics.record(mode, event)
+            _log_event(mode, node_id, event)
+        return outcome.responses
+
+
+def _log_event(mode: str, node_id: str, event: Event) -> None:
+    fields = {
+        "node_id": node_id,
+        "mode": mode,
+        "type": getattr(event.type_url, "short", event.type_url),
+        "version": event.version,
+    }
+    if event.kind is EventKind.NACK:
+        log.warning("config rejected by node (NACK)", error=event.detail, **fields)
+    elif event.kind is EventKind.HELD:
+        log.info("holding change the node rejected before", detail=event.detail, **fields)
+    elif event.kind is EventKind.UNKNOWN_TYPE:
+        log.warning("request for a type heliostat does not serve", **fields)
+    else:
+        log.debug(f"xds {event.kind.value}", nonce=event.nonce, **fields)
+
+
+async def _pump(requests: AsyncIterator[Any], inbox: asyncio.Queue[object]) -> None:
+    """Moves requests into the inbox; a closed or broken stream ends it."""
+    try:
+        async for request in requests:
+            inbox.put_nowait(request)
+    except grpc.aio.AioRpcError as exc:
+        log.debug("stream read ended", code=str(exc.code()))
+    finally:
+        inbox.put_nowait(_CLOSED)
+
+
+def add_to_server(server: grpc.aio.Server, ads: AdsServer) -> None:
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)

@@ -1,0 +1,139 @@
+"""Immutable, content-addressed xDS snapshots.
+
+Each resource is serialized once, deterministically, when the snapshot is made; its version
+is a hash of those bytes. Versions therefore depend on content only: two heliostat replicas
+with the same inputs agree, and an Envoy that reconnects to either is not re-sent what it has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from heliostat.xds.types import PUSH_ORDER, TypeUrl
+
+_HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    name: str
+    version: str
+    packed: any_pb2.Any
+    message: Message
+
+    @classmethod
+    def of(cls, type_url: TypeUrl, name: str, message: Message) -> Resource:
+        payload = message.SerializeToString(deterministic=True)
+        version = hashlib.sha256(payload).hexdigest()[:16]
+        return cls(name, version, any_pb2.Any(type_url=type_url.value, value=payload), message)
+
+
+def combined_version(resources: Iterable[Resource]) -> str:
+    """One version for a set of resources, independent of their order."""
+    digest = hashlib.sha256()
+    for name, version in sorted((r.name, r.version) for r in resources):
+        digest.update(f"{name}\0{version}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+class InconsistentSnapshot(ValueError):
+    """A snapshot that would leave Envoy pointing at resources it never receives."""
+
+
+class Snapshot:
+    """The resources one node group should have, by type and name."""
+
+    __slots__ = ("_resources", "version")
+
+    def __init__(self, resources: Mapping[TypeUrl, Iterable[Resource]]) -> None:
+        by_type = {
+            t: MappingProxyType({r.name: r for r in resources.get(t, ())}) for t in PUSH_ORDER
+        }
+        self._resources: Mapping[TypeUrl, Mapping[str, Resource]] = MappingProxyType(by_type)
+        self.version = combined_version(r for t in PUSH_ORDER for r in by_type[t].values())
+
+    @classmethod
+    def from_messages(cls, messages: Mapping[TypeUrl, Mapping[str, Message]]) -> Snapshot:
+        return cls(
+            {
+                t: [Resource.of(t, name, message) for name, message in items.items()]
+                for t, items in messages.items()
+            }
+        )
+
+    def resources(self, type_url: TypeUrl) -> Mapping[str, Resource]:
+        return self._resources[type_url]
+
+    def select(self, type_url: TypeUrl, names: frozenset[str] | None) -> list[Resource]:
+        """Resources of a type; `names` None means all of them (a wildcard subscription)."""
+        items = self._resources[type_url]
+        if names is None:
+            return [items[n] for n in sorted(items)]
+        return [items[n] for n in sorted(names) if n in items]
+
+    def check_consistency(self) -> None:
+        """Every EDS cluster has its endpoints, every listener its routes, every route its
+        cluster. Raises InconsistentSnapshot listing every dangling reference."""
+        clusters = self._resources[TypeUrl.CLUSTER]
+        assignments = self._resources[TypeUrl.ENDPOINT]
+        routes = self._resources[TypeUrl.ROUTE]
+        dangling: list[str] = []
+        for name, resource in clusters.items():
+            cluster = resource.message
+            assert isinstance(cluster, cluster_pb2.Cluster)
+            if cluster.type == cluster_pb2.Cluster.EDS:
+                service = cluster.eds_cluster_config.service_name or name
+                if service not in assignments:
+                    dangling.append(f"cluster {name!r} has no ClusterLoadAssignment {service!r}")
+        for name, resource in self._resources[TypeUrl.LISTENER].items():
+            listener = resource.message
+            assert isinstance(listener, listener_pb2.Listener)
+            for route_name in _route_config_names(listener):
+                if route_name not in routes:
+                    dangling.append(f"listener {name!r} needs RouteConfiguration {route_name!r}")
+        for name, resource in routes.items():
+            config = resource.message
+            assert isinstance(config, route_pb2.RouteConfiguration)
+            for cluster_name in _route_clusters(config):
+                if cluster_name not in clusters:
+                    dangling.append(f"routes {name!r} send to unknown cluster {cluster_name!r}")
+        if dangling:
+            raise InconsistentSnapshot("; ".join(dangling))
+
+
+def _route_config_names(listener: listener_pb2.Listener) -> list[str]:
+    names = []
+    for chain in listener.filter_chains:
+        for network_filter in chain.filters:
+            if network_filter.typed_config.type_url != _HCM_TYPE:
+                continue
+            manager = hcm_pb2.HttpConnectionManager()
+            network_filter.typed_config.Unpack(manager)
+            if manager.HasField("rds"):
+                names.append(manager.rds.route_config_name)
+    return names
+
+
+def _route_clusters(config: route_pb2.RouteConfiguration) -> set[str]:
+    clusters = set()
+    for host in config.virtual_hosts:
+        for route in host.routes:
+            if not route.HasField("route"):
+                continue
+            action = route.route
+            if action.cluster:
+                clusters.add(action.cluster)
+            clusters.update(w.name for w in action.weighted_clusters.clusters)
+    return clusters

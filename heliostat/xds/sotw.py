@@ -1,0 +1,189 @@
+"""State-of-the-World ADS protocol state for one stream, free of I/O.
+
+Fed DiscoveryRequests and snapshots, it returns the DiscoveryResponses to send. It follows
+the rules that keep a fleet calm: ignore stale nonces, answer only when something changed,
+never re-send content the node NACKed until the content changes (go-control-plane re-pushes
+by version and loops; Istio waits for a real change, and so do we), push clusters before
+endpoints before listeners before routes, and remove a cluster only after the routes that
+pointed at it have been replaced on the node.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from envoy.service.discovery.v3 import discovery_pb2
+from heliostat.xds.events import Event, EventKind, Outcome, Rejection, TypeStatus
+from heliostat.xds.snapshot import Resource, Snapshot, combined_version
+from heliostat.xds.types import PUSH_ORDER, TypeUrl, parse_type_url
+
+SotwOutcome = Outcome[discovery_pb2.DiscoveryResponse]
+
+
+@dataclass(slots=True)
+class _TypeState:
+    type_url: TypeUrl
+    requested: bool = False
+    names: frozenset[str] | None = None  # None: wildcard
+    sent_names: frozenset[str] = frozenset()
+    nonce: str = ""
+    sent_version: str = ""
+    rejected_version: str = ""
+    status: TypeStatus = field(default_factory=TypeStatus)
+
+
+class SotwStream:
+    def __init__(self, node_id: str, clock: Callable[[], float] = time.time) -> None:
+        self.node_id = node_id
+        self._clock = clock
+        self._snapshot: Snapshot | None = None
+        self._types = {t: _TypeState(t) for t in PUSH_ORDER}
+        self._nonce_counter = 0
+        # Clusters gone from the snapshot but kept on the node until its routes move off them.
+        self._retired: dict[str, Resource] = {}
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def on_snapshot(self, snapshot: Snapshot) -> SotwOutcome:
+        previous, self._snapshot = self._snapshot, snapshot
+        outcome: SotwOutcome = Outcome()
+        if previous is not None:
+            self._retire_removed_clusters(previous, snapshot)
+        for type_url in PUSH_ORDER:
+            outcome.extend(self._maybe_respond(self._types[type_url]))
+        return outcome
+
+    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> SotwOutcome:
+        type_url = parse_type_url(request.type_url)
+        if type_url is None:
+            return Outcome(events=[Event(EventKind.UNKNOWN_TYPE, request.type_url)])
+        state = self._types[type_url]
+        outcome: SotwOutcome = Outcome()
+        if request.response_nonce and request.response_nonce != state.nonce:
+            outcome.events.append(Event(EventKind.STALE, type_url, nonce=request.response_nonce))
+            return outcome
+        first = not state.requested
+        state.requested = True
+        state.names = _subscription(type_url, request.resource_names)
+        state.status.subscribed = None if state.names is None else len(state.names)
+        if request.response_nonce:
+            state.status.pending_nonce = ""
+            if request.HasField("error_detail"):
+                outcome.events.append(self._record_nack(state, request))
+            else:
+                state.status.acked_version = state.sent_version
+                outcome.events.append(Event(EventKind.ACK, type_url, state.sent_version))
+                if type_url in (TypeUrl.ROUTE, TypeUrl.LISTENER) and self._routes_settled():
+                    outcome.extend(self._release_retired())
+        elif first and request.version_info:
+            self._adopt_known_version(state, request.version_info)
+        outcome.extend(self._maybe_respond(state))
+        return outcome
+
+    # -- queries ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, TypeStatus]:
+        return {t.short: s.status for t, s in self._types.items() if s.requested}
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _record_nack(
+        self, state: _TypeState, request: discovery_pb2.DiscoveryRequest
+    ) -> Event:
+        state.rejected_version = state.sent_version
+        error = request.error_detail.message
+        state.status.last_rejection = Rejection(
+            state.sent_version, request.response_nonce, error, self._clock()
+        )
+        return Event(EventKind.NACK, state.type_url, state.sent_version, request.response_nonce, error)
+
+    def _adopt_known_version(self, state: _TypeState, version: str) -> None:
+        """A node reconnecting with the content we would send needs no response for it."""
+        resources = self._resources_for(state)
+        if resources is not None and _version(resources) == version:
+            state.sent_version = version
+            state.sent_names = frozenset(r.name for r in resources)
+            state.status.sent_version = state.status.acked_version = version
+
+    def _resources_for(self, state: _TypeState) -> list[Resource] | None:
+        if self._snapshot is None:
+            return None
+        resources = self._snapshot.select(state.type_url, state.names)
+        if state.type_url is TypeUrl.CLUSTER and self._retired:
+            present = {r.name for r in resources}
+            resources += [r for n, r in sorted(self._retired.items()) if n not in present]
+        return resources
+
+    def _maybe_respond(self, state: _TypeState) -> SotwOutcome:
+        outcome: SotwOutcome = Outcome()
+        if not state.requested:
+            return outcome
+        resources = self._resources_for(state)
+        if resources is None:
+            return outcome
+        version = _version(resources)
+        if version == state.sent_version:
+            return outcome
+        if version == state.rejected_version:
+            outcome.events.append(
+                Event(EventKind.HELD, state.type_url, version, detail="NACKed before")
+            )
+            return outcome
+        self._nonce_counter += 1
+        state.nonce = str(self._nonce_counter)
+        state.sent_version = version
+        state.sent_names = frozenset(r.name for r in resources)
+        state.status.sent_version = version
+        state.status.pending_nonce = state.nonce
+        state.status.responses += 1
+        outcome.responses.append(
+            discovery_pb2.DiscoveryResponse(
+                version_info=version,
+                resources=[r.packed for r in resources],
+                type_url=state.type_url.value,
+                nonce=state.nonce,
+            )
+        )
+        outcome.events.append(Event(EventKind.SENT, state.type_url, version, state.nonce))
+        return outcome
+
+    def _retire_removed_clusters(self, previous: Snapshot, current: Snapshot) -> None:
+        clusters = self._types[TypeUrl.CLUSTER]
+        gone = clusters.sent_names - set(current.resources(TypeUrl.CLUSTER))
+        old = previous.resources(TypeUrl.CLUSTER)
+        for name in gone:
+            if name in old and not self._routes_settled(current):
+                self._retired[name] = old[name]
+
+    def _routes_settled(self, snapshot: Snapshot | None = None) -> bool:
+        """True when the node has ACKed the current listeners and routes (or uses none)."""
+        snapshot = snapshot or self._snapshot
+        if snapshot is None:
+            return True
+        for type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE):
+            state = self._types[type_url]
+            if not state.requested:
+                continue
+            wanted = _version(snapshot.select(type_url, state.names))
+            if state.status.acked_version != wanted:
+                return False
+        return True
+
+    def _release_retired(self) -> SotwOutcome:
+        if not self._retired:
+            return Outcome()
+        self._retired.clear()
+        return self._maybe_respond(self._types[TypeUrl.CLUSTER])
+
+
+def _subscription(type_url: TypeUrl, names: Iterable[str]) -> frozenset[str] | None:
+    requested = frozenset(names)
+    if type_url.wildcard_by_default and (not requested or "*" in requested):
+        return None
+    return requested - {"*"}
+
+
+def _version(resources: list[Resource]) -> str:
+    return combined_version(resources)

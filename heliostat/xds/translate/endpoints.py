@@ -1,0 +1,73 @@
+"""ClusterLoadAssignments: a view's localities, priorities, weights and health for Envoy."""
+
+from __future__ import annotations
+
+from google.protobuf import struct_pb2, wrappers_pb2
+
+from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.type.v3 import percent_pb2
+from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
+
+METADATA_NAMESPACE = "heliostat"
+
+_HEALTH = {
+    Health.HEALTHY: health_check_pb2.HEALTHY,
+    Health.DEGRADED: health_check_pb2.DEGRADED,
+    Health.UNHEALTHY: health_check_pb2.UNHEALTHY,
+    Health.DRAINING: health_check_pb2.DRAINING,
+}
+
+
+def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
+    assignment = endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=view.name,
+        endpoints=[_locality(locality) for locality in view.localities],
+    )
+    if view.drop_overload_percent > 0:
+        assignment.policy.drop_overloads.append(
+            endpoint_pb2.ClusterLoadAssignment.Policy.DropOverload(
+                category="heliostat_shed",
+                drop_percentage=percent_pb2.FractionalPercent(
+                    numerator=round(view.drop_overload_percent * 10_000),
+                    denominator=percent_pb2.FractionalPercent.MILLION,
+                ),
+            )
+        )
+    return assignment
+
+
+def _locality(locality: LocalityView) -> endpoint_components_pb2.LocalityLbEndpoints:
+    result = endpoint_components_pb2.LocalityLbEndpoints(
+        locality=base_pb2.Locality(region=locality.region),
+        priority=locality.priority,
+        lb_endpoints=[_endpoint(e) for e in locality.endpoints],
+    )
+    if locality.weight is not None:
+        result.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=locality.weight))
+    return result
+
+
+def _endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
+    explanation = struct_pb2.Struct()
+    explanation.update(
+        {
+            "region": view.region,
+            **({"version": view.version} if view.version else {}),
+            **{key: value for key, value in view.reason.items() if value is not None},
+        }
+    )
+    metadata = base_pb2.Metadata()
+    metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
+    return endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(
+            address=address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(
+                    address=view.host, port_value=view.port
+                )
+            )
+        ),
+        health_status=_HEALTH[view.health],
+        load_balancing_weight=wrappers_pb2.UInt32Value(value=max(1, view.weight)),
+        metadata=metadata,
+    )
