@@ -1,0 +1,148 @@
+"""The `heliostat` command line. No traceback reaches a user: errors are one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from heliostat import logs
+from heliostat.policy import PolicyError, load_policy
+from heliostat.xds.bootstrap import BootstrapOptions, bootstrap
+from heliostat.xds.nodes import Role
+
+
+class UsageError(Exception):
+    """A command line heliostat cannot act on."""
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port 1-65535, got {text!r}")
+    return int(text)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        try:
+            policy = load_policy(path)
+        except PolicyError as exc:
+            failed = True
+            for line in exc.lines():
+                print(line, file=sys.stderr)
+            continue
+        endpoints = sum(len(m.endpoints) for m in policy.spec.models)
+        print(
+            f"{path}: ok: policy {policy.metadata.name!r}, {len(policy.spec.regions)} regions, "
+            f"{len(policy.spec.models)} models, {endpoints} endpoints"
+        )
+    return 1 if failed else 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from heliostat.runtime.serve import ServeOptions, run  # grpc loads only when serving
+
+    logs.configure(args.log_level)
+    xds_host, xds_port = args.xds_address
+    admin_host, admin_port = args.admin_address
+    run(
+        ServeOptions(
+            policy_path=Path(args.policy),
+            xds_host=xds_host,
+            xds_port=xds_port,
+            admin_host=admin_host,
+            admin_port=admin_port,
+        )
+    )
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    xds_host, xds_port = args.xds_address
+    options = BootstrapOptions(
+        node_id=args.node_id,
+        region=args.region,
+        role=Role(args.role),
+        xds_host=xds_host,
+        xds_port=xds_port,
+        admin_host=args.admin_address,
+        admin_port=args.admin_port,
+        listener_port=args.listener_port,
+        delta=args.delta,
+    )
+    sys.stdout.write(yaml.safe_dump(bootstrap(options), sort_keys=False))
+    return 0
+
+
+def _demo(_: argparse.Namespace) -> int:
+    print(
+        "heliostat demo: the three-region demo with real Envoys arrives with a later issue.\n"
+        "Today you can run `heliostat serve --policy policies/demo.yaml` and start gateways\n"
+        "with `envoy -c <(heliostat bootstrap --node-id gw-us --region us-east)`."
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="heliostat",
+        description="xDS control plane that steers LLM inference traffic to free GPUs.",
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check policy files")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(run=_validate)
+
+    serve = commands.add_parser("serve", help="serve xDS to Envoys from a policy file")
+    serve.add_argument("--policy", required=True, metavar="FILE")
+    serve.add_argument("--xds-address", type=host_port, default=("127.0.0.1", 18000))
+    serve.add_argument("--admin-address", type=host_port, default=("127.0.0.1", 9901))
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(run=_serve)
+
+    boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap for a node")
+    boot.add_argument("--node-id", required=True)
+    boot.add_argument("--region", required=True)
+    boot.add_argument("--role", choices=[r.value for r in Role], default=Role.GATEWAY.value)
+    boot.add_argument("--xds-address", type=host_port, default=("127.0.0.1", 18000))
+    boot.add_argument("--admin-address", default="127.0.0.1", help="Envoy admin host")
+    boot.add_argument("--admin-port", type=port_number, default=19901)
+    boot.add_argument("--listener-port", type=port_number, default=None)
+    boot.add_argument("--delta", action="store_true", help="use incremental (delta) xDS")
+    boot.set_defaults(run=_bootstrap)
+
+    demo = commands.add_parser("demo", help="run the three-region demo")
+    demo.set_defaults(run=_demo)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except PolicyError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"heliostat {args.command}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

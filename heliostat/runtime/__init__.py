@@ -1,0 +1,1 @@
+"""The running control plane: wires policy, views, snapshots and servers together (I/O)."""

@@ -1,0 +1,93 @@
+"""Turns the current policy and views into snapshots for every node group that asks.
+
+This is the one place that knows both sides: it is the server's `SnapshotSource`, and the
+control loop hands it new inputs. Building is pure and cheap; snapshots of groups nobody has
+asked for yet are built on first request (a gateway on an unexpected port, say).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from heliostat.balance import Views
+from heliostat.policy import Policy
+from heliostat.xds.cache import SnapshotCache
+from heliostat.xds.nodes import NodeGroup
+from heliostat.xds.snapshot import InconsistentSnapshot, Snapshot
+from heliostat.xds.translate import build_snapshot
+
+log = structlog.get_logger("heliostat.publisher")
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    policy: Policy
+    views: Views
+
+
+class Publisher:
+    def __init__(self, cache: SnapshotCache, inputs: Inputs) -> None:
+        self._cache = cache
+        self._inputs = inputs
+        self._warned_regions: set[str] = set()
+        self.last_error: str | None = None
+        self.pushes = 0  # groups whose snapshot changed, over the process's life
+
+    @property
+    def inputs(self) -> Inputs:
+        return self._inputs
+
+    def publish(self, inputs: Inputs) -> list[NodeGroup]:
+        """Adopt new inputs and rebuild every known group; returns the groups that changed.
+
+        A group whose new snapshot fails to build keeps its last good one, and the error is
+        kept for /debug/state; other groups still move on.
+        """
+        self._inputs = inputs
+        changed = []
+        for group in self._cache.groups():
+            snapshot = self._build(group)
+            if snapshot is not None and self._cache.set(group, snapshot):
+                changed.append(group)
+        self.pushes += len(changed)
+        return changed
+
+    # -- SnapshotSource ----------------------------------------------------------------
+
+    def snapshot_for(self, group: NodeGroup, node_id: str) -> Snapshot:
+        current = self._cache.get(group)
+        if current is not None:
+            return current
+        if group.region is not None and group.region not in self._inputs.policy.spec.regions:
+            if group.region not in self._warned_regions:
+                self._warned_regions.add(group.region)
+                log.error(
+                    "node's region is not in the policy; serving a view with no "
+                    "region preference",
+                    node_id=node_id,
+                    region=group.region,
+                    regions=sorted(self._inputs.policy.spec.regions),
+                )
+        snapshot = self._build(group)
+        if snapshot is None:
+            raise RuntimeError(self.last_error or "no snapshot")
+        self._cache.set(group, snapshot)
+        return snapshot
+
+    def watch(self, group: NodeGroup, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
+        return self._cache.watch(group, callback)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _build(self, group: NodeGroup) -> Snapshot | None:
+        inputs = self._inputs
+        try:
+            snapshot = build_snapshot(inputs.policy, inputs.views.for_region(group.region), group)
+        except (InconsistentSnapshot, ValueError) as exc:
+            self.last_error = f"group {group.key}: {exc}"
+            log.error("snapshot not built; keeping the last good one", group=group.key, error=str(exc))
+            return None
+        return snapshot

@@ -1,0 +1,153 @@
+"""`heliostat serve`: the xDS server, the admin server and the policy watcher, together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from heliostat.admin import server as admin_server
+from heliostat.admin.state import describe_nodes, describe_snapshots, describe_views
+from heliostat.balance import static_views
+from heliostat.policy import Policy, load_policy
+from heliostat.runtime.policy_watch import PolicyWatcher, digest_of
+from heliostat.runtime.publisher import Inputs, Publisher
+from heliostat.xds.cache import SnapshotCache
+from heliostat.xds.metrics import XdsMetrics
+from heliostat.xds.registry import StreamRegistry
+from heliostat.xds.server import AdsServer, add_to_server
+
+log = structlog.get_logger("heliostat.serve")
+
+# A long-lived stream with many small messages: keep idle connections alive through NATs.
+_GRPC_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    policy_path: Path
+    xds_host: str = "127.0.0.1"
+    xds_port: int = 18000
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 9901
+    policy_poll_s: float = 1.0
+    # Pluggable transport security for the xDS port (mTLS with node identity later).
+    credentials: grpc.ServerCredentials | None = None
+
+
+class ControlPlane:
+    """Owns the long-lived pieces and the order in which they start and stop."""
+
+    def __init__(self, options: ServeOptions, policy: Policy) -> None:
+        self.options = options
+        self.metrics_registry = CollectorRegistry()
+        self.cache = SnapshotCache()
+        self.streams = StreamRegistry()
+        self.publisher = Publisher(self.cache, Inputs(policy, static_views(policy)))
+        self.watcher = PolicyWatcher(
+            options.policy_path,
+            self.apply_policy,
+            interval=options.policy_poll_s,
+            initial_digest=digest_of(options.policy_path),
+        )
+        self.started_at = time.time()
+        self._serving = False
+        self._policy_reloads = Counter(
+            "heliostat_policy_reloads_total",
+            "Policy file versions seen, by result.",
+            ["result"],
+            registry=self.metrics_registry,
+        )
+        self._groups = Gauge(
+            "heliostat_snapshot_groups", "Node groups with a snapshot.", registry=self.metrics_registry
+        )
+        self._groups.set_function(lambda: len(self.cache.groups()))
+        self.ads = AdsServer(self.publisher, self.streams, XdsMetrics(self.metrics_registry))
+
+    def apply_policy(self, policy: Policy) -> None:
+        changed = self.publisher.publish(Inputs(policy, static_views(policy)))
+        self._policy_reloads.labels("applied").inc()
+        log.info("views recomputed", groups_changed=[g.key for g in changed])
+
+    def ready(self) -> tuple[bool, str]:
+        if not self._serving:
+            return False, "starting"
+        return True, "ready"
+
+    def state(self) -> dict[str, Any]:
+        inputs = self.publisher.inputs
+        return {
+            "policy": {
+                "name": inputs.policy.metadata.name,
+                "path": str(self.options.policy_path),
+                "models": [m.name for m in inputs.policy.spec.models],
+                "reloads": self.watcher.reloads,
+                "rejections": self.watcher.rejections,
+                "last_error": self.watcher.last_error,
+            },
+            "views": describe_views(inputs.views),
+            "snapshots": describe_snapshots(self.cache),
+            "snapshot_error": self.publisher.last_error,
+            "nodes": describe_nodes(self.streams),
+            "uptime_s": round(time.time() - self.started_at, 3),
+        }
+
+    async def run(self) -> None:
+        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        add_to_server(server, self.ads)
+        address = f"{self.options.xds_host}:{self.options.xds_port}"
+        if self.options.credentials is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, self.options.credentials)
+        await server.start()
+        app = admin_server.build_app(self.metrics_registry, self.state, self.ready)
+        admin = await admin_server.start(app, self.options.admin_host, self.options.admin_port)
+        watcher = asyncio.create_task(self.watcher.run(), name="policy-watch")
+        self._serving = True
+        log.info(
+            "serving",
+            xds=address,
+            admin=f"{self.options.admin_host}:{self.options.admin_port}",
+            policy=str(self.options.policy_path),
+        )
+        try:
+            await _until_signalled()
+        finally:
+            self._serving = False
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await server.stop(grace=1.0)
+            await admin.cleanup()
+            log.info("stopped")
+
+
+async def _until_signalled() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def run(options: ServeOptions) -> None:
+    policy = load_policy(options.policy_path)
+    asyncio.run(ControlPlane(options, policy).run())
