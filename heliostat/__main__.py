@@ -1,3 +1,5 @@
-from heliostat.cli import main
 import sys
+
+from heliostat.cli import main
+
 sys.exit(main())

@@ -63,6 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
             xds_port=xds_port,
             admin_host=admin_host,
             admin_port=admin_port,
+            policy_poll_s=args.policy_poll_interval,
         )
     )
     return 0
@@ -110,6 +111,13 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--xds-address", type=host_port, default=("127.0.0.1", 18000))
     serve.add_argument("--admin-address", type=host_port, default=("127.0.0.1", 9901))
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--policy-poll-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often the policy file is checked for a new version",
+    )
     serve.set_defaults(run=_serve)
 
     boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap for a node")

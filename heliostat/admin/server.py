@@ -17,7 +17,9 @@ StateProvider = Callable[[], dict[str, Any]]
 ReadyProbe = Callable[[], tuple[bool, str]]
 
 
-def build_app(registry: CollectorRegistry, state: StateProvider, ready: ReadyProbe) -> web.Application:
+def build_app(
+    registry: CollectorRegistry, state: StateProvider, ready: ReadyProbe
+) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 

@@ -84,7 +84,9 @@ def _fields_at(path: Path) -> list[str]:
                 return []
             current = field.annotation
         else:
-            args = typing.get_args(current)
+            # list[X] / dict[K, X] / tuple[X, ...]: the element is the last argument that
+            # is not the Ellipsis of a variable-length tuple.
+            args = [a for a in typing.get_args(current) if a is not Ellipsis]
             current = args[-1] if args else None
     current = _unwrap(current)
     if isinstance(current, type) and issubclass(current, BaseModel):

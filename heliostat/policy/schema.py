@@ -50,9 +50,22 @@ def _check_address(value: str) -> str:
     return value
 
 
+def _check_ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IP address (use 0.0.0.0 for every interface)"
+        ) from None
+    return value
+
+
 Name = Annotated[str, AfterValidator(_check_name)]
+IpAddress = Annotated[str, AfterValidator(_check_ip)]
 Address = Annotated[str, AfterValidator(_check_address)]
-Port = Annotated[int, Field(ge=1, le=65535)]
+# Numbers are strict: YAML 1.1 reads `yes`/`on`/`true` as booleans, and pydantic's lax mode
+# would quietly turn them into 1 (a port, 1 ms of RTT); a quoted "80" is a string, not a port.
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 
 
 class _Spec(BaseModel):
@@ -81,17 +94,19 @@ class Metadata(_Spec):
 
 
 class Region(_Spec):
-    rtt_ms: dict[Name, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
+    rtt_ms: dict[Name, Annotated[float, Field(allow_inf_nan=False, strict=True)]] = Field(
+        default_factory=dict
+    )
 
 
 class Gateway(_Spec):
     port: Port = 10000
-    address: str = "0.0.0.0"
+    address: IpAddress = "0.0.0.0"
 
 
 class Slo(_Spec):
-    ttft_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1000.0
-    network_budget_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 150.0
+    ttft_ms: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)] = 1000.0
+    network_budget_ms: Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)] = 150.0
 
 
 class SignalSourceKind(StrEnum):
@@ -111,10 +126,10 @@ class Signals(_Spec):
 class SimKnobs(_Spec):
     """Capacity of a simulated replica (`heliostat sim fleet`); `serve` ignores it."""
 
-    max_num_seqs: Annotated[int, Field(ge=1)] | None = None
-    num_gpu_blocks: Annotated[int, Field(ge=1)] | None = None
-    block_size: Annotated[int, Field(ge=1)] | None = None
-    speed: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    max_num_seqs: Annotated[int, Field(ge=1, strict=True)] | None = None
+    num_gpu_blocks: Annotated[int, Field(ge=1, strict=True)] | None = None
+    block_size: Annotated[int, Field(ge=1, strict=True)] | None = None
+    speed: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)] | None = None
 
 
 class Endpoint(_Spec):
@@ -143,7 +158,7 @@ class Spec(_Spec):
 class Policy(_Spec):
     """One InferencePolicy document."""
 
-    apiVersion: Literal["heliostat/v1"]  # noqa: N815 - the file's own key
+    apiVersion: Literal["heliostat/v1"]
     kind: Literal["InferencePolicy"]
     metadata: Metadata
     spec: Spec

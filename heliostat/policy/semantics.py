@@ -58,12 +58,15 @@ def _models(policy: Policy) -> Iterator[Problem]:
         if model.name in seen_models:
             yield Problem(
                 (*base, "name"),
-                f"duplicate model name {model.name!r} (first at spec.models[{seen_models[model.name]}])",
+                f"duplicate model name {model.name!r} "
+                f"(first at spec.models[{seen_models[model.name]}])",
             )
         seen_models.setdefault(model.name, index)
         signals = model.signals
         if signals.source is SignalSourceKind.PROMETHEUS and not signals.prometheus_url:
-            yield Problem((*base, "signals", "prometheus_url"), "required when source is prometheus")
+            yield Problem(
+                (*base, "signals", "prometheus_url"), "required when source is prometheus"
+            )
         if signals.timeout > signals.interval:
             yield Problem((*base, "signals", "timeout"), "must not be longer than the interval")
         if signals.stale_after < signals.interval:

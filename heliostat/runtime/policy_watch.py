@@ -43,8 +43,11 @@ class PolicyWatcher:
         except OSError as exc:
             if self.last_error != [f"{self.path}: {exc.strerror}"]:
                 self.last_error = [f"{self.path}: {exc.strerror}"]
-                log.error("policy file unreadable; keeping the last good policy",
-                          path=str(self.path), error=exc.strerror)
+                log.error(
+                    "policy file unreadable; keeping the last good policy",
+                    path=str(self.path),
+                    error=exc.strerror,
+                )
             return False
         digest = hashlib.sha256(data).hexdigest()
         if digest == self._digest:

@@ -61,16 +61,16 @@ class Publisher:
         current = self._cache.get(group)
         if current is not None:
             return current
-        if group.region is not None and group.region not in self._inputs.policy.spec.regions:
-            if group.region not in self._warned_regions:
-                self._warned_regions.add(group.region)
-                log.error(
-                    "node's region is not in the policy; serving a view with no "
-                    "region preference",
-                    node_id=node_id,
-                    region=group.region,
-                    regions=sorted(self._inputs.policy.spec.regions),
-                )
+        region = group.region
+        known = self._inputs.policy.spec.regions
+        if region and region not in known and region not in self._warned_regions:
+            self._warned_regions.add(region)
+            log.error(
+                "node's region is not in the policy; serving a view with no region preference",
+                node_id=node_id,
+                region=region,
+                regions=sorted(known),
+            )
         snapshot = self._build(group)
         if snapshot is None:
             raise RuntimeError(self.last_error or "no snapshot")
@@ -88,6 +88,8 @@ class Publisher:
             snapshot = build_snapshot(inputs.policy, inputs.views.for_region(group.region), group)
         except (InconsistentSnapshot, ValueError) as exc:
             self.last_error = f"group {group.key}: {exc}"
-            log.error("snapshot not built; keeping the last good one", group=group.key, error=str(exc))
+            log.error(
+                "snapshot not built; keeping the last good one", group=group.key, error=str(exc)
+            )
             return None
         return snapshot

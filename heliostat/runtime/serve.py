@@ -72,7 +72,9 @@ class ControlPlane:
             registry=self.metrics_registry,
         )
         self._groups = Gauge(
-            "heliostat_snapshot_groups", "Node groups with a snapshot.", registry=self.metrics_registry
+            "heliostat_snapshot_groups",
+            "Node groups with a snapshot.",
+            registry=self.metrics_registry,
         )
         self._groups.set_function(lambda: len(self.cache.groups()))
         self.ads = AdsServer(self.publisher, self.streams, XdsMetrics(self.metrics_registry))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
+
 from heliostat.xds.events import Event, EventKind, Outcome, Rejection, TypeStatus
 from heliostat.xds.snapshot import Resource, Snapshot
 from heliostat.xds.types import PUSH_ORDER, TypeUrl, parse_type_url
@@ -164,6 +165,10 @@ class DeltaStream:
                 Event(EventKind.HELD, state.type_url, detail="NACKed before: " + ", ".join(held))
             )
         if not updates and not removed:
+            if not held and not state.pending:
+                # The node already has exactly this snapshot's resources (say, after a
+                # reconnect with initial_resource_versions): it is in sync without a push.
+                state.status.sent_version = state.status.acked_version = self._snapshot.version
             return outcome
         self._nonce_counter += 1
         nonce = str(self._nonce_counter)

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from google.protobuf import json_format
-
 from envoy.config.core.v3 import base_pb2
+from google.protobuf import json_format
 
 
 class Role(StrEnum):

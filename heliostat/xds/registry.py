@@ -49,7 +49,11 @@ class StreamRegistry:
     def add(self, entry: StreamEntry) -> Callable[[], None]:
         entry.stream_id = next(self._ids)
         self._entries[entry.stream_id] = entry
-        return lambda: self._entries.pop(entry.stream_id, None) and None
+
+        def remove() -> None:
+            self._entries.pop(entry.stream_id, None)
+
+        return remove
 
     def entries(self) -> list[StreamEntry]:
         return sorted(self._entries.values(), key=lambda e: (e.node_id, e.stream_id))

@@ -13,8 +13,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 import structlog
-
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
 from heliostat.xds.delta import DeltaStream
 from heliostat.xds.events import Event, EventKind, Outcome, TypeStatus
 from heliostat.xds.metrics import XdsMetrics
@@ -51,7 +51,7 @@ _CHANGED = object()
 _CLOSED = object()
 
 
-class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     def __init__(
         self, source: SnapshotSource, registry: StreamRegistry, metrics: XdsMetrics
     ) -> None:
@@ -59,7 +59,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._registry = registry
         self._metrics = metrics
 
-    async def StreamAggregatedResources(  # noqa: N802 - gRPC's method name
+    async def StreamAggregatedResources(
         self,
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext[Any, Any],
@@ -67,7 +67,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         async for response in self._serve("sotw", SotwStream, request_iterator, context):
             yield response
 
-    async def DeltaAggregatedResources(  # noqa: N802 - gRPC's method name
+    async def DeltaAggregatedResources(
         self,
         request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
         context: grpc.aio.ServicerContext[Any, Any],
@@ -113,7 +113,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 if item is _CHANGED:
                     outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
                 else:
-                    outcome = protocol.on_request(item)  # type: ignore[arg-type]
+                    outcome = protocol.on_request(item)
         finally:
             reader.cancel()
             stop_watching()

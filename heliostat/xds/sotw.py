@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
+
 from heliostat.xds.events import Event, EventKind, Outcome, Rejection, TypeStatus
 from heliostat.xds.snapshot import Resource, Snapshot, combined_version
 from heliostat.xds.types import PUSH_ORDER, TypeUrl, parse_type_url
@@ -89,15 +90,15 @@ class SotwStream:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _record_nack(
-        self, state: _TypeState, request: discovery_pb2.DiscoveryRequest
-    ) -> Event:
+    def _record_nack(self, state: _TypeState, request: discovery_pb2.DiscoveryRequest) -> Event:
         state.rejected_version = state.sent_version
         error = request.error_detail.message
         state.status.last_rejection = Rejection(
             state.sent_version, request.response_nonce, error, self._clock()
         )
-        return Event(EventKind.NACK, state.type_url, state.sent_version, request.response_nonce, error)
+        return Event(
+            EventKind.NACK, state.type_url, state.sent_version, request.response_nonce, error
+        )
 
     def _adopt_known_version(self, state: _TypeState, version: str) -> None:
         """A node reconnecting with the content we would send needs no response for it."""

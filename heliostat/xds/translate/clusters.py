@@ -5,6 +5,7 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import protocol_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as upstream_http_pb2
+
 from heliostat.balance import ClusterView
 from heliostat.policy import Model, UpstreamProtocol
 from heliostat.xds.translate.common import ads_source, pack, seconds

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from google.protobuf import struct_pb2, wrappers_pb2
-
 from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.type.v3 import percent_pb2
+from google.protobuf import struct_pb2, wrappers_pb2
+
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
 
 METADATA_NAMESPACE = "heliostat"
@@ -62,9 +62,7 @@ def _endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
     return endpoint_components_pb2.LbEndpoint(
         endpoint=endpoint_components_pb2.Endpoint(
             address=address_pb2.Address(
-                socket_address=address_pb2.SocketAddress(
-                    address=view.host, port_value=view.port
-                )
+                socket_address=address_pb2.SocketAddress(address=view.host, port_value=view.port)
             )
         ),
         health_status=_HEALTH[view.health],

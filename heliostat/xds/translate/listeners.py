@@ -8,6 +8,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+
 from heliostat.xds.translate.common import ads_source, pack, seconds
 
 ROUTE_CONFIG_NAME = "heliostat_models"

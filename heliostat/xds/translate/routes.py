@@ -6,8 +6,10 @@ import json
 from collections.abc import Sequence
 
 from envoy.config.core.v3 import base_pb2
-from envoy.config.route.v3 import route_components_pb2 as rc, route_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import string_pb2
+
 from heliostat.xds.translate.common import seconds
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME
 
