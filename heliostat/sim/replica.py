@@ -1,0 +1,162 @@
+"""One simulated replica: its engine, metrics, statistics and faults, and the site serving them.
+
+State lives here, HTTP handling in :mod:`heliostat.sim.server`; the split keeps the handlers thin
+and lets tests poke a replica's state (faults, reset) without going through HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from heliostat.sim.config import ReplicaConfig, RttFn
+from heliostat.sim.driver import EngineDriver
+from heliostat.sim.engine import Engine
+from heliostat.sim.faults import Fault, FaultKind, FaultSet
+from heliostat.sim.metrics import ReplicaMetrics
+from heliostat.sim.server import build_app
+from heliostat.sim.stats import ReplicaStats
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 1.0
+"""How long stopping waits for in-flight handlers; every waiting handler is released first, so
+this only bounds a misbehaving client."""
+
+
+class Replica:
+    """A simulated vLLM server at ``config.address``."""
+
+    def __init__(
+        self, config: ReplicaConfig, rtt_ms: RttFn | None = None, *, fault_seed: int | None = None
+    ) -> None:
+        self.config = config
+        self.id = config.address
+        self.rtt_ms = rtt_ms
+        self.faults = FaultSet(fault_seed)
+        self._hang_release = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.metrics, self.engine, self.driver, self.stats = self._fresh_state()
+
+    def _fresh_state(self) -> tuple[ReplicaMetrics, Engine, EngineDriver, ReplicaStats]:
+        cfg = self.config
+        metrics = ReplicaMetrics(cfg.model, cfg.block_size, cfg.num_gpu_blocks)
+        engine = Engine(cfg.engine_config(), observer=metrics)
+        engine.slowdown = self.faults.slowdown
+        return metrics, engine, EngineDriver(engine), ReplicaStats()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"http://{host}:{self.config.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the engine loop and listen on the configured address."""
+        if self._runner is not None:
+            return
+        # handler_cancellation: a client that hangs up cancels its handler, which aborts the
+        # request in the engine, as vLLM does; otherwise abandoned requests would keep
+        # occupying the simulated GPU after Envoy timed them out.
+        runner = web.AppRunner(
+            build_app(self),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            handler_cancellation=True,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.config.host, self.config.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.driver.start()
+
+    async def stop(self) -> None:
+        """Release hung requests, abort queued work, then close the site and its connections."""
+        self._release_hung()
+        await self.driver.stop()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def reset(self) -> None:
+        """Zero statistics and metrics, empty the queues and the prefix cache; keep faults.
+
+        The new state is in place before the first await, so a reset whose caller goes away
+        half-way still leaves a working replica.
+        """
+        old = self.driver
+        self.metrics, self.engine, self.driver, self.stats = self._fresh_state()
+        if self._runner is not None:
+            self.driver.start()
+        await old.stop()
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def set_fault(self, fault: Fault) -> None:
+        self.faults.set(fault)
+        self.engine.slowdown = self.faults.slowdown
+        log.info("replica %s: fault %s", self.id, fault.to_json())
+
+    def clear_faults(self, kind: FaultKind | None = None) -> None:
+        self.faults.clear(kind)
+        self.engine.slowdown = self.faults.slowdown
+        if kind in (None, FaultKind.HANG):
+            self._release_hung()
+        log.info("replica %s: faults healed (%s)", self.id, kind.value if kind else "all")
+
+    async def wait_hang_released(self) -> None:
+        await self._hang_release.wait()
+
+    def _release_hung(self) -> None:
+        self._hang_release.set()
+        self._hang_release = asyncio.Event()
+
+    # -- network emulation ---------------------------------------------------------------------
+
+    def rtt_seconds(self, origin_region: str | None) -> float:
+        """Round trip between the caller's region and ours; 0 for local or unknown callers."""
+        if not origin_region or origin_region == self.config.region or self.rtt_ms is None:
+            return 0.0
+        try:
+            ms = float(self.rtt_ms(origin_region, self.config.region))
+        except (LookupError, ValueError):
+            log.warning(
+                "replica %s: no RTT for %s -> %s", self.id, origin_region, self.config.region
+            )
+            return 0.0
+        return max(ms, 0.0) / 1000.0
+
+    # -- introspection -------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ``/sim/stats`` document."""
+        eng = self.engine
+        return {
+            "replica": self.id,
+            "region": self.config.region,
+            "model": self.config.model,
+            "version": self.config.version,
+            **self.stats.to_json(),
+            "engine": {
+                "waiting": eng.num_waiting,
+                "running": eng.num_running,
+                "kv_cache_usage": eng.pool.usage,
+                "cached_blocks": eng.pool.num_cached,
+                "prefix_queries": eng.prefix_queries,
+                "prefix_hits": eng.prefix_hits,
+                "slowdown": eng.slowdown,
+            },
+            "faults": [f.to_json() for f in self.faults.active()],
+        }
