@@ -86,6 +86,29 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sim_fleet(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from heliostat.sim.fleet import run_fleet
+    from heliostat.sim.from_policy import replica_configs, rtt_from_policy
+
+    policy = load_policy(args.policy)
+    try:
+        configs = replica_configs(policy, speed=args.speed)
+    except ValueError as exc:
+        print(f"heliostat sim fleet: {exc}", file=sys.stderr)
+        return 1
+    for config in configs:
+        print(
+            f"replica {config.address} region={config.region} model={config.model} "
+            f"version={config.version or '-'} max_num_seqs={config.max_num_seqs} "
+            f"speed={config.speed:g}",
+            flush=True,
+        )
+    asyncio.run(run_fleet(configs, rtt_from_policy(policy)))
+    return 0
+
+
 def _demo(_: argparse.Namespace) -> int:
     print(
         "heliostat demo: the three-region demo with real Envoys arrives with a later issue.\n"
@@ -130,6 +153,13 @@ def parser() -> argparse.ArgumentParser:
     boot.add_argument("--listener-port", type=port_number, default=None)
     boot.add_argument("--delta", action="store_true", help="use incremental (delta) xDS")
     boot.set_defaults(run=_bootstrap)
+
+    sim = commands.add_parser("sim", help="simulated vLLM-compatible replicas")
+    sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
+    fleet = sim_commands.add_parser("fleet", help="one simulated replica per policy endpoint")
+    fleet.add_argument("--policy", required=True, metavar="FILE")
+    fleet.add_argument("--speed", type=float, default=None, help="override every replica's speed")
+    fleet.set_defaults(run=_sim_fleet)
 
     demo = commands.add_parser("demo", help="run the three-region demo")
     demo.set_defaults(run=_demo)
