@@ -8,6 +8,7 @@ from heliostat.balance.view import (
     Health,
     LocalityView,
     RegionView,
+    TrafficClass,
     Views,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "Health",
     "LocalityView",
     "RegionView",
+    "TrafficClass",
     "Views",
     "region_priorities",
     "static_views",

@@ -22,6 +22,13 @@ class Health(StrEnum):
     DRAINING = "DRAINING"
 
 
+class TrafficClass(StrEnum):
+    """Requests say `x-priority: batch` to be shed first; everything else is interactive."""
+
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
 @dataclass(frozen=True, slots=True)
 class EndpointView:
     address: str
@@ -60,6 +67,7 @@ class ClusterView:
     model: str
     localities: tuple[LocalityView, ...]
     drop_overload_percent: float = 0.0
+    traffic_class: TrafficClass = TrafficClass.INTERACTIVE
 
     def endpoints(self) -> tuple[EndpointView, ...]:
         return tuple(e for locality in self.localities for e in locality.endpoints)

@@ -3,9 +3,22 @@
 from heliostat.policy.durations import format_duration, parse_duration
 from heliostat.policy.loader import load_policy, parse_policy
 from heliostat.policy.problems import PolicyError, Problem
-from heliostat.policy.schema import Endpoint, Engine, Model, Policy, Region, UpstreamProtocol
+from heliostat.policy.schema import (
+    BeyondBudget,
+    Endpoint,
+    Engine,
+    Model,
+    Overflow,
+    Policy,
+    Region,
+    Thresholds,
+    UpstreamProtocol,
+)
 
 __all__ = [
+    "BeyondBudget",
+    "Overflow",
+    "Thresholds",
     "Endpoint",
     "Engine",
     "Model",

@@ -136,7 +136,31 @@ class Endpoint(_Spec):
     address: Address
     region: Name
     version: Name | None = None
+    # Concurrent sequences the server runs at once (vLLM's max_num_seqs); engines that do
+    # not export it leave the control law without a "running vs slots" term unless set here.
+    slots: Annotated[int, Field(ge=1)] | None = None
     sim: SimKnobs | None = None
+
+
+class Thresholds(_Spec):
+    """When an endpoint counts as saturated; the control law's weights fall towards these."""
+
+    queue: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 4.0  # waiting requests
+    kv: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.8  # KV-cache use, 0-1
+    running: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 1.0  # share of slots
+    failures: Annotated[int, Field(ge=1)] = 3  # consecutive failed scrapes -> UNHEALTHY
+
+
+class BeyondBudget(StrEnum):
+    LAST_RESORT = "last_resort"
+    NEVER = "never"
+
+
+class Overflow(_Spec):
+    """How much of a region's traffic may spill to a neighbour that has headroom."""
+
+    max_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.3
+    beyond_budget: BeyondBudget = BeyondBudget.LAST_RESORT
 
 
 class Model(_Spec):
@@ -146,6 +170,8 @@ class Model(_Spec):
     signals: Signals = Signals()
     protocol: UpstreamProtocol = UpstreamProtocol.HTTP1
     connect_timeout: Duration = 1.0
+    thresholds: Thresholds = Thresholds()
+    overflow: Overflow = Overflow()
     endpoints: tuple[Endpoint, ...]
 
 

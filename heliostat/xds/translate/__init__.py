@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from heliostat.balance import RegionView
+from heliostat.balance import RegionView, TrafficClass
 from heliostat.policy import Policy
 from heliostat.xds.nodes import NodeGroup
 from heliostat.xds.snapshot import Snapshot
@@ -36,7 +36,8 @@ def build_snapshot(policy: Policy, view: RegionView, group: NodeGroup) -> Snapsh
         assignments[cluster_view.name] = load_assignment(cluster_view)
     port = group.listener_port or policy.spec.gateway.port
     listener = gateway_listener(policy.spec.gateway.address, port)
-    routes = route_configuration([m.name for m in policy.spec.models], group.region)
+    batch = {c.model: c.name for c in view.clusters if c.traffic_class is TrafficClass.BATCH}
+    routes = route_configuration([m.name for m in policy.spec.models], group.region, batch)
     snapshot = Snapshot.from_messages(
         {
             TypeUrl.CLUSTER: clusters,
