@@ -17,15 +17,15 @@ from heliostat.policy.schema import (
 
 __all__ = [
     "BeyondBudget",
-    "Overflow",
-    "Thresholds",
     "Endpoint",
     "Engine",
     "Model",
+    "Overflow",
     "Policy",
     "PolicyError",
     "Problem",
     "Region",
+    "Thresholds",
     "UpstreamProtocol",
     "format_duration",
     "load_policy",

@@ -73,11 +73,14 @@ class SotwStream:
             state.status.pending_nonce = ""
             if request.HasField("error_detail"):
                 outcome.events.append(self._record_nack(state, request))
-            else:
+            elif request.version_info == state.sent_version:
                 state.status.acked_version = state.sent_version
                 outcome.events.append(Event(EventKind.ACK, type_url, state.sent_version))
                 if type_url in (TypeUrl.ROUTE, TypeUrl.LISTENER) and self._routes_settled():
                     outcome.extend(self._release_retired())
+            # Otherwise the node kept an older version: after a NACK Envoy repeats the nonce
+            # with the version it still runs (and no error) when only its subscription
+            # changes. That is neither an ACK nor a NACK.
         elif first and request.version_info:
             self._adopt_known_version(state, request.version_info)
         outcome.extend(self._maybe_respond(state))
