@@ -1,0 +1,241 @@
+"""What both signal sources share: targets, per-endpoint state, the round loop, publishing.
+
+A subclass only says how to read one model's endpoints (`_scrape_model`). Everything else
+lives here: each model is read every `interval` (its own task, so a slow model cannot delay
+another), a policy reload keeps the state (last signal, counters) of unchanged targets, results
+are published as one immutable snapshot per round, and `on_update` is called after each round.
+Nothing that goes wrong while reading can end the loop.
+
+All methods must be called from the event loop that runs the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType, TracebackType
+from typing import ClassVar, Self
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from heliostat.signals.http import new_session
+from heliostat.signals.metrics import SignalMetrics
+from heliostat.signals.rates import CounterState, prefix_hit_rate
+from heliostat.signals.record import Failure, Reading, ScrapeTarget, Signal, empty_signal
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+UpdateHook = Callable[[str], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class EndpointState:
+    """Mutable per-endpoint bookkeeping; only its `signal` is ever shown outside."""
+
+    target: ScrapeTarget
+    signal: Signal
+    counters: CounterState | None = None
+
+    def accept(self, reading: Reading, at: float) -> None:
+        rate, self.counters = prefix_hit_rate(self.counters, reading)
+        if self.signal.error is not None:
+            log.info(
+                "signals: %s %s recovered after %d failed scrapes",
+                self.target.model,
+                self.target.address,
+                self.signal.consecutive_failures,
+            )
+        self.signal = self.signal.with_reading(reading, rate, at)
+
+    def reject(self, failure: Failure) -> None:
+        if self.signal.error != failure.reason:  # log changes, not every failed round
+            log.warning(
+                "signals: %s %s failed: %s %s",
+                self.target.model,
+                self.target.address,
+                failure.reason,
+                failure.detail,
+            )
+        self.signal = self.signal.failed(failure.reason)
+
+
+def _same_series(a: ScrapeTarget, b: ScrapeTarget) -> bool:
+    """Whether state read under `a` is still meaningful under `b` (timing may change)."""
+    return (a.engine, a.metrics_path, a.selector, a.source, a.prometheus_url) == (
+        b.engine,
+        b.metrics_path,
+        b.selector,
+        b.source,
+        b.prometheus_url,
+    )
+
+
+class PollingSource(ABC):
+    """Base of `Scraper` and `PrometheusSource`; implements the `SignalSource` protocol."""
+
+    kind: ClassVar[str]
+    """Label of this source in `heliostat_scrape_duration_seconds`."""
+
+    def __init__(
+        self,
+        targets: Iterable[ScrapeTarget],
+        registry: CollectorRegistry | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
+        self._states: dict[Key, EndpointState] = {}
+        self._snapshot: Mapping[Key, Signal] = MappingProxyType({})
+        self._changed = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self.on_update: UpdateHook | None = None
+        """Called with the model name after each round of that model (sync or async)."""
+        self._metrics = SignalMetrics.for_registry(registry) if registry is not None else None
+        self.update_targets(targets)
+        if self._metrics is not None:
+            self._metrics.track(self)
+
+    # --- public API ----------------------------------------------------------------------
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    def targets(self) -> list[ScrapeTarget]:
+        return [state.target for state in self._states.values()]
+
+    def signals(self) -> Mapping[Key, Signal]:
+        """Latest signal of every target, keyed by (model, address); a read-only snapshot."""
+        return self._snapshot
+
+    def update_targets(self, targets: Iterable[ScrapeTarget]) -> None:
+        """Replace the target set; unchanged endpoints keep their signal and counters."""
+        new: dict[Key, EndpointState] = {}
+        for target in targets:
+            if target.key in new:
+                raise ValueError(f"duplicate target {target.key}")
+            old = self._states.get(target.key)
+            if old is not None and _same_series(old.target, target):
+                new[target.key] = EndpointState(target, old.signal, old.counters)
+            else:
+                new[target.key] = EndpointState(target, empty_signal(target))
+        self._states = new
+        self._publish()
+        self._changed.set()
+
+    async def scrape_once(self, model: str | None = None) -> None:
+        """One round for `model` (or all models at once); never raises."""
+        models = [model] if model is not None else sorted(self._models())
+        await asyncio.gather(*(self._round(m) for m in models))
+
+    async def run(self) -> None:
+        """Read every model on its interval until cancelled; follows `update_targets`."""
+        tasks: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                self._changed.clear()
+                wanted = self._models()
+                for model in list(tasks):
+                    if model not in wanted or tasks[model].done():
+                        tasks.pop(model).cancel()
+                for model in sorted(wanted - tasks.keys()):
+                    tasks[model] = asyncio.create_task(
+                        self._model_loop(model), name=f"heliostat-signals-{self.kind}-{model}"
+                    )
+                await self._changed.wait()
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session (a later scrape opens a new one)."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- for subclasses ------------------------------------------------------------------
+
+    @abstractmethod
+    async def _scrape_model(self, model: str, states: list[EndpointState]) -> None:
+        """Read every endpoint in `states` and `_apply` a result to each."""
+
+    def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = new_session()
+        return self._session
+
+    def _apply(self, state: EndpointState, result: Reading | Failure, at: float) -> None:
+        if isinstance(result, Failure):
+            state.reject(result)
+            if self._metrics is not None:
+                self._metrics.errors.labels(result.reason).inc()
+        else:
+            state.accept(result, at)
+
+    def _observe(self, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.duration.labels(self.kind).observe(seconds)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _models(self) -> set[str]:
+        return {key[0] for key in self._states}
+
+    def _interval(self, model: str) -> float | None:
+        intervals = [s.target.interval for s in self._states.values() if s.target.model == model]
+        return min(intervals) if intervals else None
+
+    def _publish(self) -> None:
+        self._snapshot = MappingProxyType({key: s.signal for key, s in self._states.items()})
+
+    async def _round(self, model: str) -> None:
+        states = [s for s in self._states.values() if s.target.model == model]
+        if not states:
+            return
+        try:
+            await self._scrape_model(model, states)
+        except Exception:
+            log.exception("signals: round for model %s failed", model)
+        self._publish()
+        hook = self.on_update
+        if hook is not None:
+            try:
+                result = hook(model)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("signals: on_update hook failed for model %s", model)
+
+    async def _model_loop(self, model: str) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            try:
+                await self._round(model)
+            except Exception:  # _round catches everything; this is the last line of defence
+                log.exception("signals: unexpected error in round for %s", model)
+            interval = self._interval(model)
+            if interval is None:
+                return
+            now = loop.time()
+            next_at = max(next_at + interval, now)  # after an overrun, do not burst
+            await asyncio.sleep(next_at - now)

@@ -1,0 +1,177 @@
+"""The Prometheus source: read the same signals from a Prometheus server's HTTP API.
+
+For sites that already scrape their model servers with Prometheus and do not want a second
+scraper hitting them. Per model and engine, one instant query fetches every wanted series of
+every endpoint of the model:
+
+    {__name__=~"vllm:num_requests_waiting|...|up", instance=~"10\\.0\\.0\\.1:8000|..."}
+
+Series are matched to endpoints by their `instance` label, which must equal the target's
+address (Prometheus's default for static targets). Each endpoint's samples then go through the
+very same engine adapter as a direct scrape, so both sources agree on model selection, value
+checks and counter rates. `scraped_at` is the timestamp of the endpoint's oldest sample, i.e.
+when Prometheus last scraped it, so staleness means the same thing as for direct scrapes.
+If `up` is 0 for an endpoint its previous values are kept with error `target_down`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from heliostat.signals.adapters import WANTED, adapt
+from heliostat.signals.exposition import Labels, SampleIndex
+from heliostat.signals.http import FetchError, fetch
+from heliostat.signals.polling import EndpointState, PollingSource
+from heliostat.signals.record import Failure, Reason, ScrapeTarget
+
+DEFAULT_PROMETHEUS_MAX_BYTES = 16 * 1024 * 1024
+_DROPPED_LABELS = frozenset({"__name__", "instance", "job"})
+
+Sample = tuple[str, Labels, float, float]
+"""(metric name, labels without instance/job, timestamp, value)."""
+
+
+class QueryError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def promql_string(value: str) -> str:
+    """A PromQL double-quoted string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def build_query(names: Iterable[str], addresses: Iterable[str]) -> str:
+    names_re = "|".join(re.escape(n) for n in sorted(names))
+    instances_re = "|".join(re.escape(a) for a in sorted(addresses))
+    return f"{{__name__=~{promql_string(names_re)},instance=~{promql_string(instances_re)}}}"
+
+
+def parse_vector(body: bytes) -> dict[str, list[Sample]]:
+    """An instant-query answer -> samples by instance; raises `QueryError` on bad input."""
+    try:
+        payload: Any = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise QueryError(Reason.PARSE, f"not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise QueryError(Reason.PARSE, "answer is not a JSON object")
+    if payload.get("status") != "success":
+        raise QueryError(Reason.QUERY, str(payload.get("error", "status is not success"))[:200])
+    data = payload.get("data")
+    if not isinstance(data, dict) or data.get("resultType") != "vector":
+        raise QueryError(Reason.PARSE, "answer is not an instant vector")
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise QueryError(Reason.PARSE, "result is not a list")
+    by_instance: dict[str, dict[str, list[Sample]]] = {}
+    for item in result:
+        try:
+            metric = item["metric"]
+            timestamp, value = item["value"]
+            name, instance = metric["__name__"], metric["instance"]
+            labels = {str(k): str(v) for k, v in metric.items() if k not in _DROPPED_LABELS}
+            sample = (str(name), labels, float(timestamp), float(value))
+            job = str(metric.get("job", ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise QueryError(Reason.PARSE, f"malformed sample: {str(item)[:100]}") from exc
+        by_instance.setdefault(str(instance), {}).setdefault(job, []).append(sample)
+    return {instance: _one_job(jobs) for instance, jobs in by_instance.items()}
+
+
+def _one_job(jobs: dict[str, list[Sample]]) -> list[Sample]:
+    """Samples of one scrape job: an address scraped by two jobs would otherwise count twice.
+
+    Prefers a job whose scrape succeeded (`up` == 1), then the first by name.
+    """
+    if len(jobs) == 1:
+        return next(iter(jobs.values()))
+
+    def up(samples: list[Sample]) -> bool:
+        return any(name == "up" and value == 1 for name, _, _, value in samples)
+
+    return jobs[min(jobs, key=lambda job: (not up(jobs[job]), job))]
+
+
+class PrometheusSource(PollingSource):
+    """Reads `ScrapeTarget`s from the Prometheus server at `url` (same API as `Scraper`).
+
+    Each model's query uses the smallest `interval` and largest `timeout` of its targets.
+    """
+
+    kind = "prometheus"
+
+    def __init__(
+        self,
+        url: str,
+        targets: Iterable[ScrapeTarget],
+        registry: CollectorRegistry | None,
+        clock: Callable[[], float] = time.time,
+        *,
+        max_body_bytes: int = DEFAULT_PROMETHEUS_MAX_BYTES,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.max_body_bytes = max_body_bytes
+        super().__init__(targets, registry, clock)
+
+    async def _scrape_model(self, model: str, states: list[EndpointState]) -> None:
+        by_engine: dict[str, list[EndpointState]] = {}
+        for state in states:
+            by_engine.setdefault(state.target.engine, []).append(state)
+        for engine, group in by_engine.items():
+            await self._query_engine(engine, group)
+
+    async def _query_engine(self, engine: str, states: list[EndpointState]) -> None:
+        query = build_query(WANTED[engine] | {"up"}, (s.target.address for s in states))
+        started = time.perf_counter()
+        try:
+            fetched = await fetch(
+                self._session_for_loop(),
+                f"{self.url}/api/v1/query",
+                method="POST",
+                data={"query": query},
+                timeout=max(s.target.timeout for s in states),
+                max_bytes=self.max_body_bytes,
+                accept="application/json",
+                content_types=frozenset({"application/json"}),
+            )
+            by_instance = parse_vector(fetched.body)
+        except (FetchError, QueryError) as exc:
+            failure = Failure(exc.reason, exc.detail)
+            for state in states:
+                self._apply(state, failure, self._clock())
+            return
+        finally:
+            self._observe(time.perf_counter() - started)
+        for state in states:
+            samples = by_instance.get(state.target.address, [])
+            try:
+                self._read_endpoint(state, samples)
+            except Exception as exc:  # one endpoint's bad data must not stop the others
+                self._apply(state, Failure(Reason.INTERNAL, f"{type(exc).__name__}: {exc}"), 0)
+
+    def _read_endpoint(self, state: EndpointState, samples: list[Sample]) -> None:
+        target = state.target
+        if not samples:
+            failure = Failure(
+                Reason.MISSING_SERIES, f"Prometheus has no series of {target.address}"
+            )
+            self._apply(state, failure, 0)
+            return
+        up = [value for name, _, _, value in samples if name == "up"]
+        if up and not any(value == 1 for value in up):
+            self._apply(state, Failure(Reason.TARGET_DOWN, "up == 0 in Prometheus"), 0)
+            return
+        metrics = [sample for sample in samples if sample[0] != "up"]
+        index = SampleIndex.from_samples(
+            (name, labels, value) for name, labels, _, value in metrics
+        )
+        scraped_at = min((ts for _, _, ts, _ in metrics), default=0.0)
+        self._apply(state, adapt(target.engine, index, target.selector), scraped_at)

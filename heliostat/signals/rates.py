@@ -1,0 +1,48 @@
+"""Counters -> rates between two scrapes of the same endpoint.
+
+vLLM reports prefix-cache hits and queries as token counters since start; the recent hit rate
+is their increase ratio between scrapes (`increase(hits) / increase(queries)`, as PromQL would
+compute it). The wall time between scrapes cancels out of the ratio, so no clock is needed.
+A counter that went down was reset (the server restarted): as Prometheus does, we count its
+increase as its whole new value. When nothing was queried in between, the previous rate is
+kept: an idle server's cache is as warm as it was, and an unknown rate is worse for routing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from heliostat.signals.record import Reading
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """The counter values of the last accepted scrape, and the rate computed then."""
+
+    hits: float
+    queries: float
+    rate: float | None
+
+
+def prefix_hit_rate(
+    previous: CounterState | None, reading: Reading
+) -> tuple[float | None, CounterState | None]:
+    """The hit rate to publish for `reading` and the state to keep for the next scrape.
+
+    Engines that publish a rate gauge (SGLang, old vLLM) pass straight through. The first
+    counter reading of an endpoint has no rate yet (None).
+    """
+    hits, queries = reading.prefix_hits_total, reading.prefix_queries_total
+    if hits is None or queries is None:
+        return reading.prefix_hit_rate, None
+    if previous is None:
+        return None, CounterState(hits, queries, None)
+    if hits < previous.hits or queries < previous.queries:
+        # Either counter going down means the process restarted: both started again at zero.
+        d_hits, d_queries = hits, queries
+    else:
+        d_hits, d_queries = hits - previous.hits, queries - previous.queries
+    if d_queries <= 0:
+        return previous.rate, CounterState(hits, queries, previous.rate)
+    rate = min(1.0, max(0.0, d_hits / d_queries))
+    return rate, CounterState(hits, queries, rate)

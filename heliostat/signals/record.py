@@ -1,0 +1,192 @@
+"""The records the signal layer hands to the rest of heliostat.
+
+`ScrapeTarget` says what to read and how; `Signal` is the latest thing we know about one
+endpoint. A `Signal` keeps the last good values when a scrape fails (with `error` and
+`consecutive_failures` set), because the control loop, not the scraper, decides how long old
+numbers may still steer traffic: it asks `is_stale()` with the policy's `stale_after`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Final, Literal, get_args
+
+Engine = Literal["vllm", "sglang", "triton", "trtllm", "tgi"]
+"""Engine named by the policy. `triton` also covers Triton's TensorRT-LLM backend (detected from
+its `nv_trt_llm_*` series); `trtllm` is `trtllm-serve`."""
+
+ENGINES: Final[frozenset[str]] = frozenset(get_args(Engine))
+
+SourceKind = Literal["direct", "prometheus"]
+
+DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+
+
+class Reason:
+    """Short error codes; stable strings because they label metrics and the debug view."""
+
+    TIMEOUT: Final = "timeout"
+    CONNECT: Final = "connect"
+    PROTOCOL: Final = "protocol"
+    HTTP_STATUS: Final = "http_status"
+    CONTENT_TYPE: Final = "content_type"
+    REDIRECT: Final = "redirect"
+    TOO_LARGE: Final = "too_large"
+    PARSE: Final = "parse"
+    BAD_VALUE: Final = "bad_value"
+    MISSING_SERIES: Final = "missing_series"
+    TARGET_DOWN: Final = "target_down"
+    """Prometheus source only: Prometheus's own scrape of the endpoint failed (`up` is 0)."""
+    QUERY: Final = "query"
+    """Prometheus source only: the query API answered with an error status."""
+    INTERNAL: Final = "internal"
+    """A bug on our side; caught so one endpoint cannot stop the loop."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeTarget:
+    """One endpoint of one model, and how to read its metrics.
+
+    `model_label` is the value of the engine's model label (`model_name` for vLLM, SGLang and
+    trtllm-serve, `model` for Triton) to select on multi-model servers; it defaults to `model`.
+    A server that labels a single model under another name (vLLM's `model_name` is usually the
+    Hugging Face id, which policy names cannot spell) is still read: see `adapters.py`.
+    """
+
+    model: str
+    address: str
+    engine: Engine = "vllm"
+    metrics_path: str = "/metrics"
+    interval: float = 2.0
+    timeout: float = 0.5
+    stale_after: float = 6.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    model_label: str | None = None
+    source: SourceKind = "direct"
+    prometheus_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; expected one of {sorted(ENGINES)}")
+        host, sep, port = self.address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"address {self.address!r} is not host:port")
+        if not self.metrics_path.startswith("/"):
+            raise ValueError(f"metrics_path {self.metrics_path!r} must start with '/'")
+        for name in ("interval", "timeout", "stale_after"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.max_body_bytes <= 0:
+            raise ValueError("max_body_bytes must be positive")
+        if self.source == "prometheus" and not self.prometheus_url:
+            raise ValueError("prometheus_url is required when source is prometheus")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model, self.address)
+
+    @property
+    def selector(self) -> str:
+        """The model label value to select on a multi-model server."""
+        return self.model_label if self.model_label is not None else self.model
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}{self.metrics_path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one successful scrape says, before counters are turned into rates.
+
+    Produced by the pure engine adapters; `prefix_hits_total`/`prefix_queries_total` are raw
+    counters (vLLM), `prefix_hit_rate` is an engine-computed gauge (SGLang, trtllm-serve).
+    """
+
+    engine: str
+    waiting: float | None = None
+    running: float | None = None
+    kv_usage: float | None = None
+    prefix_hit_rate: float | None = None
+    prefix_hits_total: float | None = None
+    prefix_queries_total: float | None = None
+    max_num_seqs: int | None = None
+    num_gpu_blocks: int | None = None
+    block_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a scrape produced no reading: a `Reason` code and a short human detail."""
+
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """The latest known state of one endpoint of one model.
+
+    Values an engine does not report stay None (Triton has no KV use, TGI no prefix cache).
+    `scraped_at` is the wall-clock time (`time.time()` or the source's clock) of the last
+    successful scrape, None if there never was one. On failure the previous values are kept
+    and `error`/`consecutive_failures` say what is going on; a success clears both.
+    """
+
+    model: str
+    address: str
+    engine: str
+    waiting: float | None = None
+    running: float | None = None
+    kv_usage: float | None = None
+    prefix_hit_rate: float | None = None
+    max_num_seqs: int | None = None
+    num_gpu_blocks: int | None = None
+    block_size: int | None = None
+    scraped_at: float | None = None
+    error: str | None = None
+    consecutive_failures: int = 0
+
+    def age(self, now: float) -> float | None:
+        """Seconds since the last successful scrape (never negative), None if never scraped."""
+        if self.scraped_at is None:
+            return None
+        return max(0.0, now - self.scraped_at)
+
+    def is_stale(self, now: float, stale_after: float) -> bool:
+        """True when there is no data younger than `stale_after` seconds to act on."""
+        age = self.age(now)
+        return age is None or age > stale_after
+
+    @property
+    def ok(self) -> bool:
+        return self.scraped_at is not None and self.error is None
+
+    def failed(self, reason: str) -> Signal:
+        return dataclasses.replace(
+            self, error=reason, consecutive_failures=self.consecutive_failures + 1
+        )
+
+    def with_reading(self, reading: Reading, prefix_hit_rate: float | None, at: float) -> Signal:
+        return dataclasses.replace(
+            self,
+            engine=reading.engine,
+            waiting=reading.waiting,
+            running=reading.running,
+            kv_usage=reading.kv_usage,
+            prefix_hit_rate=prefix_hit_rate,
+            max_num_seqs=reading.max_num_seqs,
+            num_gpu_blocks=reading.num_gpu_blocks,
+            block_size=reading.block_size,
+            scraped_at=at,
+            error=None,
+            consecutive_failures=0,
+        )
+
+
+def empty_signal(target: ScrapeTarget) -> Signal:
+    """The record of an endpoint that has not been scraped yet (always stale)."""
+    return Signal(model=target.model, address=target.address, engine=target.engine)

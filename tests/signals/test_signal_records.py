@@ -1,0 +1,129 @@
+"""Signal records, counter rates and the debug view."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from heliostat.signals import Reading, ScrapeTarget, Signal, debug_view
+from heliostat.signals.rates import CounterState, prefix_hit_rate
+from heliostat.signals.record import empty_signal
+
+
+def counters(hits: float, queries: float) -> Reading:
+    return Reading(engine="vllm", prefix_hits_total=hits, prefix_queries_total=queries)
+
+
+def test_first_counter_reading_has_no_rate() -> None:
+    rate, state = prefix_hit_rate(None, counters(30, 100))
+    assert rate is None
+    assert state == CounterState(30, 100, None)
+
+
+def test_rate_is_increase_ratio_between_scrapes() -> None:
+    _, state = prefix_hit_rate(None, counters(30, 100))
+    rate, state = prefix_hit_rate(state, counters(90, 200))
+    assert rate == pytest.approx(0.6)
+    rate, state = prefix_hit_rate(state, counters(90, 300))
+    assert rate == 0.0
+
+
+def test_counter_reset_counts_the_new_value_as_the_increase() -> None:
+    _, state = prefix_hit_rate(None, counters(5000, 10000))
+    rate, state = prefix_hit_rate(state, counters(20, 80))  # server restarted
+    assert rate == pytest.approx(0.25)
+    rate, _ = prefix_hit_rate(state, counters(60, 120))
+    assert rate == pytest.approx(1.0)
+
+
+def test_reset_of_one_counter_only_resets_both() -> None:
+    _, state = prefix_hit_rate(None, counters(50, 100))
+    rate, _ = prefix_hit_rate(state, counters(10, 400))
+    assert rate == pytest.approx(10 / 400)
+
+
+def test_idle_server_keeps_its_previous_rate() -> None:
+    _, state = prefix_hit_rate(None, counters(0, 0))
+    rate, state = prefix_hit_rate(state, counters(0, 0))
+    assert rate is None
+    rate, state = prefix_hit_rate(state, counters(40, 100))
+    assert rate == pytest.approx(0.4)
+    rate, _ = prefix_hit_rate(state, counters(40, 100))
+    assert rate == pytest.approx(0.4)
+
+
+def test_hits_growing_faster_than_queries_is_clamped() -> None:
+    _, state = prefix_hit_rate(None, counters(0, 100))
+    rate, _ = prefix_hit_rate(state, counters(500, 200))
+    assert rate == 1.0
+
+
+def test_gauge_rates_pass_through() -> None:
+    rate, state = prefix_hit_rate(None, Reading(engine="sglang", prefix_hit_rate=0.3))
+    assert (rate, state) == (0.3, None)
+
+
+def test_signal_age_and_staleness() -> None:
+    target = ScrapeTarget(model="m", address="127.0.0.1:9000")
+    signal = empty_signal(target)
+    assert signal.age(100.0) is None
+    assert signal.is_stale(100.0, 6.0)
+    assert not signal.ok
+    fresh = signal.with_reading(Reading(engine="vllm", waiting=1), None, at=100.0)
+    assert fresh.ok and fresh.age(103.0) == 3.0
+    assert not fresh.is_stale(106.0, 6.0)
+    assert fresh.is_stale(106.5, 6.0)
+    assert fresh.age(99.0) == 0.0  # clock stepped back: never negative
+    failing = fresh.failed("timeout").failed("timeout")
+    assert (failing.error, failing.consecutive_failures, failing.waiting) == ("timeout", 2, 1)
+    assert failing.scraped_at == 100.0 and not failing.ok
+    recovered = failing.with_reading(Reading(engine="vllm", waiting=4), None, at=110.0)
+    assert (recovered.error, recovered.consecutive_failures, recovered.waiting) == (None, 0, 4)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"engine": "llamacpp"},
+        {"address": "no-port"},
+        {"address": ":80"},
+        {"interval": 0},
+        {"timeout": -1},
+        {"stale_after": float("nan")},
+        {"max_body_bytes": 0},
+        {"metrics_path": "metrics"},
+        {"source": "prometheus"},
+    ],
+)
+def test_scrape_target_rejects_bad_settings(kwargs: dict[str, object]) -> None:
+    base: dict[str, object] = {"model": "m", "address": "127.0.0.1:8000"}
+    with pytest.raises(ValueError):
+        ScrapeTarget(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_scrape_target_defaults() -> None:
+    t = ScrapeTarget(model="m", address="127.0.0.1:8000")
+    assert (t.engine, t.interval, t.timeout, t.stale_after) == ("vllm", 2.0, 0.5, 6.0)
+    assert t.max_body_bytes == 4 * 1024 * 1024
+    assert t.url == "http://127.0.0.1:8000/metrics"
+    assert t.selector == "m"
+    assert ScrapeTarget(model="m", address="[::1]:80", model_label="x").selector == "x"
+
+
+def test_debug_view_is_json_and_shows_age() -> None:
+    signals = {
+        ("m", "127.0.0.1:2"): Signal(
+            "m", "127.0.0.1:2", "vllm", waiting=1, kv_usage=0.5, scraped_at=90.0
+        ),
+        ("m", "127.0.0.1:1"): Signal("m", "127.0.0.1:1", "vllm", error="timeout"),
+        ("n", "127.0.0.1:3"): Signal("n", "127.0.0.1:3", "tgi", scraped_at=99.5),
+    }
+    view = debug_view(signals, now=100.0, stale_after={"m": 6.0})
+    json.dumps(view, allow_nan=False)
+    m = view["models"]["m"]
+    assert [e["address"] for e in m] == ["127.0.0.1:1", "127.0.0.1:2"]
+    assert m[0]["age_s"] is None and m[0]["error"] == "timeout" and m[0]["stale"] is True
+    assert m[1]["age_s"] == 10.0 and m[1]["kv_usage"] == 0.5 and m[1]["stale"] is True
+    assert view["models"]["n"][0]["age_s"] == 0.5 and "stale" not in view["models"]["n"][0]
+    assert debug_view(signals, 100.0, stale_after=20.0)["models"]["m"][1]["stale"] is False
