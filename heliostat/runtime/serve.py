@@ -20,6 +20,7 @@ from heliostat.balance import static_views
 from heliostat.policy import Policy, load_policy
 from heliostat.runtime.policy_watch import PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
+from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache import SnapshotCache
 from heliostat.xds.metrics import XdsMetrics
 from heliostat.xds.registry import StreamRegistry
@@ -57,6 +58,7 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self.streams = StreamRegistry()
         self.publisher = Publisher(self.cache, Inputs(policy, static_views(policy)))
+        self.signals = CompositeSource(targets_from_policy(policy), self.metrics_registry)
         self.watcher = PolicyWatcher(
             options.policy_path,
             self.apply_policy,
@@ -80,6 +82,7 @@ class ControlPlane:
         self.ads = AdsServer(self.publisher, self.streams, XdsMetrics(self.metrics_registry))
 
     def apply_policy(self, policy: Policy) -> None:
+        self.signals.update_targets(targets_from_policy(policy))
         changed = self.publisher.publish(Inputs(policy, static_views(policy)))
         self._policy_reloads.labels("applied").inc()
         log.info("views recomputed", groups_changed=[g.key for g in changed])
@@ -101,6 +104,11 @@ class ControlPlane:
                 "last_error": self.watcher.last_error,
             },
             "views": describe_views(inputs.views),
+            "signals": debug_view(
+                self.signals.signals(),
+                time.time(),
+                {m.name: m.signals.stale_after for m in inputs.policy.spec.models},
+            ),
             "snapshots": describe_snapshots(self.cache),
             "snapshot_error": self.publisher.last_error,
             "nodes": describe_nodes(self.streams),
@@ -119,6 +127,7 @@ class ControlPlane:
         app = admin_server.build_app(self.metrics_registry, self.state, self.ready)
         admin = await admin_server.start(app, self.options.admin_host, self.options.admin_port)
         watcher = asyncio.create_task(self.watcher.run(), name="policy-watch")
+        scraping = asyncio.create_task(self.signals.run(), name="signals")
         self._serving = True
         log.info(
             "serving",
@@ -130,9 +139,10 @@ class ControlPlane:
             await _until_signalled()
         finally:
             self._serving = False
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, scraping):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await server.stop(grace=1.0)
             await admin.cleanup()
             log.info("stopped")

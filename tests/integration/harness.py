@@ -419,3 +419,59 @@ def started(*processes: Process) -> Iterator[None]:
     finally:
         for process in reversed(processes):
             process.stop()
+
+
+class SimFleet(Process):
+    """`heliostat sim fleet`: one simulated vLLM replica per endpoint of a policy."""
+
+    def __init__(self, policy: Path, workdir: Path, *, speed: float = 20.0) -> None:
+        self.policy = policy
+        document = yaml.safe_load(policy.read_text())
+        self.addresses = [e["address"] for m in document["spec"]["models"] for e in m["endpoints"]]
+        super().__init__(
+            [
+                sys.executable,
+                "-m",
+                "heliostat",
+                "sim",
+                "fleet",
+                "--policy",
+                str(policy),
+                "--speed",
+                str(speed),
+            ],
+            workdir / "sim-fleet.log",
+        )
+
+    def start(self) -> None:
+        super().start()
+        wait_until(
+            lambda: all(http_get(f"http://{a}/health")[0] == 200 for a in self.addresses),
+            timeout=15,
+            message=f"simulated replicas up (log: {self.log_path})",
+        )
+
+    def stats(self, address: str) -> dict[str, Any]:
+        status, body = http_get(f"http://{address}/sim/stats")
+        assert status == 200, body
+        return dict(json.loads(body))
+
+    def fault(self, address: str, **fault: Any) -> None:
+        req = urllib.request.Request(
+            f"http://{address}/sim/fault",
+            data=json.dumps(fault).encode(),
+            method="POST",
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as response:
+            assert response.status == 200
+
+    def heal(self, address: str) -> None:
+        req = urllib.request.Request(f"http://{address}/sim/fault", method="DELETE")
+        with urllib.request.urlopen(req, timeout=5) as response:
+            assert response.status == 200
+
+    def reset(self, address: str) -> None:
+        req = urllib.request.Request(f"http://{address}/sim/reset", data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as response:
+            assert response.status == 200
