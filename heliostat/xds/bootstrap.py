@@ -32,7 +32,6 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
     metadata: dict[str, Any] = {"role": options.role.value}
     if options.listener_port is not None:
         metadata["listener_port"] = options.listener_port
-    ads_source = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {
             "id": options.node_id,
@@ -48,8 +47,8 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
                 "set_node_on_first_message_only": True,
             },
-            "cds_config": ads_source,
-            "lds_config": ads_source,
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
         "static_resources": {"clusters": [_xds_cluster(options.xds_host, options.xds_port)]},
     }

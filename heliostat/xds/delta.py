@@ -26,10 +26,16 @@ WILDCARD = "*"
 
 @dataclass(slots=True)
 class _Sent:
-    """One response awaiting its ACK: what it changed, so a NACK can be undone."""
+    """One response awaiting its ACK: what it changes on the node once applied."""
 
-    updated: dict[str, tuple[str, str | None]]  # name -> (sent version, version before)
-    removed: dict[str, str]  # name -> version before
+    updated: dict[str, str]  # name -> sent version
+    removed: tuple[str, ...]
+    version: str = ""  # the snapshot version the response carried
+
+    def apply(self, have: dict[str, str]) -> None:
+        have.update(self.updated)
+        for name in self.removed:
+            have.pop(name, None)
 
 
 @dataclass(slots=True)
@@ -39,6 +45,7 @@ class _TypeState:
     wildcard: bool = False
     names: set[str] = field(default_factory=set)
     known: dict[str, str] = field(default_factory=dict)  # what the node has: name -> version
+    acked: dict[str, str] = field(default_factory=dict)  # `known` without what is in flight
     unanswered: set[str] = field(default_factory=set)  # subscribed, not yet answered
     pending: dict[str, _Sent] = field(default_factory=dict)  # nonce -> what it carried
     rejected: dict[str, str] = field(default_factory=dict)  # name -> NACKed version
@@ -74,6 +81,7 @@ class DeltaStream:
         if not state.requested:
             state.requested = True
             state.known = dict(request.initial_resource_versions)
+            state.acked = dict(request.initial_resource_versions)
             subscribe = set(request.resource_names_subscribe)
             state.wildcard = type_url.wildcard_by_default and not subscribe
         if request.response_nonce:
@@ -100,20 +108,18 @@ class DeltaStream:
         if state.status.pending_nonce == request.response_nonce:
             state.status.pending_nonce = ""
         if not request.HasField("error_detail"):
-            state.status.acked_version = state.status.sent_version
-            return Event(EventKind.ACK, state.type_url, state.status.sent_version)
-        # The node applied none of it: restore what it had and hold the rejected versions.
-        for name, (version, before) in sent.updated.items():
-            state.rejected[name] = version
-            if state.known.get(name) == version:
-                if before is None:
-                    state.known.pop(name, None)
-                else:
-                    state.known[name] = before
-        for name, before in sent.removed.items():
-            state.known.setdefault(name, before)
+            sent.apply(state.acked)
+            # This response's version: a later one may still be in flight.
+            state.status.acked_version = sent.version
+            return Event(EventKind.ACK, state.type_url, sent.version)
+        # The node applied none of it: hold the rejected versions; the node has what it ACKed
+        # plus whatever later responses, still in flight, carry.
+        state.rejected.update(sent.updated)
+        state.known = dict(state.acked)
+        for later in state.pending.values():
+            later.apply(state.known)
         error = request.error_detail.message
-        version = state.status.sent_version
+        version = sent.version
         state.status.last_rejection = Rejection(
             version, request.response_nonce, error, self._clock()
         )
@@ -136,6 +142,7 @@ class DeltaStream:
             state.unanswered.discard(name)
             if not state.wildcard:
                 state.known.pop(name, None)
+                state.acked.pop(name, None)
         state.status.subscribed = None if state.wildcard else len(state.names)
 
     def _maybe_respond(self, state: _TypeState) -> DeltaOutcome:
@@ -154,8 +161,9 @@ class DeltaStream:
             else:
                 updates.append(resource)
         removed = sorted(n for n in state.known if n not in available or not state.wants(n))
-        if state.type_url is TypeUrl.CLUSTER and not self._routes_settled():
-            removed = []  # make-before-break: routes still point at these clusters
+        deferred = False
+        if state.type_url is TypeUrl.CLUSTER and removed and not self._routes_settled():
+            removed, deferred = [], True  # make-before-break: routes still point at these
         # Names subscribed to that do not exist: say so, so the node stops waiting.
         missing = sorted(n for n in state.unanswered if n not in available and n not in removed)
         removed += [n for n in missing if n not in state.known]
@@ -165,7 +173,7 @@ class DeltaStream:
                 Event(EventKind.HELD, state.type_url, detail="NACKed before: " + ", ".join(held))
             )
         if not updates and not removed:
-            if not held and not state.pending:
+            if not held and not state.pending and not deferred:
                 # The node already has exactly this snapshot's resources (say, after a
                 # reconnect with initial_resource_versions): it is in sync without a push.
                 state.status.sent_version = state.status.acked_version = self._snapshot.version
@@ -173,8 +181,9 @@ class DeltaStream:
         self._nonce_counter += 1
         nonce = str(self._nonce_counter)
         state.pending[nonce] = _Sent(
-            updated={r.name: (r.version, state.known.get(r.name)) for r in updates},
-            removed={n: state.known[n] for n in removed if n in state.known},
+            updated={r.name: r.version for r in updates},
+            removed=tuple(removed),
+            version=self._snapshot.version,
         )
         for resource in updates:
             state.known[resource.name] = resource.version

@@ -35,7 +35,10 @@ class NodeGroup:
 
 
 def group_of(node: base_pb2.Node) -> NodeGroup:
-    metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+    try:
+        metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+    except ValueError as exc:  # NaN or infinite numbers have no JSON form
+        raise NodeIdentityError(f"node {node.id!r}: unreadable metadata: {exc}") from None
     role_text = str(metadata.get("role", Role.GATEWAY.value))
     try:
         role = Role(role_text)
@@ -48,8 +51,11 @@ def group_of(node: base_pb2.Node) -> NodeGroup:
     listener_port: int | None = None
     if port is not None:
         try:
+            # Struct numbers are floats; a bool (`true` -> 1) or 10443.5 is not a port.
+            if isinstance(port, bool) or (isinstance(port, float) and not port.is_integer()):
+                raise ValueError(port)
             listener_port = int(port)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             listener_port = -1
         if not 0 < listener_port < 65536:
             raise NodeIdentityError(

@@ -162,7 +162,8 @@ class SotwStream:
                 self._retired[name] = old[name]
 
     def _routes_settled(self, snapshot: Snapshot | None = None) -> bool:
-        """True when the node has ACKed the current listeners and routes (or uses none)."""
+        """True when the node has ACKed the current listeners and routes (or uses none), and
+        has no other listeners or routes in flight that it may be applying right now."""
         snapshot = snapshot or self._snapshot
         if snapshot is None:
             return True
@@ -170,6 +171,8 @@ class SotwStream:
             state = self._types[type_url]
             if not state.requested:
                 continue
+            if state.status.pending_nonce:
+                return False
             wanted = _version(snapshot.select(type_url, state.names))
             if state.status.acked_version != wanted:
                 return False

@@ -93,7 +93,10 @@ class Upstream:
                 pass
 
             def do_GET(self) -> None:
-                self.do_POST()
+                # heliostat scrapes /metrics; this upstream exports none and records nothing.
+                self.send_response(404)
+                self.send_header("content-length", "0")
+                self.end_headers()
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
@@ -424,7 +427,7 @@ def started(*processes: Process) -> Iterator[None]:
 class SimFleet(Process):
     """`heliostat sim fleet`: one simulated vLLM replica per endpoint of a policy."""
 
-    def __init__(self, policy: Path, workdir: Path, *, speed: float = 20.0) -> None:
+    def __init__(self, policy: Path, workdir: Path, *, speed: float | None = 20.0) -> None:
         self.policy = policy
         document = yaml.safe_load(policy.read_text())
         self.addresses = [e["address"] for m in document["spec"]["models"] for e in m["endpoints"]]
