@@ -138,17 +138,21 @@ class Endpoint(_Spec):
     version: Name | None = None
     # Concurrent sequences the server runs at once (vLLM's max_num_seqs); engines that do
     # not export it leave the control law without a "running vs slots" term unless set here.
-    slots: Annotated[int, Field(ge=1)] | None = None
+    slots: Annotated[int, Field(ge=1, strict=True)] | None = None
     sim: SimKnobs | None = None
 
 
 class Thresholds(_Spec):
     """When an endpoint counts as saturated; the control law's weights fall towards these."""
 
-    queue: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 4.0  # waiting requests
-    kv: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.8  # KV-cache use, 0-1
-    running: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 1.0  # share of slots
-    failures: Annotated[int, Field(ge=1)] = 3  # consecutive failed scrapes -> UNHEALTHY
+    # waiting requests
+    queue: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)] = 4.0
+    # KV-cache use, 0-1
+    kv: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False, strict=True)] = 0.8
+    # share of slots
+    running: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False, strict=True)] = 1.0
+    # consecutive failed scrapes -> UNHEALTHY
+    failures: Annotated[int, Field(ge=1, strict=True)] = 3
 
 
 class BeyondBudget(StrEnum):
@@ -159,7 +163,7 @@ class BeyondBudget(StrEnum):
 class Overflow(_Spec):
     """How much of a region's traffic may spill to a neighbour that has headroom."""
 
-    max_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.3
+    max_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)] = 0.3
     beyond_budget: BeyondBudget = BeyondBudget.LAST_RESORT
 
 
