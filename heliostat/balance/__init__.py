@@ -1,6 +1,9 @@
 """The control law: signals + topology + policy -> per-region views. Pure: no I/O here."""
 
+from heliostat.balance.describe import describe
+from heliostat.balance.law import compute
 from heliostat.balance.priorities import region_priorities
+from heliostat.balance.state import ControlState
 from heliostat.balance.static import static_views
 from heliostat.balance.view import (
     ClusterView,
@@ -14,12 +17,15 @@ from heliostat.balance.view import (
 
 __all__ = [
     "ClusterView",
+    "ControlState",
     "EndpointView",
     "Health",
     "LocalityView",
     "RegionView",
     "TrafficClass",
     "Views",
+    "compute",
+    "describe",
     "region_priorities",
     "static_views",
 ]

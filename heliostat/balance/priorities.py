@@ -26,3 +26,13 @@ def region_priorities(
     within = [r for rtt, r in others if rtt <= budget]
     beyond = [r for rtt, r in others if rtt > budget] if beyond_budget else []
     return {r: priority for priority, r in enumerate([region, *within, *beyond])}
+
+
+def within_budget(policy: Policy, model: Model, region: str) -> list[str]:
+    """Other regions a request from `region` may reach inside the model's network budget.
+
+    Nearest first (ties by name): the order in which overflow looks for rescuers.
+    """
+    budget = model.slo.network_budget_ms
+    others = sorted((policy.rtt_ms(region, r), r) for r in policy.spec.regions if r != region)
+    return [r for rtt, r in others if rtt <= budget]

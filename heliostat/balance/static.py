@@ -2,63 +2,31 @@
 
 Every endpoint gets the same neutral weight and is assumed healthy; only the locality
 priorities differ per region. This is what heliostat serves at start-up and whenever it has
-no signals, and it is the frame the control law later fills with weights.
+no signals. It is the control law's own answer for "no signals at all" (so start-up and the
+first ticks agree on priorities and locality weights), minus the batch clusters: before any
+signal there is nothing to shed, and batch requests use the model's cluster until the law runs.
 """
 
 from __future__ import annotations
 
-from heliostat.balance.priorities import region_priorities
-from heliostat.balance.view import (
-    ClusterView,
-    EndpointView,
-    Health,
-    LocalityView,
-    RegionView,
-    Views,
-)
-from heliostat.policy import Model, Policy
+import dataclasses
 
-NEUTRAL_WEIGHT = 100
-_STATIC_REASON = {"state": "static", "detail": "no signals yet: neutral weight"}
+from heliostat.balance.law import compute
+from heliostat.balance.view import RegionView, TrafficClass, Views
+from heliostat.balance.weights import NEUTRAL as NEUTRAL_WEIGHT
+from heliostat.policy import Policy
+
+__all__ = ["NEUTRAL_WEIGHT", "static_views"]
 
 
 def static_views(policy: Policy) -> Views:
-    by_region = {region: _region_view(policy, region) for region in policy.spec.regions}
-    return Views(by_region=by_region, neutral=_region_view(policy, None))
-
-
-def _region_view(policy: Policy, region: str | None) -> RegionView:
-    return RegionView(
-        region=region,
-        clusters=tuple(_cluster_view(policy, model, region) for model in policy.spec.models),
+    views, _ = compute(policy, {}, None, now=0.0)
+    return Views(
+        by_region={r: _interactive(v) for r, v in views.by_region.items()},
+        neutral=_interactive(views.neutral),
     )
 
 
-def _cluster_view(policy: Policy, model: Model, region: str | None) -> ClusterView:
-    priorities = region_priorities(policy, model, region)
-    localities = []
-    for locality_region, priority in sorted(priorities.items(), key=lambda kv: (kv[1], kv[0])):
-        endpoints = tuple(
-            EndpointView(
-                address=e.address,
-                region=e.region,
-                version=e.version,
-                weight=NEUTRAL_WEIGHT,
-                health=Health.HEALTHY,
-                reason=_STATIC_REASON,
-            )
-            for e in model.endpoints
-            if e.region == locality_region
-        )
-        if endpoints:
-            localities.append(LocalityView(locality_region, priority, endpoints))
-    return ClusterView(name=model.name, model=model.name, localities=_dense(localities))
-
-
-def _dense(localities: list[LocalityView]) -> tuple[LocalityView, ...]:
-    """Renumber priorities 0..N without gaps, as Envoy requires (regions may be empty)."""
-    ranks = {p: i for i, p in enumerate(sorted({loc.priority for loc in localities}))}
-    return tuple(
-        LocalityView(loc.region, ranks[loc.priority], loc.endpoints, loc.weight)
-        for loc in localities
-    )
+def _interactive(view: RegionView) -> RegionView:
+    clusters = tuple(c for c in view.clusters if c.traffic_class is TrafficClass.INTERACTIVE)
+    return dataclasses.replace(view, clusters=clusters)

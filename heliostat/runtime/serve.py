@@ -18,6 +18,7 @@ from heliostat.admin import server as admin_server
 from heliostat.admin.state import describe_nodes, describe_snapshots, describe_views
 from heliostat.balance import static_views
 from heliostat.policy import Policy, load_policy
+from heliostat.runtime.control import ControlLoop
 from heliostat.runtime.policy_watch import PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
@@ -59,6 +60,10 @@ class ControlPlane:
         self.streams = StreamRegistry()
         self.publisher = Publisher(self.cache, Inputs(policy, static_views(policy)))
         self.signals = CompositeSource(targets_from_policy(policy), self.metrics_registry)
+        self.control = ControlLoop(
+            policy, self.publisher, self.signals.signals, self.metrics_registry
+        )
+        self.signals.on_update = self.control.signals_landed
         self.watcher = PolicyWatcher(
             options.policy_path,
             self.apply_policy,
@@ -83,9 +88,9 @@ class ControlPlane:
 
     def apply_policy(self, policy: Policy) -> None:
         self.signals.update_targets(targets_from_policy(policy))
-        changed = self.publisher.publish(Inputs(policy, static_views(policy)))
+        changed = self.control.set_policy(policy)
         self._policy_reloads.labels("applied").inc()
-        log.info("views recomputed", groups_changed=[g.key for g in changed])
+        log.info("views recomputed", groups_changed=changed)
 
     def ready(self) -> tuple[bool, str]:
         if not self._serving:
@@ -104,6 +109,7 @@ class ControlPlane:
                 "last_error": self.watcher.last_error,
             },
             "views": describe_views(inputs.views),
+            "control": self.control.describe(),
             "signals": debug_view(
                 self.signals.signals(),
                 time.time(),
@@ -128,6 +134,8 @@ class ControlPlane:
         admin = await admin_server.start(app, self.options.admin_host, self.options.admin_port)
         watcher = asyncio.create_task(self.watcher.run(), name="policy-watch")
         scraping = asyncio.create_task(self.signals.run(), name="signals")
+        self.control.tick()
+        controlling = asyncio.create_task(self.control.run(), name="control")
         self._serving = True
         log.info(
             "serving",
@@ -139,7 +147,7 @@ class ControlPlane:
             await _until_signalled()
         finally:
             self._serving = False
-            for task in (watcher, scraping):
+            for task in (watcher, controlling, scraping):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -1,0 +1,69 @@
+"""The control law's decisions as JSON, for /debug/state.
+
+Views say what Envoy was told; this says why, per model and region: capacity, load, the
+own-demand pressure that drives overflow, what a region sends and receives, and the batch
+shedding of every view. Unlike views these numbers change every tick: they are for people.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from heliostat.balance.state import ControlState, ModelState, ShedState
+
+
+def describe(state: ControlState) -> dict[str, Any]:
+    """JSON-able decisions of the last tick (sorted keys, rounded numbers)."""
+    counts: dict[tuple[str, str], Counter[str]] = {}
+    for (model, _address), endpoint in state.endpoints.items():
+        counts.setdefault((model, endpoint.view.region), Counter())[endpoint.state] += 1
+    return {
+        "now": state.now,
+        "models": {
+            name: _model(name, model, counts) for name, model in sorted(state.models.items())
+        },
+    }
+
+
+def _model(
+    name: str, model: ModelState, counts: dict[tuple[str, str], Counter[str]]
+) -> dict[str, Any]:
+    received: dict[str, dict[str, float]] = {}
+    for sender, region in sorted(model.regions.items()):
+        for rescuer, share in sorted(region.shares.items()):
+            received.setdefault(rescuer, {})[sender] = share
+    regions: dict[str, Any] = {}
+    for r, region in sorted(model.regions.items()):
+        pressure = region.pressure
+        regions[r] = {
+            "endpoints": dict(sorted(counts.get((name, r), Counter()).items())),
+            "capacity": region.capacity,
+            "load": round(region.load, 3),
+            "demand": round(region.demand, 3),
+            "pressure": None if pressure is None else round(pressure, 3),
+            "overflowing": region.overflowing,
+            "sends": dict(sorted(region.shares.items())),
+            "lending": {
+                q: {
+                    "target": round(share.goal, 3),
+                    "smoothed": round(share.smoothed, 3),
+                    "published": share.published,
+                }
+                for q, share in sorted(region.lending.items())
+            },
+            "receives": received.get(r, {}),
+            "shed": _shed(model.shed[r]) if r in model.shed else None,
+        }
+    for r, shed in sorted(model.shed.items()):  # regions of the policy without endpoints
+        regions.setdefault(r, {"shed": _shed(shed)})
+    return {"regions": regions, "neutral": {"shed": _shed(model.neutral_shed)}}
+
+
+def _shed(shed: ShedState) -> dict[str, Any]:
+    return {
+        "batch_drop_percent": shed.percent,
+        "active": shed.active,
+        "level": round(shed.level, 2),
+        "group": list(shed.group),
+    }
