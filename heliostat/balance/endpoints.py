@@ -81,6 +81,7 @@ def step(
     stale_after = model.signals.stale_after
     load: Load | None = None
     spread = noise = 0.0
+    pending = 0
     detail = ""
     if drained:
         state, level, published = DRAINING, None, weights.FLOOR
@@ -115,7 +116,11 @@ def step(
             else:
                 state = HEALTHY
                 prev_published = previous.published if previous else weights.NEUTRAL
-                published = weights.publish(prev_published, weights.target(level), noise)
+                goal = weights.held_target(level, prev_published)
+                candidate = weights.publish(prev_published, goal, noise)
+                published, pending = weights.confirm(
+                    prev_published, candidate, goal, noise, previous.pending if previous else 0
+                )
 
     reason: Mapping[str, ReasonValue]
     if previous is not None and previous.state == state and previous.published == published:
@@ -151,6 +156,7 @@ def step(
         growth,
         spread,
         load.pressure if load is not None else None,
+        pending,
     )
 
 

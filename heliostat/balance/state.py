@@ -47,6 +47,8 @@ class EndpointState(NamedTuple):
     # Demand vs capacity (1.0 = at its thresholds) when the endpoint counts towards its
     # region's capacity (healthy or saturated with a fresh signal); None otherwise.
     pressure: float | None = None
+    # Ticks a weight change has been asked for (+ raise, - cut), awaiting confirmation.
+    pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ cannot see: how much room a replica has, over seconds. The weight is proportiona
 headroom left by the *smoothed* saturation level:
 
     level  <- level + alpha * (s - level),   alpha = 1 - exp(-dt / TAU_S)
-    target = FLOOR + (W_MAX - FLOOR) * (1 - min(level, 1))   (100 at 0, 1 at >= 1)
+    target = 100 below 0.5, 60 below 0.7, 30 below 0.85, 10 below 1, the floor 1 at >= 1
+             (STEPS, with STEP_HYSTERESIS around each edge)
 
 Smoothing the saturation rather than reacting to each scrape matters: a replica with 4 slots
 at 30% load reads running/slots = 0, 0.25, 0.5, 0.75, sometimes 1.0 from one scrape to the
@@ -45,15 +46,37 @@ LEAVE_SATURATED = 0.85
 HARD_SATURATION = 2.0
 NOISE_K = 3.0
 NOISE_CAP = 20.0
+# A move the dead band lets through is published only once it has lasted CONFIRM_TICKS ticks
+# in the same direction, unless it is larger than twice the band: noise crosses the band for
+# a tick now and then, a real change stays across it.
+CONFIRM_TICKS = 2
+
+
+# Headroom steps: below half its thresholds a replica is simply "free" (Envoy's least-request
+# balancing evens out the rest); closer to the thresholds the weight falls in coarse steps.
+# Steps, with STEP_HYSTERESIS around every edge, are what keep a moderately and noisily loaded
+# fleet from being pushed new weights: the level wanders inside a step, rarely across it.
+STEPS: tuple[tuple[float, int], ...] = ((0.5, W_MAX), (0.7, 60), (0.85, 30), (1.0, 10))
+STEP_HYSTERESIS = 0.05
 
 
 def target(saturation: float) -> float:
-    """Monotone non-increasing in saturation, within [FLOOR, W_MAX]."""
-    if saturation >= 1.0:
-        return float(FLOOR)
-    if saturation <= 0.0:
-        return float(W_MAX)
-    return FLOOR + (W_MAX - FLOOR) * (1.0 - saturation)
+    """The step weight of a saturation level: monotone non-increasing, in [FLOOR, W_MAX]."""
+    for edge, weight in STEPS:
+        if saturation < edge:
+            return float(weight)
+    return float(FLOOR)
+
+
+def held_target(saturation: float, published: int) -> float:
+    """`target`, except that a published step weight is kept while the level stays within
+    STEP_HYSTERESIS of that step. Monotone non-increasing in saturation for a given
+    `published`."""
+    lower = target(saturation + STEP_HYSTERESIS)
+    upper = target(saturation - STEP_HYSTERESIS)
+    if lower <= published <= upper and any(published == w for _, w in STEPS):
+        return float(published)
+    return target(saturation)
 
 
 def alpha(dt: float, tau: float = TAU_S) -> float:
@@ -88,6 +111,32 @@ def noise_band(spread: float, gain: float) -> float:
     return min(band, NOISE_CAP)
 
 
+def band(published: int, noise: float = 0.0) -> float:
+    """The dead band around a published weight: 10% of it, at least 1, at least `noise`."""
+    return max(DEAD_BAND * published, 1.0, noise)
+
+
+def confirm(
+    published: int, candidate: int, smoothed: float, noise: float, pending: int
+) -> tuple[int, int]:
+    """Hold a new weight until it has lasted CONFIRM_TICKS ticks, unless the move is large
+    (beyond twice the band) or a rate-limited ramp, both of which no noise produces.
+
+    `pending` counts the ticks a change has been asked for: positive for raises, negative
+    for cuts. Returns the weight to publish now and the new count. For the same `pending`,
+    more load never yields a higher weight: a cut is confirmed at least as readily as a hold.
+    """
+    if candidate == published:
+        return published, 0
+    direction = 1 if candidate > published else -1
+    count = pending + direction if pending * direction > 0 else direction
+    rate_limited = abs(math.floor(smoothed + 0.5) - candidate) >= 1  # a ramp is under way
+    large = abs(smoothed - published) > 2 * band(published, noise)
+    if abs(count) >= CONFIRM_TICKS or large or rate_limited:
+        return candidate, 0
+    return published, count
+
+
 def publish(published: int, smoothed: float, noise: float = 0.0) -> int:
     """The weight to give Envoy: held inside the dead band, else rounded and rate-limited.
 
@@ -95,12 +144,8 @@ def publish(published: int, smoothed: float, noise: float = 0.0) -> int:
     `noise_band`): a change the signal's own noise explains is not a change. Monotone in
     `smoothed` for a given `published` and `noise`, so more load never raises a weight.
     """
-    band = DEAD_BAND * published
-    if band < 1.0:
-        band = 1.0
-    if band < noise:
-        band = noise
-    if -band <= smoothed - published <= band:
+    width = band(published, noise)
+    if -width <= smoothed - published <= width:
         return published
     candidate = math.floor(smoothed + 0.5)
     lowest = (published + 1) // 2  # at most halved per tick

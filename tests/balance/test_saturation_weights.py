@@ -95,7 +95,9 @@ def test_a_tick_that_sees_the_same_sample_keeps_its_growth() -> None:
 def test_target_weight_falls_from_max_to_floor() -> None:
     assert weights.target(0.0) == weights.W_MAX
     assert weights.target(1.0) == weights.target(3.0) == weights.FLOOR
-    assert weights.target(0.5) == pytest.approx(50.5)
+    assert weights.target(0.3) == weights.target(0.49) == weights.W_MAX  # "free"
+    assert weights.target(0.6) == 60
+    assert weights.target(0.99) == 10
     samples = [weights.target(s / 100) for s in range(-10, 130)]
     assert samples == sorted(samples, reverse=True)
 
@@ -148,3 +150,27 @@ def test_the_noise_band_holds_weights_against_what_noise_explains_and_no_more() 
     assert weights.publish(70, 80.0, noise=band) == 70
     assert weights.noise_band(5.0, 0.5) == weights.NOISE_CAP  # a real step is not noise
     assert weights.publish(2, 50.0, noise=weights.NOISE_CAP) == 4
+
+
+def test_a_move_across_the_dead_band_is_published_only_when_it_lasts() -> None:
+    # One tick outside the band (noise) holds; the second tick in the same direction publishes.
+    assert weights.confirm(70, 62, 62.0, 0.0, 0) == (70, -1)
+    assert weights.confirm(70, 62, 62.0, 0.0, -1) == (62, 0)
+    # A reversal starts counting again.
+    assert weights.confirm(70, 78, 78.0, 0.0, -1) == (70, 1)
+    # Large moves and rate-limited ramps need no confirmation.
+    assert weights.confirm(70, 40, 40.0, 0.0, 0) == (40, 0)
+    assert weights.confirm(4, 8, 60.0, 0.0, 0) == (8, 0)
+    # Inside the band there is nothing to confirm.
+    assert weights.confirm(70, 70, 66.0, 0.0, -1) == (70, 0)
+
+
+def test_a_step_weight_is_held_while_the_level_stays_near_its_step() -> None:
+    # 0.52 is in the 60 step, but a replica published at 100 keeps it within the hysteresis.
+    assert weights.held_target(0.52, 100) == 100
+    assert weights.held_target(0.56, 100) == 60
+    # Coming down: 0.48 is "free", but a replica at 60 stays there until 0.45.
+    assert weights.held_target(0.48, 60) == 60
+    assert weights.held_target(0.44, 60) == 100
+    # A weight that is not a step (a ramp under way) does not hold anything.
+    assert weights.held_target(0.3, 8) == 100

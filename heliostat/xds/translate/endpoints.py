@@ -20,9 +20,14 @@ _HEALTH = {
 
 
 def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
+    # Envoy 1.40 hands an EDS update to its workers only when hosts, locality weights or the
+    # overprovisioning factor change: a new drop_overloads alone stays on the main thread
+    # (config_dump shows it, requests never see it). Scaling every locality weight by
+    # (100 + percent) keeps the split identical and makes each new drop percentage an update.
+    scale = 100 + round(view.drop_overload_percent) if view.drop_overload_percent > 0 else 1
     assignment = endpoint_pb2.ClusterLoadAssignment(
         cluster_name=view.name,
-        endpoints=[_locality(locality) for locality in view.localities],
+        endpoints=[_locality(locality, scale) for locality in view.localities],
     )
     if view.drop_overload_percent > 0:
         assignment.policy.drop_overloads.append(
@@ -37,14 +42,16 @@ def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
     return assignment
 
 
-def _locality(locality: LocalityView) -> endpoint_components_pb2.LocalityLbEndpoints:
+def _locality(locality: LocalityView, scale: int) -> endpoint_components_pb2.LocalityLbEndpoints:
     result = endpoint_components_pb2.LocalityLbEndpoints(
         locality=base_pb2.Locality(region=locality.region),
         priority=locality.priority,
         lb_endpoints=[_endpoint(e) for e in locality.endpoints],
     )
     if locality.weight is not None:
-        result.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=locality.weight))
+        result.load_balancing_weight.CopyFrom(
+            wrappers_pb2.UInt32Value(value=locality.weight * scale)
+        )
     return result
 
 
