@@ -94,7 +94,8 @@ def _sim_fleet(args: argparse.Namespace) -> int:
 
     policy = load_policy(args.policy)
     try:
-        configs = replica_configs(policy, speed=args.speed)
+        regions = frozenset(args.region) if args.region else None
+        configs = replica_configs(policy, speed=args.speed, regions=regions)
     except ValueError as exc:
         print(f"heliostat sim fleet: {exc}", file=sys.stderr)
         return 1
@@ -159,6 +160,9 @@ def parser() -> argparse.ArgumentParser:
     fleet = sim_commands.add_parser("fleet", help="one simulated replica per policy endpoint")
     fleet.add_argument("--policy", required=True, metavar="FILE")
     fleet.add_argument("--speed", type=float, default=None, help="override every replica's speed")
+    fleet.add_argument(
+        "--region", action="append", metavar="REGION", help="only this region (repeatable)"
+    )
     fleet.set_defaults(run=_sim_fleet)
 
     demo = commands.add_parser("demo", help="run the three-region demo")

@@ -6,8 +6,12 @@ from heliostat.policy import Policy
 from heliostat.sim.config import ReplicaConfig, RttFn
 
 
-def replica_configs(policy: Policy, *, speed: float | None = None) -> list[ReplicaConfig]:
-    """Every endpoint of every model as a replica. `speed` overrides every endpoint's knob.
+def replica_configs(
+    policy: Policy, *, speed: float | None = None, regions: frozenset[str] | None = None
+) -> list[ReplicaConfig]:
+    """Every endpoint of every model as a replica. `speed` overrides every endpoint's knob;
+    `regions` keeps only those regions' endpoints (one process per region lets a test or the
+    demo take a whole region down by stopping its process).
 
     A simulated replica serves one model, so an address listed under two models is an error
     here (real multi-model servers are fine for `serve`).
@@ -15,6 +19,8 @@ def replica_configs(policy: Policy, *, speed: float | None = None) -> list[Repli
     configs: dict[str, ReplicaConfig] = {}
     for model in policy.spec.models:
         for endpoint in model.endpoints:
+            if regions is not None and endpoint.region not in regions:
+                continue
             if endpoint.address in configs:
                 raise ValueError(
                     f"{endpoint.address}: listed under models {configs[endpoint.address].model!r} "
