@@ -427,24 +427,26 @@ def started(*processes: Process) -> Iterator[None]:
 class SimFleet(Process):
     """`heliostat sim fleet`: one simulated vLLM replica per endpoint of a policy."""
 
-    def __init__(self, policy: Path, workdir: Path, *, speed: float | None = 20.0) -> None:
+    def __init__(
+        self,
+        policy: Path,
+        workdir: Path,
+        *,
+        speed: float | None = 20.0,
+        region: str | None = None,
+    ) -> None:
         self.policy = policy
         document = yaml.safe_load(policy.read_text())
-        self.addresses = [e["address"] for m in document["spec"]["models"] for e in m["endpoints"]]
-        super().__init__(
-            [
-                sys.executable,
-                "-m",
-                "heliostat",
-                "sim",
-                "fleet",
-                "--policy",
-                str(policy),
-                "--speed",
-                str(speed),
-            ],
-            workdir / "sim-fleet.log",
-        )
+        self.addresses = [
+            e["address"]
+            for m in document["spec"]["models"]
+            for e in m["endpoints"]
+            if region is None or e["region"] == region
+        ]
+        args = [sys.executable, "-m", "heliostat", "sim", "fleet", "--policy", str(policy)]
+        args += [] if speed is None else ["--speed", str(speed)]
+        args += [] if region is None else ["--region", region]
+        super().__init__(args, workdir / f"sim-fleet-{region or 'all'}.log")
 
     def start(self) -> None:
         super().start()

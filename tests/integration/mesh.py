@@ -1,0 +1,196 @@
+"""A three-region mesh for scenario tests: simulated fleet, heliostat, one Envoy per region.
+
+Requests go to each region's gateway; what the replicas saw (`/sim/stats`) is the measure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from heliostat.sim import loadgen
+from tests.integration.harness import (
+    LOCALHOST,
+    Envoy,
+    Heliostat,
+    Process,
+    SimFleet,
+    free_port,
+    write_policy,
+)
+
+MODEL = "llama-70b"
+RTT = {
+    "us-east": {"eu-west": 80, "ap-southeast": 210},
+    "eu-west": {"ap-southeast": 160},
+    "ap-southeast": {},
+}
+
+
+@dataclass
+class Mesh:
+    policy_path: Path
+    document: dict[str, Any]
+    gateways: dict[str, int]
+    replicas: dict[str, list[str]]
+    fleets: dict[str, SimFleet]  # one process per region: stopping one is a region outage
+    heliostat: Heliostat
+    envoys: dict[str, Envoy] = field(default_factory=dict)
+
+    def region_of(self, address: str) -> str:
+        return next(r for r, addresses in self.replicas.items() if address in addresses)
+
+    def shots(
+        self,
+        region: str,
+        rate: float,
+        duration: float,
+        *,
+        seed: int = 1,
+        start: float = 0.0,
+        label: str = "",
+        headers: Mapping[str, str] | None = None,
+        max_tokens: int = 24,
+        prompt_tokens: int = 32,
+    ) -> list[loadgen.Shot]:
+        rng = random.Random(f"{seed}-{region}-{label}")
+        url = f"http://{LOCALHOST}:{self.gateways[region]}/v1/completions"
+        body = loadgen.completion_body(MODEL, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        return [
+            loadgen.Shot(at, url, {"x-model": MODEL, **(headers or {})}, body, label or region)
+            for at in loadgen.poisson_times(rate, duration, rng, start)
+        ]
+
+    def run(self, shots: list[loadgen.Shot], **kwargs: Any) -> loadgen.Report:
+        return asyncio.run(loadgen.run(shots, **kwargs))
+
+    def served_regions(self, report: loadgen.Report, label: str) -> Counter[str]:
+        return report.by_region(label)
+
+    def fleet_of(self, address: str) -> SimFleet:
+        return self.fleets[self.region_of(address)]
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return {
+            a: self.fleets[r].stats(a)
+            for r, addresses in self.replicas.items()
+            if self.fleets[r].running
+            for a in addresses
+        }
+
+    def served_by_origin(self) -> dict[str, Counter[str]]:
+        """origin region -> region that served it -> requests, as the replicas counted."""
+        result: dict[str, Counter[str]] = {}
+        for address, stats in self.stats().items():
+            for origin, count in stats["by_origin_region"].items():
+                result.setdefault(origin, Counter())[self.region_of(address)] += count
+        return result
+
+    def reset(self) -> None:
+        for region, addresses in self.replicas.items():
+            for address in addresses:
+                self.fleets[region].reset(address)
+
+    def signal(self, address: str) -> dict[str, Any]:
+        entries = self.heliostat.state()["signals"]["models"][MODEL]
+        return dict(next(e for e in entries if e["address"] == address))
+
+
+def mesh_document(
+    gateways_port: int,
+    replicas: Mapping[str, list[str]],
+    *,
+    slots: int,
+    speed: float,
+    model_overrides: Mapping[str, Any] | None = None,
+    endpoint_sim: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    endpoints = [
+        {
+            "address": address,
+            "region": region,
+            "slots": slots,
+            "sim": {"max_num_seqs": slots, "speed": speed, **(endpoint_sim or {}).get(address, {})},
+        }
+        for region, addresses in replicas.items()
+        for address in addresses
+    ]
+    model = {
+        "name": MODEL,
+        "engine": "vllm",
+        "slo": {"ttft_ms": 800, "network_budget_ms": 170},
+        "signals": {"interval": "500ms", "timeout": "250ms", "stale_after": "1500ms"},
+        "thresholds": {"queue": 2, "kv": 0.8, "failures": 2},
+        "overflow": {"max_share": 0.3},
+        **(model_overrides or {}),
+        "endpoints": endpoints,
+    }
+    return {
+        "apiVersion": "heliostat/v1",
+        "kind": "InferencePolicy",
+        "metadata": {"name": "scenario"},
+        "spec": {
+            "regions": {name: {"rtt_ms": dict(rtt)} for name, rtt in RTT.items()},
+            "gateway": {"port": gateways_port, "address": LOCALHOST},
+            "models": [model],
+        },
+    }
+
+
+def start_mesh(
+    workdir: Path,
+    processes: list[Process],
+    *,
+    per_region: Mapping[str, int],
+    slots: int = 4,
+    speed: float = 4.0,
+    delta: bool = False,
+    model_overrides: Mapping[str, Any] | None = None,
+    endpoint_sim: Callable[[dict[str, list[str]]], Mapping[str, Mapping[str, Any]]] | None = None,
+) -> Mesh:
+    replicas = {
+        region: [f"{LOCALHOST}:{free_port()}" for _ in range(count)]
+        for region, count in per_region.items()
+    }
+    policy_port = free_port()
+    document = mesh_document(
+        policy_port,
+        replicas,
+        slots=slots,
+        speed=speed,
+        model_overrides=model_overrides,
+        endpoint_sim=endpoint_sim(replicas) if endpoint_sim else None,
+    )
+    policy = workdir / "policy.yaml"
+    write_policy(policy, document)
+    fleets = {}
+    for region in replicas:
+        # per-endpoint speeds come from the policy's sim knobs
+        fleet = SimFleet(policy, workdir, speed=None, region=region)
+        processes.append(fleet)
+        fleet.start()
+        fleets[region] = fleet
+    heliostat = Heliostat(policy, workdir)
+    processes.append(heliostat)
+    heliostat.start()
+    mesh = Mesh(policy, document, {}, replicas, fleets, heliostat)
+    for region in RTT:
+        port = free_port()
+        envoy = Envoy(
+            workdir,
+            heliostat,
+            node_id=f"gw-{region}",
+            region=region,
+            delta=delta,
+            listener_port=port,
+        )
+        processes.append(envoy)
+        envoy.start()
+        mesh.gateways[region] = port
+        mesh.envoys[region] = envoy
+    return mesh
