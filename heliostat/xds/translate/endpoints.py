@@ -55,7 +55,27 @@ def _locality(locality: LocalityView, scale: int) -> endpoint_components_pb2.Loc
     return result
 
 
+# Built LbEndpoints by the identity of their EndpointView. The control law hands back the
+# same EndpointView object while an endpoint's weight, health and reason hold, and one view
+# object appears in every region's view, so most endpoints are built once, not every tick for
+# every node group. Keeping the view in the value pins its id while cached; the cache is
+# dropped wholesale when it outgrows any plausible fleet.
+_BUILT: dict[int, tuple[EndpointView, endpoint_components_pb2.LbEndpoint]] = {}
+_BUILT_LIMIT = 500_000
+
+
 def _endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
+    hit = _BUILT.get(id(view))
+    if hit is not None and hit[0] is view:
+        return hit[1]
+    if len(_BUILT) >= _BUILT_LIMIT:
+        _BUILT.clear()
+    built = _build_endpoint(view)
+    _BUILT[id(view)] = (view, built)
+    return built
+
+
+def _build_endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
     explanation = struct_pb2.Struct()
     explanation.update(
         {
