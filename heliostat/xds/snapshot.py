@@ -35,9 +35,27 @@ class Resource:
 
     @classmethod
     def of(cls, type_url: TypeUrl, name: str, message: Message) -> Resource:
+        """Serialize and hash once per message object: translators hand back the very same
+        message for content that did not change, and every node group shares it."""
+        hit = _SERIALIZED.get(id(message))
+        if hit is not None and hit.message is message and hit.name == name:
+            return hit
+        if len(_SERIALIZED) >= _SERIALIZED_LIMIT:
+            _SERIALIZED.clear()
+        resource = cls._serialize(type_url, name, message)
+        _SERIALIZED[id(message)] = resource
+        return resource
+
+    @classmethod
+    def _serialize(cls, type_url: TypeUrl, name: str, message: Message) -> Resource:
         payload = message.SerializeToString(deterministic=True)
         version = hashlib.sha256(payload).hexdigest()[:16]
         return cls(name, version, any_pb2.Any(type_url=type_url.value, value=payload), message)
+
+
+# Serialized resources by message identity; the Resource holds its message, pinning the id.
+_SERIALIZED: dict[int, Resource] = {}
+_SERIALIZED_LIMIT = 50_000
 
 
 def combined_version(resources: Iterable[Resource]) -> str:

@@ -25,10 +25,14 @@ def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
     # (config_dump shows it, requests never see it). Scaling every locality weight by
     # (100 + percent) keeps the split identical and makes each new drop percentage an update.
     scale = 100 + round(view.drop_overload_percent) if view.drop_overload_percent > 0 else 1
-    assignment = endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=view.name,
-        endpoints=[_locality(locality, scale) for locality in view.localities],
-    )
+    localities = [_locality(locality, scale) for locality in view.localities]
+    key = (view.name, view.drop_overload_percent, tuple(map(id, localities)))
+    hit = _ASSIGNMENTS.get(key)
+    if hit is not None:
+        return hit[1]  # same localities: the same message, so its serialization is reused too
+    if len(_ASSIGNMENTS) >= _LOCALITIES_LIMIT:
+        _ASSIGNMENTS.clear()
+    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=view.name, endpoints=localities)
     if view.drop_overload_percent > 0:
         assignment.policy.drop_overloads.append(
             endpoint_pb2.ClusterLoadAssignment.Policy.DropOverload(
@@ -39,10 +43,44 @@ def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
                 ),
             )
         )
+    _ASSIGNMENTS[key] = (localities, assignment)
     return assignment
 
 
+LocalityKey = tuple[str, int, int | None, int, tuple[int, ...]]
+_ASSIGNMENTS: dict[
+    tuple[str, float, tuple[int, ...]],
+    tuple[list[endpoint_components_pb2.LocalityLbEndpoints], endpoint_pb2.ClusterLoadAssignment],
+] = {}
+# Built localities by what they are made of (the endpoints by identity): a locality whose
+# endpoints all held this tick is not rebuilt. The endpoints tuple in the value pins the ids.
+_LOCALITIES: dict[
+    LocalityKey, tuple[tuple[EndpointView, ...], endpoint_components_pb2.LocalityLbEndpoints]
+] = {}
+_LOCALITIES_LIMIT = 20_000
+
+
 def _locality(locality: LocalityView, scale: int) -> endpoint_components_pb2.LocalityLbEndpoints:
+    key = (
+        locality.region,
+        locality.priority,
+        locality.weight,
+        scale,
+        tuple(map(id, locality.endpoints)),
+    )
+    hit = _LOCALITIES.get(key)
+    if hit is not None:
+        return hit[1]
+    if len(_LOCALITIES) >= _LOCALITIES_LIMIT:
+        _LOCALITIES.clear()
+    built = _build_locality(locality, scale)
+    _LOCALITIES[key] = (locality.endpoints, built)
+    return built
+
+
+def _build_locality(
+    locality: LocalityView, scale: int
+) -> endpoint_components_pb2.LocalityLbEndpoints:
     result = endpoint_components_pb2.LocalityLbEndpoints(
         locality=base_pb2.Locality(region=locality.region),
         priority=locality.priority,
