@@ -178,6 +178,7 @@ class DeltaStream:
                 # reconnect with initial_resource_versions): it is in sync without a push.
                 state.status.sent_version = state.status.acked_version = self._snapshot.version
             return outcome
+        before = dict(state.known)
         self._nonce_counter += 1
         nonce = str(self._nonce_counter)
         state.pending[nonce] = _Sent(
@@ -206,7 +207,25 @@ class DeltaStream:
             )
         )
         outcome.events.append(Event(EventKind.SENT, state.type_url, version, nonce))
+        if state.type_url is TypeUrl.CLUSTER:
+            outcome.extend(self._resend_endpoints(updates, before))
         return outcome
+
+    def _resend_endpoints(self, clusters: list[Resource], before: dict[str, str]) -> DeltaOutcome:
+        """Re-send the endpoints of clusters the node had and that were just updated.
+
+        Envoy replaces an updated cluster with a new one that stays warming until it receives
+        its ClusterLoadAssignment, and it does not ask again for a name it is subscribed to
+        (go-control-plane#245; Istio pushes EDS after every CDS change).
+        """
+        endpoints = self._types[TypeUrl.ENDPOINT]
+        updated = [r.name for r in clusters if before.get(r.name) not in (None, r.version)]
+        stale = [name for name in updated if name in endpoints.known]
+        if not stale:
+            return Outcome()
+        for name in stale:
+            endpoints.known.pop(name)
+        return self._maybe_respond(endpoints)
 
     def _routes_settled(self) -> bool:
         """True when listeners and routes on the node match the snapshot (or are unused)."""

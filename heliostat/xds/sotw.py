@@ -44,6 +44,8 @@ class SotwStream:
         self._nonce_counter = 0
         # Clusters gone from the snapshot but kept on the node until its routes move off them.
         self._retired: dict[str, Resource] = {}
+        # Versions of the clusters last sent, to tell an updated cluster from a new one.
+        self._cluster_versions: dict[str, str] = {}
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -151,7 +153,26 @@ class SotwStream:
             )
         )
         outcome.events.append(Event(EventKind.SENT, state.type_url, version, state.nonce))
+        if state.type_url is TypeUrl.CLUSTER:
+            outcome.extend(self._after_clusters_sent(resources))
         return outcome
+
+    def _after_clusters_sent(self, resources: list[Resource]) -> SotwOutcome:
+        """Re-send endpoints when a cluster the node already had was updated.
+
+        Envoy replaces an updated cluster with a new one that stays warming until it receives
+        its ClusterLoadAssignment; it asks again with the version it has, which reads like an
+        ACK, so an unchanged EDS would never be sent and the update would never take effect
+        (go-control-plane#245; Istio pushes EDS after every CDS change).
+        """
+        previous = self._cluster_versions
+        self._cluster_versions = {r.name: r.version for r in resources}
+        updated = any(previous.get(r.name) not in (None, r.version) for r in resources)
+        endpoints = self._types[TypeUrl.ENDPOINT]
+        if not updated or not endpoints.sent_version:
+            return Outcome()
+        endpoints.sent_version = ""  # whatever it was, the new clusters have not seen it
+        return self._maybe_respond(endpoints)
 
     def _retire_removed_clusters(self, previous: Snapshot, current: Snapshot) -> None:
         clusters = self._types[TypeUrl.CLUSTER]
