@@ -9,27 +9,23 @@ the file to another (regions named by endpoints, RTT completeness, duplicates) a
 from __future__ import annotations
 
 import ipaddress
-import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
-from heliostat.policy.durations import parse_duration
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-"""Seconds, written as `500ms`, `2s`, `1m` or a bare number of seconds."""
-
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-
-
-def _check_name(value: str) -> str:
-    if not _NAME.match(value):
-        raise ValueError(
-            f"invalid name {value!r}: use lower-case letters, digits, '.', '_' or '-' "
-            "(at most 63 characters, starting and ending with a letter or digit)"
-        )
-    return value
+from heliostat.policy.fields import Duration as Duration  # re-exported: defined here before
+from heliostat.policy.fields import Name as Name
+from heliostat.policy.fields import Section
+from heliostat.policy.traffic import (
+    Affinity,
+    Canary,
+    CircuitBreakers,
+    OutlierDetection,
+    Retries,
+    Tenant,
+    VersionWeight,
+)
 
 
 def _check_address(value: str) -> str:
@@ -60,7 +56,6 @@ def _check_ip(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
 IpAddress = Annotated[str, AfterValidator(_check_ip)]
 Address = Annotated[str, AfterValidator(_check_address)]
 # Numbers are strict: YAML 1.1 reads `yes`/`on`/`true` as booleans, and pydantic's lax mode
@@ -68,10 +63,7 @@ Address = Annotated[str, AfterValidator(_check_address)]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 
 
-class _Spec(BaseModel):
-    """Every section is strict about unknown keys and frozen once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Spec = Section
 
 
 class Engine(StrEnum):
@@ -176,6 +168,13 @@ class Model(_Spec):
     connect_timeout: Duration = 1.0
     thresholds: Thresholds = Thresholds()
     overflow: Overflow = Overflow()
+    # Traffic policy (traffic.py): how requests behave around the control law's weights.
+    affinity: Affinity | None = None
+    outlier_detection: OutlierDetection = OutlierDetection()
+    circuit_breakers: CircuitBreakers = CircuitBreakers()
+    retries: Retries = Retries()
+    versions: dict[Name, VersionWeight] = Field(default_factory=dict)
+    canary: tuple[Canary, ...] = ()
     endpoints: tuple[Endpoint, ...]
 
 
@@ -183,6 +182,8 @@ class Spec(_Spec):
     regions: dict[Name, Region]
     gateway: Gateway = Gateway()
     models: tuple[Model, ...]
+    # Tenants pinned to regions, for every model (traffic.py).
+    tenants: tuple[Tenant, ...] = ()
 
 
 class Policy(_Spec):

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import combinations
 
+from heliostat.policy import traffic_checks
 from heliostat.policy.problems import Problem, did_you_mean
 from heliostat.policy.schema import Policy, SignalSourceKind
 
 
 def check(policy: Policy) -> list[Problem]:
-    return [*_regions(policy), *_models(policy)]
+    return [*_regions(policy), *_models(policy), *traffic_checks.check(policy)]
 
 
 def _regions(policy: Policy) -> Iterator[Problem]:

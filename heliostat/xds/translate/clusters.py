@@ -1,16 +1,17 @@
-"""Cluster resources: one EDS cluster per model."""
+"""Cluster resources: one EDS cluster per cluster view (a model's, or one derived from it)."""
 
 from __future__ import annotations
 
-from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import protocol_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as upstream_http_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import wrappers_pb2
 
 from heliostat.balance import ClusterView
 from heliostat.policy import Model, UpstreamProtocol
+from heliostat.xds.translate.affinity import apply_hashing
 from heliostat.xds.translate.common import ads_source, pack, seconds
+from heliostat.xds.translate.resilience import circuit_breakers, outlier_detection
 
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -29,15 +30,22 @@ def model_cluster(view: ClusterView, model: Model) -> cluster_pb2.Cluster:
             eds_config=ads_source(), service_name=view.name
         ),
         connect_timeout=seconds(model.connect_timeout),
-        # Envoy's in-flight counts refine heliostat's scraped weights between ticks.
+        # Envoy's in-flight counts refine heliostat's scraped weights between ticks (a model
+        # with affinity hashes instead: apply_hashing below).
         lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
             healthy_panic_threshold=percent_pb2.Percent(value=PANIC_THRESHOLD_PERCENT),
             # Bounded overflow is expressed as locality weights inside priority 0.
             locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig(),
+            # heliostat already sends at most one EDS update per tick: apply it at once
+            # rather than in Envoy's default 1 s merge window.
+            update_merge_window=seconds(0),
         ),
-        outlier_detection=_outlier_detection(),
+        outlier_detection=outlier_detection(model),
+        circuit_breakers=circuit_breakers(model),
     )
+    if model.affinity is not None:
+        apply_hashing(cluster, model.affinity)
     cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(
         pack(_protocol_options(model.protocol))
     )
@@ -51,19 +59,3 @@ def _protocol_options(protocol: UpstreamProtocol) -> upstream_http_pb2.HttpProto
     else:
         explicit.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
     return upstream_http_pb2.HttpProtocolOptions(explicit_http_config=explicit)
-
-
-def _outlier_detection() -> outlier_detection_pb2.OutlierDetection:
-    """Eject a replica that fails requests between ticks, before the next scrape says so.
-
-    Gateway failures (connect refused, reset, 502-504) are enforced, unlike Envoy's default:
-    they are what a crashed or killed replica produces.
-    """
-    return outlier_detection_pb2.OutlierDetection(
-        consecutive_5xx=wrappers_pb2.UInt32Value(value=5),
-        consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=2),
-        enforcing_consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=100),
-        interval=seconds(1.0),
-        base_ejection_time=seconds(10.0),
-        max_ejection_percent=wrappers_pb2.UInt32Value(value=100),
-    )

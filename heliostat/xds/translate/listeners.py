@@ -1,6 +1,8 @@
-"""The gateway listener: HTTP in, routes from RDS."""
+"""The gateway listener: HTTP in, body facts to metadata, optional Lua, routes from RDS."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
@@ -8,33 +10,57 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from google.protobuf import wrappers_pb2
 
+from heliostat.policy.traffic import Tenant
+from heliostat.xds.translate.affinity import lua_filter
+from heliostat.xds.translate.body import json_to_metadata_filter
 from heliostat.xds.translate.common import ads_source, pack, seconds
+from heliostat.xds.translate.tenants import local_reply_config
 
 ROUTE_CONFIG_NAME = "heliostat_models"
 
 # Generations can stream for minutes; a request is cut only when no byte moves for this long.
 STREAM_IDLE_TIMEOUT_S = 300.0
 
+# json_to_metadata (and the Lua prefix key) read whole request bodies before routing, and
+# Envoy answers 413 to a body beyond the connection's buffer limit (1 MiB by default). Long
+# contexts and inlined images are bigger than that.
+MAX_BUFFERED_BODY_BYTES = 16 * 1024 * 1024
+
 
 def listener_name(port: int) -> str:
     return f"heliostat_http_{port}"
 
 
-def gateway_listener(address: str, port: int) -> listener_pb2.Listener:
+def gateway_listener(
+    address: str, port: int, *, prefix_keys: bool = False, tenants: Sequence[Tenant] = ()
+) -> listener_pb2.Listener:
+    """The HTTP listener of a node group.
+
+    Filters run in order: json_to_metadata (the body's model and stream flag, for routing),
+    the Lua prefix-key program when some model hashes on prompt prefixes, then the router.
+    Tenants' "no upstream" local replies become JSON 503s naming their pinning.
+    """
+    filters = [json_to_metadata_filter()]
+    if prefix_keys:
+        filters.append(lua_filter())
+    filters.append(
+        hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
+    )
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix="heliostat",
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=ads_source(), route_config_name=ROUTE_CONFIG_NAME),
-        http_filters=[
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
-            )
-        ],
+        http_filters=filters,
         stream_idle_timeout=seconds(STREAM_IDLE_TIMEOUT_S),
     )
+    replies = local_reply_config(tenants)
+    if replies is not None:
+        manager.local_reply_config.CopyFrom(replies)
     return listener_pb2.Listener(
         name=listener_name(port),
+        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=MAX_BUFFERED_BODY_BYTES),
         address=address_pb2.Address(
             socket_address=address_pb2.SocketAddress(address=address, port_value=port)
         ),

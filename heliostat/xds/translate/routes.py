@@ -1,121 +1,181 @@
-"""Routes: `x-model` picks the model's cluster; anything else gets a JSON 404."""
+"""Routes: which request of which model goes to which cluster, and what Envoy does on the way.
+
+The model comes from the `x-model` header or, when it is absent, from the body's `"model"`
+(json_to_metadata, see `body.py`). For each model, in the order Envoy must try them (it takes
+the first match), routes are generated for every combination of:
+
+- tenant: a tenant's header routes to its region-pinned clusters, before the generic routes;
+- priority class: `x-priority: batch` goes to the model's batch cluster with Envoy priority
+  DEFAULT (the batch circuit breakers), everything else to the interactive cluster with HIGH;
+- streaming: streamed requests (`"stream": true`) get the per-try timeout, unary ones not.
+
+A route sends to one cluster or, with versions, splits between per-version clusters by
+weight, choosing by the session hash so a session stays on one version. Every model route
+adds `x-heliostat-origin-region` and carries the retry policy. Requests naming no served
+model get a JSON 404 listing the models.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from itertools import product
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
-from envoy.extensions.retry.priority.previous_priorities.v3 import (
-    previous_priorities_config_pb2 as previous_priorities_pb2,
-)
-from envoy.type.matcher.v3 import string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
-from heliostat.xds.translate.common import pack, seconds
+from heliostat.balance import TrafficClass
+from heliostat.policy.traffic import Tenant
+from heliostat.xds.translate import body
+from heliostat.xds.translate.affinity import hash_policies, prefix_key_metadata
+from heliostat.xds.translate.common import seconds
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME
+from heliostat.xds.translate.plan import ModelPlan, Target
+from heliostat.xds.translate.resilience import per_try_timeout, retry_policy
+from heliostat.xds.translate.tenants import tenant_matcher
 
 MODEL_HEADER = "x-model"
 ORIGIN_HEADER = "x-heliostat-origin-region"
-
-
 PRIORITY_HEADER = "x-priority"
 
-# Retry only what never reached a model server or was refused before work began; a stream
-# whose response has started is never retried by Envoy.
-RETRY_ON = "connect-failure,refused-stream,reset,retriable-status-codes"
-RETRY_STATUS_CODES = (503,)
-NUM_RETRIES = 2
+_CLASSES = (TrafficClass.BATCH, TrafficClass.INTERACTIVE)  # batch first: it matches more
 
 
 def route_configuration(
-    models: Sequence[str], region: str | None, batch_clusters: Mapping[str, str]
+    plans: Sequence[ModelPlan], tenants: Sequence[Tenant], region: str | None
 ) -> route_pb2.RouteConfiguration:
-    """Routes for every model; `batch_clusters` maps a model to its shed-first batch cluster."""
     routes = []
-    for name in models:
-        if name in batch_clusters:
-            routes.append(_model_route(name, batch_clusters[name], region, batch=True))
-        routes.append(_model_route(name, name, region, batch=False))
-    routes.append(_not_found(models, header_present=True))
-    routes.append(_not_found(models, header_present=False))
+    for by_body in (False, True):  # every header route before any body route
+        for plan in plans:
+            routes.extend(_model_routes(plan, tenants, region, by_body=by_body))
+    models = [plan.model.name for plan in plans]
+    routes += [
+        _not_found(
+            models,
+            "unknown-model",
+            f"no model named by the {MODEL_HEADER} header is served here",
+            headers=[rc.HeaderMatcher(name=MODEL_HEADER, present_match=True)],
+        ),
+        _not_found(
+            models,
+            "unknown-body-model",
+            'no model named by the body\'s "model" field is served here',
+            metadata=[body.body_names_a_model()],
+        ),
+        _not_found(
+            models,
+            "missing-model",
+            f'the request names no model: set the {MODEL_HEADER} header or the body\'s "model"',
+        ),
+    ]
     return route_pb2.RouteConfiguration(
         name=ROUTE_CONFIG_NAME,
         virtual_hosts=[rc.VirtualHost(name="models", domains=["*"], routes=routes)],
     )
 
 
-def _model_route(model: str, cluster: str, region: str | None, *, batch: bool) -> rc.Route:
-    headers_to_add = []
-    if region:
-        headers_to_add.append(
-            base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key=ORIGIN_HEADER, value=region),
-                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+def _model_routes(
+    plan: ModelPlan, tenants: Sequence[Tenant], region: str | None, *, by_body: bool
+) -> list[rc.Route]:
+    model = plan.model
+    streams = (True, False) if per_try_timeout(model) > 0 else (False,)
+    routes = []
+    for tenant, traffic_class, streamed in product((*tenants, None), _CLASSES, streams):
+        headers: list[rc.HeaderMatcher] = []
+        metadata: list[metadata_pb2.MetadataMatcher] = []
+        name = f"model:{model.name}"
+        if by_body:
+            headers.append(body.header_absent(MODEL_HEADER))
+            metadata.append(body.body_model_is(model.name))
+            name += ":body"
+        else:
+            headers.append(rc.HeaderMatcher(name=MODEL_HEADER, string_match=_exact(model.name)))
+        if tenant is not None:
+            headers.append(tenant_matcher(tenant))
+            name = f"tenant:{tenant.name}:{name}"
+        batch = traffic_class is TrafficClass.BATCH
+        if batch:
+            headers.append(rc.HeaderMatcher(name=PRIORITY_HEADER, string_match=_exact("batch")))
+            name += ":batch"
+        if streamed:
+            metadata.append(body.streamed())
+            name += ":stream"
+        target = plan.targets[tenant.name if tenant else None, traffic_class]
+        action = _action(plan, target, batch=batch, streamed=streamed)
+        route = rc.Route(
+            name=name,
+            match=rc.RouteMatch(prefix="/", headers=headers, dynamic_metadata=metadata),
+            route=action,
+            request_headers_to_add=_origin(region),
+        )
+        lua = prefix_key_metadata(model)
+        if lua is not None:
+            route.metadata.CopyFrom(lua)
+        routes.append(route)
+    return routes
+
+
+def _action(plan: ModelPlan, target: Target, *, batch: bool, streamed: bool) -> rc.RouteAction:
+    action = rc.RouteAction(
+        timeout=seconds(0),
+        retry_policy=retry_policy(plan.model, streamed=streamed),
+        # Batch traffic uses the DEFAULT circuit-breaker thresholds, interactive the HIGH.
+        priority=base_pb2.DEFAULT if batch else base_pb2.HIGH,
+        hash_policy=hash_policies(plan.model),
+    )
+    if len(target.clusters) == 1:
+        action.cluster = target.clusters[0][0]
+    else:
+        action.weighted_clusters.CopyFrom(
+            rc.WeightedCluster(
+                clusters=[
+                    rc.WeightedCluster.ClusterWeight(
+                        name=name, weight=wrappers_pb2.UInt32Value(value=weight)
+                    )
+                    for name, weight in target.clusters
+                ],
+                # Pick the version from the session hash: a session stays on one version.
+                use_hash_policy=wrappers_pb2.BoolValue(value=True),
             )
         )
-    matchers = [rc.HeaderMatcher(name=MODEL_HEADER, string_match=_exact(model))]
-    if batch:
-        matchers.append(rc.HeaderMatcher(name=PRIORITY_HEADER, string_match=_exact("batch")))
-    return rc.Route(
-        name=f"model:{model}" + (":batch" if batch else ""),
-        match=rc.RouteMatch(prefix="/", headers=matchers),
-        route=rc.RouteAction(
-            cluster=cluster,
-            timeout=seconds(0),
-            retry_policy=_retry_policy(),
-            # Batch traffic uses the DEFAULT circuit-breaker thresholds, interactive the HIGH.
-            priority=base_pb2.DEFAULT if batch else base_pb2.HIGH,
-        ),
-        request_headers_to_add=headers_to_add,
-    )
+    return action
+
+
+def _origin(region: str | None) -> list[base_pb2.HeaderValueOption]:
+    if not region:
+        return []
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=ORIGIN_HEADER, value=region),
+            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+        )
+    ]
 
 
 def _exact(value: str) -> string_pb2.StringMatcher:
     return string_pb2.StringMatcher(exact=value)
 
 
-def _retry_policy() -> rc.RetryPolicy:
-    """Retry elsewhere: another host (previous_hosts), then another priority."""
-    return rc.RetryPolicy(
-        retry_on=RETRY_ON,
-        num_retries=wrappers_pb2.UInt32Value(value=NUM_RETRIES),
-        retriable_status_codes=list(RETRY_STATUS_CODES),
-        retry_host_predicate=[
-            rc.RetryPolicy.RetryHostPredicate(
-                name="envoy.retry_host_predicates.previous_hosts",
-                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
-            )
-        ],
-        host_selection_retry_max_attempts=5,
-        retry_priority=rc.RetryPolicy.RetryPriority(
-            name="envoy.retry_priorities.previous_priorities",
-            typed_config=pack(previous_priorities_pb2.PreviousPrioritiesConfig(update_frequency=1)),
-        ),
-    )
-
-
-def _not_found(models: Sequence[str], *, header_present: bool) -> rc.Route:
-    if header_present:
-        message = f"no model named by the {MODEL_HEADER} header is served here"
-        match = rc.RouteMatch(
-            prefix="/", headers=[rc.HeaderMatcher(name=MODEL_HEADER, present_match=True)]
-        )
-    else:
-        message = f"the request names no model: set the {MODEL_HEADER} header"
-        match = rc.RouteMatch(prefix="/")
-    body = json.dumps(
+def _not_found(
+    models: Sequence[str],
+    name: str,
+    message: str,
+    *,
+    headers: Sequence[rc.HeaderMatcher] = (),
+    metadata: Sequence[metadata_pb2.MetadataMatcher] = (),
+) -> rc.Route:
+    payload = json.dumps(
         {"error": {"type": "model_not_found", "message": message, "models": list(models)}},
         sort_keys=True,
     )
     return rc.Route(
-        name="unknown-model" if header_present else "missing-model",
-        match=match,
+        name=name,
+        match=rc.RouteMatch(prefix="/", headers=headers, dynamic_metadata=metadata),
         direct_response=rc.DirectResponseAction(
-            status=404, body=base_pb2.DataSource(inline_string=body)
+            status=404, body=base_pb2.DataSource(inline_string=payload)
         ),
         response_headers_to_add=[
             base_pb2.HeaderValueOption(

@@ -1,0 +1,196 @@
+"""The traffic-policy sections of a model (and the spec's tenants), as pydantic models.
+
+Each section says how a model's requests behave around the weights the control law computes:
+affinity, outlier detection, circuit breakers per priority class, retries, version splits and
+tenant pinning. Defaults are chosen for LLM inference (long, expensive, mostly streamed
+requests), not copied from Envoy; where they differ from Envoy's, the field says why.
+Cross-references (versions that must exist on endpoints, known regions) are checked in
+`traffic_checks.py`, where each problem can be located at its line.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from heliostat.policy.fields import (
+    Count,
+    Duration,
+    HeaderName,
+    Name,
+    Percent,
+    PositiveCount,
+    Section,
+)
+
+SESSION_HEADER = "x-session-id"
+
+
+class HashKind(StrEnum):
+    """Envoy's consistent-hashing load balancers; both support bounded load."""
+
+    RING_HASH = "ring_hash"
+    MAGLEV = "maglev"
+
+
+class Affinity(Section):
+    """Keep a session (or a shared prompt prefix) on one replica, where its KV cache is.
+
+    `bounded_load` caps any replica at that multiple of the cluster's average in-flight
+    requests (Envoy's hash_balance_factor / 100), so a hot session spills to the next replica
+    on the ring instead of queueing behind itself.
+    """
+
+    header: HeaderName = SESSION_HEADER
+    bounded_load: Annotated[float, Field(ge=1.0, le=100.0, allow_inf_nan=False, strict=True)] = 1.5
+    hash: HashKind = HashKind.RING_HASH
+    # Without a session header, hash the first N characters of the prompt (or of the chat
+    # messages' contents): requests sharing a system prompt land where its prefix is cached.
+    prefix_chars: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] | None = None
+
+
+class SuccessRate(Section):
+    """Eject replicas whose success rate is `stdev_factor` deviations below the mean."""
+
+    minimum_hosts: PositiveCount = 5
+    request_volume: PositiveCount = 100
+    stdev_factor: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False, strict=True)] = 1.9
+
+
+class FailurePercentage(Section):
+    """Eject replicas failing at least `threshold` percent of their requests."""
+
+    threshold: Percent = 85.0
+    minimum_hosts: PositiveCount = 5
+    request_volume: PositiveCount = 50
+
+
+class OutlierDetection(Section):
+    """Eject a failing replica between scrapes, before the control law hears of it.
+
+    Gateway failures (connect refused, reset, 502-504) are enforced by default, unlike
+    Envoy's 0: they are what a crashed or killed replica produces. Success-rate and
+    failure-percentage ejection are off unless their section is given.
+    """
+
+    consecutive_5xx: Count = 5
+    consecutive_gateway_failure: Count = 2
+    enforcing_consecutive_gateway_failure: Annotated[int, Field(ge=0, le=100, strict=True)] = 100
+    success_rate: SuccessRate | None = None
+    failure_percentage: FailurePercentage | None = None
+    interval: Duration = 1.0
+    base_ejection_time: Duration = 10.0
+    # All of them may go: the panic threshold then sends to every replica again, which beats
+    # refusing every request while a whole region restarts.
+    max_ejection_percent: Annotated[int, Field(ge=0, le=100, strict=True)] = 100
+
+
+class RetryBudget(Section):
+    """Concurrent retries as a share of active requests (scales with load, unlike a count).
+
+    At least `min_retry_concurrency` retries may run at once whatever the load; Envoy's own
+    floor is 3, too few when a replica dies under a burst: every request it held fails at
+    once, and their retries, which cross to another region and take a round trip, are still
+    outstanding when the next failures want theirs.
+    """
+
+    budget_percent: Percent = 20.0
+    min_retry_concurrency: Count = 10
+
+
+class Breaker(Section):
+    """Envoy's circuit-breaker thresholds for one priority class; unset means Envoy's default
+    (1024 connections, pending and active requests). Retries are bounded by `retry_budget`,
+    by `max_retries`, or, when neither is given, by the default budget (20%, at least 10)."""
+
+    max_connections: Count | None = None
+    max_pending_requests: Count | None = None
+    max_requests: Count | None = None
+    max_retries: Count | None = None
+    retry_budget: RetryBudget | None = None
+
+
+class CircuitBreakers(Section):
+    """Separate thresholds for `x-priority: interactive` (Envoy HIGH) and `batch` (DEFAULT)."""
+
+    interactive: Breaker = Breaker()
+    batch: Breaker = Breaker()
+
+
+class RetryOn(StrEnum):
+    """Envoy's `retry_on` conditions that make sense for an inference gateway."""
+
+    CONNECT_FAILURE = "connect-failure"
+    REFUSED_STREAM = "refused-stream"
+    RESET = "reset"
+    RESET_BEFORE_REQUEST = "reset-before-request"
+    RETRIABLE_STATUS_CODES = "retriable-status-codes"
+    GATEWAY_ERROR = "gateway-error"
+    FIVE_XX = "5xx"
+    RETRIABLE_4XX = "retriable-4xx"
+    ENVOY_RATELIMITED = "envoy-ratelimited"
+
+
+DEFAULT_RETRY_ON = (
+    RetryOn.CONNECT_FAILURE,
+    RetryOn.REFUSED_STREAM,
+    RetryOn.RESET,
+    RetryOn.RETRIABLE_STATUS_CODES,
+)
+StatusCode = Annotated[int, Field(ge=100, le=599, strict=True)]
+
+
+class Retries(Section):
+    """Retry elsewhere what never reached a model server or was refused before work began.
+
+    `per_try_timeout` defaults to twice the SLO's ttft_ms and applies to streamed requests
+    only: Envoy stops a try's timer once response headers went downstream, and a model server
+    answers a streamed request's headers at once but a unary one's only after the whole
+    generation, which a TTFT-sized timeout would cut. `0s` disables it.
+    """
+
+    num_retries: Count = 2
+    per_try_timeout: Duration | None = None
+    retry_on: tuple[RetryOn, ...] = DEFAULT_RETRY_ON
+    retriable_status_codes: tuple[StatusCode, ...] = (503,)
+
+
+VersionWeight = Annotated[int, Field(ge=1, le=1_000_000, strict=True)]
+
+
+class Canary(Section):
+    """In `region`, send `weight` percent of the model's traffic to `version`."""
+
+    region: Name
+    version: Name
+    weight: Percent
+
+
+class Tenant(Section):
+    """Requests carrying `header: value` are served only by endpoints in `regions`."""
+
+    name: Name
+    header: HeaderName = "x-tenant"
+    value: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")]
+    regions: tuple[Name, ...]
+
+
+__all__ = [
+    "DEFAULT_RETRY_ON",
+    "SESSION_HEADER",
+    "Affinity",
+    "Breaker",
+    "Canary",
+    "CircuitBreakers",
+    "FailurePercentage",
+    "HashKind",
+    "OutlierDetection",
+    "Retries",
+    "RetryBudget",
+    "RetryOn",
+    "SuccessRate",
+    "Tenant",
+    "VersionWeight",
+]

@@ -1,0 +1,83 @@
+"""Which clusters one region's Envoys get, and where each kind of request of a model goes.
+
+A model's requests come in kinds: which tenant sent them (or none) and which priority class
+(interactive or batch). Each kind is sent to one cluster or, with versions, split between
+per-version clusters. The clusters are the control law's own (`<model>`, `<model>.batch`) and
+clusters derived from them in this layer (`<model>~<tenant>`, `...@<version>`), so the
+traffic policy works on whatever views the law computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from heliostat.balance import ClusterView, RegionView, TrafficClass
+from heliostat.policy import Model, Policy
+from heliostat.policy.traffic import Tenant
+from heliostat.xds.translate.subsets import region_subset, version_subset
+from heliostat.xds.translate.versions import version_weights
+
+Kind = tuple[str | None, TrafficClass]
+"""(tenant name or None, priority class)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Clusters with their weights; a single entry is a plain cluster route."""
+
+    clusters: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPlan:
+    model: Model
+    targets: Mapping[Kind, Target]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    clusters: Mapping[str, tuple[ClusterView, Model]]
+    models: tuple[ModelPlan, ...]
+    tenants: tuple[Tenant, ...]
+
+
+def plan(policy: Policy, view: RegionView) -> Plan:
+    clusters: dict[str, tuple[ClusterView, Model]] = {}
+    for cluster_view in view.clusters:
+        model = policy.model(cluster_view.model)
+        if model is None:  # a view always comes from this policy; guard against misuse
+            raise ValueError(f"view names model {cluster_view.model!r} the policy lacks")
+        clusters[cluster_view.name] = (cluster_view, model)
+    models = []
+    for model in policy.spec.models:
+        interactive = view.cluster(model.name)
+        if interactive is None:
+            raise ValueError(f"the view has no cluster for model {model.name!r}")
+        batch = next(
+            (
+                c
+                for c in view.clusters
+                if c.model == model.name and c.traffic_class is TrafficClass.BATCH
+            ),
+            interactive,  # before the control law runs, batch shares the model's cluster
+        )
+        weights = version_weights(model, view.region)
+        targets: dict[Kind, Target] = {}
+        for tenant in (None, *policy.spec.tenants):
+            for traffic_class, source in (
+                (TrafficClass.BATCH, batch),
+                (TrafficClass.INTERACTIVE, interactive),
+            ):
+                scoped = source
+                if tenant is not None:
+                    scoped = region_subset(source, tenant.name, frozenset(tenant.regions))
+                derived = [scoped] if not weights else [version_subset(scoped, v) for v in weights]
+                for cluster_view in derived:
+                    clusters.setdefault(cluster_view.name, (cluster_view, model))
+                split = list(weights.values()) or [1]
+                targets[tenant.name if tenant else None, traffic_class] = Target(
+                    tuple((c.name, w) for c, w in zip(derived, split, strict=True))
+                )
+        models.append(ModelPlan(model, targets))
+    return Plan(clusters, tuple(models), policy.spec.tenants)
