@@ -110,6 +110,41 @@ def _sim_fleet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drain(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    host, port = args.admin_address
+    body: dict[str, str] = {"model": args.model}
+    if args.endpoint:
+        body["endpoint"] = args.endpoint
+    else:
+        body["region"] = args.region
+    request = urllib.request.Request(
+        f"http://{host}:{port}/drain",
+        data=json.dumps(body).encode(),
+        method="DELETE" if args.undo else "POST",
+        headers={"content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            result = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        print(f"heliostat drain: {detail}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(
+            f"heliostat drain: cannot reach heliostat at {host}:{port}: {reason}", file=sys.stderr
+        )
+        return 1
+    verb = "draining" if result["draining"] else "returned to rotation"
+    print(f"{result['model']}: {verb}: {', '.join(result['endpoints'])}")
+    return 0
+
+
 def _demo(_: argparse.Namespace) -> int:
     print(
         "heliostat demo: the three-region demo with real Envoys arrives with a later issue.\n"
@@ -164,6 +199,15 @@ def parser() -> argparse.ArgumentParser:
         "--region", action="append", metavar="REGION", help="only this region (repeatable)"
     )
     fleet.set_defaults(run=_sim_fleet)
+
+    drain = commands.add_parser("drain", help="take endpoints out of rotation (or --undo)")
+    drain.add_argument("--model", required=True)
+    target = drain.add_mutually_exclusive_group(required=True)
+    target.add_argument("--endpoint", metavar="ADDR")
+    target.add_argument("--region")
+    drain.add_argument("--undo", action="store_true", help="return them to rotation")
+    drain.add_argument("--admin-address", type=host_port, default=("127.0.0.1", 9901))
+    drain.set_defaults(run=_drain)
 
     demo = commands.add_parser("demo", help="run the three-region demo")
     demo.set_defaults(run=_demo)

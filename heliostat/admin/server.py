@@ -17,8 +17,15 @@ StateProvider = Callable[[], dict[str, Any]]
 ReadyProbe = Callable[[], tuple[bool, str]]
 
 
+DrainAction = Callable[[dict[str, Any], bool], dict[str, Any]]
+"""Drain (True) or return (False) what a request names; raises ValueError for bad input."""
+
+
 def build_app(
-    registry: CollectorRegistry, state: StateProvider, ready: ReadyProbe
+    registry: CollectorRegistry,
+    state: StateProvider,
+    ready: ReadyProbe,
+    drain: DrainAction | None = None,
 ) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -36,7 +43,21 @@ def build_app(
         body = json.dumps(state(), indent=2, sort_keys=True, default=str)
         return web.Response(text=body, content_type="application/json")
 
+    async def drain_change(request: web.Request) -> web.Response:
+        if drain is None:
+            return web.json_response({"error": "draining is not available"}, status=404)
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object with model and endpoint or region")
+            result = drain(body, request.method == "POST")
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(result)
+
     app = web.Application()
+    app.router.add_post("/drain", drain_change)
+    app.router.add_delete("/drain", drain_change)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -159,6 +159,13 @@ class Overflow(_Spec):
     beyond_budget: BeyondBudget = BeyondBudget.LAST_RESORT
 
 
+class Drain(_Spec):
+    """Endpoints taken out of rotation on purpose: in-flight requests finish, new ones move."""
+
+    endpoints: tuple[Address, ...] = ()
+    regions: tuple[Name, ...] = ()
+
+
 class Model(_Spec):
     name: Name
     engine: Engine = Engine.VLLM
@@ -175,7 +182,16 @@ class Model(_Spec):
     retries: Retries = Retries()
     versions: dict[Name, VersionWeight] = Field(default_factory=dict)
     canary: tuple[Canary, ...] = ()
+    drain: Drain = Drain()
     endpoints: tuple[Endpoint, ...]
+
+    def drained(self) -> frozenset[str]:
+        """Addresses the policy drains, by endpoint or by region."""
+        regions = set(self.drain.regions)
+        listed = set(self.drain.endpoints)
+        return frozenset(
+            e.address for e in self.endpoints if e.address in listed or e.region in regions
+        )
 
 
 class Spec(_Spec):

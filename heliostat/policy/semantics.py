@@ -7,12 +7,13 @@ value an operator must edit, so the error points at the line to fix.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import combinations
 
 from heliostat.policy import traffic_checks
 from heliostat.policy.problems import Problem, did_you_mean
-from heliostat.policy.schema import Policy, SignalSourceKind
+from heliostat.policy.schema import Model, Policy, SignalSourceKind
+from heliostat.policy.yamlsource import Path
 
 
 def check(policy: Policy) -> list[Problem]:
@@ -55,6 +56,7 @@ def _models(policy: Policy) -> Iterator[Problem]:
         yield Problem(("spec", "models"), "at least one model is required")
     seen_models: dict[str, int] = {}
     for index, model in enumerate(policy.spec.models):
+        yield from _drain(model, ("spec", "models", index), regions)
         base = ("spec", "models", index)
         if model.name in seen_models:
             yield Problem(
@@ -92,3 +94,20 @@ def _models(policy: Policy) -> Iterator[Problem]:
                     f"(first at spec.models[{index}].endpoints[{first}])",
                 )
             seen_addresses.setdefault(endpoint.address, position)
+
+
+def _drain(model: Model, base: Path, regions: Mapping[str, object]) -> Iterator[Problem]:
+    addresses = [e.address for e in model.endpoints]
+    for position, address in enumerate(model.drain.endpoints):
+        if address not in addresses:
+            yield Problem(
+                (*base, "drain", "endpoints", position),
+                f"{address!r} is not an endpoint of model {model.name!r}"
+                f"{did_you_mean(address, addresses)}",
+            )
+    for position, region in enumerate(model.drain.regions):
+        if region not in regions:
+            yield Problem(
+                (*base, "drain", "regions", position),
+                f"unknown region {region!r}{did_you_mean(region, regions)}",
+            )

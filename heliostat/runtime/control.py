@@ -41,7 +41,8 @@ class ControlLoop:
         self._signals = signals
         self._clock = clock
         self._state: ControlState | None = None
-        self._drained: frozenset[tuple[str, str]] = frozenset()
+        self._operator_drains: frozenset[tuple[str, str]] = frozenset()
+        self._drained_now = self.drained
         self._wake = asyncio.Event()
         self._last_tick = 0.0
         self.ticks = 0
@@ -67,10 +68,22 @@ class ControlLoop:
 
     def set_policy(self, policy: Policy) -> list[str]:
         self._policy = policy
+        self._drained_now = self.drained
         return self.tick()
 
-    def set_drained(self, drained: frozenset[tuple[str, str]]) -> list[str]:
-        self._drained = drained
+    @property
+    def drained(self) -> frozenset[tuple[str, str]]:
+        """(model, address) pairs taken out of rotation, by the policy or by an operator."""
+        from_policy = {(m.name, a) for m in self._policy.spec.models for a in m.drained()}
+        return self._operator_drains | from_policy
+
+    def drain(self, pairs: frozenset[tuple[str, str]], *, drained: bool) -> list[str]:
+        """An operator drains (or returns) endpoints; applied at once, not at the next tick."""
+        if drained:
+            self._operator_drains |= pairs
+        else:
+            self._operator_drains -= pairs
+        self._drained_now = self.drained
         return self.tick()
 
     def signals_landed(self, _model: str = "") -> None:
@@ -80,7 +93,7 @@ class ControlLoop:
     def tick(self) -> list[str]:
         started = time.perf_counter()
         views, self._state = compute(
-            self._policy, self._signals(), self._state, self._clock(), self._drained
+            self._policy, self._signals(), self._state, self._clock(), self._drained_now
         )
         changed = self._publisher.publish(Inputs(self._policy, views))
         self._compute_seconds.observe(time.perf_counter() - started)
@@ -94,6 +107,7 @@ class ControlLoop:
     def describe(self) -> dict[str, Any]:
         return {
             "ticks": self.ticks,
+            "drained": sorted(f"{m}/{a}" for m, a in self._drained_now),
             "interval_s": self.interval,
             "decisions": describe(self._state) if self._state is not None else {},
         }

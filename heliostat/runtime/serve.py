@@ -92,6 +92,34 @@ class ControlPlane:
         self._policy_reloads.labels("applied").inc()
         log.info("views recomputed", groups_changed=changed)
 
+    def drain_request(self, body: dict[str, Any], drained: bool) -> dict[str, Any]:
+        """`heliostat drain`: resolve a model plus an endpoint or region to endpoints."""
+        policy = self.publisher.inputs.policy
+        model = policy.model(str(body.get("model", "")))
+        if model is None:
+            known = ", ".join(m.name for m in policy.spec.models)
+            raise ValueError(f"unknown model {body.get('model')!r} (models: {known})")
+        endpoint, region = body.get("endpoint"), body.get("region")
+        if (endpoint is None) == (region is None):
+            raise ValueError("name exactly one of endpoint or region")
+        addresses = [
+            e.address
+            for e in model.endpoints
+            if e.address == endpoint or (region is not None and e.region == region)
+        ]
+        if not addresses:
+            what = f"endpoint {endpoint!r}" if endpoint is not None else f"region {region!r}"
+            raise ValueError(f"model {model.name!r} has no {what}")
+        pairs = frozenset((model.name, a) for a in addresses)
+        self.control.drain(pairs, drained=drained)
+        log.info("drain" if drained else "undrain", model=model.name, endpoints=addresses)
+        return {
+            "model": model.name,
+            "endpoints": addresses,
+            "draining": drained,
+            "drained": sorted(f"{m}/{a}" for m, a in self.control.drained),
+        }
+
     def ready(self) -> tuple[bool, str]:
         if not self._serving:
             return False, "starting"
@@ -130,7 +158,9 @@ class ControlPlane:
         else:
             server.add_secure_port(address, self.options.credentials)
         await server.start()
-        app = admin_server.build_app(self.metrics_registry, self.state, self.ready)
+        app = admin_server.build_app(
+            self.metrics_registry, self.state, self.ready, self.drain_request
+        )
         admin = await admin_server.start(app, self.options.admin_host, self.options.admin_port)
         watcher = asyncio.create_task(self.watcher.run(), name="policy-watch")
         scraping = asyncio.create_task(self.signals.run(), name="signals")

@@ -727,3 +727,24 @@ def test_cli_validate_without_files_is_a_usage_error(capsys: pytest.CaptureFixtu
     out, err = capsys.readouterr()
     assert "usage:" in err
     _no_traceback(out, err)
+
+
+def test_drain_names_endpoints_or_regions_of_the_model() -> None:
+    text = edit(
+        "      connect_timeout: 1s\n",
+        "      connect_timeout: 1s\n"
+        "      drain: {endpoints: [127.0.0.1:9101], regions: [eu-west]}\n",
+    )
+    model = parse_policy(text, "demo.yaml").spec.models[0]
+    assert model.drained() == {"127.0.0.1:9101", "127.0.0.1:9201"}
+    bad = edit(
+        "      connect_timeout: 1s\n",
+        "      connect_timeout: 1s\n"
+        "      drain: {endpoints: [127.0.0.1:9111], regions: [eu-wst]}\n",
+    )
+    assert problems_of(bad) == [
+        "demo.yaml:16: spec.models[0].drain.endpoints[0]: '127.0.0.1:9111' is not an endpoint "
+        "of model 'llama-70b' (did you mean '127.0.0.1:9101'?)",
+        "demo.yaml:16: spec.models[0].drain.regions[0]: unknown region 'eu-wst' "
+        "(did you mean 'eu-west'?)",
+    ]
