@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,23 @@ class Mesh:
 
     def run(self, shots: list[loadgen.Shot], **kwargs: Any) -> loadgen.Report:
         return asyncio.run(loadgen.run(shots, **kwargs))
+
+    def start_load(
+        self, shots: list[loadgen.Shot], timeout: float = 60
+    ) -> Callable[[], loadgen.Report]:
+        """Send `shots` from a background thread; the returned call waits for the report."""
+        outcome: dict[str, loadgen.Report] = {}
+        runner = threading.Thread(
+            target=lambda: outcome.setdefault("report", self.run(shots, timeout=timeout)),
+            daemon=True,
+        )
+        runner.start()
+
+        def finish() -> loadgen.Report:
+            runner.join(timeout=timeout + 30)
+            return outcome["report"]
+
+        return finish
 
     def served_regions(self, report: loadgen.Report, label: str) -> Counter[str]:
         return report.by_region(label)

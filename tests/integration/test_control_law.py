@@ -149,9 +149,7 @@ def test_a_slow_replica_loses_its_share_within_two_ticks(
     )
     slow, fast = mesh.replicas["us-east"]
     shots = mesh.shots("us-east", 10, 16)
-    outcome: dict[str, loadgen.Report] = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault("r", mesh.run(shots, timeout=60)))
-    runner.start()
+    finish = mesh.start_load(shots)
     time.sleep(3)
 
     def share_of_slow(seconds: float) -> float:
@@ -175,7 +173,7 @@ def test_a_slow_replica_loses_its_share_within_two_ticks(
     fell_after = time.monotonic() - faulted_at
     time.sleep(1)
     share_after = share_of_slow(5)
-    runner.join(timeout=60)
+    report = finish()
     print(
         f"weight {before} -> {_weight(mesh, 'us-east', slow)} after {fell_after:.2f}s; "
         f"slow replica's share {share_before:.2f} -> {share_after:.2f}"
@@ -185,6 +183,7 @@ def test_a_slow_replica_loses_its_share_within_two_ticks(
     assert fell_after <= 8.0
     assert share_before > 0.35
     assert share_after < share_before - 0.15
+    assert len(report.ok) == len(shots)  # slower, not failed
 
 
 def test_a_region_outage_fails_over_to_the_next_region(
@@ -200,15 +199,12 @@ def test_a_region_outage_fails_over_to_the_next_region(
     time.sleep(1.5)
     duration = 14.0
     shots = mesh.shots("eu-west", 8, duration, label="eu")
-    outcome: dict[str, loadgen.Report] = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault("r", mesh.run(shots, timeout=60)))
     started = time.monotonic()
-    runner.start()
+    finish = mesh.start_load(shots)
     time.sleep(4)
     mesh.fleets["eu-west"].kill()  # the whole region's replicas die at once
     killed_at = time.monotonic() - started
-    runner.join(timeout=90)
-    report = outcome["r"]
+    report = finish()
     origin = min(r.started for r in report.results)
     failed = [r for r in report.results if not r.ok]
     in_flight_at_kill = [
@@ -290,9 +286,7 @@ def test_constant_load_converges_and_pushes_stop(tmp_path: Path, processes: list
         + mesh.shots("eu-west", 8, duration)
         + mesh.shots("ap-southeast", 4, duration)
     )
-    outcome: dict[str, loadgen.Report] = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault("r", mesh.run(shots, timeout=60)))
-    runner.start()
+    finish = mesh.start_load(shots)
     time.sleep(warmup)  # the smoothing time constant is 8 s: three of them to converge
     samples = [mesh.heliostat.metric("heliostat_control_pushes_total")]
     weights = [{a: h["weight"] for a, h in mesh.envoys["us-east"].hosts(MODEL).items()}]
@@ -300,7 +294,7 @@ def test_constant_load_converges_and_pushes_stop(tmp_path: Path, processes: list
         time.sleep(interval)
         samples.append(mesh.heliostat.metric("heliostat_control_pushes_total"))
         weights.append({a: h["weight"] for a, h in mesh.envoys["us-east"].hosts(MODEL).items()})
-    runner.join(timeout=60)
+    report = finish()
     pushes = samples[-1] - samples[0]
     print(
         f"pushes before convergence {samples[0]:.0f}, during {ticks} ticks at constant load "
@@ -308,4 +302,4 @@ def test_constant_load_converges_and_pushes_stop(tmp_path: Path, processes: list
     )
     assert pushes == 0
     assert weights[0] == weights[-1]
-    assert len(outcome["r"].ok) == len(shots)
+    assert len(report.ok) == len(shots)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from heliostat.sim import loadgen
 from tests.integration.harness import LOCALHOST, Process, wait_until
 from tests.integration.mesh import MODEL, start_mesh
 
@@ -48,9 +46,7 @@ def test_draining_an_endpoint_under_load_fails_no_request(
     )
     drained, kept = mesh.replicas["us-east"]
     shots = mesh.shots("us-east", 8, 14)
-    outcome: dict[str, loadgen.Report] = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault("r", mesh.run(shots, timeout=60)))
-    runner.start()
+    finish = mesh.start_load(shots)
     time.sleep(3)
     assert mesh.fleet_of(drained).stats(drained)["received"] > 0
 
@@ -83,8 +79,7 @@ def test_draining_an_endpoint_under_load_fails_no_request(
         timeout=10,
         message="traffic returns after --undo",
     )
-    runner.join(timeout=60)
-    report = outcome["r"]
+    report = finish()
     assert len(report.ok) == len(shots), report.statuses()
     assert mesh.fleet_of(kept).stats(kept)["received"] > 0
 
