@@ -14,6 +14,7 @@ import structlog
 
 from heliostat.balance import Views
 from heliostat.policy import Policy
+from heliostat.xds import memo
 from heliostat.xds.cache import SnapshotCache
 from heliostat.xds.nodes import NodeGroup
 from heliostat.xds.snapshot import InconsistentSnapshot, Snapshot
@@ -47,6 +48,7 @@ class Publisher:
         kept for /debug/state; other groups still move on.
         """
         self._inputs = inputs
+        memo.new_round()  # translation may reuse the last round's objects, no older ones
         changed = []
         for group in self._cache.groups():
             snapshot = self._build(group)

@@ -21,6 +21,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from heliostat.xds.memo import RoundMemo
 from heliostat.xds.types import PUSH_ORDER, TypeUrl
 
 _HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
@@ -40,10 +41,8 @@ class Resource:
         hit = _SERIALIZED.get(id(message))
         if hit is not None and hit.message is message and hit.name == name:
             return hit
-        if len(_SERIALIZED) >= _SERIALIZED_LIMIT:
-            _SERIALIZED.clear()
         resource = cls._serialize(type_url, name, message)
-        _SERIALIZED[id(message)] = resource
+        _SERIALIZED.put(id(message), resource)
         return resource
 
     @classmethod
@@ -54,8 +53,8 @@ class Resource:
 
 
 # Serialized resources by message identity; the Resource holds its message, pinning the id.
-_SERIALIZED: dict[int, Resource] = {}
-_SERIALIZED_LIMIT = 50_000
+# Entries live for two publish rounds (see heliostat.xds.memo).
+_SERIALIZED: RoundMemo[int, Resource] = RoundMemo()
 
 
 def combined_version(resources: Iterable[Resource]) -> str:

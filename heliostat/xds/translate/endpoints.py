@@ -8,6 +8,7 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
+from heliostat.xds.memo import RoundMemo
 
 METADATA_NAMESPACE = "heliostat"
 
@@ -30,8 +31,6 @@ def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
     hit = _ASSIGNMENTS.get(key)
     if hit is not None:
         return hit[1]  # same localities: the same message, so its serialization is reused too
-    if len(_ASSIGNMENTS) >= _LOCALITIES_LIMIT:
-        _ASSIGNMENTS.clear()
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=view.name, endpoints=localities)
     if view.drop_overload_percent > 0:
         assignment.policy.drop_overloads.append(
@@ -43,21 +42,20 @@ def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
                 ),
             )
         )
-    _ASSIGNMENTS[key] = (localities, assignment)
+    _ASSIGNMENTS.put(key, (localities, assignment))
     return assignment
 
 
 LocalityKey = tuple[str, int, int | None, int, tuple[int, ...]]
-_ASSIGNMENTS: dict[
+_ASSIGNMENTS: RoundMemo[
     tuple[str, float, tuple[int, ...]],
     tuple[list[endpoint_components_pb2.LocalityLbEndpoints], endpoint_pb2.ClusterLoadAssignment],
-] = {}
+] = RoundMemo()
 # Built localities by what they are made of (the endpoints by identity): a locality whose
 # endpoints all held this tick is not rebuilt. The endpoints tuple in the value pins the ids.
-_LOCALITIES: dict[
+_LOCALITIES: RoundMemo[
     LocalityKey, tuple[tuple[EndpointView, ...], endpoint_components_pb2.LocalityLbEndpoints]
-] = {}
-_LOCALITIES_LIMIT = 20_000
+] = RoundMemo()
 
 
 def _locality(locality: LocalityView, scale: int) -> endpoint_components_pb2.LocalityLbEndpoints:
@@ -71,10 +69,8 @@ def _locality(locality: LocalityView, scale: int) -> endpoint_components_pb2.Loc
     hit = _LOCALITIES.get(key)
     if hit is not None:
         return hit[1]
-    if len(_LOCALITIES) >= _LOCALITIES_LIMIT:
-        _LOCALITIES.clear()
     built = _build_locality(locality, scale)
-    _LOCALITIES[key] = (locality.endpoints, built)
+    _LOCALITIES.put(key, (locality.endpoints, built))
     return built
 
 
@@ -96,20 +92,17 @@ def _build_locality(
 # Built LbEndpoints by the identity of their EndpointView. The control law hands back the
 # same EndpointView object while an endpoint's weight, health and reason hold, and one view
 # object appears in every region's view, so most endpoints are built once, not every tick for
-# every node group. Keeping the view in the value pins its id while cached; the cache is
-# dropped wholesale when it outgrows any plausible fleet.
-_BUILT: dict[int, tuple[EndpointView, endpoint_components_pb2.LbEndpoint]] = {}
-_BUILT_LIMIT = 500_000
+# every node group. Keeping the view in the value pins its id while cached; entries live
+# for two publish rounds (see heliostat.xds.memo).
+_BUILT: RoundMemo[int, tuple[EndpointView, endpoint_components_pb2.LbEndpoint]] = RoundMemo()
 
 
 def _endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
     hit = _BUILT.get(id(view))
     if hit is not None and hit[0] is view:
         return hit[1]
-    if len(_BUILT) >= _BUILT_LIMIT:
-        _BUILT.clear()
     built = _build_endpoint(view)
-    _BUILT[id(view)] = (view, built)
+    _BUILT.put(id(view), (view, built))
     return built
 
 

@@ -1,0 +1,50 @@
+"""Two-generation memo tables for translation: reuse what the last round built, forget the rest.
+
+Translation is re-run every tick for every node group, but most of what it builds (an
+endpoint whose weight held, a locality whose endpoints all held, a message already
+serialized) is identical to the last round's. Tables keyed by object identity let those be
+reused; keeping only the current and the previous round bounds memory to what is live,
+however long the process runs. `new_round()` is called once per publish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+_TABLES: list[RoundMemo[object, object]] = []
+
+
+class RoundMemo(Generic[K, V]):
+    __slots__ = ("_current", "_previous")
+
+    def __init__(self) -> None:
+        self._current: dict[K, V] = {}
+        self._previous: dict[K, V] = {}
+        _TABLES.append(self)  # type: ignore[arg-type]
+
+    def get(self, key: K) -> V | None:
+        value = self._current.get(key)
+        if value is None:
+            value = self._previous.get(key)
+            if value is not None:
+                self._current[key] = value
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._current[key] = value
+
+    def rotate(self) -> None:
+        self._previous, self._current = self._current, {}
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+
+def new_round() -> None:
+    """Start a translation round: last round's entries stay reachable, older ones go."""
+    for table in _TABLES:
+        table.rotate()
