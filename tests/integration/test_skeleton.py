@@ -37,6 +37,17 @@ pytestmark = pytest.mark.envoy
 MODEL = "llama-70b"
 
 
+def _serve(
+    tmp_path: Path, start_heliostat: Callable[..., Heliostat], upstreams: list[Upstream]
+) -> tuple[int, Path, Heliostat]:
+    """A policy whose endpoints are `upstreams` (each in its own region), served by heliostat."""
+    gateway = free_port()
+    policy = tmp_path / "policy.yaml"
+    endpoints = [(u.address, u.region) for u in upstreams]
+    write_policy(policy, policy_document(gateway_port=gateway, endpoints=endpoints))
+    return gateway, policy, start_heliostat(policy)
+
+
 def test_request_with_x_model_reaches_an_endpoint_of_its_region(
     tmp_path: Path,
     upstreams: Callable[[str], Upstream],
@@ -44,15 +55,7 @@ def test_request_with_x_model_reaches_an_endpoint_of_its_region(
     start_envoy: Callable[..., Envoy],
 ) -> None:
     us, eu = upstreams("us-east"), upstreams("eu-west")
-    gateway = free_port()
-    policy = tmp_path / "policy.yaml"
-    write_policy(
-        policy,
-        policy_document(
-            gateway_port=gateway, endpoints=[(us.address, "us-east"), (eu.address, "eu-west")]
-        ),
-    )
-    heliostat = start_heliostat(policy)
+    gateway, _policy, heliostat = _serve(tmp_path, start_heliostat, [us, eu])
     envoy = start_envoy(heliostat, "gw-eu", "eu-west")
     wait_until(lambda: len(envoy.hosts(MODEL)) == 2, message="both endpoints in /clusters")
 
@@ -87,10 +90,7 @@ def test_unknown_or_missing_model_gets_a_json_404_naming_the_models(
     start_envoy: Callable[..., Envoy],
 ) -> None:
     eu = upstreams("eu-west")
-    gateway = free_port()
-    policy = tmp_path / "policy.yaml"
-    write_policy(policy, policy_document(gateway_port=gateway, endpoints=[(eu.address, "eu-west")]))
-    heliostat = start_heliostat(policy)
+    gateway, _policy, heliostat = _serve(tmp_path, start_heliostat, [eu])
     start_envoy(heliostat, "gw-eu", "eu-west")
 
     unknown = request(gateway, model="gpt-9")
@@ -112,10 +112,7 @@ def test_streamed_response_passes_through_unbuffered(
     start_envoy: Callable[..., Envoy],
 ) -> None:
     eu = upstreams("eu-west")
-    gateway = free_port()
-    policy = tmp_path / "policy.yaml"
-    write_policy(policy, policy_document(gateway_port=gateway, endpoints=[(eu.address, "eu-west")]))
-    heliostat = start_heliostat(policy)
+    gateway, _policy, heliostat = _serve(tmp_path, start_heliostat, [eu])
     start_envoy(heliostat, "gw-eu", "eu-west")
 
     connection = http.client.HTTPConnection(LOCALHOST, gateway, timeout=10)
@@ -147,12 +144,7 @@ def test_editing_the_policy_adds_and_removes_endpoints_without_restarting_envoy(
     start_envoy: Callable[..., Envoy],
 ) -> None:
     first, second = upstreams("eu-west"), upstreams("eu-west")
-    gateway = free_port()
-    policy = tmp_path / "policy.yaml"
-    write_policy(
-        policy, policy_document(gateway_port=gateway, endpoints=[(first.address, "eu-west")])
-    )
-    heliostat = start_heliostat(policy)
+    gateway, policy, heliostat = _serve(tmp_path, start_heliostat, [first])
     envoy = start_envoy(heliostat, "gw-eu", "eu-west")
     assert set(envoy.hosts(MODEL)) == {first.address}
     pid = envoy.proc.pid if envoy.proc else None
@@ -242,10 +234,7 @@ def test_a_resource_envoy_rejects_is_recorded_as_nack_and_not_pushed_again(
     start_envoy: Callable[..., Envoy],
 ) -> None:
     eu, eu2 = upstreams("eu-west"), upstreams("eu-west")
-    gateway = free_port()
-    policy = tmp_path / "policy.yaml"
-    write_policy(policy, policy_document(gateway_port=gateway, endpoints=[(eu.address, "eu-west")]))
-    heliostat = start_heliostat(policy)
+    gateway, policy, heliostat = _serve(tmp_path, start_heliostat, [eu])
     envoy = start_envoy(heliostat, "gw-eu", "eu-west")
     assert request(gateway).status == 200
 
@@ -307,10 +296,7 @@ def test_envoy_keeps_serving_while_heliostat_restarts_and_rejoins(
     start_envoy: Callable[..., Envoy],
 ) -> None:
     eu, eu2 = upstreams("eu-west"), upstreams("eu-west")
-    gateway = free_port()
-    policy = tmp_path / "policy.yaml"
-    write_policy(policy, policy_document(gateway_port=gateway, endpoints=[(eu.address, "eu-west")]))
-    heliostat = start_heliostat(policy)
+    gateway, policy, heliostat = _serve(tmp_path, start_heliostat, [eu])
     envoy = start_envoy(heliostat, "gw-eu", "eu-west")
     assert request(gateway).status == 200
 
@@ -350,15 +336,7 @@ def test_node_of_unknown_region_gets_a_neutral_view(
     start_envoy: Callable[..., Envoy],
 ) -> None:
     us, eu = upstreams("us-east"), upstreams("eu-west")
-    gateway = free_port()
-    policy = tmp_path / "policy.yaml"
-    write_policy(
-        policy,
-        policy_document(
-            gateway_port=gateway, endpoints=[(us.address, "us-east"), (eu.address, "eu-west")]
-        ),
-    )
-    heliostat = start_heliostat(policy)
+    gateway, _policy, heliostat = _serve(tmp_path, start_heliostat, [us, eu])
     envoy = start_envoy(heliostat, "gw-mars", "mars")
     wait_until(lambda: len(envoy.hosts(MODEL)) == 2, message="endpoints in /clusters")
     hosts = envoy.hosts(MODEL)
