@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from heliostat.lab.mesh import MODEL, Mesh, start_mesh
 from heliostat.sim import loadgen
 from tests.integration.harness import Process, wait_until
-from tests.integration.mesh import MODEL, Mesh, start_mesh
 
 pytestmark = pytest.mark.envoy
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from heliostat.lab.mesh import MODEL, start_mesh
 from tests.integration.harness import LOCALHOST, Process, wait_until
-from tests.integration.mesh import MODEL, start_mesh
 
 pytestmark = pytest.mark.envoy
 

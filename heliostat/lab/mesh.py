@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from heliostat.sim import loadgen
-from tests.integration.harness import (
+from heliostat.lab.processes import (
     LOCALHOST,
     Envoy,
     Heliostat,
@@ -24,6 +23,7 @@ from tests.integration.harness import (
     free_port,
     write_policy,
 )
+from heliostat.sim import loadgen
 
 MODEL = "llama-70b"
 RTT = {

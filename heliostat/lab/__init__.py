@@ -1,0 +1,1 @@
+"""Real processes on loopback for tests, benchmarks and the demo (never used by `serve`)."""
