@@ -63,9 +63,7 @@ def wait_until(
         if value:
             return value
         time.sleep(interval)
-    raise TimedOut(
-        f"timed out after {timeout}s waiting for {message} (last error: {last_error})"
-    )
+    raise TimedOut(f"timed out after {timeout}s waiting for {message} (last error: {last_error})")
 
 
 def envoy_binary() -> str:
