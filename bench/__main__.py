@@ -1,0 +1,51 @@
+"""Run the benchmarks and write `$BENCH_OUT` (default bench/results/): one JSON per benchmark
+plus report.md with plots.
+
+    python -m bench [--quick | --tiny] [--only NAME ...] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import BENCHMARKS, Size, results_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="the make bench-quick sizes (<= 6 min)")
+    size.add_argument("--tiny", action="store_true", help="smoke-test sizes (seconds)")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME")
+    parser.add_argument("--out", type=Path, default=None, help="results directory")
+    args = parser.parse_args(argv)
+    chosen: Size = "tiny" if args.tiny else "quick" if args.quick else "full"
+    out = args.out or results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    summaries: list[str] = []
+    for name in args.only or BENCHMARKS:
+        module = importlib.import_module(f"bench.{name}")
+        began = time.monotonic()
+        print(f"== {name} ({chosen})", flush=True)
+        with tempfile.TemporaryDirectory(prefix=f"heliostat-bench-{name}-") as workdir:
+            result = module.run(chosen, Path(workdir))
+        (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        summary = f"## {name} ({time.monotonic() - began:.0f} s)\n\n{module.summary(result)}"
+        print(summary + "\n", flush=True)
+        summaries.append(summary)
+    from bench import report
+
+    path = report.write(out, size=chosen)
+    print("\n\n".join(summaries))
+    print(f"\nresults in {out}/, report {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
