@@ -98,8 +98,13 @@ async def run(
     timeout: float = 30.0,
     on_result: Callable[[Result], None] | None = None,
     connector_limit: int = 512,
+    prepare: Callable[[Shot], Shot] | None = None,
 ) -> Report:
-    """Send every shot at its time (never waiting for earlier ones) and collect results."""
+    """Send every shot at its time (never waiting for earlier ones) and collect results.
+
+    `prepare` rewrites a shot at send time, inside the measured time (a benchmark's in-path
+    router adds the header naming its pick there, so its decision counts in the TTFT).
+    """
     report = Report()
     connector = aiohttp.TCPConnector(limit=connector_limit, force_close=False)
     client_timeout = aiohttp.ClientTimeout(total=timeout)
@@ -110,7 +115,7 @@ async def run(
             delay = origin + shot.at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            result = await _send(session, shot)
+            result = await _send(session, shot, prepare)
             report.results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -120,8 +125,12 @@ async def run(
     return report
 
 
-async def _send(session: aiohttp.ClientSession, shot: Shot) -> Result:
+async def _send(
+    session: aiohttp.ClientSession, shot: Shot, prepare: Callable[[Shot], Shot] | None = None
+) -> Result:
     started = time.monotonic()
+    if prepare is not None:
+        shot = prepare(shot)
     ttft: float | None = None
     try:
         async with session.post(shot.url, json=dict(shot.body), headers=dict(shot.headers)) as resp:
