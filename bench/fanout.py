@@ -1,0 +1,375 @@
+"""fanout.json: how long one weight change takes to reach every subscribed gateway.
+
+For each case (clients x mode) a fresh `heliostat serve` (a real process, logging at its
+default level, info) serves a realistic policy: 3 regions with capacity 3:2:1, 3 models of
+about 100 endpoints each, one with versions, a canary and prefix affinity, one with session
+affinity, and a tenant pinned to eu-west (bench/scale_policy.py). Every endpoint answers
+/metrics from one light process (bench/fanout_metrics.py: a fixed vLLM page), so serve
+scrapes the whole fleet as in production and its weights settle. A separate process
+(bench/ads_clients.py) then opens N ADS streams, SotW or delta, each a gateway with its own
+node id, spread over the regions, and subscribes like Envoy.
+
+Once nothing has been pushed for 1.5 signal intervals, the benchmark drains one endpoint
+(`POST /drain` on serve's admin API, as `heliostat drain` does: a weight change that every
+region's view carries) and stamps the moment with `time.time()`. Every client stamps when
+it ACKed the first EDS response received after that moment on the same clock; the ACK
+latency is the difference. Each change drains another endpoint (an undrain would ramp the
+weight back up over several ticks, which is several pushes). `bytes_per_push` is the median
+over clients of the bytes of every response a client received for the change (EDS and
+anything else). `rss_mb` is serve's VmRSS (/proc/PID/status) with every client subscribed,
+before the changes; `rss_idle_mb` is the same before any client connected.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import Size, median, percentile, table
+from bench.scale_policy import endpoint_count, fleet_policy, regions
+from heliostat.lab.processes import (
+    LOCALHOST,
+    Heliostat,
+    LabError,
+    Process,
+    TimedOut,
+    started,
+    wait_until,
+    write_policy,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+MODES = ("sotw", "delta")
+REGION_COUNT = 3
+MODELS = 3
+QUIET_TICKS = 1.5  # no push for longer than this many signal intervals: settled
+STREAMS_PER_CHANNEL = 50
+
+
+@dataclass(frozen=True)
+class Plan:
+    endpoints: int
+    clients: tuple[int, ...]
+    changes: int
+    interval_s: float = 2.0  # the policy's signals.interval (its default)
+    quiet_after_s: float = 1.0  # after a change: its responses are in, nothing follows
+
+    @property
+    def quiet_before_s(self) -> float:
+        return QUIET_TICKS * self.interval_s
+
+
+PLANS: dict[Size, Plan] = {
+    # tiny proves the benchmark runs: scrape and tick faster, so it settles in seconds
+    "tiny": Plan(endpoints=30, clients=(10,), changes=1, interval_s=0.5, quiet_after_s=0.3),
+    "quick": Plan(endpoints=300, clients=(100, 1000), changes=2),
+    "full": Plan(endpoints=300, clients=(100, 1000), changes=4),
+}
+
+
+def run(size: Size, workdir: Path) -> dict[str, Any]:
+    plan = PLANS[size]
+    metrics = MetricsFleet(workdir, plan.endpoints)
+    with started(metrics):
+        document = fleet_policy(
+            plan.endpoints,
+            REGION_COUNT,
+            models=MODELS,
+            address=_addresser(metrics.ports()),
+            interval=f"{plan.interval_s:g}s",
+        )
+        policy = workdir / "fanout-policy.yaml"
+        write_policy(policy, document)
+        targets = _drain_targets(document, plan.changes)
+        cases = [
+            measure(policy, workdir, clients, mode, targets, plan)
+            for clients in plan.clients
+            for mode in MODES
+        ]
+    return {
+        "size": size,
+        "endpoints": endpoint_count(document),
+        "regions": regions(REGION_COUNT),
+        "models": MODELS,
+        "client_counts": list(plan.clients),
+        "changes_per_case": plan.changes,
+        "streams_per_channel": STREAMS_PER_CHANNEL,
+        "signals_interval_s": plan.interval_s,
+        "change": "POST /drain of one endpoint (another one each change); latency: change "
+        "-> each client's ACK of the first EDS response after it",
+        "metrics": "every endpoint serves a fixed vLLM /metrics page from one process",
+        "cases": cases,
+    }
+
+
+def summary(result: dict[str, Any]) -> str:
+    rows = [
+        [
+            c["clients"],
+            c["mode"],
+            c["ack_p50_ms"],
+            c["ack_p99_ms"],
+            c["ack_max_ms"],
+            c["bytes_per_push"],
+            c["rss_mb"],
+            f"{c['acked']}/{c['clients'] * c['changes']}",
+        ]
+        for c in result["cases"]
+    ]
+    return table(
+        ["clients", "mode", "ACK p50 ms", "p99 ms", "max ms", "bytes/push", "RSS MB", "ACKed"],
+        rows,
+    )
+
+
+# -- one case ----------------------------------------------------------------------------------
+
+
+def measure(
+    policy: Path,
+    workdir: Path,
+    clients: int,
+    mode: str,
+    targets: list[tuple[str, str]],
+    plan: Plan,
+) -> dict[str, Any]:
+    serve = QuietHeliostat(policy, workdir)
+    fleet = AdsClients(workdir, serve, clients, mode)
+    processes: list[Process] = []
+    try:
+        serve.start()
+        processes.append(serve)
+        idle = _memory(serve)["VmRSS"]
+        began = time.monotonic()
+        fleet.start()
+        processes.append(fleet)
+        subscribe_s = time.monotonic() - began
+        _wait_quiet(fleet, plan.quiet_before_s, timeout=60.0)
+        rss = _memory(serve)["VmRSS"]
+        latencies: list[float] = []
+        sizes: list[float] = []
+        responses: list[float] = []
+        all_acked: list[float] = []
+        for model, address in targets:
+            t0 = time.time()
+            _drain(serve, model, address)
+            acked = fleet.command(f"await {t0!r} 60", timeout=90.0)
+            if acked["missing"]:
+                raise LabError(
+                    f"{len(acked['missing'])}+ of {clients} {mode} clients never ACKed the "
+                    f"change (e.g. {acked['missing'][:3]}); logs in {workdir}"
+                )
+            _wait_quiet(fleet, plan.quiet_after_s, timeout=30.0)
+            rows = fleet.command(f"report {t0!r} {time.time()!r}", timeout=30.0)["clients"]
+            change = [(row[2] - t0) * 1000 for row in rows]
+            latencies += change
+            all_acked.append(max(change))
+            sizes += [float(row[3]) for row in rows]
+            responses += [float(row[4]) for row in rows]
+        peak = _memory(serve)["VmHWM"]
+    finally:
+        for process in reversed(processes):
+            process.stop()
+    return {
+        "clients": clients,
+        "mode": mode,
+        "ack_p50_ms": round(percentile(latencies, 50), 2),
+        "ack_p99_ms": round(percentile(latencies, 99), 2),
+        "ack_max_ms": round(max(latencies), 2),
+        "all_acked_ms": [round(v, 2) for v in all_acked],
+        "bytes_per_push": round(median(sizes)),
+        "responses_per_push": median(responses),
+        "rss_mb": round(rss / 1024, 1),
+        "rss_idle_mb": round(idle / 1024, 1),
+        "rss_peak_mb": round(peak / 1024, 1),
+        "rss_per_client_kb": round((rss - idle) / clients, 1),
+        "subscribe_s": round(subscribe_s, 2),
+        "changes": len(targets),
+        "acked": len(latencies),
+    }
+
+
+def _drain(serve: Heliostat, model: str, address: str) -> None:
+    request = urllib.request.Request(
+        serve.url("/drain"),
+        data=json.dumps({"model": model, "endpoint": address}).encode(),
+        method="POST",
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        if response.status != 200:
+            raise LabError(f"drain {model} {address}: HTTP {response.status}")
+
+
+def _wait_quiet(fleet: AdsClients, quiet_s: float, timeout: float) -> None:
+    """Until no client has received anything for `quiet_s` seconds."""
+
+    def quiet() -> bool:
+        status = fleet.command("status", timeout=10.0)
+        if status["failed"]:
+            raise LabError(f"ADS clients failed: {status['errors']}")
+        return bool(time.time() - status["last_response_at"] >= quiet_s)
+
+    wait_until(quiet, timeout=timeout, interval=0.2, message="no more pushes")
+
+
+def _memory(serve: Heliostat) -> dict[str, int]:
+    """VmRSS and VmHWM of serve, in kB."""
+    if serve.proc is None:
+        raise LabError("heliostat serve is not running")
+    found = {}
+    for line in Path(f"/proc/{serve.proc.pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0])
+    return found
+
+
+def _addresser(ports: list[int]) -> Any:
+    free = iter(ports)
+
+    def address(_model: int, _region: int, _n: int) -> str:
+        return f"{LOCALHOST}:{next(free)}"
+
+    return address
+
+
+def _drain_targets(document: dict[str, Any], changes: int) -> list[tuple[str, str]]:
+    """One endpoint per change, in turn from each model and region, never the same twice."""
+    models = document["spec"]["models"]
+    names = regions(REGION_COUNT)
+    targets = []
+    for k in range(changes):
+        model = models[k % len(models)]
+        region = names[k % len(names)]
+        here = [e["address"] for e in model["endpoints"] if e["region"] == region]
+        targets.append((model["name"], here[(k // len(models)) % len(here)]))
+    return targets
+
+
+# -- the processes -----------------------------------------------------------------------------
+
+
+class QuietHeliostat(Heliostat):
+    """`heliostat serve` at its default log level: the lab's debug logging would write a
+    line per xDS event, thousands per change with a thousand clients, and time that too."""
+
+    def __init__(self, policy: Path, workdir: Path) -> None:
+        super().__init__(policy, workdir)
+        self.args[self.args.index("--log-level") + 1] = "info"
+
+
+class MetricsFleet(Process):
+    """bench/fanout_metrics.py: a fixed vLLM /metrics page on `count` free ports."""
+
+    def __init__(self, workdir: Path, count: int) -> None:
+        self.ports_file = workdir / "metrics-ports.json"
+        super().__init__(
+            [
+                sys.executable,
+                "-m",
+                "bench.fanout_metrics",
+                "--count",
+                str(count),
+                "--ports-file",
+                str(self.ports_file),
+            ],
+            workdir / "fanout-metrics.log",
+        )
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
+        )
+        log.close()
+        wait_until(
+            lambda: self.ports_file.exists() or not self.running,
+            timeout=30,
+            message=f"metrics ports (log: {self.log_path})",
+        )
+        if not self.running:
+            raise LabError(f"fanout_metrics exited: {self.log()}")
+
+    def ports(self) -> list[int]:
+        return [int(p) for p in json.loads(self.ports_file.read_text())]
+
+
+class AdsClients(Process):
+    """bench/ads_clients.py, driven over its stdin/stdout; `start` returns once every client
+    holds a full configuration."""
+
+    def __init__(self, workdir: Path, serve: Heliostat, clients: int, mode: str) -> None:
+        self.clients = clients
+        super().__init__(
+            [
+                sys.executable,
+                "-m",
+                "bench.ads_clients",
+                "--xds",
+                f"{LOCALHOST}:{serve.xds_port}",
+                "--clients",
+                str(clients),
+                "--mode",
+                mode,
+                "--regions",
+                ",".join(regions(REGION_COUNT)),
+                "--streams-per-channel",
+                str(STREAMS_PER_CHANNEL),
+                "--connect-timeout",
+                "120",
+            ],
+            workdir / f"ads-clients-{mode}-{clients}.log",
+        )
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=ROOT,
+        )
+        log.close()
+        ready = self._read(timeout=150.0)
+        if ready.get("event") != "ready":
+            raise LabError(f"ADS clients did not subscribe: {ready}")
+
+    def command(self, line: str, timeout: float) -> dict[str, Any]:
+        if self.proc is None or self.proc.stdin is None:
+            raise LabError("ADS clients are not running")
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._read(timeout)
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        if self.proc is None or self.proc.stdout is None:
+            raise LabError("ADS clients are not running")
+        readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not readable:
+            raise TimedOut(f"ADS clients said nothing for {timeout}s (log: {self.log_path})")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise LabError(f"ADS clients exited: {self.log()[-2000:]}")
+        return dict(json.loads(line.decode()))
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.proc is not None and self.running and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.write(b"quit\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        proc = self.proc
+        super().stop() if sig is None else super().stop(sig)
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()

@@ -1,0 +1,107 @@
+"""fanout.json at tiny size, and the benchmark's ADS clients against heliostat's own streams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from bench import fanout
+from bench.ads_clients import Client, DeltaSession, SotwSession
+from bench.scale_policy import fleet_policy
+from heliostat.balance import static_views
+from heliostat.policy import Policy
+from heliostat.xds.delta import DeltaStream
+from heliostat.xds.nodes import NodeGroup, Role
+from heliostat.xds.snapshot import Snapshot
+from heliostat.xds.sotw import SotwStream
+from heliostat.xds.translate import build_snapshot
+from heliostat.xds.types import PUSH_ORDER, TypeUrl
+
+
+def test_tiny_run_every_client_acks_every_change(tmp_path: Path) -> None:
+    result = fanout.run("tiny", tmp_path)
+    json.dumps(result)
+    plan = fanout.PLANS["tiny"]
+    cases = result["cases"]
+    assert [(c["clients"], c["mode"]) for c in cases] == [
+        (n, m) for n in plan.clients for m in fanout.MODES
+    ]
+    for case in cases:
+        assert case["acked"] == case["clients"] * plan.changes
+        assert 0 < case["ack_p50_ms"] <= case["ack_p99_ms"] <= case["ack_max_ms"]
+        assert case["ack_max_ms"] < 30_000
+        assert case["bytes_per_push"] > 0
+        assert case["responses_per_push"] >= 1
+        assert case["rss_mb"] > 0 and case["rss_idle_mb"] > 0
+    by_mode = {c["mode"]: c for c in cases}
+    # Delta sends only the assignments the drain changed; SotW sends every one subscribed to.
+    assert by_mode["delta"]["bytes_per_push"] < by_mode["sotw"]["bytes_per_push"]
+    assert "sotw" in fanout.summary(result)
+
+
+# -- the client sessions, without sockets --------------------------------------------------
+
+
+def snapshot(region: str = "eu-west") -> Snapshot:
+    policy = Policy.model_validate(fleet_policy(30, 3))
+    return build_snapshot(
+        policy, static_views(policy).for_region(region), NodeGroup(Role.GATEWAY, region)
+    )
+
+
+def converse(
+    opening: list[bytes],
+    on_request: Callable[[bytes], list[Any]],
+    on_response: Callable[[bytes], tuple[str, list[bytes]]],
+) -> list[str]:
+    """Pass requests to the server stream and responses back until both sides are quiet;
+    returns the type of every response the client saw."""
+    pending = list(opening)
+    seen = []
+    for _ in range(100):
+        if not pending:
+            return seen
+        responses = on_request(pending.pop(0))
+        for response in responses:
+            type_url, requests = on_response(response.SerializeToString())
+            seen.append(type_url)
+            pending += requests
+    raise AssertionError("the conversation never settled")
+
+
+def test_sotw_session_subscribes_like_envoy_and_acks_everything() -> None:
+    snap = snapshot()
+    stream = SotwStream("gw-1")
+    stream.on_snapshot(snap)
+    session = SotwSession(Client("gw-1", "eu-west"))
+    seen = converse(
+        session.opening(),
+        lambda raw: stream.on_request(discovery_pb2.DiscoveryRequest.FromString(raw)).responses,
+        session.on_response,
+    )
+    assert sorted(seen) == sorted(t.value for t in PUSH_ORDER)
+    assert session.names[TypeUrl.ENDPOINT.value] == set(snap.resources(TypeUrl.ENDPOINT))
+    for status in stream.status().values():
+        assert status.acked_version == status.sent_version != ""
+
+
+def test_delta_session_subscribes_like_envoy_and_acks_everything() -> None:
+    snap = snapshot()
+    stream = DeltaStream("gw-1")
+    stream.on_snapshot(snap)
+    session = DeltaSession(Client("gw-1", "eu-west"))
+    seen = converse(
+        session.opening(),
+        lambda raw: (
+            stream.on_request(discovery_pb2.DeltaDiscoveryRequest.FromString(raw)).responses
+        ),
+        session.on_response,
+    )
+    assert sorted(seen) == sorted(t.value for t in PUSH_ORDER)
+    assert session.subscribed[TypeUrl.ENDPOINT.value] == set(snap.resources(TypeUrl.ENDPOINT))
+    for status in stream.status().values():
+        assert status.acked_version == status.sent_version != ""

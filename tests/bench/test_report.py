@@ -1,0 +1,147 @@
+"""report.md renders from whatever results exist: full, partial, broken or missing files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import report
+from bench.common import BENCHMARKS
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+FAKE: dict[str, Any] = {
+    "scale": {
+        "size": "quick",
+        "cases": [
+            {"endpoints": e, "views": v, "full_tick_ms": e / 8.0, "incremental_tick_ms": e / 11.0}
+            for e in (1000, 10000)
+            for v in (3, 6)
+        ],
+    },
+    "fanout": {
+        "cases": [
+            {
+                "clients": c,
+                "mode": m,
+                "ack_p50_ms": 10.0 * c / 100,
+                "ack_p99_ms": 20.0 * c / 100,
+                "bytes_per_push": 160_000 if m == "sotw" else 50_000,
+                "rss_mb": 100.0 + c / 20,
+            }
+            for c in (100, 1000)
+            for m in ("sotw", "delta")
+        ]
+    },
+    "convergence": {
+        "interval_s": 0.5,
+        "samples": [410.0, 530.5, 610.0, 700.25, 1200.0],
+        "p50_ms": 610.0,
+        "p99_ms": 1200.0,
+    },
+    "routing": {
+        "workloads": {
+            workload: {
+                policy: {
+                    "requests": 400,
+                    "errors": 0,
+                    "ttft_p50_ms": 120.0 + index,
+                    "ttft_p99_ms": 900.0 + 10 * index,
+                    "slo_attainment": 0.9 - index / 100,
+                    "prefix_hit_rate": 0.4,
+                    "cross_region_share": 0.05,
+                    "throughput_rps": 20.0,
+                }
+                for index, policy in enumerate(
+                    ("heliostat", "round_robin", "least_request", "ring_hash", "picker")
+                )
+            }
+            for workload in ("chat", "shared_prefix", "regional_surge")
+        }
+    },
+    "failover": {"requests": 1200, "failed_requests": 3, "recover_ms": 850.0},
+    "overhead": {
+        "bare_p50_ms": 1.1,
+        "bare_p99_ms": 2.5,
+        "heliostat_p50_ms": 1.2,
+        "heliostat_p99_ms": 2.7,
+    },
+}
+
+
+def write_results(out: Path, names: tuple[str, ...] = BENCHMARKS) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (out / f"{name}.json").write_text(json.dumps(FAKE[name]))
+
+
+def sections(text: str) -> dict[str, str]:
+    """report.md split at its `## ` headings, keyed by the JSON file each names."""
+    found = {}
+    for chunk in text.split("\n## ")[1:]:
+        name = chunk.split("`", 2)[1].removesuffix(".json")
+        found[name] = chunk
+    return found
+
+
+def test_every_benchmark_gets_its_table_and_plots(tmp_path: Path) -> None:
+    write_results(tmp_path)
+    path = report.write(tmp_path, size="quick")
+    text = path.read_text()
+    assert path == tmp_path / "report.md"
+    header = text.splitlines()[2]
+    assert "quick" in header and "CPUs" in header and "commit" in header
+    parts = sections(text)
+    assert list(parts) == list(BENCHMARKS)
+    for name, body in parts.items():
+        assert "not run" not in body, name
+        assert "| " in body, f"{name} has no table"
+        images = [line for line in body.splitlines() if line.startswith("![")]
+        assert images, f"{name} has no plot"
+        for line in images:
+            file = line.rsplit("(", 1)[1].rstrip(")")
+            assert "/" not in file  # linked relatively, beside report.md
+            assert (tmp_path / file).read_bytes().startswith(PNG_MAGIC)
+    assert "| 10000" in parts["scale"] and "1250.0" in parts["scale"]
+    assert "delta" in parts["fanout"] and "50000" in parts["fanout"]
+    assert "shared_prefix" in parts["routing"] and "90.0%" in parts["routing"]
+    assert "0.25%" in parts["failover"]  # 3 of 1,200 failed
+    assert "| 5 " in parts["convergence"]  # the samples, counted
+
+
+def test_missing_files_read_not_run_and_the_rest_still_renders(tmp_path: Path) -> None:
+    write_results(tmp_path, ("scale", "overhead"))
+    parts = sections(report.write(tmp_path, size="tiny").read_text())
+    assert set(parts) == set(BENCHMARKS)
+    for name in ("fanout", "convergence", "routing", "failover"):
+        assert "not run" in parts[name]
+    assert "not run" not in parts["scale"] and "scale.png" in parts["scale"]
+    assert not (tmp_path / "fanout.png").exists()
+
+
+def test_partial_and_broken_files_cost_only_their_section(tmp_path: Path) -> None:
+    write_results(tmp_path)
+    (tmp_path / "fanout.json").write_text('{"cases": [{"clients": 100, "mode": "sotw"')
+    (tmp_path / "convergence.json").write_text(json.dumps({"samples": 42, "p50_ms": 700}))
+    (tmp_path / "failover.json").write_text(json.dumps({"requests": "many"}))
+    (tmp_path / "routing.json").write_text(json.dumps({"workloads": {"chat": {"heliostat": 3}}}))
+    (tmp_path / "overhead.json").write_text(json.dumps([1, 2]))
+    scale: dict[str, Any] = {"cases": [{"endpoints": 1000, "views": 3, "full_tick_ms": 9.5}]}
+    (tmp_path / "scale.json").write_text(json.dumps(scale))
+    parts = sections(report.write(tmp_path, size="quick").read_text())
+    assert "unreadable" in parts["fanout"]
+    assert "not an object" in parts["overhead"]
+    assert "| 42 " in parts["convergence"] and "—" in parts["convergence"]
+    assert "many" in parts["failover"]
+    assert "| chat" in parts["routing"]
+    assert "9.5" in parts["scale"] and "—" in parts["scale"]
+
+
+@pytest.mark.parametrize("size", ["tiny", "full"])
+def test_an_empty_directory_gives_a_report_of_sections_not_run(tmp_path: Path, size: str) -> None:
+    text = report.write(tmp_path / "new", size=size).read_text()
+    assert text.count("not run") == len(BENCHMARKS)
+    assert f"**{size}**" in text
