@@ -1,0 +1,118 @@
+"""The overhead benchmark's baseline: an Envoy configured by a static file, no control plane.
+
+One listener, one HTTP connection manager with only the router filter, one route to one
+static cluster holding the instant upstream. It is the least an Envoy in front of a model
+server can be, so the gap to the heliostat-configured gateway is what heliostat adds to
+the request path: its filters and route features, never a hop.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from heliostat.lab.processes import LOCALHOST, Process, envoy_binary, http_get, wait_until
+
+CLUSTER = "instant"
+
+
+def _socket(port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": LOCALHOST, "port_value": port}}
+
+
+def static_bootstrap(admin_port: int, listener_port: int, upstream_port: int) -> dict[str, Any]:
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+        "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "bare",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "bare",
+            "virtual_hosts": [
+                {
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": CLUSTER}}],
+                }
+            ],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    return {
+        "admin": {"address": _socket(admin_port)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "bare",
+                    "address": _socket(listener_port),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": manager,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": CLUSTER,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "lb_policy": "LEAST_REQUEST",  # as heliostat's model clusters
+                    "load_assignment": {
+                        "cluster_name": CLUSTER,
+                        "endpoints": [
+                            {"lb_endpoints": [{"endpoint": {"address": _socket(upstream_port)}}]}
+                        ],
+                    },
+                }
+            ],
+        },
+    }
+
+
+class StaticEnvoy(Process):
+    """An Envoy started from `static_bootstrap`, with the lab's flags (one worker thread)."""
+
+    def __init__(
+        self, workdir: Path, *, admin_port: int, listener_port: int, upstream_port: int
+    ) -> None:
+        self.admin_port = admin_port
+        self.listener_port = listener_port
+        config = workdir / "envoy-static.json"
+        config.write_text(
+            json.dumps(static_bootstrap(admin_port, listener_port, upstream_port), indent=1)
+        )
+        super().__init__(
+            [
+                envoy_binary(),
+                "-c",
+                str(config),
+                "--disable-hot-restart",
+                "-l",
+                "info",  # as the lab's gateways
+                "--concurrency",
+                "1",
+            ],
+            workdir / "envoy-static.log",
+        )
+
+    def start(self) -> None:
+        super().start()
+        wait_until(
+            lambda: http_get(f"http://{LOCALHOST}:{self.admin_port}/ready")[1].strip() == "LIVE",
+            timeout=15,
+            message=f"static envoy LIVE (log: {self.log_path})",
+        )
