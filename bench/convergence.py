@@ -9,8 +9,9 @@ A sample pair on one replica:
 
 - forward: FLOOD_EXTRA requests beyond its slots are sent straight to the replica, so its
   queue is deep at once (waiting = 3 x the queue threshold, past the law's hard-saturation
-  line of 2 x). Timed from the moment the flood is sent until the gateway shows the
-  replica's weight leave 100 (it drops to the floor, 1, in one step).
+  line of 2 x). Timed from the moment the replica's own `/metrics` shows the deep queue
+  (polled every few ms while the flood arrives) until the gateway shows the replica's
+  weight leave 100 (it drops to the floor, 1, in one step).
 - back: the replica is reset (`POST /sim/reset` empties its queue and slots). Timed from the
   reset until the gateway shows the weight leave the floor (the first step of the ramp).
 
@@ -36,15 +37,18 @@ from heliostat.lab.processes import (
     LOCALHOST,
     Envoy,
     Heliostat,
+    LabError,
     Process,
     SimFleet,
     free_port,
+    http_get,
     write_policy,
 )
 from heliostat.sim import loadgen
 
 INTERVAL_S = 0.5  # signals.interval of the policy (mesh_document's setting)
 POLL_S = 0.01
+QUEUE_POLL_S = 0.002
 REGION = "us-east"
 SLOTS = 4
 QUEUE_THRESHOLD = 2  # mesh_document's thresholds.queue
@@ -142,8 +146,34 @@ class Flood:
         self._thread.join(timeout=CHANGE_TIMEOUT_S * 3 + 5)
 
 
+def _waiting(address: str) -> float:
+    """The replica's `vllm:num_requests_waiting`, read as heliostat's scraper reads it."""
+    _, text = http_get(f"http://{address}/metrics")
+    for line in text.splitlines():
+        if line.startswith("vllm:num_requests_waiting{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise LabError(f"{address}/metrics has no vllm:num_requests_waiting")
+
+
+def _deep_queue_seen(address: str) -> float:
+    """When the flood's queue became visible at the replica: the end of the last read that
+    did not show it yet (so the change is never placed later than it happened)."""
+    deadline = time.monotonic() + CHANGE_TIMEOUT_S
+    before = time.monotonic()
+    while time.monotonic() < deadline:
+        if _waiting(address) >= FLOOD_EXTRA:
+            return before
+        before = time.monotonic()
+        time.sleep(QUEUE_POLL_S)
+    raise TimeoutError(f"the flood's queue never showed at {address}")
+
+
 def _measure_pair(
-    gateways: Gateways, fleet: SimFleet, address: str, rng: random.Random
+    gateways: Gateways,
+    fleet: SimFleet,
+    address: str,
+    rng: random.Random,
+    deliveries: list[float],
 ) -> list[Sample]:
     gateways.wait(address, lambda w: w == weights.W_MAX, time.monotonic(), "settle")
     # Settling ends just after a push, i.e. just after a scrape: start at a random phase of
@@ -153,7 +183,9 @@ def _measure_pair(
     sent = time.monotonic()
     flood.start()
     try:
-        forward = gateways.wait(address, lambda w: w < weights.W_MAX, sent, "forward")
+        changed = _deep_queue_seen(address)
+        deliveries.append((changed - sent) * 1000)
+        forward = gateways.wait(address, lambda w: w < weights.W_MAX, changed, "forward")
         # The same for the reset, but before the next scrape: the flood stays one scrape's
         # sample, so every "back" starts from the same saturated level.
         gateways.idle(rng.uniform(0.0, RESET_JITTER_S))
@@ -175,6 +207,7 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
     processes: list[Process] = []
     samples: list[Sample] = []
     restores = Restores()
+    deliveries: list[float] = []
     try:
         fleet = SimFleet(policy, workdir, speed=None)
         processes.append(fleet)
@@ -199,7 +232,7 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         rng = random.Random(SEED)
         for index in range(pairs):
             address = replicas[index % count]
-            samples += _measure_pair(gateways, fleet, address, rng)
+            samples += _measure_pair(gateways, fleet, address, rng, deliveries)
         # let the last replicas finish their ramp, so every reset has a restore time
         # (not for the smoke test: its restores are whatever finished meanwhile)
         deadline = time.monotonic() + (CHANGE_TIMEOUT_S if size != "tiny" else 0.0)
@@ -209,7 +242,7 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
     finally:
         for process in reversed(processes):
             process.stop()
-    return _result(size, samples, restores)
+    return _result(size, samples, restores, deliveries)
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -220,7 +253,9 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def _result(size: Size, samples: list[Sample], restores: Restores) -> dict[str, Any]:
+def _result(
+    size: Size, samples: list[Sample], restores: Restores, deliveries: list[float]
+) -> dict[str, Any]:
     def of(mode: str, direction: str | None = None) -> list[float]:
         return [
             round(s.ms[mode], 1)
@@ -249,6 +284,7 @@ def _result(size: Size, samples: list[Sample], restores: Restores) -> dict[str, 
             "samples": [round(v, 1) for v in restores.durations_ms],
             **_stats(restores.durations_ms),
         },
+        "flood_delivery_ms": _stats(deliveries),
         "notes": NOTES + ("" if size != "tiny" else " Tiny size: 4 samples only (smoke test)."),
     }
 
@@ -256,11 +292,12 @@ def _result(size: Size, samples: list[Sample], restores: Restores) -> dict[str, 
 NOTES = (
     "A sample is one signal change at one simulated replica (vLLM metrics, scraped by "
     "heliostat serve every interval_s) until a real Envoy's /clusters shows that replica's "
-    "weight move, polled every poll_ms; no request goes through Envoy meanwhile. Changes "
-    "are made at a random phase of the scrape cycle (seeded). 'forward': the replica's "
-    "queue is flooded to 3x the queue threshold; past 2x the law saturates it at once (no "
-    "smoothing, no two-tick confirmation) and Envoy shows weight 100 -> 1. Made of: the wait "
-    "for the next scrape (0..interval_s, uniform), the scrape, the tick (at least "
+    "weight move, polled every poll_ms; no request goes through Envoy meanwhile. Changes are "
+    "made at a random phase of the scrape cycle (seeded). 'forward': the replica's queue is "
+    "flooded to 3x the queue threshold, timed from when the replica's own /metrics shows it "
+    "(flood_delivery_ms: from sending the flood to that); past 2x the law saturates it at "
+    "once (no smoothing, no two-tick confirmation) and Envoy shows weight 100 -> 1. Made of: "
+    "the wait for the next scrape (0..interval_s, uniform), the scrape, the tick (at least "
     "interval_s/2 after the previous one), compute + translate, the xDS push and Envoy "
     "applying EDS. 'back': the replica is reset (queue empty) before the next scrape, so one "
     "scrape saw the flood. The smoothed level (EWMA, 5 s time constant) must fall below the "
@@ -279,9 +316,16 @@ def summary(result: dict[str, Any]) -> str:
         for direction, stats in directions.items():
             rows.append([mode, direction, stats["samples"], stats["p50_ms"], stats["p99_ms"]])
     restore = result["restore_ms"]
-    rows.append(
-        ["sotw", "restore to 100", len(restore["samples"]), restore["p50_ms"], restore["p99_ms"]]
-    )
+    if restore["samples"]:
+        rows.append(
+            [
+                "sotw",
+                "restore to 100",
+                len(restore["samples"]),
+                restore["p50_ms"],
+                restore["p99_ms"],
+            ]
+        )
     head = (
         f"signal change -> Envoy /clusters, interval {result['interval_s']} s: "
         f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms "
