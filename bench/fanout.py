@@ -5,9 +5,10 @@ default level, info) serves a realistic policy: 3 regions with capacity 3:2:1, 3
 about 100 endpoints each, one with versions, a canary and prefix affinity, one with session
 affinity, and a tenant pinned to eu-west (bench/scale_policy.py). Every endpoint answers
 /metrics from one light process (bench/fanout_metrics.py: a fixed vLLM page), so serve
-scrapes the whole fleet as in production and its weights settle. A separate process
-(bench/ads_clients.py) then opens N ADS streams, SotW or delta, each a gateway with its own
-node id, spread over the regions, and subscribes like Envoy.
+scrapes the whole fleet as in production and its weights settle. Once every endpoint's
+weight comes from a scrape, a separate process (bench/ads_clients.py) opens N ADS streams,
+SotW or delta, each a gateway with its own node id, spread over the regions, and subscribes
+like Envoy (`subscribe_s`: until every client has ACKed its first full configuration).
 
 Once nothing has been pushed for 1.5 signal intervals, the benchmark drains one endpoint
 (`POST /drain` on serve's admin API, as `heliostat drain` does: a weight change that every
@@ -17,7 +18,10 @@ latency is the difference. Each change drains another endpoint (an undrain would
 weight back up over several ticks, which is several pushes). `bytes_per_push` is the median
 over clients of the bytes of every response a client received for the change (EDS and
 anything else). `rss_mb` is serve's VmRSS (/proc/PID/status) with every client subscribed,
-before the changes; `rss_idle_mb` is the same before any client connected.
+before the changes; `rss_idle_mb` is the same before any client connected, `rss_peak_mb`
+its high-water mark (VmHWM) by the end. `tick_mean_ms` is serve's own mean control tick
+(`heliostat_control_compute_seconds`) over the case: the part of a change's latency spent
+computing and translating, before any byte goes to a client.
 """
 
 from __future__ import annotations
@@ -146,6 +150,7 @@ def measure(
     try:
         serve.start()
         processes.append(serve)
+        _wait_scraped(serve)
         idle = _memory(serve)["VmRSS"]
         began = time.monotonic()
         fleet.start()
@@ -174,6 +179,8 @@ def measure(
             sizes += [float(row[3]) for row in rows]
             responses += [float(row[4]) for row in rows]
         peak = _memory(serve)["VmHWM"]
+        ticks = serve.metric("heliostat_control_compute_seconds_count")
+        tick_mean_ms = serve.metric("heliostat_control_compute_seconds_sum") / ticks * 1000
     finally:
         for process in reversed(processes):
             process.stop()
@@ -183,6 +190,7 @@ def measure(
         "ack_p50_ms": round(percentile(latencies, 50), 2),
         "ack_p99_ms": round(percentile(latencies, 99), 2),
         "ack_max_ms": round(max(latencies), 2),
+        "ack_min_ms": round(min(latencies), 2),
         "all_acked_ms": [round(v, 2) for v in all_acked],
         "bytes_per_push": round(median(sizes)),
         "responses_per_push": median(responses),
@@ -191,6 +199,8 @@ def measure(
         "rss_peak_mb": round(peak / 1024, 1),
         "rss_per_client_kb": round((rss - idle) / clients, 1),
         "subscribe_s": round(subscribe_s, 2),
+        "tick_mean_ms": round(tick_mean_ms, 2),
+        "ticks": int(ticks),
         "changes": len(targets),
         "acked": len(latencies),
     }
@@ -206,6 +216,18 @@ def _drain(serve: Heliostat, model: str, address: str) -> None:
     with urllib.request.urlopen(request, timeout=30) as response:
         if response.status != 200:
             raise LabError(f"drain {model} {address}: HTTP {response.status}")
+
+
+def _wait_scraped(serve: Heliostat) -> None:
+    """Until every endpoint's weight comes from a scrape: gateways then subscribe to the
+    settled configuration once, and the idle memory includes the fleet's signals."""
+
+    def scraped() -> bool:
+        neutral = serve.state()["views"]["neutral"]
+        states = [e["reason"].get("state") for c in neutral.values() for e in c["endpoints"]]
+        return bool(states) and all(state == "healthy" for state in states)
+
+    wait_until(scraped, timeout=30.0, interval=0.25, message="every endpoint scraped")
 
 
 def _wait_quiet(fleet: AdsClients, quiet_s: float, timeout: float) -> None:

@@ -117,6 +117,7 @@ def fanout(data: Mapping[str, Any], out: Path) -> list[str]:
             cell(c.get("bytes_per_push")),
             cell(c.get("rss_mb")),
             cell(c.get("rss_idle_mb")),
+            cell(c.get("rss_peak_mb")),
         ]
         for c in cases
     ]
@@ -137,7 +138,7 @@ def fanout(data: Mapping[str, Any], out: Path) -> list[str]:
         f"One weight change (an endpoint drained) pushed by a real `heliostat serve` "
         f"({endpoints} endpoints) to N concurrent ADS clients in a separate process; ms "
         "from the change to each client's ACK of the new EDS, bytes each client received "
-        "for it, serve's resident memory with every client subscribed (and before any)."
+        "for it, serve's resident memory with every client subscribed (before any; its peak)."
     )
     return [
         note,
@@ -151,6 +152,7 @@ def fanout(data: Mapping[str, Any], out: Path) -> list[str]:
                 "bytes/push",
                 "RSS MB",
                 "RSS idle MB",
+                "RSS peak MB",
             ],
             rows,
         ),

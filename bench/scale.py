@@ -61,7 +61,7 @@ CASES: dict[Size, list[tuple[int, int]]] = {
         (50_000, 6),
     ],
 }
-TICKS: dict[Size, int] = {"tiny": 2, "quick": 4, "full": 9}
+TICKS: dict[Size, int] = {"tiny": 2, "quick": 4, "full": 7}
 INCREMENTAL_EVERY = 10  # one endpoint in ten changes per incremental tick
 
 
