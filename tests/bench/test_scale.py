@@ -26,6 +26,7 @@ def test_tiny_run_reports_every_case_with_numeric_tick_costs(tmp_path: Path) -> 
         assert case["full_changed_share"] == pytest.approx(1.0)
         assert case["incremental_changed_share"] == pytest.approx(0.1, abs=0.01)
         assert case["groups_changed_per_tick"] == case["views"]
+        assert case["ticks"] == scale.ticks_for("tiny", case["endpoints"])
         assert case["clusters_per_view"] > case["models"]
         assert case["eds_bytes_per_view"] > 0
     assert "200" in scale.summary(result)
