@@ -54,22 +54,23 @@ CLIENT_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class Plan:
-    duration_s: float
-    """Seconds of arrivals per (workload, policy) run."""
+    durations_s: Mapping[str, float]
+    """Seconds of arrivals per run, by workload (shared_prefix runs longer: its caches warm
+    up per region, and a short run would measure mostly cold starts)."""
     settle_max_s: float
     """Longest wait for heliostat to see the reset fleet idle before its run."""
 
 
 PLANS: Mapping[Size, Plan] = {
-    "tiny": Plan(duration_s=0.5, settle_max_s=0.5),
-    "quick": Plan(duration_s=5.0, settle_max_s=5.0),
-    "full": Plan(duration_s=40.0, settle_max_s=15.0),
+    "tiny": Plan(dict.fromkeys(WORKLOADS, 0.5), settle_max_s=0.5),
+    "quick": Plan({"chat": 5.0, "shared_prefix": 7.0, "regional_surge": 4.0}, settle_max_s=5.0),
+    "full": Plan({"chat": 40.0, "shared_prefix": 60.0, "regional_surge": 40.0}, settle_max_s=15.0),
 }
 
 
 def run(size: Size, workdir: Path) -> dict[str, Any]:
     plan = PLANS[size]
-    workloads = [build(name, plan.duration_s) for name in WORKLOADS]
+    workloads = [build(name, plan.durations_s[name]) for name in WORKLOADS]
     processes: list[Process] = []
     began = time.monotonic()
     try:
@@ -129,6 +130,7 @@ def _run_policy(
     mesh: Mesh, workload: Workload, policy: str, gateways: Mapping[str, int], plan: Plan
 ) -> tuple[dict[str, float | int], dict[str, Any]]:
     mesh.reset()
+    _check_reset(mesh)
     detail: dict[str, Any] = {}
     if policy == "heliostat":
         detail["settle_s"] = round(_settle(mesh, plan.settle_max_s), 2)
@@ -145,6 +147,13 @@ def _run_policy(
     detail["ttft_p99_ms_by_origin"] = per_origin_ttft_p99(report)
     print(f"  {workload.name:<15} {policy:<14} " + _brief(entry), flush=True)
     return entry, detail
+
+
+def _check_reset(mesh: Mesh) -> None:
+    """Every policy starts from the same fleet: empty queues, caches and counters."""
+    for address, stats in mesh.stats().items():
+        if stats["received"] or stats["prefix_cache"]["queries"]:
+            raise RuntimeError(f"replica {address} kept state across /sim/reset: {stats}")
 
 
 async def _send_with_picker(
@@ -213,7 +222,7 @@ def _setup(
 ) -> dict[str, Any]:
     return {
         "size": size,
-        "duration_s_per_run": plan.duration_s,
+        "duration_s_per_run": dict(plan.durations_s),
         "heliostat_settle_max_s": plan.settle_max_s,
         "order": "for each workload, policies in this order, the fleet reset before each",
         "policies": {
