@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from heliostat.demo.judge import Verdict
 from heliostat.demo.observe import (
+    Reason,
     RequestRecord,
     Sample,
     push_rate,
@@ -37,6 +38,7 @@ class ReplicaRow:
     weight: int | None  # in its own region's gateway
     health: str | None
     rps: float  # requests it received per second, recently
+    reason: Reason | None = None  # why heliostat gave it that weight
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,7 @@ def build(
                     weight=host.weight if host else None,
                     health=host.health if host else None,
                     rps=received.get(address, 0) / span if span else 0.0,
+                    reason=latest.reasons.get(address) if latest else None,
                 )
             )
         mine = [r for r in lately if r.origin == region]

@@ -45,6 +45,15 @@ class Signal:
 
 
 @dataclass(frozen=True, slots=True)
+class Reason:
+    """Why heliostat gave an endpoint its weight (its view's `reason`)."""
+
+    state: str  # healthy, saturated, unhealthy, stale, draining, static
+    saturation: float | None = None  # the smoothed level the weight came from
+    driver: str | None = None  # queue, kv or running: what dominated the last scrape
+
+
+@dataclass(frozen=True, slots=True)
 class Host:
     """One upstream host as a gateway's Envoy has it."""
 
@@ -66,6 +75,7 @@ class Sample:
     gateways: Mapping[str, Mapping[str, Host]] = field(default_factory=dict)  # gateway region
     sends: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # region -> shares
     pushes: float | None = None  # heliostat_control_pushes_total
+    reasons: Mapping[str, Reason] = field(default_factory=dict)  # address -> heliostat's why
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from heliostat.demo.observe import Host, ReplicaReading, Sample, Signal
+from heliostat.demo.observe import Host, Reason, ReplicaReading, Sample, Signal
 from heliostat.lab.mesh import MODEL, Mesh
 from heliostat.lab.processes import http_get
 
@@ -64,6 +64,7 @@ class Sampler:
             gateways=self._gateways(),
             sends=_sends(state),
             pushes=self._pushes(),
+            reasons=_reasons(state, self.mesh.replicas),
         )
 
     def _replicas(self) -> dict[str, ReplicaReading]:
@@ -137,3 +138,22 @@ def _sends(state: Any) -> dict[str, dict[str, float]]:
         "regions", {}
     )
     return {r: dict(d.get("sends", {})) for r, d in regions.items() if d.get("sends")}
+
+
+def _reasons(state: Any, replicas: Mapping[str, list[str]]) -> dict[str, Reason]:
+    """Each endpoint's reason as its own region's view gives it."""
+    if not state:
+        return {}
+    views = state.get("views", {}).get("regions", {})
+    reasons: dict[str, Reason] = {}
+    for region, addresses in replicas.items():
+        endpoints = views.get(region, {}).get(MODEL, {}).get("endpoints", [])
+        for e in endpoints:
+            reason = e.get("reason") or {}
+            if e.get("address") in addresses and "state" in reason:
+                reasons[e["address"]] = Reason(
+                    state=str(reason["state"]),
+                    saturation=reason.get("saturation"),
+                    driver=reason.get("driver"),
+                )
+    return reasons

@@ -20,9 +20,10 @@ from rich.text import Text
 
 from heliostat.demo.board import RECENT, Board, RegionPanel, ReplicaRow
 from heliostat.demo.judge import Verdict
+from heliostat.demo.observe import Reason
 from heliostat.demo.outcome import Outcome
 from heliostat.demo.report import closing
-from heliostat.demo.story import REPLICAS, SLOTS, Phase, Story
+from heliostat.demo.story import SLOTS, Phase, Story
 
 REFRESH_PER_SECOND = 3
 LOG_LINES = 4
@@ -136,43 +137,43 @@ def _header(board: Board) -> RenderableType:
 def _replicas(board: Board) -> Table:
     table = Table(
         box=box.SIMPLE_HEAD,
-        title=f"replicas: queue, running, KV as heliostat scrapes them; weight in the "
-        f"region's own Envoy; req/s over {RECENT:.0f} s",
+        title="replicas: signals as heliostat scraped them; weight in the region's own Envoy",
         title_justify="left",
         title_style="dim",
         pad_edge=False,
+        collapse_padding=True,
     )
-    for name, justify in (
-        ("region", "left"),
-        ("replica", "left"),
-        ("state", "left"),
-        ("queue", "right"),
-        ("running", "right"),
-        ("KV", "right"),
-        ("weight", "right"),
-        ("req/s", "right"),
+    # Every column keeps its width on a narrow terminal but the last, the explanation.
+    for name, width in (
+        ("region", 12),
+        ("replica", 6),
+        ("state", 10),
+        ("queue", 5),
+        ("running", 7),
+        ("KV", 4),
+        ("weight", 6),
+        ("req/s", 5),
     ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        justify = "left" if width >= 10 or name == "replica" else "right"
+        table.add_column(name, justify=justify, no_wrap=True, min_width=width)  # type: ignore[arg-type]
+    table.add_column("why (heliostat)", no_wrap=True, overflow="ellipsis")
     for panel in board.panels:
         for i, row in enumerate(panel.replicas):
             last = i == len(panel.replicas) - 1
-            region = (
-                Text(f"{panel.region} ({REPLICAS.get(panel.region, 0)})", style="bold")
-                if i == 0
-                else Text("")
-            )
+            region = Text(panel.region, style="bold") if i == 0 else Text("")
             table.add_row(region, *_replica_cells(row), end_section=last)
     return table
 
 
 def _replica_cells(row: ReplicaRow) -> list[Text]:
     port = Text(":" + row.address.rsplit(":", 1)[-1])
+    flags = _flags(row.health)
     if not row.up:
-        state = Text("DOWN", style="bold red")
-    elif row.health in (None, "healthy"):
+        state = Text("DOWN" + (f" {flags}" if flags else ""), style="bold red")
+    elif not flags:
         state = Text("up", style="green")
     else:
-        state = Text(str(row.health).strip("/").replace("_", " ")[:18], style="yellow")
+        state = Text(f"up {flags}", style="yellow")
     return [
         port,
         state,
@@ -181,7 +182,40 @@ def _replica_cells(row: ReplicaRow) -> list[Text]:
         _kv(row.kv),
         _weight(row.weight),
         Text(f"{row.rps:4.1f}" if row.up else "-"),
+        _why(row.reason),
     ]
+
+
+_FLAGS = {
+    "failed_outlier_check": "ejected",
+    "failed_eds_health": "unhealthy",
+    "degraded_eds_health": "degraded",
+    "eds_status_draining": "draining",
+    "failed_active_hc": "hc failed",
+    "pending_dynamic_removal": "removing",
+}
+
+
+def _flags(health: str | None) -> str:
+    """Envoy's health_flags (`/failed_outlier_check/failed_eds_health`) in a word or two."""
+    if health in (None, "healthy"):
+        return ""
+    words = [_FLAGS.get(f, f.replace("_", " ")) for f in str(health).split("/") if f]
+    return words[0] + ("+" if len(words) > 1 else "") if words else ""
+
+
+def _why(reason: Reason | None) -> Text:
+    if reason is None:
+        return Text("-", style="dim")
+    style = {"healthy": "green", "saturated": "bold red", "unhealthy": "red"}.get(
+        reason.state, "yellow"
+    )
+    text = Text(reason.state, style=style)
+    if reason.saturation is not None:
+        text.append(f" {reason.saturation:.2f}", style="dim")
+        if reason.driver and reason.saturation > 0:
+            text.append(f" {reason.driver}", style="dim")
+    return text
 
 
 def _num(value: float | None, *, warn: float, bad: float) -> Text:
@@ -194,8 +228,7 @@ def _num(value: float | None, *, warn: float, bad: float) -> Text:
 def _kv(value: float | None) -> Text:
     if value is None:
         return Text("-", style="dim")
-    filled = round(value * 5)
-    return Text(f"{'#' * filled}{'.' * (5 - filled)} {value:4.0%}")
+    return Text(f"{value:.0%}", style="yellow" if value >= 0.5 else "")
 
 
 def _weight(weight: int | None) -> Text:
@@ -208,11 +241,12 @@ def _weight(weight: int | None) -> Text:
 def _gateways(board: Board) -> Table:
     table = Table(
         box=box.SIMPLE_HEAD,
-        title=f"gateways: where each region's users were served over {RECENT:.0f} s (counted "
-        "by the replicas), what heliostat lends",
+        title=f"gateways: where each region's users were served (last {RECENT:.0f} s, counted "
+        "by the replicas)",
         title_justify="left",
         title_style="dim",
         pad_edge=False,
+        collapse_padding=True,
     )
     table.add_column("gateway", no_wrap=True)
     table.add_column("sent", justify="right", no_wrap=True)

@@ -65,8 +65,8 @@ def test_short_stories_keep_every_phase_at_its_floor_and_too_short_ones_are_refu
     shortest = build_story(script.MIN_DURATION)
     assert shortest.phases[-1].end == script.MIN_DURATION
     assert shortest.phase("surge").length >= 12
-    assert shortest.phase("recovery").length >= 14
-    with pytest.raises(StoryError, match="--duration must be at least 44"):
+    assert shortest.phase("recovery").length >= 16
+    with pytest.raises(StoryError, match="--duration must be at least 46"):
         build_story(script.MIN_DURATION - 1)
 
 
