@@ -46,6 +46,12 @@ from heliostat.lab.processes import (
 PATHS = ("direct", "bare", "heliostat")
 REGION = "us-east"
 BODY = json.dumps({"model": MODEL, "prompt": "hello", "max_tokens": 1}).encode()
+# A long-context request: json_to_metadata buffers and parses the whole body, the bare
+# Envoy streams it through, so this is where heliostat's per-request work is largest.
+LARGE_PROMPT_BYTES = 64 * 1024
+LARGE_BODY = json.dumps(
+    {"model": MODEL, "prompt": "lorem ipsum " * (LARGE_PROMPT_BYTES // 12), "max_tokens": 1}
+).encode()
 HEADERS = {"content-type": "application/json", "x-model": MODEL}
 CONCURRENCY = 8
 
@@ -55,12 +61,13 @@ class Plan:
     warmup: int  # per path, discarded
     sequential: int  # per path
     concurrent: int  # per path; 0 skips the phase
+    large: int  # sequential requests with LARGE_BODY per path; 0 skips the phase
 
 
 PLANS: Mapping[Size, Plan] = {
-    "tiny": Plan(warmup=50, sequential=300, concurrent=0),
-    "quick": Plan(warmup=300, sequential=8000, concurrent=4000),
-    "full": Plan(warmup=1000, sequential=30000, concurrent=30000),
+    "tiny": Plan(warmup=50, sequential=300, concurrent=0, large=0),
+    "quick": Plan(warmup=300, sequential=6000, concurrent=3000, large=1000),
+    "full": Plan(warmup=1000, sequential=30000, concurrent=30000, large=10000),
 }
 
 
@@ -70,14 +77,15 @@ PLANS: Mapping[Size, Plan] = {
 class Client:
     """One keep-alive connection to one path; `send` returns the latency in ms, or None."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, body: bytes = BODY) -> None:
         self.connection = http.client.HTTPConnection(LOCALHOST, port, timeout=10)
+        self.body = body
         self.errors = 0
 
     def send(self) -> float | None:
         started = time.perf_counter()
         try:
-            self.connection.request("POST", "/v1/completions", body=BODY, headers=HEADERS)
+            self.connection.request("POST", "/v1/completions", body=self.body, headers=HEADERS)
             response = self.connection.getresponse()
             response.read()
         except (OSError, http.client.HTTPException):
@@ -94,8 +102,10 @@ class Client:
         self.connection.close()
 
 
-def _sequential(ports: Mapping[str, int], warmup: int, count: int) -> dict[str, Any]:
-    clients = {name: Client(port) for name, port in ports.items()}
+def _sequential(
+    ports: Mapping[str, int], warmup: int, count: int, body: bytes = BODY
+) -> dict[str, Any]:
+    clients = {name: Client(port, body) for name, port in ports.items()}
     latencies: dict[str, list[float]] = {name: [] for name in ports}
     try:
         for _ in range(warmup):
@@ -270,6 +280,7 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         filters = _http_filters(gateway)
         sequential = _sequential(ports, plan.warmup, plan.sequential)
         concurrent = _concurrent(ports, plan.concurrent) if plan.concurrent else None
+        large = _sequential(ports, plan.warmup // 4, plan.large, LARGE_BODY) if plan.large else None
     finally:
         for process in reversed(processes):
             process.stop()
@@ -285,6 +296,7 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         "sequential": sequential,
         "concurrent": concurrent,
         "concurrency": CONCURRENCY if concurrent else 1,
+        "large_body": None if large is None else {"body_bytes": len(LARGE_BODY), **large},
         "heliostat_http_filters": filters,
         "bare_http_filters": ["envoy.filters.http.router"],
         "notes": NOTES,
@@ -292,19 +304,21 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
 
 
 NOTES = (
-    "Client-observed latency of one small POST /v1/completions (x-model header, 60-byte JSON "
+    "Client-observed latency of one POST /v1/completions (x-model header, a ~60-byte JSON "
     "body) per request, same client and count for every path, paths interleaved in rotating "
-    "order; *_p50_ms/*_p99_ms fields are the sequential phase (one request in flight). Both "
-    "Envoys run one worker thread (--concurrency 1) on loopback. heliostat adds no hop: the "
-    "heliostat gateway forwards straight to the upstream like the bare one; the difference "
-    "is what its configuration does per request: the json_to_metadata filter buffers and "
-    "parses the JSON body (model, stream) before routing, the route table matches x-model "
-    "(and tenant, batch and stream variants) and adds x-heliostat-origin-region, and the "
-    "route carries retry policy, hash policy and priority; the cluster adds outlier "
-    "detection and circuit breakers. No Lua filter unless a model asks for prefix keys "
-    "(heliostat_http_filters lists the chain actually served). The concurrent phase is a "
-    "closed loop of `concurrency` Python clients per path: its figures include the client's "
-    "own queueing on a 2-core machine shared with both Envoys and the upstream."
+    "order; the *_p50_ms/*_p99_ms fields are the sequential phase (one request in flight). "
+    "Both Envoys run one worker thread (--concurrency 1) on loopback. heliostat adds no hop: "
+    "its gateway forwards straight to the upstream like the bare one; the difference is what "
+    "its configuration does per request: the json_to_metadata filter buffers and parses the "
+    "JSON body (model, stream) before routing, the route table matches x-model (after the "
+    "batch and stream variants of the route) and adds x-heliostat-origin-region, the route "
+    "carries a retry policy and priority HIGH, the cluster outlier detection and circuit "
+    "breakers. No Lua filter unless a model asks for prefix keys, no hash policy without "
+    "affinity (heliostat_http_filters lists the chain actually served). large_body repeats "
+    "the sequential phase with a 64 KiB prompt, where buffering and parsing the body costs "
+    "most. The concurrent phase is a closed loop of `concurrency` Python clients per path: "
+    "its figures include the client's own queueing on a 2-core machine shared with both "
+    "Envoys and the upstream."
 )
 
 
@@ -313,6 +327,9 @@ def summary(result: dict[str, Any]) -> str:
     phases = [("sequential", result["sequential"])]
     if result["concurrent"]:
         phases.append((f"concurrent x{result['concurrency']}", result["concurrent"]))
+    if result["large_body"]:
+        large = result["large_body"]
+        phases.append((f"sequential, {large['body_bytes'] // 1024} KiB body", large))
     for phase, figures in phases:
         for name in PATHS:
             f = figures[name]
