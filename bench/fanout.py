@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,10 @@ class Plan:
     clients: tuple[int, ...]
     changes: int
     interval_s: float = 2.0  # the policy's signals.interval (its default)
+    # The policy's signals.timeout: longer than the default 500 ms because one process
+    # answers for every endpoint, and a timed-out scrape round would move weights (pushes)
+    # in the middle of the measurement when the machine is busy.
+    timeout_s: float = 1.5
     quiet_after_s: float = 1.0  # after a change: its responses are in, nothing follows
 
     @property
@@ -72,7 +77,9 @@ class Plan:
 
 PLANS: dict[Size, Plan] = {
     # tiny proves the benchmark runs: scrape and tick faster, so it settles in seconds
-    "tiny": Plan(endpoints=30, clients=(10,), changes=1, interval_s=0.5, quiet_after_s=0.3),
+    "tiny": Plan(
+        endpoints=30, clients=(10,), changes=1, interval_s=0.5, timeout_s=0.5, quiet_after_s=0.3
+    ),
     "quick": Plan(endpoints=300, clients=(100, 1000), changes=2),
     "full": Plan(endpoints=300, clients=(100, 1000), changes=4),
 }
@@ -88,6 +95,7 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
             models=MODELS,
             address=_addresser(metrics.ports()),
             interval=f"{plan.interval_s:g}s",
+            timeout=f"{plan.timeout_s * 1000:g}ms",
         )
         policy = workdir / "fanout-policy.yaml"
         write_policy(policy, document)
@@ -106,6 +114,7 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         "changes_per_case": plan.changes,
         "streams_per_channel": STREAMS_PER_CHANNEL,
         "signals_interval_s": plan.interval_s,
+        "signals_timeout_s": plan.timeout_s,
         "change": "POST /drain of one endpoint (another one each change); latency: change "
         "-> each client's ACK of the first EDS response after it",
         "metrics": "every endpoint serves a fixed vLLM /metrics page from one process",
@@ -222,12 +231,21 @@ def _wait_scraped(serve: Heliostat) -> None:
     """Until every endpoint's weight comes from a scrape: gateways then subscribe to the
     settled configuration once, and the idle memory includes the fleet's signals."""
 
+    seen: Counter[str] = Counter()
+
     def scraped() -> bool:
         neutral = serve.state()["views"]["neutral"]
-        states = [e["reason"].get("state") for c in neutral.values() for e in c["endpoints"]]
-        return bool(states) and all(state == "healthy" for state in states)
+        seen.clear()
+        seen.update(str(e["reason"].get("state")) for c in neutral.values() for e in c["endpoints"])
+        return bool(seen) and set(seen) == {"healthy"}
 
-    wait_until(scraped, timeout=30.0, interval=0.25, message="every endpoint scraped")
+    try:
+        wait_until(scraped, timeout=30.0, interval=0.25, message="every endpoint scraped")
+    except TimedOut:
+        raise TimedOut(
+            f"endpoints never all scraped healthy (states: {dict(seen)}); a busy machine "
+            f"makes scrapes time out, see {serve.log_path}"
+        ) from None
 
 
 def _wait_quiet(fleet: AdsClients, quiet_s: float, timeout: float) -> None:

@@ -62,7 +62,7 @@ CASES: dict[Size, list[tuple[int, int]]] = {
         (50_000, 6),
     ],
 }
-TICKS: dict[Size, int] = {"tiny": 2, "quick": 4, "full": 7}
+TICKS: dict[Size, int] = {"tiny": 2, "quick": 3, "full": 7}
 LARGE = 10_000  # beyond this a tick takes seconds: fewer of them are measured
 
 

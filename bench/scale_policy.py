@@ -72,6 +72,7 @@ def fleet_policy(
     models: int = 3,
     address: Addresser = private_address,
     interval: str = "2s",
+    timeout: str = "500ms",
 ) -> dict[str, Any]:
     """A policy document with `endpoints` endpoints over `models` models and `region_count`
     regions (uneven capacity). The first model has versions v1/v2 (every fifth endpoint is
@@ -95,7 +96,7 @@ def fleet_policy(
                     last = len(listed) == count - 1
                     entry["version"] = "v2" if len(listed) % 5 == 4 or last else "v1"
                 listed.append(entry)
-        documents.append(_model(m, listed, interval, names))
+        documents.append(_model(m, listed, {"interval": interval, "timeout": timeout}, names))
     spec: dict[str, Any] = {
         "regions": region_specs,
         "gateway": {"port": 10000, "address": "127.0.0.1"},
@@ -114,12 +115,12 @@ def fleet_policy(
 
 
 def _model(
-    index: int, endpoints: list[dict[str, Any]], interval: str, names: list[str]
+    index: int, endpoints: list[dict[str, Any]], signals: dict[str, str], names: list[str]
 ) -> dict[str, Any]:
     model: dict[str, Any] = {
         "name": MODEL_NAMES[index % len(MODEL_NAMES)] + ("" if index < 4 else f"-{index}"),
         "slo": {"ttft_ms": 800, "network_budget_ms": 150},
-        "signals": {"interval": interval, "timeout": "500ms", "stale_after": "6s"},
+        "signals": {**signals, "stale_after": "6s"},
     }
     if index == 0:
         model["affinity"] = {
