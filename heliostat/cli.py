@@ -231,7 +231,7 @@ def parser() -> argparse.ArgumentParser:
             "steady, a surge in ap-southeast, a us-east outage, recovery. Each phase is judged "
             "from what the replicas, Envoy and heliostat report. Exit code 0 when every phase "
             "is ok, 1 otherwise (130 after Ctrl-C). Every process it starts is stopped at the "
-            "end, on errors, on Ctrl-C and on SIGTERM."
+            "end, on errors, on Ctrl-C, SIGTERM and SIGHUP."
         ),
     )
     demo.add_argument(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections.abc import Sequence
 
 from heliostat.demo.observe import RequestRecord
@@ -66,14 +65,11 @@ class Load:
             )
         )
 
-    def cancel(self) -> None:
+    def cancel(self, wait: float = 2.0) -> None:
+        """Stop sending; give the requests in flight `wait` seconds to be cancelled."""
         loop, task = self._loop, self._task
         if loop is not None and task is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 loop.call_soon_threadsafe(task.cancel)
-
-    def wait(self, timeout: float) -> bool:
-        return self.done.wait(timeout)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self._t0
+        if self._thread is not None:
+            self.done.wait(wait)

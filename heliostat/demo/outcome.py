@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +34,9 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted == "SIGINT":
-            return 130
-        if self.interrupted == "SIGTERM":
-            return 143
+        """0 when every phase is ok, 1 otherwise, 128 + the signal's number when stopped."""
+        if self.interrupted is not None:
+            return 128 + signal.Signals[self.interrupted].value
         return 0 if self.ok else 1
 
     def to_json(self) -> dict[str, Any]:

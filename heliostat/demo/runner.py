@@ -1,9 +1,10 @@
 """Plays the story on real processes: fleets, `heliostat serve`, three Envoys, the load.
 
 Everything starts through `heliostat.lab` on free loopback ports and goes into one list
-that is stopped in reverse whatever happens: the story's end, an error, Ctrl-C (SIGINT) or
-SIGTERM. Both signals are turned into `Interrupted` in the main thread, and ignored while
-the processes are being stopped, so an impatient second Ctrl-C cannot leave an Envoy behind.
+that is stopped in reverse whatever happens: the story's end, an error, Ctrl-C (SIGINT),
+SIGTERM or a closed terminal (SIGHUP). These signals become `Interrupted` in the main
+thread, and are ignored while the processes are being stopped, so an impatient second
+Ctrl-C cannot leave an Envoy behind.
 
 Phases are judged as soon as every request scheduled in them has an answer (or timed out)
 and a sample after their end exists, so a verdict never misses a late failure.
@@ -48,8 +49,11 @@ class DemoError(Exception):
     """The demo cannot run here; the message is the one line the user sees."""
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; `signame` says which."""
+    """A stop signal arrived; `signame` says which."""
 
     def __init__(self, signame: str) -> None:
         super().__init__(signame)
@@ -345,11 +349,11 @@ def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """SIGINT and SIGTERM raise Interrupted in the main thread while the demo runs."""
+    """The stop signals raise Interrupted in the main thread while the demo runs."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set handlers; a caller elsewhere keeps its own
         return
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, _raise_interrupted) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -359,5 +363,5 @@ def _signals_interrupt() -> Iterator[None]:
 
 def _ignore_signals() -> None:
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)

