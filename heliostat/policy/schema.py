@@ -21,6 +21,7 @@ from heliostat.policy.traffic import (
     Affinity,
     Canary,
     CircuitBreakers,
+    Fallback,
     OutlierDetection,
     Retries,
     Tenant,
@@ -182,6 +183,7 @@ class Model(_Spec):
     retries: Retries = Retries()
     versions: dict[Name, VersionWeight] = Field(default_factory=dict)
     canary: tuple[Canary, ...] = ()
+    fallback: Fallback | None = None
     drain: Drain = Drain()
     endpoints: tuple[Endpoint, ...]
 

@@ -1,11 +1,12 @@
 """The traffic-policy sections of a model (and the spec's tenants), as pydantic models.
 
 Each section says how a model's requests behave around the weights the control law computes:
-affinity, outlier detection, circuit breakers per priority class, retries, version splits and
-tenant pinning. Defaults are chosen for LLM inference (long, expensive, mostly streamed
-requests), not copied from Envoy; where they differ from Envoy's, the field says why.
-Cross-references (versions that must exist on endpoints, known regions) are checked in
-`traffic_checks.py`, where each problem can be located at its line.
+affinity, outlier detection, circuit breakers per priority class, retries, version splits,
+tenant pinning and a fallback model. Defaults are chosen for LLM inference (long, expensive,
+mostly streamed requests), not copied from Envoy; where they differ from Envoy's, the field
+says why. Cross-references (versions that must exist on endpoints, known regions, the
+fallback model) are checked in `traffic_checks.py`, where each problem can be located at its
+line.
 """
 
 from __future__ import annotations
@@ -168,6 +169,18 @@ class Canary(Section):
     weight: Percent
 
 
+class Fallback(Section):
+    """When the model's GPUs within its network budget are exhausted, serve up to `max_share`
+    of its requests with another model of the policy (a smaller one, usually).
+
+    The control law decides the share per region (see `heliostat.balance.fallback`); a request
+    moved once is not moved again, so a chain a -> b -> c moves a's requests to b only.
+    """
+
+    model: Name
+    max_share: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False, strict=True)] = 0.5
+
+
 class Tenant(Section):
     """Requests carrying `header: value` are served only by endpoints in `regions`."""
 
@@ -185,6 +198,7 @@ __all__ = [
     "Canary",
     "CircuitBreakers",
     "FailurePercentage",
+    "Fallback",
     "HashKind",
     "OutlierDetection",
     "Retries",

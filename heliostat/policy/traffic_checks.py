@@ -2,8 +2,9 @@
 
 pydantic has checked every value on its own; these rules relate a section to the rest of the
 document: versions must exist on endpoints, canaries and tenants must name known regions,
-headers heliostat itself routes on cannot be reused, and options that would silently be
-ignored (status codes without the condition that reads them) are refused.
+headers heliostat itself routes on cannot be reused, options that would silently be
+ignored (status codes without the condition that reads them) are refused, and a fallback
+must name another model of the policy without leading back to the model.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def check(policy: Policy) -> Iterator[Problem]:
         yield from _breakers(model, base)
         yield from _retries(model, base)
         yield from _versions(policy, model, base)
+    yield from _fallbacks(policy)
     yield from _tenants(policy)
 
 
@@ -183,3 +185,41 @@ def _tenants(policy: Policy) -> Iterator[Problem]:
                     f"model {model.name!r} hashes sessions on {tenant.header!r}; "
                     "a tenant needs its own header",
                 )
+
+
+def _fallbacks(policy: Policy) -> Iterator[Problem]:
+    """The fallback is another model of this policy, and following fallbacks never returns.
+
+    A cycle is reported once, at its first member in the file: one edit breaks it.
+    """
+    models = {m.name: m for m in policy.spec.models}
+    reported: set[str] = set()
+    for index, model in enumerate(policy.spec.models):
+        if model.fallback is None:
+            continue
+        path: Path = ("spec", "models", index, "fallback", "model")
+        target = model.fallback.model
+        if target == model.name:
+            yield Problem(path, f"model {model.name!r} cannot fall back to itself")
+            continue
+        if target not in models:
+            others = [name for name in models if name != model.name]
+            yield Problem(
+                path,
+                f"unknown model {target!r}{did_you_mean(target, others)}; the fallback must "
+                f"be another model of this policy ({', '.join(sorted(others)) or 'none'})",
+            )
+            continue
+        chain = [model.name]
+        current: str | None = target
+        while current is not None and current not in chain and current in models:
+            chain.append(current)
+            following = models[current].fallback
+            current = following.model if following is not None else None
+        if current == model.name and model.name not in reported:
+            reported.update(chain)
+            yield Problem(
+                path,
+                f"fallback cycle {' -> '.join([*chain, model.name])}: a model cannot fall "
+                "back, directly or through others, to itself",
+            )
