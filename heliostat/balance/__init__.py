@@ -8,6 +8,7 @@ from heliostat.balance.static import static_views
 from heliostat.balance.view import (
     ClusterView,
     EndpointView,
+    FallbackView,
     Health,
     LocalityView,
     RegionView,
@@ -19,6 +20,7 @@ __all__ = [
     "ClusterView",
     "ControlState",
     "EndpointView",
+    "FallbackView",
     "Health",
     "LocalityView",
     "RegionView",

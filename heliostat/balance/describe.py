@@ -1,8 +1,10 @@
 """The control law's decisions as JSON, for /debug/state.
 
 Views say what Envoy was told; this says why, per model and region: capacity, load, the
-own-demand pressure that drives overflow, what a region sends and receives, and the batch
-shedding of every view. Unlike views these numbers change every tick: they are for people.
+own-demand pressure that drives overflow, what a region sends and receives, the batch
+shedding of every view and, for a model with a fallback, the share each view and tenant
+sends to it with the decision behind it. Unlike views these numbers change every tick: they
+are for people.
 """
 
 from __future__ import annotations
@@ -10,7 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from heliostat.balance.state import ControlState, ModelState, ShedState
+from heliostat.balance.state import (
+    ControlState,
+    FallbackState,
+    FallbackStates,
+    ModelState,
+    ShedState,
+)
 
 
 def describe(state: ControlState) -> dict[str, Any]:
@@ -57,7 +65,37 @@ def _model(
         }
     for r, shed in sorted(model.shed.items()):  # regions of the policy without endpoints
         regions.setdefault(r, {"shed": _shed(shed)})
-    return {"regions": regions, "neutral": {"shed": _shed(model.neutral_shed)}}
+    neutral: dict[str, Any] = {"shed": _shed(model.neutral_shed)}
+    result: dict[str, Any] = {"regions": regions, "neutral": neutral}
+    if model.fallback is not None:
+        _add_fallback(result, model.fallback)
+    return result
+
+
+def _add_fallback(result: dict[str, Any], states: FallbackStates) -> None:
+    for r, state in sorted(states.regions.items()):
+        result["regions"].setdefault(r, {})["fallback"] = _fallback(states.model, state)
+    result["neutral"]["fallback"] = _fallback(states.model, states.neutral)
+    result["tenants"] = {
+        t: {"fallback": _fallback(states.model, state)}
+        for t, state in sorted(states.tenants.items())
+    }
+
+
+def _fallback(model: str, state: FallbackState) -> dict[str, Any]:
+    """This tick's decision; `published` is what Envoy has, `reason` why it was published."""
+    return {
+        "model": model,
+        "published": state.share.published,
+        "state": state.state,
+        "target": round(state.target, 3),
+        "smoothed": round(state.share.smoothed, 3),
+        "pressure": None if state.pressure is None else round(state.pressure, 3),
+        "demand": round(state.demand, 3),
+        "fallback_room": None if state.room is None else round(state.room, 3),
+        "engaged": state.engaged,
+        "reason": dict(state.reason),
+    }
 
 
 def _shed(shed: ShedState) -> dict[str, Any]:

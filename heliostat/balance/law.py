@@ -10,7 +10,9 @@ replicas with the same inputs publish byte-identical views. Per model:
 3. each region decides its bounded overflow to in-budget neighbours (`overflow`), and each
    share travels from target to Envoy through a dead zone, an EWMA and 5% levels (`shares`);
 4. each view decides how much batch traffic to shed (`shedding`);
-5. the views are assembled with priorities and locality weights (`assemble`).
+5. the views are assembled with priorities and locality weights (`assemble`);
+6. once every model's overflow is known, each model with a fallback decides, per view and
+   per tenant, the share of its requests its fallback model serves (`fallback`).
 
 The time step dt is `now - previous.now` (the model's signals.interval on the first tick),
 clamped to [0, MAX_DT_S] so a stalled loop does not jump the smoothing on its next tick.
@@ -18,13 +20,20 @@ clamped to [0, MAX_DT_S] so a stalled loop does not jump the smoothing on its ne
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
-from heliostat.balance import assemble, overflow, shedding, weights
+from heliostat.balance import assemble, fallback, overflow, shedding, weights
 from heliostat.balance.endpoints import step
 from heliostat.balance.priorities import within_budget
-from heliostat.balance.state import ControlState, EndpointKey, EndpointState, ModelState
-from heliostat.balance.view import ClusterView, EndpointView, RegionView, Views
+from heliostat.balance.state import (
+    ControlState,
+    EndpointKey,
+    EndpointState,
+    FallbackStates,
+    ModelState,
+)
+from heliostat.balance.view import ClusterView, EndpointView, FallbackView, RegionView, Views
 from heliostat.policy import Model, Policy
 from heliostat.signals.record import Signal
 
@@ -45,8 +54,7 @@ def compute(
     endpoint_states: dict[EndpointKey, EndpointState] = {}
     model_states: dict[str, ModelState] = {}
     for model in policy.spec.models:
-        dt = model.signals.interval if previous is None else now - previous.now
-        dt = min(max(dt, 0.0), MAX_DT_S)
+        dt = _dt(model, previous, now)
         before = previous.models.get(model.name) if previous else None
         views_by_region, states, loads = _endpoints(model, signals, previous, now, dt, drained)
         endpoint_states.update(states)
@@ -71,11 +79,43 @@ def compute(
         per_view[None].extend(
             assemble.clusters(policy, model, None, views_by_region, regions, neutral_shed.percent)
         )
+    fallbacks: dict[str | None, list[FallbackView]] = {r: [] for r in per_view}
+    for model in policy.spec.models:
+        if model.fallback is None:
+            continue
+        before = previous.models.get(model.name) if previous else None
+        own = model_states[model.name]
+        decided = fallback.step(
+            policy,
+            model,
+            own.regions,
+            model_states[model.fallback.model].regions,
+            before.fallback if before else None,
+            _dt(model, previous, now),
+        )
+        model_states[model.name] = dataclasses.replace(own, fallback=decided)
+        for view_region, scoped in fallbacks.items():
+            scoped.extend(_fallback_views(model.name, decided, view_region))
     views = Views(
-        by_region={r: RegionView(r, tuple(per_view[r])) for r in region_names},
-        neutral=RegionView(None, tuple(per_view[None])),
+        by_region={r: RegionView(r, tuple(per_view[r]), tuple(fallbacks[r])) for r in region_names},
+        neutral=RegionView(None, tuple(per_view[None]), tuple(fallbacks[None])),
     )
     return views, ControlState(now=now, endpoints=endpoint_states, models=model_states)
+
+
+def _dt(model: Model, previous: ControlState | None, now: float) -> float:
+    """The model's time step: since the last tick, its interval on the first, at most MAX_DT_S."""
+    dt = model.signals.interval if previous is None else now - previous.now
+    return min(max(dt, 0.0), MAX_DT_S)
+
+
+def _fallback_views(model: str, states: FallbackStates, region: str | None) -> list[FallbackView]:
+    """The view's own fallback share (its region's, or the neutral one) and every tenant's."""
+    own = states.neutral if region is None else states.regions[region]
+    views = [FallbackView(model, states.model, own.share.published, None, own.reason)]
+    for tenant, state in sorted(states.tenants.items()):
+        views.append(FallbackView(model, states.model, state.share.published, tenant, state.reason))
+    return views
 
 
 def _endpoints(

@@ -138,6 +138,7 @@ def step(
             demand=demand[r],
             overflowing=overflowing.get(r, False),
             lending=_capped(lending, max_share),
+            measured=measured[r],
         )
     return result
 

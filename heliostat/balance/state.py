@@ -60,6 +60,7 @@ class RegionState:
     demand: float  # load corrected for overflow in effect, smoothed: its own gateways' demand
     overflowing: bool  # hysteresis flag: started at pressure >= ENGAGE, ends at <= RELEASE
     lending: Mapping[str, Share] = field(default_factory=dict)  # rescuer -> share of demand
+    measured: float = 0.0  # this tick's own demand before smoothing (what `demand` follows)
 
     @property
     def pressure(self) -> float | None:
@@ -83,10 +84,44 @@ class ShedState:
 
 
 @dataclass(frozen=True, slots=True)
+class FallbackState:
+    """The fallback share of one scope of one model: a region's view, a tenant, the neutral view.
+
+    `share` is the overflow-style share (goal = this tick's target, smoothed, published =
+    what Envoy was told, confirmed over ticks); `reason` was built when `published` last
+    changed and is kept verbatim while it holds (it travels to Envoy in route metadata, so
+    it must not change the routes on every tick). The rest is this tick's decision, for
+    /debug/state.
+    """
+
+    engaged: bool  # hysteresis flag: the scope's demand reached its thresholds
+    demand: float  # smoothed demand of the scope's gateways before the fallback (endpoint units)
+    share: Share
+    pending: int = 0  # ticks a new level has been asked for (+ raise, - cut)
+    ramp: int = 0  # direction of a move under way (+1, -1), exempt from re-confirmation
+    reason: Mapping[str, ReasonValue] = field(default_factory=dict)
+    state: str = "idle"
+    target: float = 0.0
+    pressure: float | None = None
+    room: float | None = None  # the fallback model's room in the scope (endpoint units)
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackStates:
+    """Every scope's fallback share of one model, towards `model`."""
+
+    model: str
+    regions: Mapping[str, FallbackState]
+    tenants: Mapping[str, FallbackState]
+    neutral: FallbackState
+
+
+@dataclass(frozen=True, slots=True)
 class ModelState:
     regions: Mapping[str, RegionState]
     shed: Mapping[str, ShedState]  # by view region
     neutral_shed: ShedState
+    fallback: FallbackStates | None = None  # models with `fallback` only
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,14 +74,34 @@ class ClusterView:
 
 
 @dataclass(frozen=True, slots=True)
+class FallbackView:
+    """The share of a model's requests this view's Envoys send to its fallback model.
+
+    `tenant` None is the view's own traffic; a tenant's entry applies to its pinned requests
+    (its share is decided inside its regions). `reason` says why the share has its value; it
+    was built when the share last changed and is kept verbatim while it holds.
+    """
+
+    model: str
+    fallback: str
+    share: float
+    tenant: str | None = None
+    reason: Mapping[str, ReasonValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class RegionView:
     """Everything one region's Envoys should do. `region` None means no preference."""
 
     region: str | None
     clusters: tuple[ClusterView, ...]
+    fallbacks: tuple[FallbackView, ...] = ()
 
     def cluster(self, name: str) -> ClusterView | None:
         return next((c for c in self.clusters if c.name == name), None)
+
+    def fallback(self, model: str, tenant: str | None = None) -> FallbackView | None:
+        return next((f for f in self.fallbacks if f.model == model and f.tenant == tenant), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,342 @@
+"""The fallback model: what share of a model's requests another model serves, and why.
+
+When a model's GPUs within its network budget cannot carry a region's demand, up to
+`fallback.max_share` of that region's requests go to the fallback model (usually a smaller
+one) instead of queueing. Units are `overflow`'s: one endpoint at its thresholds carries 1.0.
+For model A with fallback B and the view of region r:
+
+- **Demand before the fallback.** r's gateways bring T_r of A's requests and send F_r of
+  them to B; A sees the rest, whose own demand `overflow` estimates (overflow shares taken
+  out). Each tick measures T_r = measured_r / (1 - F_r) with the share in effect and smooths
+  it like every demand (EWMA, `weights.TAU_S`), so the share does not erase the pressure that
+  called for it (the trap `overflow` avoids the same way).
+- **Exhausted.** r is saturated, T_r / C_r >= ENGAGE (1.0), and stays engaged while above
+  RELEASE (0.9). What A still cannot carry once overflow has done what it can is
+      X = max(0, T - PLAN C_r / (1 - max_lent), T - PLAN C_r - (lent + room_A))
+  where PLAN is the level overflow plans a region back to, max_lent overflow's bound, lent
+  what r already lends and room_A what r's in-budget neighbours that are not overflowing
+  themselves can still take below `overflow.RESCUE_CEILING`. X = 0 (overflow copes, or r is
+  only at its thresholds) means no fallback: overflow keeps requests on the model asked for.
+- **Fallback headroom.** B's requests from r land on B's view of r: r and B's in-budget
+  regions. Their room, sum(RESCUE_CEILING C - L) over those with live capacity, may be
+  negative (B past its ceiling); B may carry at most what it carries now plus that room. No
+  live capacity of B within budget: no fallback.
+- **Target** = min(max_share, X / T, (F T + room_B) / T), at least 0; 0 when not engaged.
+  A region keeps at least `overflow.MIN_KEPT` (20%) of its requests on the model whatever
+  max_share says: with none left, its demand could no longer be measured.
+
+Tenants and the neutral view have no gateways of their own to measure. For such a group of
+regions (a tenant's pinned regions; every region) A is exhausted when every region of the
+group with live capacity is (as `shedding` decides for batch), the target is the group's
+excess 1 - PLAN sum C / sum T, and B's room counts inside the group only: a pinned
+tenant's fallback never leaves its regions, and without B there it never happens.
+
+The target then travels to Envoy like an overflow share (`shares.follow`: a dead zone on the
+goal, an EWMA bounded to UP_PER_S / DOWN_PER_S, 5% levels with hysteresis), and a new level
+(at most one tick's rate away) is published only once it has been asked for over
+`weights.CONFIRM_TICKS` ticks in the same direction, as endpoint weights are, unless a move in that direction is already under way
+(the ramp is not re-confirmed at every level) or B is past its own thresholds (then the
+share falls at once, still rate-limited).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from heliostat.balance import overflow, shares, weights
+from heliostat.balance.priorities import within_budget
+from heliostat.balance.state import FallbackState, FallbackStates, RegionState
+from heliostat.balance.view import ReasonValue
+from heliostat.policy import Model, Policy
+
+ENGAGE = 1.0
+RELEASE = 0.9
+PLAN = overflow.RELEASE
+CEILING = overflow.RESCUE_CEILING
+
+IDLE = "idle"  # not saturated: the model carries its demand
+ABSORBED = "absorbed"  # saturated, but overflow can take the excess
+EXHAUSTED = "exhausted"  # saturated, overflow at its bound or its neighbours full
+NO_ROOM = "no_fallback_room"  # exhausted, but the fallback model has no room either
+RELEASING = "releasing"  # pressure gone, the share is on its way back to 0
+
+_NO_SHARE = shares.Share(0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    engaged: bool
+    target: float
+    state: str
+    pressure: float | None
+    room: float | None  # B's room in the scope; None: no live capacity of B there
+    saturated: bool  # B past its thresholds in the scope: the share falls without waiting
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    spare: float  # sum of CEILING x capacity - load, endpoint units; may be negative
+    saturated: bool  # load >= capacity: past the thresholds
+
+
+def step(
+    policy: Policy,
+    model: Model,
+    own: Mapping[str, RegionState],
+    other: Mapping[str, RegionState],
+    previous: FallbackStates | None,
+    dt: float,
+) -> FallbackStates:
+    """Every scope's fallback share of `model` for this tick (`model.fallback` is set).
+
+    `own` and `other` are this tick's overflow decisions of the model and of its fallback.
+    """
+    assert model.fallback is not None
+    target = policy.model(model.fallback.model)
+    assert target is not None, "validated: the fallback is a model of the policy"
+    max_share = max_fallback(model)
+    trend = weights.alpha(dt)
+    gain = weights.alpha(dt, shares.TAU_S)
+    regions: dict[str, FallbackState] = {}
+    demands: dict[str, float] = {}
+    for r in sorted(policy.spec.regions):
+        before = previous.regions.get(r) if previous else None
+        demands[r] = _demand(own.get(r), before, trend)
+        decision = _regional(policy, model, target, r, demands[r], own, other, before)
+        regions[r] = _publish(before, decision, demands[r], max_share, gain, dt)
+    tenants: dict[str, FallbackState] = {}
+    for tenant in policy.spec.tenants:
+        before = previous.tenants.get(tenant.name) if previous else None
+        label = f"tenant {tenant.name!r} ({', '.join(tenant.regions)})"
+        decision = _group(
+            model, target, tenant.regions, tenant.regions, demands, own, other, before, label
+        )
+        tenants[tenant.name] = _publish(before, decision, 0.0, max_share, gain, dt)
+    everywhere = sorted(policy.spec.regions)
+    before = previous.neutral if previous else None
+    decision = _group(
+        model, target, everywhere, everywhere, demands, own, other, before, "every region"
+    )
+    neutral = _publish(before, decision, 0.0, max_share, gain, dt)
+    return FallbackStates(target.name, regions, tenants, neutral)
+
+
+def max_fallback(model: Model) -> float:
+    """The largest share the fallback may take: max_share, at most 1 - overflow.MIN_KEPT."""
+    configured = model.fallback.max_share if model.fallback else 0.0
+    return min(configured, 1.0 - overflow.MIN_KEPT)
+
+
+def _demand(region: RegionState | None, before: FallbackState | None, trend: float) -> float:
+    """The region's gateways' demand for the model, the part sent to the fallback included."""
+    if region is None or region.capacity == 0:
+        return 0.0
+    published = before.share.published if before else 0.0
+    measured = region.measured / (1.0 - published)
+    if before is None or before.demand <= 0.0:
+        return measured
+    return before.demand + trend * (measured - before.demand)
+
+
+def _regional(
+    policy: Policy,
+    model: Model,
+    target: Model,
+    r: str,
+    demand: float,
+    own: Mapping[str, RegionState],
+    other: Mapping[str, RegionState],
+    before: FallbackState | None,
+) -> Decision:
+    region = own.get(r)
+    room = _room(other, [r, *within_budget(policy, target, r)])
+    spare = room.spare if room else None
+    if region is None or region.capacity == 0 or demand <= 0.0:
+        return Decision(
+            False, 0.0, IDLE, None, spare, False, f"no live endpoint of {model.name} in {r}"
+        )
+    capacity = region.capacity
+    pressure = demand / capacity
+    engaged = pressure >= ENGAGE or (before is not None and before.engaged and pressure > RELEASE)
+    where = f"{model.name} in {r} at {pressure:.0%} of its thresholds"
+    if not engaged:
+        return Decision(False, 0.0, IDLE, pressure, spare, False, where)
+    bound = overflow.max_lent(model)
+    lent = sum(region.shares.values()) * region.demand
+    rescuers = [
+        own[q]
+        for q in within_budget(policy, model, r)
+        if q in own and own[q].capacity > 0 and not own[q].overflowing
+    ]
+    room_own = sum(max(0.0, CEILING * q.capacity - q.load) for q in rescuers)
+    excess = max(
+        0.0,
+        demand - PLAN * capacity / (1.0 - bound),
+        demand - PLAN * capacity - (lent + room_own),
+    )
+    why = (
+        f"{where}; overflow lends up to {bound:.0%} and its in-budget neighbours "
+        f"have room for {room_own:.1f} endpoints"
+    )
+    return _decide(target, demand, excess, before, room, pressure, why)
+
+
+def _group(
+    model: Model,
+    target: Model,
+    regions: Sequence[str],
+    fallback_regions: Sequence[str],
+    demands: Mapping[str, float],
+    own: Mapping[str, RegionState],
+    other: Mapping[str, RegionState],
+    before: FallbackState | None,
+    label: str,
+) -> Decision:
+    room = _room(other, fallback_regions)
+    spare = room.spare if room else None
+    members = [q for q in regions if q in own and own[q].capacity > 0 and demands[q] > 0.0]
+    if not members:
+        return Decision(
+            False, 0.0, IDLE, None, spare, False, f"no live endpoint of {model.name} in {label}"
+        )
+    pressures = [demands[q] / own[q].capacity for q in members]
+    engaged = all(p >= ENGAGE for p in pressures) or (
+        before is not None and before.engaged and all(p > RELEASE for p in pressures)
+    )
+    demand = sum(demands[q] for q in members)
+    capacity = sum(own[q].capacity for q in members)
+    pressure = demand / capacity
+    where = f"{model.name} in {label} at {pressure:.0%} of its thresholds"
+    if not engaged:
+        return Decision(False, 0.0, IDLE, pressure, spare, False, where)
+    excess = max(0.0, demand - PLAN * capacity)
+    return _decide(target, demand, excess, before, room, pressure, where)
+
+
+def _decide(
+    target: Model,
+    demand: float,
+    excess: float,
+    before: FallbackState | None,
+    room: Room | None,
+    pressure: float,
+    why: str,
+) -> Decision:
+    """The target share of an engaged scope, from its excess and the fallback's room."""
+    if excess <= 0.0:
+        return Decision(True, 0.0, ABSORBED, pressure, room.spare if room else None, False, why)
+    if room is None:
+        detail = f"{why}; no live endpoint of {target.name} within budget"
+        return Decision(True, 0.0, NO_ROOM, pressure, None, False, detail)
+    carried = (before.share.published if before else 0.0) * demand
+    allowed = max(0.0, carried + room.spare) / demand
+    share = min(excess / demand, allowed)
+    state = EXHAUSTED if share > 0.0 else NO_ROOM
+    detail = (
+        f"{why}; {excess / demand:.0%} of its demand has no GPU within budget; "
+        f"{target.name} has room for {room.spare:.1f} endpoints"
+    )
+    return Decision(True, share, state, pressure, room.spare, room.saturated, detail)
+
+
+def _room(states: Mapping[str, RegionState], regions: Iterable[str]) -> Room | None:
+    """The fallback model's room in these regions, or None without live capacity there."""
+    live = [states[q] for q in regions if q in states and states[q].capacity > 0]
+    if not live:
+        return None
+    capacity = sum(s.capacity for s in live)
+    load = sum(s.load for s in live)
+    return Room(CEILING * capacity - load, load >= capacity)
+
+
+def _publish(
+    before: FallbackState | None,
+    decision: Decision,
+    demand: float,
+    max_share: float,
+    gain: float,
+    dt: float,
+) -> FallbackState:
+    """The decision's target through smoothing, levels and confirmation to what Envoy gets."""
+    goal = min(decision.target, max_share)
+    previous = before.share if before else None
+    followed = (
+        shares.follow(previous, goal, max_share, gain, dt, distressed=decision.saturated)
+        or _NO_SHARE
+    )
+    held = previous.published if previous else 0.0
+    published, pending, ramp = confirm(
+        held,
+        limited(held, followed.published, max_share, dt),
+        before.pending if before else 0,
+        before.ramp if before else 0,
+        goal,
+        urgent=decision.saturated,
+    )
+    state = decision.state
+    if not decision.engaged and published > 0.0:
+        state = RELEASING
+    reason: Mapping[str, ReasonValue]
+    if before is not None and published == held and (published > 0.0 or before.state == state):
+        reason = before.reason  # held: the routes that carry it do not change
+    else:
+        reason = _explain(decision, state, published)
+    return FallbackState(
+        engaged=decision.engaged,
+        demand=demand,
+        share=dataclasses.replace(followed, published=published),
+        pending=pending,
+        ramp=ramp,
+        reason=reason,
+        state=state,
+        target=goal,
+        pressure=decision.pressure,
+        room=decision.room,
+    )
+
+
+def limited(published: float, candidate: float, max_share: float, dt: float) -> float:
+    """`candidate`, at most one tick's rate (shares.UP_PER_S / DOWN_PER_S, at least one level)
+    away from `published`: a level held back for confirmation is not then jumped past."""
+    up = max(shares.STEP, shares.UP_PER_S * dt)
+    down = max(shares.STEP, shares.DOWN_PER_S * dt)
+    if candidate > published + up:
+        return shares.level(published + up, max_share)
+    if candidate < published - down:
+        floor = shares.level(published - down, max_share)
+        return floor if floor >= published - down - 1e-9 else round(floor + shares.STEP, 6)
+    return candidate
+
+
+def confirm(
+    published: float, candidate: float, pending: int, ramp: int, goal: float, *, urgent: bool
+) -> tuple[float, int, int]:
+    """Hold a new level until it has been asked for over CONFIRM_TICKS ticks in a row.
+
+    Returns (level to publish, pending count, ramp direction). A move in the direction of a
+    ramp under way (the goal still lies beyond the published level that way) is published at
+    once, and so is any move when `urgent`: a single noisy tick starts nothing, but a
+    confirmed decision is not re-confirmed at every 5% level.
+    """
+    if candidate == published:
+        still = ramp != 0 and (goal - published) * ramp > 0
+        return published, 0, ramp if still else 0
+    direction = 1 if candidate > published else -1
+    if urgent or direction == ramp:
+        return candidate, 0, direction
+    count = pending + direction if pending * direction > 0 else direction
+    if abs(count) >= weights.CONFIRM_TICKS:
+        return candidate, 0, direction
+    return published, count, 0
+
+
+def _explain(decision: Decision, state: str, published: float) -> dict[str, ReasonValue]:
+    return {
+        "state": state,
+        "share": published,
+        "pressure": None if decision.pressure is None else round(decision.pressure, 2),
+        "detail": decision.detail,
+    }
