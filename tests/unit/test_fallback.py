@@ -3,9 +3,33 @@ translation (route metadata for the Lua filter, the served-model header, tenants
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
 
-from heliostat.policy import PolicyError, parse_policy
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from google.protobuf import json_format
+
+from heliostat.balance import FallbackView, RegionView, static_views
+from heliostat.policy import Policy, PolicyError, parse_policy
+from heliostat.xds.nodes import NodeGroup, Role
+from heliostat.xds.translate import (
+    FALLBACK_FROM_HEADER,
+    PREFIX_KEY_HEADER,
+    SERVED_MODEL_HEADER,
+    build_snapshot,
+)
+from heliostat.xds.translate.prefix_key import SOURCE as LUA_SOURCE
+from heliostat.xds.types import TypeUrl
 
 # The line numbers below refer to this text; keep it stable.
 POLICY = """\
@@ -137,3 +161,249 @@ def test_a_cycle_through_three_models_is_reported_once_and_a_chain_is_fine() -> 
     lines = problems_of(cycle)
     assert len(lines) == 1, lines
     assert "llama-70b -> llama-8b -> qwen-7b -> llama-70b" in lines[0]
+
+
+# -- translation ----------------------------------------------------------------------------------
+
+LLAMA, SMALL, QWEN = "llama-70b", "llama-8b", "qwen-7b"
+LUA = "envoy.filters.http.lua"
+
+
+def view_with(
+    policy: Policy, region: str | None, share: float, tenants: Mapping[str, float] | None = None
+) -> RegionView:
+    """The static view of `region` with the control law's fallback shares set."""
+    view = static_views(policy).for_region(region)
+    reason = {"state": "exhausted", "share": share, "pressure": 1.5, "detail": "saturated"}
+    fallbacks = [FallbackView(LLAMA, SMALL, share, None, reason)]
+    fallbacks += [FallbackView(LLAMA, SMALL, s, t, reason) for t, s in (tenants or {}).items()]
+    return dataclasses.replace(view, fallbacks=tuple(fallbacks))
+
+
+def routes_of(policy: Policy, view: RegionView) -> dict[str, rc.Route]:
+    snap = build_snapshot(policy, view, NodeGroup(Role.GATEWAY, view.region))
+    (resource,) = snap.resources(TypeUrl.ROUTE).values()
+    assert isinstance(resource.message, route_pb2.RouteConfiguration)
+    (host,) = resource.message.virtual_hosts
+    return {r.name: r for r in host.routes}
+
+
+def fallback_of(route: rc.Route) -> dict[str, object] | None:
+    lua = route.metadata.filter_metadata.get(LUA)
+    if lua is None or "fallback" not in lua.fields:
+        return None
+    return dict(json_format.MessageToDict(lua.fields["fallback"].struct_value))
+
+
+def test_the_models_routes_carry_the_views_share_for_the_lua_program() -> None:
+    policy = parse_policy(POLICY)
+    found = routes_of(policy, view_with(policy, "us-east", 0.25))
+    llama = [r for name, r in found.items() if name.startswith(f"model:{LLAMA}")]
+    assert len(llama) == 8  # header and body routes x batch/interactive x stream or not
+    for route in llama:
+        settings = fallback_of(route)
+        assert settings == {
+            "model": SMALL,
+            "from": LLAMA,
+            "share": 0.25,
+            "session_header": "x-session-id",
+            "model_header": "x-model",
+            "from_header": FALLBACK_FROM_HEADER,
+        }
+        # The prefix key settings stay beside it, for requests that are not moved.
+        lua = route.metadata.filter_metadata[LUA]
+        assert lua.fields["prefix_chars"].number_value == 100
+        why = route.metadata.filter_metadata["heliostat"].fields["fallback"].struct_value
+        assert why.fields["share"].number_value == 0.25
+        assert why.fields["reason"].struct_value.fields["state"].string_value == "exhausted"
+    # The fallback's and the other models' routes move nothing.
+    assert all(fallback_of(r) is None for n, r in found.items() if SMALL in n or QWEN in n)
+
+
+def test_without_a_share_no_route_moves_but_the_listener_keeps_its_lua() -> None:
+    policy = parse_policy(POLICY)
+    view = static_views(policy).for_region("us-east")
+    assert [(f.model, f.share) for f in view.fallbacks] == [(LLAMA, 0.0)] + [(LLAMA, 0.0)] * 2
+    found = routes_of(policy, view)
+    assert all(fallback_of(r) is None for r in found.values())
+    # No prefix key and no fallback anywhere: no Lua at all; a fallback alone: the Lua is there.
+    plain = edit("      affinity: {header: x-session-id, prefix_chars: 100}\n", "")
+    for text, expected in (
+        (plain, True),
+        (edit("      fallback: {model: llama-8b, max_share: 0.5}\n", "", plain), False),
+    ):
+        snap = build_snapshot(
+            parse_policy(text),
+            static_views(parse_policy(text)).for_region("us-east"),
+            NodeGroup(Role.GATEWAY, "us-east"),
+        )
+        (resource,) = snap.resources(TypeUrl.LISTENER).values()
+        assert isinstance(resource.message, listener_pb2.Listener)
+        manager = hcm_pb2.HttpConnectionManager()
+        assert resource.message.filter_chains[0].filters[0].typed_config.Unpack(manager)
+        assert (LUA in [f.name for f in manager.http_filters]) is expected
+
+
+def test_every_model_route_names_the_model_that_serves() -> None:
+    policy = parse_policy(POLICY)
+    found = routes_of(policy, view_with(policy, "eu-west", 0.5, {"acme": 0.2}))
+    for name, route in found.items():
+        served = [
+            (h.header.key, h.header.value)
+            for h in route.response_headers_to_add
+            if h.header.key == SERVED_MODEL_HEADER
+        ]
+        if route.HasField("direct_response"):  # the 404s name no model
+            assert served == [], name
+            continue
+        model = next(m for m in (LLAMA, SMALL, QWEN) if f"model:{m}" in name)
+        assert served == [(SERVED_MODEL_HEADER, model)], name
+        (option,) = [
+            h for h in route.response_headers_to_add if h.header.key == SERVED_MODEL_HEADER
+        ]
+        assert option.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def test_a_tenants_fallback_needs_the_fallback_model_inside_its_regions() -> None:
+    policy = parse_policy(POLICY)
+    # acme is pinned to eu-west, where llama-8b has a replica; zeta to ap-southeast, where
+    # it has none: zeta's requests are never moved, whatever the share says.
+    found = routes_of(policy, view_with(policy, "us-east", 0.0, {"acme": 0.3, "zeta": 0.4}))
+    for name, route in found.items():
+        if not name.startswith("tenant:") or f"model:{LLAMA}" not in name:
+            continue
+        settings = fallback_of(route)
+        if name.startswith("tenant:acme:"):
+            assert settings is not None and settings["share"] == 0.3, name
+        else:
+            assert settings is None, name
+    assert all(fallback_of(r) is None for n, r in found.items() if n.startswith("model:"))
+    # The moved requests meet the fallback's own tenant routes, pinned to acme's regions.
+    acme = found[f"tenant:acme:model:{SMALL}"]
+    assert acme.route.HasField("weighted_clusters")
+    names = [c.name for c in acme.route.weighted_clusters.clusters]
+    assert names == [f"{SMALL}~acme@v1", f"{SMALL}~acme@v2"]
+
+
+def test_a_fallback_with_a_prefix_key_gets_its_own_settings_in_the_metadata() -> None:
+    text = edit(
+        "    - name: llama-8b\n",
+        "    - name: llama-8b\n      affinity: {header: x-user, prefix_chars: 50}\n",
+    )
+    policy = parse_policy(text)
+    settings = fallback_of(routes_of(policy, view_with(policy, "us-east", 0.1))[f"model:{LLAMA}"])
+    assert settings is not None
+    assert settings["prefix_chars"] == 50
+    assert settings["prefix_session_header"] == "x-user"
+    assert settings["key_header"] == PREFIX_KEY_HEADER
+    assert settings["session_header"] == "x-session-id"  # the sticky decision: the caller's
+
+
+# -- the Lua program (run by luajit with a stand-in for Envoy's handle) -------------------------
+
+HARNESS = r"""
+local function request(meta, h, body)
+  local state = {cleared = false, body = body, headers = h}
+  local handle = {}
+  function handle:metadata() return {get = function(_, k) return meta[k] end} end
+  function handle:headers()
+    return {get = function(_, k) return h[k] end, remove = function(_, k) h[k] = nil end,
+            replace = function(_, k, v) h[k] = v end}
+  end
+  function handle:clearRouteCache() state.cleared = true end
+  function handle:body()
+    if state.body == nil then return nil end
+    return {length = function() return #state.body end,
+            getBytes = function(_, i, n) return string.sub(state.body, i + 1, i + n) end,
+            setBytes = function(_, s) state.body = s end}
+  end
+  envoy_on_request(handle)
+  return state
+end
+
+local function fallback(share)
+  return {fallback = {model = "small", from = "big", share = share,
+                      session_header = "x-session-id", model_header = "x-model",
+                      from_header = "x-heliostat-fallback-from"}}
+end
+
+local function show(state)
+  print(string.format("%s|%s|%s|%s", tostring(state.cleared), tostring(state.headers["x-model"]),
+        tostring(state.headers["x-heliostat-fallback-from"]), tostring(state.body)))
+end
+
+-- 1. a share of 1 moves everything: header, route cache, body model
+show(request(fallback(1.0), {["x-model"] = "big", ["x-request-id"] = "r1"},
+             '{"model": "big", "prompt": "hi", "stream": true}'))
+-- 2. routed by the body's model alone: the header is added
+show(request(fallback(1.0), {["x-request-id"] = "r2"}, '{"prompt": "hi", "model":"big"}'))
+-- 3. a share of 0 moves nothing
+show(request(fallback(0.0), {["x-model"] = "big", ["x-request-id"] = "r3"}, '{"model": "big"}'))
+-- 4. a body without a model, and one that is not JSON, are left as they are
+show(request(fallback(1.0), {["x-model"] = "big"}, '{"prompt": "no model"}'))
+show(request(fallback(1.0), {["x-model"] = "big"}, 'not json'))
+
+-- 5. sessions: the same session always decides the same; about `share` of them move, and
+-- those moved at 20% are still moved at 40%
+local moved20, moved40, kept, flips = 0, 0, true, 0
+for i = 1, 2000 do
+  local sid = "session-" .. i
+  local a = request(fallback(0.2), {["x-model"] = "big", ["x-session-id"] = sid}, '{}').cleared
+  local b = request(fallback(0.2), {["x-model"] = "big", ["x-session-id"] = sid}, '{}').cleared
+  local c = request(fallback(0.4), {["x-model"] = "big", ["x-session-id"] = sid}, '{}').cleared
+  if a ~= b then flips = flips + 1 end
+  if a then moved20 = moved20 + 1 end
+  if c then moved40 = moved40 + 1 end
+  if a and not c then kept = false end
+end
+print(string.format("sessions|%d|%d|%d|%s", flips, moved20, moved40, tostring(kept)))
+
+-- 6. no session: by request id, about `share` of them
+local by_id = 0
+for i = 1, 2000 do
+  local rid = string.format("%08x-4f2a-4b7e-9c1d-%012x", i * 7919, i * 104729)
+  if request(fallback(0.3), {["x-model"] = "big", ["x-request-id"] = rid}, '{}').cleared then
+    by_id = by_id + 1
+  end
+end
+print(string.format("requests|%d", by_id))
+
+-- 7. the fallback hashes on a prefix key: the moved request gets the fallback's key
+local meta = fallback(1.0)
+meta.fallback.prefix_chars = 5
+meta.fallback.prefix_session_header = "x-user"
+meta.fallback.key_header = "x-heliostat-prefix-key"
+meta.prefix_chars = 1000
+meta.session_header = "x-session-id"
+meta.key_header = "x-heliostat-prefix-key"
+local s = request(meta, {["x-model"] = "big", ["x-request-id"] = "r7", ["x-session-id"] = "s"},
+                  '{"model": "big", "prompt": "hello world"}')
+local t = request(meta, {["x-model"] = "big", ["x-request-id"] = "r8"},
+                  '{"model": "big", "prompt": "hello there"}')
+print(string.format("prefix|%s|%s|%s", tostring(s.headers["x-heliostat-prefix-key"]),
+      tostring(t.headers["x-heliostat-prefix-key"]), s.body))
+"""
+
+
+@pytest.mark.skipif(shutil.which("luajit") is None, reason="luajit is not installed")
+def test_the_lua_program_moves_a_sticky_share_and_rewrites_the_body_model(tmp_path: Path) -> None:
+    harness = tmp_path / "run.lua"
+    harness.write_text(LUA_SOURCE + HARNESS)
+    out = subprocess.run(
+        ["luajit", str(harness)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.splitlines()
+    moved, by_body, unmoved, no_model, not_json, sessions, requests, prefix = out
+    assert moved == ('true|small|big|{"model": "small", "prompt": "hi", "stream": true}')
+    assert by_body == 'true|small|big|{"prompt": "hi", "model":"small"}'
+    assert unmoved == 'false|big|nil|{"model": "big"}'
+    assert no_model == 'true|small|big|{"prompt": "no model"}'
+    assert not_json == "true|small|big|not json"
+    _, flips, at20, at40, kept = sessions.split("|")
+    assert int(flips) == 0 and kept == "true"
+    assert abs(int(at20) / 2000 - 0.2) < 0.04 and abs(int(at40) / 2000 - 0.4) < 0.04
+    assert abs(int(requests.split("|")[1]) / 2000 - 0.3) < 0.04
+    _, with_session, without, body = prefix.split("|")
+    # The fallback's session header is x-user, absent here: both get the fallback's key, on
+    # its first 5 characters ("hello"), so they are equal.
+    assert with_session == without and len(with_session) == 16
+    assert body == '{"model": "small", "prompt": "hello world"}'

@@ -11,6 +11,7 @@ from heliostat.xds.snapshot import Snapshot
 from heliostat.xds.translate.affinity import PREFIX_KEY_HEADER
 from heliostat.xds.translate.clusters import model_cluster
 from heliostat.xds.translate.endpoints import METADATA_NAMESPACE, load_assignment
+from heliostat.xds.translate.fallback import FALLBACK_FROM_HEADER, SERVED_MODEL_HEADER
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME, gateway_listener, listener_name
 from heliostat.xds.translate.plan import plan
 from heliostat.xds.translate.routes import (
@@ -22,12 +23,14 @@ from heliostat.xds.translate.routes import (
 from heliostat.xds.types import TypeUrl
 
 __all__ = [
+    "FALLBACK_FROM_HEADER",
     "METADATA_NAMESPACE",
     "MODEL_HEADER",
     "ORIGIN_HEADER",
     "PREFIX_KEY_HEADER",
     "PRIORITY_HEADER",
     "ROUTE_CONFIG_NAME",
+    "SERVED_MODEL_HEADER",
     "build_snapshot",
     "listener_name",
 ]
@@ -46,9 +49,9 @@ def build_snapshot(policy: Policy, view: RegionView, group: NodeGroup) -> Snapsh
         clusters[name] = model_cluster(cluster_view, model)
         assignments[name] = load_assignment(cluster_view)
     port = group.listener_port or policy.spec.gateway.port
-    prefix_keys = any(m.affinity and m.affinity.prefix_chars for m in policy.spec.models)
+    lua = any((m.affinity and m.affinity.prefix_chars) or m.fallback for m in policy.spec.models)
     listener = gateway_listener(
-        policy.spec.gateway.address, port, prefix_keys=prefix_keys, tenants=traffic.tenants
+        policy.spec.gateway.address, port, lua=bool(lua), tenants=traffic.tenants
     )
     routes = route_configuration(traffic.models, traffic.tenants, group.region)
     snapshot = Snapshot.from_messages(

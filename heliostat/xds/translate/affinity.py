@@ -10,6 +10,8 @@ weights and priorities of the view still apply. Routes hash on the session heade
 
 from __future__ import annotations
 
+from typing import Any
+
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -64,24 +66,31 @@ def _header_hash(name: str) -> rc.RouteAction.HashPolicy:
     return rc.RouteAction.HashPolicy(header=rc.RouteAction.HashPolicy.Header(header_name=name))
 
 
-def prefix_key_metadata(model: Model) -> base_pb2.Metadata | None:
-    """Route metadata that turns the Lua prefix-key program on for this route."""
+def prefix_key_settings(model: Model) -> dict[str, Any] | None:
+    """What the Lua program reads to derive this model's prefix key, or None without one."""
     if model.affinity is None or model.affinity.prefix_chars is None:
         return None
-    settings = struct_pb2.Struct()
-    settings.update(
-        {
-            "prefix_chars": model.affinity.prefix_chars,
-            "session_header": model.affinity.header,
-            "key_header": PREFIX_KEY_HEADER,
-        }
-    )
+    return {
+        "prefix_chars": model.affinity.prefix_chars,
+        "session_header": model.affinity.header,
+        "key_header": PREFIX_KEY_HEADER,
+    }
+
+
+def prefix_key_metadata(model: Model) -> base_pb2.Metadata | None:
+    """Route metadata that turns the Lua prefix-key program on for this route."""
+    settings = prefix_key_settings(model)
+    if settings is None:
+        return None
+    values = struct_pb2.Struct()
+    values.update(settings)
     metadata = base_pb2.Metadata()
-    metadata.filter_metadata[LUA_FILTER_NAME].CopyFrom(settings)
+    metadata.filter_metadata[LUA_FILTER_NAME].CopyFrom(values)
     return metadata
 
 
 def lua_filter() -> hcm_pb2.HttpFilter:
-    """The listener's Lua filter; it does nothing on routes without prefix-key metadata."""
+    """The listener's Lua filter; it does nothing on routes without prefix-key or fallback
+    metadata."""
     config = lua_pb2.Lua(default_source_code=base_pb2.DataSource(inline_string=SOURCE))
     return hcm_pb2.HttpFilter(name=LUA_FILTER_NAME, typed_config=pack(config))

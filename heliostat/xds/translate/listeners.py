@@ -34,16 +34,18 @@ def listener_name(port: int) -> str:
 
 
 def gateway_listener(
-    address: str, port: int, *, prefix_keys: bool = False, tenants: Sequence[Tenant] = ()
+    address: str, port: int, *, lua: bool = False, tenants: Sequence[Tenant] = ()
 ) -> listener_pb2.Listener:
     """The HTTP listener of a node group.
 
     Filters run in order: json_to_metadata (the body's model and stream flag, for routing),
-    the Lua prefix-key program when some model hashes on prompt prefixes, then the router.
+    the Lua program when some model hashes on prompt prefixes or has a fallback model (it is
+    on the listener whether or not a share is in effect: a listener change drains
+    connections, a route change does not), then the router.
     Tenants' "no upstream" local replies become JSON 503s naming their pinning.
     """
     filters = [json_to_metadata_filter()]
-    if prefix_keys:
+    if lua:
         filters.append(lua_filter())
     filters.append(
         hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))

@@ -4,17 +4,19 @@ A model's requests come in kinds: which tenant sent them (or none) and which pri
 (interactive or batch). Each kind is sent to one cluster or, with versions, split between
 per-version clusters. The clusters are the control law's own (`<model>`, `<model>.batch`) and
 clusters derived from them in this layer (`<model>~<tenant>`, `...@<version>`), so the
-traffic policy works on whatever views the law computes.
+traffic policy works on whatever views the law computes. A kind's requests may also move to
+the model's fallback model while the view gives it a share (`fallback.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from heliostat.balance import ClusterView, RegionView, TrafficClass
 from heliostat.policy import Model, Policy
 from heliostat.policy.traffic import Tenant
+from heliostat.xds.translate.fallback import FallbackRoute, fallback_routes
 from heliostat.xds.translate.subsets import region_subset, version_subset
 from heliostat.xds.translate.versions import version_weights
 
@@ -33,6 +35,8 @@ class Target:
 class ModelPlan:
     model: Model
     targets: Mapping[Kind, Target]
+    # By tenant (None: the generic routes): the fallback this view applies now, if any.
+    fallbacks: Mapping[str | None, FallbackRoute] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,5 +83,5 @@ def plan(policy: Policy, view: RegionView) -> Plan:
                 targets[tenant.name if tenant else None, traffic_class] = Target(
                     tuple((c.name, w) for c, w in zip(derived, split, strict=True))
                 )
-        models.append(ModelPlan(model, targets))
+        models.append(ModelPlan(model, targets, fallback_routes(policy, model, view)))
     return Plan(clusters, tuple(models), policy.spec.tenants)

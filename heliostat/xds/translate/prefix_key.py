@@ -1,4 +1,4 @@
-"""The Lua program that turns the start of a prompt into a hash key (`affinity.prefix_chars`).
+"""The listener's Lua program: prefix keys (`affinity.prefix_chars`) and fallback moves.
 
 Envoy's hash policies read headers, not bodies. For clients that send no session header, this
 program (Envoy's Lua HTTP filter, one copy per listener) reads the OpenAI body, takes the
@@ -11,13 +11,21 @@ It acts only on routes whose metadata (under the filter's name) carries `prefix_
 when the session header is absent (a session key wins). A client-sent key header is removed
 first. Bodies that are not JSON objects, or have no prompt, get no key: Envoy then picks a
 replica at random within the hash load balancer's bounds.
+
+The same program moves a share of a model's requests to its fallback model, on routes whose
+metadata carries `fallback` (see `fallback_lua.py`). A moved request is decided before its
+prefix key, and gets the key its new model asks for (or none). One program, one JSON parser,
+one copy of the body: SOURCE is the parser and prompt functions (LIBRARY), the fallback's
+functions, then the entry point.
 """
 
 from __future__ import annotations
 
+from heliostat.xds.translate.fallback_lua import FALLBACK_FUNCTIONS
+
 LUA_FILTER_NAME = "envoy.filters.http.lua"
 
-SOURCE = r"""
+LIBRARY = r"""
 -- heliostat: prefix key for consistent hashing (see heliostat/xds/translate/prefix_key.py)
 
 local escapes = {['"'] = '"', ['\\'] = '\\', ['/'] = '/',
@@ -173,17 +181,43 @@ local function digest(s)
   return string.format("%08x%08x", a, b)
 end
 
+-- (the fallback's functions and the entry point follow: see prefix_key.py)
+"""
+
+ENTRY = r"""
 function envoy_on_request(handle)
   local meta = handle:metadata()
+  local fallback = meta:get("fallback")
   local chars = meta:get("prefix_chars")
-  if chars == nil then return end
+  if fallback == nil and chars == nil then return end
+  local session_header, key_header = meta:get("session_header"), meta:get("key_header")
   local headers = handle:headers()
-  local key_header = meta:get("key_header")
-  headers:remove(key_header)
-  if headers:get(meta:get("session_header")) ~= nil then return end
+  local moved = fallback ~= nil and falls_back(headers, fallback)
+  if moved then
+    headers:replace(fallback.model_header, fallback.model)
+    headers:replace(fallback.from_header, fallback.from)
+    handle:clearRouteCache()
+    -- the fallback's own prefix key, if it hashes on one
+    chars, session_header, key_header =
+      fallback.prefix_chars, fallback.prefix_session_header, fallback.key_header
+  end
+  local wants_key = false
+  if chars ~= nil then
+    headers:remove(key_header)
+    wants_key = headers:get(session_header) == nil
+  end
+  if not moved and not wants_key then return end
   local body = handle:body()
   if body == nil or body:length() == 0 then return end
   local raw = body:getBytes(0, body:length())
+  if moved then
+    local rewritten = with_model(raw, fallback.model)
+    if rewritten ~= nil then
+      body:setBytes(rewritten)  -- Envoy updates content-length
+      raw = rewritten
+    end
+  end
+  if not wants_key then return end
   local ok, parsed = pcall(function()
     local value = parse_value(raw, skip(raw, 1))
     return value
@@ -195,3 +229,5 @@ function envoy_on_request(handle)
   handle:headers():replace(key_header, digest(first_chars(text, chars)))
 end
 """
+
+SOURCE = LIBRARY + FALLBACK_FUNCTIONS + ENTRY

@@ -11,7 +11,9 @@ the first match), routes are generated for every combination of:
 
 A route sends to one cluster or, with versions, splits between per-version clusters by
 weight, choosing by the session hash so a session stays on one version. Every model route
-adds `x-heliostat-origin-region` and carries the retry policy. Requests naming no served
+adds `x-heliostat-origin-region`, answers `x-heliostat-served-model` and carries the retry
+policy; while its view gives the model a fallback share, its metadata tells the Lua program
+to move that share to the fallback model's routes (`fallback.py`). Requests naming no served
 model get a JSON 404 listing the models.
 """
 
@@ -30,8 +32,9 @@ from google.protobuf import wrappers_pb2
 from heliostat.balance import TrafficClass
 from heliostat.policy.traffic import Tenant
 from heliostat.xds.translate import body
-from heliostat.xds.translate.affinity import hash_policies, prefix_key_metadata
+from heliostat.xds.translate.affinity import hash_policies, prefix_key_settings
 from heliostat.xds.translate.common import seconds
+from heliostat.xds.translate.fallback import lua_metadata, served_model
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME
 from heliostat.xds.translate.plan import ModelPlan, Target
 from heliostat.xds.translate.resilience import per_try_timeout, retry_policy
@@ -110,8 +113,10 @@ def _model_routes(
             match=rc.RouteMatch(prefix="/", headers=headers, dynamic_metadata=metadata),
             route=action,
             request_headers_to_add=_origin(region),
+            response_headers_to_add=[served_model(model)],
         )
-        lua = prefix_key_metadata(model)
+        fallback = plan.fallbacks.get(tenant.name if tenant else None)
+        lua = lua_metadata(prefix_key_settings(model), fallback, MODEL_HEADER)
         if lua is not None:
             route.metadata.CopyFrom(lua)
         routes.append(route)
