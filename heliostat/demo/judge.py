@@ -22,6 +22,7 @@ from heliostat.demo.observe import (
     Sample,
     push_rate,
     served,
+    share_changes,
     shares,
     weight_changes,
     window,
@@ -33,10 +34,11 @@ MIN_REQUESTS = 15  # fewer measured requests than this in a window is too little
 OVERFLOW_VISIBLE = 0.05  # a surge must actually lend at least this share
 OVERFLOW_MARGIN = 0.05  # sampling noise allowed above max_share
 FAILOVER_SHARE = 0.95  # after the settle time, this share of us-east's users served in eu-west
-# "No flapping", after a comeback. Weights are sampled at 2/s in every gateway; a host
-# whose weight goes down and up again (one reversal) may just be shedding the failover load,
-# one that turns round twice or more is flapping. A flapping law also pushes on most ticks:
-# up to 3 node groups x 2 ticks/s = 6 pushes/s here; a settled one pushes now and then.
+# "No flapping", after a comeback. Endpoint weights (sampled at 2/s in every gateway) and
+# overflow shares (heliostat's published decisions): one that goes down and up again (one
+# reversal) may just be settling, one that turns round twice or more is flapping. A flapping
+# law also pushes on most ticks: up to 3 node groups x 2 ticks/s = 6 pushes/s here; a
+# settled one pushes now and then.
 RAMP_ALLOWANCE_S = 5.0  # doubling from weight 1 to 100 takes 7 ticks of 0.5 s
 MIN_QUIET_S = 3.0
 MAX_PUSHES_PER_S = 1.5
@@ -222,7 +224,9 @@ def judge_recovery(phase: Phase, evidence: Evidence) -> Verdict:
     local = shares(home).get(US_EAST, 0.0)
     rate = push_rate(*pair)
     comeback = [s for s in evidence.samples if restore[1] <= s.t <= phase.end]
-    changes, turns = weight_changes(comeback, REGIONS)
+    changes, weight_turns = weight_changes(comeback, REGIONS)
+    share_moves, share_turns = share_changes(comeback)
+    turns = max(weight_turns, share_turns)
     problems: list[str] = []
     if total < MIN_REQUESTS:
         problems.append(f"too few {US_EAST} requests to judge ({total})")
@@ -232,15 +236,18 @@ def judge_recovery(phase: Phase, evidence: Evidence) -> Verdict:
         problems.append("heliostat's push counter could not be read")
     elif rate > MAX_PUSHES_PER_S:
         problems.append(f"{rate:.1f} pushes/s after the ramp")
-    if turns > MAX_TURNS:
-        problems.append(f"a weight turned round {turns} times: flapping")
+    if weight_turns > MAX_TURNS:
+        problems.append(f"an endpoint weight turned round {weight_turns} times: flapping")
+    if share_turns > MAX_TURNS:
+        problems.append(f"an overflow share turned round {share_turns} times: flapping")
     failed = unexplained_failures(phase, evidence)
     if failed:
         problems.append(_failures_text(failed))
     pushes = "?" if rate is None else f"{rate:.2f}"
     detail = (
         f"{US_EAST} fleet up {restore[1] - restore[0]:.1f} s after the restart; since then "
-        f"{changes} weight changes across the gateways, at most {turns} reversal(s) per host; last "
+        f"{changes} weight changes across the gateways and {share_moves} overflow share "
+        f"changes, at most {turns} reversal(s) of any one; last "
         f"{pair[1].t - pair[0].t:.0f} s: {_pct(local)} of {US_EAST}'s users served at home "
         f"(n={total}), {pushes} pushes/s; {_failures_text(failed)}"
     )

@@ -161,7 +161,7 @@ def weight_series(samples: Iterable[Sample], gateway: str) -> dict[str, list[int
     return series
 
 
-def reversals(values: Sequence[int]) -> int:
+def reversals(values: Sequence[float]) -> int:
     """How often a series turned round (up then down, or down then up): flapping's count."""
     turns = 0
     direction = 0
@@ -182,4 +182,24 @@ def weight_changes(samples: Iterable[Sample], gateways: Iterable[str]) -> tuple[
         for values in weight_series(listed, gateway).values():
             changes += max(0, len(values) - 1)
             turns = max(turns, reversals(values))
+    return changes, turns
+
+
+def share_changes(samples: Iterable[Sample]) -> tuple[int, int]:
+    """(changes, most reversals) of heliostat's published overflow shares, sender -> rescuer.
+
+    Shares are locality weights in Envoy: a share that goes up and down again and again is
+    flapping just as much as an endpoint weight that does (an absent share counts as 0).
+    """
+    listed = list(samples)
+    pairs = {(r, q) for s in listed for r, sends in s.sends.items() for q in sends}
+    changes = turns = 0
+    for sender, rescuer in sorted(pairs):
+        values: list[float] = []
+        for sample in listed:
+            value = sample.sends.get(sender, {}).get(rescuer, 0.0)
+            if not values or values[-1] != value:
+                values.append(value)
+        changes += max(0, len(values) - 1)
+        turns = max(turns, reversals(values))
     return changes, turns

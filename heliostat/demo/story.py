@@ -46,7 +46,7 @@ DEFAULT_DURATION = 90.0
 # Everyone's ordinary traffic, in replica capacities: well inside every region's GPUs, and
 # us-east + eu-west together fit in eu-west alone (the outage needs that).
 BASELINE: Mapping[str, float] = {US_EAST: 0.8, EU_WEST: 0.5, AP_SOUTHEAST: 0.4}
-SURGE = 1.4  # ap-southeast's demand during the surge: 40% more than its one replica
+SURGE = 1.3  # ap-southeast's demand during the surge: 30% more than its one replica
 
 
 def rtt_ms(a: str, b: str) -> int:
@@ -137,7 +137,7 @@ _PLANS = (
     _Plan(
         "outage",
         0.25,
-        10.0,
+        12.0,
         f"outage: {US_EAST}'s whole fleet is killed",
         f"{US_EAST}'s gateway fails over to {EU_WEST}; only requests in flight at the kill "
         "may fail",

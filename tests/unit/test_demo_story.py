@@ -6,6 +6,7 @@ each, so a judge that waved everything through (or failed everything) would be c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from heliostat.demo.observe import (
     push_rate,
     reversals,
     served,
+    share_changes,
     weight_changes,
     window,
 )
@@ -69,7 +71,8 @@ def test_short_stories_keep_every_phase_at_its_floor_and_too_short_ones_are_refu
     assert shortest.phases[-1].end == script.MIN_DURATION
     assert shortest.phase("surge").length >= 12
     assert shortest.phase("recovery").length >= 16
-    with pytest.raises(StoryError, match="--duration must be at least 46"):
+    assert shortest.phase("outage").length >= 12
+    with pytest.raises(StoryError, match="--duration must be at least 48"):
         build_story(script.MIN_DURATION - 1)
 
 
@@ -413,7 +416,7 @@ def recovery_world(
 def test_recovery_is_ok_when_traffic_returns_home_and_the_pushes_stop() -> None:
     verdict = judge_recovery(RECOVERY, evidence(recovery_world(), [], {"restore": RESTORE}))
     assert verdict.ok, verdict.detail
-    assert "at most 0 reversal(s) per host" in verdict.detail
+    assert "at most 0 reversal(s) of any one" in verdict.detail
     assert "0.00 pushes/s" in verdict.detail
 
 
@@ -422,6 +425,24 @@ def test_recovery_fails_when_weights_flap() -> None:
     world = recovery_world(weights=flapping)
     verdict = judge_recovery(RECOVERY, evidence(world, [], {"restore": RESTORE}))
     assert not verdict.ok and "flapping" in verdict.detail
+
+
+def test_recovery_fails_when_an_overflow_share_flaps() -> None:
+    world = recovery_world()
+    for i, share in enumerate((0.05, 0.2, 0.05, 0.2, 0.05)):
+        sends = {AP_SOUTHEAST: {EU_WEST: share}}
+        world.samples[i] = dataclasses.replace(world.samples[i], sends=sends)
+    verdict = judge_recovery(RECOVERY, evidence(world, [], {"restore": RESTORE}))
+    assert not verdict.ok
+    assert "an overflow share turned round 3 times: flapping" in verdict.detail
+
+
+def test_share_changes_count_an_absent_share_as_zero() -> None:
+    world = World()
+    for share in (None, 0.05, 0.1, None, 0.05):
+        world.sends = {} if share is None else {AP_SOUTHEAST: {EU_WEST: share}}
+        world.sample(len(world.samples))
+    assert share_changes(world.samples) == (4, 2)
 
 
 def test_recovery_fails_when_heliostat_keeps_pushing_or_traffic_stays_away() -> None:
@@ -513,6 +534,6 @@ def test_a_too_short_duration_is_refused_before_anything_starts(
     assert main(["demo", "--headless", "--duration", "20"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == (
-        "heliostat demo: --duration must be at least 46 seconds "
-        "(the four phases need 8, 12, 10, 16 s); got 20"
+        "heliostat demo: --duration must be at least 48 seconds "
+        "(the four phases need 8, 12, 12, 16 s); got 20"
     )
