@@ -1,40 +1,90 @@
-"""JSON for /debug/state: every view with its clusters and endpoints, every node's sync."""
+"""JSON for /debug/state: every view with its clusters and endpoints, every node's sync.
+
+A view lists, by cluster name, the control law's clusters (`<model>`, `<model>.batch`) and,
+given the policy, the clusters the traffic policy derives from them for this view's Envoys
+(`<model>@<version>`, `<model>~<tenant>`, `<model>~<tenant>@<version>`), each saying what it
+was derived from; those are the clusters Envoy really holds. A model's own cluster also
+carries its fallback: the share of its requests this view sends to the fallback model and
+why, and the same for each tenant's pinned requests.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from heliostat.balance import RegionView, Views
+from heliostat.balance import ClusterView, FallbackView, RegionView, Views
+from heliostat.policy import Policy
 from heliostat.xds.cache import SnapshotCache
 from heliostat.xds.registry import StreamRegistry
+from heliostat.xds.translate.plan import plan
+from heliostat.xds.translate.subsets import TENANT_SEPARATOR, VERSION_SEPARATOR
 
 
-def describe_views(views: Views) -> dict[str, Any]:
-    regions = {region: _region(view) for region, view in sorted(views.by_region.items())}
-    return {"regions": regions, "neutral": _region(views.neutral)}
+def describe_views(views: Views, policy: Policy | None = None) -> dict[str, Any]:
+    regions = {region: _region(view, policy) for region, view in sorted(views.by_region.items())}
+    return {"regions": regions, "neutral": _region(views.neutral, policy)}
 
 
-def _region(view: RegionView) -> dict[str, Any]:
+def _region(view: RegionView, policy: Policy | None) -> dict[str, Any]:
+    result = {cluster.name: _cluster(cluster, view) for cluster in view.clusters}
+    if policy is None:
+        return result
+    try:
+        derived = plan(policy, view).clusters
+    except ValueError:  # views of another policy (a reload in between): nothing to derive
+        return result
+    for name, (cluster, _model) in sorted(derived.items()):
+        if name not in result:
+            result[name] = {**_cluster(cluster, view), **_derivation(name)}
+    return result
+
+
+def _cluster(cluster: ClusterView, view: RegionView) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "model": cluster.model,
+        "traffic_class": cluster.traffic_class.value,
+        "drop_overload_percent": cluster.drop_overload_percent,
+        "endpoints": [
+            {
+                "address": e.address,
+                "region": locality.region,
+                "version": e.version,
+                "priority": locality.priority,
+                "locality_weight": locality.weight,
+                "weight": e.weight,
+                "health": e.health.value,
+                "reason": dict(e.reason),
+            }
+            for locality in cluster.localities
+            for e in locality.endpoints
+        ],
+    }
+    if cluster.name == cluster.model:
+        own = view.fallback(cluster.model)
+        if own is not None:
+            entry["fallback"] = _fallback(own)
+            entry["tenant_fallbacks"] = {
+                f.tenant: _fallback(f)
+                for f in view.fallbacks
+                if f.model == cluster.model and f.tenant is not None
+            }
+    return entry
+
+
+def _fallback(fallback: FallbackView) -> dict[str, Any]:
+    return {"model": fallback.fallback, "share": fallback.share, "reason": dict(fallback.reason)}
+
+
+def _derivation(name: str) -> dict[str, Any]:
+    """What a derived cluster's name says: the cluster it comes from, its version, its tenant."""
+    source, _, version = name.partition(VERSION_SEPARATOR)
+    source, _, tenant = source.partition(TENANT_SEPARATOR)
+    kinds = [kind for kind, value in (("tenant", tenant), ("version", version)) if value]
     return {
-        cluster.name: {
-            "model": cluster.model,
-            "drop_overload_percent": cluster.drop_overload_percent,
-            "endpoints": [
-                {
-                    "address": e.address,
-                    "region": locality.region,
-                    "version": e.version,
-                    "priority": locality.priority,
-                    "locality_weight": locality.weight,
-                    "weight": e.weight,
-                    "health": e.health.value,
-                    "reason": dict(e.reason),
-                }
-                for locality in cluster.localities
-                for e in locality.endpoints
-            ],
-        }
-        for cluster in view.clusters
+        "derived_from": source,
+        "kind": "+".join(kinds),
+        "tenant": tenant or None,
+        "version": version or None,
     }
 
 

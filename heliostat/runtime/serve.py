@@ -136,7 +136,7 @@ class ControlPlane:
                 "rejections": self.watcher.rejections,
                 "last_error": self.watcher.last_error,
             },
-            "views": describe_views(inputs.views),
+            "views": describe_views(inputs.views, inputs.policy),
             "control": self.control.describe(),
             "signals": debug_view(
                 self.signals.signals(),

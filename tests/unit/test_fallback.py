@@ -19,6 +19,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import json_format
 
+from heliostat.admin.state import describe_views
 from heliostat.balance import FallbackView, RegionView, static_views
 from heliostat.policy import Policy, PolicyError, parse_policy
 from heliostat.xds.nodes import NodeGroup, Role
@@ -407,3 +408,50 @@ def test_the_lua_program_moves_a_sticky_share_and_rewrites_the_body_model(tmp_pa
     # its first 5 characters ("hello"), so they are equal.
     assert with_session == without and len(with_session) == 16
     assert body == '{"model": "small", "prompt": "hello world"}'
+
+
+# -- /debug/state -----------------------------------------------------------------------------
+
+
+def test_debug_state_shows_the_fallback_and_the_derived_clusters_of_every_view() -> None:
+    policy = parse_policy(POLICY)
+    views = static_views(policy)
+    views = dataclasses.replace(
+        views,
+        by_region={
+            **views.by_region,
+            "eu-west": view_with(policy, "eu-west", 0.35, {"acme": 0.1, "zeta": 0.0}),
+        },
+    )
+    state = describe_views(views, policy)
+    eu = state["regions"]["eu-west"]
+    assert eu[LLAMA]["fallback"] == {
+        "model": SMALL,
+        "share": 0.35,
+        "reason": {"state": "exhausted", "share": 0.35, "pressure": 1.5, "detail": "saturated"},
+    }
+    assert {t: f["share"] for t, f in eu[LLAMA]["tenant_fallbacks"].items()} == {
+        "acme": 0.1,
+        "zeta": 0.0,
+    }
+    assert "fallback" not in eu[SMALL] and "fallback" not in eu[QWEN]
+    # Version and tenant clusters, as Envoy holds them, with what they come from.
+    assert eu[f"{SMALL}@v2"] | {"endpoints": []} == {
+        "model": SMALL,
+        "traffic_class": "interactive",
+        "drop_overload_percent": 0.0,
+        "endpoints": [],
+        "derived_from": SMALL,
+        "kind": "version",
+        "tenant": None,
+        "version": "v2",
+    }
+    assert [e["address"] for e in eu[f"{SMALL}@v2"]["endpoints"]] == ["127.0.0.1:9211"]
+    acme = eu[f"{LLAMA}~acme"]
+    assert (acme["kind"], acme["tenant"], acme["derived_from"]) == ("tenant", "acme", LLAMA)
+    assert {e["region"] for e in acme["endpoints"]} == {"eu-west"}
+    both = eu[f"{SMALL}~acme@v2"]
+    assert (both["kind"], both["tenant"], both["version"]) == ("tenant+version", "acme", "v2")
+    # Without the policy (or with another one), only the control law's own clusters.
+    assert set(describe_views(views)["regions"]["eu-west"]) == {LLAMA, SMALL, QWEN}
+    assert f"{QWEN}~zeta" in state["neutral"]
