@@ -21,7 +21,7 @@ from google.protobuf import json_format
 
 from heliostat.admin.state import describe_views
 from heliostat.balance import FallbackView, RegionView, static_views
-from heliostat.policy import Policy, PolicyError, parse_policy
+from heliostat.policy import Policy, PolicyError, load_policy, parse_policy
 from heliostat.xds.nodes import NodeGroup, Role
 from heliostat.xds.translate import (
     FALLBACK_FROM_HEADER,
@@ -455,3 +455,10 @@ def test_debug_state_shows_the_fallback_and_the_derived_clusters_of_every_view()
     # Without the policy (or with another one), only the control law's own clusters.
     assert set(describe_views(views)["regions"]["eu-west"]) == {LLAMA, SMALL, QWEN}
     assert f"{QWEN}~zeta" in state["neutral"]
+
+
+def test_the_repository_example_has_a_fallback() -> None:
+    example = load_policy(Path(__file__).resolve().parents[2] / "policies" / "traffic.yaml")
+    llama = example.model(LLAMA)
+    assert llama is not None and llama.fallback is not None
+    assert example.model(llama.fallback.model) is not None
