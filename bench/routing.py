@@ -29,6 +29,7 @@ Benchmarks report; nothing here asserts a timing.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
     workloads = [build(name, plan.durations_s[name]) for name in WORKLOADS]
     processes: list[Process] = []
     began = time.monotonic()
+    load_before = os.getloadavg()
     try:
         mesh = start_mesh(
             workdir,
@@ -99,7 +101,12 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
             process.stop()
     return {
         "size": size,
-        "setup": _setup(size, plan, workloads, setup_s, time.monotonic() - began),
+        "setup": {
+            **_setup(size, plan, workloads, setup_s, time.monotonic() - began),
+            # Other work on the machine skews timings: say how busy it was.
+            "load_average_1m": {"start": load_before[0], "end": os.getloadavg()[0]},
+            "cpus": os.cpu_count(),
+        },
         "workloads": results,
         "details": details,
     }
@@ -142,6 +149,7 @@ def _run_policy(
     else:
         report = asyncio.run(loadgen.run(shots, timeout=CLIENT_TIMEOUT_S))
     detail["wall_s"] = round(time.monotonic() - began, 2)
+    detail["load_average_1m"] = round(os.getloadavg()[0], 2)
     entry = measure(report, mesh.stats(), fleet.SLO_TTFT_MS)
     detail["served_by"] = served_by(report)
     detail["ttft_p99_ms_by_origin"] = per_origin_ttft_p99(report)
