@@ -290,8 +290,8 @@ def _footer(board: Board, log: list[str]) -> RenderableType:
     )
     lines: list[RenderableType] = [totals]
     lines += [Text(line, style="dim") for line in log]
-    for verdict in board.verdicts:
-        line = Text(f"  {verdict.name}: ")
+    for verdict in board.verdicts:  # one line each: the full details come in the final table
+        line = Text(f"  {verdict.name}: ", no_wrap=True, overflow="ellipsis")
         line.append_text(_result(verdict.ok))
         line.append(f"  {verdict.detail}", style="dim")
         lines.append(line)
