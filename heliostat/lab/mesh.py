@@ -1,6 +1,8 @@
 """A three-region mesh for scenario tests: simulated fleet, heliostat, one Envoy per region.
 
 Requests go to each region's gateway; what the replicas saw (`/sim/stats`) is the measure.
+Besides the main model (MODEL), a mesh can serve other models (`ExtraModel`: a fallback
+model, say) from the same per-region fleet processes.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import asyncio
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,18 @@ RTT = {
 }
 
 
+@dataclass(frozen=True)
+class ExtraModel:
+    """Another model the mesh serves beside MODEL: its replicas per region and, like the main
+    model's `model_overrides`, keys of its policy section (`fallback`, `thresholds`...)."""
+
+    name: str
+    per_region: Mapping[str, int]
+    slots: int = 4
+    speed: float = 4.0
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class Mesh:
     policy_path: Path
@@ -42,9 +56,15 @@ class Mesh:
     fleets: dict[str, SimFleet]  # one process per region: stopping one is a region outage
     heliostat: Heliostat
     envoys: dict[str, Envoy] = field(default_factory=dict)
+    # The extra models' replicas: model -> region -> addresses.
+    models: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def region_of(self, address: str) -> str:
-        return next(r for r, addresses in self.replicas.items() if address in addresses)
+        for replicas in (self.replicas, *self.models.values()):
+            for region, addresses in replicas.items():
+                if address in addresses:
+                    return region
+        raise KeyError(f"{address} is no replica of this mesh")
 
     def shots(
         self,
@@ -58,12 +78,13 @@ class Mesh:
         headers: Mapping[str, str] | None = None,
         max_tokens: int = 24,
         prompt_tokens: int = 32,
+        model: str = MODEL,
     ) -> list[loadgen.Shot]:
         rng = random.Random(f"{seed}-{region}-{label}")
         url = f"http://{LOCALHOST}:{self.gateways[region]}/v1/completions"
-        body = loadgen.completion_body(MODEL, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        body = loadgen.completion_body(model, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
         return [
-            loadgen.Shot(at, url, {"x-model": MODEL, **(headers or {})}, body, label or region)
+            loadgen.Shot(at, url, {"x-model": model, **(headers or {})}, body, label or region)
             for at in loadgen.poisson_times(rate, duration, rng, start)
         ]
 
@@ -101,6 +122,15 @@ class Mesh:
             for a in addresses
         }
 
+    def model_stats(self, model: str) -> dict[str, dict[str, Any]]:
+        """`stats` of an extra model's replicas (those whose region's fleet runs)."""
+        return {
+            a: self.fleets[r].stats(a)
+            for r, addresses in self.models[model].items()
+            if self.fleets[r].running
+            for a in addresses
+        }
+
     def served_by_origin(self) -> dict[str, Counter[str]]:
         """origin region -> region that served it -> requests, as the replicas counted."""
         result: dict[str, Counter[str]] = {}
@@ -127,27 +157,16 @@ def mesh_document(
     speed: float,
     model_overrides: Mapping[str, Any] | None = None,
     endpoint_sim: Mapping[str, Mapping[str, Any]] | None = None,
+    extra_models: Sequence[tuple[ExtraModel, Mapping[str, list[str]]]] = (),
 ) -> dict[str, Any]:
-    endpoints = [
-        {
-            "address": address,
-            "region": region,
-            "slots": slots,
-            "sim": {"max_num_seqs": slots, "speed": speed, **(endpoint_sim or {}).get(address, {})},
-        }
-        for region, addresses in replicas.items()
-        for address in addresses
+    """The mesh's policy: MODEL on `replicas`, then each extra model on its replicas."""
+    models = [
+        _model_section(MODEL, replicas, slots, speed, model_overrides or {}, endpoint_sim or {})
     ]
-    model = {
-        "name": MODEL,
-        "engine": "vllm",
-        "slo": {"ttft_ms": 800, "network_budget_ms": 170},
-        "signals": {"interval": "500ms", "timeout": "250ms", "stale_after": "1500ms"},
-        "thresholds": {"queue": 2, "kv": 0.8, "failures": 2},
-        "overflow": {"max_share": 0.3},
-        **(model_overrides or {}),
-        "endpoints": endpoints,
-    }
+    for extra, addresses in extra_models:
+        models.append(
+            _model_section(extra.name, addresses, extra.slots, extra.speed, extra.overrides, {})
+        )
     return {
         "apiVersion": "heliostat/v1",
         "kind": "InferencePolicy",
@@ -155,8 +174,38 @@ def mesh_document(
         "spec": {
             "regions": {name: {"rtt_ms": dict(rtt)} for name, rtt in RTT.items()},
             "gateway": {"port": gateways_port, "address": LOCALHOST},
-            "models": [model],
+            "models": models,
         },
+    }
+
+
+def _model_section(
+    name: str,
+    replicas: Mapping[str, list[str]],
+    slots: int,
+    speed: float,
+    overrides: Mapping[str, Any],
+    endpoint_sim: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    endpoints = [
+        {
+            "address": address,
+            "region": region,
+            "slots": slots,
+            "sim": {"max_num_seqs": slots, "speed": speed, **endpoint_sim.get(address, {})},
+        }
+        for region, addresses in replicas.items()
+        for address in addresses
+    ]
+    return {
+        "name": name,
+        "engine": "vllm",
+        "slo": {"ttft_ms": 800, "network_budget_ms": 170},
+        "signals": {"interval": "500ms", "timeout": "250ms", "stale_after": "1500ms"},
+        "thresholds": {"queue": 2, "kv": 0.8, "failures": 2},
+        "overflow": {"max_share": 0.3},
+        **overrides,
+        "endpoints": endpoints,
     }
 
 
@@ -170,11 +219,22 @@ def start_mesh(
     delta: bool = False,
     model_overrides: Mapping[str, Any] | None = None,
     endpoint_sim: Callable[[dict[str, list[str]]], Mapping[str, Mapping[str, Any]]] | None = None,
+    extra_models: Sequence[ExtraModel] = (),
 ) -> Mesh:
     replicas = {
         region: [f"{LOCALHOST}:{free_port()}" for _ in range(count)]
         for region, count in per_region.items()
     }
+    extras = [
+        (
+            extra,
+            {
+                region: [f"{LOCALHOST}:{free_port()}" for _ in range(count)]
+                for region, count in extra.per_region.items()
+            },
+        )
+        for extra in extra_models
+    ]
     policy_port = free_port()
     document = mesh_document(
         policy_port,
@@ -183,11 +243,14 @@ def start_mesh(
         speed=speed,
         model_overrides=model_overrides,
         endpoint_sim=endpoint_sim(replicas) if endpoint_sim else None,
+        extra_models=extras,
     )
     policy = workdir / "policy.yaml"
     write_policy(policy, document)
     fleets = {}
-    for region in replicas:
+    regions = list(replicas)
+    regions += sorted({r for _, addresses in extras for r in addresses} - set(replicas))
+    for region in regions:
         # per-endpoint speeds come from the policy's sim knobs
         fleet = SimFleet(policy, workdir, speed=None, region=region)
         processes.append(fleet)
@@ -197,6 +260,7 @@ def start_mesh(
     processes.append(heliostat)
     heliostat.start()
     mesh = Mesh(policy, document, {}, replicas, fleets, heliostat)
+    mesh.models = {extra.name: addresses for extra, addresses in extras}
     for region in RTT:
         port = free_port()
         envoy = Envoy(
