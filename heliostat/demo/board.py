@@ -65,11 +65,6 @@ class Board:
     pushes: float | None
     push_rate: float | None
     verdicts: tuple[Verdict, ...]
-    status: str
-
-    @property
-    def index(self) -> int | None:
-        return None if self.phase is None else self.story.phases.index(self.phase)
 
 
 def build(
@@ -80,7 +75,6 @@ def build(
     replicas: Mapping[str, Sequence[str]],
     arrivals: Sequence[tuple[float, str, str]] = (),
     verdicts: Sequence[Verdict] = (),
-    status: str = "",
 ) -> Board:
     phase = story.phase_at(t)
     recent = window(samples, t - RECENT, t) if samples else None
@@ -138,5 +132,4 @@ def build(
         pushes=latest.pushes if latest else None,
         push_rate=push_rate(*recent) if recent else None,
         verdicts=tuple(verdicts),
-        status=status,
     )

@@ -107,7 +107,6 @@ class Demo:
     generations: dict[str, int] = field(default_factory=dict)
     events: dict[str, tuple[float, float]] = field(default_factory=dict)
     verdicts: list[Verdict] = field(default_factory=list)
-    status: str = ""
 
     def now(self) -> float:
         return 0.0 if self.t0 is None else time.monotonic() - self.t0
@@ -121,7 +120,6 @@ class Demo:
             self.mesh.replicas if self.mesh else {},
             self.arrivals,
             list(self.verdicts),
-            self.status,
         )
 
     def evidence(self) -> Evidence:
@@ -181,7 +179,7 @@ def run(options: Options, observer: Observer) -> Outcome:
             for process in reversed(processes):
                 process.stop()
     reason = (
-        f"not reached: stopped by {interrupted}"
+        f"not judged: stopped by {interrupted}"
         if interrupted
         else f"not judged: {failure}"
         if failure
@@ -271,7 +269,6 @@ def _play(demo: Demo, observer: Observer, workdir: Path, processes: list[Process
         while current + 1 < len(story.phases) and t >= story.phases[current + 1].start:
             current += 1
             phase = story.phases[current]
-            demo.status = phase.watch
             observer.phase(current, phase, story)
             if phase.action is not None:
                 _act(demo, mesh, phase.action, observer)
@@ -285,7 +282,6 @@ def _play(demo: Demo, observer: Observer, workdir: Path, processes: list[Process
                 observer.verdict(demo.now(), verdict)
                 pending.remove(phase)
         time.sleep(TICK)
-    demo.status = "done"
 
 
 def _ready(mesh: Mesh) -> bool:

@@ -92,11 +92,8 @@ class Story:
     def phase_at(self, t: float) -> Phase | None:
         return next((p for p in self.phases if p.contains(t)), None)
 
-    def index(self, name: str) -> int:
-        return next(i for i, p in enumerate(self.phases) if p.name == name)
-
     def phase(self, name: str) -> Phase:
-        return self.phases[self.index(name)]
+        return next(p for p in self.phases if p.name == name)
 
 
 @dataclass(frozen=True, slots=True)
