@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from heliostat import logs
+from heliostat.demo import story as demo_story
 from heliostat.policy import PolicyError, load_policy
 from heliostat.xds.bootstrap import BootstrapOptions, bootstrap
 from heliostat.xds.nodes import Role
@@ -237,9 +238,10 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--duration",
         type=seconds,
-        default=90.0,
+        default=demo_story.DEFAULT_DURATION,
         metavar="SECONDS",
-        help="length of the story, at least 40 (default 90; start-up comes on top)",
+        help=f"length of the story, at least {demo_story.MIN_DURATION:g} (default "
+        f"{demo_story.DEFAULT_DURATION:g}; start-up comes on top)",
     )
     demo.add_argument(
         "--headless", action="store_true", help="no live view: one line per phase, then a table"

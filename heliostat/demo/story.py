@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from heliostat.sim.loadgen import poisson_times
-
 US_EAST, EU_WEST, AP_SOUTHEAST = "us-east", "eu-west", "ap-southeast"
 REGIONS = (US_EAST, EU_WEST, AP_SOUTHEAST)
 REPLICAS: Mapping[str, int] = {US_EAST: 4, EU_WEST: 2, AP_SOUTHEAST: 1}
@@ -215,6 +213,8 @@ def arrivals(story: Story, replica_rps: float, seed: int = 1) -> list[tuple[floa
     same story, and an open loop keeps sending when the system slows down (a closed loop
     would hide the overload the surge is about).
     """
+    from heliostat.sim.loadgen import poisson_times  # aiohttp: not for `heliostat --help`
+
     result: list[tuple[float, str, str]] = []
     for phase in story.phases:
         for region in REGIONS:
