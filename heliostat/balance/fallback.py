@@ -34,9 +34,9 @@ tenant's fallback never leaves its regions, and without B there it never happens
 The target then travels to Envoy like an overflow share (`shares.follow`: a dead zone on the
 goal, an EWMA bounded to UP_PER_S / DOWN_PER_S, 5% levels with hysteresis), and a new level
 (at most one tick's rate away) is published only once it has been asked for over
-`weights.CONFIRM_TICKS` ticks in the same direction, as endpoint weights are, unless a move in that direction is already under way
-(the ramp is not re-confirmed at every level) or B is past its own thresholds (then the
-share falls at once, still rate-limited).
+`weights.CONFIRM_TICKS` ticks in the same direction, as endpoint weights are, unless a move
+in that direction is already under way (the ramp is not re-confirmed at every level) or B
+is past its own thresholds (then the share falls at once, still rate-limited).
 """
 
 from __future__ import annotations
