@@ -125,6 +125,27 @@ async def run(
     return report
 
 
+def carries_token(line: bytes) -> bool:
+    """Whether an SSE line brings generated text: the first such line is the first token.
+
+    A chat stream opens with an empty assistant delta before any token is generated (vLLM
+    does the same), so "the first data line" would measure the time to that, not the TTFT.
+    """
+    if not line.startswith(b"data: ") or b"[DONE]" in line:
+        return False
+    try:
+        chunk = json.loads(line[6:])
+    except ValueError:
+        return True  # not OpenAI JSON: any payload counts
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return True
+    choice = choices[0]
+    delta = choice.get("delta")
+    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+    return bool(text)
+
+
 async def _send(
     session: aiohttp.ClientSession, shot: Shot, prepare: Callable[[Shot], Shot] | None = None
 ) -> Result:
@@ -137,7 +158,7 @@ async def _send(
             headers = {k.lower(): v for k, v in resp.headers.items()}
             if resp.status == 200 and shot.body.get("stream"):
                 async for line in resp.content:
-                    if ttft is None and line.startswith(b"data: ") and b"[DONE]" not in line:
+                    if ttft is None and carries_token(line):
                         ttft = time.monotonic() - started
             else:
                 await resp.read()
