@@ -1,0 +1,158 @@
+"""After a surge: the overflow share comes back to zero without turning round (`QueuePlant`).
+
+`Plant` (helpers) reports a queue proportional to the load, so its pressure *is* demand over
+capacity. A real replica's queue is a backlog instead: while arrivals exceed what it serves
+the queue grows for as long as the surge lasts, and it takes time to drain once the surge
+ends. In this plant the law reads a 2x surge as up to 30x (pressure counts the backlog),
+keeps lending 12-18 s after the queue has drained, and with a 2x surge raises the share
+again while the region sits idle: the test below is a strict xfail until the demand
+estimate tells a backlog from a rate. `seed` makes the plant noisy (Poisson arrivals): it
+also shows the rescuer's single-scrape noise cutting a share to zero mid-surge.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+from heliostat.balance import ControlState, Views, compute
+from tests.balance.helpers import MODEL, REGIONS, T0, Signals, addresses, policy_of, shares_in
+from tests.balance.helpers import signal as signal_of
+
+SLOTS = 8
+SERVICE_S = 1.0  # one request holds a slot this long: a full replica serves 8 requests/s
+TICK_S = 0.5  # the demo's scrape interval
+STEP_S = 0.01  # the plant's integration step
+FLEET = {"us-east": 4, "eu-west": 2, "ap-southeast": 1}
+MAX_SHARE = 0.3
+SENDER, RESCUER = "ap-southeast", "eu-west"
+
+
+class QueuePlant:
+    """Every replica queues what it cannot run: requests in system n, running min(n, SLOTS),
+    the rest waiting, each running request done after SERVICE_S on average. Demand is in
+    replica capacities per region and split by the last views' locality weights; every
+    replica of a region sees the same share of it. Without `seed` the plant is a fluid (no
+    noise); with one, arrivals and completions are random (Poisson arrivals, exponential
+    service)."""
+
+    def __init__(self, demand: Mapping[str, float], *, seed: int | None = None) -> None:
+        self.policy = policy_of(FLEET, budget=170.0, max_share=MAX_SHARE, slots=SLOTS)
+        self.demand = dict(demand)
+        self.rng = random.Random(seed) if seed is not None else None
+        self.in_system = dict.fromkeys(REGIONS, 0.0)  # per replica
+        self.views: Views | None = None
+        self.state: ControlState | None = None
+        self.now = T0
+
+    def arrivals(self) -> dict[str, float]:
+        """Requests per second reaching each replica of every region."""
+        rate = dict.fromkeys(REGIONS, 0.0)
+        for origin, amount in self.demand.items():
+            split = {origin: 1.0} if self.views is None else shares_in(self.views, origin)
+            for region, share in split.items():
+                rate[region] += share * amount * SLOTS / SERVICE_S / FLEET[region]
+        return rate
+
+    def advance(self, seconds: float) -> None:
+        rate = self.arrivals()
+        for _ in range(round(seconds / STEP_S)):
+            for region in REGIONS:
+                n = self.in_system[region]
+                running = min(n, SLOTS)
+                if self.rng is None:
+                    n += (rate[region] - running / SERVICE_S) * STEP_S
+                else:
+                    # Ten Bernoulli trials per step: Poisson enough at these rates.
+                    n += sum(self.rng.random() < rate[region] * STEP_S / 10 for _ in range(10))
+                    n -= sum(self.rng.random() < STEP_S / SERVICE_S for _ in range(int(running)))
+                self.in_system[region] = max(0.0, n)
+
+    def waiting(self, region: str) -> float:
+        return max(0.0, self.in_system[region] - SLOTS)
+
+    def signals(self) -> Signals:
+        result: Signals = {}
+        for region in REGIONS:
+            n = self.in_system[region]
+            for address in addresses(self.policy, region):
+                result[(MODEL, address)] = signal_of(
+                    address,
+                    waiting=max(0.0, n - SLOTS),
+                    running=min(n, SLOTS),
+                    kv=None,
+                    max_num_seqs=SLOTS,
+                    at=self.now,
+                )
+        return result
+
+    def tick(self) -> float:
+        """Let TICK_S pass, scrape, run the law; the share SENDER now publishes to RESCUER."""
+        if self.state is not None:
+            self.advance(TICK_S)
+            self.now += TICK_S
+        self.views, self.state = compute(self.policy, self.signals(), self.state, self.now)
+        return shares_in(self.views, SENDER).get(RESCUER, 0.0)
+
+
+def reversals(values: Sequence[float]) -> int:
+    """How often a series turned round (the demo's recovery judge counts the same)."""
+    turns = direction = 0
+    for a, b in itertools.pairwise(values):
+        step = (b > a) - (b < a)
+        if step and direction and step != direction:
+            turns += 1
+        if step:
+            direction = step
+    return turns
+
+
+def surge_then_calm(
+    surge: float, rescuer: float, *, seed: int | None = None
+) -> tuple[list[float], list[float], float]:
+    """SENDER at `surge` x its one replica for 25 s, then at 0.5x for 45 s; RESCUER's own
+    demand is `rescuer` (replica capacities). Returns the published shares during the surge,
+    after it, and how many seconds after the surge the sender's queue was empty for good."""
+    plant = QueuePlant({"us-east": 0.8, RESCUER: rescuer, SENDER: surge}, seed=seed)
+    during = [plant.tick() for _ in range(50)]
+    plant.demand[SENDER] = 0.5
+    after: list[float] = []
+    drained_at = None
+    for tick in range(90):
+        after.append(plant.tick())
+        if plant.waiting(SENDER) > 0.0:
+            drained_at = None
+        elif drained_at is None:
+            drained_at = (tick + 1) * TICK_S
+    assert drained_at is not None, "the plant never drained: the scenario is wrong"
+    return during, after, drained_at
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: past its thresholds a replica's pressure is its backlog, counted as demand "
+    "(a 2x surge reads as up to 30x); the smoothed demand then stays above RELEASE 12-18 s "
+    "after the queue drained, and the spare-limited share (spare / D) rises as D falls",
+)
+@pytest.mark.parametrize(
+    ("surge", "rescuer"),
+    [(1.3, 0.5), (1.3, 1.0), (1.6, 1.0), (2.0, 0.5), (2.0, 1.0)],
+)
+def test_after_a_surge_the_share_falls_to_zero_without_turning_round(
+    surge: float, rescuer: float
+) -> None:
+    during, after, drained_at = surge_then_calm(surge, rescuer)
+    # The surge engages the overflow, within max_share.
+    assert max(during) >= 0.2
+    assert all(0.0 <= share <= MAX_SHARE + 1e-9 for share in during + after)
+    # Once the surge is over the share only ever falls, to zero; overall it rose, then fell.
+    assert all(b <= a for a, b in itertools.pairwise([during[-1], *after]))
+    assert after[-1] == 0.0
+    assert reversals(during + after) <= 1
+    # And it does not outlast the queue by much: the region is idle, nothing left to relieve
+    # (the smoothed demand takes a few seconds to come down, the share 2 s more).
+    zero_at = (next(i for i, share in enumerate(after) if share == 0.0) + 1) * TICK_S
+    assert zero_at - drained_at <= 11.0
