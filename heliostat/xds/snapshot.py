@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -32,24 +32,56 @@ class Resource:
     name: str
     version: str
     packed: any_pb2.Any
-    message: Message
+    # The message, or None until first asked for when the resource was made from its bytes
+    # (`of_payload`): serving only needs the bytes, so a message is decoded for whoever reads.
+    _message: Message | None = field(default=None, repr=False, compare=False)
+    _message_type: type[Message] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def message(self) -> Message:
+        message = self._message
+        if message is None:
+            assert self._message_type is not None
+            message = self._message_type.FromString(self.packed.value)
+            object.__setattr__(self, "_message", message)
+        return message
 
     @classmethod
     def of(cls, type_url: TypeUrl, name: str, message: Message) -> Resource:
         """Serialize and hash once per message object: translators hand back the very same
         message for content that did not change, and every node group shares it."""
         hit = _SERIALIZED.get(id(message))
-        if hit is not None and hit.message is message and hit.name == name:
+        if hit is not None and hit._message is message and hit.name == name:
             return hit
         resource = cls._serialize(type_url, name, message)
         _SERIALIZED.put(id(message), resource)
         return resource
 
     @classmethod
+    def of_payload(
+        cls, type_url: TypeUrl, name: str, payload: bytes, message_type: type[Message]
+    ) -> Resource:
+        """A resource from bytes a translator assembled itself; they must be what
+        `SerializeToString(deterministic=True)` gives for the message, so the version is
+        the same function of content whichever way the resource was made."""
+        return cls(
+            name,
+            _version(payload),
+            any_pb2.Any(type_url=type_url.value, value=payload),
+            None,
+            message_type,
+        )
+
+    @classmethod
     def _serialize(cls, type_url: TypeUrl, name: str, message: Message) -> Resource:
         payload = message.SerializeToString(deterministic=True)
-        version = hashlib.sha256(payload).hexdigest()[:16]
-        return cls(name, version, any_pb2.Any(type_url=type_url.value, value=payload), message)
+        return cls(
+            name, _version(payload), any_pb2.Any(type_url=type_url.value, value=payload), message
+        )
+
+
+def _version(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()[:16]
 
 
 # Serialized resources by message identity; the Resource holds its message, pinning the id.
@@ -82,13 +114,19 @@ class Snapshot:
         self.version = combined_version(r for t in PUSH_ORDER for r in by_type[t].values())
 
     @classmethod
-    def from_messages(cls, messages: Mapping[TypeUrl, Mapping[str, Message]]) -> Snapshot:
-        return cls(
-            {
-                t: [Resource.of(t, name, message) for name, message in items.items()]
-                for t, items in messages.items()
-            }
-        )
+    def from_messages(
+        cls,
+        messages: Mapping[TypeUrl, Mapping[str, Message]],
+        resources: Mapping[TypeUrl, Iterable[Resource]] | None = None,
+    ) -> Snapshot:
+        """A snapshot of messages, serialized here, plus `resources` already serialized."""
+        made = {
+            t: [Resource.of(t, name, message) for name, message in items.items()]
+            for t, items in messages.items()
+        }
+        for t, ready in (resources or {}).items():
+            made.setdefault(t, []).extend(ready)
+        return cls(made)
 
     def resources(self, type_url: TypeUrl) -> Mapping[str, Resource]:
         return self._resources[type_url]

@@ -7,10 +7,10 @@ from google.protobuf.message import Message
 from heliostat.balance import RegionView
 from heliostat.policy import Policy
 from heliostat.xds.nodes import NodeGroup
-from heliostat.xds.snapshot import Snapshot
+from heliostat.xds.snapshot import Resource, Snapshot
 from heliostat.xds.translate.affinity import PREFIX_KEY_HEADER
 from heliostat.xds.translate.clusters import model_cluster
-from heliostat.xds.translate.endpoints import METADATA_NAMESPACE, load_assignment
+from heliostat.xds.translate.endpoints import METADATA_NAMESPACE, assignment_resource
 from heliostat.xds.translate.fallback import FALLBACK_FROM_HEADER, SERVED_MODEL_HEADER
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME, gateway_listener, listener_name
 from heliostat.xds.translate.plan import plan
@@ -44,10 +44,10 @@ def build_snapshot(policy: Policy, view: RegionView, group: NodeGroup) -> Snapsh
     """
     traffic = plan(policy, view)
     clusters: dict[str, Message] = {}
-    assignments: dict[str, Message] = {}
+    assignments: list[Resource] = []  # serialized by endpoints.py from cached parts
     for name, (cluster_view, model) in traffic.clusters.items():
         clusters[name] = model_cluster(cluster_view, model)
-        assignments[name] = load_assignment(cluster_view)
+        assignments.append(assignment_resource(cluster_view))
     port = group.listener_port or policy.spec.gateway.port
     lua = any((m.affinity and m.affinity.prefix_chars) or m.fallback for m in policy.spec.models)
     listener = gateway_listener(
@@ -57,10 +57,10 @@ def build_snapshot(policy: Policy, view: RegionView, group: NodeGroup) -> Snapsh
     snapshot = Snapshot.from_messages(
         {
             TypeUrl.CLUSTER: clusters,
-            TypeUrl.ENDPOINT: assignments,
             TypeUrl.LISTENER: {listener.name: listener},
             TypeUrl.ROUTE: {routes.name: routes},
-        }
+        },
+        resources={TypeUrl.ENDPOINT: assignments},
     )
     snapshot.check_consistency()
     return snapshot

@@ -1,4 +1,15 @@
-"""ClusterLoadAssignments: a view's localities, priorities, weights and health for Envoy."""
+"""ClusterLoadAssignments: a view's localities, priorities, weights and health for Envoy.
+
+An assignment is assembled as serialized bytes from cached parts rather than built as one
+message and serialized whole: a tick's cost then follows what changed, not the fleet's size.
+The protobuf wire format allows it: a message's fields are written in field-number order
+(deterministic serialization), and a repeated message field is its entries written one after
+the other, each as tag, length, bytes. So an assignment is its `cluster_name`, then every
+locality's bytes as an `endpoints` entry, then its `policy`; a locality is its `locality`,
+every endpoint's bytes as an `lb_endpoints` entry, then its weight and priority. Each part is
+serialized by protobuf itself; tests/unit/test_eds_bytes.py checks the joins byte for byte
+against building and serializing the whole message.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +20,8 @@ from google.protobuf import struct_pb2, wrappers_pb2
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
 from heliostat.xds.memo import RoundMemo
+from heliostat.xds.snapshot import Resource
+from heliostat.xds.types import TypeUrl
 
 METADATA_NAMESPACE = "heliostat"
 
@@ -19,8 +32,14 @@ _HEALTH = {
     Health.DRAINING: health_check_pb2.DRAINING,
 }
 
+# Tag of field 2 with wire type 2 (length-delimited): `ClusterLoadAssignment.endpoints` and
+# `LocalityLbEndpoints.lb_endpoints` are both field 2.
+_FIELD_2 = b"\x12"
 
-def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
+
+def assignment_resource(view: ClusterView) -> Resource:
+    """The view's ClusterLoadAssignment, serialized and hashed; the same Resource object
+    while its localities hold, so unchanged assignments cost a lookup."""
     # Envoy 1.40 hands an EDS update to its workers only when hosts, locality weights or the
     # overprovisioning factor change: a new drop_overloads alone stays on the main thread
     # (config_dump shows it, requests never see it). Scaling every locality weight by
@@ -30,10 +49,11 @@ def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
     key = (view.name, view.drop_overload_percent, tuple(map(id, localities)))
     hit = _ASSIGNMENTS.get(key)
     if hit is not None:
-        return hit[1]  # same localities: the same message, so its serialization is reused too
-    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=view.name, endpoints=localities)
+        return hit[1]
+    head = endpoint_pb2.ClusterLoadAssignment(cluster_name=view.name)
+    tail = endpoint_pb2.ClusterLoadAssignment()
     if view.drop_overload_percent > 0:
-        assignment.policy.drop_overloads.append(
+        tail.policy.drop_overloads.append(
             endpoint_pb2.ClusterLoadAssignment.Policy.DropOverload(
                 category="heliostat_shed",
                 drop_percentage=percent_pb2.FractionalPercent(
@@ -42,23 +62,37 @@ def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
                 ),
             )
         )
-    _ASSIGNMENTS.put(key, (localities, assignment))
-    return assignment
+    parts = [_serialize(head)]
+    for locality in localities:
+        parts += (_FIELD_2, _varint(len(locality)), locality)
+    parts.append(_serialize(tail))
+    resource = Resource.of_payload(
+        TypeUrl.ENDPOINT, view.name, b"".join(parts), endpoint_pb2.ClusterLoadAssignment
+    )
+    _ASSIGNMENTS.put(key, (localities, resource))
+    return resource
 
+
+def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
+    """The view's ClusterLoadAssignment as a message (decoded from its bytes)."""
+    message = assignment_resource(view).message
+    assert isinstance(message, endpoint_pb2.ClusterLoadAssignment)
+    return message
+
+
+# Assignments by name, drop percentage and their localities' bytes (by identity, pinned by
+# the list in the value). Entries live for two publish rounds (see heliostat.xds.memo).
+_ASSIGNMENTS: RoundMemo[tuple[str, float, tuple[int, ...]], tuple[list[bytes], Resource]] = (
+    RoundMemo()
+)
 
 LocalityKey = tuple[str, int, int | None, int, tuple[int, ...]]
-_ASSIGNMENTS: RoundMemo[
-    tuple[str, float, tuple[int, ...]],
-    tuple[list[endpoint_components_pb2.LocalityLbEndpoints], endpoint_pb2.ClusterLoadAssignment],
-] = RoundMemo()
-# Built localities by what they are made of (the endpoints by identity): a locality whose
-# endpoints all held this tick is not rebuilt. The endpoints tuple in the value pins the ids.
-_LOCALITIES: RoundMemo[
-    LocalityKey, tuple[tuple[EndpointView, ...], endpoint_components_pb2.LocalityLbEndpoints]
-] = RoundMemo()
+# Serialized localities by what they are made of (the endpoints by identity): a locality
+# whose endpoints all held this tick is not re-joined. The endpoints tuple pins the ids.
+_LOCALITIES: RoundMemo[LocalityKey, tuple[tuple[EndpointView, ...], bytes]] = RoundMemo()
 
 
-def _locality(locality: LocalityView, scale: int) -> endpoint_components_pb2.LocalityLbEndpoints:
+def _locality(locality: LocalityView, scale: int) -> bytes:
     key = (
         locality.region,
         locality.priority,
@@ -69,41 +103,38 @@ def _locality(locality: LocalityView, scale: int) -> endpoint_components_pb2.Loc
     hit = _LOCALITIES.get(key)
     if hit is not None:
         return hit[1]
-    built = _build_locality(locality, scale)
+    built = _join_locality(locality, scale)
     _LOCALITIES.put(key, (locality.endpoints, built))
     return built
 
 
-def _build_locality(
-    locality: LocalityView, scale: int
-) -> endpoint_components_pb2.LocalityLbEndpoints:
-    result = endpoint_components_pb2.LocalityLbEndpoints(
-        locality=base_pb2.Locality(region=locality.region),
-        priority=locality.priority,
-        lb_endpoints=[_endpoint(e) for e in locality.endpoints],
+def _join_locality(locality: LocalityView, scale: int) -> bytes:
+    head = endpoint_components_pb2.LocalityLbEndpoints(
+        locality=base_pb2.Locality(region=locality.region)
     )
+    tail = endpoint_components_pb2.LocalityLbEndpoints(priority=locality.priority)
     if locality.weight is not None:
-        result.load_balancing_weight.CopyFrom(
-            wrappers_pb2.UInt32Value(value=locality.weight * scale)
-        )
-    return result
+        tail.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=locality.weight * scale))
+    return b"".join([_serialize(head), *[_entry(e) for e in locality.endpoints], _serialize(tail)])
 
 
-# Built LbEndpoints by the identity of their EndpointView. The control law hands back the
-# same EndpointView object while an endpoint's weight, health and reason hold, and one view
-# object appears in every region's view, so most endpoints are built once, not every tick for
-# every node group. Keeping the view in the value pins its id while cached; entries live
+# Serialized `lb_endpoints` entries (tag and length included) by the identity of their
+# EndpointView. The control law hands back the same EndpointView object while an endpoint's
+# weight, health and reason hold, and one view object appears in every region's view and
+# every cluster derived from its model, so most endpoints are encoded once, not every tick
+# for every node group. Keeping the view in the value pins its id while cached; entries live
 # for two publish rounds (see heliostat.xds.memo).
-_BUILT: RoundMemo[int, tuple[EndpointView, endpoint_components_pb2.LbEndpoint]] = RoundMemo()
+_ENTRIES: RoundMemo[int, tuple[EndpointView, bytes]] = RoundMemo()
 
 
-def _endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
-    hit = _BUILT.get(id(view))
+def _entry(view: EndpointView) -> bytes:
+    hit = _ENTRIES.get(id(view))
     if hit is not None and hit[0] is view:
         return hit[1]
-    built = _build_endpoint(view)
-    _BUILT.put(id(view), (view, built))
-    return built
+    encoded = _serialize(_build_endpoint(view))
+    entry = _FIELD_2 + _varint(len(encoded)) + encoded
+    _ENTRIES.put(id(view), (view, entry))
+    return entry
 
 
 def _build_endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
@@ -127,3 +158,22 @@ def _build_endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
         load_balancing_weight=wrappers_pb2.UInt32Value(value=max(1, view.weight)),
         metadata=metadata,
     )
+
+
+def _serialize(
+    message: endpoint_pb2.ClusterLoadAssignment
+    | endpoint_components_pb2.LocalityLbEndpoints
+    | endpoint_components_pb2.LbEndpoint,
+) -> bytes:
+    encoded: bytes = message.SerializeToString(deterministic=True)
+    return encoded
+
+
+def _varint(value: int) -> bytes:
+    """A length as the wire format writes it: 7 bits a byte, low first, high bit = more."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
