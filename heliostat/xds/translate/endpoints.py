@@ -19,8 +19,10 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
+from heliostat.balance.view import ReasonValue
 from heliostat.xds.memo import RoundMemo
 from heliostat.xds.snapshot import Resource
+from heliostat.xds.translate import eds_wire
 from heliostat.xds.types import TypeUrl
 
 METADATA_NAMESPACE = "heliostat"
@@ -131,7 +133,16 @@ def _entry(view: EndpointView) -> bytes:
     hit = _ENTRIES.get(id(view))
     if hit is not None and hit[0] is view:
         return hit[1]
-    encoded = _serialize(_build_endpoint(view))
+    encoded = eds_wire.lb_endpoint(
+        view.host,
+        view.port,
+        _HEALTH[view.health],
+        max(1, view.weight),
+        METADATA_NAMESPACE,
+        _explanation(view),
+    )
+    if encoded is None:  # beyond what eds_wire writes: protobuf checks (and may refuse) it
+        encoded = _serialize(_build_endpoint(view))
     entry = _FIELD_2 + _varint(len(encoded)) + encoded
     _ENTRIES.put(id(view), (view, entry))
     return entry
@@ -139,13 +150,7 @@ def _entry(view: EndpointView) -> bytes:
 
 def _build_endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
     explanation = struct_pb2.Struct()
-    explanation.update(
-        {
-            "region": view.region,
-            **({"version": view.version} if view.version else {}),
-            **{key: value for key, value in view.reason.items() if value is not None},
-        }
-    )
+    explanation.update(_explanation(view))
     metadata = base_pb2.Metadata()
     metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
     return endpoint_components_pb2.LbEndpoint(
@@ -160,6 +165,15 @@ def _build_endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
     )
 
 
+def _explanation(view: EndpointView) -> dict[str, ReasonValue]:
+    """The endpoint's metadata under METADATA_NAMESPACE: where it is and why its weight."""
+    return {
+        "region": view.region,
+        **({"version": view.version} if view.version else {}),
+        **{key: value for key, value in view.reason.items() if value is not None},
+    }
+
+
 def _serialize(
     message: endpoint_pb2.ClusterLoadAssignment
     | endpoint_components_pb2.LocalityLbEndpoints
@@ -169,11 +183,4 @@ def _serialize(
     return encoded
 
 
-def _varint(value: int) -> bytes:
-    """A length as the wire format writes it: 7 bits a byte, low first, high bit = more."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+_varint = eds_wire.varint
