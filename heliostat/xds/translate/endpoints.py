@@ -117,7 +117,13 @@ def _join_locality(locality: LocalityView, scale: int) -> bytes:
     tail = endpoint_components_pb2.LocalityLbEndpoints(priority=locality.priority)
     if locality.weight is not None:
         tail.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=locality.weight * scale))
-    return b"".join([_serialize(head), *[_entry(e) for e in locality.endpoints], _serialize(tail)])
+    views = locality.endpoints
+    hits = _ENTRIES.get_many(list(map(id, views)))  # the endpoints that held: from the memo
+    entries = [
+        hit[1] if hit is not None else _entry(view)[1]
+        for view, hit in zip(views, hits, strict=True)
+    ]
+    return b"".join([_serialize(head), *entries, _serialize(tail)])
 
 
 # Serialized `lb_endpoints` entries (tag and length included) by the identity of their
@@ -129,10 +135,9 @@ def _join_locality(locality: LocalityView, scale: int) -> bytes:
 _ENTRIES: RoundMemo[int, tuple[EndpointView, bytes]] = RoundMemo()
 
 
-def _entry(view: EndpointView) -> bytes:
-    hit = _ENTRIES.get(id(view))
-    if hit is not None and hit[0] is view:
-        return hit[1]
+def _entry(view: EndpointView) -> tuple[EndpointView, bytes]:
+    """Encode one endpoint and remember its entry. (An id found in _ENTRIES is that same
+    object, never a recycled id: the entry pins its view while it lives.)"""
     encoded = eds_wire.lb_endpoint(
         view.host,
         view.port,
@@ -144,8 +149,9 @@ def _entry(view: EndpointView) -> bytes:
     if encoded is None:  # beyond what eds_wire writes: protobuf checks (and may refuse) it
         encoded = _serialize(_build_endpoint(view))
     entry = _FIELD_2 + _varint(len(encoded)) + encoded
-    _ENTRIES.put(id(view), (view, entry))
-    return entry
+    pinned = (view, entry)
+    _ENTRIES.put(id(view), pinned)
+    return pinned
 
 
 def _build_endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
