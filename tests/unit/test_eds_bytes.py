@@ -185,3 +185,17 @@ def test_memo_rounds_follow_changed_endpoints() -> None:
             )
             assert_identical(ClusterView("m", "m", localities, float(tick % 2) * 7.5))
             assert_identical(ClusterView("m-batch", "m", localities[:1]))
+
+
+def test_round_memo_get_many_keeps_two_rounds() -> None:
+    """Bulk lookups see this round and the last (promoting what they find), not older ones."""
+    table: memo.RoundMemo[str, int] = memo.RoundMemo()
+    table.put("a", 1)
+    table.rotate()
+    table.put("b", 2)
+    assert table.get_many(["a", "b", "c"]) == [1, 2, None]
+    table.rotate()  # "a" was promoted into the last round, so it is still there
+    assert table.get_many(["a", "b"]) == [1, 2]
+    table.rotate()
+    table.rotate()
+    assert table.get_many(["a", "b"]) == [None, None]
