@@ -44,6 +44,8 @@ from heliostat.lab.processes import (
     http_get,
     write_policy,
 )
+from heliostat.signals.adapters import read_exposition
+from heliostat.signals.record import Reading
 from heliostat.sim import loadgen
 
 INTERVAL_S = 0.5  # signals.interval of the policy (mesh_document's setting)
@@ -147,12 +149,12 @@ class Flood:
 
 
 def _waiting(address: str) -> float:
-    """The replica's `vllm:num_requests_waiting`, read as heliostat's scraper reads it."""
+    """The replica's waiting requests, parsed by heliostat's own vLLM adapter."""
     _, text = http_get(f"http://{address}/metrics")
-    for line in text.splitlines():
-        if line.startswith("vllm:num_requests_waiting{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise LabError(f"{address}/metrics has no vllm:num_requests_waiting")
+    reading = read_exposition(text, "vllm", MODEL)
+    if not isinstance(reading, Reading) or reading.waiting is None:
+        raise LabError(f"{address}/metrics: no waiting requests in it ({reading})")
+    return float(reading.waiting)
 
 
 def _deep_queue_seen(address: str) -> float:

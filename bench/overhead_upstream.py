@@ -18,20 +18,23 @@ import signal
 import sys
 
 from heliostat.lab.processes import LOCALHOST
+from heliostat.sim.metrics import ReplicaMetrics
 
 COMPLETION = (
     b'{"id":"cmpl-instant","object":"text_completion","model":"instant",'
     b'"choices":[{"index":0,"text":"ok","finish_reason":"length"}],'
     b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
 )
-METRICS = (
-    b"# TYPE vllm:num_requests_waiting gauge\n"
-    b'vllm:num_requests_waiting{model_name="instant"} 0.0\n'
-    b"# TYPE vllm:num_requests_running gauge\n"
-    b'vllm:num_requests_running{model_name="instant"} 0.0\n'
-    b"# TYPE vllm:kv_cache_usage_perc gauge\n"
-    b'vllm:kv_cache_usage_perc{model_name="instant"} 0.0\n'
-)
+
+
+def _idle_metrics() -> bytes:
+    """An idle vLLM page, rendered by the simulator's own metric families (as vLLM names them)."""
+    metrics = ReplicaMetrics("instant", block_size=16, num_gpu_blocks=1024)
+    metrics.refresh(waiting=0, running=0, kv_usage=0.0)
+    return metrics.render()
+
+
+METRICS = _idle_metrics()
 
 
 def _response(status: bytes, content_type: bytes, body: bytes, keep_alive: bool) -> bytes:
