@@ -8,6 +8,7 @@ Routes
 
 Every response names its replica (``x-replica-id``, ``x-replica-region``, and
 ``x-replica-version`` when configured) so a test behind Envoy can tell where a request went.
+A unary answer carries vLLM's ORCA load report when the request asks for it (`orca`).
 
 Cross-region cost: an inference request whose ``x-heliostat-origin-region`` names another region
 waits half the round trip before it reaches the engine and the other half before the first
@@ -34,6 +35,7 @@ from heliostat.sim.openai_api import (
     parse_generation,
     usage,
 )
+from heliostat.sim.orca import FORMAT_HEADER, REPORT_HEADER, load_report
 from heliostat.sim.stats import ReplicaStats
 from heliostat.sim.tokens import output_text, output_token
 
@@ -154,7 +156,8 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
     try:
         if gen.stream:
             return await _stream(request, stats, gen, req, events, shaper)
-        return await _unary(stats, req, events, shaper)
+        report_format = request.headers.get(FORMAT_HEADER)
+        return await _unary(replica, req, events, shaper, report_format)
     finally:
         # Client gone (handler cancelled, or a failed stream write): free the simulated GPU.
         # The driver is the one the request was submitted to, even if a reset came since.
@@ -175,18 +178,25 @@ def _record_served(stats: ReplicaStats, req: EngineRequest) -> dict[str, Any]:
 
 
 async def _unary(
-    stats: ReplicaStats,
+    replica: Replica,
     req: EngineRequest,
     events: asyncio.Queue[RequestEvent],
     shaper: ResponseShaper,
+    report_format: str | None,
 ) -> web.StreamResponse:
     while True:
         event = await events.get()
         if event.kind is EventKind.FINISH:
-            use = _record_served(stats, req)
-            return web.json_response(shaper.full(output_text(req.num_generated), use))
+            use = _record_served(replica.stats, req)
+            response = web.json_response(shaper.full(output_text(req.num_generated), use))
+            # As vLLM: the engine's gauges at answer time, on unary answers only (see orca.py).
+            eng = replica.engine
+            report = load_report(report_format, eng.pool.usage, eng.num_waiting)
+            if report is not None:
+                response.headers[REPORT_HEADER] = report
+            return response
         if event.kind is EventKind.ABORT:
-            stats.aborted += 1
+            replica.stats.aborted += 1
             return _error(503, "request aborted by the replica", type_="ServiceUnavailableError")
 
 

@@ -374,3 +374,41 @@ async def test_client_that_hangs_up_frees_the_gpu(
         await asyncio.sleep(0.02)
     assert stats["aborted"] == 2 and stats["served"] == 0
     assert stats["engine"]["running"] == 0 and stats["engine"]["kv_cache_usage"] == 0.0
+
+
+async def test_orca_load_report_as_vllm_answers_it(
+    make_fleet: FleetFactory, http: aiohttp.ClientSession
+) -> None:
+    """A unary answer carries vLLM's `endpoint-load-metrics` header when asked for it, in the
+    asked format; a streamed answer, an unknown format or no request header carry none."""
+    fleet = await make_fleet({"region": "us-east", "model": "llama-70b"})
+    target = url(fleet, "/v1/completions")
+    body = {"model": "llama-70b", "prompt": "x" * 400, "max_tokens": 3}
+
+    _, headers, _ = await post(http, target, body, **{"endpoint-load-metrics-format": "TEXT"})
+    text = headers["endpoint-load-metrics"]
+    assert text.startswith("TEXT named_metrics.kv_cache_usage_perc=")
+    pairs = dict(p.split("=") for p in text[len("TEXT ") :].split(", "))
+    assert set(pairs) == {"named_metrics.kv_cache_usage_perc", "named_metrics.num_requests_waiting"}
+    assert 0.0 <= float(pairs["named_metrics.kv_cache_usage_perc"]) <= 1.0
+    assert pairs["named_metrics.num_requests_waiting"] == "0.0"  # a float, printed as vLLM does
+
+    _, headers, _ = await post(http, target, body, **{"endpoint-load-metrics-format": "json"})
+    kind, _, payload = headers["endpoint-load-metrics"].partition(" ")
+    assert kind == "JSON"
+    assert set(json.loads(payload)["named_metrics"]) == {
+        "kv_cache_usage_perc",
+        "num_requests_waiting",
+    }
+
+    for extra in ({}, {"endpoint-load-metrics-format": "protobuf"}):
+        _, headers, _ = await post(http, target, body, **extra)
+        assert "endpoint-load-metrics" not in headers
+
+    streamed = {**body, "stream": True}
+    async with http.post(
+        target, json=streamed, headers={"endpoint-load-metrics-format": "TEXT"}
+    ) as resp:
+        assert resp.status == 200
+        await resp.read()
+        assert "endpoint-load-metrics" not in resp.headers
