@@ -91,8 +91,9 @@ def select_lines(text: str, sample_names: frozenset[str]) -> list[str]:
 
 
 def _is_static(line: str) -> bool:
-    """`*_info` series (vLLM's cache_config_info) carry configuration that rarely changes."""
-    return line.split("{", 1)[0].split(" ", 1)[0].endswith("_info")
+    """`*config_info` series (vLLM's and SGLang's cache_config_info) carry configuration that
+    rarely changes. (vLLM's lora_requests_info is not one: its value is a timestamp.)"""
+    return line.split("{", 1)[0].split(" ", 1)[0].endswith("config_info")
 
 
 @lru_cache(maxsize=256)

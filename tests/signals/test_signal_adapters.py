@@ -39,7 +39,7 @@ def test_vllm_v1() -> None:
 
 def test_vllm_data_parallel_engines_are_summed_and_kv_averaged() -> None:
     r = ok(read_exposition(ex.vllm(waiting=4, running=8, engines=("0", "1")), "vllm", "m"))
-    assert (r.waiting, r.running, r.kv_usage) == (4, 8, 0.42)
+    assert (r.waiting, r.running, r.kv_usage, r.kv_usage_max) == (4, 8, 0.42, 0.42)
     assert r.prefix_queries_total == 1.0e6
 
 
@@ -188,8 +188,8 @@ def test_unlabelled_series_taken_when_label_absent() -> None:
 @pytest.mark.parametrize("value", ["NaN", "+Inf", "-Inf", "-1"])
 def test_bad_values_reject_the_scrape(value: str) -> None:
     text = ex.vllm().replace(
-        f'vllm:num_requests_waiting{{engine="0",model_name="{ex.LLAMA}"}} 2.0',
-        f'vllm:num_requests_waiting{{engine="0",model_name="{ex.LLAMA}"}} {value}',
+        f'vllm:num_requests_waiting{{model_name="{ex.LLAMA}",engine="0"}} 2.0',
+        f'vllm:num_requests_waiting{{model_name="{ex.LLAMA}",engine="0"}} {value}',
     )
     assert text != ex.vllm()
     failed(read_exposition(text, "vllm", "m"), Reason.BAD_VALUE)
@@ -228,13 +228,36 @@ def test_nan_in_a_series_we_do_not_read_is_ignored() -> None:
         ("trtllm", ex.vllm()),
         ("tgi", ex.triton()),
         ("vllm", ""),
-        ("vllm", ex.vllm().replace("vllm:kv_cache_usage_perc", "vllm:other_perc")),
-        ("tgi", "tgi_queue_size 1\n"),  # running missing
-        ("triton", ex.triton_trtllm().replace('"scheduled"', '"other"')),
+        ("vllm", ex.vllm_old().split("# HELP vllm:")[0]),  # process metrics only
     ],
 )
-def test_missing_series(engine: str, text: str) -> None:
+def test_a_page_without_the_engines_series_is_missing_series(engine: str, text: str) -> None:
     failed(read_exposition(text, engine, "m"), Reason.MISSING_SERIES)
+
+
+@pytest.mark.parametrize(
+    ("engine", "text", "missing"),
+    [
+        (
+            "vllm",
+            ex.vllm().replace("vllm:kv_cache_usage_perc", "vllm:other_perc"),
+            {"kv_usage"},
+        ),
+        ("tgi", "tgi_queue_size 1\n", {"running", "kv_usage", "prefix_hit_rate", "served_total"}),
+        (
+            "triton",
+            ex.triton_trtllm().replace('"scheduled"', '"other"'),
+            {"running", "prefix_hit_rate"},
+        ),
+    ],
+)
+def test_a_field_the_page_lacks_is_missing_not_a_failure(
+    engine: str, text: str, missing: set[str]
+) -> None:
+    r = ok(read_exposition(text, engine, "m"))
+    assert r.missing == missing
+    for field in missing:
+        assert getattr(r, field) is None
 
 
 @pytest.mark.parametrize(
@@ -273,7 +296,7 @@ def test_only_wanted_lines_are_parsed() -> None:
     selected = "\n".join(select_lines(ex.vllm(), WANTED["vllm"]))
     assert "vllm:time_to_first_token_seconds" not in selected
     assert "# TYPE" not in selected
-    assert 'vllm:num_requests_waiting{engine="0"' in selected
+    assert f'vllm:num_requests_waiting{{model_name="{ex.LLAMA}",engine="0"}}' in selected
     index = parse(ex.vllm(), WANTED["vllm"])
     assert "vllm:prefix_cache_hits_total" in index
     assert "vllm:e2e_request_latency_seconds_bucket" not in index
