@@ -109,7 +109,7 @@ class SignalSourceKind(StrEnum):
 
 def _check_metrics_path(value: str | None) -> str | None:
     if value is not None and not value.startswith("/"):
-        raise ValueError(f"metrics_path {value!r} must start with '/' (such as /metrics)")
+        raise ValueError(f"must start with '/' (such as /metrics), got {value!r}")
     return value
 
 

@@ -341,7 +341,9 @@ def _reading(engine: str, page: _Page, shape: str, **values: object) -> Reading:
 # --- adapters --------------------------------------------------------------------------------
 
 
-def adapt_vllm(index: SampleIndex, want: str, model: str | None = None) -> Reading:
+def adapt_vllm(
+    index: SampleIndex, want: str, model: str | None = None, lora: bool = False
+) -> Reading:
     """vLLM v1 (per-engine `engine` label), falling back to the V0 / early-V1 names."""
     page = _Page(
         index,
@@ -387,26 +389,23 @@ def adapt_vllm(index: SampleIndex, want: str, model: str | None = None) -> Readi
         block_size=_label_int(info.get("block_size")),
         served_total=page.count(VLLM_SUCCESS),
         engines=page.engines(VLLM_WAITING, kv_name, VLLM_RUNNING),
-        lora=_lora_state(index, model if model is not None else want, want, page.sel.value),
+        lora=_lora_state(index, model if model is not None else want, lora, page.sel.value),
     )
 
 
-def _lora_state(index: SampleIndex, model: str, want: str, read_as: str | None) -> str | None:
+def _lora_state(index: SampleIndex, model: str, declared: bool, read_as: str | None) -> str | None:
     """Where vLLM's LoRA stats put the policy model: `running`, `waiting` or `idle`.
 
     `vllm:lora_requests_info` is a gauge whose value is the time of its last update and whose
     labels list the adapters with running and waiting requests (comma-separated); every new
     combination is a new series, so the newest (largest value) is the current one. A model the
-    policy declares an adapter (`want`, its base, differs from `model`) is `idle` when listed
-    nowhere; an undeclared one is an adapter only when listed (else it may be the base model
-    under another name). None when no LoRA stats or the model is the base model itself.
+    policy declares an adapter is `idle` when listed nowhere; an undeclared one counts as an
+    adapter only when listed (else it may be the base model under another name). None without
+    LoRA stats, or when the model is the base model itself.
     """
-    declared = model != want
     series = [(lb, v) for lb, v in index.get(VLLM_LORA) if math.isfinite(v)]
-    if model == read_as:
+    if model == read_as or not series:
         return None
-    if not series:
-        return UNREPORTED if declared else None
     labels, _ = max(series, key=lambda item: item[1])
 
     def names(key: str) -> set[str]:
@@ -419,7 +418,9 @@ def _lora_state(index: SampleIndex, model: str, want: str, read_as: str | None) 
     return "idle" if declared else None
 
 
-def adapt_sglang(index: SampleIndex, want: str, model: str | None = None) -> Reading:
+def adapt_sglang(
+    index: SampleIndex, want: str, model: str | None = None, lora: bool = False
+) -> Reading:
     """SGLang: gauges and one request counter; its cache hit rate is already a rate.
 
     Page size and count are gauges from 0.5.11 on, labels of `sglang:cache_config_info` before.
@@ -457,7 +458,9 @@ def adapt_sglang(index: SampleIndex, want: str, model: str | None = None) -> Rea
     )
 
 
-def adapt_triton(index: SampleIndex, want: str, model: str | None = None) -> Reading:
+def adapt_triton(
+    index: SampleIndex, want: str, model: str | None = None, lora: bool = False
+) -> Reading:
     """Plain Triton: a queue depth and a success counter (exec_count counts batches)."""
     page = _Page(index, (TRITON_PENDING, TRITON_SUCCESS), "model", want)
     return _reading(
@@ -470,7 +473,9 @@ def adapt_triton(index: SampleIndex, want: str, model: str | None = None) -> Rea
     )
 
 
-def adapt_triton_trtllm(index: SampleIndex, want: str, model: str | None = None) -> Reading:
+def adapt_triton_trtllm(
+    index: SampleIndex, want: str, model: str | None = None, lora: bool = False
+) -> Reading:
     """Triton's TensorRT-LLM backend (batch manager statistics, `nv_trt_llm_*`).
 
     Backends older than the `waiting` request type report only `active` (in the batch manager)
@@ -527,7 +532,9 @@ def adapt_triton_trtllm(index: SampleIndex, want: str, model: str | None = None)
     )
 
 
-def adapt_trtllm_serve(index: SampleIndex, want: str, model: str | None = None) -> Reading:
+def adapt_trtllm_serve(
+    index: SampleIndex, want: str, model: str | None = None, lora: bool = False
+) -> Reading:
     """`trtllm-serve` /prometheus/metrics; its KV-cache hit rate is a gauge.
 
     Current builds export queue, running, KV use and block counts with the `trtllm_` prefix;
@@ -574,7 +581,9 @@ def adapt_trtllm_serve(index: SampleIndex, want: str, model: str | None = None) 
     )
 
 
-def adapt_tgi(index: SampleIndex, want: str, model: str | None = None) -> Reading:
+def adapt_tgi(
+    index: SampleIndex, want: str, model: str | None = None, lora: bool = False
+) -> Reading:
     """TGI serves one model and labels nothing; it has no KV-use or prefix-cache gauge."""
     page = _Page(index, (TGI_QUEUE, TGI_BATCH, TGI_SUCCESS), None, want)
     return _reading(
@@ -588,7 +597,7 @@ def adapt_tgi(index: SampleIndex, want: str, model: str | None = None) -> Readin
     )
 
 
-Adapter = Callable[[SampleIndex, str, str | None], Reading]
+Adapter = Callable[[SampleIndex, str, str | None, bool], Reading]
 
 ADAPTERS: Final[Mapping[str, Adapter]] = {
     "vllm": adapt_vllm,
@@ -608,18 +617,23 @@ def adapter_for(engine: str, index: SampleIndex) -> Adapter:
 
 
 def adapt(
-    engine: str, index: SampleIndex, want: str, model: str | None = None
+    engine: str,
+    index: SampleIndex,
+    want: str,
+    model: str | None = None,
+    *,
+    lora: bool = False,
 ) -> Reading | Failure:
     """Run the engine's adapter; every problem becomes a `Failure`, nothing raises.
 
     `want` is the model label value to select (`ScrapeTarget.selector`); `model` the policy
-    model's own name when it differs (a LoRA adapter read on its base model's series).
+    model's own name (default `want`), `lora` whether the policy declares it a LoRA adapter
+    read on its base model's series (`want`).
     """
     try:
-        reading = adapter_for(engine, index)(index, want, model)
-        if model is not None and model != want and reading.lora is None:
-            # Declared a LoRA adapter (read on its base model's series) on an engine whose
-            # page says nothing per adapter.
+        reading = adapter_for(engine, index)(index, want, model, lora)
+        if lora and reading.lora is None and reading.read_as != model:
+            # A declared adapter on an engine whose page says nothing per adapter.
             reading = dataclasses.replace(reading, lora=UNREPORTED)
         return reading
     except _Reject as reject:
@@ -629,7 +643,13 @@ def adapt(
 
 
 def read_exposition(
-    text: str, engine: str, want: str, *, openmetrics: bool = False, model: str | None = None
+    text: str,
+    engine: str,
+    want: str,
+    *,
+    openmetrics: bool = False,
+    model: str | None = None,
+    lora: bool = False,
 ) -> Reading | Failure:
     """Exposition text -> `Reading`, or a `Failure` (`parse`, `bad_value`, `missing_series`)."""
     try:
@@ -640,4 +660,4 @@ def read_exposition(
         return Failure(Reason.PARSE, str(exc))
     except Exception as exc:
         return Failure(Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
-    return adapt(engine, index, want, model)
+    return adapt(engine, index, want, model, lora=lora)

@@ -21,6 +21,7 @@ def targets_from_policy(policy: Policy) -> list[ScrapeTarget]:
                     engine=engine,
                     metrics_path=sig.metrics_path,
                     model_label=sig.base_model,
+                    lora=sig.base_model is not None,
                     interval=sig.interval,
                     timeout=sig.timeout,
                     stale_after=sig.stale_after,

@@ -44,11 +44,10 @@ class EndpointState:
     counters: CounterState | None = None
     served: ServedState | None = None
 
-    def accept(self, reading: Reading, at: float) -> None:
+    def accept(self, reading: Reading, at: float, *, rated: bool = False) -> None:
+        """Take a successful reading; `rated`: the source computed `served_rate` itself."""
         rate, self.counters = prefix_hit_rate(self.counters, reading)
-        if self.target.source == "prometheus":
-            # Prometheus answers instant queries stamped with the query time, not the sample's
-            # scrape time: deltas between our queries would be noise. It computes rate() itself.
+        if rated:
             served = reading.served_rate
         else:
             served, self.served = served_rate(self.served, reading.served_total, at)
@@ -97,6 +96,9 @@ class PollingSource(ABC):
 
     kind: ClassVar[str]
     """Label of this source in `heliostat_scrape_duration_seconds`."""
+    rates_served: ClassVar[bool] = False
+    """True when the source's readings carry `served_rate` (Prometheus's rate()); otherwise
+    it is computed here from the success counter between scrapes."""
 
     def __init__(
         self,
@@ -204,7 +206,7 @@ class PollingSource(ABC):
             if self._metrics is not None:
                 self._metrics.errors.labels(result.reason).inc()
         else:
-            state.accept(result, at)
+            state.accept(result, at, rated=self.rates_served)
 
     def _observe(self, seconds: float) -> None:
         if self._metrics is not None:

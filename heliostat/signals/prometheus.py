@@ -10,8 +10,9 @@ and, in the same query, the success counters' `rate()` (renamed `heliostat:serve
 `rate()` drops the metric name), over `max(1m, 4 x interval)` so the window always holds the
 two samples `rate()` needs at common scrape intervals:
 
-    ... or label_replace(rate({__name__=~"vllm:request_success_total", instance=~...}[60s]),
-                         "__name__", "heliostat:served_rate", "", "")
+    ... or label_replace(label_replace(rate({__name__=~"vllm:request_success_total",
+            instance=~...}[60s]), "__name__", "heliostat:served_rate", "", ""),
+            "heliostat_series", "served_rate", "", "")
 
 Series are matched to endpoints by their `instance` label, which must equal the target's
 address (Prometheus's default for static targets). Each endpoint's samples then go through the
@@ -42,7 +43,7 @@ from heliostat.signals.polling import EndpointState, PollingSource
 from heliostat.signals.record import Failure, Reading, Reason, ScrapeTarget
 
 DEFAULT_PROMETHEUS_MAX_BYTES = 16 * 1024 * 1024
-_DROPPED_LABELS = frozenset({"__name__", "instance", "job"})
+_DROPPED_LABELS = frozenset({"__name__", "instance", "job", "heliostat_series"})
 
 Sample = tuple[str, Labels, float, float]
 """(metric name, labels without instance/job, timestamp, value)."""
@@ -62,6 +63,7 @@ def promql_string(value: str) -> str:
 
 SERVED_RATE = "heliostat:served_rate"
 """The name the combined query gives the success counters' rate() series."""
+_MARKER = "heliostat_series"
 
 
 def build_query(
@@ -76,7 +78,10 @@ def build_query(
     rate_of = sorted(rate_of)
     if rate_of:
         rate = f"rate({_selector(rate_of, addresses)}[{max(1, round(window))}s])"
-        query += f' or label_replace({rate}, "__name__", "{SERVED_RATE}", "", "")'
+        # `or` matches label sets ignoring the metric name, and the counters themselves are in
+        # the first operand: a marker label keeps their rates from being dropped as duplicates.
+        named = f'label_replace({rate}, "__name__", "{SERVED_RATE}", "", "")'
+        query += f' or label_replace({named}, "{_MARKER}", "served_rate", "", "")'
     return query
 
 
@@ -144,6 +149,9 @@ class PrometheusSource(PollingSource):
     """
 
     kind = "prometheus"
+    # Instant queries are stamped with the query time, not the sample's scrape time, so deltas
+    # between our queries would be noise; Prometheus computes rate() itself.
+    rates_served = True
 
     def __init__(
         self,
@@ -216,7 +224,7 @@ class PrometheusSource(PollingSource):
             (name, labels, value) for name, labels, _, value in metrics
         )
         scraped_at = min((ts for _, _, ts, _ in metrics), default=0.0)
-        result = adapt(target.engine, index, target.selector, target.model)
+        result = adapt(target.engine, index, target.selector, target.model, lora=target.lora)
         if isinstance(result, Reading):
             rates = [(labels, value) for name, labels, _, value in samples if name == SERVED_RATE]
             result = dataclasses.replace(result, served_rate=_served_rate(result, rates))

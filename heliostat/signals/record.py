@@ -75,7 +75,8 @@ class ScrapeTarget:
     trtllm-serve, `model` for Triton) to select on multi-model servers; it defaults to `model`.
     A server that labels a single model under another name (vLLM's `model_name` is usually the
     Hugging Face id, which policy names cannot spell) is still read: see `adapters.py`.
-    A LoRA adapter sets `model_label` to its base model's name (`signals.base_model`).
+    A LoRA adapter (`lora`) sets `model_label` to its base model's name (`signals.base_model`):
+    its load is read from the base model's series, and `Signal.lora` says so.
 
     `metrics_path` None means the engine's own path (`DEFAULT_METRICS_PATHS`).
     """
@@ -91,6 +92,7 @@ class ScrapeTarget:
     model_label: str | None = None
     source: SourceKind = "direct"
     prometheus_url: str | None = None
+    lora: bool = False
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

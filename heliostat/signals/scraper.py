@@ -51,6 +51,7 @@ class Scraper(PollingSource):
                 target.selector,
                 openmetrics=fetched.content_type == "application/openmetrics-text",
                 model=target.model,
+                lora=target.lora,
             )
         except FetchError as exc:
             result = Failure(exc.reason, exc.detail)

@@ -72,10 +72,16 @@ def test_undeclared_adapter_found_running_in_lora_stats() -> None:
 
 def test_declared_adapter_waiting_and_idle() -> None:
     text = ex.vllm(lora=("2", "alpaca", "underdog"))
-    waiting = ok(read_exposition(text, "vllm", ex.LLAMA, model="underdog"))
+    waiting = ok(read_exposition(text, "vllm", ex.LLAMA, model="underdog", lora=True))
     assert (waiting.read_as, waiting.lora) == (ex.LLAMA, "waiting")
-    idle = ok(read_exposition(text, "vllm", ex.LLAMA, model="other"))
+    idle = ok(read_exposition(text, "vllm", ex.LLAMA, model="other", lora=True))
     assert idle.lora == "idle"
+
+
+def test_a_model_label_that_only_selects_is_not_an_adapter() -> None:
+    # model_label names a model on a multi-model page; without `lora` nothing is claimed.
+    text = ex.vllm(extra_models=(ex.QWEN,))
+    assert ok(read_exposition(text, "vllm", ex.QWEN, model="qwen")).lora is None
 
 
 def test_newest_lora_series_is_the_current_one() -> None:
@@ -91,9 +97,10 @@ def test_base_model_under_another_name_is_not_called_an_adapter() -> None:
 
 
 def test_declared_adapter_on_an_engine_without_lora_stats_is_unreported() -> None:
-    r = ok(read_exposition(ex.sglang(), "sglang", ex.LLAMA, model="alpaca"))
+    r = ok(read_exposition(ex.sglang(), "sglang", ex.LLAMA, model="alpaca", lora=True))
     assert (r.read_as, r.lora) == (ex.LLAMA, UNREPORTED)
-    assert ok(read_exposition(ex.vllm(), "vllm", ex.LLAMA, model="alpaca")).lora == UNREPORTED
+    vllm = ok(read_exposition(ex.vllm(), "vllm", ex.LLAMA, model="alpaca", lora=True))
+    assert vllm.lora == UNREPORTED  # LoRA not enabled on that server: it says nothing
 
 
 # --- SGLang ---------------------------------------------------------------------------------
