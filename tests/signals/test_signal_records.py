@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from heliostat.signals import Reading, ScrapeTarget, Signal, debug_view
+from heliostat.signals import Engine, Reading, ScrapeTarget, Signal, debug_view
 from heliostat.signals.rates import CounterState, prefix_hit_rate, served_rate
 from heliostat.signals.record import empty_signal
 
@@ -166,8 +166,9 @@ def test_metrics_path_defaults_to_the_engines_own() -> None:
     assert ScrapeTarget(model="m", address="127.0.0.1:1", engine="trtllm").url == (
         "http://127.0.0.1:1/prometheus/metrics"
     )
-    for engine in ("vllm", "sglang", "triton", "tgi"):
-        target = ScrapeTarget(model="m", address="127.0.0.1:1", engine=engine)  # type: ignore[arg-type]
+    engines: tuple[Engine, ...] = ("vllm", "sglang", "triton", "tgi")
+    for engine in engines:
+        target = ScrapeTarget(model="m", address="127.0.0.1:1", engine=engine)
         assert target.path == "/metrics"
     custom = ScrapeTarget(model="m", address="127.0.0.1:1", engine="trtllm", metrics_path="/x")
     assert custom.url == "http://127.0.0.1:1/x"

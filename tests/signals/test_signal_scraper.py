@@ -497,7 +497,7 @@ async def test_partial_pages_are_healthy_signals(servers: Servers, clock: FakeCl
     a, b = (scraper.signals()[("llama", s.address)] for s in (old, no_queue))
     assert (a.error, a.consecutive_failures, a.served_total) == (None, 0, 10)
     assert a.missing == {"waiting", "running", "kv_usage", "prefix_hit_rate"} and a.ok
-    assert (b.error, b.kv_usage, b.missing) == (None, 0.37, {"waiting", "running"})
+    assert (b.error, b.kv_usage, b.missing) == (None, 0.37, frozenset({"waiting", "running"}))
 
 
 async def test_served_rate_between_scrapes_survives_a_restart(
