@@ -1,13 +1,33 @@
 """Exposition texts shaped like each engine's real /metrics page, for adapter and scraper tests.
 
 Each page builder names, in its docstring, the public source whose shape it follows (the
-engine's own metrics code or documentation): metric names, HELP/TYPE lines, the label sets and
-their order as prometheus_client or the engine prints them, the series present from the start
+engine's own metrics code or documentation): metric names, HELP/TYPE lines, the label sets (in
+the order the exporters print them: sorted by name, `as_printed`), the series present from the start
 (vLLM's success counter at 0 for every finished_reason), and the bulk of histograms a real
 server sends around the few series heliostat reads. Values are invented; shapes are not.
 """
 
 from __future__ import annotations
+
+import re
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}( .*)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def as_printed(text: str) -> str:
+    """Labels in the order the engines' exporters print them: prometheus_client (vLLM, SGLang,
+    trtllm-serve) and Triton's prometheus-cpp sort them by name."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        m = _SAMPLE.match(line.rstrip("\n"))
+        if m is None:
+            lines.append(line)
+            continue
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(_LABEL.findall(m.group(2))))
+        lines.append(f"{m.group(1)}{{{labels}}}{m.group(3)}\n")
+    return "".join(lines)
+
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 QWEN = "Qwen/Qwen3-32B"
@@ -115,7 +135,7 @@ def vllm(
     """A vLLM v1 /metrics page (vllm-project/vllm, vllm/v1/metrics/loggers.py,
     PrometheusStatLogger).
 
-    Every series carries `model_name` then `engine` (one value per data-parallel engine core);
+    Every series carries `model_name` and `engine` (one value per data-parallel engine core);
     `vllm:request_success_total` exists from start-up for each finished_reason (stop, length,
     abort); `vllm:cache_config_info` has the cache config fields and `engine`, no model_name.
     Per-engine counts are divided so the model's sums are as given; `kv_per_engine` gives each
@@ -194,7 +214,7 @@ def vllm(
     for model, _ in models:
         for engine in engines:
             out.append(_vllm_histograms(f'model_name="{model}",engine="{engine}"', 1200))
-    return "".join(out)
+    return as_printed("".join(out))
 
 
 def vllm_old(
@@ -235,14 +255,14 @@ def vllm_old(
             "# TYPE vllm:gpu_prefix_cache_hit_rate gauge\n"
             f'vllm:gpu_prefix_cache_hit_rate{{model_name="{LLAMA}"}} {hit_rate}\n'
         )
-    return text + _vllm_histograms(f'model_name="{LLAMA}"', 300)
+    return as_printed(text + _vllm_histograms(f'model_name="{LLAMA}"', 300))
 
 
 def vllm_early_v1(*, hits: float = 50.0, queries: float = 200.0) -> str:
     """Early vLLM V1 (0.8/0.9, vllm/v1/metrics/loggers.py then): `gpu_cache_usage_perc` and the
     `gpu_prefix_cache_{queries,hits}` counters, already per engine."""
     m = f'model_name="{LLAMA}",engine="0"'
-    return (
+    return as_printed(
         "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
         "# TYPE vllm:num_requests_running gauge\n"
         f"vllm:num_requests_running{{{m}}} 3.0\n"
@@ -347,7 +367,7 @@ def sglang(
                 800,
             )
         )
-    return "".join(out)
+    return as_printed("".join(out))
 
 
 def triton(*, pending: dict[str, float] | None = None, success: float = 1234.0) -> str:
@@ -376,7 +396,7 @@ def triton(*, pending: dict[str, float] | None = None, success: float = 1234.0) 
         "# TYPE nv_gpu_utilization gauge\n"
         'nv_gpu_utilization{gpu_uuid="GPU-7e8d1f4a-1c2b-4d3e-9f8a-0b1c2d3e4f5a"} 0.78\n'
     )
-    return "".join(out)
+    return as_printed("".join(out))
 
 
 def triton_trtllm(
@@ -443,7 +463,7 @@ def triton_trtllm(
         f'nv_trt_llm_inflight_batcher_metrics{{inflight_batcher_specific_metric="micro_batch_id",'
         f'model="{model}",version="1"}} 0\n'
     )
-    return "".join(out)
+    return as_printed("".join(out))
 
 
 def trtllm_serve(
@@ -459,7 +479,7 @@ def trtllm_serve(
     MetricsCollector; path per examples/serve/prometheus_metrics.py): `trtllm_` names labelled
     model_name and engine_type, `trtllm_request_success_total` also by finished_reason."""
     m = f'model_name="{model_name}",engine_type="trtllm"'
-    return (
+    return as_printed(
         "# HELP trtllm_request_success_total Count of successfully processed requests.\n"
         "# TYPE trtllm_request_success_total counter\n"
         f'trtllm_request_success_total{{{m},finished_reason="stop"}} {served[0]}\n'
@@ -503,7 +523,7 @@ def trtllm_serve_no_queue(*, util: float = 0.37, hit_rate: float = 0.55) -> str:
     tensorrt_llm/metrics/collector.py history): `trtllm_` names, the iteration-level KV gauges
     (utilization, hit rate) and the success counter, but no num_requests_waiting/running."""
     m = 'model_name="undefined",engine_type="undefined"'
-    return (
+    return as_printed(
         "# HELP trtllm_request_success_total Count of successfully processed requests.\n"
         "# TYPE trtllm_request_success_total counter\n"
         f'trtllm_request_success_total{{{m},finished_reason="stop"}} 77.0\n'
@@ -541,7 +561,7 @@ def trtllm_serve_mid_2025(*, served: float = 12.0) -> str:
         ("request_queue_time_seconds", "Histogram of time spent in WAITING phase for request."),
     ):
         out.append(_histogram(name, help_, m, _LATENCY_BUCKETS, int(served)))
-    return "".join(out)
+    return as_printed("".join(out))
 
 
 TRTLLM_SERVE_JSON_METRICS = (

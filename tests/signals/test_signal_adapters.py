@@ -188,8 +188,8 @@ def test_unlabelled_series_taken_when_label_absent() -> None:
 @pytest.mark.parametrize("value", ["NaN", "+Inf", "-Inf", "-1"])
 def test_bad_values_reject_the_scrape(value: str) -> None:
     text = ex.vllm().replace(
-        f'vllm:num_requests_waiting{{model_name="{ex.LLAMA}",engine="0"}} 2.0',
-        f'vllm:num_requests_waiting{{model_name="{ex.LLAMA}",engine="0"}} {value}',
+        f'vllm:num_requests_waiting{{engine="0",model_name="{ex.LLAMA}"}} 2.0',
+        f'vllm:num_requests_waiting{{engine="0",model_name="{ex.LLAMA}"}} {value}',
     )
     assert text != ex.vllm()
     failed(read_exposition(text, "vllm", "m"), Reason.BAD_VALUE)
@@ -296,7 +296,7 @@ def test_only_wanted_lines_are_parsed() -> None:
     selected = "\n".join(select_lines(ex.vllm(), WANTED["vllm"]))
     assert "vllm:time_to_first_token_seconds" not in selected
     assert "# TYPE" not in selected
-    assert f'vllm:num_requests_waiting{{model_name="{ex.LLAMA}",engine="0"}}' in selected
+    assert f'vllm:num_requests_waiting{{engine="0",model_name="{ex.LLAMA}"}}' in selected
     index = parse(ex.vllm(), WANTED["vllm"])
     assert "vllm:prefix_cache_hits_total" in index
     assert "vllm:e2e_request_latency_seconds_bucket" not in index
