@@ -354,3 +354,39 @@ def test_adapters_never_raise(text: str, engine: str) -> None:
 @given(text=st.text(max_size=300), engine=st.sampled_from(sorted(WANTED)))
 def test_arbitrary_text_never_raises(text: str, engine: str) -> None:
     assert isinstance(read_exposition(text, engine, "m"), Reading | Failure)
+
+
+# --- the sample-line parser agrees with prometheus_client's ----------------------------------
+
+_label_value = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12
+)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    labels=st.dictionaries(
+        st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True), _label_value, max_size=4
+    ),
+    value=st.one_of(
+        st.floats(allow_nan=False).map(repr), st.sampled_from(["NaN", "+Inf", "-Inf", "1e3"])
+    ),
+    timestamp=st.booleans(),
+    spaces=st.sampled_from(["", " "]),
+)
+def test_line_parser_agrees_with_prometheus_client(
+    labels: dict[str, str], value: str, timestamp: bool, spaces: str
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = ",".join(f'{k}{spaces}={spaces}"{_escape(v)}"' for k, v in labels.items())
+    line = f"tgi_queue_size{{{body}}} {value}" + (" 1712345678000" if timestamp else "")
+    ours = parse(line + "\n", WANTED["tgi"]).get("tgi_queue_size")
+    (theirs,) = [s for f in text_string_to_metric_families(line + "\n") for s in f.samples]
+    assert [dict(lb) for lb, _ in ours] == [theirs.labels]
+    ((_, v),) = ours
+    assert (math.isnan(v) and math.isnan(theirs.value)) or v == theirs.value
