@@ -254,17 +254,28 @@ class _Page:
                 raise _Reject(Reason.BAD_VALUE, f"{name} = {value} (above 1)")
         return [min(1.0, v) for v in values]
 
-    def gauge_int(self, name: str, extra: Labels | None = None) -> int | None:
+    def gauge_int(
+        self, name: str, extra: Labels | None = None, *, each: bool = False
+    ) -> int | None:
+        """A capacity: summed over engines (slots, blocks), or `each` engine's (a block size)."""
         values = self.values(name, extra)
-        value = max(values) if values else None
-        return int(value) if value is not None and value >= 1 else None
+        if not values:
+            return None
+        value = max(values) if each else math.fsum(values)
+        return int(value) if value >= 1 else None
 
-    def info_labels(self, name: str) -> Labels | None:
-        """The labels of the first `*_info` series of the model (or of no model)."""
-        for labels, _ in self.index.get(name):
-            if self.sel.matches_loosely(labels):
-                return labels
-        return None
+    def info_ints(self, name: str, key: str, *, each: bool = False) -> int | None:
+        """A number carried in a label of the model's (or no model's) `*_info` series, summed
+        over engines, or `each` engine's."""
+        values = [
+            number
+            for labels, _ in self.index.get(name)
+            if self.sel.matches_loosely(labels)
+            and (number := _label_int(labels.get(key))) is not None
+        ]
+        if not values:
+            return None
+        return max(values) if each else sum(values)
 
     def engines(self, *names: str) -> int | None:
         """How many series of the model the first present name has: its engines."""
@@ -367,7 +378,6 @@ def adapt_vllm(
         # V0 reported -1 when prefix caching was off: that means "not reported", not bad data.
         if old and all(v != -1 for v in old):
             rate, _ = _mean_max(page.fractions(VLLM_PREFIX_RATE_OLD))
-    info = page.info_labels(VLLM_CACHE_CONFIG) or {}
     v1 = any(
         "engine" in labels for name in (VLLM_WAITING, kv_name) for labels, _ in index.get(name)
     )
@@ -385,8 +395,8 @@ def adapt_vllm(
         prefix_hit_rate=rate,
         prefix_hits_total=hits,
         prefix_queries_total=queries,
-        num_gpu_blocks=_label_int(info.get("num_gpu_blocks")),
-        block_size=_label_int(info.get("block_size")),
+        num_gpu_blocks=page.info_ints(VLLM_CACHE_CONFIG, "num_gpu_blocks"),
+        block_size=page.info_ints(VLLM_CACHE_CONFIG, "block_size", each=True),
         served_total=page.count(VLLM_SUCCESS),
         engines=page.engines(VLLM_WAITING, kv_name, VLLM_RUNNING),
         lora=_lora_state(index, model if model is not None else want, lora, page.sel.value),
@@ -433,15 +443,13 @@ def adapt_sglang(
     )
     kv, kv_max = _mean_max(page.fractions(SGLANG_KV))
     hit, _ = _mean_max(page.fractions(SGLANG_HIT_RATE))
-    block_size = page.gauge_int(SGLANG_PAGE_SIZE)
+    block_size = page.gauge_int(SGLANG_PAGE_SIZE, each=True)
     num_pages = page.gauge_int(SGLANG_NUM_PAGES)
     shape = "sglang"
-    if block_size is None and num_pages is None:
-        info = page.info_labels(SGLANG_CACHE_CONFIG)
-        if info is not None:
-            block_size = _label_int(info.get("page_size"))
-            num_pages = _label_int(info.get("num_pages"))
-            shape = "sglang <0.5.11 (cache_config_info labels)"
+    if block_size is None and num_pages is None and page.has(SGLANG_CACHE_CONFIG):
+        block_size = page.info_ints(SGLANG_CACHE_CONFIG, "page_size", each=True)
+        num_pages = page.info_ints(SGLANG_CACHE_CONFIG, "num_pages")
+        shape = "sglang <0.5.11 (cache_config_info labels)"
     return _reading(
         "sglang",
         page,
@@ -523,7 +531,7 @@ def adapt_triton_trtllm(
         served_total=page.count(TRITON_SUCCESS),
         max_num_seqs=page.gauge_int(TRT_REQUESTS, extra={"request_type": "max"}),
         num_gpu_blocks=page.gauge_int(TRT_KV_BLOCKS, extra=blocks("max")),
-        block_size=page.gauge_int(TRT_KV_BLOCKS, extra=blocks("tokens_per")),
+        block_size=page.gauge_int(TRT_KV_BLOCKS, extra=blocks("tokens_per"), each=True),
         engines=len(
             {_without(lb, "kv_cache_block_type") for lb, _ in page.series(TRT_KV_BLOCKS)}
             or {_without(lb, "request_type") for lb, _ in page.series(TRT_REQUESTS)}
@@ -576,7 +584,7 @@ def adapt_trtllm_serve(
         served_total=page.count(TRTLLM_SUCCESS, TRTLLM_SUCCESS_OLD),
         max_num_seqs=page.gauge_int(TRTLLM_MAX_ACTIVE),
         num_gpu_blocks=page.gauge_int(TRTLLM_MAX_BLOCKS),
-        block_size=page.gauge_int(TRTLLM_TOKENS_PER_BLOCK),
+        block_size=page.gauge_int(TRTLLM_TOKENS_PER_BLOCK, each=True),
         engines=page.engines(TRTLLM_KV, TRTLLM_USED_BLOCKS, TRTLLM_WAITING),
     )
 

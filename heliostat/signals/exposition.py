@@ -140,9 +140,7 @@ def _parse_lines(lines: Iterable[str]) -> list[tuple[str, Labels, float]]:
 def _parse_static(block: tuple[str, ...]) -> tuple[tuple[str, Labels, float], ...]:
     """Parse of static lines, memoized: vLLM's cache_config_info line has fifteen labels,
     repeated verbatim by every scrape."""
-    return tuple(
-        (name, MappingProxyType(labels), v) for name, labels, v in _parse_lines(block)
-    )
+    return tuple((name, MappingProxyType(labels), v) for name, labels, v in _parse_lines(block))
 
 
 def parse(text: str, sample_names: frozenset[str], *, openmetrics: bool = False) -> SampleIndex:

@@ -153,6 +153,8 @@ class Reading:
     - `page`: the shape of page the adapter recognised ("vllm v1", "sglang <0.5.11", ...).
     - `engines`: how many engines (series of the model) the page has.
     - `read_as`: the model label value the numbers were read under (None: unlabelled).
+    - `max_num_seqs`, `num_gpu_blocks`: the server's slots and KV blocks, summed over engines;
+      `block_size` one engine's.
     - `lora`: on vLLM with LoRA, whether the policy model (an adapter) is `running`,
       `waiting` or `idle` per `vllm:lora_requests_info`; None without that series or when the
       policy model is the base model itself.

@@ -41,6 +41,7 @@ def test_vllm_data_parallel_keeps_the_aggregate_and_the_fullest_engine() -> None
     assert r.kv_usage == pytest.approx(0.54)  # the server's aggregate, as before
     assert r.kv_usage_max == 0.98  # one engine is full: the control law can tell
     assert r.served_total == 1200  # summed over engines and finished reasons
+    assert (r.num_gpu_blocks, r.block_size) == (2 * 27690, 16)  # the server's pool, per block
 
 
 def test_vllm_v0_page() -> None:
@@ -122,6 +123,7 @@ def test_sglang_dp_ranks_are_engines() -> None:
     r = ok(read_exposition(ex.sglang(queue=6, running=10, dp_usage=(0.9, 0.2)), "sglang", "x"))
     assert (r.waiting, r.running, r.engines, r.kv_usage_max) == (6, 10, 2, 0.9)
     assert r.kv_usage == pytest.approx(0.55)
+    assert (r.block_size, r.num_gpu_blocks) == (1, 2 * 425984)
 
 
 # --- Triton and its TensorRT-LLM backend ----------------------------------------------------
