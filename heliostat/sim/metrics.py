@@ -201,6 +201,14 @@ class ReplicaMetrics:
             raise ValueError(f"expected {self.num_engines} engines, got {len(engines)}")
         self._engines = tuple(engines)
 
+    def refresh(self, waiting: int, running: int, kv_usage: float, engine: int = 0) -> None:
+        """Set one engine's gauges by hand, for a fixed page without engines attached (the
+        benchmarks serve one); a replica's page samples its engines in `render` instead."""
+        labels = self._labels[engine]
+        self.waiting.labels(**labels).set(waiting)
+        self.running.labels(**labels).set(running)
+        self.kv_usage.labels(**labels).set(kv_usage)
+
     def render(self) -> bytes:
         """The /metrics page, with every engine's gauges sampled now."""
         for labels, engine in zip(self._labels, self._engines, strict=False):

@@ -126,3 +126,11 @@ def test_replica_config_knobs() -> None:
             ReplicaConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         ReplicaConfig(data_parallel_size=2, metric_names="v0")
+
+
+def test_a_fixed_page_without_engines() -> None:
+    metrics = ReplicaMetrics("bench", 16, 4096)
+    metrics.refresh(waiting=3, running=5, kv_usage=0.25)
+    read = read_exposition(metrics.render().decode(), "vllm", "bench")
+    assert isinstance(read, Reading)
+    assert (read.waiting, read.running, read.kv_usage) == (3, 5, 0.25)
