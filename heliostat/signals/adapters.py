@@ -300,7 +300,8 @@ def _label_int(text: str | None) -> int | None:
 def _mean_max(values: Sequence[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
-    return min(1.0, math.fsum(values) / len(values)), max(values)
+    most = max(values)
+    return min(most, math.fsum(values) / len(values)), most  # min: float noise of the mean
 
 
 def _blocks_fraction(

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from heliostat.signals import Failure, Reading, Reason, read_exposition
 from heliostat.signals.adapters import WANTED, adapt
 from heliostat.signals.exposition import ExpositionError, SampleIndex, parse, select_lines
+from heliostat.signals.record import LOAD_FIELDS
 
 from . import expositions as ex
 
@@ -346,8 +347,12 @@ def test_adapters_never_raise(text: str, engine: str) -> None:
     else:
         for value in (result.waiting, result.running, result.kv_usage, result.prefix_hit_rate):
             assert value is None or (math.isfinite(value) and value >= 0)
-        for fraction in (result.kv_usage, result.prefix_hit_rate):
+        for fraction in (result.kv_usage, result.kv_usage_max, result.prefix_hit_rate):
             assert fraction is None or fraction <= 1
+        if result.kv_usage is not None:
+            assert result.kv_usage_max is not None and result.kv_usage <= result.kv_usage_max
+        assert result.served_total is None or math.isfinite(result.served_total)
+        assert result.missing < frozenset(LOAD_FIELDS)  # something was read
 
 
 @settings(max_examples=200, deadline=None)
