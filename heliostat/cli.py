@@ -12,6 +12,7 @@ import yaml
 from heliostat import logs
 from heliostat.demo import story as demo_story
 from heliostat.policy import PolicyError, load_policy
+from heliostat.signals.from_policy import policy_notes
 from heliostat.xds.bootstrap import BootstrapOptions, bootstrap
 from heliostat.xds.nodes import Role
 
@@ -48,6 +49,8 @@ def _validate(args: argparse.Namespace) -> int:
             f"{path}: ok: policy {policy.metadata.name!r}, {len(policy.spec.regions)} regions, "
             f"{len(policy.spec.models)} models, {endpoints} endpoints"
         )
+        for note in policy_notes(policy):
+            print(f"{path}: note: {note}")
     return 1 if failed else 0
 
 

@@ -107,13 +107,23 @@ class SignalSourceKind(StrEnum):
     PROMETHEUS = "prometheus"
 
 
+def _check_metrics_path(value: str | None) -> str | None:
+    if value is not None and not value.startswith("/"):
+        raise ValueError(f"must start with '/' (such as /metrics), got {value!r}")
+    return value
+
+
 class Signals(_Spec):
     interval: Duration = 2.0
     timeout: Duration = 0.5
     stale_after: Duration = 6.0
     source: SignalSourceKind = SignalSourceKind.DIRECT
     prometheus_url: str | None = None
-    metrics_path: str = "/metrics"
+    # None: the engine's own path (trtllm-serve /prometheus/metrics, the others /metrics).
+    metrics_path: Annotated[str | None, AfterValidator(_check_metrics_path)] = None
+    # This model is a LoRA adapter served on the base model of this name (the engine's model
+    # label value): its series are read, so its load signals are the base model's.
+    base_model: Annotated[str, Field(min_length=1)] | None = None
 
 
 class SimKnobs(_Spec):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from heliostat.signals.adapters import UNREPORTED
 from heliostat.signals.record import Signal
 
 
@@ -34,10 +35,38 @@ def debug_view(
             "scraped_at": signal.scraped_at,
             "age_s": None if age is None else round(age, 3),
             "error": signal.error,
+            "error_detail": signal.error_detail,
             "consecutive_failures": signal.consecutive_failures,
+            "served_total": signal.served_total,
+            "served_rate": signal.served_rate,
+            "kv_usage_max": signal.kv_usage_max,
+            "missing": sorted(signal.missing),
+            "page": signal.page,
+            "engines": signal.engines,
+            "read_as": signal.read_as,
+            "lora": signal.lora,
+            "signal_of": signal_of(signal),
         }
         limit = stale_after.get(model) if isinstance(stale_after, Mapping) else stale_after
         if limit is not None:
             entry["stale"] = signal.is_stale(now, limit)
         models.setdefault(model, []).append(entry)
     return {"now": now, "models": models}
+
+
+def signal_of(signal: Signal) -> str | None:
+    """Whose load the numbers are, when it is not plainly the policy model's own.
+
+    A LoRA adapter has no queue of its own: vLLM (and SGLang) report per base model, so an
+    adapter's waiting, running and KV use are the whole server's.
+    """
+    if signal.lora is None:
+        return None
+    if signal.lora == UNREPORTED:
+        detail = f"{signal.engine} reports nothing per adapter"
+    else:
+        detail = f"the adapter is {signal.lora} per vllm:lora_requests_info"
+    return (
+        f"base model {signal.read_as!r}: LoRA adapter {signal.model!r} shares its queue and "
+        f"KV cache ({detail})"
+    )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from heliostat.signals.record import Reason
+from heliostat.signals.record import JSON_NOT_EXPOSITION, Reason
 
 TEXT_TYPES = frozenset({"text/plain", "application/openmetrics-text"})
 """Content types of the Prometheus exposition formats (parameters such as version ignored)."""
@@ -85,7 +85,7 @@ async def fetch(
                 raise FetchError(Reason.HTTP_STATUS, f"HTTP {resp.status}")
             content_type = resp.content_type
             if content_type not in content_types:
-                raise FetchError(Reason.CONTENT_TYPE, content_type[:100])
+                raise FetchError(Reason.CONTENT_TYPE, _wrong_type(content_type, content_types))
             if resp.content_length is not None and resp.content_length > max_bytes:
                 raise FetchError(Reason.TOO_LARGE, f"Content-Length {resp.content_length}")
             body = bytearray()
@@ -102,6 +102,14 @@ async def fetch(
         raise FetchError(Reason.PROTOCOL, _short(exc)) from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise FetchError(Reason.CONNECT, _short(exc)) from exc
+
+
+def _wrong_type(content_type: str, expected: frozenset[str]) -> str:
+    """The detail of a content-type refusal; JSON instead of exposition text has one usual
+    cause: the wrong path (trtllm-serve answers JSON statistics at /metrics)."""
+    if content_type == "application/json" and expected == TEXT_TYPES:
+        return JSON_NOT_EXPOSITION
+    return f"{content_type[:100]} where {' or '.join(sorted(expected))} was expected"
 
 
 def _short(exc: BaseException) -> str:

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from heliostat.signals.http import new_session
 from heliostat.signals.metrics import SignalMetrics
-from heliostat.signals.rates import CounterState, prefix_hit_rate
+from heliostat.signals.rates import CounterState, ServedState, prefix_hit_rate, served_rate
 from heliostat.signals.record import Failure, Reading, ScrapeTarget, Signal, empty_signal
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,15 @@ class EndpointState:
     target: ScrapeTarget
     signal: Signal
     counters: CounterState | None = None
+    served: ServedState | None = None
 
-    def accept(self, reading: Reading, at: float) -> None:
+    def accept(self, reading: Reading, at: float, *, rated: bool = False) -> None:
+        """Take a successful reading; `rated`: the source computed `served_rate` itself."""
         rate, self.counters = prefix_hit_rate(self.counters, reading)
+        if rated:
+            served = reading.served_rate
+        else:
+            served, self.served = served_rate(self.served, reading.served_total, at)
         if self.signal.error is not None:
             log.info(
                 "signals: %s %s recovered after %d failed scrapes",
@@ -52,7 +58,15 @@ class EndpointState:
                 self.target.address,
                 self.signal.consecutive_failures,
             )
-        self.signal = self.signal.with_reading(reading, rate, at)
+        if reading.missing and reading.missing != self.signal.missing:
+            log.info(
+                "signals: %s %s (%s) exports no %s; using what it has",
+                self.target.model,
+                self.target.address,
+                reading.page,
+                ", ".join(sorted(reading.missing)),
+            )
+        self.signal = self.signal.with_reading(reading, rate, at, served)
 
     def reject(self, failure: Failure) -> None:
         if self.signal.error != failure.reason:  # log changes, not every failed round
@@ -63,14 +77,14 @@ class EndpointState:
                 failure.reason,
                 failure.detail,
             )
-        self.signal = self.signal.failed(failure.reason)
+        self.signal = self.signal.failed(failure.reason, failure.detail)
 
 
 def _same_series(a: ScrapeTarget, b: ScrapeTarget) -> bool:
     """Whether state read under `a` is still meaningful under `b` (timing may change)."""
-    return (a.engine, a.metrics_path, a.selector, a.source, a.prometheus_url) == (
+    return (a.engine, a.path, a.selector, a.source, a.prometheus_url) == (
         b.engine,
-        b.metrics_path,
+        b.path,
         b.selector,
         b.source,
         b.prometheus_url,
@@ -82,6 +96,9 @@ class PollingSource(ABC):
 
     kind: ClassVar[str]
     """Label of this source in `heliostat_scrape_duration_seconds`."""
+    rates_served: ClassVar[bool] = False
+    """True when the source's readings carry `served_rate` (Prometheus's rate()); otherwise
+    it is computed here from the success counter between scrapes."""
 
     def __init__(
         self,
@@ -122,7 +139,7 @@ class PollingSource(ABC):
                 raise ValueError(f"duplicate target {target.key}")
             old = self._states.get(target.key)
             if old is not None and _same_series(old.target, target):
-                new[target.key] = EndpointState(target, old.signal, old.counters)
+                new[target.key] = EndpointState(target, old.signal, old.counters, old.served)
             else:
                 new[target.key] = EndpointState(target, empty_signal(target))
         self._states = new
@@ -189,7 +206,7 @@ class PollingSource(ABC):
             if self._metrics is not None:
                 self._metrics.errors.labels(result.reason).inc()
         else:
-            state.accept(result, at)
+            state.accept(result, at, rated=self.rates_served)
 
     def _observe(self, seconds: float) -> None:
         if self._metrics is not None:

@@ -6,17 +6,29 @@ every endpoint of the model:
 
     {__name__=~"vllm:num_requests_waiting|...|up", instance=~"10\\.0\\.0\\.1:8000|..."}
 
+and, in the same query, the success counters' `rate()` (renamed `heliostat:served_rate`, since
+`rate()` drops the metric name), over `max(1m, 4 x interval)` so the window always holds the
+two samples `rate()` needs at common scrape intervals:
+
+    ... or label_replace(label_replace(rate({__name__=~"vllm:request_success_total",
+            instance=~...}[60s]), "__name__", "heliostat:served_rate", "", ""),
+            "heliostat_series", "served_rate", "", "")
+
 Series are matched to endpoints by their `instance` label, which must equal the target's
 address (Prometheus's default for static targets). Each endpoint's samples then go through the
 very same engine adapter as a direct scrape, so both sources agree on model selection, value
-checks and counter rates. `scraped_at` is the timestamp of the endpoint's oldest sample, i.e.
-when Prometheus last scraped it, so staleness means the same thing as for direct scrapes.
+checks and prefix-cache rates; the served rate is Prometheus's own `rate()` of the selected
+model's series (reset-aware, as direct scrapes are). `scraped_at` is the timestamp of the
+endpoint's oldest sample, i.e. when Prometheus last scraped it, so staleness means the same
+thing as for direct scrapes.
 If `up` is 0 for an endpoint its previous values are kept with error `target_down`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -24,14 +36,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from heliostat.signals.adapters import WANTED, adapt
+from heliostat.signals.adapters import MODEL_LABEL, SUCCESS_COUNTERS, WANTED, adapt
 from heliostat.signals.exposition import Labels, SampleIndex
 from heliostat.signals.http import FetchError, fetch
 from heliostat.signals.polling import EndpointState, PollingSource
-from heliostat.signals.record import Failure, Reason, ScrapeTarget
+from heliostat.signals.record import Failure, Reading, Reason, ScrapeTarget
 
 DEFAULT_PROMETHEUS_MAX_BYTES = 16 * 1024 * 1024
-_DROPPED_LABELS = frozenset({"__name__", "instance", "job"})
+_DROPPED_LABELS = frozenset({"__name__", "instance", "job", "heliostat_series"})
 
 Sample = tuple[str, Labels, float, float]
 """(metric name, labels without instance/job, timestamp, value)."""
@@ -49,10 +61,40 @@ def promql_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def build_query(names: Iterable[str], addresses: Iterable[str]) -> str:
+SERVED_RATE = "heliostat:served_rate"
+"""The name the combined query gives the success counters' rate() series."""
+_MARKER = "heliostat_series"
+
+
+def build_query(
+    names: Iterable[str],
+    addresses: Iterable[str],
+    rate_of: Iterable[str] = (),
+    window: float = 60.0,
+) -> str:
+    """Instant query of `names` at `addresses`, plus `rate()` of the `rate_of` counters."""
+    addresses = sorted(addresses)
+    query = _selector(names, addresses)
+    rate_of = sorted(rate_of)
+    if rate_of:
+        rate = f"rate({_selector(rate_of, addresses)}[{max(1, round(window))}s])"
+        # `or` matches label sets ignoring the metric name, and the counters themselves are in
+        # the first operand: a marker label keeps their rates from being dropped as duplicates.
+        named = f'label_replace({rate}, "__name__", "{SERVED_RATE}", "", "")'
+        query += f' or label_replace({named}, "{_MARKER}", "served_rate", "", "")'
+    return query
+
+
+def _selector(names: Iterable[str], addresses: Iterable[str]) -> str:
     names_re = "|".join(re.escape(n) for n in sorted(names))
-    instances_re = "|".join(re.escape(a) for a in sorted(addresses))
+    instances_re = "|".join(re.escape(a) for a in addresses)
     return f"{{__name__=~{promql_string(names_re)},instance=~{promql_string(instances_re)}}}"
+
+
+def rate_window(interval: float) -> float:
+    """Seconds of history for rate(): at least two Prometheus samples of a counter, at the
+    usual 15 s scrape interval four, and never shorter than four of our own intervals."""
+    return max(60.0, 4.0 * interval)
 
 
 def parse_vector(body: bytes) -> dict[str, list[Sample]]:
@@ -107,6 +149,9 @@ class PrometheusSource(PollingSource):
     """
 
     kind = "prometheus"
+    # Instant queries are stamped with the query time, not the sample's scrape time, so deltas
+    # between our queries would be noise; Prometheus computes rate() itself.
+    rates_served = True
 
     def __init__(
         self,
@@ -129,7 +174,12 @@ class PrometheusSource(PollingSource):
             await self._query_engine(engine, group)
 
     async def _query_engine(self, engine: str, states: list[EndpointState]) -> None:
-        query = build_query(WANTED[engine] | {"up"}, (s.target.address for s in states))
+        query = build_query(
+            WANTED[engine] | {"up"},
+            (s.target.address for s in states),
+            SUCCESS_COUNTERS[engine],
+            rate_window(min(s.target.interval for s in states)),
+        )
         started = time.perf_counter()
         try:
             fetched = await fetch(
@@ -169,9 +219,34 @@ class PrometheusSource(PollingSource):
         if up and not any(value == 1 for value in up):
             self._apply(state, Failure(Reason.TARGET_DOWN, "up == 0 in Prometheus"), 0)
             return
-        metrics = [sample for sample in samples if sample[0] != "up"]
+        metrics = [sample for sample in samples if sample[0] not in ("up", SERVED_RATE)]
         index = SampleIndex.from_samples(
             (name, labels, value) for name, labels, _, value in metrics
         )
         scraped_at = min((ts for _, _, ts, _ in metrics), default=0.0)
-        self._apply(state, adapt(target.engine, index, target.selector), scraped_at)
+        result = adapt(target.engine, index, target.selector, target.model, lora=target.lora)
+        if isinstance(result, Reading):
+            rates = [(labels, value) for name, labels, _, value in samples if name == SERVED_RATE]
+            result = dataclasses.replace(result, served_rate=_served_rate(result, rates))
+        self._apply(state, result, scraped_at)
+
+
+def _served_rate(reading: Reading, rates: list[tuple[Labels, float]]) -> float | None:
+    """The sum of the rate() series of the model the reading was read as (None: no series).
+
+    The model label of the policy engine selects, as the adapter did for the instant values;
+    a Triton TRT-LLM page labels its success counter with `model` like plain Triton.
+    """
+    engine = "triton" if reading.engine == "triton-trtllm" else reading.engine
+    key = MODEL_LABEL.get(engine)
+    chosen = [
+        value
+        for labels, value in rates
+        if key is None
+        or (
+            labels.get(key) == reading.read_as if reading.read_as is not None else key not in labels
+        )
+    ]
+    if not chosen or not all(math.isfinite(v) and v >= 0 for v in chosen):
+        return None
+    return math.fsum(chosen)

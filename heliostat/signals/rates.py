@@ -1,5 +1,8 @@
 """Counters -> rates between two scrapes of the same endpoint.
 
+Two kinds: the prefix-cache hit rate (a ratio of two counters) and the served rate (a success
+counter over the time between scrapes).
+
 vLLM reports prefix-cache hits and queries as token counters since start; the recent hit rate
 is their increase ratio between scrapes (`increase(hits) / increase(queries)`, as PromQL would
 compute it). The wall time between scrapes cancels out of the ratio, so no clock is needed.
@@ -46,3 +49,35 @@ def prefix_hit_rate(
         return previous.rate, CounterState(hits, queries, previous.rate)
     rate = min(1.0, max(0.0, d_hits / d_queries))
     return rate, CounterState(hits, queries, rate)
+
+
+@dataclass(frozen=True, slots=True)
+class ServedState:
+    """The success counter and scrape time of the last accepted scrape, and the rate then."""
+
+    total: float
+    at: float
+    rate: float | None
+
+
+def served_rate(
+    previous: ServedState | None, total: float | None, at: float
+) -> tuple[float | None, ServedState | None]:
+    """Requests completed per second between the last two scrapes, and the state to keep.
+
+    Uses the scrapes' own timestamps (`at`), so a late or skipped round does not inflate the
+    rate. A counter that went down was reset (the server restarted, or one data-parallel engine
+    did): its whole new value is the increase, as Prometheus's `rate()` counts it. A scrape
+    that carries the previous one's timestamp repeats its rate. None until two scrapes, and
+    for engines that export no success counter.
+    """
+    if total is None:
+        return None, None
+    if previous is None:
+        return None, ServedState(total, at, None)
+    dt = at - previous.at
+    if dt <= 0:
+        return previous.rate, ServedState(total, previous.at, previous.rate)
+    increase = total - previous.total if total >= previous.total else total
+    rate = increase / dt
+    return rate, ServedState(total, at, rate)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final, Literal, get_args
 
 Engine = Literal["vllm", "sglang", "triton", "trtllm", "tgi"]
@@ -19,9 +21,29 @@ its `nv_trt_llm_*` series); `trtllm` is `trtllm-serve`."""
 
 ENGINES: Final[frozenset[str]] = frozenset(get_args(Engine))
 
+DEFAULT_METRICS_PATHS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "vllm": "/metrics",
+        "sglang": "/metrics",
+        "triton": "/metrics",
+        # trtllm-serve's /metrics answers JSON iteration statistics (`[]` when idle); its
+        # Prometheus text is at /prometheus/metrics.
+        "trtllm": "/prometheus/metrics",
+        "tgi": "/metrics",
+    }
+)
+"""Where each engine serves Prometheus text; `signals.metrics_path` overrides it per model."""
+
+LOAD_FIELDS: Final = ("waiting", "running", "kv_usage", "prefix_hit_rate", "served_total")
+"""The load fields of a `Signal` an engine may or may not export; `missing` names the absent."""
+
 SourceKind = Literal["direct", "prometheus"]
 
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+
+
+JSON_NOT_EXPOSITION: Final = "JSON where Prometheus text was expected: set signals.metrics_path"
+"""The detail of a scrape that got JSON: trtllm-serve's /metrics is JSON statistics."""
 
 
 class Reason:
@@ -53,12 +75,16 @@ class ScrapeTarget:
     trtllm-serve, `model` for Triton) to select on multi-model servers; it defaults to `model`.
     A server that labels a single model under another name (vLLM's `model_name` is usually the
     Hugging Face id, which policy names cannot spell) is still read: see `adapters.py`.
+    A LoRA adapter (`lora`) sets `model_label` to its base model's name (`signals.base_model`):
+    its load is read from the base model's series, and `Signal.lora` says so.
+
+    `metrics_path` None means the engine's own path (`DEFAULT_METRICS_PATHS`).
     """
 
     model: str
     address: str
     engine: Engine = "vllm"
-    metrics_path: str = "/metrics"
+    metrics_path: str | None = None
     interval: float = 2.0
     timeout: float = 0.5
     stale_after: float = 6.0
@@ -66,6 +92,7 @@ class ScrapeTarget:
     model_label: str | None = None
     source: SourceKind = "direct"
     prometheus_url: str | None = None
+    lora: bool = False
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -73,7 +100,7 @@ class ScrapeTarget:
         host, sep, port = self.address.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"address {self.address!r} is not host:port")
-        if not self.metrics_path.startswith("/"):
+        if self.metrics_path is not None and not self.metrics_path.startswith("/"):
             raise ValueError(f"metrics_path {self.metrics_path!r} must start with '/'")
         for name in ("interval", "timeout", "stale_after"):
             value = getattr(self, name)
@@ -94,8 +121,15 @@ class ScrapeTarget:
         return self.model_label if self.model_label is not None else self.model
 
     @property
+    def path(self) -> str:
+        """The path scraped: the policy's, else the engine's default."""
+        if self.metrics_path is not None:
+            return self.metrics_path
+        return DEFAULT_METRICS_PATHS[self.engine]
+
+    @property
     def url(self) -> str:
-        return f"http://{self.address}{self.metrics_path}"
+        return f"http://{self.address}{self.path}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +138,26 @@ class Reading:
 
     Produced by the pure engine adapters; `prefix_hits_total`/`prefix_queries_total` are raw
     counters (vLLM), `prefix_hit_rate` is an engine-computed gauge (SGLang, trtllm-serve).
+
+    A reading may be partial: an engine (or an older build of it) that does not export a field
+    leaves it None and names it in `missing`; only a page with none of the engine's series for
+    the model is a failed scrape.
+
+    - `served_total`: the engine's success counter for the model, summed over its label sets
+      (finished_reason, engine, version), raw as scraped.
+    - `served_rate`: completed requests per second when the source computes rates itself (the
+      Prometheus source's `rate()`); None from the engine adapters, whose counters become rates
+      between scrapes (`rates.py`).
+    - `kv_usage_max`: the fullest engine's KV use on a multi-engine page (data-parallel vLLM,
+      SGLang dp ranks, Triton model versions); equal to `kv_usage` with one engine.
+    - `page`: the shape of page the adapter recognised ("vllm v1", "sglang <0.5.11", ...).
+    - `engines`: how many engines (series of the model) the page has.
+    - `read_as`: the model label value the numbers were read under (None: unlabelled).
+    - `max_num_seqs`, `num_gpu_blocks`: the server's slots and KV blocks, summed over engines;
+      `block_size` one engine's.
+    - `lora`: on vLLM with LoRA, whether the policy model (an adapter) is `running`,
+      `waiting` or `idle` per `vllm:lora_requests_info`; None without that series or when the
+      policy model is the base model itself.
     """
 
     engine: str
@@ -116,6 +170,14 @@ class Reading:
     max_num_seqs: int | None = None
     num_gpu_blocks: int | None = None
     block_size: int | None = None
+    served_total: float | None = None
+    served_rate: float | None = None
+    kv_usage_max: float | None = None
+    missing: frozenset[str] = frozenset()
+    page: str | None = None
+    engines: int | None = None
+    read_as: str | None = None
+    lora: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +192,15 @@ class Failure:
 class Signal:
     """The latest known state of one endpoint of one model.
 
-    Values an engine does not report stay None (Triton has no KV use, TGI no prefix cache).
-    `scraped_at` is the wall-clock time (`time.time()` or the source's clock) of the last
-    successful scrape, None if there never was one. On failure the previous values are kept
-    and `error`/`consecutive_failures` say what is going on; a success clears both.
+    Values an engine does not report stay None (Triton has no KV use, TGI no prefix cache)
+    and are named in `missing`: a partial signal is a healthy one. `scraped_at` is the
+    wall-clock time (`time.time()` or the source's clock) of the last successful scrape, None
+    if there never was one. On failure the previous values are kept and `error` (a `Reason`
+    code), `error_detail` and `consecutive_failures` say what is going on; a success clears them.
+
+    `served_total` is the engine's success counter (raw); `served_rate` the requests completed
+    per second between the last two successful scrapes (reset-aware; None until two scrapes).
+    `kv_usage_max` is the fullest engine's KV use (see `Reading` for it and the page fields).
     """
 
     model: str
@@ -149,6 +216,15 @@ class Signal:
     scraped_at: float | None = None
     error: str | None = None
     consecutive_failures: int = 0
+    served_total: float | None = None
+    served_rate: float | None = None
+    kv_usage_max: float | None = None
+    missing: frozenset[str] = frozenset()
+    page: str | None = None
+    engines: int | None = None
+    read_as: str | None = None
+    lora: str | None = None
+    error_detail: str | None = None
 
     def age(self, now: float) -> float | None:
         """Seconds since the last successful scrape (never negative), None if never scraped."""
@@ -165,12 +241,21 @@ class Signal:
     def ok(self) -> bool:
         return self.scraped_at is not None and self.error is None
 
-    def failed(self, reason: str) -> Signal:
+    def failed(self, reason: str, detail: str | None = None) -> Signal:
         return dataclasses.replace(
-            self, error=reason, consecutive_failures=self.consecutive_failures + 1
+            self,
+            error=reason,
+            error_detail=detail or None,
+            consecutive_failures=self.consecutive_failures + 1,
         )
 
-    def with_reading(self, reading: Reading, prefix_hit_rate: float | None, at: float) -> Signal:
+    def with_reading(
+        self,
+        reading: Reading,
+        prefix_hit_rate: float | None,
+        at: float,
+        served_rate: float | None = None,
+    ) -> Signal:
         return dataclasses.replace(
             self,
             engine=reading.engine,
@@ -184,6 +269,15 @@ class Signal:
             scraped_at=at,
             error=None,
             consecutive_failures=0,
+            served_total=reading.served_total,
+            served_rate=served_rate,
+            kv_usage_max=reading.kv_usage_max,
+            missing=reading.missing,
+            page=reading.page,
+            engines=reading.engines,
+            read_as=reading.read_as,
+            lora=reading.lora,
+            error_detail=None,
         )
 
 

@@ -50,6 +50,8 @@ class Scraper(PollingSource):
                 target.engine,
                 target.selector,
                 openmetrics=fetched.content_type == "application/openmetrics-text",
+                model=target.model,
+                lora=target.lora,
             )
         except FetchError as exc:
             result = Failure(exc.reason, exc.detail)

@@ -21,6 +21,11 @@ _ENGINE_FIELDS = tuple(f.name for f in dataclasses.fields(EngineConfig))
 _KNOB_TYPES: dict[str, type] = {
     f.name: (int if f.type in ("int", int) else float) for f in dataclasses.fields(EngineConfig)
 }
+# Replica-level knobs beside the engine's: data-parallel engine cores behind one server.
+_KNOB_TYPES["data_parallel_size"] = int
+
+METRIC_NAMES = ("v1", "v0")
+"""The vLLM metric pages a replica can print (`heliostat.sim.metrics`)."""
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -38,7 +43,13 @@ def split_address(address: str) -> tuple[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaConfig:
-    """One simulated vLLM server: where it listens, what it serves, how big and fast it is."""
+    """One simulated vLLM server: where it listens, what it serves, how big and fast it is.
+
+    `data_parallel_size` engine cores (vLLM's --data-parallel-size), each with the capacity
+    knobs below, serve behind one address and one /metrics page (one `engine` label value
+    each); requests go to the least loaded, as vLLM's data-parallel balancer sends them.
+    `metric_names` "v0" prints the V0 engine's metric names instead of v1's.
+    """
 
     address: str = "127.0.0.1:9101"
     region: str = "local"
@@ -53,11 +64,19 @@ class ReplicaConfig:
     per_seq_ms: float = 0.5
     per_ctx_ktoken_ms: float = 0.1
     prefill_ms_per_token: float = 0.25
+    data_parallel_size: int = 1
+    metric_names: str = "v1"
 
     def __post_init__(self) -> None:
         split_address(self.address)
         if not self.region or not self.model:
             raise ValueError("region and model must be non-empty")
+        if self.data_parallel_size < 1:
+            raise ValueError(f"data_parallel_size must be >= 1, got {self.data_parallel_size}")
+        if self.metric_names not in METRIC_NAMES:
+            raise ValueError(f"metric_names must be one of {METRIC_NAMES}")
+        if self.metric_names == "v0" and self.data_parallel_size != 1:
+            raise ValueError("vLLM V0 had no data parallelism: metric_names v0 needs one engine")
         self.engine_config()  # validates the knobs
 
     @property

@@ -39,14 +39,41 @@ class Replica:
         self.faults = FaultSet(fault_seed)
         self._hang_release = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self.metrics, self.engine, self.driver, self.stats = self._fresh_state()
+        self.metrics, self.engines, self.drivers, self.stats = self._fresh_state()
 
-    def _fresh_state(self) -> tuple[ReplicaMetrics, Engine, EngineDriver, ReplicaStats]:
+    def _fresh_state(
+        self,
+    ) -> tuple[ReplicaMetrics, list[Engine], list[EngineDriver], ReplicaStats]:
         cfg = self.config
-        metrics = ReplicaMetrics(cfg.model, cfg.block_size, cfg.num_gpu_blocks)
-        engine = Engine(cfg.engine_config(), observer=metrics)
-        engine.slowdown = self.faults.slowdown
-        return metrics, engine, EngineDriver(engine), ReplicaStats()
+        metrics = ReplicaMetrics(
+            cfg.model,
+            cfg.block_size,
+            cfg.num_gpu_blocks,
+            engines=cfg.data_parallel_size,
+            names="v0" if cfg.metric_names == "v0" else "v1",
+        )
+        engines = [
+            Engine(cfg.engine_config(), observer=metrics.observer(index))
+            for index in range(cfg.data_parallel_size)
+        ]
+        for engine in engines:
+            engine.slowdown = self.faults.slowdown
+        metrics.attach(engines)
+        return metrics, engines, [EngineDriver(e) for e in engines], ReplicaStats()
+
+    @property
+    def engine(self) -> Engine:
+        """The first engine core (the only one unless data-parallel)."""
+        return self.engines[0]
+
+    @property
+    def driver(self) -> EngineDriver:
+        """The driver of the engine the next request goes to: the least loaded, scored as
+        vLLM's data-parallel balancer scores engines (waiting x 4 + running), lowest index
+        first on ties."""
+        if len(self.drivers) == 1:
+            return self.drivers[0]
+        return min(self.drivers, key=lambda d: d.engine.num_waiting * 4 + d.engine.num_running)
 
     @property
     def url(self) -> str:
@@ -80,12 +107,14 @@ class Replica:
             await runner.cleanup()
             raise
         self._runner = runner
-        self.driver.start()
+        for driver in self.drivers:
+            driver.start()
 
     async def stop(self) -> None:
         """Release hung requests, abort queued work, then close the site and its connections."""
         self._release_hung()
-        await self.driver.stop()
+        for driver in self.drivers:
+            await driver.stop()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -96,25 +125,31 @@ class Replica:
         The new state is in place before the first await, so a reset whose caller goes away
         half-way still leaves a working replica.
         """
-        old = self.driver
-        self.metrics, self.engine, self.driver, self.stats = self._fresh_state()
+        old = self.drivers
+        self.metrics, self.engines, self.drivers, self.stats = self._fresh_state()
         if self._runner is not None:
-            self.driver.start()
-        await old.stop()
+            for driver in self.drivers:
+                driver.start()
+        for driver in old:
+            await driver.stop()
 
     # -- faults --------------------------------------------------------------------------------
 
     def set_fault(self, fault: Fault) -> None:
         self.faults.set(fault)
-        self.engine.slowdown = self.faults.slowdown
+        self._apply_slowdown()
         log.info("replica %s: fault %s", self.id, fault.to_json())
 
     def clear_faults(self, kind: FaultKind | None = None) -> None:
         self.faults.clear(kind)
-        self.engine.slowdown = self.faults.slowdown
+        self._apply_slowdown()
         if kind in (None, FaultKind.HANG):
             self._release_hung()
         log.info("replica %s: faults healed (%s)", self.id, kind.value if kind else "all")
+
+    def _apply_slowdown(self) -> None:
+        for engine in self.engines:
+            engine.slowdown = self.faults.slowdown
 
     async def wait_hang_released(self) -> None:
         await self._hang_release.wait()
@@ -142,14 +177,8 @@ class Replica:
 
     def snapshot(self) -> dict[str, Any]:
         """The ``/sim/stats`` document."""
-        eng = self.engine
-        return {
-            "replica": self.id,
-            "region": self.config.region,
-            "model": self.config.model,
-            "version": self.config.version,
-            **self.stats.to_json(),
-            "engine": {
+        engines = [
+            {
                 "waiting": eng.num_waiting,
                 "running": eng.num_running,
                 "kv_cache_usage": eng.pool.usage,
@@ -157,6 +186,21 @@ class Replica:
                 "prefix_queries": eng.prefix_queries,
                 "prefix_hits": eng.prefix_hits,
                 "slowdown": eng.slowdown,
-            },
+            }
+            for eng in self.engines
+        ]
+        total = dict(engines[0])
+        if len(engines) > 1:  # the server as a whole: counts summed, KV use averaged
+            for key in ("waiting", "running", "cached_blocks", "prefix_queries", "prefix_hits"):
+                total[key] = sum(e[key] for e in engines)
+            total["kv_cache_usage"] = sum(e["kv_cache_usage"] for e in engines) / len(engines)
+        return {
+            "replica": self.id,
+            "region": self.config.region,
+            "model": self.config.model,
+            "version": self.config.version,
+            **self.stats.to_json(),
+            "engine": total,
+            "engines": engines,
             "faults": [f.to_json() for f in self.faults.active()],
         }

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from heliostat.sim.engine import EngineRequest, EventKind, RequestEvent, RequestTooLarge, Status
+from heliostat.sim.engine import (
+    Engine,
+    EngineRequest,
+    EventKind,
+    RequestEvent,
+    RequestTooLarge,
+    Status,
+)
 from heliostat.sim.faults import Fault, FaultKind
 from heliostat.sim.openai_api import (
     BadRequest,
@@ -157,7 +164,7 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
         if gen.stream:
             return await _stream(request, stats, gen, req, events, shaper)
         report_format = request.headers.get(FORMAT_HEADER)
-        return await _unary(replica, req, events, shaper, report_format)
+        return await _unary(stats, driver.engine, req, events, shaper, report_format)
     finally:
         # Client gone (handler cancelled, or a failed stream write): free the simulated GPU.
         # The driver is the one the request was submitted to, even if a reset came since.
@@ -178,7 +185,8 @@ def _record_served(stats: ReplicaStats, req: EngineRequest) -> dict[str, Any]:
 
 
 async def _unary(
-    replica: Replica,
+    stats: ReplicaStats,
+    engine: Engine,
     req: EngineRequest,
     events: asyncio.Queue[RequestEvent],
     shaper: ResponseShaper,
@@ -187,16 +195,15 @@ async def _unary(
     while True:
         event = await events.get()
         if event.kind is EventKind.FINISH:
-            use = _record_served(replica.stats, req)
+            use = _record_served(stats, req)
             response = web.json_response(shaper.full(output_text(req.num_generated), use))
             # As vLLM: the engine's gauges at answer time, on unary answers only (see orca.py).
-            eng = replica.engine
-            report = load_report(report_format, eng.pool.usage, eng.num_waiting)
+            report = load_report(report_format, engine.pool.usage, engine.num_waiting)
             if report is not None:
                 response.headers[REPORT_HEADER] = report
             return response
         if event.kind is EventKind.ABORT:
-            replica.stats.aborted += 1
+            stats.aborted += 1
             return _error(503, "request aborted by the replica", type_="ServiceUnavailableError")
 
 
@@ -260,8 +267,6 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     replica = _replica(request)
     if replica.faults.get(FaultKind.NO_METRICS) is not None:
         return web.Response(status=503, text="metrics unavailable (simulated fault)\n")
-    eng = replica.engine
-    replica.metrics.refresh(eng.num_waiting, eng.num_running, eng.pool.usage)
     return web.Response(
         body=replica.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 from aiohttp import web
 
+from heliostat.lab.processes import Process
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -93,6 +95,15 @@ def closed_port() -> Iterator[int]:
     port = int(sock.getsockname()[1])
     sock.close()
     yield port
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """Real processes a test starts (heliostat serve, Envoy); stopped at the end, in reverse."""
+    running: list[Process] = []
+    yield running
+    for process in reversed(running):
+        process.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from heliostat.signals import Failure, Reading, Reason, read_exposition
 from heliostat.signals.adapters import WANTED, adapt
 from heliostat.signals.exposition import ExpositionError, SampleIndex, parse, select_lines
+from heliostat.signals.record import LOAD_FIELDS
 
 from . import expositions as ex
 
@@ -39,7 +40,7 @@ def test_vllm_v1() -> None:
 
 def test_vllm_data_parallel_engines_are_summed_and_kv_averaged() -> None:
     r = ok(read_exposition(ex.vllm(waiting=4, running=8, engines=("0", "1")), "vllm", "m"))
-    assert (r.waiting, r.running, r.kv_usage) == (4, 8, 0.42)
+    assert (r.waiting, r.running, r.kv_usage, r.kv_usage_max) == (4, 8, 0.42, 0.42)
     assert r.prefix_queries_total == 1.0e6
 
 
@@ -228,13 +229,36 @@ def test_nan_in_a_series_we_do_not_read_is_ignored() -> None:
         ("trtllm", ex.vllm()),
         ("tgi", ex.triton()),
         ("vllm", ""),
-        ("vllm", ex.vllm().replace("vllm:kv_cache_usage_perc", "vllm:other_perc")),
-        ("tgi", "tgi_queue_size 1\n"),  # running missing
-        ("triton", ex.triton_trtllm().replace('"scheduled"', '"other"')),
+        ("vllm", ex.vllm_old().split("# HELP vllm:")[0]),  # process metrics only
     ],
 )
-def test_missing_series(engine: str, text: str) -> None:
+def test_a_page_without_the_engines_series_is_missing_series(engine: str, text: str) -> None:
     failed(read_exposition(text, engine, "m"), Reason.MISSING_SERIES)
+
+
+@pytest.mark.parametrize(
+    ("engine", "text", "missing"),
+    [
+        (
+            "vllm",
+            ex.vllm().replace("vllm:kv_cache_usage_perc", "vllm:other_perc"),
+            {"kv_usage"},
+        ),
+        ("tgi", "tgi_queue_size 1\n", {"running", "kv_usage", "prefix_hit_rate", "served_total"}),
+        (
+            "triton",
+            ex.triton_trtllm().replace('"scheduled"', '"other"'),
+            {"running", "prefix_hit_rate"},
+        ),
+    ],
+)
+def test_a_field_the_page_lacks_is_missing_not_a_failure(
+    engine: str, text: str, missing: set[str]
+) -> None:
+    r = ok(read_exposition(text, engine, "m"))
+    assert r.missing == missing
+    for field in missing:
+        assert getattr(r, field) is None
 
 
 @pytest.mark.parametrize(
@@ -273,7 +297,7 @@ def test_only_wanted_lines_are_parsed() -> None:
     selected = "\n".join(select_lines(ex.vllm(), WANTED["vllm"]))
     assert "vllm:time_to_first_token_seconds" not in selected
     assert "# TYPE" not in selected
-    assert 'vllm:num_requests_waiting{engine="0"' in selected
+    assert f'vllm:num_requests_waiting{{engine="0",model_name="{ex.LLAMA}"}}' in selected
     index = parse(ex.vllm(), WANTED["vllm"])
     assert "vllm:prefix_cache_hits_total" in index
     assert "vllm:e2e_request_latency_seconds_bucket" not in index
@@ -323,11 +347,51 @@ def test_adapters_never_raise(text: str, engine: str) -> None:
     else:
         for value in (result.waiting, result.running, result.kv_usage, result.prefix_hit_rate):
             assert value is None or (math.isfinite(value) and value >= 0)
-        for fraction in (result.kv_usage, result.prefix_hit_rate):
+        for fraction in (result.kv_usage, result.kv_usage_max, result.prefix_hit_rate):
             assert fraction is None or fraction <= 1
+        if result.kv_usage is not None:
+            assert result.kv_usage_max is not None and result.kv_usage <= result.kv_usage_max
+        assert result.served_total is None or math.isfinite(result.served_total)
+        assert result.missing < frozenset(LOAD_FIELDS)  # something was read
 
 
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=300), engine=st.sampled_from(sorted(WANTED)))
 def test_arbitrary_text_never_raises(text: str, engine: str) -> None:
     assert isinstance(read_exposition(text, engine, "m"), Reading | Failure)
+
+
+# --- the sample-line parser agrees with prometheus_client's ----------------------------------
+
+_label_value = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12
+)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    labels=st.dictionaries(
+        st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True), _label_value, max_size=4
+    ),
+    value=st.one_of(
+        st.floats(allow_nan=False).map(repr), st.sampled_from(["NaN", "+Inf", "-Inf", "1e3"])
+    ),
+    timestamp=st.booleans(),
+    spaces=st.sampled_from(["", " "]),
+)
+def test_line_parser_agrees_with_prometheus_client(
+    labels: dict[str, str], value: str, timestamp: bool, spaces: str
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = ",".join(f'{k}{spaces}={spaces}"{_escape(v)}"' for k, v in labels.items())
+    line = f"tgi_queue_size{{{body}}} {value}" + (" 1712345678000" if timestamp else "")
+    ours = parse(line + "\n", WANTED["tgi"]).get("tgi_queue_size")
+    (theirs,) = [s for f in text_string_to_metric_families(line + "\n") for s in f.samples]
+    assert [dict(lb) for lb, _ in ours] == [theirs.labels]
+    ((_, v),) = ours
+    assert (math.isnan(v) and math.isnan(theirs.value)) or v == theirs.value

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from heliostat.signals import PrometheusSource, Reason, ScrapeTarget, SignalSource
-from heliostat.signals.prometheus import build_query, parse_vector
+from heliostat.signals.prometheus import SERVED_RATE, build_query, parse_vector, rate_window
 
 from . import expositions as ex
 from .conftest import MetricsServer
@@ -89,6 +89,31 @@ async def read(fake: FakePrometheus, targets: list[ScrapeTarget]) -> PrometheusS
     async with source:
         await source.scrape_once()
     return source
+
+
+def test_query_asks_rate_of_the_success_counters_in_the_same_query() -> None:
+    q = build_query({"vllm:num_requests_waiting"}, [A], ["vllm:request_success_total"], 60)
+    assert q == (
+        '{__name__=~"vllm:num_requests_waiting",instance=~"10\\\\.0\\\\.0\\\\.1:8000"} or '
+        'label_replace(label_replace(rate({__name__=~"vllm:request_success_total",'
+        'instance=~"10\\\\.0\\\\.0\\\\.1:8000"}[60s]), '
+        '"__name__", "heliostat:served_rate", "", ""), "heliostat_series", "served_rate", "", "")'
+    )
+    assert rate_window(2.0) == 60.0 and rate_window(30.0) == 120.0
+
+
+async def test_served_rate_is_the_selected_models_rate(fake: FakePrometheus) -> None:
+    rates = [
+        sample(SERVED_RATE, A, "1.5", model_name=ex.LLAMA, engine="0", finished_reason="stop"),
+        sample(SERVED_RATE, A, "0.5", model_name=ex.LLAMA, engine="1", finished_reason="stop"),
+        sample(SERVED_RATE, A, "9", model_name=ex.QWEN, engine="0", finished_reason="stop"),
+    ]
+    fake.answer = vector(vllm_samples(A) + rates + vllm_samples(B))
+    source = await read(fake, [target(A, model_label=ex.LLAMA), target(B)])
+    a, b = source.signals()[("llama", A)], source.signals()[("llama", B)]
+    assert a.served_rate == 2.0  # both engines of the model, not the other model
+    assert b.served_rate is None  # Prometheus had no rate for it (yet)
+    assert "rate(" in fake.queries[0] and "vllm:request_success_total" in fake.queries[0]
 
 
 def test_query_matches_names_and_instances_exactly() -> None:
@@ -321,3 +346,20 @@ async def test_real_prometheus(
         )
         s1 = source.signals()[("llama", one.address)]
         assert (s1.prefix_hit_rate, s1.waiting, s1.kv_usage) == (0.5, 3, 0.5)
+
+        # served_rate is Prometheus's rate() of the success counter, in the same query
+        await until(
+            lambda: all(
+                source.signals()[("llama", a)].served_rate is not None
+                for a in (one.address, two.address)
+            ),
+            "two samples of the success counters",
+        )
+        assert source.signals()[("llama", two.address)].served_rate == 0.0  # a flat counter
+        one.serve(ex.vllm(waiting=3, kv=0.5, hits=300, queries=800, served={"stop": 5000}))
+        await until(
+            lambda: (source.signals()[("llama", one.address)].served_rate or 0) > 0,
+            "a rising success counter",
+        )
+        s1 = source.signals()[("llama", one.address)]
+        assert s1.served_total == 5000 and s1.served_rate is not None and s1.served_rate > 0

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from heliostat.signals import Reading, ScrapeTarget, Signal, debug_view
-from heliostat.signals.rates import CounterState, prefix_hit_rate
+from heliostat.signals import Engine, Reading, ScrapeTarget, Signal, debug_view
+from heliostat.signals.rates import CounterState, prefix_hit_rate, served_rate
 from heliostat.signals.record import empty_signal
 
 
@@ -127,3 +127,82 @@ def test_debug_view_is_json_and_shows_age() -> None:
     assert m[1]["age_s"] == 10.0 and m[1]["kv_usage"] == 0.5 and m[1]["stale"] is True
     assert view["models"]["n"][0]["age_s"] == 0.5 and "stale" not in view["models"]["n"][0]
     assert debug_view(signals, 100.0, stale_after=20.0)["models"]["m"][1]["stale"] is False
+
+
+# --- served rate ----------------------------------------------------------------------------
+
+
+def test_served_rate_uses_the_scrapes_own_timestamps() -> None:
+    rate, state = served_rate(None, 100.0, at=10.0)
+    assert rate is None  # one scrape: no rate yet
+    rate, state = served_rate(state, 130.0, at=12.0)
+    assert rate == pytest.approx(15.0)
+    rate, state = served_rate(state, 130.0, at=17.0)  # a late round: still per second
+    assert rate == 0.0
+
+
+def test_served_counter_reset_counts_its_new_value() -> None:
+    _, state = served_rate(None, 5000.0, at=0.0)
+    rate, state = served_rate(state, 8.0, at=2.0)  # restarted: 8 served since
+    assert rate == pytest.approx(4.0)
+    rate, _ = served_rate(state, 18.0, at=4.0)
+    assert rate == pytest.approx(5.0)
+
+
+def test_same_sample_again_repeats_the_rate() -> None:
+    _, state = served_rate(None, 0.0, at=0.0)
+    rate, state = served_rate(state, 20.0, at=2.0)
+    again, state = served_rate(state, 20.0, at=2.0)
+    assert again == rate == pytest.approx(10.0)
+    rate, _ = served_rate(state, 40.0, at=4.0)
+    assert rate == pytest.approx(10.0)
+
+
+def test_no_success_counter_no_rate() -> None:
+    assert served_rate(None, None, at=1.0) == (None, None)
+
+
+def test_metrics_path_defaults_to_the_engines_own() -> None:
+    assert ScrapeTarget(model="m", address="127.0.0.1:1", engine="trtllm").url == (
+        "http://127.0.0.1:1/prometheus/metrics"
+    )
+    engines: tuple[Engine, ...] = ("vllm", "sglang", "triton", "tgi")
+    for engine in engines:
+        target = ScrapeTarget(model="m", address="127.0.0.1:1", engine=engine)
+        assert target.path == "/metrics"
+    custom = ScrapeTarget(model="m", address="127.0.0.1:1", engine="trtllm", metrics_path="/x")
+    assert custom.url == "http://127.0.0.1:1/x"
+
+
+def test_debug_view_shows_the_page_shape_and_what_is_missing() -> None:
+    partial = Signal(
+        "m",
+        "127.0.0.1:4",
+        "trtllm",
+        kv_usage=0.4,
+        kv_usage_max=0.4,
+        served_total=77.0,
+        served_rate=1.5,
+        missing=frozenset({"waiting", "running"}),
+        page="trtllm-serve",
+        engines=1,
+        read_as="undefined",
+        scraped_at=99.0,
+    )
+    adapter = Signal(
+        "alpaca", "127.0.0.1:5", "vllm", waiting=3, read_as="meta/base", lora="running"
+    )
+    failing = Signal(
+        "m", "127.0.0.1:6", "trtllm", error="content_type", error_detail="JSON where ..."
+    )
+    signals = {(s.model, s.address): s for s in (partial, adapter, failing)}
+    view = debug_view(signals, now=100.0)
+    json.dumps(view, allow_nan=False)
+    p, f = view["models"]["m"]
+    assert p["missing"] == ["running", "waiting"] and p["page"] == "trtllm-serve"
+    assert (p["served_total"], p["served_rate"], p["kv_usage_max"]) == (77.0, 1.5, 0.4)
+    assert p["signal_of"] is None and p["error"] is None
+    assert (f["error"], f["error_detail"]) == ("content_type", "JSON where ...")
+    (a,) = view["models"]["alpaca"]
+    assert a["signal_of"] is not None and "base model 'meta/base'" in a["signal_of"]
+    assert "running" in a["signal_of"]

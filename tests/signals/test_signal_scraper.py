@@ -450,3 +450,81 @@ async def test_two_sources_can_share_one_registry(servers: Servers) -> None:
         )
         is not None
     )
+
+
+# --- engines as they really answer ----------------------------------------------------------
+
+
+async def test_trtllm_serve_is_read_at_its_prometheus_path(servers: Servers) -> None:
+    server = await servers()
+
+    async def trtllm(request: web.Request) -> web.Response:
+        if request.path == "/prometheus/metrics":
+            return web.Response(text=ex.trtllm_serve(waiting=3), content_type="text/plain")
+        return web.Response(text="[]", content_type="application/json")  # its /metrics
+
+    server.handler = trtllm
+    async with Scraper([target(server, engine="trtllm")], None) as scraper:
+        await scraper.scrape_once()
+    s = scraper.signals()[("llama", server.address)]
+    assert (s.error, s.waiting, s.page) == (None, 3, "trtllm-serve")
+    assert server.paths == ["/prometheus/metrics"]
+
+
+async def test_json_at_the_metrics_path_says_what_to_set(servers: Servers) -> None:
+    server = await servers()
+    server.serve(ex.TRTLLM_SERVE_JSON_METRICS, content_type="application/json")
+    t = target(server, engine="trtllm", metrics_path="/metrics")
+    async with Scraper([t], None) as scraper:
+        await scraper.scrape_once()
+    s = scraper.signals()[("llama", server.address)]
+    assert s.error == Reason.CONTENT_TYPE
+    assert s.error_detail == "JSON where Prometheus text was expected: set signals.metrics_path"
+
+
+async def test_partial_pages_are_healthy_signals(servers: Servers, clock: FakeClock) -> None:
+    old, no_queue = await servers(), await servers()
+    old.serve(ex.trtllm_serve_mid_2025(served=10))
+    no_queue.serve(ex.trtllm_serve_no_queue(util=0.37))
+    targets = [
+        target(old, engine="trtllm", metrics_path="/metrics"),
+        target(no_queue, engine="trtllm", metrics_path="/metrics"),
+    ]
+    async with Scraper(targets, None, clock=clock) as scraper:
+        for _ in range(3):
+            await scraper.scrape_once()
+            clock.advance(2)
+    a, b = (scraper.signals()[("llama", s.address)] for s in (old, no_queue))
+    assert (a.error, a.consecutive_failures, a.served_total) == (None, 0, 10)
+    assert a.missing == {"waiting", "running", "kv_usage", "prefix_hit_rate"} and a.ok
+    assert (b.error, b.kv_usage, b.missing) == (None, 0.37, frozenset({"waiting", "running"}))
+
+
+async def test_served_rate_between_scrapes_survives_a_restart(
+    servers: Servers, clock: FakeClock
+) -> None:
+    server, scraper = await one(servers, clock)
+    key = ("llama", server.address)
+    async with scraper:
+        server.serve(ex.vllm(served={"stop": 100}))
+        await scraper.scrape_once()
+        assert (scraper.signals()[key].served_total, scraper.signals()[key].served_rate) == (
+            100,
+            None,
+        )
+        server.serve(ex.vllm(served={"stop": 130, "length": 10}))
+        clock.advance(4)
+        await scraper.scrape_once()
+        assert scraper.signals()[key].served_rate == pytest.approx(10.0)
+        server.serve(ex.vllm(served={"stop": 6}))  # restarted: 6 served since
+        clock.advance(2)
+        await scraper.scrape_once()
+        assert scraper.signals()[key].served_rate == pytest.approx(3.0)
+        server.serve("<html>", content_type="text/html")  # a failed scrape keeps the rate
+        clock.advance(2)
+        await scraper.scrape_once()
+        assert scraper.signals()[key].served_rate == pytest.approx(3.0)
+        server.serve(ex.vllm(served={"stop": 14}))
+        clock.advance(2)
+        await scraper.scrape_once()  # 8 more over the 4 s since the last good scrape
+        assert scraper.signals()[key].served_rate == pytest.approx(2.0)

@@ -188,23 +188,29 @@ async def test_metrics_have_vllm_names(
         "vllm:kv_cache_usage_perc",
         "vllm:prefix_cache_queries_total",
         "vllm:prefix_cache_hits_total",
-        "vllm:cache_config_info",
         "vllm:time_to_first_token_seconds_bucket",
         "vllm:time_to_first_token_seconds_count",
         "vllm:request_success_total",
         "vllm:e2e_request_latency_seconds_count",
     ):
         assert name in by_name, name
-        assert all(labels.get("model_name") == "llama-70b" for labels in by_name[name]), name
-    model = (("model_name", "llama-70b"),)
+        # vLLM v1 labels every series with the served model and the engine core
+        assert all(
+            labels.get("model_name") == "llama-70b" and labels.get("engine") == "0"
+            for labels in by_name[name]
+        ), name
+    model = (("engine", "0"), ("model_name", "llama-70b"))
     assert samples[("vllm:prefix_cache_queries_total", model)] == 1000.0
     # The second identical prompt hit all but its last block: (500 - 1) // 16 * 16 tokens.
     assert samples[("vllm:prefix_cache_hits_total", model)] == 496.0
     assert samples[("vllm:time_to_first_token_seconds_count", model)] == 2.0
     assert samples[("vllm:num_requests_waiting", model)] == 0.0
     assert samples[("vllm:kv_cache_usage_perc", model)] == 0.0
+    success = (("engine", "0"), ("finished_reason", "length"), ("model_name", "llama-70b"))
+    assert samples[("vllm:request_success_total", success)] == 2
     (info,) = by_name["vllm:cache_config_info"]
     assert info["block_size"] == "16" and info["num_gpu_blocks"] == "1000"
+    assert info["engine"] == "0" and "model_name" not in info  # as vLLM: config, not model
     assert samples[("vllm:cache_config_info", tuple(sorted(info.items())))] == 1.0
 
 
