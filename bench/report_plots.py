@@ -163,8 +163,9 @@ def routing(
     figure = Figure(figsize=(max(11.0, 2.2 * len(workloads) * 2), 4.2))
     left = figure.add_subplot(1, 2, 1)
     _grouped_bars(left, workloads, {p: ttft_p99[p] for p in policies})
-    left.set_ylabel("TTFT p99 ms (log)")
-    left.set_yscale("log")
+    if any(v is not None and v > 0 for values in ttft_p99.values() for v in values):
+        left.set_yscale("log")  # seconds of queueing and tens of ms on one axis
+    left.set_ylabel("TTFT p99 ms")
     left.set_title("TTFT p99 by scenario and policy")
     right = figure.add_subplot(1, 2, 2)
     _grouped_bars(right, workloads, {p: slo[p] for p in policies})

@@ -20,7 +20,7 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from heliostat.policy import PolicyError, Problem
 from heliostat.policy import semantics as policy_semantics
@@ -64,19 +64,26 @@ class Phase(Section):
     ramp: bool = False
 
 
+def _as_groups(value: Any) -> Any:
+    """One mapping is one group of replicas; a list is several side by side."""
+    return [value] if isinstance(value, Mapping) else value
+
+
+Groups = Annotated[list[ReplicaGroup], BeforeValidator(_as_groups)]
+
+
 class Scenario(Section):
     name: Name
     description: str = ""
     regions: dict[Name, Region]
-    replicas: dict[Name, ReplicaGroup | list[ReplicaGroup]]
+    replicas: dict[Name, Groups]
     slo: Slo
     workload: Literal["chat", "shared_prefix"]
     phases: Annotated[list[Phase], Field(min_length=1)]
     seed: Annotated[int, Field(ge=0, strict=True)] = 6
 
     def groups(self, region: str) -> list[ReplicaGroup]:
-        found = self.replicas.get(region, [])
-        return found if isinstance(found, list) else [found]
+        return self.replicas.get(region, [])
 
     def knobs(self, region: str) -> list[dict[str, Any]]:
         """One simulator-knob mapping per replica of `region`, in the file's order."""
@@ -142,7 +149,8 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     try:
         scenario = Scenario.model_validate(located.data)
     except pydantic.ValidationError as exc:
-        raise ScenarioError(source, problems + schema_problems(exc, located, Scenario)) from None
+        found = [_as_written(p, located) for p in schema_problems(exc, located, Scenario)]
+        raise ScenarioError(source, problems + found) from None
     problems += [_locate(p, located) for p in check(scenario)]
     if problems:
         raise ScenarioError(source, problems)
@@ -156,6 +164,22 @@ def _about_scenario(message: str) -> str:
     if message.startswith("expected one YAML document"):
         return "expected one YAML document per scenario file, found several"
     return message
+
+
+def _as_written(problem: Problem, located: Located) -> Problem:
+    """A region's replicas written as one mapping are validated as a one-group list: name
+    the problem as the file has it (`replicas.na.speed`, not `replicas.na[0].speed`)."""
+    path = problem.path
+    replicas = located.data.get("replicas") if isinstance(located.data, dict) else None
+    if (
+        len(path) >= 3
+        and path[0] == "replicas"
+        and path[2] == 0
+        and isinstance(replicas, dict)
+        and isinstance(replicas.get(path[1]), dict)
+    ):
+        return _locate(Problem((*path[:2], *path[3:]), problem.message), located)
+    return problem
 
 
 def _locate(problem: Problem, located: Located) -> Problem:
