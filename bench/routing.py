@@ -111,6 +111,10 @@ def run(size: Size, workdir: Path, scenarios: Sequence[Path] = ()) -> dict[str, 
         "workloads": workloads,
         "details": details,
     }
+    # The protection target's figures for every policy, and the targets checked.
+    result["protection"] = {
+        name: routing_targets.protection(setups[name], details[name]) for name in workloads
+    }
     result["targets"] = routing_targets.evaluate(result)
     return result
 

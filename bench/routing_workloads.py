@@ -257,8 +257,14 @@ def build(scenario: Scenario, size: Size) -> Workload:
             times += [(at, region) for at in _arrivals(window, region, before, rng)]
             before = window.rates[region]
     times.sort()
-    requests = tuple(Request(origin, at, mix()) for at, origin in times)
-    extra: dict[str, Any] = {"workload": scenario.workload, "scale": scale}
+    requests = tuple(
+        Request(origin, at, {**mix(), "stream": scenario.stream}) for at, origin in times
+    )
+    extra: dict[str, Any] = {
+        "workload": scenario.workload,
+        "scale": scale,
+        "stream": scenario.stream,
+    }
     if scenario.workload == "shared_prefix":
         extra |= {
             "groups": GROUPS,

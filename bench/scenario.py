@@ -81,6 +81,9 @@ class Scenario(Section):
     workload: Literal["chat", "shared_prefix"]
     phases: Annotated[list[Phase], Field(min_length=1)]
     seed: Annotated[int, Field(ge=0, strict=True)] = 6
+    # Streamed answers (the default) measure the TTFT; unary ones carry vLLM's ORCA load
+    # reports (vLLM sends none on streams), at the cost of a "TTFT" that is the whole answer.
+    stream: Annotated[bool, Field(strict=True)] = True
 
     def groups(self, region: str) -> list[ReplicaGroup]:
         return self.replicas.get(region, [])

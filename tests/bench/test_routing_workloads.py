@@ -233,3 +233,10 @@ def test_an_edge_scenario_builds_without_capacity_of_its_own() -> None:
     text = (SCENARIOS / "edge_pop.yaml").read_text()
     edge = parse_scenario(text)
     assert edge.is_edge("sa-east") and edge.knobs("sa-east") == []
+
+
+def test_a_scenario_may_ask_for_unary_answers() -> None:
+    unary = scenario("chat").model_copy(update={"stream": False})
+    work = workloads.build(unary, "tiny")
+    assert work.requests and all(r.body["stream"] is False for r in work.requests)
+    assert work.describe()["stream"] is False
