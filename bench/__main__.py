@@ -23,7 +23,7 @@ from bench.common import BENCHMARKS, Size, results_dir
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="the make bench-quick sizes (about 9 min)")
+    size.add_argument("--quick", action="store_true", help="make bench-quick's sizes (about 9 min)")
     size.add_argument("--tiny", action="store_true", help="smoke-test sizes (seconds)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME")
     parser.add_argument("--out", type=Path, default=None, help="results directory")

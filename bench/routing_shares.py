@@ -13,7 +13,9 @@ A **reversal** is a change of direction: a value that was rising falls, or one t
 rises (samples that do not change it are skipped). Counted per endpoint (its largest count over
 the views) and per share (view -> region), over the seconds in which load was offered: the
 stability target bounds them per minute under constant load. A reversal faster than a sample
-can be missed, so the counts are a lower bound at SAMPLE_S resolution.
+can be missed, so the counts are a lower bound at SAMPLE_S resolution. The sampling runs only
+during heliostat's run: its cost (one admin request to serve, one JSON parse in the client's
+process, every SAMPLE_S) is charged to heliostat, never to a baseline.
 """
 
 from __future__ import annotations

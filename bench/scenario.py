@@ -277,7 +277,10 @@ def load_all(paths: Sequence[FsPath]) -> list[Scenario]:
     first: dict[str, FsPath] = {}
     for path, scenario in loaded:
         if scenario.name in first:
-            errors.append(f"{path}:1: name: {scenario.name!r} is taken by {first[scenario.name]}")
+            line = load_located(path.read_text(encoding="utf-8")).line_of(("name",))
+            errors.append(
+                f"{path}:{line}: name: {scenario.name!r} is taken by {first[scenario.name]}"
+            )
         first.setdefault(scenario.name, path)
     if errors:
         raise ValueError("\n".join(errors))
@@ -287,23 +290,3 @@ def load_all(paths: Sequence[FsPath]) -> list[Scenario]:
 def describe(scenario: Scenario) -> dict[str, Any]:
     """The scenario as the result's setup records it (what was run, in the file's terms)."""
     return dict(scenario.model_dump(mode="json", exclude_none=True))
-
-
-def origins(scenario: Scenario) -> list[str]:
-    """Regions whose users send requests in some phase."""
-    return [
-        r
-        for r in scenario.regions
-        if any(p.load.get(r, 0) > 0 or p.rps.get(r, 0) > 0 for p in scenario.phases)
-    ]
-
-
-def rate_table(scenario: Scenario, capacity: Mapping[str, float]) -> list[dict[str, float]]:
-    """Requests/s per origin at the end of every phase, from `load` x capacity or `rps`."""
-    return [
-        {
-            r: phase.rps[r] if r in phase.rps else phase.load.get(r, 0.0) * capacity.get(r, 0.0)
-            for r in scenario.regions
-        }
-        for phase in scenario.phases
-    ]

@@ -126,10 +126,10 @@ def test_unreadable_and_empty_files_say_so(tmp_path: Path) -> None:
 def test_load_all_reports_every_file_and_duplicate_names(tmp_path: Path) -> None:
     good, twin, bad = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
     good.write_text(GOOD)
-    twin.write_text(GOOD)
+    twin.write_text("# the same name again\n" + GOOD)
     bad.write_text(GOOD.replace("workload: chat", "workload: 3"))
     with pytest.raises(ValueError) as caught:
         load_all([good, twin, bad])
     message = str(caught.value)
-    assert f"{twin}:1: name: 'tiny-edge' is taken by {good}" in message
+    assert f"{twin}:2: name: 'tiny-edge' is taken by {good}" in message
     assert f"{bad}:13: workload:" in message
