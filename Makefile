@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench bench-quick lint clean
+.PHONY: setup test demo bench bench-quick bench-scenario lint clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
+
+# The routing benchmark on one scenario file: make bench-scenario SCENARIO=f.yaml [SIZE=--quick]
+bench-scenario: $(STAMP)
+	@test -n "$(SCENARIO)" || { echo "usage: make bench-scenario SCENARIO=FILE [SIZE=--quick]"; exit 2; }
+	$(BIN)/python -m bench $(SIZE) --only routing --scenario $(SCENARIO)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,7 +1,10 @@
 """Run the benchmarks and write `$BENCH_OUT` (default bench/results/): one JSON per benchmark
 plus report.md with plots.
 
-    python -m bench [--quick | --tiny] [--only NAME ...] [--out DIR]
+    python -m bench [--quick | --tiny] [--only NAME ...] [--scenario FILE ...] [--out DIR]
+
+`--scenario` runs the routing benchmark on those scenario files instead of every file in
+bench/scenarios/ (see bench/README.md for the format).
 """
 
 from __future__ import annotations
@@ -20,11 +23,27 @@ from bench.common import BENCHMARKS, Size, results_dir
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="the make bench-quick sizes (<= 6 min)")
+    size.add_argument("--quick", action="store_true", help="make bench-quick's sizes (about 9 min)")
     size.add_argument("--tiny", action="store_true", help="smoke-test sizes (seconds)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME")
     parser.add_argument("--out", type=Path, default=None, help="results directory")
+    parser.add_argument(
+        "--scenario",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="routing: run this scenario file (repeatable; default: bench/scenarios/*.yaml)",
+    )
     args = parser.parse_args(argv)
+    if args.scenario:
+        from bench.scenario import load_all
+
+        try:  # every file checked before any benchmark starts
+            load_all(args.scenario)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     chosen: Size = "tiny" if args.tiny else "quick" if args.quick else "full"
     out = args.out or results_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -34,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         began = time.monotonic()
         print(f"== {name} ({chosen})", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"heliostat-bench-{name}-") as workdir:
-            result = module.run(chosen, Path(workdir))
+            if name == "routing" and args.scenario:
+                result = module.run(chosen, Path(workdir), scenarios=args.scenario)
+            else:
+                result = module.run(chosen, Path(workdir))
         (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         summary = f"## {name} ({time.monotonic() - began:.0f} s)\n\n{module.summary(result)}"
         print(summary + "\n", flush=True)

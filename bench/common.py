@@ -8,8 +8,8 @@ A benchmark is a module in `bench/` with
 `run` starts whatever it needs under `workdir` (processes from `heliostat.lab`, always
 stopped before it returns) and asserts nothing about timings: benchmarks report.
 Sizes: "tiny" is the smoke test in `make test` (seconds, proves the benchmark still runs),
-"quick" is `make bench-quick` (all benchmarks together at most 6 minutes on 2 cores),
-"full" is `make bench` (all together at most 45 minutes).
+"quick" is `make bench-quick` (all benchmarks together about 9 minutes on 2 cores),
+"full" is `make bench` (all together at most 60 minutes).
 """
 
 from __future__ import annotations

@@ -8,11 +8,10 @@ the request path: its filters and route features, never a hop.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from heliostat.lab.processes import LOCALHOST, Process, envoy_binary, http_get, wait_until
+from heliostat.lab.processes import LOCALHOST, EnvoyProcess
 
 CLUSTER = "instant"
 
@@ -83,36 +82,12 @@ def static_bootstrap(admin_port: int, listener_port: int, upstream_port: int) ->
     }
 
 
-class StaticEnvoy(Process):
-    """An Envoy started from `static_bootstrap`, with the lab's flags (one worker thread)."""
+class StaticEnvoy(EnvoyProcess):
+    """An Envoy started from `static_bootstrap` by the lab's launcher (one worker thread)."""
 
     def __init__(
         self, workdir: Path, *, admin_port: int, listener_port: int, upstream_port: int
     ) -> None:
-        self.admin_port = admin_port
         self.listener_port = listener_port
-        config = workdir / "envoy-static.json"
-        config.write_text(
-            json.dumps(static_bootstrap(admin_port, listener_port, upstream_port), indent=1)
-        )
-        super().__init__(
-            [
-                envoy_binary(),
-                "-c",
-                str(config),
-                "--disable-hot-restart",
-                "-l",
-                "info",  # as the lab's gateways
-                "--concurrency",
-                "1",
-            ],
-            workdir / "envoy-static.log",
-        )
-
-    def start(self) -> None:
-        super().start()
-        wait_until(
-            lambda: http_get(f"http://{LOCALHOST}:{self.admin_port}/ready")[1].strip() == "LIVE",
-            timeout=15,
-            message=f"static envoy LIVE (log: {self.log_path})",
-        )
+        bootstrap = static_bootstrap(admin_port, listener_port, upstream_port)
+        super().__init__(workdir, "static", bootstrap, admin_port)  # log level as the gateways

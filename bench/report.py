@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import report_routing, report_sections
 from bench.common import BENCHMARKS
-from bench.report_sections import RENDERERS
+
+RENDERERS = {**report_sections.RENDERERS, "routing": report_routing.routing}
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -123,6 +123,33 @@ def cdf(out: Path, name: str, samples: Mapping[str, Sequence[float]], title: str
     return _save(figure, out, name)
 
 
+def shares(
+    out: Path,
+    scenario: str,
+    lines: Mapping[str, Sequence[tuple[float, float]]],
+    phases: Sequence[tuple[float, float]],
+) -> str | None:
+    """heliostat's published shares over time (view -> other region), phases shaded."""
+    drawn = {label: points for label, points in lines.items() if points}
+    if not drawn:
+        return None
+    figure = Figure(figsize=(8.0, 3.6))
+    axes = figure.add_subplot()
+    for index, (start, end) in enumerate(phases):
+        if index % 2:
+            axes.axvspan(start, end, color="#eeeeee", zorder=0)
+    for label, points in drawn.items():
+        xs, ys = zip(*points, strict=True)
+        axes.step(xs, ys, where="post", label=label)
+    axes.set_xlabel("seconds since the first request (phases shaded alternately)")
+    axes.set_ylabel("share of the view's traffic")
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_title(f"heliostat's published shares: {scenario}")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left")
+    return _save(figure, out, f"routing-shares-{scenario}.png")
+
+
 def routing(
     out: Path,
     workloads: Sequence[str],
@@ -133,11 +160,13 @@ def routing(
     """Per workload, TTFT p99 and SLO attainment of every policy, as grouped bars."""
     if not workloads or not policies:
         return None
-    figure = Figure(figsize=(11.0, 4.2))
+    figure = Figure(figsize=(max(11.0, 2.2 * len(workloads) * 2), 4.2))
     left = figure.add_subplot(1, 2, 1)
     _grouped_bars(left, workloads, {p: ttft_p99[p] for p in policies})
+    if any(v is not None and v > 0 for values in ttft_p99.values() for v in values):
+        left.set_yscale("log")  # seconds of queueing and tens of ms on one axis
     left.set_ylabel("TTFT p99 ms")
-    left.set_title("TTFT p99 by workload and policy")
+    left.set_title("TTFT p99 by scenario and policy")
     right = figure.add_subplot(1, 2, 2)
     _grouped_bars(right, workloads, {p: slo[p] for p in policies})
     right.set_ylabel("SLO attainment")

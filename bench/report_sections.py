@@ -201,61 +201,6 @@ def convergence(data: Mapping[str, Any], out: Path) -> list[str]:
     ]
 
 
-# -- routing -----------------------------------------------------------------------------------
-
-ROUTING_FIELDS = (
-    ("requests", "requests", False),
-    ("errors", "errors", False),
-    ("ttft_p50_ms", "TTFT p50 ms", False),
-    ("ttft_p99_ms", "TTFT p99 ms", False),
-    ("slo_attainment", "SLO met", True),
-    ("prefix_hit_rate", "prefix hits", True),
-    ("cross_region_share", "cross-region", True),
-    ("throughput_rps", "req/s", False),
-)
-
-
-def routing(data: Mapping[str, Any], out: Path) -> list[str]:
-    workloads = data.get("workloads")
-    if not isinstance(workloads, Mapping) or not workloads:
-        return ["no workloads in routing.json"]
-    rows: list[list[object]] = []
-    policies: list[str] = []
-    for workload, by_policy in workloads.items():
-        if not isinstance(by_policy, Mapping):
-            continue
-        for policy, figures in by_policy.items():
-            if policy not in policies:
-                policies.append(str(policy))
-            figures = figures if isinstance(figures, Mapping) else {}
-            rows.append(
-                [workload, policy]
-                + [cell(figures.get(key), share=share) for key, _, share in ROUTING_FIELDS]
-            )
-    names = [str(w) for w, p in workloads.items() if isinstance(p, Mapping)]
-
-    def metric(key: str) -> dict[str, list[float | None]]:
-        return {p: [_figure(workloads[w], p, key) for w in names] for p in policies}
-
-    note = (
-        "The same workloads through real Envoy gateways under each routing policy "
-        "(heliostat's pushed weights against Envoy's own balancers and an endpoint picker)."
-    )
-    return [
-        note,
-        table(["workload", "policy", *(label for _, label, _ in ROUTING_FIELDS)], rows),
-        *image(
-            plots.routing(out, names, policies, metric("ttft_p99_ms"), metric("slo_attainment")),
-            "TTFT p99 and SLO attainment per workload and policy",
-        ),
-    ]
-
-
-def _figure(by_policy: Any, policy: str, key: str) -> float | None:
-    figures = by_policy.get(policy) if isinstance(by_policy, Mapping) else None
-    return number(figures.get(key)) if isinstance(figures, Mapping) else None
-
-
 # -- failover and overhead ---------------------------------------------------------------------
 
 
@@ -325,7 +270,6 @@ RENDERERS: dict[str, Renderer] = {
     "scale": scale,
     "fanout": fanout,
     "convergence": convergence,
-    "routing": routing,
     "failover": failover,
     "overhead": overhead,
 }

@@ -1,27 +1,31 @@
-"""Routing quality, side by side: heliostat against the routers of the field, on the same work.
+"""Routing quality, side by side: heliostat against the routers of the field, on scenarios.
 
-heliostat's claim: endpoint weights pushed over xDS, plus Envoy's own least-request and
-bounded-load hashing, route LLM traffic about as well as a per-request picker, with no added
-hop. This benchmark measures it in one run, through real Envoys, on one simulated fleet:
+heliostat's claim: weights, priorities and shares pushed over xDS, with Envoy's own balancers
+doing the per-request work, route LLM traffic at least as well as a per-request endpoint
+picker, with no added hop. This benchmark measures it in one run, through real Envoys, on
+scenarios that are data (`bench/scenarios/*.yaml`, format in bench/README.md):
 
-- the fleet (`routing_fleet`): 3 regions, 4 / 3 / 1 simulated vLLM replicas (us-east,
-  eu-west, ap-southeast; the lab's RTTs), one `heliostat sim fleet` process per region,
-  started once and reset (`/sim/reset`: queues, prefix caches and statistics) before each
-  policy's run;
-- the workloads (`routing_workloads`): `chat`, `shared_prefix`, `regional_surge`, each built
-  once from a seed, calibrated to the replicas' computed capacity, and offered at every
-  region's gateway of the policy under test: same send times, same prompts, same origins;
-- the policies, each reached through one Envoy gateway per region:
-  `heliostat` (a real `heliostat serve` with the operator's policy and its xDS-configured
-  gateways), `round_robin`, `least_request`, `ring_hash` (static gateways with RTT-ordered
-  locality failover, `routing_envoy`), and `picker` (llm-d's endpoint picker defaults,
-  re-implemented in `routing_picker`, routing each request to the endpoint it names);
-- the measures (`routing_measure`): requests, errors, TTFT p50/p99, SLO attainment, prefix
-  hit rate, cross-region share and throughput, from the client and the replicas only.
+- the scenario (`scenario`): regions and RTTs, simulated vLLM replicas per region (an edge
+  region has none), the SLO, the kind of requests and phases of offered load per origin;
+- the fleet (`routing_fleet`, `heliostat.lab.mesh`): one `heliostat sim fleet` process per
+  region with replicas, started once per scenario and reset (`/sim/reset`: queues, prefix
+  caches and statistics) before each policy's run; heliostat's policy derived from the
+  scenario by the same operator rules for every scenario;
+- the workload (`routing_workloads`): built once from the scenario's seed, calibrated to the
+  replicas' computed capacity, offered at every region's gateway of the policy under test:
+  same send times, same prompts, same origins;
+- the policies, each reached through one Envoy gateway per region: `heliostat` (a real
+  `heliostat serve` and its xDS-configured gateways), `round_robin`, `least_request`,
+  `ring_hash` (static gateways, locality failover by RTT), `envoy_orca` (static gateways on
+  Envoy's `load_aware_locality`, fed by the replicas' ORCA reports) (`routing_envoy`), and
+  `picker` (llm-d's endpoint picker defaults, re-implemented in `routing_picker`);
+- the measures (`routing_measure`, from the client and the replicas only), heliostat's
+  published shares and weight reversals (`routing_shares`, sampled from /debug/state), and
+  the issue's targets checked against them (`routing_targets`).
 
-Before heliostat's run the fleet is idle (reset) and heliostat is given time to see it idle
-(its weights at the maximum and no overflow), up to a bound; the other policies keep no state
-between runs (the picker is created fresh for its run). The time waited is reported.
+Before heliostat's run the fleet is idle (reset) and heliostat is given time to see it so (its
+views steady, no region lending), up to a bound; the other policies keep no state between
+runs (the picker is created fresh for its run). The time waited is reported.
 
 Benchmarks report; nothing here asserts a timing.
 """
@@ -37,124 +41,203 @@ from pathlib import Path
 from typing import Any
 
 from bench import routing_fleet as fleet
-from bench import routing_picker
+from bench import routing_picker, routing_targets
 from bench.common import Size, table
-from bench.routing_envoy import STATIC_POLICIES, StaticGateway, static_bootstrap
-from bench.routing_measure import FIELDS, measure, per_origin_ttft_p99, served_by
+from bench.routing_envoy import STATIC_POLICIES, static_bootstrap
+from bench.routing_measure import FIELDS, by_phase, measure, served_by
 from bench.routing_picker import HASH_BLOCK_CHARS, Picker
-from bench.routing_workloads import WORKLOADS, Workload, build
+from bench.routing_shares import Sampler, read_state, summarise
+from bench.routing_workloads import Workload, build
+from bench.scenario import Scenario, describe, load_all, scenario_files
 from heliostat.lab.mesh import MODEL, Mesh, start_mesh
-from heliostat.lab.processes import Process, free_port
+from heliostat.lab.processes import EnvoyProcess, Process, free_port
 from heliostat.policy import Model, load_policy
 from heliostat.sim import loadgen
 from heliostat.sim.tokens import CHARS_PER_TOKEN
 
-POLICIES = ("heliostat", "round_robin", "least_request", "ring_hash", "picker")
+POLICIES = ("heliostat", "round_robin", "least_request", "ring_hash", "envoy_orca", "picker")
+BASELINES = POLICIES[1:]
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 CLIENT_TIMEOUT_S = 30.0
+ORCA_STATS = (
+    "lb_zone_routing_all_directly",
+    "lb_zone_routing_sampled",
+    "lb_zone_routing_cross_zone",
+    "lb_recalculate_zone_structures",
+)
 
 
 @dataclass(frozen=True)
 class Plan:
-    durations_s: Mapping[str, float]
-    """Seconds of arrivals per run, by workload (shared_prefix runs longer: its caches warm
-    up per region, and a short run would measure mostly cold starts)."""
     settle_max_s: float
     """Longest wait for heliostat to see the reset fleet idle before its run."""
 
 
 PLANS: Mapping[Size, Plan] = {
-    "tiny": Plan(dict.fromkeys(WORKLOADS, 0.5), settle_max_s=0.5),
-    "quick": Plan({"chat": 5.0, "shared_prefix": 7.0, "regional_surge": 4.0}, settle_max_s=5.0),
-    "full": Plan({"chat": 40.0, "shared_prefix": 60.0, "regional_surge": 40.0}, settle_max_s=15.0),
+    "tiny": Plan(settle_max_s=0.5),
+    "quick": Plan(settle_max_s=5.0),
+    "full": Plan(settle_max_s=15.0),
 }
 
 
-def run(size: Size, workdir: Path) -> dict[str, Any]:
+def run(size: Size, workdir: Path, scenarios: Sequence[Path] = ()) -> dict[str, Any]:
+    """Every policy on every scenario file given (default: every file in bench/scenarios/)."""
+    paths = list(scenarios) or scenario_files(SCENARIOS)
+    loaded = load_all(paths)  # every file checked before anything starts
     plan = PLANS[size]
-    workloads = [build(name, plan.durations_s[name]) for name in WORKLOADS]
-    processes: list[Process] = []
     began = time.monotonic()
     load_before = os.getloadavg()
-    try:
-        mesh = start_mesh(
-            workdir,
-            processes,
-            per_region=fleet.PER_REGION,
-            slots=fleet.SLOTS,
-            speed=fleet.SPEED,
-            model_overrides=fleet.model_overrides(),
-            endpoint_sim=fleet.endpoint_sim,
-        )
-        model = load_policy(mesh.policy_path).spec.models[0]
-        gateways = _start_static_gateways(workdir, processes, mesh, model)
-        gateways["heliostat"] = dict(mesh.gateways)
-        setup_s = time.monotonic() - began
-        results: dict[str, dict[str, dict[str, float | int]]] = {}
-        details: dict[str, dict[str, dict[str, Any]]] = {}
-        for workload in workloads:
-            for policy in POLICIES:
-                entry, detail = _run_policy(mesh, workload, policy, gateways[policy], plan)
-                results.setdefault(workload.name, {})[policy] = entry
-                details.setdefault(workload.name, {})[policy] = detail
-    finally:
-        for process in reversed(processes):
-            process.stop()
-    return {
+    workloads: dict[str, dict[str, dict[str, Any]]] = {}
+    details: dict[str, dict[str, dict[str, Any]]] = {}
+    setups: dict[str, dict[str, Any]] = {}
+    for path, scenario in zip(paths, loaded, strict=True):
+        where = workdir / scenario.name
+        where.mkdir(parents=True, exist_ok=True)
+        print(f"  scenario {scenario.name} ({path})", flush=True)
+        entries, detail, setup = _run_scenario(scenario, size, where, plan)
+        setups[scenario.name] = {"file": str(path), **setup}
+        workloads[scenario.name] = entries
+        details[scenario.name] = detail
+    result: dict[str, Any] = {
         "size": size,
         "setup": {
-            **_setup(size, plan, workloads, setup_s, time.monotonic() - began),
+            **_setup(size, plan),
+            "scenarios": setups,
+            "total_s": round(time.monotonic() - began, 1),
             # Other work on the machine skews timings: say how busy it was.
             "load_average_1m": {"start": load_before[0], "end": os.getloadavg()[0]},
             "cpus": os.cpu_count(),
         },
-        "workloads": results,
+        "workloads": workloads,
         "details": details,
     }
+    # The protection target's figures for every policy, and the targets checked.
+    result["protection"] = {
+        name: routing_targets.protection(setups[name], details[name]) for name in workloads
+    }
+    result["targets"] = routing_targets.evaluate(result)
+    return result
+
+
+def _run_scenario(
+    scenario: Scenario, size: Size, workdir: Path, plan: Plan
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, Any]]:
+    workload = build(scenario, size)
+    processes: list[Process] = []
+    began = time.monotonic()
+    try:
+        mesh = start_mesh(
+            workdir,
+            processes,
+            per_region=fleet.per_region(scenario),
+            model_overrides=fleet.model_overrides(scenario),
+            endpoint_sim=fleet.endpoint_sim(scenario),
+            regions=fleet.rtt_table(scenario),
+        )
+        model = load_policy(mesh.policy_path).spec.models[0]
+        statics = _start_static_gateways(workdir, processes, mesh, model, scenario)
+        gateways = {p: {r: ports[p] for r, (_, ports) in statics.items()} for p in STATIC_POLICIES}
+        gateways["heliostat"] = dict(mesh.gateways)
+        setup_s = time.monotonic() - began
+        entries: dict[str, dict[str, Any]] = {}
+        details: dict[str, dict[str, Any]] = {}
+        for policy in POLICIES:
+            entries[policy], details[policy] = _run_policy(
+                mesh, scenario, workload, policy, gateways[policy], plan, statics
+            )
+    finally:
+        for process in reversed(processes):
+            process.stop()
+    setup = {
+        "scenario": describe(scenario),
+        "fleet": fleet.describe(scenario),
+        "workload": workload.describe(),
+        "setup_s": round(setup_s, 1),
+        "total_s": round(time.monotonic() - began, 1),
+    }
+    return entries, details, setup
 
 
 def _start_static_gateways(
-    workdir: Path, processes: list[Process], mesh: Mesh, model: Model
-) -> dict[str, dict[str, int]]:
-    """One static Envoy per region, a listener per static policy; policy -> region -> port."""
-    gateways: dict[str, dict[str, int]] = {p: {} for p in STATIC_POLICIES}
-    launched = []
-    for region in fleet.PER_REGION:
+    workdir: Path, processes: list[Process], mesh: Mesh, model: Model, scenario: Scenario
+) -> dict[str, tuple[EnvoyProcess, dict[str, int]]]:
+    """One static Envoy per region, a listener per static policy: region -> (Envoy, ports)."""
+    started: dict[str, tuple[EnvoyProcess, dict[str, int]]] = {}
+    for region in scenario.regions:
         ports = {policy: free_port() for policy in STATIC_POLICIES}
         admin = free_port()
-        bootstrap = static_bootstrap(region, ports, admin, mesh.replicas, fleet.rtt_ms, model)
-        gateway = StaticGateway(workdir, f"static-{region}", bootstrap, admin)
+        bootstrap = static_bootstrap(
+            region, ports, admin, mesh.replicas, scenario.rtt_ms, model, scenario.within_budget
+        )
+        gateway = EnvoyProcess(workdir, f"static-{region}", bootstrap, admin, log_level="warning")
         processes.append(gateway)
-        gateway.start(wait=False)  # the three start side by side
-        launched.append(gateway)
-        for policy, port in ports.items():
-            gateways[policy][region] = port
-    for gateway in launched:
+        gateway.start(wait=False)  # they start side by side
+        started[region] = (gateway, ports)
+    for gateway, _ in started.values():
         gateway.wait_ready()
-    return gateways
+    return started
 
 
 def _run_policy(
-    mesh: Mesh, workload: Workload, policy: str, gateways: Mapping[str, int], plan: Plan
-) -> tuple[dict[str, float | int], dict[str, Any]]:
+    mesh: Mesh,
+    scenario: Scenario,
+    workload: Workload,
+    policy: str,
+    gateways: Mapping[str, int],
+    plan: Plan,
+    statics: Mapping[str, tuple[EnvoyProcess, dict[str, int]]],
+) -> tuple[dict[str, Any], dict[str, Any]]:
     mesh.reset()
     _check_reset(mesh)
     detail: dict[str, Any] = {}
     if policy == "heliostat":
-        detail["settle_s"] = round(_settle(mesh, plan.settle_max_s), 2)
+        detail["settle_s"] = round(_settle(mesh, scenario, plan.settle_max_s), 2)
+    sampler = Sampler(mesh.heliostat, MODEL) if policy == "heliostat" else None
+    orca_before = _orca_stats(statics) if policy == "envoy_orca" else {}
     shots = workload.shots(gateways)
     began = time.monotonic()
-    if policy == "picker":
-        report, picker_stats = asyncio.run(_send_with_picker(mesh, shots))
-        detail["picker"] = picker_stats
-    else:
-        report = asyncio.run(loadgen.run(shots, timeout=CLIENT_TIMEOUT_S))
+    if sampler is not None:
+        sampler.start()
+    try:
+        if policy == "picker":
+            report, picker_stats = asyncio.run(_send_with_picker(mesh, scenario, shots))
+            detail["picker"] = picker_stats
+        else:
+            report = asyncio.run(loadgen.run(shots, timeout=CLIENT_TIMEOUT_S))
+    finally:
+        samples = sampler.stop() if sampler is not None else []
     detail["wall_s"] = round(time.monotonic() - began, 2)
     detail["load_average_1m"] = round(os.getloadavg()[0], 2)
-    entry = measure(report, mesh.stats(), fleet.SLO_TTFT_MS)
+    slo = scenario.slo.ttft_ms
+    entry = measure(report, mesh.stats(), slo, workload.seconds, CLIENT_TIMEOUT_S)
     detail["served_by"] = served_by(report)
-    detail["ttft_p99_ms_by_origin"] = per_origin_ttft_p99(report)
-    print(f"  {workload.name:<15} {policy:<14} " + _brief(entry), flush=True)
+    detail["by_phase"] = by_phase(report, workload.phase_of, len(workload.phases), slo)
+    if sampler is not None:
+        published = summarise(samples, workload.seconds)
+        entry["shares"] = published.pop("shares")
+        entry["weight_reversals"] = published.pop("weight_reversals")
+        entry["share_reversals"] = published.pop("share_reversals")
+        entry["max_reversals_per_min"] = published.pop("max_reversals_per_min")
+        detail["published"] = {**published, "sample_errors": sampler.errors}
+    if policy == "envoy_orca":
+        after = _orca_stats(statics)
+        detail["load_aware_locality"] = {
+            region: {k: after[region].get(k, 0) - orca_before[region].get(k, 0) for k in ORCA_STATS}
+            for region in after
+        }
+    print(f"    {policy:<14} " + _brief(entry), flush=True)
     return entry, detail
+
+
+def _orca_stats(
+    statics: Mapping[str, tuple[EnvoyProcess, dict[str, int]]],
+) -> dict[str, dict[str, int]]:
+    """load_aware_locality's own counters on each static gateway (its locality decisions)."""
+    found: dict[str, dict[str, int]] = {}
+    for region, (gateway, _) in statics.items():
+        stats = gateway.stats("^cluster\\.envoy_orca\\.lb_")
+        found[region] = {k.removeprefix("cluster.envoy_orca."): v for k, v in stats.items()}
+    return found
 
 
 def _check_reset(mesh: Mesh) -> None:
@@ -164,17 +247,26 @@ def _check_reset(mesh: Mesh) -> None:
             raise RuntimeError(f"replica {address} kept state across /sim/reset: {stats}")
 
 
+def candidate_regions(scenario: Scenario, origin: str) -> list[str]:
+    """Where the picker may send a request from `origin`: the regions with replicas within
+    the budget, nearest first; with none, the nearest region with replicas."""
+    with_replicas = [r for r in scenario.by_distance(origin) if not scenario.is_edge(r)]
+    near = set(scenario.within_budget(origin))
+    return [r for r in with_replicas if r in near] or with_replicas[:1]
+
+
 async def _send_with_picker(
-    mesh: Mesh, shots: Sequence[loadgen.Shot]
+    mesh: Mesh, scenario: Scenario, shots: Sequence[loadgen.Shot]
 ) -> tuple[loadgen.Report, dict[str, Any]]:
     """The picker scrapes in the client's event loop and names each request's endpoint."""
     endpoints = {a: region for region, addresses in mesh.replicas.items() for a in addresses}
     picker = Picker(
         endpoints,
-        fleet.within_budget,
-        fleet.rtt_ms,
+        lambda origin: candidate_regions(scenario, origin),
+        scenario.rtt_ms,
         model=MODEL,
-        lru_blocks=_lru_blocks(),
+        lru_blocks=_lru_blocks(scenario),
+        origins=list(scenario.regions),
     )
     await picker.start()
     try:
@@ -184,114 +276,131 @@ async def _send_with_picker(
     return report, picker.describe_stats()
 
 
-def _lru_blocks() -> int:
-    """Prefix-index blocks per endpoint: as many characters as a replica's KV pool holds."""
-    return fleet.KV_BLOCKS * fleet.BLOCK_SIZE * CHARS_PER_TOKEN // HASH_BLOCK_CHARS
+def _lru_blocks(scenario: Scenario) -> int:
+    """Prefix-index blocks per endpoint: as many characters as the largest KV pool holds."""
+    pools = [
+        int(k.get("num_gpu_blocks", 2048)) * int(k.get("block_size", 16))
+        for r in scenario.regions
+        for k in scenario.knobs(r)
+    ]
+    return max(pools) * CHARS_PER_TOKEN // HASH_BLOCK_CHARS
 
 
-def _settle(mesh: Mesh, limit_s: float) -> float:
-    """Wait (up to `limit_s`) until heliostat's views show the idle fleet; seconds waited."""
+def _settle(mesh: Mesh, scenario: Scenario, limit_s: float) -> float:
+    """Wait (up to `limit_s`) until heliostat's views are steady on the idle fleet; seconds."""
     began = time.monotonic()
+    previous: Any = None
     while time.monotonic() - began < limit_s:
         try:
-            if _idle(mesh.heliostat.state()):
+            state = mesh.heliostat.state()
+            current = read_state(state, MODEL)
+            if current == previous and _idle(state, scenario):
                 break
+            previous = current
         except Exception:  # a slow admin answer is not a reason to stop the benchmark
             pass
-        time.sleep(0.1)
+        time.sleep(0.5)  # a signal interval: a steady view has been recomputed since
     return time.monotonic() - began
 
 
-def _idle(state: Mapping[str, Any]) -> bool:
-    """Every region's view: full weights, and priority 0 holds only the region's own."""
+def _idle(state: Mapping[str, Any], scenario: Scenario) -> bool:
+    """Every endpoint healthy, and every region with replicas keeps its traffic at home."""
+    shares, _ = read_state(state, MODEL)
     for region, clusters in state["views"]["regions"].items():
         cluster = clusters.get(MODEL)
         if cluster is None:
             return False
-        for endpoint in cluster["endpoints"]:
-            if endpoint["weight"] < 100 or str(endpoint["health"]).upper() != "HEALTHY":
-                return False
-            if endpoint["priority"] == 0 and endpoint["region"] != region:
-                return False
+        if any(str(e["health"]).upper() != "HEALTHY" for e in cluster["endpoints"]):
+            return False
+        if not scenario.is_edge(region) and shares.get(region) != {region: 1.0}:
+            return False
     return True
 
 
-def _brief(entry: Mapping[str, float | int]) -> str:
+def _brief(entry: Mapping[str, Any]) -> str:
     return (
-        f"n={entry['requests']} err={entry['errors']} "
+        f"n={entry['requests']} err={entry['errors']} refused={entry['refused']} "
         f"ttft p50/p99={entry['ttft_p50_ms']}/{entry['ttft_p99_ms']} ms "
-        f"slo={entry['slo_attainment']:.2f} hit={entry['prefix_hit_rate']:.2f} "
-        f"cross={entry['cross_region_share']:.2f} rps={entry['throughput_rps']}"
+        f"slo={entry['slo_attainment']:.3f} goodput={entry['goodput_rps']} "
+        f"hit={entry['prefix_hit_rate']:.2f} cross={entry['cross_region_share']:.2f}"
     )
 
 
-def _setup(
-    size: Size, plan: Plan, workloads: Sequence[Workload], setup_s: float, total_s: float
-) -> dict[str, Any]:
+def _setup(size: Size, plan: Plan) -> dict[str, Any]:
     return {
         "size": size,
-        "duration_s_per_run": dict(plan.durations_s),
         "heliostat_settle_max_s": plan.settle_max_s,
-        "order": "for each workload, policies in this order, the fleet reset before each",
+        "order": "for each scenario, policies in this order, the fleet reset before each",
         "policies": {
-            "heliostat": "heliostat serve + its xDS-configured Envoy per region: ring hash "
-            "with bounded load on the prompt prefix key, control-law weights, bounded overflow",
+            "heliostat": "heliostat serve + its xDS-configured Envoy per region, with the "
+            "operator policy derived from the scenario (routing_fleet)",
             "round_robin": "static Envoy per region, locality failover by RTT, ROUND_ROBIN",
             "least_request": "static Envoy per region, locality failover by RTT, LEAST_REQUEST",
             "ring_hash": "static Envoy per region, locality failover by RTT, RING_HASH on "
             "heliostat's prefix key, no bounded load",
+            "envoy_orca": "static Envoy per region, load_aware_locality (least request inside "
+            "a locality) over the regions within the budget, fed by the replicas' ORCA "
+            "reports (asked for with endpoint-load-metrics-format: TEXT); the rest by RTT",
             "picker": "llm-d endpoint picker defaults re-implemented in the harness, "
             "header -> per-endpoint cluster on a static Envoy",
         },
         "policy_order": list(POLICIES),
-        "fleet": fleet.describe(),
-        "picker": {**routing_picker.describe(), "lru_blocks_per_endpoint": _lru_blocks()},
-        "workloads": {w.name: w.describe() for w in workloads},
+        "picker": routing_picker.describe(),
         "client": {
             "generator": "heliostat.sim.loadgen (open loop, streamed, aiohttp)",
             "timeout_s": CLIENT_TIMEOUT_S,
             "ttft": "send to first streamed content byte, at the client",
         },
         "measures": {
-            "cross_region_share": "successful requests answered by a replica outside the "
-            "gateway's region (x-replica-region response header)",
+            "errors": "failed requests: non-200 answers that are not fast refusals, "
+            "transport errors, timeouts",
+            "refused": "429 or 503 answered by the gateway itself (no x-replica-id) in under 50 ms",
+            "slo_attainment": "share of all requests served with TTFT <= the scenario's "
+            "ttft_ms (refused and failed requests miss it)",
+            "goodput_rps": "requests served within the SLO / seconds of offered load",
+            "admitted_ttft_p99_ms": "TTFT p99 of the requests not refused, failed ones "
+            f"counted at the client timeout ({CLIENT_TIMEOUT_S:g} s)",
+            "cross_region_share": "served requests answered by a replica outside their "
+            "origin region (x-replica-region response header)",
             "prefix_hit_rate": "replicas' /sim/stats prefix_cache hits / queries (tokens)",
-            "slo_attainment": f"share of all requests with TTFT <= {fleet.SLO_TTFT_MS:g} ms",
+            "orca_reports": "answers carrying an endpoint-load-metrics header",
+            "shares": "heliostat only: per view, the share of its traffic each region gets "
+            "(first priority's locality weights), sampled from /debug/state",
+            "weight_reversals": "heliostat only: per endpoint, changes of direction of its "
+            "EDS weight while load was offered (largest over the views)",
         },
-        "setup_s": round(setup_s, 1),
-        "total_s": round(total_s, 1),
     }
 
 
 _LABELS = {
     "requests": "requests",
     "errors": "errors",
+    "refused": "refused",
     "ttft_p50_ms": "TTFT p50 ms",
     "ttft_p99_ms": "TTFT p99 ms",
-    "slo_attainment": "SLO attainment",
+    "slo_attainment": "SLO met",
+    "goodput_rps": "goodput rps",
     "prefix_hit_rate": "prefix hit rate",
-    "cross_region_share": "cross-region share",
+    "cross_region_share": "cross-region",
     "throughput_rps": "throughput rps",
+    "admitted_ttft_p99_ms": "admitted p99 ms",
+    "orca_reports": "ORCA reports",
 }
 
 
 def summary(result: dict[str, Any]) -> str:
-    """Per workload, the five policies side by side; then heliostat vs least_request vs picker."""
+    """Per scenario, the policies side by side; then the targets."""
     blocks = []
-    setup = result.get("setup", {})
-    slo = setup.get("fleet", {}).get("slo_ttft_ms", fleet.SLO_TTFT_MS)
     for name, by_policy in result["workloads"].items():
         policies = [p for p in POLICIES if p in by_policy]
-        rows = [[_LABELS[key], *(by_policy[p][key] for p in policies)] for key in FIELDS]
+        rows = [[_LABELS[key], *(by_policy[p].get(key, "—") for p in policies)] for key in FIELDS]
         blocks.append(f"{name}\n\n" + table(["", *policies], rows))
-    notes = []
-    for name, by_policy in result["workloads"].items():
-        trio = [p for p in ("heliostat", "least_request", "picker") if p in by_policy]
-        p99 = " / ".join(f"{by_policy[p]['ttft_p99_ms']:g}" for p in trio)
-        attained = " / ".join(f"{by_policy[p]['slo_attainment']:.0%}" for p in trio)
-        hits = " / ".join(f"{by_policy[p]['prefix_hit_rate']:.0%}" for p in trio)
-        notes.append(
-            f"- {name}: TTFT p99 {p99} ms, SLO ({slo:g} ms) {attained}, prefix hits {hits}"
-        )
-    closing = "heliostat / least_request / picker:\n" + "\n".join(notes)
-    return "\n\n".join([*blocks, closing])
+    checks = result.get("targets") or routing_targets.evaluate(result)
+    rows = [
+        [c["scenario"], c["target"], c["heliostat"], c["reference"], c["verdict"]] for c in checks
+    ]
+    blocks.append(
+        "targets (heliostat against the baselines)\n\n"
+        + table(["scenario", "target", "heliostat", "reference", "verdict"], rows)
+    )
+    return "\n\n".join(blocks)

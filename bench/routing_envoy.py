@@ -1,15 +1,25 @@
 """Static Envoy gateways for the policies heliostat is compared with.
 
-One Envoy per region serves every static policy, each on its own listener port, so a policy
-differs from another only in its listener, route and cluster, never in the process:
+One Envoy per region (an edge region's too) serves every static policy, each on its own
+listener port, so a policy differs from another only in its listener, route and cluster,
+never in the process:
 
 - `round_robin`, `least_request`, `ring_hash`: one STATIC cluster over every replica, grouped
   into localities by region and prioritised by RTT from the gateway's region (own region
-  priority 0, then the others nearest first): what a plain Istio mesh with locality failover
-  does. No health checks, so a busy region keeps all of its traffic (failover needs failures).
-  `ring_hash` hashes on the same key heliostat's prefix affinity uses: heliostat's own Lua
-  program (`heliostat.xds.translate.prefix_key`) and hash policies, imported, with no
+  priority 0, then the others nearest first; regions without replicas have no locality):
+  what a plain Istio mesh with locality failover does. No health checks, so a busy region
+  keeps all of its traffic (failover needs failures). `ring_hash` hashes on the same key
+  heliostat's prefix affinity uses: heliostat's own Lua program
+  (`heliostat.xds.translate.prefix_key`) and hash policies, imported, with no
   `hash_balance_factor` (plain consistent hashing, no bounded load).
+- `envoy_orca`: what Envoy alone can do with the replicas' own load reports, no control
+  plane. The cluster runs `envoy.load_balancing_policies.load_aware_locality` (least request
+  inside a locality), which weighs the localities of priority 0 by the headroom their
+  endpoints report in ORCA (`endpoint-load-metrics`, asked for by the route's
+  `endpoint-load-metrics-format: TEXT` header, which vLLM answers on unary responses) and
+  spills from the gateway's own locality when it is hotter than the others. It only ever
+  looks at priority 0, so priority 0 holds the regions within the network budget (the
+  gateway's own first), and the regions beyond it follow by RTT, as for the other clusters.
 - `picker`: one cluster per replica, named by its address, and a route taking the cluster
   from the header the in-path picker sets (`cluster_header`), as the endpoint picker's ext_proc
   tells Envoy where to send.
@@ -23,28 +33,30 @@ names one host, so it has nothing to retry on).
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from bench.routing_picker import PICKED_ENDPOINT_HEADER
-from heliostat.lab.processes import LOCALHOST, Process, envoy_binary, http_get, wait_until
+from heliostat.lab.processes import LOCALHOST
 from heliostat.policy import Model
+from heliostat.sim.orca import FORMAT_HEADER
 from heliostat.xds.translate.affinity import hash_policies, lua_filter, prefix_key_metadata
 from heliostat.xds.translate.listeners import MAX_BUFFERED_BODY_BYTES, STREAM_IDLE_TIMEOUT_S
 from heliostat.xds.translate.routes import ORIGIN_HEADER
 
-STATIC_POLICIES = ("round_robin", "least_request", "ring_hash", "picker")
+STATIC_POLICIES = ("round_robin", "least_request", "ring_hash", "envoy_orca", "picker")
 LB_POLICY = {
     "round_robin": "ROUND_ROBIN",
     "least_request": "LEAST_REQUEST",
     "ring_hash": "RING_HASH",
 }
+LOAD_AWARE_LOCALITY = "envoy.load_balancing_policies.load_aware_locality"
+_LB_TYPES = "type.googleapis.com/envoy.extensions.load_balancing_policies"
+
+RttFn = Callable[[str, str], float]
 
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -72,15 +84,23 @@ def _http1() -> dict[str, Any]:
     }
 
 
+def _locality(region: str, priority: int, addresses: Sequence[str]) -> dict[str, Any]:
+    return {
+        "locality": {"region": region},
+        "priority": priority,
+        "lb_endpoints": [_endpoint(a) for a in addresses],
+    }
+
+
 def failover_cluster(
     name: str,
     lb_policy: str,
     region: str,
     replicas: Mapping[str, Sequence[str]],
-    rtt_ms: Callable[[str, str], float],
+    rtt_ms: RttFn,
 ) -> dict[str, Any]:
     """One cluster over every replica, localities prioritised by RTT from `region`."""
-    order = sorted(replicas, key=lambda r: (rtt_ms(region, r), r))
+    order = sorted((r for r in replicas if replicas[r]), key=lambda r: (rtt_ms(region, r), r))
     return {
         "name": name,
         "type": "STATIC",
@@ -88,17 +108,49 @@ def failover_cluster(
         "lb_policy": lb_policy,
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [
-                {
-                    "locality": {"region": r},
-                    "priority": priority,
-                    "lb_endpoints": [_endpoint(a) for a in replicas[r]],
-                }
-                for priority, r in enumerate(order)
-            ],
+            "endpoints": [_locality(r, p, replicas[r]) for p, r in enumerate(order)],
         },
         # Envoy's defaults (eject after 5 consecutive 5xx); Istio's locality failover needs
         # outlier detection configured to act at all.
+        "outlier_detection": {},
+        "typed_extension_protocol_options": _http1(),
+    }
+
+
+def orca_cluster(
+    name: str,
+    region: str,
+    replicas: Mapping[str, Sequence[str]],
+    rtt_ms: RttFn,
+    within_budget: Callable[[str], Sequence[str]],
+) -> dict[str, Any]:
+    """`load_aware_locality` over the regions within budget (priority 0), the rest after.
+
+    An edge gateway has no locality of its own: load_aware_locality then weighs every
+    in-budget region by its reported headroom. With no region with replicas within the
+    budget, the nearest one is priority 0, as locality failover would have it."""
+    order = sorted((r for r in replicas if replicas[r]), key=lambda r: (rtt_ms(region, r), r))
+    near = [r for r in order if r in set(within_budget(region))] or order[:1]
+    far = [r for r in order if r not in near]
+    localities = [_locality(r, 0, replicas[r]) for r in near]
+    localities += [_locality(r, p, replicas[r]) for p, r in enumerate(far, start=1)]
+    child = {
+        "name": "envoy.load_balancing_policies.least_request",
+        "typed_config": {"@type": f"{_LB_TYPES}.least_request.v3.LeastRequest"},
+    }
+    policy = {
+        "name": LOAD_AWARE_LOCALITY,
+        "typed_config": {
+            "@type": f"{_LB_TYPES}.load_aware_locality.v3.LoadAwareLocality",
+            "endpoint_picking_policy": {"policies": [{"typed_extension_config": child}]},
+        },
+    }
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_balancing_policy": {"policies": [{"typed_extension_config": policy}]},
+        "load_assignment": {"cluster_name": name, "endpoints": localities},
         "outlier_detection": {},
         "typed_extension_protocol_options": _http1(),
     }
@@ -137,17 +189,19 @@ def _retry_policy() -> dict[str, Any]:
     }
 
 
+def _header(key: str, value: str) -> dict[str, Any]:
+    return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
 def _route(policy: str, region: str, model: Model) -> dict[str, Any]:
     action: dict[str, Any] = {"timeout": "0s"}
+    headers = [_header(ORIGIN_HEADER, region)]
+    if policy == "envoy_orca":  # vLLM reports its load only when asked
+        headers.append(_header(FORMAT_HEADER, "TEXT"))
     route: dict[str, Any] = {
         "name": policy,
         "match": {"prefix": "/"},
-        "request_headers_to_add": [
-            {
-                "header": {"key": ORIGIN_HEADER, "value": region},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
-        ],
+        "request_headers_to_add": headers,
     }
     if policy == "picker":
         action["cluster_header"] = PICKED_ENDPOINT_HEADER
@@ -214,18 +268,28 @@ def static_bootstrap(
     ports: Mapping[str, int],
     admin_port: int,
     replicas: Mapping[str, Sequence[str]],
-    rtt_ms: Callable[[str, str], float],
+    rtt_ms: RttFn,
     model: Model,
+    within_budget: Callable[[str], Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """The bootstrap of one region's static gateway: a listener per policy in `ports`."""
+    """The bootstrap of one region's static gateway: a listener per policy in `ports`.
+
+    `within_budget(region)` names the regions a request may be served in (envoy_orca's
+    priority 0); without it, every region is."""
     unknown = set(ports) - set(STATIC_POLICIES)
     if unknown:
         raise ValueError(f"unknown static policies {sorted(unknown)}; known: {STATIC_POLICIES}")
     clusters = [
         failover_cluster(policy, LB_POLICY[policy], region, replicas, rtt_ms)
         for policy in ports
-        if policy != "picker"
+        if policy in LB_POLICY
     ]
+    if "envoy_orca" in ports:
+        clusters.append(
+            orca_cluster(
+                "envoy_orca", region, replicas, rtt_ms, within_budget or (lambda _: list(replicas))
+            )
+        )
     if "picker" in ports:
         clusters += [endpoint_cluster(a) for addresses in replicas.values() for a in addresses]
     return {
@@ -240,58 +304,3 @@ def static_bootstrap(
             "clusters": clusters,
         },
     }
-
-
-class StaticGateway(Process):
-    """A real Envoy running one static bootstrap."""
-
-    def __init__(
-        self, workdir: Path, name: str, bootstrap: Mapping[str, Any], admin_port: int
-    ) -> None:
-        self.name = name
-        self.admin_port = admin_port
-        config = workdir / f"envoy-{name}.json"
-        config.write_text(json.dumps(bootstrap, indent=1))
-        self.config = config
-        super().__init__(
-            [
-                envoy_binary(),
-                "-c",
-                str(config),
-                "--disable-hot-restart",
-                "-l",
-                "warning",
-                "--concurrency",
-                "1",
-            ],
-            workdir / f"envoy-{name}.log",
-        )
-
-    def start(self, wait: bool = True) -> None:
-        """Launch Envoy; with `wait`, return once it is LIVE (else call `wait_ready`)."""
-        super().start()
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self) -> None:
-        wait_until(
-            lambda: self.admin("/ready")[1].strip() == "LIVE",
-            timeout=15,
-            message=f"static envoy {self.name} LIVE (log: {self.log_path})",
-        )
-
-    def admin(self, path: str) -> tuple[int, str]:
-        return http_get(f"http://{LOCALHOST}:{self.admin_port}{path}")
-
-
-def validate(bootstrap: Mapping[str, Any], path: Path) -> str:
-    """Envoy's own verdict on a bootstrap (`--mode validate`: parsed, nothing bound); '' if OK."""
-    path.write_text(json.dumps(bootstrap))
-    done = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "critical"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return "" if done.returncode == 0 else (done.stdout + done.stderr)[-2000:]

@@ -1,20 +1,34 @@
-"""What one (workload, policy) run measured, from the client's records and the replicas' stats.
+"""What one (scenario, policy) run measured, from the client's records and the replicas' stats.
 
 The client (the load generator) knows each request's status, TTFT (first streamed content
-byte), which replica answered and in which region (response headers `x-replica-id`,
+byte), its response headers, which replica answered and in which region (`x-replica-id`,
 `x-replica-region`); the replicas (`/sim/stats`, reset before every run) know their prefix
 cache: prompt tokens looked up and found. Nothing is taken from the router under test.
+
+Every request ends in one of three ways:
+- **served**: HTTP 200 with a first token (its TTFT);
+- **refused**: a fast refusal by the gateway itself: 429 or 503, no replica named in the answer
+  (Envoy's `drop_overloads`, a local rate limit or any local reply), in under REFUSAL_MAX_S;
+  what "degrade on purpose" looks like to a client, who can retry elsewhere at once;
+- **failed**: anything else (a replica's error, a reset, a timeout, a slow 503).
+Refused and failed requests both miss the SLO.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bench.common import percentile
-from heliostat.sim.loadgen import Report
+from heliostat.sim.loadgen import Report, Result
+from heliostat.sim.orca import REPORT_HEADER
 
+REFUSAL_STATUSES = frozenset({429, 503})
+REFUSAL_MAX_S = 0.05
+REPLICA_HEADER = "x-replica-id"
+
+# Today's keys (kept), then the scenario benchmark's.
 FIELDS = (
     "requests",
     "errors",
@@ -24,57 +38,148 @@ FIELDS = (
     "prefix_hit_rate",
     "cross_region_share",
     "throughput_rps",
+    "goodput_rps",
+    "refused",
+    "admitted_ttft_p99_ms",
+    "orca_reports",
+)
+ORIGIN_FIELDS = (
+    "requests",
+    "slo_attainment",
+    "ttft_p99_ms",
+    "cross_region_share",
+    "refused",
+    "errors",
 )
 
 
-def measure(
-    report: Report, replica_stats: Mapping[str, Mapping[str, Any]], slo_ttft_ms: float
-) -> dict[str, float | int]:
-    """The benchmark's eight figures for one run.
+def refused(result: Result) -> bool:
+    """A fast refusal answered by the gateway itself (see the module docstring)."""
+    return (
+        result.error is None
+        and result.status in REFUSAL_STATUSES
+        and REPLICA_HEADER not in result.headers
+        and result.latency < REFUSAL_MAX_S
+    )
 
-    - errors: non-200 answers and transport errors (timeouts included);
-    - ttft percentiles over the successful requests;
-    - slo_attainment: share of ALL requests with a TTFT within the SLO (errors miss it);
+
+def served(result: Result) -> bool:
+    return result.ok and result.ttft is not None
+
+
+def met_slo(result: Result, slo_ttft_ms: float) -> bool:
+    return served(result) and result.ttft is not None and 1000 * result.ttft <= slo_ttft_ms
+
+
+def measure(
+    report: Report,
+    replica_stats: Mapping[str, Mapping[str, Any]],
+    slo_ttft_ms: float,
+    seconds: float,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """The figures of one run, plus `by_origin` (per origin region).
+
+    - errors: failed requests (not refusals): non-200 answers, transport errors, timeouts;
+    - refused: fast refusals (module docstring);
+    - ttft percentiles over the served requests;
+    - slo_attainment: share of ALL requests served within the SLO (refused, failed miss it);
+    - goodput_rps: requests served within the SLO / the seconds over which they were sent
+      (the scenario's length at this size, the same for every policy);
+    - admitted_ttft_p99_ms: TTFT p99 of the requests not refused, a failed one counting as
+      the client's timeout (what the users the gateway let in got);
     - prefix_hit_rate: prompt tokens found in the replicas' prefix caches / looked up;
-    - cross_region_share: successful requests served outside their gateway's region;
-    - throughput_rps: successful requests / wall time (first send to last answer).
+    - cross_region_share: served requests answered outside their origin region;
+    - throughput_rps: served requests / wall time (first send to last answer);
+    - orca_reports: answers carrying an ORCA load report (`endpoint-load-metrics`).
     """
     results = report.results
-    ok = [r for r in results if r.ok]
-    ttfts_ms = [1000 * r.ttft for r in ok if r.ttft is not None]
-    within = sum(1 for t in ttfts_ms if t <= slo_ttft_ms)
+    entry = _figures(results, slo_ttft_ms, seconds)
+    ok = [r for r in results if served(r)]
+    admitted = [
+        1000 * r.ttft if served(r) and r.ttft is not None else 1000 * timeout_s
+        for r in results
+        if not refused(r)
+    ]
     hits = sum(s["prefix_cache"]["hits"] for s in replica_stats.values())
     queries = sum(s["prefix_cache"]["queries"] for s in replica_stats.values())
-    cross = sum(1 for r in ok if r.replica_region != r.shot.label)
     if results:
         wall = max(r.started + r.latency for r in results) - min(r.started for r in results)
     else:
         wall = 0.0
+    by_origin: dict[str, list[Result]] = {}
+    for r in results:
+        by_origin.setdefault(r.shot.label, []).append(r)
     return {
-        "requests": len(results),
-        "errors": len(results) - len(ok),
-        "ttft_p50_ms": round(percentile(ttfts_ms, 50), 1),
-        "ttft_p99_ms": round(percentile(ttfts_ms, 99), 1),
-        "slo_attainment": round(within / len(results), 4) if results else 0.0,
+        "requests": entry["requests"],
+        "errors": entry["errors"],
+        "ttft_p50_ms": entry["ttft_p50_ms"],
+        "ttft_p99_ms": entry["ttft_p99_ms"],
+        "slo_attainment": entry["slo_attainment"],
         "prefix_hit_rate": round(hits / queries, 4) if queries else 0.0,
-        "cross_region_share": round(cross / len(ok), 4) if ok else 0.0,
+        "cross_region_share": entry["cross_region_share"],
         "throughput_rps": round(len(ok) / wall, 2) if wall > 0 else 0.0,
+        "goodput_rps": entry["goodput_rps"],
+        "refused": entry["refused"],
+        "admitted_ttft_p99_ms": round(percentile(admitted, 99), 1),
+        "orca_reports": sum(1 for r in results if REPORT_HEADER in r.headers),
+        "by_origin": {
+            origin: _figures(mine, slo_ttft_ms, seconds)
+            for origin, mine in sorted(by_origin.items())
+        },
     }
 
 
+def _figures(results: Sequence[Result], slo_ttft_ms: float, seconds: float) -> dict[str, Any]:
+    """The figures every subset of requests has (a run's, an origin's, a phase's)."""
+    ok = [r for r in results if served(r)]
+    ttfts_ms = [1000 * r.ttft for r in ok if r.ttft is not None]
+    met = sum(1 for r in results if met_slo(r, slo_ttft_ms))
+    n_refused = sum(1 for r in results if refused(r))
+    cross = sum(1 for r in ok if r.replica_region != r.shot.label)
+    return {
+        "requests": len(results),
+        "slo_attainment": round(met / len(results), 4) if results else 0.0,
+        "ttft_p50_ms": round(percentile(ttfts_ms, 50), 1),
+        "ttft_p99_ms": round(percentile(ttfts_ms, 99), 1),
+        "cross_region_share": round(cross / len(ok), 4) if ok else 0.0,
+        "refused": n_refused,
+        "errors": len(results) - len(ok) - n_refused,
+        "goodput_rps": round(met / seconds, 2) if seconds > 0 else 0.0,
+    }
+
+
+def by_phase(
+    report: Report, phase_of: Callable[[float], int], phases: int, slo_ttft_ms: float
+) -> list[dict[str, dict[str, float | int]]]:
+    """Per phase and origin region: requests and SLO attainment. A request belongs to the
+    phase of its scheduled send time (a late send stays in its phase)."""
+    tables: list[dict[str, list[Result]]] = [{} for _ in range(phases)]
+    for r in report.results:
+        tables[phase_of(r.shot.at)].setdefault(r.shot.label, []).append(r)
+    return [
+        {
+            o: {
+                "requests": len(mine),
+                "slo_attainment": round(
+                    sum(1 for r in mine if met_slo(r, slo_ttft_ms)) / len(mine), 4
+                ),
+            }
+            for o, mine in sorted(table.items())
+        }
+        for table in tables
+    ]
+
+
 def served_by(report: Report) -> dict[str, dict[str, int]]:
-    """origin region -> region (or `status-N`) that answered -> requests."""
+    """origin region -> region (or `refused`, `status-N`) that answered -> requests."""
     table: dict[str, Counter[str]] = {}
     for r in report.results:
-        where = r.replica_region if r.ok and r.replica_region else f"status-{r.status}"
+        if served(r) and r.replica_region:
+            where = r.replica_region
+        elif refused(r):
+            where = f"refused-{r.status}"
+        else:
+            where = f"status-{r.status}"
         table.setdefault(r.shot.label, Counter())[where] += 1
     return {origin: dict(sorted(c.items())) for origin, c in sorted(table.items())}
-
-
-def per_origin_ttft_p99(report: Report) -> dict[str, float]:
-    """TTFT p99 per origin region: where a policy's tail comes from."""
-    by_origin: dict[str, list[float]] = {}
-    for r in report.results:
-        if r.ok and r.ttft is not None:
-            by_origin.setdefault(r.shot.label, []).append(1000 * r.ttft)
-    return {o: round(percentile(v, 99), 1) for o, v in sorted(by_origin.items())}

@@ -222,7 +222,10 @@ class Picker:
         model: str,
         lru_blocks: int = DEFAULT_LRU_BLOCKS,
         seed: int = 1,
+        origins: Sequence[str] = (),
     ) -> None:
+        """`origins`: the regions requests come from (default: the endpoints' regions); an
+        edge region, with users and no endpoints, is one."""
         self.endpoints = dict(endpoints)  # address -> region
         self.model = model
         self.index = PrefixIndex(lru_blocks)
@@ -236,7 +239,7 @@ class Picker:
                 for address, r in self.endpoints.items()
                 if r == region
             ]
-            for origin in set(self.endpoints.values())
+            for origin in {*self.endpoints.values(), *origins}
         }
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None

@@ -1,4 +1,4 @@
-"""The three workloads of the routing benchmark, built once from a seed, calibrated to the fleet.
+"""A scenario's requests, built once from its seed, calibrated to its replicas.
 
 A workload is a list of requests, each with its users' region, its send time and its OpenAI
 completions body (streamed). It does not know which gateway it will be sent to: the same
@@ -12,19 +12,23 @@ prompt leads the `prompt` string, as a chat template would put the system messag
 Completions rather than chat: a streamed chat answer opens with an empty role chunk, which the
 load generator would take for the first token.
 
+The two kinds of request a scenario may ask for (`workload:`):
+
 - `chat`: single-turn prompts with a ShareGPT-like spread: prompt tokens log-normal around 160
-  (16..1,024), output tokens log-normal around 24 (4..128); Poisson arrivals; every region's
-  users at 65% of their region's capacity.
+  (16..1,024), output tokens log-normal around 24 (4..128).
 - `shared_prefix`: inference-perf's shared_prefix shape scaled down: 24 groups of 5 users, a
   768-token system prompt per group, a 96-token question per user, 32 output tokens; each
-  request is a random (group, user); users everywhere use every group; 65% of the capacity a
-  replica has when it sees every group (its cache then holds only a few of the 24 prompts).
-- `regional_surge`: the chat mix, ap-southeast (one replica) offered twice its capacity,
-  us-east and eu-west at 50% of theirs.
+  request is a random (group, user); users everywhere use every group.
 
-Capacity is computed, not guessed: the replica engine (`heliostat.sim.engine`) runs a sample of
-the workload's own requests at saturation in virtual time, and requests/s completed is one
-replica's capacity for that mix.
+Arrivals are Poisson per origin region and phase, at `load` x the region's capacity or at
+`rps`; a ramping phase moves the rate linearly from the previous phase's (thinning). Capacity
+is computed, not guessed: the replica engine (`heliostat.sim.engine`) runs a sample of the mix
+at saturation in virtual time, for each distinct replica configuration, and a region's
+capacity is the sum over its replicas (for `shared_prefix`: the capacity of a replica that sees
+every group, whose cache then holds only a few of the 24 prompts).
+
+Sizes scale every phase's seconds by the same factor (`SCALE`), so a quick run keeps the
+scenario's shape in less time.
 """
 
 from __future__ import annotations
@@ -36,22 +40,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.routing_fleet import PER_REGION, engine_config
+from bench.common import Size
+from bench.scenario import Scenario
 from heliostat.lab.mesh import MODEL
-from heliostat.sim.engine import Engine, EngineRequest, simulate
+from heliostat.sim.engine import Engine, EngineConfig, EngineRequest, simulate
 from heliostat.sim.loadgen import Shot, poisson_times
 from heliostat.sim.openai_api import parse_generation
 from heliostat.sim.tokens import CHARS_PER_TOKEN
 
 COMPLETIONS_PATH = "/v1/completions"
-SEED = 6
 CALIBRATION_SAMPLE = 1000
 
-CHAT_LOAD = 0.65
-SHARED_PREFIX_LOAD = 0.65
-SURGE_REGION = "ap-southeast"
-SURGE_LOAD = 2.0
-SURGE_OTHERS_LOAD = 0.5
+# Seconds of a phase at each size, as a share of the seconds the file gives (full size).
+SCALE: Mapping[Size, float] = {"tiny": 1 / 64, "quick": 1 / 8, "full": 1.0}
 
 GROUPS = 24
 USERS_PER_GROUP = 5
@@ -59,9 +60,8 @@ SYSTEM_TOKENS = 768
 QUESTION_TOKENS = 96
 SHARED_OUTPUT_TOKENS = 32
 
-WORKLOADS = ("chat", "shared_prefix", "regional_surge")
-
 Body = dict[str, Any]
+Mix = Callable[[random.Random], Callable[[], Body]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +74,32 @@ class Request:
 
 
 @dataclass(frozen=True)
+class PhaseWindow:
+    """One phase at the run's size: when it starts and ends (seconds from the run's start),
+    and the requests/s each origin offers at its end (at its start too, unless it ramps)."""
+
+    start: float
+    end: float
+    rates: Mapping[str, float]
+    ramp: bool
+    load: Mapping[str, float]
+
+
+@dataclass(frozen=True)
 class Workload:
     name: str
     requests: tuple[Request, ...]
-    rates: Mapping[str, float]
-    """Offered requests/s per origin region."""
-    capacity_rps: float
-    """One replica's capacity for this mix (requests/s at saturation)."""
+    phases: tuple[PhaseWindow, ...]
+    capacity_rps: Mapping[str, float]
+    """Each region's capacity for this mix (requests/s at saturation; 0 for an edge region)."""
+    replica_capacity_rps: Mapping[str, float]
+    """One replica's capacity per distinct configuration (its knobs, as text)."""
     description: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return self.phases[-1].end if self.phases else 0.0
 
     def shots(self, gateways: Mapping[str, int], host: str = "127.0.0.1") -> list[Shot]:
         """The requests as load-generator shots to one policy's gateways (origin -> port)."""
@@ -97,12 +114,30 @@ class Workload:
             for r in self.requests
         ]
 
+    def phase_of(self, at: float) -> int:
+        """The index of the phase a send time falls in."""
+        for index, phase in enumerate(self.phases):
+            if at < phase.end:
+                return index
+        return len(self.phases) - 1
+
     def describe(self) -> dict[str, Any]:
         return {
             "description": self.description,
             "requests": len(self.requests),
-            "rates_rps": {r: round(v, 2) for r, v in self.rates.items()},
-            "replica_capacity_rps": round(self.capacity_rps, 2),
+            "seconds": round(self.seconds, 3),
+            "region_capacity_rps": {r: round(v, 2) for r, v in self.capacity_rps.items()},
+            "replica_capacity_rps": {k: round(v, 2) for k, v in self.replica_capacity_rps.items()},
+            "phases": [
+                {
+                    "start_s": round(p.start, 3),
+                    "end_s": round(p.end, 3),
+                    "ramp": p.ramp,
+                    "rates_rps": {r: round(v, 2) for r, v in p.rates.items()},
+                    "load": {r: round(v, 3) for r, v in p.load.items()},
+                }
+                for p in self.phases
+            ],
             **self.extra,
         }
 
@@ -159,9 +194,17 @@ def shared_prefix_mix(rng: random.Random) -> Callable[[], Body]:
     return one
 
 
-def replica_capacity(bodies: Sequence[Body]) -> float:
+MIXES: Mapping[str, Mix] = {"chat": chat_mix, "shared_prefix": shared_prefix_mix}
+
+
+def engine_config(knobs: Mapping[str, Any]) -> EngineConfig:
+    """One replica's engine, as `heliostat sim fleet` builds it from the policy's sim knobs."""
+    return EngineConfig(**knobs)
+
+
+def replica_capacity(bodies: Sequence[Body], config: EngineConfig) -> float:
     """Requests/s one replica completes when these requests queue at it all at once."""
-    engine = Engine(engine_config())
+    engine = Engine(config)
     arrivals = []
     for body in bodies:
         gen = parse_generation(body, chat=False)
@@ -171,84 +214,82 @@ def replica_capacity(bodies: Sequence[Body]) -> float:
 
 
 @functools.cache
-def calibrate(mix: Callable[[random.Random], Callable[[], Body]], seed: int) -> float:
-    """One replica's capacity for a mix, from its own seeded sample (the same for every
-    workload using the mix)."""
-    draw = mix(random.Random(f"{seed}-calibration-{mix.__name__}"))
-    return replica_capacity([draw() for _ in range(CALIBRATION_SAMPLE)])
+def calibrate(kind: str, seed: int, knobs: tuple[tuple[str, Any], ...]) -> float:
+    """One replica's capacity for a mix, from the mix's own seeded sample (the same sample
+    for every scenario and replica configuration)."""
+    draw = MIXES[kind](random.Random(f"{seed}-calibration-{MIXES[kind].__name__}"))
+    return replica_capacity([draw() for _ in range(CALIBRATION_SAMPLE)], engine_config(dict(knobs)))
 
 
-def _build(
-    name: str,
-    mix: Callable[[], Body],
-    capacity: float,
-    load: Mapping[str, float],
-    duration: float,
-    rng: random.Random,
-    description: str,
-    extra: Mapping[str, Any] | None = None,
-) -> Workload:
-    rates = {r: load[r] * capacity * PER_REGION[r] for r in PER_REGION}
-    requests = [
-        Request(region, at, {})
-        for region in PER_REGION
-        for at in poisson_times(rates[region], duration, rng)
-    ]
-    requests.sort(key=lambda r: r.at)
-    built = tuple(Request(r.origin, r.at, mix()) for r in requests)
-    return Workload(name, built, rates, capacity, description, extra or {})
+def knob_key(knobs: Mapping[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(knobs.items())) or "defaults"
 
 
-def build(name: str, duration: float, seed: int = SEED) -> Workload:
-    """One workload of `duration` seconds, the same for every policy (and every run)."""
-    rng = random.Random(f"{seed}-{name}")
-    if name == "chat":
-        mix = chat_mix(rng)
-        capacity = calibrate(chat_mix, seed)
-        return _build(
-            name,
-            mix,
-            capacity,
-            dict.fromkeys(PER_REGION, CHAT_LOAD),
-            duration,
-            rng,
-            f"ShareGPT-like chats, Poisson, every region at {CHAT_LOAD:.0%} of its capacity",
-        )
-    if name == "shared_prefix":
-        mix = shared_prefix_mix(rng)
-        capacity = calibrate(shared_prefix_mix, seed)
-        return _build(
-            name,
-            mix,
-            capacity,
-            dict.fromkeys(PER_REGION, SHARED_PREFIX_LOAD),
-            duration,
-            rng,
-            f"{GROUPS} groups x {USERS_PER_GROUP} users, {SYSTEM_TOKENS}-token system prompt, "
-            f"{QUESTION_TOKENS}-token question, {SHARED_OUTPUT_TOKENS} output tokens; every "
-            f"region at {SHARED_PREFIX_LOAD:.0%} of the capacity of a replica that sees every "
-            "group",
-            {
-                "groups": GROUPS,
-                "users_per_group": USERS_PER_GROUP,
-                "system_prompt_tokens": SYSTEM_TOKENS,
-                "question_tokens": QUESTION_TOKENS,
-                "output_tokens": SHARED_OUTPUT_TOKENS,
-            },
-        )
-    if name == "regional_surge":
-        mix = chat_mix(rng)
-        capacity = calibrate(chat_mix, seed)
-        load = {r: SURGE_LOAD if r == SURGE_REGION else SURGE_OTHERS_LOAD for r in PER_REGION}
-        return _build(
-            name,
-            mix,
-            capacity,
-            load,
-            duration,
-            rng,
-            f"the chat mix; {SURGE_REGION} offered {SURGE_LOAD:g}x its capacity, the other "
-            f"regions {SURGE_OTHERS_LOAD:.0%} of theirs",
-            {"surge_region": SURGE_REGION},
-        )
-    raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
+def build(scenario: Scenario, size: Size) -> Workload:
+    """The scenario's requests at `size`, the same for every policy (and every run)."""
+    scale = SCALE[size]
+    rng = random.Random(f"{scenario.seed}-{scenario.name}")
+    mix = MIXES[scenario.workload](rng)
+    capacity: dict[str, float] = {}
+    per_config: dict[str, float] = {}
+    for region in scenario.regions:
+        total = 0.0
+        for knobs in scenario.knobs(region):
+            one = calibrate(scenario.workload, scenario.seed, tuple(sorted(knobs.items())))
+            per_config[knob_key(knobs)] = one
+            total += one
+        capacity[region] = total
+    windows: list[PhaseWindow] = []
+    start = 0.0
+    for phase in scenario.phases:
+        end = start + phase.seconds * scale
+        rates = {
+            r: phase.rps[r] if r in phase.rps else phase.load.get(r, 0.0) * capacity[r]
+            for r in scenario.regions
+        }
+        load = {r: rates[r] / capacity[r] for r in scenario.regions if capacity[r] > 0}
+        windows.append(PhaseWindow(start, end, rates, phase.ramp, load))
+        start = end
+    times: list[tuple[float, str]] = []
+    for region in scenario.regions:
+        before = 0.0
+        for window in windows:
+            times += [(at, region) for at in _arrivals(window, region, before, rng)]
+            before = window.rates[region]
+    times.sort()
+    requests = tuple(
+        Request(origin, at, {**mix(), "stream": scenario.stream}) for at, origin in times
+    )
+    extra: dict[str, Any] = {
+        "workload": scenario.workload,
+        "scale": scale,
+        "stream": scenario.stream,
+    }
+    if scenario.workload == "shared_prefix":
+        extra |= {
+            "groups": GROUPS,
+            "users_per_group": USERS_PER_GROUP,
+            "system_prompt_tokens": SYSTEM_TOKENS,
+            "question_tokens": QUESTION_TOKENS,
+            "output_tokens": SHARED_OUTPUT_TOKENS,
+        }
+    description = scenario.description or f"{scenario.workload} requests"
+    return Workload(
+        scenario.name, requests, tuple(windows), capacity, per_config, description, extra
+    )
+
+
+def _arrivals(window: PhaseWindow, region: str, before: float, rng: random.Random) -> list[float]:
+    """Poisson send times of one origin in one phase; a ramp thins a Poisson stream at the
+    higher of its two rates down to the rate of the moment."""
+    rate = window.rates[region]
+    duration = window.end - window.start
+    if not window.ramp or before == rate:
+        return poisson_times(rate, duration, rng, window.start) if rate > 0 else []
+    peak = max(before, rate)
+    kept = []
+    for at in poisson_times(peak, duration, rng, window.start):
+        now = before + (rate - before) * (at - window.start) / duration
+        if rng.random() * peak < now:
+            kept.append(at)
+    return kept

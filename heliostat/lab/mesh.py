@@ -1,6 +1,9 @@
-"""A three-region mesh for scenario tests: simulated fleet, heliostat, one Envoy per region.
+"""A multi-region mesh for scenario tests: simulated fleet, heliostat, one Envoy per region.
 
 Requests go to each region's gateway; what the replicas saw (`/sim/stats`) is the measure.
+By default the mesh has the three regions of RTT; a caller may give its own regions and
+RTTs, any number of replicas per region, including none (an edge region: a gateway and its
+users, no GPUs), and each replica's simulator knobs (speed, slots, KV pool) on its own.
 Besides the main model (MODEL), a mesh can serve other models (`ExtraModel`: a fallback
 model, say) from the same per-region fleet processes.
 """
@@ -52,8 +55,8 @@ class Mesh:
     policy_path: Path
     document: dict[str, Any]
     gateways: dict[str, int]
-    replicas: dict[str, list[str]]
-    fleets: dict[str, SimFleet]  # one process per region: stopping one is a region outage
+    replicas: dict[str, list[str]]  # every region, an edge region with no addresses
+    fleets: dict[str, SimFleet]  # one process per region with replicas: stopping one is an outage
     heliostat: Heliostat
     envoys: dict[str, Envoy] = field(default_factory=dict)
     # The extra models' replicas: model -> region -> addresses.
@@ -115,19 +118,17 @@ class Mesh:
         return self.fleets[self.region_of(address)]
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        return {
-            a: self.fleets[r].stats(a)
-            for r, addresses in self.replicas.items()
-            if self.fleets[r].running
-            for a in addresses
-        }
+        return self._stats(self.replicas)
 
     def model_stats(self, model: str) -> dict[str, dict[str, Any]]:
         """`stats` of an extra model's replicas (those whose region's fleet runs)."""
+        return self._stats(self.models[model])
+
+    def _stats(self, replicas: Mapping[str, list[str]]) -> dict[str, dict[str, Any]]:
         return {
-            a: self.fleets[r].stats(a)
-            for r, addresses in self.models[model].items()
-            if self.fleets[r].running
+            a: fleet.stats(a)
+            for r, addresses in replicas.items()
+            if (fleet := self.fleets.get(r)) is not None and fleet.running
             for a in addresses
         }
 
@@ -158,8 +159,12 @@ def mesh_document(
     model_overrides: Mapping[str, Any] | None = None,
     endpoint_sim: Mapping[str, Mapping[str, Any]] | None = None,
     extra_models: Sequence[tuple[ExtraModel, Mapping[str, list[str]]]] = (),
+    regions: Mapping[str, Mapping[str, float]] = RTT,
 ) -> dict[str, Any]:
-    """The mesh's policy: MODEL on `replicas`, then each extra model on its replicas."""
+    """The mesh's policy: MODEL on `replicas`, then each extra model on its replicas.
+
+    `regions` is region -> {peer: RTT ms} (either side of a pair), as in a policy; a region
+    may have no replicas at all (an edge region)."""
     models = [
         _model_section(MODEL, replicas, slots, speed, model_overrides or {}, endpoint_sim or {})
     ]
@@ -172,7 +177,7 @@ def mesh_document(
         "kind": "InferencePolicy",
         "metadata": {"name": "scenario"},
         "spec": {
-            "regions": {name: {"rtt_ms": dict(rtt)} for name, rtt in RTT.items()},
+            "regions": {name: {"rtt_ms": dict(rtt)} for name, rtt in regions.items()},
             "gateway": {"port": gateways_port, "address": LOCALHOST},
             "models": models,
         },
@@ -187,16 +192,13 @@ def _model_section(
     overrides: Mapping[str, Any],
     endpoint_sim: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
-    endpoints = [
-        {
-            "address": address,
-            "region": region,
-            "slots": slots,
-            "sim": {"max_num_seqs": slots, "speed": speed, **endpoint_sim.get(address, {})},
-        }
-        for region, addresses in replicas.items()
-        for address in addresses
-    ]
+    endpoints = []
+    for region, addresses in replicas.items():
+        for address in addresses:
+            sim = {"max_num_seqs": slots, "speed": speed, **endpoint_sim.get(address, {})}
+            endpoints.append(
+                {"address": address, "region": region, "slots": sim["max_num_seqs"], "sim": sim}
+            )
     return {
         "name": name,
         "engine": "vllm",
@@ -220,10 +222,20 @@ def start_mesh(
     model_overrides: Mapping[str, Any] | None = None,
     endpoint_sim: Callable[[dict[str, list[str]]], Mapping[str, Mapping[str, Any]]] | None = None,
     extra_models: Sequence[ExtraModel] = (),
+    regions: Mapping[str, Mapping[str, float]] = RTT,
 ) -> Mesh:
+    """Start the fleet (one process per region with replicas), heliostat, and one gateway
+    per region of `regions` (edge regions included), all on free loopback ports.
+
+    `per_region` counts MODEL's replicas (0 or absent: an edge region); `endpoint_sim` gives
+    each replica's simulator knobs beyond `slots` and `speed` (which it may override, one
+    replica at a time), from the addresses chosen for every region."""
+    unknown = sorted(set(per_region) - set(regions))
+    if unknown:
+        raise ValueError(f"replicas in regions {unknown} that the mesh does not have")
     replicas = {
-        region: [f"{LOCALHOST}:{free_port()}" for _ in range(count)]
-        for region, count in per_region.items()
+        region: [f"{LOCALHOST}:{free_port()}" for _ in range(per_region.get(region, 0))]
+        for region in regions
     }
     extras = [
         (
@@ -244,13 +256,16 @@ def start_mesh(
         model_overrides=model_overrides,
         endpoint_sim=endpoint_sim(replicas) if endpoint_sim else None,
         extra_models=extras,
+        regions=regions,
     )
     policy = workdir / "policy.yaml"
     write_policy(policy, document)
     fleets = {}
-    regions = list(replicas)
-    regions += sorted({r for _, addresses in extras for r in addresses} - set(replicas))
-    for region in regions:
+    with_replicas = [r for r, addresses in replicas.items() if addresses]
+    with_replicas += sorted(
+        {r for _, addresses in extras for r, a in addresses.items() if a} - set(with_replicas)
+    )
+    for region in with_replicas:
         # per-endpoint speeds come from the policy's sim knobs
         fleet = SimFleet(policy, workdir, speed=None, region=region)
         processes.append(fleet)
@@ -261,7 +276,7 @@ def start_mesh(
     heliostat.start()
     mesh = Mesh(policy, document, {}, replicas, fleets, heliostat)
     mesh.models = {extra.name: addresses for extra, addresses in extras}
-    for region in RTT:
+    for region in regions:
         port = free_port()
         envoy = Envoy(
             workdir,
@@ -272,7 +287,9 @@ def start_mesh(
             listener_port=port,
         )
         processes.append(envoy)
-        envoy.start()
+        envoy.start(wait=False)  # the gateways start side by side
         mesh.gateways[region] = port
         mesh.envoys[region] = envoy
+    for envoy in mesh.envoys.values():
+        envoy.wait_ready()
     return mesh

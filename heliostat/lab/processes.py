@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -190,40 +191,33 @@ class Heliostat(Process):
         return total
 
 
-class Envoy(Process):
+class EnvoyProcess(Process):
+    """A real Envoy running one bootstrap: the lab's only way to launch Envoy.
+
+    The bootstrap is a mapping (written as JSON: a static configuration, say) or YAML text
+    (`heliostat bootstrap`'s output for an xDS-configured gateway). Every Envoy of the lab runs
+    with one worker thread and no hot restart, so several fit on a small machine, and is ready
+    once its admin endpoint answers `/ready` with LIVE.
+    """
+
     def __init__(
         self,
         workdir: Path,
-        heliostat: Heliostat,
+        name: str,
+        bootstrap: Mapping[str, Any] | str,
+        admin_port: int,
         *,
-        node_id: str,
-        region: str,
-        delta: bool,
-        listener_port: int | None = None,
+        log_level: str = "info",
     ) -> None:
-        self.node_id = node_id
-        self.admin_port = free_port()
-        args = [
-            sys.executable,
-            "-m",
-            "heliostat",
-            "bootstrap",
-            "--node-id",
-            node_id,
-            "--region",
-            region,
-            "--xds-address",
-            f"{LOCALHOST}:{heliostat.xds_port}",
-            "--admin-port",
-            str(self.admin_port),
-        ]
-        if listener_port is not None:
-            args += ["--listener-port", str(listener_port)]
-        if delta:
-            args.append("--delta")
-        bootstrap = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-        config = workdir / f"envoy-{node_id}.yaml"
-        config.write_text(bootstrap)
+        self.name = name
+        self.admin_port = admin_port
+        if isinstance(bootstrap, str):
+            config = workdir / f"envoy-{name}.yaml"
+            config.write_text(bootstrap)
+        else:
+            config = workdir / f"envoy-{name}.json"
+            config.write_text(json.dumps(bootstrap, indent=1))
+        self.config = config
         super().__init__(
             [
                 envoy_binary(),
@@ -231,19 +225,25 @@ class Envoy(Process):
                 str(config),
                 "--disable-hot-restart",
                 "-l",
-                "info",
+                log_level,
                 "--concurrency",
                 "1",
             ],
-            workdir / f"envoy-{node_id}.log",
+            workdir / f"envoy-{name}.log",
         )
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
+        """Launch Envoy; with `wait`, return once it is LIVE (else call `wait_ready`), so
+        several Envoys can start side by side."""
         super().start()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         wait_until(
             lambda: self.admin("/ready")[1].strip() == "LIVE",
             timeout=15,
-            message=f"envoy {self.node_id} LIVE (log: {self.log_path})",
+            message=f"envoy {self.name} LIVE (log: {self.log_path})",
         )
 
     def admin(self, path: str) -> tuple[int, str]:
@@ -270,9 +270,69 @@ class Envoy(Process):
                 return int(value)
         return 0
 
+    def stats(self, pattern: str) -> dict[str, int]:
+        """Every counter and gauge whose name matches the regular expression `pattern`."""
+        _, text = self.admin(f"/stats?filter={urllib.parse.quote(pattern)}")
+        found: dict[str, int] = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                found[key] = int(value)
+        return found
+
     def config_dump(self, include_eds: bool = True) -> dict[str, Any]:
         _, body = self.admin("/config_dump" + ("?include_eds" if include_eds else ""))
         return dict(json.loads(body))
+
+
+def validate_bootstrap(bootstrap: Mapping[str, Any], path: Path) -> str:
+    """Envoy's own verdict on a bootstrap (`--mode validate`: parsed, nothing bound); '' if OK."""
+    path.write_text(json.dumps(bootstrap))
+    done = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "critical"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return "" if done.returncode == 0 else (done.stdout + done.stderr)[-2000:]
+
+
+class Envoy(EnvoyProcess):
+    """A gateway configured by `heliostat serve` over xDS (bootstrap from `heliostat bootstrap`)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        heliostat: Heliostat,
+        *,
+        node_id: str,
+        region: str,
+        delta: bool,
+        listener_port: int | None = None,
+    ) -> None:
+        self.node_id = node_id
+        admin_port = free_port()
+        args = [
+            sys.executable,
+            "-m",
+            "heliostat",
+            "bootstrap",
+            "--node-id",
+            node_id,
+            "--region",
+            region,
+            "--xds-address",
+            f"{LOCALHOST}:{heliostat.xds_port}",
+            "--admin-port",
+            str(admin_port),
+        ]
+        if listener_port is not None:
+            args += ["--listener-port", str(listener_port)]
+        if delta:
+            args.append("--delta")
+        bootstrap = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+        super().__init__(workdir, node_id, bootstrap, admin_port)
 
 
 @contextlib.contextmanager

@@ -43,24 +43,98 @@ FAKE: dict[str, Any] = {
         "p99_ms": 1200.0,
     },
     "routing": {
+        "setup": {
+            "scenarios": {
+                "regional_surge": {
+                    "fleet": {
+                        "slo_ttft_ms": 500,
+                        "network_budget_ms": 170,
+                        "regions": {
+                            "us-east": {"rtt_ms": {"eu-west": 80, "ap-southeast": 210}},
+                            "eu-west": {"rtt_ms": {"ap-southeast": 160}},
+                            "ap-southeast": {"rtt_ms": {}},
+                        },
+                    },
+                    "workload": {
+                        "description": "ap-southeast surges",
+                        "seconds": 55,
+                        "phases": [
+                            {
+                                "start_s": 0,
+                                "end_s": 15,
+                                "load": {"eu-west": 0.5, "ap-southeast": 0.5},
+                            },
+                            {
+                                "start_s": 15,
+                                "end_s": 55,
+                                "load": {"eu-west": 0.5, "ap-southeast": 2.0},
+                            },
+                        ],
+                    },
+                }
+            }
+        },
+        "details": {
+            "regional_surge": {
+                "heliostat": {
+                    "by_phase": [
+                        {"eu-west": {"requests": 100, "slo_attainment": 0.99}},
+                        {"eu-west": {"requests": 300, "slo_attainment": 0.975}},
+                    ]
+                }
+            }
+        },
         "workloads": {
             workload: {
                 policy: {
                     "requests": 400,
                     "errors": 0,
+                    "refused": 3 if policy == "heliostat" else 0,
                     "ttft_p50_ms": 120.0 + index,
                     "ttft_p99_ms": 900.0 + 10 * index,
                     "slo_attainment": 0.9 - index / 100,
+                    "goodput_rps": 18.0 - index,
                     "prefix_hit_rate": 0.4,
                     "cross_region_share": 0.05,
                     "throughput_rps": 20.0,
+                    "by_origin": {
+                        "eu-west": {
+                            "requests": 150,
+                            "slo_attainment": 0.875,
+                            "ttft_p99_ms": 777.0,
+                            "cross_region_share": 0.0,
+                        }
+                    },
+                    **(
+                        {
+                            "shares": [
+                                {"t": 0.0, "shares": {"ap-southeast": {"ap-southeast": 1.0}}},
+                                {
+                                    "t": 20.0,
+                                    "shares": {
+                                        "ap-southeast": {"ap-southeast": 0.4, "eu-west": 0.6}
+                                    },
+                                },
+                            ],
+                            "max_reversals_per_min": 0.5,
+                        }
+                        if policy == "heliostat"
+                        else {}
+                    ),
                 }
                 for index, policy in enumerate(
-                    ("heliostat", "round_robin", "least_request", "ring_hash", "picker")
+                    (
+                        "heliostat",
+                        "round_robin",
+                        "least_request",
+                        "ring_hash",
+                        "envoy_orca",
+                        "picker",
+                    )
                 )
             }
             for workload in ("chat", "shared_prefix", "regional_surge")
-        }
+        },
     },
     "failover": {"requests": 1200, "failed_requests": 3, "recover_ms": 850.0},
     "overhead": {
@@ -107,7 +181,14 @@ def test_every_benchmark_gets_its_table_and_plots(tmp_path: Path) -> None:
             assert (tmp_path / file).read_bytes().startswith(PNG_MAGIC)
     assert "| 10000" in parts["scale"] and "1250.0" in parts["scale"]
     assert "delta" in parts["fanout"] and "50000" in parts["fanout"]
-    assert "shared_prefix" in parts["routing"] and "90.0%" in parts["routing"]
+    routing = parts["routing"]
+    assert "shared_prefix" in routing and "90.0%" in routing
+    assert "| regional_surge | SLO met >= every baseline's - 1 pt" in routing
+    assert "| met " in routing  # the targets, checked
+    assert "| protection: eu-west's users during the surge >= before - 1 pt | 97.5%" in routing
+    assert "87.5% · 777.0 · 0.0%" in routing  # by origin
+    assert "| heliostat | eu-west | 99.0%  | 97.5%  |" in routing  # protection
+    assert "routing-shares-regional_surge.png" in routing
     assert "0.25%" in parts["failover"]  # 3 of 1,200 failed
     assert "| 5 " in parts["convergence"]  # the samples, counted
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bench import routing_fleet as fleet
+from bench.routing import SCENARIOS, candidate_regions
 from bench.routing_picker import (
     HASH_BLOCK_CHARS,
     KV_WEIGHT,
@@ -28,9 +28,11 @@ from bench.routing_picker import (
     saturated,
     scores,
 )
+from bench.scenario import load_scenario
 from heliostat.sim.loadgen import Shot
 
 NOW = 1000.0
+CHAT = load_scenario(SCENARIOS / "chat.yaml")
 
 
 def fresh(waiting: float = 0.0, kv: float = 0.0) -> Metrics:
@@ -151,7 +153,7 @@ def picker() -> Picker:
         "127.0.0.1:3": "eu-west",
         "127.0.0.1:4": "ap-southeast",
     }
-    made = Picker(endpoints, fleet.within_budget, fleet.rtt_ms, model="m", lru_blocks=1000)
+    made = Picker(endpoints, CHAT.within_budget, CHAT.rtt_ms, model="m", lru_blocks=1000)
     now = time.monotonic()
     for address in endpoints:
         made.metrics[address] = Metrics(waiting=0, kv_usage=0, at=now)
@@ -202,3 +204,22 @@ def test_prepare_names_the_endpoint_in_a_header_and_counts_the_decision() -> Non
     stats = p.describe_stats()
     assert stats["decisions"] == 1
     assert stats["decision_ms_mean"] >= 0.0
+
+
+def test_an_edge_regions_users_are_picked_for_within_their_budget() -> None:
+    edge = load_scenario(SCENARIOS / "edge_pop.yaml")
+    endpoints = {"127.0.0.1:1": "us-east", "127.0.0.1:3": "eu-west", "127.0.0.1:4": "ap-southeast"}
+    p = Picker(
+        endpoints,
+        lambda origin: candidate_regions(edge, origin),
+        edge.rtt_ms,
+        model="m",
+        lru_blocks=1000,
+        origins=list(edge.regions),
+    )
+    now = time.monotonic()
+    p.metrics["127.0.0.1:1"] = Metrics(waiting=4, kv_usage=0.9, at=now)  # busy, yet the only one
+    for address in ("127.0.0.1:3", "127.0.0.1:4"):
+        p.metrics[address] = Metrics(waiting=0, kv_usage=0, at=now)
+    assert candidate_regions(edge, "sa-east") == ["us-east"]  # eu-west is 190 ms away
+    assert {p.pick({"prompt": f"q{i}"}, "sa-east") for i in range(10)} == {"127.0.0.1:1"}
