@@ -18,11 +18,12 @@ from pydantic import Field
 
 from heliostat.policy.fields import (
     Count,
-    Duration,
+    DurationOrOff,
     HeaderName,
     Name,
     Percent,
     PositiveCount,
+    PositiveDuration,
     Section,
 )
 
@@ -81,8 +82,9 @@ class OutlierDetection(Section):
     enforcing_consecutive_gateway_failure: Annotated[int, Field(ge=0, le=100, strict=True)] = 100
     success_rate: SuccessRate | None = None
     failure_percentage: FailurePercentage | None = None
-    interval: Duration = 1.0
-    base_ejection_time: Duration = 10.0
+    # Envoy: OutlierDetection.interval and base_ejection_time are `duration: {gt: {}}`.
+    interval: PositiveDuration = 1.0
+    base_ejection_time: PositiveDuration = 10.0
     # All of them may go: the panic threshold then sends to every replica again, which beats
     # refusing every request while a whole region restarts.
     max_ejection_percent: Annotated[int, Field(ge=0, le=100, strict=True)] = 100
@@ -153,7 +155,7 @@ class Retries(Section):
     """
 
     num_retries: Count = 2
-    per_try_timeout: Duration | None = None
+    per_try_timeout: DurationOrOff | None = None
     retry_on: tuple[RetryOn, ...] = DEFAULT_RETRY_ON
     retriable_status_codes: tuple[StatusCode, ...] = (503,)
 
