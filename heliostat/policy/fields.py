@@ -41,7 +41,7 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _HEADER = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 
 
-def _check_name(value: str) -> str:
+def check_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(
             f"invalid name {value!r}: use lower-case letters, digits, '.', '_' or '-' "
@@ -59,7 +59,7 @@ def _check_header(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
+Name = Annotated[str, AfterValidator(check_name)]
 HeaderName = Annotated[str, AfterValidator(_check_header)]
 
 # Numbers are strict: YAML 1.1 reads `yes`/`on`/`true` as booleans, and pydantic's lax mode
