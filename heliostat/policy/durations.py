@@ -2,10 +2,11 @@
 
 Operators write intervals the way Envoy and Kubernetes do; the rest of heliostat only ever
 sees seconds as a float, so the unit question is settled once, here, with the range every
-duration must fit: Envoy reads each duration it is given as 64-bit nanoseconds before turning
-it into milliseconds (`DurationUtil::durationToMilliseconds`), and refuses anything longer
-than 9,223,372,036 s (about 292 years), a tighter bound than google.protobuf.Duration's own
-315,576,000,000 s. A longer value would make every push of the resource that carries it fail.
+duration must fit. Envoy checks every Duration of every resource it receives
+(`validateDurationUnifiedNoThrow`, on by default as `strict_duration_validation`): seconds
+plus the largest nanoseconds must fit 64-bit nanoseconds, so at most 9,223,372,035 s (about
+292 years), much less than google.protobuf.Duration's own 315,576,000,000 s. A longer value
+makes Envoy reject the whole resource ("Duration out-of-range"), on every push.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import math
 import re
 
-MAX_SECONDS = 9_223_372_036
-"""The longest duration Envoy accepts: int64 nanoseconds, in whole seconds."""
+MAX_SECONDS = (2**63 - 1 - 999_999_999) // 1_000_000_000
+"""The longest duration Envoy accepts, in whole seconds: 9,223,372,035."""
 
 PROTOBUF_MAX_SECONDS = 315_576_000_000
 """google.protobuf.Duration's own range (10,000 years), for reference and tests."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from heliostat.policy.durations import MAX_SECONDS
 from heliostat.policy.fields import UINT32_MAX
+from heliostat.policy.traffic import MAX_RETRIES
 
 LONGEST = f"{MAX_SECONDS}s"
 HUGE = 1.7e308  # a finite float near the top of its range, for fields without an upper bound
@@ -28,9 +29,9 @@ def _models(high: bool, addresses: dict[str, list[str]]) -> list[dict[str, Any]]
         "signals": (
             {"interval": LONGEST, "timeout": LONGEST, "stale_after": LONGEST}
             if high
-            else {"interval": "1ms", "timeout": "0s", "stale_after": "1ms"}
+            else {"interval": "1ms", "timeout": "1ms", "stale_after": "1ms"}
         ),
-        "protocol": "http2" if high else "http1",
+        "protocol": "http1",  # the test upstreams speak HTTP/1.1 only
         "connect_timeout": LONGEST if high else "1ms",
         "thresholds": (
             {"queue": HUGE, "kv": 1.0, "running": 1.0, "failures": 10**30}
@@ -81,7 +82,7 @@ def _models(high: bool, addresses: dict[str, list[str]]) -> list[dict[str, Any]]
         },
         "retries": (
             {
-                "num_retries": big,
+                "num_retries": MAX_RETRIES,
                 "per_try_timeout": LONGEST,
                 "retry_on": [
                     "connect-failure",

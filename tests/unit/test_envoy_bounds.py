@@ -28,7 +28,7 @@ from heliostat.balance import compute, static_views
 from heliostat.policy import Policy, PolicyError, parse_policy
 from heliostat.policy.durations import MAX_SECONDS
 from heliostat.policy.fields import UINT32_MAX
-from heliostat.signals import Signal
+from heliostat.signals import Signal, targets_from_policy
 from heliostat.xds.nodes import NodeGroup, Role
 from heliostat.xds.snapshot import Snapshot
 from heliostat.xds.translate import build_snapshot
@@ -279,6 +279,15 @@ def test_snapshots_of_a_policy_at_its_bounds_pass_envoys_rules(high: bool) -> No
 
 
 @pytest.mark.parametrize("high", [False, True], ids=["lowest", "highest"])
+def test_the_scrape_targets_of_a_policy_at_its_bounds_are_accepted(high: bool) -> None:
+    """serve builds its scrape targets from the policy at start and on every reload; a
+    validated policy must never make that raise."""
+    policy = parse_policy(yaml.safe_dump(bounds_policy(high, default_addresses())), "b.yaml")
+    targets = targets_from_policy(policy)
+    assert len(targets) == sum(len(m.endpoints) for m in policy.spec.models)
+
+
+@pytest.mark.parametrize("high", [False, True], ids=["lowest", "highest"])
 @pytest.mark.parametrize("extreme", [False, True], ids=["idle", "saturated"])
 def test_the_control_law_at_the_bounds_translates_into_valid_resources(
     high: bool, extreme: bool
@@ -339,6 +348,7 @@ def test_any_policy_within_the_bounds_translates_into_valid_resources(
         policy = parse_policy(yaml.safe_dump(document), "b.yaml")
     except PolicyError as exc:  # a draw that breaks a cross-field rule (stale_after, ...)
         pytest.fail(f"drawn within the bounds but refused: {exc.lines()[:3]}")
+    targets_from_policy(policy)
     views = static_views(policy)
     group = NodeGroup(Role.GATEWAY, "eu-west")
     snapshot = build_snapshot(policy, views.for_region("eu-west"), group)

@@ -364,6 +364,17 @@ CASES = {
         edit("timeout: 500ms", "timeout: 3s"),
         ["demo.yaml:14: spec.models[0].signals.timeout: must not be longer than the interval"],
     ),
+    "zero scrape timeout": (
+        edit("timeout: 500ms", "timeout: 0s"),
+        ["demo.yaml:14: spec.models[0].signals.timeout: must be longer than 0"],
+    ),
+    "metrics path without a slash": (
+        edit("stale_after: 1m}", "stale_after: 1m, metrics_path: metrics}"),
+        [
+            "demo.yaml:14: spec.models[0].signals.metrics_path: 'metrics' must start with '/' "
+            "(a path such as /metrics)"
+        ],
+    ),
     "stale_after shorter than the interval": (
         edit("stale_after: 1m", "stale_after: 1s"),
         ["demo.yaml:14: spec.models[0].signals.stale_after: must be at least the interval"],
@@ -896,12 +907,12 @@ def test_thousands_of_problems_are_reported_as_the_first_hundred_and_a_count() -
         ),
         (
             "99999999999999999999h",
-            "duration '99999999999999999999h' is too long: at most 9223372036s (about 292 "
+            "duration '99999999999999999999h' is too long: at most 9223372035s (about 292 "
             "years, the longest duration Envoy accepts)",
         ),
         (
-            "9223372037s",
-            "duration '9223372037s' is too long: at most 9223372036s (about 292 years, the "
+            "9223372036s",
+            "duration '9223372036s' is too long: at most 9223372035s (about 292 years, the "
             "longest duration Envoy accepts)",
         ),
     ],
@@ -912,7 +923,7 @@ def test_connect_timeout_must_be_a_duration_envoy_accepts(written: str, message:
     ]
 
 
-@pytest.mark.parametrize("written", ["1ms", "9223372036s", "153722867m"])
+@pytest.mark.parametrize("written", ["1ms", "9223372035s", "153722867m"])
 def test_connect_timeout_at_envoys_bounds_is_accepted(written: str) -> None:
     parse_policy(edit("connect_timeout: 1s", f"connect_timeout: {written}"))
 
@@ -927,8 +938,8 @@ def test_connect_timeout_at_envoys_bounds_is_accepted(written: str) -> None:
         ),
         ("retries: {per_try_timeout: 0.5ms}", "retries.per_try_timeout: must be at least 1ms"),
         (
-            "retries: {num_retries: 4294967296}",
-            "retries.num_retries: input should be less than or equal to 4294967295",
+            "retries: {num_retries: 101}",
+            "retries.num_retries: input should be less than or equal to 100",
         ),
         (
             "circuit_breakers: {batch: {max_requests: 4294967296}}",
@@ -949,7 +960,7 @@ def test_values_beyond_envoys_fields_are_refused(section: str, problem: str) -> 
     ("written", "message"),
     [
         ("0.5", "greater than or equal to 1"),
-        ("1.0e+300", "less than or equal to 4611686018000"),
+        ("1.0e+300", "less than or equal to 4611686017500"),
     ],
 )
 def test_ttft_must_keep_the_default_per_try_timeout_a_duration_envoy_accepts(
