@@ -368,13 +368,6 @@ CASES = {
         edit("timeout: 500ms", "timeout: 0s"),
         ["demo.yaml:14: spec.models[0].signals.timeout: must be longer than 0"],
     ),
-    "metrics path without a slash": (
-        edit("stale_after: 1m}", "stale_after: 1m, metrics_path: metrics}"),
-        [
-            "demo.yaml:14: spec.models[0].signals.metrics_path: 'metrics' must start with '/' "
-            "(a path such as /metrics)"
-        ],
-    ),
     "stale_after shorter than the interval": (
         edit("stale_after: 1m", "stale_after: 1s"),
         ["demo.yaml:14: spec.models[0].signals.stale_after: must be at least the interval"],
