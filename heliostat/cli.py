@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import math
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
@@ -12,6 +15,8 @@ import yaml
 from heliostat import logs
 from heliostat.demo import story as demo_story
 from heliostat.policy import PolicyError, load_policy
+from heliostat.policy.fields import check_name
+from heliostat.policy.schema import canonical_address
 from heliostat.signals.from_policy import policy_notes
 from heliostat.xds.bootstrap import BootstrapOptions, bootstrap
 from heliostat.xds.nodes import Role
@@ -21,17 +26,147 @@ class UsageError(Exception):
     """A command line heliostat cannot act on."""
 
 
-def host_port(text: str) -> tuple[str, int]:
+# -- argument types: each refuses a bad value with one line saying what is expected ---------
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}\.?$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$",
+    re.IGNORECASE,
+)
+
+
+def _split_host_port(text: str) -> tuple[str, str, bool]:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+    bracketed = host.startswith("[") and host.endswith("]")
+    return (host[1:-1] if bracketed else host), port, bracketed
+
+
+def _check_ip(host: str, bracketed: bool, text: str) -> None:
+    """`host` is an IP literal; IPv6 in brackets, so the port cannot be mistaken for part
+    of the address."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an IP address such as 127.0.0.1 or [::1], got {text!r}"
+        ) from None
+    if (ip.version == 6) != bracketed:
+        if bracketed:
+            raise argparse.ArgumentTypeError(f"only IPv6 addresses take brackets, got {text!r}")
+        raise argparse.ArgumentTypeError(f"write an IPv6 address in brackets, got {text!r}")
 
 
 def port_number(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or len(text) > 5 or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"expected a port 1-65535, got {text!r}")
     return int(text)
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """HOST:PORT where HOST is an IP address ([::1] for IPv6) or a DNS name."""
+    host, port, bracketed = _split_host_port(text)
+    if bracketed or ":" in host or _looks_numeric(host):
+        _check_ip(host, bracketed, text)
+    elif not _HOSTNAME.match(host):
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT with an IP address or a DNS name, got {text!r}"
+        )
+    return host, port_number(port)
+
+
+def ip_port(text: str) -> tuple[str, int]:
+    """IP:PORT: for addresses Envoy itself binds, which it does not resolve."""
+    host, port, bracketed = _split_host_port(text)
+    _check_ip(host, bracketed, text)
+    return host, port_number(port)
+
+
+def ip_address(text: str) -> str:
+    """An IP address, unbracketed (`::1`) or bracketed (`[::1]`)."""
+    host = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    _check_ip(host, ":" in host, text)
+    return host
+
+
+def _looks_numeric(host: str) -> bool:
+    return host.replace(".", "").isdigit()
+
+
+def name(text: str) -> str:
+    """A policy name (region, model): lower-case letters, digits, '.', '_', '-'."""
+    try:
+        return check_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def node_id(text: str) -> str:
+    if not text or not text.isprintable() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"expected a node id without spaces or control characters, got {text!r}"
+        )
+    if len(text) > 256:
+        raise argparse.ArgumentTypeError(f"a node id has at most 256 characters, got {len(text)}")
+    return text
+
+
+def endpoint_address(text: str) -> str:
+    """An endpoint's IP:PORT, in the canonical spelling the policy stores."""
+    try:
+        return canonical_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def seconds_between(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:  # NaN fails every comparison
+            raise argparse.ArgumentTypeError(
+                f"expected seconds between {low:g} and {high:g}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option's help says its default, when it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            default not in (None, False, argparse.SUPPRESS)
+            and "%(default)" not in text
+            and action.option_strings
+        ):
+            text += " (default: %(default)s)"
+        return text
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -55,21 +190,26 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from heliostat.runtime.serve import ServeOptions, run  # grpc loads only when serving
+    # grpc loads only when serving
+    from heliostat.runtime.serve import ServeOptions, StartupError, run
 
     logs.configure(args.log_level)
     xds_host, xds_port = args.xds_address
     admin_host, admin_port = args.admin_address
-    run(
-        ServeOptions(
-            policy_path=Path(args.policy),
-            xds_host=xds_host,
-            xds_port=xds_port,
-            admin_host=admin_host,
-            admin_port=admin_port,
-            policy_poll_s=args.policy_poll_interval,
+    try:
+        run(
+            ServeOptions(
+                policy_path=Path(args.policy),
+                xds_host=xds_host,
+                xds_port=xds_port,
+                admin_host=admin_host,
+                admin_port=admin_port,
+                policy_poll_s=args.policy_poll_interval,
+            )
         )
-    )
+    except StartupError as exc:
+        print(f"heliostat serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -161,16 +301,6 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="heliostat",
@@ -178,57 +308,118 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    validate = commands.add_parser("validate", help="check policy files")
-    validate.add_argument("files", nargs="+", metavar="FILE")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, formatter_class=_Help)
+
+    validate = command("validate", help="check policy files")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="policy files to check")
     validate.set_defaults(run=_validate)
 
-    serve = commands.add_parser("serve", help="serve xDS to Envoys from a policy file")
-    serve.add_argument("--policy", required=True, metavar="FILE")
-    serve.add_argument("--xds-address", type=host_port, default=("127.0.0.1", 18000))
-    serve.add_argument("--admin-address", type=host_port, default=("127.0.0.1", 9901))
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve = command("serve", help="serve xDS to Envoys from a policy file")
+    serve.add_argument("--policy", required=True, metavar="FILE", help="the policy file")
+    serve.add_argument(
+        "--xds-address",
+        type=host_port,
+        default="127.0.0.1:18000",
+        metavar="HOST:PORT",
+        help="where Envoys connect for xDS",
+    )
+    serve.add_argument(
+        "--admin-address",
+        type=host_port,
+        default="127.0.0.1:9901",
+        metavar="HOST:PORT",
+        help="the admin API: health, readiness, metrics, debug state, drain",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="logs"
+    )
     serve.add_argument(
         "--policy-poll-interval",
-        type=float,
-        default=1.0,
+        type=seconds_between(0.05, 86_400),
+        default="1",
         metavar="SECONDS",
         help="how often the policy file is checked for a new version",
     )
     serve.set_defaults(run=_serve)
 
-    boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap for a node")
-    boot.add_argument("--node-id", required=True)
-    boot.add_argument("--region", required=True)
-    boot.add_argument("--role", choices=[r.value for r in Role], default=Role.GATEWAY.value)
-    boot.add_argument("--xds-address", type=host_port, default=("127.0.0.1", 18000))
-    boot.add_argument("--admin-address", default="127.0.0.1", help="Envoy admin host")
-    boot.add_argument("--admin-port", type=port_number, default=19901)
-    boot.add_argument("--listener-port", type=port_number, default=None)
+    boot = command("bootstrap", help="print an Envoy bootstrap for a node")
+    boot.add_argument("--node-id", required=True, type=node_id, help="the node's unique id")
+    boot.add_argument(
+        "--region", required=True, type=name, help="the node's region, as the policy names it"
+    )
+    boot.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        default=Role.GATEWAY.value,
+        help="the node's role",
+    )
+    boot.add_argument(
+        "--xds-address",
+        type=host_port,
+        default="127.0.0.1:18000",
+        metavar="HOST:PORT",
+        help="heliostat's xDS address",
+    )
+    boot.add_argument(
+        "--admin-address",
+        type=ip_address,
+        default="127.0.0.1",
+        metavar="IP",
+        help="Envoy's admin address (an IP: Envoy does not resolve it)",
+    )
+    boot.add_argument("--admin-port", type=port_number, default="19901", help="Envoy's admin port")
+    boot.add_argument(
+        "--listener-port",
+        type=port_number,
+        default=None,
+        help="the gateway listener's port, instead of the policy's",
+    )
     boot.add_argument("--delta", action="store_true", help="use incremental (delta) xDS")
     boot.set_defaults(run=_bootstrap)
 
-    sim = commands.add_parser("sim", help="simulated vLLM-compatible replicas")
+    sim = command("sim", help="simulated vLLM-compatible replicas")
     sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
-    fleet = sim_commands.add_parser("fleet", help="one simulated replica per policy endpoint")
-    fleet.add_argument("--policy", required=True, metavar="FILE")
-    fleet.add_argument("--speed", type=float, default=None, help="override every replica's speed")
+    fleet = sim_commands.add_parser(
+        "fleet", help="one simulated replica per policy endpoint", formatter_class=_Help
+    )
+    fleet.add_argument("--policy", required=True, metavar="FILE", help="the policy file")
     fleet.add_argument(
-        "--region", action="append", metavar="REGION", help="only this region (repeatable)"
+        "--speed",
+        type=positive_number,
+        default=None,
+        help="override every replica's speed (1 is real time)",
+    )
+    fleet.add_argument(
+        "--region",
+        action="append",
+        type=name,
+        metavar="REGION",
+        help="only this region (repeatable)",
     )
     fleet.set_defaults(run=_sim_fleet)
 
-    drain = commands.add_parser("drain", help="take endpoints out of rotation (or --undo)")
-    drain.add_argument("--model", required=True)
+    drain = command("drain", help="take endpoints out of rotation (or --undo)")
+    drain.add_argument("--model", required=True, type=name, help="the model")
     target = drain.add_mutually_exclusive_group(required=True)
-    target.add_argument("--endpoint", metavar="ADDR")
-    target.add_argument("--region")
+    target.add_argument(
+        "--endpoint", metavar="IP:PORT", type=endpoint_address, help="one endpoint of the model"
+    )
+    target.add_argument("--region", type=name, help="every endpoint of the model in a region")
     drain.add_argument("--undo", action="store_true", help="return them to rotation")
-    drain.add_argument("--admin-address", type=host_port, default=("127.0.0.1", 9901))
+    drain.add_argument(
+        "--admin-address",
+        type=host_port,
+        default="127.0.0.1:9901",
+        metavar="HOST:PORT",
+        help="the admin API of the running heliostat serve",
+    )
     drain.set_defaults(run=_drain)
 
     demo = commands.add_parser(
         "demo",
         help="run the three-region demo",
+        formatter_class=_Help,
         description=(
             "Start a simulated fleet in three regions, heliostat serve, one real Envoy gateway "
             "per region and a load generator on free loopback ports, then play four phases: "
@@ -254,9 +445,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help='write {"phases": [{"name", "ok", "detail"}], "requests", "errors"} as JSON',
     )
-    demo.add_argument(
-        "--seed", type=int, default=1, help="seed of the request arrivals (default 1)"
-    )
+    demo.add_argument("--seed", type=int, default=1, help="seed of the request arrivals")
     demo.add_argument(
         "--keep-logs",
         action="store_true",

@@ -13,6 +13,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from heliostat.listen import ListenError, check_free, failure
+
 StateProvider = Callable[[], dict[str, Any]]
 ReadyProbe = Callable[[], tuple[bool, str]]
 
@@ -66,7 +68,13 @@ def build_app(
 
 
 async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve `app`, or raise ListenError with one line naming the address and why."""
+    check_free(host, port, "the admin API")
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:  # taken between the check and the bind
+        await runner.cleanup()
+        raise ListenError(failure(host, port, "the admin API", exc)) from None
     return runner

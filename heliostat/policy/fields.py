@@ -12,10 +12,28 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from heliostat.policy.durations import parse_duration
+from heliostat.policy.durations import check_envoy_positive, parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-"""Seconds, written as `500ms`, `2s`, `1m` or a bare number of seconds."""
+"""Seconds, written as `500ms`, `2s`, `1m` or a bare number of seconds; 0 to Envoy's longest."""
+
+PositiveDuration = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(check_envoy_positive)
+]
+"""A duration that lands in an Envoy field whose rules say `gt: {}`: at least 1 ms."""
+
+
+def _zero_or_envoy_positive(seconds: float) -> float:
+    return seconds if seconds == 0 else check_envoy_positive(seconds)
+
+
+DurationOrOff = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(_zero_or_envoy_positive)
+]
+"""0 turns the setting off; anything else is a duration Envoy can hold (at least 1 ms)."""
+
+UINT32_MAX = 2**32 - 1
+"""Counts land in Envoy's uint32 fields (UInt32Value wrappers, mostly)."""
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 # RFC 9110 token characters, lower case only: Envoy lower-cases header names, so a policy
@@ -23,7 +41,7 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _HEADER = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 
 
-def _check_name(value: str) -> str:
+def check_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(
             f"invalid name {value!r}: use lower-case letters, digits, '.', '_' or '-' "
@@ -41,13 +59,13 @@ def _check_header(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
+Name = Annotated[str, AfterValidator(check_name)]
 HeaderName = Annotated[str, AfterValidator(_check_header)]
 
 # Numbers are strict: YAML 1.1 reads `yes`/`on`/`true` as booleans, and pydantic's lax mode
 # would quietly turn them into 1; a quoted "80" is a string, not a number.
-Count = Annotated[int, Field(ge=0, strict=True)]
-PositiveCount = Annotated[int, Field(ge=1, strict=True)]
+Count = Annotated[int, Field(ge=0, le=UINT32_MAX, strict=True)]
+PositiveCount = Annotated[int, Field(ge=1, le=UINT32_MAX, strict=True)]
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False, strict=True)]
 
 

@@ -1,7 +1,13 @@
-"""Read a policy file into a `Policy`, or fail with every problem located at FILE:LINE."""
+"""Read a policy file into a `Policy`, or fail with every problem located at FILE:LINE.
+
+Cheap checks run before expensive ones, so a file that is too big, too deep or too
+repetitive is refused in milliseconds: the size of the file, then YAML's own limits while
+parsing, then the endpoint count per model, and only then the schema and the cross-checks.
+"""
 
 from __future__ import annotations
 
+import reprlib
 import types
 import typing
 from pathlib import Path as FsPath
@@ -11,27 +17,46 @@ import pydantic
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-from heliostat.policy import semantics
+from heliostat.policy import limits, semantics
 from heliostat.policy.problems import PolicyError, Problem, did_you_mean
 from heliostat.policy.schema import Policy
 from heliostat.policy.yamlsource import Located, Path, YamlSyntaxError, load_located
 
 
-def load_policy(path: str | FsPath) -> Policy:
+def read_policy_bytes(path: str | FsPath) -> bytes:
+    """The file's bytes, reading no more than the size limit allows (a policy path that
+    points at /dev/zero or a growing log must not be read to the end)."""
     source = str(path)
     try:
-        text = FsPath(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        with open(path, "rb") as file:
+            data = file.read(limits.MAX_POLICY_BYTES + 1)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
         raise PolicyError(source, [Problem((), f"cannot read policy file: {reason}", 1)]) from None
+    problem = limits.too_large(len(data))
+    if problem is not None:
+        raise PolicyError(source, [problem])
+    return data
+
+
+def load_policy(path: str | FsPath) -> Policy:
+    source = str(path)
+    data = read_policy_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(source, [Problem((), f"cannot read policy file: {exc}", 1)]) from None
     return parse_policy(text, source)
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    problem = limits.too_large(len(text.encode("utf-8", errors="replace")))
+    if problem is not None:
+        raise PolicyError(source, [problem])
     try:
         located = load_located(text)
     except YamlSyntaxError as exc:
-        raise PolicyError(source, [Problem((), exc.message, exc.line)]) from None
+        raise PolicyError(source, [Problem(exc.path, exc.message, exc.line)]) from None
     problems = [
         Problem(path, "duplicate key: a later value would silently replace the earlier one", line)
         for path, line in located.duplicate_keys
@@ -39,6 +64,9 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     if not isinstance(located.data, dict):
         problems.append(Problem((), "expected a mapping with apiVersion, kind, metadata, spec", 1))
         raise PolicyError(source, problems)
+    too_big = limits.check_document(located.data)
+    if too_big:
+        raise PolicyError(source, problems + [_locate(p, located) for p in too_big])
     try:
         policy = Policy.model_validate(located.data)
     except pydantic.ValidationError as exc:
@@ -78,8 +106,16 @@ def _from_pydantic(error: ErrorDetails, root: type[BaseModel] = Policy) -> Probl
     return Problem(path, message[:1].lower() + message[1:])
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = 57
+_REPR.maxother = 57
+_REPR.maxlevel = 2
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
+    """A short rendering of a bad value; bounded even when the value is huge or deep (a
+    document of shared aliases would otherwise print millions of items)."""
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -20,9 +20,22 @@ def format_path(path: Path) -> str:
     return text or "(document)"
 
 
+# difflib compares the value with every choice; a hint is worth it among names a person
+# chooses from (regions, models, keys), not among thousands of endpoint addresses, where it
+# would make each problem of a large file cost a noticeable fraction of a second.
+_MAX_HINT_CHOICES = 200
+
+# A file with thousands of problems (every endpoint of a large fleet naming a misspelt
+# region) is reported by its first problems and a count; they are fixed the same way.
+MAX_REPORTED = 100
+
+
 def did_you_mean(value: object, choices: Iterable[str]) -> str:
     """A ` (did you mean 'x'?)` suffix when a choice is close, else nothing."""
-    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    candidates = list(choices)
+    if len(candidates) > _MAX_HINT_CHOICES:
+        return ""
+    close = difflib.get_close_matches(str(value), candidates, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -45,4 +58,10 @@ class PolicyError(Exception):
         super().__init__("\n".join(self.lines()))
 
     def lines(self) -> list[str]:
-        return [problem.render(self.source) for problem in self.problems]
+        """One line per problem, the first `MAX_REPORTED` of them and then a count."""
+        shown = [problem.render(self.source) for problem in self.problems[:MAX_REPORTED]]
+        hidden = self.problems[MAX_REPORTED:]
+        if hidden:
+            summary = Problem((), f"{len(hidden):,} more problems not shown", hidden[0].line)
+            shown.append(summary.render(self.source))
+        return shown

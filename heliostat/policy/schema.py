@@ -9,14 +9,17 @@ the file to another (regions named by endpoints, RTT completeness, duplicates) a
 from __future__ import annotations
 
 import ipaddress
+import socket
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
+from heliostat.policy.durations import MAX_SECONDS
 from heliostat.policy.fields import Duration as Duration  # re-exported: defined here before
 from heliostat.policy.fields import Name as Name
-from heliostat.policy.fields import Section
+from heliostat.policy.fields import PositiveDuration, Section
+from heliostat.policy.limits import MAX_ENDPOINTS_PER_MODEL
 from heliostat.policy.traffic import (
     Affinity,
     Canary,
@@ -29,22 +32,52 @@ from heliostat.policy.traffic import (
 )
 
 
-def _check_address(value: str) -> str:
+def canonical_address(value: str) -> str:
+    """`IP:PORT` in one spelling per endpoint, or ValueError saying what is wrong.
+
+    Two spellings of one socket must be one endpoint: `[::ffff:127.0.0.1]:9101` is
+    `127.0.0.1:9101` (an IPv4-mapped IPv6 address), `[2001:DB8::0001]:80` is `[2001:db8::1]:80`
+    and a port of `09101` is `9101`. IPv6 hosts are bracketed, as in URLs: without brackets
+    `::1:9101` could be an address with no port at all.
+    """
+    shown = repr(value) if len(value) <= 60 else repr(value[:57] + "...")
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port:
-        raise ValueError(f"malformed address {value!r}: expected IP:PORT such as 127.0.0.1:9101")
-    if host.startswith("[") and host.endswith("]"):
+        raise ValueError(f"malformed address {shown}: expected IP:PORT such as 127.0.0.1:9101")
+    digits = port.isascii() and port.isdigit() and len(port.lstrip("0")) <= 5
+    if digits and port[0] != "0" and int(port) < 65536 and _is_canonical_ipv4(host):
+        return value  # the common case, 10x cheaper than ipaddress on large fleets
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
         host = host[1:-1]
     try:
-        ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(
-            f"malformed address {value!r}: the host must be an IP literal "
+            f"malformed address {shown}: the host must be an IP literal "
             "(Envoy does not resolve names of EDS endpoints)"
         ) from None
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"malformed address {value!r}: port must be 1-65535")
-    return value
+    if not digits or not 0 < int(port) < 65536:
+        raise ValueError(f"malformed address {shown}: port must be 1-65535")
+    if isinstance(ip, ipaddress.IPv6Address):
+        if not bracketed:
+            raise ValueError(
+                f"malformed address {shown}: write an IPv6 host in brackets, "
+                f"such as [{host}]:{port}"
+            )
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+    elif bracketed:
+        raise ValueError(f"malformed address {shown}: only IPv6 hosts take brackets")
+    text = f"[{ip.compressed}]" if isinstance(ip, ipaddress.IPv6Address) else ip.compressed
+    return f"{text}:{int(port)}"
+
+
+def _is_canonical_ipv4(host: str) -> bool:
+    try:
+        return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, host)) == host
+    except (OSError, ValueError):
+        return False
 
 
 def _check_ip(value: str) -> str:
@@ -58,7 +91,8 @@ def _check_ip(value: str) -> str:
 
 
 IpAddress = Annotated[str, AfterValidator(_check_ip)]
-Address = Annotated[str, AfterValidator(_check_address)]
+Address = Annotated[str, AfterValidator(canonical_address)]
+"""An endpoint's `IP:PORT`, stored in its canonical spelling (see `canonical_address`)."""
 # Numbers are strict: YAML 1.1 reads `yes`/`on`/`true` as booleans, and pydantic's lax mode
 # would quietly turn them into 1 (a port, 1 ms of RTT); a quoted "80" is a string, not a port.
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
@@ -98,7 +132,11 @@ class Gateway(_Spec):
 
 
 class Slo(_Spec):
-    ttft_ms: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)] = 1000.0
+    # The streamed per-try timeout defaults to 2 x ttft_ms (resilience.per_try_timeout): it
+    # must stay a duration Envoy holds, at least 1 ms and at most MAX_SECONDS.
+    ttft_ms: Annotated[
+        float, Field(ge=1, le=MAX_SECONDS * 500, allow_inf_nan=False, strict=True)
+    ] = 1000.0
     network_budget_ms: Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)] = 150.0
 
 
@@ -183,7 +221,7 @@ class Model(_Spec):
     slo: Slo = Slo()
     signals: Signals = Signals()
     protocol: UpstreamProtocol = UpstreamProtocol.HTTP1
-    connect_timeout: Duration = 1.0
+    connect_timeout: PositiveDuration = 1.0  # Envoy: Cluster.connect_timeout, gt 0
     thresholds: Thresholds = Thresholds()
     overflow: Overflow = Overflow()
     # Traffic policy (traffic.py): how requests behave around the control law's weights.
@@ -195,7 +233,8 @@ class Model(_Spec):
     canary: tuple[Canary, ...] = ()
     fallback: Fallback | None = None
     drain: Drain = Drain()
-    endpoints: tuple[Endpoint, ...]
+    # The loader refuses a longer list before validating it (limits.py), with its own message.
+    endpoints: Annotated[tuple[Endpoint, ...], Field(max_length=MAX_ENDPOINTS_PER_MODEL)]
 
     def drained(self) -> frozenset[str]:
         """Addresses the policy drains, by endpoint or by region."""

@@ -76,6 +76,9 @@ def _models(policy: Policy) -> Iterator[Problem]:
             yield Problem((*base, "signals", "stale_after"), "must be at least the interval")
         if signals.interval <= 0:
             yield Problem((*base, "signals", "interval"), "must be longer than 0")
+        # The scraper refuses it (ScrapeTarget): serve would not start with it.
+        if signals.timeout <= 0:
+            yield Problem((*base, "signals", "timeout"), "must be longer than 0")
         if not model.endpoints:
             yield Problem((*base, "endpoints"), "at least one endpoint is required")
         seen_addresses: dict[str, int] = {}

@@ -18,11 +18,12 @@ from pydantic import Field
 
 from heliostat.policy.fields import (
     Count,
-    Duration,
+    DurationOrOff,
     HeaderName,
     Name,
     Percent,
     PositiveCount,
+    PositiveDuration,
     Section,
 )
 
@@ -81,8 +82,9 @@ class OutlierDetection(Section):
     enforcing_consecutive_gateway_failure: Annotated[int, Field(ge=0, le=100, strict=True)] = 100
     success_rate: SuccessRate | None = None
     failure_percentage: FailurePercentage | None = None
-    interval: Duration = 1.0
-    base_ejection_time: Duration = 10.0
+    # Envoy: OutlierDetection.interval and base_ejection_time are `duration: {gt: {}}`.
+    interval: PositiveDuration = 1.0
+    base_ejection_time: PositiveDuration = 10.0
     # All of them may go: the panic threshold then sends to every replica again, which beats
     # refusing every request while a whole region restarts.
     max_ejection_percent: Annotated[int, Field(ge=0, le=100, strict=True)] = 100
@@ -142,6 +144,13 @@ DEFAULT_RETRY_ON = (
 )
 StatusCode = Annotated[int, Field(ge=100, le=599, strict=True)]
 
+MAX_RETRIES = 100
+"""Most retries a request may have. Envoy's field is a uint32, but its previous_priorities
+retry extension (every heliostat route uses it) reserves a 16-byte slot per allowed retry for
+each request up front: 4,294,967,295 retries made a real Envoy 1.40 allocate 64 GiB and abort
+on the first request. 100 is far more tries than a request has useful places to go, and
+costs at most 1.6 KB per request."""
+
 
 class Retries(Section):
     """Retry elsewhere what never reached a model server or was refused before work began.
@@ -152,8 +161,8 @@ class Retries(Section):
     generation, which a TTFT-sized timeout would cut. `0s` disables it.
     """
 
-    num_retries: Count = 2
-    per_try_timeout: Duration | None = None
+    num_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES, strict=True)] = 2
+    per_try_timeout: DurationOrOff | None = None
     retry_on: tuple[RetryOn, ...] = DEFAULT_RETRY_ON
     retriable_status_codes: tuple[StatusCode, ...] = (503,)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from dataclasses import dataclass
@@ -12,20 +11,22 @@ from typing import Any
 
 import grpc
 import structlog
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from heliostat.admin import server as admin_server
 from heliostat.admin.state import describe_nodes, describe_snapshots, describe_views
 from heliostat.balance import static_views
+from heliostat.listen import ListenError, check_free, show
 from heliostat.policy import Policy, load_policy
 from heliostat.runtime.control import ControlLoop
-from heliostat.runtime.policy_watch import PolicyWatcher, digest_of
+from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache import SnapshotCache
 from heliostat.xds.metrics import XdsMetrics
 from heliostat.xds.registry import StreamRegistry
-from heliostat.xds.server import AdsServer, add_to_server
+from heliostat.xds.server import SERVER_OPTIONS, AdsServer, add_to_server, listen
 
 log = structlog.get_logger("heliostat.serve")
 
@@ -35,7 +36,12 @@ _GRPC_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    *SERVER_OPTIONS,
 ]
+
+
+class StartupError(Exception):
+    """`serve` cannot start (an address it cannot listen on): one line, no traceback."""
 
 
 @dataclass(frozen=True)
@@ -64,19 +70,23 @@ class ControlPlane:
             policy, self.publisher, self.signals.signals, self.metrics_registry
         )
         self.signals.on_update = self.control.signals_landed
+        self.started_at = time.time()
+        self._serving = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._policy_reloads = Counter(
+            "heliostat_policy_reloads_total",
+            "Policy file versions seen, by result (applied, rejected, failed).",
+            ["result"],
+            registry=self.metrics_registry,
+        )
+        for outcome in Outcome:
+            self._policy_reloads.labels(outcome.value)
         self.watcher = PolicyWatcher(
             options.policy_path,
             self.apply_policy,
             interval=options.policy_poll_s,
             initial_digest=digest_of(options.policy_path),
-        )
-        self.started_at = time.time()
-        self._serving = False
-        self._policy_reloads = Counter(
-            "heliostat_policy_reloads_total",
-            "Policy file versions seen, by result.",
-            ["result"],
-            registry=self.metrics_registry,
+            on_outcome=lambda outcome: self._policy_reloads.labels(outcome.value).inc(),
         )
         self._groups = Gauge(
             "heliostat_snapshot_groups",
@@ -87,9 +97,16 @@ class ControlPlane:
         self.ads = AdsServer(self.publisher, self.streams, XdsMetrics(self.metrics_registry))
 
     def apply_policy(self, policy: Policy) -> None:
-        self.signals.update_targets(targets_from_policy(policy))
-        changed = self.control.set_policy(policy)
-        self._policy_reloads.labels("applied").inc()
+        """Put a new policy to work; if that fails half-way, put the last good one back
+        before the watcher reports the failure, so nothing runs on a policy it refused."""
+        previous = self.publisher.inputs.policy
+        try:
+            self.signals.update_targets(targets_from_policy(policy))
+            changed = self.control.set_policy(policy)
+        except Exception:
+            self.signals.update_targets(targets_from_policy(previous))
+            self.control.set_policy(previous)
+            raise
         log.info("views recomputed", groups_changed=changed)
 
     def drain_request(self, body: dict[str, Any], drained: bool) -> dict[str, Any]:
@@ -123,6 +140,9 @@ class ControlPlane:
     def ready(self) -> tuple[bool, str]:
         if not self._serving:
             return False, "starting"
+        for task in self._tasks:
+            if task.done():
+                return False, f"{task.get_name()} stopped: {_ending(task)}"
         return True, "ready"
 
     def state(self) -> dict[str, Any]:
@@ -134,6 +154,7 @@ class ControlPlane:
                 "models": [m.name for m in inputs.policy.spec.models],
                 "reloads": self.watcher.reloads,
                 "rejections": self.watcher.rejections,
+                "failures": self.watcher.failures,
                 "last_error": self.watcher.last_error,
             },
             "views": describe_views(inputs.views, inputs.policy),
@@ -149,46 +170,77 @@ class ControlPlane:
             "uptime_s": round(time.time() - self.started_at, 3),
         }
 
-    async def run(self) -> None:
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until SIGINT/SIGTERM (or `stop`); everything started is stopped on the way
+        out, whatever failed, and nothing a dead task raised escapes."""
+        xds = (self.options.xds_host, self.options.xds_port)
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         add_to_server(server, self.ads)
-        address = f"{self.options.xds_host}:{self.options.xds_port}"
-        if self.options.credentials is None:
-            server.add_insecure_port(address)
-        else:
-            server.add_secure_port(address, self.options.credentials)
-        await server.start()
-        app = admin_server.build_app(
-            self.metrics_registry, self.state, self.ready, self.drain_request
-        )
-        admin = await admin_server.start(app, self.options.admin_host, self.options.admin_port)
-        watcher = asyncio.create_task(self.watcher.run(), name="policy-watch")
-        scraping = asyncio.create_task(self.signals.run(), name="signals")
-        self.control.tick()
-        controlling = asyncio.create_task(self.control.run(), name="control")
-        self._serving = True
-        log.info(
-            "serving",
-            xds=address,
-            admin=f"{self.options.admin_host}:{self.options.admin_port}",
-            policy=str(self.options.policy_path),
-        )
         try:
-            await _until_signalled()
+            # Both addresses before anything starts; the admin one again when it binds.
+            check_free(self.options.admin_host, self.options.admin_port, "the admin API")
+            listen(server, *xds, self.options.credentials)
+        except ListenError as exc:
+            raise StartupError(str(exc)) from None
+        await server.start()
+        admin: web.AppRunner | None = None
+        try:
+            app = admin_server.build_app(
+                self.metrics_registry, self.state, self.ready, self.drain_request
+            )
+            try:
+                admin = await admin_server.start(
+                    app, self.options.admin_host, self.options.admin_port
+                )
+            except ListenError as exc:
+                raise StartupError(str(exc)) from None
+            self._tasks = [
+                asyncio.create_task(self.watcher.run(), name="policy watcher"),
+                asyncio.create_task(self.signals.run(), name="signals"),
+            ]
+            self.control.tick()
+            self._tasks.append(asyncio.create_task(self.control.run(), name="control loop"))
+            for task in self._tasks:
+                task.add_done_callback(_report_ending)
+            self._serving = True
+            log.info(
+                "serving",
+                xds=show(*xds),
+                admin=show(self.options.admin_host, self.options.admin_port),
+                policy=str(self.options.policy_path),
+            )
+            await _until_signalled(stop)
         finally:
             self._serving = False
-            for task in (watcher, controlling, scraping):
+            for task in self._tasks:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await server.stop(grace=1.0)
-            await admin.cleanup()
-            log.info("stopped")
+            if admin is not None:
+                await admin.cleanup()
+                log.info("stopped")
 
 
-async def _until_signalled() -> None:
+def _ending(task: asyncio.Task[None]) -> str:
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return f"{type(exc).__name__}: {exc}"[:300] if exc is not None else "returned"
+
+
+def _report_ending(task: asyncio.Task[None]) -> None:
+    """A long-lived task that ends on its own is logged once, with its cause."""
+    if task.cancelled():
+        return
+    log.error(
+        "task stopped; heliostat is no longer ready", task=task.get_name(), cause=_ending(task)
+    )
+
+
+async def _until_signalled(stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    if stop is None:
+        stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:

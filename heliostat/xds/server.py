@@ -15,6 +15,7 @@ import grpc
 import structlog
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from heliostat.listen import ListenError, check_free, show
 from heliostat.xds.delta import DeltaStream
 from heliostat.xds.events import Event, EventKind, Outcome, TypeStatus
 from heliostat.xds.metrics import XdsMetrics
@@ -158,3 +159,26 @@ async def _pump(requests: AsyncIterator[Any], inbox: asyncio.Queue[object]) -> N
 
 def add_to_server(server: grpc.aio.Server, ads: AdsServer) -> None:
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+
+
+SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+"""Options every xDS server needs: no SO_REUSEPORT, so a second heliostat on the same port is
+refused instead of sharing its Envoys with the first (gRPC turns it on by default)."""
+
+
+def listen(
+    server: grpc.aio.Server,
+    host: str,
+    port: int,
+    credentials: grpc.ServerCredentials | None = None,
+) -> None:
+    """Bind the xDS port, or raise ListenError with one line naming the address and why."""
+    check_free(host, port, "xDS")
+    address = show(host, port)
+    try:
+        if credentials is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, credentials)
+    except RuntimeError:  # taken between the check and the bind: gRPC gives no reason
+        raise ListenError(f"cannot listen on {address} for xDS: gRPC could not bind it") from None

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pydantic
 import pytest
+import yaml
 
 from heliostat import cli
-from heliostat.policy import PolicyError, load_policy, parse_duration, parse_policy
+from heliostat.policy import Policy, PolicyError, limits, load_policy, parse_duration, parse_policy
+from heliostat.policy import problems as problems
 from heliostat.policy.schema import Engine, UpstreamProtocol
 
 REPO = Path(__file__).resolve().parents[2]
@@ -362,6 +364,10 @@ CASES = {
         edit("timeout: 500ms", "timeout: 3s"),
         ["demo.yaml:14: spec.models[0].signals.timeout: must not be longer than the interval"],
     ),
+    "zero scrape timeout": (
+        edit("timeout: 500ms", "timeout: 0s"),
+        ["demo.yaml:14: spec.models[0].signals.timeout: must be longer than 0"],
+    ),
     "stale_after shorter than the interval": (
         edit("stale_after: 1m", "stale_after: 1s"),
         ["demo.yaml:14: spec.models[0].signals.stale_after: must be at least the interval"],
@@ -369,11 +375,14 @@ CASES = {
     # the document itself
     "yaml syntax error": (
         edit("      engine: vllm", "      engine: vllm: x"),
-        ["demo.yaml:12: (document): invalid YAML: mapping values are not allowed here"],
+        ["demo.yaml:12: (document): invalid YAML: mapping values are not allowed in this context"],
     ),
     "unclosed flow mapping": (
         edit("network_budget_ms: 150}", "network_budget_ms: 150"),
-        ["demo.yaml:14: (document): invalid YAML: expected ',' or '}', but got ':'"],
+        [
+            "demo.yaml:14: (document): invalid YAML: did not find expected ',' or '}'; "
+            "the '{' opened at line 13 is not closed"
+        ],
     ),
     "duplicate yaml key": (
         edit("      engine: vllm\n", "      engine: vllm\n      engine: sglang\n"),
@@ -391,7 +400,7 @@ CASES = {
     ),
     "several documents": (
         BASE + "---\nfoo: 1\n",
-        ["demo.yaml:28: (document): expected one YAML document per policy file, found several"],
+        ["demo.yaml:27: (document): expected one YAML document per policy file, found several"],
     ),
     "empty file": (
         "",
@@ -748,3 +757,216 @@ def test_drain_names_endpoints_or_regions_of_the_model() -> None:
         "demo.yaml:16: spec.models[0].drain.regions[0]: unknown region 'eu-wst' "
         "(did you mean 'eu-west'?)",
     ]
+
+
+# -- addresses are compared in one spelling -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [
+        ("'[::ffff:127.0.0.1]:9102'", "127.0.0.1:9102"),
+        ("127.0.0.1:09102", "127.0.0.1:9102"),
+        ("'[2001:DB8::0001]:9102'", "[2001:db8::1]:9102"),
+        ("'[::1]:9102'", "[::1]:9102"),
+    ],
+)
+def test_endpoint_addresses_are_stored_canonical(written: str, canonical: str) -> None:
+    policy = parse_policy(edit("127.0.0.1:9102", written))
+    assert policy.spec.models[0].endpoints[1].address == canonical
+
+
+@pytest.mark.parametrize("written", ["'[::ffff:127.0.0.1]:9101'", "127.0.0.1:09101"])
+def test_two_spellings_of_one_endpoint_are_a_duplicate_at_its_line(written: str) -> None:
+    assert problems_of(edit("127.0.0.1:9102", written)) == [
+        "demo.yaml:18: spec.models[0].endpoints[1].address: duplicate endpoint address "
+        "'127.0.0.1:9101' (first at spec.models[0].endpoints[0])"
+    ]
+
+
+def test_drained_endpoints_match_in_any_spelling() -> None:
+    text = edit(
+        "      connect_timeout: 1s\n",
+        "      connect_timeout: 1s\n      drain: {endpoints: ['[::ffff:127.0.0.1]:9101']}\n",
+    )
+    assert parse_policy(text).spec.models[0].drained() == {"127.0.0.1:9101"}
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("'::1:9102'", "write an IPv6 host in brackets, such as [::1]:9102"),
+        ("'[127.0.0.1]:9102'", "only IPv6 hosts take brackets"),
+    ],
+)
+def test_ambiguous_address_spellings_are_refused(written: str, message: str) -> None:
+    (line,) = problems_of(edit("127.0.0.1:9102", written))
+    assert line.startswith("demo.yaml:18: spec.models[0].endpoints[1].address: malformed ")
+    assert line.endswith(message)
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+
+def test_a_file_over_the_size_limit_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_bytes(b"#" * (limits.MAX_POLICY_BYTES + 1))
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert info.value.lines() == [
+        f"{path}:1: (document): the policy file is larger than 4 MiB (4,194,304 bytes), "
+        "the most heliostat reads"
+    ]
+
+
+def test_an_endless_file_is_refused() -> None:
+    with pytest.raises(PolicyError) as info:
+        load_policy("/dev/zero")
+    (line,) = info.value.lines()
+    assert "larger than 4 MiB" in line
+
+
+def test_a_file_at_the_size_limit_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "padded.yaml"
+    padding = limits.MAX_POLICY_BYTES - len(BASE.encode()) - 1
+    path.write_text(BASE + "#" * padding + "\n")
+    assert path.stat().st_size == limits.MAX_POLICY_BYTES
+    assert load_policy(path).metadata.name == "demo"
+
+
+def _many_endpoints(count: int) -> str:
+    lines = [
+        f"        - {{address: 10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}:8000, "
+        "region: us-east}"
+        for i in range(count)
+    ]
+    return edit(
+        "        - {address: 127.0.0.1:9111, region: us-east}\n"
+        "        - {address: 127.0.0.1:9211, region: eu-west}\n",
+        "\n".join(lines) + "\n",
+    )
+
+
+def test_a_model_over_the_endpoint_limit_is_refused_at_its_endpoints() -> None:
+    over = limits.MAX_ENDPOINTS_PER_MODEL + 1
+    assert problems_of(_many_endpoints(over)) == [
+        f"demo.yaml:24: spec.models[1].endpoints: {over:,} endpoints: a model may have at most "
+        f"{limits.MAX_ENDPOINTS_PER_MODEL:,} (all of them travel in one EDS resource to every "
+        "Envoy)"
+    ]
+
+
+def test_a_model_at_the_endpoint_limit_is_accepted() -> None:
+    policy = parse_policy(_many_endpoints(limits.MAX_ENDPOINTS_PER_MODEL))
+    assert len(policy.spec.models[1].endpoints) == limits.MAX_ENDPOINTS_PER_MODEL
+
+
+def test_the_schema_itself_holds_the_endpoint_limit() -> None:
+    """Policies built in code (the benchmarks) skip the loader's early check."""
+    document = yaml.safe_load(BASE)
+    endpoint = {"address": "10.0.0.1:8000", "region": "us-east"}
+    document["spec"]["models"][1]["endpoints"] = [endpoint] * (limits.MAX_ENDPOINTS_PER_MODEL + 1)
+    with pytest.raises(pydantic.ValidationError):
+        Policy.model_validate(document)
+
+
+def test_thousands_of_problems_are_reported_as_the_first_hundred_and_a_count() -> None:
+    text = _many_endpoints(500)
+    head, tail = text.split("    - name: qwen-7b\n")
+    lines = problems_of(
+        head + "    - name: qwen-7b\n" + tail.replace("region: us-east}", "region: mars}")
+    )
+    assert len(lines) == problems.MAX_REPORTED + 1
+    assert lines[0] == "demo.yaml:25: spec.models[1].endpoints[0].region: unknown region 'mars'"
+    assert lines[-2] == "demo.yaml:124: spec.models[1].endpoints[99].region: unknown region 'mars'"
+    assert lines[-1] == "demo.yaml:125: (document): 400 more problems not shown"
+
+
+# -- numbers and durations within what Envoy accepts --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        (
+            "0ms",
+            "must be at least 1ms (got 0s): Envoy requires a positive duration and counts it "
+            "in milliseconds",
+        ),
+        (
+            "0.5ms",
+            "must be at least 1ms (got 0.5ms): Envoy requires a positive duration and counts "
+            "it in milliseconds",
+        ),
+        (
+            "99999999999999999999h",
+            "duration '99999999999999999999h' is too long: at most 9223372035s (about 292 "
+            "years, the longest duration Envoy accepts)",
+        ),
+        (
+            "9223372036s",
+            "duration '9223372036s' is too long: at most 9223372035s (about 292 years, the "
+            "longest duration Envoy accepts)",
+        ),
+    ],
+)
+def test_connect_timeout_must_be_a_duration_envoy_accepts(written: str, message: str) -> None:
+    assert problems_of(edit("connect_timeout: 1s", f"connect_timeout: {written}")) == [
+        f"demo.yaml:15: spec.models[0].connect_timeout: {message}"
+    ]
+
+
+@pytest.mark.parametrize("written", ["1ms", "9223372035s", "153722867m"])
+def test_connect_timeout_at_envoys_bounds_is_accepted(written: str) -> None:
+    parse_policy(edit("connect_timeout: 1s", f"connect_timeout: {written}"))
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ("outlier_detection: {interval: 0s}", "outlier_detection.interval: must be at least 1ms"),
+        (
+            "outlier_detection: {base_ejection_time: 0ms}",
+            "outlier_detection.base_ejection_time: must be at least 1ms",
+        ),
+        ("retries: {per_try_timeout: 0.5ms}", "retries.per_try_timeout: must be at least 1ms"),
+        (
+            "retries: {num_retries: 101}",
+            "retries.num_retries: input should be less than or equal to 100",
+        ),
+        (
+            "circuit_breakers: {batch: {max_requests: 4294967296}}",
+            "circuit_breakers.batch.max_requests: input should be less than or equal to 4294967295",
+        ),
+        (
+            "outlier_detection: {consecutive_5xx: 4294967296}",
+            "outlier_detection.consecutive_5xx: input should be less than or equal to 4294967295",
+        ),
+    ],
+)
+def test_values_beyond_envoys_fields_are_refused(section: str, problem: str) -> None:
+    (line,) = problems_of(edit("      engine: vllm\n", f"      engine: vllm\n      {section}\n"))
+    assert line.startswith(f"demo.yaml:13: spec.models[0].{problem}")
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("0.5", "greater than or equal to 1"),
+        ("1.0e+300", "less than or equal to 4611686017500"),
+    ],
+)
+def test_ttft_must_keep_the_default_per_try_timeout_a_duration_envoy_accepts(
+    written: str, message: str
+) -> None:
+    """The streamed per-try timeout defaults to 2 x ttft_ms."""
+    assert problems_of(edit("ttft_ms: 800", f"ttft_ms: {written}")) == [
+        f"demo.yaml:13: spec.models[0].slo.ttft_ms: input should be {message}"
+    ]
+
+
+def test_per_try_timeout_zero_still_turns_it_off() -> None:
+    policy = parse_policy(
+        edit("connect_timeout: 1s", "connect_timeout: 1s\n      retries: {per_try_timeout: 0s}")
+    )
+    assert policy.spec.models[0].retries.per_try_timeout == 0
