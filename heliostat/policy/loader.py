@@ -42,7 +42,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
         policy = Policy.model_validate(located.data)
     except pydantic.ValidationError as exc:
-        problems += [_locate(_from_pydantic(error), located) for error in exc.errors()]
+        problems += validation_problems(exc, located)
         raise PolicyError(source, problems) from None
     problems += [_locate(problem, located) for problem in semantics.check(policy)]
     if problems:
@@ -50,16 +50,25 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     return policy
 
 
+def validation_problems(
+    exc: pydantic.ValidationError, located: Located, root: type[BaseModel] = Policy
+) -> list[Problem]:
+    """pydantic's errors for a document validated as `root`, each at its line. Other YAML
+    documents with line tracking (the planet's scenarios) report their problems this way too."""
+    return [_locate(_from_pydantic(error, root), located) for error in exc.errors()]
+
+
 def _locate(problem: Problem, located: Located) -> Problem:
     return Problem(problem.path, problem.message, located.line_of(problem.path))
 
 
-def _from_pydantic(error: ErrorDetails) -> Problem:
+def _from_pydantic(error: ErrorDetails, root: type[BaseModel] = Policy) -> Problem:
     path: Path = tuple(part for part in error["loc"] if part != "[key]")
     kind = error["type"]
     if kind == "extra_forbidden":
         key = path[-1]
-        return Problem(path, f"unknown key {key!r}{did_you_mean(key, _fields_at(path[:-1]))}")
+        allowed = _fields_at(path[:-1], root)
+        return Problem(path, f"unknown key {key!r}{did_you_mean(key, allowed)}")
     if kind == "missing":
         return Problem(path, f"missing required key {path[-1]!r}")
     message = error["msg"].removeprefix("Value error, ")
@@ -73,9 +82,9 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _fields_at(path: Path) -> list[str]:
+def _fields_at(path: Path, root: type[BaseModel] = Policy) -> list[str]:
     """The keys allowed at `path`, for did-you-mean hints on unknown keys."""
-    current: Any = Policy
+    current: Any = root
     for part in path:
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(part, str):
