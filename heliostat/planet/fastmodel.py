@@ -108,9 +108,12 @@ class Ttft:
     def cdf(self, x: float) -> float:
         """P(TTFT <= x)."""
         wait = self.wait
-        tail = wait.p * math.exp(-wait.rate * (x - self.upper_s)) if wait.p > 0 else 0.0
-        if x >= self.upper_s and (wait.p <= 0 or wait.rate <= 0 or tail < 1e-9):
-            return 1.0 if wait.p <= 0 or wait.rate > 0 else 1.0 - wait.p
+        upper = self.upper_s
+        if x >= upper:
+            if wait.p <= 0:
+                return 1.0
+            if wait.rate > 0 and wait.rate * (x - upper) > 21.0:  # tail below 1e-9
+                return 1.0
         base = x - self.fixed_s - wait.backlog_s
         if base <= 0:
             return 0.0

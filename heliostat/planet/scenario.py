@@ -161,6 +161,16 @@ class RegionLimits(Section):
     max: Count | None = None
 
 
+class ScalingSignal(StrEnum):
+    """What the autoscaler reads: `law`, the scaling signals `serve` exports from its control
+    law (`heliostat.balance.scaling`, in endpoint units today); `gateway_rates`, requests/s
+    measured at each region's gateways over replicas' requests/s at capacity (the units the
+    rate-based law of issue 10 will export)."""
+
+    LAW = "law"
+    GATEWAY_RATES = "gateway_rates"
+
+
 class Scaling(Section):
     """The scaling loop: an autoscaler reading heliostat's scaling signals every `interval`,
     adding replicas that serve after `provisioning_delay`, draining replicas it no longer
@@ -169,6 +179,7 @@ class Scaling(Section):
     action, within each region's `limits`."""
 
     enabled: bool = False
+    signal: ScalingSignal = ScalingSignal.LAW
     target_utilisation: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False, strict=True)] = 0.7
     interval: Duration = 60.0
     provisioning_delay: Duration = 300.0
