@@ -21,9 +21,9 @@ DAY_S = 86_400.0
 _GRID = 400  # quantiles used for a spread's moments
 
 
-def diurnal_rate(demand: Demand, t: float) -> float:
-    """Requests/s of one origin at `t` seconds after the start (t = 0 is 00:00 UTC)."""
-    hour = (t % DAY_S) / HOUR_S
+def diurnal_rate(demand: Demand, t: float, start_hour: float = 0.0) -> float:
+    """Requests/s of one origin at `t` seconds after a start at `start_hour` UTC."""
+    hour = ((t + start_hour * HOUR_S) % DAY_S) / HOUR_S
     if demand.curve is not None:
         low = int(hour) % 24
         frac = hour - int(hour)
@@ -56,7 +56,7 @@ class DemandModel:
         self._crowds = [e for e in scenario.events if isinstance(e, FlashCrowd)]
 
     def rate(self, origin: str, t: float) -> float:
-        base = diurnal_rate(self.scenario.demand[origin], t)
+        base = diurnal_rate(self.scenario.demand[origin], t, self.scenario.start_hour)
         for crowd in self._crowds:
             if not crowd.regions or origin in crowd.regions:
                 base *= crowd_factor(crowd, t)

@@ -55,6 +55,7 @@ T0 = 1_700_000_000.0  # virtual wall clock at the scenario's start (signals carr
 DRAIN_LIMIT_S = 600.0  # a draining replica is released at the latest after this
 EVENT_WINDOW = (-30.0, 600.0)  # fine samples around a region's loss
 LOSS_EVENT = "region_loss"
+PERCENTILE_EVERY = 4  # steps between the ones whose latency points feed the percentiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +119,11 @@ class FluidRun:
         self._policy_version = self.fleet.version
         self._address_group: dict[str, str] = {}
         self._listed_cache: list[ReplicaId] = []
+        self._addresses: dict[ReplicaId, str] = {}
         self._lost_gateways: set[str] = set()
         self._offered_ewma: dict[str, float] = {}
         self._pending_tick: float | None = None
+        self._step_index = 0
         self._lrs_since = 0.0
         self.wall_s = 0.0
 
@@ -137,6 +140,12 @@ class FluidRun:
 
     def _candidates(self, gateway: str) -> list[str]:
         return [gateway, *within_budget(self.policy, self.model, gateway)]
+
+    def _address(self, replica: ReplicaId) -> str:
+        address = self._addresses.get(replica)
+        if address is None:
+            address = self._addresses[replica] = address_of(self.scenario, replica)
+        return address
 
     def _group_key(self, address: str) -> str:
         return self._address_group[address]
@@ -182,6 +191,7 @@ class FluidRun:
         steps = round(self.scenario.duration / self.dt)
         for step in range(steps):
             t = step * self.dt
+            self._step_index = step
             while events and events[0][0] <= t:
                 _, index, kind = events.pop(0)
                 self._event(index, kind, t)
@@ -229,9 +239,10 @@ class FluidRun:
         for group in self.fleet.in_region(event.region):
             if group.phase is Phase.PROVISIONING:
                 continue
-            # Requests in flight on the lost replicas fail.
-            for gateway, mass in group.by_origin.items():
-                self.record.failed(gateway, t, mass)
+            # Requests in flight on the lost replicas break. They were recorded when they
+            # arrived, with the time to first token they would get: those still waiting
+            # would have missed the SLO anyway behind a backlog, the others had their first
+            # token (the discrete engine counts the ones without one as failed).
             group.by_origin.clear()
             group.n = 0.0
             group.phase = Phase.DEAD
@@ -332,22 +343,24 @@ class FluidRun:
                 reason = "timeout" if group.failure == "blackhole" else "connect"
                 blackholed |= group.failure == "blackhole"
                 for member in group.members:
-                    self.scrapes.failed((name, address_of(self.scenario, member)), reason)
+                    self.scrapes.failed((name, self._address(member)), reason)
                 continue
             running = min(group.n, group.model.slots)
-            waiting = group.model.waiting(group.n, group.rate)
-            kv = group.model.kv_usage(running)
-            for member in group.members:
-                sample = ReplicaSample(
-                    waiting=waiting,
-                    running=running,
-                    kv_usage=kv,
-                    served_total=self.fleet.served_total(member, group),
-                    max_num_seqs=config.max_num_seqs,
-                    num_gpu_blocks=config.num_gpu_blocks,
-                    block_size=config.block_size,
-                )
-                self.scrapes.scraped((name, address_of(self.scenario, member)), sample, now)
+            sample = ReplicaSample(
+                waiting=group.model.waiting(group.n, group.rate),
+                running=running,
+                kv_usage=group.model.kv_usage(running),
+                served_total=group.served_total,
+                max_num_seqs=config.max_num_seqs,
+                num_gpu_blocks=config.num_gpu_blocks,
+                block_size=config.block_size,
+            )
+            offsets = self.fleet.counter_offset
+            self.scrapes.scraped_alike(
+                [((name, self._address(m)), offsets.get(m, 0.0)) for m in group.members],
+                sample,
+                now,
+            )
         # A round lands when its slowest scrape is done: a black-holed one times out.
         self._pending_tick = t + (self.model.signals.timeout if blackholed else 0.0)
 
@@ -489,40 +502,54 @@ class FluidRun:
         budget = scenario.slo.network_budget_ms
         arrivals: dict[str, float] = {}
         by_gateway: dict[str, dict[str, float]] = {}
+        merged: dict[tuple[str, str, str, float], float] = {}
         for flow in flows:
-            arrivals[flow.group.gid] = arrivals.get(flow.group.gid, 0.0) + flow.mass
-            per = by_gateway.setdefault(flow.group.gid, {})
+            gid = flow.group.gid
+            arrivals[gid] = arrivals.get(gid, 0.0) + flow.mass
+            per = by_gateway.setdefault(gid, {})
             per[flow.gateway] = per.get(flow.gateway, 0.0) + flow.mass
+            key = (flow.origin, flow.gateway, gid, flow.delay_s)
+            merged[key] = merged.get(key, 0.0) + flow.mass
+        # Percentiles come from every PERCENTILE_EVERY-th step (a systematic sample, each
+        # standing for the steps around it); SLO attainment and counts are exact every step.
+        sampled = self._step_index % PERCENTILE_EVERY == 0
         ttfts = {}
+        points = {}
         for gid, mass in arrivals.items():
             group = self.fleet.groups[gid]
-            ttfts[gid] = group.model.ttft(group.n, mass / (group.count * dt))
+            ttft = group.model.ttft(group.n, mass / (group.count * dt))
+            ttfts[gid] = ttft
+            if sampled:
+                points[gid] = ttft.points()
         met_by_origin: dict[str, float] = {}
         beyond_by_origin: dict[str, float] = {}
-        for flow in flows:
-            group = flow.group
-            ttft = ttfts[group.gid]
-            network_ms = scenario.rtt_ms(flow.origin, flow.gateway) + scenario.rtt_ms(
-                flow.gateway, group.region
-            )
-            offset = network_ms / 1000.0 + flow.delay_s
-            met = flow.mass * ttft.cdf(slo - offset)
-            points = [(s + offset, w) for s, w in ttft.points()]
-            server = ttft.points() if group.region == flow.origin else ()
-            beyond = scenario.rtt_ms(flow.origin, group.region) > budget
+        rtt = scenario.rtt_ms
+        for (origin, gateway, gid, delay), mass in merged.items():
+            group = self.fleet.groups[gid]
+            ttft = ttfts[gid]
+            offset = (rtt(origin, gateway) + rtt(gateway, group.region)) / 1000.0 + delay
+            met = mass * ttft.cdf(slo - offset)
+            beyond = rtt(origin, group.region) > budget
+            if sampled:
+                base = points[gid]
+                shifted = [(sec + offset, w) for sec, w in base]
+                server = base if group.region == origin else ()
+            else:
+                shifted, server = [], ()
             self.record.served(
-                flow.origin,
+                origin,
                 group.region,
                 t,
-                flow.mass,
+                mass,
                 met,
-                points,
+                shifted,
                 beyond_budget=beyond,
                 server_points=server,
+                weight=PERCENTILE_EVERY,
             )
-            met_by_origin[flow.origin] = met_by_origin.get(flow.origin, 0.0) + met
+            met_by_origin[origin] = met_by_origin.get(origin, 0.0) + met
             if beyond:
-                beyond_by_origin[flow.origin] = beyond_by_origin.get(flow.origin, 0.0) + flow.mass
+                beyond_by_origin[origin] = beyond_by_origin.get(origin, 0.0) + mass
         self._sample_events(t, loss_samples, met_by_origin, beyond_by_origin)
         gpus = scenario.model.gpus_per_replica
         per_region: dict[str, list[float]] = {}

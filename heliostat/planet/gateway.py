@@ -89,6 +89,8 @@ class FluidGateway:
         self.rtt_ms = rtt_ms
         self.ejections: dict[str, _Ejection] = {}
         self._cache_key: tuple[int, int] | None = None
+        self._view: RegionView | None = None
+        self._clusters: dict[str, tuple[object, object, _Cluster]] = {}
         self._targets: dict[TrafficClass, list[tuple[_Cluster, int]]] = {}
         self._lrs: dict[str, dict[str, _LocalityCount]] = {}
         self._dropped: dict[str, float] = {}
@@ -103,20 +105,53 @@ class FluidGateway:
         if key == self._cache_key:
             return
         self._cache_key = key
+        self._view = view  # pins the id of the cache key
         built = plan(policy, view)
         clusters: dict[str, _Cluster] = {}
         for name, (cluster_view, model) in built.clusters.items():
-            balancer = Balancer.of_view(cluster_view, LbConfig.of(model), group_of)
-            priority_of = {
-                entry.key: loc.priority for loc in balancer.localities for entry in loc.hosts
-            }
-            hosts = sum(len(loc.endpoints) for loc in cluster_view.localities)
-            clusters[name] = _Cluster(cluster_view, model, balancer, priority_of, hosts)
+            clusters[name] = self._built(name, cluster_view, model, fleet_version, group_of)
         self._targets = {}
         model_plan = built.models[0]
         for traffic_class in TrafficClass:
             target = model_plan.targets[(None, traffic_class)]
             self._targets[traffic_class] = [(clusters[n], w) for n, w in target.clusters]
+
+    def _built(
+        self,
+        name: str,
+        view: ClusterView,
+        model: Model,
+        fleet_version: int,
+        group_of: Callable[[str], str],
+    ) -> _Cluster:
+        """A cluster's balancer, reused while its content holds. The law hands back the
+        same endpoint objects while an endpoint's weight and health hold, so the content
+        is known by their identities (kept alive by the cache entry, so never reused)."""
+        content = (
+            fleet_version,
+            view.drop_overload_percent,
+            tuple(
+                (loc.region, loc.priority, loc.weight, tuple(map(id, loc.endpoints)))
+                for loc in view.localities
+            ),
+        )
+        cached = self._clusters.get(name)
+        if cached is not None and cached[0] == content:
+            cluster = cached[2]
+            if cluster.view is not view:
+                cluster = _Cluster(
+                    view, model, cluster.balancer, cluster.priority_of, cluster.hosts
+                )
+                self._clusters[name] = (content, view.localities, cluster)
+            return cluster
+        balancer = Balancer.of_view(view, LbConfig.of(model), group_of)
+        priority_of = {
+            entry.key: loc.priority for loc in balancer.localities for entry in loc.hosts
+        }
+        hosts = sum(len(loc.endpoints) for loc in view.localities)
+        cluster = _Cluster(view, model, balancer, priority_of, hosts)
+        self._clusters[name] = (content, view.localities, cluster)
+        return cluster
 
     # -- a step ------------------------------------------------------------------------------
 

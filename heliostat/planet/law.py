@@ -35,6 +35,44 @@ from heliostat.signals.record import Failure, Reading, ScrapeTarget, Signal
 Key = tuple[str, str]  # (model, address), the key of signals and drains
 
 _READING_FIELDS = frozenset(f.name for f in dataclasses.fields(Reading))
+# The fields `Signal.with_reading` is known to set from a reading without prefix counters.
+# While `Reading` and `Signal` have exactly these, a scrape of a whole replica group takes
+# a fast path with the same result; any new field (the rate signals of issue 10) sends every
+# scrape through the signal layer's own `EndpointState.accept` again.
+_KNOWN_READING = frozenset(
+    {
+        "engine",
+        "waiting",
+        "running",
+        "kv_usage",
+        "prefix_hit_rate",
+        "prefix_hits_total",
+        "prefix_queries_total",
+        "max_num_seqs",
+        "num_gpu_blocks",
+        "block_size",
+    }
+)
+_KNOWN_SIGNAL = frozenset(
+    {
+        "model",
+        "address",
+        "engine",
+        "waiting",
+        "running",
+        "kv_usage",
+        "prefix_hit_rate",
+        "max_num_seqs",
+        "num_gpu_blocks",
+        "block_size",
+        "scraped_at",
+        "error",
+        "consecutive_failures",
+    }
+)
+FAST_SCRAPES = _READING_FIELDS == _KNOWN_READING and (
+    frozenset(f.name for f in dataclasses.fields(Signal)) == _KNOWN_SIGNAL
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +154,40 @@ class Scrapes:
 
     def scraped(self, key: Key, sample: ReplicaSample, at: float) -> None:
         self._state(key).accept(reading_of(sample), at)
+
+    def scraped_alike(
+        self, members: Iterable[tuple[Key, float]], sample: ReplicaSample, at: float
+    ) -> None:
+        """Replicas of one group: the same reading, each with its own success counter
+        (the group's plus the member's offset)."""
+        reading = reading_of(sample)
+        if FAST_SCRAPES:
+            for key, _offset in members:
+                state = self._state(key)
+                state.signal = Signal(
+                    key[0],
+                    key[1],
+                    reading.engine,
+                    reading.waiting,
+                    reading.running,
+                    reading.kv_usage,
+                    None,
+                    reading.max_num_seqs,
+                    reading.num_gpu_blocks,
+                    reading.block_size,
+                    at,
+                    None,
+                    0,
+                )
+            return
+        if "served_total" not in _READING_FIELDS:
+            for key, _offset in members:
+                self._state(key).accept(reading, at)
+            return
+        for key, offset in members:
+            counter = {"served_total": sample.served_total + offset}
+            own = dataclasses.replace(reading, **counter)  # type: ignore[arg-type]
+            self._state(key).accept(own, at)
 
     def failed(self, key: Key, reason: str) -> None:
         self._state(key).reject(Failure(reason))

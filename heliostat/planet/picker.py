@@ -84,16 +84,19 @@ class FluidPicker:
             else:
                 self.dead_since.pop(g.gid, None)
         chunk = mass / CHUNKS
+        # What the last scrape showed (the random part of the queue at the group's rate),
+        # and whether it is fresh; the placements of this step come on top.
+        queued = [g.model.waiting(g.n, g.rate) - max(0.0, g.n - g.model.slots) for g in pool]
+        fresh = [
+            g.phase is not Phase.DEAD or now - self.dead_since.get(g.gid, now) <= STALE_AFTER_S
+            for g in pool
+        ]
         for _ in range(CHUNKS):
-            waiting, kv, fresh = [], [], []
-            for g in pool:
-                extra = placed.get(g.gid, 0.0)
-                n = g.n + extra
-                rate = g.rate + extra / dt
-                waiting.append(g.model.waiting(n, rate))
+            waiting, kv = [], []
+            for g, base in zip(pool, queued, strict=True):
+                n = g.n + placed.get(g.gid, 0.0)
+                waiting.append(base + max(0.0, n - g.model.slots))
                 kv.append(g.model.kv_usage(min(n, g.model.slots)))
-                dead_for = now - self.dead_since.get(g.gid, now)
-                fresh.append(g.phase is not Phase.DEAD or dead_for <= STALE_AFTER_S)
             scored = scores(waiting, kv, fresh)
             best = max(scored)
             tied = [g for g, s in zip(pool, scored, strict=True) if best - s <= 1e-9]

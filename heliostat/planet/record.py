@@ -150,9 +150,11 @@ class Record:
         *,
         beyond_budget: bool,
         server_points: Iterable[tuple[float, float]] = (),
+        weight: float = 1.0,
     ) -> None:
         """`mass` requests of `origin`'s users served in `region`; `met` of them in the SLO;
-        `points`: (TTFT seconds as the user sees it, share of the mass)."""
+        `points`: (TTFT seconds as the user sees it, share of the mass), standing for
+        `weight` times this mass (a sampled step stands for the steps around it)."""
         users = self.bucket(origin, t)
         for totals in (self.totals, users.users):
             totals.served += mass
@@ -164,12 +166,13 @@ class Record:
         if region != origin:
             self.bucket(region, t).lent += mass
         hist, local = self.hist, users.hist
+        scaled = mass * weight
         for seconds, share in points:
-            hist.add(seconds, mass * share)
-            local.add(seconds, mass * share)
+            hist.add(seconds, scaled * share)
+            local.add(seconds, scaled * share)
         if region == origin:
             for seconds, share in server_points:
-                self.hist_in_region.add(seconds, mass * share)
+                self.hist_in_region.add(seconds, scaled * share)
 
     # -- GPUs --------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Strict like the policy file (unknown keys, wrong types and bad values are errors, each at its
 line); rules that relate one part to another are in `loader.py`. Durations read as the
-policy's do (`500ms`, `2s`, `5m`, `17h`); times of day are UTC hours since the start.
+policy's do (`500ms`, `2s`, `5m`, `17h`); event times (`at`, `until`) are durations since
+the start, which is `start_hour` (UTC); demand curves and peak hours are UTC hours.
 
 Units: demand in requests per second per origin region (the region whose users send them);
 RTT in milliseconds, symmetric, either side of a pair; GPUs per replica only price a
@@ -206,6 +207,8 @@ class Scenario(Section):
     description: str = ""
     seed: Count = 1
     duration: Duration = 86_400.0
+    # UTC hour of day at the start: demand curves and peak hours are in UTC.
+    start_hour: Hour = 0.0
     # Fluid engine time step (the discrete engine is event by event).
     step: Duration = 0.5
     mode: Mode = Mode.FLUID
