@@ -457,9 +457,10 @@ class DiscreteRun:
         assert host is not None
         self._release(request)
         threshold = self.model.outlier_detection.consecutive_gateway_failure
-        envoy.consecutive[host] = envoy.consecutive.get(host, 0) + 1
-        if threshold and envoy.consecutive[host] >= threshold:
-            self._eject(envoy, host)
+        if self.now >= envoy.ejected_until.get(host, 0.0):  # an ejected host's results wait
+            envoy.consecutive[host] = envoy.consecutive.get(host, 0) + 1
+            if threshold and envoy.consecutive[host] >= threshold:
+                self._eject(envoy, host)
         request.delay_s += took
         request.tried_hosts = request.tried_hosts | {host}
         self._retry_or_fail(request)
@@ -528,11 +529,12 @@ class DiscreteRun:
         envoy = request.envoy
         assert request.host is not None
         self._release(request)
-        count = envoy.consecutive_5xx.get(request.host, 0) + 1
-        envoy.consecutive_5xx[request.host] = count
-        threshold = self.model.outlier_detection.consecutive_5xx
-        if threshold and count >= threshold:
-            self._eject(envoy, request.host)
+        if self.now >= envoy.ejected_until.get(request.host, 0.0):
+            count = envoy.consecutive_5xx.get(request.host, 0) + 1
+            envoy.consecutive_5xx[request.host] = count
+            threshold = self.model.outlier_detection.consecutive_5xx
+            if threshold and count >= threshold:
+                self._eject(envoy, request.host)
         self.record.failed(request.origin, self.now, 1.0)
         self._sample(request.origin, failed=1.0)
 

@@ -30,17 +30,23 @@ A request's time to first token is then
       prompt, and the prompts of the others that arrived during the same rest of a step
       (which stretches that rest by 1 + arrivals/s * mean prompt * prefill time per token)
 
-where the wait is the fluid backlog / capacity, plus the random wait of a many-server queue
-below saturation (Halfin-Whitt: waits with probability 1 / (1 + beta * Phi(beta) / phi(beta)),
-beta = (1 - rho) * sqrt(c); then for an exponential time of rate capacity * (1 - rho) * 2 /
-(1 + cs2), cs2 the service time's squared coefficient of variation: the Allen-Cunneen
-correction for non-exponential service). `tests/planet/test_fastmodel.py` checks throughput,
-occupancy, KV use and TTFT percentiles against the engine itself.
+where the wait is the fluid backlog / capacity, plus the random wait below saturation: the
+requests in the replica follow a birth-death chain (arrivals in, completions out at mu(n)),
+whose stationary distribution says how often every slot is taken (`occupancy`); an arrival
+then waits an exponential time of rate capacity * (1 - rho) * 2 / (1 + cs2), cs2 the
+service time's squared coefficient of variation (the Allen-Cunneen
+correction for non-exponential service). That random part is stationary only after the
+queue's relaxation time, minutes near saturation: a replica pushed to 98% for a few seconds
+has not built its stationary queue yet, so the fluid engine follows how far it has built
+up (`relaxation_s`) and scales the random waits and queue draws by it.
+`tests/planet/test_fastmodel.py` checks throughput, occupancy, KV use and TTFT percentiles
+against the engine itself.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, replace
 from statistics import NormalDist
 
@@ -49,6 +55,7 @@ from heliostat.sim.engine import EngineConfig
 
 _NORMAL = NormalDist()
 RHO_CAP = 0.99  # the random part of the wait is taken at most at this utilisation
+RELAXATION_CAP_S = 600.0
 # A request's own prompt length, by strata of its spread: (quantile, probability).
 PROMPT_STRATA = (
     (0.05, 0.1),
@@ -294,23 +301,64 @@ class FastReplica:
 
     # -- latency -----------------------------------------------------------------------------
 
-    def wait(self, in_system: float, rate: float) -> Wait:
+    def occupancy(self, rate: float) -> Occupancy:
+        """The stationary distribution of requests in the replica at `rate` arrivals/s."""
+        cached = _OCCUPANCY.get(id(self))
+        if cached is None or cached[0] is not self:
+            cached = _OCCUPANCY[id(self)] = (self, _occupancy_table(self))
+        table = cached[1]
+        rho = min(RHO_CAP, max(0.0, rate / self.capacity)) if self.capacity > 0 else 0.0
+        return table[min(len(table) - 1, round(rho * (len(table) - 1) / RHO_CAP))]
+
+    def relaxation_s(self, rate: float) -> float:
+        """How long the random part of the queue takes to build up (or drain) towards its
+        stationary level at this rate: a queue's heavy-traffic relaxation time,
+        1 / (capacity * (1 - sqrt(rho))^2), at most RELAXATION_CAP_S."""
+        rho = min(RHO_CAP, max(0.0, rate / self.capacity)) if self.capacity > 0 else 0.0
+        gap = (1.0 - math.sqrt(rho)) ** 2
+        return min(RELAXATION_CAP_S, 1.0 / (self.capacity * gap)) if gap > 0 else RELAXATION_CAP_S
+
+    def wait(self, in_system: float, rate: float, built: float = 1.0) -> Wait:
+        """`built`: how far the random queue has built up towards its stationary level."""
         backlog = max(0.0, in_system - self.slots) / self.capacity
         rho = min(RHO_CAP, rate / self.capacity) if self.capacity > 0 else RHO_CAP
         if rho <= 0:
             return Wait(backlog, 0.0, 0.0)
-        beta = (1.0 - rho) * math.sqrt(self.slots)
-        p = 1.0 / (1.0 + beta * _NORMAL.cdf(beta) / _NORMAL.pdf(beta))
+        p = min(1.0, self.occupancy(rate).p_full * built)
         decay = self.capacity * (1.0 - rho) * 2.0 / (1.0 + self.cs2)
         return Wait(backlog, p, decay)
 
-    def waiting(self, in_system: float, rate: float) -> float:
+    def waiting(self, in_system: float, rate: float, built: float = 1.0) -> float:
         """Mean requests waiting (what the engine's `num_requests_waiting` averages to)."""
-        wait = self.wait(in_system, rate)
-        random_part = rate * (wait.p / wait.rate) if wait.p > 0 and wait.rate > 0 else 0.0
-        return max(0.0, in_system - self.slots) + random_part
+        return max(0.0, in_system - self.slots) + self.occupancy(rate).waiting * built
 
-    def ttft(self, in_system: float, rate: float) -> Ttft:
+    def scrape(
+        self, in_system: float, rate: float, rng: random.Random, built: float = 1.0
+    ) -> tuple[int, int, float]:
+        """What one scrape at a random moment reads: (waiting, running, KV use).
+
+        The engine's gauges are integers that move with every arrival and completion; the
+        control law reacts to what single scrapes show (its hard-saturation rule, the max
+        over its terms), not to their mean, so the fluid engine hands it draws: requests in
+        the replica from its stationary distribution at its arrival rate (`occupancy`),
+        running up to its slots and waiting beyond, plus the fluid backlog (with a spread)
+        when there is one.
+        """
+        backlog = max(0.0, in_system - self.slots)
+        if backlog > 0.0:
+            waiting = max(0, round(backlog + math.sqrt(backlog + 1.0) * rng.gauss(0.0, 1.0)))
+            running = int(self.slots)
+        else:
+            n = self.occupancy(rate).draw(rng)
+            running = min(n, int(self.slots))
+            waiting = round((n - running) * built)
+        # Requests that arrived during the step under way wait for the next one to be
+        # admitted: the engine counts them as waiting too.
+        step = self.step_s(running)
+        waiting += _count(rate * step * rng.random(), rng)
+        return waiting, running, self.kv_usage(running)
+
+    def ttft(self, in_system: float, rate: float, built: float = 1.0) -> Ttft:
         running = min(max(in_system, 0.0), self.slots)
         decode = self.a_s + self.decode_b_s * running
         mean_step = self.step_s(running)
@@ -323,7 +371,7 @@ class FastReplica:
         )
         busy = 1.0 - math.exp(-running)
         prompts = tuple((token * _prompt_at(self.mix, q), w) for q, w in PROMPT_STRATA)
-        return Ttft(decode, residual, busy, self.wait(in_system, rate), prompts)
+        return Ttft(decode, residual, busy, self.wait(in_system, rate, built), prompts)
 
     def _steps(
         self, decode: float, mean_step: float, rate: float, token: float
@@ -349,6 +397,86 @@ class FastReplica:
 
 
 _SIZE_BIASED_STRATA = ((0.15, 0.3), (0.5, 0.4), (0.85, 0.25), (0.98, 0.05))
+
+
+@dataclass(frozen=True, slots=True)
+class Occupancy:
+    """Requests in one replica, stationary at one arrival rate: a birth-death chain with
+    births at the rate and deaths at mu(n) (`FastReplica.completion_rate`), capacity beyond
+    the slots. `cdf[n]` is P(N <= n) up to the slots; beyond, the tail is geometric."""
+
+    p_full: float  # P(N >= slots): an arrival waits for a slot
+    running: float  # E[min(N, slots)]
+    waiting: float  # E[max(0, N - slots)]
+    cdf: tuple[float, ...]
+    ratio: float  # arrivals / capacity: the geometric tail's ratio
+
+    def draw(self, rng: random.Random) -> int:
+        u = rng.random()
+        slots = len(self.cdf) - 1
+        if u <= self.cdf[-1]:
+            low, high = 0, slots
+            while low < high:
+                middle = (low + high) // 2
+                if self.cdf[middle] < u:
+                    low = middle + 1
+                else:
+                    high = middle
+            return low
+        if self.ratio <= 0:
+            return slots
+        # the tail beyond the slots: geometric with this ratio
+        rest = (u - self.cdf[-1]) / max(1e-12, 1.0 - self.cdf[-1])
+        return slots + int(math.log(max(1e-12, 1.0 - rest)) / math.log(self.ratio))
+
+
+# By model identity (each entry keeps its model, so an id is never reused while cached).
+_OCCUPANCY: dict[int, tuple[FastReplica, list[Occupancy]]] = {}
+_GRID = 240
+
+
+def _occupancy_table(model: FastReplica) -> list[Occupancy]:
+    """Occupancy at every RHO_CAP * i / (_GRID - 1) of capacity (computed once per model)."""
+    slots = int(model.slots)
+    rates = [model.completion_rate(k) for k in range(1, slots + 1)]
+    table = []
+    for i in range(_GRID):
+        rho = RHO_CAP * i / (_GRID - 1)
+        arrival = rho * model.capacity
+        if arrival <= 0:
+            table.append(Occupancy(0.0, 0.0, 0.0, (1.0,) * (slots + 1), 0.0))
+            continue
+        logs = [0.0]
+        for mu in rates:  # log of prod(arrival / mu(k)), k = 1..n
+            logs.append(logs[-1] + math.log(arrival / mu))
+        top = max(logs)
+        weights = [math.exp(v - top) for v in logs]
+        ratio = arrival / model.capacity
+        tail = weights[-1] * ratio / (1.0 - ratio)  # n > slots
+        total = sum(weights) + tail
+        probabilities = [w / total for w in weights]
+        cdf, acc = [], 0.0
+        for value in probabilities:
+            acc += value
+            cdf.append(acc)
+        p_full = (weights[-1] + tail) / total
+        running = sum(n * p for n, p in enumerate(probabilities)) + slots * tail / total
+        waiting = weights[-1] / total * ratio / (1.0 - ratio) ** 2
+        table.append(Occupancy(p_full, running, waiting, tuple(cdf), ratio))
+    return table
+
+
+def _count(mean: float, rng: random.Random) -> int:
+    """A Poisson draw with this mean (normal approximation for large means)."""
+    if mean <= 0:
+        return 0
+    if mean > 20:
+        return max(0, round(mean + math.sqrt(mean) * rng.gauss(0.0, 1.0)))
+    limit, k, p = math.exp(-mean), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
 
 
 def _prompt_at(mix: Mix, q: float) -> float:

@@ -18,6 +18,8 @@ Per step of `scenario.step` seconds (see `groups`, `gateway`, `fastmodel`):
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +58,11 @@ DRAIN_LIMIT_S = 600.0  # a draining replica is released at the latest after this
 EVENT_WINDOW = (-30.0, 600.0)  # fine samples around a region's loss
 LOSS_EVENT = "region_loss"
 PERCENTILE_EVERY = 4  # steps between the ones whose latency points feed the percentiles
+# The random part of a replica's queue follows its sustained arrival rate, not one step's:
+# balancers that chase the least loaded (the picker, two choices between groups) alternate
+# between groups from step to step, which the queue averages out.
+RATE_TAU_S = 2.0
+MAX_BUILT = 5.0  # a queue built at a higher rate drains towards a lower one's level
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,7 @@ class FluidRun:
         self.scenario = scenario
         self.options = options
         self.dt = scenario.step
+        self.rng = random.Random(f"{scenario.seed}-{options.policy.value}-{options.label}")
         self.mix = Mix.of(scenario)
         self.base_model = FastReplica.of(engine_config(scenario), self.mix)
         self.demand = DemandModel(scenario)
@@ -345,22 +353,23 @@ class FluidRun:
                 for member in group.members:
                     self.scrapes.failed((name, self._address(member)), reason)
                 continue
-            running = min(group.n, group.model.slots)
-            sample = ReplicaSample(
-                waiting=group.model.waiting(group.n, group.rate),
-                running=running,
-                kv_usage=group.model.kv_usage(running),
-                served_total=group.served_total,
-                max_num_seqs=config.max_num_seqs,
-                num_gpu_blocks=config.num_gpu_blocks,
-                block_size=config.block_size,
-            )
             offsets = self.fleet.counter_offset
-            self.scrapes.scraped_alike(
-                [((name, self._address(m)), offsets.get(m, 0.0)) for m in group.members],
-                sample,
-                now,
-            )
+            samples = []
+            for member in group.members:
+                waiting, running, kv = group.model.scrape(
+                    group.n, group.rate, self.rng, group.built
+                )
+                sample = ReplicaSample(
+                    waiting=float(waiting),
+                    running=float(running),
+                    kv_usage=kv,
+                    served_total=group.served_total + offsets.get(member, 0.0),
+                    max_num_seqs=config.max_num_seqs,
+                    num_gpu_blocks=config.num_gpu_blocks,
+                    block_size=config.block_size,
+                )
+                samples.append(((name, self._address(member)), sample))
+            self.scrapes.scraped_each(samples, now)
         # A round lands when its slowest scrape is done: a black-holed one times out.
         self._pending_tick = t + (self.model.signals.timeout if blackholed else 0.0)
 
@@ -515,9 +524,18 @@ class FluidRun:
         sampled = self._step_index % PERCENTILE_EVERY == 0
         ttfts = {}
         points = {}
-        for gid, mass in arrivals.items():
+        gain = 1.0 - math.exp(-dt / RATE_TAU_S)
+        for group in self.fleet:
+            if group.count:
+                now_rate = arrivals.get(group.gid, 0.0) / (group.count * dt)
+                group.rate += gain * (now_rate - group.rate)
+                stationary = group.model.occupancy(group.rate).waiting
+                relax = 1.0 - math.exp(-dt / group.model.relaxation_s(group.rate))
+                group.queue += relax * (stationary - group.queue)
+                group.built = min(MAX_BUILT, group.queue / stationary) if stationary > 1e-9 else 0.0
+        for gid in arrivals:
             group = self.fleet.groups[gid]
-            ttft = group.model.ttft(group.n, mass / (group.count * dt))
+            ttft = group.model.ttft(group.n, group.rate, group.built)
             ttfts[gid] = ttft
             if sampled:
                 points[gid] = ttft.points()
@@ -564,7 +582,7 @@ class FluidRun:
             rate = mass / (group.count * dt)
             before = group.n
             after, done = group.model.advance(before, rate, dt)
-            group.n, group.rate = after, rate
+            group.n = after
             group.served_total += done
             held = before * group.count + mass
             remaining = after * group.count

@@ -55,13 +55,22 @@ class Outcome:
 
 @dataclass
 class _Ejection:
+    """Outlier detection of one replica group in one region's Envoys. An ejection starts
+    when the failure that completes the run is seen (a connect timeout after it was sent),
+    so the requests sent meanwhile fail too; results seen while ejected do not count."""
+
+    start: float = 0.0
     until: float = 0.0
     times: int = 0
     failures: float = 0.0  # consecutive gateway failures per host per Envoy
     runs_5xx: float = 0.0  # expected runs of consecutive 500s reaching the threshold
 
     def ejected(self, now: float) -> bool:
-        return now < self.until
+        return self.start <= now < self.until
+
+    def pending(self, now: float) -> bool:
+        """Decided, not yet in effect (its failures are still on their way back)."""
+        return now < self.start
 
 
 @dataclass
@@ -229,6 +238,7 @@ class FluidGateway:
                 mass,
                 groups,
                 now,
+                dt,
                 per_envoy_active,
                 in_flight,
                 delay,
@@ -258,6 +268,7 @@ class FluidGateway:
         mass: float,
         groups: Mapping[str, Group],
         now: float,
+        dt: float,
         active: Mapping[str, float],
         in_flight: float,
         delay: float,
@@ -287,15 +298,24 @@ class FluidGateway:
                 record = self.ejections.setdefault(key, _Ejection())
                 per_host = part / (group.count * self.envoys)
                 if group.phase is Phase.DEAD:
+                    took = (
+                        cluster.model.connect_timeout
+                        if group.failure == "blackhole"
+                        else self.rtt_ms(self.region, group.region) / 1000.0
+                    )
                     threshold = float(cluster.model.outlier_detection.consecutive_gateway_failure)
-                    if threshold > 0 and not record.ejected(now):
+                    if threshold > 0 and not record.ejected(now) and not record.pending(now):
                         need = max(0.0, threshold - record.failures)
                         if per_host >= need:
-                            hit = need * group.count * self.envoys
-                            self._eject(record, cluster.model, now)
-                            newly_ejected = True
-                            leftover += part - hit
-                            part = hit
+                            # Ejected once the failure completing the run comes back; what
+                            # is sent until then fails too.
+                            self._eject(record, cluster.model, now + took)
+                            window = min(1.0, took / dt)
+                            hit = min(part, need * group.count * self.envoys + part * window)
+                            if hit < part:
+                                newly_ejected = True
+                                leftover += part - hit
+                                part = hit
                         else:
                             record.failures += per_host
                     counts.issued += part
@@ -303,11 +323,6 @@ class FluidGateway:
                     outcome.to_dead += part
                     failed_mass += part
                     failed_keys.add(key)
-                    took = (
-                        cluster.model.connect_timeout
-                        if group.failure == "blackhole"
-                        else self.rtt_ms(self.region, group.region) / 1000.0
-                    )
                     fail_time = max(fail_time, took)
                     continue
                 record.failures = 0.0
@@ -324,15 +339,18 @@ class FluidGateway:
                 return failed_mass, frozenset(failed_keys), fail_time
             remaining = leftover
             exclusions = Exclusions(
-                self._ejected(now, groups), exclusions.tried_hosts, exclusions.tried_priorities
+                self._ejected_soon(now, groups),
+                exclusions.tried_hosts,
+                exclusions.tried_priorities,
             )
         return failed_mass, frozenset(failed_keys), fail_time
 
     # -- outlier detection -------------------------------------------------------------------
 
-    def _eject(self, record: _Ejection, model: Model, now: float) -> None:
+    def _eject(self, record: _Ejection, model: Model, start: float) -> None:
         record.times += 1
-        record.until = now + model.outlier_detection.base_ejection_time * record.times
+        record.start = start
+        record.until = start + model.outlier_detection.base_ejection_time * record.times
         record.failures = 0.0
         record.runs_5xx = 0.0
 
@@ -351,6 +369,14 @@ class FluidGateway:
             key: groups[key].count
             for key, record in self.ejections.items()
             if key in groups and record.ejected(now)
+        }
+
+    def _ejected_soon(self, now: float, groups: Mapping[str, Group]) -> dict[str, int]:
+        """Ejected now, or decided with the ejection taking effect within this step."""
+        return {
+            key: groups[key].count
+            for key, record in self.ejections.items()
+            if key in groups and (record.ejected(now) or record.pending(now))
         }
 
     def healed(self, key: str) -> None:

@@ -50,8 +50,13 @@ class Group:
     served_total: float = 0.0
     # Over the whole group: requests in it, by origin region (for each gateway's counts).
     by_origin: dict[str, float] = field(default_factory=dict)
-    # Last step's arrivals per replica per second (what its queue and latency follow).
+    # Arrivals per replica per second, smoothed over a few seconds (what the random part of
+    # its queue follows; `fluid.RATE_TAU_S`).
     rate: float = 0.0
+    # The random part of its queue as far as it has built up (mean requests waiting), and
+    # that over its stationary level at `rate` (see `fastmodel.FastReplica.relaxation_s`).
+    queue: float = 0.0
+    built: float = 0.0
     build: str | None = None
     # How its connections fail while dead ("blackhole": the connect timeout runs out;
     # "refuse": at once), and the share of its in-system requests completed last step.
@@ -158,6 +163,8 @@ class Fleet:
             served_total=group.served_total,
             by_origin={o: v * count / (count + group.count) for o, v in group.by_origin.items()},
             rate=group.rate,
+            queue=group.queue,
+            built=group.built,
             build=group.build,
             failure=group.failure,
             done_share=group.done_share,

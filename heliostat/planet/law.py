@@ -189,6 +189,29 @@ class Scrapes:
             own = dataclasses.replace(reading, **counter)  # type: ignore[arg-type]
             self._state(key).accept(own, at)
 
+    def scraped_each(self, samples: Iterable[tuple[Key, ReplicaSample]], at: float) -> None:
+        """Several replicas, each with its own reading."""
+        if not FAST_SCRAPES:
+            for key, sample in samples:
+                self.scraped(key, sample, at)
+            return
+        for key, sample in samples:
+            self._state(key).signal = Signal(
+                key[0],
+                key[1],
+                "vllm",
+                sample.waiting,
+                sample.running,
+                sample.kv_usage,
+                None,
+                sample.max_num_seqs,
+                sample.num_gpu_blocks,
+                sample.block_size,
+                at,
+                None,
+                0,
+            )
+
     def failed(self, key: Key, reason: str) -> None:
         self._state(key).reject(Failure(reason))
 

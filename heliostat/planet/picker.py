@@ -86,7 +86,9 @@ class FluidPicker:
         chunk = mass / CHUNKS
         # What the last scrape showed (the random part of the queue at the group's rate),
         # and whether it is fresh; the placements of this step come on top.
-        queued = [g.model.waiting(g.n, g.rate) - max(0.0, g.n - g.model.slots) for g in pool]
+        queued = [
+            g.model.waiting(g.n, g.rate, g.built) - max(0.0, g.n - g.model.slots) for g in pool
+        ]
         fresh = [
             g.phase is not Phase.DEAD or now - self.dead_since.get(g.gid, now) <= STALE_AFTER_S
             for g in pool
