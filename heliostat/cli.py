@@ -162,7 +162,12 @@ def _simulate(args: argparse.Namespace) -> int:
     from heliostat.planet.command import main as simulate_main
 
     return simulate_main(
-        args.scenario, args.report, jobs=args.jobs, only=args.only, quiet=args.quiet
+        args.scenario,
+        args.report,
+        jobs=args.jobs,
+        only=args.only,
+        quiet=args.quiet,
+        fast=args.quick,
     )
 
 
@@ -287,6 +292,11 @@ def parser() -> argparse.ArgumentParser:
         "--only", action="append", metavar="POLICY", help="play only this run (repeatable)"
     )
     simulate.add_argument("--quiet", action="store_true", help="no progress lines")
+    simulate.add_argument(
+        "--quick",
+        action="store_true",
+        help="a fast version: a fifth of every region, one hour around the first event",
+    )
     simulate.set_defaults(run=_simulate)
     return top
 

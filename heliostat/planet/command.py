@@ -7,6 +7,7 @@ from pathlib import Path
 
 from heliostat.planet import report
 from heliostat.planet.loader import load_scenario
+from heliostat.planet.quick import quick
 from heliostat.planet.run import play
 
 
@@ -16,8 +17,11 @@ def main(
     jobs: int = 1,
     only: list[str] | None = None,
     quiet: bool = False,
+    fast: bool = False,
 ) -> int:
     scenario = load_scenario(scenario_path)  # ScenarioError: the CLI prints its lines
+    if fast:
+        scenario = quick(scenario)
 
     def progress(line: str) -> None:
         if not quiet:

@@ -156,7 +156,10 @@ class FluidRun:
         return address
 
     def _group_key(self, address: str) -> str:
-        return self._address_group[address]
+        """The group an endpoint of a view belongs to; an endpoint gone from the fleet (a
+        view computed before it was released) is a group of its own that no longer
+        exists: Envoy's connections to it are refused."""
+        return self._address_group.get(address, f"gone:{address}")
 
     def _refresh_policy(self) -> None:
         if self.fleet.version == self._policy_version:

@@ -291,8 +291,14 @@ class FluidGateway:
             leftover = 0.0
             for key, share in split.items():
                 part = remaining * share
+                if part <= 0:
+                    continue
                 group = groups.get(key)
-                if group is None or part <= 0:
+                if group is None:  # released since the view was computed: refused
+                    outcome.to_dead += part
+                    failed_mass += part
+                    failed_keys.add(key)
+                    fail_time = max(fail_time, 0.001)
                     continue
                 counts = lrs.setdefault(group.region, _LocalityCount())
                 record = self.ejections.setdefault(key, _Ejection())
