@@ -155,9 +155,10 @@ class Balancer:
                 )
             else:
                 merged: dict[tuple[str, int, Health], int] = {}
+                get = merged.get
                 for e in locality.endpoints:
-                    key = (group_of(e.address), max(1, e.weight), e.health)
-                    merged[key] = merged.get(key, 0) + 1
+                    key = (group_of(e.address), e.weight or 1, e.health)
+                    merged[key] = get(key, 0) + 1
                 hosts = tuple(
                     HostEntry(g, locality.region, w, h, n) for (g, w, h), n in merged.items()
                 )

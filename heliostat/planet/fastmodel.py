@@ -344,19 +344,30 @@ class FastReplica:
         running up to its slots and waiting beyond, plus the fluid backlog (with a spread)
         when there is one.
         """
+        return self.scrapes(in_system, rate, rng, built, 1)[0]
+
+    def scrapes(
+        self, in_system: float, rate: float, rng: random.Random, built: float, count: int
+    ) -> list[tuple[int, int, float]]:
+        """`scrape` for `count` replicas in the same state (one draw each)."""
         backlog = max(0.0, in_system - self.slots)
-        if backlog > 0.0:
-            waiting = max(0, round(backlog + math.sqrt(backlog + 1.0) * rng.gauss(0.0, 1.0)))
-            running = int(self.slots)
-        else:
-            n = self.occupancy(rate).draw(rng)
-            running = min(n, int(self.slots))
-            waiting = round((n - running) * built)
-        # Requests that arrived during the step under way wait for the next one to be
-        # admitted: the engine counts them as waiting too.
-        step = self.step_s(running)
-        waiting += _count(rate * step * rng.random(), rng)
-        return waiting, running, self.kv_usage(running)
+        slots = int(self.slots)
+        occupancy = self.occupancy(rate) if backlog <= 0.0 else None
+        spread = math.sqrt(backlog + 1.0)
+        result = []
+        for _ in range(count):
+            if occupancy is None:
+                waiting = max(0, round(backlog + spread * rng.gauss(0.0, 1.0)))
+                running = slots
+            else:
+                n = occupancy.draw(rng)
+                running = min(n, slots)
+                waiting = round((n - running) * built)
+            # Requests that arrived during the step under way wait for the next one to be
+            # admitted: the engine counts them as waiting too.
+            waiting += _count(rate * self.step_s(running) * rng.random(), rng)
+            result.append((waiting, running, self.kv_usage(running)))
+        return result
 
     def ttft(self, in_system: float, rate: float, built: float = 1.0) -> Ttft:
         running = min(max(in_system, 0.0), self.slots)

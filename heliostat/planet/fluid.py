@@ -357,21 +357,24 @@ class FluidRun:
                     self.scrapes.failed((name, self._address(member)), reason)
                 continue
             offsets = self.fleet.counter_offset
-            samples = []
-            for member in group.members:
-                waiting, running, kv = group.model.scrape(
-                    group.n, group.rate, self.rng, group.built
+            draws = group.model.scrapes(
+                group.n, group.rate, self.rng, group.built, len(group.members)
+            )
+            samples = [
+                (
+                    (name, self._address(member)),
+                    ReplicaSample(
+                        float(waiting),
+                        float(running),
+                        kv,
+                        group.served_total + offsets.get(member, 0.0),
+                        config.max_num_seqs,
+                        config.num_gpu_blocks,
+                        config.block_size,
+                    ),
                 )
-                sample = ReplicaSample(
-                    waiting=float(waiting),
-                    running=float(running),
-                    kv_usage=kv,
-                    served_total=group.served_total + offsets.get(member, 0.0),
-                    max_num_seqs=config.max_num_seqs,
-                    num_gpu_blocks=config.num_gpu_blocks,
-                    block_size=config.block_size,
-                )
-                samples.append(((name, self._address(member)), sample))
+                for member, (waiting, running, kv) in zip(group.members, draws, strict=True)
+            ]
             self.scrapes.scraped_each(samples, now)
         # A round lands when its slowest scrape is done: a black-holed one times out.
         self._pending_tick = t + (self.model.signals.timeout if blackholed else 0.0)

@@ -99,7 +99,7 @@ class FluidGateway:
         self.ejections: dict[str, _Ejection] = {}
         self._cache_key: tuple[int, int] | None = None
         self._view: RegionView | None = None
-        self._clusters: dict[str, tuple[object, object, _Cluster]] = {}
+        self._balancers: dict[object, tuple[object, Balancer, dict[str, int], int]] = {}
         self._targets: dict[TrafficClass, list[tuple[_Cluster, int]]] = {}
         self._lrs: dict[str, dict[str, _LocalityCount]] = {}
         self._dropped: dict[str, float] = {}
@@ -133,34 +133,30 @@ class FluidGateway:
         fleet_version: int,
         group_of: Callable[[str], str],
     ) -> _Cluster:
-        """A cluster's balancer, reused while its content holds. The law hands back the
-        same endpoint objects while an endpoint's weight and health hold, so the content
-        is known by their identities (kept alive by the cache entry, so never reused)."""
+        """A cluster's balancer, reused while its content holds (and shared by clusters of
+        the same content: a model's interactive and batch clusters differ only in their
+        drop percentage). The law hands back the same endpoint objects while an endpoint's
+        weight and health hold, so the content is known by their identities (the cache
+        keeps the localities alive, so an id is never reused while cached)."""
         content = (
             fleet_version,
-            view.drop_overload_percent,
             tuple(
                 (loc.region, loc.priority, loc.weight, tuple(map(id, loc.endpoints)))
                 for loc in view.localities
             ),
         )
-        cached = self._clusters.get(name)
-        if cached is not None and cached[0] == content:
-            cluster = cached[2]
-            if cluster.view is not view:
-                cluster = _Cluster(
-                    view, model, cluster.balancer, cluster.priority_of, cluster.hosts
-                )
-                self._clusters[name] = (content, view.localities, cluster)
-            return cluster
-        balancer = Balancer.of_view(view, LbConfig.of(model), group_of)
-        priority_of = {
-            entry.key: loc.priority for loc in balancer.localities for entry in loc.hosts
-        }
-        hosts = sum(len(loc.endpoints) for loc in view.localities)
-        cluster = _Cluster(view, model, balancer, priority_of, hosts)
-        self._clusters[name] = (content, view.localities, cluster)
-        return cluster
+        built = self._balancers.get(content)
+        if built is None:
+            balancer = Balancer.of_view(view, LbConfig.of(model), group_of)
+            priority_of = {
+                entry.key: loc.priority for loc in balancer.localities for entry in loc.hosts
+            }
+            hosts = sum(len(loc.endpoints) for loc in view.localities)
+            built = (view.localities, balancer, priority_of, hosts)
+            if len(self._balancers) >= 8:  # the current and the previous views' clusters
+                self._balancers.pop(next(iter(self._balancers)))
+            self._balancers[content] = built
+        return _Cluster(view, model, built[1], built[2], built[3])
 
     # -- a step ------------------------------------------------------------------------------
 

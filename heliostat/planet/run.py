@@ -38,6 +38,7 @@ class Outcome:
     record: Record
     wall_s: float
     fleet: dict[str, int]
+    cpu_s: float = 0.0
 
 
 def peak_sized_fleet(scenario: Scenario) -> dict[str, int]:
@@ -63,16 +64,18 @@ def plan_runs(scenario: Scenario) -> list[tuple[str, RunOptions]]:
 
 def _play(args: tuple[Scenario, str, RunOptions]) -> Outcome:
     scenario, name, options = args
+    cpu = time.process_time()
     if scenario.mode is Mode.DISCRETE:
         from heliostat.planet.discrete import DiscreteRun
 
         discrete = DiscreteRun(scenario, options)
         record = discrete.run()
-        return Outcome(name, record, discrete.wall_s, discrete.fleet_counts())
+        used = time.process_time() - cpu
+        return Outcome(name, record, discrete.wall_s, discrete.fleet_counts(), used)
     run = FluidRun(scenario, options)
     record = run.run()
     fleet = options.fleet or {r: reg.replicas for r, reg in scenario.regions.items()}
-    return Outcome(name, record, run.wall_s, dict(fleet))
+    return Outcome(name, record, run.wall_s, dict(fleet), time.process_time() - cpu)
 
 
 def play(
@@ -90,13 +93,13 @@ def play(
             for outcome in pool.map(_play, [(scenario, n, o) for n, o in runs]):
                 outcomes.append(outcome)
                 if progress is not None:
-                    progress(f"{outcome.name}: {outcome.wall_s:.1f}s")
+                    progress(f"{outcome.name}: {outcome.wall_s:.1f}s ({outcome.cpu_s:.1f}s CPU)")
     else:
         for name, options in runs:
             outcome = _play((scenario, name, options))
             outcomes.append(outcome)
             if progress is not None:
-                progress(f"{name}: {outcome.wall_s:.1f}s")
+                progress(f"{name}: {outcome.wall_s:.1f}s ({outcome.cpu_s:.1f}s CPU)")
     return results(scenario, outcomes, time.perf_counter() - started)
 
 
@@ -111,6 +114,7 @@ def results(scenario: Scenario, outcomes: list[Outcome], wall_s: float) -> dict[
         summary = outcome.record.summary(slo_s)
         summary["by_origin"] = outcome.record.by_origin()
         summary["wall_s"] = round(outcome.wall_s, 2)
+        summary["cpu_s"] = round(outcome.cpu_s, 2)
         summary["fleet"] = outcome.fleet
         if "autoscaler" in outcome.record.notes:
             summary["scaling_actions"] = len(
@@ -145,6 +149,7 @@ def results(scenario: Scenario, outcomes: list[Outcome], wall_s: float) -> dict[
         "recovery_ticks": losses.get("heliostat", {}).get("recovery_ticks"),
         "region_loss": losses,
         "wall_s": round(wall_s, 2),
+        "cpu_s": round(sum(o.cpu_s for o in outcomes), 2),
         "timeseries": series,
     }
     result["targets"] = judge.targets(result, scenario)
