@@ -42,6 +42,8 @@ def policy_figure(name: str, series: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
     bucket = series["bucket_s"]
     fig, axes = plt.subplots(5, 2, figsize=(12, 15), sharex=True)
+    palette = plt.get_cmap("tab10")
+    colour = {r: palette(i % 10) for i, r in enumerate(sorted(series["regions"]))}
     for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
         for region, rows in sorted(series["regions"].items()):
             values = rows[key]
@@ -52,12 +54,13 @@ def policy_figure(name: str, series: dict[str, Any], path: Path) -> None:
             xs = [(i + 0.5) * bucket / 3600 for i in range(len(values))]
             points = [(x, v) for x, v in zip(xs, values, strict=True) if v is not None]
             if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], label=region, lw=1.2)
+                xs_, ys_ = [p[0] for p in points], [p[1] for p in points]
+                ax.plot(xs_, ys_, label=region, lw=1.2, color=colour[region])
         ax.set_title(title, fontsize=10)
         if key.startswith("ttft"):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
+    axes.flat[0].legend(fontsize=8)  # every panel uses the same colour per region
     for ax in axes[-1]:
         ax.set_xlabel("hours")
     fig.suptitle(f"{name}: per region", fontsize=12)
