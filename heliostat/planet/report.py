@@ -24,12 +24,16 @@ NOTES = {
 }
 
 
-def write(results: dict[str, Any], directory: Path) -> list[Path]:
+def write(
+    results: dict[str, Any], directory: Path, plot_policies: list[str] | None = None
+) -> list[Path]:
+    """report.json, report.md and the plots (per-region figures of `plot_policies`, default
+    every run). `results` may also come back from a report.json (to redraw without replaying)."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     body = {**results, "notes": NOTES}
     path = directory / "report.json"
-    path.write_text(json.dumps(body, indent=1, sort_keys=False) + "\n")
+    path.write_text(json.dumps(body, separators=(",", ":")) + "\n")
     written.append(path)
     images: list[str] = []
     note = ""
@@ -39,6 +43,8 @@ def write(results: dict[str, Any], directory: Path) -> list[Path]:
         images.append(comparison.name)
         written.append(comparison)
         for name, series in results["timeseries"].items():
+            if plot_policies is not None and name not in plot_policies:
+                continue
             safe = name.replace("+", "_")
             figure = directory / f"regions-{safe}.png"
             plots.policy_figure(name, series, figure)
