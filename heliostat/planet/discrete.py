@@ -8,8 +8,7 @@ each request is placed by `envoy.Balancer.pick` (or the picker's per-request cho
 time to first token is the engine's plus the round trips. Demand arrives as a Poisson
 process at the scenario's rate; prompt and output lengths are drawn from the mix.
 
-Not played here: the scaling loop (the fluid engine's), and flows the fluid engine
-approximates by design are exact here (that is the point).
+Not played here: the scaling loop and the load-reporting counts (the fluid engine's).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -685,13 +683,3 @@ class DiscreteRun:
             )
         else:
             samples.append(StepSample(t, *values))
-
-
-def play(
-    scenario: Scenario, options: RunOptions, progress: Callable[[str], None] | None = None
-) -> Record:
-    run = DiscreteRun(scenario, options)
-    record = run.run()
-    if progress is not None:
-        progress(f"{options.policy.value}: {run.wall_s:.1f}s")
-    return record

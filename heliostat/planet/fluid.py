@@ -50,7 +50,6 @@ from heliostat.planet.scenario import (
     Scenario,
 )
 from heliostat.planet.topology import PolicyCache, ReplicaId, address_of
-from heliostat.policy import Policy
 from heliostat.sim.engine import EngineConfig
 
 T0 = 1_700_000_000.0  # virtual wall clock at the scenario's start (signals carry it)
@@ -650,13 +649,3 @@ class FluidRun:
                 group.model.capacity * group.count
             )
         return {r: round(rate[r] / capacity[r], 4) for r in sorted(rate) if capacity[r] > 0}
-
-
-def replica_ids(fleet: Fleet) -> list[ReplicaId]:
-    return fleet.listed()
-
-
-def run_policy(scenario: Scenario, options: RunOptions) -> tuple[Record, float, Policy]:
-    run = FluidRun(scenario, options)
-    record = run.run()
-    return record, run.wall_s, run.policy

@@ -15,7 +15,7 @@ discrete engine records each request once. Both fill the same record.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,14 +280,3 @@ class Record:
                 rows["replicas"].append(round(b.replica_s / self.bucket_s, 2))
             out["regions"][region] = rows
         return out
-
-
-def slo_met(mass: float, probability: float) -> float:
-    return mass * min(1.0, max(0.0, probability))
-
-
-def merged_totals(records: Mapping[str, Record]) -> Totals:
-    total = Totals()
-    for record in records.values():
-        total.add(record.totals)
-    return total
