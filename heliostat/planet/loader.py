@@ -1,7 +1,7 @@
 """Read a scenario file, or fail with every problem located at FILE:LINE.
 
 The policy loader's machinery is reused as is: YAML with line numbers, pydantic's errors
-turned into problems at their line, `PolicyError`'s rendering. The model's policy section
+turned into problems at their line (`schema_problems`), `PolicyError`'s rendering. The model's policy section
 is checked by building the policy heliostat would serve for the scenario's fleet and running
 the policy's own checks on it; their problems are moved back to the scenario's lines.
 """
@@ -16,7 +16,7 @@ import pydantic
 from heliostat.planet.scenario import Canary, FlashCrowd, RegionLoss, Scenario
 from heliostat.planet.topology import RESERVED_KEYS, ReplicaId, endpoint_entries, policy_document
 from heliostat.policy import semantics
-from heliostat.policy.loader import validation_problems
+from heliostat.policy.loader import schema_problems
 from heliostat.policy.problems import PolicyError, Problem, did_you_mean
 from heliostat.policy.schema import Policy
 from heliostat.policy.yamlsource import Located, Path, YamlSyntaxError, load_located
@@ -62,7 +62,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     try:
         scenario = Scenario.model_validate(located.data)
     except pydantic.ValidationError as exc:
-        problems += validation_problems(exc, located, Scenario)
+        problems += schema_problems(exc, located, Scenario)
         raise ScenarioError(source, problems) from None
     problems += [_locate(p, located) for p in check(scenario)]
     if problems:
@@ -150,7 +150,7 @@ def _policy(scenario: Scenario) -> list[Problem]:
         policy = Policy.model_validate(document)
     except pydantic.ValidationError as exc:
         located = Located(document, {})
-        return [_moved(p) for p in validation_problems(exc, located)]
+        return [_moved(p) for p in schema_problems(exc, located, Policy)]
     return [_moved(p) for p in semantics.check(policy)]
 
 

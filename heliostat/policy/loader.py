@@ -42,7 +42,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
         policy = Policy.model_validate(located.data)
     except pydantic.ValidationError as exc:
-        problems += validation_problems(exc, located)
+        problems += schema_problems(exc, located, Policy)
         raise PolicyError(source, problems) from None
     problems += [_locate(problem, located) for problem in semantics.check(policy)]
     if problems:
@@ -50,11 +50,12 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     return policy
 
 
-def validation_problems(
-    exc: pydantic.ValidationError, located: Located, root: type[BaseModel] = Policy
+def schema_problems(
+    exc: pydantic.ValidationError, located: Located, root: type[BaseModel]
 ) -> list[Problem]:
-    """pydantic's errors for a document validated as `root`, each at its line. Other YAML
-    documents with line tracking (the planet's scenarios) report their problems this way too."""
+    """pydantic's errors for a document of schema `root`, as located problems (did-you-mean
+    hints from `root`'s fields): other YAML files validated by heliostat's tools (the
+    benchmark's scenarios) report their mistakes exactly as a policy file does."""
     return [_locate(_from_pydantic(error, root), located) for error in exc.errors()]
 
 
@@ -67,8 +68,8 @@ def _from_pydantic(error: ErrorDetails, root: type[BaseModel] = Policy) -> Probl
     kind = error["type"]
     if kind == "extra_forbidden":
         key = path[-1]
-        allowed = _fields_at(path[:-1], root)
-        return Problem(path, f"unknown key {key!r}{did_you_mean(key, allowed)}")
+        hint = did_you_mean(key, _fields_at(path[:-1], root))
+        return Problem(path, f"unknown key {key!r}{hint}")
     if kind == "missing":
         return Problem(path, f"missing required key {path[-1]!r}")
     message = error["msg"].removeprefix("Value error, ")
@@ -83,7 +84,7 @@ def _show(value: Any) -> str:
 
 
 def _fields_at(path: Path, root: type[BaseModel] = Policy) -> list[str]:
-    """The keys allowed at `path`, for did-you-mean hints on unknown keys."""
+    """The keys allowed at `path` of a `root` document, for did-you-mean hints."""
     current: Any = root
     for part in path:
         current = _unwrap(current)
