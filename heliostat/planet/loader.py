@@ -1,9 +1,10 @@
 """Read a scenario file, or fail with every problem located at FILE:LINE.
 
 The policy loader's machinery is reused as is: YAML with line numbers, pydantic's errors
-turned into problems at their line (`schema_problems`), `PolicyError`'s rendering. The model's policy section
-is checked by building the policy heliostat would serve for the scenario's fleet and running
-the policy's own checks on it; their problems are moved back to the scenario's lines.
+turned into problems at their line (`schema_problems`), `PolicyError`'s rendering. The
+model's policy section is checked by building the policy heliostat would serve for the
+scenario's fleet and running the policy's own checks on it; their problems are moved back
+to the scenario's lines.
 """
 
 from __future__ import annotations
