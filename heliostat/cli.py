@@ -87,6 +87,19 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from heliostat.planet.command import main as simulate_main
+
+    return simulate_main(
+        args.scenario,
+        args.report,
+        jobs=args.jobs,
+        only=args.only,
+        quiet=args.quiet,
+        fast=args.quick,
+    )
+
+
 def _sim_fleet(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -155,19 +168,6 @@ def _demo(args: argparse.Namespace) -> int:
         summary=Path(args.summary) if args.summary else None,
         seed=args.seed,
         keep_logs=args.keep_logs,
-    )
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from heliostat.planet.command import main as simulate_main
-
-    return simulate_main(
-        args.scenario,
-        args.report,
-        jobs=args.jobs,
-        only=args.only,
-        quiet=args.quiet,
-        fast=args.quick,
     )
 
 
