@@ -230,6 +230,19 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from heliostat.planet.command import main as simulate_main
+
+    return simulate_main(
+        args.scenario,
+        args.report,
+        jobs=args.jobs,
+        only=args.only,
+        quiet=args.quiet,
+        fast=args.quick,
+    )
+
+
 def _sim_fleet(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -452,6 +465,31 @@ def parser() -> argparse.ArgumentParser:
         help="keep the work directory with every process's log (kept anyway on failure)",
     )
     demo.set_defaults(run=_demo)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="play a planet scenario in virtual time against heliostat's control law",
+        description=(
+            "Play SCENARIO (see scenarios/) in virtual time: heliostat's own control law and "
+            "the baselines (nearest_region, least_request, picker) route the same demand "
+            "through a model of Envoy to simulated replicas. No sockets; seeded."
+        ),
+    )
+    simulate.add_argument("scenario", metavar="SCENARIO.yaml")
+    simulate.add_argument("--report", metavar="DIR", help="write report.json, report.md, plots")
+    simulate.add_argument(
+        "--jobs", type=int, default=1, help="play the policies in this many processes"
+    )
+    simulate.add_argument(
+        "--only", action="append", metavar="POLICY", help="play only this run (repeatable)"
+    )
+    simulate.add_argument("--quiet", action="store_true", help="no progress lines")
+    simulate.add_argument(
+        "--quick",
+        action="store_true",
+        help="a fast version: a fifth of every region, one hour around the first event",
+    )
+    simulate.set_defaults(run=_simulate)
     return top
 
 

@@ -66,6 +66,15 @@ class ControlLoop:
     def views(self) -> Views:
         return self._publisher.inputs.views
 
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def state(self) -> ControlState | None:
+        """The control law's state after the last tick (None before the first)."""
+        return self._state
+
     def set_policy(self, policy: Policy) -> list[str]:
         self._policy = policy
         self._drained_now = self.drained

@@ -22,6 +22,7 @@ from heliostat.policy import Policy, load_policy
 from heliostat.runtime.control import ControlLoop
 from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
+from heliostat.runtime.scaling_metrics import ScalingCollector
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache import SnapshotCache
 from heliostat.xds.metrics import XdsMetrics
@@ -94,6 +95,10 @@ class ControlPlane:
             registry=self.metrics_registry,
         )
         self._groups.set_function(lambda: len(self.cache.groups()))
+        # Scaling signals (heliostat_desired_replicas and its inputs) for HPA / KEDA.
+        self.metrics_registry.register(
+            ScalingCollector(lambda: (self.control.policy, self.control.state))
+        )
         self.ads = AdsServer(self.publisher, self.streams, XdsMetrics(self.metrics_registry))
 
     def apply_policy(self, policy: Policy) -> None:
