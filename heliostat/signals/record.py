@@ -149,6 +149,11 @@ class Signal:
     scraped_at: float | None = None
     error: str | None = None
     consecutive_failures: int = 0
+    # Requests the engine completed: the raw counter (`vllm:request_success_total` and each
+    # engine's equivalent) and completions per second between the last two scrapes
+    # (reset-aware). None when the engine does not report it or no rate is known yet.
+    served_total: float | None = None
+    served_rate: float | None = None
 
     def age(self, now: float) -> float | None:
         """Seconds since the last successful scrape (never negative), None if never scraped."""

@@ -1,0 +1,72 @@
+"""How a planned fraction (an overflow share, a refusal) reaches Envoy: feed-forward, held.
+
+The allocation computes each fraction from smoothed demand and capacity, so the target is
+already the answer: a new target is published as it is (feed-forward), not ramped towards
+in steps. What keeps Envoy calm is hysteresis around the published value:
+
+- **Resolution.** Fractions are published in thousandths, the resolution of a locality
+  weight out of 1000 (and of a drop percentage in tenths of a percent).
+- **Dead band.** The published value moves only when the target is at least `band` away
+  (2 points for shares, 1 for refusals), or falls to zero. Noise of a few points in the
+  estimates never reaches Envoy.
+- **No quick reversal.** A move against the direction of the last one is held for
+  REVERSAL_HOLD_S after that move unless it is large (LARGE_MOVE), or urgent (a rescuer
+  past its capacity, a region out of reach): under constant load a fraction therefore turns
+  round at most twice a minute, while a real change of a tenth or more goes through at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from heliostat.balance.state import Held
+
+RESOLUTION = 1000
+SHARE_BAND = 0.02
+REFUSAL_BAND = 0.01
+REVERSAL_HOLD_S = 30.0
+REFUSAL_REVERSAL_S = 10.0  # a refusal outlasting its need costs goodput: shorter
+LARGE_MOVE = 0.10
+
+NOTHING = Held(published=0.0, target=0.0)
+
+
+def quantise(value: float) -> float:
+    """The value in thousandths, within [0, 1]."""
+    return min(RESOLUTION, max(0, round(value * RESOLUTION))) / RESOLUTION
+
+
+def hold(
+    before: Held | None,
+    target: float,
+    now: float,
+    *,
+    band: float,
+    urgent: bool = False,
+    reversal_s: float = REVERSAL_HOLD_S,
+    reason: Callable[[float], str] = lambda _: "",
+) -> Held:
+    """The published fraction after this tick (see the module docstring).
+
+    `reason(published)` builds the reason of a newly published value; a held value keeps
+    the reason it was published with.
+    """
+    previous = before or NOTHING
+    goal = quantise(target)
+    published = previous.published
+    if goal == published:
+        return dataclasses.replace(previous, target=goal)
+    move = goal - published
+    direction = 1 if move > 0 else -1
+    small = abs(move) < band - 1e-9 and goal > 0.0
+    reversal = (
+        previous.direction == -direction
+        and now - previous.moved_at < reversal_s
+        and abs(move) < LARGE_MOVE - 1e-9
+    )
+    if not urgent and (small or reversal):
+        return dataclasses.replace(previous, target=goal)
+    return Held(
+        published=goal, target=goal, direction=direction, moved_at=now, reason=reason(goal)
+    )
