@@ -29,10 +29,10 @@ from heliostat.balance.priorities import region_priorities
 from heliostat.balance.state import RefusalState, RegionState
 from heliostat.balance.view import (
     ClusterView,
-    ReasonValue,
     EndpointView,
     Health,
     LocalityView,
+    ReasonValue,
     TrafficClass,
 )
 from heliostat.policy import BeyondBudget, Model, Policy

@@ -49,9 +49,14 @@ def observe(
         interval = signal.scraped_at - previous.scraped_at
     served = _served(signal, previous, interval, gateway_served)
     growth = 0.0
-    if interval and interval > 0 and signal.waiting is not None and previous is not None:
-        if previous.waiting is not None:
-            growth = (signal.waiting - previous.waiting) / interval
+    if (
+        interval
+        and interval > 0
+        and signal.waiting is not None
+        and previous is not None
+        and previous.waiting is not None
+    ):
+        growth = (signal.waiting - previous.waiting) / interval
     running = signal.running
     waiting = signal.waiting or 0.0
     busy = waiting > 0.0 or (
@@ -91,12 +96,17 @@ def _served(
     if signal.served_rate is not None:
         return max(0.0, signal.served_rate)
     total = signal.served_total
-    if total is not None and previous is not None and previous.served_total is not None:
-        if interval is not None and interval > 0:
-            increase = total - previous.served_total
-            if increase < 0:  # reset: the process restarted and counts from zero
-                increase = total
-            return increase / interval
+    if (
+        total is not None
+        and previous is not None
+        and previous.served_total is not None
+        and interval is not None
+        and interval > 0
+    ):
+        increase = total - previous.served_total
+        if increase < 0:  # reset: the process restarted and counts from zero
+            increase = total
+        return increase / interval
     return gateway_served
 
 
@@ -107,7 +117,9 @@ def arrivals(state: ServiceState) -> float | None:
     return max(0.0, state.served + state.growth)
 
 
-def per_slot_prior(states: Mapping[str, ServiceState], slots: Mapping[str, int | None]) -> float | None:
+def per_slot_prior(
+    states: Mapping[str, ServiceState], slots: Mapping[str, int | None]
+) -> float | None:
     """The median capacity per slot of the endpoints whose capacity is known, if any."""
     values = [
         state.capacity / n

@@ -18,7 +18,8 @@ send it under the shares published last tick:
 with k_q = 1 - sum_p S[q][p] the share q keeps and f_q its refused fraction. Solved for D_q
 by a few fixed-point iterations, with the gateway-measured D_s held fixed. The division by
 (1 - f_q) k_q amplifies noise when little is kept, so a region whose demand comes from its
-engines always keeps at least MIN_KEPT of its users (the allocation's `max_sent`).
+engines always keeps at least MIN_KEPT of its users (the allocation's `max_sent`), and
+refuses at most MAX_INFERRED_REFUSAL of them (`refusal`): nothing measures what it refused.
 
 Either way the demand is then smoothed (EWMA, TAU_S): decisions follow the trend, not one
 report.
@@ -30,6 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 MIN_KEPT = 0.2
+# Demand inferred from engines cannot see what the gateways refused; it trusts the refusal
+# it published, which is unsafe if nothing answers it (the estimate would grow with the
+# refusal that it causes). So a refusal sized from engine-inferred demand is capped here.
+MAX_INFERRED_REFUSAL = 0.5
 TAU_S = 2.0
 _ITERATIONS = 6
 
@@ -97,11 +102,14 @@ def from_engines(
                 following[q] = 0.0
                 continue
             inflow = sum(
-                (1.0 - refused.get(s, 0.0)) * shares.get(s, {}).get(q, 0.0) * demand[s]
+                (1.0 - min(MAX_INFERRED_REFUSAL, refused.get(s, 0.0)))
+                * shares.get(s, {}).get(q, 0.0)
+                * demand[s]
                 for s in regions
                 if s != q
             )
-            kept = (1.0 - sum(shares.get(q, {}).values())) * (1.0 - refused.get(q, 0.0))
+            admitted = 1.0 - min(MAX_INFERRED_REFUSAL, refused.get(q, 0.0))
+            kept = (1.0 - sum(shares.get(q, {}).values())) * admitted
             following[q] = max(0.0, arrivals[q] - inflow) / max(MIN_KEPT, kept)
         demand = following
     return demand

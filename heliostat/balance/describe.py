@@ -3,7 +3,8 @@
 Views say what Envoy was told; this says why, per model and region: capacity, load, its
 users' demand and where it was measured, the allocation (where its users are planned, what
 is unplaced), what it sends and receives and why, what every view refuses and, for a model
-with a fallback, the share each view and tenant sends to it with the decision behind it. Unlike views these numbers change every tick: they
+with a fallback, the share each view and tenant sends to it with the decision behind it.
+Unlike views these numbers change every tick: they
 are for people.
 """
 

@@ -2,7 +2,8 @@
 
 When a model's GPUs within its network budget cannot carry a region's demand, up to
 `fallback.max_share` of that region's requests go to the fallback model (usually a smaller
-one) instead of queueing. Units are `overflow`'s: requests/s, or endpoint units without service rates.
+one) instead of queueing. Units are `overflow`'s: requests/s, or endpoint units without
+service rates.
 For model A with fallback B and the view of region r:
 
 - **Demand before the fallback.** r's gateways bring T_r of A's requests and send F_r of
@@ -179,10 +180,7 @@ def _regional(
         # Past its own capacity, but overflow places the rest within budget.
         state = ABSORBED if region.overflowing else IDLE
         return Decision(False, 0.0, state, pressure, spare, False, where)
-    why = (
-        f"{where}; within budget the model has room for {slack:.2f}{unit} beyond "
-        f"what it serves"
-    )
+    why = f"{where}; within budget the model has room for {slack:.2f}{unit} beyond what it serves"
     return _decide(target, demand, excess, before, room, pressure, why)
 
 
@@ -233,7 +231,7 @@ def _decide(
     excess: float,
     before: FallbackState | None,
     room: Room | None,
-    pressure: float,
+    pressure: float | None,
     why: str,
 ) -> Decision:
     """The target share of an engaged scope, from its excess and the fallback's room."""

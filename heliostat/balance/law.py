@@ -37,7 +37,6 @@ from heliostat.balance.state import (
     EndpointState,
     FallbackStates,
     ModelState,
-    RefusalState,
     ServiceState,
 )
 from heliostat.balance.view import ClusterView, EndpointView, FallbackView, RegionView, Views
@@ -69,7 +68,8 @@ def compute(
         endpoint_states.update(states)
         endpoint_views[model.name] = views_by_region
         refused = {
-            r: state.interactive.published for r, state in (before.refusals if before else {}).items()
+            r: state.interactive.published
+            for r, state in (before.refusals if before else {}).items()
         }
         regions = overflow.step(
             policy,
@@ -147,7 +147,11 @@ def _fallback_move(before: ModelState | None, now: ModelState, region: str) -> t
     state = now.fallback.regions.get(region)
     if state is None:
         return 0.0, 0.0
-    old = before.fallback.regions[region].share.published if before and before.fallback and region in before.fallback.regions else 0.0
+    old = (
+        before.fallback.regions[region].share.published
+        if before and before.fallback and region in before.fallback.regions
+        else 0.0
+    )
     goal = max(state.share.published, state.target if state.engaged else 0.0)
     return old, goal
 
@@ -232,7 +236,9 @@ def _endpoints(
         members = live[region]
         if not rates:
             load = sum(state.pressure or 0.0 for _, state, _ in members)
-            supply[region] = overflow.Supply(len(members), float(len(members)), float(len(members)), load)
+            supply[region] = overflow.Supply(
+                len(members), float(len(members)), float(len(members)), load
+            )
             continue
         raw = load = backlog = 0.0
         for address, state, slots in members:

@@ -27,6 +27,7 @@ left out, the allocation's feasibility and the rescuers' room decide.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -122,22 +123,22 @@ def step(
         unplaced = plan.unplaced.get(r, 0.0)
         admitted = sum(placed.values())
         reachable = set(within_budget(policy, model, r))
-        before = previous[r].lending if r in previous else {}
+        lent_before = previous[r].lending if r in previous else {}
         lending: dict[str, Held] = {}
-        for q in sorted(set(before) | set(placed)):
+        for q in sorted(set(lent_before) | set(placed)):
             if q == r:
                 continue
             target = placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
             rescuer = supply.get(q)
             distressed = rescuer is not None and rescuer.load > rescuer.raw
-            urgent = q not in reachable or (distressed and target < _published(before, q))
+            urgent = q not in reachable or (distressed and target < _published(lent_before, q))
             held = publish.hold(
-                before.get(q),
+                lent_before.get(q),
                 target,
                 now,
                 band=publish.SHARE_BAND,
                 urgent=urgent,
-                reason=lambda share, q=q: _reason(r, q, share, smoothed[r], plan, unit),
+                reason=functools.partial(_reason, r, q, smoothed[r], plan, unit),
             )
             if held.published > 0.0 or held.target > 0.0:
                 lending[q] = held
@@ -188,10 +189,10 @@ def _capped(lending: dict[str, Held], cap: float) -> dict[str, Held]:
 def _reason(
     origin: str,
     rescuer: str,
-    share: float,
     demand_now: float,
     plan: allocation.Allocation,
     unit: str,
+    share: float,
 ) -> str:
     if share <= 0.0:
         return ""

@@ -67,6 +67,4 @@ def hold(
     )
     if not urgent and (small or reversal):
         return dataclasses.replace(previous, target=goal)
-    return Held(
-        published=goal, target=goal, direction=direction, moved_at=now, reason=reason(goal)
-    )
+    return Held(published=goal, target=goal, direction=direction, moved_at=now, reason=reason(goal))

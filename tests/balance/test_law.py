@@ -255,11 +255,9 @@ def test_describe_is_json() -> None:
     eu = decoded["models"][MODEL]["regions"]["eu-west"]
     assert eu["capacity"] == 2 and eu["pressure"] == 2.0
     assert eu["endpoints"] == {"saturated": 2}
-    assert decoded["models"][MODEL]["neutral"]["shed"]["group"] == [
-        "ap-southeast",
-        "eu-west",
-        "us-east",
-    ]
+    # Every region at twice its thresholds: the planet is full, half of it is refused.
+    assert eu["refusal"]["active"] is True and eu["refusal"]["interactive"] == 0.5
+    assert decoded["models"][MODEL]["neutral"]["refusal"]["interactive"] == 0.5
 
 
 def test_removed_endpoints_leave_no_state_behind() -> None:

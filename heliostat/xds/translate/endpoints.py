@@ -92,9 +92,7 @@ _ASSIGNMENTS: RoundMemo[tuple[str, float, tuple[int, ...]], tuple[list[bytes], R
     RoundMemo()
 )
 
-LocalityKey = tuple[
-    str, int, int | None, int, tuple[int, ...], tuple[tuple[str, ReasonValue], ...]
-]
+LocalityKey = tuple[str, int, int | None, int, tuple[int, ...], tuple[tuple[str, ReasonValue], ...]]
 # Serialized localities by what they are made of (the endpoints by identity): a locality
 # whose endpoints all held this tick is not re-joined. The endpoints tuple pins the ids.
 # The locality's reason (overflow shares, a few entries) is keyed by content.
