@@ -13,6 +13,7 @@ in steps. What keeps Envoy calm is hysteresis around the published value:
   REVERSAL_HOLD_S after that move unless it is large (LARGE_MOVE), or urgent (a rescuer
   past its capacity, a region out of reach): under constant load a fraction therefore turns
   round at most twice a minute, while a real change of a tenth or more goes through at once.
+  A return to zero waits at most RELEASE_HOLD_S: it only brings users home.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ RESOLUTION = 1000
 SHARE_BAND = 0.02
 REFUSAL_BAND = 0.01
 REVERSAL_HOLD_S = 30.0
-REFUSAL_REVERSAL_S = 10.0  # a refusal outlasting its need costs goodput: shorter
+REFUSAL_REVERSAL_S = 10.0
+RELEASE_HOLD_S = 10.0  # a refusal outlasting its need costs goodput: shorter
 LARGE_MOVE = 0.10
 
 NOTHING = Held(published=0.0, target=0.0)
@@ -60,9 +62,11 @@ def hold(
     move = goal - published
     direction = 1 if move > 0 else -1
     small = abs(move) < band - 1e-9 and goal > 0.0
+    # Back to zero (users home, nothing refused) waits less: it is always safe.
+    hold_for = min(reversal_s, RELEASE_HOLD_S) if goal == 0.0 else reversal_s
     reversal = (
         previous.direction == -direction
-        and now - previous.moved_at < reversal_s
+        and now - previous.moved_at < hold_for
         and abs(move) < LARGE_MOVE - 1e-9
     )
     if not urgent and (small or reversal):

@@ -25,9 +25,12 @@ from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache import SnapshotCache
 from heliostat.xds.metrics import XdsMetrics
 from heliostat.xds.registry import StreamRegistry
-from heliostat.xds.server import AdsServer, add_to_server
+from heliostat.xds.load_reports import LoadReports
+from heliostat.xds.server import AdsServer, LoadReportingServer, add_to_server
 
 log = structlog.get_logger("heliostat.serve")
+
+LOAD_REPORT_MIN_S = 0.5
 
 # A long-lived stream with many small messages: keep idle connections alive through NATs.
 _GRPC_OPTIONS = [
@@ -60,8 +63,13 @@ class ControlPlane:
         self.streams = StreamRegistry()
         self.publisher = Publisher(self.cache, Inputs(policy, static_views(policy)))
         self.signals = CompositeSource(targets_from_policy(policy), self.metrics_registry)
+        self.load_reports = LoadReports()
         self.control = ControlLoop(
-            policy, self.publisher, self.signals.signals, self.metrics_registry
+            policy,
+            self.publisher,
+            self.signals.signals,
+            self.metrics_registry,
+            gateways=lambda p, now: self.load_reports.load([m.name for m in p.spec.models], now),
         )
         self.signals.on_update = self.control.signals_landed
         self.watcher = PolicyWatcher(
@@ -85,6 +93,10 @@ class ControlPlane:
         )
         self._groups.set_function(lambda: len(self.cache.groups()))
         self.ads = AdsServer(self.publisher, self.streams, XdsMetrics(self.metrics_registry))
+        # Gateways report every signals interval (the fastest model's), at least every 0.5 s.
+        self.lrs = LoadReportingServer(
+            self.load_reports, lambda: max(LOAD_REPORT_MIN_S, self.control.interval)
+        )
 
     def apply_policy(self, policy: Policy) -> None:
         self.signals.update_targets(targets_from_policy(policy))
@@ -143,6 +155,7 @@ class ControlPlane:
                 time.time(),
                 {m.name: m.signals.stale_after for m in inputs.policy.spec.models},
             ),
+            "load_reports": self.load_reports.describe(time.time()),
             "snapshots": describe_snapshots(self.cache),
             "snapshot_error": self.publisher.last_error,
             "nodes": describe_nodes(self.streams),
@@ -151,7 +164,7 @@ class ControlPlane:
 
     async def run(self) -> None:
         server = grpc.aio.server(options=_GRPC_OPTIONS)
-        add_to_server(server, self.ads)
+        add_to_server(server, self.ads, self.lrs)
         address = f"{self.options.xds_host}:{self.options.xds_port}"
         if self.options.credentials is None:
             server.add_insecure_port(address)
