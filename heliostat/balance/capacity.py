@@ -9,12 +9,16 @@ Rates do not: per endpoint, each tick,
   gateways saw it complete (LRS, `demand.GatewayLoad.served`);
 - **growth** g: how fast its queue grew between the two scrapes (negative while it drains);
 - **arrivals** a = max(0, s + g): what reached it, served or queued;
-- **capacity** c: completions per second it sustains with its slots full. Observed directly
-  while it is busy (slots full or a queue), c follows s with weight 1; below that, Little's
-  law extrapolates it from the share of slots in use, s x slots / running, with weight
-  (running / slots)^2 so a lightly loaded replica only nudges the estimate. The estimate is
-  an EWMA with time constant TAU_S. Before an endpoint has been observed at all, the prior is
-  its peers' capacity per slot (median over the model's observed endpoints) times its slots.
+- **occupancy** o: the share of its slots in use, running / slots, and 1 while requests wait
+  (its slots are full, or its KV cache is);
+- **capacity** c: completions per second it sustains with its slots full. Little's law says
+  s = o x c for the same stretch of time, so c = s_avg / o_avg, with both averaged (EWMA,
+  TAU_S) over the same scrapes: a single scrape's `running` is a snapshot, and a burst that
+  fills every slot for a moment says nothing about the rate over seconds. While the
+  endpoint is busy (o near 1) this *is* its observed throughput; below MIN_OCCUPANCY there is
+  too little work to tell and the last estimate holds. Before an endpoint has been observed
+  at all, the prior is its peers' capacity per slot (median over the model's observed
+  endpoints) times its slots.
 
 A model is in *rates* mode when at least one live endpoint's capacity is known; otherwise
 the law keeps its older unit, endpoint pressure against the thresholds (see `overflow`).
@@ -30,6 +34,7 @@ from heliostat.balance.state import ServiceState
 from heliostat.signals.record import Signal
 
 TAU_S = 5.0
+MIN_OCCUPANCY = 0.1
 
 
 def observe(
@@ -57,25 +62,18 @@ def observe(
         and previous.waiting is not None
     ):
         growth = (signal.waiting - previous.waiting) / interval
-    running = signal.running
     waiting = signal.waiting or 0.0
-    busy = waiting > 0.0 or (
-        slots is not None and running is not None and slots > 0 and running >= slots
-    )
+    occupancy: float | None = None
+    if waiting > 0.0:
+        occupancy = 1.0
+    elif slots and signal.running is not None:
+        occupancy = min(1.0, max(0.0, signal.running) / slots)
+    gain = weights.alpha(dt, TAU_S)
+    served_avg = _average(previous.served_avg if previous else None, served, gain)
+    occupancy_avg = _average(previous.occupancy_avg if previous else None, occupancy, gain)
     capacity = previous.capacity if previous is not None else None
-    if served is not None:
-        sample: float | None = None
-        weight = 0.0
-        if busy:
-            sample, weight = served, 1.0
-        elif slots and running and running > 0:
-            use = min(1.0, running / slots)
-            sample, weight = served / use, use * use
-        if sample is not None and weight > 0.0:
-            if capacity is None:
-                capacity = sample
-            else:
-                capacity += weights.alpha(dt, TAU_S) * weight * (sample - capacity)
+    if served_avg is not None and occupancy_avg is not None and occupancy_avg >= MIN_OCCUPANCY:
+        capacity = served_avg / occupancy_avg
     return ServiceState(
         capacity=capacity,
         served=served,
@@ -83,8 +81,18 @@ def observe(
         scraped_at=signal.scraped_at,
         waiting=signal.waiting,
         growth=growth,
-        busy=busy,
+        busy=occupancy is not None and occupancy >= 1.0,
+        served_avg=served_avg,
+        occupancy_avg=occupancy_avg,
     )
+
+
+def _average(before: float | None, sample: float | None, gain: float) -> float | None:
+    if sample is None:
+        return before
+    if before is None:
+        return sample
+    return before + gain * (sample - before)
 
 
 def _served(
