@@ -16,7 +16,8 @@ Rates do not: per endpoint, each tick,
   TAU_S) over the same scrapes: a single scrape's `running` is a snapshot, and a burst that
   fills every slot for a moment says nothing about the rate over seconds. While the
   endpoint is busy (o near 1) this *is* its observed throughput; below MIN_OCCUPANCY there is
-  too little work to tell and the last estimate holds. Before an endpoint has been observed
+  too little work to tell and the last estimate holds, and so it does for the first
+  MIN_SAMPLES scrapes (a start-up burst is not a rate). Before an endpoint has been observed
   at all, the prior is its peers' capacity per slot (median over the model's observed
   endpoints) times its slots.
 
@@ -35,6 +36,7 @@ from heliostat.signals.record import Signal
 
 TAU_S = 5.0
 MIN_OCCUPANCY = 0.1
+MIN_SAMPLES = 4  # scrapes with a served rate before the averages are trusted
 
 
 def observe(
@@ -71,8 +73,14 @@ def observe(
     gain = weights.alpha(dt, TAU_S)
     served_avg = _average(previous.served_avg if previous else None, served, gain)
     occupancy_avg = _average(previous.occupancy_avg if previous else None, occupancy, gain)
+    samples = (previous.samples if previous else 0) + (served is not None)
     capacity = previous.capacity if previous is not None else None
-    if served_avg is not None and occupancy_avg is not None and occupancy_avg >= MIN_OCCUPANCY:
+    if (
+        served_avg is not None
+        and occupancy_avg is not None
+        and occupancy_avg >= MIN_OCCUPANCY
+        and samples >= MIN_SAMPLES
+    ):
         capacity = served_avg / occupancy_avg
     return ServiceState(
         capacity=capacity,
@@ -84,6 +92,7 @@ def observe(
         busy=occupancy is not None and occupancy >= 1.0,
         served_avg=served_avg,
         occupancy_avg=occupancy_avg,
+        samples=samples,
     )
 
 

@@ -81,6 +81,7 @@ class ServiceState:
     busy: bool = False  # slots full (or a queue) at the last scrape
     served_avg: float | None = None  # EWMA of `served`
     occupancy_avg: float | None = None  # EWMA of the share of slots in use (1 while queueing)
+    samples: int = 0  # scrapes that brought a served rate
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,7 +155,9 @@ class ControlPlane:
                 time.time(),
                 {m.name: m.signals.stale_after for m in inputs.policy.spec.models},
             ),
-            "load_reports": self.load_reports.describe(time.time()),
+            "load_reports": self.load_reports.describe(
+                [m.name for m in inputs.policy.spec.models], time.time()
+            ),
             "snapshots": describe_snapshots(self.cache),
             "snapshot_error": self.publisher.last_error,
             "nodes": describe_nodes(self.streams),

@@ -156,16 +156,31 @@ class LoadReports:
         }
         return GatewayLoad(origins=origins, served=served, stale_after=self.stale_after)
 
-    def describe(self, now: float) -> dict[str, object]:
-        """For /debug/state: who reports, how recently, and about which clusters."""
+    def describe(self, models: Iterable[str], now: float) -> dict[str, object]:
+        """For /debug/state: who reports (how recently, about which clusters), and what the
+        reports add up to: demand per model and origin, completions per endpoint."""
+        load = self.load(models, now)
         return {
-            node_id: {
-                "region": gateway.region,
-                "age_s": round(now - gateway.last, 3),
-                "reports": gateway.reports,
-                "clusters": sorted(gateway.clusters),
-            }
-            for node_id, gateway in sorted(self._gateways.items())
+            "gateways": {
+                node_id: {
+                    "region": gateway.region,
+                    "age_s": round(now - gateway.last, 3),
+                    "reports": gateway.reports,
+                    "clusters": sorted(gateway.clusters),
+                }
+                for node_id, gateway in sorted(self._gateways.items())
+            },
+            "demand": {
+                f"{model}/{region}": {
+                    "interactive": round(o.interactive, 3),
+                    "batch": round(o.batch, 3),
+                    "refused": round(o.refused, 3),
+                    "gateways": o.gateways,
+                }
+                for (model, region), o in sorted(load.origins.items())
+            },
+            "served": {f"{m}/{a}": round(v, 3) for (m, a), v in sorted(load.served.items())},
+            "ignored_reports": self.ignored,
         }
 
 

@@ -77,7 +77,7 @@ def test_gateways_report_their_load_and_demand_is_measured_at_its_origin(
     time.sleep(10.0)
     state = mesh.heliostat.state()
     report = finish()
-    reporters = state["load_reports"]
+    reporters = state["load_reports"]["gateways"]
     print("reporting gateways:", {n: (g["region"], g["reports"]) for n, g in reporters.items()})
     assert {g["region"] for g in reporters.values()} == set(rates)
     assert all(g["reports"] >= 5 and g["age_s"] < 2.0 for g in reporters.values())
@@ -108,7 +108,7 @@ def test_a_surge_is_placed_within_budget_with_onward_lending_and_the_rescuers_us
         model_overrides=UNCAPPED,
     )
     calm, surge = 10.0, 26.0
-    shots = mesh.shots("eu-west", 12.0, calm + surge, label="eu-west")
+    shots = mesh.shots("eu-west", 16.0, calm + surge, label="eu-west")
     shots += mesh.shots("us-east", 5.0, calm + surge, label="us-east")
     shots += mesh.shots("ap-southeast", 5.0, calm, label="ap-calm")
     shots += mesh.shots("ap-southeast", 19.0, surge, start=calm, label="ap-surge", seed=2)
@@ -136,7 +136,7 @@ def test_a_surge_is_placed_within_budget_with_onward_lending_and_the_rescuers_us
     assert served["eu-west"] / total >= 0.35
     assert served["us-east"] == 0  # 210 ms: beyond ap-southeast's budget
     # eu-west passed some of its own users on to us-east to make room (onward lending).
-    assert eu_served["us-east"] > 0
+    assert eu_served["us-east"] >= 0.05 * sum(eu_served.values())
     assert "us-east" in decisions["eu-west"]["sends"]
     # The rescuer's own users: still served within the SLO.
     assert attainment["eu-west during (2nd half)"] >= attainment["eu-west before"] - 0.05
@@ -157,9 +157,9 @@ def test_when_every_region_in_budget_is_full_the_excess_is_refused_fast_batch_fi
     duration = 20.0
     shots = []
     for region in ("us-east", "eu-west", "ap-southeast"):
-        shots += mesh.shots(region, 9, duration, label="interactive", seed=1)
+        shots += mesh.shots(region, 7, duration, label="interactive", seed=1)
         shots += mesh.shots(
-            region, 6, duration, label="batch", seed=2, headers={"x-priority": "batch"}
+            region, 8, duration, label="batch", seed=2, headers={"x-priority": "batch"}
         )
     report = mesh.run(shots, timeout=120)
     late = duration / 2

@@ -675,7 +675,7 @@ def test_tenant_routes_come_first_and_failures_become_a_json_503(policy: Policy)
         f"{LLAMA}~acme@v2",
     ]
     refused, mapper = manager(snap).local_reply_config.mappers  # refusals first (429)
-    assert list(refused.filter.response_flag_filter.flags) == ["DO"]
+    assert list(refused.filter.response_flag_filter.flags) == ["DO", "UDO"]
     header, flags = mapper.filter.and_filter.filters
     assert header.header_filter.header.name == "x-tenant"
     assert header.header_filter.header.string_match.exact == "acme"

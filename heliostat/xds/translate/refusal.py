@@ -4,7 +4,7 @@ When the demand within a region's budget exceeds the capacity within it, the law
 a refused share on the model's clusters (`ClusterView.drop_overload_percent`, from
 `balance.refusal`), which becomes the ClusterLoadAssignment's `drop_overloads` (see
 `endpoints.py`). Envoy drops that share of requests before choosing a host and answers them
-itself, with the response flag DropOverLoad (`DO`) set. Its own answer is a bare 503; this
+itself, with the response flag DropOverLoad (`DO`; `UDO` when it drops everything) set. Its own answer is a bare 503; this
 mapper of the listener's `local_reply_config` turns it into a 429 with `retry-after` and a
 JSON body saying why, so clients back off instead of retrying at once. The answer never
 reaches a model server: it takes about as long as Envoy's own routing.
@@ -22,7 +22,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import wrappers_pb2
 
 REFUSED_STATUS = 429
-DROP_OVERLOAD_FLAG = "DO"  # Envoy's response flag for drop_overloads
+# Envoy's response flags for drop_overloads: DO below 100%, UDO (unconditional) at 100%.
+DROP_OVERLOAD_FLAGS = ("DO", "UDO")
 
 
 def refused_body() -> str:
@@ -44,7 +45,7 @@ def refusal_mapper(retry_after_s: int) -> hcm_pb2.ResponseMapper:
     """The listener's answer to a request its cluster's drop_overloads refused."""
     return hcm_pb2.ResponseMapper(
         filter=accesslog_pb2.AccessLogFilter(
-            response_flag_filter=accesslog_pb2.ResponseFlagFilter(flags=[DROP_OVERLOAD_FLAG])
+            response_flag_filter=accesslog_pb2.ResponseFlagFilter(flags=list(DROP_OVERLOAD_FLAGS))
         ),
         status_code=wrappers_pb2.UInt32Value(value=REFUSED_STATUS),
         headers_to_add=[
