@@ -5,8 +5,9 @@ Rates do not: per endpoint, each tick,
 
 - **served** s: completions per second between the last two scrapes: the engine's own
   `Signal.served_rate`, else the increase of `Signal.served_total` over the time between
-  scrapes (a counter that went down was reset: its whole new value counts), else what the
-  gateways saw it complete (LRS, `demand.GatewayLoad.served`);
+  scrapes (a counter that went down was reset: its whole new value counts). Not what the
+  gateways' load reports call successful: Envoy counts a success when the response headers
+  arrive, which for a stream is when the server accepts it, not when it completes;
 - **growth** g: how fast its queue grew between the two scrapes (negative while it drains);
 - **arrivals** a = max(0, s + g): what reached it, served or queued;
 - **occupancy** o: the share of its slots in use, running / slots, and 1 while requests wait
@@ -43,7 +44,6 @@ def observe(
     signal: Signal | None,
     slots: int | None,
     previous: ServiceState | None,
-    gateway_served: float | None,
     dt: float,
 ) -> ServiceState | None:
     """The endpoint's service state after this tick; None without a signal."""
@@ -54,7 +54,7 @@ def observe(
     interval = None
     if previous is not None and previous.scraped_at is not None:
         interval = signal.scraped_at - previous.scraped_at
-    served = _served(signal, previous, interval, gateway_served)
+    served = _served(signal, previous, interval)
     growth = 0.0
     if (
         interval
@@ -108,7 +108,6 @@ def _served(
     signal: Signal,
     previous: ServiceState | None,
     interval: float | None,
-    gateway_served: float | None,
 ) -> float | None:
     if signal.served_rate is not None:
         return max(0.0, signal.served_rate)
@@ -124,7 +123,7 @@ def _served(
         if increase < 0:  # reset: the process restarted and counts from zero
             increase = total
         return increase / interval
-    return gateway_served
+    return None
 
 
 def arrivals(state: ServiceState) -> float | None:

@@ -62,13 +62,10 @@ class OriginLoad:
 class GatewayLoad:
     """What the gateways reported: compute's input for demand at its origin.
 
-    `origins` is keyed by (model, region); `served` by (model, endpoint address): the
-    completions per second the gateways saw each endpoint make (used for an endpoint whose
-    engine reports no completion counter). `stale_after` says how old a report may be.
+    `origins` is keyed by (model, region); `stale_after` says how old a report may be.
     """
 
     origins: Mapping[tuple[str, str], OriginLoad] = field(default_factory=dict)
-    served: Mapping[tuple[str, str], float] = field(default_factory=dict)
     stale_after: float = 5.0
 
     def origin(self, model: str, region: str, now: float) -> OriginLoad | None:

@@ -213,9 +213,7 @@ def _endpoints(
         states[key] = state
         by_region.setdefault(endpoint.region, []).append(state.view)
         slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
-        observed = capacity.observe(
-            signal, slots, service_before.get(endpoint.address), gateways.served.get(key), dt
-        )
+        observed = capacity.observe(signal, slots, service_before.get(endpoint.address), dt)
         if observed is not None:
             service[endpoint.address] = observed
         if state.pressure is not None:  # live: counts towards the region's supply

@@ -23,9 +23,9 @@ from heliostat.runtime.policy_watch import PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache import SnapshotCache
+from heliostat.xds.load_reports import LoadReports
 from heliostat.xds.metrics import XdsMetrics
 from heliostat.xds.registry import StreamRegistry
-from heliostat.xds.load_reports import LoadReports
 from heliostat.xds.server import AdsServer, LoadReportingServer, add_to_server
 
 log = structlog.get_logger("heliostat.serve")

@@ -40,6 +40,7 @@ VLLM_PREFIX_QUERIES_OLD: Final = "vllm:gpu_prefix_cache_queries_total"
 VLLM_PREFIX_HITS_OLD: Final = "vllm:gpu_prefix_cache_hits_total"
 VLLM_PREFIX_RATE_OLD: Final = "vllm:gpu_prefix_cache_hit_rate"
 VLLM_CACHE_CONFIG: Final = "vllm:cache_config_info"
+VLLM_SUCCESS: Final = "vllm:request_success_total"
 
 SGLANG_WAITING: Final = "sglang:num_queue_reqs"
 SGLANG_RUNNING: Final = "sglang:num_running_reqs"
@@ -244,6 +245,7 @@ def adapt_vllm(index: SampleIndex, want: str) -> Reading:
         prefix_hit_rate=rate,
         prefix_hits_total=hits,
         prefix_queries_total=queries,
+        served_total=_count(index, VLLM_SUCCESS, sel, required=False),
         num_gpu_blocks=num_blocks,
         block_size=block_size,
     )

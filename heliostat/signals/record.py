@@ -113,6 +113,7 @@ class Reading:
     prefix_hit_rate: float | None = None
     prefix_hits_total: float | None = None
     prefix_queries_total: float | None = None
+    served_total: float | None = None  # requests completed since start (a counter)
     max_num_seqs: int | None = None
     num_gpu_blocks: int | None = None
     block_size: int | None = None
@@ -186,6 +187,7 @@ class Signal:
             max_num_seqs=reading.max_num_seqs,
             num_gpu_blocks=reading.num_gpu_blocks,
             block_size=reading.block_size,
+            served_total=reading.served_total,
             scraped_at=at,
             error=None,
             consecutive_failures=0,

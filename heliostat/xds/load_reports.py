@@ -10,8 +10,9 @@ reports of every gateway and turns them into a `balance.GatewayLoad`:
   model's clusters plus those they dropped, per second over the last WINDOW_S. A cluster
   belongs to a model by heliostat's own names: `<model>`, `<model>.batch` (the batch part),
   and what the traffic policy derives from them (`~<tenant>`, `@<version>`).
-- **Completions per endpoint**: what every gateway saw each endpoint complete, summed over
-  gateways (a replica's service rate when its engine exports no completion counter).
+- **Answers per endpoint** (for /debug/state): what the gateways saw each endpoint answer
+  successfully. Not a service rate: Envoy counts a success when the response headers
+  arrive, which for a stream is when the server accepts it.
 
 Only gateways count. A request enters the planet at exactly one gateway, which reports it
 once, whichever region serves it. A sidecar in front of a replica would see the same request
@@ -30,8 +31,8 @@ from dataclasses import dataclass
 from envoy.config.endpoint.v3 import load_report_pb2
 from envoy.service.load_stats.v3 import lrs_pb2
 
-from heliostat.balance.demand import GatewayLoad, OriginLoad
 from heliostat.balance.assemble import BATCH_SUFFIX
+from heliostat.balance.demand import GatewayLoad, OriginLoad
 from heliostat.xds.nodes import Role
 from heliostat.xds.translate.subsets import TENANT_SEPARATOR, VERSION_SEPARATOR
 
@@ -77,6 +78,7 @@ class LoadReports:
         self.stale_after = stale_after
         self._gateways: dict[str, _Gateway] = {}
         self.ignored = 0  # reports from sidecars or nodes without a region
+        self.served: dict[tuple[str, str], float] = {}
 
     def ingest(
         self,
@@ -154,7 +156,8 @@ class LoadReports:
             )
             for key in sorted(reporters)
         }
-        return GatewayLoad(origins=origins, served=served, stale_after=self.stale_after)
+        self.served = served  # for /debug/state only: see `describe`
+        return GatewayLoad(origins=origins, stale_after=self.stale_after)
 
     def describe(self, models: Iterable[str], now: float) -> dict[str, object]:
         """For /debug/state: who reports (how recently, about which clusters), and what the
@@ -179,7 +182,9 @@ class LoadReports:
                 }
                 for (model, region), o in sorted(load.origins.items())
             },
-            "served": {f"{m}/{a}": round(v, 3) for (m, a), v in sorted(load.served.items())},
+            # What the gateways saw each endpoint answer successfully, per second. Envoy counts
+            # a success when response headers arrive: for a stream, when it starts.
+            "answered": {f"{m}/{a}": round(v, 3) for (m, a), v in sorted(self.served.items())},
             "ignored_reports": self.ignored,
         }
 

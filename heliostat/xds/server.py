@@ -20,8 +20,8 @@ from google.protobuf import duration_pb2
 
 from heliostat.xds.delta import DeltaStream
 from heliostat.xds.events import Event, EventKind, Outcome, TypeStatus
-from heliostat.xds.metrics import XdsMetrics
 from heliostat.xds.load_reports import LoadReports
+from heliostat.xds.metrics import XdsMetrics
 from heliostat.xds.nodes import NodeGroup, NodeIdentityError, Role, group_of
 from heliostat.xds.registry import StreamEntry, StreamRegistry
 from heliostat.xds.snapshot import Snapshot
@@ -206,7 +206,7 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
             send_all_clusters=True,
             report_endpoint_granularity=True,
             load_reporting_interval=duration_pb2.Duration(
-                seconds=int(interval), nanos=int(round((interval % 1) * 1e9))
+                seconds=int(interval), nanos=round((interval % 1) * 1e9)
             ),
         )
         try:

@@ -105,7 +105,7 @@ def test_reports_leave_the_window_and_silent_gateways_stop_speaking_for_their_re
     assert book.load(MODELS, 10.0).origins == {}
 
 
-def test_completions_per_endpoint_add_up_over_gateways() -> None:
+def test_answers_per_endpoint_add_up_over_gateways() -> None:
     book = LoadReports()
     served = {"10.0.0.1:8000": 6, "10.0.0.2:8000": 2}
     book.ingest("a", "eu-west", Role.GATEWAY, report("llama", {"eu-west": 8}, served=served), 5.0)
@@ -116,8 +116,8 @@ def test_completions_per_endpoint_add_up_over_gateways() -> None:
         report("llama", {"eu-west": 2}, served={"10.0.0.1:8000": 2}),
         5.0,
     )
-    load = book.load(MODELS, 5.0)
-    assert load.served == {("llama", "10.0.0.1:8000"): 8.0, ("llama", "10.0.0.2:8000"): 2.0}
+    book.load(MODELS, 5.0)
+    assert book.served == {("llama", "10.0.0.1:8000"): 8.0, ("llama", "10.0.0.2:8000"): 2.0}
 
 
 def test_a_quiet_gateway_reports_zero_demand_not_none() -> None:

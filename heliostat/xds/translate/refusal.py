@@ -4,10 +4,11 @@ When the demand within a region's budget exceeds the capacity within it, the law
 a refused share on the model's clusters (`ClusterView.drop_overload_percent`, from
 `balance.refusal`), which becomes the ClusterLoadAssignment's `drop_overloads` (see
 `endpoints.py`). Envoy drops that share of requests before choosing a host and answers them
-itself, with the response flag DropOverLoad (`DO`; `UDO` when it drops everything) set. Its own answer is a bare 503; this
-mapper of the listener's `local_reply_config` turns it into a 429 with `retry-after` and a
-JSON body saying why, so clients back off instead of retrying at once. The answer never
-reaches a model server: it takes about as long as Envoy's own routing.
+itself, with the response flag DropOverLoad (`DO`; `UDO` when it drops everything) set.
+Its own answer is a bare 503; this mapper of the listener's `local_reply_config` turns it
+into a 429 with `retry-after` and a JSON body saying why, so clients back off instead of
+retrying at once. The answer never reaches a model server: it takes about as long as
+Envoy's own routing.
 """
 
 from __future__ import annotations
