@@ -13,14 +13,14 @@ Rates do not: per endpoint, each tick,
 - **occupancy** o: the share of its slots in use, running / slots, and 1 while requests wait
   (its slots are full, or its KV cache is);
 - **capacity** c: completions per second it sustains with its slots full. Little's law says
-  s = o x c for the same stretch of time, so c = s_avg / o_avg, with both averaged (EWMA,
-  TAU_S) over the same scrapes: a single scrape's `running` is a snapshot, and a burst that
-  fills every slot for a moment says nothing about the rate over seconds. While the
-  endpoint is busy (o near 1) this *is* its observed throughput; below MIN_OCCUPANCY there is
-  too little work to tell and the last estimate holds, and so it does for the first
-  MIN_SAMPLES scrapes (a start-up burst is not a rate). Before an endpoint has been observed
-  at all, the prior is its peers' capacity per slot (median over the model's observed
-  endpoints) times its slots.
+  s = o x c over the same stretch of time, so each scrape interval gives a sample s / o,
+  with o averaged over the interval (the mean of both ends: one scrape's `running` is a
+  snapshot). A busy interval (o = 1) is a direct observation of its throughput and moves
+  the estimate fully (an EWMA, TAU_S); a quiet one is an extrapolation and moves it with
+  weight o^2; below MIN_OCCUPANCY there is too little work to tell. The estimate is used
+  only once MIN_SAMPLES intervals have been seen (a start-up burst is not a rate). Before an
+  endpoint has been observed at all, the prior is its peers' capacity per slot (median over
+  the model's observed endpoints) times its slots.
 
 A model is in *rates* mode when at least one live endpoint's capacity is known; otherwise
 the law keeps its older unit, endpoint pressure against the thresholds (see `overflow`).
@@ -71,17 +71,19 @@ def observe(
     elif slots and signal.running is not None:
         occupancy = min(1.0, max(0.0, signal.running) / slots)
     gain = weights.alpha(dt, TAU_S)
-    served_avg = _average(previous.served_avg if previous else None, served, gain)
-    occupancy_avg = _average(previous.occupancy_avg if previous else None, occupancy, gain)
-    samples = (previous.samples if previous else 0) + (served is not None)
+    # The occupancy over the interval the served rate covers: the mean of both ends.
+    spanned = occupancy
+    if occupancy is not None and previous is not None and previous.occupancy is not None:
+        spanned = (occupancy + previous.occupancy) / 2
+    samples = previous.samples if previous else 0
     capacity = previous.capacity if previous is not None else None
-    if (
-        served_avg is not None
-        and occupancy_avg is not None
-        and occupancy_avg >= MIN_OCCUPANCY
-        and samples >= MIN_SAMPLES
-    ):
-        capacity = served_avg / occupancy_avg
+    if served is not None and spanned is not None and spanned >= MIN_OCCUPANCY:
+        samples += 1
+        sample = served / spanned
+        if capacity is None:
+            capacity = sample
+        else:  # a busy interval is a direct observation; a quiet one only nudges
+            capacity += gain * spanned * spanned * (sample - capacity)
     return ServiceState(
         capacity=capacity,
         served=served,
@@ -90,18 +92,9 @@ def observe(
         waiting=signal.waiting,
         growth=growth,
         busy=occupancy is not None and occupancy >= 1.0,
-        served_avg=served_avg,
-        occupancy_avg=occupancy_avg,
+        occupancy=occupancy,
         samples=samples,
     )
-
-
-def _average(before: float | None, sample: float | None, gain: float) -> float | None:
-    if sample is None:
-        return before
-    if before is None:
-        return sample
-    return before + gain * (sample - before)
 
 
 def _served(
@@ -126,6 +119,13 @@ def _served(
     return None
 
 
+def known(state: ServiceState | None) -> float | None:
+    """The endpoint's capacity once MIN_SAMPLES intervals have been seen, else None."""
+    if state is None or state.capacity is None or state.samples < MIN_SAMPLES:
+        return None
+    return state.capacity
+
+
 def arrivals(state: ServiceState) -> float | None:
     """What reached the endpoint per second: served plus queue growth; None if unknown."""
     if state.served is None:
@@ -138,8 +138,8 @@ def per_slot_prior(
 ) -> float | None:
     """The median capacity per slot of the endpoints whose capacity is known, if any."""
     values = [
-        state.capacity / n
+        capacity / n
         for address, state in sorted(states.items())
-        if state.capacity is not None and (n := slots.get(address))
+        if (capacity := known(state)) is not None and (n := slots.get(address))
     ]
     return statistics.median(values) if values else None

@@ -222,12 +222,12 @@ def _endpoints(
         a: service[a]
         for members in live.values()
         for a, _, _ in members
-        if a in service and service[a].capacity is not None
+        if capacity.known(service.get(a)) is not None
     }
     rates = bool(known)
     slots_of = {a: n for members in live.values() for a, _, n in members}
     prior = capacity.per_slot_prior(known, slots_of)
-    mean = sum(s.capacity or 0.0 for s in known.values()) / len(known) if known else 0.0
+    mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known) if known else 0.0
     ttft = model.slo.ttft_ms / 1000.0
     supply: dict[str, overflow.Supply] = {}
     for region in sorted(live):
@@ -241,7 +241,7 @@ def _endpoints(
         raw = load = backlog = 0.0
         for address, state, slots in members:
             observed = service.get(address)
-            own = observed.capacity if observed is not None else None
+            own = capacity.known(observed)
             if own is None:
                 own = prior * slots if prior is not None and slots else mean
             raw += own

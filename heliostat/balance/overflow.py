@@ -7,10 +7,11 @@ GPUs, included):
    service rates known (`capacity`), in requests/s: UTILISATION of their observed capacity,
    less what it takes to drain a backlog beyond what the SLO tolerates,
 
-       C_q = UTILISATION * c_q - max(0, B_q - c_q * ttft) / DRAIN_S
+       C_q = UTILISATION * c_q - max(0, B_q - c_q * QUEUE_SHARE * ttft) / DRAIN_S
 
-   (a queue of c_q x ttft requests waits one ttft; anything beyond must drain within
-   DRAIN_S, and meanwhile that capacity is not there for new arrivals). Without rates the
+   (a queue of c_q x t requests waits t; the SLO leaves QUEUE_SHARE of the TTFT to waiting,
+   the rest to prefill and the network; anything beyond must drain within DRAIN_S, and
+   meanwhile that capacity is not there for new arrivals). Without rates the
    older unit stands: one endpoint at its thresholds carries 1.0, C_q counts endpoints.
 2. **Demand** (`demand`): its gateways' measured rate, else inferred from its engines with
    the shares in effect taken out; smoothed.
@@ -38,7 +39,8 @@ from heliostat.policy import Model, Policy
 
 UTILISATION = 0.95  # of the observed capacity: what a region plans to run at, at most
 RESCUE_CEILING = 0.9  # of its capacity: the most a rescuer is planned to, with others' users
-DRAIN_S = 5.0  # a backlog beyond what the SLO tolerates is planned to drain within this
+DRAIN_S = 3.0  # a backlog beyond what the SLO tolerates is planned to drain within this
+QUEUE_SHARE = 0.5  # of the TTFT objective, what a request may spend waiting for a slot
 # Kept for the fallback model's decision (it plans a region back to this level).
 RELEASE = RESCUE_CEILING
 
@@ -56,7 +58,7 @@ class Supply:
 
 def planning_capacity(raw: float, backlog: float, ttft_s: float) -> float:
     """C = UTILISATION x raw, less the drain of the backlog the SLO does not tolerate."""
-    drain = max(0.0, backlog - raw * ttft_s) / DRAIN_S
+    drain = max(0.0, backlog - raw * QUEUE_SHARE * ttft_s) / DRAIN_S
     return max(0.0, UTILISATION * raw - drain)
 
 
@@ -122,6 +124,10 @@ def step(
         placed = plan.placed.get(r, {})
         unplaced = plan.unplaced.get(r, 0.0)
         admitted = sum(placed.values())
+        if source[r] != demand.GATEWAYS:
+            # Its refusal is capped (see `refusal`): what it really admits is at least this,
+            # and the excess stays home rather than spilling onto the rescuers.
+            admitted = max(admitted, smoothed[r] * (1.0 - demand.MAX_INFERRED_REFUSAL))
         reachable = set(within_budget(policy, model, r))
         lent_before = previous[r].lending if r in previous else {}
         lending: dict[str, Held] = {}

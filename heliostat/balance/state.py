@@ -79,9 +79,8 @@ class ServiceState:
     waiting: float | None
     growth: float = 0.0  # queue growth, requests/s, over the last scrape interval
     busy: bool = False  # slots full (or a queue) at the last scrape
-    served_avg: float | None = None  # EWMA of `served`
-    occupancy_avg: float | None = None  # EWMA of the share of slots in use (1 while queueing)
-    samples: int = 0  # scrapes that brought a served rate
+    occupancy: float | None = None  # share of slots in use at the last scrape (1 if queueing)
+    samples: int = 0  # intervals that gave a capacity sample
 
 
 @dataclass(frozen=True, slots=True)

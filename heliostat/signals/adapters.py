@@ -74,6 +74,7 @@ WANTED: Final[Mapping[str, frozenset[str]]] = {
             VLLM_PREFIX_HITS_OLD,
             VLLM_PREFIX_RATE_OLD,
             VLLM_CACHE_CONFIG,
+            VLLM_SUCCESS,
         }
     ),
     "sglang": frozenset(
