@@ -234,13 +234,19 @@ def _endpoints(
         members = live[region]
         if not rates:
             load = sum(state.pressure or 0.0 for _, state, _ in members)
+            count = float(len(members))
+            occupancy = min(1.0, load / count)
             supply[region] = overflow.Supply(
-                len(members), float(len(members)), float(len(members)), load
+                len(members), count, count, load, occupancy=occupancy, limit=count
             )
             continue
-        raw = load = backlog = 0.0
+        raw = load = backlog = used = 0.0
         for address, state, slots in members:
             observed = service.get(address)
+            if observed is not None and observed.occupancy is not None:
+                used += observed.occupancy
+            else:  # no slot count: its pressure against the thresholds says as much
+                used += min(1.0, state.pressure or 0.0)
             own = capacity.known(observed)
             if own is None:
                 own = prior * slots if prior is not None and slots else mean
@@ -249,7 +255,8 @@ def _endpoints(
             load += arriving if arriving is not None else (state.pressure or 0.0) * own
             signal = signals.get((name, address))
             backlog += (signal.waiting or 0.0) if signal is not None else 0.0
+        planned, limit = overflow.planning_capacity(raw, backlog, ttft)
         supply[region] = overflow.Supply(
-            len(members), overflow.planning_capacity(raw, backlog, ttft), raw, load, backlog
+            len(members), planned, raw, load, backlog, used / len(members), limit
         )
     return by_region, states, service, supply, rates

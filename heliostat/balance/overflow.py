@@ -20,7 +20,10 @@ GPUs, included):
    RESCUE_CEILING of its capacity for others; the rest is unplaced (refused by `refusal`
    unless the fallback model takes it).
 4. **Shares**: each origin's plan as shares of its admitted users, published in thousandths
-   with hysteresis (`publish`); the locality weights of its view (`assemble`).
+   with hysteresis (`publish`); the locality weights of its view (`assemble`). What is
+   unplaced is refused (`refusal`) only beyond what the origin's own endpoints can still
+   take up to their full capacity, and only while every region within its budget is busy
+   (mean occupancy >= BUSY): otherwise it stays home.
 
 `overflow.max_share` caps what a region with GPUs sends away when the operator sets it;
 left out, the allocation's feasibility and the rescuers' room decide.
@@ -41,6 +44,7 @@ UTILISATION = 0.95  # of the observed capacity: what a region plans to run at, a
 RESCUE_CEILING = 0.9  # of its capacity: the most a rescuer is planned to, with others' users
 DRAIN_S = 3.0  # a backlog beyond what the SLO tolerates is planned to drain within this
 QUEUE_SHARE = 0.5  # of the TTFT objective, what a request may spend waiting for a slot
+BUSY = 0.75  # mean share of slots in use from which a region counts as full
 # Kept for the fallback model's decision (it plans a region back to this level).
 RELEASE = RESCUE_CEILING
 
@@ -54,12 +58,15 @@ class Supply:
     raw: float  # observed capacity (rates) or endpoint count (pressure units)
     load: float  # what arrives at them now, same unit
     backlog: float = 0.0  # requests waiting at them
+    occupancy: float = 0.0  # share of their slots in use (1 while requests wait), mean
+    limit: float = 0.0  # what they can serve at most now: capacity less the backlog's drain
 
 
-def planning_capacity(raw: float, backlog: float, ttft_s: float) -> float:
-    """C = UTILISATION x raw, less the drain of the backlog the SLO does not tolerate."""
+def planning_capacity(raw: float, backlog: float, ttft_s: float) -> tuple[float, float]:
+    """(C, limit): C = UTILISATION x raw and limit = raw, each less the drain of the
+    backlog the SLO does not tolerate."""
     drain = max(0.0, backlog - raw * QUEUE_SHARE * ttft_s) / DRAIN_S
-    return max(0.0, UTILISATION * raw - drain)
+    return max(0.0, UTILISATION * raw - drain), max(0.0, raw - drain)
 
 
 def max_lent(model: Model) -> float:
@@ -123,7 +130,8 @@ def step(
         own = supply.get(r)
         placed = plan.placed.get(r, {})
         unplaced = plan.unplaced.get(r, 0.0)
-        admitted = sum(placed.values())
+        refusable = _refusable(policy, model, r, supply, plan, unplaced)
+        admitted = smoothed[r] - refusable
         if source[r] != demand.GATEWAYS:
             # Its refusal is capped (see `refusal`): what it really admits is at least this,
             # and the excess stays home rather than spilling onto the rescuers.
@@ -157,6 +165,7 @@ def step(
             measured=measured.get(r, 0.0),
             endpoints=own.endpoints if own is not None else 0,
             unplaced=unplaced,
+            refusable=refusable,
             plan=dict(placed),
             source=source[r],
             backlog=own.backlog if own is not None else 0.0,
@@ -165,6 +174,38 @@ def step(
             rates=rates,
         )
     return result
+
+
+def _refusable(
+    policy: Policy,
+    model: Model,
+    origin: str,
+    supply: Mapping[str, Supply],
+    plan: allocation.Allocation,
+    unplaced: float,
+) -> float:
+    """What of the origin's unplaced demand its gateways should refuse.
+
+    Only what its own endpoints cannot take either, up to their limit (the plan keeps them
+    at UTILISATION of their capacity; refusing starts beyond the capacity itself), and only
+    while the regions that bound the plan are demonstrably busy: the origin itself, and
+    every region within budget that the plan filled to its ceiling. A region whose slots are
+    not mostly in use has room the capacity estimate has not seen yet, and refusing a user
+    because of it would be a refusal by mistake. (A region the plan left room in, because
+    the operator's cap or the budget kept the origin's users away, does not count.)
+    """
+    if unplaced <= 0.0:
+        return 0.0
+    for q in [origin, *within_budget(policy, model, origin)]:
+        region = supply.get(q)
+        if region is None or region.endpoints == 0 or region.occupancy >= BUSY:
+            continue
+        filled = plan.served_at(q) >= RESCUE_CEILING * region.capacity - 1e-9
+        if q == origin or filled:
+            return 0.0
+    own = supply.get(origin)
+    slack = max(0.0, own.limit - plan.served_at(origin)) if own is not None else 0.0
+    return max(0.0, unplaced - slack)
 
 
 def _published(lending: Mapping[str, Held], q: str) -> float:

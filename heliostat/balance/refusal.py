@@ -44,7 +44,7 @@ def step(
     if region is None or region.demand <= 0.0:
         return _publish(previous, 0.0, None, 0.0, 0.0, now, "no demand")
     total = region.demand / max(1e-9, 1.0 - fallback_before)
-    excess = max(0.0, region.unplaced - (fallback_after - fallback_before) * total)
+    excess = max(0.0, region.refusable - (fallback_after - fallback_before) * total)
     reaching = (1.0 - fallback_after) * total
     fraction = excess / reaching if reaching > 0 else 0.0
     inferred = region.source != demand.GATEWAYS
@@ -67,7 +67,7 @@ def neutral(
 ) -> RefusalState:
     """The neutral view's refusal: the planet's unplaced share of its demand."""
     total = sum(r.demand for r in regions.values())
-    excess = sum(r.unplaced for r in regions.values())
+    excess = sum(r.refusable for r in regions.values())
     fraction = excess / total if total > 0 else 0.0
     inferred = any(r.source != demand.GATEWAYS for r in regions.values() if r.demand > 0)
     if inferred:

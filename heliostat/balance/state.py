@@ -99,6 +99,7 @@ class RegionState:
     measured: float = 0.0  # this tick's demand before smoothing (what `demand` follows)
     endpoints: int = 0  # live endpoints (fresh signal, healthy or saturated)
     unplaced: float = 0.0  # demand the allocation could place nowhere within budget
+    refusable: float = 0.0  # of which its gateways refuse (see `overflow._refusable`)
     plan: Mapping[str, float] = field(default_factory=dict)  # serving region -> demand
     source: str = "none"  # where `measured` came from: "gateways", "engines" or "none"
     backlog: float = 0.0  # requests waiting at its endpoints
