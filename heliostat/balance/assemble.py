@@ -8,7 +8,8 @@ locality-weighted LB splits r's traffic by locality weight, out of LOCALITY_TOTA
     r: LOCALITY_TOTAL * (1 - sum of shares),   rescuer q: LOCALITY_TOTAL * share(r -> q)
 
 Shares are published in thousandths, so a weight is exactly the share. An edge region (no
-endpoints of the model) has no locality of its own: its rescuers share priority 0. Each
+endpoints of the model, or none routable) has no locality of its own in priority 0: its
+rescuers share it, and its own dead hosts, if any, come last. Each
 locality of priority 0 carries the reason for its weight (EDS locality metadata).
 
 With locality-weighted LB on, a locality without a weight gets no traffic at all, so every
@@ -111,10 +112,15 @@ def _regional(
         )
         if q in priorities and endpoints.get(q)
     }
-    home = bool(endpoints.get(region))
+    # Its own locality counts only with a routable endpoint: a region whose replicas are all
+    # down is an edge for now. Left in priority 0 beside its rescuers, its dead hosts would
+    # lower the priority's health and Envoy would spill the rest onto the next priority.
+    home = any(e.health in _ROUTABLE for e in endpoints.get(region, ()))
     rank = dict(priorities)
     for q in shares:
         rank[q] = 0
+    if not home and shares and region in rank:
+        rank[region] = len(priorities)  # after everything else: a last resort
     present = sorted(
         (r for r in priorities if endpoints.get(r)), key=lambda r: (rank[r], priorities[r])
     )

@@ -197,6 +197,7 @@ def _endpoints(
     states: dict[EndpointKey, EndpointState] = {}
     service: dict[str, ServiceState] = {}
     live: dict[str, list[tuple[str, EndpointState, int | None]]] = {}
+    slots_by_address: dict[str, int | None] = {}
     for endpoint in model.endpoints:
         key = (name, endpoint.address)
         signal = signals.get(key)
@@ -216,17 +217,17 @@ def _endpoints(
         observed = capacity.observe(signal, slots, service_before.get(endpoint.address), dt)
         if observed is not None:
             service[endpoint.address] = observed
+        slots_by_address[endpoint.address] = slots
         if state.pressure is not None:  # live: counts towards the region's supply
             live.setdefault(endpoint.region, []).append((endpoint.address, state, slots))
-    known = {
-        a: service[a]
-        for members in live.values()
-        for a, _, _ in members
-        if capacity.known(service.get(a)) is not None
-    }
-    rates = bool(known)
-    slots_of = {a: n for members in live.values() for a, _, n in members}
+    # Every endpoint of the model that was ever observed informs the prior (the same model on
+    # the same kind of replica): one that died or left still says what a slot serves.
+    known = {a: s for a, s in service.items() if capacity.known(s) is not None}
+    slots_of = {e.address: slots_by_address.get(e.address) for e in model.endpoints}
     prior = capacity.per_slot_prior(known, slots_of)
+    rates = any(
+        a in known or (prior is not None and n) for members in live.values() for a, _, n in members
+    )
     mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known) if known else 0.0
     ttft = model.slo.ttft_ms / 1000.0
     supply: dict[str, overflow.Supply] = {}

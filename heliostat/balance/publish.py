@@ -25,7 +25,7 @@ from heliostat.balance.state import Held
 
 RESOLUTION = 1000
 SHARE_BAND = 0.02
-REFUSAL_BAND = 0.01
+REFUSAL_BAND = 0.02
 REVERSAL_HOLD_S = 30.0
 REFUSAL_REVERSAL_S = 10.0
 RELEASE_HOLD_S = 10.0  # a refusal outlasting its need costs goodput: shorter

@@ -18,8 +18,8 @@ cluster), the batch cluster refuses min(1, f D' / D_b') and the interactive clus
 is left; without that split both refuse f. The neutral view (nodes of unknown regions)
 refuses the planet's unplaced share, the same way. A refusal sized from demand inferred from
 engines (no gateway reports) is at most `demand.MAX_INFERRED_REFUSAL`. Fractions are
-published in thousandths with the hysteresis of `publish` (a 1-point band, no quick
-reversal).
+published in thousandths with the hysteresis of `publish` (a 2-point band: refusing less
+than that is not worth a refused request, the backlog term absorbs it; no quick reversal).
 """
 
 from __future__ import annotations
@@ -123,6 +123,6 @@ def _held(before: Held, target: float, now: float, kind: str, detail: str, infer
         now,
         band=publish.REFUSAL_BAND,
         reversal_s=publish.REFUSAL_REVERSAL_S,
-        urgent=urgent and target - before.published >= publish.REFUSAL_BAND / 2,
+        urgent=urgent and target - before.published >= publish.REFUSAL_BAND,
         reason=lambda value: f"refuses {value:.1%} of {kind} requests: {detail}" if value else "",
     )
