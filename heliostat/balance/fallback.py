@@ -12,7 +12,7 @@ For model A with fallback B and the view of region r:
   it like every demand (EWMA, `weights.TAU_S`), so the share does not erase the pressure that
   called for it (the trap `overflow` avoids the same way).
 - **Exhausted.** What A cannot carry within r's budget once overflow has done what it can:
-      X = U_r + max(0, F_r T_r - slack_r)
+      X = U_r + max(0, F_r T_r - SLACK_TRUST slack_r)
   with U_r the demand the allocation (`overflow`, `allocation`) could place nowhere, and
   slack_r what A could still take from r: r's capacity left plus its in-budget neighbours'
   room below `overflow.RESCUE_CEILING`. r engages once X is ENGAGE_EXCESS (1%) of T_r and
@@ -56,6 +56,7 @@ from heliostat.policy import Model, Policy
 ENGAGE = 1.0
 RELEASE = 0.9
 ENGAGE_EXCESS = 0.01  # a region engages once this share of its demand has no GPU in budget
+SLACK_TRUST = 0.5
 PLAN = overflow.RELEASE
 CEILING = overflow.RESCUE_CEILING
 
@@ -169,7 +170,9 @@ def _regional(
         if q in own and own[q].capacity > 0
     )
     carried = (before.share.published if before else 0.0) * demand
-    excess = region.unplaced + max(0.0, carried - slack)
+    # Room the model shows only counts at SLACK_TRUST: a capacity estimate that wobbles up
+    # must not hand the share back and take it again (the share returns once room is clear).
+    excess = region.unplaced + max(0.0, carried - SLACK_TRUST * slack)
     pressure = demand / region.capacity if region.capacity > 0 else None
     engaged = excess / demand >= ENGAGE_EXCESS or (
         before is not None and before.engaged and excess > 0.0

@@ -237,9 +237,7 @@ def _endpoints(
             load = sum(state.pressure or 0.0 for _, state, _ in members)
             count = float(len(members))
             occupancy = min(1.0, load / count)
-            supply[region] = overflow.Supply(
-                len(members), count, count, load, occupancy=occupancy, limit=count
-            )
+            supply[region] = overflow.Supply(len(members), count, count, load, occupancy=occupancy)
             continue
         raw = load = backlog = used = 0.0
         for address, state, slots in members:
@@ -256,8 +254,8 @@ def _endpoints(
             load += arriving if arriving is not None else (state.pressure or 0.0) * own
             signal = signals.get((name, address))
             backlog += (signal.waiting or 0.0) if signal is not None else 0.0
-        planned, limit = overflow.planning_capacity(raw, backlog, ttft)
+        planned = overflow.planning_capacity(raw, backlog, ttft)
         supply[region] = overflow.Supply(
-            len(members), planned, raw, load, backlog, used / len(members), limit
+            len(members), planned, raw, load, backlog, used / len(members)
         )
     return by_region, states, service, supply, rates

@@ -21,8 +21,7 @@ GPUs, included):
    unless the fallback model takes it).
 4. **Shares**: each origin's plan as shares of its admitted users, published in thousandths
    with hysteresis (`publish`); the locality weights of its view (`assemble`). What is
-   unplaced is refused (`refusal`) only beyond what the origin's own endpoints can still
-   take up to their full capacity, and only while every region within its budget is busy
+   unplaced is refused (`refusal`) only while the regions that bound the plan are busy
    (mean occupancy >= BUSY): otherwise it stays home.
 
 `overflow.max_share` caps what a region with GPUs sends away when the operator sets it;
@@ -59,14 +58,12 @@ class Supply:
     load: float  # what arrives at them now, same unit
     backlog: float = 0.0  # requests waiting at them
     occupancy: float = 0.0  # share of their slots in use (1 while requests wait), mean
-    limit: float = 0.0  # what they can serve at most now: capacity less the backlog's drain
 
 
-def planning_capacity(raw: float, backlog: float, ttft_s: float) -> tuple[float, float]:
-    """(C, limit): C = UTILISATION x raw and limit = raw, each less the drain of the
-    backlog the SLO does not tolerate."""
+def planning_capacity(raw: float, backlog: float, ttft_s: float) -> float:
+    """C = UTILISATION x raw, less the drain of the backlog the SLO does not tolerate."""
     drain = max(0.0, backlog - raw * QUEUE_SHARE * ttft_s) / DRAIN_S
-    return max(0.0, UTILISATION * raw - drain), max(0.0, raw - drain)
+    return max(0.0, UTILISATION * raw - drain)
 
 
 def max_lent(model: Model) -> float:
@@ -186,10 +183,8 @@ def _refusable(
 ) -> float:
     """What of the origin's unplaced demand its gateways should refuse.
 
-    Only what its own endpoints cannot take either, up to their limit (the plan keeps them
-    at UTILISATION of their capacity; refusing starts beyond the capacity itself), and only
-    while the regions that bound the plan are demonstrably busy: the origin itself, and
-    every region within budget that the plan filled to its ceiling. A region whose slots are
+    All of it, but only while the regions that bound the plan are demonstrably busy: the
+    origin itself, and every region within budget that the plan filled to its ceiling. A region whose slots are
     not mostly in use has room the capacity estimate has not seen yet, and refusing a user
     because of it would be a refusal by mistake. (A region the plan left room in, because
     the operator's cap or the budget kept the origin's users away, does not count.)
@@ -203,9 +198,7 @@ def _refusable(
         filled = plan.served_at(q) >= RESCUE_CEILING * region.capacity - 1e-9
         if q == origin or filled:
             return 0.0
-    own = supply.get(origin)
-    slack = max(0.0, own.limit - plan.served_at(origin)) if own is not None else 0.0
-    return max(0.0, unplaced - slack)
+    return unplaced
 
 
 def _published(lending: Mapping[str, Held], q: str) -> float:
