@@ -184,11 +184,12 @@ def _refusable(
     """What of the origin's unplaced demand its gateways should refuse.
 
     All of it, but only while the regions that bound the plan are demonstrably busy: the
-    origin itself, and every region within budget that the plan filled to its ceiling. A region whose slots are
-    not mostly in use has room the capacity estimate has not seen yet, and refusing a user
-    because of it would be a refusal by mistake. (A region the plan left room in, because
-    the operator's cap or the budget kept the origin's users away, does not count.)
-    """
+    origin itself, and every region within budget that the plan filled to its ceiling. A
+    region whose slots are not mostly in use has room the capacity estimate has not seen
+    yet, and refusing a user because of it would be a refusal by mistake. (A region the plan
+    left room in, because the operator's cap or the budget kept the origin's users away,
+    does not count.)
+    """"""
     if unplaced <= 0.0:
         return 0.0
     for q in [origin, *within_budget(policy, model, origin)]:
