@@ -189,7 +189,7 @@ def _refusable(
     yet, and refusing a user because of it would be a refusal by mistake. (A region the plan
     left room in, because the operator's cap or the budget kept the origin's users away,
     does not count.)
-    """"""
+    """
     if unplaced <= 0.0:
         return 0.0
     for q in [origin, *within_budget(policy, model, origin)]:
