@@ -139,7 +139,7 @@ def _regional(
             reason = {"overflow": f"receives {weight / LOCALITY_TOTAL:.1%} of {region}"}
             if shares[r].reason:
                 reason["why"] = shares[r].reason
-        elif r == region and lent:
+        elif r == region and lent and home:
             weight = max(1, LOCALITY_TOTAL - sum(lent.values()))
             reason = {"overflow": f"sends {sent}"}
         result.append(LocalityView(r, dense[rank[r]], tuple(endpoints[r]), weight, reason))

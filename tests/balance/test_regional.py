@@ -7,6 +7,7 @@ would build it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -19,11 +20,14 @@ from tests.balance.helpers import (
     REGIONS,
     T0,
     Plant,
+    Signals,
+    addresses,
     cluster,
     locality,
     policy_of,
     pressure_signals,
     shares_in,
+    signal,
 )
 
 UNEVEN = {"us-east": 4, "eu-west": 2, "ap-southeast": 1}
@@ -220,3 +224,49 @@ def test_describe_shows_the_allocation_shares_and_refusals() -> None:
     assert eu["unplaced"] == pytest.approx(1.143, abs=0.05)
     assert eu["refusal"]["active"] is True
     assert eu["demand_source"] == "engines"
+
+
+def _serving(
+    policy_region_rates: dict[str, float], policy: object, now: float, tick: int
+) -> Signals:
+    """Endpoints that complete `rate` requests/s each with half their 8 slots busy (rates
+    mode: capacity 2 x rate); an endpoint of a region missing here has failed 3 scrapes."""
+    result: Signals = {}
+    for region in REGIONS:
+        for address in addresses(policy, region):  # type: ignore[arg-type]
+            rate = policy_region_rates.get(region)
+            if rate is None:
+                result[(MODEL, address)] = signal(address, at=now - 10, failures=3)
+                continue
+            base = signal(address, waiting=0.0, kv=0.1, running=4.0, max_num_seqs=8, at=now)
+            result[(MODEL, address)] = dataclasses.replace(base, served_total=rate * tick * 2.0)
+    return result
+
+
+def test_a_region_whose_replicas_are_all_down_is_served_like_an_edge() -> None:
+    """us-east's replicas all fail; its gateways still report 6 requests/s. Its users go to
+    eu-west (80 ms), the only region within its 150 ms budget, at locality weight 1000 in
+    priority 0; its own dead hosts come last, so Envoy does not spill past eu-west."""
+    policy = policy_of(UNEVEN, max_share=None)
+    state = None
+    for tick in range(12):
+        now = T0 + tick * INTERVAL
+        rates = {"eu-west": 3.0, "ap-southeast": 3.0}
+        if tick < 4:
+            rates["us-east"] = 3.0
+        reports = GatewayLoad(
+            {(MODEL, "us-east"): OriginLoad(interactive=6.0, at=now)}, stale_after=5.0
+        )
+        views, state = compute(
+            policy, _serving(rates, policy, now, tick), state, now, gateways=reports
+        )
+    us = cluster(views, "us-east")
+    assert [(loc.region, loc.priority, loc.weight) for loc in us.localities] == [
+        ("eu-west", 0, 1000),
+        ("ap-southeast", 1, 1000),
+        ("us-east", 2, 1000),
+    ]
+    regions = state.models[MODEL].regions
+    assert regions["us-east"].source == "gateways" and regions["us-east"].endpoints == 0
+    assert regions["us-east"].plan == pytest.approx({"eu-west": 6.0})
+    assert _refused(views, "us-east") == 0.0
