@@ -10,17 +10,19 @@ Rates do not: per endpoint, each tick,
   arrive, which for a stream is when the server accepts it, not when it completes;
 - **growth** g: how fast its queue grew between the two scrapes (negative while it drains);
 - **arrivals** a = max(0, s + g): what reached it, served or queued;
-- **occupancy** o: the share of its slots in use, running / slots, and 1 while requests wait
-  (its slots are full, or its KV cache is);
-- **capacity** c: completions per second it sustains with its slots full. Little's law says
-  s = o x c over the same stretch of time, so each scrape interval gives a sample s / o,
-  with o averaged over the interval (the mean of both ends: one scrape's `running` is a
-  snapshot). A busy interval (o = 1) is a direct observation of its throughput and moves
-  the estimate fully (an EWMA, TAU_S); a quiet one is an extrapolation and moves it with
-  weight o^2; below MIN_OCCUPANCY there is too little work to tell. The estimate is used
-  only once MIN_SAMPLES intervals have been seen (a start-up burst is not a rate). Before an
-  endpoint has been observed at all, the prior is its peers' capacity per slot (median over
-  the model's observed endpoints) times its slots.
+- **occupancy** o: the share of its room in use: running / slots or KV use, whichever is
+  fuller (a KV-bound replica runs fewer requests than it has slots), and 1 while requests
+  wait;
+- **capacity** c: completions per second it sustains when full. Little's law says s = o x c
+  over the same stretch of time, so each scrape interval gives a sample s / o, with o
+  averaged over the interval (the mean of both ends: one scrape is a snapshot). A busy
+  interval (o = 1) is a direct observation of its throughput; a quiet one is an
+  extrapolation and counts with weight o^2; below MIN_OCCUPANCY there is too little work to
+  tell. Until MIN_EVIDENCE (weights summed: two busy intervals, or many quiet ones) the
+  estimate is the weighted mean of the samples and is not used; then an EWMA (TAU_S)
+  weighted the same way. Before an endpoint has been observed, the prior is its model's
+  capacity per slot (median over the endpoints observed, dead ones included) times its
+  slots.
 
 A model is in *rates* mode when at least one live endpoint's capacity is known; otherwise
 the law keeps its older unit, endpoint pressure against the thresholds (see `overflow`).
@@ -37,7 +39,7 @@ from heliostat.signals.record import Signal
 
 TAU_S = 5.0
 MIN_OCCUPANCY = 0.1
-MIN_SAMPLES = 4  # scrapes with a served rate before the averages are trusted
+MIN_EVIDENCE = 2.0  # busy-interval equivalents (sum of occupancy^2) before it is trusted
 
 
 def observe(
@@ -64,26 +66,24 @@ def observe(
         and previous.waiting is not None
     ):
         growth = (signal.waiting - previous.waiting) / interval
-    waiting = signal.waiting or 0.0
-    occupancy: float | None = None
-    if waiting > 0.0:
-        occupancy = 1.0
-    elif slots and signal.running is not None:
-        occupancy = min(1.0, max(0.0, signal.running) / slots)
+    occupancy = _occupancy(signal, slots)
     gain = weights.alpha(dt, TAU_S)
     # The occupancy over the interval the served rate covers: the mean of both ends.
     spanned = occupancy
     if occupancy is not None and previous is not None and previous.occupancy is not None:
         spanned = (occupancy + previous.occupancy) / 2
-    samples = previous.samples if previous else 0
+    evidence = previous.evidence if previous else 0.0
     capacity = previous.capacity if previous is not None else None
     if served is not None and spanned is not None and spanned >= MIN_OCCUPANCY:
-        samples += 1
         sample = served / spanned
+        weight = spanned * spanned  # a busy interval is an observation, a quiet one a hint
         if capacity is None:
             capacity = sample
-        else:  # a busy interval is a direct observation; a quiet one only nudges
-            capacity += gain * spanned * spanned * (sample - capacity)
+        elif evidence < MIN_EVIDENCE:  # still learning: the weighted mean of the samples
+            capacity += weight / (evidence + weight) * (sample - capacity)
+        else:
+            capacity += gain * weight * (sample - capacity)
+        evidence += weight
     return ServiceState(
         capacity=capacity,
         served=served,
@@ -93,8 +93,21 @@ def observe(
         growth=growth,
         busy=occupancy is not None and occupancy >= 1.0,
         occupancy=occupancy,
-        samples=samples,
+        evidence=evidence,
     )
+
+
+def _occupancy(signal: Signal, slots: int | None) -> float | None:
+    """The share of the endpoint's room in use: 1 while requests wait; else its slots or its
+    KV cache, whichever is fuller (a KV-bound replica runs fewer requests than it has slots)."""
+    if (signal.waiting or 0.0) > 0.0:
+        return 1.0
+    parts = []
+    if slots and signal.running is not None:
+        parts.append(max(0.0, signal.running) / slots)
+    if signal.kv_usage is not None:
+        parts.append(max(0.0, signal.kv_usage))
+    return min(1.0, max(parts)) if parts else None
 
 
 def _served(
@@ -120,8 +133,8 @@ def _served(
 
 
 def known(state: ServiceState | None) -> float | None:
-    """The endpoint's capacity once MIN_SAMPLES intervals have been seen, else None."""
-    if state is None or state.capacity is None or state.samples < MIN_SAMPLES:
+    """The endpoint's capacity once MIN_EVIDENCE has been gathered, else None."""
+    if state is None or state.capacity is None or state.evidence < MIN_EVIDENCE:
         return None
     return state.capacity
 

@@ -22,7 +22,9 @@ GPUs, included):
 4. **Shares**: each origin's plan as shares of its admitted users, published in thousandths
    with hysteresis (`publish`); the locality weights of its view (`assemble`). What is
    unplaced is refused (`refusal`) only while the regions that bound the plan are busy
-   (mean occupancy >= BUSY): otherwise it stays home.
+   (mean occupancy >= BUSY): otherwise it stays home. Likewise a region that is not busy
+   is taken to carry its own users whatever its capacity estimate says: estimates from
+   light load are extrapolations, and local first means no user leaves a region on one.
 
 `overflow.max_share` caps what a region with GPUs sends away when the operator sets it;
 left out, the allocation's feasibility and the rescuers' room decide.
@@ -112,6 +114,9 @@ def step(
     for r in regions:
         own = supply.get(r)
         capacity = own.capacity if own is not None else 0.0
+        if own is not None and own.endpoints > 0 and own.occupancy < BUSY:
+            # Not busy: it evidently serves its own users, whatever the estimate says.
+            capacity = max(capacity, smoothed[r])
         if smoothed[r] <= 0.0 and capacity <= 0.0:
             continue
         edge = own is None or own.endpoints == 0

@@ -80,7 +80,7 @@ class ServiceState:
     growth: float = 0.0  # queue growth, requests/s, over the last scrape interval
     busy: bool = False  # slots full (or a queue) at the last scrape
     occupancy: float | None = None  # share of slots in use at the last scrape (1 if queueing)
-    samples: int = 0  # intervals that gave a capacity sample
+    evidence: float = 0.0  # capacity samples so far, weighted by occupancy^2
 
 
 @dataclass(frozen=True, slots=True)
