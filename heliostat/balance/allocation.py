@@ -23,17 +23,17 @@ plus HOP, so equal RTTs still prefer fewer hops). The network, for every region 
 
     source -> excess:o                      capacity E_o
     excess:o -> sink                        cost REFUSE                (refused)
-    excess:o -> out:o -> away:o             capacity m/(1-m) * L_o     (o's users leaving)
+    excess:o -> out:o -> away:o             capacity m * D_o           (o's users leaving)
     away:o -> serve:q                       cost rtt(o, q) + HOP, for q within o's budget
     serve:q -> sink                         capacity R_q
     serve:q -> out:q                        capacity m_q * L_q (0 if E_q > 0: q passes users on)
 
-m = `max_sent_o` bounds the share of o's *admitted* users served elsewhere (what its locality
-weights say): sent <= m (sent + kept), i.e. sent <= m / (1 - m) x kept, with L_o for kept.
-It is the operator's `overflow.max_share` when given, and 1 (no bound) otherwise; a region
-whose demand is inferred from its engines (no gateway reports) keeps at least MIN_KEPT of
-its users (see `demand`), so its own share stays measurable. A region without capacity (an
-edge) has nothing to keep and no bound.
+m = `max_sent_o` bounds the share of o's users served elsewhere. It is the operator's
+`overflow.max_share` when given, and 1 (no bound) otherwise; a region whose demand is
+inferred from its engines (no gateway reports) keeps at least MIN_KEPT of its users (see
+`demand`), so its own share stays measurable. An edge (no endpoints) has no bound. (When a
+cap binds, in-budget room is left, nothing is refused and o admits all its demand, so the
+bound on its demand is the bound on its locality weights.)
 
 Successive shortest paths (Bellman-Ford on the residual graph) solve it exactly; with a
 handful of regions the graph has a few dozen arcs. Nodes and arcs are built in sorted
@@ -96,14 +96,14 @@ def allocate(origins: Mapping[str, Origin], ceiling: float) -> Allocation:
             graph.arc(source, node, excess[o], 0.0)
         refused[o] = graph.arc(node, sink, math.inf, REFUSE)
         graph.arc(node, out[o], math.inf, 0.0)
-        graph.arc(out[o], away[o], _sendable(origin.max_sent, local[o]), 0.0)
+        graph.arc(out[o], away[o], _sendable(origin.max_sent, origin.demand), 0.0)
         leaving[o] = {}
         for q in sorted(origin.reach):
             if q != o and q in origins and origins[q].capacity > 0:
                 leaving[o][q] = graph.arc(away[o], serve[q], math.inf, origin.reach[q] + HOP)
     for q in names:
         graph.arc(serve[q], sink, room[q], 0.0)
-        # Passing users on counts against q's own bound: it keeps at least (1 - m) of them.
+        # Passing users on counts against q's own bound: it passes at most m of them.
         # A region with an excess of its own has no room to make: it never passes users on.
         bound = max(0.0, min(1.0, origins[q].max_sent)) if excess[q] <= _EPS else 0.0
         passed[q] = graph.arc(serve[q], out[q], bound * local[q], 0.0)
@@ -121,12 +121,10 @@ def allocate(origins: Mapping[str, Origin], ceiling: float) -> Allocation:
     return Allocation(placed=placed, unplaced=unplaced, local=local, room=room)
 
 
-def _sendable(max_sent: float, kept: float) -> float:
-    """The most o may send away so that it stays within max_sent of its admitted users."""
+def _sendable(max_sent: float, demand: float) -> float:
+    """The most of its users o may send away: max_sent of its demand (no bound at 1)."""
     share = max(0.0, min(1.0, max_sent))
-    if share >= 1.0 or kept <= _EPS:
-        return math.inf if share > 0.0 else 0.0
-    return share / (1.0 - share) * kept
+    return math.inf if share >= 1.0 else share * demand
 
 
 class _Graph:

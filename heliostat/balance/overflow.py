@@ -44,8 +44,11 @@ from heliostat.policy import Model, Policy
 UTILISATION = 0.95  # of the observed capacity: what a region plans to run at, at most
 RESCUE_CEILING = 0.9  # of its capacity: the most a rescuer is planned to, with others' users
 DRAIN_S = 3.0  # a backlog beyond what the SLO tolerates is planned to drain within this
-QUEUE_SHARE = 0.5  # of the TTFT objective, what a request may spend waiting for a slot
+# Of the TTFT objective, what a request may spend waiting for a slot: the rest is for the
+# prefill, the network and the spread of waits around their mean.
+QUEUE_SHARE = 0.25
 BUSY = 0.75  # mean share of slots in use from which a region counts as full
+BUSY_RELEASE = 0.5  # ... and down to which it still does once refusals started
 # Kept for the fallback model's decision (it plans a region back to this level).
 RELEASE = RESCUE_CEILING
 
@@ -132,7 +135,8 @@ def step(
         own = supply.get(r)
         placed = plan.placed.get(r, {})
         unplaced = plan.unplaced.get(r, 0.0)
-        refusable = _refusable(policy, model, r, supply, plan, unplaced)
+        refusing = r in previous and previous[r].refusable > 0.0
+        refusable = _refusable(policy, model, r, supply, plan, unplaced, refusing)
         admitted = smoothed[r] - refusable
         if source[r] != demand.GATEWAYS:
             # Its refusal is capped (see `refusal`): what it really admits is at least this,
@@ -185,25 +189,29 @@ def _refusable(
     supply: Mapping[str, Supply],
     plan: allocation.Allocation,
     unplaced: float,
+    refusing: bool,
 ) -> float:
     """What of the origin's unplaced demand its gateways should refuse.
 
-    All of it, but only while the regions that bound the plan are demonstrably busy: the
-    origin itself, and every region within budget that the plan filled to its ceiling. A
-    region whose slots are not mostly in use has room the capacity estimate has not seen
-    yet, and refusing a user because of it would be a refusal by mistake. (A region the plan
-    left room in, because the operator's cap or the budget kept the origin's users away,
-    does not count.)
+    All of it when the planet is full for it: the origin and every region within its
+    budget are demonstrably busy (mean occupancy >= BUSY: a region whose slots are not
+    mostly in use has room its capacity estimate has not seen yet) and the plan filled every
+    in-budget region to its ceiling. If the plan left room somewhere, the excess is there
+    because the operator's cap kept the origin's users away, not because the GPUs are full:
+    it stays home rather than being refused. Once refusing, "busy" is held down to
+    BUSY_RELEASE: refusing lowers the load the rescuers see, which must not end it.
     """
     if unplaced <= 0.0:
         return 0.0
+    busy = BUSY_RELEASE if refusing else BUSY
     for q in [origin, *within_budget(policy, model, origin)]:
         region = supply.get(q)
-        if region is None or region.endpoints == 0 or region.occupancy >= BUSY:
+        if region is None or region.endpoints == 0:
             continue
-        filled = plan.served_at(q) >= RESCUE_CEILING * region.capacity - 1e-9
-        if q == origin or filled:
+        if region.occupancy < busy:
             return 0.0
+        if q != origin and plan.served_at(q) < RESCUE_CEILING * region.capacity - 1e-6:
+            return 0.0  # room left that the operator's cap kept it from: not a full planet
     return unplaced
 
 

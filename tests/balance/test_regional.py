@@ -59,9 +59,9 @@ def test_a_region_at_twice_capacity_overflows_at_once_within_an_explicit_cap() -
     assert locality(eu, "eu-west").reason["overflow"] == "sends 30.0% to us-east"
     assert locality(eu, "us-east").reason["overflow"] == "receives 30.0% of eu-west"
     assert "eu-west's users served in us-east" in str(locality(eu, "us-east").reason["why"])
-    # The cap bounds the share of the admitted users sent away: 0.3 / 0.7 x 2.0 = 0.857 to
-    # us-east; the rest (4.0 - 2.857) is refused at eu-west's gateways.
-    assert _refused(final, "eu-west") == pytest.approx(1.143 / 4.0, abs=0.011)
+    # The cap keeps eu-west's users out of room us-east still has (30% of 4.0 = 1.2 sent,
+    # 2.0 served at home, 0.8 unplaced): the planet is not full, so that stays home.
+    assert _refused(final, "eu-west") == 0.0
     us = cluster(final, "us-east")
     assert [(loc.region, loc.priority, loc.weight) for loc in us.localities] == [
         ("us-east", 0, 1000),
@@ -221,8 +221,8 @@ def test_describe_shows_the_allocation_shares_and_refusals() -> None:
     assert eu["overflowing"] is True
     assert eu["demand"] == pytest.approx(4.0, abs=0.05)
     assert eu["allocation"]["eu-west"] == pytest.approx(2.0, abs=0.05)
-    assert eu["unplaced"] == pytest.approx(1.143, abs=0.05)
-    assert eu["refusal"]["active"] is True
+    assert eu["unplaced"] == pytest.approx(0.8, abs=0.05)
+    assert eu["refusal"]["active"] is False  # us-east has room: the cap, not the planet
     assert eu["demand_source"] == "engines"
 
 
