@@ -94,7 +94,14 @@ def observe(
         busy=occupancy is not None and occupancy >= 1.0,
         occupancy=occupancy,
         evidence=evidence,
+        busyness=_smoothed(previous.busyness if previous else None, occupancy, gain),
     )
+
+
+def _smoothed(before: float | None, sample: float | None, gain: float) -> float | None:
+    if sample is None:
+        return before
+    return sample if before is None else before + gain * (sample - before)
 
 
 def _occupancy(signal: Signal, slots: int | None) -> float | None:

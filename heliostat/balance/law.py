@@ -242,8 +242,8 @@ def _endpoints(
         raw = load = backlog = used = 0.0
         for address, state, slots in members:
             observed = service.get(address)
-            if observed is not None and observed.occupancy is not None:
-                used += observed.occupancy
+            if observed is not None and observed.busyness is not None:
+                used += observed.busyness
             else:  # no slot count: its pressure against the thresholds says as much
                 used += min(1.0, state.pressure or 0.0)
             own = capacity.known(observed)

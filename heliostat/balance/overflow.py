@@ -62,7 +62,7 @@ class Supply:
     raw: float  # observed capacity (rates) or endpoint count (pressure units)
     load: float  # what arrives at them now, same unit
     backlog: float = 0.0  # requests waiting at them
-    occupancy: float = 0.0  # share of their slots in use (1 while requests wait), mean
+    occupancy: float = 0.0  # share of their room in use (1 while requests wait), smoothed
 
 
 def planning_capacity(raw: float, backlog: float, ttft_s: float) -> float:
@@ -117,8 +117,10 @@ def step(
     for r in regions:
         own = supply.get(r)
         capacity = own.capacity if own is not None else 0.0
-        if own is not None and own.endpoints > 0 and own.occupancy < BUSY:
-            # Not busy: it evidently serves its own users, whatever the estimate says.
+        was_lending = r in previous and previous[r].overflowing
+        if own is not None and own.endpoints > 0 and own.occupancy < BUSY and not was_lending:
+            # Not busy: it evidently serves its own users, whatever the estimate says (once
+            # it lends, its own load no longer shows its demand: the estimate decides).
             capacity = max(capacity, smoothed[r])
         if smoothed[r] <= 0.0 and capacity <= 0.0:
             continue
