@@ -94,14 +94,18 @@ def observe(
         busy=occupancy is not None and occupancy >= 1.0,
         occupancy=occupancy,
         evidence=evidence,
-        busyness=_smoothed(previous.busyness if previous else None, occupancy, gain),
+        busyness=_busyness(previous.busyness if previous else None, occupancy, gain),
     )
 
 
-def _smoothed(before: float | None, sample: float | None, gain: float) -> float | None:
+def _busyness(before: float | None, sample: float | None, gain: float) -> float | None:
+    """Occupancy that rises at once and falls slowly (EWMA down): busy as soon as the
+    slots fill, not busy only once they stayed emptier for a while."""
     if sample is None:
         return before
-    return sample if before is None else before + gain * (sample - before)
+    if before is None or sample >= before:
+        return sample
+    return before + gain * (sample - before)
 
 
 def _occupancy(signal: Signal, slots: int | None) -> float | None:

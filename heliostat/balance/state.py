@@ -81,7 +81,7 @@ class ServiceState:
     busy: bool = False  # slots full (or a queue) at the last scrape
     occupancy: float | None = None  # share of slots in use at the last scrape (1 if queueing)
     evidence: float = 0.0  # capacity samples so far, weighted by occupancy^2
-    busyness: float | None = None  # occupancy smoothed (EWMA, capacity.TAU_S)
+    busyness: float | None = None  # occupancy: up at once, down smoothly (capacity.TAU_S)
 
 
 @dataclass(frozen=True, slots=True)
