@@ -256,6 +256,6 @@ def _endpoints(
             backlog += (signal.waiting or 0.0) if signal is not None else 0.0
         planned = overflow.planning_capacity(raw, backlog, ttft)
         supply[region] = overflow.Supply(
-            len(members), planned, raw, load, backlog, used / len(members)
+            len(members), planned, raw, load, backlog, used / len(members), rates=True
         )
     return by_region, states, service, supply, rates

@@ -33,6 +33,7 @@ left out, the allocation's feasibility and the rescuers' room decide.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -63,6 +64,12 @@ class Supply:
     load: float  # what arrives at them now, same unit
     backlog: float = 0.0  # requests waiting at them
     occupancy: float = 0.0  # share of their room in use (1 while requests wait), smoothed
+    rates: bool = False  # capacity in requests/s (else endpoint units: no backlog term)
+
+
+def tolerated(region: Supply, ttft_s: float) -> float:
+    """The backlog its users can wait behind within the SLO (see the module docstring)."""
+    return region.raw * QUEUE_SHARE * ttft_s if region.rates else math.inf
 
 
 def planning_capacity(raw: float, backlog: float, ttft_s: float) -> float:
@@ -132,6 +139,7 @@ def step(
         origins[r] = allocation.Origin(smoothed[r], capacity, reach, sent)
     plan = allocation.allocate(origins, RESCUE_CEILING)
     unit = "/s" if rates else " endpoints"
+    ttft = model.slo.ttft_ms / 1000.0
     result: dict[str, RegionState] = {}
     for r in regions:
         own = supply.get(r)
@@ -152,7 +160,8 @@ def step(
                 continue
             target = placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
             rescuer = supply.get(q)
-            distressed = rescuer is not None and rescuer.load > rescuer.raw
+            # In distress: a queue beyond what the SLO tolerates (not one noisy interval).
+            distressed = rescuer is not None and rescuer.backlog > tolerated(rescuer, ttft)
             urgent = q not in reachable or (distressed and target < _published(lent_before, q))
             held = publish.hold(
                 lent_before.get(q),
@@ -237,6 +246,7 @@ def _capped(lending: dict[str, Held], cap: float) -> dict[str, Held]:
             h.direction,
             h.moved_at,
             h.reason,
+            h.spread,
         )
         for q, h in lending.items()
     }

@@ -66,6 +66,7 @@ class Held:
     direction: int = 0
     moved_at: float = 0.0
     reason: str = ""
+    spread: float = 0.0  # how far the target moves from tick to tick (EWMA): its noise
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from heliostat.balance import ControlState, Views, compute
+from heliostat.balance import ControlState, GatewayLoad, OriginLoad, Views, compute
 from tests.balance.helpers import (
     MODEL,
     REGIONS,
@@ -50,8 +50,16 @@ class QueuePlant:
     noise); with one, arrivals and completions are random (Poisson arrivals, exponential
     service)."""
 
-    def __init__(self, demand: Mapping[str, float], *, seed: int | None = None) -> None:
-        self.policy = policy_of(FLEET, budget=170.0, max_share=MAX_SHARE, slots=SLOTS)
+    def __init__(
+        self,
+        demand: Mapping[str, float],
+        *,
+        seed: int | None = None,
+        max_share: float | None = MAX_SHARE,
+        gateways: bool = False,
+    ) -> None:
+        self.policy = policy_of(FLEET, budget=170.0, max_share=max_share, slots=SLOTS)
+        self.gateways = gateways  # report each origin's demand as gateways would (LRS)
         self.demand = dict(demand)
         self.rng = random.Random(seed) if seed is not None else None
         self.in_system = dict.fromkeys(REGIONS, 0.0)  # per replica
@@ -69,6 +77,21 @@ class QueuePlant:
             for region, share in split.items():
                 rate[region] += admitted * share * amount * SLOTS / SERVICE_S / FLEET[region]
         return rate
+
+    def load_reports(self) -> GatewayLoad:
+        """Each origin's requests/s as its gateways count them over a 3 s window (Poisson
+        counts when the plant is noisy); nothing without `gateways`."""
+        if not self.gateways:
+            return GatewayLoad()
+        origins = {}
+        for origin, amount in self.demand.items():
+            rate = amount * SLOTS / SERVICE_S
+            if self.rng is not None:
+                window = 3.0
+                count = sum(self.rng.random() < rate * window / 400 for _ in range(400))
+                rate = count / window
+            origins[(MODEL, origin)] = OriginLoad(interactive=rate, at=self.now)
+        return GatewayLoad(origins)
 
     def refused(self, origin: str) -> float:
         """The share of the origin's requests its gateways refuse (Envoy's drop_overloads)."""
@@ -119,7 +142,9 @@ class QueuePlant:
         if self.state is not None:
             self.advance(TICK_S)
             self.now += TICK_S
-        self.views, self.state = compute(self.policy, self.signals(), self.state, self.now)
+        self.views, self.state = compute(
+            self.policy, self.signals(), self.state, self.now, gateways=self.load_reports()
+        )
         return shares_in(self.views, SENDER).get(RESCUER, 0.0)
 
 
@@ -175,3 +200,41 @@ def test_after_a_surge_the_share_falls_to_zero_without_turning_round(
     # (the smoothed demand takes a few seconds to come down, the share 2 s more).
     zero_at = (next(i for i, share in enumerate(after) if share == 0.0) + 1) * TICK_S
     assert zero_at - drained_at <= 11.0
+
+
+@pytest.mark.parametrize(("seed", "gateways"), [(None, False), (None, True), (7, True), (8, True)])
+def test_without_a_cap_a_2x_surge_is_placed_in_budget_and_the_queue_stays_short(
+    seed: int | None, gateways: bool
+) -> None:
+    """ap-southeast at 2x its one replica, eu-west (2 replicas) at half its capacity: about
+    half of ap-southeast's users must leave, and eu-west has room for them below its
+    ceiling. The share goes straight there and holds (no reversal, even with Poisson noise);
+    ap-southeast's queue stays short and eu-west below its ceiling. Noisy plants measure
+    demand at the gateways, as LRS does: inferred from the engines' noisy completions, the
+    demand of a two-replica rescuer swings too much for a share this size to hold."""
+    plant = QueuePlant(
+        {"us-east": 0.8, RESCUER: 1.0, SENDER: 2.0}, seed=seed, max_share=None, gateways=gateways
+    )
+    shares = [plant.tick() for _ in range(60)]
+    waits = []
+    rescuer = []
+    for _ in range(40):
+        shares.append(plant.tick())
+        waits.append(plant.waiting(SENDER))
+        rescuer.append(plant.in_system[RESCUER] / SLOTS)
+    settled = shares[-40:]
+    mean = sum(settled) / len(settled)
+    print(
+        f"share {min(settled)}..{max(settled)} (mean {mean:.3f}), {reversals(settled)} "
+        f"reversals; ap-southeast waiting {sum(waits) / len(waits):.1f} on average; "
+        f"eu-west at {sum(rescuer) / len(rescuer):.2f} of its slots on average"
+    )
+    assert 0.45 <= mean <= 0.62  # (2 - 0.95) / 2 of its users, within noise
+    assert reversals(settled) <= 2  # twice a minute at most: 40 ticks are 20 s
+    # ap-southeast's users wait for a slot well within the 1 s TTFT on average (Little: the
+    # queue over its 8 requests/s), and eu-west is not made to queue.
+    assert sum(waits) / len(waits) / (SLOTS / SERVICE_S) <= 0.6
+    assert sum(rescuer) / len(rescuer) <= 1.0
+    if seed is None:  # the fluid plant: exactly the plan
+        assert min(settled) >= 0.5 and max(settled) <= 0.55
+        assert max(waits) == 0.0 and max(rescuer) <= 0.9
