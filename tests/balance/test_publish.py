@@ -47,8 +47,9 @@ def test_a_turn_back_waits_unless_it_is_large_and_zero_waits_less() -> None:
     assert back.published == 0.3  # reversal within REVERSAL_HOLD_S: held
     later = hold(back, 0.22, 1.0 + REVERSAL_HOLD_S + 0.1, band=SHARE_BAND)
     assert later.published == 0.22
-    big = hold(up, 0.3 - LARGE_MOVE - 0.05, 2.0, band=SHARE_BAND)
-    assert big.published < 0.3  # a real change goes through at once
+    big = hold(back, 0.01, 2.5, band=SHARE_BAND)  # 29 points: beyond twice the band
+    assert big.published == 0.01  # a real change goes through at once
+    assert 0.3 - 0.01 > LARGE_MOVE
     home = hold(up, 0.0, 1.0 + RELEASE_HOLD_S + 0.1, band=SHARE_BAND)
     assert home.published == 0.0
 
