@@ -62,11 +62,12 @@ def hold(
     previous = before or NOTHING
     goal = quantise(target)
     # How far the target wanders from tick to tick on its own (an EWMA of its steps): noise
-    # that size is not a decision, so the band and what counts as large widen with it.
+    # that size is not a decision, so the band and what counts as large widen with it. A
+    # move is judged by the wander before it, then counts towards the next.
+    width = max(band, NOISE_K * previous.spread)
     spread = previous.spread + NOISE_GAIN * (abs(goal - previous.target) - previous.spread)
     if before is None:
         spread = 0.0
-    width = max(band, NOISE_K * spread)
     large = max(LARGE_MOVE, 2 * width)
     published = previous.published
     if goal == published:
