@@ -198,6 +198,7 @@ def _endpoints(
     service: dict[str, ServiceState] = {}
     live: dict[str, list[tuple[str, EndpointState, int | None]]] = {}
     slots_by_address: dict[str, int | None] = {}
+    observe = capacity.observe
     for endpoint in model.endpoints:
         key = (name, endpoint.address)
         signal = signals.get(key)
@@ -214,20 +215,29 @@ def _endpoints(
         states[key] = state
         by_region.setdefault(endpoint.region, []).append(state.view)
         slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
-        observed = capacity.observe(signal, slots, service_before.get(endpoint.address), dt)
-        if observed is not None:
-            service[endpoint.address] = observed
+        if signal is not None and (
+            signal.served_total is not None or signal.served_rate is not None
+        ):  # only engines that count completions teach a service rate
+            observed = observe(signal, slots, service_before.get(endpoint.address), dt)
+            if observed is not None:
+                service[endpoint.address] = observed
+        elif endpoint.address in service_before:  # keep what it taught, e.g. while it is down
+            service[endpoint.address] = service_before[endpoint.address]
         slots_by_address[endpoint.address] = slots
         if state.pressure is not None:  # live: counts towards the region's supply
             live.setdefault(endpoint.region, []).append((endpoint.address, state, slots))
     # Every endpoint of the model that was ever observed informs the prior (the same model on
     # the same kind of replica): one that died or left still says what a slot serves.
     known = {a: s for a, s in service.items() if capacity.known(s) is not None}
-    slots_of = {e.address: slots_by_address.get(e.address) for e in model.endpoints}
-    prior = capacity.per_slot_prior(known, slots_of)
-    rates = any(
-        a in known or (prior is not None and n) for members in live.values() for a, _, n in members
-    )
+    rates = False
+    prior = None
+    if known:
+        prior = capacity.per_slot_prior(known, slots_by_address)
+        rates = any(
+            a in known or (prior is not None and n)
+            for members in live.values()
+            for a, _, n in members
+        )
     mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known) if known else 0.0
     ttft = model.slo.ttft_ms / 1000.0
     supply: dict[str, overflow.Supply] = {}

@@ -69,9 +69,9 @@ class Held:
     spread: float = 0.0  # how far the target moves from tick to tick (EWMA): its noise
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceState:
-    """One endpoint's service rate, remembered between ticks (rates mode, see `capacity`)."""
+class ServiceState(NamedTuple):
+    """One endpoint's service rate, remembered between ticks (rates mode, see `capacity`).
+    A NamedTuple, like EndpointState: there is one per endpoint per tick."""
 
     capacity: float | None  # smoothed completions/s it sustains with its slots full
     served: float | None  # completions/s over the last scrape interval
