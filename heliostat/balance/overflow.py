@@ -22,7 +22,8 @@ GPUs, included):
 4. **Shares**: each origin's plan as shares of its admitted users, published in thousandths
    with hysteresis (`publish`); the locality weights of its view (`assemble`). What is
    unplaced is refused (`refusal`) only while the regions that bound the plan are busy
-   (mean occupancy >= BUSY): otherwise it stays home. Likewise a region that is not busy
+   (mean occupancy >= BUSY) and only once it was unplaced two ticks running (a failover or
+   an estimate's jump is not a full planet): otherwise it stays home. Likewise a region that is not busy
    is taken to carry its own users whatever its capacity estimate says: estimates from
    light load are extrapolations, and local first means no user leaves a region on one.
 
@@ -146,7 +147,9 @@ def step(
         placed = plan.placed.get(r, {})
         unplaced = plan.unplaced.get(r, 0.0)
         refusing = r in previous and previous[r].refusable > 0.0
-        refusable = _refusable(policy, model, r, supply, plan, unplaced, refusing)
+        refusable = 0.0
+        if r in previous and previous[r].unplaced > 0.0:  # two ticks running: not a blip
+            refusable = _refusable(policy, model, r, supply, plan, unplaced, refusing)
         admitted = smoothed[r] - refusable
         if source[r] != demand.GATEWAYS:
             # Its refusal is capped (see `refusal`): what it really admits is at least this,
