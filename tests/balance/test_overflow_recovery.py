@@ -235,9 +235,10 @@ def test_without_a_cap_a_2x_surge_is_placed_in_budget_and_the_queue_stays_short(
     # jumps before its own users have left); the fluid plant does not turn round at all.
     assert reversals(settled) <= (0 if seed is None else 4)
     # ap-southeast's users wait for a slot well within the 1 s TTFT on average (Little: the
-    # queue over its 8 requests/s), and eu-west is not made to queue.
+    # queue over its 8 requests/s), and eu-west's own users wait at most a quarter of it (a
+    # queue of 2 per replica at 8 requests/s: in the system, 1.25 x its slots).
     assert sum(waits) / len(waits) / (SLOTS / SERVICE_S) <= 0.6
-    assert sum(rescuer) / len(rescuer) <= 1.0
+    assert sum(rescuer) / len(rescuer) <= 1.25
     if seed is None:  # the fluid plant: exactly the plan
         assert min(settled) >= 0.5 and max(settled) <= 0.55
         assert max(waits) == 0.0 and max(rescuer) <= 0.9

@@ -49,7 +49,7 @@ def test_a_turn_back_waits_unless_it_is_large_and_zero_waits_less() -> None:
     assert later.published == 0.15  # once the hold is over (and beyond the noisy band)
     big = hold(up, 0.01, 2.0, band=SHARE_BAND)  # 29 points: beyond twice the band
     assert big.published == 0.01  # a real change goes through at once
-    assert 0.3 - 0.01 > LARGE_MOVE
+    assert LARGE_MOVE < 0.3 - 0.01
     home = hold(up, 0.0, 1.0 + RELEASE_HOLD_S + 0.1, band=SHARE_BAND)
     assert home.published == 0.0
 
