@@ -23,9 +23,10 @@ GPUs, included):
    with hysteresis (`publish`); the locality weights of its view (`assemble`). What is
    unplaced is refused (`refusal`) only while the regions that bound the plan are busy
    (mean occupancy >= BUSY) and only once it was unplaced two ticks running (a failover or
-   an estimate's jump is not a full planet): otherwise it stays home. Likewise a region that is not busy
-   is taken to carry its own users whatever its capacity estimate says: estimates from
-   light load are extrapolations, and local first means no user leaves a region on one.
+   an estimate's jump is not a full planet): otherwise it stays home. Likewise a region
+   that is not busy is taken to carry its own users whatever its capacity estimate says:
+   estimates from light load are extrapolations, and local first means no user leaves a
+   region on one.
 
 `overflow.max_share` caps what a region with GPUs sends away when the operator sets it;
 left out, the allocation's feasibility and the rescuers' room decide.
