@@ -10,9 +10,8 @@ Rates do not: per endpoint, each tick,
   arrive, which for a stream is when the server accepts it, not when it completes;
 - **growth** g: how fast its queue grew between the two scrapes (negative while it drains);
 - **arrivals** a = max(0, s + g): what reached it, served or queued;
-- **occupancy** o: the share of its room in use: running / slots or KV use, whichever is
-  fuller (a KV-bound replica runs fewer requests than it has slots), and 1 while requests
-  wait;
+- **occupancy** o: the share of its room in use: running / slots, and 1 while requests
+  wait (its slots or its KV cache are full: a KV-bound replica queues with slots free);
 - **capacity** c: completions per second it sustains when full. Little's law says s = o x c
   over the same stretch of time, so each scrape interval gives a sample s / o, with o
   averaged over the interval (the mean of both ends: one scrape is a snapshot). A busy
@@ -109,16 +108,14 @@ def _busyness(before: float | None, sample: float | None, gain: float) -> float 
 
 
 def _occupancy(signal: Signal, slots: int | None) -> float | None:
-    """The share of the endpoint's room in use: 1 while requests wait; else its slots or its
-    KV cache, whichever is fuller (a KV-bound replica runs fewer requests than it has slots)."""
+    """The share of the endpoint's room in use: 1 while requests wait (its slots or its KV
+    cache are full), else its running requests over its slots. Not KV use itself: blocks a
+    prefix cache keeps are counted as used by some engines, and say nothing of the rate."""
     if (signal.waiting or 0.0) > 0.0:
         return 1.0
-    parts = []
     if slots and signal.running is not None:
-        parts.append(max(0.0, signal.running) / slots)
-    if signal.kv_usage is not None:
-        parts.append(max(0.0, signal.kv_usage))
-    return min(1.0, max(parts)) if parts else None
+        return min(1.0, max(0.0, signal.running) / slots)
+    return None
 
 
 def _served(
