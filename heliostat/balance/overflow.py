@@ -22,8 +22,9 @@ GPUs, included):
 4. **Shares**: each origin's plan as shares of its admitted users, published in thousandths
    with hysteresis (`publish`); the locality weights of its view (`assemble`). What is
    unplaced is refused (`refusal`) only while the regions that bound the plan are busy
-   (mean occupancy >= BUSY) and only once it was unplaced two ticks running (a failover or
-   an estimate's jump is not a full planet): otherwise it stays home. Likewise a region
+   (mean occupancy >= BUSY) and only once it has been unplaced for REFUSE_AFTER_S without
+   a break (a failover or an estimate's jump is not a full planet): otherwise it stays
+   home. Likewise a region
    that is not busy is taken to carry its own users whatever its capacity estimate says:
    estimates from light load are extrapolations, and local first means no user leaves a
    region on one.
@@ -52,6 +53,9 @@ DRAIN_S = 3.0  # a backlog beyond what the SLO tolerates is planned to drain wit
 QUEUE_SHARE = 0.25
 BUSY = 0.75  # mean share of slots in use from which a region counts as full
 BUSY_RELEASE = 0.5  # ... and down to which it still does once refusals started
+# Refusing starts once demand has been unplaced this long without a break: a failover, a
+# burst or an estimate's jump is absorbed by the queues; a full planet lasts.
+REFUSE_AFTER_S = 3.0
 # Kept for the fallback model's decision (it plans a region back to this level).
 RELEASE = RESCUE_CEILING
 
@@ -148,8 +152,12 @@ def step(
         placed = plan.placed.get(r, {})
         unplaced = plan.unplaced.get(r, 0.0)
         refusing = r in previous and previous[r].refusable > 0.0
+        full_since = None
+        if unplaced > 0.0:
+            before_full = previous[r].full_since if r in previous else None
+            full_since = now if before_full is None else before_full
         refusable = 0.0
-        if r in previous and previous[r].unplaced > 0.0:  # two ticks running: not a blip
+        if full_since is not None and now - full_since >= REFUSE_AFTER_S:
             refusable = _refusable(policy, model, r, supply, plan, unplaced, refusing)
         admitted = smoothed[r] - refusable
         if source[r] != demand.GATEWAYS:
@@ -187,6 +195,7 @@ def step(
             endpoints=own.endpoints if own is not None else 0,
             unplaced=unplaced,
             refusable=refusable,
+            full_since=full_since,
             plan=dict(placed),
             source=source[r],
             backlog=own.backlog if own is not None else 0.0,

@@ -102,6 +102,7 @@ class RegionState:
     endpoints: int = 0  # live endpoints (fresh signal, healthy or saturated)
     unplaced: float = 0.0  # demand the allocation could place nowhere within budget
     refusable: float = 0.0  # of which its gateways refuse (see `overflow._refusable`)
+    full_since: float | None = None  # since when some of its demand is unplaced, unbroken
     plan: Mapping[str, float] = field(default_factory=dict)  # serving region -> demand
     source: str = "none"  # where `measured` came from: "gateways", "engines" or "none"
     backlog: float = 0.0  # requests waiting at its endpoints

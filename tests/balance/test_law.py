@@ -251,8 +251,9 @@ def test_describe_is_json() -> None:
     policy = policy_of()
     signals = _all(addresses(policy), T0, waiting=8.0, kv=0.9)
     _, state = compute(policy, signals, None, T0)
-    later = _all(addresses(policy), T0 + INTERVAL, waiting=8.0, kv=0.9)
-    _, state = compute(policy, later, state, T0 + INTERVAL)  # refusals wait for a 2nd tick
+    for tick in (1, 2):  # refusals start once the planet has been full for 3 s
+        later = _all(addresses(policy), T0 + tick * INTERVAL, waiting=8.0, kv=0.9)
+        _, state = compute(policy, later, state, T0 + tick * INTERVAL)
     decoded = json.loads(json.dumps(describe(state)))
     eu = decoded["models"][MODEL]["regions"]["eu-west"]
     assert eu["capacity"] == 2 and eu["pressure"] == 2.0
