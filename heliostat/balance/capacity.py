@@ -38,6 +38,7 @@ from heliostat.signals.record import Signal
 
 TAU_S = 5.0
 MIN_OCCUPANCY = 0.1
+FULL = 0.9  # an interval this full observes the throughput itself
 MIN_EVIDENCE = 2.0  # busy-interval equivalents (sum of occupancy^2) before it is trusted
 
 
@@ -72,6 +73,7 @@ def observe(
     if occupancy is not None and previous is not None and previous.occupancy is not None:
         spanned = (occupancy + previous.occupancy) / 2
     evidence = previous.evidence if previous else 0.0
+    seen_full = previous.seen_full if previous else 0
     capacity = previous.capacity if previous is not None else None
     if served is not None and spanned is not None and spanned >= MIN_OCCUPANCY:
         sample = served / spanned
@@ -83,6 +85,8 @@ def observe(
         else:
             capacity += gain * weight * (sample - capacity)
         evidence += weight
+        if spanned >= FULL:
+            seen_full += 1
     return ServiceState(
         capacity=capacity,
         served=served,
@@ -93,6 +97,7 @@ def observe(
         busy=occupancy is not None and occupancy >= 1.0,
         occupancy=occupancy,
         evidence=evidence,
+        seen_full=seen_full,
         busyness=_busyness(previous.busyness if previous else None, occupancy, gain),
     )
 

@@ -44,6 +44,7 @@ from heliostat.policy import Model, Policy
 from heliostat.signals.record import Signal
 
 MAX_DT_S = 10.0
+SEEN_FULL = 4  # intervals observed full before a region's capacity is taken as measured
 
 
 def compute(
@@ -250,8 +251,10 @@ def _endpoints(
             supply[region] = overflow.Supply(len(members), count, count, load, occupancy=occupancy)
             continue
         raw = load = backlog = used = 0.0
+        seen_full = True
         for address, state, slots in members:
             observed = service.get(address)
+            seen_full = seen_full and observed is not None and observed.seen_full >= SEEN_FULL
             if observed is not None and observed.busyness is not None:
                 used += observed.busyness
             else:  # no slot count: its pressure against the thresholds says as much
@@ -266,6 +269,13 @@ def _endpoints(
             backlog += (signal.waiting or 0.0) if signal is not None else 0.0
         planned = overflow.planning_capacity(raw, backlog, ttft)
         supply[region] = overflow.Supply(
-            len(members), planned, raw, load, backlog, used / len(members), rates=True
+            len(members),
+            planned,
+            raw,
+            load,
+            backlog,
+            used / len(members),
+            rates=True,
+            measured_full=seen_full,
         )
     return by_region, states, service, supply, rates

@@ -71,6 +71,9 @@ class Supply:
     backlog: float = 0.0  # requests waiting at them
     occupancy: float = 0.0  # share of their room in use (1 while requests wait), smoothed
     rates: bool = False  # capacity in requests/s (else endpoint units: no backlog term)
+    # Every endpoint's throughput was observed full (rates), or the thresholds say so (pressure
+    # units): its capacity is a measurement, not an extrapolation from light load.
+    measured_full: bool = True
 
 
 def tolerated(region: Supply, ttft_s: float) -> float:
@@ -222,7 +225,9 @@ def _refusable(
     mostly in use has room its capacity estimate has not seen yet) and the plan filled every
     in-budget region to its ceiling. If the plan left room somewhere, the excess is there
     because the operator's cap kept the origin's users away, not because the GPUs are full:
-    it stays home rather than being refused. Once refusing, "busy" is held down to
+    it stays home rather than being refused. Nor is a region whose capacity was never
+    observed at full load (only extrapolated) proof of a full planet. Once refusing, "busy"
+    is held down to
     BUSY_RELEASE: refusing lowers the load the rescuers see, which must not end it.
     """
     if unplaced <= 0.0:
@@ -236,6 +241,8 @@ def _refusable(
             return 0.0
         if q != origin and plan.served_at(q) < RESCUE_CEILING * region.capacity - 1e-6:
             return 0.0  # room left that the operator's cap kept it from: not a full planet
+        if not region.measured_full:
+            return 0.0  # its capacity is extrapolated from light load: not proof it is full
     return unplaced
 
 

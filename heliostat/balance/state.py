@@ -82,6 +82,7 @@ class ServiceState(NamedTuple):
     busy: bool = False  # slots full (or a queue) at the last scrape
     occupancy: float | None = None  # share of slots in use at the last scrape (1 if queueing)
     evidence: float = 0.0  # capacity samples so far, weighted by occupancy^2
+    seen_full: int = 0  # intervals observed (nearly) full: a throughput seen, not inferred
     busyness: float | None = None  # occupancy: up at once, down smoothly (capacity.TAU_S)
 
 
