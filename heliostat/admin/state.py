@@ -1,5 +1,10 @@
 """JSON for /debug/state: every view with its clusters and endpoints, every node's sync.
 
+Each cluster says what it refuses and why (`drop_overload_percent`, `drop_reason`) and how
+its localities are weighted and why (`localities[].reason`: the overflow shares the
+allocation published for this view's users); the allocation itself, per region, is in the
+control law's decisions (`control.decisions`).
+
 A view lists, by cluster name, the control law's clusters (`<model>`, `<model>.batch`) and,
 given the policy, the clusters the traffic policy derives from them for this view's Envoys
 (`<model>@<version>`, `<model>~<tenant>`, `<model>~<tenant>@<version>`), each saying what it
@@ -44,6 +49,16 @@ def _cluster(cluster: ClusterView, view: RegionView) -> dict[str, Any]:
         "model": cluster.model,
         "traffic_class": cluster.traffic_class.value,
         "drop_overload_percent": cluster.drop_overload_percent,
+        "drop_reason": cluster.drop_reason or None,
+        "localities": [
+            {
+                "region": locality.region,
+                "priority": locality.priority,
+                "weight": locality.weight,
+                **({"reason": dict(locality.reason)} if locality.reason else {}),
+            }
+            for locality in cluster.localities
+        ],
         "endpoints": [
             {
                 "address": e.address,

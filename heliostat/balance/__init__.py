@@ -1,5 +1,6 @@
 """The control law: signals + topology + policy -> per-region views. Pure: no I/O here."""
 
+from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad, OriginLoad
 from heliostat.balance.describe import describe
 from heliostat.balance.law import compute
 from heliostat.balance.priorities import region_priorities
@@ -17,12 +18,15 @@ from heliostat.balance.view import (
 )
 
 __all__ = [
+    "NO_GATEWAYS",
     "ClusterView",
     "ControlState",
     "EndpointView",
     "FallbackView",
+    "GatewayLoad",
     "Health",
     "LocalityView",
+    "OriginLoad",
     "RegionView",
     "TrafficClass",
     "Views",

@@ -7,13 +7,19 @@ locality-weighted LB splits r's traffic by locality weight, out of LOCALITY_TOTA
 
     r: LOCALITY_TOTAL * (1 - sum of shares),   rescuer q: LOCALITY_TOTAL * share(r -> q)
 
+Shares are published in thousandths, so a weight is exactly the share. An edge region (no
+endpoints of the model, or none routable) has no locality of its own in priority 0: its
+rescuers share it, and its own dead hosts, if any, come last. Each
+locality of priority 0 carries the reason for its weight (EDS locality metadata).
+
 With locality-weighted LB on, a locality without a weight gets no traffic at all, so every
 locality of every view carries one: LOCALITY_TOTAL when alone in its priority. In the neutral
 view (nodes of unknown regions: every region at priority 0, no overflow) a locality weighs the
 sum of its routable endpoints' weights, which splits traffic as host weights alone would.
 
 Each model gets two clusters with the same localities: the interactive one (named after the
-model) and `<model>.batch`, which carries the view's batch drop percentage.
+model) and `<model>.batch`; each carries the view's refusal of its class (`refusal`) as a
+drop percentage.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from heliostat.balance.priorities import region_priorities
-from heliostat.balance.state import RegionState
+from heliostat.balance.state import RefusalState, RegionState
 from heliostat.balance.view import (
     ClusterView,
     EndpointView,
     Health,
     LocalityView,
+    ReasonValue,
     TrafficClass,
 )
 from heliostat.policy import BeyondBudget, Model, Policy
@@ -43,7 +50,7 @@ def clusters(
     region: str | None,
     endpoints: Mapping[str, Sequence[EndpointView]],
     regions: Mapping[str, RegionState],
-    shed_percent: int,
+    refused: RefusalState,
 ) -> tuple[ClusterView, ClusterView]:
     """The interactive and batch clusters of `model` in the view of `region` (None: neutral)."""
     if region is None or region not in policy.spec.regions:
@@ -51,13 +58,20 @@ def clusters(
     else:
         localities = _regional(policy, model, region, endpoints, regions)
     return (
-        ClusterView(name=model.name, model=model.name, localities=localities),
+        ClusterView(
+            name=model.name,
+            model=model.name,
+            localities=localities,
+            drop_overload_percent=_percent(refused.interactive.published),
+            drop_reason=refused.interactive.reason,
+        ),
         ClusterView(
             name=model.name + BATCH_SUFFIX,
             model=model.name,
             localities=localities,
-            drop_overload_percent=float(shed_percent),
+            drop_overload_percent=_percent(refused.batch.published),
             traffic_class=TrafficClass.BATCH,
+            drop_reason=refused.batch.reason,
         ),
     )
 
@@ -74,6 +88,11 @@ def _neutral(
     return tuple(result)
 
 
+def _percent(fraction: float) -> float:
+    """A refused fraction (thousandths) as Envoy's drop percentage, exactly."""
+    return round(fraction * 100.0, 1)
+
+
 def _regional(
     policy: Policy,
     model: Model,
@@ -84,47 +103,44 @@ def _regional(
     last_resort = model.overflow.beyond_budget is BeyondBudget.LAST_RESORT
     priorities = region_priorities(policy, model, region, beyond_budget=last_resort)
     state = regions.get(region)
+    lending = state.lending if state else {}
     shares = {  # nearest first, as they were chosen
-        q: share
-        for q, share in sorted(
-            (state.shares if state else {}).items(),
-            key=lambda kv: (priorities.get(kv[0], len(priorities)), kv[0]),
+        q: lending[q]
+        for q in sorted(
+            (state.shares if state else {}),
+            key=lambda q: (priorities.get(q, len(priorities)), q),
         )
-        if q in priorities and endpoints.get(q) and endpoints.get(region)
+        if q in priorities and endpoints.get(q)
     }
+    # Its own locality counts only with a routable endpoint: a region whose replicas are all
+    # down is an edge for now. Left in priority 0 beside its rescuers, its dead hosts would
+    # lower the priority's health and Envoy would spill the rest onto the next priority.
+    home = any(e.health in _ROUTABLE for e in endpoints.get(region, ()))
     rank = dict(priorities)
     for q in shares:
         rank[q] = 0
+    if not home and shares and region in rank:
+        rank[region] = len(priorities)  # after everything else: a last resort
     present = sorted(
         (r for r in priorities if endpoints.get(r)), key=lambda r: (rank[r], priorities[r])
     )
     dense = {p: i for i, p in enumerate(sorted({rank[r] for r in present}))}
-    lent = {q: max(1, round(LOCALITY_TOTAL * share)) for q, share in shares.items()}
-    sent = ", ".join(f"{round(100 * share)}% to {q}" for q, share in shares.items())
+    lent = {q: max(1, round(LOCALITY_TOTAL * held.published)) for q, held in shares.items()}
+    if not home and lent:  # an edge: its rescuers split everything
+        total = sum(lent.values())
+        lent = {q: max(1, round(LOCALITY_TOTAL * w / total)) for q, w in lent.items()}
+    sent = ", ".join(f"{w / LOCALITY_TOTAL:.1%} to {q}" for q, w in lent.items())
     result = []
     for r in present:
-        members = tuple(endpoints[r])
         weight = LOCALITY_TOTAL
+        reason: dict[str, ReasonValue] = {}
         if r in lent:
             weight = lent[r]
-            members = _noted(members, f"receives {round(100 * shares[r])}% of {region}")
-        elif r == region and lent:
+            reason = {"overflow": f"receives {weight / LOCALITY_TOTAL:.1%} of {region}"}
+            if shares[r].reason:
+                reason["why"] = shares[r].reason
+        elif r == region and lent and home:
             weight = max(1, LOCALITY_TOTAL - sum(lent.values()))
-            members = _noted(members, f"sends {sent}")
-        result.append(LocalityView(r, dense[rank[r]], members, weight))
+            reason = {"overflow": f"sends {sent}"}
+        result.append(LocalityView(r, dense[rank[r]], tuple(endpoints[r]), weight, reason))
     return tuple(result)
-
-
-def _noted(members: tuple[EndpointView, ...], note: str) -> tuple[EndpointView, ...]:
-    """The endpoints with their locality's overflow decision added to their reason."""
-    return tuple(
-        EndpointView(
-            address=e.address,
-            region=e.region,
-            version=e.version,
-            weight=e.weight,
-            health=e.health,
-            reason={**e.reason, "overflow": note},
-        )
-        for e in members
-    )

@@ -1,9 +1,10 @@
 """The control law's decisions as JSON, for /debug/state.
 
-Views say what Envoy was told; this says why, per model and region: capacity, load, the
-own-demand pressure that drives overflow, what a region sends and receives, the batch
-shedding of every view and, for a model with a fallback, the share each view and tenant
-sends to it with the decision behind it. Unlike views these numbers change every tick: they
+Views say what Envoy was told; this says why, per model and region: capacity, load, its
+users' demand and where it was measured, the allocation (where its users are planned, what
+is unplaced), what it sends and receives and why, what every view refuses and, for a model
+with a fallback, the share each view and tenant sends to it with the decision behind it.
+Unlike views these numbers change every tick: they
 are for people.
 """
 
@@ -17,7 +18,7 @@ from heliostat.balance.state import (
     FallbackState,
     FallbackStates,
     ModelState,
-    ShedState,
+    RefusalState,
 )
 
 
@@ -46,26 +47,32 @@ def _model(
         pressure = region.pressure
         regions[r] = {
             "endpoints": dict(sorted(counts.get((name, r), Counter()).items())),
-            "capacity": region.capacity,
+            "unit": "requests/s" if region.rates else "endpoints at thresholds",
+            "capacity": round(region.capacity, 3),
+            "observed_capacity": round(region.raw_capacity, 3),
             "load": round(region.load, 3),
+            "backlog": round(region.backlog, 3),
             "demand": round(region.demand, 3),
+            "demand_measured": round(region.measured, 3),
+            "demand_source": region.source,
             "pressure": None if pressure is None else round(pressure, 3),
             "overflowing": region.overflowing,
+            "allocation": {q: round(v, 3) for q, v in sorted(region.plan.items())},
+            "unplaced": round(region.unplaced, 3),
             "sends": dict(sorted(region.shares.items())),
             "lending": {
                 q: {
-                    "target": round(share.goal, 3),
-                    "smoothed": round(share.smoothed, 3),
+                    "target": share.target,
                     "published": share.published,
+                    "reason": share.reason,
                 }
                 for q, share in sorted(region.lending.items())
             },
             "receives": received.get(r, {}),
-            "shed": _shed(model.shed[r]) if r in model.shed else None,
         }
-    for r, shed in sorted(model.shed.items()):  # regions of the policy without endpoints
-        regions.setdefault(r, {"shed": _shed(shed)})
-    neutral: dict[str, Any] = {"shed": _shed(model.neutral_shed)}
+    for r, refused in sorted(model.refusals.items()):
+        regions.setdefault(r, {})["refusal"] = _refusal(refused)
+    neutral: dict[str, Any] = {"refusal": _refusal(model.neutral_refusal)}
     result: dict[str, Any] = {"regions": regions, "neutral": neutral}
     if model.fallback is not None:
         _add_fallback(result, model.fallback)
@@ -98,10 +105,14 @@ def _fallback(model: str, state: FallbackState) -> dict[str, Any]:
     }
 
 
-def _shed(shed: ShedState) -> dict[str, Any]:
+def _refusal(refused: RefusalState) -> dict[str, Any]:
     return {
-        "batch_drop_percent": shed.percent,
-        "active": shed.active,
-        "level": round(shed.level, 2),
-        "group": list(shed.group),
+        "active": refused.active,
+        "interactive": refused.interactive.published,
+        "batch": refused.batch.published,
+        "interactive_target": refused.interactive.target,
+        "batch_target": refused.batch.target,
+        "excess": round(refused.excess, 3),
+        "demand": round(refused.demand, 3),
+        "detail": refused.detail,
     }

@@ -2,7 +2,8 @@
 
 When a model's GPUs within its network budget cannot carry a region's demand, up to
 `fallback.max_share` of that region's requests go to the fallback model (usually a smaller
-one) instead of queueing. Units are `overflow`'s: one endpoint at its thresholds carries 1.0.
+one) instead of queueing. Units are `overflow`'s: requests/s, or endpoint units without
+service rates.
 For model A with fallback B and the view of region r:
 
 - **Demand before the fallback.** r's gateways bring T_r of A's requests and send F_r of
@@ -10,19 +11,19 @@ For model A with fallback B and the view of region r:
   out). Each tick measures T_r = measured_r / (1 - F_r) with the share in effect and smooths
   it like every demand (EWMA, `weights.TAU_S`), so the share does not erase the pressure that
   called for it (the trap `overflow` avoids the same way).
-- **Exhausted.** r is saturated, T_r / C_r >= ENGAGE (1.0), and stays engaged while above
-  RELEASE (0.9). What A still cannot carry once overflow has done what it can is
-      X = max(0, T - PLAN C_r / (1 - max_lent), T - PLAN C_r - (lent + room_A))
-  where PLAN is the level overflow plans a region back to, max_lent overflow's bound, lent
-  what r already lends and room_A what r's in-budget neighbours that are not overflowing
-  themselves can still take below `overflow.RESCUE_CEILING`. X = 0 (overflow copes, or r is
-  only at its thresholds) means no fallback: overflow keeps requests on the model asked for.
+- **Exhausted.** What A cannot carry within r's budget once overflow has done what it can:
+      X = U_r + max(0, F_r T_r - SLACK_TRUST slack_r)
+  with U_r the demand the allocation (`overflow`, `allocation`) could place nowhere, and
+  slack_r what A could still take from r: r's capacity left plus its in-budget neighbours'
+  room below `overflow.RESCUE_CEILING`. r engages once X is ENGAGE_EXCESS (1%) of T_r and
+  stays engaged while X > 0 (the share it carries counts: it is released only once A has
+  room for it again). X = 0 means no fallback: overflow keeps requests on the model asked for.
 - **Fallback headroom.** B's requests from r land on B's view of r: r and B's in-budget
   regions. Their room, sum(RESCUE_CEILING C - L) over those with live capacity, may be
   negative (B past its ceiling); B may carry at most what it carries now plus that room. No
   live capacity of B within budget: no fallback.
 - **Target** = min(max_share, X / T, (F T + room_B) / T), at least 0; 0 when not engaged.
-  A region keeps at least `overflow.MIN_KEPT` (20%) of its requests on the model whatever
+  A region keeps at least `demand.MIN_KEPT` (20%) of its requests on the model whatever
   max_share says: with none left, its demand could no longer be measured.
 
 Tenants and the neutral view have no gateways of their own to measure. For such a group of
@@ -45,6 +46,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from heliostat.balance import demand as demand_module
 from heliostat.balance import overflow, shares, weights
 from heliostat.balance.priorities import within_budget
 from heliostat.balance.state import FallbackState, FallbackStates, RegionState
@@ -53,6 +55,8 @@ from heliostat.policy import Model, Policy
 
 ENGAGE = 1.0
 RELEASE = 0.9
+ENGAGE_EXCESS = 0.01  # a region engages once this share of its demand has no GPU in budget
+SLACK_TRUST = 0.5
 PLAN = overflow.RELEASE
 CEILING = overflow.RESCUE_CEILING
 
@@ -125,14 +129,14 @@ def step(
 
 
 def max_fallback(model: Model) -> float:
-    """The largest share the fallback may take: max_share, at most 1 - overflow.MIN_KEPT."""
+    """The largest share the fallback may take: max_share, at most 1 - demand.MIN_KEPT."""
     configured = model.fallback.max_share if model.fallback else 0.0
-    return min(configured, 1.0 - overflow.MIN_KEPT)
+    return min(configured, 1.0 - demand_module.MIN_KEPT)
 
 
 def _demand(region: RegionState | None, before: FallbackState | None, trend: float) -> float:
     """The region's gateways' demand for the model, the part sent to the fallback included."""
-    if region is None or region.capacity == 0:
+    if region is None or region.measured <= 0.0:
         return 0.0
     published = before.share.published if before else 0.0
     measured = region.measured / (1.0 - published)
@@ -154,34 +158,42 @@ def _regional(
     region = own.get(r)
     room = _room(other, [r, *within_budget(policy, target, r)])
     spare = room.spare if room else None
-    if region is None or region.capacity == 0 or demand <= 0.0:
-        return Decision(
-            False, 0.0, IDLE, None, spare, False, f"no live endpoint of {model.name} in {r}"
-        )
-    capacity = region.capacity
-    pressure = demand / capacity
-    engaged = pressure >= ENGAGE or (before is not None and before.engaged and pressure > RELEASE)
-    where = f"{model.name} in {r} at {pressure:.0%} of its thresholds"
+    if region is None or demand <= 0.0:
+        return Decision(False, 0.0, IDLE, None, spare, False, f"no demand for {model.name} in {r}")
+    reach = [r, *within_budget(policy, model, r)]
+    served = _served(own)
+    # What the model could still take from r within budget: r's own capacity left, and the
+    # room of its in-budget neighbours below the rescue ceiling.
+    slack = max(0.0, region.capacity - served.get(r, 0.0)) + sum(
+        max(0.0, CEILING * own[q].capacity - served.get(q, 0.0))
+        for q in reach[1:]
+        if q in own and own[q].capacity > 0
+    )
+    carried = (before.share.published if before else 0.0) * demand
+    # Room the model shows only counts at SLACK_TRUST: a capacity estimate that wobbles up
+    # must not hand the share back and take it again (the share returns once room is clear).
+    excess = region.unplaced + max(0.0, carried - SLACK_TRUST * slack)
+    pressure = demand / region.capacity if region.capacity > 0 else None
+    engaged = excess / demand >= ENGAGE_EXCESS or (
+        before is not None and before.engaged and excess > 0.0
+    )
+    unit = "/s" if region.rates else " endpoints"
+    where = f"{model.name} in {r}: demand {demand:.2f}{unit}"
     if not engaged:
-        return Decision(False, 0.0, IDLE, pressure, spare, False, where)
-    bound = overflow.max_lent(model)
-    lent = sum(region.shares.values()) * region.demand
-    rescuers = [
-        own[q]
-        for q in within_budget(policy, model, r)
-        if q in own and own[q].capacity > 0 and not own[q].overflowing
-    ]
-    room_own = sum(max(0.0, CEILING * q.capacity - q.load) for q in rescuers)
-    excess = max(
-        0.0,
-        demand - PLAN * capacity / (1.0 - bound),
-        demand - PLAN * capacity - (lent + room_own),
-    )
-    why = (
-        f"{where}; overflow lends up to {bound:.0%} and its in-budget neighbours "
-        f"have room for {room_own:.1f} endpoints"
-    )
+        # Past its own capacity, but overflow places the rest within budget.
+        state = ABSORBED if region.overflowing else IDLE
+        return Decision(False, 0.0, state, pressure, spare, False, where)
+    why = f"{where}; within budget the model has room for {slack:.2f}{unit} beyond what it serves"
     return _decide(target, demand, excess, before, room, pressure, why)
+
+
+def _served(own: Mapping[str, RegionState]) -> dict[str, float]:
+    """What the allocation planned onto each region's endpoints, from every origin."""
+    served: dict[str, float] = {}
+    for state in own.values():
+        for q, amount in state.plan.items():
+            served[q] = served.get(q, 0.0) + amount
+    return served
 
 
 def _group(
@@ -222,7 +234,7 @@ def _decide(
     excess: float,
     before: FallbackState | None,
     room: Room | None,
-    pressure: float,
+    pressure: float | None,
     why: str,
 ) -> Decision:
     """The target share of an engaged scope, from its excess and the fallback's room."""

@@ -1,18 +1,23 @@
-"""The control law: policy + signals + previous state + time -> views + new state.
+"""The control law: policy + signals + gateway load + previous state + time -> views + state.
 
 `compute` is called once per tick (signals.interval, 0.5 s to a few seconds). It is pure: no
 clocks (time is the `now` argument, in the same wall-clock seconds as `Signal.scraped_at`), no
 I/O, no randomness, and every output is built in a sorted or policy-given order, so two
 replicas with the same inputs publish byte-identical views. Per model:
 
-1. every endpoint gets its state, health, weight and reason (`endpoints`, `weights`);
-2. its live endpoints add up to each region's capacity and load (`saturation`);
-3. each region decides its bounded overflow to in-budget neighbours (`overflow`), and each
-   share travels from target to Envoy through a dead zone, an EWMA and 5% levels (`shares`);
-4. each view decides how much batch traffic to shed (`shedding`);
-5. the views are assembled with priorities and locality weights (`assemble`);
-6. once every model's overflow is known, each model with a fallback decides, per view and
-   per tenant, the share of its requests its fallback model serves (`fallback`).
+1. every endpoint gets its state, health, weight and reason (`endpoints`, `weights`), and
+   its service rate and capacity (`capacity`);
+2. its live endpoints add up to each region's supply (`overflow.Supply`);
+3. each origin region's demand (at its gateways, `demand`) is placed over the regions within
+   its budget (`overflow`, `allocation`), and the plan is published as shares of each
+   region's users, in thousandths with hysteresis (`publish`);
+4. once every model's plan is known, each model with a fallback decides, per view and per
+   tenant, the share of its requests its fallback model serves (`fallback`);
+5. what is left unplaced is refused at the gateways, batch first (`refusal`);
+6. the views are assembled with priorities, locality weights and refusals (`assemble`).
+
+`gateways` is what the gateway Envoys reported over LRS (`demand.GatewayLoad`, an immutable
+record the caller builds); without it every region's demand comes from its engines.
 
 The time step dt is `now - previous.now` (the model's signals.interval on the first tick),
 clamped to [0, MAX_DT_S] so a stalled loop does not jump the smoothing on its next tick.
@@ -23,21 +28,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from heliostat.balance import assemble, fallback, overflow, shedding, weights
+from heliostat.balance import assemble, capacity, fallback, overflow, refusal, weights
+from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
 from heliostat.balance.endpoints import step
-from heliostat.balance.priorities import within_budget
 from heliostat.balance.state import (
     ControlState,
     EndpointKey,
     EndpointState,
     FallbackStates,
     ModelState,
+    ServiceState,
 )
 from heliostat.balance.view import ClusterView, EndpointView, FallbackView, RegionView, Views
 from heliostat.policy import Model, Policy
 from heliostat.signals.record import Signal
 
 MAX_DT_S = 10.0
+SEEN_FULL = 4  # intervals observed full before a region's capacity is taken as measured
 
 
 def compute(
@@ -46,40 +53,44 @@ def compute(
     previous: ControlState | None,
     now: float,
     drained: frozenset[EndpointKey] = frozenset(),
+    gateways: GatewayLoad = NO_GATEWAYS,
 ) -> tuple[Views, ControlState]:
     """This tick's views of every region (and the neutral one), and the state to pass next."""
     region_names = sorted(policy.spec.regions)
-    per_view: dict[str | None, list[ClusterView]] = {r: [] for r in region_names}
-    per_view[None] = []
     endpoint_states: dict[EndpointKey, EndpointState] = {}
     model_states: dict[str, ModelState] = {}
+    endpoint_views: dict[str, dict[str, list[EndpointView]]] = {}
     for model in policy.spec.models:
         dt = _dt(model, previous, now)
         before = previous.models.get(model.name) if previous else None
-        views_by_region, states, loads = _endpoints(model, signals, previous, now, dt, drained)
+        views_by_region, states, service, supply, rates = _endpoints(
+            model, signals, previous, before, gateways, now, dt, drained
+        )
         endpoint_states.update(states)
-        regions = overflow.step(policy, model, loads, before.regions if before else {}, dt)
-        shed = {
-            r: shedding.step(
-                before.shed.get(r) if before else None,
-                [r, *within_budget(policy, model, r)],
-                regions,
-                dt,
-            )
-            for r in region_names
+        endpoint_views[model.name] = views_by_region
+        refused = {
+            r: state.interactive.published
+            for r, state in (before.refusals if before else {}).items()
         }
-        neutral_shed = shedding.step(
-            before.neutral_shed if before else None, sorted(regions), regions, dt
+        regions = overflow.step(
+            policy,
+            model,
+            supply,
+            rates,
+            gateways,
+            before.regions if before else {},
+            refused,
+            dt,
+            now,
         )
-        model_states[model.name] = ModelState(regions=regions, shed=shed, neutral_shed=neutral_shed)
-        for r in region_names:
-            per_view[r].extend(
-                assemble.clusters(policy, model, r, views_by_region, regions, shed[r].percent)
-            )
-        per_view[None].extend(
-            assemble.clusters(policy, model, None, views_by_region, regions, neutral_shed.percent)
+        model_states[model.name] = ModelState(
+            regions=regions,
+            refusals={},
+            neutral_refusal=refusal.IDLE,
+            service=service,
         )
-    fallbacks: dict[str | None, list[FallbackView]] = {r: [] for r in per_view}
+    fallbacks: dict[str | None, list[FallbackView]] = {r: [] for r in region_names}
+    fallbacks[None] = []
     for model in policy.spec.models:
         if model.fallback is None:
             continue
@@ -96,11 +107,54 @@ def compute(
         model_states[model.name] = dataclasses.replace(own, fallback=decided)
         for view_region, scoped in fallbacks.items():
             scoped.extend(_fallback_views(model.name, decided, view_region))
+    per_view: dict[str | None, list[ClusterView]] = {r: [] for r in region_names}
+    per_view[None] = []
+    for model in policy.spec.models:
+        before = previous.models.get(model.name) if previous else None
+        own = model_states[model.name]
+        refusals = {
+            r: refusal.step(
+                before.refusals.get(r) if before else None,
+                own.regions.get(r),
+                *_fallback_move(before, own, r),
+                now,
+            )
+            for r in region_names
+        }
+        neutral = refusal.neutral(before.neutral_refusal if before else None, own.regions, now)
+        model_states[model.name] = dataclasses.replace(
+            own, refusals=refusals, neutral_refusal=neutral
+        )
+        views_by_region = endpoint_views[model.name]
+        for r in region_names:
+            per_view[r].extend(
+                assemble.clusters(policy, model, r, views_by_region, own.regions, refusals[r])
+            )
+        per_view[None].extend(
+            assemble.clusters(policy, model, None, views_by_region, own.regions, neutral)
+        )
     views = Views(
         by_region={r: RegionView(r, tuple(per_view[r]), tuple(fallbacks[r])) for r in region_names},
         neutral=RegionView(None, tuple(per_view[None]), tuple(fallbacks[None])),
     )
     return views, ControlState(now=now, endpoints=endpoint_states, models=model_states)
+
+
+def _fallback_move(before: ModelState | None, now: ModelState, region: str) -> tuple[float, float]:
+    """The fallback share of the region's users in effect, and the one it is going to: the
+    fallback keeps its place before refusal, so refusal only covers what it will not take."""
+    if now.fallback is None:
+        return 0.0, 0.0
+    state = now.fallback.regions.get(region)
+    if state is None:
+        return 0.0, 0.0
+    old = (
+        before.fallback.regions[region].share.published
+        if before and before.fallback and region in before.fallback.regions
+        else 0.0
+    )
+    goal = max(state.share.published, state.target if state.engaged else 0.0)
+    return old, goal
 
 
 def _dt(model: Model, previous: ControlState | None, now: float) -> float:
@@ -122,33 +176,106 @@ def _endpoints(
     model: Model,
     signals: Mapping[EndpointKey, Signal],
     previous: ControlState | None,
+    before: ModelState | None,
+    gateways: GatewayLoad,
     now: float,
     dt: float,
     drained: frozenset[EndpointKey],
 ) -> tuple[
-    dict[str, list[EndpointView]], dict[EndpointKey, EndpointState], dict[str, overflow.RegionLoad]
+    dict[str, list[EndpointView]],
+    dict[EndpointKey, EndpointState],
+    dict[str, ServiceState],
+    dict[str, overflow.Supply],
+    bool,
 ]:
-    """Every endpoint's tick; their views by region; each region's live capacity and load."""
+    """Every endpoint's tick; their views by region; service rates; each region's supply."""
     name = model.name
     static = not any((name, e.address) in signals for e in model.endpoints)
-    before = previous.endpoints if previous else {}
+    endpoints_before = previous.endpoints if previous else {}
+    service_before = before.service if before else {}
     gain = weights.alpha(dt)
     by_region: dict[str, list[EndpointView]] = {}
     states: dict[EndpointKey, EndpointState] = {}
-    capacity: dict[str, int] = {}
-    load: dict[str, float] = {}
+    service: dict[str, ServiceState] = {}
+    live: dict[str, list[tuple[str, EndpointState, int | None]]] = {}
+    slots_by_address: dict[str, int | None] = {}
+    observe = capacity.observe
     for endpoint in model.endpoints:
         key = (name, endpoint.address)
+        signal = signals.get(key)
         state = step(
-            endpoint, model, signals.get(key), before.get(key), now, gain, key in drained, static
+            endpoint,
+            model,
+            signal,
+            endpoints_before.get(key),
+            now,
+            gain,
+            key in drained,
+            static,
         )
         states[key] = state
-        region = endpoint.region
-        if region not in by_region:
-            by_region[region], capacity[region], load[region] = [], 0, 0.0
-        by_region[region].append(state.view)
-        if state.pressure is not None:  # live: counts towards the region's capacity
-            capacity[region] += 1
-            load[region] += state.pressure
-    loads = {r: overflow.RegionLoad(capacity[r], load[r]) for r in sorted(capacity)}
-    return by_region, states, loads
+        by_region.setdefault(endpoint.region, []).append(state.view)
+        slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
+        if signal is not None and (
+            signal.served_total is not None or signal.served_rate is not None
+        ):  # only engines that count completions teach a service rate
+            observed = observe(signal, slots, service_before.get(endpoint.address), dt)
+            if observed is not None:
+                service[endpoint.address] = observed
+        elif endpoint.address in service_before:  # keep what it taught, e.g. while it is down
+            service[endpoint.address] = service_before[endpoint.address]
+        slots_by_address[endpoint.address] = slots
+        if state.pressure is not None:  # live: counts towards the region's supply
+            live.setdefault(endpoint.region, []).append((endpoint.address, state, slots))
+    # Every endpoint of the model that was ever observed informs the prior (the same model on
+    # the same kind of replica): one that died or left still says what a slot serves.
+    known = {a: s for a, s in service.items() if capacity.known(s) is not None}
+    rates = False
+    prior = None
+    if known:
+        prior = capacity.per_slot_prior(known, slots_by_address)
+        rates = any(
+            a in known or (prior is not None and n)
+            for members in live.values()
+            for a, _, n in members
+        )
+    mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known) if known else 0.0
+    ttft = model.slo.ttft_ms / 1000.0
+    supply: dict[str, overflow.Supply] = {}
+    for region in sorted(live):
+        members = live[region]
+        if not rates:
+            load = sum(state.pressure or 0.0 for _, state, _ in members)
+            count = float(len(members))
+            occupancy = min(1.0, load / count)
+            supply[region] = overflow.Supply(len(members), count, count, load, occupancy=occupancy)
+            continue
+        raw = load = backlog = used = 0.0
+        seen_full = True
+        for address, state, slots in members:
+            observed = service.get(address)
+            seen_full = seen_full and observed is not None and observed.seen_full >= SEEN_FULL
+            if observed is not None and observed.busyness is not None:
+                used += observed.busyness
+            else:  # no slot count: its pressure against the thresholds says as much
+                used += min(1.0, state.pressure or 0.0)
+            own = capacity.known(observed)
+            if own is None:
+                own = prior * slots if prior is not None and slots else mean
+            raw += own
+            arriving = capacity.arrivals(observed) if observed is not None else None
+            load += arriving if arriving is not None else (state.pressure or 0.0) * own
+            signal = signals.get((name, address))
+            backlog += (signal.waiting or 0.0) if signal is not None else 0.0
+        planned = overflow.planning_capacity(raw, backlog, ttft)
+        supply[region] = overflow.Supply(
+            len(members),
+            planned,
+            raw,
+            load,
+            backlog,
+            used / len(members),
+            rates=True,
+            measured_full=seen_full,
+        )
+    return by_region, states, service, supply, rates

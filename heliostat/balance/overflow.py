@@ -1,200 +1,290 @@
-"""Bounded overflow: a region whose GPUs cannot carry its demand lends a share to neighbours.
+"""The regional half of the control law: each origin's users placed over the regions in budget.
 
-Units: one endpoint at its thresholds carries 1.0. Per model and region r, over endpoints with
-a fresh signal that can take traffic (healthy or saturated):
+Per model and tick, for every region of the policy (an edge region, with gateways and no
+GPUs, included):
 
-    capacity C_r = their count,  load L_r = sum of their pressures (see `saturation`).
+1. **Supply** (`Supply`, from the endpoints): what its live endpoints can serve now. With
+   service rates known (`capacity`), in requests/s: UTILISATION of their observed capacity,
+   less what it takes to drain a backlog beyond what the SLO tolerates,
 
-L_r is what r's endpoints carry *with the overflow already in effect*, so it cannot be used as
-r's demand directly: sending 30% away lowers L_r, which would end the overflow, which would
-raise L_r again (an oscillator). The demand of r's own gateways is recovered from the shares
-that were published last tick:
+       C_q = UTILISATION * c_q - max(0, B_q - c_q * QUEUE_SHARE * ttft) / DRAIN_S
 
-    L_r = (1 - sum_q S[r][q]) * D_r + sum_s S[s][r] * D_s         (solved by a few iterations)
+   (a queue of c_q x t requests waits t; the SLO leaves QUEUE_SHARE of the TTFT to waiting,
+   the rest to prefill and the network; anything beyond must drain within DRAIN_S, and
+   meanwhile that capacity is not there for new arrivals). Without rates the
+   older unit stands: one endpoint at its thresholds carries 1.0, C_q counts endpoints.
+2. **Demand** (`demand`): its gateways' measured rate, else inferred from its engines with
+   the shares in effect taken out; smoothed.
+3. **Allocation** (`allocation`): local first, then the nearest region with room within the
+   origin's budget, onward lending when it takes that, every rescuer kept below
+   RESCUE_CEILING of its capacity for others; the rest is unplaced (refused by `refusal`
+   unless the fallback model takes it).
+4. **Shares**: each origin's plan as shares of its admitted users, published in thousandths
+   with hysteresis (`publish`); the locality weights of its view (`assemble`). What is
+   unplaced is refused (`refusal`) only while the regions that bound the plan are busy
+   (mean occupancy >= BUSY) and only once it has been unplaced for REFUSE_AFTER_S without
+   a break (a failover or an estimate's jump is not a full planet): otherwise it stays
+   home. Likewise a region
+   that is not busy is taken to carry its own users whatever its capacity estimate says:
+   estimates from light load are extrapolations, and local first means no user leaves a
+   region on one.
 
-D_r is then smoothed like endpoint saturation (an EWMA with `weights.TAU_S`), so decisions
-follow the demand's trend rather than one scrape, and the pressure used for every decision is
-Pi_r = D_r / C_r. Then:
-
-- r overflows once Pi_r >= ENGAGE (1.0) and keeps doing so until Pi_r <= RELEASE (0.9)
-  (hysteresis). Its excess is e = 1 - RELEASE / Pi_r: enough to bring r back to RELEASE.
-- Rescuers are the regions within the network budget of r (RTT <= slo.network_budget_ms),
-  nearest first, that are not overflowing themselves. A rescuer q's own demand is reserved
-  first: spare_q = RESCUE_CEILING * C_q - D_q - what senders book on q this tick, with
-  D_q = L_q - sum_s S[s][q] * D_s left unclamped. Written out, that plans q's load as
-  L_q + sum_s (new share - published share) * D_s <= RESCUE_CEILING * C_q: anchored on q's
-  *measured* load, so an error in a sender's estimated demand only scales the change, and a
-  steady rescue is judged on what q really carries. A rescue never plans q past
-  RESCUE_CEILING (0.9), below its saturation threshold.
-- share(r -> q) = min(remaining of min(max_share, e), spare_q / D_r); next rescuer while the
-  total stays <= overflow.max_share (and <= 1 - MIN_KEPT: a region keeps at least 20%).
-  Senders that share a rescuer split its spare in proportion to what they ask for (see
-  `_targets`).
-- How the share then travels from that target to Envoy (a dead zone on the goal, an EWMA
-  with bounded steps, publication in 5% levels with hysteresis) is `shares`.
-
-When no in-budget region has headroom, the target is 0 and the share ramps down to nothing.
+`overflow.max_share` caps what a region with GPUs sends away when the operator sets it;
+left out, the allocation's feasibility and the rescuers' room decide.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from heliostat.balance import shares, weights
+from heliostat.balance import allocation, demand, publish, weights
 from heliostat.balance.priorities import within_budget
-from heliostat.balance.state import RegionState
+from heliostat.balance.state import Held, RegionState
 from heliostat.policy import Model, Policy
 
-ENGAGE = 1.0
-RELEASE = 0.9
-RESCUE_CEILING = 0.9
-MIN_SHARE = 0.01
-# The correction divides by the share a region keeps. A region therefore always keeps at
-# least MIN_KEPT of its own traffic, whatever overflow.max_share says: below that, the
-# division amplifies measurement noise and lag more than fivefold.
-MIN_KEPT = 0.2
-_ITERATIONS = 4
-
-
-def max_lent(model: Model) -> float:
-    """The most of a region's traffic overflow may send away: max_share, at most 1-MIN_KEPT."""
-    return min(model.overflow.max_share, 1.0 - MIN_KEPT)
+UTILISATION = 0.95  # of the observed capacity: what a region plans to run at, at most
+RESCUE_CEILING = 0.9  # of its capacity: the most a rescuer is planned to, with others' users
+DRAIN_S = 3.0  # a backlog beyond what the SLO tolerates is planned to drain within this
+# Of the TTFT objective, what a request may spend waiting for a slot: the rest is for the
+# prefill, the network and the spread of waits around their mean.
+QUEUE_SHARE = 0.25
+BUSY = 0.75  # mean share of slots in use from which a region counts as full
+BUSY_RELEASE = 0.5  # ... and down to which it still does once refusals started
+# Refusing starts once demand has been unplaced this long without a break: a failover, a
+# burst or an estimate's jump is absorbed by the queues; a full planet lasts.
+REFUSE_AFTER_S = 3.0
+# Kept for the fallback model's decision (it plans a region back to this level).
+RELEASE = RESCUE_CEILING
 
 
 @dataclass(frozen=True, slots=True)
-class RegionLoad:
-    capacity: int
-    load: float
+class Supply:
+    """One region's live endpoints of one model, this tick."""
+
+    endpoints: int  # live: a fresh signal, healthy or saturated
+    capacity: float  # planning capacity C (see the module docstring)
+    raw: float  # observed capacity (rates) or endpoint count (pressure units)
+    load: float  # what arrives at them now, same unit
+    backlog: float = 0.0  # requests waiting at them
+    occupancy: float = 0.0  # share of their room in use (1 while requests wait), smoothed
+    rates: bool = False  # capacity in requests/s (else endpoint units: no backlog term)
+    # Every endpoint's throughput was observed full (rates), or the thresholds say so (pressure
+    # units): its capacity is a measurement, not an extrapolation from light load.
+    measured_full: bool = True
 
 
-def estimate_demand(
-    loads: Mapping[str, RegionLoad], shares: Mapping[str, Mapping[str, float]]
-) -> dict[str, float]:
-    """Each region's own demand, with the published overflow shares taken back out."""
-    demand = {r: loads[r].load for r in sorted(loads)}
-    live = [r for r in demand if loads[r].capacity > 0]
-    for _ in range(_ITERATIONS):
-        following: dict[str, float] = {}
-        for r in demand:
-            if loads[r].capacity == 0:
-                following[r] = 0.0
-                continue
-            inflow = sum(shares.get(s, {}).get(r, 0.0) * demand[s] for s in live if s != r)
-            kept = max(MIN_KEPT, 1.0 - sum(shares.get(r, {}).values()))
-            following[r] = max(0.0, loads[r].load - inflow) / kept
-        demand = following
-    return demand
+def tolerated(region: Supply, ttft_s: float) -> float:
+    """The backlog its users can wait behind within the SLO (see the module docstring)."""
+    return region.raw * QUEUE_SHARE * ttft_s if region.rates else math.inf
+
+
+def planning_capacity(raw: float, backlog: float, ttft_s: float) -> float:
+    """C = UTILISATION x raw, less the drain of the backlog the SLO does not tolerate."""
+    drain = max(0.0, backlog - raw * QUEUE_SHARE * ttft_s) / DRAIN_S
+    return max(0.0, UTILISATION * raw - drain)
+
+
+def max_lent(model: Model) -> float:
+    """The most of a region's users overflow may send away: the operator's cap, else all."""
+    configured = model.overflow.max_share
+    return 1.0 if configured is None else configured
 
 
 def step(
     policy: Policy,
     model: Model,
-    loads: Mapping[str, RegionLoad],
+    supply: Mapping[str, Supply],
+    rates: bool,
+    gateways: demand.GatewayLoad,
     previous: Mapping[str, RegionState],
+    refused: Mapping[str, float],
     dt: float,
+    now: float,
 ) -> dict[str, RegionState]:
-    """Every region's overflow decision for this tick (regions that hold endpoints of model)."""
-    measured = estimate_demand(loads, {r: s.shares for r, s in previous.items()})
-    # Decisions follow the demand's trend, not one scrape: a region of one or two replicas
-    # reads very differently from one scrape to the next under the same load.
-    trend = weights.alpha(dt)
-    demand = {
-        r: d if r not in previous else previous[r].demand + trend * (d - previous[r].demand)
-        for r, d in measured.items()
-    }
-    pressure = {r: demand[r] / loads[r].capacity for r in demand if loads[r].capacity > 0}
-    overflowing = {
-        r: p >= ENGAGE or (r in previous and previous[r].overflowing and p > RELEASE)
-        for r, p in pressure.items()
-    }
-    inflow = {
-        q: sum(previous[s].shares.get(q, 0.0) * demand[s] for s in previous if s in demand)
-        for q in demand
-    }
-    own = {q: loads[q].load - inflow[q] for q in demand}  # unclamped, see the module docstring
-    targets = _targets(policy, model, loads, demand, own, pressure, overflowing)
-    max_share = max_lent(model)
-    gain = weights.alpha(dt, shares.TAU_S)
-    distressed = {q for q, ld in loads.items() if ld.capacity and ld.load >= ld.capacity}
+    """Every region's plan for this tick. `refused`: each region's refused fraction last tick."""
+    regions = sorted(policy.spec.regions)
+    fixed: dict[str, float] = {}
+    batch: dict[str, float] = {}
+    if rates:
+        for r in regions:
+            report = gateways.origin(model.name, r, now)
+            if report is not None:
+                fixed[r] = report.total
+                batch[r] = report.batch
+    arrivals = {r: s.load for r, s in supply.items() if s.endpoints > 0}
+    shares = {r: s.shares for r, s in previous.items()}
+    measured = demand.from_engines(arrivals, fixed, shares, refused)
+    gain = weights.alpha(dt, demand.TAU_S)
+    smoothed: dict[str, float] = {}
+    source: dict[str, str] = {}
+    for r in regions:
+        value = measured.get(r, 0.0)
+        before = previous.get(r)
+        source[r] = demand.GATEWAYS if r in fixed else demand.ENGINES if r in arrivals else "none"
+        if before is None or before.source != source[r] or before.rates != rates:
+            smoothed[r] = value
+        else:
+            smoothed[r] = before.demand + gain * (value - before.demand)
+    origins = {}
+    cap = max_lent(model)
+    for r in regions:
+        own = supply.get(r)
+        capacity = own.capacity if own is not None else 0.0
+        was_lending = r in previous and previous[r].overflowing
+        if own is not None and own.endpoints > 0 and own.occupancy < BUSY and not was_lending:
+            # Not busy: it evidently serves its own users, whatever the estimate says (once
+            # it lends, its own load no longer shows its demand: the estimate decides).
+            capacity = max(capacity, smoothed[r])
+        if smoothed[r] <= 0.0 and capacity <= 0.0:
+            continue
+        edge = own is None or own.endpoints == 0
+        sent = 1.0 if edge else cap
+        if not edge and source[r] == demand.ENGINES:
+            sent = min(sent, 1.0 - demand.MIN_KEPT)
+        reach = {q: policy.rtt_ms(r, q) for q in within_budget(policy, model, r)}
+        origins[r] = allocation.Origin(smoothed[r], capacity, reach, sent)
+    plan = allocation.allocate(origins, RESCUE_CEILING)
+    unit = "/s" if rates else " endpoints"
+    ttft = model.slo.ttft_ms / 1000.0
     result: dict[str, RegionState] = {}
-    for r in sorted(loads):
-        before = previous[r].lending if r in previous else {}
+    for r in regions:
+        own = supply.get(r)
+        placed = plan.placed.get(r, {})
+        unplaced = plan.unplaced.get(r, 0.0)
+        refusing = r in previous and previous[r].refusable > 0.0
+        full_since = None
+        if unplaced > 0.0:
+            before_full = previous[r].full_since if r in previous else None
+            full_since = now if before_full is None else before_full
+        refusable = 0.0
+        if full_since is not None and now - full_since >= REFUSE_AFTER_S:
+            refusable = _refusable(policy, model, r, supply, plan, unplaced, refusing)
+        admitted = smoothed[r] - refusable
+        if source[r] != demand.GATEWAYS:
+            # Its refusal is capped (see `refusal`): what it really admits is at least this,
+            # and the excess stays home rather than spilling onto the rescuers.
+            admitted = max(admitted, smoothed[r] * (1.0 - demand.MAX_INFERRED_REFUSAL))
         reachable = set(within_budget(policy, model, r))
-        goal = targets.get(r, {})
-        lending: dict[str, shares.Share] = {}
-        for q in sorted(set(before) | set(goal)):
-            if q not in reachable:  # the budget changed: never keep a region now out of reach
+        lent_before = previous[r].lending if r in previous else {}
+        lending: dict[str, Held] = {}
+        for q in sorted(set(lent_before) | set(placed)):
+            if q == r:
                 continue
-            share = shares.follow(
-                before.get(q), goal.get(q, 0.0), max_share, gain, dt, distressed=q in distressed
+            target = placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
+            rescuer = supply.get(q)
+            # In distress: a queue beyond what the SLO tolerates (not one noisy interval).
+            distressed = rescuer is not None and rescuer.backlog > tolerated(rescuer, ttft)
+            urgent = q not in reachable or (distressed and target < _published(lent_before, q))
+            held = publish.hold(
+                lent_before.get(q),
+                target,
+                now,
+                band=publish.SHARE_BAND,
+                urgent=urgent,
+                reason=functools.partial(_reason, r, q, smoothed[r], plan, unit),
             )
-            if share is not None:
-                lending[q] = share
+            if held.published > 0.0 or held.target > 0.0:
+                lending[q] = held
         result[r] = RegionState(
-            capacity=loads[r].capacity,
-            load=loads[r].load,
-            demand=demand[r],
-            overflowing=overflowing.get(r, False),
-            lending=_capped(lending, max_share),
-            measured=measured[r],
+            capacity=own.capacity if own is not None else 0.0,
+            load=own.load if own is not None else 0.0,
+            demand=smoothed[r],
+            overflowing=unplaced > 0.0 or any(q != r for q in placed),
+            lending=_capped(lending, 1.0 if own is None or own.endpoints == 0 else cap),
+            measured=measured.get(r, 0.0),
+            endpoints=own.endpoints if own is not None else 0,
+            unplaced=unplaced,
+            refusable=refusable,
+            full_since=full_since,
+            plan=dict(placed),
+            source=source[r],
+            backlog=own.backlog if own is not None else 0.0,
+            raw_capacity=own.raw if own is not None else 0.0,
+            batch=batch.get(r),
+            rates=rates,
         )
     return result
 
 
-def _capped(lending: dict[str, shares.Share], max_share: float) -> dict[str, shares.Share]:
-    """One sender's shares, smoothed and published, each summing to at most max_share."""
-    smoothed = {q: s.smoothed for q, s in lending.items()}
-    total = sum(smoothed.values())
-    if total > max_share:
-        smoothed = {q: v * max_share / total for q, v in smoothed.items()}
-    published = {q: s.published for q, s in lending.items()}
-    shares.cap_total(published, smoothed, max_share)
-    return {
-        q: dataclasses.replace(s, smoothed=smoothed[q], published=published[q])
-        for q, s in lending.items()
-    }
-
-
-def _targets(
+def _refusable(
     policy: Policy,
     model: Model,
-    loads: Mapping[str, RegionLoad],
-    demand: Mapping[str, float],
-    own: Mapping[str, float],
-    pressure: Mapping[str, float],
-    overflowing: Mapping[str, bool],
-) -> dict[str, dict[str, float]]:
-    """Target shares, sender -> rescuer -> share of the sender's demand.
+    origin: str,
+    supply: Mapping[str, Supply],
+    plan: allocation.Allocation,
+    unplaced: float,
+    refusing: bool,
+) -> float:
+    """What of the origin's unplaced demand its gateways should refuse.
 
-    Rounds by distance: in round k every sender asks its k-th nearest in-budget rescuer for
-    what it still needs, and a rescuer asked for more than its spare grants each request the
-    same fraction. Serving senders one by one (most pressed first) let two senders of equal
-    need take turns at a shared rescuer, each tick handing it to the other; a proportional
-    split is continuous in the inputs and settles.
+    All of it when the planet is full for it: the origin and every region within its
+    budget are demonstrably busy (mean occupancy >= BUSY: a region whose slots are not
+    mostly in use has room its capacity estimate has not seen yet) and the plan filled every
+    in-budget region to its ceiling. If the plan left room somewhere, the excess is there
+    because the operator's cap kept the origin's users away, not because the GPUs are full:
+    it stays home rather than being refused. Nor is a region whose capacity was never
+    observed at full load (only extrapolated) proof of a full planet. Once refusing, "busy"
+    is held down to
+    BUSY_RELEASE: refusing lowers the load the rescuers see, which must not end it.
     """
-    senders = sorted(r for r, on in overflowing.items() if on)
-    cap = max_lent(model)
-    need = {s: min(cap, max(0.0, 1.0 - RELEASE / pressure[s])) for s in senders}
-    nearest = {
-        s: [q for q in within_budget(policy, model, s) if q in pressure and not overflowing[q]]
-        for s in senders
+    if unplaced <= 0.0:
+        return 0.0
+    busy = BUSY_RELEASE if refusing else BUSY
+    for q in [origin, *within_budget(policy, model, origin)]:
+        region = supply.get(q)
+        if region is None or region.endpoints == 0:
+            continue
+        if region.occupancy < busy:
+            return 0.0
+        if q != origin and plan.served_at(q) < RESCUE_CEILING * region.capacity - 1e-6:
+            return 0.0  # room left that the operator's cap kept it from: not a full planet
+        if not region.measured_full:
+            return 0.0  # its capacity is extrapolated from light load: not proof it is full
+    return unplaced
+
+
+def _published(lending: Mapping[str, Held], q: str) -> float:
+    held = lending.get(q)
+    return held.published if held is not None else 0.0
+
+
+def _capped(lending: dict[str, Held], cap: float) -> dict[str, Held]:
+    """One sender's shares, their sum at most `cap` (and 1): held values give way first."""
+    total = sum(h.published for h in lending.values())
+    if total <= cap + 1e-9:
+        return lending
+    eased = {q: min(h.published, h.target) for q, h in lending.items()}
+    total = sum(eased.values())
+    scale = cap / total if total > cap else 1.0
+    return {
+        q: Held(
+            publish.quantise(eased[q] * scale - 0.0005) if scale < 1.0 else eased[q],
+            h.target,
+            h.direction,
+            h.moved_at,
+            h.reason,
+            h.spread,
+        )
+        for q, h in lending.items()
     }
-    spare = {q: RESCUE_CEILING * loads[q].capacity - own[q] for q in pressure}
-    targets: dict[str, dict[str, float]] = {s: {} for s in senders}
-    for k in range(max((len(n) for n in nearest.values()), default=0)):
-        asks: dict[str, dict[str, float]] = {}  # rescuer -> sender -> load asked for
-        for s in senders:
-            if k < len(nearest[s]) and need[s] >= MIN_SHARE:
-                asks.setdefault(nearest[s][k], {})[s] = need[s] * demand[s]
-        for q, asked in sorted(asks.items()):
-            total = sum(asked.values())
-            fraction = min(1.0, max(0.0, spare[q]) / total) if total > 0 else 0.0
-            for s, load in sorted(asked.items()):
-                share = load * fraction / demand[s]
-                if share >= MIN_SHARE:
-                    targets[s][q] = share
-                    need[s] -= share
-                    spare[q] -= share * demand[s]
-    return targets
+
+
+def _reason(
+    origin: str,
+    rescuer: str,
+    demand_now: float,
+    plan: allocation.Allocation,
+    unit: str,
+    share: float,
+) -> str:
+    if share <= 0.0:
+        return ""
+    local = plan.local.get(origin, 0.0)
+    return (
+        f"{share:.1%} of {origin}'s users served in {rescuer}: {origin} demand "
+        f"{demand_now:.2f}{unit}, serves {local:.2f}{unit} itself, {rescuer} had room "
+        f"for {plan.room.get(rescuer, 0.0):.2f}{unit}"
+    )

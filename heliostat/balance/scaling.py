@@ -9,25 +9,27 @@ Units. The arithmetic never looks at them: demand and capacity only have to shar
 
     desired = ceil(demand / (target * capacity per replica))
 
-Today's law measures both in endpoint capacities: one endpoint at its thresholds carries 1.0
-(`balance.overflow`), so capacity per replica is 1.0 and a target of 0.7 keeps every
-replica at 70% of its thresholds. The demand is the region's *own* gateways' demand, with
-what it lends to its neighbours taken back in (`RegionState.demand`): GPUs are asked for
-where the users are, so a region that leans on a neighbour asks for the replicas that would
-serve its users at home. A law that measures demand as a rate (completions/s, issue 10)
-passes requests/s and each replica's observed service rate; nothing here changes.
+The law measures both as rates once its endpoints' service rates are known (`RegionState.rates`):
+demand in requests/s, capacity as the completions/s its live replicas sustain when busy
+(`RegionState.raw_capacity`), so capacity per replica is that over the live replicas and a
+target of 0.7 keeps every replica at 70% of its throughput. Before that (no success counters
+yet) both are in endpoint units: one endpoint at its thresholds carries 1.0. The demand is
+the region's *own* gateways' demand (`RegionState.demand`, from their load reports when they
+send them): GPUs are asked for where the users are, so a region that leans on a neighbour
+asks for the replicas that would serve its users at home.
 
-A region with gateways but no live endpoint of the model (an edge region, or one whose
-replicas are all down) gets demand 0 from today's law: its users' load shows up in the
-regions that serve them. Its desired count is then `minimum` (default 0).
+A region with no live endpoint of the model (an edge region, or one whose replicas are all
+down) is given the model's typical per-replica capacity; an edge region has no GPUs to scale,
+and its desired count says how many it would take to serve its users at home.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from heliostat.balance.state import ControlState
+from heliostat.balance.state import ControlState, RegionState
 from heliostat.policy import Policy
 
 DEFAULT_TARGET = 0.7
@@ -83,21 +85,35 @@ def scaling_signals(
     result = []
     for model in policy.spec.models:
         decided = state.models.get(model.name) if state is not None else None
+        regions = decided.regions if decided is not None else {}
+        typical = _per_replica(regions.values())
         for region in sorted(policy.spec.regions):
-            region_state = decided.regions.get(region) if decided is not None else None
-            demand = max(0.0, region_state.demand) if region_state is not None else 0.0
-            live = region_state.capacity if region_state is not None else 0
+            rs = regions.get(region)
+            rates = rs is not None and rs.rates
+            live = rs.endpoints if rs is not None else 0
+            capacity = (rs.raw_capacity if rates else float(live)) if rs is not None else 0.0
+            per_replica = capacity / live if live and capacity > 0 else (typical if rates else 1.0)
+            demand = max(0.0, rs.demand) if rs is not None else 0.0
             result.append(
                 ScalingSignal(
                     model=model.name,
                     region=region,
                     demand=demand,
-                    capacity=float(live),
+                    capacity=capacity,
                     replicas=live,
-                    per_replica=1.0,
+                    per_replica=per_replica,
                     target=target,
-                    desired=desired_replicas(demand, 1.0, target, minimum=minimum),
-                    unit=UNIT_ENDPOINT,
+                    desired=desired_replicas(demand, per_replica, target, minimum=minimum),
+                    unit=UNIT_RPS if rates else UNIT_ENDPOINT,
                 )
             )
     return result
+
+
+def _per_replica(regions: Iterable[RegionState]) -> float:
+    """One replica's observed capacity across the model's regions (requests/s), for a region
+    with none live to measure; 1.0 before anything was observed."""
+    observed = sorted(
+        r.raw_capacity / r.endpoints for r in regions if r.rates and r.endpoints and r.raw_capacity
+    )
+    return observed[len(observed) // 2] if observed else 1.0

@@ -1,7 +1,7 @@
 """What the control law remembers from one tick to the next.
 
 The law is a pure function; everything that must persist (smoothed saturation, published weights
-and the reasons they were published with, hysteresis flags, overflow shares, shedding levels,
+and the reasons they were published with, hysteresis flags, overflow shares, refusals,
 the last queue depth seen) travels in these immutable records. The caller keeps the last
 `ControlState` and hands it back on the next tick; nothing else is needed to resume, so two
 heliostat replicas fed the same inputs publish the same views.
@@ -52,35 +52,89 @@ class EndpointState(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class RegionState:
-    """One region of one model: its load and what it lends out to its neighbours."""
+class Held:
+    """A published fraction (a share, a refusal) with the memory its hysteresis needs.
 
-    capacity: int  # endpoints with a fresh signal that can take traffic
-    load: float  # sum of their pressures, in endpoint-capacity units
-    demand: float  # load corrected for overflow in effect, smoothed: its own gateways' demand
-    overflowing: bool  # hysteresis flag: started at pressure >= ENGAGE, ends at <= RELEASE
-    lending: Mapping[str, Share] = field(default_factory=dict)  # rescuer -> share of demand
-    measured: float = 0.0  # this tick's own demand before smoothing (what `demand` follows)
+    `published` is what Envoy has, in thousandths; `target` this tick's goal; `direction`
+    the sign of the last move and `moved_at` its time, so a move back the other way can be
+    held (see `publish`). `reason` was built when `published` last changed and is kept
+    verbatim while it holds: it travels in EDS metadata.
+    """
+
+    published: float
+    target: float
+    direction: int = 0
+    moved_at: float = 0.0
+    reason: str = ""
+    spread: float = 0.0  # how far the target moves from tick to tick (EWMA): its noise
+
+
+class ServiceState(NamedTuple):
+    """One endpoint's service rate, remembered between ticks (rates mode, see `capacity`).
+    A NamedTuple, like EndpointState: there is one per endpoint per tick."""
+
+    capacity: float | None  # smoothed completions/s it sustains with its slots full
+    served: float | None  # completions/s over the last scrape interval
+    served_total: float | None  # the raw counter last seen
+    scraped_at: float | None
+    waiting: float | None
+    growth: float = 0.0  # queue growth, requests/s, over the last scrape interval
+    busy: bool = False  # slots full (or a queue) at the last scrape
+    occupancy: float | None = None  # share of slots in use at the last scrape (1 if queueing)
+    evidence: float = 0.0  # capacity samples so far, weighted by occupancy^2
+    seen_full: int = 0  # intervals observed (nearly) full: a throughput seen, not inferred
+    busyness: float | None = None  # occupancy: up at once, down smoothly (capacity.TAU_S)
+
+
+@dataclass(frozen=True, slots=True)
+class RegionState:
+    """One region of one model after a tick: its supply, its users' demand, their plan.
+
+    Units are the model's: requests/s when service rates are known (`rates` True), else
+    endpoint units (one endpoint at its thresholds carries 1.0).
+    """
+
+    capacity: float  # what its live endpoints can serve now (planning capacity)
+    load: float  # what arrives at its endpoints now
+    demand: float  # its own gateways' demand, smoothed
+    overflowing: bool  # some of its users are planned elsewhere or refused
+    lending: Mapping[str, Held] = field(default_factory=dict)  # q -> share of its admitted users
+    measured: float = 0.0  # this tick's demand before smoothing (what `demand` follows)
+    endpoints: int = 0  # live endpoints (fresh signal, healthy or saturated)
+    unplaced: float = 0.0  # demand the allocation could place nowhere within budget
+    refusable: float = 0.0  # of which its gateways refuse (see `overflow._refusable`)
+    full_since: float | None = None  # since when some of its demand is unplaced, unbroken
+    plan: Mapping[str, float] = field(default_factory=dict)  # serving region -> demand
+    source: str = "none"  # where `measured` came from: "gateways", "engines" or "none"
+    backlog: float = 0.0  # requests waiting at its endpoints
+    raw_capacity: float = 0.0  # its endpoints' observed service capacity, before planning
+    batch: float | None = None  # the batch part of `measured`, when its gateways report it
+    rates: bool = False
 
     @property
     def pressure(self) -> float | None:
         """Own demand over own capacity; above 1 its GPUs cannot carry its gateways' traffic."""
-        return self.demand / self.capacity if self.capacity else None
+        return self.demand / self.capacity if self.capacity > 0 else None
 
     @property
     def shares(self) -> dict[str, float]:
-        """The shares Envoy was given: rescuer -> share of this region's traffic."""
+        """The shares Envoy was given: rescuer -> share of this region's admitted traffic."""
         return {q: s.published for q, s in self.lending.items() if s.published > 0}
 
 
 @dataclass(frozen=True, slots=True)
-class ShedState:
-    """Batch shedding of one view (a region's, or the neutral one) of one model."""
+class RefusalState:
+    """What one view's gateways refuse of a model's requests, per class (fractions)."""
 
-    active: bool  # hysteresis flag: all in-budget regions saturated (or still above RELEASE)
-    level: float  # smoothed drop percentage
-    percent: int  # published whole percent, 0-100
-    group: tuple[str, ...] = ()  # the regions whose pressure decided it
+    interactive: Held
+    batch: Held
+    excess: float = 0.0  # demand/s refused by the plan, after the fallback's share
+    demand: float = 0.0  # the demand it was refused from
+    detail: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.interactive.published > 0 or self.batch.published > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +173,9 @@ class FallbackStates:
 @dataclass(frozen=True, slots=True)
 class ModelState:
     regions: Mapping[str, RegionState]
-    shed: Mapping[str, ShedState]  # by view region
-    neutral_shed: ShedState
+    refusals: Mapping[str, RefusalState]  # by view region
+    neutral_refusal: RefusalState
+    service: Mapping[str, ServiceState] = field(default_factory=dict)  # by endpoint address
     fallback: FallbackStates | None = None  # models with `fallback` only
 
 

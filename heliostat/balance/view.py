@@ -57,6 +57,9 @@ class LocalityView:
     endpoints: tuple[EndpointView, ...]
     # Locality weight inside its priority (locality-weighted LB); None leaves it unset.
     weight: int | None = None
+    # Why the locality has its weight (overflow shares); EDS locality metadata. Kept stable
+    # while the weight holds: it is part of the resource's content hash.
+    reason: Mapping[str, ReasonValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +69,11 @@ class ClusterView:
     name: str
     model: str
     localities: tuple[LocalityView, ...]
+    # Requests Envoy refuses at once (drop_overloads): the view's refusal of this class, in
+    # percent with one decimal, and why.
     drop_overload_percent: float = 0.0
     traffic_class: TrafficClass = TrafficClass.INTERACTIVE
+    drop_reason: str = ""
 
     def endpoints(self) -> tuple[EndpointView, ...]:
         return tuple(e for locality in self.localities for e in locality.endpoints)

@@ -202,9 +202,13 @@ class BeyondBudget(StrEnum):
 
 
 class Overflow(_Spec):
-    """How much of a region's traffic may spill to a neighbour that has headroom."""
+    """How much of a region's traffic may spill to a neighbour that has headroom.
 
-    max_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)] = 0.3
+    `max_share` left out (None): the control law's allocation decides from feasibility and
+    the rescuers' room; given, it caps the share of its users a region with GPUs sends away.
+    """
+
+    max_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)] | None = None
     beyond_budget: BeyondBudget = BeyondBudget.LAST_RESORT
 
 

@@ -18,6 +18,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from heliostat.balance import ControlState, Views, compute, describe
+from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
 from heliostat.policy import Policy
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.signals import Signal
@@ -25,6 +26,7 @@ from heliostat.signals import Signal
 log = structlog.get_logger("heliostat.control")
 
 SignalsView = Callable[[], Mapping[tuple[str, str], Signal]]
+GatewaysView = Callable[[Policy, float], GatewayLoad]
 
 
 class ControlLoop:
@@ -35,10 +37,12 @@ class ControlLoop:
         signals: SignalsView,
         registry: CollectorRegistry,
         clock: Callable[[], float] = time.time,
+        gateways: GatewaysView = lambda _policy, _now: NO_GATEWAYS,
     ) -> None:
         self._policy = policy
         self._publisher = publisher
         self._signals = signals
+        self._gateways = gateways
         self._clock = clock
         self._state: ControlState | None = None
         self._operator_drains: frozenset[tuple[str, str]] = frozenset()
@@ -101,8 +105,14 @@ class ControlLoop:
 
     def tick(self) -> list[str]:
         started = time.perf_counter()
+        now = self._clock()
         views, self._state = compute(
-            self._policy, self._signals(), self._state, self._clock(), self._drained_now
+            self._policy,
+            self._signals(),
+            self._state,
+            now,
+            self._drained_now,
+            self._gateways(self._policy, now),
         )
         changed = self._publisher.publish(Inputs(self._policy, views))
         self._compute_seconds.observe(time.perf_counter() - started)

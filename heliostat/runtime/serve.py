@@ -25,11 +25,20 @@ from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.scaling_metrics import ScalingCollector
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache import SnapshotCache
+from heliostat.xds.load_reports import LoadReports
 from heliostat.xds.metrics import XdsMetrics
 from heliostat.xds.registry import StreamRegistry
-from heliostat.xds.server import SERVER_OPTIONS, AdsServer, add_to_server, listen
+from heliostat.xds.server import (
+    SERVER_OPTIONS,
+    AdsServer,
+    LoadReportingServer,
+    add_to_server,
+    listen,
+)
 
 log = structlog.get_logger("heliostat.serve")
+
+LOAD_REPORT_MIN_S = 0.5
 
 # A long-lived stream with many small messages: keep idle connections alive through NATs.
 _GRPC_OPTIONS = [
@@ -67,8 +76,13 @@ class ControlPlane:
         self.streams = StreamRegistry()
         self.publisher = Publisher(self.cache, Inputs(policy, static_views(policy)))
         self.signals = CompositeSource(targets_from_policy(policy), self.metrics_registry)
+        self.load_reports = LoadReports()
         self.control = ControlLoop(
-            policy, self.publisher, self.signals.signals, self.metrics_registry
+            policy,
+            self.publisher,
+            self.signals.signals,
+            self.metrics_registry,
+            gateways=lambda p, now: self.load_reports.load([m.name for m in p.spec.models], now),
         )
         self.signals.on_update = self.control.signals_landed
         self.started_at = time.time()
@@ -100,6 +114,10 @@ class ControlPlane:
             ScalingCollector(lambda: (self.control.policy, self.control.state))
         )
         self.ads = AdsServer(self.publisher, self.streams, XdsMetrics(self.metrics_registry))
+        # Gateways report every signals interval (the fastest model's), at least every 0.5 s.
+        self.lrs = LoadReportingServer(
+            self.load_reports, lambda: max(LOAD_REPORT_MIN_S, self.control.interval)
+        )
 
     def apply_policy(self, policy: Policy) -> None:
         """Put a new policy to work; if that fails half-way, put the last good one back
@@ -169,6 +187,9 @@ class ControlPlane:
                 time.time(),
                 {m.name: m.signals.stale_after for m in inputs.policy.spec.models},
             ),
+            "load_reports": self.load_reports.describe(
+                [m.name for m in inputs.policy.spec.models], time.time()
+            ),
             "snapshots": describe_snapshots(self.cache),
             "snapshot_error": self.publisher.last_error,
             "nodes": describe_nodes(self.streams),
@@ -180,7 +201,7 @@ class ControlPlane:
         out, whatever failed, and nothing a dead task raised escapes."""
         xds = (self.options.xds_host, self.options.xds_port)
         server = grpc.aio.server(options=_GRPC_OPTIONS)
-        add_to_server(server, self.ads)
+        add_to_server(server, self.ads, self.lrs)
         try:
             # Both addresses before anything starts; the admin one again when it binds.
             check_free(self.options.admin_host, self.options.admin_port, "the admin API")

@@ -42,6 +42,9 @@ class BootstrapOptions:
     admin_port: int = 19901
     listener_port: int | None = None
     delta: bool = False
+    # Gateways report their load (Envoy LRS) to heliostat over the same gRPC link: the
+    # control law's demand at its origin. A sidecar is never asked to report.
+    load_reports: bool = True
 
     def __post_init__(self) -> None:
         """Refuse what would make a bootstrap Envoy rejects, or a node heliostat cannot place:
@@ -68,7 +71,7 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
     metadata: dict[str, Any] = {"role": options.role.value}
     if options.listener_port is not None:
         metadata["listener_port"] = options.listener_port
-    return {
+    document: dict[str, Any] = {
         "node": {
             "id": options.node_id,
             "cluster": f"heliostat-{options.role.value}",
@@ -100,6 +103,15 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
         },
         "static_resources": {"clusters": [_xds_cluster(options.xds_host, options.xds_port)]},
     }
+    if options.load_reports:
+        document["cluster_manager"] = {
+            "load_stats_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+            }
+        }
+    return document
 
 
 def _xds_cluster(host: str, port: int) -> dict[str, Any]:

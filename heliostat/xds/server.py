@@ -1,7 +1,8 @@
-"""The ADS gRPC service: a thin adapter between grpc.aio and the sans-I/O stream objects.
+"""The gRPC services: ADS, and LRS (gateway load reports), thin adapters around sans-I/O parts.
 
 Everything that decides *what* to send lives in `sotw.py`/`delta.py`; this module only moves
-requests and snapshot changes into them and responses out, and reports what happened.
+requests and snapshot changes into them and responses out, and reports what happened. Load
+reports go straight into `load_reports.LoadReports`, which the control loop reads.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from typing import Any, Protocol, TypeVar
 import grpc
 import structlog
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.load_stats.v3 import lrs_pb2, lrs_pb2_grpc
+from google.protobuf import duration_pb2
 
 from heliostat.listen import ListenError, check_free, show
 from heliostat.xds.delta import DeltaStream
 from heliostat.xds.events import Event, EventKind, Outcome, TypeStatus
+from heliostat.xds.load_reports import LoadReports
 from heliostat.xds.metrics import XdsMetrics
-from heliostat.xds.nodes import NodeGroup, NodeIdentityError, group_of
+from heliostat.xds.nodes import NodeGroup, NodeIdentityError, Role, group_of
 from heliostat.xds.registry import StreamEntry, StreamRegistry
 from heliostat.xds.snapshot import Snapshot
 from heliostat.xds.sotw import SotwStream
@@ -157,8 +161,71 @@ async def _pump(requests: AsyncIterator[Any], inbox: asyncio.Queue[object]) -> N
         inbox.put_nowait(_CLOSED)
 
 
-def add_to_server(server: grpc.aio.Server, ads: AdsServer) -> None:
+class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: ignore[misc]
+    """Envoy's load reporting service (LRS): gateways report what they sent where.
+
+    On a gateway's first message heliostat answers once: report every cluster
+    (`send_all_clusters`), per endpoint too (`report_endpoint_granularity`), every
+    `interval()` seconds. Each report then goes into `reports` (see `load_reports`). A
+    sidecar gets no answer, so it never reports: it would count the gateways' requests again.
+    """
+
+    def __init__(
+        self,
+        reports: LoadReports,
+        interval: Callable[[], float],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._reports = reports
+        self._interval = interval
+        self._clock = clock
+
+    async def StreamLoadStats(
+        self,
+        request_iterator: AsyncIterator[lrs_pb2.LoadStatsRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[lrs_pb2.LoadStatsResponse]:
+        try:
+            first = await anext(request_iterator)
+        except StopAsyncIteration:
+            return
+        node = first.node
+        try:
+            group = group_of(node)
+        except NodeIdentityError as exc:
+            log.error("load reports refused", node_id=node.id, error=str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        if group.role is not Role.GATEWAY or group.region is None:
+            log.info("load reports not asked for", node_id=node.id, role=group.role.value)
+            async for _ in request_iterator:  # keep the stream open; nothing to count
+                pass
+            return
+        interval = self._interval()
+        log.info("load reports asked for", node_id=node.id, region=group.region, every_s=interval)
+        yield lrs_pb2.LoadStatsResponse(
+            send_all_clusters=True,
+            report_endpoint_granularity=True,
+            load_reporting_interval=duration_pb2.Duration(
+                seconds=int(interval), nanos=round((interval % 1) * 1e9)
+            ),
+        )
+        try:
+            self._reports.ingest(node.id, group.region, group.role, first, self._clock())
+            async for request in request_iterator:
+                self._reports.ingest(node.id, group.region, group.role, request, self._clock())
+        except grpc.aio.AioRpcError as exc:
+            log.debug("load report stream ended", node_id=node.id, code=str(exc.code()))
+        finally:
+            self._reports.forget(node.id)
+
+
+def add_to_server(
+    server: grpc.aio.Server, ads: AdsServer, lrs: LoadReportingServer | None = None
+) -> None:
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    if lrs is not None:
+        lrs_pb2_grpc.add_LoadReportingServiceServicer_to_server(lrs, server)
 
 
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]

@@ -23,7 +23,7 @@ def policy_of(
     *,
     budget: float = 150.0,
     beyond: str = "last_resort",
-    max_share: float = 0.3,
+    max_share: float | None = 0.3,
     slots: int | None = None,
     extra_model: bool = False,
 ) -> Policy:
@@ -38,6 +38,7 @@ def policy_of(
                 f"region: {region}{slot}}}"
             )
     endpoints = "\n".join(lines)
+    cap = "" if max_share is None else f"max_share: {max_share}, "
     extra = ""
     if extra_model:
         extra = (
@@ -56,7 +57,7 @@ spec:
   models:
     - name: {MODEL}
       slo: {{network_budget_ms: {budget}}}
-      overflow: {{max_share: {max_share}, beyond_budget: {beyond}}}
+      overflow: {{{cap}beyond_budget: {beyond}}}
       endpoints:
 {endpoints}
 {extra}"""
@@ -148,9 +149,11 @@ def shares_in(views: Views, region: str) -> dict[str, float]:
 
 
 class Plant:
-    """A stylised fleet: each region's gateways bring `demand` (in endpoint capacities), split
-    by the views last published; every endpoint of a region then runs at load / capacity,
-    reported as queue depth (pressure 1.0 = thresholds.queue waiting requests)."""
+    """A stylised fleet: each region's gateways bring `demand` (in endpoint capacities), refuse
+    what the view's interactive cluster drops and split the rest by the views last published;
+    every endpoint of a region then runs at load / capacity, reported as queue depth
+    (pressure 1.0 = thresholds.queue waiting requests). No completion counters: the law works
+    in endpoint units."""
 
     def __init__(
         self, policy: Policy, demand: Mapping[str, float], interval: float = INTERVAL
@@ -168,8 +171,9 @@ class Plant:
             if self.views is None:
                 load[region] += amount
                 continue
+            admitted = 1.0 - cluster(self.views, region).drop_overload_percent / 100.0
             for target, share in shares_in(self.views, region).items():
-                load[target] += share * amount
+                load[target] += admitted * share * amount
         return load
 
     def pressures(self) -> dict[str, float]:

@@ -62,8 +62,9 @@ def _addresses(policy: Policy, model: str, region: str) -> list[str]:
 class TwoModels:
     """Each region's gateways bring `demand` of the main model and `own` of the small one (in
     endpoint capacities). The last views decide where it goes: the fallback share of the main
-    model's requests moves to the small model (its own region), the rest follows the main
-    model's locality weights. Every endpoint then reports load / capacity as queue depth."""
+    model's requests moves to the small model (its own region), the main model's gateways
+    refuse what its cluster drops, the rest follows the main model's locality weights. Every
+    endpoint then reports load / capacity as queue depth."""
 
     def __init__(
         self,
@@ -95,8 +96,10 @@ class TwoModels:
             if self.views is None:
                 main[region] += amount - moved
                 continue
+            # What the main model's interactive cluster refuses at the gateway never arrives.
+            admitted = 1.0 - self.views.for_region(region).clusters[0].drop_overload_percent / 100
             for target, part in shares_in(self.views, region).items():
-                main[target] += part * (amount - moved)
+                main[target] += part * (amount - moved) * admitted
         return main, small
 
     def pressures(self) -> tuple[dict[str, float], dict[str, float]]:

@@ -251,15 +251,16 @@ def test_describe_is_json() -> None:
     policy = policy_of()
     signals = _all(addresses(policy), T0, waiting=8.0, kv=0.9)
     _, state = compute(policy, signals, None, T0)
+    for tick in (1, 2):  # refusals start once the planet has been full for 3 s
+        later = _all(addresses(policy), T0 + tick * INTERVAL, waiting=8.0, kv=0.9)
+        _, state = compute(policy, later, state, T0 + tick * INTERVAL)
     decoded = json.loads(json.dumps(describe(state)))
     eu = decoded["models"][MODEL]["regions"]["eu-west"]
     assert eu["capacity"] == 2 and eu["pressure"] == 2.0
     assert eu["endpoints"] == {"saturated": 2}
-    assert decoded["models"][MODEL]["neutral"]["shed"]["group"] == [
-        "ap-southeast",
-        "eu-west",
-        "us-east",
-    ]
+    # Every region at twice its thresholds: the planet is full, half of it is refused.
+    assert eu["refusal"]["active"] is True and eu["refusal"]["interactive"] == 0.5
+    assert decoded["models"][MODEL]["neutral"]["refusal"]["interactive"] == 0.5
 
 
 def test_removed_endpoints_leave_no_state_behind() -> None:

@@ -22,6 +22,7 @@ from tests.balance.helpers import (
     Plant,
     Signals,
     addresses,
+    cluster,
     policy_of,
     shares_in,
 )
@@ -83,7 +84,7 @@ class Fleet:
     counts: tuple[int, int, int]
     budget: float
     beyond: str
-    max_share: float
+    max_share: float | None
 
     @property
     def policy(self) -> Policy:
@@ -91,7 +92,9 @@ class Fleet:
 
 
 @functools.cache
-def _policy(counts: tuple[int, int, int], budget: float, beyond: str, max_share: float) -> Policy:
+def _policy(
+    counts: tuple[int, int, int], budget: float, beyond: str, max_share: float | None
+) -> Policy:
     return policy_of(
         dict(zip(REGIONS, counts, strict=True)), budget=budget, beyond=beyond, max_share=max_share
     )
@@ -102,7 +105,7 @@ FLEETS = st.builds(
     counts=st.tuples(*[st.integers(0, 3)] * 3).filter(lambda c: sum(c) > 0),
     budget=st.sampled_from([50.0, 100.0, 150.0, 200.0, 1000.0]),
     beyond=st.sampled_from(["last_resort", "never"]),
-    max_share=st.sampled_from([0.0, 0.1, 0.3, 0.5, 1.0]),
+    max_share=st.sampled_from([None, 0.0, 0.1, 0.3, 0.5, 1.0]),
 )
 
 
@@ -146,9 +149,10 @@ def _check_views(fleet: Fleet, views: Views, state: ControlState) -> None:
         interactive, batch = view.clusters
         assert interactive.traffic_class is TrafficClass.INTERACTIVE
         assert batch.traffic_class is TrafficClass.BATCH and batch.name == f"{MODEL}.batch"
-        assert interactive.drop_overload_percent == 0.0
-        assert 0 <= batch.drop_overload_percent <= 100
-        assert batch.drop_overload_percent == int(batch.drop_overload_percent)
+        for refusing in (interactive, batch):  # in tenths of a percent
+            assert 0 <= refusing.drop_overload_percent <= 100
+            tenths = refusing.drop_overload_percent * 10
+            assert abs(tenths - round(tenths)) < 1e-6
         assert batch.localities == interactive.localities
         localities = interactive.localities
         priorities = [loc.priority for loc in localities]
@@ -172,14 +176,19 @@ def _check_views(fleet: Fleet, views: Views, state: ControlState) -> None:
         if model.overflow.beyond_budget is BeyondBudget.NEVER:
             assert not far
         shares = regions[region].shares if region in regions else {}
-        assert sum(shares.values()) <= model.overflow.max_share + 1e-9
         hosts_own = any(loc.region == region for loc in first)
-        lent = {loc.region: loc.weight or 0 for loc in first if hosts_own and loc.region != region}
-        assert lent == {q: round(LOCALITY_TOTAL * s) for q, s in shares.items()}
-        assert all(policy.rtt_ms(region, q) <= budget for q in lent)  # rescuers are in budget
-        if lent:
+        if hosts_own and model.overflow.max_share is not None:
+            assert sum(shares.values()) <= model.overflow.max_share + 1e-9
+        assert sum(shares.values()) <= 1.0 + 1e-9
+        lent = {loc.region: loc.weight or 0 for loc in first if loc.region != region}
+        assert all(policy.rtt_ms(region, q) <= budget for q in shares)  # rescuers in budget
+        if hosts_own:
+            assert lent == {q: round(LOCALITY_TOTAL * s) for q, s in shares.items()}
             own = next(loc for loc in first if loc.region == region)
             assert own.weight == LOCALITY_TOTAL - sum(lent.values())
+        elif shares:  # an edge: its rescuers split everything, out of LOCALITY_TOTAL
+            assert set(lent) == set(shares)
+            assert abs(sum(lent.values()) - LOCALITY_TOTAL) <= len(lent)
         else:
             assert [loc.weight for loc in first] == [LOCALITY_TOTAL] * len(first)
 
@@ -298,17 +307,20 @@ def test_closed_loop_rescues_stay_below_the_threshold_and_settle(
         pressures = plant_pressures(policy, own, views)
         for region in REGIONS:
             sent = shares_in(views, region)
-            assert 1.0 - sent.get(region, 1.0) <= min(max_share, 0.8) + 1e-9
+            # The operator's cap, and MIN_KEPT: demand inferred from engines keeps 20%.
+            assert 1.0 - sent.get(region, 1.0) <= min(max_share, 0.8) + 1e-3
             for rescuer in sent:
                 if rescuer != region:
-                    # Its own load plus everything it receives stays below the threshold.
-                    assert pressures[rescuer] < 1.0 + 1e-9
+                    # Its own load plus everything it receives stays below the threshold
+                    # (within the resolution shares are published in: thousandths).
+                    assert pressures[rescuer] < 1.0 + 1e-3
     assert all(v == ticks[-1][0] for v, _ in ticks[-5:])
 
 
 def plant_pressures(policy: Policy, demand: Mapping[str, float], views: Views) -> dict[str, float]:
     load = dict.fromkeys(REGIONS, 0.0)
     for region, amount in demand.items():
+        admitted = 1.0 - cluster(views, region).drop_overload_percent / 100.0
         for target, share in shares_in(views, region).items():
-            load[target] += share * amount
+            load[target] += admitted * share * amount
     return {r: load[r] / len(addresses(policy, r)) for r in REGIONS}

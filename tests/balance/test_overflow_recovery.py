@@ -3,23 +3,34 @@
 `Plant` (helpers) reports a queue proportional to the load, so its pressure *is* demand over
 capacity. A real replica's queue is a backlog instead: while arrivals exceed what it serves
 the queue grows for as long as the surge lasts, and it takes time to drain once the surge
-ends. In this plant the law reads a 2x surge as up to 30x (pressure counts the backlog),
-keeps lending 12-18 s after the queue has drained, and with a 2x surge raises the share
-again while the region sits idle: the test below is a strict xfail until the demand
-estimate tells a backlog from a rate. `seed` makes the plant noisy (Poisson arrivals): it
-also shows the rescuer's single-scrape noise cutting a share to zero mid-surge.
+ends. A law that read demand from queue levels read a 2x surge as up to 30x (pressure
+counted the backlog), kept lending 12-18 s after the queue had drained, and with a 2x surge
+raised the share again while the region sat idle. The law now reads demand as a rate (what
+the replicas completed, `served_total`, plus queue growth) and keeps the backlog as a term
+of its own; the plant reports completions as a vLLM server does and applies the gateways'
+refusals as Envoy would. `seed` makes the plant noisy (Poisson arrivals).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from collections.abc import Mapping, Sequence
 
 import pytest
 
-from heliostat.balance import ControlState, Views, compute
-from tests.balance.helpers import MODEL, REGIONS, T0, Signals, addresses, policy_of, shares_in
+from heliostat.balance import ControlState, GatewayLoad, OriginLoad, Views, compute
+from tests.balance.helpers import (
+    MODEL,
+    REGIONS,
+    T0,
+    Signals,
+    addresses,
+    cluster,
+    policy_of,
+    shares_in,
+)
 from tests.balance.helpers import signal as signal_of
 
 SLOTS = 8
@@ -39,11 +50,20 @@ class QueuePlant:
     noise); with one, arrivals and completions are random (Poisson arrivals, exponential
     service)."""
 
-    def __init__(self, demand: Mapping[str, float], *, seed: int | None = None) -> None:
-        self.policy = policy_of(FLEET, budget=170.0, max_share=MAX_SHARE, slots=SLOTS)
+    def __init__(
+        self,
+        demand: Mapping[str, float],
+        *,
+        seed: int | None = None,
+        max_share: float | None = MAX_SHARE,
+        gateways: bool = False,
+    ) -> None:
+        self.policy = policy_of(FLEET, budget=170.0, max_share=max_share, slots=SLOTS)
+        self.gateways = gateways  # report each origin's demand as gateways would (LRS)
         self.demand = dict(demand)
         self.rng = random.Random(seed) if seed is not None else None
         self.in_system = dict.fromkeys(REGIONS, 0.0)  # per replica
+        self.served = dict.fromkeys(REGIONS, 0.0)  # completions per replica since start
         self.views: Views | None = None
         self.state: ControlState | None = None
         self.now = T0
@@ -53,9 +73,31 @@ class QueuePlant:
         rate = dict.fromkeys(REGIONS, 0.0)
         for origin, amount in self.demand.items():
             split = {origin: 1.0} if self.views is None else shares_in(self.views, origin)
+            admitted = 1.0 - self.refused(origin)
             for region, share in split.items():
-                rate[region] += share * amount * SLOTS / SERVICE_S / FLEET[region]
+                rate[region] += admitted * share * amount * SLOTS / SERVICE_S / FLEET[region]
         return rate
+
+    def load_reports(self) -> GatewayLoad:
+        """Each origin's requests/s as its gateways count them over a 3 s window (Poisson
+        counts when the plant is noisy); nothing without `gateways`."""
+        if not self.gateways:
+            return GatewayLoad()
+        origins = {}
+        for origin, amount in self.demand.items():
+            rate = amount * SLOTS / SERVICE_S
+            if self.rng is not None:
+                window = 3.0
+                count = sum(self.rng.random() < rate * window / 400 for _ in range(400))
+                rate = count / window
+            origins[(MODEL, origin)] = OriginLoad(interactive=rate, at=self.now)
+        return GatewayLoad(origins)
+
+    def refused(self, origin: str) -> float:
+        """The share of the origin's requests its gateways refuse (Envoy's drop_overloads)."""
+        if self.views is None:
+            return 0.0
+        return cluster(self.views, origin).drop_overload_percent / 100.0
 
     def advance(self, seconds: float) -> None:
         rate = self.arrivals()
@@ -64,12 +106,15 @@ class QueuePlant:
                 n = self.in_system[region]
                 running = min(n, SLOTS)
                 if self.rng is None:
-                    n += (rate[region] - running / SERVICE_S) * STEP_S
+                    done = running / SERVICE_S * STEP_S
+                    n += rate[region] * STEP_S
                 else:
                     # Ten Bernoulli trials per step: Poisson enough at these rates.
                     n += sum(self.rng.random() < rate[region] * STEP_S / 10 for _ in range(10))
-                    n -= sum(self.rng.random() < STEP_S / SERVICE_S for _ in range(int(running)))
-                self.in_system[region] = max(0.0, n)
+                    done = sum(self.rng.random() < STEP_S / SERVICE_S for _ in range(int(running)))
+                done = min(done, n)
+                self.served[region] += done
+                self.in_system[region] = max(0.0, n - done)
 
     def waiting(self, region: str) -> float:
         return max(0.0, self.in_system[region] - SLOTS)
@@ -79,13 +124,16 @@ class QueuePlant:
         for region in REGIONS:
             n = self.in_system[region]
             for address in addresses(self.policy, region):
-                result[(MODEL, address)] = signal_of(
-                    address,
-                    waiting=max(0.0, n - SLOTS),
-                    running=min(n, SLOTS),
-                    kv=None,
-                    max_num_seqs=SLOTS,
-                    at=self.now,
+                result[(MODEL, address)] = dataclasses.replace(
+                    signal_of(
+                        address,
+                        waiting=max(0.0, n - SLOTS),
+                        running=min(n, SLOTS),
+                        kv=None,
+                        max_num_seqs=SLOTS,
+                        at=self.now,
+                    ),
+                    served_total=self.served[region],
                 )
         return result
 
@@ -94,7 +142,9 @@ class QueuePlant:
         if self.state is not None:
             self.advance(TICK_S)
             self.now += TICK_S
-        self.views, self.state = compute(self.policy, self.signals(), self.state, self.now)
+        self.views, self.state = compute(
+            self.policy, self.signals(), self.state, self.now, gateways=self.load_reports()
+        )
         return shares_in(self.views, SENDER).get(RESCUER, 0.0)
 
 
@@ -131,12 +181,6 @@ def surge_then_calm(
     return during, after, drained_at
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: past its thresholds a replica's pressure is its backlog, counted as demand "
-    "(a 2x surge reads as up to 30x); the smoothed demand then stays above RELEASE 12-18 s "
-    "after the queue drained, and the spare-limited share (spare / D) rises as D falls",
-)
 @pytest.mark.parametrize(
     ("surge", "rescuer"),
     [(1.3, 0.5), (1.3, 1.0), (1.6, 1.0), (2.0, 0.5), (2.0, 1.0)],
@@ -156,3 +200,32 @@ def test_after_a_surge_the_share_falls_to_zero_without_turning_round(
     # (the smoothed demand takes a few seconds to come down, the share 2 s more).
     zero_at = (next(i for i, share in enumerate(after) if share == 0.0) + 1) * TICK_S
     assert zero_at - drained_at <= 11.0
+
+
+@pytest.mark.parametrize("gateways", [False, True])
+def test_without_a_cap_a_2x_surge_is_placed_in_budget_and_the_queue_stays_short(
+    gateways: bool,
+) -> None:
+    """ap-southeast at 2x its one replica, eu-west (2 replicas) at half its capacity: about
+    half of ap-southeast's users must leave, and eu-west has room for them below its
+    ceiling. The share goes straight there and holds; ap-southeast never queues and eu-west
+    stays below its ceiling, whether demand is inferred from the engines or measured at the
+    gateways. (With Poisson noise on these one- and two-replica regions the share does not
+    hold as well yet: known weak, see the branch's report.)"""
+    plant = QueuePlant(
+        {"us-east": 0.8, RESCUER: 1.0, SENDER: 2.0}, max_share=None, gateways=gateways
+    )
+    shares = [plant.tick() for _ in range(60)]
+    waits = []
+    rescuer = []
+    for _ in range(40):
+        shares.append(plant.tick())
+        waits.append(plant.waiting(SENDER))
+        rescuer.append(plant.in_system[RESCUER] / SLOTS)
+    settled = shares[-40:]
+    print(f"share {min(settled)}..{max(settled)}, max wait {max(waits)}, rescuer {max(rescuer)}")
+    # (2 - 0.95) / 2 of its users: what its replica at UTILISATION does not carry.
+    assert min(settled) >= 0.5 and max(settled) <= 0.55
+    assert reversals(shares[10:]) == 0
+    assert max(waits) == 0.0
+    assert max(rescuer) <= 0.9  # eu-west's slots, filled to its ceiling at most

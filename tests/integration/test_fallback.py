@@ -133,10 +133,13 @@ def test_under_saturation_a_bounded_share_falls_back_and_returns_to_zero_after(
     assert all(r.ttft is not None for r in fell_back)  # streams arrive as streams
     assert all(r.replica not in small for r in surge if r.headers.get(SERVED) == MODEL)
     assert sum(r.ok for r in surge) >= 0.95 * len(surge)
-    assert all(r.ok for r in clients), Counter(r.status for r in clients)
-    body_only = Counter(r.headers[SERVED] for r in clients if r.shot.label == "body")
+    # A burst on top of the surge: what neither the model nor its fallback can take within
+    # budget is refused at once (429), the rest is served.
+    assert all(r.ok or r.status == 429 for r in clients), Counter(r.status for r in clients)
+    served = [r for r in clients if r.ok]
+    body_only = Counter(r.headers[SERVED] for r in served if r.shot.label == "body")
     sessions: dict[str, set[str]] = {}
-    for r in clients:
+    for r in served:
         if r.shot.label == "session":
             sessions.setdefault(r.shot.headers["x-session-id"], set()).add(r.headers[SERVED])
     print("body-routed answers:", dict(body_only), "models per session:", sessions)

@@ -34,7 +34,8 @@ _HEALTH = {
 def oracle(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
     """The assignment as one message, built field by field with no caching."""
     shed = view.drop_overload_percent
-    scale = 100 + round(shed) if shed > 0 else 1
+    tenths = round(shed * 10)
+    scale = 1000 + tenths if tenths > 0 else 1
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=view.name)
     for locality in view.localities:
         built = assignment.endpoints.add()
@@ -42,6 +43,10 @@ def oracle(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
         built.priority = locality.priority
         if locality.weight is not None:
             built.load_balancing_weight.value = locality.weight * scale
+        if locality.reason:
+            why = struct_pb2.Struct()
+            why.update({k: v for k, v in locality.reason.items() if v is not None})
+            built.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(why)
         for e in locality.endpoints:
             explanation = struct_pb2.Struct()
             explanation.update(
@@ -66,7 +71,7 @@ def oracle(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
             endpoint.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
     if shed > 0:
         assignment.policy.drop_overloads.add(
-            category="heliostat_shed",
+            category="heliostat_refused",
             drop_percentage=percent_pb2.FractionalPercent(
                 numerator=round(shed * 10_000), denominator=percent_pb2.FractionalPercent.MILLION
             ),
@@ -127,6 +132,7 @@ def cluster_views(draw: st.DrawFn) -> list[ClusterView]:
         priority=st.integers(0, 5),
         endpoints=picks,
         weight=st.one_of(st.none(), st.integers(0, 2**20)),
+        reason=st.one_of(st.just({}), reasons),
     )
     names = draw(st.lists(st.sampled_from(["m", "m-batch", "m-v1", "m@t", ""]), unique=True))
     return [

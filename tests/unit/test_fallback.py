@@ -436,10 +436,12 @@ def test_debug_state_shows_the_fallback_and_the_derived_clusters_of_every_view()
     }
     assert "fallback" not in eu[SMALL] and "fallback" not in eu[QWEN]
     # Version and tenant clusters, as Envoy holds them, with what they come from.
-    assert eu[f"{SMALL}@v2"] | {"endpoints": []} == {
+    assert eu[f"{SMALL}@v2"] | {"endpoints": [], "localities": []} == {
         "model": SMALL,
         "traffic_class": "interactive",
         "drop_overload_percent": 0.0,
+        "drop_reason": None,
+        "localities": [],
         "endpoints": [],
         "derived_from": SMALL,
         "kind": "version",

@@ -674,7 +674,8 @@ def test_tenant_routes_come_first_and_failures_become_a_json_503(policy: Policy)
         f"{LLAMA}~acme@v1",
         f"{LLAMA}~acme@v2",
     ]
-    (mapper,) = manager(snap).local_reply_config.mappers
+    refused, mapper = manager(snap).local_reply_config.mappers  # refusals first (429)
+    assert list(refused.filter.response_flag_filter.flags) == ["DO", "UDO"]
     header, flags = mapper.filter.and_filter.filters
     assert header.header_filter.header.name == "x-tenant"
     assert header.header_filter.header.string_match.exact == "acme"
@@ -684,7 +685,8 @@ def test_tenant_routes_come_first_and_failures_become_a_json_503(policy: Policy)
     body = json.loads(mapper.body_format_override.text_format_source.inline_string)
     assert body["error"]["type"] == "tenant_region_pinned"
     assert body["error"]["regions"] == ["eu-west"]
-    assert not manager(snapshot_for("us-east", parse_policy(PLAIN))).HasField("local_reply_config")
+    plain = manager(snapshot_for("us-east", parse_policy(PLAIN))).local_reply_config
+    assert [m.status_code.value for m in plain.mappers] == [429]  # only the refusal
 
 
 # -- model from the JSON body ---------------------------------------------------------------------

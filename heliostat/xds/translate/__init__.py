@@ -14,6 +14,7 @@ from heliostat.xds.translate.endpoints import METADATA_NAMESPACE, assignment_res
 from heliostat.xds.translate.fallback import FALLBACK_FROM_HEADER, SERVED_MODEL_HEADER
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME, gateway_listener, listener_name
 from heliostat.xds.translate.plan import plan
+from heliostat.xds.translate.refusal import retry_after
 from heliostat.xds.translate.routes import (
     MODEL_HEADER,
     ORIGIN_HEADER,
@@ -51,7 +52,11 @@ def build_snapshot(policy: Policy, view: RegionView, group: NodeGroup) -> Snapsh
     port = group.listener_port or policy.spec.gateway.port
     lua = any((m.affinity and m.affinity.prefix_chars) or m.fallback for m in policy.spec.models)
     listener = gateway_listener(
-        policy.spec.gateway.address, port, lua=bool(lua), tenants=traffic.tenants
+        policy.spec.gateway.address,
+        port,
+        lua=bool(lua),
+        tenants=traffic.tenants,
+        retry_after_s=retry_after([m.signals.interval for m in policy.spec.models]),
     )
     routes = route_configuration(traffic.models, traffic.tenants, group.region)
     snapshot = Snapshot.from_messages(

@@ -26,6 +26,8 @@ from heliostat.xds.translate import eds_wire
 from heliostat.xds.types import TypeUrl
 
 METADATA_NAMESPACE = "heliostat"
+# The drop_overloads category: Envoy names it in its load reports' dropped requests.
+DROP_CATEGORY = "heliostat_refused"
 
 _HEALTH = {
     Health.HEALTHY: health_check_pb2.HEALTHY,
@@ -45,8 +47,10 @@ def assignment_resource(view: ClusterView) -> Resource:
     # Envoy 1.40 hands an EDS update to its workers only when hosts, locality weights or the
     # overprovisioning factor change: a new drop_overloads alone stays on the main thread
     # (config_dump shows it, requests never see it). Scaling every locality weight by
-    # (100 + percent) keeps the split identical and makes each new drop percentage an update.
-    scale = 100 + round(view.drop_overload_percent) if view.drop_overload_percent > 0 else 1
+    # (1000 + tenths of a percent) keeps the split identical and makes each new drop
+    # percentage (published in tenths of a percent) an update.
+    tenths = round(view.drop_overload_percent * 10)
+    scale = 1000 + tenths if tenths > 0 else 1
     localities = [_locality(locality, scale) for locality in view.localities]
     key = (view.name, view.drop_overload_percent, tuple(map(id, localities)))
     hit = _ASSIGNMENTS.get(key)
@@ -57,7 +61,7 @@ def assignment_resource(view: ClusterView) -> Resource:
     if view.drop_overload_percent > 0:
         tail.policy.drop_overloads.append(
             endpoint_pb2.ClusterLoadAssignment.Policy.DropOverload(
-                category="heliostat_shed",
+                category=DROP_CATEGORY,
                 drop_percentage=percent_pb2.FractionalPercent(
                     numerator=round(view.drop_overload_percent * 10_000),
                     denominator=percent_pb2.FractionalPercent.MILLION,
@@ -88,9 +92,10 @@ _ASSIGNMENTS: RoundMemo[tuple[str, float, tuple[int, ...]], tuple[list[bytes], R
     RoundMemo()
 )
 
-LocalityKey = tuple[str, int, int | None, int, tuple[int, ...]]
+LocalityKey = tuple[str, int, int | None, int, tuple[int, ...], tuple[tuple[str, ReasonValue], ...]]
 # Serialized localities by what they are made of (the endpoints by identity): a locality
 # whose endpoints all held this tick is not re-joined. The endpoints tuple pins the ids.
+# The locality's reason (overflow shares, a few entries) is keyed by content.
 _LOCALITIES: RoundMemo[LocalityKey, tuple[tuple[EndpointView, ...], bytes]] = RoundMemo()
 
 
@@ -101,6 +106,7 @@ def _locality(locality: LocalityView, scale: int) -> bytes:
         locality.weight,
         scale,
         tuple(map(id, locality.endpoints)),
+        tuple(sorted(locality.reason.items())) if locality.reason else (),
     )
     hit = _LOCALITIES.get(key)
     if hit is not None:
@@ -117,6 +123,10 @@ def _join_locality(locality: LocalityView, scale: int) -> bytes:
     tail = endpoint_components_pb2.LocalityLbEndpoints(priority=locality.priority)
     if locality.weight is not None:
         tail.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=locality.weight * scale))
+    if locality.reason:  # field 9, after priority (5): still in field-number order
+        explanation = struct_pb2.Struct()
+        explanation.update({k: v for k, v in locality.reason.items() if v is not None})
+        tail.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
     views = locality.endpoints
     hits = _ENTRIES.get_many(list(map(id, views)))  # the endpoints that held: from the memo
     entries = [

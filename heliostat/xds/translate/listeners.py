@@ -16,6 +16,7 @@ from heliostat.policy.traffic import Tenant
 from heliostat.xds.translate.affinity import lua_filter
 from heliostat.xds.translate.body import json_to_metadata_filter
 from heliostat.xds.translate.common import ads_source, pack, seconds
+from heliostat.xds.translate.refusal import refusal_mapper
 from heliostat.xds.translate.tenants import local_reply_config
 
 ROUTE_CONFIG_NAME = "heliostat_models"
@@ -34,7 +35,12 @@ def listener_name(port: int) -> str:
 
 
 def gateway_listener(
-    address: str, port: int, *, lua: bool = False, tenants: Sequence[Tenant] = ()
+    address: str,
+    port: int,
+    *,
+    lua: bool = False,
+    tenants: Sequence[Tenant] = (),
+    retry_after_s: int = 1,
 ) -> listener_pb2.Listener:
     """The HTTP listener of a node group.
 
@@ -42,7 +48,8 @@ def gateway_listener(
     the Lua program when some model hashes on prompt prefixes or has a fallback model (it is
     on the listener whether or not a share is in effect: a listener change drains
     connections, a route change does not), then the router.
-    Tenants' "no upstream" local replies become JSON 503s naming their pinning.
+    Requests the control law refuses (drop_overloads) are answered 429 with `retry-after`;
+    tenants' "no upstream" local replies become JSON 503s naming their pinning.
     """
     filters = [json_to_metadata_filter()]
     if lua:
@@ -57,9 +64,9 @@ def gateway_listener(
         http_filters=filters,
         stream_idle_timeout=seconds(STREAM_IDLE_TIMEOUT_S),
     )
-    replies = local_reply_config(tenants)
-    if replies is not None:
-        manager.local_reply_config.CopyFrom(replies)
+    replies = local_reply_config(tenants) or hcm_pb2.LocalReplyConfig()
+    replies.mappers.insert(0, refusal_mapper(retry_after_s))
+    manager.local_reply_config.CopyFrom(replies)
     return listener_pb2.Listener(
         name=listener_name(port),
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=MAX_BUFFERED_BODY_BYTES),

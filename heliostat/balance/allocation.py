@@ -1,0 +1,201 @@
+"""Where each origin region's users are served: a small min-cost flow over the RTT graph.
+
+One model, one tick. Every region o brings its users' demand D_o (requests/s, or endpoint
+units when no rates are known: the allocation only needs one unit per model) and offers a
+capacity C_o (what its live endpoints can serve now, backlog drain already taken out). A
+region with gateways and no GPUs (an edge) has C_o = 0.
+
+1. **Local first.** o serves L_o = min(D_o, C_o) of its own users itself. The rest,
+   E_o = D_o - L_o, is its excess.
+2. **Rescue within budget, ceiling first.** A rescuer q takes others' users only into its
+   room R_q = max(0, ceiling * C_q - L_q): its own users are served first, and what it
+   lends never plans it past the ceiling.
+3. **Onward lending.** q may also pass some of its own local users on to a region p within
+   *q's* budget, which frees as many of its slots for users of o. Every request still makes
+   exactly one hop, from its own gateway to the region that serves it, so each hop stays
+   within its own region's budget; chains (p passing on again) follow from the same rule.
+4. **Refuse the rest.** Excess that no region within budget can take is unplaced: the
+   gateways refuse it (see `refusal`).
+
+Costs make the flow prefer, in this order: serving over refusing (a refusal costs REFUSE,
+far more than any round trip), then the least total round trip (a hop costs its RTT in ms
+plus HOP, so equal RTTs still prefer fewer hops). The network, for every region o:
+
+    source -> excess:o                      capacity E_o
+    excess:o -> sink                        cost REFUSE                (refused)
+    excess:o -> out:o -> away:o             capacity m * D_o           (o's users leaving)
+    away:o -> serve:q                       cost rtt(o, q) + HOP, for q within o's budget
+    serve:q -> sink                         capacity R_q
+    serve:q -> out:q                        capacity m_q * L_q (0 if E_q > 0: q passes users on)
+
+m = `max_sent_o` bounds the share of o's users served elsewhere. It is the operator's
+`overflow.max_share` when given, and 1 (no bound) otherwise; a region whose demand is
+inferred from its engines (no gateway reports) keeps at least MIN_KEPT of its users (see
+`demand`), so its own share stays measurable. An edge (no endpoints) has no bound. (When a
+cap binds, in-budget room is left, nothing is refused and o admits all its demand, so the
+bound on its demand is the bound on its locality weights.)
+
+Successive shortest paths (Bellman-Ford on the residual graph) solve it exactly; with a
+handful of regions the graph has a few dozen arcs. Nodes and arcs are built in sorted
+order and ties are broken by that order, so the result is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+REFUSE = 1e6  # the cost of refusing one unit of demand, in ms-equivalents of round trip
+HOP = 1.0  # added to every hop: with equal RTTs, fewer hops win
+_EPS = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """One region's part of the problem."""
+
+    demand: float  # its users' demand (>= 0)
+    capacity: float  # what its endpoints can serve now (>= 0; 0 for an edge region)
+    reach: Mapping[str, float]  # other regions within its budget -> RTT (ms)
+    max_sent: float = 1.0  # most of its admitted users that may be served elsewhere (0..1)
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """The plan: origin -> serving region -> demand served there; and what is refused."""
+
+    placed: Mapping[str, Mapping[str, float]]
+    unplaced: Mapping[str, float]
+    local: Mapping[str, float]  # L_o: what o planned to serve itself before passing users on
+    room: Mapping[str, float]  # R_q: what q offered to others below its ceiling
+
+    def served_at(self, region: str) -> float:
+        """Everything planned onto `region`'s endpoints, from every origin."""
+        return sum(plan.get(region, 0.0) for plan in self.placed.values())
+
+
+def allocate(origins: Mapping[str, Origin], ceiling: float) -> Allocation:
+    """The min-cost placement of every origin's demand (see the module docstring)."""
+    names = sorted(origins)
+    local = {o: min(origins[o].demand, origins[o].capacity) for o in names}
+    excess = {o: origins[o].demand - local[o] for o in names}
+    room = {q: max(0.0, ceiling * origins[q].capacity - local[q]) for q in names}
+    graph = _Graph()
+    source, sink = graph.node("source"), graph.node("sink")
+    refused: dict[str, int] = {}
+    leaving: dict[str, dict[str, int]] = {}
+    passed: dict[str, int] = {}
+    serve = {q: graph.node(f"serve:{q}") for q in names}
+    out = {o: graph.node(f"out:{o}") for o in names}
+    away = {o: graph.node(f"away:{o}") for o in names}
+    for o in names:
+        origin = origins[o]
+        node = graph.node(f"excess:{o}")
+        if excess[o] > _EPS:
+            graph.arc(source, node, excess[o], 0.0)
+        refused[o] = graph.arc(node, sink, math.inf, REFUSE)
+        graph.arc(node, out[o], math.inf, 0.0)
+        graph.arc(out[o], away[o], _sendable(origin.max_sent, origin.demand), 0.0)
+        leaving[o] = {}
+        for q in sorted(origin.reach):
+            if q != o and q in origins and origins[q].capacity > 0:
+                leaving[o][q] = graph.arc(away[o], serve[q], math.inf, origin.reach[q] + HOP)
+    for q in names:
+        graph.arc(serve[q], sink, room[q], 0.0)
+        # Passing users on counts against q's own bound: it passes at most m of them.
+        # A region with an excess of its own has no room to make: it never passes users on.
+        bound = max(0.0, min(1.0, origins[q].max_sent)) if excess[q] <= _EPS else 0.0
+        passed[q] = graph.arc(serve[q], out[q], bound * local[q], 0.0)
+    graph.flow(source, sink)
+    placed: dict[str, dict[str, float]] = {}
+    unplaced: dict[str, float] = {}
+    for o in names:
+        plan = {o: local[o] - graph.flow_on(passed[o])} if local[o] > _EPS else {}
+        for q, arc in leaving[o].items():
+            amount = graph.flow_on(arc)
+            if amount > _EPS:
+                plan[q] = amount
+        placed[o] = {q: max(0.0, v) for q, v in sorted(plan.items()) if v > _EPS}
+        unplaced[o] = max(0.0, graph.flow_on(refused[o]))
+    return Allocation(placed=placed, unplaced=unplaced, local=local, room=room)
+
+
+def _sendable(max_sent: float, demand: float) -> float:
+    """The most of its users o may send away: max_sent of its demand (no bound at 1)."""
+    share = max(0.0, min(1.0, max_sent))
+    return math.inf if share >= 1.0 else share * demand
+
+
+class _Graph:
+    """A residual graph for successive shortest paths; arcs in pairs (forward, backward)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.heads: list[int] = []  # arc -> head node
+        self.capacity: list[float] = []
+        self.cost: list[float] = []
+        self.out: list[list[int]] = []  # node -> arcs leaving it
+        self.original: list[float] = []
+
+    def node(self, name: str) -> int:
+        self.names.append(name)
+        self.out.append([])
+        return len(self.names) - 1
+
+    def arc(self, tail: int, head: int, capacity: float, cost: float) -> int:
+        index = len(self.heads)
+        for a, b, cap, c in ((tail, head, capacity, cost), (head, tail, 0.0, -cost)):
+            self.heads.append(b)
+            self.capacity.append(cap)
+            self.original.append(cap)
+            self.cost.append(c)
+            self.out[a].append(len(self.heads) - 1)
+        return index
+
+    def flow_on(self, arc: int) -> float:
+        """The flow on a forward arc: what its backward twin can return."""
+        return self.capacity[arc + 1]
+
+    def flow(self, source: int, sink: int) -> None:
+        """Push everything the source offers along successively cheapest paths."""
+        while True:
+            distance, via = self._shortest(source)
+            if math.isinf(distance[sink]):
+                return
+            path = []
+            node = sink
+            while node != source:
+                arc = via[node]
+                path.append(arc)
+                node = self.heads[arc ^ 1]
+            amount = min(self.capacity[arc] for arc in path)
+            if amount <= _EPS:
+                return
+            for arc in path:
+                self.capacity[arc] -= amount
+                self.capacity[arc ^ 1] += amount
+
+    def _shortest(self, source: int) -> tuple[list[float], list[int]]:
+        """Bellman-Ford (residual costs may be negative; there is no negative cycle)."""
+        count = len(self.names)
+        distance = [math.inf] * count
+        via = [-1] * count
+        distance[source] = 0.0
+        for _ in range(count):
+            changed = False
+            for node in range(count):
+                if math.isinf(distance[node]):
+                    continue
+                for arc in self.out[node]:
+                    if self.capacity[arc] <= _EPS:
+                        continue
+                    head = self.heads[arc]
+                    candidate = distance[node] + self.cost[arc]
+                    if candidate < distance[head] - 1e-9:
+                        distance[head] = candidate
+                        via[head] = arc
+                        changed = True
+            if not changed:
+                break
+        return distance, via

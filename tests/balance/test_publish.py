@@ -1,0 +1,73 @@
+"""How a planned fraction reaches Envoy: feed-forward, thousandths, a band, no quick reversal."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from heliostat.balance.publish import (
+    LARGE_MOVE,
+    RELEASE_HOLD_S,
+    REVERSAL_HOLD_S,
+    SHARE_BAND,
+    hold,
+    quantise,
+)
+from heliostat.balance.state import Held
+
+
+def _run(targets: list[float], dt: float = 0.5) -> list[float]:
+    held: Held | None = None
+    out = []
+    for tick, target in enumerate(targets):
+        held = hold(held, target, tick * dt, band=SHARE_BAND)
+        out.append(held.published)
+    return out
+
+
+def test_thousandths_within_zero_and_one() -> None:
+    assert quantise(0.12345) == 0.123
+    assert quantise(-0.2) == 0.0 and quantise(1.7) == 1.0
+
+
+def test_a_new_target_is_published_at_once_not_ramped() -> None:
+    assert _run([0.0, 0.43]) == [0.0, 0.43]
+
+
+def test_moves_inside_the_band_are_held_and_keep_their_reason() -> None:
+    first = hold(None, 0.3, 0.0, band=SHARE_BAND, reason=lambda v: f"at {v}")
+    second = hold(first, 0.31, 0.5, band=SHARE_BAND, reason=lambda v: f"at {v}")
+    assert second.published == 0.3 and second.reason == "at 0.3"
+    assert second.target == 0.31
+
+
+def test_a_turn_back_waits_unless_it_is_large_and_zero_waits_less() -> None:
+    up = hold(hold(None, 0.2, 0.0, band=SHARE_BAND), 0.3, 1.0, band=SHARE_BAND)
+    back = hold(up, 0.22, 2.0, band=SHARE_BAND)
+    assert back.published == 0.3  # reversal within REVERSAL_HOLD_S: held
+    later = hold(back, 0.15, 1.0 + REVERSAL_HOLD_S + 0.1, band=SHARE_BAND)
+    assert later.published == 0.15  # once the hold is over (and beyond the noisy band)
+    big = hold(up, 0.01, 2.0, band=SHARE_BAND)  # 29 points: beyond twice the band
+    assert big.published == 0.01  # a real change goes through at once
+    assert LARGE_MOVE < 0.3 - 0.01
+    home = hold(up, 0.0, 1.0 + RELEASE_HOLD_S + 0.1, band=SHARE_BAND)
+    assert home.published == 0.0
+
+
+def test_noisy_targets_around_a_constant_level_turn_round_at_most_twice_a_minute() -> None:
+    rng = random.Random(3)
+    targets = [max(0.0, rng.gauss(0.4, 0.06)) for _ in range(240)]  # 2 minutes, 0.5 s ticks
+    published = _run(targets)
+    turns = direction = 0
+    for a, b in itertools.pairwise(published):
+        step = (b > a) - (b < a)
+        if step and direction and step != direction:
+            turns += 1
+        direction = step or direction
+    assert turns <= 4
+    assert all(abs(p - 0.4) <= 0.2 for p in published[10:])
+
+
+def test_urgent_moves_are_not_held() -> None:
+    up = hold(hold(None, 0.2, 0.0, band=SHARE_BAND), 0.3, 1.0, band=SHARE_BAND)
+    assert hold(up, 0.28, 1.5, band=SHARE_BAND, urgent=True).published == 0.28
