@@ -14,7 +14,9 @@ to `on_change`, which the owner marshals onto its event loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -58,7 +60,7 @@ class ListWatch:
         self._watch_timeout_s = watch_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._stopped = threading.Event()
-        self._watch: Watch | None = None
+        self._response: Any = None  # the watch response being read, to cut on stop
         self._thread: threading.Thread | None = None
         self.store: Store = {}
         self.resource_version: str | None = None
@@ -75,9 +77,7 @@ class ListWatch:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stopped.set()
-        watch = self._watch
-        if watch is not None:
-            watch.stop()  # shuts the socket down, so a blocked read returns now
+        _cut(self._response)  # a read blocked on the watch returns now
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -121,12 +121,13 @@ class ListWatch:
     def _follow(self) -> None:
         """One watch request, until the server ends it (its timeout) or it fails."""
         watch = Watch()
-        self._watch = watch
-        if self._stopped.is_set():
-            return
 
         def call(**kwargs: Any) -> Any:  # no annotations: the client yields plain dicts
-            return self._call(**kwargs)
+            response = self._call(**kwargs)
+            self._response = response
+            if self._stopped.is_set():  # stop() ran before there was a response to cut
+                _cut(response)
+            return response
 
         events = watch.stream(
             call,
@@ -164,3 +165,13 @@ class ListWatch:
                 cause=cause,
             )
         self.last_error = cause
+
+
+def _cut(response: Any) -> None:
+    """Shut a streaming response's socket down from another thread (closing it would wait
+    for the reader); the reader then sees the end of the stream."""
+    connection = getattr(response, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
