@@ -20,7 +20,7 @@ from heliostat.policy.fields import Duration as Duration  # re-exported: defined
 from heliostat.policy.fields import Name as Name
 from heliostat.policy.fields import PositiveDuration, Section
 from heliostat.policy.limits import MAX_ENDPOINTS_PER_MODEL
-from heliostat.policy.selector import KubernetesSelector
+from heliostat.policy.selector import KubernetesSelector, Namespace
 from heliostat.policy.traffic import (
     Affinity,
     Canary,
@@ -119,6 +119,10 @@ class UpstreamProtocol(StrEnum):
 
 class Metadata(_Spec):
     name: Name
+    # As a Kubernetes object has them, so a resource's manifest validates as a file too.
+    namespace: Namespace | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
 
 
 class Region(_Spec):

@@ -192,6 +192,10 @@ class ControlPlane:
     def ready(self) -> tuple[bool, str]:
         if not self._serving:
             return False, "starting"
+        if not self.discovery.synced():
+            # Until the first list lands, a model's discovered endpoints would be published
+            # as none: keep this replica out of the gateways' DNS until then.
+            return False, "discovery: waiting for the first list of EndpointSlices"
         for task in self._tasks:
             if task.done():
                 return False, f"{task.get_name()} stopped: {_ending(task)}"

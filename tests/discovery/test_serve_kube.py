@@ -8,13 +8,14 @@ resource gets `Accepted=False` and the last good policy stays served.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from heliostat.lab.processes import Heliostat, wait_until
+from heliostat.lab.processes import Heliostat, Process, http_get, wait_until, write_policy
 from tests.discovery.apiserver import FakeApiServer
 from tests.discovery.shapes import POLICIES, SLICES, endpoint, endpoint_slice
 
@@ -158,3 +159,27 @@ def test_an_invalid_first_resource_is_one_line_and_exit_1(
     assert "spec.models[0].engine" in done.stderr
     assert "Traceback" not in done.stderr
     assert accepted(api)["status"] == "False"
+
+
+def test_not_ready_until_the_first_list_of_endpoint_slices(
+    api: FakeApiServer, tmp_path: Path
+) -> None:
+    """A replica that published before listing would send Envoys a model with no endpoints."""
+    policy = tmp_path / "policy.yaml"
+    write_policy(policy, {**POLICY, "metadata": {"name": "file"}})
+    api.put(SLICES, endpoint_slice("us", [endpoint("10.0.0.1")]))
+    api.stop()  # unreachable at start-up
+    heliostat = Heliostat(policy, tmp_path, extra_args=["--kube-server", api.url])
+    try:
+        Process.start(heliostat)  # not Heliostat.start: that waits for /readyz
+        _, body = wait_until(
+            lambda: (r := http_get(heliostat.url("/readyz")))[0] == 503 and r, timeout=20
+        )
+        assert "discovery" in body
+        time.sleep(1.0)
+        assert http_get(heliostat.url("/readyz"))[0] == 503
+        api.start()
+        wait_until(lambda: http_get(heliostat.url("/readyz"))[0] == 200, timeout=20)
+        assert set(served(heliostat)) == {"10.0.0.1:8000"}
+    finally:
+        heliostat.stop()
