@@ -30,6 +30,7 @@ from heliostat.policy.schema import API_GROUP, API_VERSION
 log = structlog.get_logger("heliostat.discovery")
 
 MAX_MESSAGE = 4000
+_OUTCOMES = {"Valid": "applied", "Invalid": "rejected", "ApplyFailed": "failed"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class PolicyResource:
         self.reloads = 0
         self.rejections = 0
         self.failures = 0
+        # Told "applied", "rejected" or "failed" per generation judged (the reload metric).
+        self.on_outcome: Callable[[str], None] = lambda _outcome: None
 
         def call(**kwargs: Any) -> Any:
             return self._objects.list_namespaced_custom_object(
@@ -154,6 +157,7 @@ class PolicyResource:
                 self._on_change(verdict.policy)
             except Exception as exc:
                 verdict = Verdict(False, "ApplyFailed", f"{type(exc).__name__}: {exc}"[:500])
+        self.on_outcome(_OUTCOMES[verdict.reason])
         if verdict.accepted:
             self.reloads += 1
             self.last_error = None

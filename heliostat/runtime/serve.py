@@ -111,6 +111,7 @@ class ControlPlane:
         self.watcher: PolicyWatcher | PolicyResource
         if resource is not None:
             self.watcher = resource
+            resource.on_outcome = lambda outcome: self._policy_reloads.labels(outcome).inc()
         else:
             self.watcher = PolicyWatcher(
                 options.policy_path,

@@ -107,6 +107,7 @@ def test_resource_and_slices_drive_what_is_served(api: FakeApiServer, serve: Hel
     assert "spec.models[0].kubernetes.region: unknown region 'mars'" in condition["message"]
     assert set(served(serve)) == {"10.0.0.1:8000", "10.0.0.2:8000", "10.1.0.1:8000"}
     assert serve.state()["policy"]["rejections"] == 1
+    assert serve.metric("heliostat_policy_reloads_total", result="rejected") == 1
 
     # Fixed: accepted again, and the new spec (a second model's static endpoint) is served.
     fixed = copy.deepcopy(POLICY)
@@ -117,6 +118,7 @@ def test_resource_and_slices_drive_what_is_served(api: FakeApiServer, serve: Hel
     wait_until(lambda: accepted(api).get("observedGeneration") == 3, timeout=15)
     assert accepted(api)["status"] == "True"
     wait_until(lambda: "mistral" in serve.state()["policy"]["models"])
+    assert serve.metric("heliostat_policy_reloads_total", result="applied") == 1
 
     # The API server goes away: everything known stays served; it comes back: watches resume.
     api.stop()
