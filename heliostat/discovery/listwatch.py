@@ -62,6 +62,7 @@ class ListWatch:
         self._stopped = threading.Event()
         self._response: Any = None  # the watch response being read, to cut on stop
         self._thread: threading.Thread | None = None
+        # Replaced, never changed in place: a reader in another thread holds a stable view.
         self.store: Store = {}
         self.resource_version: str | None = None
         self.synced = threading.Event()
@@ -113,10 +114,11 @@ class ListWatch:
         listing = json.loads(response.data)
         items = listing.get("items") or []
         self.resource_version = str(listing["metadata"]["resourceVersion"])
-        self.store = {key_of(item): item for item in items}
+        store = {key_of(item): item for item in items}
+        self.store = store
         self.lists += 1
         self.synced.set()
-        self._on_change(dict(self.store))
+        self._on_change(store)
 
     def _follow(self) -> None:
         """One watch request, until the server ends it (its timeout) or it fails."""
@@ -144,13 +146,17 @@ class ListWatch:
                 self.resource_version = str(version)
             if kind == "BOOKMARK":
                 continue
+            # Copy on write: readers on the event loop hold `store` while this thread moves
+            # on, so the dict they hold is never changed under them.
+            store = dict(self.store)
             if kind in ("ADDED", "MODIFIED"):
-                self.store[key_of(item)] = item
+                store[key_of(item)] = item
             elif kind == "DELETED":
-                self.store.pop(key_of(item), None)
+                store.pop(key_of(item), None)
             else:
                 continue
-            self._on_change(dict(self.store))
+            self.store = store
+            self._on_change(store)
         if self.last_error is not None:
             log.info("watch resumed", what=self.what, resource_version=self.resource_version)
             self.last_error = None

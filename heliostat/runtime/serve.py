@@ -140,11 +140,13 @@ class ControlPlane:
         """Put a new policy to work; if that fails half-way, put the last good one back
         before the watcher reports the failure, so nothing runs on a policy it refused."""
         previous = self.publisher.inputs.policy
+        declared = self.discovery.declared
         policy = self.discovery.effective(policy)
         try:
             self.signals.update_targets(targets_from_policy(policy))
             changed = self.control.set_policy(policy)
         except Exception:
+            self.discovery.effective(declared)
             self.signals.update_targets(targets_from_policy(previous))
             self.control.set_policy(previous)
             raise
