@@ -161,3 +161,61 @@ def test_stop_ends_a_blocked_watch_at_once(
     assert follower.watch._thread is not None
     assert not follower.watch._thread.is_alive()
     assert time.monotonic() - started < 2.0
+
+
+async def test_models_share_a_watch_per_selector_and_a_policy_change_retargets(
+    api: FakeApiServer,
+) -> None:
+    import asyncio
+
+    from heliostat.discovery.kube import KubernetesEndpoints
+    from heliostat.policy import parse_policy
+
+    def policy(selectors: dict[str, str]) -> Any:
+        models = "".join(
+            f"    - name: {name}\n"
+            f"      kubernetes: {{namespace: inference, match_labels: {{app: {app}}}}}\n"
+            for name, app in selectors.items()
+        )
+        return parse_policy(
+            "apiVersion: heliostat.dev/v1alpha1\nkind: InferencePolicy\nmetadata: {name: p}\n"
+            "spec:\n  regions: {us-east: {}}\n  models:\n" + models
+        )
+
+    def labelled(name: str, app: str, ip: str) -> dict[str, Any]:
+        item = endpoint_slice(name, [endpoint(ip)])
+        item["metadata"]["labels"]["app"] = app
+        return item
+
+    api.put(SLICES, labelled("one", "vllm", "10.0.0.1"))
+    api.put(SLICES, labelled("two", "sglang", "10.0.0.2"))
+    changes: list[int] = []
+    source = KubernetesEndpoints(
+        api_client(ClusterAccess(server=api.url)), on_change=lambda: changes.append(1)
+    )
+    first = policy({"a": "vllm", "b": "vllm"})
+    source.retarget(first)
+    task = asyncio.create_task(source.run())
+    try:
+        for _ in range(200):
+            if source.synced() and changes:
+                break
+            await asyncio.sleep(0.05)
+        assert len(source.describe()) == 1  # two models, one selector: one watch
+        for model in first.spec.models:
+            found = source.endpoints(model)
+            assert found is not None and [e.address for e in found.endpoints] == ["10.0.0.1:8000"]
+        second = policy({"a": "sglang"})
+        source.retarget(second)
+        assert [w["selector"] for w in source.describe()] == ["app=sglang"]
+        for _ in range(200):
+            found = source.endpoints(second.spec.models[0])
+            if found is not None and found.endpoints:
+                break
+            await asyncio.sleep(0.05)
+        assert [e.address for e in found.endpoints] == ["10.0.0.2:8000"]  # type: ignore[union-attr]
+        selectors = [w.query["labelSelector"] for w in api.requests if "watch" not in w.query]
+        assert selectors == ["app=vllm", "app=sglang"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
