@@ -14,10 +14,10 @@ import structlog
 
 from heliostat.balance import Views
 from heliostat.policy import Policy
-from heliostat.xds import memo
-from heliostat.xds.cache import SnapshotCache
-from heliostat.xds.nodes import NodeGroup
-from heliostat.xds.snapshot import InconsistentSnapshot, Snapshot
+from heliostat.xds.cache import memo
+from heliostat.xds.cache.nodes import NodeGroup
+from heliostat.xds.cache.snapshot import InconsistentSnapshot, Snapshot
+from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.translate import build_snapshot
 
 log = structlog.get_logger("heliostat.publisher")

@@ -6,8 +6,9 @@ from google.protobuf.message import Message
 
 from heliostat.balance import RegionView
 from heliostat.policy import Policy
-from heliostat.xds.nodes import NodeGroup
-from heliostat.xds.snapshot import Resource, Snapshot
+from heliostat.xds.cache.nodes import NodeGroup
+from heliostat.xds.cache.snapshot import Resource, Snapshot
+from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate.affinity import PREFIX_KEY_HEADER
 from heliostat.xds.translate.clusters import model_cluster
 from heliostat.xds.translate.endpoints import METADATA_NAMESPACE, assignment_resource
@@ -21,7 +22,6 @@ from heliostat.xds.translate.routes import (
     PRIORITY_HEADER,
     route_configuration,
 )
-from heliostat.xds.types import TypeUrl
 
 __all__ = [
     "FALLBACK_FROM_HEADER",

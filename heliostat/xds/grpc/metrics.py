@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from heliostat.xds.events import Event, EventKind
-from heliostat.xds.types import TypeUrl
+from heliostat.xds.protocol.events import Event, EventKind
+from heliostat.xds.protocol.types import TypeUrl
 
 
 class XdsMetrics:
