@@ -21,13 +21,11 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from heliostat.balance import static_views
 from heliostat.policy import Policy, parse_policy
+from heliostat.wire import METADATA_NAMESPACE, MODEL_HEADER, ORIGIN_HEADER
 from heliostat.xds.cache.nodes import NodeGroup, Role
 from heliostat.xds.cache.snapshot import InconsistentSnapshot, Snapshot
 from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
 from heliostat.xds.translate import (
-    METADATA_NAMESPACE,
-    MODEL_HEADER,
-    ORIGIN_HEADER,
     ROUTE_CONFIG_NAME,
     build_snapshot,
     listener_name,

@@ -20,14 +20,11 @@ from google.protobuf import struct_pb2, wrappers_pb2
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
 from heliostat.balance.view import ReasonValue
+from heliostat.wire import DROP_CATEGORY, METADATA_NAMESPACE
 from heliostat.xds.cache.memo import RoundMemo
 from heliostat.xds.cache.snapshot import Resource
 from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate import eds_wire
-
-METADATA_NAMESPACE = "heliostat"
-# The drop_overloads category: Envoy names it in its load reports' dropped requests.
-DROP_CATEGORY = "heliostat_refused"
 
 _HEALTH = {
     Health.HEALTHY: health_check_pb2.HEALTHY,

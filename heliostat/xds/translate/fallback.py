@@ -25,12 +25,14 @@ from heliostat.balance import RegionView
 from heliostat.balance.view import ReasonValue
 from heliostat.policy import Model, Policy
 from heliostat.policy.traffic import Tenant
-from heliostat.xds.translate.affinity import PREFIX_KEY_HEADER, session_header
-from heliostat.xds.translate.endpoints import METADATA_NAMESPACE
-from heliostat.xds.translate.prefix_key import LUA_FILTER_NAME
-
-SERVED_MODEL_HEADER = "x-heliostat-served-model"
-FALLBACK_FROM_HEADER = "x-heliostat-fallback-from"
+from heliostat.wire import (
+    FALLBACK_FROM_HEADER,
+    LUA_FILTER_NAME,
+    METADATA_NAMESPACE,
+    PREFIX_KEY_HEADER,
+    SERVED_MODEL_HEADER,
+)
+from heliostat.xds.translate.affinity import session_header
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 from heliostat.xds.translate.fallback_lua import FALLBACK_FUNCTIONS
 
-LUA_FILTER_NAME = "envoy.filters.http.lua"
-
 LIBRARY = r"""
 -- heliostat: prefix key for consistent hashing (see heliostat/xds/translate/prefix_key.py)
 
