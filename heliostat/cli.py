@@ -21,11 +21,6 @@ from heliostat.policy.schema import canonical_address
 from heliostat.signals.from_policy import policy_notes
 from heliostat.xds.cache.nodes import Role
 
-
-class UsageError(Exception):
-    """A command line heliostat cannot act on."""
-
-
 # -- argument types: each refuses a bad value with one line saying what is expected ---------
 
 _HOSTNAME = re.compile(

@@ -112,9 +112,6 @@ class Mesh:
 
         return finish
 
-    def served_regions(self, report: loadgen.Report, label: str) -> Counter[str]:
-        return report.by_region(label)
-
     def fleet_of(self, address: str) -> SimFleet:
         return self.fleets[self.region_of(address)]
 

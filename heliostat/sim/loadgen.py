@@ -56,9 +56,6 @@ class Report:
     def ok(self) -> list[Result]:
         return [r for r in self.results if r.ok]
 
-    def by_replica(self) -> Counter[str]:
-        return Counter(r.replica or f"status-{r.status}" for r in self.results)
-
     def by_region(self, label: str | None = None) -> Counter[str]:
         return Counter(
             r.replica_region or f"status-{r.status}"

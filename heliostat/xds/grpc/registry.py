@@ -58,8 +58,5 @@ class StreamRegistry:
     def entries(self) -> list[StreamEntry]:
         return sorted(self._entries.values(), key=lambda e: (e.node_id, e.stream_id))
 
-    def by_node(self, node_id: str) -> list[StreamEntry]:
-        return [e for e in self.entries() if e.node_id == node_id]
-
     def __len__(self) -> int:
         return len(self._entries)
