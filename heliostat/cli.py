@@ -13,18 +13,13 @@ from pathlib import Path
 import yaml
 
 from heliostat import logs
+from heliostat.bootstrap import BootstrapOptions, bootstrap
 from heliostat.demo import story as demo_story
 from heliostat.policy import PolicyError, load_policy
 from heliostat.policy.fields import check_name
 from heliostat.policy.schema import canonical_address
 from heliostat.signals.from_policy import policy_notes
-from heliostat.xds.bootstrap import BootstrapOptions, bootstrap
-from heliostat.xds.nodes import Role
-
-
-class UsageError(Exception):
-    """A command line heliostat cannot act on."""
-
+from heliostat.xds.cache.nodes import Role
 
 # -- argument types: each refuses a bad value with one line saying what is expected ---------
 
