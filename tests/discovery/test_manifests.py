@@ -10,8 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from heliostat.bootstrap import BootstrapOptions, bootstrap
 from heliostat.discovery.policy_resource import policy_of_resource
-from heliostat.xds.bootstrap import BootstrapOptions, bootstrap
 from tests.discovery.kustomize import build
 from tests.discovery.test_crd import as_json_schema
 
