@@ -2,7 +2,8 @@
 
 Views say what Envoy was told; this says why, per model and region: capacity, load, the
 own-demand pressure that drives overflow, what a region sends and receives, the batch
-shedding of every view and, for a model with a fallback, the share each view and tenant
+shedding of every view, for a model with affinity whether it hashes now and on what
+evidence and, for a model with a fallback, the share each view and tenant
 sends to it with the decision behind it. Unlike views these numbers change every tick: they
 are for people.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from heliostat.balance.affinity import AffinityState
 from heliostat.balance.state import (
     ControlState,
     FallbackState,
@@ -67,6 +69,8 @@ def _model(
         regions.setdefault(r, {"shed": _shed(shed)})
     neutral: dict[str, Any] = {"shed": _shed(model.neutral_shed)}
     result: dict[str, Any] = {"regions": regions, "neutral": neutral}
+    if model.affinity is not None:
+        result["affinity"] = _affinity(model.affinity)
     if model.fallback is not None:
         _add_fallback(result, model.fallback)
     return result
@@ -95,6 +99,25 @@ def _fallback(model: str, state: FallbackState) -> dict[str, Any]:
         "fallback_room": None if state.room is None else round(state.room, 3),
         "engaged": state.engaged,
         "reason": dict(state.reason),
+    }
+
+
+def _affinity(state: AffinityState) -> dict[str, Any]:
+    """Hash or least-request: the choice, why, and the evidence as it stands this tick."""
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    return {
+        "hashing": state.hashing,
+        "mode": state.mode.value,
+        "why": dict(state.why),
+        "since": state.since,
+        "hit_rate": rounded(state.sample),
+        "hit_rate_smoothed": rounded(state.evidence),
+        "switch_pending_since": state.pending_since,
+        "least_request_hit_rate": rounded(state.baseline),
+        "no_trial_before": state.retry_at or None,
     }
 
 

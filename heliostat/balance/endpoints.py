@@ -2,10 +2,12 @@
 
 States and how Envoy sees them:
 
-- `healthy`: weight from headroom (see `weights`), HEALTHY.
+- `healthy`: the full weight while it has room, half of it close to saturation (the `near`
+  band; not with consistent hashing, where a weight is a ring share), see `weights`. HEALTHY.
 - `saturated`: at or past its thresholds (smoothed level enters at 1.0, leaves at 0.85; a
-  single sample at 2x the thresholds enters at once, see `weights`). Floor weight, but still
-  HEALTHY, never DEGRADED: Envoy only uses degraded hosts once a priority's
+  single sample at 2x the thresholds enters at once, see `weights`). Floor weight (as soon as
+  the reversal budget allows, at once for unmistakable overload), but still HEALTHY, never
+  DEGRADED: Envoy only uses degraded hosts once a priority's
   healthy ones cannot carry its traffic, and then it moves the *whole* priority's excess to
   the next priority's healthy hosts first. Marking a busy region's replicas DEGRADED would
   thus push all of its traffic onto the nearest neighbour and tip that one over too. The floor
@@ -24,11 +26,11 @@ numbers wobble inside the dead band produces byte-identical EDS and nothing is p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from heliostat.balance import weights
 from heliostat.balance.saturation import NO_GROWTH, Load, measure, queue_growth
-from heliostat.balance.state import EndpointState
+from heliostat.balance.state import EndpointKey, EndpointState
 from heliostat.balance.view import EndpointView, Health, ReasonValue
 from heliostat.policy import Endpoint, Model
 from heliostat.signals.record import Signal
@@ -49,6 +51,10 @@ _HEALTH = {
     DRAINING: Health.DRAINING,
 }
 
+# States whose weight follows the load; their moves count towards the reversal budget.
+_LOAD_DRIVEN = frozenset({HEALTHY, SATURATED})
+_CAP = weights.ENTER_SATURATED
+
 _DRAINED_REASON: Mapping[str, ReasonValue] = {"state": DRAINING, "detail": "drained by operator"}
 _STATIC_REASON: Mapping[str, ReasonValue] = {
     "state": STATIC,
@@ -65,10 +71,15 @@ def step(
     gain: float,
     drained: bool,
     static: bool,
+    hashing: bool = False,
+    region_levels: tuple[float, int] | None = None,
 ) -> EndpointState:
     """The endpoint's state after this tick, given its signal and its previous state.
 
-    `gain` is the tick's EWMA gain, `weights.alpha(dt)` (computed once per tick).
+    `gain` is the tick's EWMA gain, `weights.alpha(dt)` (computed once per tick); `hashing`
+    says the model's clusters hash (weights are ring shares: the `near` band keeps them);
+    `region_levels` is the sum and count of the live levels of its region at the previous
+    tick (`region_levels` below), from which its peers' mean level is taken.
     """
     growth = NO_GROWTH
     if previous is not None and signal is not None:
@@ -80,8 +91,9 @@ def step(
     thresholds = model.thresholds
     stale_after = model.signals.stale_after
     load: Load | None = None
-    spread = noise = 0.0
-    pending = 0
+    is_near = False
+    moves = weights.NO_MOVES
+    goal = 0
     detail = ""
     if drained:
         state, level, published = DRAINING, None, weights.FLOOR
@@ -106,27 +118,28 @@ def step(
             state, level, published = STALE, None, weights.NEUTRAL
             detail = "no load series reported"
         else:
-            before = previous.level if previous else None
-            level = weights.smooth(before, load.saturation, gain)
-            if before is not None and previous is not None:
-                noise = weights.noise_band(previous.spread, gain)  # last tick's: monotone
-                spread = previous.spread + gain * (abs(load.saturation - before) - previous.spread)
-            if weights.saturated(level, previous is not None and previous.state == SATURATED):
-                state, published = SATURATED, weights.FLOOR
-            else:
-                state = HEALTHY
-                prev_published = previous.published if previous else weights.NEUTRAL
-                goal = weights.held_target(level, prev_published)
-                candidate = weights.publish(prev_published, goal, noise)
-                published, pending = weights.confirm(
-                    prev_published, candidate, goal, noise, previous.pending if previous else 0
-                )
+            # Load-driven moves keep their history; a return from stale, unhealthy or
+            # static starts a fresh one (a comeback ramp is not flapping).
+            live = previous is not None and previous.state in _LOAD_DRIVEN
+            level = weights.smooth(
+                previous.level if live and previous else None, load.saturation, gain
+            )
+            is_saturated = weights.saturated(
+                level, live and previous is not None and previous.state == SATURATED
+            )
+            peers = _peers(region_levels, previous.level if live and previous else None)
+            is_near = weights.near(level, peers, live and previous is not None and previous.near)
+            goal = weights.target(is_saturated=is_saturated, is_near=is_near, hashing=hashing)
+            before = previous.published if previous is not None else weights.NEUTRAL
+            history = previous.moves if live and previous is not None else weights.NO_MOVES
+            published, moves = weights.move(before, goal, now, history)
+            state = SATURATED if is_saturated else HEALTHY
 
     reason: Mapping[str, ReasonValue]
     if previous is not None and previous.state == state and previous.published == published:
         reason = previous.reason  # held: byte-identical resource, nothing to push
     else:
-        reason = _explain(state, load, level, failures, detail, signal)
+        reason = _explain(state, load, level, failures, detail, signal, is_near, published, goal)
     health = _HEALTH[state]
     view = previous.view if previous is not None else None
     if (
@@ -154,10 +167,35 @@ def step(
         signal.waiting if signal is not None else None,
         signal.scraped_at if signal is not None else None,
         growth,
-        spread,
         load.pressure if load is not None else None,
-        pending,
+        is_near,
+        moves,
     )
+
+
+def region_levels(
+    endpoints: Iterable[Endpoint], model: str, previous: Mapping[EndpointKey, EndpointState]
+) -> dict[str, tuple[float, int]]:
+    """Per region, the sum and count of the live (healthy or saturated) endpoints' levels,
+    each at most ENTER_SATURATED: past its thresholds a replica has no room, however far."""
+    result: dict[str, tuple[float, int]] = {}
+    for endpoint in endpoints:
+        state = previous.get((model, endpoint.address))
+        if state is None or state.level is None or state.state not in _LOAD_DRIVEN:
+            continue
+        total, count = result.get(endpoint.region, (0.0, 0))
+        result[endpoint.region] = (total + min(state.level, _CAP), count + 1)
+    return result
+
+
+def _peers(levels: tuple[float, int] | None, own: float | None) -> float | None:
+    """The mean level of the region's other live endpoints (own level taken out if counted)."""
+    if levels is None:
+        return None
+    total, count = levels
+    if own is not None:
+        total, count = total - min(own, _CAP), count - 1
+    return total / count if count > 0 else None
 
 
 def _explain(
@@ -167,6 +205,9 @@ def _explain(
     failures: int,
     detail: str,
     signal: Signal | None,
+    is_near: bool,
+    published: int,
+    goal: int,
 ) -> Mapping[str, ReasonValue]:
     """The reason published with a new weight or state (built only when one changes)."""
     if state == DRAINING:
@@ -177,9 +218,14 @@ def _explain(
         return {"state": state, "failures": failures, "error": signal.error if signal else None}
     if load is None or level is None:
         return {"state": STALE, "stale": True, "detail": detail, "failures": failures}
-    return {
-        "state": state,
-        "saturation": round(level, 2),  # the smoothed level the weight was computed from
-        "driver": load.driver,  # the term that dominated this scrape
-        "failures": failures,
-    }
+    reason: dict[str, ReasonValue] = {"state": state}
+    if state == HEALTHY:  # room left, or close to saturation and hotter than its peers
+        reason["band"] = weights.NEAR if is_near else weights.FREE
+    reason.update(
+        saturation=round(level, 2),  # the smoothed level the weight was computed from
+        driver=load.driver,  # the term that dominated this scrape
+        failures=failures,
+    )
+    if goal != published:  # on its way: a ramp, or a turn waiting for the reversal budget
+        reason["goal"] = goal
+    return reason

@@ -5,6 +5,8 @@ clocks (time is the `now` argument, in the same wall-clock seconds as `Signal.sc
 I/O, no randomness, and every output is built in a sorted or policy-given order, so two
 replicas with the same inputs publish byte-identical views. Per model:
 
+0. a model with affinity decides whether its clusters hash or balance by least request now,
+   from the engines' prefix-cache hit rates (`affinity`);
 1. every endpoint gets its state, health, weight and reason (`endpoints`, `weights`);
 2. its live endpoints add up to each region's capacity and load (`saturation`);
 3. each region decides its bounded overflow to in-budget neighbours (`overflow`), and each
@@ -21,10 +23,10 @@ clamped to [0, MAX_DT_S] so a stalled loop does not jump the smoothing on its ne
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from heliostat.balance import assemble, fallback, overflow, shedding, weights
-from heliostat.balance.endpoints import step
+from heliostat.balance import affinity, assemble, fallback, overflow, shedding, weights
+from heliostat.balance.endpoints import region_levels, step
 from heliostat.balance.priorities import within_budget
 from heliostat.balance.state import (
     ControlState,
@@ -33,7 +35,14 @@ from heliostat.balance.state import (
     FallbackStates,
     ModelState,
 )
-from heliostat.balance.view import ClusterView, EndpointView, FallbackView, RegionView, Views
+from heliostat.balance.view import (
+    Balancing,
+    ClusterView,
+    EndpointView,
+    FallbackView,
+    RegionView,
+    Views,
+)
 from heliostat.policy import Model, Policy
 from heliostat.signals.record import Signal
 
@@ -56,7 +65,17 @@ def compute(
     for model in policy.spec.models:
         dt = _dt(model, previous, now)
         before = previous.models.get(model.name) if previous else None
-        views_by_region, states, loads = _endpoints(model, signals, previous, now, dt, drained)
+        chosen = affinity.step(
+            model,
+            (signals.get((model.name, e.address)) for e in model.endpoints),
+            before.affinity if before else None,
+            now,
+            dt,
+        )
+        hashing = chosen is not None and chosen.hashing
+        views_by_region, states, loads = _endpoints(
+            model, signals, previous, now, dt, drained, hashing
+        )
         endpoint_states.update(states)
         regions = overflow.step(policy, model, loads, before.regions if before else {}, dt)
         shed = {
@@ -71,13 +90,26 @@ def compute(
         neutral_shed = shedding.step(
             before.neutral_shed if before else None, sorted(regions), regions, dt
         )
-        model_states[model.name] = ModelState(regions=regions, shed=shed, neutral_shed=neutral_shed)
+        model_states[model.name] = ModelState(
+            regions=regions, shed=shed, neutral_shed=neutral_shed, affinity=chosen
+        )
+        lb = None
+        if chosen is not None and model.affinity is not None:
+            lb = affinity.balancing(model.affinity, chosen)
         for r in region_names:
             per_view[r].extend(
-                assemble.clusters(policy, model, r, views_by_region, regions, shed[r].percent)
+                _balanced(
+                    assemble.clusters(policy, model, r, views_by_region, regions, shed[r].percent),
+                    lb,
+                )
             )
         per_view[None].extend(
-            assemble.clusters(policy, model, None, views_by_region, regions, neutral_shed.percent)
+            _balanced(
+                assemble.clusters(
+                    policy, model, None, views_by_region, regions, neutral_shed.percent
+                ),
+                lb,
+            )
         )
     fallbacks: dict[str | None, list[FallbackView]] = {r: [] for r in per_view}
     for model in policy.spec.models:
@@ -103,6 +135,13 @@ def compute(
     return views, ControlState(now=now, endpoints=endpoint_states, models=model_states)
 
 
+def _balanced(clusters: Iterable[ClusterView], lb: Balancing | None) -> list[ClusterView]:
+    """The model's clusters with its load-balancer choice (`affinity`), if it has one."""
+    if lb is None:
+        return list(clusters)
+    return [dataclasses.replace(c, balancing=lb) for c in clusters]
+
+
 def _dt(model: Model, previous: ControlState | None, now: float) -> float:
     """The model's time step: since the last tick, its interval on the first, at most MAX_DT_S."""
     dt = model.signals.interval if previous is None else now - previous.now
@@ -125,6 +164,7 @@ def _endpoints(
     now: float,
     dt: float,
     drained: frozenset[EndpointKey],
+    hashing: bool,
 ) -> tuple[
     dict[str, list[EndpointView]], dict[EndpointKey, EndpointState], dict[str, overflow.RegionLoad]
 ]:
@@ -137,10 +177,20 @@ def _endpoints(
     states: dict[EndpointKey, EndpointState] = {}
     capacity: dict[str, int] = {}
     load: dict[str, float] = {}
+    levels = region_levels(model.endpoints, name, before)
     for endpoint in model.endpoints:
         key = (name, endpoint.address)
         state = step(
-            endpoint, model, signals.get(key), before.get(key), now, gain, key in drained, static
+            endpoint,
+            model,
+            signals.get(key),
+            before.get(key),
+            now,
+            gain,
+            key in drained,
+            static,
+            hashing,
+            levels.get(endpoint.region),
         )
         states[key] = state
         region = endpoint.region

@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from heliostat.balance.affinity import AffinityState
 from heliostat.balance.saturation import Growth
 from heliostat.balance.shares import Share
 from heliostat.balance.view import EndpointView, ReasonValue
+from heliostat.balance.weights import NO_MOVES, Moves
 
 EndpointKey = tuple[str, str]
 """(model, address), the key of signals and of drained endpoints."""
@@ -42,13 +44,13 @@ class EndpointState(NamedTuple):
     waiting: float | None = None
     scraped_at: float | None = None
     growth: Growth = Growth(0.0, 0.0)
-    # Mean absolute deviation of the raw saturation from `level` (an EWMA): its noise.
-    spread: float = 0.0
     # Demand vs capacity (1.0 = at its thresholds) when the endpoint counts towards its
     # region's capacity (healthy or saturated with a fresh signal); None otherwise.
     pressure: float | None = None
-    # Ticks a weight change has been asked for (+ raise, - cut), awaiting confirmation.
-    pending: int = 0
+    # Close to saturation (`weights.near`, with hysteresis), and the weight's last moves
+    # (`weights.move`: its direction and recent reversals, for the reversal budget).
+    near: bool = False
+    moves: Moves = NO_MOVES
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,7 @@ class ModelState:
     shed: Mapping[str, ShedState]  # by view region
     neutral_shed: ShedState
     fallback: FallbackStates | None = None  # models with `fallback` only
+    affinity: AffinityState | None = None  # models with `affinity` only: hash or not
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,7 +111,13 @@ def test_idle_endpoints_ramp_up_to_the_maximum_and_then_hold() -> None:
     assert history[-1] >= 90
     assert history[-3:] == [history[-1]] * 3
     reason = endpoint(ticks[-1][0], everyone[0]).reason
-    assert reason == {"state": "healthy", "saturation": 0.0, "driver": "kv", "failures": 0}
+    assert reason == {
+        "state": "healthy",
+        "band": "free",
+        "saturation": 0.0,
+        "driver": "kv",
+        "failures": 0,
+    }
 
 
 def test_a_saturated_endpoint_gets_the_floor_but_stays_healthy() -> None:
@@ -127,7 +133,12 @@ def test_a_saturated_endpoint_gets_the_floor_but_stays_healthy() -> None:
     e = endpoint(views, busy)
     assert e.weight == weights.FLOOR
     assert e.health is Health.HEALTHY  # never DEGRADED: see heliostat.balance.endpoints
-    assert e.reason == {"state": "saturated", "saturation": 1.06, "driver": "kv", "failures": 0}
+    assert e.reason == {
+        "state": "saturated",
+        "saturation": 1.06,
+        "driver": "kv",
+        "failures": 0,
+    }
 
 
 def test_stale_or_never_scraped_endpoints_get_the_neutral_weight_and_a_flag() -> None:

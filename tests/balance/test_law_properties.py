@@ -249,7 +249,9 @@ def test_published_weights_change_at_most_x2_per_tick(
             if then.state in ("healthy", "saturated") and now.state == "healthy":
                 assert -(-then.published // 2) <= now.published <= 2 * then.published
             if now.state == "saturated":
-                assert now.published == weights.FLOOR  # the one allowed jump: straight down
+                # The one allowed jump: straight down (or held while the reversal budget
+                # forbids turning; see weights.move).
+                assert now.published in (weights.FLOOR, then.published)
             if now.state in ("stale", "static"):
                 assert now.published == weights.NEUTRAL
 

@@ -1,0 +1,180 @@
+"""Endpoint weights under stationary, noisy load: equal while there is room, and calm.
+
+The fleet here is a queueing model, not a script: each replica is a small birth-death chain
+(Poisson arrivals, each busy slot finishing at its own rate, a bounded queue) sampled at the
+scrape interval, so running and waiting counts are as noisy and as autocorrelated as a real
+4-slot replica's. The law sees only what a scrape would show.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+from collections.abc import Sequence
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from heliostat.balance import compute, weights
+from heliostat.policy import Policy
+from tests.balance.helpers import MODEL, T0, Signals, addresses, policy_of, signal
+
+# BALANCE_EXAMPLES=200 for a long hunt; the default keeps the suite fast.
+EXAMPLES = max(4, int(os.environ.get("BALANCE_EXAMPLES", "80")) // 6)
+SLOTS = 4
+MINUTES = 6
+INTERVAL = 0.5
+
+
+class Region:
+    """Replicas as birth-death chains (each busy slot finishes at rate `mu`, at most
+    `buffer` waiting), fed by one Poisson stream that a gateway routes: `p2c` as Envoy's
+    least-request does with equal weights (the fewer in flight of two random replicas),
+    `random` as consistent hashing does with unique keys. `loads` are each replica's share
+    of the stream, as a multiple of its capacity under an even split."""
+
+    def __init__(
+        self, rng: random.Random, loads: Sequence[float], routing: str, buffer: int = 12
+    ) -> None:
+        self.rng = rng
+        self.mu = 1.0  # per busy slot, per second
+        self.lam = sum(loads) * SLOTS * self.mu
+        self.split = [load / sum(loads) for load in loads]
+        self.routing = routing
+        self.buffer = buffer
+        self.n = [0] * len(loads)
+
+    def advance(self, seconds: float) -> None:
+        t = 0.0
+        while True:
+            busy = [min(n, SLOTS) * self.mu for n in self.n]
+            rate = self.lam + sum(busy)
+            t += self.rng.expovariate(rate)
+            if t > seconds:
+                return
+            pick = self.rng.random() * rate
+            if pick < self.lam:
+                self._arrive()
+                continue
+            pick -= self.lam
+            for i, b in enumerate(busy):
+                if pick < b:
+                    self.n[i] -= 1
+                    break
+                pick -= b
+
+    def _arrive(self) -> None:
+        first = self.rng.choices(range(len(self.n)), self.split)[0]
+        if self.routing == "p2c":
+            second = self.rng.choices(range(len(self.n)), self.split)[0]
+            first = min(first, second, key=lambda i: self.n[i])
+        self.n[first] = min(self.n[first] + 1, SLOTS + self.buffer)
+
+    def running(self, i: int) -> float:
+        return float(min(self.n[i], SLOTS))
+
+    def waiting(self, i: int) -> float:
+        return float(max(0, self.n[i] - SLOTS))
+
+
+def reversals_per_window(series: Sequence[tuple[float, int]], window: float) -> int:
+    """The most reversals of a weight series (time, weight) inside any `window` seconds."""
+    turns: list[float] = []
+    direction = 0
+    for (_, a), (t, b) in itertools.pairwise(series):
+        step = (b > a) - (b < a)
+        if step and direction and step != direction:
+            turns.append(t)
+        if step:
+            direction = step
+    most = 0
+    for i, start in enumerate(turns):
+        most = max(most, sum(1 for t in turns[i:] if t - start < window))
+    return most
+
+
+def play(
+    policy: Policy, loads: Sequence[float], seed: int, routing: str
+) -> dict[str, list[tuple[float, int]]]:
+    """Tick the law over MINUTES of stationary load; each endpoint's published weights."""
+    members = addresses(policy, "us-east")
+    region = Region(random.Random(seed), loads, routing)
+    others = [a for a in addresses(policy) if a not in members]
+    state = None
+    series: dict[str, list[tuple[float, int]]] = {a: [] for a in members}
+    for tick in range(int(MINUTES * 60 / INTERVAL)):
+        now = T0 + tick * INTERVAL
+        region.advance(INTERVAL)
+        sampled: Signals = {
+            (MODEL, address): signal(
+                address,
+                waiting=region.waiting(i),
+                running=region.running(i),
+                kv=min(1.0, 0.15 * region.running(i)),
+                at=now,
+            )
+            for i, address in enumerate(members)
+        }
+        for address in others:
+            sampled[(MODEL, address)] = signal(address, waiting=0.0, running=1.0, kv=0.1, at=now)
+        views, state = compute(policy, sampled, state, now)
+        cluster = views.for_region("us-east").cluster(MODEL)
+        assert cluster is not None
+        for e in cluster.endpoints():
+            if e.address in series:
+                series[e.address].append((now, e.weight))
+    return series
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    load=st.floats(0.1, 1.2),
+    spread=st.floats(0.0, 0.5),
+    routing=st.sampled_from(["p2c", "random"]),
+    seed=st.integers(0, 10_000),
+)
+def test_under_stationary_noisy_load_no_weight_turns_more_than_twice_a_minute(
+    load: float, spread: float, routing: str, seed: int
+) -> None:
+    """Whatever the load, up to beyond saturation (the queues are bounded, so it stays
+    stationary), whether the gateway balances or scatters, and however unevenly the
+    replicas are loaded, each endpoint's weight turns round at most twice in any minute."""
+    policy = policy_of({"us-east": 4, "eu-west": 1, "ap-southeast": 1}, slots=SLOTS)
+    loads = [load * (1 + spread * k / 3) for k in range(4)]
+    series = play(policy, loads, seed, routing)
+    for address, points in series.items():
+        steady = [p for p in points if p[0] >= T0 + 10]  # after the start-up ramp
+        assert reversals_per_window(steady, weights.REVERSAL_WINDOW_S) <= 2, (address, load)
+
+
+def test_replicas_with_room_keep_equal_weights_so_envoy_uses_choice_of_two() -> None:
+    """At 65% load on 4-slot replicas (the chat benchmark's load), routed by least-request,
+    every replica keeps the full weight nearly all the time: Envoy then picks by live
+    in-flight counts (choice-of-two), not by a schedule of stale weights."""
+    policy = policy_of({"us-east": 4, "eu-west": 1, "ap-southeast": 1}, slots=SLOTS)
+    series = play(policy, [0.65] * 4, seed=3, routing="p2c")
+    samples = [w for points in series.values() for t, w in points if t >= T0 + 10]
+    equal = sum(1 for w in samples if w == weights.W_MAX) / len(samples)
+    print(f"\nshare of samples at the full weight at 65% load: {equal:.1%}")
+    assert equal >= 0.95
+
+
+def test_a_replica_close_to_saturation_gets_less_and_a_saturated_one_the_floor() -> None:
+    """Equal weights are not blindness: a replica persistently near its thresholds is halved,
+    one past them goes to the floor, while its idle peers keep the full weight."""
+    policy = policy_of({"us-east": 3, "eu-west": 1, "ap-southeast": 1}, slots=SLOTS)
+    hot, full, idle = addresses(policy, "us-east")
+    state = None
+    for tick in range(40):
+        now = T0 + tick * INTERVAL
+        sampled = {
+            (MODEL, hot): signal(hot, waiting=0.0, running=3.7, kv=0.5, at=now),  # 0.93
+            (MODEL, full): signal(full, waiting=6.0, running=4.0, kv=0.5, at=now),  # 1.5
+            (MODEL, idle): signal(idle, waiting=0.0, running=1.0, kv=0.1, at=now),
+        }
+        views, state = compute(policy, sampled, state, now)
+    cluster = views.for_region("us-east").cluster(MODEL)
+    assert cluster is not None
+    got = {e.address: e.weight for e in cluster.endpoints() if e.region == "us-east"}
+    assert got == {hot: weights.W_MAX // 2, full: weights.FLOOR, idle: weights.W_MAX}
