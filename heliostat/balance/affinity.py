@@ -7,12 +7,13 @@ request while a peer idles, where least-request's choice-of-two would not. The o
 writes one policy for whatever traffic comes; heliostat decides, per model, from the
 engines' own prefix-cache hit rates (`Signal.prefix_hit_rate`, tokens found / looked up):
 
-- least-request -> hashing when the mean hit rate of the model's live endpoints (an EWMA,
-  EVIDENCE_TAU_S) stays at or above ENTER_HIT_RATE for CONFIRM_S: requests do share prefixes
+- least-request -> hashing when the mean hit rate of the model's live endpoints stays at or
+  above ENTER_HIT_RATE for CONFIRM_S, tick after tick: requests do share prefixes
   (under least-request a shared prefix still hits whenever its group lands on a replica that
   holds it; unrelated prompts share nothing). Not when it is already so high that hashing
   cannot add MIN_GAIN. The rate least-request achieved is remembered as the baseline.
-- hashing -> least-request when, for CONFIRM_S, the hit rate falls below EXIT_HIT_RATE (the
+- hashing -> least-request when, for CONFIRM_S, the hit rate (smoothed: an EWMA with
+  EVIDENCE_TAU_S, restarted at each switch) falls below EXIT_HIT_RATE (the
   prefixes are no longer shared), or stays below baseline + MIN_GAIN (hashing does not pay:
   one prompt shared by everyone is cached everywhere anyway, and hashing it concentrates the
   load). After a trial that did not pay, the next one waits BACKOFF_S, doubling each time up
@@ -117,7 +118,9 @@ def step(
     if sample is not None:
         gain = alpha(dt, EVIDENCE_TAU_S)
         evidence = sample if evidence is None else evidence + gain * (sample - evidence)
-    wants, why = _wants_switch(previous, evidence, now)
+    # Hashing starts on the tick's own samples (shared prefixes show at once and lastingly;
+    # every second on least-request loses hits), and ends on the smoothed rate.
+    wants, why = _wants_switch(previous, evidence if previous.hashing else sample, now)
     pending = None
     if wants:
         pending = previous.pending_since if previous.pending_since is not None else now
