@@ -26,11 +26,13 @@ numbers wobble inside the dead band produces byte-identical EDS and nothing is p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 from heliostat.balance import weights
 from heliostat.balance.saturation import NO_GROWTH, Load, measure, queue_growth
-from heliostat.balance.state import EndpointKey, EndpointState
+from heliostat.balance.state import MIN_BUSY, WARM_WINDOW, EndpointKey, EndpointState
 from heliostat.balance.view import EndpointView, Health, ReasonValue
 from heliostat.policy import Endpoint, Model
 from heliostat.signals.record import Signal
@@ -54,6 +56,9 @@ _HEALTH = {
 # States whose weight follows the load; their moves count towards the reversal budget.
 _LOAD_DRIVEN = frozenset({HEALTHY, SATURATED})
 _CAP = weights.ENTER_SATURATED
+# Relative error of a busy share averaged over the capacity EWMA (sampled occupancy of a few
+# slots, correlated over a request's lifetime): about 6% at the loads that matter.
+BUSY_ERROR = 0.06
 
 _DRAINED_REASON: Mapping[str, ReasonValue] = {"state": DRAINING, "detail": "drained by operator"}
 _STATIC_REASON: Mapping[str, ReasonValue] = {
@@ -72,14 +77,13 @@ def step(
     drained: bool,
     static: bool,
     hashing: bool = False,
-    region_levels: tuple[float, int] | None = None,
+    peers: Peers | None = None,
 ) -> EndpointState:
     """The endpoint's state after this tick, given its signal and its previous state.
 
     `gain` is the tick's EWMA gain, `weights.alpha(dt)` (computed once per tick); `hashing`
     says the model's clusters hash (weights are ring shares: the `near` band keeps them);
-    `region_levels` is the sum and count of the live levels of its region at the previous
-    tick (`region_levels` below), from which its peers' mean level is taken.
+    `peers` is what its region's live endpoints showed at the previous tick (`region_peers`).
     """
     growth = NO_GROWTH
     if previous is not None and signal is not None:
@@ -95,6 +99,25 @@ def step(
     moves = weights.NO_MOVES
     goal = 0
     detail = ""
+    completions, busy_time, window = (
+        (previous.completions, previous.busy_time, previous.window) if previous else (0.0, 0.0, 0.0)
+    )
+    if signal is not None and previous is not None and signal.scraped_at != previous.scraped_at:
+        completions, busy_time, window = _observe(
+            (completions, busy_time, window), signal, endpoint.slots, previous.scraped_at
+        )
+    tier = previous.tier if previous is not None else 0
+    service = _service(completions, busy_time, window)
+    if service is not None and peers is not None and peers.best_service > 0.0:
+        # Completions are counts: n of them carry a relative error of 1/sqrt(n); each busy
+        # time, an average of instants, about BUSY_ERROR (more while the window is young).
+        error = math.sqrt(
+            1.0 / max(completions, 1.0)
+            + 1.0 / max(peers.best_completions, 1.0)
+            + 2.0 * BUSY_ERROR**2 * weights.CAPACITY_TAU_S / window
+        )
+        tier = weights.capacity_tier(service / peers.best_service, tier, error)
+    capacity = weights.CAPACITY_TIERS[tier]
     if drained:
         state, level, published = DRAINING, None, weights.FLOOR
     elif signal is not None and failures >= thresholds.failures:
@@ -127,9 +150,11 @@ def step(
             is_saturated = weights.saturated(
                 level, live and previous is not None and previous.state == SATURATED
             )
-            peers = _peers(region_levels, previous.level if live and previous else None)
-            is_near = weights.near(level, peers, live and previous is not None and previous.near)
-            goal = weights.target(is_saturated=is_saturated, is_near=is_near, hashing=hashing)
+            others = _peer_level(peers, previous.level if live and previous else None)
+            is_near = weights.near(level, others, live and previous is not None and previous.near)
+            goal = weights.target(
+                is_saturated=is_saturated, is_near=is_near, hashing=hashing, capacity=capacity
+            )
             before = previous.published if previous is not None else weights.NEUTRAL
             history = previous.moves if live and previous is not None else weights.NO_MOVES
             published, moves = weights.move(before, goal, now, history)
@@ -139,7 +164,9 @@ def step(
     if previous is not None and previous.state == state and previous.published == published:
         reason = previous.reason  # held: byte-identical resource, nothing to push
     else:
-        reason = _explain(state, load, level, failures, detail, signal, is_near, published, goal)
+        reason = _explain(
+            state, load, level, failures, detail, signal, is_near, published, goal, capacity
+        )
     health = _HEALTH[state]
     view = previous.view if previous is not None else None
     if (
@@ -170,32 +197,93 @@ def step(
         load.pressure if load is not None else None,
         is_near,
         moves,
+        completions,
+        busy_time,
+        window,
+        tier,
     )
 
 
-def region_levels(
+class Peers(NamedTuple):
+    """What a region's live (healthy or saturated) endpoints showed at a tick: the sum and
+    count of their levels (each at most ENTER_SATURATED: past its thresholds a replica has no
+    room, however far) and the best observed capacity among them (0.0 if none yet), with
+    that replica's completions per second."""
+
+    level_sum: float
+    live: int
+    best_service: float
+    best_completions: float  # the (decayed) completions behind the best estimate
+
+
+def region_peers(
     endpoints: Iterable[Endpoint], model: str, previous: Mapping[EndpointKey, EndpointState]
-) -> dict[str, tuple[float, int]]:
-    """Per region, the sum and count of the live (healthy or saturated) endpoints' levels,
-    each at most ENTER_SATURATED: past its thresholds a replica has no room, however far."""
-    result: dict[str, tuple[float, int]] = {}
+) -> dict[str, Peers]:
+    """Per region, its endpoints' `Peers` at the previous tick."""
+    result: dict[str, Peers] = {}
     for endpoint in endpoints:
         state = previous.get((model, endpoint.address))
         if state is None or state.level is None or state.state not in _LOAD_DRIVEN:
             continue
-        total, count = result.get(endpoint.region, (0.0, 0))
-        result[endpoint.region] = (total + min(state.level, _CAP), count + 1)
+        total, count, best, best_completions = result.get(endpoint.region, (0.0, 0, 0.0, 0.0))
+        service = state.service or 0.0
+        if service > best:
+            best, best_completions = service, state.completions
+        result[endpoint.region] = Peers(
+            total + min(state.level, _CAP), count + 1, best, best_completions
+        )
     return result
 
 
-def _peers(levels: tuple[float, int] | None, own: float | None) -> float | None:
+def _peer_level(peers: Peers | None, own: float | None) -> float | None:
     """The mean level of the region's other live endpoints (own level taken out if counted)."""
-    if levels is None:
+    if peers is None:
         return None
-    total, count = levels
+    total, count = peers.level_sum, peers.live
     if own is not None:
         total, count = total - min(own, _CAP), count - 1
     return total / count if count > 0 else None
+
+
+def _observe(
+    sums: tuple[float, float, float],
+    signal: Signal,
+    slots_hint: int | None,
+    last_scrape: float | None,
+) -> tuple[float, float, float]:
+    """The capacity sums after a new scrape: each decays by exp(-interval / CAPACITY_TAU_S),
+    then adds what the interval brought: the requests completed (the engine's success
+    counter, `Signal.served_rate` x interval), the busy share of its slots x interval, the
+    interval. Sums rather than averages: their ratio is completions per busy second with no
+    bias from the first sample, and the completion count says how sure the ratio is."""
+    rate = getattr(signal, "served_rate", None)  # heliostat.signals: the success counter's rate
+    slots = slots_hint or signal.max_num_seqs
+    if (
+        not isinstance(rate, int | float)
+        or not 0.0 <= rate < math.inf
+        or signal.running is None
+        or not 0.0 <= signal.running < math.inf
+        or not slots
+        or signal.scraped_at is None
+        or last_scrape is None
+    ):
+        return sums
+    interval = max(0.0, signal.scraped_at - last_scrape)
+    keep = math.exp(-interval / weights.CAPACITY_TAU_S)
+    completions, busy_time, window = sums
+    busy = min(1.0, signal.running / slots)
+    return (
+        keep * completions + rate * interval,
+        keep * busy_time + busy * interval,
+        keep * window + interval,
+    )
+
+
+def _service(completions: float, busy_time: float, window: float) -> float | None:
+    """Observed capacity (requests/s with every slot busy), once there is enough of it."""
+    if window < WARM_WINDOW or busy_time < MIN_BUSY * window:
+        return None
+    return completions / busy_time
 
 
 def _explain(
@@ -208,6 +296,7 @@ def _explain(
     is_near: bool,
     published: int,
     goal: int,
+    capacity: float,
 ) -> Mapping[str, ReasonValue]:
     """The reason published with a new weight or state (built only when one changes)."""
     if state == DRAINING:
@@ -226,6 +315,8 @@ def _explain(
         driver=load.driver,  # the term that dominated this scrape
         failures=failures,
     )
+    if capacity < 1.0:  # observed capacity, relative to the best replica of its region
+        reason["capacity"] = round(capacity, 2)
     if goal != published:  # on its way: a ramp, or a turn waiting for the reversal budget
         reason["goal"] = goal
     return reason

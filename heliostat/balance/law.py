@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 
 from heliostat.balance import affinity, assemble, fallback, overflow, shedding, weights
-from heliostat.balance.endpoints import region_levels, step
+from heliostat.balance.endpoints import region_peers, step
 from heliostat.balance.priorities import within_budget
 from heliostat.balance.state import (
     ControlState,
@@ -177,7 +177,7 @@ def _endpoints(
     states: dict[EndpointKey, EndpointState] = {}
     capacity: dict[str, int] = {}
     load: dict[str, float] = {}
-    levels = region_levels(model.endpoints, name, before)
+    peers = region_peers(model.endpoints, name, before)
     for endpoint in model.endpoints:
         key = (name, endpoint.address)
         state = step(
@@ -190,7 +190,7 @@ def _endpoints(
             key in drained,
             static,
             hashing,
-            levels.get(endpoint.region),
+            peers.get(endpoint.region),
         )
         states[key] = state
         region = endpoint.region

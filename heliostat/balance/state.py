@@ -9,6 +9,7 @@ heliostat replicas fed the same inputs publish the same views.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -17,10 +18,16 @@ from heliostat.balance.affinity import AffinityState
 from heliostat.balance.saturation import Growth
 from heliostat.balance.shares import Share
 from heliostat.balance.view import EndpointView, ReasonValue
-from heliostat.balance.weights import NO_MOVES, Moves
+from heliostat.balance.weights import CAPACITY_TAU_S, NO_MOVES, Moves
 
 EndpointKey = tuple[str, str]
 """(model, address), the key of signals and of drained endpoints."""
+
+# Below this share of busy slots (on average) a replica's completions say little about its
+# capacity: it completes what it is given.
+MIN_BUSY = 0.25
+# The decayed window once CAPACITY_TAU_S has been observed: 1 - 1/e of its limit.
+WARM_WINDOW = CAPACITY_TAU_S * (1.0 - math.exp(-1.0))
 
 
 class EndpointState(NamedTuple):
@@ -51,6 +58,21 @@ class EndpointState(NamedTuple):
     # (`weights.move`: its direction and recent reversals, for the reversal budget).
     near: bool = False
     moves: Moves = NO_MOVES
+    # Observed capacity, as exponentially decaying sums (time constant CAPACITY_TAU_S) of the
+    # requests it completed, of its busy slot-share x seconds, and of the seconds observed;
+    # and its capacity tier in its region.
+    completions: float = 0.0
+    busy_time: float = 0.0
+    window: float = 0.0
+    tier: int = 0
+
+    @property
+    def service(self) -> float | None:
+        """Requests/s it would complete with every slot busy (completions per busy second):
+        its observed capacity, once a CAPACITY_TAU_S of scrapes, busy enough, is behind it."""
+        if self.window < WARM_WINDOW or self.busy_time < MIN_BUSY * self.window:
+            return None
+        return self.completions / self.busy_time
 
 
 @dataclass(frozen=True, slots=True)

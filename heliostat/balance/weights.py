@@ -15,7 +15,16 @@ its thresholds:
               (back when level <= LEAVE_NEAR or within NEAR_MARGIN / 2 of it)
     state  =  healthy -> saturated when level >= ENTER_SATURATED (or one sample at
               HARD_SATURATION), saturated -> healthy when level <= LEAVE_SATURATED
-    target =  W_MAX (free), W_MAX * NEAR_FACTOR (near), FLOOR (saturated)
+    target =  W_MAX * capacity (free), that x NEAR_FACTOR (near), FLOOR (saturated)
+
+Replicas are not all alike: a GPU three times faster completes three times the requests at
+the same occupancy. Equal weights would still send it only what choice-of-two gives it (at
+equal in-flight counts its requests simply finish sooner), and a hashing ring would give it
+the same share of keys as the slow one. So "full" is relative to observed capacity: each
+replica's capacity is what it completes per second divided by how busy its slots were (an
+EWMA over CAPACITY_TAU_S, so a burst proves nothing), and its weight is W_MAX x its capacity
+over the best of its region, in sqrt(2) tiers with hysteresis (`capacity_tier`): replicas
+within ~20% of each other stay equal, and a tier moves only when the capacity truly did.
 
 With consistent hashing (affinity) a host's weight is its share of the ring or table, and
 every change of weight moves keys, and so cached prefixes, between replicas. There the `near`
@@ -58,6 +67,13 @@ ENTER_NEAR = 0.9
 LEAVE_NEAR = 0.7
 NEAR_MARGIN = 0.2  # above its peers' mean level
 NEAR_FACTOR = 0.5
+# Observed capacity (see `capacity_tier`): a replica's weight is W_MAX x its capacity relative
+# to the best replica of its region, in steps of sqrt(2) down to 1/8, with hysteresis, from
+# an EWMA over CAPACITY_TAU_S of what it completes per second at full batch.
+CAPACITY_TIERS = tuple(2.0 ** (-k / 2) for k in range(7))
+TIER_HYSTERESIS = 0.35
+TIER_CONFIDENCE = 3.0  # standard errors
+CAPACITY_TAU_S = 30.0
 # The reversal budget (see `move`).
 REVERSAL_WINDOW_S = 60.0
 MAX_REVERSALS = 2
@@ -106,6 +122,24 @@ def near(level: float, peers: float | None, was_near: bool) -> bool:
     if was_near:
         return level > LEAVE_NEAR and level - peers > NEAR_MARGIN / 2
     return level >= ENTER_NEAR and level - peers >= NEAR_MARGIN
+
+
+def capacity_tier(relative: float, current: int, uncertainty: float = 0.0) -> int:
+    """The capacity tier (an index into CAPACITY_TIERS) for a replica whose observed capacity
+    is `relative` x the best of its region's, kept at `current` unless the capacity lies
+    TIER_HYSTERESIS (in tiers) beyond the midpoint to a neighbouring tier *and* away from the
+    current tier by more than TIER_CONFIDENCE x `uncertainty` (the relative standard error
+    of the ratio: a few hundred completions cannot tell 0.8 from 1.0)."""
+    last = len(CAPACITY_TIERS) - 1
+    if relative <= 0.0:
+        return last
+    position = -2.0 * math.log2(min(relative, 1.0))  # 0 at 1.0, 1 at 0.71, 2 at 0.5 ...
+    if abs(position - current) <= 0.5 + TIER_HYSTERESIS:
+        return current
+    held = CAPACITY_TIERS[current]
+    if abs(relative - held) / held <= TIER_CONFIDENCE * uncertainty:
+        return current
+    return min(last, max(0, round(position)))
 
 
 def target(*, is_saturated: bool, is_near: bool, hashing: bool, capacity: float = 1.0) -> int:

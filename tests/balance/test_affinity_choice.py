@@ -14,6 +14,9 @@ from heliostat.balance import ControlState, compute, weights
 from heliostat.balance import affinity as choice
 from heliostat.balance.view import LbPolicy
 from heliostat.policy import Policy, parse_policy
+from heliostat.xds.nodes import NodeGroup, Role
+from heliostat.xds.translate import build_snapshot
+from heliostat.xds.types import TypeUrl
 from tests.balance.helpers import MODEL, T0, Signals, addresses, cluster, signal
 
 TICK = 0.5
@@ -99,7 +102,7 @@ def test_shared_prefixes_switch_to_hashing_once_the_evidence_lasts() -> None:
     # The evidence must hold for CONFIRM_S, tick after tick.
     assert switched - began <= choice.CONFIRM_S + TICK
     reason = run.reason
-    assert reason["lb"] == "ring_hash" and reason["bounded_load"] == 1.5
+    assert reason["lb"] == "ring_hash" and reason["bounded_load"] == 1.25
     assert str(reason["why"]).startswith("prompts share prefixes")
     assert 0.15 <= float(str(reason["hit_rate"])) <= 0.3
 
@@ -219,3 +222,20 @@ spec:
       endpoints:
         - {{address: '10.0.0.1:8000', region: us-east}}
 """
+
+
+def test_the_cluster_resource_changes_only_when_the_choice_does() -> None:
+    """A switch is a CDS change (Envoy rebuilds the cluster): between switches the cluster's
+    bytes stay the same however the evidence moves."""
+    run = Run()
+    versions = []
+    rates = [0.0] * 20 + [0.3] * 20 + [0.5, 0.8, 0.4] * 10
+    for rate in rates:
+        run.now += TICK
+        views, run.state = compute(run.policy, run.signals(rate, run.now), run.state, run.now)
+        snapshot = build_snapshot(
+            run.policy, views.for_region("us-east"), NodeGroup(Role.GATEWAY, "us-east")
+        )
+        versions.append(snapshot.resources(TypeUrl.CLUSTER)[MODEL].version)
+    changes = sum(a != b for a, b in itertools.pairwise(versions))
+    assert changes == 1  # the one switch to hashing

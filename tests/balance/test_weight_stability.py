@@ -8,6 +8,7 @@ scrape interval, so running and waiting counts are as noisy and as autocorrelate
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import random
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from heliostat.balance import compute, weights
 from heliostat.policy import Policy
+from heliostat.signals.record import Signal
 from tests.balance.helpers import MODEL, T0, Signals, addresses, policy_of, signal
 
 # BALANCE_EXAMPLES=200 for a long hunt; the default keeps the suite fast.
@@ -35,20 +37,26 @@ class Region:
     of the stream, as a multiple of its capacity under an even split."""
 
     def __init__(
-        self, rng: random.Random, loads: Sequence[float], routing: str, buffer: int = 12
+        self,
+        rng: random.Random,
+        loads: Sequence[float],
+        routing: str,
+        buffer: int = 12,
+        speeds: Sequence[float] | None = None,
     ) -> None:
         self.rng = rng
-        self.mu = 1.0  # per busy slot, per second
-        self.lam = sum(loads) * SLOTS * self.mu
+        self.mu = list(speeds or [1.0] * len(loads))  # per busy slot, per second
+        self.lam = sum(loads) * SLOTS
         self.split = [load / sum(loads) for load in loads]
         self.routing = routing
         self.buffer = buffer
         self.n = [0] * len(loads)
+        self.done = [0] * len(loads)
 
     def advance(self, seconds: float) -> None:
         t = 0.0
         while True:
-            busy = [min(n, SLOTS) * self.mu for n in self.n]
+            busy = [min(n, SLOTS) * mu for n, mu in zip(self.n, self.mu, strict=True)]
             rate = self.lam + sum(busy)
             t += self.rng.expovariate(rate)
             if t > seconds:
@@ -61,6 +69,7 @@ class Region:
             for i, b in enumerate(busy):
                 if pick < b:
                     self.n[i] -= 1
+                    self.done[i] += 1
                     break
                 pick -= b
 
@@ -94,25 +103,49 @@ def reversals_per_window(series: Sequence[tuple[float, int]], window: float) -> 
     return most
 
 
+def served(sample: Signal, rate: float) -> Signal:
+    """`sample` with the engine's completions per second (`Signal.served_rate`, from the
+    success counter; added by heliostat.signals: until then a test subclass carries it)."""
+    if "served_rate" in {f.name for f in dataclasses.fields(Signal)}:
+        return dataclasses.replace(sample, served_rate=rate)  # type: ignore[call-arg,unused-ignore]
+    return ServedSignal(
+        **{f.name: getattr(sample, f.name) for f in dataclasses.fields(sample)}, served_rate=rate
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServedSignal(Signal):
+    served_rate: float | None = None
+
+
 def play(
-    policy: Policy, loads: Sequence[float], seed: int, routing: str
+    policy: Policy,
+    loads: Sequence[float],
+    seed: int,
+    routing: str,
+    speeds: Sequence[float] | None = None,
+    minutes: float = MINUTES,
 ) -> dict[str, list[tuple[float, int]]]:
-    """Tick the law over MINUTES of stationary load; each endpoint's published weights."""
+    """Tick the law over `minutes` of stationary load; each endpoint's published weights."""
     members = addresses(policy, "us-east")
-    region = Region(random.Random(seed), loads, routing)
+    region = Region(random.Random(seed), loads, routing, speeds=speeds)
     others = [a for a in addresses(policy) if a not in members]
     state = None
     series: dict[str, list[tuple[float, int]]] = {a: [] for a in members}
-    for tick in range(int(MINUTES * 60 / INTERVAL)):
+    for tick in range(int(minutes * 60 / INTERVAL)):
         now = T0 + tick * INTERVAL
+        before = list(region.done)
         region.advance(INTERVAL)
         sampled: Signals = {
-            (MODEL, address): signal(
-                address,
-                waiting=region.waiting(i),
-                running=region.running(i),
-                kv=min(1.0, 0.15 * region.running(i)),
-                at=now,
+            (MODEL, address): served(
+                signal(
+                    address,
+                    waiting=region.waiting(i),
+                    running=region.running(i),
+                    kv=min(1.0, 0.15 * region.running(i)),
+                    at=now,
+                ),
+                (region.done[i] - before[i]) / INTERVAL,
             )
             for i, address in enumerate(members)
         }
@@ -178,3 +211,29 @@ def test_a_replica_close_to_saturation_gets_less_and_a_saturated_one_the_floor()
     assert cluster is not None
     got = {e.address: e.weight for e in cluster.endpoints() if e.region == "us-east"}
     assert got == {hot: weights.W_MAX // 2, full: weights.FLOOR, idle: weights.W_MAX}
+
+
+def test_a_replica_three_times_faster_gets_three_times_the_weight() -> None:
+    """Speeds 1 and 3 side by side at 65% of their joint capacity, routed by least-request:
+    the slow ones' observed capacity is a third of the fast ones', so their weight settles in
+    the sqrt(2) tier nearest a third (35; 25 while the estimate is still young), the fast
+    ones keep the full weight, and nobody turns more than once."""
+    policy = policy_of({"us-east": 4, "eu-west": 1, "ap-southeast": 1}, slots=SLOTS)
+    speeds = [1.0, 3.0, 1.0, 3.0]
+    loads = [0.65 * s for s in speeds]  # a replica's even share of the stream, by capacity
+    series = play(policy, loads, seed=5, routing="p2c", speeds=speeds, minutes=5)
+    slow_a, fast_a, slow_b, fast_b = addresses(policy, "us-east")
+    for fast in (fast_a, fast_b):
+        assert {w for t, w in series[fast] if t >= T0 + 10} == {weights.W_MAX}
+    for slow in (slow_a, slow_b):
+        late = [w for t, w in series[slow] if t >= T0 + 180]
+        assert set(late) <= {25, 35} and late[-1] == 35, late
+        assert reversals_per_window(series[slow], 300.0) <= 1
+
+
+def test_alike_replicas_never_leave_the_full_tier_on_noisy_completions() -> None:
+    """Equal speeds, 65% load: a few completions per scrape, noisy, never move a tier."""
+    policy = policy_of({"us-east": 4, "eu-west": 1, "ap-southeast": 1}, slots=SLOTS)
+    series = play(policy, [0.65] * 4, seed=8, routing="p2c", minutes=10)
+    samples = {w for points in series.values() for t, w in points if t >= T0 + 10}
+    assert samples == {weights.W_MAX}

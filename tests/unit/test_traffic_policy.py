@@ -395,6 +395,9 @@ def test_affinity_hashes_with_bounded_load_and_keeps_the_rest(policy: Policy) ->
     cluster = clusters(snapshot_for("us-east", maglev))[LLAMA]
     assert cluster.lb_policy == cluster_pb2.Cluster.MAGLEV
     assert cluster.common_lb_config.consistent_hashing_lb_config.hash_balance_factor.value == 200
+    default = parse_policy(edit("bounded_load: 1.5, prefix_chars: 2000}", "mode: always}"))
+    cluster = clusters(snapshot_for("us-east", default))[LLAMA]
+    assert cluster.common_lb_config.consistent_hashing_lb_config.hash_balance_factor.value == 125
 
 
 def test_auto_affinity_starts_on_least_request_and_says_why(policy: Policy) -> None:
