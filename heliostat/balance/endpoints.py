@@ -2,17 +2,19 @@
 
 States and how Envoy sees them:
 
-- `healthy`: the full weight while it has room, half of it close to saturation (the `near`
-  band; not with consistent hashing, where a weight is a ring share), see `weights`. HEALTHY.
+- `healthy`: W_MAX x its observed capacity relative to its region's best replica; half of
+  that close to saturation and hotter than its peers (the `near` band; not with consistent
+  hashing, where a weight is a ring share), see `weights`. HEALTHY.
 - `saturated`: at or past its thresholds (smoothed level enters at 1.0, leaves at 0.85; a
-  single sample at 2x the thresholds enters at once, see `weights`). Floor weight (as soon as
-  the reversal budget allows, at once for unmistakable overload), but still HEALTHY, never
-  DEGRADED: Envoy only uses degraded hosts once a priority's
-  healthy ones cannot carry its traffic, and then it moves the *whole* priority's excess to
-  the next priority's healthy hosts first. Marking a busy region's replicas DEGRADED would
-  thus push all of its traffic onto the nearest neighbour and tip that one over too. The floor
-  weight plus least-request already steer new work away; bounded overflow (`overflow`) moves
-  a measured share, never everything.
+  single sample at 2x the thresholds enters at once, see `weights`). Hotter than its peers:
+  a quarter of its weight (half while hashing); as busy as they are: its weight, since
+  weights cannot make room in a region that is full (the regional law does). Still HEALTHY,
+  never DEGRADED: Envoy only uses degraded hosts once a priority's healthy ones cannot carry
+  its traffic, and then it moves the *whole* priority's excess to the next priority's
+  healthy hosts first. Marking a busy region's replicas DEGRADED would thus push all of its
+  traffic onto the nearest neighbour and tip that one over too. The cut plus least-request
+  already steer new work away; bounded overflow (`overflow`) moves a measured share, never
+  everything.
 - `stale`: no scrape within `signals.stale_after` (or never scraped). Neutral weight W_MAX/2,
   HEALTHY: we do not know, so neither starve nor favour it.
 - `static`: the model has no signals at all yet (start-up). Neutral weight, HEALTHY.
@@ -21,7 +23,7 @@ States and how Envoy sees them:
 - `draining`: the operator drained it. DRAINING (Envoy stops sending new requests), floor.
 
 The published reason is kept verbatim while the weight and state hold, so an endpoint whose
-numbers wobble inside the dead band produces byte-identical EDS and nothing is pushed.
+numbers wobble produces byte-identical EDS and nothing is pushed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import NamedTuple
 
 from heliostat.balance import weights
 from heliostat.balance.saturation import NO_GROWTH, Load, measure, queue_growth
-from heliostat.balance.state import MIN_BUSY, WARM_WINDOW, EndpointKey, EndpointState
+from heliostat.balance.state import MIN_BUSY_TIME, MIN_COMPLETIONS, EndpointKey, EndpointState
 from heliostat.balance.view import EndpointView, Health, ReasonValue
 from heliostat.policy import Endpoint, Model
 from heliostat.signals.record import Signal
@@ -55,7 +57,9 @@ _HEALTH = {
 
 # States whose weight follows the load; their moves count towards the reversal budget.
 _LOAD_DRIVEN = frozenset({HEALTHY, SATURATED})
-_CAP = weights.ENTER_SATURATED
+# Levels compared between peers are capped here: one replica drowning far past its thresholds
+# must not make every other one look cool.
+_CAP = weights.HARD_SATURATION
 # Relative error of a busy share averaged over the capacity EWMA (sampled occupancy of a few
 # slots, correlated over a request's lifetime): about 6% at the loads that matter.
 BUSY_ERROR = 0.06
@@ -114,7 +118,7 @@ def step(
         error = math.sqrt(
             1.0 / max(completions, 1.0)
             + 1.0 / max(peers.best_completions, 1.0)
-            + 2.0 * BUSY_ERROR**2 * weights.CAPACITY_TAU_S / window
+            + 2.0 * BUSY_ERROR**2 * weights.CAPACITY_TAU_S / max(window, 1.0)
         )
         tier = weights.capacity_tier(service / peers.best_service, tier, error)
     capacity = weights.CAPACITY_TIERS[tier]
@@ -151,7 +155,9 @@ def step(
                 level, live and previous is not None and previous.state == SATURATED
             )
             others = _peer_level(peers, previous.level if live and previous else None)
-            is_near = weights.near(level, others, live and previous is not None and previous.near)
+            is_near = weights.near(
+                min(level, _CAP), others, live and previous is not None and previous.near
+            )
             goal = weights.target(
                 is_saturated=is_saturated, is_near=is_near, hashing=hashing, capacity=capacity
             )
@@ -206,9 +212,8 @@ def step(
 
 class Peers(NamedTuple):
     """What a region's live (healthy or saturated) endpoints showed at a tick: the sum and
-    count of their levels (each at most ENTER_SATURATED: past its thresholds a replica has no
-    room, however far) and the best observed capacity among them (0.0 if none yet), with
-    that replica's completions per second."""
+    count of their levels (each at most HARD_SATURATION) and the best observed capacity
+    among them (0.0 if none yet), with the completions behind that estimate."""
 
     level_sum: float
     live: int
@@ -281,7 +286,7 @@ def _observe(
 
 def _service(completions: float, busy_time: float, window: float) -> float | None:
     """Observed capacity (requests/s with every slot busy), once there is enough of it."""
-    if window < WARM_WINDOW or busy_time < MIN_BUSY * window:
+    if busy_time < MIN_BUSY_TIME or completions < MIN_COMPLETIONS:
         return None
     return completions / busy_time
 

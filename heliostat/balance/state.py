@@ -9,7 +9,6 @@ heliostat replicas fed the same inputs publish the same views.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -18,16 +17,15 @@ from heliostat.balance.affinity import AffinityState
 from heliostat.balance.saturation import Growth
 from heliostat.balance.shares import Share
 from heliostat.balance.view import EndpointView, ReasonValue
-from heliostat.balance.weights import CAPACITY_TAU_S, NO_MOVES, Moves
+from heliostat.balance.weights import NO_MOVES, Moves
 
 EndpointKey = tuple[str, str]
 """(model, address), the key of signals and of drained endpoints."""
 
-# Below this share of busy slots (on average) a replica's completions say little about its
-# capacity: it completes what it is given.
-MIN_BUSY = 0.25
-# The decayed window once CAPACITY_TAU_S has been observed: 1 - 1/e of its limit.
-WARM_WINDOW = CAPACITY_TAU_S * (1.0 - math.exp(-1.0))
+# A capacity estimate needs some busy time (slot share x seconds) and some completions behind
+# it; how sure it is beyond that is judged by its error (see endpoints.step).
+MIN_BUSY_TIME = 5.0
+MIN_COMPLETIONS = 10.0
 
 
 class EndpointState(NamedTuple):
@@ -69,8 +67,8 @@ class EndpointState(NamedTuple):
     @property
     def service(self) -> float | None:
         """Requests/s it would complete with every slot busy (completions per busy second):
-        its observed capacity, once a CAPACITY_TAU_S of scrapes, busy enough, is behind it."""
-        if self.window < WARM_WINDOW or self.busy_time < MIN_BUSY * self.window:
+        its observed capacity, once enough busy time and completions are behind it."""
+        if self.busy_time < MIN_BUSY_TIME or self.completions < MIN_COMPLETIONS:
             return None
         return self.completions / self.busy_time
 

@@ -15,7 +15,8 @@ its thresholds:
               (back when level <= LEAVE_NEAR or within NEAR_MARGIN / 2 of it)
     state  =  healthy -> saturated when level >= ENTER_SATURATED (or one sample at
               HARD_SATURATION), saturated -> healthy when level <= LEAVE_SATURATED
-    target =  W_MAX * capacity (free), that x NEAR_FACTOR (near), FLOOR (saturated)
+    target =  W_MAX * capacity (free), that x NEAR_FACTOR (near), x NEAR_FACTOR again when
+              also saturated (never the floor: see `target`)
 
 Replicas are not all alike: a GPU three times faster completes three times the requests at
 the same occupancy. Equal weights would still send it only what choice-of-two gives it (at
@@ -28,13 +29,14 @@ within ~20% of each other stay equal, and a tier moves only when the capacity tr
 
 With consistent hashing (affinity) a host's weight is its share of the ring or table, and
 every change of weight moves keys, and so cached prefixes, between replicas. There the `near`
-band keeps the full weight (bounded load already spills a hot replica's excess); only
-saturation, real trouble, moves keys.
+band keeps the full weight (bounded load already spills a hot replica's excess); only a
+replica saturated and hotter than its peers, real trouble, moves keys.
 
 Smoothing the saturation matters: a replica with 4 slots at 65% load reads running/slots =
 0.25 .. 1.0 from one scrape to the next. The EWMA uses elapsed time, so 0.5 s and 2 s ticks
 converge alike. Unmistakable overload (a single sample at HARD_SATURATION, twice the
-thresholds) does not wait for the average: the endpoint is saturated at once.
+thresholds) does not wait for the average: the endpoint is saturated at once. The floor
+weight is for health (unhealthy, draining), not load.
 
 Calm by construction (`move`): under constant load a weight must not turn round more than
 twice a minute, whatever the noise. A move that reverses the last one (a raise after a cut,
@@ -144,13 +146,22 @@ def capacity_tier(relative: float, current: int, uncertainty: float = 0.0) -> in
 
 def target(*, is_saturated: bool, is_near: bool, hashing: bool, capacity: float = 1.0) -> int:
     """The weight a healthy endpoint should have. `capacity` is its share of the best
-    replica's capacity in its region (1.0 when they are alike or nothing says otherwise)."""
-    if is_saturated:
-        return FLOOR
-    full = max(FLOOR, min(W_MAX, round(W_MAX * capacity)))
+    replica's capacity in its region (1.0 when they are alike or nothing says otherwise);
+    `is_near` says it is close to saturation *and* hotter than its peers (`near`).
+
+    Saturation alone moves no weight: when every replica of a region is saturated they are
+    alike, and weights cannot make room (the regional law moves or sheds demand). A saturated
+    replica hotter than its peers is cut to NEAR_FACTOR^2 of its weight, not to the floor:
+    it still has capacity, and taking it all away pushes its whole load onto peers that
+    were nearly as busy (measured: replicas of speeds 1 and 3, where flooring the slow ones
+    overloaded the fast ones and then everyone was at the floor).
+    """
+    full = W_MAX * capacity
     if is_near and not hashing:
-        return max(FLOOR, round(full * NEAR_FACTOR))
-    return full
+        full *= NEAR_FACTOR
+    if is_near and is_saturated:
+        full *= NEAR_FACTOR
+    return max(FLOOR, min(W_MAX, round(full)))
 
 
 class Moves(NamedTuple):

@@ -121,16 +121,19 @@ def test_the_first_sample_starts_the_level_and_a_hard_sample_lifts_it() -> None:
     assert weights.smooth(1.5, 3.0, 0.1) == pytest.approx(1.65)
 
 
-def test_full_weight_while_there_is_room_half_near_saturation_floor_when_saturated() -> None:
+def test_full_weight_while_there_is_room_less_only_when_hotter_than_peers() -> None:
     target = weights.target
     assert target(is_saturated=False, is_near=False, hashing=False) == weights.W_MAX
     assert target(is_saturated=False, is_near=True, hashing=False) == weights.W_MAX // 2
-    assert target(is_saturated=True, is_near=True, hashing=False) == weights.FLOOR
-    # With hashing a weight is a ring share: only saturation moves it.
+    assert target(is_saturated=True, is_near=True, hashing=False) == weights.W_MAX // 4
+    # Saturated like its peers: weights cannot make room, they stay equal.
+    assert target(is_saturated=True, is_near=False, hashing=False) == weights.W_MAX
+    # With hashing a weight is a ring share: only a saturated, hotter replica moves keys.
     assert target(is_saturated=False, is_near=True, hashing=True) == weights.W_MAX
-    assert target(is_saturated=True, is_near=True, hashing=True) == weights.FLOOR
+    assert target(is_saturated=True, is_near=True, hashing=True) == weights.W_MAX // 2
     # A replica with a third of its peers' capacity gets a third of their weight.
     assert target(is_saturated=False, is_near=False, hashing=False, capacity=1 / 3) == 33
+    assert target(is_saturated=True, is_near=True, hashing=False, capacity=0.02) == 1
 
 
 def test_the_near_band_is_for_a_replica_hotter_than_its_peers_with_hysteresis() -> None:

@@ -193,24 +193,31 @@ def test_replicas_with_room_keep_equal_weights_so_envoy_uses_choice_of_two() -> 
     assert equal >= 0.95
 
 
-def test_a_replica_close_to_saturation_gets_less_and_a_saturated_one_the_floor() -> None:
-    """Equal weights are not blindness: a replica persistently near its thresholds is halved,
-    one past them goes to the floor, while its idle peers keep the full weight."""
-    policy = policy_of({"us-east": 3, "eu-west": 1, "ap-southeast": 1}, slots=SLOTS)
-    hot, full, idle = addresses(policy, "us-east")
+def test_a_replica_hotter_than_its_peers_gets_less_and_a_saturated_one_less_still() -> None:
+    """Equal weights are not blindness: a replica persistently near its thresholds while its
+    peers have room is halved, one past them quartered, and the idle one keeps the full
+    weight."""
+    policy = policy_of({"us-east": 4, "eu-west": 1, "ap-southeast": 1}, slots=SLOTS)
+    hot, full, idle, cool = addresses(policy, "us-east")
     state = None
     for tick in range(40):
         now = T0 + tick * INTERVAL
         sampled = {
             (MODEL, hot): signal(hot, waiting=0.0, running=3.7, kv=0.5, at=now),  # 0.93
             (MODEL, full): signal(full, waiting=6.0, running=4.0, kv=0.5, at=now),  # 1.5
-            (MODEL, idle): signal(idle, waiting=0.0, running=1.0, kv=0.1, at=now),
+            (MODEL, idle): signal(idle, waiting=0.0, running=1.0, kv=0.1, at=now),  # 0.25
+            (MODEL, cool): signal(cool, waiting=0.0, running=1.0, kv=0.1, at=now),  # 0.25
         }
         views, state = compute(policy, sampled, state, now)
     cluster = views.for_region("us-east").cluster(MODEL)
     assert cluster is not None
     got = {e.address: e.weight for e in cluster.endpoints() if e.region == "us-east"}
-    assert got == {hot: weights.W_MAX // 2, full: weights.FLOOR, idle: weights.W_MAX}
+    assert got == {
+        hot: weights.W_MAX // 2,
+        full: weights.W_MAX // 4,
+        idle: weights.W_MAX,
+        cool: weights.W_MAX,
+    }
 
 
 def test_a_replica_three_times_faster_gets_three_times_the_weight() -> None:
