@@ -21,23 +21,37 @@ from heliostat.balance.state import (
     ModelState,
     ShedState,
 )
+from heliostat.balance.weights import CAPACITY_TIERS
 
 
 def describe(state: ControlState) -> dict[str, Any]:
     """JSON-able decisions of the last tick (sorted keys, rounded numbers)."""
     counts: dict[tuple[str, str], Counter[str]] = {}
-    for (model, _address), endpoint in state.endpoints.items():
+    observed: dict[tuple[str, str], dict[str, Any]] = {}
+    for (model, address), endpoint in state.endpoints.items():
         counts.setdefault((model, endpoint.view.region), Counter())[endpoint.state] += 1
+        if endpoint.completions or endpoint.tier:
+            service = endpoint.service
+            observed.setdefault((model, endpoint.view.region), {})[address] = {
+                "requests_per_s_when_busy": None if service is None else round(service, 3),
+                "completions": round(endpoint.completions, 1),
+                "busy_seconds": round(endpoint.busy_time, 1),
+                "capacity": round(CAPACITY_TIERS[endpoint.tier], 3),
+            }
     return {
         "now": state.now,
         "models": {
-            name: _model(name, model, counts) for name, model in sorted(state.models.items())
+            name: _model(name, model, counts, observed)
+            for name, model in sorted(state.models.items())
         },
     }
 
 
 def _model(
-    name: str, model: ModelState, counts: dict[tuple[str, str], Counter[str]]
+    name: str,
+    model: ModelState,
+    counts: dict[tuple[str, str], Counter[str]],
+    observed: dict[tuple[str, str], dict[str, Any]],
 ) -> dict[str, Any]:
     received: dict[str, dict[str, float]] = {}
     for sender, region in sorted(model.regions.items()):
@@ -65,6 +79,8 @@ def _model(
             "receives": received.get(r, {}),
             "shed": _shed(model.shed[r]) if r in model.shed else None,
         }
+        if (name, r) in observed:  # observed capacity, from the engines' success counters
+            regions[r]["capacity_observed"] = dict(sorted(observed[name, r].items()))
     for r, shed in sorted(model.shed.items()):  # regions of the policy without endpoints
         regions.setdefault(r, {"shed": _shed(shed)})
     neutral: dict[str, Any] = {"shed": _shed(model.neutral_shed)}

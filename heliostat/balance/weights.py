@@ -74,7 +74,7 @@ NEAR_FACTOR = 0.5
 # an EWMA over CAPACITY_TAU_S of what it completes per second at full batch.
 CAPACITY_TIERS = tuple(2.0 ** (-k / 2) for k in range(7))
 TIER_HYSTERESIS = 0.35
-TIER_CONFIDENCE = 3.0  # standard errors
+TIER_CONFIDENCE = 2.5  # standard errors
 CAPACITY_TAU_S = 30.0
 # The reversal budget (see `move`).
 REVERSAL_WINDOW_S = 60.0
