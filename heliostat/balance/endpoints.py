@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 from heliostat.balance import weights
 from heliostat.balance.saturation import NO_GROWTH, Load, measure, queue_growth
-from heliostat.balance.state import MIN_BUSY_TIME, MIN_COMPLETIONS, EndpointKey, EndpointState
+from heliostat.balance.state import EndpointKey, EndpointState, observed_capacity
 from heliostat.balance.view import EndpointView, Health, ReasonValue
 from heliostat.policy import Endpoint, Model
 from heliostat.signals.record import Signal
@@ -111,7 +111,7 @@ def step(
             (completions, busy_time, window), signal, endpoint.slots, previous.scraped_at
         )
     tier = previous.tier if previous is not None else 0
-    service = _service(completions, busy_time, window)
+    service = observed_capacity(completions, busy_time)
     if service is not None and peers is not None and peers.best_service > 0.0:
         # Completions are counts: n of them carry a relative error of 1/sqrt(n); each busy
         # time, an average of instants, about BUSY_ERROR (more while the window is young).
@@ -163,7 +163,7 @@ def step(
             )
             before = previous.published if previous is not None else weights.NEUTRAL
             history = previous.moves if live and previous is not None else weights.NO_MOVES
-            published, moves = weights.move(before, goal, now, history)
+            published, moves = weights.move(before, goal, now, history, jump=is_saturated)
             state = SATURATED if is_saturated else HEALTHY
 
     reason: Mapping[str, ReasonValue]
@@ -282,13 +282,6 @@ def _observe(
         keep * busy_time + busy * interval,
         keep * window + interval,
     )
-
-
-def _service(completions: float, busy_time: float, window: float) -> float | None:
-    """Observed capacity (requests/s with every slot busy), once there is enough of it."""
-    if busy_time < MIN_BUSY_TIME or completions < MIN_COMPLETIONS:
-        return None
-    return completions / busy_time
 
 
 def _explain(

@@ -28,6 +28,14 @@ MIN_BUSY_TIME = 5.0
 MIN_COMPLETIONS = 10.0
 
 
+def observed_capacity(completions: float, busy_time: float) -> float | None:
+    """Requests/s a replica would complete with every slot busy (completions per busy
+    second), once enough busy time and completions are behind it."""
+    if busy_time < MIN_BUSY_TIME or completions < MIN_COMPLETIONS:
+        return None
+    return completions / busy_time
+
+
 class EndpointState(NamedTuple):
     """One endpoint of one model after a tick (a NamedTuple: there are 10,000s per tick, and
     a frozen dataclass costs several times more to build).
@@ -66,11 +74,8 @@ class EndpointState(NamedTuple):
 
     @property
     def service(self) -> float | None:
-        """Requests/s it would complete with every slot busy (completions per busy second):
-        its observed capacity, once enough busy time and completions are behind it."""
-        if self.busy_time < MIN_BUSY_TIME or self.completions < MIN_COMPLETIONS:
-            return None
-        return self.completions / self.busy_time
+        """Its observed capacity (see `observed_capacity`)."""
+        return observed_capacity(self.completions, self.busy_time)
 
 
 @dataclass(frozen=True, slots=True)
