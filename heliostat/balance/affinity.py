@@ -7,8 +7,8 @@ request while a peer idles, where least-request's choice-of-two would not. The o
 writes one policy for whatever traffic comes; heliostat decides, per model, from the
 engines' own prefix-cache hit rates (`Signal.prefix_hit_rate`, tokens found / looked up):
 
-- least-request -> hashing when the mean hit rate of the model's live endpoints stays at or
-  above ENTER_HIT_RATE for CONFIRM_S, tick after tick: requests do share prefixes
+- least-request -> hashing when the mean hit rate of the model's live endpoints (an EWMA
+  over ENTER_TAU_S) stays at or above ENTER_HIT_RATE for CONFIRM_S: requests do share prefixes
   (under least-request a shared prefix still hits whenever its group lands on a replica that
   holds it; unrelated prompts share nothing). Not when it is already so high that hashing
   cannot add MIN_GAIN. The rate least-request achieved is remembered as the baseline.
@@ -42,6 +42,7 @@ from heliostat.policy.traffic import Affinity, AffinityMode, HashKind
 from heliostat.signals.record import Signal
 
 EVIDENCE_TAU_S = 3.0
+ENTER_TAU_S = 1.0
 ENTER_HIT_RATE = 0.15
 EXIT_HIT_RATE = 0.05
 MIN_GAIN = 0.10
@@ -77,6 +78,7 @@ class AffinityState:
     retry_at: float = 0.0
     backoff: float = BACKOFF_S
     sample: float | None = None  # this tick's mean hit rate (for /debug/state)
+    quick: float | None = None  # the hit rate smoothed over ENTER_TAU_S, since `since`
 
 
 def balancing(affinity: Affinity, state: AffinityState) -> Balancing:
@@ -114,20 +116,27 @@ def step(
     if previous is None or previous.mode is not affinity.mode:
         previous = _initial(model)
     sample = _hit_rate(model, signals, now)
-    evidence = previous.evidence
+    evidence, quick = previous.evidence, previous.quick
     if sample is not None:
-        gain = alpha(dt, EVIDENCE_TAU_S)
-        evidence = sample if evidence is None else evidence + gain * (sample - evidence)
-    # Hashing starts on the tick's own samples (shared prefixes show at once and lastingly;
-    # every second on least-request loses hits), and ends on the smoothed rate.
-    wants, why = _wants_switch(previous, evidence if previous.hashing else sample, now)
+        evidence = _ewma(evidence, sample, alpha(dt, EVIDENCE_TAU_S))
+        quick = _ewma(quick, sample, alpha(dt, ENTER_TAU_S))
+    # Hashing starts on a quick average (shared prefixes show at once and lastingly, and
+    # every second on least-request loses hits; a few requests per replica and scrape make
+    # single ticks too noisy), and ends on the slower one.
+    wants, why = _wants_switch(previous, evidence if previous.hashing else quick, now)
     pending = None
     if wants:
         pending = previous.pending_since if previous.pending_since is not None else now
     settled = previous.since is None or now - previous.since >= MIN_DWELL_S
     if pending is not None and settled and now - pending >= CONFIRM_S:
         return _switch(previous, evidence, why, now)
-    return dataclasses.replace(previous, evidence=evidence, pending_since=pending, sample=sample)
+    return dataclasses.replace(
+        previous, evidence=evidence, quick=quick, pending_since=pending, sample=sample
+    )
+
+
+def _ewma(value: float | None, sample: float, gain: float) -> float:
+    return sample if value is None else value + gain * (sample - value)
 
 
 def _wants_switch(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import random
 from collections.abc import Callable
 
@@ -99,8 +100,9 @@ def test_shared_prefixes_switch_to_hashing_once_the_evidence_lasts() -> None:
     assert run.play(choice.CONFIRM_S, lambda t: 0.3) is LbPolicy.LEAST_REQUEST  # not yet
     assert run.play(10, lambda t: 0.3) is LbPolicy.RING_HASH
     (switched,) = run.switches()
-    # The evidence must hold for CONFIRM_S, tick after tick.
-    assert switched - began <= choice.CONFIRM_S + TICK
+    # The quick average crosses ENTER_HIT_RATE (half of 0.3) after tau x ln 2, then the
+    # evidence must hold for CONFIRM_S.
+    assert switched - began <= choice.ENTER_TAU_S * math.log(2) + choice.CONFIRM_S + TICK
     reason = run.reason
     assert reason["lb"] == "ring_hash" and reason["bounded_load"] == 1.25
     assert str(reason["why"]).startswith("prompts share prefixes")
