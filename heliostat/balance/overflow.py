@@ -169,6 +169,13 @@ def step(
             admitted = max(admitted, smoothed[r] * (1.0 - demand.MAX_INFERRED_REFUSAL))
         reachable = set(within_budget(policy, model, r))
         lent_before = previous[r].lending if r in previous else {}
+        # While its own backlog is beyond what the SLO tolerates (now or at the last tick),
+        # part of what it lends drains that backlog: that part follows the drain down at
+        # once; the plan completing is not a reversal to hold.
+        draining = own is not None and (
+            own.backlog > tolerated(own, ttft)
+            or (r in previous and previous[r].backlog > tolerated(own, ttft))
+        )
         lending: dict[str, Held] = {}
         for q in sorted(set(lent_before) | set(placed)):
             if q == r:
@@ -177,7 +184,8 @@ def step(
             rescuer = supply.get(q)
             # In distress: a queue beyond what the SLO tolerates (not one noisy interval).
             distressed = rescuer is not None and rescuer.backlog > tolerated(rescuer, ttft)
-            urgent = q not in reachable or (distressed and target < _published(lent_before, q))
+            falling = target < _published(lent_before, q)
+            urgent = q not in reachable or ((distressed or draining) and falling)
             held = publish.hold(
                 lent_before.get(q),
                 target,

@@ -19,6 +19,12 @@ Two numbers come out, on the same scale (1.0 = at the model's thresholds):
 
 `slots` is the policy's hint, else the engine's max_num_seqs; with neither, the running terms
 are skipped. Negative or non-finite readings are ignored rather than trusted.
+
+Not used yet: a data-parallel vLLM server (several engines behind one address) reports the
+mean KV use of its engines; the signals layer is gaining `Signal.kv_usage_max`, the fullest
+engine's. A server whose one engine is full while the others idle still takes requests (its
+front end balances engines), so the mean stays right for `saturation`; the fullest engine
+would be a reason for the `near` band (`weights.near`), not for the floor.
 """
 
 from __future__ import annotations
