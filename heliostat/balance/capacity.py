@@ -17,12 +17,13 @@ Rates do not: per endpoint, at each new scrape,
 - **occupancy** o: the share of its room in use: running / slots, and 1 while requests
   wait (its slots or its KV cache are full: a KV-bound replica queues with slots free);
 - **capacity** c: completions per second it sustains when full. Little's law says s = o x c
-  over the same stretch of time, so c = completions / busy seconds, where a scrape interval
-  of length t adds s x t completions and o x t busy seconds (o averaged over the interval:
-  the mean of both ends, one scrape is a snapshot). Both are decaying sums (time constant
-  TAU_S) rather than averages: their ratio has no bias from the first sample, a quiet
-  interval counts for as little as it shows, and the completions say how sure the ratio is
-  (n completions carry a relative error of 1/sqrt(n), see `relative_error`). The estimate is
+  over the same stretch of time, so each scrape interval of length t gives a sample s / o
+  (o averaged over the interval: the mean of both ends, one scrape is a snapshot), weighted
+  by o^2 x t: a busy interval observes the throughput, a quiet one is an extrapolation (a
+  replica with few requests runs each faster than a full one). The estimate is the ratio of
+  two decaying sums (time constant TAU_S), o s t ("completions") over o^2 t ("busy time"):
+  no bias from the first sample, and the completions say how sure the ratio is (n of them
+  carry a relative error of 1/sqrt(n), see `relative_error`). The estimate is
   used once MIN_BUSY_TIME busy seconds and MIN_COMPLETIONS completions are behind it.
   Before an endpoint has been observed, the prior is its model's capacity per slot (median
   over the endpoints observed, dead ones included) times its slots.
@@ -85,8 +86,11 @@ def observe(
     )
     if served is not None and spanned is not None and interval:
         keep = math.exp(-interval / TAU_S)
-        completions = keep * completions + served * interval
-        busy_time = keep * busy_time + spanned * interval
+        # Each interval's sample served / spanned counts with weight spanned^2: a busy
+        # interval observes the throughput, a quiet one only hints at it (a replica with few
+        # requests runs each faster than a full one: its capacity would be overestimated).
+        completions = keep * completions + spanned * served * interval
+        busy_time = keep * busy_time + spanned * spanned * interval
         window = keep * window + interval
         if spanned >= FULL:
             seen_full += 1

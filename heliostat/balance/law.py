@@ -169,21 +169,24 @@ def compute(
     return views, ControlState(now=now, endpoints=endpoint_states, models=model_states)
 
 
-def _fallback_move(before: ModelState | None, now: ModelState, region: str) -> tuple[float, float]:
-    """The fallback share of the region's users in effect, and the one it is going to: the
-    fallback keeps its place before refusal, so refusal only covers what it will not take."""
+def _fallback_move(
+    before: ModelState | None, now: ModelState, region: str
+) -> tuple[float, float, float]:
+    """The fallback share of the region's users in effect, the one it is going to, and their
+    demand before the fallback (0.0 without one): the fallback keeps its place before
+    refusal, so refusal only covers what it will not take."""
     if now.fallback is None:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     state = now.fallback.regions.get(region)
     if state is None:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     old = (
         before.fallback.regions[region].share.published
         if before and before.fallback and region in before.fallback.regions
         else 0.0
     )
     goal = max(state.share.published, state.target if state.engaged else 0.0)
-    return old, goal
+    return old, goal, state.demand
 
 
 def _balanced(clusters: Iterable[ClusterView], lb: Balancing | None) -> list[ClusterView]:

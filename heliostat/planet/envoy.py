@@ -42,7 +42,7 @@ from statistics import NormalDist
 from typing import TypeVar
 
 from heliostat.balance import ClusterView, Health
-from heliostat.policy import Model
+from heliostat.balance.view import LbPolicy
 from heliostat.xds.translate.clusters import PANIC_THRESHOLD_PERCENT
 
 OVERPROVISIONING = 140  # Envoy's default overprovisioning factor 1.4, as Envoy stores it
@@ -81,13 +81,15 @@ class LbConfig:
     locality_weighted: bool = True
 
     @classmethod
-    def of(cls, model: Model) -> LbConfig:
-        """What heliostat's translation gives a model's clusters."""
-        affinity = model.affinity
-        if affinity is None:
+    def of(cls, view: ClusterView) -> LbConfig:
+        """What heliostat's translation gives the cluster (`xds.translate.affinity`): the
+        law's choice carried by the view (`ClusterView.balancing`), least-request without one
+        (a model without affinity, or a view published before the law chose)."""
+        balancing = view.balancing
+        if balancing is None or balancing.policy is LbPolicy.LEAST_REQUEST:
             return cls()
         # Ring hash and Maglev both place a key by host weight, with the same bounded load.
-        return cls(LbKind.RING_HASH, round(affinity.bounded_load * 100))
+        return cls(LbKind.RING_HASH, balancing.hash_balance_factor)
 
 
 @dataclass(frozen=True, slots=True)
