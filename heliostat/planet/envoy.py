@@ -147,7 +147,7 @@ class Balancer:
         group_of: Callable[[str], str] | None = None,
     ) -> Balancer:
         """A cluster view's balancer; with `group_of`, endpoints mapped to the same group
-        and having the same weight and health are one entry."""
+        and having the same health are one entry."""
         localities = []
         for locality in view.localities:
             if group_of is None:
@@ -156,13 +156,18 @@ class Balancer:
                     for e in locality.endpoints
                 )
             else:
-                merged: dict[tuple[str, int, Health], int] = {}
+                # One entry per group and health: an entry's key is its group, and keys must
+                # be unique (the split is keyed by them). Members of a group whose weights
+                # differ (each replica's own capacity tier or band) weigh their mean.
+                merged: dict[tuple[str, Health], tuple[int, int]] = {}
                 get = merged.get
                 for e in locality.endpoints:
-                    key = (group_of(e.address), e.weight or 1, e.health)
-                    merged[key] = get(key, 0) + 1
+                    key = (group_of(e.address), e.health)
+                    count, total = get(key, (0, 0))
+                    merged[key] = (count + 1, total + (e.weight or 1))
                 hosts = tuple(
-                    HostEntry(g, locality.region, w, h, n) for (g, w, h), n in merged.items()
+                    HostEntry(g, locality.region, max(1, round(total / n)), h, n)
+                    for (g, h), (n, total) in merged.items()
                 )
             localities.append(Locality(locality.region, locality.priority, locality.weight, hosts))
         return cls(localities, config)
