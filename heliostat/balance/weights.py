@@ -122,7 +122,10 @@ def near(level: float, peers: float | None, was_near: bool) -> bool:
     persistently hotter than its peers carries load Envoy cannot see from one gateway (other
     gateways' requests, long prompts filling its KV cache, a slower GPU): that one gets less.
     """
-    if peers is None:
+    if peers is None or peers >= ENTER_SATURATED:
+        # Its peers are full too: a lower weight would only push its load onto replicas
+        # with no room either (and under overload the levels of alike replicas differ by
+        # noise alone). The regional law moves or refuses what a full region cannot carry.
         return False
     if was_near:
         return level > LEAVE_NEAR and level - peers > NEAR_MARGIN / 2
