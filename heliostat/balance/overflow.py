@@ -161,7 +161,9 @@ def step(
             full_since = now if before_full is None else before_full
         refusable = 0.0
         if full_since is not None and now - full_since >= REFUSE_AFTER_S:
-            refusable = _refusable(policy, model, r, supply, plan, unplaced, refusing)
+            refusable = _refusable(
+                policy, model, r, supply, plan, unplaced, refused.get(r, 0.0) if refusing else None
+            )
         admitted = smoothed[r] - refusable
         if source[r] != demand.GATEWAYS:
             # Its refusal is capped (see `refusal`): what it really admits is at least this,
@@ -224,7 +226,7 @@ def _refusable(
     supply: Mapping[str, Supply],
     plan: allocation.Allocation,
     unplaced: float,
-    refusing: bool,
+    refusing: float | None,
 ) -> float:
     """What of the origin's unplaced demand its gateways should refuse.
 
@@ -234,13 +236,14 @@ def _refusable(
     in-budget region to its ceiling. If the plan left room somewhere, the excess is there
     because the operator's cap kept the origin's users away, not because the GPUs are full:
     it stays home rather than being refused. Nor is a region whose capacity was never
-    observed at full load (only extrapolated) proof of a full planet. Once refusing, "busy"
-    is held down to
-    BUSY_RELEASE: refusing lowers the load the rescuers see, which must not end it.
+    observed at full load (only extrapolated) proof of a full planet. Once refusing
+    (`refusing`: the fraction it refuses, None when it does not), "busy" is held down to
+    BUSY_RELEASE, and further by the fraction refused: refusing lowers the load the rescuers
+    see (a capped share is a share of the admitted users), which must not end it.
     """
     if unplaced <= 0.0:
         return 0.0
-    busy = BUSY_RELEASE if refusing else BUSY
+    busy = BUSY if refusing is None else min(BUSY_RELEASE, BUSY * (1.0 - refusing))
     for q in [origin, *within_budget(policy, model, origin)]:
         region = supply.get(q)
         if region is None or region.endpoints == 0:
