@@ -81,18 +81,29 @@ def measure(
             driver, saturation = "running", term
     if not driver:
         return None
+    return Load(
+        saturation, driver, _pressure(saturation, waiting, running, seats, thresholds, growth)
+    )
+
+
+def _pressure(
+    saturation: float,
+    waiting: float | None,
+    running: float | None,
+    seats: float,
+    thresholds: Thresholds,
+    growth: float,
+) -> float:
+    """Demand against capacity: the saturation, or what waits, runs and grows if more (the
+    queue's growth counts only once the endpoint is saturated)."""
     pressure = saturation
     if saturation < 1.0:
         growth = 0.0
     if waiting is not None:
-        term = (waiting + growth) / thresholds.queue
-        if term > pressure:
-            pressure = term
+        pressure = max(pressure, (waiting + growth) / thresholds.queue)
     if running is not None and seats > 0:
-        term = (running + (waiting or 0.0) + growth) / seats
-        if term > pressure:
-            pressure = term
-    return Load(saturation, driver, pressure)
+        pressure = max(pressure, (running + (waiting or 0.0) + growth) / seats)
+    return pressure
 
 
 class Growth(NamedTuple):
