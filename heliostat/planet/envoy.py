@@ -117,6 +117,32 @@ class _Level:
     degraded: int
 
 
+def _spread(health: list[int], degraded: list[int], total: int) -> tuple[list[int], list[int]]:
+    """Envoy's priority load: healthy, then degraded, in priority order, normalised to
+    `total`; the rounding remainder to the first priority with healthy (else degraded)
+    hosts."""
+    healthy_load = [0] * len(health)
+    degraded_load = [0] * len(degraded)
+    remaining = 100
+    first_h = first_d = -1
+    for i, value in enumerate(health):
+        if first_h < 0 and value > 0:
+            first_h = i
+        healthy_load[i] = min(remaining, value * 100 // total)
+        remaining -= healthy_load[i]
+    for i, value in enumerate(degraded):
+        if first_d < 0 and value > 0:
+            first_d = i
+        degraded_load[i] = min(remaining, value * 100 // total)
+        remaining -= degraded_load[i]
+    if remaining:
+        if first_h >= 0:
+            healthy_load[first_h] += remaining
+        else:
+            degraded_load[first_d] += remaining
+    return healthy_load, degraded_load
+
+
 def _usable(entry: HostEntry, ejected: Mapping[str, int]) -> tuple[int, int]:
     """(healthy, degraded) hosts of an entry, ejected ones taken out."""
     out = min(entry.count, ejected.get(entry.key, 0))
@@ -214,23 +240,7 @@ class Balancer:
         degraded_load = [0] * len(levels)
         threshold = self.config.panic_threshold
         if total > 0:
-            remaining = 100
-            first_h = first_d = -1
-            for i, value in enumerate(health):
-                if first_h < 0 and value > 0:
-                    first_h = i
-                healthy_load[i] = min(remaining, value * 100 // total)
-                remaining -= healthy_load[i]
-            for i, value in enumerate(degraded):
-                if first_d < 0 and value > 0:
-                    first_d = i
-                degraded_load[i] = min(remaining, value * 100 // total)
-                remaining -= degraded_load[i]
-            if remaining:
-                if first_h >= 0:
-                    healthy_load[first_h] += remaining
-                else:
-                    degraded_load[first_d] += remaining
+            healthy_load, degraded_load = _spread(health, degraded, total)
         elif threshold == 0:
             healthy_load[0] = 100
             return [(lv, healthy_load[i], 0, False) for i, lv in enumerate(levels)]
@@ -426,6 +436,45 @@ class Balancer:
                 return key
         return key
 
+    def _pick_ring(
+        self,
+        rng: random.Random,
+        level: _Level,
+        panic: bool,
+        active: Mapping[str, int],
+        exclusions: Exclusions,
+        cluster_active: int,
+    ) -> str | None:
+        """Ring hash on a random key; with bounded load, a host over its bound passes the
+        request on (in random order) to the first one under its own, else the least over."""
+        shares = self._ring_shares(level, panic, exclusions)
+        if not shares:
+            return None
+        first = _weighted_choice(rng, shares)
+        factor = self.config.hash_balance_factor
+        if factor is None:
+            return first
+        slots = math.ceil((cluster_active + 1) * factor / 100)
+
+        def overload(key: str) -> float:
+            bound = max(1, math.ceil(slots * shares[key]))
+            return active.get(key, 0) / bound
+
+        if overload(first) <= 1.0:
+            return first
+        best, best_load = first, overload(first)
+        order = list(shares)
+        rng.shuffle(order)
+        for key in order:
+            if key == first:
+                continue
+            load = overload(key)
+            if load <= 1.0:
+                return key
+            if load < best_load:
+                best, best_load = key, load
+        return best
+
     def _pick_within(
         self,
         rng: random.Random,
@@ -437,33 +486,7 @@ class Balancer:
         cluster_active: int,
     ) -> str | None:
         if self.config.kind is LbKind.RING_HASH:
-            shares = self._ring_shares(level, panic, exclusions)
-            if not shares:
-                return None
-            first = _weighted_choice(rng, shares)
-            factor = self.config.hash_balance_factor
-            if factor is None:
-                return first
-            slots = math.ceil((cluster_active + 1) * factor / 100)
-
-            def overload(key: str) -> float:
-                bound = max(1, math.ceil(slots * shares[key]))
-                return active.get(key, 0) / bound
-
-            if overload(first) <= 1.0:
-                return first
-            best, best_load = first, overload(first)
-            order = list(shares)
-            rng.shuffle(order)
-            for key in order:
-                if key == first:
-                    continue
-                load = overload(key)
-                if load <= 1.0:
-                    return key
-                if load < best_load:
-                    best, best_load = key, load
-            return best
+            return self._pick_ring(rng, level, panic, active, exclusions, cluster_active)
         if panic:
             hosts = [e for loc in level.localities for e in loc.hosts]
             return _pick_host(rng, hosts, [e.key for e in hosts], active)
