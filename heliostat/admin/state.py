@@ -74,6 +74,9 @@ def _cluster(cluster: ClusterView, view: RegionView) -> dict[str, Any]:
             for e in locality.endpoints
         ],
     }
+    if cluster.balancing is not None:  # a model with affinity: hashing or not, and why
+        entry["lb_policy"] = cluster.balancing.policy.value
+        entry["lb_reason"] = dict(cluster.balancing.reason)
     if cluster.name == cluster.model:
         own = view.fallback(cluster.model)
         if own is not None:

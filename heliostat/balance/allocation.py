@@ -42,6 +42,7 @@ order and ties are broken by that order, so the result is deterministic.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -75,8 +76,26 @@ class Allocation:
         return sum(plan.get(region, 0.0) for plan in self.placed.values())
 
 
+# Demand and capacity beyond this (requests/s, or endpoint units) are read as this: sums of
+# readings near the float range overflow to inf (then nan), which no flow can place.
+LARGEST = 1e12
+
+
+def _bounded(origin: Origin) -> Origin:
+    """The origin with its demand and capacity finite, within [0, LARGEST]."""
+
+    def clamp(value: float) -> float:
+        return min(LARGEST, value) if value >= 0.0 else 0.0  # nan fails the test: 0
+
+    demand, capacity = clamp(origin.demand), clamp(origin.capacity)
+    if demand == origin.demand and capacity == origin.capacity:
+        return origin
+    return dataclasses.replace(origin, demand=demand, capacity=capacity)
+
+
 def allocate(origins: Mapping[str, Origin], ceiling: float) -> Allocation:
     """The min-cost placement of every origin's demand (see the module docstring)."""
+    origins = {o: _bounded(origin) for o, origin in origins.items()}
     names = sorted(origins)
     local = {o: min(origins[o].demand, origins[o].capacity) for o in names}
     excess = {o: origins[o].demand - local[o] for o in names}
@@ -158,7 +177,11 @@ class _Graph:
         return self.capacity[arc + 1]
 
     def flow(self, source: int, sink: int) -> None:
-        """Push everything the source offers along successively cheapest paths."""
+        """Push everything the source offers along successively cheapest paths. What is
+        left on an arc is judged relative to the largest capacity: with demands near the
+        float range, subtraction leaves residues far above an absolute epsilon, and paths
+        of such residues would be pushed forever."""
+        tiny = _EPS * max(1.0, max((c for c in self.original if math.isfinite(c)), default=1.0))
         while True:
             distance, via = self._shortest(source)
             if math.isinf(distance[sink]):
@@ -170,7 +193,7 @@ class _Graph:
                 path.append(arc)
                 node = self.heads[arc ^ 1]
             amount = min(self.capacity[arc] for arc in path)
-            if amount <= _EPS:
+            if amount <= tiny:
                 return
             for arc in path:
                 self.capacity[arc] -= amount

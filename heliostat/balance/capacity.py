@@ -1,7 +1,11 @@
 """What one endpoint serves and can serve, in requests per second, from what it completed.
 
+The one capacity estimator of the law: the region allocation adds its endpoints' capacities
+into each region's supply (`law`), and the endpoint weights place each replica in a capacity
+tier relative to the best of its region (`endpoints`, `weights.capacity_tier`).
+
 Demand read from queue levels confuses a backlog with a rate (a 1.3x surge read as 8.5x).
-Rates do not: per endpoint, each tick,
+Rates do not: per endpoint, at each new scrape,
 
 - **served** s: completions per second between the last two scrapes: the engine's own
   `Sample.served_rate`, else the increase of `Sample.served_total` over the time between
@@ -13,15 +17,16 @@ Rates do not: per endpoint, each tick,
 - **occupancy** o: the share of its room in use: running / slots, and 1 while requests
   wait (its slots or its KV cache are full: a KV-bound replica queues with slots free);
 - **capacity** c: completions per second it sustains when full. Little's law says s = o x c
-  over the same stretch of time, so each scrape interval gives a sample s / o, with o
-  averaged over the interval (the mean of both ends: one scrape is a snapshot). A busy
-  interval (o = 1) is a direct observation of its throughput; a quiet one is an
-  extrapolation and counts with weight o^2; below MIN_OCCUPANCY there is too little work to
-  tell. Until MIN_EVIDENCE (weights summed: two busy intervals, or many quiet ones) the
-  estimate is the weighted mean of the samples and is not used; then an EWMA (TAU_S)
-  weighted the same way. Before an endpoint has been observed, the prior is its model's
-  capacity per slot (median over the endpoints observed, dead ones included) times its
-  slots.
+  over the same stretch of time, so each scrape interval of length t gives a sample s / o
+  (o averaged over the interval: the mean of both ends, one scrape is a snapshot), weighted
+  by o^2 x t: a busy interval observes the throughput, a quiet one is an extrapolation (a
+  replica with few requests runs each faster than a full one). The estimate is the ratio of
+  two decaying sums (time constant TAU_S), o s t ("completions") over o^2 t ("busy time"):
+  no bias from the first sample, and the completions say how sure the ratio is (n of them
+  carry a relative error of 1/sqrt(n), see `relative_error`). The estimate is
+  used once MIN_BUSY_TIME busy seconds and MIN_COMPLETIONS completions are behind it.
+  Before an endpoint has been observed, the prior is its model's capacity per slot (median
+  over the endpoints observed, dead ones included) times its slots.
 
 A model is in *rates* mode when at least one live endpoint's capacity is known; otherwise
 the law keeps its older unit, endpoint pressure against the thresholds (see `overflow`).
@@ -29,6 +34,7 @@ the law keeps its older unit, endpoint pressure against the thresholds (see `ove
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping
 
@@ -36,70 +42,79 @@ from heliostat.balance import weights
 from heliostat.balance.state import ServiceState
 from heliostat.samples import Sample
 
-TAU_S = 5.0
-MIN_OCCUPANCY = 0.1
+TAU_S = 30.0  # the decaying sums' time constant
+BUSYNESS_TAU_S = 5.0  # how slowly `busyness` falls
 FULL = 0.9  # an interval this full observes the throughput itself
-MIN_EVIDENCE = 2.0  # busy-interval equivalents (sum of occupancy^2) before it is trusted
+# Before the estimate is used: some busy time (occupancy x seconds) and some completions. A
+# rough early estimate beats none (the law would plan in endpoint units); the capacity tiers
+# judge it by its error (`relative_error`), which is large while it is young.
+MIN_BUSY_TIME = 1.0
+MIN_COMPLETIONS = 5.0
+# Relative error of a busy share averaged over TAU_S (sampled occupancy of a few slots,
+# correlated over a request's lifetime): about 6% at the loads that matter.
+BUSY_ERROR = 0.06
+
+UNOBSERVED = ServiceState(0.0, 0.0, 0.0, None, None, None, None)
 
 
 def observe(
-    signal: Sample | None,
-    slots: int | None,
-    previous: ServiceState | None,
-    dt: float,
+    signal: Sample | None, slots: int | None, previous: ServiceState | None, dt: float
 ) -> ServiceState | None:
-    """The endpoint's service state after this tick; None without a signal."""
+    """The endpoint's service state after this tick: `previous` unless the signal carries a
+    new scrape from an engine that counts its completions; None if there never was one."""
     if signal is None or signal.scraped_at is None:
         return previous
+    if signal.served_total is None and signal.served_rate is None:
+        return previous  # only engines that count completions teach a service rate
     if previous is not None and previous.scraped_at == signal.scraped_at:
         return previous  # the same sample again: nothing new to learn
+    before = previous if previous is not None else UNOBSERVED
     interval = None
-    if previous is not None and previous.scraped_at is not None:
-        interval = signal.scraped_at - previous.scraped_at
-    served = _served(signal, previous, interval)
-    growth = 0.0
-    if (
-        interval
-        and interval > 0
-        and signal.waiting is not None
-        and previous is not None
-        and previous.waiting is not None
-    ):
-        growth = (signal.waiting - previous.waiting) / interval
+    if before.scraped_at is not None:
+        interval = max(0.0, signal.scraped_at - before.scraped_at)
+    served = _served(signal, before, interval)
     occupancy = _occupancy(signal, slots)
-    gain = weights.alpha(dt, TAU_S)
     # The occupancy over the interval the served rate covers: the mean of both ends.
     spanned = occupancy
-    if occupancy is not None and previous is not None and previous.occupancy is not None:
-        spanned = (occupancy + previous.occupancy) / 2
-    evidence = previous.evidence if previous else 0.0
-    seen_full = previous.seen_full if previous else 0
-    capacity = previous.capacity if previous is not None else None
-    if served is not None and spanned is not None and spanned >= MIN_OCCUPANCY:
-        sample = served / spanned
-        weight = spanned * spanned  # a busy interval is an observation, a quiet one a hint
-        if capacity is None:
-            capacity = sample
-        elif evidence < MIN_EVIDENCE:  # still learning: the weighted mean of the samples
-            capacity += weight / (evidence + weight) * (sample - capacity)
-        else:
-            capacity += gain * weight * (sample - capacity)
-        evidence += weight
+    if occupancy is not None and before.occupancy is not None:
+        spanned = (occupancy + before.occupancy) / 2
+    completions, busy_time, window, seen_full = (
+        before.completions,
+        before.busy_time,
+        before.window,
+        before.seen_full,
+    )
+    if served is not None and spanned is not None and interval:
+        keep = math.exp(-interval / TAU_S)
+        # Each interval's sample served / spanned counts with weight spanned^2: a busy
+        # interval observes the throughput, a quiet one only hints at it (a replica with few
+        # requests runs each faster than a full one: its capacity would be overestimated).
+        completions = keep * completions + spanned * served * interval
+        busy_time = keep * busy_time + spanned * spanned * interval
+        window = keep * window + interval
         if spanned >= FULL:
             seen_full += 1
+    gain = weights.alpha(dt, BUSYNESS_TAU_S)
     return ServiceState(
-        capacity=capacity,
-        served=served,
-        served_total=signal.served_total,
-        scraped_at=signal.scraped_at,
-        waiting=signal.waiting,
-        growth=growth,
-        busy=occupancy is not None and occupancy >= 1.0,
-        occupancy=occupancy,
-        evidence=evidence,
-        seen_full=seen_full,
-        busyness=_busyness(previous.busyness if previous else None, occupancy, gain),
+        completions,
+        busy_time,
+        window,
+        served,
+        signal.served_total,
+        signal.scraped_at,
+        signal.waiting,
+        _growth(signal, before, interval),
+        occupancy,
+        seen_full,
+        _busyness(before.busyness, occupancy, gain),
     )
+
+
+def _growth(signal: Sample, before: ServiceState, interval: float | None) -> float:
+    """Queue growth between the two scrapes, requests/s (negative while it drains)."""
+    if not interval or signal.waiting is None or before.waiting is None:
+        return 0.0
+    return (signal.waiting - before.waiting) / interval
 
 
 def _busyness(before: float | None, sample: float | None, gain: float) -> float | None:
@@ -118,38 +133,42 @@ def _occupancy(signal: Sample, slots: int | None) -> float | None:
     prefix cache keeps are counted as used by some engines, and say nothing of the rate."""
     if (signal.waiting or 0.0) > 0.0:
         return 1.0
-    if slots and signal.running is not None:
-        return min(1.0, max(0.0, signal.running) / slots)
+    slots = slots or signal.max_num_seqs
+    running = signal.running
+    if slots and running is not None and 0.0 <= running < math.inf:
+        return min(1.0, running / slots)
     return None
 
 
-def _served(
-    signal: Sample,
-    previous: ServiceState | None,
-    interval: float | None,
-) -> float | None:
-    if signal.served_rate is not None:
-        return max(0.0, signal.served_rate)
+def _served(signal: Sample, before: ServiceState, interval: float | None) -> float | None:
+    """Completions per second over the last scrape interval (see the module docstring)."""
+    rate = signal.served_rate
+    if rate is not None:
+        return rate if 0.0 <= rate < math.inf else None
     total = signal.served_total
-    if (
-        total is not None
-        and previous is not None
-        and previous.served_total is not None
-        and interval is not None
-        and interval > 0
-    ):
-        increase = total - previous.served_total
-        if increase < 0:  # reset: the process restarted and counts from zero
-            increase = total
-        return increase / interval
-    return None
+    if total is None or before.served_total is None or not interval:
+        return None
+    increase = total - before.served_total
+    if increase < 0:  # reset: the process restarted and counts from zero
+        increase = total
+    return increase / interval
 
 
 def known(state: ServiceState | None) -> float | None:
-    """The endpoint's capacity once MIN_EVIDENCE has been gathered, else None."""
-    if state is None or state.capacity is None or state.evidence < MIN_EVIDENCE:
+    """The endpoint's capacity (requests/s with its room full) once enough is behind it."""
+    if state is None:
         return None
-    return state.capacity
+    if state.busy_time < MIN_BUSY_TIME or state.completions < MIN_COMPLETIONS:
+        return None
+    return state.completions / state.busy_time
+
+
+def relative_error(state: ServiceState) -> float:
+    """The relative standard error of `known(state)`: completions are counts (1/sqrt(n));
+    the busy time, an average of instants, about BUSY_ERROR (more while the window is young)."""
+    return math.sqrt(
+        1.0 / max(state.completions, 1.0) + BUSY_ERROR**2 * TAU_S / max(state.window, 1.0)
+    )
 
 
 def arrivals(state: ServiceState) -> float | None:

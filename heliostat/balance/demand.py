@@ -2,7 +2,7 @@
 
 **At the gateways.** Every gateway Envoy reports, over Envoy's load reporting service (LRS),
 per cluster the requests it issued to each upstream locality and the requests it dropped.
-heliostat turns those reports into a `GatewayLoad` (see `heliostat.xds.load_reports`): per
+heliostat turns those reports into a `GatewayLoad` (see `heliostat.xds.grpc.load_reports`): per
 (model, origin region) the requests per second its gateways received for the model, served
 anywhere or refused. That is the region's demand where it arises, whatever the shares in
 effect: nothing needs to be taken back out, and a region with gateways and no GPUs (an edge)

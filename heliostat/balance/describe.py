@@ -2,8 +2,9 @@
 
 Views say what Envoy was told; this says why, per model and region: capacity, load, its
 users' demand and where it was measured, the allocation (where its users are planned, what
-is unplaced), what it sends and receives and why, what every view refuses and, for a model
-with a fallback, the share each view and tenant sends to it with the decision behind it.
+is unplaced), what it sends and receives and why, what every view refuses, for a model with
+affinity whether it hashes now and on what evidence and, for a model with a fallback, the
+share each view and tenant sends to it with the decision behind it.
 Unlike views these numbers change every tick: they
 are for people.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from heliostat.balance import capacity
+from heliostat.balance.affinity import AffinityState
 from heliostat.balance.state import (
     ControlState,
     FallbackState,
@@ -20,23 +23,40 @@ from heliostat.balance.state import (
     ModelState,
     RefusalState,
 )
+from heliostat.balance.weights import CAPACITY_TIERS
 
 
 def describe(state: ControlState) -> dict[str, Any]:
     """JSON-able decisions of the last tick (sorted keys, rounded numbers)."""
     counts: dict[tuple[str, str], Counter[str]] = {}
-    for (model, _address), endpoint in state.endpoints.items():
-        counts.setdefault((model, endpoint.view.region), Counter())[endpoint.state] += 1
+    observed: dict[tuple[str, str], dict[str, Any]] = {}
+    for (model, address), endpoint in state.endpoints.items():
+        region = endpoint.view.region
+        counts.setdefault((model, region), Counter())[endpoint.state] += 1
+        owner = state.models.get(model)
+        service = owner.service.get(address) if owner is not None else None
+        if service is not None and service.completions:
+            rate = capacity.known(service)
+            observed.setdefault((model, region), {})[address] = {
+                "requests_per_s_when_busy": None if rate is None else round(rate, 3),
+                "completions": round(service.completions, 1),
+                "busy_seconds": round(service.busy_time, 1),
+                "capacity": round(CAPACITY_TIERS[endpoint.tier], 3),
+            }
     return {
         "now": state.now,
         "models": {
-            name: _model(name, model, counts) for name, model in sorted(state.models.items())
+            name: _model(name, model, counts, observed)
+            for name, model in sorted(state.models.items())
         },
     }
 
 
 def _model(
-    name: str, model: ModelState, counts: dict[tuple[str, str], Counter[str]]
+    name: str,
+    model: ModelState,
+    counts: dict[tuple[str, str], Counter[str]],
+    observed: dict[tuple[str, str], dict[str, Any]],
 ) -> dict[str, Any]:
     received: dict[str, dict[str, float]] = {}
     for sender, region in sorted(model.regions.items()):
@@ -70,10 +90,14 @@ def _model(
             },
             "receives": received.get(r, {}),
         }
+        if (name, r) in observed:  # observed capacity, from the engines' success counters
+            regions[r]["capacity_observed"] = dict(sorted(observed[name, r].items()))
     for r, refused in sorted(model.refusals.items()):
         regions.setdefault(r, {})["refusal"] = _refusal(refused)
     neutral: dict[str, Any] = {"refusal": _refusal(model.neutral_refusal)}
     result: dict[str, Any] = {"regions": regions, "neutral": neutral}
+    if model.affinity is not None:
+        result["affinity"] = _affinity(model.affinity)
     if model.fallback is not None:
         _add_fallback(result, model.fallback)
     return result
@@ -96,12 +120,30 @@ def _fallback(model: str, state: FallbackState) -> dict[str, Any]:
         "published": state.share.published,
         "state": state.state,
         "target": round(state.target, 3),
-        "smoothed": round(state.share.smoothed, 3),
         "pressure": None if state.pressure is None else round(state.pressure, 3),
         "demand": round(state.demand, 3),
         "fallback_room": None if state.room is None else round(state.room, 3),
         "engaged": state.engaged,
         "reason": dict(state.reason),
+    }
+
+
+def _affinity(state: AffinityState) -> dict[str, Any]:
+    """Hash or least-request: the choice, why, and the evidence as it stands this tick."""
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    return {
+        "hashing": state.hashing,
+        "mode": state.mode.value,
+        "why": dict(state.why),
+        "since": state.since,
+        "hit_rate": rounded(state.sample),
+        "hit_rate_smoothed": rounded(state.evidence),
+        "switch_pending_since": state.pending_since,
+        "least_request_hit_rate": rounded(state.baseline),
+        "no_trial_before": state.retry_at or None,
     }
 
 

@@ -2,15 +2,19 @@
 
 States and how Envoy sees them:
 
-- `healthy`: weight from headroom (see `weights`), HEALTHY.
+- `healthy`: W_MAX x its observed capacity relative to its region's best replica; half of
+  that close to saturation and hotter than its peers (the `near` band; not with consistent
+  hashing, where a weight is a ring share), see `weights`. HEALTHY.
 - `saturated`: at or past its thresholds (smoothed level enters at 1.0, leaves at 0.85; a
-  single sample at 2x the thresholds enters at once, see `weights`). Floor weight, but still
-  HEALTHY, never DEGRADED: Envoy only uses degraded hosts once a priority's
-  healthy ones cannot carry its traffic, and then it moves the *whole* priority's excess to
-  the next priority's healthy hosts first. Marking a busy region's replicas DEGRADED would
-  thus push all of its traffic onto the nearest neighbour and tip that one over too. The floor
-  weight plus least-request already steer new work away; bounded overflow (`overflow`) moves
-  a measured share, never everything.
+  single sample at 2x the thresholds enters at once, see `weights`). Hotter than its peers:
+  a quarter of its weight (half while hashing); as busy as they are: its weight, since
+  weights cannot make room in a region that is full (the regional law does). Still HEALTHY,
+  never DEGRADED: Envoy only uses degraded hosts once a priority's healthy ones cannot carry
+  its traffic, and then it moves the *whole* priority's excess to the next priority's
+  healthy hosts first. Marking a busy region's replicas DEGRADED would thus push all of its
+  traffic onto the nearest neighbour and tip that one over too. The cut plus least-request
+  already steer new work away; bounded overflow (`overflow`) moves a measured share, never
+  everything.
 - `stale`: no scrape within `signals.stale_after` (or never scraped). Neutral weight W_MAX/2,
   HEALTHY: we do not know, so neither starve nor favour it.
 - `static`: the model has no signals at all yet (start-up). Neutral weight, HEALTHY.
@@ -19,16 +23,18 @@ States and how Envoy sees them:
 - `draining`: the operator drained it. DRAINING (Envoy stops sending new requests), floor.
 
 The published reason is kept verbatim while the weight and state hold, so an endpoint whose
-numbers wobble inside the dead band produces byte-identical EDS and nothing is pushed.
+numbers wobble produces byte-identical EDS and nothing is pushed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
-from heliostat.balance import weights
-from heliostat.balance.saturation import NO_GROWTH, Load, measure, queue_growth
-from heliostat.balance.state import EndpointState
+from heliostat.balance import capacity, weights
+from heliostat.balance.saturation import NO_GROWTH, Growth, Load, measure, queue_growth
+from heliostat.balance.state import EndpointKey, EndpointState, ServiceState
 from heliostat.balance.view import EndpointView, Health, ReasonValue
 from heliostat.policy import Endpoint, Model
 from heliostat.samples import Sample
@@ -49,6 +55,12 @@ _HEALTH = {
     DRAINING: Health.DRAINING,
 }
 
+# States whose weight follows the load; their moves count towards the reversal budget.
+_LOAD_DRIVEN = frozenset({HEALTHY, SATURATED})
+# Levels compared between peers are capped here: one replica drowning far past its thresholds
+# must not make every other one look cool.
+_CAP = weights.HARD_SATURATION
+
 _DRAINED_REASON: Mapping[str, ReasonValue] = {"state": DRAINING, "detail": "drained by operator"}
 _STATIC_REASON: Mapping[str, ReasonValue] = {
     "state": STATIC,
@@ -65,69 +77,132 @@ def step(
     gain: float,
     drained: bool,
     static: bool,
+    hashing: bool = False,
+    peers: Peers | None = None,
+    service: ServiceState | None = None,
 ) -> EndpointState:
     """The endpoint's state after this tick, given its signal and its previous state.
 
-    `gain` is the tick's EWMA gain, `weights.alpha(dt)` (computed once per tick).
+    `gain` is the tick's EWMA gain, `weights.alpha(dt)` (computed once per tick); `hashing`
+    says the model's clusters hash (weights are ring shares: the `near` band keeps them);
+    `peers` is what its region's live endpoints showed at the previous tick (`region_peers`);
+    `service` is its service state after this tick (`capacity.observe`), which places it in
+    a capacity tier.
     """
-    growth = NO_GROWTH
-    if previous is not None and signal is not None:
-        if signal.scraped_at == previous.scraped_at:  # ticks can outpace scrapes: same sample
-            growth = previous.growth
-        else:
-            growth = queue_growth(signal.waiting, previous.waiting, previous.growth)
+    growth = _growth(signal, previous)
     failures = signal.consecutive_failures if signal is not None else 0
-    thresholds = model.thresholds
-    stale_after = model.signals.stale_after
-    load: Load | None = None
-    spread = noise = 0.0
-    pending = 0
-    detail = ""
+    tier = _tier(service, peers, previous.tier if previous is not None else 0)
+    capacity_share = weights.CAPACITY_TIERS[tier]
     if drained:
-        state, level, published = DRAINING, None, weights.FLOOR
-    elif signal is not None and failures >= thresholds.failures:
-        state, level, published = UNHEALTHY, None, weights.FLOOR
+        tick = _Tick(DRAINING, None, weights.FLOOR)
+    elif signal is not None and failures >= model.thresholds.failures:
+        tick = _Tick(UNHEALTHY, None, weights.FLOOR)
     elif static:
-        state, level, published = STATIC, None, weights.NEUTRAL
-    elif (
-        signal is None
-        or signal.scraped_at is None
-        or now - signal.scraped_at > stale_after  # Sample.is_stale, inlined: runs per endpoint
-    ):
-        state, level, published = STALE, None, weights.NEUTRAL
-        detail = (
-            "never scraped"
-            if signal is None or signal.scraped_at is None
-            else f"no scrape within {stale_after:g}s"
-        )
+        tick = _Tick(STATIC, None, weights.NEUTRAL)
     else:
-        load = measure(signal, endpoint.slots, thresholds, growth.trend)
-        if load is None:
-            state, level, published = STALE, None, weights.NEUTRAL
-            detail = "no load series reported"
-        else:
-            before = previous.level if previous else None
-            level = weights.smooth(before, load.saturation, gain)
-            if before is not None and previous is not None:
-                noise = weights.noise_band(previous.spread, gain)  # last tick's: monotone
-                spread = previous.spread + gain * (abs(load.saturation - before) - previous.spread)
-            if weights.saturated(level, previous is not None and previous.state == SATURATED):
-                state, published = SATURATED, weights.FLOOR
-            else:
-                state = HEALTHY
-                prev_published = previous.published if previous else weights.NEUTRAL
-                goal = weights.held_target(level, prev_published)
-                candidate = weights.publish(prev_published, goal, noise)
-                published, pending = weights.confirm(
-                    prev_published, candidate, goal, noise, previous.pending if previous else 0
-                )
-
+        tick = _load_driven(
+            endpoint, model, signal, previous, now, gain, hashing, peers, growth, capacity_share
+        )
+    state, published = tick.state, tick.published
     reason: Mapping[str, ReasonValue]
     if previous is not None and previous.state == state and previous.published == published:
         reason = previous.reason  # held: byte-identical resource, nothing to push
     else:
-        reason = _explain(state, load, level, failures, detail, signal)
-    health = _HEALTH[state]
+        reason = _explain(tick, failures, signal, capacity_share)
+    return EndpointState(  # positional: twice as fast as keywords, and this runs per endpoint
+        state,
+        tick.level,
+        published,
+        reason,
+        _view(endpoint, previous, published, _HEALTH[state], reason),
+        signal.waiting if signal is not None else None,
+        signal.scraped_at if signal is not None else None,
+        growth,
+        tick.load.pressure if tick.load is not None else None,
+        tick.near,
+        tick.moves,
+        tier,
+    )
+
+
+class _Tick(NamedTuple):
+    """What one tick decided for an endpoint, before its reason and view are built."""
+
+    state: str
+    level: float | None
+    published: int
+    load: Load | None = None
+    near: bool = False
+    moves: weights.Moves = weights.NO_MOVES
+    goal: int = 0
+    detail: str = ""
+
+
+def _growth(signal: Sample | None, previous: EndpointState | None) -> Growth:
+    """Queue growth since the last new scrape (ticks can outpace scrapes: same sample)."""
+    if previous is None or signal is None:
+        return NO_GROWTH
+    if signal.scraped_at == previous.scraped_at:
+        return previous.growth
+    return queue_growth(signal.waiting, previous.waiting, previous.growth)
+
+
+def _tier(service: ServiceState | None, peers: Peers | None, current: int) -> int:
+    """Its capacity tier: its observed capacity over the best of its region's, once both are
+    known (`capacity.known`), judged by their errors; else the tier it had."""
+    own = capacity.known(service)
+    if own is None or service is None or peers is None or peers.best_service <= 0.0:
+        return current
+    error = math.sqrt(capacity.relative_error(service) ** 2 + peers.best_error**2)
+    return weights.capacity_tier(own / peers.best_service, current, error)
+
+
+def _load_driven(
+    endpoint: Endpoint,
+    model: Model,
+    signal: Sample | None,
+    previous: EndpointState | None,
+    now: float,
+    gain: float,
+    hashing: bool,
+    peers: Peers | None,
+    growth: Growth,
+    capacity_share: float,
+) -> _Tick:
+    """A stale endpoint's neutral tick, or a live one's: level, band, goal and the move."""
+    stale_after = model.signals.stale_after
+    if signal is None or signal.scraped_at is None:
+        return _Tick(STALE, None, weights.NEUTRAL, detail="never scraped")
+    if now - signal.scraped_at > stale_after:  # Sample.is_stale, inlined: runs per endpoint
+        return _Tick(STALE, None, weights.NEUTRAL, detail=f"no scrape within {stale_after:g}s")
+    load = measure(signal, endpoint.slots, model.thresholds, growth.trend)
+    if load is None:
+        return _Tick(STALE, None, weights.NEUTRAL, detail="no load series reported")
+    # Load-driven moves keep their history; a return from stale, unhealthy or static starts
+    # a fresh one (a comeback ramp is not flapping).
+    live = previous if previous is not None and previous.state in _LOAD_DRIVEN else None
+    level = weights.smooth(live.level if live else None, load.saturation, gain)
+    is_saturated = weights.saturated(level, live is not None and live.state == SATURATED)
+    others = _peer_level(peers, live.level if live else None)
+    is_near = weights.near(min(level, _CAP), others, live is not None and live.near)
+    goal = weights.target(
+        is_saturated=is_saturated, is_near=is_near, hashing=hashing, capacity=capacity_share
+    )
+    before = previous.published if previous is not None else weights.NEUTRAL
+    history = live.moves if live is not None else weights.NO_MOVES
+    published, moves = weights.move(before, goal, now, history, jump=is_saturated)
+    state = SATURATED if is_saturated else HEALTHY
+    return _Tick(state, level, published, load, is_near, moves, goal)
+
+
+def _view(
+    endpoint: Endpoint,
+    previous: EndpointState | None,
+    published: int,
+    health: Health,
+    reason: Mapping[str, ReasonValue],
+) -> EndpointView:
+    """The endpoint's view: the previous one while nothing in it changed (no allocation)."""
     view = previous.view if previous is not None else None
     if (
         view is None
@@ -145,30 +220,60 @@ def step(
             health=health,
             reason=reason,
         )
-    return EndpointState(  # positional: twice as fast as keywords, and this runs per endpoint
-        state,
-        level,
-        published,
-        reason,
-        view,
-        signal.waiting if signal is not None else None,
-        signal.scraped_at if signal is not None else None,
-        growth,
-        spread,
-        load.pressure if load is not None else None,
-        pending,
-    )
+    return view
+
+
+class Peers(NamedTuple):
+    """What a region's live (healthy or saturated) endpoints showed at a tick: the sum and
+    count of their levels (each at most HARD_SATURATION) and the best observed capacity
+    among them (0.0 if none yet), with the relative error of that estimate."""
+
+    level_sum: float
+    live: int
+    best_service: float
+    best_error: float
+
+
+def region_peers(
+    endpoints: Iterable[Endpoint],
+    model: str,
+    previous: Mapping[EndpointKey, EndpointState],
+    service: Mapping[str, ServiceState],
+) -> dict[str, Peers]:
+    """Per region, its endpoints' `Peers` at the previous tick (`service`: their service
+    states then, by address)."""
+    result: dict[str, Peers] = {}
+    for endpoint in endpoints:
+        state = previous.get((model, endpoint.address))
+        if state is None or state.level is None or state.state not in _LOAD_DRIVEN:
+            continue
+        total, count, best, best_error = result.get(endpoint.region, (0.0, 0, 0.0, 0.0))
+        observed = service.get(endpoint.address)
+        own = capacity.known(observed)
+        if own is not None and observed is not None and own > best:
+            best, best_error = own, capacity.relative_error(observed)
+        result[endpoint.region] = Peers(total + min(state.level, _CAP), count + 1, best, best_error)
+    return result
+
+
+def _peer_level(peers: Peers | None, own: float | None) -> float | None:
+    """The mean level of the region's other live endpoints (own level taken out if counted)."""
+    if peers is None:
+        return None
+    total, count = peers.level_sum, peers.live
+    if own is not None:
+        total, count = total - min(own, _CAP), count - 1
+    return total / count if count > 0 else None
 
 
 def _explain(
-    state: str,
-    load: Load | None,
-    level: float | None,
+    tick: _Tick,
     failures: int,
-    detail: str,
     signal: Sample | None,
+    capacity_share: float,
 ) -> Mapping[str, ReasonValue]:
     """The reason published with a new weight or state (built only when one changes)."""
+    state, load, level = tick.state, tick.load, tick.level
     if state == DRAINING:
         return _DRAINED_REASON
     if state == STATIC:
@@ -176,10 +281,17 @@ def _explain(
     if state == UNHEALTHY:
         return {"state": state, "failures": failures, "error": signal.error if signal else None}
     if load is None or level is None:
-        return {"state": STALE, "stale": True, "detail": detail, "failures": failures}
-    return {
-        "state": state,
-        "saturation": round(level, 2),  # the smoothed level the weight was computed from
-        "driver": load.driver,  # the term that dominated this scrape
-        "failures": failures,
-    }
+        return {"state": STALE, "stale": True, "detail": tick.detail, "failures": failures}
+    reason: dict[str, ReasonValue] = {"state": state}
+    if state == HEALTHY:  # room left, or close to saturation and hotter than its peers
+        reason["band"] = weights.NEAR if tick.near else weights.FREE
+    reason.update(
+        saturation=round(level, 2),  # the smoothed level the weight was computed from
+        driver=load.driver,  # the term that dominated this scrape
+        failures=failures,
+    )
+    if capacity_share < 1.0:  # observed capacity, relative to the best replica of its region
+        reason["capacity"] = round(capacity_share, 2)
+    if tick.goal != tick.published:  # on its way: a ramp, or a turn waiting for the budget
+        reason["goal"] = tick.goal
+    return reason

@@ -12,11 +12,11 @@ For model A with fallback B and the view of region r:
   it like every demand (EWMA, `weights.TAU_S`), so the share does not erase the pressure that
   called for it (the trap `overflow` avoids the same way).
 - **Exhausted.** What A cannot carry within r's budget once overflow has done what it can:
-      X = U_r + max(0, F_r T_r - SLACK_TRUST slack_r)
-  with U_r the demand the allocation (`overflow`, `allocation`) could place nowhere, and
-  slack_r what A could still take from r: r's capacity left plus its in-budget neighbours'
-  room below `overflow.RESCUE_CEILING`. r engages once X is ENGAGE_EXCESS (1%) of T_r and
-  stays engaged while X > 0 (the share it carries counts: it is released only once A has
+      X = max(0, T_r - P_r - SLACK_TRUST slack_r)
+  with P_r the part of r's demand the allocation (`overflow`, `allocation`) placed within
+  budget, and slack_r what A could still take from r: r's capacity left plus its in-budget
+  neighbours' room below `overflow.RESCUE_CEILING`. r engages once X is ENGAGE_EXCESS (1%)
+  of T_r and stays engaged while X > 0 (the share it carries counts: it is released only once A has
   room for it again). X = 0 means no fallback: overflow keeps requests on the model asked for.
 - **Fallback headroom.** B's requests from r land on B's view of r: r and B's in-budget
   regions. Their room, sum(RESCUE_CEILING C - L) over those with live capacity, may be
@@ -32,22 +32,22 @@ group with live capacity is (as `shedding` decides for batch), the target is the
 excess 1 - PLAN sum C / sum T, and B's room counts inside the group only: a pinned
 tenant's fallback never leaves its regions, and without B there it never happens.
 
-The target then travels to Envoy like an overflow share (`shares.follow`: a dead zone on the
-goal, an EWMA bounded to UP_PER_S / DOWN_PER_S, 5% levels with hysteresis), and a new level
-(at most one tick's rate away) is published only once it has been asked for over
-`weights.CONFIRM_TICKS` ticks in the same direction, as endpoint weights are, unless a move
-in that direction is already under way (the ramp is not re-confirmed at every level) or B
-is past its own thresholds (then the share falls at once, still rate-limited).
+The target then travels to Envoy as an overflow share does (`publish.hold`): feed-forward,
+published as it is in thousandths, with a dead band and no quick reversal, so the fallback
+takes its place within the tick that asks for it. That matters because refusal comes after
+it: refusal only takes what the fallback, at its allowed share, cannot absorb (`refusal`,
+`law._fallback_move`), and a fallback that ramped in 5% steps left the gap to refusals (a
+surge lost 5% of its requests to 429s while the fallback had room). A fallback model past
+its own thresholds gets the share back at once (urgent).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from heliostat.balance import demand as demand_module
-from heliostat.balance import overflow, shares, weights
+from heliostat.balance import overflow, publish, weights
 from heliostat.balance.priorities import within_budget
 from heliostat.balance.state import FallbackState, FallbackStates, RegionState
 from heliostat.balance.view import ReasonValue
@@ -65,8 +65,6 @@ ABSORBED = "absorbed"  # saturated, but overflow can take the excess
 EXHAUSTED = "exhausted"  # saturated, overflow at its bound or its neighbours full
 NO_ROOM = "no_fallback_room"  # exhausted, but the fallback model has no room either
 RELEASING = "releasing"  # pressure gone, the share is on its way back to 0
-
-_NO_SHARE = shares.Share(0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +91,7 @@ def step(
     other: Mapping[str, RegionState],
     previous: FallbackStates | None,
     dt: float,
+    now: float,
 ) -> FallbackStates:
     """Every scope's fallback share of `model` for this tick (`model.fallback` is set).
 
@@ -103,14 +102,13 @@ def step(
     assert target is not None, "validated: the fallback is a model of the policy"
     max_share = max_fallback(model)
     trend = weights.alpha(dt)
-    gain = weights.alpha(dt, shares.TAU_S)
     regions: dict[str, FallbackState] = {}
     demands: dict[str, float] = {}
     for r in sorted(policy.spec.regions):
         before = previous.regions.get(r) if previous else None
         demands[r] = _demand(own.get(r), before, trend)
         decision = _regional(policy, model, target, r, demands[r], own, other, before)
-        regions[r] = _publish(before, decision, demands[r], max_share, gain, dt)
+        regions[r] = _publish(before, decision, demands[r], max_share, now)
     tenants: dict[str, FallbackState] = {}
     for tenant in policy.spec.tenants:
         before = previous.tenants.get(tenant.name) if previous else None
@@ -118,13 +116,13 @@ def step(
         decision = _group(
             model, target, tenant.regions, tenant.regions, demands, own, other, before, label
         )
-        tenants[tenant.name] = _publish(before, decision, 0.0, max_share, gain, dt)
+        tenants[tenant.name] = _publish(before, decision, 0.0, max_share, now)
     everywhere = sorted(policy.spec.regions)
     before = previous.neutral if previous else None
     decision = _group(
         model, target, everywhere, everywhere, demands, own, other, before, "every region"
     )
-    neutral = _publish(before, decision, 0.0, max_share, gain, dt)
+    neutral = _publish(before, decision, 0.0, max_share, now)
     return FallbackStates(target.name, regions, tenants, neutral)
 
 
@@ -169,10 +167,14 @@ def _regional(
         for q in reach[1:]
         if q in own and own[q].capacity > 0
     )
-    carried = (before.share.published if before else 0.0) * demand
-    # Room the model shows only counts at SLACK_TRUST: a capacity estimate that wobbles up
-    # must not hand the share back and take it again (the share returns once room is clear).
-    excess = region.unplaced + max(0.0, carried - SLACK_TRUST * slack)
+    # What the model cannot carry: its demand before the fallback less what the allocation
+    # placed within budget. Not `unplaced` plus the share carried: the model's own demand
+    # estimate lags the share it just gave away, and that sum would count the same requests
+    # twice for a few ticks (an overshoot the hold then keeps). Room the model shows only
+    # counts at SLACK_TRUST: a capacity estimate that wobbles up must not hand the share back
+    # and take it again (the share returns once room is clear).
+    placed = sum(region.plan.values())
+    excess = max(0.0, demand - placed - SLACK_TRUST * slack)
     pressure = demand / region.capacity if region.capacity > 0 else None
     engaged = excess / demand >= ENGAGE_EXCESS or (
         before is not None and before.engaged and excess > 0.0
@@ -269,25 +271,17 @@ def _publish(
     decision: Decision,
     demand: float,
     max_share: float,
-    gain: float,
-    dt: float,
+    now: float,
 ) -> FallbackState:
-    """The decision's target through smoothing, levels and confirmation to what Envoy gets."""
+    """The decision's target, held (`publish.hold`), to what Envoy gets."""
     goal = min(decision.target, max_share)
     previous = before.share if before else None
-    followed = (
-        shares.follow(previous, goal, max_share, gain, dt, distressed=decision.saturated)
-        or _NO_SHARE
+    falling = previous is not None and goal < previous.published
+    share = publish.hold(
+        previous, goal, now, band=publish.SHARE_BAND, urgent=decision.saturated and falling
     )
+    published = share.published
     held = previous.published if previous else 0.0
-    published, pending, ramp = confirm(
-        held,
-        limited(held, followed.published, max_share, dt),
-        before.pending if before else 0,
-        before.ramp if before else 0,
-        goal,
-        urgent=decision.saturated,
-    )
     state = decision.state
     if not decision.engaged and published > 0.0:
         state = RELEASING
@@ -299,50 +293,13 @@ def _publish(
     return FallbackState(
         engaged=decision.engaged,
         demand=demand,
-        share=dataclasses.replace(followed, published=published),
-        pending=pending,
-        ramp=ramp,
+        share=share,
         reason=reason,
         state=state,
         target=goal,
         pressure=decision.pressure,
         room=decision.room,
     )
-
-
-def limited(published: float, candidate: float, max_share: float, dt: float) -> float:
-    """`candidate`, at most one tick's rate (shares.UP_PER_S / DOWN_PER_S, at least one level)
-    away from `published`: a level held back for confirmation is not then jumped past."""
-    up = max(shares.STEP, shares.UP_PER_S * dt)
-    down = max(shares.STEP, shares.DOWN_PER_S * dt)
-    if candidate > published + up:
-        return shares.level(published + up, max_share)
-    if candidate < published - down:
-        floor = shares.level(published - down, max_share)
-        return floor if floor >= published - down - 1e-9 else round(floor + shares.STEP, 6)
-    return candidate
-
-
-def confirm(
-    published: float, candidate: float, pending: int, ramp: int, goal: float, *, urgent: bool
-) -> tuple[float, int, int]:
-    """Hold a new level until it has been asked for over CONFIRM_TICKS ticks in a row.
-
-    Returns (level to publish, pending count, ramp direction). A move in the direction of a
-    ramp under way (the goal still lies beyond the published level that way) is published at
-    once, and so is any move when `urgent`: a single noisy tick starts nothing, but a
-    confirmed decision is not re-confirmed at every 5% level.
-    """
-    if candidate == published:
-        still = ramp != 0 and (goal - published) * ramp > 0
-        return published, 0, ramp if still else 0
-    direction = 1 if candidate > published else -1
-    if urgent or direction == ramp:
-        return candidate, 0, direction
-    count = pending + direction if pending * direction > 0 else direction
-    if abs(count) >= weights.CONFIRM_TICKS:
-        return candidate, 0, direction
-    return published, count, 0
 
 
 def _explain(decision: Decision, state: str, published: float) -> dict[str, ReasonValue]:

@@ -5,6 +5,8 @@ clocks (time is the `now` argument, in the same wall-clock seconds as `Sample.sc
 I/O, no randomness, and every output is built in a sorted or policy-given order, so two
 replicas with the same inputs publish byte-identical views. Per model:
 
+0. a model with affinity decides whether its clusters hash or balance by least request now,
+   from the engines' prefix-cache hit rates (`affinity`);
 1. every endpoint gets its state, health, weight and reason (`endpoints`, `weights`), and
    its service rate and capacity (`capacity`);
 2. its live endpoints add up to each region's supply (`overflow.Supply`);
@@ -26,11 +28,12 @@ clamped to [0, MAX_DT_S] so a stalled loop does not jump the smoothing on its ne
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
-from heliostat.balance import assemble, capacity, fallback, overflow, refusal, weights
+from heliostat.balance import affinity, assemble, capacity, fallback, overflow, refusal, weights
 from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
-from heliostat.balance.endpoints import step
+from heliostat.balance.endpoints import region_peers, step
 from heliostat.balance.state import (
     ControlState,
     EndpointKey,
@@ -39,7 +42,14 @@ from heliostat.balance.state import (
     ModelState,
     ServiceState,
 )
-from heliostat.balance.view import ClusterView, EndpointView, FallbackView, RegionView, Views
+from heliostat.balance.view import (
+    Balancing,
+    ClusterView,
+    EndpointView,
+    FallbackView,
+    RegionView,
+    Views,
+)
 from heliostat.policy import Model, Policy
 from heliostat.samples import Sample
 
@@ -63,8 +73,16 @@ def compute(
     for model in policy.spec.models:
         dt = _dt(model, previous, now)
         before = previous.models.get(model.name) if previous else None
+        chosen = affinity.step(
+            model,
+            (signals.get((model.name, e.address)) for e in model.endpoints),
+            before.affinity if before else None,
+            now,
+            dt,
+        )
+        hashing = chosen is not None and chosen.hashing
         views_by_region, states, service, supply, rates = _endpoints(
-            model, signals, previous, before, gateways, now, dt, drained
+            model, signals, previous, before, gateways, now, dt, drained, hashing
         )
         endpoint_states.update(states)
         endpoint_views[model.name] = views_by_region
@@ -88,6 +106,7 @@ def compute(
             refusals={},
             neutral_refusal=refusal.IDLE,
             service=service,
+            affinity=chosen,
         )
     fallbacks: dict[str | None, list[FallbackView]] = {r: [] for r in region_names}
     fallbacks[None] = []
@@ -103,6 +122,7 @@ def compute(
             model_states[model.fallback.model].regions,
             before.fallback if before else None,
             _dt(model, previous, now),
+            now,
         )
         model_states[model.name] = dataclasses.replace(own, fallback=decided)
         for view_region, scoped in fallbacks.items():
@@ -126,12 +146,21 @@ def compute(
             own, refusals=refusals, neutral_refusal=neutral
         )
         views_by_region = endpoint_views[model.name]
+        lb = None
+        if own.affinity is not None and model.affinity is not None:
+            lb = affinity.balancing(model.affinity, own.affinity)
         for r in region_names:
             per_view[r].extend(
-                assemble.clusters(policy, model, r, views_by_region, own.regions, refusals[r])
+                _balanced(
+                    assemble.clusters(policy, model, r, views_by_region, own.regions, refusals[r]),
+                    lb,
+                )
             )
         per_view[None].extend(
-            assemble.clusters(policy, model, None, views_by_region, own.regions, neutral)
+            _balanced(
+                assemble.clusters(policy, model, None, views_by_region, own.regions, neutral),
+                lb,
+            )
         )
     views = Views(
         by_region={r: RegionView(r, tuple(per_view[r]), tuple(fallbacks[r])) for r in region_names},
@@ -140,21 +169,31 @@ def compute(
     return views, ControlState(now=now, endpoints=endpoint_states, models=model_states)
 
 
-def _fallback_move(before: ModelState | None, now: ModelState, region: str) -> tuple[float, float]:
-    """The fallback share of the region's users in effect, and the one it is going to: the
-    fallback keeps its place before refusal, so refusal only covers what it will not take."""
+def _fallback_move(
+    before: ModelState | None, now: ModelState, region: str
+) -> tuple[float, float, float]:
+    """The fallback share of the region's users in effect, the one it is going to, and their
+    demand before the fallback (0.0 without one): the fallback keeps its place before
+    refusal, so refusal only covers what it will not take."""
     if now.fallback is None:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     state = now.fallback.regions.get(region)
     if state is None:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     old = (
         before.fallback.regions[region].share.published
         if before and before.fallback and region in before.fallback.regions
         else 0.0
     )
     goal = max(state.share.published, state.target if state.engaged else 0.0)
-    return old, goal
+    return old, goal, state.demand
+
+
+def _balanced(clusters: Iterable[ClusterView], lb: Balancing | None) -> list[ClusterView]:
+    """The model's clusters with its load-balancer choice (`affinity`), if it has one."""
+    if lb is None:
+        return list(clusters)
+    return [dataclasses.replace(c, balancing=lb) for c in clusters]
 
 
 def _dt(model: Model, previous: ControlState | None, now: float) -> float:
@@ -181,6 +220,7 @@ def _endpoints(
     now: float,
     dt: float,
     drained: frozenset[EndpointKey],
+    hashing: bool,
 ) -> tuple[
     dict[str, list[EndpointView]],
     dict[EndpointKey, EndpointState],
@@ -194,15 +234,20 @@ def _endpoints(
     endpoints_before = previous.endpoints if previous else {}
     service_before = before.service if before else {}
     gain = weights.alpha(dt)
+    peers = region_peers(model.endpoints, name, endpoints_before, service_before)
     by_region: dict[str, list[EndpointView]] = {}
     states: dict[EndpointKey, EndpointState] = {}
     service: dict[str, ServiceState] = {}
-    live: dict[str, list[tuple[str, EndpointState, int | None]]] = {}
+    live: dict[str, list[_Live]] = {}
     slots_by_address: dict[str, int | None] = {}
-    observe = capacity.observe
     for endpoint in model.endpoints:
         key = (name, endpoint.address)
         signal = signals.get(key)
+        slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
+        # One estimator (`capacity`): the region's supply and the endpoint's tier both read it.
+        observed = capacity.observe(signal, slots, service_before.get(endpoint.address), dt)
+        if observed is not None:  # kept while it is down: what it taught still holds
+            service[endpoint.address] = observed
         state = step(
             endpoint,
             model,
@@ -212,70 +257,90 @@ def _endpoints(
             gain,
             key in drained,
             static,
+            hashing,
+            peers.get(endpoint.region),
+            observed,
         )
         states[key] = state
         by_region.setdefault(endpoint.region, []).append(state.view)
-        slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
-        if signal is not None and (
-            signal.served_total is not None or signal.served_rate is not None
-        ):  # only engines that count completions teach a service rate
-            observed = observe(signal, slots, service_before.get(endpoint.address), dt)
-            if observed is not None:
-                service[endpoint.address] = observed
-        elif endpoint.address in service_before:  # keep what it taught, e.g. while it is down
-            service[endpoint.address] = service_before[endpoint.address]
         slots_by_address[endpoint.address] = slots
         if state.pressure is not None:  # live: counts towards the region's supply
-            live.setdefault(endpoint.region, []).append((endpoint.address, state, slots))
+            waiting = (signal.waiting or 0.0) if signal is not None else 0.0
+            live.setdefault(endpoint.region, []).append(
+                _Live(state.pressure, observed, slots, waiting)
+            )
+    supply, rates = _supply(model, live, service, slots_by_address)
+    return by_region, states, service, supply, rates
+
+
+class _Live(NamedTuple):
+    """A live endpoint, as its region's supply sees it."""
+
+    pressure: float
+    service: ServiceState | None
+    slots: int | None
+    waiting: float
+
+
+def _supply(
+    model: Model,
+    live: Mapping[str, list[_Live]],
+    service: Mapping[str, ServiceState],
+    slots: Mapping[str, int | None],
+) -> tuple[dict[str, overflow.Supply], bool]:
+    """Each region's supply, in requests/s once some live endpoint's capacity is known
+    (rates mode, the second value), else in endpoint units."""
     # Every endpoint of the model that was ever observed informs the prior (the same model on
     # the same kind of replica): one that died or left still says what a slot serves.
     known = {a: s for a, s in service.items() if capacity.known(s) is not None}
-    rates = False
-    prior = None
-    if known:
-        prior = capacity.per_slot_prior(known, slots_by_address)
-        rates = any(
-            a in known or (prior is not None and n)
-            for members in live.values()
-            for a, _, n in members
-        )
-    mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known) if known else 0.0
+    prior = capacity.per_slot_prior(known, slots) if known else None
+    rates = bool(known) and any(
+        capacity.known(m.service) is not None or (prior is not None and m.slots)
+        for members in live.values()
+        for m in members
+    )
+    if not rates:
+        return {r: _unit_supply(live[r]) for r in sorted(live)}, False
+    mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known)
     ttft = model.slo.ttft_ms / 1000.0
-    supply: dict[str, overflow.Supply] = {}
-    for region in sorted(live):
-        members = live[region]
-        if not rates:
-            load = sum(state.pressure or 0.0 for _, state, _ in members)
-            count = float(len(members))
-            occupancy = min(1.0, load / count)
-            supply[region] = overflow.Supply(len(members), count, count, load, occupancy=occupancy)
-            continue
-        raw = load = backlog = used = 0.0
-        seen_full = True
-        for address, state, slots in members:
-            observed = service.get(address)
-            seen_full = seen_full and observed is not None and observed.seen_full >= SEEN_FULL
-            if observed is not None and observed.busyness is not None:
-                used += observed.busyness
-            else:  # no slot count: its pressure against the thresholds says as much
-                used += min(1.0, state.pressure or 0.0)
-            own = capacity.known(observed)
-            if own is None:
-                own = prior * slots if prior is not None and slots else mean
-            raw += own
-            arriving = capacity.arrivals(observed) if observed is not None else None
-            load += arriving if arriving is not None else (state.pressure or 0.0) * own
-            signal = signals.get((name, address))
-            backlog += (signal.waiting or 0.0) if signal is not None else 0.0
-        planned = overflow.planning_capacity(raw, backlog, ttft)
-        supply[region] = overflow.Supply(
-            len(members),
-            planned,
-            raw,
-            load,
-            backlog,
-            used / len(members),
-            rates=True,
-            measured_full=seen_full,
-        )
-    return by_region, states, service, supply, rates
+    return {r: _rate_supply(live[r], prior, mean, ttft) for r in sorted(live)}, True
+
+
+def _unit_supply(members: list[_Live]) -> overflow.Supply:
+    """A region's supply in endpoint units: each live endpoint carries 1.0 at its thresholds."""
+    load = sum(m.pressure for m in members)
+    count = float(len(members))
+    return overflow.Supply(len(members), count, count, load, occupancy=min(1.0, load / count))
+
+
+def _rate_supply(
+    members: list[_Live], prior: float | None, mean: float, ttft: float
+) -> overflow.Supply:
+    """A region's supply in requests/s: what its endpoints serve when full (the prior for one
+    not yet observed), what arrives at them, their backlog and how busy they are."""
+    raw = load = backlog = used = 0.0
+    seen_full = True
+    for m in members:
+        observed = m.service
+        seen_full = seen_full and observed is not None and observed.seen_full >= SEEN_FULL
+        if observed is not None and observed.busyness is not None:
+            used += observed.busyness
+        else:  # no slot count: its pressure against the thresholds says as much
+            used += min(1.0, m.pressure)
+        own = capacity.known(observed)
+        if own is None:
+            own = prior * m.slots if prior is not None and m.slots else mean
+        raw += own
+        arriving = capacity.arrivals(observed) if observed is not None else None
+        load += arriving if arriving is not None else m.pressure * own
+        backlog += m.waiting
+    return overflow.Supply(
+        len(members),
+        overflow.planning_capacity(raw, backlog, ttft),
+        raw,
+        load,
+        backlog,
+        used / len(members),
+        rates=True,
+        measured_full=seen_full,
+    )

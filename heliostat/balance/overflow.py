@@ -106,6 +106,71 @@ def step(
 ) -> dict[str, RegionState]:
     """Every region's plan for this tick. `refused`: each region's refused fraction last tick."""
     regions = sorted(policy.spec.regions)
+    users = _demands(model, regions, supply, rates, gateways, previous, refused, dt, now)
+    cap = max_lent(model)
+    plan = allocation.allocate(
+        _origins(policy, model, regions, supply, previous, users, cap), RESCUE_CEILING
+    )
+    result: dict[str, RegionState] = {}
+    for r in regions:
+        own = supply.get(r)
+        placed = plan.placed.get(r, {})
+        unplaced = plan.unplaced.get(r, 0.0)
+        refusing = r in previous and previous[r].refusable > 0.0
+        full_since = None
+        if unplaced > 0.0:
+            before_full = previous[r].full_since if r in previous else None
+            full_since = now if before_full is None else before_full
+        refusable = 0.0
+        if full_since is not None and now - full_since >= REFUSE_AFTER_S:
+            refusable = _refusable(
+                policy, model, r, supply, plan, unplaced, refused.get(r, 0.0) if refusing else None
+            )
+        lending = _lending(policy, model, r, supply, previous, plan, users, refusable, rates, now)
+        result[r] = RegionState(
+            capacity=own.capacity if own is not None else 0.0,
+            load=own.load if own is not None else 0.0,
+            demand=users.smoothed[r],
+            overflowing=unplaced > 0.0 or any(q != r for q in placed),
+            lending=_capped(lending, 1.0 if own is None or own.endpoints == 0 else cap),
+            measured=users.measured.get(r, 0.0),
+            endpoints=own.endpoints if own is not None else 0,
+            unplaced=unplaced,
+            refusable=refusable,
+            full_since=full_since,
+            plan=dict(placed),
+            source=users.source[r],
+            backlog=own.backlog if own is not None else 0.0,
+            raw_capacity=own.raw if own is not None else 0.0,
+            batch=users.batch.get(r),
+            rates=rates,
+        )
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Users:
+    """Every region's users' demand this tick: measured, smoothed, where it was measured,
+    and the batch part of it when the gateways report it."""
+
+    measured: Mapping[str, float]
+    smoothed: Mapping[str, float]
+    source: Mapping[str, str]
+    batch: Mapping[str, float]
+
+
+def _demands(
+    model: Model,
+    regions: list[str],
+    supply: Mapping[str, Supply],
+    rates: bool,
+    gateways: demand.GatewayLoad,
+    previous: Mapping[str, RegionState],
+    refused: Mapping[str, float],
+    dt: float,
+    now: float,
+) -> _Users:
+    """Each region's demand: its gateways' reports (rates mode), else its engines'."""
     fixed: dict[str, float] = {}
     batch: dict[str, float] = {}
     if rates:
@@ -128,85 +193,92 @@ def step(
             smoothed[r] = value
         else:
             smoothed[r] = before.demand + gain * (value - before.demand)
+    return _Users(measured, smoothed, source, batch)
+
+
+def _origins(
+    policy: Policy,
+    model: Model,
+    regions: list[str],
+    supply: Mapping[str, Supply],
+    previous: Mapping[str, RegionState],
+    users: _Users,
+    cap: float,
+) -> dict[str, allocation.Origin]:
+    """The allocation's problem: every region with demand or capacity."""
     origins = {}
-    cap = max_lent(model)
     for r in regions:
         own = supply.get(r)
         capacity = own.capacity if own is not None else 0.0
         was_lending = r in previous and previous[r].overflowing
+        demanded = users.smoothed[r]
         if own is not None and own.endpoints > 0 and own.occupancy < BUSY and not was_lending:
             # Not busy: it evidently serves its own users, whatever the estimate says (once
             # it lends, its own load no longer shows its demand: the estimate decides).
-            capacity = max(capacity, smoothed[r])
-        if smoothed[r] <= 0.0 and capacity <= 0.0:
+            capacity = max(capacity, demanded)
+        if demanded <= 0.0 and capacity <= 0.0:
             continue
         edge = own is None or own.endpoints == 0
         sent = 1.0 if edge else cap
-        if not edge and source[r] == demand.ENGINES:
+        if not edge and users.source[r] == demand.ENGINES:
             sent = min(sent, 1.0 - demand.MIN_KEPT)
         reach = {q: policy.rtt_ms(r, q) for q in within_budget(policy, model, r)}
-        origins[r] = allocation.Origin(smoothed[r], capacity, reach, sent)
-    plan = allocation.allocate(origins, RESCUE_CEILING)
-    unit = "/s" if rates else " endpoints"
+        origins[r] = allocation.Origin(demanded, capacity, reach, sent)
+    return origins
+
+
+def _lending(
+    policy: Policy,
+    model: Model,
+    r: str,
+    supply: Mapping[str, Supply],
+    previous: Mapping[str, RegionState],
+    plan: allocation.Allocation,
+    users: _Users,
+    refusable: float,
+    rates: bool,
+    now: float,
+) -> dict[str, Held]:
+    """What region r lends to each rescuer: the plan's share of its admitted users, held."""
+    own = supply.get(r)
+    placed = plan.placed.get(r, {})
+    smoothed = users.smoothed[r]
+    admitted = smoothed - refusable
+    if users.source[r] != demand.GATEWAYS:
+        # Its refusal is capped (see `refusal`): what it really admits is at least this,
+        # and the excess stays home rather than spilling onto the rescuers.
+        admitted = max(admitted, smoothed * (1.0 - demand.MAX_INFERRED_REFUSAL))
+    reachable = set(within_budget(policy, model, r))
+    lent_before = previous[r].lending if r in previous else {}
     ttft = model.slo.ttft_ms / 1000.0
-    result: dict[str, RegionState] = {}
-    for r in regions:
-        own = supply.get(r)
-        placed = plan.placed.get(r, {})
-        unplaced = plan.unplaced.get(r, 0.0)
-        refusing = r in previous and previous[r].refusable > 0.0
-        full_since = None
-        if unplaced > 0.0:
-            before_full = previous[r].full_since if r in previous else None
-            full_since = now if before_full is None else before_full
-        refusable = 0.0
-        if full_since is not None and now - full_since >= REFUSE_AFTER_S:
-            refusable = _refusable(policy, model, r, supply, plan, unplaced, refusing)
-        admitted = smoothed[r] - refusable
-        if source[r] != demand.GATEWAYS:
-            # Its refusal is capped (see `refusal`): what it really admits is at least this,
-            # and the excess stays home rather than spilling onto the rescuers.
-            admitted = max(admitted, smoothed[r] * (1.0 - demand.MAX_INFERRED_REFUSAL))
-        reachable = set(within_budget(policy, model, r))
-        lent_before = previous[r].lending if r in previous else {}
-        lending: dict[str, Held] = {}
-        for q in sorted(set(lent_before) | set(placed)):
-            if q == r:
-                continue
-            target = placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
-            rescuer = supply.get(q)
-            # In distress: a queue beyond what the SLO tolerates (not one noisy interval).
-            distressed = rescuer is not None and rescuer.backlog > tolerated(rescuer, ttft)
-            urgent = q not in reachable or (distressed and target < _published(lent_before, q))
-            held = publish.hold(
-                lent_before.get(q),
-                target,
-                now,
-                band=publish.SHARE_BAND,
-                urgent=urgent,
-                reason=functools.partial(_reason, r, q, smoothed[r], plan, unit),
-            )
-            if held.published > 0.0 or held.target > 0.0:
-                lending[q] = held
-        result[r] = RegionState(
-            capacity=own.capacity if own is not None else 0.0,
-            load=own.load if own is not None else 0.0,
-            demand=smoothed[r],
-            overflowing=unplaced > 0.0 or any(q != r for q in placed),
-            lending=_capped(lending, 1.0 if own is None or own.endpoints == 0 else cap),
-            measured=measured.get(r, 0.0),
-            endpoints=own.endpoints if own is not None else 0,
-            unplaced=unplaced,
-            refusable=refusable,
-            full_since=full_since,
-            plan=dict(placed),
-            source=source[r],
-            backlog=own.backlog if own is not None else 0.0,
-            raw_capacity=own.raw if own is not None else 0.0,
-            batch=batch.get(r),
-            rates=rates,
+    unit = "/s" if rates else " endpoints"
+    # While its own backlog is beyond what the SLO tolerates (now or at the last tick), part
+    # of what it lends drains that backlog: that part follows the drain down at once; the
+    # plan completing is not a reversal to hold.
+    draining = own is not None and (
+        own.backlog > tolerated(own, ttft)
+        or (r in previous and previous[r].backlog > tolerated(own, ttft))
+    )
+    lending: dict[str, Held] = {}
+    for q in sorted(set(lent_before) | set(placed)):
+        if q == r:
+            continue
+        target = placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
+        rescuer = supply.get(q)
+        # In distress: a queue beyond what the SLO tolerates (not one noisy interval).
+        distressed = rescuer is not None and rescuer.backlog > tolerated(rescuer, ttft)
+        falling = target < _published(lent_before, q)
+        held = publish.hold(
+            lent_before.get(q),
+            target,
+            now,
+            band=publish.SHARE_BAND,
+            urgent=q not in reachable or ((distressed or draining) and falling),
+            reason=functools.partial(_reason, r, q, smoothed, plan, unit),
         )
-    return result
+        if held.published > 0.0 or held.target > 0.0:
+            lending[q] = held
+    return lending
 
 
 def _refusable(
@@ -216,7 +288,7 @@ def _refusable(
     supply: Mapping[str, Supply],
     plan: allocation.Allocation,
     unplaced: float,
-    refusing: bool,
+    refusing: float | None,
 ) -> float:
     """What of the origin's unplaced demand its gateways should refuse.
 
@@ -226,13 +298,14 @@ def _refusable(
     in-budget region to its ceiling. If the plan left room somewhere, the excess is there
     because the operator's cap kept the origin's users away, not because the GPUs are full:
     it stays home rather than being refused. Nor is a region whose capacity was never
-    observed at full load (only extrapolated) proof of a full planet. Once refusing, "busy"
-    is held down to
-    BUSY_RELEASE: refusing lowers the load the rescuers see, which must not end it.
+    observed at full load (only extrapolated) proof of a full planet. Once refusing
+    (`refusing`: the fraction it refuses, None when it does not), "busy" is held down to
+    BUSY_RELEASE, and further by the fraction refused: refusing lowers the load the rescuers
+    see (a capped share is a share of the admitted users), which must not end it.
     """
     if unplaced <= 0.0:
         return 0.0
-    busy = BUSY_RELEASE if refusing else BUSY
+    busy = BUSY if refusing is None else min(BUSY_RELEASE, BUSY * (1.0 - refusing))
     for q in [origin, *within_budget(policy, model, origin)]:
         region = supply.get(q)
         if region is None or region.endpoints == 0:

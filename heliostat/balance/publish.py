@@ -22,6 +22,7 @@ in steps. What keeps Envoy calm is hysteresis around the published value:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 from heliostat.balance.state import Held
@@ -40,7 +41,10 @@ NOTHING = Held(published=0.0, target=0.0)
 
 
 def quantise(value: float) -> float:
-    """The value in thousandths, within [0, 1]."""
+    """The value in thousandths, within [0, 1] (nan, from estimates past the float range, is
+    0: nothing is decided on it)."""
+    if math.isnan(value):
+        return 0.0
     return min(RESOLUTION, max(0, round(value * RESOLUTION))) / RESOLUTION
 
 

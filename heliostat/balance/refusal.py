@@ -38,13 +38,28 @@ def step(
     region: RegionState | None,
     fallback_before: float,
     fallback_after: float,
+    before_fallback: float,
     now: float,
 ) -> RefusalState:
-    """The refusal of one region's view for this tick."""
+    """The refusal of one region's view for this tick.
+
+    `fallback_before` and `fallback_after` are the fallback's share of the region's users in
+    effect and the one it is going to, `before_fallback` the fallback's own estimate of
+    their demand before it (0.0 without a fallback). Refusal only takes what the fallback at
+    its share cannot absorb: the demand that reaches the model, T x (1 - fallback_after),
+    less what the allocation placed, and never more than the allocation found unplaced. Not
+    `refusable` less the fallback's last move: the model's own demand estimate lags the
+    share just given to the fallback, and for a few ticks it would refuse what the fallback
+    already carries.
+    """
     if region is None or region.demand <= 0.0:
         return _publish(previous, 0.0, None, 0.0, 0.0, now, "no demand")
     total = region.demand / max(1e-9, 1.0 - fallback_before)
     excess = max(0.0, region.refusable - (fallback_after - fallback_before) * total)
+    if before_fallback > 0.0:
+        total = before_fallback
+        unabsorbed = total * (1.0 - fallback_after) - sum(region.plan.values())
+        excess = max(0.0, min(region.refusable, unabsorbed))
     reaching = (1.0 - fallback_after) * total
     fraction = excess / reaching if reaching > 0 else 0.0
     inferred = region.source != demand.GATEWAYS

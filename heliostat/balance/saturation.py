@@ -19,6 +19,12 @@ Two numbers come out, on the same scale (1.0 = at the model's thresholds):
 
 `slots` is the policy's hint, else the engine's max_num_seqs; with neither, the running terms
 are skipped. Negative or non-finite readings are ignored rather than trusted.
+
+Not used yet: a data-parallel vLLM server (several engines behind one address) reports the
+mean KV use of its engines; the signals layer is gaining `Signal.kv_usage_max`, the fullest
+engine's. A server whose one engine is full while the others idle still takes requests (its
+front end balances engines), so the mean stays right for `saturation`; the fullest engine
+would be a reason for the `near` band (`weights.near`), not for the floor.
 """
 
 from __future__ import annotations
@@ -75,18 +81,29 @@ def measure(
             driver, saturation = "running", term
     if not driver:
         return None
+    return Load(
+        saturation, driver, _pressure(saturation, waiting, running, seats, thresholds, growth)
+    )
+
+
+def _pressure(
+    saturation: float,
+    waiting: float | None,
+    running: float | None,
+    seats: float,
+    thresholds: Thresholds,
+    growth: float,
+) -> float:
+    """Demand against capacity: the saturation, or what waits, runs and grows if more (the
+    queue's growth counts only once the endpoint is saturated)."""
     pressure = saturation
     if saturation < 1.0:
         growth = 0.0
     if waiting is not None:
-        term = (waiting + growth) / thresholds.queue
-        if term > pressure:
-            pressure = term
+        pressure = max(pressure, (waiting + growth) / thresholds.queue)
     if running is not None and seats > 0:
-        term = (running + (waiting or 0.0) + growth) / seats
-        if term > pressure:
-            pressure = term
-    return Load(saturation, driver, pressure)
+        pressure = max(pressure, (running + (waiting or 0.0) + growth) / seats)
+    return pressure
 
 
 class Growth(NamedTuple):

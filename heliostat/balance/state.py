@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from heliostat.balance.affinity import AffinityState
 from heliostat.balance.saturation import Growth
-from heliostat.balance.shares import Share
 from heliostat.balance.view import EndpointView, ReasonValue
+from heliostat.balance.weights import NO_MOVES, Moves
 
 EndpointKey = tuple[str, str]
 """(model, address), the key of signals and of drained endpoints."""
@@ -42,13 +43,15 @@ class EndpointState(NamedTuple):
     waiting: float | None = None
     scraped_at: float | None = None
     growth: Growth = Growth(0.0, 0.0)
-    # Mean absolute deviation of the raw saturation from `level` (an EWMA): its noise.
-    spread: float = 0.0
     # Demand vs capacity (1.0 = at its thresholds) when the endpoint counts towards its
     # region's capacity (healthy or saturated with a fresh signal); None otherwise.
     pressure: float | None = None
-    # Ticks a weight change has been asked for (+ raise, - cut), awaiting confirmation.
-    pending: int = 0
+    # Close to saturation (`weights.near`, with hysteresis), and the weight's last moves
+    # (`weights.move`: its direction and recent reversals, for the reversal budget).
+    near: bool = False
+    moves: Moves = NO_MOVES
+    # Its capacity tier in its region (`weights.capacity_tier`, from `capacity`).
+    tier: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,20 +73,20 @@ class Held:
 
 
 class ServiceState(NamedTuple):
-    """One endpoint's service rate, remembered between ticks (rates mode, see `capacity`).
+    """One endpoint's service, remembered between ticks (see `capacity`, the one estimator).
     A NamedTuple, like EndpointState: there is one per endpoint per tick."""
 
-    capacity: float | None  # smoothed completions/s it sustains with its slots full
+    completions: float  # decaying sum (capacity.TAU_S) of the requests it completed
+    busy_time: float  # decaying sum of its occupancy x seconds
+    window: float  # decaying sum of the seconds observed
     served: float | None  # completions/s over the last scrape interval
     served_total: float | None  # the raw counter last seen
     scraped_at: float | None
     waiting: float | None
     growth: float = 0.0  # queue growth, requests/s, over the last scrape interval
-    busy: bool = False  # slots full (or a queue) at the last scrape
-    occupancy: float | None = None  # share of slots in use at the last scrape (1 if queueing)
-    evidence: float = 0.0  # capacity samples so far, weighted by occupancy^2
+    occupancy: float | None = None  # share of its room in use at the last scrape (1 if queueing)
     seen_full: int = 0  # intervals observed (nearly) full: a throughput seen, not inferred
-    busyness: float | None = None  # occupancy: up at once, down smoothly (capacity.TAU_S)
+    busyness: float | None = None  # occupancy: up at once, down smoothly
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,18 +144,16 @@ class RefusalState:
 class FallbackState:
     """The fallback share of one scope of one model: a region's view, a tenant, the neutral view.
 
-    `share` is the overflow-style share (goal = this tick's target, smoothed, published =
-    what Envoy was told, confirmed over ticks); `reason` was built when `published` last
+    `share` is held as an overflow share is (`publish.hold`: the target fed forward, with a
+    dead band and no quick reversal); `reason` was built when `published` last
     changed and is kept verbatim while it holds (it travels to Envoy in route metadata, so
     it must not change the routes on every tick). The rest is this tick's decision, for
     /debug/state.
     """
 
     engaged: bool  # hysteresis flag: the scope's demand reached its thresholds
-    demand: float  # smoothed demand of the scope's gateways before the fallback (endpoint units)
-    share: Share
-    pending: int = 0  # ticks a new level has been asked for (+ raise, - cut)
-    ramp: int = 0  # direction of a move under way (+1, -1), exempt from re-confirmation
+    demand: float  # smoothed demand of the scope's gateways before the fallback
+    share: Held  # its target and what Envoy was told (`publish.hold`)
     reason: Mapping[str, ReasonValue] = field(default_factory=dict)
     state: str = "idle"
     target: float = 0.0
@@ -177,6 +178,7 @@ class ModelState:
     neutral_refusal: RefusalState
     service: Mapping[str, ServiceState] = field(default_factory=dict)  # by endpoint address
     fallback: FallbackStates | None = None  # models with `fallback` only
+    affinity: AffinityState | None = None  # models with `affinity` only: hash or not
 
 
 @dataclass(frozen=True, slots=True)

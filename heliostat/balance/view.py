@@ -62,6 +62,26 @@ class LocalityView:
     reason: Mapping[str, ReasonValue] = field(default_factory=dict)
 
 
+class LbPolicy(StrEnum):
+    """How Envoy picks a host inside a locality."""
+
+    LEAST_REQUEST = "least_request"
+    RING_HASH = "ring_hash"
+    MAGLEV = "maglev"
+
+
+@dataclass(frozen=True, slots=True)
+class Balancing:
+    """A model with affinity: the load balancer its clusters use now and why (see
+    `heliostat.balance.affinity`). `hash_balance_factor` is Envoy's bounded load x 100, for
+    the hashing policies. `reason` is kept verbatim while the choice holds: it travels in
+    the cluster's metadata, and a cluster that changes is rebuilt by Envoy."""
+
+    policy: LbPolicy
+    hash_balance_factor: int | None = None
+    reason: Mapping[str, ReasonValue] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterView:
     """One Envoy cluster: a model's endpoints as seen from one region."""
@@ -74,6 +94,8 @@ class ClusterView:
     drop_overload_percent: float = 0.0
     traffic_class: TrafficClass = TrafficClass.INTERACTIVE
     drop_reason: str = ""
+    # None: plain least-request (a model without affinity).
+    balancing: Balancing | None = None
 
     def endpoints(self) -> tuple[EndpointView, ...]:
         return tuple(e for locality in self.localities for e in locality.endpoints)

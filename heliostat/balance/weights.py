@@ -1,82 +1,93 @@
-"""Endpoint weights from saturation: smoothing, target curve, dead band, rate limit.
+"""Endpoint weights: equal while a replica has room, lower only close to saturation, and calm.
 
-Envoy's least-request balancer divides a host's weight by its in-flight requests + 1, so it
-already reacts to every request in flight; heliostat's weight only has to carry what Envoy
-cannot see: how much room a replica has, over seconds. The weight is proportional to the
-headroom left by the *smoothed* saturation level:
+Inside a locality Envoy's least-request balancer does the per-request work. With *equal*
+host weights it uses power-of-two-choices on every pick: two random hosts, the one with fewer
+requests in flight wins, counted live. With *unequal* weights it switches to an earliest-
+deadline schedule over weight / (active + 1), and a host's entry is only recomputed when that
+host is picked: the in-flight counts it schedules by are stale. So heliostat keeps every
+replica of a region at the same weight (W_MAX) while it has room, and moves a weight only for
+what Envoy cannot see from one gateway: a replica's capacity, and a replica close to its
+thresholds and hotter than its peers (load from other gateways, long prompts filling its KV
+cache):
 
     level  <- level + alpha * (s - level),   alpha = 1 - exp(-dt / TAU_S)
-    target = 100 below 0.5, 60 below 0.7, 30 below 0.85, 10 below 1, the floor 1 at >= 1
-             (STEPS, with STEP_HYSTERESIS around each edge)
+    band   =  free -> near when level >= ENTER_NEAR and NEAR_MARGIN above its peers' mean
+              (back when level <= LEAVE_NEAR or within NEAR_MARGIN / 2 of it)
+    state  =  healthy -> saturated when level >= ENTER_SATURATED (or one sample at
+              HARD_SATURATION), saturated -> healthy when level <= LEAVE_SATURATED
+    target =  W_MAX * capacity (free), that x NEAR_FACTOR (near), x NEAR_FACTOR again when
+              also saturated (never the floor: see `target`)
 
-Smoothing the saturation rather than reacting to each scrape matters: a replica with 4 slots
-at 30% load reads running/slots = 0, 0.25, 0.5, 0.75, sometimes 1.0 from one scrape to the
-next, and a law that trusted single samples would send it to the floor on a burst and ramp
-it back over seconds. The EWMA uses elapsed time, so 0.5 s and 2 s ticks converge alike.
+Replicas are not all alike: a GPU three times faster completes three times the requests at
+the same occupancy. Equal weights would still send it only what choice-of-two gives it (at
+equal in-flight counts its requests simply finish sooner, while the slow one's queue waits
+three times as long), and a hashing ring would give it the same share of keys as the slow
+one. So "full" is relative to observed capacity: each replica's capacity is the requests it
+completes per busy second (decaying sums over CAPACITY_TAU_S of completions and of its busy
+share of slots x seconds, see `endpoints`), and its weight is W_MAX x its capacity over the
+best of its region, in sqrt(2) tiers (`capacity_tier`) that move only TIER_HYSTERESIS past
+the midpoint and TIER_CONFIDENCE standard errors away: alike replicas stay equal.
+Measured on replicas of speeds 1 and 3: least-request with equal weights met the SLO for
+88% of chat requests, with weights set by hand to the speeds 98%.
 
-Three more mechanisms keep the published weight calm, so the fleet is not pushed new EDS on
-every scrape:
+With consistent hashing (affinity) a host's weight is its share of the ring or table, and
+every change of weight moves keys, and so cached prefixes, between replicas. There the `near`
+band keeps the full weight (bounded load already spills a hot replica's excess); only a
+replica saturated and hotter than its peers, real trouble, moves keys.
 
-- a dead band: the published weight moves only when the target is more than 10% and more
-  than 1 away from it, and further than the endpoint's own noise explains (NOISE_K standard
-  deviations of the level, estimated from how far scrapes stray from it; zero for a steady
-  signal); otherwise weight and reason are kept verbatim. Under stationary but noisy load
-  (a few slots, Poisson arrivals) this is what keeps EDS quiet;
-- a rate limit: at most x2 up and /2 down per tick, so a replica that comes back (or leaves
-  saturation) is ramped in and not stampeded;
-- hysteresis on the `saturated` state: entered when the level reaches ENTER_SATURATED (1.0),
-  left only when it falls to LEAVE_SATURATED (0.85).
+Smoothing the saturation matters: a replica with 4 slots at 65% load reads running/slots =
+0.25 .. 1.0 from one scrape to the next. The EWMA uses elapsed time, so 0.5 s and 2 s ticks
+converge alike. Unmistakable overload (a single sample at HARD_SATURATION, twice the
+thresholds) does not wait for the average: the endpoint is saturated at once. The floor
+weight is for health (unhealthy, draining), not load.
 
-Unmistakable overload does not wait for the average: a single sample at HARD_SATURATION (2x
-the thresholds, e.g. a queue twice the queue threshold) saturates the endpoint at once, floor
-weight, and lifts the level to the threshold so that it is left only once the average agrees.
+Calm by construction (`move`): under constant load a weight must not turn round more than
+twice a minute, whatever the noise. A move that reverses the last one (a raise after a cut,
+or a cut after a raise) waits until the last reversal is MIN_REVERSAL_GAP_S old and until at
+most MAX_REVERSALS - 1 reversals lie in the last REVERSAL_WINDOW_S; moves in the same
+direction (a ramp, a deeper cut) go ahead. No exception, not even for a saturated replica:
+the first cut of a calm weight is always free (so overload is met at once), and a weight
+that already turned twice this minute is flapping, which is the thing to stop. Its state
+still says `saturated`, Envoy's least-request still counts its requests in flight, and the
+regional law still sees its pressure. Raises are rate-limited (at most x2 per tick, so a
+replica coming back is ramped in, not stampeded) and so are cuts (at most /2 per tick),
+except a saturated replica's, which go straight to their goal.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 W_MAX = 100
 FLOOR = 1  # Envoy rejects endpoint weights below 1
 NEUTRAL = W_MAX // 2  # stale or unknown: neither starve a replica nor trust it fully
 TAU_S = 5.0
-DEAD_BAND = 0.10
 ENTER_SATURATED = 1.0
 LEAVE_SATURATED = 0.85
 HARD_SATURATION = 2.0
-NOISE_K = 3.0
-NOISE_CAP = 20.0
-# A move the dead band lets through is published only once it has lasted CONFIRM_TICKS ticks
-# in the same direction, unless it is larger than twice the band: noise crosses the band for
-# a tick now and then, a real change stays across it.
+# The `near` band: close enough to the thresholds that Envoy's in-flight counts at one gateway
+# no longer tell the replica's room. Hysteresis wider than a 4-slot replica's smoothed noise.
+ENTER_NEAR = 0.9
+LEAVE_NEAR = 0.7
+NEAR_MARGIN = 0.2  # above its peers' mean level
+NEAR_FACTOR = 0.5
+# Observed capacity (see `capacity_tier`): a replica's weight is W_MAX x its capacity relative
+# to the best replica of its region, in steps of sqrt(2) down to 1/8, with hysteresis, from
+# what it completed per busy second over (decaying) CAPACITY_TAU_S.
+CAPACITY_TIERS = tuple(2.0 ** (-k / 2) for k in range(7))
+TIER_HYSTERESIS = 0.35
+TIER_CONFIDENCE = 2.5  # standard errors
+CAPACITY_TAU_S = 30.0
+# The reversal budget (see `move`).
+REVERSAL_WINDOW_S = 60.0
+MAX_REVERSALS = 2
+MIN_REVERSAL_GAP_S = 15.0
+# Ticks a change must last before other parts of the law act on it (fallback shares use it).
 CONFIRM_TICKS = 2
 
-
-# Headroom steps: below half its thresholds a replica is simply "free" (Envoy's least-request
-# balancing evens out the rest); closer to the thresholds the weight falls in coarse steps.
-# Steps, with STEP_HYSTERESIS around every edge, are what keep a moderately and noisily loaded
-# fleet from being pushed new weights: the level wanders inside a step, rarely across it.
-STEPS: tuple[tuple[float, int], ...] = ((0.5, W_MAX), (0.7, 60), (0.85, 30), (1.0, 10))
-STEP_HYSTERESIS = 0.05
-
-
-def target(saturation: float) -> float:
-    """The step weight of a saturation level: monotone non-increasing, in [FLOOR, W_MAX]."""
-    for edge, weight in STEPS:
-        if saturation < edge:
-            return float(weight)
-    return float(FLOOR)
-
-
-def held_target(saturation: float, published: int) -> float:
-    """`target`, except that a published step weight is kept while the level stays within
-    STEP_HYSTERESIS of that step. Monotone non-increasing in saturation for a given
-    `published`."""
-    lower = target(saturation + STEP_HYSTERESIS)
-    upper = target(saturation - STEP_HYSTERESIS)
-    if lower <= published <= upper and any(published == w for _, w in STEPS):
-        return float(published)
-    return target(saturation)
+FREE = "free"
+NEAR = "near"
 
 
 def alpha(dt: float, tau: float = TAU_S) -> float:
@@ -95,70 +106,113 @@ def smooth(level: float | None, sample: float, gain: float) -> float:
     return value
 
 
-def noise_band(spread: float, gain: float) -> float:
-    """How far (in weight) the target wanders on noise alone: NOISE_K standard deviations.
-
-    Capped at NOISE_CAP: a real change also inflates the spread (a step looks like a large
-    deviation), and a move of more than a fifth of the range is never waved off as noise.
-
-    `spread` is the mean absolute deviation of the raw saturation from its level; an EWMA
-    with gain a leaves sqrt(a / (2 - a)) of a white noise's deviation in the level, and a
-    mean absolute deviation is 0.8 of a standard deviation.
-    """
-    if spread <= 0.0 or gain <= 0.0:
-        return 0.0
-    band = NOISE_K * (W_MAX - FLOOR) * 1.25 * spread * math.sqrt(gain / (2.0 - gain))
-    return min(band, NOISE_CAP)
-
-
-def band(published: int, noise: float = 0.0) -> float:
-    """The dead band around a published weight: 10% of it, at least 1, at least `noise`."""
-    return max(DEAD_BAND * published, 1.0, noise)
-
-
-def confirm(
-    published: int, candidate: int, smoothed: float, noise: float, pending: int
-) -> tuple[int, int]:
-    """Hold a new weight until it has lasted CONFIRM_TICKS ticks, unless the move is large
-    (beyond twice the band) or a rate-limited ramp, both of which no noise produces.
-
-    `pending` counts the ticks a change has been asked for: positive for raises, negative
-    for cuts. Returns the weight to publish now and the new count. For the same `pending`,
-    more load never yields a higher weight: a cut is confirmed at least as readily as a hold.
-    """
-    if candidate == published:
-        return published, 0
-    direction = 1 if candidate > published else -1
-    count = pending + direction if pending * direction > 0 else direction
-    rate_limited = abs(math.floor(smoothed + 0.5) - candidate) >= 1  # a ramp is under way
-    large = abs(smoothed - published) > 2 * band(published, noise)
-    if abs(count) >= CONFIRM_TICKS or large or rate_limited:
-        return candidate, 0
-    return published, count
-
-
-def publish(published: int, smoothed: float, noise: float = 0.0) -> int:
-    """The weight to give Envoy: held inside the dead band, else rounded and rate-limited.
-
-    The dead band is 10% of the published weight, at least 1, and at least `noise` (see
-    `noise_band`): a change the signal's own noise explains is not a change. Monotone in
-    `smoothed` for a given `published` and `noise`, so more load never raises a weight.
-    """
-    width = band(published, noise)
-    if -width <= smoothed - published <= width:
-        return published
-    candidate = math.floor(smoothed + 0.5)
-    lowest = (published + 1) // 2  # at most halved per tick
-    highest = 2 * published  # at most doubled per tick
-    if candidate < lowest:
-        candidate = lowest
-    elif candidate > highest:
-        candidate = highest
-    return min(W_MAX, max(FLOOR, candidate))
-
-
 def saturated(level: float, was_saturated: bool) -> bool:
     """Hysteresis on the smoothed level: enter at ENTER_SATURATED, leave at LEAVE_SATURATED."""
     if was_saturated:
         return level > LEAVE_SATURATED
     return level >= ENTER_SATURATED
+
+
+def near(level: float, peers: float | None, was_near: bool) -> bool:
+    """Close to saturation *and* hotter than its peers (`peers`: the mean level of the other
+    live replicas of its region, None without any), with hysteresis on both.
+
+    Replicas that are alike run at alike levels under least-request, however busy; lowering
+    one of them would only trade Envoy's live choice for a stale schedule. A replica that runs
+    persistently hotter than its peers carries load Envoy cannot see from one gateway (other
+    gateways' requests, long prompts filling its KV cache, a slower GPU): that one gets less.
+    """
+    if peers is None or peers >= ENTER_SATURATED:
+        # Its peers are full too: a lower weight would only push its load onto replicas
+        # with no room either (and under overload the levels of alike replicas differ by
+        # noise alone). The regional law moves or refuses what a full region cannot carry.
+        return False
+    if was_near:
+        return level > LEAVE_NEAR and level - peers > NEAR_MARGIN / 2
+    return level >= ENTER_NEAR and level - peers >= NEAR_MARGIN
+
+
+def capacity_tier(relative: float, current: int, uncertainty: float = 0.0) -> int:
+    """The capacity tier (an index into CAPACITY_TIERS) for a replica whose observed capacity
+    is `relative` x the best of its region's, kept at `current` unless the capacity lies
+    TIER_HYSTERESIS (in tiers) beyond the midpoint to a neighbouring tier *and* away from the
+    current tier by more than TIER_CONFIDENCE x `uncertainty` (the relative standard error
+    of the ratio: a few hundred completions cannot tell 0.8 from 1.0)."""
+    last = len(CAPACITY_TIERS) - 1
+    if relative <= 0.0:
+        return last
+    position = -2.0 * math.log2(min(relative, 1.0))  # 0 at 1.0, 1 at 0.71, 2 at 0.5 ...
+    if abs(position - current) <= 0.5 + TIER_HYSTERESIS:
+        return current
+    held = CAPACITY_TIERS[current]
+    if abs(relative - held) / held <= TIER_CONFIDENCE * uncertainty:
+        return current
+    return min(last, max(0, round(position)))
+
+
+def target(*, is_saturated: bool, is_near: bool, hashing: bool, capacity: float = 1.0) -> int:
+    """The weight a healthy endpoint should have. `capacity` is its share of the best
+    replica's capacity in its region (1.0 when they are alike or nothing says otherwise);
+    `is_near` says it is close to saturation *and* hotter than its peers (`near`).
+
+    Saturation alone moves no weight: when every replica of a region is saturated they are
+    alike, and weights cannot make room (the regional law moves or sheds demand). A saturated
+    replica hotter than its peers is cut to NEAR_FACTOR^2 of its weight, not to the floor:
+    it still has capacity, and taking it all away pushes its whole load onto peers that
+    were nearly as busy (measured: replicas of speeds 1 and 3, where flooring the slow ones
+    overloaded the fast ones and then everyone was at the floor).
+    """
+    full = W_MAX * capacity
+    if is_near and not hashing:
+        full *= NEAR_FACTOR
+    if is_near and is_saturated:
+        full *= NEAR_FACTOR
+    return max(FLOOR, min(W_MAX, round(full)))
+
+
+class Moves(NamedTuple):
+    """What `move` remembers: the direction of the last change (+1, -1, 0 for none yet) and
+    when the last MAX_REVERSALS reversals happened (oldest first)."""
+
+    direction: int = 0
+    reversals: tuple[float, ...] = ()
+
+
+NO_MOVES = Moves()
+
+
+def move(
+    published: int, goal: int, now: float, moves: Moves, jump: bool = False
+) -> tuple[int, Moves]:
+    """The weight to publish this tick on the way from `published` to `goal`, and the new
+    bookkeeping. `jump` (a saturated replica) cuts straight to the goal instead of halving.
+
+    For the same `published` and `moves`, a lower goal never yields a higher weight: whether
+    a move may go ahead depends on its direction only, and the limits are monotone.
+    """
+    if goal == published:
+        return published, moves
+    direction = 1 if goal > published else -1
+    turning = moves.direction != 0 and direction != moves.direction
+    if turning and not may_turn(now, moves.reversals):
+        return published, moves
+    if direction > 0:
+        weight = min(goal, 2 * published)
+    elif jump or goal == FLOOR:
+        weight = goal
+    else:
+        weight = max(goal, (published + 1) // 2)
+    reversals = moves.reversals
+    if turning:
+        reversals = (*reversals, now)[-MAX_REVERSALS:]
+    return weight, Moves(direction, reversals)
+
+
+def may_turn(now: float, reversals: tuple[float, ...]) -> bool:
+    """Whether one more reversal keeps the budget: the last one at least MIN_REVERSAL_GAP_S
+    ago and, with it, at most MAX_REVERSALS in any REVERSAL_WINDOW_S."""
+    if reversals and now - reversals[-1] < MIN_REVERSAL_GAP_S:
+        return False
+    return not (
+        len(reversals) >= MAX_REVERSALS and now - reversals[-MAX_REVERSALS] < REVERSAL_WINDOW_S
+    )

@@ -409,8 +409,8 @@ class DiscreteRun:
         key = (id(view), name)
         cached = self._balancers.get(key)
         if cached is None or cached[0] is not view:
-            cluster_view, model = self._routes_of(view).clusters[name]
-            cached = (view, Balancer.of_view(cluster_view, LbConfig.of(model)))
+            cluster_view, _model = self._routes_of(view).clusters[name]
+            cached = (view, Balancer.of_view(cluster_view, LbConfig.of(cluster_view)))
             self._balancers[key] = cached
         return cached[1]
 

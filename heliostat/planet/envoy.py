@@ -42,7 +42,7 @@ from statistics import NormalDist
 from typing import TypeVar
 
 from heliostat.balance import ClusterView, Health
-from heliostat.policy import Model
+from heliostat.balance.view import LbPolicy
 from heliostat.xds.translate.clusters import PANIC_THRESHOLD_PERCENT
 
 OVERPROVISIONING = 140  # Envoy's default overprovisioning factor 1.4, as Envoy stores it
@@ -81,13 +81,15 @@ class LbConfig:
     locality_weighted: bool = True
 
     @classmethod
-    def of(cls, model: Model) -> LbConfig:
-        """What heliostat's translation gives a model's clusters."""
-        affinity = model.affinity
-        if affinity is None:
+    def of(cls, view: ClusterView) -> LbConfig:
+        """What heliostat's translation gives the cluster (`xds.translate.affinity`): the
+        law's choice carried by the view (`ClusterView.balancing`), least-request without one
+        (a model without affinity, or a view published before the law chose)."""
+        balancing = view.balancing
+        if balancing is None or balancing.policy is LbPolicy.LEAST_REQUEST:
             return cls()
         # Ring hash and Maglev both place a key by host weight, with the same bounded load.
-        return cls(LbKind.RING_HASH, round(affinity.bounded_load * 100))
+        return cls(LbKind.RING_HASH, balancing.hash_balance_factor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,32 @@ class _Level:
     counted: int  # hosts minus excluded (draining)
     healthy: int
     degraded: int
+
+
+def _spread(health: list[int], degraded: list[int], total: int) -> tuple[list[int], list[int]]:
+    """Envoy's priority load: healthy, then degraded, in priority order, normalised to
+    `total`; the rounding remainder to the first priority with healthy (else degraded)
+    hosts."""
+    healthy_load = [0] * len(health)
+    degraded_load = [0] * len(degraded)
+    remaining = 100
+    first_h = first_d = -1
+    for i, value in enumerate(health):
+        if first_h < 0 and value > 0:
+            first_h = i
+        healthy_load[i] = min(remaining, value * 100 // total)
+        remaining -= healthy_load[i]
+    for i, value in enumerate(degraded):
+        if first_d < 0 and value > 0:
+            first_d = i
+        degraded_load[i] = min(remaining, value * 100 // total)
+        remaining -= degraded_load[i]
+    if remaining:
+        if first_h >= 0:
+            healthy_load[first_h] += remaining
+        else:
+            degraded_load[first_d] += remaining
+    return healthy_load, degraded_load
 
 
 def _usable(entry: HostEntry, ejected: Mapping[str, int]) -> tuple[int, int]:
@@ -145,7 +173,7 @@ class Balancer:
         group_of: Callable[[str], str] | None = None,
     ) -> Balancer:
         """A cluster view's balancer; with `group_of`, endpoints mapped to the same group
-        and having the same weight and health are one entry."""
+        and having the same health are one entry."""
         localities = []
         for locality in view.localities:
             if group_of is None:
@@ -154,13 +182,18 @@ class Balancer:
                     for e in locality.endpoints
                 )
             else:
-                merged: dict[tuple[str, int, Health], int] = {}
+                # One entry per group and health: an entry's key is its group, and keys must
+                # be unique (the split is keyed by them). Members of a group whose weights
+                # differ (each replica's own capacity tier or band) weigh their mean.
+                merged: dict[tuple[str, Health], tuple[int, int]] = {}
                 get = merged.get
                 for e in locality.endpoints:
-                    key = (group_of(e.address), e.weight or 1, e.health)
-                    merged[key] = get(key, 0) + 1
+                    key = (group_of(e.address), e.health)
+                    count, total = get(key, (0, 0))
+                    merged[key] = (count + 1, total + (e.weight or 1))
                 hosts = tuple(
-                    HostEntry(g, locality.region, w, h, n) for (g, w, h), n in merged.items()
+                    HostEntry(g, locality.region, max(1, round(total / n)), h, n)
+                    for (g, h), (n, total) in merged.items()
                 )
             localities.append(Locality(locality.region, locality.priority, locality.weight, hosts))
         return cls(localities, config)
@@ -207,23 +240,7 @@ class Balancer:
         degraded_load = [0] * len(levels)
         threshold = self.config.panic_threshold
         if total > 0:
-            remaining = 100
-            first_h = first_d = -1
-            for i, value in enumerate(health):
-                if first_h < 0 and value > 0:
-                    first_h = i
-                healthy_load[i] = min(remaining, value * 100 // total)
-                remaining -= healthy_load[i]
-            for i, value in enumerate(degraded):
-                if first_d < 0 and value > 0:
-                    first_d = i
-                degraded_load[i] = min(remaining, value * 100 // total)
-                remaining -= degraded_load[i]
-            if remaining:
-                if first_h >= 0:
-                    healthy_load[first_h] += remaining
-                else:
-                    degraded_load[first_d] += remaining
+            healthy_load, degraded_load = _spread(health, degraded, total)
         elif threshold == 0:
             healthy_load[0] = 100
             return [(lv, healthy_load[i], 0, False) for i, lv in enumerate(levels)]
@@ -419,6 +436,45 @@ class Balancer:
                 return key
         return key
 
+    def _pick_ring(
+        self,
+        rng: random.Random,
+        level: _Level,
+        panic: bool,
+        active: Mapping[str, int],
+        exclusions: Exclusions,
+        cluster_active: int,
+    ) -> str | None:
+        """Ring hash on a random key; with bounded load, a host over its bound passes the
+        request on (in random order) to the first one under its own, else the least over."""
+        shares = self._ring_shares(level, panic, exclusions)
+        if not shares:
+            return None
+        first = _weighted_choice(rng, shares)
+        factor = self.config.hash_balance_factor
+        if factor is None:
+            return first
+        slots = math.ceil((cluster_active + 1) * factor / 100)
+
+        def overload(key: str) -> float:
+            bound = max(1, math.ceil(slots * shares[key]))
+            return active.get(key, 0) / bound
+
+        if overload(first) <= 1.0:
+            return first
+        best, best_load = first, overload(first)
+        order = list(shares)
+        rng.shuffle(order)
+        for key in order:
+            if key == first:
+                continue
+            load = overload(key)
+            if load <= 1.0:
+                return key
+            if load < best_load:
+                best, best_load = key, load
+        return best
+
     def _pick_within(
         self,
         rng: random.Random,
@@ -430,33 +486,7 @@ class Balancer:
         cluster_active: int,
     ) -> str | None:
         if self.config.kind is LbKind.RING_HASH:
-            shares = self._ring_shares(level, panic, exclusions)
-            if not shares:
-                return None
-            first = _weighted_choice(rng, shares)
-            factor = self.config.hash_balance_factor
-            if factor is None:
-                return first
-            slots = math.ceil((cluster_active + 1) * factor / 100)
-
-            def overload(key: str) -> float:
-                bound = max(1, math.ceil(slots * shares[key]))
-                return active.get(key, 0) / bound
-
-            if overload(first) <= 1.0:
-                return first
-            best, best_load = first, overload(first)
-            order = list(shares)
-            rng.shuffle(order)
-            for key in order:
-                if key == first:
-                    continue
-                load = overload(key)
-                if load <= 1.0:
-                    return key
-                if load < best_load:
-                    best, best_load = key, load
-            return best
+            return self._pick_ring(rng, level, panic, active, exclusions, cluster_active)
         if panic:
             hosts = [e for loc in level.localities for e in loc.hosts]
             return _pick_host(rng, hosts, [e.key for e in hosts], active)

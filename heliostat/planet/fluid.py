@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from heliostat.balance import TrafficClass
@@ -75,6 +75,24 @@ class RunOptions:
 
 def engine_config(scenario: Scenario) -> EngineConfig:
     return EngineConfig(**scenario.model.engine.model_dump())
+
+
+def _gathered(
+    flows: list[Flow],
+) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[tuple[str, str, str, float], float]]:
+    """A step's flows summed: per group, per group and gateway, and per (origin, gateway,
+    group, delay)."""
+    arrivals: dict[str, float] = {}
+    by_gateway: dict[str, dict[str, float]] = {}
+    merged: dict[tuple[str, str, str, float], float] = {}
+    for flow in flows:
+        gid = flow.group.gid
+        arrivals[gid] = arrivals.get(gid, 0.0) + flow.mass
+        per = by_gateway.setdefault(gid, {})
+        per[flow.gateway] = per.get(flow.gateway, 0.0) + flow.mass
+        key = (flow.origin, flow.gateway, gid, flow.delay_s)
+        merged[key] = merged.get(key, 0.0) + flow.mass
+    return arrivals, by_gateway, merged
 
 
 class FluidRun:
@@ -509,26 +527,9 @@ class FluidRun:
             loss_samples[origin] = [mass, outcome.failed, outcome.refused, outcome.to_dead]
         self._serve(flows, t, loss_samples)
 
-    def _serve(self, flows: list[Flow], t: float, loss_samples: dict[str, list[float]]) -> None:
+    def _advance_queues(self, arrivals: Mapping[str, float]) -> None:
+        """Every serving group's arrival rate (smoothed) and queue, one step on."""
         dt = self.dt
-        scenario = self.scenario
-        slo = scenario.slo.end_to_end_ms / 1000.0
-        budget = scenario.slo.network_budget_ms
-        arrivals: dict[str, float] = {}
-        by_gateway: dict[str, dict[str, float]] = {}
-        merged: dict[tuple[str, str, str, float], float] = {}
-        for flow in flows:
-            gid = flow.group.gid
-            arrivals[gid] = arrivals.get(gid, 0.0) + flow.mass
-            per = by_gateway.setdefault(gid, {})
-            per[flow.gateway] = per.get(flow.gateway, 0.0) + flow.mass
-            key = (flow.origin, flow.gateway, gid, flow.delay_s)
-            merged[key] = merged.get(key, 0.0) + flow.mass
-        # Percentiles come from every PERCENTILE_EVERY-th step (a systematic sample, each
-        # standing for the steps around it); SLO attainment and counts are exact every step.
-        sampled = self._step_index % PERCENTILE_EVERY == 0
-        ttfts = {}
-        points = {}
         gain = 1.0 - math.exp(-dt / RATE_TAU_S)
         for group in self.fleet:
             if group.count:
@@ -538,6 +539,19 @@ class FluidRun:
                 relax = 1.0 - math.exp(-dt / group.model.relaxation_s(group.rate))
                 group.queue += relax * (stationary - group.queue)
                 group.built = min(MAX_BUILT, group.queue / stationary) if stationary > 1e-9 else 0.0
+
+    def _serve(self, flows: list[Flow], t: float, loss_samples: dict[str, list[float]]) -> None:
+        dt = self.dt
+        scenario = self.scenario
+        slo = scenario.slo.end_to_end_ms / 1000.0
+        budget = scenario.slo.network_budget_ms
+        arrivals, by_gateway, merged = _gathered(flows)
+        # Percentiles come from every PERCENTILE_EVERY-th step (a systematic sample, each
+        # standing for the steps around it); SLO attainment and counts are exact every step.
+        sampled = self._step_index % PERCENTILE_EVERY == 0
+        ttfts = {}
+        points = {}
+        self._advance_queues(arrivals)
         for gid in arrivals:
             group = self.fleet.groups[gid]
             ttft = group.model.ttft(group.n, group.rate, group.built)

@@ -147,7 +147,7 @@ class FluidGateway:
         )
         built = self._balancers.get(content)
         if built is None:
-            balancer = Balancer.of_view(view, LbConfig.of(model), group_of)
+            balancer = Balancer.of_view(view, LbConfig.of(view), group_of)
             priority_of = {
                 entry.key: loc.priority for loc in balancer.localities for entry in loc.hosts
             }

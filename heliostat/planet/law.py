@@ -11,13 +11,14 @@ record (`heliostat.signals.polling.EndpointState`: a scrape's reading accepted, 
 counted, the last good values kept): only the reading comes from a simulated replica instead
 of an exposition page.
 
-What the planet can already report, beyond what today's law reads:
+What the planet reports to the law, as `serve` gets it:
 
 - each replica's success counter (`vllm:request_success_total`) and KV use, in the reading
-  fields the new signals carry (`served_total`, `kv_usage_max`) when `Reading` has them;
+  fields the signals carry (`served_total`, `kv_usage_max`): the law's service rates;
 - what each region's gateways did per cluster and upstream locality since the last tick,
-  as Envoy's load reporting service would tell it (`GatewayLoads`), handed to `tick` and
-  ignored until the law takes it.
+  as Envoy's load reporting service tells it (`GatewayLoads`), turned into the law's
+  `GatewayLoad` over the last LRS_WINDOW_S as `serve`'s LRS server does (`LoadWindow`):
+  each origin region's demand, measured where it arrives.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from heliostat.balance import ControlState, Views, compute
+from heliostat.balance.assemble import BATCH_SUFFIX
+from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad, OriginLoad
 from heliostat.policy import Policy
 from heliostat.signals.polling import EndpointState
 from heliostat.signals.record import Failure, Reading, ScrapeTarget, Signal
+from heliostat.wire import TENANT_SEPARATOR, VERSION_SEPARATOR
 
 Key = tuple[str, str]  # (model, address), the key of signals and drains
 
@@ -224,12 +228,74 @@ class Scrapes:
         return {key: state.signal for key, state in self._states.items()}
 
 
+# As `serve`'s LRS server (heliostat.xds.grpc.load_reports): rates over the reports of the last
+# few seconds, and a region whose gateways fell silent this long no longer speaks for itself.
+LRS_WINDOW_S = 3.0
+LRS_STALE_AFTER_S = 5.0
+
+
+def cluster_owner(cluster: str, models: Iterable[str]) -> tuple[str, bool] | None:
+    """(model, is batch) of one of heliostat's cluster names (`<model>`, `<model>.batch`, a
+    tenant's or a version's subset of either), None for anything else."""
+    base = cluster.partition(VERSION_SEPARATOR)[0].partition(TENANT_SEPARATOR)[0]
+    known = set(models)
+    if base in known:
+        return base, False
+    if base.endswith(BATCH_SUFFIX) and base[: -len(BATCH_SUFFIX)] in known:
+        return base[: -len(BATCH_SUFFIX)], True
+    return None
+
+
+class LoadWindow:
+    """The gateways' load reports of the last LRS_WINDOW_S, turned into the law's input
+    (`GatewayLoad`) as `serve`'s LRS server turns Envoy's reports into it: per model and
+    origin region, requests issued plus dropped per second, batch apart, refusals counted."""
+
+    def __init__(self) -> None:
+        self._reports: list[tuple[float, GatewayLoads]] = []
+
+    def add(self, now: float, loads: GatewayLoads) -> None:
+        self._reports.append((now, loads))
+        horizon = now - LRS_WINDOW_S
+        # Keep the report that covers the horizon's start: a window is never empty.
+        while len(self._reports) > 1 and self._reports[1][0] <= horizon:
+            self._reports.pop(0)
+
+    def load(self, models: Iterable[str], now: float) -> GatewayLoad:
+        names = sorted(set(models))
+        counts: dict[tuple[str, str], list[float]] = {}  # interactive, batch, refused
+        seconds = sum(loads.interval_s for _, loads in self._reports)
+        if seconds <= 0.0:
+            return GatewayLoad()
+        for _, loads in self._reports:
+            for (origin, cluster), load in loads.clusters.items():
+                owner = cluster_owner(cluster, names)
+                if owner is None:
+                    continue
+                model, is_batch = owner
+                issued = sum(locality.issued for locality in load.localities.values())
+                entry = counts.setdefault((model, origin), [0.0, 0.0, 0.0])
+                entry[1 if is_batch else 0] += issued + load.dropped
+                entry[2] += load.dropped
+        origins = {
+            key: OriginLoad(
+                interactive=entry[0] / seconds,
+                batch=entry[1] / seconds,
+                refused=entry[2] / seconds,
+                at=now,
+            )
+            for key, entry in sorted(counts.items())
+        }
+        return GatewayLoad(origins=origins, stale_after=LRS_STALE_AFTER_S)
+
+
 class ControlLaw:
     """heliostat's control law, ticked as `serve` ticks it (see the module docstring)."""
 
     def __init__(self) -> None:
         self.state: ControlState | None = None
         self.ticks = 0
+        self.window = LoadWindow()
 
     def tick(
         self,
@@ -239,8 +305,11 @@ class ControlLaw:
         drained: frozenset[Key],
         loads: GatewayLoads | None = None,
     ) -> Views:
-        """The views for this tick. `loads` (LRS) is not read by today's law."""
-        del loads  # the connection point for the gateway-reported demand of issue 10
-        views, self.state = compute(policy, signals, self.state, now, drained)
+        """The views for this tick; `loads` are the gateways' reports since the last one."""
+        gateways = NO_GATEWAYS
+        if loads is not None:
+            self.window.add(now, loads)
+            gateways = self.window.load((m.name for m in policy.spec.models), now)
+        views, self.state = compute(policy, signals, self.state, now, drained, gateways)
         self.ticks += 1
         return views

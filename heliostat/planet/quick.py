@@ -39,8 +39,17 @@ def quick(scenario: Scenario, divisor: int = 5, window: float = 3600.0) -> Scena
             demand["curve"] = tuple(v * factor for v in demand["curve"])
         if demand["peak_rps"] is not None:
             demand["peak_rps"] = demand["peak_rps"] * factor
+    document["events"] = _events_within(scenario, document["events"], start, duration)
+    _shrink_scaling(document["scaling"], scenario.model.gpus_per_replica, divisor)
+    return Scenario.model_validate(document)
+
+
+def _events_within(
+    scenario: Scenario, documents: list[dict[str, Any]], start: float, duration: float
+) -> list[dict[str, Any]]:
+    """The scenario's events inside the window, their times moved to its start."""
     events = []
-    for event, data in zip(scenario.events, document["events"], strict=True):
+    for event, data in zip(scenario.events, documents, strict=True):
         end = getattr(event, "until", None)
         if event.at < start or event.at >= start + duration:
             continue
@@ -50,17 +59,18 @@ def quick(scenario: Scenario, divisor: int = 5, window: float = 3600.0) -> Scena
             if data["until"] <= data["at"]:
                 data["until"] = None
         events.append(data)
-    document["events"] = events
-    scaling = document["scaling"]
+    return events
+
+
+def _shrink_scaling(scaling: dict[str, Any], gpus: int, divisor: int) -> None:
+    """The scaling loop's pool, steps and limits, divided as the fleet is (in place)."""
     if scaling["pool_gpus"] is not None:
-        gpus = scenario.model.gpus_per_replica
         scaling["pool_gpus"] = max(gpus, scaling["pool_gpus"] // divisor)
     scaling["max_step"] = max(1, math.ceil(scaling["max_step"] / divisor))
     for limits in scaling["limits"].values():
         limits["min"] = math.ceil(limits["min"] / divisor)
         if limits["max"] is not None:
             limits["max"] = max(1, math.ceil(limits["max"] / divisor))
-    return Scenario.model_validate(document)
 
 
 def _window_start(scenario: Scenario, window: float) -> float:

@@ -111,23 +111,42 @@ def test_idle_endpoints_ramp_up_to_the_maximum_and_then_hold() -> None:
     assert history[-1] >= 90
     assert history[-3:] == [history[-1]] * 3
     reason = endpoint(ticks[-1][0], everyone[0]).reason
-    assert reason == {"state": "healthy", "saturation": 0.0, "driver": "kv", "failures": 0}
+    assert reason == {
+        "state": "healthy",
+        "band": "free",
+        "saturation": 0.0,
+        "driver": "kv",
+        "failures": 0,
+    }
 
 
-def test_a_saturated_endpoint_gets_the_floor_but_stays_healthy() -> None:
+def test_a_saturated_endpoint_hotter_than_its_peers_gets_a_quarter_and_stays_healthy() -> None:
     policy = policy_of()
-    busy, *others = addresses(policy)
+    busy = addresses(policy, "us-east")[0]
+    others = [a for a in addresses(policy) if a != busy]
 
     def signals(tick: int, now: float) -> Signals:
         result = _all(others, now, waiting=0.0, kv=0.2)
         result[(MODEL, busy)] = signal(busy, waiting=1.0, kv=0.85, at=now)
         return result
 
-    views, _ = run(policy, signals, 1)[0]
-    e = endpoint(views, busy)
-    assert e.weight == weights.FLOOR
+    history = [endpoint(v, busy) for v, _ in run(policy, signals, 4)]
+    # Its peers are known from the second tick: then the cut, straight to a quarter.
+    assert [e.weight for e in history] == [100, 25, 25, 25]
+    e = history[-1]
     assert e.health is Health.HEALTHY  # never DEGRADED: see heliostat.balance.endpoints
     assert e.reason == {"state": "saturated", "saturation": 1.06, "driver": "kv", "failures": 0}
+
+
+def test_a_region_saturated_everywhere_keeps_equal_weights() -> None:
+    """Weights cannot make room where every replica is full: they stay equal, so Envoy keeps
+    choosing by live in-flight counts (the regional law moves or sheds the excess)."""
+    policy = policy_of()
+    everyone = addresses(policy)
+    ticks = run(policy, lambda t, now: _all(everyone, now, waiting=5.0, kv=0.9), 6)
+    views, state = ticks[-1]
+    assert {state.endpoints[(MODEL, a)].state for a in everyone} == {"saturated"}
+    assert set(_weights_only(views).values()) == {weights.W_MAX}
 
 
 def test_stale_or_never_scraped_endpoints_get_the_neutral_weight_and_a_flag() -> None:
@@ -216,8 +235,9 @@ def test_hysteresis_keeps_an_endpoint_saturated_while_it_oscillates_near_the_thr
 
 def test_leaving_saturation_needs_a_real_drop_and_then_ramps_up() -> None:
     policy = policy_of()
-    edge, *others = addresses(policy)
-    saturation = [1.1, 0.9, 0.86, 0.5, 0.5, 0.5, 0.5]
+    edge = addresses(policy, "us-east")[0]
+    others = [a for a in addresses(policy) if a != edge]
+    saturation = [1.1, 1.1, 1.1, 0.9, 0.86, 0.5] + [0.5] * 12
 
     def signals(tick: int, now: float) -> Signals:
         result = _all(others, now, waiting=0.0, kv=0.2)
@@ -225,8 +245,13 @@ def test_leaving_saturation_needs_a_real_drop_and_then_ramps_up() -> None:
         return result
 
     history = [endpoint(v, edge) for v, _ in run(policy, signals, len(saturation))]
-    assert [e.reason["state"] for e in history] == ["saturated"] * 3 + ["healthy"] * 4
-    assert [e.weight for e in history] == [1, 1, 1, 2, 4, 8, 16]
+    states = [e.reason["state"] for e in history]
+    assert states[:5] == ["saturated"] * 5  # 0.9 and 0.86 are still above LEAVE_SATURATED
+    assert "saturated" not in states[6:]
+    cut = [e.weight for e in history[2:8]]
+    assert cut == [25] * 6  # held: the turn back up waits MIN_REVERSAL_GAP_S after the cut
+    ramp = [e.weight for e in history[8:]]
+    assert ramp == sorted(ramp) and ramp[-1] == weights.W_MAX  # then ramps up, x2 per tick
 
 
 def test_identical_inputs_give_identical_outputs() -> None:
@@ -307,9 +332,10 @@ def test_a_burst_in_one_scrape_does_not_send_an_endpoint_to_the_floor() -> None:
 
 
 def test_unmistakable_overload_saturates_at_once() -> None:
-    """A queue at twice its threshold in a single scrape: floor weight now, not in a few ticks."""
+    """A queue at twice its threshold in a single scrape: saturated now, not in a few ticks."""
     policy = policy_of()
-    drowning, *others = addresses(policy)
+    drowning = addresses(policy, "us-east")[0]
+    others = [a for a in addresses(policy) if a != drowning]
 
     def signals(tick: int, now: float) -> Signals:
         result = _all(others, now, waiting=0.0, kv=0.1)
@@ -318,8 +344,8 @@ def test_unmistakable_overload_saturates_at_once() -> None:
         return result
 
     history = [endpoint(v, drowning) for v, _ in run(policy, signals, 8)]
-    assert history[5].reason["state"] == "healthy" and history[5].weight > 50
-    assert history[6].reason["state"] == "saturated" and history[6].weight == weights.FLOOR
+    assert history[5].reason["state"] == "healthy" and history[5].weight == weights.W_MAX
+    assert history[6].reason["state"] == "saturated" and history[6].weight == weights.W_MAX // 4
     assert history[6].health is Health.HEALTHY
 
 

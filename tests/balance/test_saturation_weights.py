@@ -92,27 +92,6 @@ def test_a_tick_that_sees_the_same_sample_keeps_its_growth() -> None:
         assert state.endpoints[key].growth == grown
 
 
-def test_target_weight_falls_from_max_to_floor() -> None:
-    assert weights.target(0.0) == weights.W_MAX
-    assert weights.target(1.0) == weights.target(3.0) == weights.FLOOR
-    assert weights.target(0.3) == weights.target(0.49) == weights.W_MAX  # "free"
-    assert weights.target(0.6) == 60
-    assert weights.target(0.99) == 10
-    samples = [weights.target(s / 100) for s in range(-10, 130)]
-    assert samples == sorted(samples, reverse=True)
-
-
-def test_publish_holds_inside_the_dead_band_and_is_rate_limited() -> None:
-    assert weights.publish(50, 54.9) == 50  # within 10%
-    assert weights.publish(50, 55.5) == 56
-    assert weights.publish(5, 5.9) == 5  # within 1
-    assert weights.publish(5, 6.2) == 6
-    assert weights.publish(10, 90.0) == 20  # at most doubled
-    assert weights.publish(80, 3.0) == 40  # at most halved
-    assert weights.publish(1, 50.0) == 2
-    assert weights.publish(3, 1.0) == 2
-
-
 def test_saturated_state_has_hysteresis() -> None:
     assert not weights.saturated(0.99, False)
     assert weights.saturated(1.0, False)
@@ -142,35 +121,58 @@ def test_the_first_sample_starts_the_level_and_a_hard_sample_lifts_it() -> None:
     assert weights.smooth(1.5, 3.0, 0.1) == pytest.approx(1.65)
 
 
-def test_the_noise_band_holds_weights_against_what_noise_explains_and_no_more() -> None:
-    assert weights.noise_band(0.0, 0.1) == 0.0  # a steady signal: the plain dead band
-    band = weights.noise_band(0.2, weights.alpha(0.5))
-    assert 5.0 < band < weights.NOISE_CAP
-    assert weights.publish(70, 80.0) == 80
-    assert weights.publish(70, 80.0, noise=band) == 70
-    assert weights.noise_band(5.0, 0.5) == weights.NOISE_CAP  # a real step is not noise
-    assert weights.publish(2, 50.0, noise=weights.NOISE_CAP) == 4
+def test_full_weight_while_there_is_room_less_only_when_hotter_than_peers() -> None:
+    target = weights.target
+    assert target(is_saturated=False, is_near=False, hashing=False) == weights.W_MAX
+    assert target(is_saturated=False, is_near=True, hashing=False) == weights.W_MAX // 2
+    assert target(is_saturated=True, is_near=True, hashing=False) == weights.W_MAX // 4
+    # Saturated like its peers: weights cannot make room, they stay equal.
+    assert target(is_saturated=True, is_near=False, hashing=False) == weights.W_MAX
+    # With hashing a weight is a ring share: only a saturated, hotter replica moves keys.
+    assert target(is_saturated=False, is_near=True, hashing=True) == weights.W_MAX
+    assert target(is_saturated=True, is_near=True, hashing=True) == weights.W_MAX // 2
+    # A replica with a third of its peers' capacity gets a third of their weight.
+    assert target(is_saturated=False, is_near=False, hashing=False, capacity=1 / 3) == 33
+    assert target(is_saturated=True, is_near=True, hashing=False, capacity=0.02) == 1
 
 
-def test_a_move_across_the_dead_band_is_published_only_when_it_lasts() -> None:
-    # One tick outside the band (noise) holds; the second tick in the same direction publishes.
-    assert weights.confirm(70, 62, 62.0, 0.0, 0) == (70, -1)
-    assert weights.confirm(70, 62, 62.0, 0.0, -1) == (62, 0)
-    # A reversal starts counting again.
-    assert weights.confirm(70, 78, 78.0, 0.0, -1) == (70, 1)
-    # Large moves and rate-limited ramps need no confirmation.
-    assert weights.confirm(70, 40, 40.0, 0.0, 0) == (40, 0)
-    assert weights.confirm(4, 8, 60.0, 0.0, 0) == (8, 0)
-    # Inside the band there is nothing to confirm.
-    assert weights.confirm(70, 70, 66.0, 0.0, -1) == (70, 0)
+def test_the_near_band_is_for_a_replica_hotter_than_its_peers_with_hysteresis() -> None:
+    assert not weights.near(0.89, 0.3, False)
+    assert weights.near(0.9, 0.3, False)
+    assert weights.near(0.71, 0.3, True)
+    assert not weights.near(0.7, 0.3, True)
+    # Alike replicas, however busy, stay at the full weight; so does a replica alone.
+    assert not weights.near(0.95, 0.8, False)
+    assert not weights.near(0.95, None, False)
+    assert not weights.near(0.95, 0.86, True)  # within NEAR_MARGIN / 2: back to free
 
 
-def test_a_step_weight_is_held_while_the_level_stays_near_its_step() -> None:
-    # 0.52 is in the 60 step, but a replica published at 100 keeps it within the hysteresis.
-    assert weights.held_target(0.52, 100) == 100
-    assert weights.held_target(0.56, 100) == 60
-    # Coming down: 0.48 is "free", but a replica at 60 stays there until 0.45.
-    assert weights.held_target(0.48, 60) == 60
-    assert weights.held_target(0.44, 60) == 100
-    # A weight that is not a step (a ramp under way) does not hold anything.
-    assert weights.held_target(0.3, 8) == 100
+def test_raises_ramp_at_most_x2_and_cuts_halve_unless_to_the_floor() -> None:
+    start = weights.NO_MOVES
+    assert weights.move(1, 100, T0, start)[0] == 2
+    assert weights.move(40, 100, T0, start)[0] == 80
+    assert weights.move(80, 100, T0, start)[0] == 100
+    assert weights.move(100, 10, T0, start)[0] == 50  # at most halved per tick
+    assert weights.move(100, weights.FLOOR, T0, start)[0] == weights.FLOOR  # saturation
+    assert weights.move(50, 50, T0, start) == (50, start)
+
+
+def test_a_turn_waits_for_the_reversal_budget_and_a_ramp_does_not() -> None:
+    t = T0
+    weight, moves = weights.move(100, 50, t, weights.Moves(direction=1))  # cut after a raise
+    assert (weight, moves.reversals) == (50, (t,))
+    # Turning back up needs MIN_REVERSAL_GAP_S since the last turn.
+    assert weights.move(50, 100, t + 5, moves) == (50, moves)
+    weight, moves = weights.move(50, 100, t + weights.MIN_REVERSAL_GAP_S, moves)
+    assert weight == 100 and len(moves.reversals) == 2
+    # A third turn within REVERSAL_WINDOW_S of the first is held, even to the floor...
+    at = t + weights.REVERSAL_WINDOW_S - 1
+    assert weights.move(100, 50, at, moves) == (100, moves)
+    assert weights.move(100, weights.FLOOR, at, moves) == (100, moves)
+    # ...and goes ahead once the first turn is a window old.
+    assert weights.move(100, 50, t + weights.REVERSAL_WINDOW_S, moves)[0] == 50
+    # Moves in the same direction as the last one are never held.
+    ramp = weights.Moves(direction=1, reversals=(at, at))
+    assert weights.move(8, 100, at + 0.5, ramp)[0] == 16
+    # The first cut of a calm weight is free: overload is met at once.
+    assert weights.move(100, weights.FLOOR, at, weights.Moves(direction=1))[0] == weights.FLOOR

@@ -272,7 +272,7 @@ def test_a_session_stays_on_one_replica_until_it_saturates_it(
     s = stack(
         [endpoint("eu-west", max_num_seqs=128) for _ in range(4)],
         ["eu-west"],
-        model={"affinity": {"header": "x-session-id", "bounded_load": 2.0}},
+        model={"affinity": {"header": "x-session-id", "bounded_load": 2.0, "mode": "always"}},
     )
     envoy = s.envoys["eu-west"]
     assert cluster_config(envoy, MODEL)["lb_policy"] == "RING_HASH"
@@ -365,7 +365,10 @@ def test_prefix_affinity_beats_least_request_on_prefix_cache_hits(
 ) -> None:
     # A KV cache of 160 blocks x 16 tokens holds about four 600-token prefixes: a replica
     # that sees every group thrashes it, one that sees a quarter of them does not.
-    affinity = {"affinity": {"bounded_load": 2.0, "prefix_chars": 1000}}
+    # `always`: this compares hashing with least-request on the same requests (`auto`, the
+    # default, starts on least-request and hashes once prefixes show as shared: see
+    # test_adaptive_affinity.py).
+    affinity = {"affinity": {"bounded_load": 2.0, "prefix_chars": 1000, "mode": "always"}}
     s = stack(
         [endpoint("eu-west", num_gpu_blocks=160, max_num_seqs=8) for _ in range(4)],
         ["eu-west"],

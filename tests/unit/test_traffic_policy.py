@@ -367,27 +367,66 @@ def test_a_canary_without_versions_and_a_duplicate_tenant_are_reported() -> None
 # -- affinity ---------------------------------------------------------------------------------
 
 
-def test_affinity_makes_bounded_load_hash_clusters_and_keeps_the_rest(policy: Policy) -> None:
-    snap = snapshot_for("us-east", policy)
+def test_affinity_hashes_with_bounded_load_and_keeps_the_rest(policy: Policy) -> None:
+    always = parse_policy(edit("prefix_chars: 2000}", "prefix_chars: 2000, mode: always}"))
+    snap = snapshot_for("us-east", always)
     found = clusters(snap)
     for name, cluster in found.items():
         if name.startswith(LLAMA):
             assert cluster.lb_policy == cluster_pb2.Cluster.RING_HASH
             hashing = cluster.common_lb_config.consistent_hashing_lb_config
             assert hashing.hash_balance_factor.value == 150
+            why = cluster.metadata.filter_metadata["heliostat"]
+            assert why.fields["lb"].string_value == "ring_hash"
+            assert why.fields["why"].string_value == "affinity.mode is always"
         else:
             assert cluster.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
             assert not cluster.common_lb_config.HasField("consistent_hashing_lb_config")
+            assert not cluster.HasField("metadata")
         # What the clusters had before stays: locality weights, panic threshold, ejection.
         assert cluster.common_lb_config.HasField("locality_weighted_lb_config")
         assert cluster.common_lb_config.healthy_panic_threshold.value == 25.0
         assert cluster.HasField("outlier_detection")
     maglev = parse_policy(
-        edit("bounded_load: 1.5, prefix_chars: 2000}", "bounded_load: 2.0, hash: maglev}")
+        edit(
+            "bounded_load: 1.5, prefix_chars: 2000}",
+            "bounded_load: 2.0, hash: maglev, mode: always}",
+        )
     )
     cluster = clusters(snapshot_for("us-east", maglev))[LLAMA]
     assert cluster.lb_policy == cluster_pb2.Cluster.MAGLEV
     assert cluster.common_lb_config.consistent_hashing_lb_config.hash_balance_factor.value == 200
+    default = parse_policy(edit("bounded_load: 1.5, prefix_chars: 2000}", "mode: always}"))
+    cluster = clusters(snapshot_for("us-east", default))[LLAMA]
+    assert cluster.common_lb_config.consistent_hashing_lb_config.hash_balance_factor.value == 125
+
+
+def test_auto_affinity_starts_on_least_request_and_says_why(policy: Policy) -> None:
+    """`mode: auto` (the default) hashes only once the engines show shared prefixes
+    (heliostat.balance.affinity); until then every cluster of the model is least-request,
+    its metadata saying so, and its routes already hash (ignored by least-request), so a
+    later switch changes the clusters only."""
+    snap = snapshot_for("us-east", policy)
+    for name, cluster in clusters(snap).items():
+        if not name.startswith(LLAMA):
+            continue
+        assert cluster.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
+        assert not cluster.common_lb_config.HasField("consistent_hashing_lb_config")
+        why = cluster.metadata.filter_metadata["heliostat"]
+        assert why.fields["lb"].string_value == "least_request"
+        assert why.fields["mode"].string_value == "auto"
+        assert why.fields["why"].string_value == "no prefix-cache evidence yet"
+    headers = [h.header.header_name for h in route(snap, f"model:{LLAMA}").route.hash_policy]
+    assert headers == ["x-session-id", PREFIX_KEY_HEADER]
+
+
+def test_an_engine_without_prefix_cache_metrics_hashes_as_configured(policy: Policy) -> None:
+    slo = "      slo: {ttft_ms: 800"
+    tgi = parse_policy(edit(slo, "      engine: tgi\n" + slo))
+    cluster = clusters(snapshot_for("us-east", tgi))[LLAMA]
+    assert cluster.lb_policy == cluster_pb2.Cluster.RING_HASH
+    why = cluster.metadata.filter_metadata["heliostat"].fields["why"].string_value
+    assert why == "tgi reports no prefix-cache hit rate: hashing as configured"
 
 
 def test_routes_hash_the_session_then_the_prefix_key_set_by_lua(policy: Policy) -> None:

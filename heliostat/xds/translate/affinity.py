@@ -1,11 +1,15 @@
-"""Session and prefix affinity: consistent hashing with bounded load.
+"""Session and prefix affinity: consistent hashing with bounded load, when it pays.
 
-A model with `affinity` gets ring-hash (or Maglev) clusters instead of least-request, with
-`hash_balance_factor` = bounded_load x 100: a replica takes at most that multiple of the
-average in-flight requests, so a hot session spills over to the next replica on the ring
-rather than queueing. Host weights from the control law shape ring shares, and the locality
-weights and priorities of the view still apply. Routes hash on the session header and, for
-`prefix_chars`, on the key the Lua filter (`prefix_key.py`) derives from the prompt.
+A model with `affinity` gets, per the control law's choice (`heliostat.balance.affinity`,
+carried by the view as `ClusterView.balancing`), either least-request clusters (while its
+prompts share no prefixes) or ring-hash / Maglev clusters with `hash_balance_factor` =
+bounded_load x 100: a replica takes at most that multiple of the average in-flight requests,
+so a hot session spills to another replica instead of queueing. Host weights from the
+control law shape ring shares, and the locality weights and priorities of the view still
+apply. The choice and its reason are in the cluster's metadata (`heliostat`), visible in
+Envoy's config_dump. Routes always hash on the session header and, for `prefix_chars`, on
+the key the Lua filter (`prefix_key.py`) derives from the prompt: a least-request cluster
+ignores the hash, so switching the cluster's policy needs no route or listener change.
 """
 
 from __future__ import annotations
@@ -21,26 +25,34 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import struct_pb2, wrappers_pb2
 
+from heliostat.balance.view import Balancing, LbPolicy
 from heliostat.policy import Model
-from heliostat.policy.traffic import Affinity, HashKind
-from heliostat.wire import LUA_FILTER_NAME, PREFIX_KEY_HEADER, SESSION_HEADER
+from heliostat.wire import LUA_FILTER_NAME, METADATA_NAMESPACE, PREFIX_KEY_HEADER, SESSION_HEADER
 from heliostat.xds.translate.common import pack
 from heliostat.xds.translate.prefix_key import SOURCE
 
 _LB_POLICY = {
-    HashKind.RING_HASH: cluster_pb2.Cluster.RING_HASH,
-    HashKind.MAGLEV: cluster_pb2.Cluster.MAGLEV,
+    LbPolicy.LEAST_REQUEST: cluster_pb2.Cluster.LEAST_REQUEST,
+    LbPolicy.RING_HASH: cluster_pb2.Cluster.RING_HASH,
+    LbPolicy.MAGLEV: cluster_pb2.Cluster.MAGLEV,
 }
 
 
-def apply_hashing(cluster: cluster_pb2.Cluster, affinity: Affinity) -> None:
-    """Switch a least-request cluster to bounded-load consistent hashing, in place."""
-    cluster.lb_policy = _LB_POLICY[affinity.hash]
-    cluster.common_lb_config.consistent_hashing_lb_config.CopyFrom(
-        cluster_pb2.Cluster.CommonLbConfig.ConsistentHashingLbConfig(
-            hash_balance_factor=wrappers_pb2.UInt32Value(value=round(affinity.bounded_load * 100))
+def apply_balancing(cluster: cluster_pb2.Cluster, balancing: Balancing | None) -> None:
+    """Set a cluster's load balancer from the law's choice, in place, with its reason in the
+    cluster's metadata. None (a model without affinity) leaves least-request as it is."""
+    if balancing is None:
+        return
+    cluster.lb_policy = _LB_POLICY[balancing.policy]
+    if balancing.hash_balance_factor is not None:
+        cluster.common_lb_config.consistent_hashing_lb_config.CopyFrom(
+            cluster_pb2.Cluster.CommonLbConfig.ConsistentHashingLbConfig(
+                hash_balance_factor=wrappers_pb2.UInt32Value(value=balancing.hash_balance_factor)
+            )
         )
-    )
+    reason = struct_pb2.Struct()
+    reason.update(dict(balancing.reason))
+    cluster.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(reason)
 
 
 def session_header(model: Model) -> str:

@@ -9,7 +9,7 @@ from envoy.type.v3 import percent_pb2
 
 from heliostat.balance import ClusterView
 from heliostat.policy import Model, UpstreamProtocol
-from heliostat.xds.translate.affinity import apply_hashing
+from heliostat.xds.translate.affinity import apply_balancing
 from heliostat.xds.translate.common import ads_source, pack, seconds
 from heliostat.xds.translate.resilience import circuit_breakers, outlier_detection
 
@@ -31,7 +31,7 @@ def model_cluster(view: ClusterView, model: Model) -> cluster_pb2.Cluster:
         ),
         connect_timeout=seconds(model.connect_timeout),
         # Envoy's in-flight counts refine heliostat's scraped weights between ticks (a model
-        # with affinity hashes instead: apply_hashing below).
+        # with affinity may hash instead, while that pays: apply_balancing below).
         lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
             healthy_panic_threshold=percent_pb2.Percent(value=PANIC_THRESHOLD_PERCENT),
@@ -44,8 +44,7 @@ def model_cluster(view: ClusterView, model: Model) -> cluster_pb2.Cluster:
         outlier_detection=outlier_detection(model),
         circuit_breakers=circuit_breakers(model),
     )
-    if model.affinity is not None:
-        apply_hashing(cluster, model.affinity)
+    apply_balancing(cluster, view.balancing)
     cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(
         pack(_protocol_options(model.protocol))
     )

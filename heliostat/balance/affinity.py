@@ -1,0 +1,210 @@
+"""Hash or balance: whether a model with affinity uses consistent hashing now, from evidence.
+
+Consistent hashing with bounded load pays when requests share prompt prefixes: a group's
+requests meet its cached prefix on one replica. Without shared prefixes it costs: every key
+is unique, so placement is random within the load bound, and a 4-slot replica takes a fifth
+request while a peer idles, where least-request's choice-of-two would not. The operator
+writes one policy for whatever traffic comes; heliostat decides, per model, from the
+engines' own prefix-cache hit rates (`Sample.prefix_hit_rate`, tokens found / looked up):
+
+- least-request -> hashing when the mean hit rate of the model's live endpoints (an EWMA
+  over ENTER_TAU_S) stays at or above ENTER_HIT_RATE for CONFIRM_S: requests do share prefixes
+  (under least-request a shared prefix still hits whenever its group lands on a replica that
+  holds it; unrelated prompts share nothing). Not when it is already so high that hashing
+  cannot add MIN_GAIN. The rate least-request achieved is remembered as the baseline.
+- hashing -> least-request when, for CONFIRM_S, the hit rate (smoothed: an EWMA with
+  EVIDENCE_TAU_S, restarted at each switch) falls below EXIT_HIT_RATE (the
+  prefixes are no longer shared), or stays below baseline + MIN_GAIN (hashing does not pay:
+  one prompt shared by everyone is cached everywhere anyway, and hashing it concentrates the
+  load). After a trial that did not pay, the next one waits BACKOFF_S, doubling each time up
+  to MAX_BACKOFF_S.
+- at most one switch per MIN_DWELL_S (the first may come at once): a switch is a CDS change,
+  and Envoy rebuilds a changed cluster, its in-flight counts starting again from zero.
+
+`affinity.mode: always` hashes whatever the evidence. An engine without a prefix-cache hit
+rate (Triton, TGI) gives none: such a model hashes as configured, and says so.
+
+The decision and its reason travel to Envoy in the clusters (`Balancing`, cluster metadata
+`heliostat`) and to /debug/state (`describe`); the reason is kept verbatim while the choice
+holds, so the cluster resource does not change between switches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from heliostat.balance.view import Balancing, LbPolicy, ReasonValue
+from heliostat.balance.weights import alpha
+from heliostat.policy import Engine, Model
+from heliostat.policy.traffic import Affinity, AffinityMode, HashKind
+from heliostat.samples import Sample
+
+EVIDENCE_TAU_S = 3.0
+ENTER_TAU_S = 1.0
+ENTER_HIT_RATE = 0.15
+EXIT_HIT_RATE = 0.05
+MIN_GAIN = 0.10
+CONFIRM_S = 2.0
+MIN_DWELL_S = 60.0
+BACKOFF_S = 300.0
+MAX_BACKOFF_S = 3600.0
+
+# Engines whose adapters give a prefix-cache hit rate (`heliostat.signals.adapters`).
+_REPORTS_HITS = frozenset({Engine.VLLM, Engine.SGLANG, Engine.TRTLLM})
+
+_HASHES = {HashKind.RING_HASH: LbPolicy.RING_HASH, HashKind.MAGLEV: LbPolicy.MAGLEV}
+
+
+@dataclass(frozen=True, slots=True)
+class AffinityState:
+    """One model's choice between least-request and hashing, and what it rests on.
+
+    `why` is the reason the choice was made, `since` when (None: the initial choice);
+    `evidence` the smoothed hit rate seen since then; `pending_since` when the evidence first
+    asked for the other choice (None while it does not); `baseline` the hit rate
+    least-request had when hashing was last tried; no new trial before `retry_at`, and the
+    next wait is `backoff`. `mode` is the policy's, so a changed policy starts afresh.
+    """
+
+    mode: AffinityMode
+    hashing: bool
+    why: Mapping[str, ReasonValue]
+    since: float | None = None
+    evidence: float | None = None
+    pending_since: float | None = None
+    baseline: float | None = None
+    retry_at: float = 0.0
+    backoff: float = BACKOFF_S
+    sample: float | None = None  # this tick's mean hit rate (for /debug/state)
+    quick: float | None = None  # the hit rate smoothed over ENTER_TAU_S, since `since`
+
+
+def balancing(affinity: Affinity, state: AffinityState) -> Balancing:
+    """What the model's clusters are told: the policy, its bound, and the reason (built from
+    the state's `why` and `since` only, so it is the same while the choice holds)."""
+    reason: dict[str, ReasonValue] = {"mode": state.mode.value}
+    if state.hashing:
+        policy = _HASHES[affinity.hash]
+        factor: int | None = round(affinity.bounded_load * 100)
+        reason.update(lb=policy.value, bounded_load=affinity.bounded_load)
+    else:
+        policy, factor = LbPolicy.LEAST_REQUEST, None
+        reason.update(lb=policy.value)
+    reason.update(state.why)
+    if state.since is not None:
+        reason["decided_at"] = round(state.since, 3)
+    return Balancing(policy, factor, reason)
+
+
+def step(
+    model: Model,
+    signals: Iterable[Sample | None],
+    previous: AffinityState | None,
+    now: float,
+    dt: float,
+) -> AffinityState | None:
+    """This tick's choice for `model` (None for a model without affinity)."""
+    affinity = model.affinity
+    if affinity is None:
+        return None
+    if affinity.mode is AffinityMode.ALWAYS:
+        if previous is not None and previous.mode is AffinityMode.ALWAYS:
+            return previous
+        return AffinityState(AffinityMode.ALWAYS, True, {"why": "affinity.mode is always"})
+    if previous is None or previous.mode is not affinity.mode:
+        previous = _initial(model)
+    sample = _hit_rate(model, signals, now)
+    evidence, quick = previous.evidence, previous.quick
+    if sample is not None:
+        evidence = _ewma(evidence, sample, alpha(dt, EVIDENCE_TAU_S))
+        quick = _ewma(quick, sample, alpha(dt, ENTER_TAU_S))
+    # Hashing starts on a quick average (shared prefixes show at once and lastingly, and
+    # every second on least-request loses hits; a few requests per replica and scrape make
+    # single ticks too noisy), and ends on the slower one.
+    wants, why = _wants_switch(previous, evidence if previous.hashing else quick, now)
+    pending = None
+    if wants:
+        pending = previous.pending_since if previous.pending_since is not None else now
+    settled = previous.since is None or now - previous.since >= MIN_DWELL_S
+    if pending is not None and settled and now - pending >= CONFIRM_S:
+        return _switch(previous, evidence, why, now)
+    return dataclasses.replace(
+        previous, evidence=evidence, quick=quick, pending_since=pending, sample=sample
+    )
+
+
+def _ewma(value: float | None, sample: float, gain: float) -> float:
+    return sample if value is None else value + gain * (sample - value)
+
+
+def _wants_switch(
+    state: AffinityState, evidence: float | None, now: float
+) -> tuple[bool, dict[str, ReasonValue]]:
+    """Whether the evidence asks for the other choice, and the reason it would be made for."""
+    if evidence is None:
+        return False, {}
+    rate = round(evidence, 3)
+    if not state.hashing:
+        if now < state.retry_at or not ENTER_HIT_RATE <= evidence <= 1.0 - MIN_GAIN:
+            return False, {}
+        return True, {
+            "why": "prompts share prefixes: the engines' prefix caches hit under least-request",
+            "hit_rate": rate,
+        }
+    if evidence < EXIT_HIT_RATE:
+        return True, {"why": "prompts no longer share prefixes", "hit_rate": rate}
+    if state.baseline is not None and evidence < state.baseline + MIN_GAIN:
+        return True, {
+            "why": "hashing did not raise the prefix-cache hit rate over least-request's",
+            "hit_rate": rate,
+            "least_request_hit_rate": round(state.baseline, 3),
+        }
+    return False, {}
+
+
+def _switch(
+    state: AffinityState, evidence: float | None, why: dict[str, ReasonValue], now: float
+) -> AffinityState:
+    if not state.hashing:
+        return AffinityState(
+            state.mode,
+            True,
+            why,
+            since=now,
+            baseline=evidence,
+            retry_at=state.retry_at,
+            backoff=state.backoff,
+        )
+    retry_at, backoff = 0.0, BACKOFF_S
+    if "least_request_hit_rate" in why:  # a trial that did not pay: wait before the next
+        retry_at, backoff = now + state.backoff, min(2 * state.backoff, MAX_BACKOFF_S)
+        why = {**why, "retry_after_s": round(state.backoff)}
+    return AffinityState(state.mode, False, why, since=now, retry_at=retry_at, backoff=backoff)
+
+
+def _initial(model: Model) -> AffinityState:
+    assert model.affinity is not None
+    mode = model.affinity.mode
+    if model.engine not in _REPORTS_HITS:
+        why = f"{model.engine.value} reports no prefix-cache hit rate: hashing as configured"
+        return AffinityState(mode, True, {"why": why})
+    return AffinityState(mode, False, {"why": "no prefix-cache evidence yet"})
+
+
+def _hit_rate(model: Model, signals: Iterable[Sample | None], now: float) -> float | None:
+    """The mean prefix-cache hit rate of the model's endpoints with a fresh, good signal."""
+    total, count = 0.0, 0
+    for signal in signals:
+        if (
+            signal is None
+            or signal.prefix_hit_rate is None
+            or signal.scraped_at is None
+            or now - signal.scraped_at > model.signals.stale_after
+            or signal.consecutive_failures >= model.thresholds.failures
+        ):
+            continue
+        total += signal.prefix_hit_rate
+        count += 1
+    return total / count if count else None

@@ -1,0 +1,243 @@
+"""Hash or least-request: the control law's choice for a model with affinity, from the
+engines' prefix-cache hit rates, with its hysteresis (`heliostat.balance.affinity`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import random
+from collections.abc import Callable
+
+import pytest
+
+from heliostat.balance import ControlState, compute, weights
+from heliostat.balance import affinity as choice
+from heliostat.balance.view import LbPolicy
+from heliostat.policy import Policy, parse_policy
+from heliostat.xds.cache.nodes import NodeGroup, Role
+from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.translate import build_snapshot
+from tests.balance.helpers import MODEL, T0, Signals, addresses, cluster, signal
+
+TICK = 0.5
+
+
+def policy_with(affinity: str, engine: str = "vllm") -> Policy:
+    return parse_policy(
+        f"""\
+apiVersion: heliostat/v1
+kind: InferencePolicy
+metadata: {{name: t}}
+spec:
+  regions: {{us-east: {{rtt_ms: {{eu-west: 80}}}}, eu-west: {{}}}}
+  models:
+    - name: {MODEL}
+      engine: {engine}
+      affinity: {affinity}
+      endpoints:
+        - {{address: '10.0.0.1:8000', region: us-east, slots: 4}}
+        - {{address: '10.0.0.2:8000', region: us-east, slots: 4}}
+        - {{address: '10.0.0.3:8000', region: eu-west, slots: 4}}
+""",
+        "t.yaml",
+    )
+
+
+AUTO = policy_with("{prefix_chars: 1000}")
+
+
+class Run:
+    """Ticks the law every TICK seconds; `hit_rate(t)` is what every engine reports."""
+
+    def __init__(self, policy: Policy = AUTO) -> None:
+        self.policy = policy
+        self.state: ControlState | None = None
+        self.now = T0
+        self.lb: list[tuple[float, LbPolicy]] = []
+
+    def signals(self, rate: float | None, now: float, stale: bool = False) -> Signals:
+        result: Signals = {}
+        for address in addresses(self.policy):
+            s = signal(address, waiting=0.0, running=2.0, kv=0.2, at=now - (60 if stale else 0))
+            result[(MODEL, address)] = dataclasses.replace(s, prefix_hit_rate=rate)
+        return result
+
+    def play(self, seconds: float, hit_rate: Callable[[float], float | None]) -> LbPolicy:
+        for _ in range(round(seconds / TICK)):
+            self.now += TICK
+            views, self.state = compute(
+                self.policy, self.signals(hit_rate(self.now), self.now), self.state, self.now
+            )
+            balancing = cluster(views, "us-east").balancing
+            assert balancing is not None
+            self.lb.append((self.now, balancing.policy))
+        return self.lb[-1][1]
+
+    def switches(self) -> list[float]:
+        return [t for (_, a), (t, b) in itertools.pairwise(self.lb) if a != b]
+
+    @property
+    def reason(self) -> dict[str, object]:
+        assert self.state is not None
+        views, _ = compute(self.policy, {}, self.state, self.now)
+        balancing = cluster(views, "us-east").balancing
+        assert balancing is not None
+        return dict(balancing.reason)
+
+
+def test_no_shared_prefixes_keep_least_request() -> None:
+    run = Run()
+    assert run.play(600, lambda t: 0.01) is LbPolicy.LEAST_REQUEST
+    assert run.switches() == []
+    assert run.reason["why"] == "no prefix-cache evidence yet"
+
+
+def test_shared_prefixes_switch_to_hashing_once_the_evidence_lasts() -> None:
+    run = Run()
+    run.play(30, lambda t: 0.0)
+    began = run.now
+    assert run.play(choice.CONFIRM_S, lambda t: 0.3) is LbPolicy.LEAST_REQUEST  # not yet
+    assert run.play(10, lambda t: 0.3) is LbPolicy.RING_HASH
+    (switched,) = run.switches()
+    # The quick average crosses ENTER_HIT_RATE (half of 0.3) after tau x ln 2, then the
+    # evidence must hold for CONFIRM_S.
+    assert switched - began <= choice.ENTER_TAU_S * math.log(2) + choice.CONFIRM_S + TICK
+    reason = run.reason
+    assert reason["lb"] == "ring_hash" and reason["bounded_load"] == 1.25
+    assert str(reason["why"]).startswith("prompts share prefixes")
+    assert 0.15 <= float(str(reason["hit_rate"])) <= 0.3
+
+
+def test_back_to_least_request_when_sharing_stops_but_not_within_the_dwell() -> None:
+    run = Run()
+    run.play(20, lambda t: 0.3)
+    (entered,) = run.switches()
+    run.play(20, lambda t: 0.0)  # sharing stops at once: the dwell still holds the choice
+    assert run.lb[-1][1] is LbPolicy.RING_HASH
+    run.play(60, lambda t: 0.0)
+    assert run.lb[-1][1] is LbPolicy.LEAST_REQUEST
+    _, left = run.switches()
+    assert left - entered >= choice.MIN_DWELL_S
+    assert run.reason["why"] == "prompts no longer share prefixes"
+
+
+def test_a_hit_rate_wandering_across_the_thresholds_switches_at_most_once_a_minute() -> None:
+    """Hysteresis: the hit rate drawn afresh every tick anywhere between 0 and 0.4."""
+    rng = random.Random(4)
+    run = Run()
+    run.play(1800, lambda t: rng.uniform(0.0, 0.4))
+    switches = run.switches()
+    gaps = [b - a for a, b in itertools.pairwise(switches)]
+    assert all(gap >= choice.MIN_DWELL_S for gap in gaps), gaps
+    assert len(switches) <= 30 // 2  # in fact the smoothed rate sits at 0.2: it hashes
+
+
+def test_hashing_that_does_not_raise_the_hit_rate_is_dropped_and_retried_later() -> None:
+    """One system prompt shared by every request is cached on every replica anyway:
+    least-request already hits 70%, hashing gets 72% and concentrates the load."""
+    run = Run()
+    run.play(10, lambda t: 0.7)
+    assert run.lb[-1][1] is LbPolicy.RING_HASH
+    run.play(choice.MIN_DWELL_S + 10, lambda t: 0.72)
+    assert run.lb[-1][1] is LbPolicy.LEAST_REQUEST
+    reason = run.reason
+    assert reason["why"] == "hashing did not raise the prefix-cache hit rate over least-request's"
+    assert reason["retry_after_s"] == choice.BACKOFF_S
+    # No new trial before the back-off ends, however convincing the evidence.
+    run.play(choice.BACKOFF_S - 20, lambda t: 0.7)
+    assert run.lb[-1][1] is LbPolicy.LEAST_REQUEST
+    run.play(30, lambda t: 0.7)
+    assert run.lb[-1][1] is LbPolicy.RING_HASH
+    run.play(choice.MIN_DWELL_S + 10, lambda t: 0.72)
+    assert run.reason["retry_after_s"] == 2 * choice.BACKOFF_S  # the next wait doubles
+
+
+def test_stale_signals_are_no_evidence() -> None:
+    run = Run()
+    for _ in range(60):
+        run.now += TICK
+        _, run.state = compute(
+            run.policy, run.signals(0.5, run.now, stale=True), run.state, run.now
+        )
+    assert run.state is not None
+    decided = run.state.models[MODEL].affinity
+    assert decided is not None and not decided.hashing and decided.evidence is None
+
+
+@pytest.mark.parametrize(
+    ("affinity", "engine", "why"),
+    [
+        ("{mode: always}", "vllm", "affinity.mode is always"),
+        ("{hash: maglev}", "tgi", "tgi reports no prefix-cache hit rate: hashing as configured"),
+    ],
+)
+def test_always_and_engines_without_a_hit_rate_hash_from_the_start(
+    affinity: str, engine: str, why: str
+) -> None:
+    run = Run(policy_with(affinity, engine))
+    assert run.play(120, lambda t: None) in (LbPolicy.RING_HASH, LbPolicy.MAGLEV)
+    assert run.switches() == [] and run.reason["why"] == why
+
+
+def test_while_hashing_a_replica_near_saturation_keeps_its_ring_share() -> None:
+    """Weights are ring shares under hashing: a replica hotter than its peers but not
+    saturated keeps the full weight (bounded load spills its excess); under least-request
+    the same replica is halved."""
+
+    def weights_after(affinity: str) -> dict[str, int]:
+        policy = policy_with(affinity)
+        hot, cool = addresses(policy, "us-east")
+        state = None
+        now = T0
+        for _ in range(60):
+            now += TICK
+            sampled: Signals = {
+                (MODEL, a): signal(a, waiting=0.0, running=r, kv=0.2, at=now)
+                for a, r in ((hot, 3.8), (cool, 1.0), (addresses(policy, "eu-west")[0], 1.0))
+            }
+            views, state = compute(policy, sampled, state, now)
+        return {e.address: e.weight for e in cluster(views, "us-east").endpoints()}
+
+    least = weights_after("{prefix_chars: 1000}")
+    hashed = weights_after("{prefix_chars: 1000, mode: always}")
+    assert sorted(least.values()) == [weights.W_MAX // 2, weights.W_MAX, weights.W_MAX]
+    assert set(hashed.values()) == {weights.W_MAX}
+
+
+def test_a_model_without_affinity_has_no_choice_to_make() -> None:
+    policy = parse_policy(_without_affinity(), "t.yaml")
+    views, state = compute(policy, {}, None, T0)
+    assert cluster(views, "us-east").balancing is None
+    assert state.models[MODEL].affinity is None
+
+
+def _without_affinity() -> str:
+    return f"""\
+apiVersion: heliostat/v1
+kind: InferencePolicy
+metadata: {{name: t}}
+spec:
+  regions: {{us-east: {{}}}}
+  models:
+    - name: {MODEL}
+      endpoints:
+        - {{address: '10.0.0.1:8000', region: us-east}}
+"""
+
+
+def test_the_cluster_resource_changes_only_when_the_choice_does() -> None:
+    """A switch is a CDS change (Envoy rebuilds the cluster): between switches the cluster's
+    bytes stay the same however the evidence moves."""
+    run = Run()
+    versions = []
+    rates = [0.0] * 20 + [0.3] * 20 + [0.5, 0.8, 0.4] * 10
+    for rate in rates:
+        run.now += TICK
+        views, run.state = compute(run.policy, run.signals(rate, run.now), run.state, run.now)
+        snapshot = build_snapshot(
+            run.policy, views.for_region("us-east"), NodeGroup(Role.GATEWAY, "us-east")
+        )
+        versions.append(snapshot.resources(TypeUrl.CLUSTER)[MODEL].version)
+    changes = sum(a != b for a, b in itertools.pairwise(versions))
+    assert changes == 1  # the one switch to hashing
