@@ -50,6 +50,8 @@ class ControlLoop:
         self._wake = asyncio.Event()
         self._last_tick = 0.0
         self.ticks = 0
+        # Called with the new state after every tick (the journal turns changes into events).
+        self.on_tick: Callable[[ControlState], None] | None = None
         self._compute_seconds = Histogram(
             "heliostat_control_compute_seconds",
             "Control law plus translation per tick.",
@@ -119,9 +121,33 @@ class ControlLoop:
         self._pushes.inc(len(changed))
         self.ticks += 1
         self._last_tick = time.monotonic()
+        if self.on_tick is not None:
+            self.on_tick(self._state)
         if changed:
-            log.debug("views pushed", groups=[g.key for g in changed], tick=self.ticks)
+            log.debug("views_published", groups=[g.key for g in changed], tick=self.ticks)
         return [g.key for g in changed]
+
+    def preview(self, policy: Policy) -> tuple[Views, Views]:
+        """The views the current policy and `policy` give now, from the same signals and
+        state, so what differs between them is the policy change alone (`heliostat diff`).
+        Nothing is published."""
+        now = self._clock()
+        signals = self._signals()
+        current, _ = compute(
+            self._policy,
+            signals,
+            self._state,
+            now,
+            self._drained_now,
+            self._gateways(self._policy, now),
+        )
+        drained = self._operator_drains | {
+            (m.name, a) for m in policy.spec.models for a in m.drained()
+        }
+        proposed, _ = compute(
+            policy, signals, self._state, now, drained, self._gateways(policy, now)
+        )
+        return current, proposed
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -144,4 +170,4 @@ class ControlLoop:
             try:
                 self.tick()
             except Exception:  # one bad tick must not stop the loop
-                log.exception("control tick failed; keeping the last views")
+                log.exception("control_tick_failed", detail="keeping the last views")

@@ -12,14 +12,24 @@ from typing import Any
 import grpc
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+)
 
+from heliostat.admin import page as admin_page
 from heliostat.admin import server as admin_server
+from heliostat.admin.metrics import BuildInfo, DecisionCollector
 from heliostat.admin.state import describe_nodes, describe_snapshots, describe_views
 from heliostat.balance import static_views
 from heliostat.listen import ListenError, check_free, show
-from heliostat.policy import Policy, load_policy
+from heliostat.ops.diff import diff_policies, gateway_groups
+from heliostat.policy import Policy, load_policy, parse_policy
 from heliostat.runtime.control import ControlLoop
+from heliostat.runtime.journal import Journal
 from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.scaling_metrics import ScalingCollector
@@ -85,6 +95,8 @@ class ControlPlane:
             gateways=lambda p, now: self.load_reports.load([m.name for m in p.spec.models], now),
         )
         self.signals.on_update = self.control.signals_landed
+        self.journal = Journal()
+        self.control.on_tick = self.journal.observe
         self.started_at = time.time()
         self._serving = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -109,6 +121,11 @@ class ControlPlane:
             registry=self.metrics_registry,
         )
         self._groups.set_function(lambda: len(self.cache.groups()))
+        # The law's decisions (weights, health, shares, refusals), build and process info.
+        self.metrics_registry.register(DecisionCollector(lambda: self.control.state))
+        self.metrics_registry.register(BuildInfo())
+        ProcessCollector(registry=self.metrics_registry)
+        PlatformCollector(registry=self.metrics_registry)
         # Scaling signals (heliostat_desired_replicas and its inputs) for HPA / KEDA.
         self.metrics_registry.register(
             ScalingCollector(lambda: (self.control.policy, self.control.state))
@@ -130,7 +147,7 @@ class ControlPlane:
             self.signals.update_targets(targets_from_policy(previous))
             self.control.set_policy(previous)
             raise
-        log.info("views recomputed", groups_changed=changed)
+        log.info("views_recomputed", groups_changed=changed)
 
     def drain_request(self, body: dict[str, Any], drained: bool) -> dict[str, Any]:
         """`heliostat drain`: resolve a model plus an endpoint or region to endpoints."""
@@ -159,6 +176,18 @@ class ControlPlane:
             "draining": drained,
             "drained": sorted(f"{m}/{a}" for m, a in self.control.drained),
         }
+
+    def diff_request(self, text: str, source: str) -> dict[str, Any]:
+        """`heliostat diff NEW --admin-address`: what serving NEW would change for every
+        node group connected (and a gateway of every region of either policy), now."""
+        policy = parse_policy(text, source)
+        current_policy = self.publisher.inputs.policy
+        current, proposed = self.control.preview(policy)
+        groups = {g.key: g for g in gateway_groups(current_policy, policy)}
+        groups.update({g.key: g for g in self.cache.groups()})
+        return diff_policies(
+            (current_policy, current), (policy, proposed), groups.values()
+        ).as_json()
 
     def ready(self) -> tuple[bool, str]:
         if not self._serving:
@@ -214,6 +243,7 @@ class ControlPlane:
             app = admin_server.build_app(
                 self.metrics_registry, self.state, self.ready, self.drain_request
             )
+            admin_page.install(app, self.journal.recent, self.diff_request)
             try:
                 admin = await admin_server.start(
                     app, self.options.admin_host, self.options.admin_port
@@ -259,7 +289,10 @@ def _report_ending(task: asyncio.Task[None]) -> None:
     if task.cancelled():
         return
     log.error(
-        "task stopped; heliostat is no longer ready", task=task.get_name(), cause=_ending(task)
+        "task_stopped",
+        detail="heliostat is no longer ready",
+        task=task.get_name(),
+        cause=_ending(task),
     )
 
 

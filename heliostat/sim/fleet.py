@@ -48,7 +48,7 @@ class Fleet:
             await self.stop()
             raise
         self._started = True
-        log.info("sim fleet up: %d replicas", len(self.replicas))
+        log.info("sim_fleet_up", extra={"replicas": len(self.replicas)})
 
     async def stop(self) -> None:
         """Stop every replica (engine loops cancelled, sites and connections closed)."""
@@ -57,7 +57,9 @@ class Fleet:
         )
         for replica, result in zip(self.replicas.values(), results, strict=True):
             if isinstance(result, BaseException):
-                log.warning("sim replica %s did not stop cleanly: %r", replica.id, result)
+                log.warning(
+                    "sim_replica_stop_failed", extra={"replica": replica.id, "error": repr(result)}
+                )
         self._started = False
 
     async def reset(self) -> None:
