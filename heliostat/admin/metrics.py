@@ -12,6 +12,8 @@ conventions (base units, `_total` only on counters, `_info` for constant labels)
 - `heliostat_overflow_share{model,from_region,to_region}`: one per ordered pair of the
   model's regions (regions x (regions - 1) per model), 0 when not lending;
 - `heliostat_refused_share{model,region,traffic_class}`: two per model and region;
+- `heliostat_gateway_endpoint_served_rate{model,endpoint}`: one per endpoint the gateways
+  reported on;
 - `heliostat_build_info{version,python}`: one.
 
 `region` is always a region of the policy and `endpoint` an address of it, so cardinality
@@ -22,7 +24,7 @@ is bounded by the policy: endpoints x 6 + models x regions x (6 + regions) serie
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -109,6 +111,29 @@ class DecisionCollector(Collector):
         yield from regional.values()
         yield overflow
         yield refused
+
+
+ServedSource = Callable[[], Mapping[tuple[str, str], float]]
+
+
+class GatewayServedCollector(Collector):
+    """Per endpoint, the successful requests per second the gateways saw it answer, from
+    Envoy's own load reports (LRS, endpoint granularity). Envoy's per-endpoint Prometheus
+    stats (`per_endpoint_stats`) cannot be used beside LRS (Envoy refuses the pair), so
+    this is where Envoy's per-endpoint request counts reach Prometheus."""
+
+    def __init__(self, source: ServedSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        served = GaugeMetricFamily(
+            "heliostat_gateway_endpoint_served_rate",
+            "Successful requests/s the gateways reported the endpoint answered (Envoy LRS).",
+            labels=["model", "endpoint"],
+        )
+        for (model, address), rate in sorted(self._source().items()):
+            served.add_metric([model, address], rate)
+        yield served
 
 
 class BuildInfo(Collector):

@@ -22,6 +22,7 @@ from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
 from heliostat.policy import Policy
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.signals import Signal
+from heliostat.xds.nodes import NodeGroup
 
 log = structlog.get_logger("heliostat.control")
 
@@ -52,6 +53,8 @@ class ControlLoop:
         self.ticks = 0
         # Called with the new state after every tick (the journal turns changes into events).
         self.on_tick: Callable[[ControlState], None] | None = None
+        # Called with the node groups whose snapshot changed (convergence tracking).
+        self.on_publish: Callable[[list[NodeGroup]], None] | None = None
         self._compute_seconds = Histogram(
             "heliostat_control_compute_seconds",
             "Control law plus translation per tick.",
@@ -117,6 +120,8 @@ class ControlLoop:
             self._gateways(self._policy, now),
         )
         changed = self._publisher.publish(Inputs(self._policy, views))
+        if changed and self.on_publish is not None:
+            self.on_publish(changed)
         self._compute_seconds.observe(time.perf_counter() - started)
         self._pushes.inc(len(changed))
         self.ticks += 1

@@ -22,7 +22,7 @@ from prometheus_client import (
 
 from heliostat.admin import page as admin_page
 from heliostat.admin import server as admin_server
-from heliostat.admin.metrics import BuildInfo, DecisionCollector
+from heliostat.admin.metrics import BuildInfo, DecisionCollector, GatewayServedCollector
 from heliostat.admin.state import describe_nodes, describe_snapshots, describe_views
 from heliostat.balance import static_views
 from heliostat.listen import ListenError, check_free, show
@@ -34,7 +34,9 @@ from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.scaling_metrics import ScalingCollector
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
+from heliostat.xds import csds, health
 from heliostat.xds.cache import SnapshotCache
+from heliostat.xds.convergence import ConvergenceTracker
 from heliostat.xds.load_reports import LoadReports
 from heliostat.xds.metrics import XdsMetrics
 from heliostat.xds.registry import StreamRegistry
@@ -58,6 +60,14 @@ _GRPC_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     *SERVER_OPTIONS,
 ]
+
+
+# What the xDS port serves, by full name: for health checks by service and for reflection.
+GRPC_SERVICES = (
+    "envoy.service.discovery.v3.AggregatedDiscoveryService",
+    "envoy.service.load_stats.v3.LoadReportingService",
+    "envoy.service.status.v3.ClientStatusDiscoveryService",
+)
 
 
 class StartupError(Exception):
@@ -123,6 +133,7 @@ class ControlPlane:
         self._groups.set_function(lambda: len(self.cache.groups()))
         # The law's decisions (weights, health, shares, refusals), build and process info.
         self.metrics_registry.register(DecisionCollector(lambda: self.control.state))
+        self.metrics_registry.register(GatewayServedCollector(lambda: self.load_reports.served))
         self.metrics_registry.register(BuildInfo())
         ProcessCollector(registry=self.metrics_registry)
         PlatformCollector(registry=self.metrics_registry)
@@ -131,6 +142,10 @@ class ControlPlane:
             ScalingCollector(lambda: (self.control.policy, self.control.state))
         )
         self.ads = AdsServer(self.publisher, self.streams, XdsMetrics(self.metrics_registry))
+        self.convergence = ConvergenceTracker(self.streams, self.metrics_registry)
+        self.ads.on_ack = self.convergence.acked
+        self.control.on_publish = self.convergence.pushed
+        self.csds = csds.ClientStatusServer(self.streams, self.cache.get)
         # Gateways report every signals interval (the fastest model's), at least every 0.5 s.
         self.lrs = LoadReportingServer(
             self.load_reports, lambda: max(LOAD_REPORT_MIN_S, self.control.interval)
@@ -231,6 +246,8 @@ class ControlPlane:
         xds = (self.options.xds_host, self.options.xds_port)
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         add_to_server(server, self.ads, self.lrs)
+        csds.add_to_server(server, self.csds)
+        health.add_to_server(server, self.ready, GRPC_SERVICES)
         try:
             # Both addresses before anything starts; the admin one again when it binds.
             check_free(self.options.admin_host, self.options.admin_port, "the admin API")

@@ -10,6 +10,7 @@ A screenshot of the page after a replica saturates is kept in tests/integration/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -275,6 +276,15 @@ METRIC = re.compile(r"\b((?:heliostat|process|envoy)_[a-z0-9_]+)\b")
 LABELS = re.compile(r"\{[^}]*\}|\b(?:by|without)\s*\([^)]*\)")
 
 
+def names(exposition: str) -> set[str]:
+    """Metric names with at least one sample in Prometheus text."""
+    return {
+        line.split("{")[0].split(" ")[0]
+        for line in exposition.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
 def queried_metrics(expr: str) -> set[str]:
     """Metric names in a PromQL expression: label matchers and grouping clauses removed."""
     return set(METRIC.findall(LABELS.sub(" ", expr)))
@@ -293,17 +303,84 @@ def test_every_metric_the_grafana_dashboard_queries_exists(mesh: Mesh) -> None:
     # A little traffic, so Envoy's request counters exist.
     report = mesh.run(mesh.shots("us-east", 5, 1.0))
     assert report.ok
-    served = {
-        line.split("{")[0].split(" ")[0]
-        for line in metrics(mesh).splitlines()
-        if line and not line.startswith("#")
-    }
-    status, envoy_text = mesh.envoys["us-east"].admin("/stats/prometheus")
-    assert status == 200
-    served |= {
-        line.split("{")[0].split(" ")[0]
-        for line in envoy_text.splitlines()
-        if line and not line.startswith("#")
-    }
-    missing = sorted(queried - served)
-    assert not missing, f"the dashboard queries metrics nobody serves: {missing}"
+
+    def missing() -> list[str]:
+        served = names(metrics(mesh))
+        status, envoy_text = mesh.envoys["us-east"].admin("/stats/prometheus")
+        assert status == 200
+        return sorted(queried - served - names(envoy_text))
+
+    # Gateways' load reports arrive every 0.5 s: give them a moment before concluding.
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not missing(), timeout=10, message="every queried metric")
+    absent = missing()
+    assert not absent, f"the dashboard queries metrics nobody serves: {absent}"
+
+
+def test_csds_health_and_reflection_on_the_xds_port(mesh: Mesh) -> None:
+    import grpc
+    from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+    from envoy.type.matcher.v3 import node_pb2, string_pb2
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    wait_until(lambda: all_in_sync(mesh), timeout=20, message="every gateway in sync")
+    with grpc.insecure_channel(f"{LOCALHOST}:{mesh.heliostat.xds_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(service="")).status == serving
+        ads = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+        assert health.Check(health_pb2.HealthCheckRequest(service=ads)).status == serving
+        with pytest.raises(grpc.RpcError) as unknown:
+            health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+        assert {
+            ads,
+            "envoy.service.status.v3.ClientStatusDiscoveryService",
+            "envoy.service.load_stats.v3.LoadReportingService",
+            "grpc.health.v1.Health",
+        } <= services
+
+        status = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
+        everyone = status.FetchClientStatus(csds_pb2.ClientStatusRequest())
+        assert sorted(c.node.id for c in everyone.config) == [
+            "gw-ap-southeast",
+            "gw-eu-west",
+            "gw-us-east",
+        ]
+        state = {n["node_id"]: n for n in mesh.heliostat.state()["nodes"]}
+        for config in everyone.config:
+            types = {x.type_url.rsplit(".", 1)[-1] for x in config.generic_xds_configs}
+            assert types == {"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"}
+            assert all(x.config_status == csds_pb2.SYNCED for x in config.generic_xds_configs)
+            assert all(x.xds_config.value for x in config.generic_xds_configs)
+            cds = next(x for x in config.generic_xds_configs if x.type_url.endswith("Cluster"))
+            assert cds.version_info == state[config.node.id]["types"]["CDS"]["acked_version"]
+            assert config.node.locality.region == config.node.id.removeprefix("gw-")
+        eu = csds_pb2.ClientStatusRequest(
+            node_matchers=[node_pb2.NodeMatcher(node_id=string_pb2.StringMatcher(prefix="gw-eu"))],
+            exclude_resource_contents=True,
+        )
+        one = status.FetchClientStatus(eu)
+        assert [c.node.id for c in one.config] == ["gw-eu-west"]
+        assert not any(x.HasField("xds_config") for x in one.config[0].generic_xds_configs)
+        answers = list(status.StreamClientStatus(iter([eu, csds_pb2.ClientStatusRequest()])))
+        assert [len(a.config) for a in answers] == [1, 3]
+
+
+def test_convergence_is_measured(mesh: Mesh) -> None:
+    def count() -> float:
+        found = re.search(r"^heliostat_convergence_seconds_count ([\d.e+]+)$", metrics(mesh), re.M)
+        return float(found.group(1)) if found else 0.0
+
+    # The replicas' first scrapes changed every view at start-up: pushes that converged.
+    wait_until(lambda: count() > 0, timeout=20, message="a converged push")
+    text = metrics(mesh)
+    total = float(
+        re.search(r"^heliostat_convergence_seconds_sum ([\d.e+-]+)$", text, re.M).group(1)
+    )  # type: ignore[union-attr]
+    assert 0 < total / count() < 5.0
