@@ -198,11 +198,13 @@ class ControlPlane:
         policy = parse_policy(text, source)
         current_policy = self.publisher.inputs.policy
         current, proposed = self.control.preview(policy)
-        groups = {g.key: g for g in gateway_groups(current_policy, policy)}
-        groups.update({g.key: g for g in self.cache.groups()})
-        return diff_policies(
-            (current_policy, current), (policy, proposed), groups.values()
-        ).as_json()
+        # The groups really served, and a gateway for every region no connected node is in.
+        groups = list(self.cache.groups())
+        covered = {(g.role, g.region) for g in groups}
+        groups += [
+            g for g in gateway_groups(current_policy, policy) if (g.role, g.region) not in covered
+        ]
+        return diff_policies((current_policy, current), (policy, proposed), groups).as_json()
 
     def ready(self) -> tuple[bool, str]:
         if not self._serving:
