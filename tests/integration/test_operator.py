@@ -384,3 +384,23 @@ def test_convergence_is_measured(mesh: Mesh) -> None:
         re.search(r"^heliostat_convergence_seconds_sum ([\d.e+-]+)$", text, re.M).group(1)
     )  # type: ignore[union-attr]
     assert 0 < total / count() < 5.0
+
+
+def test_a_rejected_reload_is_counted_and_logged_as_an_event(mesh: Mesh) -> None:
+    def rejected() -> float:
+        found = re.search(
+            r'^heliostat_policy_reloads_total\{result="rejected"\} ([\d.]+)$', metrics(mesh), re.M
+        )
+        assert found is not None
+        return float(found.group(1))
+
+    good = mesh.policy_path.read_text()
+    before = rejected()
+    try:
+        mesh.policy_path.write_text(good.replace("region: eu-west", "region: eu-wst", 1))
+        wait_until(lambda: rejected() == before + 1, timeout=15, message="a rejected reload")
+    finally:
+        mesh.policy_path.write_text(good)
+    lines = [json.loads(line) for line in mesh.heliostat.log().splitlines() if line.startswith("{")]
+    problem = next(line for line in lines if line["event"] == "policy_rejected")
+    assert "unknown region 'eu-wst'" in problem["problem"] and problem["level"] == "error"
