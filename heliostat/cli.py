@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from heliostat import logs
+from heliostat.bootstrap import BootstrapOptions, bootstrap
 from heliostat.demo import story as demo_story
 from heliostat.ops.client import AdminError
 from heliostat.policy import Policy, PolicyError, load_policy, parse_policy
@@ -20,8 +21,7 @@ from heliostat.policy.fields import check_name
 from heliostat.policy.schema import canonical_address
 from heliostat.signals.from_policy import policy_notes
 from heliostat.version import python_version, version
-from heliostat.xds.bootstrap import BootstrapOptions, bootstrap
-from heliostat.xds.nodes import Role
+from heliostat.xds.cache.nodes import Role
 
 
 class UsageError(Exception):

@@ -22,10 +22,10 @@ from google.protobuf.message import Message
 
 from heliostat.balance import Views
 from heliostat.policy import Policy
-from heliostat.xds.nodes import NodeGroup, Role
-from heliostat.xds.snapshot import Snapshot
+from heliostat.xds.cache.nodes import NodeGroup, Role
+from heliostat.xds.cache.snapshot import Snapshot
+from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
 from heliostat.xds.translate import build_snapshot
-from heliostat.xds.types import PUSH_ORDER, TypeUrl
 
 KIND = {
     TypeUrl.CLUSTER: "cluster",

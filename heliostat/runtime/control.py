@@ -22,7 +22,7 @@ from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
 from heliostat.policy import Policy
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.signals import Signal
-from heliostat.xds.nodes import NodeGroup
+from heliostat.xds.cache.nodes import NodeGroup
 
 log = structlog.get_logger("heliostat.control")
 

@@ -34,13 +34,13 @@ from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.scaling_metrics import ScalingCollector
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
-from heliostat.xds import csds, health
-from heliostat.xds.cache import SnapshotCache
-from heliostat.xds.convergence import ConvergenceTracker
-from heliostat.xds.load_reports import LoadReports
-from heliostat.xds.metrics import XdsMetrics
-from heliostat.xds.registry import StreamRegistry
-from heliostat.xds.server import (
+from heliostat.xds.cache.store import SnapshotCache
+from heliostat.xds.grpc import csds, health
+from heliostat.xds.grpc.convergence import ConvergenceTracker
+from heliostat.xds.grpc.load_reports import LoadReports
+from heliostat.xds.grpc.metrics import XdsMetrics
+from heliostat.xds.grpc.registry import StreamRegistry
+from heliostat.xds.grpc.server import (
     SERVER_OPTIONS,
     AdsServer,
     LoadReportingServer,

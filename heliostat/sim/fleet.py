@@ -28,7 +28,6 @@ class Fleet:
             if cfg.address in self.replicas:
                 raise ValueError(f"two replicas configured at {cfg.address}")
             self.replicas[cfg.address] = Replica(cfg, rtt_ms)
-        self._started = False
 
     def __getitem__(self, address: str) -> Replica:
         return self.replicas[address]
@@ -47,7 +46,6 @@ class Fleet:
         except BaseException:
             await self.stop()
             raise
-        self._started = True
         log.info("sim_fleet_up", extra={"replicas": len(self.replicas)})
 
     async def stop(self) -> None:
@@ -60,7 +58,6 @@ class Fleet:
                 log.warning(
                     "sim_replica_stop_failed", extra={"replica": replica.id, "error": repr(result)}
                 )
-        self._started = False
 
     async def reset(self) -> None:
         await asyncio.gather(*(r.reset() for r in self.replicas.values()))

@@ -20,10 +20,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from google.protobuf import struct_pb2
 
+from heliostat.wire import JSON_TO_METADATA_FILTER, METADATA_NAMESPACE
 from heliostat.xds.translate.common import pack
-from heliostat.xds.translate.endpoints import METADATA_NAMESPACE
 
-JSON_TO_METADATA_FILTER = "envoy.filters.http.json_to_metadata"
 MODEL_KEY = "model"
 STREAM_KEY = "stream"
 # Set when a JSON request's body does not parse: such a request gets 400 (openai_api.py).
