@@ -304,20 +304,26 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     # grpc loads only when serving
+    from heliostat.discovery.kube import ClusterAccess
     from heliostat.runtime.serve import ServeOptions, StartupError, run
 
     logs.configure(args.log_level, args.log_format)
+    cluster = None
+    if args.kube_server or args.kubeconfig:
+        cluster = ClusterAccess(server=args.kube_server, kubeconfig=args.kubeconfig)
     xds_host, xds_port = args.xds_address
     admin_host, admin_port = args.admin_address
     try:
         run(
             ServeOptions(
-                policy_path=Path(args.policy),
+                policy_path=Path(args.policy or "-"),  # unused with --policy-resource
                 xds_host=xds_host,
                 xds_port=xds_port,
                 admin_host=admin_host,
                 admin_port=admin_port,
                 policy_poll_s=args.policy_poll_interval,
+                policy_resource=args.policy_resource,
+                cluster=cluster,
             )
         )
     except StartupError as exc:
@@ -526,7 +532,19 @@ def parser() -> argparse.ArgumentParser:
     diff.set_defaults(run=_diff)
 
     serve = command("serve", help="serve xDS to Envoys from a policy file")
-    serve.add_argument("--policy", required=True, metavar="FILE", help="the policy file")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--policy", metavar="FILE", help="the policy file")
+    source.add_argument(
+        "--policy-resource",
+        metavar="NAMESPACE/NAME",
+        help="the policy from an InferencePolicy resource (heliostat on Kubernetes)",
+    )
+    serve.add_argument(
+        "--kube-server",
+        metavar="URL",
+        help="the Kubernetes API server (default: in-cluster, else the kubeconfig)",
+    )
+    serve.add_argument("--kubeconfig", metavar="FILE", help="a kubeconfig instead of the default")
     serve.add_argument(
         "--xds-address",
         type=host_port,

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,15 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
 
 
 class Heliostat(Process):
-    def __init__(self, policy: Path, workdir: Path, *, xds_port: int | None = None) -> None:
+    def __init__(
+        self,
+        policy: Path | None,
+        workdir: Path,
+        *,
+        xds_port: int | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        """`policy` None: `extra_args` name the policy (--policy-resource, on Kubernetes)."""
         self.policy = policy
         self.xds_port = xds_port or free_port()
         self.admin_port = free_port()
@@ -145,8 +153,8 @@ class Heliostat(Process):
                 "-m",
                 "heliostat",
                 "serve",
-                "--policy",
-                str(policy),
+                *(["--policy", str(policy)] if policy is not None else []),
+                *extra_args,
                 "--xds-address",
                 f"{LOCALHOST}:{self.xds_port}",
                 "--admin-address",

@@ -14,11 +14,13 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from heliostat.policy.durations import check_envoy_positive, parse_duration
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration, json_schema_input_type=float | str)]
 """Seconds, written as `500ms`, `2s`, `1m` or a bare number of seconds; 0 to Envoy's longest."""
 
 PositiveDuration = Annotated[
-    float, BeforeValidator(parse_duration), AfterValidator(check_envoy_positive)
+    float,
+    BeforeValidator(parse_duration, json_schema_input_type=float | str),
+    AfterValidator(check_envoy_positive),
 ]
 """A duration that lands in an Envoy field whose rules say `gt: {}`: at least 1 ms."""
 
@@ -28,7 +30,9 @@ def _zero_or_envoy_positive(seconds: float) -> float:
 
 
 DurationOrOff = Annotated[
-    float, BeforeValidator(parse_duration), AfterValidator(_zero_or_envoy_positive)
+    float,
+    BeforeValidator(parse_duration, json_schema_input_type=float | str),
+    AfterValidator(_zero_or_envoy_positive),
 ]
 """0 turns the setting off; anything else is a duration Envoy can hold (at least 1 ms)."""
 

@@ -20,6 +20,7 @@ from heliostat.policy.fields import Duration as Duration  # re-exported: defined
 from heliostat.policy.fields import Name as Name
 from heliostat.policy.fields import PositiveDuration, Section
 from heliostat.policy.limits import MAX_ENDPOINTS_PER_MODEL
+from heliostat.policy.selector import KubernetesSelector, Namespace
 from heliostat.policy.traffic import (
     Affinity,
     Canary,
@@ -109,6 +110,10 @@ class UpstreamProtocol(StrEnum):
 
 class Metadata(_Spec):
     name: Name
+    # As a Kubernetes object has them, so a resource's manifest validates as a file too.
+    namespace: Namespace | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
 
 
 class Region(_Spec):
@@ -224,7 +229,9 @@ class Model(_Spec):
     fallback: Fallback | None = None
     drain: Drain = Drain()
     # The loader refuses a longer list before validating it (limits.py), with its own message.
-    endpoints: Annotated[tuple[Endpoint, ...], Field(max_length=MAX_ENDPOINTS_PER_MODEL)]
+    endpoints: Annotated[tuple[Endpoint, ...], Field(max_length=MAX_ENDPOINTS_PER_MODEL)] = ()
+    # Replicas discovered from EndpointSlices, alongside `endpoints` (heliostat.discovery).
+    kubernetes: KubernetesSelector | None = None
 
     def drained(self) -> frozenset[str]:
         """Addresses the policy drains, by endpoint or by region."""
@@ -243,10 +250,17 @@ class Spec(_Spec):
     tenants: tuple[Tenant, ...] = ()
 
 
+API_GROUP = "heliostat.dev"
+API_VERSION = "v1alpha1"
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+"""The grouped apiVersion, which a Kubernetes custom resource needs; `heliostat/v1` (files
+written before there was a CRD) is read as the same document."""
+
+
 class Policy(_Spec):
     """One InferencePolicy document."""
 
-    apiVersion: Literal["heliostat/v1"]
+    apiVersion: Literal["heliostat.dev/v1alpha1", "heliostat/v1"]
     kind: Literal["InferencePolicy"]
     metadata: Metadata
     spec: Spec

@@ -80,8 +80,17 @@ def _models(policy: Policy) -> Iterator[Problem]:
         # The scraper refuses it (ScrapeTarget): serve would not start with it.
         if signals.timeout <= 0:
             yield Problem((*base, "signals", "timeout"), "must be longer than 0")
-        if not model.endpoints:
-            yield Problem((*base, "endpoints"), "at least one endpoint is required")
+        if not model.endpoints and model.kubernetes is None:
+            yield Problem(
+                (*base, "endpoints"), "at least one endpoint (or a kubernetes selector) is required"
+            )
+        if model.kubernetes is not None and model.kubernetes.region is not None:
+            region = model.kubernetes.region
+            if region not in regions:
+                yield Problem(
+                    (*base, "kubernetes", "region"),
+                    f"unknown region {region!r}{did_you_mean(region, regions)}",
+                )
         seen_addresses: dict[str, int] = {}
         for position, endpoint in enumerate(model.endpoints):
             path = (*base, "endpoints", position)

@@ -25,6 +25,9 @@ from heliostat.admin import server as admin_server
 from heliostat.admin.metrics import BuildInfo, DecisionCollector, GatewayServedCollector
 from heliostat.admin.state import describe_nodes, describe_snapshots, describe_views
 from heliostat.balance import static_views
+from heliostat.discovery.kube import ClusterAccess
+from heliostat.discovery.policy_resource import PolicyResource, parse_reference
+from heliostat.discovery.runtime import ClusterUnreachable, Discovery
 from heliostat.listen import ListenError, check_free, show
 from heliostat.ops.diff import diff_policies, gateway_groups
 from heliostat.policy import Policy, load_policy, parse_policy
@@ -84,13 +87,22 @@ class ServeOptions:
     policy_poll_s: float = 1.0
     # Pluggable transport security for the xDS port (mTLS with node identity later).
     credentials: grpc.ServerCredentials | None = None
+    # The policy from an InferencePolicy resource, NAMESPACE/NAME (policy_path is then unused).
+    policy_resource: str | None = None
+    # How to reach the Kubernetes API (None: in-cluster or kubeconfig, when a policy needs it).
+    cluster: ClusterAccess | None = None
 
 
 class ControlPlane:
     """Owns the long-lived pieces and the order in which they start and stop."""
 
-    def __init__(self, options: ServeOptions, policy: Policy) -> None:
+    def __init__(
+        self, options: ServeOptions, policy: Policy, resource: PolicyResource | None = None
+    ) -> None:
         self.options = options
+        # The policy as written, plus the endpoints discovered for it (heliostat.discovery).
+        self.discovery = Discovery(policy, options.cluster, on_change=self._endpoints_changed)
+        policy = self.discovery.effective(policy)
         self.metrics_registry = CollectorRegistry()
         self.cache = SnapshotCache()
         self.streams = StreamRegistry()
@@ -118,13 +130,18 @@ class ControlPlane:
         )
         for outcome in Outcome:
             self._policy_reloads.labels(outcome.value)
-        self.watcher = PolicyWatcher(
-            options.policy_path,
-            self.apply_policy,
-            interval=options.policy_poll_s,
-            initial_digest=digest_of(options.policy_path),
-            on_outcome=lambda outcome: self._policy_reloads.labels(outcome.value).inc(),
-        )
+        self.watcher: PolicyWatcher | PolicyResource
+        if resource is not None:
+            self.watcher = resource
+            resource.on_outcome = lambda outcome: self._policy_reloads.labels(outcome).inc()
+        else:
+            self.watcher = PolicyWatcher(
+                options.policy_path,
+                self.apply_policy,
+                interval=options.policy_poll_s,
+                initial_digest=digest_of(options.policy_path),
+                on_outcome=lambda outcome: self._policy_reloads.labels(outcome.value).inc(),
+            )
         self._groups = Gauge(
             "heliostat_snapshot_groups",
             "Node groups with a snapshot.",
@@ -155,14 +172,29 @@ class ControlPlane:
         """Put a new policy to work; if that fails half-way, put the last good one back
         before the watcher reports the failure, so nothing runs on a policy it refused."""
         previous = self.publisher.inputs.policy
+        declared = self.discovery.declared
+        policy = self.discovery.effective(policy)
         try:
             self.signals.update_targets(targets_from_policy(policy))
             changed = self.control.set_policy(policy)
         except Exception:
+            self.discovery.effective(declared)
             self.signals.update_targets(targets_from_policy(previous))
             self.control.set_policy(previous)
             raise
         log.info("views_recomputed", groups_changed=changed)
+
+    def _endpoints_changed(self, policy: Policy) -> None:
+        """Discovery saw the cluster change: serve the declared policy's new endpoints."""
+        if policy == self.publisher.inputs.policy:
+            return
+        try:
+            self.signals.update_targets(targets_from_policy(policy))
+            changed = self.control.set_policy(policy)
+        except Exception:
+            log.exception("discovered endpoints not applied; keeping the last ones")
+            return
+        log.info("discovered endpoints applied", groups_changed=changed)
 
     def drain_request(self, body: dict[str, Any], drained: bool) -> dict[str, Any]:
         """`heliostat drain`: resolve a model plus an endpoint or region to endpoints."""
@@ -209,6 +241,10 @@ class ControlPlane:
     def ready(self) -> tuple[bool, str]:
         if not self._serving:
             return False, "starting"
+        if not self.discovery.synced():
+            # Until the first list lands, a model's discovered endpoints would be published
+            # as none: keep this replica out of the gateways' DNS until then.
+            return False, "discovery: waiting for the first list of EndpointSlices"
         for task in self._tasks:
             if task.done():
                 return False, f"{task.get_name()} stopped: {_ending(task)}"
@@ -219,7 +255,7 @@ class ControlPlane:
         return {
             "policy": {
                 "name": inputs.policy.metadata.name,
-                "path": str(self.options.policy_path),
+                "path": self.options.policy_resource or str(self.options.policy_path),
                 "models": [m.name for m in inputs.policy.spec.models],
                 "reloads": self.watcher.reloads,
                 "rejections": self.watcher.rejections,
@@ -236,6 +272,7 @@ class ControlPlane:
             "load_reports": self.load_reports.describe(
                 [m.name for m in inputs.policy.spec.models], time.time()
             ),
+            "discovery": self.discovery.describe(),
             "snapshots": describe_snapshots(self.cache),
             "snapshot_error": self.publisher.last_error,
             "nodes": describe_nodes(self.streams),
@@ -272,6 +309,7 @@ class ControlPlane:
             self._tasks = [
                 asyncio.create_task(self.watcher.run(), name="policy watcher"),
                 asyncio.create_task(self.signals.run(), name="signals"),
+                asyncio.create_task(self.discovery.run(), name="discovery"),
             ]
             self.control.tick()
             self._tasks.append(asyncio.create_task(self.control.run(), name="control loop"))
@@ -329,5 +367,37 @@ async def _until_signalled(stop: asyncio.Event | None = None) -> None:
 
 
 def run(options: ServeOptions) -> None:
-    policy = load_policy(options.policy_path)
-    asyncio.run(ControlPlane(options, policy).run())
+    if options.policy_resource is None:
+        policy = load_policy(options.policy_path)
+        try:
+            plane = ControlPlane(options, policy)
+        except ClusterUnreachable as exc:
+            raise StartupError(str(exc)) from None
+        asyncio.run(plane.run())
+        return
+    asyncio.run(_serve_resource(options, options.policy_resource))
+
+
+async def _serve_resource(options: ServeOptions, reference: str) -> None:
+    """The policy from an InferencePolicy resource: the first must be valid to start."""
+    from heliostat.discovery.kube import api_client
+
+    try:
+        namespace, name = parse_reference(reference)
+        api = api_client(options.cluster or ClusterAccess())
+    except Exception as exc:
+        raise StartupError(f"--policy-resource: {exc}") from None
+    planes: list[ControlPlane] = []
+    resource = PolicyResource(api, namespace, name, lambda p: planes[0].apply_policy(p))
+    try:
+        verdict = await asyncio.to_thread(resource.first, 30.0)
+    except (TimeoutError, LookupError) as exc:
+        raise StartupError(str(exc)) from None
+    if verdict.policy is None:
+        raise StartupError(f"InferencePolicy {reference} is not valid: {verdict.message}")
+    try:
+        planes.append(ControlPlane(options, verdict.policy, resource))
+    except ClusterUnreachable as exc:
+        resource.watch.stop(timeout=0)
+        raise StartupError(str(exc)) from None
+    await planes[0].run()

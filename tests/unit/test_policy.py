@@ -333,7 +333,10 @@ CASES = {
             "        - {address: 127.0.0.1:9211, region: eu-west}\n",
             "      endpoints: []\n",
         ),
-        ["demo.yaml:24: spec.models[1].endpoints: at least one endpoint is required"],
+        [
+            "demo.yaml:24: spec.models[1].endpoints: "
+            "at least one endpoint (or a kubernetes selector) is required"
+        ],
     ),
     "empty models": (
         BASE.split("  models:\n")[0] + "  models: []\n",
@@ -417,7 +420,10 @@ CASES = {
     ),
     "wrong apiVersion": (
         edit("apiVersion: heliostat/v1", "apiVersion: heliostat/v2"),
-        ["demo.yaml:1: apiVersion: input should be 'heliostat/v1' (got 'heliostat/v2')"],
+        [
+            "demo.yaml:1: apiVersion: input should be 'heliostat.dev/v1alpha1' or "
+            "'heliostat/v1' (got 'heliostat/v2')"
+        ],
     ),
     "wrong kind": (
         edit("kind: InferencePolicy", "kind: Policy"),

@@ -1,0 +1,80 @@
+"""The part of `kustomize build` the manifests use: resources, labels, images, JSON patches.
+
+No kustomize or kubectl binary is installed here; this renders exactly the features the
+overlays use, and refuses any other, so a manifest that starts to use more fails loudly.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Json = dict[str, Any]
+KNOWN = {"apiVersion", "kind", "resources", "labels", "images", "patches"}
+
+
+def build(directory: Path) -> list[Json]:
+    spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unknown = set(spec) - KNOWN
+    if unknown:
+        raise ValueError(f"{directory}: kustomize features this renderer lacks: {unknown}")
+    objects: list[Json] = []
+    for entry in spec.get("resources", []):
+        path = (directory / entry).resolve()
+        if path.is_dir():
+            objects += build(path)
+        else:
+            objects += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for group in spec.get("labels", []):
+        if set(group) - {"pairs"}:
+            raise ValueError(f"{directory}: only labels[].pairs is rendered")
+        for item in objects:
+            item["metadata"].setdefault("labels", {}).update(group["pairs"])
+    for image in spec.get("images", []):
+        for container in _containers(objects):
+            if container["image"].split(":")[0] == image["name"]:
+                container["image"] = f"{image['newName']}:{image['newTag']}"
+    for patch in spec.get("patches", []):
+        target = patch["target"]
+        matched = [
+            o
+            for o in objects
+            if o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"]
+        ]
+        if len(matched) != 1:
+            raise ValueError(f"{directory}: patch target {target} matched {len(matched)}")
+        for op in yaml.safe_load(patch["patch"]):
+            _apply(matched[0], op)
+    return copy.deepcopy(objects)
+
+
+def _containers(objects: list[Json]) -> list[Json]:
+    return [
+        c
+        for o in objects
+        if o["kind"] == "Deployment"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    ]
+
+
+def _apply(item: Json, op: Json) -> None:
+    if op["op"] not in ("replace", "add"):
+        raise ValueError(f"JSON patch op {op['op']!r} is not rendered")
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+    node: Any = item
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        index = len(node) if last == "-" else int(last)
+        if op["op"] == "add":
+            node.insert(index, op["value"])
+        else:
+            node[index] = op["value"]
+    else:
+        if op["op"] == "replace" and last not in node:
+            raise ValueError(f"replace of a missing {op['path']}")
+        node[last] = op["value"]
