@@ -15,11 +15,18 @@ import yaml
 from heliostat import logs
 from heliostat.bootstrap import BootstrapOptions, bootstrap
 from heliostat.demo import story as demo_story
-from heliostat.policy import PolicyError, load_policy
+from heliostat.ops.client import AdminError
+from heliostat.policy import Policy, PolicyError, load_policy, parse_policy
 from heliostat.policy.fields import check_name
 from heliostat.policy.schema import canonical_address
 from heliostat.signals.from_policy import policy_notes
+from heliostat.version import python_version, version
 from heliostat.xds.cache.nodes import Role
+
+
+class UsageError(Exception):
+    """A command line heliostat cannot act on."""
+
 
 # -- argument types: each refuses a bad value with one line saying what is expected ---------
 
@@ -139,6 +146,12 @@ def positive_number(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)
@@ -164,24 +177,129 @@ class _Help(argparse.HelpFormatter):
         return text
 
 
+STDIN = "-"
+
+
+def read_policy(path: str) -> Policy:
+    """A policy file, or standard input for `-` (errors then name `<stdin>`)."""
+    if path == STDIN:
+        return parse_policy(sys.stdin.read(), "<stdin>")
+    return load_policy(path)
+
+
 def _validate(args: argparse.Namespace) -> int:
+    import json
+
     failed = False
+    results = []
     for path in args.files:
+        shown = "<stdin>" if path == STDIN else path
         try:
-            policy = load_policy(path)
+            policy = read_policy(path)
         except PolicyError as exc:
             failed = True
-            for line in exc.lines():
-                print(line, file=sys.stderr)
+            results.append({"file": shown, "ok": False, "problems": exc.lines()})
+            if args.output == "table":
+                for line in exc.lines():
+                    print(line, file=sys.stderr)
             continue
         endpoints = sum(len(m.endpoints) for m in policy.spec.models)
-        print(
-            f"{path}: ok: policy {policy.metadata.name!r}, {len(policy.spec.regions)} regions, "
-            f"{len(policy.spec.models)} models, {endpoints} endpoints"
+        notes = policy_notes(policy)
+        results.append(
+            {
+                "file": shown,
+                "ok": True,
+                "policy": policy.metadata.name,
+                "regions": len(policy.spec.regions),
+                "models": len(policy.spec.models),
+                "endpoints": endpoints,
+                "notes": notes,
+            }
         )
-        for note in policy_notes(policy):
-            print(f"{path}: note: {note}")
+        if args.output == "table":
+            print(
+                f"{shown}: ok: policy {policy.metadata.name!r}, {len(policy.spec.regions)} "
+                f"regions, {len(policy.spec.models)} models, {endpoints} endpoints"
+            )
+            for note in notes:
+                print(f"{shown}: note: {note}")
+    if args.output == "json":
+        print(json.dumps(results, indent=2))
     return 1 if failed else 0
+
+
+def _print_json(value: object) -> None:
+    import json
+
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from heliostat.ops import client, status
+
+    nodes = client.call(args.admin_address, "/debug/state", query={"only": "nodes"})["nodes"]
+    if args.output == "json":
+        _print_json(status.as_json(nodes))
+    else:
+        sys.stdout.write(status.render(nodes))
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from heliostat.ops import client, explain
+
+    state = client.call(args.admin_address, "/debug/state")
+    try:
+        result = explain.explain(state, args.model, args.region, args.endpoint)
+    except explain.ExplainError as exc:
+        print(f"heliostat explain: {exc}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        _print_json(result)
+    else:
+        sys.stdout.write(explain.render(result))
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    """Exit codes as diff(1): 0 the same, 1 different, 2 trouble (shown on stderr)."""
+    from heliostat.balance import static_views
+    from heliostat.ops import client, diff
+
+    try:
+        if args.admin_address is not None:
+            if len(args.files) != 1:
+                raise UsageError("with --admin-address give only the new policy file")
+            path = args.files[0]
+            text = sys.stdin.read() if path == STDIN else Path(path).read_text()
+            source = "<stdin>" if path == STDIN else path
+            answer = client.call(
+                args.admin_address, "/debug/diff", query={"source": source}, body=text.encode()
+            )
+            result = diff.PolicyDiff.from_json(answer)
+        else:
+            if len(args.files) != 2:
+                raise UsageError("give OLD and NEW policy files, or NEW and --admin-address")
+            old, new = (read_policy(p) for p in args.files)
+            result = diff.diff_policies(
+                (old, static_views(old)), (new, static_views(new)), diff.gateway_groups(old, new)
+            )
+    except PolicyError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 2
+    except (UsageError, AdminError) as exc:
+        for line in str(exc).splitlines():
+            print(f"heliostat diff: {line}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"heliostat diff: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if args.output == "json":
+        _print_json(result.as_json())
+    else:
+        sys.stdout.write(diff.render(result))
+    return 1 if result.changed else 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -189,7 +307,7 @@ def _serve(args: argparse.Namespace) -> int:
     from heliostat.discovery.kube import ClusterAccess
     from heliostat.runtime.serve import ServeOptions, StartupError, run
 
-    logs.configure(args.log_level)
+    logs.configure(args.log_level, args.log_format)
     cluster = None
     if args.kube_server or args.kubeconfig:
         cluster = ClusterAccess(server=args.kube_server, kubeconfig=args.kubeconfig)
@@ -250,6 +368,7 @@ def _sim_fleet(args: argparse.Namespace) -> int:
     from heliostat.sim.fleet import run_fleet
     from heliostat.sim.from_policy import replica_configs, rtt_from_policy
 
+    logs.configure(args.log_level, args.log_format)
     policy = load_policy(args.policy)
     try:
         regions = frozenset(args.region) if args.region else None
@@ -319,15 +438,98 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="heliostat",
         description="xDS control plane that steers LLM inference traffic to free GPUs.",
+        formatter_class=_Help,
+    )
+    top.add_argument(
+        "--version",
+        action="version",
+        version=f"heliostat {version()} (Python {python_version()})",
     )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help, formatter_class=_Help)
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=description, formatter_class=_Help)
+
+    def output(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "-o",
+            "--output",
+            choices=["table", "json"],
+            default="table",
+            help="readable columns, or JSON for scripts",
+        )
+
+    def admin(sub: argparse.ArgumentParser, default: str | None = "127.0.0.1:9901") -> None:
+        sub.add_argument(
+            "--admin-address",
+            type=host_port,
+            default=default,
+            metavar="HOST:PORT",
+            help="the admin API of the running heliostat serve",
+        )
+
+    def logging_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--log-level", default="info", choices=logs.LEVELS, help="least level logged"
+        )
+        sub.add_argument(
+            "--log-format",
+            default="auto",
+            choices=logs.FORMATS,
+            help="json lines, or console lines; auto: console on a terminal, json otherwise",
+        )
 
     validate = command("validate", help="check policy files")
-    validate.add_argument("files", nargs="+", metavar="FILE", help="policy files to check")
+    validate.add_argument(
+        "files", nargs="+", metavar="FILE", help="policy files to check; - reads standard input"
+    )
+    output(validate)
     validate.set_defaults(run=_validate)
+
+    status = command(
+        "status",
+        help="every connected Envoy and how in sync it is",
+        description="One row per connected Envoy: node id, region, role, xDS mode, how long "
+        "it has been connected, and per resource type whether it has ACKed the version "
+        "heliostat last sent (SYNCED), not answered yet (SENT) or rejected it (NACKED, with "
+        "the error).",
+    )
+    admin(status)
+    output(status)
+    status.set_defaults(run=_status)
+
+    explain = command(
+        "explain",
+        help="why a model's endpoints have their weights; the region's allocation",
+        description="Each endpoint's signals (queue, running, KV use, age), saturation, "
+        "weight, priority, health and the control law's reason, and per region the "
+        "allocation: demand, capacity, shares sent and received, refusals, and why.",
+    )
+    explain.add_argument("--model", required=True, type=name, help="the model")
+    explain.add_argument(
+        "--region", type=name, help="show the view of this region's Envoys (priorities, shares)"
+    )
+    explain.add_argument(
+        "--endpoint", type=endpoint_address, metavar="IP:PORT", help="only this endpoint"
+    )
+    admin(explain)
+    output(explain)
+    explain.set_defaults(run=_explain)
+
+    diff = command(
+        "diff",
+        help="what a policy change would change in the Envoys' configuration",
+        description="heliostat diff OLD.yaml NEW.yaml compares two policy files offline (each "
+        "translated with no signals); heliostat diff NEW.yaml --admin-address HOST:PORT asks "
+        "the running server what NEW would change against what it serves now, with its live "
+        "signals. Nothing is applied. Exit code 0: no difference, 1: differences, 2: error.",
+    )
+    diff.add_argument(
+        "files", nargs="+", metavar="FILE", help="OLD NEW, or NEW with --admin-address; - is stdin"
+    )
+    admin(diff, default=None)
+    output(diff)
+    diff.set_defaults(run=_diff)
 
     serve = command("serve", help="serve xDS to Envoys from a policy file")
     source = serve.add_mutually_exclusive_group(required=True)
@@ -357,9 +559,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="the admin API: health, readiness, metrics, debug state, drain",
     )
-    serve.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="logs"
-    )
+    logging_options(serve)
     serve.add_argument(
         "--policy-poll-interval",
         type=seconds_between(0.05, 86_400),
@@ -423,6 +623,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="REGION",
         help="only this region (repeatable)",
     )
+    logging_options(fleet)
     fleet.set_defaults(run=_sim_fleet)
 
     drain = command("drain", help="take endpoints out of rotation (or --undo)")
@@ -442,10 +643,9 @@ def parser() -> argparse.ArgumentParser:
     )
     drain.set_defaults(run=_drain)
 
-    demo = commands.add_parser(
+    demo = command(
         "demo",
         help="run the three-region demo",
-        formatter_class=_Help,
         description=(
             "Start a simulated fleet in three regions, heliostat serve, one real Envoy gateway "
             "per region and a load generator on free loopback ports, then play four phases: "
@@ -479,7 +679,7 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(run=_demo)
 
-    simulate = commands.add_parser(
+    simulate = command(
         "simulate",
         help="play a planet scenario in virtual time against heliostat's control law",
         description=(
@@ -491,7 +691,7 @@ def parser() -> argparse.ArgumentParser:
     simulate.add_argument("scenario", metavar="SCENARIO.yaml")
     simulate.add_argument("--report", metavar="DIR", help="write report.json, report.md, plots")
     simulate.add_argument(
-        "--jobs", type=int, default=1, help="play the policies in this many processes"
+        "--jobs", type=positive_int, default=1, help="play the policies in this many processes"
     )
     simulate.add_argument(
         "--only", action="append", metavar="POLICY", help="play only this run (repeatable)"
@@ -513,6 +713,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PolicyError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
+        return 1
+    except AdminError as exc:
+        for line in str(exc).splitlines():
+            print(f"heliostat {args.command}: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

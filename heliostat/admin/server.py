@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from heliostat.admin.query import QueryError, narrow
 from heliostat.listen import ListenError, check_free, failure
 
 StateProvider = Callable[[], dict[str, Any]]
@@ -41,8 +42,12 @@ def build_app(
             body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
-    async def debug_state(_: web.Request) -> web.Response:
-        body = json.dumps(state(), indent=2, sort_keys=True, default=str)
+    async def debug_state(request: web.Request) -> web.Response:
+        try:
+            shown = narrow(state(), request.query)
+        except QueryError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        body = json.dumps(shown, indent=2, sort_keys=True, default=str)
         return web.Response(text=body, content_type="application/json")
 
     async def drain_change(request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
 from heliostat.policy import Policy
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.signals import Signal
+from heliostat.xds.cache.nodes import NodeGroup
 
 log = structlog.get_logger("heliostat.control")
 
@@ -50,6 +51,10 @@ class ControlLoop:
         self._wake = asyncio.Event()
         self._last_tick = 0.0
         self.ticks = 0
+        # Called with the new state after every tick (the journal turns changes into events).
+        self.on_tick: Callable[[ControlState], None] | None = None
+        # Called with the node groups whose snapshot changed (convergence tracking).
+        self.on_publish: Callable[[list[NodeGroup]], None] | None = None
         self._compute_seconds = Histogram(
             "heliostat_control_compute_seconds",
             "Control law plus translation per tick.",
@@ -115,13 +120,39 @@ class ControlLoop:
             self._gateways(self._policy, now),
         )
         changed = self._publisher.publish(Inputs(self._policy, views))
+        if changed and self.on_publish is not None:
+            self.on_publish(changed)
         self._compute_seconds.observe(time.perf_counter() - started)
         self._pushes.inc(len(changed))
         self.ticks += 1
         self._last_tick = time.monotonic()
+        if self.on_tick is not None:
+            self.on_tick(self._state)
         if changed:
-            log.debug("views pushed", groups=[g.key for g in changed], tick=self.ticks)
+            log.debug("views_published", groups=[g.key for g in changed], tick=self.ticks)
         return [g.key for g in changed]
+
+    def preview(self, policy: Policy) -> tuple[Views, Views]:
+        """The views the current policy and `policy` give now, from the same signals and
+        state, so what differs between them is the policy change alone (`heliostat diff`).
+        Nothing is published."""
+        now = self._clock()
+        signals = self._signals()
+        current, _ = compute(
+            self._policy,
+            signals,
+            self._state,
+            now,
+            self._drained_now,
+            self._gateways(self._policy, now),
+        )
+        drained = self._operator_drains | {
+            (m.name, a) for m in policy.spec.models for a in m.drained()
+        }
+        proposed, _ = compute(
+            policy, signals, self._state, now, drained, self._gateways(policy, now)
+        )
+        return current, proposed
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -144,4 +175,4 @@ class ControlLoop:
             try:
                 self.tick()
             except Exception:  # one bad tick must not stop the loop
-                log.exception("control tick failed; keeping the last views")
+                log.exception("control_tick_failed", detail="keeping the last views")

@@ -117,7 +117,8 @@ class PolicyWatcher:
             if self.last_error != found.problems:
                 self.last_error = found.problems
                 log.error(
-                    "policy file unreadable; keeping the last good policy",
+                    "policy_unreadable",
+                    detail="keeping the last good policy",
                     path=str(self.path),
                     error=found.problems[0],
                 )
@@ -131,7 +132,7 @@ class PolicyWatcher:
             self.rejections += 1
             self.last_error = found.problems
             for line in found.problems:
-                log.error("policy rejected; keeping the last good policy", problem=line)
+                log.error("policy_rejected", problem=line, detail="keeping the last good policy")
             self._report(Outcome.REJECTED)
             return False
         return self._apply(found.policy)
@@ -145,7 +146,7 @@ class PolicyWatcher:
         self._last_failure = None
         self.last_error = None
         self.reloads += 1
-        log.info("policy applied", path=str(self.path), name=policy.metadata.name)
+        log.info("policy_applied", path=str(self.path), name=policy.metadata.name)
         self._report(Outcome.APPLIED)
         return True
 
@@ -157,7 +158,8 @@ class PolicyWatcher:
         self.failures += 1
         self.last_error = [f"{self.path}: {cause}"]
         log.error(
-            "policy reload failed; keeping the last good policy",
+            "policy_reload_failed",
+            detail="keeping the last good policy",
             path=str(self.path),
             error=cause,
         )

@@ -66,7 +66,8 @@ class Publisher:
         if region and region not in known and region not in self._warned_regions:
             self._warned_regions.add(region)
             log.error(
-                "node's region is not in the policy; serving a view with no region preference",
+                "node_region_unknown",
+                detail="serving a view with no region preference",
                 node_id=node_id,
                 region=region,
                 regions=sorted(known),
@@ -89,7 +90,10 @@ class Publisher:
         except (InconsistentSnapshot, ValueError) as exc:
             self.last_error = f"group {group.key}: {exc}"
             log.error(
-                "snapshot not built; keeping the last good one", group=group.key, error=str(exc)
+                "snapshot_failed",
+                detail="keeping the last good one",
+                group=group.key,
+                error=str(exc),
             )
             return None
         return snapshot

@@ -12,22 +12,34 @@ from typing import Any
 import grpc
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+)
 
+from heliostat.admin import page as admin_page
 from heliostat.admin import server as admin_server
+from heliostat.admin.metrics import BuildInfo, DecisionCollector, GatewayServedCollector
 from heliostat.admin.state import describe_nodes, describe_snapshots, describe_views
 from heliostat.balance import static_views
 from heliostat.discovery.kube import ClusterAccess
 from heliostat.discovery.policy_resource import PolicyResource, parse_reference
 from heliostat.discovery.runtime import ClusterUnreachable, Discovery
 from heliostat.listen import ListenError, check_free, show
-from heliostat.policy import Policy, load_policy
+from heliostat.ops.diff import diff_policies, gateway_groups
+from heliostat.policy import Policy, load_policy, parse_policy
 from heliostat.runtime.control import ControlLoop
+from heliostat.runtime.journal import Journal
 from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.scaling_metrics import ScalingCollector
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache.store import SnapshotCache
+from heliostat.xds.grpc import csds, health
+from heliostat.xds.grpc.convergence import ConvergenceTracker
 from heliostat.xds.grpc.load_reports import LoadReports
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamRegistry
@@ -51,6 +63,14 @@ _GRPC_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     *SERVER_OPTIONS,
 ]
+
+
+# What the xDS port serves, by full name: for health checks by service and for reflection.
+GRPC_SERVICES = (
+    "envoy.service.discovery.v3.AggregatedDiscoveryService",
+    "envoy.service.load_stats.v3.LoadReportingService",
+    "envoy.service.status.v3.ClientStatusDiscoveryService",
+)
 
 
 class StartupError(Exception):
@@ -97,6 +117,8 @@ class ControlPlane:
             gateways=lambda p, now: self.load_reports.load([m.name for m in p.spec.models], now),
         )
         self.signals.on_update = self.control.signals_landed
+        self.journal = Journal()
+        self.control.on_tick = self.journal.observe
         self.started_at = time.time()
         self._serving = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -126,11 +148,21 @@ class ControlPlane:
             registry=self.metrics_registry,
         )
         self._groups.set_function(lambda: len(self.cache.groups()))
+        # The law's decisions (weights, health, shares, refusals), build and process info.
+        self.metrics_registry.register(DecisionCollector(lambda: self.control.state))
+        self.metrics_registry.register(GatewayServedCollector(lambda: self.load_reports.served))
+        self.metrics_registry.register(BuildInfo())
+        ProcessCollector(registry=self.metrics_registry)
+        PlatformCollector(registry=self.metrics_registry)
         # Scaling signals (heliostat_desired_replicas and its inputs) for HPA / KEDA.
         self.metrics_registry.register(
             ScalingCollector(lambda: (self.control.policy, self.control.state))
         )
         self.ads = AdsServer(self.publisher, self.streams, XdsMetrics(self.metrics_registry))
+        self.convergence = ConvergenceTracker(self.streams, self.metrics_registry)
+        self.ads.on_ack = self.convergence.acked
+        self.control.on_publish = self.convergence.pushed
+        self.csds = csds.ClientStatusServer(self.streams, self.cache.get)
         # Gateways report every signals interval (the fastest model's), at least every 0.5 s.
         self.lrs = LoadReportingServer(
             self.load_reports, lambda: max(LOAD_REPORT_MIN_S, self.control.interval)
@@ -150,7 +182,7 @@ class ControlPlane:
             self.signals.update_targets(targets_from_policy(previous))
             self.control.set_policy(previous)
             raise
-        log.info("views recomputed", groups_changed=changed)
+        log.info("views_recomputed", groups_changed=changed)
 
     def _endpoints_changed(self, policy: Policy) -> None:
         """Discovery saw the cluster change: serve the declared policy's new endpoints."""
@@ -191,6 +223,20 @@ class ControlPlane:
             "draining": drained,
             "drained": sorted(f"{m}/{a}" for m, a in self.control.drained),
         }
+
+    def diff_request(self, text: str, source: str) -> dict[str, Any]:
+        """`heliostat diff NEW --admin-address`: what serving NEW would change for every
+        node group connected (and a gateway of every region of either policy), now."""
+        policy = parse_policy(text, source)
+        current_policy = self.publisher.inputs.policy
+        current, proposed = self.control.preview(policy)
+        # The groups really served, and a gateway for every region no connected node is in.
+        groups = list(self.cache.groups())
+        covered = {(g.role, g.region) for g in groups}
+        groups += [
+            g for g in gateway_groups(current_policy, policy) if (g.role, g.region) not in covered
+        ]
+        return diff_policies((current_policy, current), (policy, proposed), groups).as_json()
 
     def ready(self) -> tuple[bool, str]:
         if not self._serving:
@@ -239,6 +285,8 @@ class ControlPlane:
         xds = (self.options.xds_host, self.options.xds_port)
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         add_to_server(server, self.ads, self.lrs)
+        csds.add_to_server(server, self.csds)
+        health.add_to_server(server, self.ready, GRPC_SERVICES)
         try:
             # Both addresses before anything starts; the admin one again when it binds.
             check_free(self.options.admin_host, self.options.admin_port, "the admin API")
@@ -251,6 +299,7 @@ class ControlPlane:
             app = admin_server.build_app(
                 self.metrics_registry, self.state, self.ready, self.drain_request
             )
+            admin_page.install(app, self.journal.recent, self.diff_request)
             try:
                 admin = await admin_server.start(
                     app, self.options.admin_host, self.options.admin_port
@@ -297,7 +346,10 @@ def _report_ending(task: asyncio.Task[None]) -> None:
     if task.cancelled():
         return
     log.error(
-        "task stopped; heliostat is no longer ready", task=task.get_name(), cause=_ending(task)
+        "task_stopped",
+        detail="heliostat is no longer ready",
+        task=task.get_name(),
+        cause=_ending(task),
     )
 
 

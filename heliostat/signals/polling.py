@@ -53,29 +53,36 @@ class EndpointState:
             served, self.served = served_rate(self.served, reading.served_total, at)
         if self.signal.error is not None:
             log.info(
-                "signals: %s %s recovered after %d failed scrapes",
-                self.target.model,
-                self.target.address,
-                self.signal.consecutive_failures,
+                "scrape_recovered",
+                extra={
+                    "model": self.target.model,
+                    "endpoint": self.target.address,
+                    "failed_scrapes": self.signal.consecutive_failures,
+                },
             )
         if reading.missing and reading.missing != self.signal.missing:
             log.info(
-                "signals: %s %s (%s) exports no %s; using what it has",
-                self.target.model,
-                self.target.address,
-                reading.page,
-                ", ".join(sorted(reading.missing)),
+                "scrape_metrics_missing",
+                extra={
+                    "model": self.target.model,
+                    "endpoint": self.target.address,
+                    "page": reading.page,
+                    "missing": sorted(reading.missing),
+                    "detail": "using what it has",
+                },
             )
         self.signal = self.signal.with_reading(reading, rate, at, served)
 
     def reject(self, failure: Failure) -> None:
         if self.signal.error != failure.reason:  # log changes, not every failed round
             log.warning(
-                "signals: %s %s failed: %s %s",
-                self.target.model,
-                self.target.address,
-                failure.reason,
-                failure.detail,
+                "scrape_failed",
+                extra={
+                    "model": self.target.model,
+                    "endpoint": self.target.address,
+                    "reason": failure.reason,
+                    "error": failure.detail,
+                },
             )
         self.signal = self.signal.failed(failure.reason, failure.detail)
 
@@ -231,7 +238,7 @@ class PollingSource(ABC):
         try:
             await self._scrape_model(model, states)
         except Exception:
-            log.exception("signals: round for model %s failed", model)
+            log.exception("signals_round_failed", extra={"model": model})
         self._publish()
         hook = self.on_update
         if hook is not None:
@@ -240,7 +247,7 @@ class PollingSource(ABC):
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                log.exception("signals: on_update hook failed for model %s", model)
+                log.exception("signals_hook_failed", extra={"model": model})
 
     async def _model_loop(self, model: str) -> None:
         loop = asyncio.get_running_loop()
@@ -249,7 +256,7 @@ class PollingSource(ABC):
             try:
                 await self._round(model)
             except Exception:  # _round catches everything; this is the last line of defence
-                log.exception("signals: unexpected error in round for %s", model)
+                log.exception("signals_round_crashed", extra={"model": model})
             interval = self._interval(model)
             if interval is None:
                 return

@@ -46,7 +46,7 @@ class Fleet:
         except BaseException:
             await self.stop()
             raise
-        log.info("sim fleet up: %d replicas", len(self.replicas))
+        log.info("sim_fleet_up", extra={"replicas": len(self.replicas)})
 
     async def stop(self) -> None:
         """Stop every replica (engine loops cancelled, sites and connections closed)."""
@@ -55,7 +55,9 @@ class Fleet:
         )
         for replica, result in zip(self.replicas.values(), results, strict=True):
             if isinstance(result, BaseException):
-                log.warning("sim replica %s did not stop cleanly: %r", replica.id, result)
+                log.warning(
+                    "sim_replica_stop_failed", extra={"replica": replica.id, "error": repr(result)}
+                )
 
     async def reset(self) -> None:
         await asyncio.gather(*(r.reset() for r in self.replicas.values()))

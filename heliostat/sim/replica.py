@@ -138,14 +138,16 @@ class Replica:
     def set_fault(self, fault: Fault) -> None:
         self.faults.set(fault)
         self._apply_slowdown()
-        log.info("replica %s: fault %s", self.id, fault.to_json())
+        log.info("sim_fault_set", extra={"replica": self.id, "fault": fault.to_json()})
 
     def clear_faults(self, kind: FaultKind | None = None) -> None:
         self.faults.clear(kind)
         self._apply_slowdown()
         if kind in (None, FaultKind.HANG):
             self._release_hung()
-        log.info("replica %s: faults healed (%s)", self.id, kind.value if kind else "all")
+        log.info(
+            "sim_faults_healed", extra={"replica": self.id, "kind": kind.value if kind else "all"}
+        )
 
     def _apply_slowdown(self) -> None:
         for engine in self.engines:
@@ -168,7 +170,8 @@ class Replica:
             ms = float(self.rtt_ms(origin_region, self.config.region))
         except (LookupError, ValueError):
             log.warning(
-                "replica %s: no RTT for %s -> %s", self.id, origin_region, self.config.region
+                "sim_rtt_unknown",
+                extra={"replica": self.id, "from": origin_region, "to": self.config.region},
             )
             return 0.0
         return max(ms, 0.0) / 1000.0

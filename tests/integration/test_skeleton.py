@@ -344,7 +344,7 @@ def test_node_of_unknown_region_gets_a_neutral_view(
     replies = [request(gateway) for _ in range(20)]
     assert all(r.status == 200 for r in replies)
     assert set(served_by(replies)) == {us.address, eu.address}
-    assert "node's region is not in the policy" in heliostat.log()
+    assert '"event": "node_region_unknown"' in heliostat.log()
     assert "mars" in heliostat.log()
 
 

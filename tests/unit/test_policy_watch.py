@@ -106,7 +106,7 @@ def test_a_reload_that_raises_is_logged_once_counted_and_watching_goes_on(
         assert watcher.check() is False
         assert watcher.check() is False
     (logged,) = errors(logs)
-    assert logged["event"] == "policy reload failed; keeping the last good policy"
+    assert logged["event"] == "policy_reload_failed"
     assert logged["error"] == (
         "validating the policy failed: RecursionError: maximum recursion depth exceeded"
     )

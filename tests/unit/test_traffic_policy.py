@@ -745,6 +745,7 @@ def test_body_model_routes_follow_the_header_routes_and_precede_the_404s() -> No
 
     names = [r.name for r in routes(snap)]
     assert names == [
+        "openai:models",
         "model:m:batch:stream",
         "model:m:batch",
         "model:m:stream",
@@ -753,6 +754,7 @@ def test_body_model_routes_follow_the_header_routes_and_precede_the_404s() -> No
         "model:m:body:batch",
         "model:m:body:stream",
         "model:m:body",
+        "openai:invalid-body",
         "unknown-model",
         "unknown-body-model",
         "missing-model",

@@ -322,9 +322,13 @@ def test_unknown_or_missing_model_gets_a_json_404_naming_the_models() -> None:
     config = only_routes(snapshot_for("us-east"))
     (host,) = config.virtual_hosts
     routes = list(host.routes)
-    # The model routes come first: Envoy takes the first route that matches.
+    # GET /v1/models, then the model routes: Envoy takes the first route that matches; then
+    # the gateway's own answers (a body that is not JSON, unknown or missing models).
     kinds = [r.HasField("route") for r in routes]
-    assert kinds == [True] * (len(routes) - 3) + [False] * 3
+    assert kinds == [False] + [True] * (len(routes) - 5) + [False] * 4
+    assert routes[0].match.path == "/v1/models"
+    assert json.loads(routes[0].direct_response.body.inline_string)["data"][0]["id"] == MODELS[0]
+    assert routes[-4].direct_response.status == 400
     unknown, missing = routes[-3], routes[-1]
     # Header present but no model route matched.
     (present,) = unknown.match.headers

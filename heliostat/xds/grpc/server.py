@@ -63,6 +63,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._source = source
         self._registry = registry
         self._metrics = metrics
+        # Called with the node's group on every ACK (convergence tracking).
+        self.on_ack: Callable[[NodeGroup], None] | None = None
 
     async def StreamAggregatedResources(
         self,
@@ -95,7 +97,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         try:
             group = group_of(node)
         except NodeIdentityError as exc:
-            log.error("node rejected", node_id=node.id, error=str(exc))
+            log.error("node_rejected", node_id=node.id, error=str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
         inbox: asyncio.Queue[object] = asyncio.Queue()
@@ -105,12 +107,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         stop_watching = self._source.watch(group, lambda _snapshot: inbox.put_nowait(_CHANGED))
         reader = asyncio.create_task(_pump(requests, inbox))
         self._metrics.streams.labels(mode).inc()
-        log.info("node connected", node_id=node.id, group=group.key, mode=mode)
+        log.info("node_connected", node_id=node.id, group=group.key, mode=mode)
         try:
             outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
             outcome.extend(protocol.on_request(first))
             while True:
-                for response in self._report(mode, node.id, outcome):
+                for response in self._report(mode, node.id, group, outcome):
                     yield response
                 item = await inbox.get()
                 if item is _CLOSED:
@@ -124,12 +126,18 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             stop_watching()
             unregister()
             self._metrics.streams.labels(mode).dec()
-            log.info("node disconnected", node_id=node.id, group=group.key, mode=mode)
+            log.info("node_disconnected", node_id=node.id, group=group.key, mode=mode)
 
-    def _report(self, mode: str, node_id: str, outcome: Outcome[Resp]) -> list[Resp]:
+    def _report(
+        self, mode: str, node_id: str, group: NodeGroup, outcome: Outcome[Resp]
+    ) -> list[Resp]:
+        acked = False
         for event in outcome.events:
             self._metrics.record(mode, event)
             _log_event(mode, node_id, event)
+            acked = acked or event.kind is EventKind.ACK
+        if acked and self.on_ack is not None:
+            self.on_ack(group)
         return outcome.responses
 
 
@@ -141,13 +149,14 @@ def _log_event(mode: str, node_id: str, event: Event) -> None:
         "version": event.version,
     }
     if event.kind is EventKind.NACK:
-        log.warning("config rejected by node (NACK)", error=event.detail, **fields)
+        log.warning("nack", error=event.detail, **fields)
     elif event.kind is EventKind.HELD:
-        log.info("holding change the node rejected before", detail=event.detail, **fields)
+        log.info("push_held", detail=event.detail, **fields)
     elif event.kind is EventKind.UNKNOWN_TYPE:
-        log.warning("request for a type heliostat does not serve", **fields)
-    else:
-        log.debug(f"xds {event.kind.value}", nonce=event.nonce, **fields)
+        log.warning("unknown_type", **fields)
+    else:  # sent -> push; ack; stale
+        name = "push" if event.kind is EventKind.SENT else event.kind.value
+        log.debug(name, nonce=event.nonce, **fields)
 
 
 async def _pump(requests: AsyncIterator[Any], inbox: asyncio.Queue[object]) -> None:
@@ -156,7 +165,7 @@ async def _pump(requests: AsyncIterator[Any], inbox: asyncio.Queue[object]) -> N
         async for request in requests:
             inbox.put_nowait(request)
     except grpc.aio.AioRpcError as exc:
-        log.debug("stream read ended", code=str(exc.code()))
+        log.debug("stream_read_ended", code=str(exc.code()))
     finally:
         inbox.put_nowait(_CLOSED)
 
@@ -193,16 +202,16 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
         try:
             group = group_of(node)
         except NodeIdentityError as exc:
-            log.error("load reports refused", node_id=node.id, error=str(exc))
+            log.error("load_reports_refused", node_id=node.id, error=str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
         if group.role is not Role.GATEWAY or group.region is None:
-            log.info("load reports not asked for", node_id=node.id, role=group.role.value)
+            log.info("load_reports_not_asked", node_id=node.id, role=group.role.value)
             async for _ in request_iterator:  # keep the stream open; nothing to count
                 pass
             return
         interval = self._interval()
-        log.info("load reports asked for", node_id=node.id, region=group.region, every_s=interval)
+        log.info("load_reports_asked", node_id=node.id, region=group.region, every_s=interval)
         yield lrs_pb2.LoadStatsResponse(
             send_all_clusters=True,
             report_endpoint_granularity=True,
@@ -215,7 +224,7 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
             async for request in request_iterator:
                 self._reports.ingest(node.id, group.region, group.role, request, self._clock())
         except grpc.aio.AioRpcError as exc:
-            log.debug("load report stream ended", node_id=node.id, code=str(exc.code()))
+            log.debug("load_reports_ended", node_id=node.id, code=str(exc.code()))
         finally:
             self._reports.forget(node.id)
 

@@ -18,18 +18,29 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
+from google.protobuf import struct_pb2
 
 from heliostat.wire import JSON_TO_METADATA_FILTER, METADATA_NAMESPACE
 from heliostat.xds.translate.common import pack
 
 MODEL_KEY = "model"
 STREAM_KEY = "stream"
+# Set when a JSON request's body does not parse: such a request gets 400 (openai_api.py).
+UNREADABLE_KEY = "body_unreadable"
 _JSON_CONTENT_TYPE = r"^application/json(\s*;.*)?$"
 
 
 def json_to_metadata_filter() -> hcm_pb2.HttpFilter:
+    model_rule = _rule(MODEL_KEY, j2m.JsonToMetadata.STRING)
+    model_rule.on_error.CopyFrom(
+        j2m.JsonToMetadata.KeyValuePair(
+            metadata_namespace=METADATA_NAMESPACE,
+            key=UNREADABLE_KEY,
+            value=struct_pb2.Value(bool_value=True),
+        )
+    )
     rules = [
-        _rule(MODEL_KEY, j2m.JsonToMetadata.STRING),
+        model_rule,
         _rule(STREAM_KEY, j2m.JsonToMetadata.PROTOBUF_VALUE),  # keeps true as a boolean
     ]
     config = j2m.JsonToMetadata(
@@ -67,6 +78,10 @@ def body_model_is(model: str) -> metadata_pb2.MetadataMatcher:
 
 def body_names_a_model() -> metadata_pb2.MetadataMatcher:
     return _metadata(MODEL_KEY, value_pb2.ValueMatcher(present_match=True))
+
+
+def body_unreadable() -> metadata_pb2.MetadataMatcher:
+    return _metadata(UNREADABLE_KEY, value_pb2.ValueMatcher(bool_match=True))
 
 
 def streamed() -> metadata_pb2.MetadataMatcher:

@@ -14,7 +14,8 @@ weight, choosing by the session hash so a session stays on one version. Every mo
 adds `x-heliostat-origin-region`, answers `x-heliostat-served-model` and carries the retry
 policy; while its view gives the model a fallback share, its metadata tells the Lua program
 to move that share to the fallback model's routes (`fallback.py`). Requests naming no served
-model get a JSON 404 listing the models.
+model get a JSON 404 listing the models; `GET /v1/models` and bodies that are not JSON are
+answered by the gateway itself (`openai_api.py`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from google.protobuf import wrappers_pb2
 from heliostat.balance import TrafficClass
 from heliostat.policy.traffic import Tenant
 from heliostat.wire import MODEL_HEADER, ORIGIN_HEADER, PRIORITY_HEADER
-from heliostat.xds.translate import body
+from heliostat.xds.translate import body, openai_api
 from heliostat.xds.translate.affinity import hash_policies, prefix_key_settings
 from heliostat.xds.translate.common import seconds
 from heliostat.xds.translate.fallback import lua_metadata, served_model
@@ -47,12 +48,14 @@ _CLASSES = (TrafficClass.BATCH, TrafficClass.INTERACTIVE)  # batch first: it mat
 def route_configuration(
     plans: Sequence[ModelPlan], tenants: Sequence[Tenant], region: str | None
 ) -> route_pb2.RouteConfiguration:
-    routes = []
+    models = [plan.model.name for plan in plans]
+    routes = [openai_api.models_route(models)]
     for by_body in (False, True):  # every header route before any body route
         for plan in plans:
             routes.extend(_model_routes(plan, tenants, region, by_body=by_body))
-    models = [plan.model.name for plan in plans]
     routes += [
+        # A body that does not parse, on a request the header did not route: 400.
+        openai_api.invalid_body_route([body.header_absent(MODEL_HEADER)]),
         _not_found(
             models,
             "unknown-model",

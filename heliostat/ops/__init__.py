@@ -1,0 +1,1 @@
+"""Operator tools over a running heliostat (status, explain) and over policy files (diff)."""

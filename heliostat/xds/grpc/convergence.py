@@ -1,0 +1,92 @@
+"""How long a change takes to reach every Envoy: `heliostat_convergence_seconds`.
+
+A push starts when the control loop publishes a snapshot that changed for a node group
+(the tick that follows the scrape round which saw the signal change). It has converged when
+every stream of that group that was connected at the time has received a response since
+and is in sync on every type (ACKed what it was last sent). A newer push to the same group
+before that keeps the older start: the newer snapshot carries the change too, so the
+measure is from the first change until the Envoys have it. Streams that disconnect are not
+waited for; a push nobody confirms within `GIVE_UP_S` is dropped uncounted (a node that
+NACKs keeps its group from converging, and the NACK has its own metric).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from heliostat.xds.cache.nodes import NodeGroup
+from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
+
+GIVE_UP_S = 60.0
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class _Pending:
+    started: float
+    responses: dict[int, int]  # stream id -> responses it had when the push started
+
+
+def _responses(entry: StreamEntry) -> int:
+    return sum(status.responses for status in entry.status().values())
+
+
+def _in_sync(entry: StreamEntry) -> bool:
+    statuses = entry.status().values()
+    return bool(statuses) and all(
+        s.sent_version and s.sent_version == s.acked_version for s in statuses
+    )
+
+
+class ConvergenceTracker:
+    def __init__(
+        self,
+        streams: StreamRegistry,
+        registry: CollectorRegistry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._streams = streams
+        self._clock = clock
+        self._pending: dict[str, _Pending] = {}
+        self.seconds = Histogram(
+            "heliostat_convergence_seconds",
+            "From publishing a changed snapshot until every Envoy of its group has ACKed it.",
+            buckets=BUCKETS,
+            registry=registry,
+        )
+
+    def pushed(self, groups: Iterable[NodeGroup]) -> None:
+        now = self._clock()
+        for group in groups:
+            entries = [e for e in self._streams.entries() if e.group == group]
+            if not entries:
+                continue
+            earlier = self._pending.get(group.key)
+            started = earlier.started if earlier is not None else now
+            baseline = {e.stream_id: _responses(e) for e in entries}
+            if earlier is not None:  # streams still waiting on the earlier push keep its mark
+                baseline.update({k: v for k, v in earlier.responses.items() if k in baseline})
+            self._pending[group.key] = _Pending(started, baseline)
+
+    def acked(self, group: NodeGroup) -> None:
+        """A node of `group` ACKed something: see whether its group's push has converged."""
+        pending = self._pending.get(group.key)
+        if pending is None:
+            return
+        now = self._clock()
+        if now - pending.started > GIVE_UP_S:
+            del self._pending[group.key]
+            return
+        live = {e.stream_id: e for e in self._streams.entries() if e.group == group}
+        for stream_id, before in pending.responses.items():
+            entry = live.get(stream_id)
+            if entry is None:
+                continue  # disconnected: not waited for
+            if _responses(entry) <= before or not _in_sync(entry):
+                return
+        del self._pending[group.key]
+        self.seconds.observe(now - pending.started)
