@@ -192,6 +192,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     # grpc loads only when serving
     from heliostat.runtime.serve import ServeOptions, StartupError, run
+    from heliostat.runtime.supervise import Unrecoverable
 
     logs.configure(args.log_level)
     xds_host, xds_port = args.xds_address
@@ -207,7 +208,7 @@ def _serve(args: argparse.Namespace) -> int:
                 policy_poll_s=args.policy_poll_interval,
             )
         )
-    except StartupError as exc:
+    except (StartupError, Unrecoverable) as exc:
         print(f"heliostat serve: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -23,6 +23,7 @@ from heliostat.runtime.control import ControlLoop
 from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.scaling_metrics import ScalingCollector
+from heliostat.runtime.supervise import Supervisor, Unrecoverable
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache import SnapshotCache
 from heliostat.xds.load_reports import LoadReports
@@ -87,7 +88,9 @@ class ControlPlane:
         self.signals.on_update = self.control.signals_landed
         self.started_at = time.time()
         self._serving = False
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor(self.metrics_registry)
+        self.xds_server: grpc.aio.Server | None = None
+        self.admin_runner: web.AppRunner | None = None
         self._policy_reloads = Counter(
             "heliostat_policy_reloads_total",
             "Policy file versions seen, by result (applied, rejected, failed).",
@@ -163,10 +166,7 @@ class ControlPlane:
     def ready(self) -> tuple[bool, str]:
         if not self._serving:
             return False, "starting"
-        for task in self._tasks:
-            if task.done():
-                return False, f"{task.get_name()} stopped: {_ending(task)}"
-        return True, "ready"
+        return self.supervisor.ready()
 
     def state(self) -> dict[str, Any]:
         inputs = self.publisher.inputs
@@ -193,6 +193,7 @@ class ControlPlane:
             "snapshots": describe_snapshots(self.cache),
             "snapshot_error": self.publisher.last_error,
             "nodes": describe_nodes(self.streams),
+            "tasks": self.supervisor.describe(),
             "uptime_s": round(time.time() - self.started_at, 3),
         }
 
@@ -200,7 +201,7 @@ class ControlPlane:
         """Serve until SIGINT/SIGTERM (or `stop`); everything started is stopped on the way
         out, whatever failed, and nothing a dead task raised escapes."""
         xds = (self.options.xds_host, self.options.xds_port)
-        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        server = self.xds_server = grpc.aio.server(options=_GRPC_OPTIONS)
         add_to_server(server, self.ads, self.lrs)
         try:
             # Both addresses before anything starts; the admin one again when it binds.
@@ -220,14 +221,11 @@ class ControlPlane:
                 )
             except ListenError as exc:
                 raise StartupError(str(exc)) from None
-            self._tasks = [
-                asyncio.create_task(self.watcher.run(), name="policy watcher"),
-                asyncio.create_task(self.signals.run(), name="signals"),
-            ]
+            self.admin_runner = admin
+            self._supervise(server, admin)
             self.control.tick()
-            self._tasks.append(asyncio.create_task(self.control.run(), name="control loop"))
-            for task in self._tasks:
-                task.add_done_callback(_report_ending)
+            supervising = asyncio.create_task(self.supervisor.run(), name="supervisor")
+            signalled = asyncio.create_task(_until_signalled(stop), name="signals handler")
             self._serving = True
             log.info(
                 "serving",
@@ -235,32 +233,47 @@ class ControlPlane:
                 admin=show(self.options.admin_host, self.options.admin_port),
                 policy=str(self.options.policy_path),
             )
-            await _until_signalled(stop)
+            try:
+                await asyncio.wait({supervising, signalled}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._serving = False
+                for task in (supervising, signalled):
+                    task.cancel()
+                await asyncio.gather(supervising, signalled, return_exceptions=True)
+            if supervising.done() and not supervising.cancelled():
+                failure = supervising.exception()
+                if isinstance(failure, Unrecoverable):
+                    raise failure
         finally:
             self._serving = False
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
             await server.stop(grace=1.0)
             if admin is not None:
                 await admin.cleanup()
-                log.info("stopped")
+            log.info("stopped")
+
+    def _supervise(self, server: grpc.aio.Server, admin: web.AppRunner) -> None:
+        """Every long-lived task under the supervisor. The servers cannot be restarted in
+        this process (their sockets are gone): their ending is unrecoverable."""
+        self.supervisor.add("policy watcher", self.watcher.run)
+        self.supervisor.add("signals", self.signals.run)
+        self.supervisor.add("control loop", self.control.run)
+        self.supervisor.add("xDS server", lambda: _serving_grpc(server), restart=False)
+        self.supervisor.add("admin server", lambda: _serving_admin(admin), restart=False)
 
 
-def _ending(task: asyncio.Task[None]) -> str:
-    if task.cancelled():
-        return "cancelled"
-    exc = task.exception()
-    return f"{type(exc).__name__}: {exc}"[:300] if exc is not None else "returned"
+async def _serving_grpc(server: grpc.aio.Server, every_s: float = 0.5) -> None:
+    # With a timeout (it returns True when the wait timed out): cancelling a wait without
+    # one cancels the server's own shutdown future, and the `stop` that follows would then
+    # raise CancelledError.
+    while await server.wait_for_termination(timeout=every_s):
+        pass
+    raise ConnectionAbortedError("the gRPC server stopped serving")
 
 
-def _report_ending(task: asyncio.Task[None]) -> None:
-    """A long-lived task that ends on its own is logged once, with its cause."""
-    if task.cancelled():
-        return
-    log.error(
-        "task stopped; heliostat is no longer ready", task=task.get_name(), cause=_ending(task)
-    )
+async def _serving_admin(admin: web.AppRunner, every_s: float = 0.5) -> None:
+    while admin.sites:
+        await asyncio.sleep(every_s)
+    raise ConnectionAbortedError("the admin HTTP server stopped listening")
 
 
 async def _until_signalled(stop: asyncio.Event | None = None) -> None:
