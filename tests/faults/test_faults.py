@@ -20,6 +20,7 @@ The long variant (30 s of traffic after heliostat is killed) is marked `long` an
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import socket
@@ -279,8 +280,8 @@ def _weight_reversals(samples: list[dict[str, str]]) -> int:
     reversals = 0
     for address in samples[0] if samples else ():
         series = [int(s[address]) for s in samples if s.get(address, "?").isdigit()]
-        steps = [b - a for a, b in zip(series, series[1:], strict=False) if b != a]
-        reversals += sum(1 for a, b in zip(steps, steps[1:], strict=False) if (a > 0) != (b > 0))
+        steps = [b - a for a, b in itertools.pairwise(series) if b != a]
+        reversals += sum(1 for a, b in itertools.pairwise(steps) if (a > 0) != (b > 0))
     return reversals
 
 
