@@ -206,6 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
                 admin_host=admin_host,
                 admin_port=admin_port,
                 policy_poll_s=args.policy_poll_interval,
+                admin_token_file=args.admin_token_file,
             )
         )
     except (StartupError, Unrecoverable) as exc:
@@ -279,11 +280,20 @@ def _drain(args: argparse.Namespace) -> int:
         body["endpoint"] = args.endpoint
     else:
         body["region"] = args.region
+    headers = {"content-type": "application/json"}
+    if args.admin_token_file is not None:
+        from heliostat.admin.auth import TokenError, read_token
+
+        try:
+            headers["authorization"] = f"Bearer {read_token(args.admin_token_file)}"
+        except TokenError as exc:
+            print(f"heliostat drain: {exc}", file=sys.stderr)
+            return 1
     request = urllib.request.Request(
         f"http://{host}:{port}/drain",
         data=json.dumps(body).encode(),
         method="DELETE" if args.undo else "POST",
-        headers={"content-type": "application/json"},
+        headers=headers,
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -344,6 +354,13 @@ def parser() -> argparse.ArgumentParser:
         default="127.0.0.1:9901",
         metavar="HOST:PORT",
         help="the admin API: health, readiness, metrics, debug state, drain",
+    )
+    serve.add_argument(
+        "--admin-token-file",
+        type=Path,
+        metavar="FILE",
+        help="bearer token that drain and other state-changing admin calls need "
+        "(required when --admin-address is not loopback)",
     )
     serve.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="logs"
@@ -427,6 +444,12 @@ def parser() -> argparse.ArgumentParser:
         default="127.0.0.1:9901",
         metavar="HOST:PORT",
         help="the admin API of the running heliostat serve",
+    )
+    drain.add_argument(
+        "--admin-token-file",
+        type=Path,
+        metavar="FILE",
+        help="the bearer token heliostat serve was given (--admin-token-file)",
     )
     drain.set_defaults(run=_drain)
 

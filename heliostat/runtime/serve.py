@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from heliostat.admin import server as admin_server
+from heliostat.admin.auth import TokenError, is_loopback, read_token
 from heliostat.admin.state import describe_nodes, describe_snapshots, describe_views
 from heliostat.balance import static_views
 from heliostat.listen import ListenError, check_free, show
@@ -65,6 +66,9 @@ class ServeOptions:
     policy_poll_s: float = 1.0
     # Pluggable transport security for the xDS port (mTLS with node identity later).
     credentials: grpc.ServerCredentials | None = None
+    # Bearer token for state-changing admin calls; required when the admin API is not on
+    # loopback.
+    admin_token_file: Path | None = None
 
 
 class ControlPlane:
@@ -201,6 +205,7 @@ class ControlPlane:
         """Serve until SIGINT/SIGTERM (or `stop`); everything started is stopped on the way
         out, whatever failed, and nothing a dead task raised escapes."""
         xds = (self.options.xds_host, self.options.xds_port)
+        token = _admin_token(self.options)
         server = self.xds_server = grpc.aio.server(options=_GRPC_OPTIONS)
         add_to_server(server, self.ads, self.lrs)
         try:
@@ -214,7 +219,7 @@ class ControlPlane:
             await self._warm_start()
             await server.start()
             app = admin_server.build_app(
-                self.metrics_registry, self.state, self.ready, self.drain_request
+                self.metrics_registry, self.state, self.ready, self.drain_request, token=token
             )
             try:
                 admin = await admin_server.start(
@@ -275,6 +280,23 @@ class ControlPlane:
         self.supervisor.add("control loop", self.control.run)
         self.supervisor.add("xDS server", lambda: _serving_grpc(server), restart=False)
         self.supervisor.add("admin server", lambda: _serving_admin(admin), restart=False)
+
+
+def _admin_token(options: ServeOptions) -> str | None:
+    """The admin bearer token, or None on loopback without a token file; StartupError when
+    the admin API would be reachable from other machines without one."""
+    if options.admin_token_file is not None:
+        try:
+            return read_token(options.admin_token_file)
+        except TokenError as exc:
+            raise StartupError(str(exc)) from None
+    if not is_loopback(options.admin_host):
+        where = show(options.admin_host, options.admin_port)
+        raise StartupError(
+            f"the admin API on {where} is reachable beyond loopback: give --admin-token-file "
+            "FILE (drain and other state-changing calls then need its bearer token)"
+        )
+    return None
 
 
 async def _serving_grpc(server: grpc.aio.Server, every_s: float = 0.5) -> None:
