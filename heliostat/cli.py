@@ -9,6 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -20,6 +21,9 @@ from heliostat.policy.schema import canonical_address
 from heliostat.signals.from_policy import policy_notes
 from heliostat.xds.bootstrap import BootstrapOptions, bootstrap
 from heliostat.xds.nodes import Role
+
+if TYPE_CHECKING:  # grpc loads only when serving
+    from heliostat.security.tls import TlsFiles
 
 
 class UsageError(Exception):
@@ -207,12 +211,26 @@ def _serve(args: argparse.Namespace) -> int:
                 admin_port=admin_port,
                 policy_poll_s=args.policy_poll_interval,
                 admin_token_file=args.admin_token_file,
+                tls=_tls_files(args),
+                trust_domain=args.trust_domain,
+                insecure=args.insecure,
             )
         )
     except (StartupError, Unrecoverable) as exc:
         print(f"heliostat serve: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    from heliostat.security.tls import TlsFiles
+
+    given = [args.tls_cert, args.tls_key, args.client_ca]
+    if not any(given):
+        return None
+    if not all(given):
+        raise SystemExit("heliostat serve: mTLS needs all of --tls-cert, --tls-key and --client-ca")
+    return TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
@@ -361,6 +379,25 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="bearer token that drain and other state-changing admin calls need "
         "(required when --admin-address is not loopback)",
+    )
+    serve.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="xDS server certificate (PEM), for mTLS"
+    )
+    serve.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (PEM)")
+    serve.add_argument(
+        "--client-ca",
+        type=Path,
+        metavar="FILE",
+        help="CA that signs the nodes' client certificates; each must name its node "
+        "(spiffe://DOMAIN/ns/REGION/sa/NODE_ID or NODE_ID.REGION.SUFFIX)",
+    )
+    serve.add_argument(
+        "--trust-domain", metavar="DOMAIN", help="accept SPIFFE IDs of this trust domain only"
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plaintext xDS on an address beyond loopback",
     )
     serve.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="logs"

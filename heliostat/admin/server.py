@@ -33,6 +33,7 @@ def build_app(
     token: str | None = None,
 ) -> web.Application:
     """With `token`, every state-changing call needs it as a bearer token (`auth.py`)."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 

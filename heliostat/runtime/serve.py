@@ -25,6 +25,7 @@ from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.scaling_metrics import ScalingCollector
 from heliostat.runtime.supervise import Supervisor, Unrecoverable
+from heliostat.security.tls import TlsError, TlsFiles, server_credentials
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache import SnapshotCache
 from heliostat.xds.load_reports import LoadReports
@@ -64,8 +65,12 @@ class ServeOptions:
     admin_host: str = "127.0.0.1"
     admin_port: int = 9901
     policy_poll_s: float = 1.0
-    # Pluggable transport security for the xDS port (mTLS with node identity later).
-    credentials: grpc.ServerCredentials | None = None
+    # mTLS on the xDS port: client certificates required, and each must name the node id
+    # and region its stream claims (heliostat.security). None: plaintext.
+    tls: TlsFiles | None = None
+    trust_domain: str | None = None
+    # Plaintext beyond loopback only when the operator says so.
+    insecure: bool = False
     # Bearer token for state-changing admin calls; required when the admin API is not on
     # loopback.
     admin_token_file: Path | None = None
@@ -206,12 +211,13 @@ class ControlPlane:
         out, whatever failed, and nothing a dead task raised escapes."""
         xds = (self.options.xds_host, self.options.xds_port)
         token = _admin_token(self.options)
+        credentials = _xds_credentials(self.options)
         server = self.xds_server = grpc.aio.server(options=_GRPC_OPTIONS)
         add_to_server(server, self.ads, self.lrs)
         try:
             # Both addresses before anything starts; the admin one again when it binds.
             check_free(self.options.admin_host, self.options.admin_port, "the admin API")
-            listen(server, *xds, self.options.credentials)
+            listen(server, *xds, credentials)
         except ListenError as exc:
             raise StartupError(str(exc)) from None
         admin: web.AppRunner | None = None
@@ -280,6 +286,22 @@ class ControlPlane:
         self.supervisor.add("control loop", self.control.run)
         self.supervisor.add("xDS server", lambda: _serving_grpc(server), restart=False)
         self.supervisor.add("admin server", lambda: _serving_admin(admin), restart=False)
+
+
+def _xds_credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
+    """mTLS credentials, or None for plaintext, which only loopback gets by default."""
+    if options.tls is not None:
+        try:
+            return server_credentials(options.tls)
+        except TlsError as exc:
+            raise StartupError(str(exc)) from None
+    if not options.insecure and not is_loopback(options.xds_host):
+        where = show(options.xds_host, options.xds_port)
+        raise StartupError(
+            f"xDS on {where} would be plaintext beyond loopback: give --tls-cert, --tls-key "
+            "and --client-ca, or --insecure"
+        )
+    return None
 
 
 def _admin_token(options: ServeOptions) -> str | None:
