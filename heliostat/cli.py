@@ -235,7 +235,17 @@ def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
 
 def _bootstrap(args: argparse.Namespace) -> int:
     xds_host, xds_port = args.xds_address
-    options = BootstrapOptions(
+    try:
+        options = _bootstrap_options(args, xds_host, xds_port)
+    except ValueError as exc:
+        print(f"heliostat bootstrap: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(yaml.safe_dump(bootstrap(options), sort_keys=False))
+    return 0
+
+
+def _bootstrap_options(args: argparse.Namespace, xds_host: str, xds_port: int) -> BootstrapOptions:
+    return BootstrapOptions(
         node_id=args.node_id,
         region=args.region,
         role=Role(args.role),
@@ -245,9 +255,15 @@ def _bootstrap(args: argparse.Namespace) -> int:
         admin_port=args.admin_port,
         listener_port=args.listener_port,
         delta=args.delta,
+        tls_cert=_absolute(args.tls_cert),
+        tls_key=_absolute(args.tls_key),
+        ca=_absolute(args.ca),
     )
-    sys.stdout.write(yaml.safe_dump(bootstrap(options), sort_keys=False))
-    return 0
+
+
+def _absolute(path: Path | None) -> str | None:
+    """Envoy reads the file relative to its own working directory: pin it down here."""
+    return None if path is None else str(path.resolve())
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -444,6 +460,13 @@ def parser() -> argparse.ArgumentParser:
         help="the gateway listener's port, instead of the policy's",
     )
     boot.add_argument("--delta", action="store_true", help="use incremental (delta) xDS")
+    boot.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="this node's client certificate (mTLS)"
+    )
+    boot.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key")
+    boot.add_argument(
+        "--ca", type=Path, metavar="FILE", help="the CA that signed heliostat's certificate"
+    )
     boot.set_defaults(run=_bootstrap)
 
     sim = command("sim", help="simulated vLLM-compatible replicas")

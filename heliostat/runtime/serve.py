@@ -25,7 +25,7 @@ from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.scaling_metrics import ScalingCollector
 from heliostat.runtime.supervise import Supervisor, Unrecoverable
-from heliostat.security.tls import TlsError, TlsFiles, server_credentials
+from heliostat.security.tls import NodeAuthorizer, TlsError, TlsFiles, server_credentials
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache import SnapshotCache
 from heliostat.xds.load_reports import LoadReports
@@ -125,10 +125,19 @@ class ControlPlane:
         self.metrics_registry.register(
             ScalingCollector(lambda: (self.control.policy, self.control.state))
         )
-        self.ads = AdsServer(self.publisher, self.streams, XdsMetrics(self.metrics_registry))
+        # With mTLS, every stream's certificate must name the node it claims to be.
+        authorize = NodeAuthorizer(options.trust_domain) if options.tls is not None else None
+        self.ads = AdsServer(
+            self.publisher,
+            self.streams,
+            XdsMetrics(self.metrics_registry),
+            authorize=authorize,
+        )
         # Gateways report every signals interval (the fastest model's), at least every 0.5 s.
         self.lrs = LoadReportingServer(
-            self.load_reports, lambda: max(LOAD_REPORT_MIN_S, self.control.interval)
+            self.load_reports,
+            lambda: max(LOAD_REPORT_MIN_S, self.control.interval),
+            authorize=authorize,
         )
 
     def apply_policy(self, policy: Policy) -> None:

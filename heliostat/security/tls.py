@@ -9,7 +9,7 @@ operator says `--insecure` (a mesh that already encrypts and authenticates the h
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +51,7 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     )
 
 
-def peer_sans(auth_context: Mapping[str, Sequence[bytes]]) -> list[str]:
+def peer_sans(auth_context: Mapping[str, Iterable[bytes]]) -> list[str]:
     """The URI and DNS subject alternative names of the client certificate of a stream."""
     names = [*auth_context.get("peer_uri", ()), *auth_context.get("peer_dns", ())]
     return [n.decode("utf-8", errors="replace") for n in names]
@@ -64,7 +64,7 @@ class NodeAuthorizer:
         self.trust_domain = trust_domain
 
     def __call__(
-        self, node_id: str, region: str, auth_context: Mapping[str, Sequence[bytes]]
+        self, node_id: str, region: str, auth_context: Mapping[str, Iterable[bytes]]
     ) -> str | None:
         """None when allowed, else why not (one line)."""
         return refusal(node_id, region, peer_sans(auth_context), self.trust_domain)

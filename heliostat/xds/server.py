@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -58,11 +58,17 @@ _CLOSED = object()
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     def __init__(
-        self, source: SnapshotSource, registry: StreamRegistry, metrics: XdsMetrics
+        self,
+        source: SnapshotSource,
+        registry: StreamRegistry,
+        metrics: XdsMetrics,
+        *,
+        authorize: Authorize | None = None,
     ) -> None:
         self._source = source
         self._registry = registry
         self._metrics = metrics
+        self._authorize = authorize
 
     async def StreamAggregatedResources(
         self,
@@ -98,6 +104,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             log.error("node rejected", node_id=node.id, error=str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
+        await _check_identity(self._authorize, node, context)
         inbox: asyncio.Queue[object] = asyncio.Queue()
         protocol = make(node.id)
         entry = StreamEntry(node.id, group, mode, context.peer(), time.time(), protocol.status)
@@ -175,10 +182,13 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
         reports: LoadReports,
         interval: Callable[[], float],
         clock: Callable[[], float] = time.time,
+        *,
+        authorize: Authorize | None = None,
     ) -> None:
         self._reports = reports
         self._interval = interval
         self._clock = clock
+        self._authorize = authorize
 
     async def StreamLoadStats(
         self,
@@ -196,6 +206,7 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
             log.error("load reports refused", node_id=node.id, error=str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
+        await _check_identity(self._authorize, node, context)
         if group.role is not Role.GATEWAY or group.region is None:
             log.info("load reports not asked for", node_id=node.id, role=group.role.value)
             async for _ in request_iterator:  # keep the stream open; nothing to count
@@ -218,6 +229,24 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
             log.debug("load report stream ended", node_id=node.id, code=str(exc.code()))
         finally:
             self._reports.forget(node.id)
+
+
+Authorize = Callable[[str, str, Mapping[str, Iterable[bytes]]], str | None]
+"""(node id, region, the stream's TLS auth context) -> None if the node may speak, else why
+not (heliostat.security.tls.NodeAuthorizer)."""
+
+
+async def _check_identity(
+    authorize: Authorize | None, node: Any, context: grpc.aio.ServicerContext[Any, Any]
+) -> None:
+    """Abort the stream with PERMISSION_DENIED unless the peer's certificate backs the node
+    id and region its first request claims."""
+    if authorize is None:
+        return
+    refused = authorize(node.id, node.locality.region, context.auth_context())
+    if refused is not None:
+        log.error("node refused", node_id=node.id, peer=context.peer(), error=refused)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
 
 
 def add_to_server(
