@@ -154,8 +154,7 @@ def _tls_socket(options: BootstrapOptions) -> dict[str, Any]:
     """The node's certificate for heliostat to check its identity, and the CA that heliostat's
     own certificate must chain to; HTTP/2 negotiated by ALPN, as gRPC expects."""
     context: dict[str, Any] = {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
-        "UpstreamTlsContext",
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context": {
             "alpn_protocols": ["h2"],
             "tls_certificates": [
