@@ -19,6 +19,7 @@ from envoy.service.load_stats.v3 import lrs_pb2, lrs_pb2_grpc
 from google.protobuf import duration_pb2
 
 from heliostat.listen import ListenError, check_free, show
+from heliostat.security.limits import MAX_REQUEST_BYTES, StreamLimits, TokenBucket
 from heliostat.xds.delta import DeltaStream
 from heliostat.xds.events import Event, EventKind, Outcome, TypeStatus
 from heliostat.xds.load_reports import LoadReports
@@ -64,11 +65,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         metrics: XdsMetrics,
         *,
         authorize: Authorize | None = None,
+        limits: StreamLimits | None = None,
     ) -> None:
         self._source = source
         self._registry = registry
         self._metrics = metrics
         self._authorize = authorize
+        self._limits = limits or StreamLimits()
 
     async def StreamAggregatedResources(
         self,
@@ -104,7 +107,20 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             log.error("node rejected", node_id=node.id, error=str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
-        await _check_identity(self._authorize, node, context)
+        if not await _check_identity(self._authorize, node, context):
+            self._metrics.refused.labels("identity").inc()
+            return
+        limits = self._limits
+        if len(self._registry) >= limits.max_streams:
+            self._metrics.refused.labels("streams").inc()
+            log.error("stream refused: too many streams", node_id=node.id, open=len(self._registry))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"heliostat serves at most {limits.max_streams} xDS streams; retry later",
+            )
+            return
+        bucket = TokenBucket(limits.rate, limits.burst)
+        bucket.take()  # the first request
         inbox: asyncio.Queue[object] = asyncio.Queue()
         protocol = make(node.id)
         entry = StreamEntry(node.id, group, mode, context.peer(), time.time(), protocol.status)
@@ -124,8 +140,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     return
                 if item is _CHANGED:
                     outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
-                else:
-                    outcome = protocol.on_request(item)
+                    continue
+                if not bucket.take():
+                    self._metrics.refused.labels("rate").inc()
+                    reason = (
+                        f"node {node.id!r} sent more than {limits.rate:g} requests/s "
+                        f"(burst {limits.burst}); stream closed"
+                    )
+                    log.error("stream ended: request rate", node_id=node.id, error=reason)
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+                    return
+                outcome = protocol.on_request(item)
         finally:
             reader.cancel()
             stop_watching()
@@ -206,7 +231,8 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
             log.error("load reports refused", node_id=node.id, error=str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
-        await _check_identity(self._authorize, node, context)
+        if not await _check_identity(self._authorize, node, context):
+            return
         if group.role is not Role.GATEWAY or group.region is None:
             log.info("load reports not asked for", node_id=node.id, role=group.role.value)
             async for _ in request_iterator:  # keep the stream open; nothing to count
@@ -238,15 +264,17 @@ not (heliostat.security.tls.NodeAuthorizer)."""
 
 async def _check_identity(
     authorize: Authorize | None, node: Any, context: grpc.aio.ServicerContext[Any, Any]
-) -> None:
+) -> bool:
     """Abort the stream with PERMISSION_DENIED unless the peer's certificate backs the node
-    id and region its first request claims."""
+    id and region its first request claims; False when it was refused."""
     if authorize is None:
-        return
+        return True
     refused = authorize(node.id, node.locality.region, context.auth_context())
-    if refused is not None:
-        log.error("node refused", node_id=node.id, peer=context.peer(), error=refused)
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+    if refused is None:
+        return True
+    log.error("node refused", node_id=node.id, peer=context.peer(), error=refused)
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+    return False
 
 
 def add_to_server(
@@ -257,7 +285,10 @@ def add_to_server(
         lrs_pb2_grpc.add_LoadReportingServiceServicer_to_server(lrs, server)
 
 
-SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+]
 """Options every xDS server needs: no SO_REUSEPORT, so a second heliostat on the same port is
 refused instead of sharing its Envoys with the first (gRPC turns it on by default)."""
 
