@@ -322,7 +322,10 @@ def test_heliostat_restarted_every_envoy_resyncs_within_5s(
             "heliostat restarted (down 2 s)",
             sent,
             failed,
-            f"both Envoys in sync {synced_after:.1f} s after restart; {reversals} weight reversals",
+            f"ready {ready_after:.1f} s and both Envoys in sync {synced_after:.1f} s after "
+            f"the restart; {reversals} weight reversals; EDS pushes on the new streams: "
+            + ", ".join(f"{n} {t.get('EDS', 0)}" for n, t in resent.items())
+            + " (CDS, LDS, RDS: 0)",
         )
     )
     assert synced_after is not None and synced_after <= RESYNC_S, (
@@ -387,22 +390,24 @@ def test_an_envoy_restarted_fails_only_its_own_requests_and_resyncs(
 def test_a_faulty_replica_costs_no_request(
     mesh: Mesh, record: list[Row], kind: str, fault: dict[str, Any]
 ) -> None:
-    sick = mesh.addresses("eu-west")[0]
+    eu = mesh.addresses("eu-west")
+    sick = eu[0]
     traffic = mesh.traffic("eu-west", "us-east")
     time.sleep(1)
+    before = {a: mesh.fleets["eu-west"].stats(a)["received"] for a in eu}
     mesh.fleets["eu-west"].fault(sick, **fault)
     time.sleep(8)
-    share_after = _share(mesh, sick)
+    during = {a: mesh.fleets["eu-west"].stats(a)["received"] - before[a] for a in eu}
+    state = _share(mesh, sick)
     mesh.fleets["eu-west"].heal(sick)
     sent, failed = _run(1, traffic)
-    stats = mesh.fleets["eu-west"].stats(sick)
-    faulted = sum(stats.get("faulted", {}).values())
     record.append(
         Row(
             f"one eu-west replica of 3: {kind}",
             sent,
             failed,
-            f"{faulted} requests hit the fault; sick replica weight {share_after}",
+            f"it received {during[sick]} of the {sum(during.values())} requests eu-west's "
+            f"replicas got in the 8 s of the fault; in Envoy then: weight {state}",
         )
     )
     assert failed == 0, _failures(traffic)
