@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Literal
 
 Size = Literal["tiny", "quick", "full"]
-SIZES: tuple[Size, ...] = ("tiny", "quick", "full")
 
 # Order of a run; the name is also the module and the JSON file's stem.
 BENCHMARKS = ("scale", "fanout", "convergence", "routing", "failover", "overhead")

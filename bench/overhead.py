@@ -42,6 +42,7 @@ from heliostat.lab.processes import (
     wait_until,
     write_policy,
 )
+from heliostat.wire import MODEL_HEADER
 
 PATHS = ("direct", "bare", "heliostat")
 REGION = "us-east"
@@ -52,7 +53,7 @@ LARGE_PROMPT_BYTES = 64 * 1024
 LARGE_BODY = json.dumps(
     {"model": MODEL, "prompt": "lorem ipsum " * (LARGE_PROMPT_BYTES // 12), "max_tokens": 1}
 ).encode()
-HEADERS = {"content-type": "application/json", "x-model": MODEL}
+HEADERS = {"content-type": "application/json", MODEL_HEADER: MODEL}
 CONCURRENCY = 8
 
 

@@ -43,9 +43,9 @@ from bench.routing_picker import PICKED_ENDPOINT_HEADER
 from heliostat.lab.processes import LOCALHOST
 from heliostat.policy import Model
 from heliostat.sim.orca import FORMAT_HEADER
+from heliostat.wire import ORIGIN_HEADER
 from heliostat.xds.translate.affinity import hash_policies, lua_filter, prefix_key_metadata
 from heliostat.xds.translate.listeners import MAX_BUFFERED_BODY_BYTES, STREAM_IDLE_TIMEOUT_S
-from heliostat.xds.translate.routes import ORIGIN_HEADER
 
 STATIC_POLICIES = ("round_robin", "least_request", "ring_hash", "envoy_orca", "picker")
 LB_POLICY = {

@@ -23,10 +23,10 @@ from typing import Any
 from bench.common import percentile
 from heliostat.sim.loadgen import Report, Result
 from heliostat.sim.orca import REPORT_HEADER
+from heliostat.wire import REPLICA_ID_HEADER
 
 REFUSAL_STATUSES = frozenset({429, 503})
 REFUSAL_MAX_S = 0.05
-REPLICA_HEADER = "x-replica-id"
 
 # Today's keys (kept), then the scenario benchmark's.
 FIELDS = (
@@ -58,7 +58,7 @@ def refused(result: Result) -> bool:
     return (
         result.error is None
         and result.status in REFUSAL_STATUSES
-        and REPLICA_HEADER not in result.headers
+        and REPLICA_ID_HEADER not in result.headers
         and result.latency < REFUSAL_MAX_S
     )
 

@@ -47,6 +47,7 @@ from heliostat.sim.engine import Engine, EngineConfig, EngineRequest, simulate
 from heliostat.sim.loadgen import Shot, poisson_times
 from heliostat.sim.openai_api import parse_generation
 from heliostat.sim.tokens import CHARS_PER_TOKEN
+from heliostat.wire import MODEL_HEADER
 
 COMPLETIONS_PATH = "/v1/completions"
 CALIBRATION_SAMPLE = 1000
@@ -107,7 +108,7 @@ class Workload:
             Shot(
                 r.at,
                 f"http://{host}:{gateways[r.origin]}{COMPLETIONS_PATH}",
-                {"x-model": MODEL},
+                {MODEL_HEADER: MODEL},
                 r.body,
                 r.origin,
             )

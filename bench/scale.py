@@ -40,9 +40,9 @@ from heliostat.policy import Policy, semantics
 from heliostat.runtime.control import ControlLoop
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.signals.record import Signal
-from heliostat.xds.cache import SnapshotCache
-from heliostat.xds.nodes import NodeGroup, Role
-from heliostat.xds.types import TypeUrl
+from heliostat.xds.cache.nodes import NodeGroup, Role
+from heliostat.xds.cache.store import SnapshotCache
+from heliostat.xds.protocol.types import TypeUrl
 
 T0 = 1_700_000_000.0
 INTERVAL_S = 2.0

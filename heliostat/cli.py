@@ -14,21 +14,16 @@ from typing import TYPE_CHECKING
 import yaml
 
 from heliostat import logs
+from heliostat.bootstrap import BootstrapOptions, bootstrap
 from heliostat.demo import story as demo_story
 from heliostat.policy import PolicyError, load_policy
 from heliostat.policy.fields import check_name
 from heliostat.policy.schema import canonical_address
 from heliostat.signals.from_policy import policy_notes
-from heliostat.xds.bootstrap import BootstrapOptions, bootstrap
-from heliostat.xds.nodes import Role
+from heliostat.xds.cache.nodes import Role
 
 if TYPE_CHECKING:  # grpc loads only when serving
     from heliostat.security.tls import TlsFiles
-
-
-class UsageError(Exception):
-    """A command line heliostat cannot act on."""
-
 
 # -- argument types: each refuses a bad value with one line saying what is expected ---------
 

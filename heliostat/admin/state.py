@@ -19,10 +19,10 @@ from typing import Any
 
 from heliostat.balance import ClusterView, FallbackView, RegionView, Views
 from heliostat.policy import Policy
-from heliostat.xds.cache import SnapshotCache
-from heliostat.xds.registry import StreamRegistry
+from heliostat.wire import TENANT_SEPARATOR, VERSION_SEPARATOR
+from heliostat.xds.cache.store import SnapshotCache
+from heliostat.xds.grpc.registry import StreamRegistry
 from heliostat.xds.translate.plan import plan
-from heliostat.xds.translate.subsets import TENANT_SEPARATOR, VERSION_SEPARATOR
 
 
 def describe_views(views: Views, policy: Policy | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Demand read from queue levels confuses a backlog with a rate (a 1.3x surge read 
 Rates do not: per endpoint, each tick,
 
 - **served** s: completions per second between the last two scrapes: the engine's own
-  `Signal.served_rate`, else the increase of `Signal.served_total` over the time between
+  `Sample.served_rate`, else the increase of `Sample.served_total` over the time between
   scrapes (a counter that went down was reset: its whole new value counts). Not what the
   gateways' load reports call successful: Envoy counts a success when the response headers
   arrive, which for a stream is when the server accepts it, not when it completes;
@@ -34,7 +34,7 @@ from collections.abc import Mapping
 
 from heliostat.balance import weights
 from heliostat.balance.state import ServiceState
-from heliostat.signals.record import Signal
+from heliostat.samples import Sample
 
 TAU_S = 5.0
 MIN_OCCUPANCY = 0.1
@@ -43,7 +43,7 @@ MIN_EVIDENCE = 2.0  # busy-interval equivalents (sum of occupancy^2) before it i
 
 
 def observe(
-    signal: Signal | None,
+    signal: Sample | None,
     slots: int | None,
     previous: ServiceState | None,
     dt: float,
@@ -112,7 +112,7 @@ def _busyness(before: float | None, sample: float | None, gain: float) -> float 
     return before + gain * (sample - before)
 
 
-def _occupancy(signal: Signal, slots: int | None) -> float | None:
+def _occupancy(signal: Sample, slots: int | None) -> float | None:
     """The share of the endpoint's room in use: 1 while requests wait (its slots or its KV
     cache are full), else its running requests over its slots. Not KV use itself: blocks a
     prefix cache keeps are counted as used by some engines, and say nothing of the rate."""
@@ -124,7 +124,7 @@ def _occupancy(signal: Signal, slots: int | None) -> float | None:
 
 
 def _served(
-    signal: Signal,
+    signal: Sample,
     previous: ServiceState | None,
     interval: float | None,
 ) -> float | None:

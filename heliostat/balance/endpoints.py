@@ -31,7 +31,7 @@ from heliostat.balance.saturation import NO_GROWTH, Load, measure, queue_growth
 from heliostat.balance.state import EndpointState
 from heliostat.balance.view import EndpointView, Health, ReasonValue
 from heliostat.policy import Endpoint, Model
-from heliostat.signals.record import Signal
+from heliostat.samples import Sample
 
 HEALTHY = "healthy"
 SATURATED = "saturated"
@@ -59,7 +59,7 @@ _STATIC_REASON: Mapping[str, ReasonValue] = {
 def step(
     endpoint: Endpoint,
     model: Model,
-    signal: Signal | None,
+    signal: Sample | None,
     previous: EndpointState | None,
     now: float,
     gain: float,
@@ -92,7 +92,7 @@ def step(
     elif (
         signal is None
         or signal.scraped_at is None
-        or now - signal.scraped_at > stale_after  # Signal.is_stale, inlined: runs per endpoint
+        or now - signal.scraped_at > stale_after  # Sample.is_stale, inlined: runs per endpoint
     ):
         state, level, published = STALE, None, weights.NEUTRAL
         detail = (
@@ -166,7 +166,7 @@ def _explain(
     level: float | None,
     failures: int,
     detail: str,
-    signal: Signal | None,
+    signal: Sample | None,
 ) -> Mapping[str, ReasonValue]:
     """The reason published with a new weight or state (built only when one changes)."""
     if state == DRAINING:

@@ -1,7 +1,7 @@
 """The control law: policy + signals + gateway load + previous state + time -> views + state.
 
 `compute` is called once per tick (signals.interval, 0.5 s to a few seconds). It is pure: no
-clocks (time is the `now` argument, in the same wall-clock seconds as `Signal.scraped_at`), no
+clocks (time is the `now` argument, in the same wall-clock seconds as `Sample.scraped_at`), no
 I/O, no randomness, and every output is built in a sorted or policy-given order, so two
 replicas with the same inputs publish byte-identical views. Per model:
 
@@ -41,7 +41,7 @@ from heliostat.balance.state import (
 )
 from heliostat.balance.view import ClusterView, EndpointView, FallbackView, RegionView, Views
 from heliostat.policy import Model, Policy
-from heliostat.signals.record import Signal
+from heliostat.samples import Sample
 
 MAX_DT_S = 10.0
 SEEN_FULL = 4  # intervals observed full before a region's capacity is taken as measured
@@ -49,7 +49,7 @@ SEEN_FULL = 4  # intervals observed full before a region's capacity is taken as 
 
 def compute(
     policy: Policy,
-    signals: Mapping[EndpointKey, Signal],
+    signals: Mapping[EndpointKey, Sample],
     previous: ControlState | None,
     now: float,
     drained: frozenset[EndpointKey] = frozenset(),
@@ -174,7 +174,7 @@ def _fallback_views(model: str, states: FallbackStates, region: str | None) -> l
 
 def _endpoints(
     model: Model,
-    signals: Mapping[EndpointKey, Signal],
+    signals: Mapping[EndpointKey, Sample],
     previous: ControlState | None,
     before: ModelState | None,
     gateways: GatewayLoad,

@@ -27,7 +27,7 @@ import math
 from typing import NamedTuple
 
 from heliostat.policy import Thresholds
-from heliostat.signals.record import Signal
+from heliostat.samples import Sample
 
 
 class Load(NamedTuple):
@@ -47,7 +47,7 @@ def _reading(value: float | None) -> float | None:
 
 
 def measure(
-    signal: Signal, slots_hint: int | None, thresholds: Thresholds, growth: float = 0.0
+    signal: Sample, slots_hint: int | None, thresholds: Thresholds, growth: float = 0.0
 ) -> Load | None:
     """The endpoint's load, or None when the signal carries none of the terms."""
     waiting, running, kv = signal.waiting, signal.running, signal.kv_usage

@@ -39,7 +39,3 @@ def replica_rps(
     ]
     elapsed = simulate(engine, arrivals)
     return requests / elapsed
-
-
-def _prompt(index: int, tokens: int) -> range:
-    return range(index * tokens, (index + 1) * tokens)

@@ -40,6 +40,7 @@ from heliostat.demo.story import Action, Phase, Story
 from heliostat.lab.mesh import MODEL, Mesh, start_mesh
 from heliostat.lab.processes import LabError, Process, TimedOut, envoy_binary, wait_until
 from heliostat.sim import loadgen
+from heliostat.wire import MODEL_HEADER
 
 TICK = 0.25  # how often the main loop looks at the clock and the pending verdicts
 READY_TIMEOUT = 30.0
@@ -298,7 +299,7 @@ def _shots(mesh: Mesh, arrivals: list[tuple[float, str, str]]) -> list[loadgen.S
     body = loadgen.completion_body(
         MODEL, prompt_tokens=script.PROMPT_TOKENS, max_tokens=script.MAX_TOKENS
     )
-    headers = {"x-model": MODEL}
+    headers = {MODEL_HEADER: MODEL}
     urls = {r: f"http://127.0.0.1:{port}/v1/completions" for r, port in mesh.gateways.items()}
     return [loadgen.Shot(at, urls[origin], headers, body, origin) for at, origin, _ in arrivals]
 

@@ -29,6 +29,7 @@ from heliostat.lab.processes import (
     write_policy,
 )
 from heliostat.sim import loadgen
+from heliostat.wire import MODEL_HEADER
 
 MODEL = "llama-70b"
 RTT = {
@@ -87,7 +88,7 @@ class Mesh:
         url = f"http://{LOCALHOST}:{self.gateways[region]}/v1/completions"
         body = loadgen.completion_body(model, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
         return [
-            loadgen.Shot(at, url, {"x-model": model, **(headers or {})}, body, label or region)
+            loadgen.Shot(at, url, {MODEL_HEADER: model, **(headers or {})}, body, label or region)
             for at in loadgen.poisson_times(rate, duration, rng, start)
         ]
 
@@ -110,9 +111,6 @@ class Mesh:
             return outcome["report"]
 
         return finish
-
-    def served_regions(self, report: loadgen.Report, label: str) -> Counter[str]:
-        return report.by_region(label)
 
     def fleet_of(self, address: str) -> SimFleet:
         return self.fleets[self.region_of(address)]

@@ -6,7 +6,6 @@ from heliostat.policy.problems import PolicyError, Problem
 from heliostat.policy.schema import (
     BeyondBudget,
     Endpoint,
-    Engine,
     Model,
     Overflow,
     Policy,
@@ -27,6 +26,7 @@ from heliostat.policy.traffic import (
     RetryOn,
     Tenant,
 )
+from heliostat.samples import Engine
 
 __all__ = [
     "Affinity",

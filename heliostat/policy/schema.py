@@ -30,6 +30,7 @@ from heliostat.policy.traffic import (
     Tenant,
     VersionWeight,
 )
+from heliostat.samples import Engine, SourceKind
 
 
 def canonical_address(value: str) -> str:
@@ -101,16 +102,6 @@ Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 _Spec = Section
 
 
-class Engine(StrEnum):
-    """The model server behind an endpoint; decides which metric names are scraped."""
-
-    VLLM = "vllm"
-    SGLANG = "sglang"
-    TRITON = "triton"
-    TRTLLM = "trtllm"
-    TGI = "tgi"
-
-
 class UpstreamProtocol(StrEnum):
     HTTP1 = "http1"
     HTTP2 = "http2"
@@ -140,11 +131,6 @@ class Slo(_Spec):
     network_budget_ms: Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)] = 150.0
 
 
-class SignalSourceKind(StrEnum):
-    DIRECT = "direct"
-    PROMETHEUS = "prometheus"
-
-
 def _check_metrics_path(value: str | None) -> str | None:
     if value is not None and not value.startswith("/"):
         raise ValueError(f"must start with '/' (such as /metrics), got {value!r}")
@@ -155,7 +141,7 @@ class Signals(_Spec):
     interval: Duration = 2.0
     timeout: Duration = 0.5
     stale_after: Duration = 6.0
-    source: SignalSourceKind = SignalSourceKind.DIRECT
+    source: SourceKind = SourceKind.DIRECT
     prometheus_url: str | None = None
     # None: the engine's own path (trtllm-serve /prometheus/metrics, the others /metrics).
     metrics_path: Annotated[str | None, AfterValidator(_check_metrics_path)] = None

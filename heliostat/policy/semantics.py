@@ -12,8 +12,9 @@ from itertools import combinations
 
 from heliostat.policy import traffic_checks
 from heliostat.policy.problems import Problem, did_you_mean
-from heliostat.policy.schema import Model, Policy, SignalSourceKind
+from heliostat.policy.schema import Model, Policy
 from heliostat.policy.yamlsource import Path
+from heliostat.samples import SourceKind
 
 
 def check(policy: Policy) -> list[Problem]:
@@ -66,7 +67,7 @@ def _models(policy: Policy) -> Iterator[Problem]:
             )
         seen_models.setdefault(model.name, index)
         signals = model.signals
-        if signals.source is SignalSourceKind.PROMETHEUS and not signals.prometheus_url:
+        if signals.source is SourceKind.PROMETHEUS and not signals.prometheus_url:
             yield Problem(
                 (*base, "signals", "prometheus_url"), "required when source is prometheus"
             )

@@ -26,8 +26,7 @@ from heliostat.policy.fields import (
     PositiveDuration,
     Section,
 )
-
-SESSION_HEADER = "x-session-id"
+from heliostat.wire import SESSION_HEADER, TENANT_HEADER
 
 
 class HashKind(StrEnum):
@@ -194,7 +193,7 @@ class Tenant(Section):
     """Requests carrying `header: value` are served only by endpoints in `regions`."""
 
     name: Name
-    header: HeaderName = "x-tenant"
+    header: HeaderName = TENANT_HEADER
     value: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")]
     regions: tuple[Name, ...]
 

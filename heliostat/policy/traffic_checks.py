@@ -16,10 +16,12 @@ from heliostat.policy.problems import Problem, did_you_mean
 from heliostat.policy.schema import Model, Policy
 from heliostat.policy.traffic import RetryOn
 from heliostat.policy.yamlsource import Path
+from heliostat.wire import MODEL_HEADER, PRIORITY_HEADER, RESERVED_HEADER_PREFIXES
 
 # Headers heliostat's own routes and filters read or write.
-RESERVED_HEADERS = frozenset({"x-model", "x-priority", "host", "content-type", "content-length"})
-_RESERVED_PREFIXES = ("x-heliostat-", "x-envoy-")
+RESERVED_HEADERS = frozenset(
+    {MODEL_HEADER, PRIORITY_HEADER, "host", "content-type", "content-length"}
+)
 
 
 def check(policy: Policy) -> Iterator[Problem]:
@@ -34,7 +36,7 @@ def check(policy: Policy) -> Iterator[Problem]:
 
 
 def _reserved(header: str) -> str | None:
-    if header in RESERVED_HEADERS or header.startswith(_RESERVED_PREFIXES):
+    if header in RESERVED_HEADERS or header.startswith(RESERVED_HEADER_PREFIXES):
         return f"header {header!r} is used by heliostat itself; choose another name"
     return None
 

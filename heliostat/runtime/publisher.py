@@ -14,10 +14,10 @@ import structlog
 
 from heliostat.balance import Views
 from heliostat.policy import Policy
-from heliostat.xds import memo
-from heliostat.xds.cache import SnapshotCache
-from heliostat.xds.nodes import NodeGroup
-from heliostat.xds.snapshot import InconsistentSnapshot, Snapshot
+from heliostat.xds.cache import memo
+from heliostat.xds.cache.nodes import NodeGroup
+from heliostat.xds.cache.snapshot import InconsistentSnapshot, Snapshot
+from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.translate import build_snapshot
 
 log = structlog.get_logger("heliostat.publisher")
@@ -35,7 +35,6 @@ class Publisher:
         self._inputs = inputs
         self._warned_regions: set[str] = set()
         self.last_error: str | None = None
-        self.pushes = 0  # groups whose snapshot changed, over the process's life
 
     @property
     def inputs(self) -> Inputs:
@@ -54,7 +53,6 @@ class Publisher:
             snapshot = self._build(group)
             if snapshot is not None and self._cache.set(group, snapshot):
                 changed.append(group)
-        self.pushes += len(changed)
         return changed
 
     # -- SnapshotSource ----------------------------------------------------------------

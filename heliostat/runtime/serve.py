@@ -27,11 +27,11 @@ from heliostat.runtime.scaling_metrics import ScalingCollector
 from heliostat.runtime.supervise import Supervisor, Unrecoverable
 from heliostat.security.tls import NodeAuthorizer, TlsError, TlsFiles, server_credentials
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
-from heliostat.xds.cache import SnapshotCache
-from heliostat.xds.load_reports import LoadReports
-from heliostat.xds.metrics import XdsMetrics
-from heliostat.xds.registry import StreamRegistry
-from heliostat.xds.server import (
+from heliostat.xds.cache.store import SnapshotCache
+from heliostat.xds.grpc.load_reports import LoadReports
+from heliostat.xds.grpc.metrics import XdsMetrics
+from heliostat.xds.grpc.registry import StreamRegistry
+from heliostat.xds.grpc.server import (
     SERVER_OPTIONS,
     AdsServer,
     LoadReportingServer,

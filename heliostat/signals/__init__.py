@@ -15,7 +15,6 @@ from heliostat.signals.prometheus import PrometheusSource
 from heliostat.signals.record import (
     DEFAULT_MAX_BODY_BYTES,
     ENGINES,
-    Engine,
     Failure,
     Reading,
     Reason,
@@ -31,7 +30,6 @@ __all__ = [
     "ENGINES",
     "WANTED",
     "CompositeSource",
-    "Engine",
     "Failure",
     "PrometheusSource",
     "Reading",

@@ -43,14 +43,6 @@ class SampleIndex:
     )
 
     @classmethod
-    def from_families(cls, families: Iterable[Metric]) -> SampleIndex:
-        index: dict[str, list[tuple[Labels, float]]] = {}
-        for family in families:
-            for sample in family.samples:
-                index.setdefault(sample.name, []).append((sample.labels, float(sample.value)))
-        return cls(MappingProxyType(index))
-
-    @classmethod
     def from_samples(cls, samples: Iterable[tuple[str, Labels, float]]) -> SampleIndex:
         index: dict[str, list[tuple[Labels, float]]] = {}
         for name, labels, value in samples:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from heliostat.policy.schema import Policy, SignalSourceKind
-from heliostat.signals.record import Engine, ScrapeTarget
+from heliostat.policy.schema import Policy
+from heliostat.samples import SourceKind
+from heliostat.signals.record import ScrapeTarget
 
 
 def targets_from_policy(policy: Policy) -> list[ScrapeTarget]:
@@ -11,21 +12,20 @@ def targets_from_policy(policy: Policy) -> list[ScrapeTarget]:
     targets: list[ScrapeTarget] = []
     for model in policy.spec.models:
         sig = model.signals
-        prometheus = sig.source is SignalSourceKind.PROMETHEUS
-        engine: Engine = model.engine.value  # the same five names
+        prometheus = sig.source is SourceKind.PROMETHEUS
         for endpoint in model.endpoints:
             targets.append(
                 ScrapeTarget(
                     model=model.name,
                     address=endpoint.address,
-                    engine=engine,
+                    engine=model.engine,
                     metrics_path=sig.metrics_path,
                     model_label=sig.base_model,
                     lora=sig.base_model is not None,
                     interval=sig.interval,
                     timeout=sig.timeout,
                     stale_after=sig.stale_after,
-                    source="prometheus" if prometheus else "direct",
+                    source=sig.source,
                     prometheus_url=sig.prometheus_url if prometheus else None,
                 )
             )

@@ -13,13 +13,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final, Literal, get_args
+from typing import Final
 
-Engine = Literal["vllm", "sglang", "triton", "trtllm", "tgi"]
-"""Engine named by the policy. `triton` also covers Triton's TensorRT-LLM backend (detected from
-its `nv_trt_llm_*` series); `trtllm` is `trtllm-serve`."""
+from heliostat.samples import Engine, SourceKind
 
-ENGINES: Final[frozenset[str]] = frozenset(get_args(Engine))
+ENGINES: Final[frozenset[str]] = frozenset(engine.value for engine in Engine)
 
 DEFAULT_METRICS_PATHS: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -36,8 +34,6 @@ DEFAULT_METRICS_PATHS: Final[Mapping[str, str]] = MappingProxyType(
 
 LOAD_FIELDS: Final = ("waiting", "running", "kv_usage", "prefix_hit_rate", "served_total")
 """The load fields of a `Signal` an engine may or may not export; `missing` names the absent."""
-
-SourceKind = Literal["direct", "prometheus"]
 
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 
@@ -83,14 +79,14 @@ class ScrapeTarget:
 
     model: str
     address: str
-    engine: Engine = "vllm"
+    engine: Engine = Engine.VLLM
     metrics_path: str | None = None
     interval: float = 2.0
     timeout: float = 0.5
     stale_after: float = 6.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     model_label: str | None = None
-    source: SourceKind = "direct"
+    source: SourceKind = SourceKind.DIRECT
     prometheus_url: str | None = None
     lora: bool = False
 

@@ -28,7 +28,6 @@ class Fleet:
             if cfg.address in self.replicas:
                 raise ValueError(f"two replicas configured at {cfg.address}")
             self.replicas[cfg.address] = Replica(cfg, rtt_ms)
-        self._started = False
 
     def __getitem__(self, address: str) -> Replica:
         return self.replicas[address]
@@ -47,7 +46,6 @@ class Fleet:
         except BaseException:
             await self.stop()
             raise
-        self._started = True
         log.info("sim fleet up: %d replicas", len(self.replicas))
 
     async def stop(self) -> None:
@@ -58,7 +56,6 @@ class Fleet:
         for replica, result in zip(self.replicas.values(), results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("sim replica %s did not stop cleanly: %r", replica.id, result)
-        self._started = False
 
     async def reset(self) -> None:
         await asyncio.gather(*(r.reset() for r in self.replicas.values()))

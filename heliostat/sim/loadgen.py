@@ -17,6 +17,8 @@ from typing import Any
 
 import aiohttp
 
+from heliostat.wire import REPLICA_ID_HEADER, REPLICA_REGION_HEADER
+
 
 @dataclass(frozen=True, slots=True)
 class Shot:
@@ -53,9 +55,6 @@ class Report:
     @property
     def ok(self) -> list[Result]:
         return [r for r in self.results if r.ok]
-
-    def by_replica(self) -> Counter[str]:
-        return Counter(r.replica or f"status-{r.status}" for r in self.results)
 
     def by_region(self, label: str | None = None) -> Counter[str]:
         return Counter(
@@ -167,8 +166,8 @@ async def _send(
             return Result(
                 shot=shot,
                 status=resp.status,
-                replica=headers.get("x-replica-id"),
-                replica_region=headers.get("x-replica-region"),
+                replica=headers.get(REPLICA_ID_HEADER),
+                replica_region=headers.get(REPLICA_REGION_HEADER),
                 headers=headers,
                 started=started,
                 ttft=ttft,

@@ -45,15 +45,17 @@ from heliostat.sim.openai_api import (
 from heliostat.sim.orca import FORMAT_HEADER, REPORT_HEADER, load_report
 from heliostat.sim.stats import ReplicaStats
 from heliostat.sim.tokens import output_text, output_token
+from heliostat.wire import (
+    ORIGIN_HEADER,
+    REPLICA_ID_HEADER,
+    REPLICA_REGION_HEADER,
+    REPLICA_VERSION_HEADER,
+    SESSION_HEADER,
+)
 
 if TYPE_CHECKING:
     from heliostat.sim.replica import Replica
 
-ORIGIN_HEADER = "x-heliostat-origin-region"
-SESSION_HEADER = "x-session-id"
-REPLICA_ID_HEADER = "x-replica-id"
-REPLICA_REGION_HEADER = "x-replica-region"
-REPLICA_VERSION_HEADER = "x-replica-version"
 
 REPLICA_KEY: web.AppKey[Replica] = web.AppKey("replica")
 _EGRESS_DELAY = web.RequestKey("heliostat_sim_egress_delay", float)

@@ -1,1 +1,2 @@
-"""xDS: translate views into Envoy resources, cache snapshots, serve ADS (SotW and delta)."""
+"""xDS: translate views into Envoy resources (`translate`), store snapshots (`cache`), run the
+sans-I/O ADS protocol (`protocol`, SotW and delta) and serve it over gRPC (`grpc`)."""

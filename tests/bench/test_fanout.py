@@ -14,12 +14,12 @@ from bench.ads_clients import Client, DeltaSession, SotwSession
 from bench.scale_policy import fleet_policy
 from heliostat.balance import static_views
 from heliostat.policy import Policy
-from heliostat.xds.delta import DeltaStream
-from heliostat.xds.nodes import NodeGroup, Role
-from heliostat.xds.snapshot import Snapshot
-from heliostat.xds.sotw import SotwStream
+from heliostat.xds.cache.nodes import NodeGroup, Role
+from heliostat.xds.cache.snapshot import Snapshot
+from heliostat.xds.protocol.delta import DeltaStream
+from heliostat.xds.protocol.sotw import SotwStream
+from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
 from heliostat.xds.translate import build_snapshot
-from heliostat.xds.types import PUSH_ORDER, TypeUrl
 
 
 def test_tiny_run_every_client_acks_every_change(tmp_path: Path) -> None:

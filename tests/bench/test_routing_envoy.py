@@ -28,9 +28,8 @@ from heliostat.lab.mesh import mesh_document
 from heliostat.lab.processes import validate_bootstrap as validate
 from heliostat.policy import Model, parse_policy
 from heliostat.sim.orca import FORMAT_HEADER
-from heliostat.xds.translate.affinity import PREFIX_KEY_HEADER
-from heliostat.xds.translate.prefix_key import LUA_FILTER_NAME, SOURCE
-from heliostat.xds.translate.routes import ORIGIN_HEADER
+from heliostat.wire import LUA_FILTER_NAME, ORIGIN_HEADER, PREFIX_KEY_HEADER
+from heliostat.xds.translate.prefix_key import SOURCE
 
 REPLICAS = {
     "us-east": ["127.0.0.1:9101", "127.0.0.1:9102"],

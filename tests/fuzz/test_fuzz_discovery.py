@@ -29,14 +29,14 @@ from prometheus_client import CollectorRegistry
 from heliostat.balance import static_views
 from heliostat.policy import parse_policy
 from heliostat.runtime.publisher import Inputs, Publisher
-from heliostat.xds.cache import SnapshotCache
-from heliostat.xds.delta import DeltaStream
-from heliostat.xds.events import EventKind
-from heliostat.xds.metrics import XdsMetrics
-from heliostat.xds.registry import StreamRegistry
-from heliostat.xds.server import AdsServer, add_to_server
-from heliostat.xds.sotw import SotwStream
-from heliostat.xds.types import TypeUrl
+from heliostat.xds.cache.store import SnapshotCache
+from heliostat.xds.grpc.metrics import XdsMetrics
+from heliostat.xds.grpc.registry import StreamRegistry
+from heliostat.xds.grpc.server import AdsServer, add_to_server
+from heliostat.xds.protocol.delta import DeltaStream
+from heliostat.xds.protocol.events import EventKind
+from heliostat.xds.protocol.sotw import SotwStream
+from heliostat.xds.protocol.types import TypeUrl
 from tests.fuzz.conftest import cases
 from tests.integration.harness import free_port
 from tests.unit.xds_helpers import NODE, snapshot

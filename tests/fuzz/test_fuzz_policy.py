@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from heliostat.balance import static_views
 from heliostat.policy import Policy, PolicyError, parse_policy
-from heliostat.xds.nodes import NodeGroup, Role
+from heliostat.xds.cache.nodes import NodeGroup, Role
+from heliostat.xds.protocol.types import PUSH_ORDER
 from heliostat.xds.translate import build_snapshot
-from heliostat.xds.types import PUSH_ORDER
 from tests.fuzz.conftest import cases
 
 pytestmark = pytest.mark.fuzz

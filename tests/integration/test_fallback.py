@@ -21,6 +21,7 @@ import pytest
 from heliostat.lab.mesh import MODEL, ExtraModel, Mesh, start_mesh
 from heliostat.lab.processes import LOCALHOST
 from heliostat.sim import loadgen
+from heliostat.wire import SERVED_MODEL_HEADER
 from tests.integration.harness import Process, wait_until
 
 pytestmark = pytest.mark.envoy
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.envoy
 SMALL = "llama-8b"
 MAX_SHARE = 0.5
 REGIONS = ("us-east", "eu-west", "ap-southeast")
-SERVED = "x-heliostat-served-model"
 # One llama-70b replica per region: 4 slots at speed 2, about 10 requests/s (24 tokens each).
 OVERLOAD_RPS = 15.0  # 1.5 x: 0.9 / 1.5 leaves 40% of the demand without a GPU, and the
 # queue built before the share rose keeps the pressure up: the share goes to max_share
@@ -69,8 +69,8 @@ def test_under_saturation_a_bounded_share_falls_back_and_returns_to_zero_after(
     # At rest: nothing falls back, and a normal answer names its model too.
     (plain,) = mesh.run(mesh.shots("us-east", 5, 1)[:1]).results
     (direct,) = mesh.run(mesh.shots("us-east", 5, 1, model=SMALL)[:1]).results
-    assert plain.ok and plain.headers[SERVED] == MODEL and plain.replica not in small
-    assert direct.ok and direct.headers[SERVED] == SMALL
+    assert plain.ok and plain.headers[SERVED_MODEL_HEADER] == MODEL and plain.replica not in small
+    assert direct.ok and direct.headers[SERVED_MODEL_HEADER] == SMALL
     assert shares(mesh) == dict.fromkeys(REGIONS, 0.0)
 
     # Every region past capacity at once: no in-budget neighbour has room to lend.
@@ -125,23 +125,25 @@ def test_under_saturation_a_bounded_share_falls_back_and_returns_to_zero_after(
     small_stats = mesh.model_stats(SMALL)
     assert sum(s["rejected"] for s in small_stats.values()) == 0
     surge = [r for r in report.results if r.shot.label == "surge"]
-    by_model = Counter(r.headers.get(SERVED) for r in surge)
+    by_model = Counter(r.headers.get(SERVED_MODEL_HEADER) for r in surge)
     print("surge answers by served model:", dict(by_model), Counter(r.status for r in surge))
     assert set(by_model) == {MODEL, SMALL}
-    fell_back = [r for r in surge if r.headers.get(SERVED) == SMALL]
+    fell_back = [r for r in surge if r.headers.get(SERVED_MODEL_HEADER) == SMALL]
     assert all(r.status == 200 and r.replica in small for r in fell_back)
     assert all(r.ttft is not None for r in fell_back)  # streams arrive as streams
-    assert all(r.replica not in small for r in surge if r.headers.get(SERVED) == MODEL)
+    assert all(r.replica not in small for r in surge if r.headers.get(SERVED_MODEL_HEADER) == MODEL)
     assert sum(r.ok for r in surge) >= 0.95 * len(surge)
     # A burst on top of the surge: what neither the model nor its fallback can take within
     # budget is refused at once (429), the rest is served.
     assert all(r.ok or r.status == 429 for r in clients), Counter(r.status for r in clients)
     served = [r for r in clients if r.ok]
-    body_only = Counter(r.headers[SERVED] for r in served if r.shot.label == "body")
+    body_only = Counter(r.headers[SERVED_MODEL_HEADER] for r in served if r.shot.label == "body")
     sessions: dict[str, set[str]] = {}
     for r in served:
         if r.shot.label == "session":
-            sessions.setdefault(r.shot.headers["x-session-id"], set()).add(r.headers[SERVED])
+            sessions.setdefault(r.shot.headers["x-session-id"], set()).add(
+                r.headers[SERVED_MODEL_HEADER]
+            )
     print("body-routed answers:", dict(body_only), "models per session:", sessions)
     assert body_only[SMALL] > 0 and body_only[MODEL] > 0
     assert all(len(models) == 1 for models in sessions.values())
@@ -165,4 +167,4 @@ def test_under_saturation_a_bounded_share_falls_back_and_returns_to_zero_after(
     assert later == quiet
     report = finish()
     tail = [r for r in report.results if r.started - report.results[0].started > 2]
-    assert tail and all(r.ok and r.headers.get(SERVED) == MODEL for r in tail[-20:])
+    assert tail and all(r.ok and r.headers.get(SERVED_MODEL_HEADER) == MODEL for r in tail[-20:])

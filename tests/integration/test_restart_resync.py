@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from heliostat.xds.bootstrap import RECONNECT_MAX_S
+from heliostat.bootstrap import RECONNECT_MAX_S
 from tests.integration.harness import (
     Envoy,
     Heliostat,

@@ -4,6 +4,7 @@ in heliostat_xds_refused_total{reason}, and nothing for the other streams."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -15,11 +16,11 @@ from heliostat.balance import static_views
 from heliostat.policy import parse_policy
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.security.limits import StreamLimits, TokenBucket
-from heliostat.xds.cache import SnapshotCache
-from heliostat.xds.metrics import XdsMetrics
-from heliostat.xds.registry import StreamRegistry
-from heliostat.xds.server import SERVER_OPTIONS, AdsServer, add_to_server
-from heliostat.xds.types import TypeUrl
+from heliostat.xds.cache.store import SnapshotCache
+from heliostat.xds.grpc.metrics import XdsMetrics
+from heliostat.xds.grpc.registry import StreamRegistry
+from heliostat.xds.grpc.server import SERVER_OPTIONS, AdsServer, add_to_server
+from heliostat.xds.protocol.types import TypeUrl
 from tests.unit.xds_helpers import NODE
 
 POLICY = """\
@@ -41,7 +42,7 @@ async def served() -> AsyncIterator[tuple[grpc.aio.Channel, CollectorRegistry, S
     policy = parse_policy(POLICY)
     publisher = Publisher(SnapshotCache(), Inputs(policy, static_views(policy)))
     registry = CollectorRegistry()
-    limits = StreamLimits(max_streams=2, rate=20, burst=30)
+    limits = StreamLimits(max_streams=2, rate=0.5, burst=5)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     add_to_server(
         server, AdsServer(publisher, StreamRegistry(), XdsMetrics(registry), limits=limits)
@@ -88,9 +89,12 @@ async def test_one_stream_too_many_is_refused_the_open_ones_go_on(
     calls = [await _open(channel, f"gw-{i}") for i in range(limits.max_streams)]
     for call in calls:
         assert (await call.read()).type_url == CDS
-    extra = await _open(channel, "gw-extra")
+    first = discovery_pb2.DiscoveryRequest(node=NODE, type_url=CDS)
+    first.node.id = "gw-extra"
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await extra.read()
+        async for _ in stub.StreamAggregatedResources(iter([first])):
+            pass
     assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert refused.value.details() == "heliostat serves at most 2 xDS streams; retry later"
     assert _refused(registry, "streams") == 1
@@ -111,13 +115,21 @@ async def test_a_stream_flooding_requests_is_ended_alone(
     first.node.id = "gw-flood"
     junk = discovery_pb2.DiscoveryRequest(type_url="type.googleapis.com/x")
     stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-    flood = stub.StreamAggregatedResources(iter([first, *[junk] * 100]))
+
+    async def requests() -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
+        # One past the burst, then quiet with the stream open: the last write is the one
+        # that ends it, so no write races the server's abort.
+        for request in [first, *[junk] * 5]:
+            yield request
+        await asyncio.Event().wait()
+
+    flood = stub.StreamAggregatedResources(requests())
     with pytest.raises(grpc.aio.AioRpcError) as ended:
         async for _ in flood:
             pass
     assert ended.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert ended.value.details() == (
-        "node 'gw-flood' sent more than 20 requests/s (burst 30); stream closed"
+        "node 'gw-flood' sent more than 0.5 requests/s (burst 5); stream closed"
     )
     assert _refused(registry, "rate") == 1
     await calm.write(discovery_pb2.DiscoveryRequest(type_url=TypeUrl.LISTENER.value))

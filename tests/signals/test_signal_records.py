@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from heliostat.signals import Engine, Reading, ScrapeTarget, Signal, debug_view
+from heliostat.samples import Engine
+from heliostat.signals import Reading, ScrapeTarget, Signal, debug_view
 from heliostat.signals.rates import CounterState, prefix_hit_rate, served_rate
 from heliostat.signals.record import empty_signal
 

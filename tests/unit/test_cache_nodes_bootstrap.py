@@ -10,11 +10,11 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401 - for Any
 from google.protobuf import json_format
 
-from heliostat.xds.bootstrap import XDS_CLUSTER, BootstrapOptions, bootstrap
-from heliostat.xds.cache import SnapshotCache
-from heliostat.xds.nodes import NodeGroup, NodeIdentityError, Role, group_of
-from heliostat.xds.snapshot import Snapshot
-from heliostat.xds.types import PUSH_ORDER
+from heliostat.bootstrap import XDS_CLUSTER, BootstrapOptions, bootstrap
+from heliostat.xds.cache.nodes import NodeGroup, NodeIdentityError, Role, group_of
+from heliostat.xds.cache.snapshot import Snapshot
+from heliostat.xds.cache.store import SnapshotCache
+from heliostat.xds.protocol.types import PUSH_ORDER
 from tests.unit.xds_helpers import snapshot
 
 US = NodeGroup(Role.GATEWAY, "us-east")

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from heliostat import cli
-from heliostat.xds.bootstrap import RECONNECT_BASE_S, RECONNECT_MAX_S, BootstrapOptions
+from heliostat.bootstrap import RECONNECT_BASE_S, RECONNECT_MAX_S, BootstrapOptions
 
 
 def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

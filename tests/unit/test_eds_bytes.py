@@ -18,10 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
-from heliostat.xds import memo
-from heliostat.xds.snapshot import Resource
-from heliostat.xds.translate.endpoints import METADATA_NAMESPACE, assignment_resource
-from heliostat.xds.types import TypeUrl
+from heliostat.wire import METADATA_NAMESPACE
+from heliostat.xds.cache import memo
+from heliostat.xds.cache.snapshot import Resource
+from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.translate.endpoints import assignment_resource
 
 _HEALTH = {
     Health.HEALTHY: health_check_pb2.HEALTHY,

@@ -29,10 +29,10 @@ from heliostat.policy import Policy, PolicyError, parse_policy
 from heliostat.policy.durations import MAX_SECONDS
 from heliostat.policy.fields import UINT32_MAX
 from heliostat.signals import Signal, targets_from_policy
-from heliostat.xds.nodes import NodeGroup, Role
-from heliostat.xds.snapshot import Snapshot
+from heliostat.xds.cache.nodes import NodeGroup, Role
+from heliostat.xds.cache.snapshot import Snapshot
+from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate import build_snapshot
-from heliostat.xds.types import TypeUrl
 from tests.unit import pgv
 from tests.unit.bounds_policies import HUGE, bounds_policy, default_addresses
 

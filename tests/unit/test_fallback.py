@@ -22,15 +22,11 @@ from google.protobuf import json_format
 from heliostat.admin.state import describe_views
 from heliostat.balance import FallbackView, RegionView, static_views
 from heliostat.policy import Policy, PolicyError, load_policy, parse_policy
-from heliostat.xds.nodes import NodeGroup, Role
-from heliostat.xds.translate import (
-    FALLBACK_FROM_HEADER,
-    PREFIX_KEY_HEADER,
-    SERVED_MODEL_HEADER,
-    build_snapshot,
-)
+from heliostat.wire import FALLBACK_FROM_HEADER, PREFIX_KEY_HEADER, SERVED_MODEL_HEADER
+from heliostat.xds.cache.nodes import NodeGroup, Role
+from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.translate import build_snapshot
 from heliostat.xds.translate.prefix_key import SOURCE as LUA_SOURCE
-from heliostat.xds.types import TypeUrl
 
 # The line numbers below refer to this text; keep it stable.
 POLICY = """\

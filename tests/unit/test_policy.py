@@ -12,7 +12,8 @@ import yaml
 from heliostat import cli
 from heliostat.policy import Policy, PolicyError, limits, load_policy, parse_duration, parse_policy
 from heliostat.policy import problems as problems
-from heliostat.policy.schema import Engine, UpstreamProtocol
+from heliostat.policy.schema import UpstreamProtocol
+from heliostat.samples import Engine
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "policies" / "demo.yaml"

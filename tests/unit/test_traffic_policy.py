@@ -24,15 +24,16 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 
 from heliostat.balance import ClusterView, RegionView, TrafficClass, static_views
 from heliostat.policy import Policy, PolicyError, load_policy, parse_policy
-from heliostat.xds.delta import DeltaStream
-from heliostat.xds.nodes import NodeGroup, Role
-from heliostat.xds.snapshot import Snapshot
-from heliostat.xds.sotw import SotwStream
-from heliostat.xds.translate import PREFIX_KEY_HEADER, build_snapshot
+from heliostat.wire import PREFIX_KEY_HEADER
+from heliostat.xds.cache.nodes import NodeGroup, Role
+from heliostat.xds.cache.snapshot import Snapshot
+from heliostat.xds.protocol.delta import DeltaStream
+from heliostat.xds.protocol.sotw import SotwStream
+from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
+from heliostat.xds.translate import build_snapshot
 from heliostat.xds.translate.prefix_key import SOURCE as LUA_SOURCE
 from heliostat.xds.translate.subsets import subset
 from heliostat.xds.translate.versions import TOTAL, version_shares, version_weights
-from heliostat.xds.types import PUSH_ORDER, TypeUrl
 from tests.unit.xds_helpers import ack, delta_request, sotw_request
 
 REPO = Path(__file__).resolve().parents[2]

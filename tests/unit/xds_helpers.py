@@ -12,10 +12,10 @@ from google.rpc import status_pb2
 
 from heliostat.balance import static_views
 from heliostat.policy import parse_policy
-from heliostat.xds.nodes import NodeGroup, Role
-from heliostat.xds.snapshot import Snapshot
+from heliostat.xds.cache.nodes import NodeGroup, Role
+from heliostat.xds.cache.snapshot import Snapshot
+from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate import ROUTE_CONFIG_NAME, build_snapshot
-from heliostat.xds.types import TypeUrl
 
 CDS, EDS, LDS, RDS = TypeUrl.CLUSTER, TypeUrl.ENDPOINT, TypeUrl.LISTENER, TypeUrl.ROUTE
 ALL_MODELS = ("llama", "qwen", "mistral")

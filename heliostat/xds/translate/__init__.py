@@ -6,32 +6,18 @@ from google.protobuf.message import Message
 
 from heliostat.balance import RegionView
 from heliostat.policy import Policy
-from heliostat.xds.nodes import NodeGroup
-from heliostat.xds.snapshot import Resource, Snapshot
-from heliostat.xds.translate.affinity import PREFIX_KEY_HEADER
+from heliostat.xds.cache.nodes import NodeGroup
+from heliostat.xds.cache.snapshot import Resource, Snapshot
+from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate.clusters import model_cluster
-from heliostat.xds.translate.endpoints import METADATA_NAMESPACE, assignment_resource
-from heliostat.xds.translate.fallback import FALLBACK_FROM_HEADER, SERVED_MODEL_HEADER
+from heliostat.xds.translate.endpoints import assignment_resource
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME, gateway_listener, listener_name
 from heliostat.xds.translate.plan import plan
 from heliostat.xds.translate.refusal import retry_after
-from heliostat.xds.translate.routes import (
-    MODEL_HEADER,
-    ORIGIN_HEADER,
-    PRIORITY_HEADER,
-    route_configuration,
-)
-from heliostat.xds.types import TypeUrl
+from heliostat.xds.translate.routes import route_configuration
 
 __all__ = [
-    "FALLBACK_FROM_HEADER",
-    "METADATA_NAMESPACE",
-    "MODEL_HEADER",
-    "ORIGIN_HEADER",
-    "PREFIX_KEY_HEADER",
-    "PRIORITY_HEADER",
     "ROUTE_CONFIG_NAME",
-    "SERVED_MODEL_HEADER",
     "build_snapshot",
     "listener_name",
 ]

@@ -22,11 +22,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import struct_pb2, wrappers_pb2
 
 from heliostat.policy import Model
-from heliostat.policy.traffic import SESSION_HEADER, Affinity, HashKind
+from heliostat.policy.traffic import Affinity, HashKind
+from heliostat.wire import LUA_FILTER_NAME, PREFIX_KEY_HEADER, SESSION_HEADER
 from heliostat.xds.translate.common import pack
-from heliostat.xds.translate.prefix_key import LUA_FILTER_NAME, SOURCE
-
-PREFIX_KEY_HEADER = "x-heliostat-prefix-key"
+from heliostat.xds.translate.prefix_key import SOURCE
 
 _LB_POLICY = {
     HashKind.RING_HASH: cluster_pb2.Cluster.RING_HASH,

@@ -19,10 +19,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 
+from heliostat.wire import JSON_TO_METADATA_FILTER, METADATA_NAMESPACE
 from heliostat.xds.translate.common import pack
-from heliostat.xds.translate.endpoints import METADATA_NAMESPACE
 
-JSON_TO_METADATA_FILTER = "envoy.filters.http.json_to_metadata"
 MODEL_KEY = "model"
 STREAM_KEY = "stream"
 _JSON_CONTENT_TYPE = r"^application/json(\s*;.*)?$"

@@ -20,14 +20,11 @@ from google.protobuf import struct_pb2, wrappers_pb2
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
 from heliostat.balance.view import ReasonValue
-from heliostat.xds.memo import RoundMemo
-from heliostat.xds.snapshot import Resource
+from heliostat.wire import DROP_CATEGORY, METADATA_NAMESPACE
+from heliostat.xds.cache.memo import RoundMemo
+from heliostat.xds.cache.snapshot import Resource
+from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate import eds_wire
-from heliostat.xds.types import TypeUrl
-
-METADATA_NAMESPACE = "heliostat"
-# The drop_overloads category: Envoy names it in its load reports' dropped requests.
-DROP_CATEGORY = "heliostat_refused"
 
 _HEALTH = {
     Health.HEALTHY: health_check_pb2.HEALTHY,
@@ -87,7 +84,7 @@ def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
 
 
 # Assignments by name, drop percentage and their localities' bytes (by identity, pinned by
-# the list in the value). Entries live for two publish rounds (see heliostat.xds.memo).
+# the list in the value). Entries live for two publish rounds (see heliostat.xds.cache.memo).
 _ASSIGNMENTS: RoundMemo[tuple[str, float, tuple[int, ...]], tuple[list[bytes], Resource]] = (
     RoundMemo()
 )
@@ -141,7 +138,7 @@ def _join_locality(locality: LocalityView, scale: int) -> bytes:
 # weight, health and reason hold, and one view object appears in every region's view and
 # every cluster derived from its model, so most endpoints are encoded once, not every tick
 # for every node group. Keeping the view in the value pins its id while cached; entries live
-# for two publish rounds (see heliostat.xds.memo).
+# for two publish rounds (see heliostat.xds.cache.memo).
 _ENTRIES: RoundMemo[int, tuple[EndpointView, bytes]] = RoundMemo()
 
 

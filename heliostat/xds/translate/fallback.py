@@ -2,10 +2,11 @@
 
 The control law gives each view a fallback share per model (and per tenant); this layer
 turns a share above zero into route metadata that the listener's Lua program reads
-(`fallback_lua.py`), on every route of the model for the traffic it applies to: the view's
-own share on the generic routes, a tenant's share on that tenant's routes. A tenant's routes
-get one only when the fallback model has endpoints in the tenant's regions in this view: the
-moved request then lands on the fallback's tenant routes and cluster, pinned like any other.
+(`lua/fallback.lua`, loaded by `prefix_key.py`), on every route of the model for the traffic
+it applies to: the view's own share on the generic routes, a tenant's share on that tenant's
+routes. A tenant's routes get one only when the fallback model has endpoints in the tenant's
+regions in this view: the moved request then lands on the fallback's tenant routes and
+cluster, pinned like any other.
 
 Every model route also answers `x-heliostat-served-model: <model>`, so a caller can rely on
 the header whether or not its request was moved: a moved request is routed again and gets the
@@ -25,12 +26,14 @@ from heliostat.balance import RegionView
 from heliostat.balance.view import ReasonValue
 from heliostat.policy import Model, Policy
 from heliostat.policy.traffic import Tenant
-from heliostat.xds.translate.affinity import PREFIX_KEY_HEADER, session_header
-from heliostat.xds.translate.endpoints import METADATA_NAMESPACE
-from heliostat.xds.translate.prefix_key import LUA_FILTER_NAME
-
-SERVED_MODEL_HEADER = "x-heliostat-served-model"
-FALLBACK_FROM_HEADER = "x-heliostat-fallback-from"
+from heliostat.wire import (
+    FALLBACK_FROM_HEADER,
+    LUA_FILTER_NAME,
+    METADATA_NAMESPACE,
+    PREFIX_KEY_HEADER,
+    SERVED_MODEL_HEADER,
+)
+from heliostat.xds.translate.affinity import session_header
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from google.protobuf import wrappers_pb2
 
 from heliostat.balance import TrafficClass
 from heliostat.policy.traffic import Tenant
+from heliostat.wire import MODEL_HEADER, ORIGIN_HEADER, PRIORITY_HEADER
 from heliostat.xds.translate import body
 from heliostat.xds.translate.affinity import hash_policies, prefix_key_settings
 from heliostat.xds.translate.common import seconds
@@ -39,10 +40,6 @@ from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME
 from heliostat.xds.translate.plan import ModelPlan, Target
 from heliostat.xds.translate.resilience import per_try_timeout, retry_policy
 from heliostat.xds.translate.tenants import tenant_matcher
-
-MODEL_HEADER = "x-model"
-ORIGIN_HEADER = "x-heliostat-origin-region"
-PRIORITY_HEADER = "x-priority"
 
 _CLASSES = (TrafficClass.BATCH, TrafficClass.INTERACTIVE)  # batch first: it matches more
 

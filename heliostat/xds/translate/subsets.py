@@ -12,9 +12,7 @@ import dataclasses
 from collections.abc import Callable
 
 from heliostat.balance import ClusterView, EndpointView, LocalityView
-
-VERSION_SEPARATOR = "@"
-TENANT_SEPARATOR = "~"
+from heliostat.wire import TENANT_SEPARATOR, VERSION_SEPARATOR
 
 
 def subset(view: ClusterView, name: str, keep: Callable[[EndpointView], bool]) -> ClusterView:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from heliostat.xds.events import Event, EventKind, Outcome, Rejection, TypeStatus
-from heliostat.xds.snapshot import Resource, Snapshot, combined_version
-from heliostat.xds.types import PUSH_ORDER, TypeUrl, parse_type_url
+from heliostat.xds.cache.snapshot import Resource, Snapshot, combined_version
+from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
+from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl, parse_type_url
 
 SotwOutcome = Outcome[discovery_pb2.DiscoveryResponse]
 

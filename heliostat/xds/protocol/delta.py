@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from heliostat.xds.events import Event, EventKind, Outcome, Rejection, TypeStatus
-from heliostat.xds.snapshot import Resource, Snapshot
-from heliostat.xds.types import PUSH_ORDER, TypeUrl, parse_type_url
+from heliostat.xds.cache.snapshot import Resource, Snapshot
+from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
+from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl, parse_type_url
 
 DeltaOutcome = Outcome[discovery_pb2.DeltaDiscoveryResponse]
 

@@ -20,14 +20,14 @@ from google.protobuf import duration_pb2
 
 from heliostat.listen import ListenError, check_free, show
 from heliostat.security.limits import MAX_REQUEST_BYTES, StreamLimits, TokenBucket
-from heliostat.xds.delta import DeltaStream
-from heliostat.xds.events import Event, EventKind, Outcome, TypeStatus
-from heliostat.xds.load_reports import LoadReports
-from heliostat.xds.metrics import XdsMetrics
-from heliostat.xds.nodes import NodeGroup, NodeIdentityError, Role, group_of
-from heliostat.xds.registry import StreamEntry, StreamRegistry
-from heliostat.xds.snapshot import Snapshot
-from heliostat.xds.sotw import SotwStream
+from heliostat.xds.cache.nodes import NodeGroup, NodeIdentityError, Role, group_of
+from heliostat.xds.cache.snapshot import Snapshot
+from heliostat.xds.grpc.load_reports import LoadReports
+from heliostat.xds.grpc.metrics import XdsMetrics
+from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
+from heliostat.xds.protocol.delta import DeltaStream
+from heliostat.xds.protocol.events import Event, EventKind, Outcome, TypeStatus
+from heliostat.xds.protocol.sotw import SotwStream
 
 log = structlog.get_logger("heliostat.xds")
 

@@ -10,8 +10,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from heliostat.xds.events import TypeStatus
-from heliostat.xds.nodes import NodeGroup
+from heliostat.xds.cache.nodes import NodeGroup
+from heliostat.xds.protocol.events import TypeStatus
 
 
 @dataclass(slots=True)
@@ -57,9 +57,6 @@ class StreamRegistry:
 
     def entries(self) -> list[StreamEntry]:
         return sorted(self._entries.values(), key=lambda e: (e.node_id, e.stream_id))
-
-    def by_node(self, node_id: str) -> list[StreamEntry]:
-        return [e for e in self.entries() if e.node_id == node_id]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from heliostat.xds.events import Event, EventKind
-from heliostat.xds.types import TypeUrl
+from heliostat.xds.protocol.events import Event
+from heliostat.xds.protocol.types import TypeUrl
 
 
 class XdsMetrics:
@@ -33,6 +33,3 @@ class XdsMetrics:
     def record(self, mode: str, event: Event) -> None:
         type_name = event.type_url.short if isinstance(event.type_url, TypeUrl) else "unknown"
         self.events.labels(mode, type_name, event.kind.value).inc()
-
-    def is_interesting(self, event: Event) -> bool:
-        return event.kind in (EventKind.NACK, EventKind.UNKNOWN_TYPE, EventKind.HELD)

@@ -1,6 +1,6 @@
 """Gateway load reports (Envoy LRS) -> each origin region's demand, as compute's input.
 
-Every gateway Envoy streams `LoadStatsRequest`s to heliostat (`heliostat.xds.server`): per
+Every gateway Envoy streams `LoadStatsRequest`s to heliostat (`heliostat.xds.grpc.server`): per
 cluster, per upstream locality (and, as heliostat asks, per endpoint) the requests it issued,
 completed, failed and has in flight since its last report, the requests it dropped
 (drop_overloads), and the interval they were counted over. This module keeps the recent
@@ -33,8 +33,8 @@ from envoy.service.load_stats.v3 import lrs_pb2
 
 from heliostat.balance.assemble import BATCH_SUFFIX
 from heliostat.balance.demand import GatewayLoad, OriginLoad
-from heliostat.xds.nodes import Role
-from heliostat.xds.translate.subsets import TENANT_SEPARATOR, VERSION_SEPARATOR
+from heliostat.wire import TENANT_SEPARATOR, VERSION_SEPARATOR
+from heliostat.xds.cache.nodes import Role
 
 WINDOW_S = 3.0  # rates are averaged over the reports of the last few seconds
 STALE_AFTER_S = 5.0  # a gateway silent this long no longer speaks for its region

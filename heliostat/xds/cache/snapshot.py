@@ -21,8 +21,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from heliostat.xds.memo import RoundMemo
-from heliostat.xds.types import PUSH_ORDER, TypeUrl
+from heliostat.xds.cache.memo import RoundMemo
+from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
 
 _HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 
@@ -85,7 +85,7 @@ def _version(payload: bytes) -> str:
 
 
 # Serialized resources by message identity; the Resource holds its message, pinning the id.
-# Entries live for two publish rounds (see heliostat.xds.memo).
+# Entries live for two publish rounds (see heliostat.xds.cache.memo).
 _SERIALIZED: RoundMemo[int, Resource] = RoundMemo()
 
 
