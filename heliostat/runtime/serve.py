@@ -231,7 +231,6 @@ class ControlPlane:
             raise StartupError(str(exc)) from None
         admin: web.AppRunner | None = None
         try:
-            await self._warm_start()
             await server.start()
             app = admin_server.build_app(
                 self.metrics_registry, self.state, self.ready, self.drain_request, token=token
@@ -244,6 +243,7 @@ class ControlPlane:
                 raise StartupError(str(exc)) from None
             self.admin_runner = admin
             self._supervise(server, admin)
+            self.control.tick()
             supervising = asyncio.create_task(self.supervisor.run(), name="supervisor")
             signalled = asyncio.create_task(_until_signalled(stop), name="signals handler")
             self._serving = True
@@ -270,22 +270,6 @@ class ControlPlane:
             if admin is not None:
                 await admin.cleanup()
             log.info("stopped")
-
-    async def _warm_start(self) -> None:
-        """One scrape round and one tick before any Envoy can connect.
-
-        After a restart, the Envoys reconnect within a second and get whatever views exist.
-        Without signals those are the neutral weights, which a moment later the first
-        scrape replaces: every endpoint weight would jump to neutral and back. The round is
-        bounded by the slowest scrape timeout; an endpoint that does not answer in time is
-        read as it would be on any round."""
-        policy = self.publisher.inputs.policy
-        bound = max(m.signals.timeout for m in policy.spec.models) + 0.5
-        try:
-            await asyncio.wait_for(self.signals.scrape_once(), timeout=bound)
-        except TimeoutError:
-            log.warning("first scrape round did not finish; serving without it", bound_s=bound)
-        self.control.tick()
 
     def _supervise(self, server: grpc.aio.Server, admin: web.AppRunner) -> None:
         """Every long-lived task under the supervisor. The servers cannot be restarted in
