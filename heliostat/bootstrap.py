@@ -45,6 +45,15 @@ class BootstrapOptions:
     # Gateways report their load (Envoy LRS) to heliostat over the same gRPC link: the
     # control law's demand at its origin. A sidecar is never asked to report.
     load_reports: bool = True
+    # mTLS to heliostat: this node's certificate and key, and the CA that signed
+    # heliostat's server certificate (files Envoy reads; absolute paths).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    ca: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     def __post_init__(self) -> None:
         """Refuse what would make a bootstrap Envoy rejects, or a node heliostat cannot place:
@@ -58,6 +67,9 @@ class BootstrapOptions:
             raise ValueError(
                 f"Envoy's admin address must be an IP address, got {self.admin_host!r}"
             )
+        given = [self.tls_cert, self.tls_key, self.ca]
+        if any(given) and not all(given):
+            raise ValueError("mTLS needs all of --tls-cert, --tls-key and --ca")
         for what, port in (
             ("xDS", self.xds_port),
             ("admin", self.admin_port),
@@ -101,7 +113,7 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
-        "static_resources": {"clusters": [_xds_cluster(options.xds_host, options.xds_port)]},
+        "static_resources": {"clusters": [_xds_cluster(options)]},
     }
     if options.load_reports:
         document["cluster_manager"] = {
@@ -114,8 +126,9 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
     return document
 
 
-def _xds_cluster(host: str, port: int) -> dict[str, Any]:
-    return {
+def _xds_cluster(options: BootstrapOptions) -> dict[str, Any]:
+    host, port = options.xds_host, options.xds_port
+    cluster: dict[str, Any] = {
         "name": XDS_CLUSTER,
         "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
         "connect_timeout": "1s",
@@ -132,6 +145,30 @@ def _xds_cluster(host: str, port: int) -> dict[str, Any]:
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
         },
     }
+    if options.tls:
+        cluster["transport_socket"] = _tls_socket(options)
+    return cluster
+
+
+def _tls_socket(options: BootstrapOptions) -> dict[str, Any]:
+    """The node's certificate for heliostat to check its identity, and the CA that heliostat's
+    own certificate must chain to; HTTP/2 negotiated by ALPN, as gRPC expects."""
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [
+                {
+                    "certificate_chain": {"filename": options.tls_cert},
+                    "private_key": {"filename": options.tls_key},
+                }
+            ],
+            "validation_context": {"trusted_ca": {"filename": options.ca}},
+        },
+    }
+    if not _is_ip(options.xds_host):
+        context["sni"] = options.xds_host
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
 def _socket(host: str, port: int) -> dict[str, Any]:

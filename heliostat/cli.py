@@ -9,6 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -27,6 +28,9 @@ from heliostat.xds.cache.nodes import Role
 class UsageError(Exception):
     """A command line heliostat cannot act on."""
 
+
+if TYPE_CHECKING:  # grpc loads only when serving
+    from heliostat.security.tls import TlsFiles
 
 # -- argument types: each refuses a bad value with one line saying what is expected ---------
 
@@ -306,6 +310,7 @@ def _serve(args: argparse.Namespace) -> int:
     # grpc loads only when serving
     from heliostat.discovery.kube import ClusterAccess
     from heliostat.runtime.serve import ServeOptions, StartupError, run
+    from heliostat.runtime.supervise import Unrecoverable
 
     logs.configure(args.log_level, args.log_format)
     cluster = None
@@ -324,17 +329,42 @@ def _serve(args: argparse.Namespace) -> int:
                 policy_poll_s=args.policy_poll_interval,
                 policy_resource=args.policy_resource,
                 cluster=cluster,
+                admin_token_file=args.admin_token_file,
+                tls=_tls_files(args),
+                trust_domain=args.trust_domain,
+                insecure=args.insecure,
             )
         )
-    except StartupError as exc:
+    except (StartupError, Unrecoverable) as exc:
         print(f"heliostat serve: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
+def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    from heliostat.security.tls import TlsFiles
+
+    given = [args.tls_cert, args.tls_key, args.client_ca]
+    if not any(given):
+        return None
+    if not all(given):
+        raise SystemExit("heliostat serve: mTLS needs all of --tls-cert, --tls-key and --client-ca")
+    return TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
+
+
 def _bootstrap(args: argparse.Namespace) -> int:
     xds_host, xds_port = args.xds_address
-    options = BootstrapOptions(
+    try:
+        options = _bootstrap_options(args, xds_host, xds_port)
+    except ValueError as exc:
+        print(f"heliostat bootstrap: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(yaml.safe_dump(bootstrap(options), sort_keys=False))
+    return 0
+
+
+def _bootstrap_options(args: argparse.Namespace, xds_host: str, xds_port: int) -> BootstrapOptions:
+    return BootstrapOptions(
         node_id=args.node_id,
         region=args.region,
         role=Role(args.role),
@@ -344,9 +374,15 @@ def _bootstrap(args: argparse.Namespace) -> int:
         admin_port=args.admin_port,
         listener_port=args.listener_port,
         delta=args.delta,
+        tls_cert=_absolute(args.tls_cert),
+        tls_key=_absolute(args.tls_key),
+        ca=_absolute(args.ca),
     )
-    sys.stdout.write(yaml.safe_dump(bootstrap(options), sort_keys=False))
-    return 0
+
+
+def _absolute(path: Path | None) -> str | None:
+    """Envoy reads the file relative to its own working directory: pin it down here."""
+    return None if path is None else str(path.resolve())
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -398,11 +434,20 @@ def _drain(args: argparse.Namespace) -> int:
         body["endpoint"] = args.endpoint
     else:
         body["region"] = args.region
+    headers = {"content-type": "application/json"}
+    if args.admin_token_file is not None:
+        from heliostat.admin.auth import TokenError, read_token
+
+        try:
+            headers["authorization"] = f"Bearer {read_token(args.admin_token_file)}"
+        except TokenError as exc:
+            print(f"heliostat drain: {exc}", file=sys.stderr)
+            return 1
     request = urllib.request.Request(
         f"http://{host}:{port}/drain",
         data=json.dumps(body).encode(),
         method="DELETE" if args.undo else "POST",
-        headers={"content-type": "application/json"},
+        headers=headers,
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -561,6 +606,32 @@ def parser() -> argparse.ArgumentParser:
     )
     logging_options(serve)
     serve.add_argument(
+        "--admin-token-file",
+        type=Path,
+        metavar="FILE",
+        help="bearer token that drain and other state-changing admin calls need "
+        "(required when --admin-address is not loopback)",
+    )
+    serve.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="xDS server certificate (PEM), for mTLS"
+    )
+    serve.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (PEM)")
+    serve.add_argument(
+        "--client-ca",
+        type=Path,
+        metavar="FILE",
+        help="CA that signs the nodes' client certificates; each must name its node "
+        "(spiffe://DOMAIN/ns/REGION/sa/NODE_ID or NODE_ID.REGION.SUFFIX)",
+    )
+    serve.add_argument(
+        "--trust-domain", metavar="DOMAIN", help="accept SPIFFE IDs of this trust domain only"
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plaintext xDS on an address beyond loopback",
+    )
+    serve.add_argument(
         "--policy-poll-interval",
         type=seconds_between(0.05, 86_400),
         default="1",
@@ -602,6 +673,13 @@ def parser() -> argparse.ArgumentParser:
         help="the gateway listener's port, instead of the policy's",
     )
     boot.add_argument("--delta", action="store_true", help="use incremental (delta) xDS")
+    boot.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="this node's client certificate (mTLS)"
+    )
+    boot.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key")
+    boot.add_argument(
+        "--ca", type=Path, metavar="FILE", help="the CA that signed heliostat's certificate"
+    )
     boot.set_defaults(run=_bootstrap)
 
     sim = command("sim", help="simulated vLLM-compatible replicas")
@@ -640,6 +718,12 @@ def parser() -> argparse.ArgumentParser:
         default="127.0.0.1:9901",
         metavar="HOST:PORT",
         help="the admin API of the running heliostat serve",
+    )
+    drain.add_argument(
+        "--admin-token-file",
+        type=Path,
+        metavar="FILE",
+        help="the bearer token heliostat serve was given (--admin-token-file)",
     )
     drain.set_defaults(run=_drain)
 

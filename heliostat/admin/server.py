@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from heliostat.admin.auth import bearer_guard
 from heliostat.admin.query import QueryError, narrow
 from heliostat.listen import ListenError, check_free, failure
 
@@ -29,7 +30,11 @@ def build_app(
     state: StateProvider,
     ready: ReadyProbe,
     drain: DrainAction | None = None,
+    *,
+    token: str | None = None,
 ) -> web.Application:
+    """With `token`, every state-changing call needs it as a bearer token (`auth.py`)."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -62,7 +67,7 @@ def build_app(
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(result)
 
-    app = web.Application()
+    app = web.Application(middlewares=[bearer_guard(token)] if token is not None else [])
     app.router.add_post("/drain", drain_change)
     app.router.add_delete("/drain", drain_change)
     app.router.add_get("/healthz", healthz)

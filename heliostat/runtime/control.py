@@ -21,6 +21,7 @@ from heliostat.balance import ControlState, Views, compute, describe
 from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
 from heliostat.policy import Policy
 from heliostat.runtime.publisher import Inputs, Publisher
+from heliostat.runtime.supervise import describe_failure
 from heliostat.signals import Signal
 from heliostat.xds.cache.nodes import NodeGroup
 
@@ -59,6 +60,12 @@ class ControlLoop:
             "heliostat_control_compute_seconds",
             "Control law plus translation per tick.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=registry,
+        )
+        self._last_failure: str | None = None
+        self._tick_failures = Counter(
+            "heliostat_control_tick_failures_total",
+            "Control ticks that raised; the last views stay published.",
             registry=registry,
         )
         self._pushes = Counter(
@@ -174,5 +181,16 @@ class ControlLoop:
                 await asyncio.sleep(spacing)
             try:
                 self.tick()
-            except Exception:  # one bad tick must not stop the loop
-                log.exception("control_tick_failed", detail="keeping the last views")
+            except Exception as exc:  # one bad tick must not stop the loop
+                self._tick_failed(exc)
+            else:
+                self._last_failure = None
+
+    def _tick_failed(self, exc: Exception) -> None:
+        """Counted every time, logged once per cause: a tick that fails the same way on
+        every interval would otherwise print its traceback every second."""
+        self._tick_failures.inc()
+        cause = describe_failure(exc)
+        if cause != self._last_failure:
+            self._last_failure = cause
+            log.error("control_tick_failed", cause=cause, detail="keeping the last views")

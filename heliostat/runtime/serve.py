@@ -22,6 +22,7 @@ from prometheus_client import (
 
 from heliostat.admin import page as admin_page
 from heliostat.admin import server as admin_server
+from heliostat.admin.auth import TokenError, is_loopback, read_token
 from heliostat.admin.metrics import BuildInfo, DecisionCollector, GatewayServedCollector
 from heliostat.admin.state import describe_nodes, describe_snapshots, describe_views
 from heliostat.balance import static_views
@@ -36,6 +37,8 @@ from heliostat.runtime.journal import Journal
 from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.scaling_metrics import ScalingCollector
+from heliostat.runtime.supervise import Supervisor, Unrecoverable
+from heliostat.security.tls import NodeAuthorizer, TlsError, TlsFiles, server_credentials
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.grpc import csds, health
@@ -85,12 +88,19 @@ class ServeOptions:
     admin_host: str = "127.0.0.1"
     admin_port: int = 9901
     policy_poll_s: float = 1.0
-    # Pluggable transport security for the xDS port (mTLS with node identity later).
-    credentials: grpc.ServerCredentials | None = None
     # The policy from an InferencePolicy resource, NAMESPACE/NAME (policy_path is then unused).
     policy_resource: str | None = None
     # How to reach the Kubernetes API (None: in-cluster or kubeconfig, when a policy needs it).
     cluster: ClusterAccess | None = None
+    # mTLS on the xDS port: client certificates required, and each must name the node id
+    # and region its stream claims (heliostat.security). None: plaintext.
+    tls: TlsFiles | None = None
+    trust_domain: str | None = None
+    # Plaintext beyond loopback only when the operator says so.
+    insecure: bool = False
+    # Bearer token for state-changing admin calls; required when the admin API is not on
+    # loopback.
+    admin_token_file: Path | None = None
 
 
 class ControlPlane:
@@ -121,7 +131,9 @@ class ControlPlane:
         self.control.on_tick = self.journal.observe
         self.started_at = time.time()
         self._serving = False
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor(self.metrics_registry)
+        self.xds_server: grpc.aio.Server | None = None
+        self.admin_runner: web.AppRunner | None = None
         self._policy_reloads = Counter(
             "heliostat_policy_reloads_total",
             "Policy file versions seen, by result (applied, rejected, failed).",
@@ -158,14 +170,23 @@ class ControlPlane:
         self.metrics_registry.register(
             ScalingCollector(lambda: (self.control.policy, self.control.state))
         )
-        self.ads = AdsServer(self.publisher, self.streams, XdsMetrics(self.metrics_registry))
+        # With mTLS, every stream's certificate must name the node it claims to be.
+        authorize = NodeAuthorizer(options.trust_domain) if options.tls is not None else None
+        self.ads = AdsServer(
+            self.publisher,
+            self.streams,
+            XdsMetrics(self.metrics_registry),
+            authorize=authorize,
+        )
         self.convergence = ConvergenceTracker(self.streams, self.metrics_registry)
         self.ads.on_ack = self.convergence.acked
         self.control.on_publish = self.convergence.pushed
         self.csds = csds.ClientStatusServer(self.streams, self.cache.get)
         # Gateways report every signals interval (the fastest model's), at least every 0.5 s.
         self.lrs = LoadReportingServer(
-            self.load_reports, lambda: max(LOAD_REPORT_MIN_S, self.control.interval)
+            self.load_reports,
+            lambda: max(LOAD_REPORT_MIN_S, self.control.interval),
+            authorize=authorize,
         )
 
     def apply_policy(self, policy: Policy) -> None:
@@ -245,10 +266,7 @@ class ControlPlane:
             # Until the first list lands, a model's discovered endpoints would be published
             # as none: keep this replica out of the gateways' DNS until then.
             return False, "discovery: waiting for the first list of EndpointSlices"
-        for task in self._tasks:
-            if task.done():
-                return False, f"{task.get_name()} stopped: {_ending(task)}"
-        return True, "ready"
+        return self.supervisor.ready()
 
     def state(self) -> dict[str, Any]:
         inputs = self.publisher.inputs
@@ -276,6 +294,7 @@ class ControlPlane:
             "snapshots": describe_snapshots(self.cache),
             "snapshot_error": self.publisher.last_error,
             "nodes": describe_nodes(self.streams),
+            "tasks": self.supervisor.describe(),
             "uptime_s": round(time.time() - self.started_at, 3),
         }
 
@@ -283,21 +302,23 @@ class ControlPlane:
         """Serve until SIGINT/SIGTERM (or `stop`); everything started is stopped on the way
         out, whatever failed, and nothing a dead task raised escapes."""
         xds = (self.options.xds_host, self.options.xds_port)
-        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        token = _admin_token(self.options)
+        credentials = _xds_credentials(self.options)
+        server = self.xds_server = grpc.aio.server(options=_GRPC_OPTIONS)
         add_to_server(server, self.ads, self.lrs)
         csds.add_to_server(server, self.csds)
         health.add_to_server(server, self.ready, GRPC_SERVICES)
         try:
             # Both addresses before anything starts; the admin one again when it binds.
             check_free(self.options.admin_host, self.options.admin_port, "the admin API")
-            listen(server, *xds, self.options.credentials)
+            listen(server, *xds, credentials)
         except ListenError as exc:
             raise StartupError(str(exc)) from None
-        await server.start()
         admin: web.AppRunner | None = None
         try:
+            await server.start()
             app = admin_server.build_app(
-                self.metrics_registry, self.state, self.ready, self.drain_request
+                self.metrics_registry, self.state, self.ready, self.drain_request, token=token
             )
             admin_page.install(app, self.journal.recent, self.diff_request)
             try:
@@ -306,15 +327,11 @@ class ControlPlane:
                 )
             except ListenError as exc:
                 raise StartupError(str(exc)) from None
-            self._tasks = [
-                asyncio.create_task(self.watcher.run(), name="policy watcher"),
-                asyncio.create_task(self.signals.run(), name="signals"),
-                asyncio.create_task(self.discovery.run(), name="discovery"),
-            ]
+            self.admin_runner = admin
+            self._supervise(server, admin)
             self.control.tick()
-            self._tasks.append(asyncio.create_task(self.control.run(), name="control loop"))
-            for task in self._tasks:
-                task.add_done_callback(_report_ending)
+            supervising = asyncio.create_task(self.supervisor.run(), name="supervisor")
+            signalled = asyncio.create_task(_until_signalled(stop), name="signals handler")
             self._serving = True
             log.info(
                 "serving",
@@ -322,35 +339,81 @@ class ControlPlane:
                 admin=show(self.options.admin_host, self.options.admin_port),
                 policy=str(self.options.policy_path),
             )
-            await _until_signalled(stop)
+            try:
+                await asyncio.wait({supervising, signalled}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._serving = False
+                for task in (supervising, signalled):
+                    task.cancel()
+                await asyncio.gather(supervising, signalled, return_exceptions=True)
+            if supervising.done() and not supervising.cancelled():
+                failure = supervising.exception()
+                if isinstance(failure, Unrecoverable):
+                    raise failure
         finally:
             self._serving = False
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
             await server.stop(grace=1.0)
             if admin is not None:
                 await admin.cleanup()
-                log.info("stopped")
+            log.info("stopped")
+
+    def _supervise(self, server: grpc.aio.Server, admin: web.AppRunner) -> None:
+        """Every long-lived task under the supervisor. The servers cannot be restarted in
+        this process (their sockets are gone): their ending is unrecoverable."""
+        self.supervisor.add("policy watcher", self.watcher.run)
+        self.supervisor.add("signals", self.signals.run)
+        self.supervisor.add("discovery", self.discovery.run)
+        self.supervisor.add("control loop", self.control.run)
+        self.supervisor.add("xDS server", lambda: _serving_grpc(server), restart=False)
+        self.supervisor.add("admin server", lambda: _serving_admin(admin), restart=False)
 
 
-def _ending(task: asyncio.Task[None]) -> str:
-    if task.cancelled():
-        return "cancelled"
-    exc = task.exception()
-    return f"{type(exc).__name__}: {exc}"[:300] if exc is not None else "returned"
+def _xds_credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
+    """mTLS credentials, or None for plaintext, which only loopback gets by default."""
+    if options.tls is not None:
+        try:
+            return server_credentials(options.tls)
+        except TlsError as exc:
+            raise StartupError(str(exc)) from None
+    if not options.insecure and not is_loopback(options.xds_host):
+        where = show(options.xds_host, options.xds_port)
+        raise StartupError(
+            f"xDS on {where} would be plaintext beyond loopback: give --tls-cert, --tls-key "
+            "and --client-ca, or --insecure"
+        )
+    return None
 
 
-def _report_ending(task: asyncio.Task[None]) -> None:
-    """A long-lived task that ends on its own is logged once, with its cause."""
-    if task.cancelled():
-        return
-    log.error(
-        "task_stopped",
-        detail="heliostat is no longer ready",
-        task=task.get_name(),
-        cause=_ending(task),
-    )
+def _admin_token(options: ServeOptions) -> str | None:
+    """The admin bearer token, or None on loopback without a token file; StartupError when
+    the admin API would be reachable from other machines without one."""
+    if options.admin_token_file is not None:
+        try:
+            return read_token(options.admin_token_file)
+        except TokenError as exc:
+            raise StartupError(str(exc)) from None
+    if not is_loopback(options.admin_host):
+        where = show(options.admin_host, options.admin_port)
+        raise StartupError(
+            f"the admin API on {where} is reachable beyond loopback: give --admin-token-file "
+            "FILE (drain and other state-changing calls then need its bearer token)"
+        )
+    return None
+
+
+async def _serving_grpc(server: grpc.aio.Server, every_s: float = 0.5) -> None:
+    # With a timeout (it returns True when the wait timed out): cancelling a wait without
+    # one cancels the server's own shutdown future, and the `stop` that follows would then
+    # raise CancelledError.
+    while await server.wait_for_termination(timeout=every_s):
+        pass
+    raise ConnectionAbortedError("the gRPC server stopped serving")
+
+
+async def _serving_admin(admin: web.AppRunner, every_s: float = 0.5) -> None:
+    while admin.sites:
+        await asyncio.sleep(every_s)
+    raise ConnectionAbortedError("the admin HTTP server stopped listening")
 
 
 async def _until_signalled(stop: asyncio.Event | None = None) -> None:

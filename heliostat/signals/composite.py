@@ -94,9 +94,22 @@ class CompositeSource:
                     if source not in current:
                         tasks.pop(source).cancel()
                 for source in current - tasks.keys():
-                    tasks[source] = asyncio.create_task(source.run())
+                    tasks[source] = asyncio.create_task(source.run(), name=f"{source.kind} source")
                 await self._close_retired()
-                await self._changed.wait()
+                # A source that ends on its own is a failure of this task: raise it, so the
+                # supervisor logs, counts and restarts it rather than a scraper dying quietly.
+                changed = asyncio.create_task(self._changed.wait())
+                try:
+                    await asyncio.wait(
+                        [changed, *tasks.values()], return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    changed.cancel()
+                for task in tasks.values():
+                    if task.done():
+                        if not task.cancelled() and task.exception() is not None:
+                            raise task.exception()  # type: ignore[misc]
+                        raise RuntimeError(f"signal source {task.get_name()} stopped")
         finally:
             for task in tasks.values():
                 task.cancel()

@@ -15,6 +15,10 @@ Each kind imitates something real GPUs do:
     plane must treat silence as unknown, not as idle.
 ``close``
     close the connection without any response (a crashed pod behind a live socket).
+``metrics_hang``
+    ``/metrics`` accepts the scrape and never answers until healed, while inference keeps
+    working (an exporter stuck on a lock, a network path that drops the scraper's packets):
+    scrapes time out, they do not fail fast.
 
 ``probability`` (0-1, default 1) makes ``hang``/``error``/``close`` intermittent, which is what
 outlier detection must cope with. Faults of different kinds combine; posting a kind again
@@ -36,6 +40,7 @@ class FaultKind(enum.StrEnum):
     SLOW = "slow"
     NO_METRICS = "no_metrics"
     CLOSE = "close"
+    METRICS_HANG = "metrics_hang"
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,7 +143,7 @@ class Replica:
     def clear_faults(self, kind: FaultKind | None = None) -> None:
         self.faults.clear(kind)
         self._apply_slowdown()
-        if kind in (None, FaultKind.HANG):
+        if kind in (None, FaultKind.HANG, FaultKind.METRICS_HANG):
             self._release_hung()
         log.info(
             "sim_faults_healed", extra={"replica": self.id, "kind": kind.value if kind else "all"}

@@ -269,6 +269,9 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     replica = _replica(request)
     if replica.faults.get(FaultKind.NO_METRICS) is not None:
         return web.Response(status=503, text="metrics unavailable (simulated fault)\n")
+    if replica.faults.get(FaultKind.METRICS_HANG) is not None:
+        await replica.wait_hang_released()
+        return web.Response(status=503, text="metrics unavailable (simulated fault)\n")
     return web.Response(
         body=replica.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

@@ -5,23 +5,18 @@ honest on /readyz and stops cleanly on SIGTERM.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 import yaml
 
-from heliostat.policy import load_policy
-from heliostat.runtime.serve import ControlPlane, ServeOptions
 from tests.integration.harness import (
     LOCALHOST,
     Heliostat,
@@ -188,49 +183,3 @@ def test_hostile_policy_edits_are_refused_and_serving_goes_on(tmp_path: Path) ->
 
 def _last_error(heliostat: Heliostat) -> list[str]:
     return list(heliostat.state()["policy"]["last_error"] or [])
-
-
-# -- in process: a watcher that cannot continue ----------------------------------------------
-
-
-async def test_a_dead_watcher_makes_readyz_fail_and_sigterm_still_stops_cleanly(
-    tmp_path: Path,
-) -> None:
-    policy = _policy(tmp_path)
-    options = ServeOptions(
-        policy_path=policy,
-        xds_port=free_port(),
-        admin_port=free_port(),
-        policy_poll_s=0.05,
-    )
-    plane = ControlPlane(options, load_policy(policy))
-
-    async def dies() -> None:
-        await asyncio.sleep(0.2)
-        raise SystemError("the watcher's loop itself broke")
-
-    plane.watcher.run = dies  # type: ignore[method-assign]
-    stop = asyncio.Event()
-    serving = asyncio.create_task(plane.run(stop))
-    url = f"http://{LOCALHOST}:{options.admin_port}/readyz"
-    async with aiohttp.ClientSession() as session:
-        deadline = time.monotonic() + 15
-        answers: list[tuple[int, str]] = []
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as response:
-                    answers.append((response.status, await response.text()))
-                    if response.status == 503 and "stopped" in answers[-1][1]:
-                        break
-            await asyncio.sleep(0.05)
-    assert (200, "ready\n") in answers
-    assert answers[-1] == (
-        503,
-        "policy watcher stopped: SystemError: the watcher's loop itself broke\n",
-    )
-    stop.set()
-    await asyncio.wait_for(serving, timeout=15)  # returns, does not raise the watcher's error
-    for port in (options.xds_port, options.admin_port):
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((LOCALHOST, port))

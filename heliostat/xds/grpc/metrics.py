@@ -20,6 +20,16 @@ class XdsMetrics:
             registry=registry,
         )
 
+        self.refused = Counter(
+            "heliostat_xds_refused_total",
+            "Streams refused or ended by heliostat: identity (certificate does not name the "
+            "node), streams (too many open), rate (too many requests per second).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("identity", "streams", "rate"):
+            self.refused.labels(reason)
+
     def record(self, mode: str, event: Event) -> None:
         type_name = event.type_url.short if isinstance(event.type_url, TypeUrl) else "unknown"
         self.events.labels(mode, type_name, event.kind.value).inc()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -19,6 +19,7 @@ from envoy.service.load_stats.v3 import lrs_pb2, lrs_pb2_grpc
 from google.protobuf import duration_pb2
 
 from heliostat.listen import ListenError, check_free, show
+from heliostat.security.limits import MAX_REQUEST_BYTES, StreamLimits, TokenBucket
 from heliostat.xds.cache.nodes import NodeGroup, NodeIdentityError, Role, group_of
 from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.grpc.load_reports import LoadReports
@@ -58,13 +59,21 @@ _CLOSED = object()
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     def __init__(
-        self, source: SnapshotSource, registry: StreamRegistry, metrics: XdsMetrics
+        self,
+        source: SnapshotSource,
+        registry: StreamRegistry,
+        metrics: XdsMetrics,
+        *,
+        authorize: Authorize | None = None,
+        limits: StreamLimits | None = None,
     ) -> None:
         self._source = source
         self._registry = registry
         self._metrics = metrics
         # Called with the node's group on every ACK (convergence tracking).
         self.on_ack: Callable[[NodeGroup], None] | None = None
+        self._authorize = authorize
+        self._limits = limits or StreamLimits()
 
     async def StreamAggregatedResources(
         self,
@@ -100,6 +109,25 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             log.error("node_rejected", node_id=node.id, error=str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
+        if not await _check_identity(self._authorize, node, context):
+            self._metrics.refused.labels("identity").inc()
+            return
+        limits = self._limits
+        if len(self._registry) >= limits.max_streams:
+            self._metrics.refused.labels("streams").inc()
+            log.error(
+                "stream_refused",
+                reason="too many streams",
+                node_id=node.id,
+                open=len(self._registry),
+            )
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"heliostat serves at most {limits.max_streams} xDS streams; retry later",
+            )
+            return
+        bucket = TokenBucket(limits.rate, limits.burst)
+        bucket.take()  # the first request
         inbox: asyncio.Queue[object] = asyncio.Queue()
         protocol = make(node.id)
         entry = StreamEntry(node.id, group, mode, context.peer(), time.time(), protocol.status)
@@ -119,8 +147,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     return
                 if item is _CHANGED:
                     outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
-                else:
-                    outcome = protocol.on_request(item)
+                    continue
+                if not bucket.take():
+                    self._metrics.refused.labels("rate").inc()
+                    reason = (
+                        f"node {node.id!r} sent more than {limits.rate:g} requests/s "
+                        f"(burst {limits.burst}); stream closed"
+                    )
+                    log.error("stream_ended", reason="request rate", node_id=node.id, error=reason)
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+                    return
+                outcome = protocol.on_request(item)
         finally:
             reader.cancel()
             stop_watching()
@@ -184,10 +221,13 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
         reports: LoadReports,
         interval: Callable[[], float],
         clock: Callable[[], float] = time.time,
+        *,
+        authorize: Authorize | None = None,
     ) -> None:
         self._reports = reports
         self._interval = interval
         self._clock = clock
+        self._authorize = authorize
 
     async def StreamLoadStats(
         self,
@@ -204,6 +244,8 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
         except NodeIdentityError as exc:
             log.error("load_reports_refused", node_id=node.id, error=str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        if not await _check_identity(self._authorize, node, context):
             return
         if group.role is not Role.GATEWAY or group.region is None:
             log.info("load_reports_not_asked", node_id=node.id, role=group.role.value)
@@ -229,6 +271,26 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
             self._reports.forget(node.id)
 
 
+Authorize = Callable[[str, str, Mapping[str, Iterable[bytes]]], str | None]
+"""(node id, region, the stream's TLS auth context) -> None if the node may speak, else why
+not (heliostat.security.tls.NodeAuthorizer)."""
+
+
+async def _check_identity(
+    authorize: Authorize | None, node: Any, context: grpc.aio.ServicerContext[Any, Any]
+) -> bool:
+    """Abort the stream with PERMISSION_DENIED unless the peer's certificate backs the node
+    id and region its first request claims; False when it was refused."""
+    if authorize is None:
+        return True
+    refused = authorize(node.id, node.locality.region, context.auth_context())
+    if refused is None:
+        return True
+    log.error("node_refused", node_id=node.id, peer=context.peer(), error=refused)
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+    return False
+
+
 def add_to_server(
     server: grpc.aio.Server, ads: AdsServer, lrs: LoadReportingServer | None = None
 ) -> None:
@@ -237,7 +299,10 @@ def add_to_server(
         lrs_pb2_grpc.add_LoadReportingServiceServicer_to_server(lrs, server)
 
 
-SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+]
 """Options every xDS server needs: no SO_REUSEPORT, so a second heliostat on the same port is
 refused instead of sharing its Envoys with the first (gRPC turns it on by default)."""
 

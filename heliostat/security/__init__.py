@@ -1,0 +1,1 @@
+"""Transport security for the xDS port: mTLS credentials and node identity."""
