@@ -202,7 +202,7 @@ def measure(policy: Policy, ticks: int, every: int) -> TickCost:
     groups = [NodeGroup(Role.GATEWAY, region) for region in sorted(policy.spec.regions)]
     for group in groups:  # one gateway per region has connected
         publisher.snapshot_for(group, f"gw-{group.region}")
-    loop = ControlLoop(policy, publisher, fleet.signals, CollectorRegistry(), clock=fleet.clock)
+    loop = ControlLoop(publisher, fleet.signals, CollectorRegistry(), clock=fleet.clock)
     cpu: list[float] = []
     wall: list[float] = []
     changed: list[float] = []
