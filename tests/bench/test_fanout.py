@@ -7,12 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
 from bench import fanout
 from bench.ads_clients import Client, DeltaSession, SotwSession
 from bench.scale_policy import fleet_policy
 from heliostat.balance import static_views
+from heliostat.lab.processes import LabError
 from heliostat.policy import Policy
 from heliostat.xds.cache.nodes import NodeGroup, Role
 from heliostat.xds.cache.snapshot import Snapshot
@@ -32,6 +34,8 @@ def test_tiny_run_every_client_acks_every_change(tmp_path: Path) -> None:
     ]
     for case in cases:
         assert case["acked"] == case["clients"] * plan.changes
+        # ten clients, five per process: both processes' clients were counted
+        assert case["client_processes"] == 2
         assert (
             0 < case["ack_min_ms"] <= case["ack_p50_ms"] <= case["ack_p99_ms"] <= case["ack_max_ms"]
         )
@@ -108,3 +112,51 @@ def test_delta_session_subscribes_like_envoy_and_acks_everything() -> None:
     assert session.subscribed[TypeUrl.ENDPOINT.value] == set(snap.resources(TypeUrl.ENDPOINT))
     for status in stream.status().values():
         assert status.acked_version == status.sent_version != ""
+
+
+def test_answers_of_several_client_processes_merge_into_one() -> None:
+    """Counts add up, the latest response wins, missing nodes and report rows are joined."""
+    status = fanout.merge(
+        [
+            {
+                "event": "status",
+                "ready": 3,
+                "failed": 0,
+                "errors": [],
+                "responses": 9,
+                "last_response_at": 5.0,
+            },
+            {
+                "event": "status",
+                "ready": 2,
+                "failed": 1,
+                "errors": ["UNAVAILABLE: x"],
+                "responses": 4,
+                "last_response_at": 7.5,
+            },
+        ]
+    )
+    assert status == {
+        "event": "status",
+        "ready": 5,
+        "failed": 1,
+        "errors": ["UNAVAILABLE: x"],
+        "responses": 13,
+        "last_response_at": 7.5,
+    }
+    acked = fanout.merge(
+        [
+            {"event": "acked", "acked": 3, "missing": []},
+            {"event": "acked", "acked": 1, "missing": ["bench-gw-1-0", "bench-gw-1-1"]},
+        ]
+    )
+    assert acked == {"event": "acked", "acked": 4, "missing": ["bench-gw-1-0", "bench-gw-1-1"]}
+    rows = fanout.merge(
+        [
+            {"event": "report", "clients": [["a", "us-east", 1.0, 10, 1]]},
+            {"event": "report", "clients": [["b", "eu-west", None, 0, 0]]},
+        ]
+    )
+    assert [row[0] for row in rows["clients"]] == ["a", "b"]
+    with pytest.raises(LabError, match="disagree"):
+        fanout.merge([{"event": "status"}, {"event": "acked"}])
