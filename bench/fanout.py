@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Size, median, percentile, table
+from bench.scale import targets_table
 from bench.scale_policy import endpoint_count, fleet_policy, regions
 from heliostat.lab.processes import (
     LOCALHOST,
@@ -132,7 +133,36 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         "-> each client's ACK of the first EDS response after it",
         "metrics": "every endpoint serves a fixed vLLM /metrics page from one process",
         "cases": cases,
+        "targets": target_rows(cases),
     }
+
+
+# Issue 17's targets at 1,000 streams: (mode, case field, at most, unit, what).
+TARGETS = [
+    ("delta", "ack_p99_ms", 300.0, "ms", "one change to 1,000 delta streams, ACK p99"),
+    ("sotw", "ack_p99_ms", 600.0, "ms", "one change to 1,000 SotW streams, ACK p99"),
+    ("delta", "bytes_per_push", 5_000.0, "B", "bytes per stream for one endpoint's change"),
+    ("delta", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 delta streams"),
+    ("sotw", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 SotW streams"),
+]
+TARGET_CLIENTS = 1_000
+
+
+def target_rows(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target row whose case this run measured, with the figure and whether it is met."""
+    rows = []
+    for mode, key, limit, unit, what in TARGETS:
+        for case in cases:
+            if (case["clients"], case["mode"]) == (TARGET_CLIENTS, mode):
+                rows.append(
+                    {
+                        "measure": what,
+                        "target": f"<= {limit:g} {unit}",
+                        "measured": f"{case[key]:g} {unit}",
+                        "met": case[key] <= limit,
+                    }
+                )
+    return rows
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -149,10 +179,14 @@ def summary(result: dict[str, Any]) -> str:
         ]
         for c in result["cases"]
     ]
-    return table(
+    measured = table(
         ["clients", "mode", "ACK p50 ms", "p99 ms", "max ms", "bytes/push", "RSS MB", "ACKed"],
         rows,
     )
+    goals = result.get("targets") or []
+    if not goals:
+        return measured
+    return measured + "\n\n" + targets_table(goals)
 
 
 # -- one case ----------------------------------------------------------------------------------

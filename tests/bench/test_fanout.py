@@ -160,3 +160,17 @@ def test_answers_of_several_client_processes_merge_into_one() -> None:
     assert [row[0] for row in rows["clients"]] == ["a", "b"]
     with pytest.raises(LabError, match="disagree"):
         fanout.merge([{"event": "status"}, {"event": "acked"}])
+
+
+def test_target_rows_come_from_the_thousand_stream_cases() -> None:
+    case = {"ack_p99_ms": 250.0, "bytes_per_push": 51_903, "rss_peak_mb": 180.0}
+    cases = [
+        {"clients": 1000, "mode": "delta", **case},
+        {"clients": 100, "mode": "sotw", **case, "ack_p99_ms": 10.0},
+    ]
+    rows = {r["measure"]: r["met"] for r in fanout.target_rows(cases)}
+    assert rows == {
+        "one change to 1,000 delta streams, ACK p99": True,
+        "bytes per stream for one endpoint's change": False,
+        "serve's peak memory, 1,000 delta streams": True,
+    }
