@@ -21,7 +21,6 @@ from google.protobuf import duration_pb2
 from heliostat.listen import ListenError, check_free, show
 from heliostat.xds.cache.nodes import NodeGroup, NodeIdentityError, Role, group_of
 from heliostat.xds.cache.snapshot import Snapshot
-from heliostat.xds.grpc.budget import Grant, SendBudget
 from heliostat.xds.grpc.load_reports import LoadReports
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
@@ -59,18 +58,11 @@ _CLOSED = object()
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     def __init__(
-        self,
-        source: SnapshotSource,
-        registry: StreamRegistry,
-        metrics: XdsMetrics,
-        budget: SendBudget | None = None,
+        self, source: SnapshotSource, registry: StreamRegistry, metrics: XdsMetrics
     ) -> None:
         self._source = source
         self._registry = registry
         self._metrics = metrics
-        # Response bytes in flight across all streams (see budget.py): bounds the memory of
-        # a subscription burst or a push to thousands of streams at once.
-        self._budget = budget or SendBudget()
 
     async def StreamAggregatedResources(
         self,
@@ -114,16 +106,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         reader = asyncio.create_task(_pump(requests, inbox))
         self._metrics.streams.labels(mode).inc()
         log.info("node connected", node_id=node.id, group=group.key, mode=mode)
-        # What this stream sent and the node has not answered yet. A node answers responses
-        # in order, so its next request releases them all (approximately: it may answer
-        # the first of several; the hold time bounds the rest).
-        unanswered: list[Grant] = []
         try:
             outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
             outcome.extend(protocol.on_request(first))
             while True:
                 for response in self._report(mode, node.id, outcome):
-                    unanswered.append(await self._budget.take(response.ByteSize()))
                     yield response
                 item = await inbox.get()
                 if item is _CLOSED:
@@ -131,10 +118,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 if item is _CHANGED:
                     outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
                 else:
-                    _release(unanswered)
                     outcome = protocol.on_request(item)
         finally:
-            _release(unanswered)
             reader.cancel()
             stop_watching()
             unregister()
@@ -163,12 +148,6 @@ def _log_event(mode: str, node_id: str, event: Event) -> None:
         log.warning("request for a type heliostat does not serve", **fields)
     else:
         log.debug(f"xds {event.kind.value}", nonce=event.nonce, **fields)
-
-
-def _release(grants: list[Grant]) -> None:
-    for grant in grants:
-        grant.release()
-    grants.clear()
 
 
 async def _pump(requests: AsyncIterator[Any], inbox: asyncio.Queue[object]) -> None:
