@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Size, median, percentile, table
+from bench.scale import targets_table
 from bench.scale_policy import endpoint_count, fleet_policy, regions
 from heliostat.lab.processes import (
     LOCALHOST,
@@ -69,6 +70,12 @@ class Plan:
     # in the middle of the measurement when the machine is busy.
     timeout_s: float = 1.5
     quiet_after_s: float = 1.0  # after a change: its responses are in, nothing follows
+    # Client counts measured with delta streams only (SotW at that size measures the same
+    # push path at three times the bytes, and would double the run).
+    delta_only: tuple[int, ...] = ()
+    # Streams per client process: beyond this the clients' own event loop, not serve,
+    # would set the latency, so larger counts are spread over several processes.
+    clients_per_process: int = 2_500
 
     @property
     def quiet_before_s(self) -> float:
@@ -78,11 +85,18 @@ class Plan:
 PLANS: dict[Size, Plan] = {
     # tiny proves the benchmark runs (in `make test`, on a busy machine): scrape and tick
     # faster than the default, so it settles in seconds, with a lenient scrape deadline
+    # (its ten clients in two processes, so the merging of several client processes runs)
     "tiny": Plan(
-        endpoints=30, clients=(10,), changes=1, interval_s=1.0, timeout_s=1.0, quiet_after_s=0.3
+        endpoints=30,
+        clients=(10,),
+        changes=1,
+        interval_s=1.0,
+        timeout_s=1.0,
+        quiet_after_s=0.3,
+        clients_per_process=5,
     ),
     "quick": Plan(endpoints=300, clients=(100, 1000), changes=2),
-    "full": Plan(endpoints=300, clients=(100, 1000), changes=4),
+    "full": Plan(endpoints=300, clients=(100, 1000), changes=4, delta_only=(5000,)),
 }
 
 
@@ -101,17 +115,16 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         policy = workdir / "fanout-policy.yaml"
         write_policy(policy, document)
         targets = _drain_targets(document, plan.changes)
-        cases = [
-            measure(policy, workdir, clients, mode, targets, plan)
-            for clients in plan.clients
-            for mode in MODES
-        ]
+        runs = [(c, mode) for c in plan.clients for mode in MODES]
+        runs += [(c, "delta") for c in plan.delta_only]
+        cases = [measure(policy, workdir, clients, mode, targets, plan) for clients, mode in runs]
     return {
         "size": size,
         "endpoints": endpoint_count(document),
         "regions": regions(REGION_COUNT),
         "models": MODELS,
-        "client_counts": list(plan.clients),
+        "client_counts": [*plan.clients, *plan.delta_only],
+        "clients_per_process": plan.clients_per_process,
         "changes_per_case": plan.changes,
         "streams_per_channel": STREAMS_PER_CHANNEL,
         "signals_interval_s": plan.interval_s,
@@ -120,7 +133,36 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         "-> each client's ACK of the first EDS response after it",
         "metrics": "every endpoint serves a fixed vLLM /metrics page from one process",
         "cases": cases,
+        "targets": target_rows(cases),
     }
+
+
+# Issue 17's targets at 1,000 streams: (mode, case field, at most, unit, what).
+TARGETS = [
+    ("delta", "ack_p99_ms", 300.0, "ms", "one change to 1,000 delta streams, ACK p99"),
+    ("sotw", "ack_p99_ms", 600.0, "ms", "one change to 1,000 SotW streams, ACK p99"),
+    ("delta", "bytes_per_push", 5_000.0, "B", "bytes per stream for one endpoint's change"),
+    ("delta", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 delta streams"),
+    ("sotw", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 SotW streams"),
+]
+TARGET_CLIENTS = 1_000
+
+
+def target_rows(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target row whose case this run measured, with the figure and whether it is met."""
+    rows = []
+    for mode, key, limit, unit, what in TARGETS:
+        for case in cases:
+            if (case["clients"], case["mode"]) == (TARGET_CLIENTS, mode):
+                rows.append(
+                    {
+                        "measure": what,
+                        "target": f"<= {limit:g} {unit}",
+                        "measured": f"{case[key]:g} {unit}",
+                        "met": case[key] <= limit,
+                    }
+                )
+    return rows
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -137,10 +179,14 @@ def summary(result: dict[str, Any]) -> str:
         ]
         for c in result["cases"]
     ]
-    return table(
+    measured = table(
         ["clients", "mode", "ACK p50 ms", "p99 ms", "max ms", "bytes/push", "RSS MB", "ACKed"],
         rows,
     )
+    goals = result.get("targets") or []
+    if not goals:
+        return measured
+    return measured + "\n\n" + targets_table(goals)
 
 
 # -- one case ----------------------------------------------------------------------------------
@@ -155,7 +201,7 @@ def measure(
     plan: Plan,
 ) -> dict[str, Any]:
     serve = QuietHeliostat(policy, workdir)
-    fleet = AdsClients(workdir, serve, clients, mode)
+    fleet = ClientFleet(workdir, serve, clients, mode, plan.clients_per_process)
     processes: list[Process] = []
     try:
         serve.start()
@@ -163,8 +209,8 @@ def measure(
         _wait_scraped(serve)
         idle = _memory(serve)["VmRSS"]
         began = time.monotonic()
+        processes.extend(fleet.parts)  # stopped whatever happens, started or not
         fleet.start()
-        processes.append(fleet)
         subscribe_s = time.monotonic() - began
         _wait_quiet(fleet, plan.quiet_before_s, timeout=60.0)
         rss = _memory(serve)["VmRSS"]
@@ -213,6 +259,7 @@ def measure(
         "ticks": int(ticks),
         "changes": len(targets),
         "acked": len(latencies),
+        "client_processes": len(fleet.parts),
     }
 
 
@@ -249,7 +296,7 @@ def _wait_scraped(serve: Heliostat) -> None:
         ) from None
 
 
-def _wait_quiet(fleet: AdsClients, quiet_s: float, timeout: float) -> None:
+def _wait_quiet(fleet: ClientFleet, quiet_s: float, timeout: float) -> None:
     """Until no client has received anything for `quiet_s` seconds."""
 
     def quiet() -> bool:
@@ -347,7 +394,9 @@ class AdsClients(Process):
     """bench/ads_clients.py, driven over its stdin/stdout; `start` returns once every client
     holds a full configuration."""
 
-    def __init__(self, workdir: Path, serve: Heliostat, clients: int, mode: str) -> None:
+    def __init__(
+        self, workdir: Path, serve: Heliostat, clients: int, mode: str, part: int = 0
+    ) -> None:
         self.clients = clients
         super().__init__(
             [
@@ -366,11 +415,17 @@ class AdsClients(Process):
                 str(STREAMS_PER_CHANNEL),
                 "--connect-timeout",
                 "120",
+                "--prefix",
+                f"bench-gw-{part}",
             ],
-            workdir / f"ads-clients-{mode}-{clients}.log",
+            workdir / f"ads-clients-{mode}-{clients}-{part}.log",
         )
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             self.args,
@@ -380,15 +435,23 @@ class AdsClients(Process):
             cwd=ROOT,
         )
         log.close()
+
+    def wait_ready(self) -> None:
         ready = self._read(timeout=150.0)
         if ready.get("event") != "ready":
             raise LabError(f"ADS clients did not subscribe: {ready}")
 
     def command(self, line: str, timeout: float) -> dict[str, Any]:
+        self.send(line)
+        return self._read(timeout)
+
+    def send(self, line: str) -> None:
         if self.proc is None or self.proc.stdin is None:
             raise LabError("ADS clients are not running")
         self.proc.stdin.write(line.encode() + b"\n")
         self.proc.stdin.flush()
+
+    def answer(self, timeout: float) -> dict[str, Any]:
         return self._read(timeout)
 
     def _read(self, timeout: float) -> dict[str, Any]:
@@ -414,3 +477,55 @@ class AdsClients(Process):
         super().stop() if sig is None else super().stop(sig)
         if proc is not None and proc.stdout is not None:
             proc.stdout.close()
+
+
+class ClientFleet:
+    """Clients spread over as many bench/ads_clients.py processes as `per_process` asks, so
+    thousands of streams are not limited by one client event loop; commands go to every
+    process at once and their answers are merged into one, as one process would give."""
+
+    def __init__(
+        self, workdir: Path, serve: Heliostat, clients: int, mode: str, per_process: int
+    ) -> None:
+        count = max(1, -(-clients // per_process))
+        shares = [clients // count + (1 if i < clients % count else 0) for i in range(count)]
+        self.parts = [
+            AdsClients(workdir, serve, share, mode, part) for part, share in enumerate(shares)
+        ]
+
+    def start(self) -> None:
+        """Every process subscribes at once; returns when all of them hold a configuration."""
+        for part in self.parts:
+            part.launch()
+        for part in self.parts:
+            part.wait_ready()
+
+    def command(self, line: str, timeout: float) -> dict[str, Any]:
+        for part in self.parts:
+            part.send(line)
+        return merge([part.answer(timeout) for part in self.parts])
+
+
+def merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One answer from several client processes' answers to the same command."""
+    event = answers[0]["event"]
+    if any(a["event"] != event for a in answers):
+        raise LabError(f"ADS client processes disagree: {answers}")
+    if event == "status":
+        return {
+            "event": event,
+            "ready": sum(a["ready"] for a in answers),
+            "failed": sum(a["failed"] for a in answers),
+            "errors": sorted({e for a in answers for e in a["errors"]})[:3],
+            "responses": sum(a["responses"] for a in answers),
+            "last_response_at": max(a["last_response_at"] for a in answers),
+        }
+    if event == "acked":
+        return {
+            "event": event,
+            "acked": sum(a["acked"] for a in answers),
+            "missing": [m for a in answers for m in a["missing"]][:10],
+        }
+    if event == "report":
+        return {"event": event, "clients": [row for a in answers for row in a["clients"]]}
+    raise LabError(f"ADS clients answered an unknown event: {answers[0]}")

@@ -105,7 +105,41 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         "config": "3 models (versions v1/v2 with a canary and prefix affinity; session "
         "affinity; plain), tenant pinned to eu-west, regions with capacity 3:2:1",
         "cases": cases,
+        "targets": target_rows(cases),
     }
+
+
+# Issue 17's targets for a tick's CPU: (endpoints, views, which tick, at most ms).
+TARGETS = [
+    (10_000, 3, "full", 100.0),
+    (10_000, 3, "incremental", 20.0),
+    (50_000, 6, "full", 500.0),
+]
+
+
+def target_rows(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target row whose case this run measured, with the figure and whether it is met."""
+    rows = []
+    for endpoints, views, kind, limit in TARGETS:
+        for case in cases:
+            if (case["endpoints"], case["views"]) == (endpoints, views):
+                measured = case[f"{kind}_tick_ms"]
+                rows.append(
+                    {
+                        "measure": f"tick, {endpoints:,} endpoints x {views} views, {kind}",
+                        "target": f"<= {limit:g} ms",
+                        "measured": f"{measured:.1f} ms",
+                        "met": measured <= limit,
+                    }
+                )
+    return rows
+
+
+def targets_table(rows: list[dict[str, Any]]) -> str:
+    return table(
+        ["target row", "target", "measured", "met"],
+        [[r["measure"], r["target"], r["measured"], "yes" if r["met"] else "NO"] for r in rows],
+    )
 
 
 def _case(
@@ -138,10 +172,12 @@ def summary(result: dict[str, Any]) -> str:
         ]
         for c in result["cases"]
     ]
-    return table(
+    measured = table(
         ["endpoints", "views", "full tick ms", "incremental tick ms", "EDS entries changed"],
         rows,
     )
+    goals = result.get("targets") or []
+    return measured + ("\n\n" + targets_table(goals) if goals else "")
 
 
 # -- measuring -----------------------------------------------------------------------------
@@ -202,7 +238,7 @@ def measure(policy: Policy, ticks: int, every: int) -> TickCost:
     groups = [NodeGroup(Role.GATEWAY, region) for region in sorted(policy.spec.regions)]
     for group in groups:  # one gateway per region has connected
         publisher.snapshot_for(group, f"gw-{group.region}")
-    loop = ControlLoop(policy, publisher, fleet.signals, CollectorRegistry(), clock=fleet.clock)
+    loop = ControlLoop(publisher, fleet.signals, CollectorRegistry(), clock=fleet.clock)
     cpu: list[float] = []
     wall: list[float] = []
     changed: list[float] = []

@@ -34,15 +34,13 @@ GatewaysView = Callable[[Policy, float], GatewayLoad]
 class ControlLoop:
     def __init__(
         self,
-        policy: Policy,
         publisher: Publisher,
         signals: SignalsView,
         registry: CollectorRegistry,
         clock: Callable[[], float] = time.time,
         gateways: GatewaysView = lambda _policy, _now: NO_GATEWAYS,
     ) -> None:
-        self._policy = policy
-        self._publisher = publisher
+        self._publisher = publisher  # holds the current policy: nobody else does
         self._signals = signals
         self._gateways = gateways
         self._clock = clock
@@ -76,7 +74,7 @@ class ControlLoop:
 
     @property
     def interval(self) -> float:
-        return min(m.signals.interval for m in self._policy.spec.models)
+        return min(m.signals.interval for m in self.policy.spec.models)
 
     @property
     def views(self) -> Views:
@@ -84,7 +82,8 @@ class ControlLoop:
 
     @property
     def policy(self) -> Policy:
-        return self._policy
+        """The policy in force: the one last published."""
+        return self._publisher.inputs.policy
 
     @property
     def state(self) -> ControlState | None:
@@ -92,14 +91,17 @@ class ControlLoop:
         return self._state
 
     def set_policy(self, policy: Policy) -> list[str]:
-        self._policy = policy
-        self._drained_now = self.drained
-        return self.tick()
+        """Put a policy in force: computed with and published at once."""
+        self._drained_now = self._drained_by(policy)
+        return self.tick(policy)
 
     @property
     def drained(self) -> frozenset[tuple[str, str]]:
         """(model, address) pairs taken out of rotation, by the policy or by an operator."""
-        from_policy = {(m.name, a) for m in self._policy.spec.models for a in m.drained()}
+        return self._drained_by(self.policy)
+
+    def _drained_by(self, policy: Policy) -> frozenset[tuple[str, str]]:
+        from_policy = {(m.name, a) for m in policy.spec.models for a in m.drained()}
         return self._operator_drains | from_policy
 
     def drain(self, pairs: frozenset[tuple[str, str]], *, drained: bool) -> list[str]:
@@ -115,18 +117,21 @@ class ControlLoop:
         """The signal sources' on_update hook: ask for a tick soon."""
         self._wake.set()
 
-    def tick(self) -> list[str]:
+    def tick(self, policy: Policy | None = None) -> list[str]:
+        """Compute views under `policy` (the one in force when None) and publish both."""
         started = time.perf_counter()
         now = self._clock()
+        if policy is None:
+            policy = self.policy
         views, self._state = compute(
-            self._policy,
+            policy,
             self._signals(),
             self._state,
             now,
             self._drained_now,
-            self._gateways(self._policy, now),
+            self._gateways(policy, now),
         )
-        changed = self._publisher.publish(Inputs(self._policy, views))
+        changed = self._publisher.publish(Inputs(policy, views))
         if changed and self.on_publish is not None:
             self.on_publish(changed)
         self._compute_seconds.observe(time.perf_counter() - started)
@@ -146,16 +151,14 @@ class ControlLoop:
         now = self._clock()
         signals = self._signals()
         current, _ = compute(
-            self._policy,
+            self.policy,
             signals,
             self._state,
             now,
             self._drained_now,
-            self._gateways(self._policy, now),
+            self._gateways(self.policy, now),
         )
-        drained = self._operator_drains | {
-            (m.name, a) for m in policy.spec.models for a in m.drained()
-        }
+        drained = self._drained_by(policy)
         proposed, _ = compute(
             policy, signals, self._state, now, drained, self._gateways(policy, now)
         )

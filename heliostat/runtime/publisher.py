@@ -1,8 +1,11 @@
 """Turns the current policy and views into snapshots for every node group that asks.
 
 This is the one place that knows both sides: it is the server's `SnapshotSource`, and the
-control loop hands it new inputs. Building is pure and cheap; snapshots of groups nobody has
-asked for yet are built on first request (a gateway on an unexpected port, say).
+control loop hands it new inputs. It is the one holder of the current policy and views
+(the control loop reads them from here), and it owns the translation memo: what the last
+round built, reused by the next and rotated once per publish. Building is pure and cheap;
+snapshots of groups nobody has asked for yet are built on first request (a gateway on an
+unexpected port, say).
 """
 
 from __future__ import annotations
@@ -14,11 +17,10 @@ import structlog
 
 from heliostat.balance import Views
 from heliostat.policy import Policy
-from heliostat.xds.cache import memo
 from heliostat.xds.cache.nodes import NodeGroup
 from heliostat.xds.cache.snapshot import InconsistentSnapshot, Snapshot
 from heliostat.xds.cache.store import SnapshotCache
-from heliostat.xds.translate import build_snapshot
+from heliostat.xds.translate import TranslationMemo, build_snapshot
 
 log = structlog.get_logger("heliostat.publisher")
 
@@ -33,6 +35,7 @@ class Publisher:
     def __init__(self, cache: SnapshotCache, inputs: Inputs) -> None:
         self._cache = cache
         self._inputs = inputs
+        self._memo = TranslationMemo()
         self._warned_regions: set[str] = set()
         self.last_error: str | None = None
 
@@ -47,7 +50,7 @@ class Publisher:
         kept for /debug/state; other groups still move on.
         """
         self._inputs = inputs
-        memo.new_round()  # translation may reuse the last round's objects, no older ones
+        self._memo.new_round()  # translation may reuse the last round's objects, no older ones
         changed = []
         for group in self._cache.groups():
             snapshot = self._build(group)
@@ -86,7 +89,9 @@ class Publisher:
     def _build(self, group: NodeGroup) -> Snapshot | None:
         inputs = self._inputs
         try:
-            snapshot = build_snapshot(inputs.policy, inputs.views.for_region(group.region), group)
+            snapshot = build_snapshot(
+                inputs.policy, inputs.views.for_region(group.region), group, self._memo
+            )
         except (InconsistentSnapshot, ValueError) as exc:
             self.last_error = f"group {group.key}: {exc}"
             log.error(

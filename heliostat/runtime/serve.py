@@ -120,7 +120,6 @@ class ControlPlane:
         self.signals = CompositeSource(targets_from_policy(policy), self.metrics_registry)
         self.load_reports = LoadReports()
         self.control = ControlLoop(
-            policy,
             self.publisher,
             self.signals.signals,
             self.metrics_registry,

@@ -7,12 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
 from bench import fanout
 from bench.ads_clients import Client, DeltaSession, SotwSession
 from bench.scale_policy import fleet_policy
 from heliostat.balance import static_views
+from heliostat.lab.processes import LabError
 from heliostat.policy import Policy
 from heliostat.xds.cache.nodes import NodeGroup, Role
 from heliostat.xds.cache.snapshot import Snapshot
@@ -32,6 +34,8 @@ def test_tiny_run_every_client_acks_every_change(tmp_path: Path) -> None:
     ]
     for case in cases:
         assert case["acked"] == case["clients"] * plan.changes
+        # ten clients, five per process: both processes' clients were counted
+        assert case["client_processes"] == 2
         assert (
             0 < case["ack_min_ms"] <= case["ack_p50_ms"] <= case["ack_p99_ms"] <= case["ack_max_ms"]
         )
@@ -108,3 +112,65 @@ def test_delta_session_subscribes_like_envoy_and_acks_everything() -> None:
     assert session.subscribed[TypeUrl.ENDPOINT.value] == set(snap.resources(TypeUrl.ENDPOINT))
     for status in stream.status().values():
         assert status.acked_version == status.sent_version != ""
+
+
+def test_answers_of_several_client_processes_merge_into_one() -> None:
+    """Counts add up, the latest response wins, missing nodes and report rows are joined."""
+    status = fanout.merge(
+        [
+            {
+                "event": "status",
+                "ready": 3,
+                "failed": 0,
+                "errors": [],
+                "responses": 9,
+                "last_response_at": 5.0,
+            },
+            {
+                "event": "status",
+                "ready": 2,
+                "failed": 1,
+                "errors": ["UNAVAILABLE: x"],
+                "responses": 4,
+                "last_response_at": 7.5,
+            },
+        ]
+    )
+    assert status == {
+        "event": "status",
+        "ready": 5,
+        "failed": 1,
+        "errors": ["UNAVAILABLE: x"],
+        "responses": 13,
+        "last_response_at": 7.5,
+    }
+    acked = fanout.merge(
+        [
+            {"event": "acked", "acked": 3, "missing": []},
+            {"event": "acked", "acked": 1, "missing": ["bench-gw-1-0", "bench-gw-1-1"]},
+        ]
+    )
+    assert acked == {"event": "acked", "acked": 4, "missing": ["bench-gw-1-0", "bench-gw-1-1"]}
+    rows = fanout.merge(
+        [
+            {"event": "report", "clients": [["a", "us-east", 1.0, 10, 1]]},
+            {"event": "report", "clients": [["b", "eu-west", None, 0, 0]]},
+        ]
+    )
+    assert [row[0] for row in rows["clients"]] == ["a", "b"]
+    with pytest.raises(LabError, match="disagree"):
+        fanout.merge([{"event": "status"}, {"event": "acked"}])
+
+
+def test_target_rows_come_from_the_thousand_stream_cases() -> None:
+    case = {"ack_p99_ms": 250.0, "bytes_per_push": 51_903, "rss_peak_mb": 180.0}
+    cases = [
+        {"clients": 1000, "mode": "delta", **case},
+        {"clients": 100, "mode": "sotw", **case, "ack_p99_ms": 10.0},
+    ]
+    rows = {r["measure"]: r["met"] for r in fanout.target_rows(cases)}
+    assert rows == {
+        "one change to 1,000 delta streams, ACK p99": True,
+        "bytes per stream for one endpoint's change": False,
+        "serve's peak memory, 1,000 delta streams": True,
+    }

@@ -53,3 +53,17 @@ def test_split_keeps_the_total_and_gives_every_part_something() -> None:
         split(2, [1, 1, 1])
     with pytest.raises(ValueError, match="cannot cover"):
         fleet_policy(7, 6)  # three models cannot each have an endpoint in six regions
+
+
+def test_target_rows_say_whether_each_is_met() -> None:
+    """Only measured cases yield rows; a figure above its limit is reported as missed."""
+    cases = [
+        {"endpoints": 10_000, "views": 3, "full_tick_ms": 120.0, "incremental_tick_ms": 15.0},
+        {"endpoints": 1_000, "views": 6, "full_tick_ms": 5.0, "incremental_tick_ms": 1.0},
+    ]
+    rows = scale.target_rows(cases)
+    assert [(r["measure"], r["met"]) for r in rows] == [
+        ("tick, 10,000 endpoints x 3 views, full", False),
+        ("tick, 10,000 endpoints x 3 views, incremental", True),
+    ]
+    assert "NO" in scale.targets_table(rows)

@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
 from heliostat.wire import METADATA_NAMESPACE
-from heliostat.xds.cache import memo
+from heliostat.xds.cache.memo import RoundMemo
 from heliostat.xds.cache.snapshot import Resource
 from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate.endpoints import assignment_resource
+from heliostat.xds.translate.memo import TranslationMemo
 
 _HEALTH = {
     Health.HEALTHY: health_check_pb2.HEALTHY,
@@ -80,8 +81,8 @@ def oracle(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
     return assignment
 
 
-def assert_identical(view: ClusterView) -> None:
-    resource = assignment_resource(view)
+def assert_identical(view: ClusterView, memo: TranslationMemo | None = None) -> None:
+    resource = assignment_resource(view, memo)
     expected = oracle(view)
     payload = expected.SerializeToString(deterministic=True)
     assert resource.packed.value == payload
@@ -152,11 +153,14 @@ def cluster_views(draw: st.DrawFn) -> list[ClusterView]:
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cluster_views())
 def test_assembled_bytes_equal_a_plain_serialization(views: list[ClusterView]) -> None:
-    memo.new_round()
+    memo = TranslationMemo()
     for view in views:
-        assert_identical(view)
+        assert_identical(view, memo)
     for view in views:  # second time from the memos
-        assert_identical(view)
+        assert_identical(view, memo)
+    memo.new_round()
+    for view in views:  # and from the last round's
+        assert_identical(view, memo)
 
 
 def test_long_localities_need_multibyte_lengths() -> None:
@@ -178,6 +182,7 @@ def test_memo_rounds_follow_changed_endpoints() -> None:
         EndpointView(f"10.2.0.{i}:80", REGIONS[i % 3], None, 50, Health.HEALTHY, {"n": i})
         for i in range(60)
     ]
+    memo = TranslationMemo()
     for tick in range(6):
         memo.new_round()
         for i in rng.sample(range(len(fleet)), 6):
@@ -190,13 +195,13 @@ def test_memo_rounds_follow_changed_endpoints() -> None:
                 LocalityView(r, 0 if r == region else 1, tuple(e for e in fleet if e.region == r))
                 for r in REGIONS[:3]
             )
-            assert_identical(ClusterView("m", "m", localities, float(tick % 2) * 7.5))
-            assert_identical(ClusterView("m-batch", "m", localities[:1]))
+            assert_identical(ClusterView("m", "m", localities, float(tick % 2) * 7.5), memo)
+            assert_identical(ClusterView("m-batch", "m", localities[:1]), memo)
 
 
 def test_round_memo_get_many_keeps_two_rounds() -> None:
     """Bulk lookups see this round and the last (promoting what they find), not older ones."""
-    table: memo.RoundMemo[str, int] = memo.RoundMemo()
+    table: RoundMemo[str, int] = RoundMemo()
     table.put("a", 1)
     table.rotate()
     table.put("b", 2)
@@ -206,3 +211,24 @@ def test_round_memo_get_many_keeps_two_rounds() -> None:
     table.rotate()
     table.rotate()
     assert table.get_many(["a", "b"]) == [None, None]
+
+
+def test_two_memos_share_nothing() -> None:
+    """Each publisher's memo is its own: a round started in one leaves the other's parts
+    alone, and each serves the same bytes for the same view."""
+    fleet = tuple(
+        EndpointView(f"10.3.0.{i}:80", "us-east", None, 10 + i, Health.HEALTHY) for i in range(5)
+    )
+    view = ClusterView("m", "m", (LocalityView("us-east", 0, fleet),))
+    first, second = TranslationMemo(), TranslationMemo()
+    built = assignment_resource(view, first)
+    assert len(second) == 0
+    assert assignment_resource(view, first) is built  # reused from its own memo
+    second.new_round()
+    second.new_round()
+    assert assignment_resource(view, first) is built  # untouched by the other's rounds
+    assert assignment_resource(view, second).packed.value == built.packed.value
+    first.new_round()
+    first.new_round()
+    first.new_round()
+    assert len(first) == 0  # two rounds without use: forgotten

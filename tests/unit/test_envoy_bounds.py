@@ -32,7 +32,7 @@ from heliostat.signals import Signal, targets_from_policy
 from heliostat.xds.cache.nodes import NodeGroup, Role
 from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.protocol.types import TypeUrl
-from heliostat.xds.translate import build_snapshot
+from heliostat.xds.translate import TranslationMemo, build_snapshot
 from tests.unit import pgv
 from tests.unit.bounds_policies import HUGE, bounds_policy, default_addresses
 
@@ -233,12 +233,16 @@ def test_the_envoy_rules_are_read_from_the_descriptors() -> None:
 
 
 def _snapshots(policy: Policy, views: Any) -> list[tuple[str, Snapshot]]:
+    """Every kind of group's snapshot, sharing one memo as the publisher's groups do."""
     built = []
+    memo = TranslationMemo()
     for region in [*policy.spec.regions, None, "mars"]:
         for role in Role:
             for port in (None, 1, 65535):
                 group = NodeGroup(role, region, port)
-                built.append((group.key, build_snapshot(policy, views.for_region(region), group)))
+                built.append(
+                    (group.key, build_snapshot(policy, views.for_region(region), group, memo))
+                )
     return built
 
 

@@ -4,7 +4,9 @@ Translation is re-run every tick for every node group, but most of what it build
 endpoint whose weight held, a locality whose endpoints all held, a message already
 serialized) is identical to the last round's. Tables keyed by object identity let those be
 reused; keeping only the current and the previous round bounds memory to what is live,
-however long the process runs. `new_round()` is called once per publish.
+however long the process runs. A table holds no global state: whoever owns a set of tables
+(the publisher, through `heliostat.xds.translate.memo.TranslationMemo`) rotates them once
+per publish.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-_TABLES: list[RoundMemo[object, object]] = []
-
 
 class RoundMemo(Generic[K, V]):
     __slots__ = ("_current", "_previous")
@@ -24,7 +24,6 @@ class RoundMemo(Generic[K, V]):
     def __init__(self) -> None:
         self._current: dict[K, V] = {}
         self._previous: dict[K, V] = {}
-        _TABLES.append(self)  # type: ignore[arg-type]
 
     def get(self, key: K) -> V | None:
         value = self._current.get(key)
@@ -53,13 +52,8 @@ class RoundMemo(Generic[K, V]):
         self._current[key] = value
 
     def rotate(self) -> None:
+        """Start a round: last round's entries stay reachable, older ones go."""
         self._previous, self._current = self._current, {}
 
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)
-
-
-def new_round() -> None:
-    """Start a translation round: last round's entries stay reachable, older ones go."""
-    for table in _TABLES:
-        table.rotate()

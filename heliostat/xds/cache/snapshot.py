@@ -47,14 +47,23 @@ class Resource:
         return message
 
     @classmethod
-    def of(cls, type_url: TypeUrl, name: str, message: Message) -> Resource:
+    def of(
+        cls,
+        type_url: TypeUrl,
+        name: str,
+        message: Message,
+        serialized: RoundMemo[int, Resource] | None = None,
+    ) -> Resource:
         """Serialize and hash once per message object: translators hand back the very same
-        message for content that did not change, and every node group shares it."""
-        hit = _SERIALIZED.get(id(message))
+        message for content that did not change, and every node group shares it through
+        the caller's `serialized` memo (by message identity; the Resource pins its message)."""
+        if serialized is None:
+            return cls._serialize(type_url, name, message)
+        hit = serialized.get(id(message))
         if hit is not None and hit._message is message and hit.name == name:
             return hit
         resource = cls._serialize(type_url, name, message)
-        _SERIALIZED.put(id(message), resource)
+        serialized.put(id(message), resource)
         return resource
 
     @classmethod
@@ -82,11 +91,6 @@ class Resource:
 
 def _version(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
-
-
-# Serialized resources by message identity; the Resource holds its message, pinning the id.
-# Entries live for two publish rounds (see heliostat.xds.cache.memo).
-_SERIALIZED: RoundMemo[int, Resource] = RoundMemo()
 
 
 def combined_version(resources: Iterable[Resource]) -> str:
@@ -118,10 +122,12 @@ class Snapshot:
         cls,
         messages: Mapping[TypeUrl, Mapping[str, Message]],
         resources: Mapping[TypeUrl, Iterable[Resource]] | None = None,
+        serialized: RoundMemo[int, Resource] | None = None,
     ) -> Snapshot:
-        """A snapshot of messages, serialized here, plus `resources` already serialized."""
+        """A snapshot of messages, serialized here (or found in `serialized`, by message
+        identity), plus `resources` already serialized."""
         made = {
-            t: [Resource.of(t, name, message) for name, message in items.items()]
+            t: [Resource.of(t, name, message, serialized) for name, message in items.items()]
             for t, items in messages.items()
         }
         for t, ready in (resources or {}).items():

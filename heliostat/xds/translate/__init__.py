@@ -12,29 +12,38 @@ from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate.clusters import model_cluster
 from heliostat.xds.translate.endpoints import assignment_resource
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME, gateway_listener, listener_name
+from heliostat.xds.translate.memo import TranslationMemo
 from heliostat.xds.translate.plan import plan
 from heliostat.xds.translate.refusal import retry_after
 from heliostat.xds.translate.routes import route_configuration
 
 __all__ = [
     "ROUTE_CONFIG_NAME",
+    "TranslationMemo",
     "build_snapshot",
     "listener_name",
 ]
 
 
-def build_snapshot(policy: Policy, view: RegionView, group: NodeGroup) -> Snapshot:
+def build_snapshot(
+    policy: Policy, view: RegionView, group: NodeGroup, memo: TranslationMemo | None = None
+) -> Snapshot:
     """The resources of one node group. The snapshot is checked for consistency.
+
+    `memo` is what the caller's earlier rounds built (the publisher keeps one and starts a
+    new round per publish); without one, everything is built and serialized afresh.
 
     Besides the view's own clusters, the traffic policy derives per-tenant and per-version
     clusters from them (`plan.py`); routes send each kind of request to its clusters.
     """
+    if memo is None:
+        memo = TranslationMemo()
     traffic = plan(policy, view)
     clusters: dict[str, Message] = {}
     assignments: list[Resource] = []  # serialized by endpoints.py from cached parts
     for name, (cluster_view, model) in traffic.clusters.items():
         clusters[name] = model_cluster(cluster_view, model)
-        assignments.append(assignment_resource(cluster_view))
+        assignments.append(assignment_resource(cluster_view, memo))
     port = group.listener_port or policy.spec.gateway.port
     lua = any((m.affinity and m.affinity.prefix_chars) or m.fallback for m in policy.spec.models)
     listener = gateway_listener(
@@ -52,6 +61,7 @@ def build_snapshot(policy: Policy, view: RegionView, group: NodeGroup) -> Snapsh
             TypeUrl.ROUTE: {routes.name: routes},
         },
         resources={TypeUrl.ENDPOINT: assignments},
+        serialized=memo.serialized,
     )
     snapshot.check_consistency()
     return snapshot

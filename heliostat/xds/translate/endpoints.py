@@ -21,10 +21,10 @@ from google.protobuf import struct_pb2, wrappers_pb2
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
 from heliostat.balance.view import ReasonValue
 from heliostat.wire import DROP_CATEGORY, METADATA_NAMESPACE
-from heliostat.xds.cache.memo import RoundMemo
 from heliostat.xds.cache.snapshot import Resource
 from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate import eds_wire
+from heliostat.xds.translate.memo import TranslationMemo
 
 _HEALTH = {
     Health.HEALTHY: health_check_pb2.HEALTHY,
@@ -38,9 +38,12 @@ _HEALTH = {
 _FIELD_2 = b"\x12"
 
 
-def assignment_resource(view: ClusterView) -> Resource:
+def assignment_resource(view: ClusterView, memo: TranslationMemo | None = None) -> Resource:
     """The view's ClusterLoadAssignment, serialized and hashed; the same Resource object
-    while its localities hold, so unchanged assignments cost a lookup."""
+    while its localities hold, so unchanged assignments cost a lookup in `memo` (a fresh,
+    empty one when none is given: the same bytes, built from scratch)."""
+    if memo is None:
+        memo = TranslationMemo()
     # Envoy 1.40 hands an EDS update to its workers only when hosts, locality weights or the
     # overprovisioning factor change: a new drop_overloads alone stays on the main thread
     # (config_dump shows it, requests never see it). Scaling every locality weight by
@@ -48,9 +51,9 @@ def assignment_resource(view: ClusterView) -> Resource:
     # percentage (published in tenths of a percent) an update.
     tenths = round(view.drop_overload_percent * 10)
     scale = 1000 + tenths if tenths > 0 else 1
-    localities = [_locality(locality, scale) for locality in view.localities]
+    localities = [_locality(locality, scale, memo) for locality in view.localities]
     key = (view.name, view.drop_overload_percent, tuple(map(id, localities)))
-    hit = _ASSIGNMENTS.get(key)
+    hit = memo.assignments.get(key)
     if hit is not None:
         return hit[1]
     head = endpoint_pb2.ClusterLoadAssignment(cluster_name=view.name)
@@ -72,7 +75,7 @@ def assignment_resource(view: ClusterView) -> Resource:
     resource = Resource.of_payload(
         TypeUrl.ENDPOINT, view.name, b"".join(parts), endpoint_pb2.ClusterLoadAssignment
     )
-    _ASSIGNMENTS.put(key, (localities, resource))
+    memo.assignments.put(key, (localities, resource))
     return resource
 
 
@@ -83,20 +86,7 @@ def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
     return message
 
 
-# Assignments by name, drop percentage and their localities' bytes (by identity, pinned by
-# the list in the value). Entries live for two publish rounds (see heliostat.xds.cache.memo).
-_ASSIGNMENTS: RoundMemo[tuple[str, float, tuple[int, ...]], tuple[list[bytes], Resource]] = (
-    RoundMemo()
-)
-
-LocalityKey = tuple[str, int, int | None, int, tuple[int, ...], tuple[tuple[str, ReasonValue], ...]]
-# Serialized localities by what they are made of (the endpoints by identity): a locality
-# whose endpoints all held this tick is not re-joined. The endpoints tuple pins the ids.
-# The locality's reason (overflow shares, a few entries) is keyed by content.
-_LOCALITIES: RoundMemo[LocalityKey, tuple[tuple[EndpointView, ...], bytes]] = RoundMemo()
-
-
-def _locality(locality: LocalityView, scale: int) -> bytes:
+def _locality(locality: LocalityView, scale: int, memo: TranslationMemo) -> bytes:
     key = (
         locality.region,
         locality.priority,
@@ -105,15 +95,15 @@ def _locality(locality: LocalityView, scale: int) -> bytes:
         tuple(map(id, locality.endpoints)),
         tuple(sorted(locality.reason.items())) if locality.reason else (),
     )
-    hit = _LOCALITIES.get(key)
+    hit = memo.localities.get(key)
     if hit is not None:
         return hit[1]
-    built = _join_locality(locality, scale)
-    _LOCALITIES.put(key, (locality.endpoints, built))
+    built = _join_locality(locality, scale, memo)
+    memo.localities.put(key, (locality.endpoints, built))
     return built
 
 
-def _join_locality(locality: LocalityView, scale: int) -> bytes:
+def _join_locality(locality: LocalityView, scale: int, memo: TranslationMemo) -> bytes:
     head = endpoint_components_pb2.LocalityLbEndpoints(
         locality=base_pb2.Locality(region=locality.region)
     )
@@ -125,26 +115,17 @@ def _join_locality(locality: LocalityView, scale: int) -> bytes:
         explanation.update({k: v for k, v in locality.reason.items() if v is not None})
         tail.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
     views = locality.endpoints
-    hits = _ENTRIES.get_many(list(map(id, views)))  # the endpoints that held: from the memo
+    hits = memo.entries.get_many(list(map(id, views)))  # the endpoints that held: from the memo
     entries = [
-        hit[1] if hit is not None else _entry(view)[1]
+        hit[1] if hit is not None else _entry(view, memo)[1]
         for view, hit in zip(views, hits, strict=True)
     ]
     return b"".join([_serialize(head), *entries, _serialize(tail)])
 
 
-# Serialized `lb_endpoints` entries (tag and length included) by the identity of their
-# EndpointView. The control law hands back the same EndpointView object while an endpoint's
-# weight, health and reason hold, and one view object appears in every region's view and
-# every cluster derived from its model, so most endpoints are encoded once, not every tick
-# for every node group. Keeping the view in the value pins its id while cached; entries live
-# for two publish rounds (see heliostat.xds.cache.memo).
-_ENTRIES: RoundMemo[int, tuple[EndpointView, bytes]] = RoundMemo()
-
-
-def _entry(view: EndpointView) -> tuple[EndpointView, bytes]:
-    """Encode one endpoint and remember its entry. (An id found in _ENTRIES is that same
-    object, never a recycled id: the entry pins its view while it lives.)"""
+def _entry(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, bytes]:
+    """Encode one endpoint and remember its entry. (An id found in `memo.entries` is that
+    same object, never a recycled id: the entry pins its view while it lives.)"""
     encoded = eds_wire.lb_endpoint(
         view.host,
         view.port,
@@ -157,7 +138,7 @@ def _entry(view: EndpointView) -> tuple[EndpointView, bytes]:
         encoded = _serialize(_build_endpoint(view))
     entry = _FIELD_2 + _varint(len(encoded)) + encoded
     pinned = (view, entry)
-    _ENTRIES.put(id(view), pinned)
+    memo.entries.put(id(view), pinned)
     return pinned
 
 
