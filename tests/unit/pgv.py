@@ -300,15 +300,20 @@ def _check_string(value: str, rules: validate_pb2.StringRules, path: str) -> Ite
     if allowed and value not in allowed:
         yield f"{path}: {value!r} not in {allowed}"
     if rules.WhichOneof("well_known") == "well_known_regex":
-        strict = not rules.HasField("strict") or rules.strict
-        if rules.well_known_regex == validate_pb2.HTTP_HEADER_NAME:
-            bad = not _HEADER_NAME.match(value) if strict else any(c in value for c in "\0\r\n")
-            if value and bad:
-                yield f"{path}: {value!r} is not an HTTP header name"
-        elif rules.well_known_regex == validate_pb2.HTTP_HEADER_VALUE:
-            bad = not _HEADER_VALUE.match(value) if strict else any(c in value for c in "\0\r\n")
-            if bad:
-                yield f"{path}: {value!r} is not an HTTP header value"
+        yield from _check_header_string(value, rules, path)
+
+
+def _check_header_string(value: str, rules: validate_pb2.StringRules, path: str) -> Iterator[str]:
+    """PGV's well-known header regexes (strict unless `strict: false`, then only NUL/CR/LF)."""
+    strict = not rules.HasField("strict") or rules.strict
+    if rules.well_known_regex == validate_pb2.HTTP_HEADER_NAME:
+        bad = not _HEADER_NAME.match(value) if strict else any(c in value for c in "\0\r\n")
+        if value and bad:
+            yield f"{path}: {value!r} is not an HTTP header name"
+    elif rules.well_known_regex == validate_pb2.HTTP_HEADER_VALUE:
+        bad = not _HEADER_VALUE.match(value) if strict else any(c in value for c in "\0\r\n")
+        if bad:
+            yield f"{path}: {value!r} is not an HTTP header value"
 
 
 def _check_any(value: Message, path: str) -> Iterator[str]:

@@ -440,6 +440,101 @@ def _wanted(type_url: TypeUrl, name: str) -> bool:
     return type_url in (CDS, LDS) or name in default_names(type_url)
 
 
+class _Run:
+    """One property-test run: the stream under test, the node it talks to, the snapshot last
+    published, and what the node was last sent and last NACKed per resource."""
+
+    def __init__(self) -> None:
+        self.stream = DeltaStream("gw-1")
+        self.node = _Node()
+        self.last_sent: dict[tuple[TypeUrl, str], str] = {}
+        self.last_nacked: dict[tuple[TypeUrl, str], str] = {}
+        self.current = POOL[0]
+
+    def take(self, responses: list[Response]) -> None:
+        order = [PUSH_ORDER.index(TypeUrl(r.type_url)) for r in responses]
+        assert order == sorted(order), "responses of one step are in make-before-break order"
+        for response in responses:
+            type_url = TypeUrl(response.type_url)
+            assert response.resources or response.removed_resources, "empty response"
+            for resource in response.resources:
+                key = (type_url, resource.name)
+                assert resource.version != self.last_sent.get(key), f"{key} sent twice in a row"
+                assert resource.version != self.last_nacked.get(key), f"NACKed {key} re-sent"
+                self.last_sent[key] = resource.version
+            for name in response.removed_resources:
+                self.last_sent.pop((type_url, name), None)
+            if type_url is CDS:
+                gone = set(response.removed_resources) & self.node.routed_clusters()
+                assert not gone, f"cluster removed while routes use it: {gone}"
+            self.node.pending.setdefault(type_url, []).append(response)
+
+    def routes_settled(self) -> bool:
+        return all(
+            not self.node.pending.get(t) and self.node.has.get(t, {}) == versions(self.current, t)
+            for t in (LDS, RDS)
+        )
+
+    def check_converged(self) -> None:
+        for type_url in PUSH_ORDER:
+            if self.node.pending.get(type_url):
+                continue
+            has = self.node.has.get(type_url, {})
+            for name, version in versions(self.current, type_url).items():
+                if _wanted(type_url, name):
+                    nacked = self.last_nacked.get((type_url, name))
+                    assert has.get(name) == version or nacked == version
+            extra = {n for n in has if n not in self.current.resources(type_url)}
+            if type_url is CDS and not self.routes_settled():
+                continue  # make-before-break: removal waits for the routes
+            assert not extra, f"{type_url.short} never told the node {extra} are gone"
+
+    def step(self, action: str, arg: object) -> None:
+        if action == "publish":
+            self.current = POOL[arg]  # type: ignore[index]
+            self.take(self.stream.on_snapshot(self.current).responses)
+            return
+        type_url = TypeUrl(arg)
+        if action == "stale":
+            self._stale(type_url)
+            return
+        queue = self.node.pending.get(type_url, [])
+        if not queue:
+            return
+        response = queue.pop(0)  # Envoy answers a type's responses in order
+        self.node.answered.append(response.nonce)
+        if action == "nack":
+            self._nack(type_url, response)
+        else:
+            self._ack(type_url, response)
+
+    def _stale(self, type_url: TypeUrl) -> None:
+        if not self.node.answered:
+            return
+        outcome = self.stream.on_request(delta_request(type_url, nonce=self.node.answered[-1]))
+        assert outcome.responses == []
+        kinds = [e.kind for e in outcome.events]
+        assert kinds[0] is EventKind.STALE
+        assert EventKind.ACK not in kinds and EventKind.NACK not in kinds
+
+    def _nack(self, type_url: TypeUrl, response: Response) -> None:
+        for resource in response.resources:
+            self.last_nacked[(type_url, resource.name)] = resource.version
+        self.take(self.stream.on_request(nack(response)).responses)
+        rejection = self.stream.status()[type_url.short].last_rejection
+        assert rejection is not None
+        assert rejection.version == response.system_version_info
+
+    def _ack(self, type_url: TypeUrl, response: Response) -> None:
+        self.node.apply(response)
+        self.take(self.stream.on_request(ack(response)).responses)
+        acked = self.stream.status()[type_url.short].acked_version
+        if self.node.pending.get(type_url):  # a later response is still in flight
+            assert acked == response.system_version_info
+        else:  # or the node is in sync with the current snapshot
+            assert acked in (response.system_version_info, self.current.version)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.booleans(), ACTIONS)
 def test_property_no_repeated_push_and_nacked_content_held(
@@ -449,90 +544,13 @@ def test_property_no_repeated_push_and_nacked_content_held(
     row with the same version, NACKed content is not re-sent, a cluster never leaves while routes
     the node may use point at it, and once a type has nothing in flight the node has everything
     it should (except what it NACKed)."""
-    stream = DeltaStream("gw-1")
-    node = _Node()
-    last_sent: dict[tuple[TypeUrl, str], str] = {}
-    last_nacked: dict[tuple[TypeUrl, str], str] = {}
-    current = [POOL[0]]
-
-    def take(responses: list[Response]) -> None:
-        order = [PUSH_ORDER.index(TypeUrl(r.type_url)) for r in responses]
-        assert order == sorted(order), "responses of one step are in make-before-break order"
-        for response in responses:
-            type_url = TypeUrl(response.type_url)
-            assert response.resources or response.removed_resources, "empty response"
-            for resource in response.resources:
-                key = (type_url, resource.name)
-                assert resource.version != last_sent.get(key), f"{key} sent twice in a row"
-                assert resource.version != last_nacked.get(key), f"NACKed {key} re-sent"
-                last_sent[key] = resource.version
-            for name in response.removed_resources:
-                last_sent.pop((type_url, name), None)
-            if type_url is CDS:
-                gone = set(response.removed_resources) & node.routed_clusters()
-                assert not gone, f"cluster removed while routes use it: {gone}"
-            node.pending.setdefault(type_url, []).append(response)
-
-    def routes_settled() -> bool:
-        return all(
-            not node.pending.get(t) and node.has.get(t, {}) == versions(current[0], t)
-            for t in (LDS, RDS)
-        )
-
-    def check_converged() -> None:
-        for type_url in PUSH_ORDER:
-            if node.pending.get(type_url):
-                continue
-            has = node.has.get(type_url, {})
-            for name, version in versions(current[0], type_url).items():
-                if _wanted(type_url, name):
-                    assert has.get(name) == version or last_nacked.get((type_url, name)) == version
-            extra = {n for n in has if n not in current[0].resources(type_url)}
-            if type_url is CDS and not routes_settled():
-                continue  # make-before-break: removal waits for the routes
-            assert not extra, f"{type_url.short} never told the node {extra} are gone"
-
-    def step(action: str, arg: object) -> None:
-        if action == "publish":
-            current[0] = POOL[arg]  # type: ignore[index]
-            take(stream.on_snapshot(current[0]).responses)
-            return
-        type_url = TypeUrl(arg)
-        queue = node.pending.get(type_url, [])
-        if action == "stale":
-            if node.answered:
-                outcome = stream.on_request(delta_request(type_url, nonce=node.answered[-1]))
-                assert outcome.responses == []
-                kinds = [e.kind for e in outcome.events]
-                assert kinds[0] is EventKind.STALE
-                assert EventKind.ACK not in kinds and EventKind.NACK not in kinds
-            return
-        if not queue:
-            return
-        response = queue.pop(0)  # Envoy answers a type's responses in order
-        node.answered.append(response.nonce)
-        if action == "nack":
-            for resource in response.resources:
-                last_nacked[(type_url, resource.name)] = resource.version
-            take(stream.on_request(nack(response)).responses)
-            rejection = stream.status()[type_url.short].last_rejection
-            assert rejection is not None
-            assert rejection.version == response.system_version_info
-        else:
-            node.apply(response)
-            take(stream.on_request(ack(response)).responses)
-            acked = stream.status()[type_url.short].acked_version
-            if node.pending.get(type_url):  # a later response is still in flight
-                assert acked == response.system_version_info
-            else:  # or the node is in sync with the current snapshot
-                assert acked in (response.system_version_info, current[0].version)
-
-    take(stream.on_snapshot(POOL[0]).responses)
+    run = _Run()
+    run.take(run.stream.on_snapshot(POOL[0]).responses)
     for type_url in PUSH_ORDER:
-        take(stream.on_request(subscribe(type_url)).responses)
+        run.take(run.stream.on_request(subscribe(type_url)).responses)
     if start_in_sync:
         for type_url in PUSH_ORDER:
-            step("ack", type_url)
+            run.step("ack", type_url)
     for action, arg in actions:
-        step(action, arg)
-        check_converged()
+        run.step(action, arg)
+        run.check_converged()

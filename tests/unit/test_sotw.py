@@ -384,6 +384,91 @@ class _Node:
         return using
 
 
+class _Run:
+    """One property-test run: the stream under test, the node it talks to, and what the node
+    was last sent and last NACKed per type (what the properties are checked against)."""
+
+    def __init__(self) -> None:
+        self.stream = SotwStream("gw-1")
+        self.node = _Node()
+        self.last_version: dict[TypeUrl, str] = {}
+        self.last_nacked: dict[TypeUrl, str] = {}
+
+    def take(self, responses: list[Response]) -> None:
+        node = self.node
+        order = [PUSH_ORDER.index(TypeUrl(r.type_url)) for r in responses]
+        assert order == sorted(order), "responses of one step are in make-before-break order"
+        for response in responses:
+            type_url = TypeUrl(response.type_url)
+            assert response.version_info != self.last_version.get(type_url), "same content again"
+            assert response.version_info != self.last_nacked.get(type_url), "NACKed content re-sent"
+            if type_url is CDS:
+                missing = node.routed_clusters() - set(resource_names(response))
+                assert not missing, f"cluster removed while routes use it: {missing}"
+            self.last_version[type_url] = response.version_info
+            node.received.setdefault(type_url, []).append(response)
+            node.answered[type_url] = False
+
+    def step(self, action: str, arg: object) -> None:
+        if action == "publish":
+            self.take(self.stream.on_snapshot(POOL[arg]).responses)  # type: ignore[index]
+            return
+        type_url = TypeUrl(arg)
+        got = self.node.received.get(type_url)
+        if not got:
+            return
+        if action == "stale":
+            self._stale(type_url, got)
+        elif action == "resubscribe":
+            self._resubscribe(type_url, got[-1])
+        elif self.node.answered[type_url]:
+            return
+        elif action == "ack":
+            self._ack(type_url, got[-1])
+        else:
+            self._nack(type_url, got[-1])
+        status = self.stream.status()
+        for accepted_type, response in self.node.accepted.items():
+            assert status[accepted_type.short].acked_version == response.version_info
+
+    def _stale(self, type_url: TypeUrl, got: list[Response]) -> None:
+        if len(got) < 2:
+            return
+        outcome = self.stream.on_request(ack(got[-2], self.node.names(type_url)))
+        assert outcome.responses == []
+        assert [e.kind for e in outcome.events] == [EventKind.STALE]
+
+    def _resubscribe(self, type_url: TypeUrl, latest: Response) -> None:
+        if not self.node.answered[type_url]:
+            return
+        accepted = self.node.accepted.get(type_url)
+        request = sotw_request(
+            type_url,
+            self.node.names(type_url),
+            version=accepted.version_info if accepted else "",
+            nonce=latest.nonce,
+        )
+        self.take(self.stream.on_request(request).responses)
+
+    def _ack(self, type_url: TypeUrl, latest: Response) -> None:
+        node = self.node
+        node.answered[type_url] = True
+        node.accepted[type_url] = latest
+        if type_url is CDS:
+            node.clusters = resource_names(latest)
+        self.take(self.stream.on_request(ack(latest, node.names(type_url))).responses)
+
+    def _nack(self, type_url: TypeUrl, latest: Response) -> None:
+        node = self.node
+        accepted = node.accepted.get(type_url)
+        node.answered[type_url] = True
+        self.last_nacked[type_url] = latest.version_info
+        request = nack(latest, accepted.version_info if accepted else "", node.names(type_url))
+        self.take(self.stream.on_request(request).responses)
+        rejection = self.stream.status()[type_url.short].last_rejection
+        assert rejection is not None and rejection.version == latest.version_info
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.booleans(), ACTIONS)
 def test_property_no_repeated_push_and_nacked_content_held(
@@ -392,75 +477,13 @@ def test_property_no_repeated_push_and_nacked_content_held(
     """Random snapshot changes, ACKs, NACKs, stale and re-subscribing requests: no type is sent
     the same content twice in a row, NACKed content is not re-sent, a cluster never leaves while
     routes the node may use point at it, and the status mirrors what the node accepted."""
-    stream = SotwStream("gw-1")
-    node = _Node()
-    last_version: dict[TypeUrl, str] = {}
-    last_nacked: dict[TypeUrl, str] = {}
-
-    def take(responses: list[Response]) -> None:
-        order = [PUSH_ORDER.index(TypeUrl(r.type_url)) for r in responses]
-        assert order == sorted(order), "responses of one step are in make-before-break order"
-        for response in responses:
-            type_url = TypeUrl(response.type_url)
-            assert response.version_info != last_version.get(type_url), "same content again"
-            assert response.version_info != last_nacked.get(type_url), "NACKed content re-sent"
-            if type_url is CDS:
-                missing = node.routed_clusters() - set(resource_names(response))
-                assert not missing, f"cluster removed while routes use it: {missing}"
-            last_version[type_url] = response.version_info
-            node.received.setdefault(type_url, []).append(response)
-            node.answered[type_url] = False
-
-    def step(action: str, arg: object) -> None:
-        if action == "publish":
-            take(stream.on_snapshot(POOL[arg]).responses)  # type: ignore[index]
-            return
-        type_url = TypeUrl(arg)
-        got = node.received.get(type_url)
-        if not got:
-            return
-        latest = got[-1]
-        accepted = node.accepted.get(type_url)
-        if action == "stale":
-            if len(got) < 2:
-                return
-            outcome = stream.on_request(ack(got[-2], node.names(type_url)))
-            assert outcome.responses == []
-            assert [e.kind for e in outcome.events] == [EventKind.STALE]
-        elif action == "resubscribe":
-            if not node.answered[type_url]:
-                return
-            request = sotw_request(
-                type_url,
-                node.names(type_url),
-                version=accepted.version_info if accepted else "",
-                nonce=latest.nonce,
-            )
-            take(stream.on_request(request).responses)
-        elif node.answered[type_url]:
-            return
-        elif action == "ack":
-            node.answered[type_url] = True
-            node.accepted[type_url] = latest
-            if type_url is CDS:
-                node.clusters = resource_names(latest)
-            take(stream.on_request(ack(latest, node.names(type_url))).responses)
-        else:
-            node.answered[type_url] = True
-            last_nacked[type_url] = latest.version_info
-            request = nack(latest, accepted.version_info if accepted else "", node.names(type_url))
-            take(stream.on_request(request).responses)
-            rejection = stream.status()[type_url.short].last_rejection
-            assert rejection is not None and rejection.version == latest.version_info
-        status = stream.status()
-        for accepted_type, response in node.accepted.items():
-            assert status[accepted_type.short].acked_version == response.version_info
-
-    take(stream.on_snapshot(POOL[0]).responses)
+    run = _Run()
+    run.take(run.stream.on_snapshot(POOL[0]).responses)
     for type_url in PUSH_ORDER:
-        take(stream.on_request(sotw_request(type_url, node.names(type_url))).responses)
+        request = sotw_request(type_url, run.node.names(type_url))
+        run.take(run.stream.on_request(request).responses)
     if start_in_sync:
         for type_url in PUSH_ORDER:
-            step("ack", type_url)
+            run.step("ack", type_url)
     for action, arg in actions:
-        step(action, arg)
+        run.step(action, arg)
