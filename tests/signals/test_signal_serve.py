@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.integration.harness import (
+from tests.e2e.harness import (
     LOCALHOST,
     Envoy,
     Heliostat,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from heliostat.lab.mesh import MODEL, start_mesh
-from tests.integration.harness import LOCALHOST, Process, wait_until
+from tests.e2e.harness import LOCALHOST, Process, wait_until
 
 pytestmark = pytest.mark.envoy
 

@@ -22,7 +22,7 @@ from heliostat.lab.mesh import MODEL, ExtraModel, Mesh, start_mesh
 from heliostat.lab.processes import LOCALHOST
 from heliostat.sim import loadgen
 from heliostat.wire import SERVED_MODEL_HEADER
-from tests.integration.harness import Process, wait_until
+from tests.e2e.harness import Process, wait_until
 
 pytestmark = pytest.mark.envoy
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from heliostat.bootstrap import RECONNECT_MAX_S
-from tests.integration.harness import (
+from tests.e2e.harness import (
     Envoy,
     Heliostat,
     Upstream,

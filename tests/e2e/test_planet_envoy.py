@@ -21,7 +21,7 @@ import pytest
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
 from heliostat.planet.envoy import Balancer, LbConfig
-from tests.integration.harness import (
+from tests.e2e.harness import (
     LOCALHOST,
     Envoy,
     Heliostat,

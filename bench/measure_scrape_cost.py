@@ -1,6 +1,6 @@
 """Measure the scraper's CPU cost per endpoint scrape (not a test; pytest does not collect it).
 
-    .venv/bin/python tests/signals/measure_scrape_cost.py [--endpoints 200] [--rounds 20] [--gzip]
+    .venv/bin/python bench/measure_scrape_cost.py [--endpoints 200] [--rounds 20] [--gzip]
 
 A child process serves a realistic vLLM v1 /metrics page (~35 kB: gauges, counters,
 cache_config_info and 12 histograms) on N ports of 127.0.0.1; this process scrapes all of them
@@ -24,13 +24,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-try:
-    from . import expositions as ex
-except ImportError:  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import expositions as ex  # type: ignore[no-redef,import-not-found]
+if __package__ in (None, ""):  # run as a script: the repository root holds `tests`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heliostat.signals import Scraper, ScrapeTarget, read_exposition
+from tests.signals import expositions as ex
 
 
 async def serve(endpoints: int, compress: bool) -> None:

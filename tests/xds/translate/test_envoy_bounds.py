@@ -33,8 +33,8 @@ from heliostat.xds.cache.nodes import NodeGroup, Role
 from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate import build_snapshot
-from tests.unit import pgv
-from tests.unit.bounds_policies import HUGE, bounds_policy, default_addresses
+from tests.xds.translate import pgv
+from tests.xds.translate.bounds_policies import HUGE, bounds_policy, default_addresses
 
 Cluster = cluster_pb2.Cluster
 Outlier = outlier_detection_pb2.OutlierDetection

@@ -12,7 +12,7 @@ from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.events import EventKind
 from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
-from tests.unit.xds_helpers import (
+from tests.xds.helpers import (
     CDS,
     EDS,
     LDS,

@@ -456,7 +456,7 @@ def test_debug_state_shows_the_fallback_and_the_derived_clusters_of_every_view()
 
 
 def test_the_repository_example_has_a_fallback() -> None:
-    example = load_policy(Path(__file__).resolve().parents[2] / "policies" / "traffic.yaml")
+    example = load_policy(Path(__file__).resolve().parents[3] / "policies" / "traffic.yaml")
     llama = example.model(LLAMA)
     assert llama is not None and llama.fallback is not None
     assert example.model(llama.fallback.model) is not None

@@ -31,7 +31,7 @@ from heliostat.xds.translate import (
     listener_name,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 POLICY = """\
 apiVersion: heliostat/v1
@@ -305,7 +305,7 @@ def test_routes_match_the_model_header_exactly() -> None:
     (host,) = config.virtual_hosts
     assert list(host.domains) == ["*"]
     # The plain route of each model: by header, interactive, unary (the traffic policy adds
-    # batch, streamed and body-model variants: tests/unit/test_traffic_policy.py).
+    # batch, streamed and body-model variants: tests/xds/translate/test_traffic_policy.py).
     routes = [r for r in _model_routes(config) if r.name in {f"model:{m}" for m in MODELS}]
     assert [r.route.cluster for r in routes] == MODELS
     for route, model in zip(routes, MODELS, strict=True):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Envoy, Heliostat, Process, Upstream, free_port
+from tests.e2e.harness import Envoy, Heliostat, Process, Upstream, free_port
 
 
 @pytest.fixture(params=["sotw", "delta"])

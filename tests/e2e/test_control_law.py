@@ -17,7 +17,7 @@ import pytest
 
 from heliostat.lab.mesh import MODEL, Mesh, start_mesh
 from heliostat.sim import loadgen
-from tests.integration.harness import Process, wait_until
+from tests.e2e.harness import Process, wait_until
 
 pytestmark = pytest.mark.envoy
 

@@ -21,7 +21,7 @@ import yaml
 
 from heliostat.policy import load_policy
 from heliostat.runtime.serve import ControlPlane, ServeOptions
-from tests.integration.harness import (
+from tests.e2e.harness import (
     LOCALHOST,
     Heliostat,
     free_port,

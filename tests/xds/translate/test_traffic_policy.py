@@ -34,9 +34,9 @@ from heliostat.xds.translate import build_snapshot
 from heliostat.xds.translate.prefix_key import SOURCE as LUA_SOURCE
 from heliostat.xds.translate.subsets import subset
 from heliostat.xds.translate.versions import TOTAL, version_shares, version_weights
-from tests.unit.xds_helpers import ack, delta_request, sotw_request
+from tests.xds.helpers import ack, delta_request, sotw_request
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # The line numbers of the validation cases below refer to this text; keep it stable.
 POLICY = """\

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.harness import (
+from tests.e2e.harness import (
     LOCALHOST,
     Envoy,
     Heliostat,

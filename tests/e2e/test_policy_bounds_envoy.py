@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import (
+from tests.e2e.harness import (
     Envoy,
     Heliostat,
     Upstream,
@@ -22,7 +22,7 @@ from tests.integration.harness import (
     wait_until,
     write_policy,
 )
-from tests.unit.bounds_policies import bounds_policy
+from tests.xds.translate.bounds_policies import bounds_policy
 
 pytestmark = pytest.mark.envoy
 

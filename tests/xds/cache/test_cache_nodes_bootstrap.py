@@ -15,7 +15,7 @@ from heliostat.xds.cache.nodes import NodeGroup, NodeIdentityError, Role, group_
 from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.protocol.types import PUSH_ORDER
-from tests.unit.xds_helpers import snapshot
+from tests.xds.helpers import snapshot
 
 US = NodeGroup(Role.GATEWAY, "us-east")
 EU = NodeGroup(Role.GATEWAY, "eu-west")

@@ -26,7 +26,7 @@ import pytest
 from heliostat.lab.mesh import MODEL, Mesh, start_mesh
 from heliostat.lab.processes import Envoy, Heliostat, SimFleet, free_port, write_policy
 from heliostat.sim import loadgen
-from tests.integration.harness import LOCALHOST, Process, wait_until
+from tests.e2e.harness import LOCALHOST, Process, wait_until
 
 pytestmark = pytest.mark.envoy
 

@@ -1,6 +1,6 @@
 """Time `compute` for 1,000 and 10,000 endpoints over three regions (not a test).
 
-    .venv/bin/python -m tests.balance.measure_compute
+    .venv/bin/python -m bench.measure_compute
 
 Three kinds of signals, each fresh every tick (scraped_at = now):
 
