@@ -23,6 +23,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from heliostat.balance import ClusterView, RegionView, TrafficClass, static_views
+from heliostat.planning.subsets import subset
+from heliostat.planning.versions import TOTAL, version_shares, version_weights
 from heliostat.policy import Policy, PolicyError, load_policy, parse_policy
 from heliostat.wire import PREFIX_KEY_HEADER
 from heliostat.xds.cache.nodes import NodeGroup, Role
@@ -32,8 +34,6 @@ from heliostat.xds.protocol.sotw import SotwStream
 from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
 from heliostat.xds.translate import build_snapshot
 from heliostat.xds.translate.prefix_key import SOURCE as LUA_SOURCE
-from heliostat.xds.translate.subsets import subset
-from heliostat.xds.translate.versions import TOTAL, version_shares, version_weights
 from tests.xds.helpers import ack, delta_request, sotw_request
 
 REPO = Path(__file__).resolve().parents[3]

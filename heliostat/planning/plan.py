@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from heliostat.balance import ClusterView, RegionView, TrafficClass
+from heliostat.planning.fallback import FallbackRoute, fallback_routes
+from heliostat.planning.subsets import region_subset, version_subset
+from heliostat.planning.versions import version_weights
 from heliostat.policy import Model, Policy
 from heliostat.policy.traffic import Tenant
-from heliostat.xds.translate.fallback import FallbackRoute, fallback_routes
-from heliostat.xds.translate.subsets import region_subset, version_subset
-from heliostat.xds.translate.versions import version_weights
 
 Kind = tuple[str | None, TrafficClass]
 """(tenant name or None, priority class)."""
@@ -40,10 +40,28 @@ class ModelPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class Derivation:
+    """What a derived cluster is: the control law's cluster it keeps a subset of, and for
+    which tenant (its regions only) and which version (its endpoints only)."""
+
+    derived_from: str
+    model: str
+    tenant: str | None
+    version: str | None
+
+    @property
+    def kind(self) -> str:
+        """ "tenant", "version" or "tenant+version"."""
+        return "+".join(k for k, v in (("tenant", self.tenant), ("version", self.version)) if v)
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     clusters: Mapping[str, tuple[ClusterView, Model]]
     models: tuple[ModelPlan, ...]
     tenants: tuple[Tenant, ...]
+    # By cluster name, for the clusters this layer derives (not the control law's own).
+    derivations: Mapping[str, Derivation] = field(default_factory=dict)
 
 
 def plan(policy: Policy, view: RegionView) -> Plan:
@@ -53,6 +71,7 @@ def plan(policy: Policy, view: RegionView) -> Plan:
         if model is None:  # a view always comes from this policy; guard against misuse
             raise ValueError(f"view names model {cluster_view.model!r} the policy lacks")
         clusters[cluster_view.name] = (cluster_view, model)
+    derivations: dict[str, Derivation] = {}
     models = []
     for model in policy.spec.models:
         interactive = view.cluster(model.name)
@@ -73,15 +92,20 @@ def plan(policy: Policy, view: RegionView) -> Plan:
                 (TrafficClass.BATCH, batch),
                 (TrafficClass.INTERACTIVE, interactive),
             ):
+                tenant_name = tenant.name if tenant else None
                 scoped = source
                 if tenant is not None:
                     scoped = region_subset(source, tenant.name, frozenset(tenant.regions))
                 derived = [scoped] if not weights else [version_subset(scoped, v) for v in weights]
-                for cluster_view in derived:
+                for cluster_view, version in zip(derived, weights or [None], strict=True):
                     clusters.setdefault(cluster_view.name, (cluster_view, model))
+                    if cluster_view.name != source.name:
+                        derivations[cluster_view.name] = Derivation(
+                            source.name, model.name, tenant_name, version
+                        )
                 split = list(weights.values()) or [1]
-                targets[tenant.name if tenant else None, traffic_class] = Target(
+                targets[tenant_name, traffic_class] = Target(
                     tuple((c.name, w) for c, w in zip(derived, split, strict=True))
                 )
         models.append(ModelPlan(model, targets, fallback_routes(policy, model, view)))
-    return Plan(clusters, tuple(models), policy.spec.tenants)
+    return Plan(clusters, tuple(models), policy.spec.tenants, derivations)
