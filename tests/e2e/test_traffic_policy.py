@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from heliostat.lab.processes import start_stack
 from tests.e2e.harness import (
     LOCALHOST,
     Envoy,
@@ -142,31 +143,18 @@ def stack(tmp_path: Path, processes: list[Process], mode: str) -> Callable[..., 
         policy = tmp_path / "policy.yaml"
         doc = document(free_port(), endpoints, model=model, spec=spec)
         write_policy(policy, doc)
-        fleets: dict[str | None, SimFleet] = {}
         regions = sorted({e["region"] for e in endpoints}) if fleet_per_region else [None]
-        for region in regions:
-            fleet = SimFleet(policy, tmp_path, speed=None, region=region)
-            processes.append(fleet)
-            fleet.start()
-            fleets[region] = fleet
-        heliostat = Heliostat(policy, tmp_path)
-        processes.append(heliostat)
-        heliostat.start()
-        envoys, ports = {}, {}
-        for region in gateways:
-            ports[region] = free_port()
-            envoy = Envoy(
-                tmp_path,
-                heliostat,
-                node_id=f"gw-{region}",
-                region=region,
-                delta=mode == "delta",
-                listener_port=ports[region],
-            )
-            processes.append(envoy)
-            envoy.start()
-            envoys[region] = envoy
-        return Stack(policy, doc, fleets, heliostat, envoys, ports)
+        started = start_stack(
+            policy,
+            tmp_path,
+            processes,
+            fleet_regions=regions,
+            gateway_regions=gateways,
+            delta=mode == "delta",
+        )
+        return Stack(
+            policy, doc, started.fleets, started.heliostat, started.envoys, started.gateways
+        )
 
     return start
 
