@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench bench-quick bench-scenario lint clean
+.PHONY: setup test demo bench bench-quick bench-scenario lint imports clean
 
 setup: $(STAMP)
 
@@ -32,10 +32,14 @@ bench-scenario: $(STAMP)
 	@test -n "$(SCENARIO)" || { echo "usage: make bench-scenario SCENARIO=FILE [SIZE=--quick]"; exit 2; }
 	$(BIN)/python -m bench $(SIZE) --only routing --scenario $(SCENARIO)
 
-lint: $(STAMP)
+lint: imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The layer contracts in pyproject.toml ([tool.importlinter]); takes about a second.
+imports: $(STAMP)
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -11,13 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from heliostat.bootstrap import socket_address
 from heliostat.lab.processes import LOCALHOST, EnvoyProcess
 
 CLUSTER = "instant"
-
-
-def _socket(port: int) -> dict[str, Any]:
-    return {"socket_address": {"address": LOCALHOST, "port_value": port}}
 
 
 def static_bootstrap(admin_port: int, listener_port: int, upstream_port: int) -> dict[str, Any]:
@@ -46,12 +43,12 @@ def static_bootstrap(admin_port: int, listener_port: int, upstream_port: int) ->
         ],
     }
     return {
-        "admin": {"address": _socket(admin_port)},
+        "admin": {"address": socket_address(LOCALHOST, admin_port)},
         "static_resources": {
             "listeners": [
                 {
                     "name": "bare",
-                    "address": _socket(listener_port),
+                    "address": socket_address(LOCALHOST, listener_port),
                     "filter_chains": [
                         {
                             "filters": [
@@ -73,7 +70,15 @@ def static_bootstrap(admin_port: int, listener_port: int, upstream_port: int) ->
                     "load_assignment": {
                         "cluster_name": CLUSTER,
                         "endpoints": [
-                            {"lb_endpoints": [{"endpoint": {"address": _socket(upstream_port)}}]}
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": socket_address(LOCALHOST, upstream_port)
+                                        }
+                                    }
+                                ]
+                            }
                         ],
                     },
                 }

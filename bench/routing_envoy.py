@@ -40,6 +40,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from bench.routing_picker import PICKED_ENDPOINT_HEADER
+from heliostat.bootstrap import socket_address
 from heliostat.lab.processes import LOCALHOST
 from heliostat.policy import Model
 from heliostat.sim.orca import FORMAT_HEADER
@@ -66,13 +67,9 @@ def _as_dict(message: Message) -> dict[str, Any]:
     return dict(MessageToDict(message, preserving_proto_field_name=True))
 
 
-def _socket(port: int) -> dict[str, Any]:
-    return {"socket_address": {"address": LOCALHOST, "port_value": port}}
-
-
 def _endpoint(address: str) -> dict[str, Any]:
     host, _, port = address.rpartition(":")
-    return {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}
+    return {"endpoint": {"address": socket_address(host, int(port))}}
 
 
 def _http1() -> dict[str, Any]:
@@ -243,7 +240,7 @@ def _listener(policy: str, port: int, region: str, model: Model) -> dict[str, An
     }
     return {
         "name": policy,
-        "address": _socket(port),
+        "address": socket_address(LOCALHOST, port),
         "per_connection_buffer_limit_bytes": MAX_BUFFERED_BODY_BYTES,
         "filter_chains": [
             {
@@ -298,7 +295,7 @@ def static_bootstrap(
             "cluster": "routing-bench",
             "locality": {"region": region},
         },
-        "admin": {"address": _socket(admin_port)},
+        "admin": {"address": socket_address(LOCALHOST, admin_port)},
         "static_resources": {
             "listeners": [_listener(p, port, region, model) for p, port in ports.items()],
             "clusters": clusters,

@@ -90,7 +90,7 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
             "locality": {"region": options.region},
             "metadata": metadata,
         },
-        "admin": {"address": _socket(options.admin_host, options.admin_port)},
+        "admin": {"address": socket_address(options.admin_host, options.admin_port)},
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "DELTA_GRPC" if options.delta else "GRPC",
@@ -142,7 +142,9 @@ def _xds_cluster(options: BootstrapOptions) -> dict[str, Any]:
         "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 30}},
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": socket_address(host, port)}}]}
+            ],
         },
     }
     if options.tls:
@@ -171,7 +173,8 @@ def _tls_socket(options: BootstrapOptions) -> dict[str, Any]:
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
-def _socket(host: str, port: int) -> dict[str, Any]:
+def socket_address(host: str, port: int) -> dict[str, Any]:
+    """An Envoy `Address` as bootstrap JSON: every bootstrap heliostat writes uses this."""
     return {"socket_address": {"address": host, "port_value": port}}
 
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 from heliostat.balance import ClusterView, FallbackView, RegionView, Views
+from heliostat.planning import Derivation, plan
 from heliostat.policy import Policy
-from heliostat.wire import TENANT_SEPARATOR, VERSION_SEPARATOR
 from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.grpc.registry import StreamRegistry
-from heliostat.xds.translate.plan import plan
 
 
 def describe_views(views: Views, policy: Policy | None = None) -> dict[str, Any]:
@@ -35,12 +34,13 @@ def _region(view: RegionView, policy: Policy | None) -> dict[str, Any]:
     if policy is None:
         return result
     try:
-        derived = plan(policy, view).clusters
+        planned = plan(policy, view)
     except ValueError:  # views of another policy (a reload in between): nothing to derive
         return result
-    for name, (cluster, _model) in sorted(derived.items()):
+    for name, derivation in sorted(planned.derivations.items()):
         if name not in result:
-            result[name] = {**_cluster(cluster, view), **_derivation(name)}
+            cluster, _model = planned.clusters[name]
+            result[name] = {**_cluster(cluster, view), **_derivation(derivation)}
     return result
 
 
@@ -93,16 +93,13 @@ def _fallback(fallback: FallbackView) -> dict[str, Any]:
     return {"model": fallback.fallback, "share": fallback.share, "reason": dict(fallback.reason)}
 
 
-def _derivation(name: str) -> dict[str, Any]:
-    """What a derived cluster's name says: the cluster it comes from, its version, its tenant."""
-    source, _, version = name.partition(VERSION_SEPARATOR)
-    source, _, tenant = source.partition(TENANT_SEPARATOR)
-    kinds = [kind for kind, value in (("tenant", tenant), ("version", version)) if value]
+def _derivation(derivation: Derivation) -> dict[str, Any]:
+    """What the plan says a derived cluster is: its source cluster, its version, its tenant."""
     return {
-        "derived_from": source,
-        "kind": "+".join(kinds),
-        "tenant": tenant or None,
-        "version": version or None,
+        "derived_from": derivation.derived_from,
+        "kind": derivation.kind,
+        "tenant": derivation.tenant,
+        "version": derivation.version,
     }
 
 

@@ -26,6 +26,7 @@ from heliostat.lab.processes import (
     Process,
     SimFleet,
     free_port,
+    start_stack,
     write_policy,
 )
 from heliostat.sim import loadgen
@@ -258,36 +259,19 @@ def start_mesh(
     )
     policy = workdir / "policy.yaml"
     write_policy(policy, document)
-    fleets = {}
     with_replicas = [r for r, addresses in replicas.items() if addresses]
     with_replicas += sorted(
         {r for _, addresses in extras for r, a in addresses.items() if a} - set(with_replicas)
     )
-    for region in with_replicas:
-        # per-endpoint speeds come from the policy's sim knobs
-        fleet = SimFleet(policy, workdir, speed=None, region=region)
-        processes.append(fleet)
-        fleet.start()
-        fleets[region] = fleet
-    heliostat = Heliostat(policy, workdir)
-    processes.append(heliostat)
-    heliostat.start()
-    mesh = Mesh(policy, document, {}, replicas, fleets, heliostat)
+    stack = start_stack(
+        policy,
+        workdir,
+        processes,
+        fleet_regions=with_replicas,
+        gateway_regions=list(regions),
+        delta=delta,
+    )
+    fleets = {region: fleet for region, fleet in stack.fleets.items() if region is not None}
+    mesh = Mesh(policy, document, stack.gateways, replicas, fleets, stack.heliostat, stack.envoys)
     mesh.models = {extra.name: addresses for extra, addresses in extras}
-    for region in regions:
-        port = free_port()
-        envoy = Envoy(
-            workdir,
-            heliostat,
-            node_id=f"gw-{region}",
-            region=region,
-            delta=delta,
-            listener_port=port,
-        )
-        processes.append(envoy)
-        envoy.start(wait=False)  # the gateways start side by side
-        mesh.gateways[region] = port
-        mesh.envoys[region] = envoy
-    for envoy in mesh.envoys.values():
-        envoy.wait_ready()
     return mesh

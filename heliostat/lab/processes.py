@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -410,3 +411,62 @@ class SimFleet(Process):
         req = urllib.request.Request(f"http://{address}/sim/reset", data=b"", method="POST")
         with urllib.request.urlopen(req, timeout=5) as response:
             _expect_ok(response.status, f"{req.method} {req.full_url}")
+
+
+@dataclass
+class Stack:
+    """What `start_stack` started: the fleets by region (None: one fleet for every
+    region), heliostat serve, and one gateway Envoy per region with its listener port."""
+
+    fleets: dict[str | None, SimFleet]
+    heliostat: Heliostat
+    envoys: dict[str, Envoy]
+    gateways: dict[str, int]
+
+
+def start_stack(
+    policy: Path,
+    workdir: Path,
+    processes: list[Process],
+    *,
+    fleet_regions: Sequence[str | None],
+    gateway_regions: Sequence[str],
+    delta: bool = False,
+) -> Stack:
+    """Fleet, serve and gateways for a policy file, in that order, all on free loopback ports:
+    the one start-up the end-to-end tests, the benchmarks and the demo share.
+
+    A fleet per entry of `fleet_regions` (a region's replicas, or None for all of them, so
+    stopping one is an outage of its region), then `heliostat serve`, then one gateway per
+    region of `gateway_regions` (node `gw-<region>`), started side by side and waited for
+    together. Every process goes in `processes` as soon as it exists, so the caller stops
+    them all whatever fails half-way.
+    """
+    fleets: dict[str | None, SimFleet] = {}
+    for region in fleet_regions:
+        # per-endpoint speeds come from the policy's sim knobs
+        fleet = SimFleet(policy, workdir, speed=None, region=region)
+        processes.append(fleet)
+        fleet.start()
+        fleets[region] = fleet
+    heliostat = Heliostat(policy, workdir)
+    processes.append(heliostat)
+    heliostat.start()
+    envoys: dict[str, Envoy] = {}
+    gateways: dict[str, int] = {}
+    for region in gateway_regions:
+        gateways[region] = free_port()
+        envoy = Envoy(
+            workdir,
+            heliostat,
+            node_id=f"gw-{region}",
+            region=region,
+            delta=delta,
+            listener_port=gateways[region],
+        )
+        processes.append(envoy)
+        envoy.start(wait=False)  # the gateways start side by side
+        envoys[region] = envoy
+    for envoy in envoys.values():
+        envoy.wait_ready()
+    return Stack(fleets, heliostat, envoys, gateways)

@@ -47,9 +47,9 @@ from heliostat.planet.routers import (
 )
 from heliostat.planet.scenario import Canary, PolicyName, RegionLoss, Scenario
 from heliostat.planet.topology import PolicyCache, ReplicaId, address_of
+from heliostat.planning.plan import plan
 from heliostat.policy import Model
 from heliostat.sim.engine import Engine, EngineObserver, EngineRequest, Step
-from heliostat.xds.translate.plan import plan
 
 
 @dataclass(eq=False)

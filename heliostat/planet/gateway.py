@@ -6,7 +6,7 @@ handled as one, with per-Envoy quantities (requests in flight to a host, consecu
 failures of a host, a circuit breaker's count) taken as the region's divided by G.
 
 For each class of request (interactive, batch) the route's clusters are taken by weight
-(`xds.translate.plan`: versions would split here); in a cluster, `drop_overload_percent`
+(`planning.plan`: versions would split here); in a cluster, `drop_overload_percent`
 is refused first (503, as `drop_overloads` does), then the circuit breaker refuses what
 would hold more than `max_requests` in flight per Envoy; the rest goes through the
 cluster's `envoy.Balancer`. Tries on a dead replica fail (after the connect timeout, or a
@@ -29,8 +29,8 @@ from heliostat.balance import ClusterView, RegionView, TrafficClass
 from heliostat.planet.envoy import Balancer, Exclusions, LbConfig
 from heliostat.planet.groups import Group, Phase
 from heliostat.planet.law import ClusterLoad, LocalityLoad
+from heliostat.planning.plan import plan
 from heliostat.policy import Breaker, Model, Policy
-from heliostat.xds.translate.plan import plan
 from heliostat.xds.translate.resilience import DEFAULT_RETRY_BUDGET
 
 ENVOY_MAX_REQUESTS = 1024  # Envoy's circuit breaker default

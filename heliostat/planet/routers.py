@@ -1,7 +1,7 @@
 """Who configures the gateways: heliostat's law, or the baselines' static configuration.
 
 Each gives, for the gateways of a region, the view Envoy holds now (a `RegionView`, turned
-into clusters and routes by `heliostat.xds.translate.plan`, exactly as `serve` would):
+into clusters and routes by `heliostat.planning.plan`, exactly as `serve` would):
 
 - `heliostat`: the control law ticked on every scrape round (`law.ControlLaw`), its views
   applied by Envoy `push_delay` after the tick;
@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from heliostat.balance import EndpointView, RegionView, Views, static_views
 from heliostat.planet.law import ControlLaw, GatewayLoads, Key
 from heliostat.planet.scenario import PolicyName, Scenario
+from heliostat.planning.subsets import subset
 from heliostat.policy import Policy
 from heliostat.signals.record import Signal
-from heliostat.xds.translate.subsets import subset
 
 
 class GeoDns:

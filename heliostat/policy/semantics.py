@@ -66,47 +66,55 @@ def _models(policy: Policy) -> Iterator[Problem]:
                 f"(first at spec.models[{seen_models[model.name]}])",
             )
         seen_models.setdefault(model.name, index)
-        signals = model.signals
-        if signals.source is SourceKind.PROMETHEUS and not signals.prometheus_url:
+        yield from _signals(model, base)
+        yield from _endpoints(model, base, index, regions)
+
+
+def _signals(model: Model, base: Path) -> Iterator[Problem]:
+    signals = model.signals
+    if signals.source is SourceKind.PROMETHEUS and not signals.prometheus_url:
+        yield Problem((*base, "signals", "prometheus_url"), "required when source is prometheus")
+    if signals.timeout > signals.interval:
+        yield Problem((*base, "signals", "timeout"), "must not be longer than the interval")
+    if signals.stale_after < signals.interval:
+        yield Problem((*base, "signals", "stale_after"), "must be at least the interval")
+    if signals.interval <= 0:
+        yield Problem((*base, "signals", "interval"), "must be longer than 0")
+    # The scraper refuses it (ScrapeTarget): serve would not start with it.
+    if signals.timeout <= 0:
+        yield Problem((*base, "signals", "timeout"), "must be longer than 0")
+
+
+def _endpoints(
+    model: Model, base: Path, index: int, regions: Mapping[str, object]
+) -> Iterator[Problem]:
+    if not model.endpoints and model.kubernetes is None:
+        yield Problem(
+            (*base, "endpoints"), "at least one endpoint (or a kubernetes selector) is required"
+        )
+    if model.kubernetes is not None and model.kubernetes.region is not None:
+        region = model.kubernetes.region
+        if region not in regions:
             yield Problem(
-                (*base, "signals", "prometheus_url"), "required when source is prometheus"
+                (*base, "kubernetes", "region"),
+                f"unknown region {region!r}{did_you_mean(region, regions)}",
             )
-        if signals.timeout > signals.interval:
-            yield Problem((*base, "signals", "timeout"), "must not be longer than the interval")
-        if signals.stale_after < signals.interval:
-            yield Problem((*base, "signals", "stale_after"), "must be at least the interval")
-        if signals.interval <= 0:
-            yield Problem((*base, "signals", "interval"), "must be longer than 0")
-        # The scraper refuses it (ScrapeTarget): serve would not start with it.
-        if signals.timeout <= 0:
-            yield Problem((*base, "signals", "timeout"), "must be longer than 0")
-        if not model.endpoints and model.kubernetes is None:
+    seen_addresses: dict[str, int] = {}
+    for position, endpoint in enumerate(model.endpoints):
+        path = (*base, "endpoints", position)
+        if endpoint.region not in regions:
             yield Problem(
-                (*base, "endpoints"), "at least one endpoint (or a kubernetes selector) is required"
+                (*path, "region"),
+                f"unknown region {endpoint.region!r}{did_you_mean(endpoint.region, regions)}",
             )
-        if model.kubernetes is not None and model.kubernetes.region is not None:
-            region = model.kubernetes.region
-            if region not in regions:
-                yield Problem(
-                    (*base, "kubernetes", "region"),
-                    f"unknown region {region!r}{did_you_mean(region, regions)}",
-                )
-        seen_addresses: dict[str, int] = {}
-        for position, endpoint in enumerate(model.endpoints):
-            path = (*base, "endpoints", position)
-            if endpoint.region not in regions:
-                yield Problem(
-                    (*path, "region"),
-                    f"unknown region {endpoint.region!r}{did_you_mean(endpoint.region, regions)}",
-                )
-            if endpoint.address in seen_addresses:
-                first = seen_addresses[endpoint.address]
-                yield Problem(
-                    (*path, "address"),
-                    f"duplicate endpoint address {endpoint.address!r} "
-                    f"(first at spec.models[{index}].endpoints[{first}])",
-                )
-            seen_addresses.setdefault(endpoint.address, position)
+        if endpoint.address in seen_addresses:
+            first = seen_addresses[endpoint.address]
+            yield Problem(
+                (*path, "address"),
+                f"duplicate endpoint address {endpoint.address!r} "
+                f"(first at spec.models[{index}].endpoints[{first}])",
+            )
+        seen_addresses.setdefault(endpoint.address, position)
 
 
 def _drain(model: Model, base: Path, regions: Mapping[str, object]) -> Iterator[Problem]:

@@ -107,51 +107,13 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
 async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
     replica = _replica(request)
     stats = replica.stats
-    stats.received += 1
-    origin = request.headers.get(ORIGIN_HEADER)
-    if origin:
-        stats.by_origin_region[origin] += 1
-    session = request.headers.get(SESSION_HEADER)
-    if session:
-        stats.by_session[session] += 1
-
-    rtt = replica.rtt_seconds(origin)
-    if rtt > 0:
-        stats.rtt_delay_ms += rtt * 1000.0
-        await asyncio.sleep(rtt / 2)
-        request[_EGRESS_DELAY] = rtt / 2
-
-    faults = replica.faults
-    if faults.fires(FaultKind.CLOSE):
-        stats.faulted[FaultKind.CLOSE.value] += 1
-        return _drop(request)
-    if faults.fires(FaultKind.HANG):
-        stats.faulted[FaultKind.HANG.value] += 1
-        await replica.wait_hang_released()
-        return _drop(request)
-    fault = faults.fires(FaultKind.ERROR)
-    if fault is not None:
-        stats.faulted[FaultKind.ERROR.value] += 1
-        return _error(fault.status, "simulated engine failure", type_="InternalServerError")
-
-    try:
-        body = await request.json()
-    except ValueError:  # JSONDecodeError, UnicodeDecodeError
-        stats.rejected += 1
-        return _error(400, "request body is not valid JSON", type_="BadRequestError")
-    try:
-        gen = parse_generation(body, chat=chat)
-    except BadRequest as exc:
-        stats.rejected += 1
-        return _error(400, str(exc), type_="BadRequestError", param=exc.param)
-    if gen.model is not None and gen.model != replica.config.model:
-        stats.rejected += 1
-        return _error(
-            404,
-            f"The model `{gen.model}` does not exist.",
-            type_="NotFoundError",
-            param="model",
-        )
+    await _arrive(request, replica)
+    faulted = await _injected_fault(request, replica)
+    if faulted is not None:
+        return faulted
+    gen = await _parsed(request, replica, chat=chat)
+    if not isinstance(gen, GenerationRequest):
+        return gen
 
     events: asyncio.Queue[RequestEvent] = asyncio.Queue()
     req = EngineRequest(prompt=gen.prompt, max_tokens=gen.max_tokens, listener=events.put_nowait)
@@ -173,6 +135,66 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
         if req.status in (Status.WAITING, Status.RUNNING):
             driver.abort(req)
             stats.aborted += 1
+
+
+async def _arrive(request: web.Request, replica: Replica) -> None:
+    """Count the request by origin and session, then pay half the RTT on the way in."""
+    stats = replica.stats
+    stats.received += 1
+    origin = request.headers.get(ORIGIN_HEADER)
+    if origin:
+        stats.by_origin_region[origin] += 1
+    session = request.headers.get(SESSION_HEADER)
+    if session:
+        stats.by_session[session] += 1
+    rtt = replica.rtt_seconds(origin)
+    if rtt > 0:
+        stats.rtt_delay_ms += rtt * 1000.0
+        await asyncio.sleep(rtt / 2)
+        request[_EGRESS_DELAY] = rtt / 2
+
+
+async def _injected_fault(request: web.Request, replica: Replica) -> web.StreamResponse | None:
+    """The response of a fault that fires now (closed, hung then closed, or an error)."""
+    stats, faults = replica.stats, replica.faults
+    if faults.fires(FaultKind.CLOSE):
+        stats.faulted[FaultKind.CLOSE.value] += 1
+        return _drop(request)
+    if faults.fires(FaultKind.HANG):
+        stats.faulted[FaultKind.HANG.value] += 1
+        await replica.wait_hang_released()
+        return _drop(request)
+    fault = faults.fires(FaultKind.ERROR)
+    if fault is not None:
+        stats.faulted[FaultKind.ERROR.value] += 1
+        return _error(fault.status, "simulated engine failure", type_="InternalServerError")
+    return None
+
+
+async def _parsed(
+    request: web.Request, replica: Replica, *, chat: bool
+) -> GenerationRequest | web.StreamResponse:
+    """The request's generation parameters, or the OpenAI-shaped 400/404 that refuses it."""
+    stats = replica.stats
+    try:
+        body = await request.json()
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        stats.rejected += 1
+        return _error(400, "request body is not valid JSON", type_="BadRequestError")
+    try:
+        gen = parse_generation(body, chat=chat)
+    except BadRequest as exc:
+        stats.rejected += 1
+        return _error(400, str(exc), type_="BadRequestError", param=exc.param)
+    if gen.model is not None and gen.model != replica.config.model:
+        stats.rejected += 1
+        return _error(
+            404,
+            f"The model `{gen.model}` does not exist.",
+            type_="NotFoundError",
+            param="model",
+        )
+    return gen
 
 
 def _record_served(stats: ReplicaStats, req: EngineRequest) -> dict[str, Any]:

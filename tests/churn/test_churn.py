@@ -31,7 +31,7 @@ import grpc
 import pytest
 
 from bench.ads_clients import EDS, Client, run_client
-from tests.integration.harness import (
+from tests.e2e.harness import (
     LOCALHOST,
     Heliostat,
     free_port,

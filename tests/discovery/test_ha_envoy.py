@@ -29,7 +29,7 @@ from heliostat.lab.processes import (
 )
 from tests.discovery.apiserver import FakeApiServer
 from tests.discovery.shapes import SLICES, endpoint, endpoint_slice
-from tests.integration.harness import Upstream, request
+from tests.e2e.harness import Upstream, request
 
 pytestmark = pytest.mark.envoy
 

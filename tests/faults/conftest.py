@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import processes  # noqa: F401 (a fixture used here)
+from tests.e2e.conftest import processes  # noqa: F401 (a fixture used here)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import Row
-from tests.integration.harness import (
+from tests.e2e.harness import (
     LOCALHOST,
     Envoy,
     Heliostat,
@@ -44,6 +43,7 @@ from tests.integration.harness import (
     wait_until,
     write_policy,
 )
+from tests.faults.conftest import Row
 
 pytestmark = pytest.mark.envoy
 

@@ -37,9 +37,9 @@ from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.events import EventKind
 from heliostat.xds.protocol.sotw import SotwStream
 from heliostat.xds.protocol.types import TypeUrl
+from tests.e2e.harness import free_port
 from tests.fuzz.conftest import cases
-from tests.integration.harness import free_port
-from tests.unit.xds_helpers import NODE, snapshot
+from tests.xds.helpers import NODE, snapshot
 
 pytestmark = pytest.mark.fuzz
 

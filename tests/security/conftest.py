@@ -1,4 +1,4 @@
 """Real processes started by the security tests are stopped at the end (the integration
 suite's fixture)."""
 
-from tests.integration.conftest import processes  # noqa: F401 (a fixture used here)
+from tests.e2e.conftest import processes  # noqa: F401 (a fixture used here)

@@ -21,7 +21,7 @@ from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamRegistry
 from heliostat.xds.grpc.server import SERVER_OPTIONS, AdsServer, add_to_server
 from heliostat.xds.protocol.types import TypeUrl
-from tests.unit.xds_helpers import NODE
+from tests.xds.helpers import NODE
 
 POLICY = """\
 apiVersion: heliostat/v1

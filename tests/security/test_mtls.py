@@ -18,7 +18,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from heliostat.lab.processes import EnvoyProcess
-from tests.integration.harness import (
+from tests.e2e.harness import (
     LOCALHOST,
     Heliostat,
     Process,

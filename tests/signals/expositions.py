@@ -116,6 +116,36 @@ def _vllm_cache_config(block_size: str, num_gpu_blocks: str, engine: str | None)
     return f"vllm:cache_config_info{{{labels}}} 1.0\n"
 
 
+def _vllm_success(
+    models: list[tuple[str, float]], engines: tuple[str, ...], served: dict[str, float]
+) -> str:
+    """`vllm:request_success_total` samples (the family's HELP/TYPE come before)."""
+    out = []
+    for model, scale in models:
+        for engine in engines:
+            for reason in _VLLM_FINISHED_REASONS:
+                v = served.get(reason, 0.0) * scale / len(engines)
+                out.append(
+                    f'vllm:request_success_total{{model_name="{model}",engine="{engine}",'
+                    f'finished_reason="{reason}"}} {v!r}\n'
+                )
+    return "".join(out)
+
+
+def _vllm_lora(max_lora: str, running_adapters: str, waiting_adapters: str) -> str:
+    """`vllm:lora_requests_info` as a LoRA-enabled server prints it: an older idle series and
+    the current one."""
+    return (
+        "# HELP vllm:lora_requests_info Running stats on lora requests.\n"
+        "# TYPE vllm:lora_requests_info gauge\n"
+        f'vllm:lora_requests_info{{max_lora="{max_lora}",running_lora_adapters="",'
+        f'waiting_lora_adapters=""}} 1.747123001416e+09\n'
+        f'vllm:lora_requests_info{{max_lora="{max_lora}",'
+        f'running_lora_adapters="{running_adapters}",'
+        f'waiting_lora_adapters="{waiting_adapters}"}} 1.747123512846e+09\n'
+    )
+
+
 def vllm(
     *,
     waiting: float = 2,
@@ -186,14 +216,7 @@ def vllm(
         "# HELP vllm:request_success_total Count of successfully processed requests.\n"
         "# TYPE vllm:request_success_total counter\n"
     )
-    for model, scale in models:
-        for engine in engines:
-            for reason in _VLLM_FINISHED_REASONS:
-                v = served.get(reason, 0.0) * scale / len(engines)
-                out.append(
-                    f'vllm:request_success_total{{model_name="{model}",engine="{engine}",'
-                    f'finished_reason="{reason}"}} {v!r}\n'
-                )
+    out.append(_vllm_success(models, engines, served))
     out.append(
         "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
         "# TYPE vllm:cache_config_info gauge\n"
@@ -201,16 +224,7 @@ def vllm(
     for engine in engines:
         out.append(_vllm_cache_config(block_size, num_gpu_blocks, engine))
     if lora is not None:
-        max_lora, running_adapters, waiting_adapters = lora
-        out.append(
-            "# HELP vllm:lora_requests_info Running stats on lora requests.\n"
-            "# TYPE vllm:lora_requests_info gauge\n"
-            f'vllm:lora_requests_info{{max_lora="{max_lora}",running_lora_adapters="",'
-            f'waiting_lora_adapters=""}} 1.747123001416e+09\n'
-            f'vllm:lora_requests_info{{max_lora="{max_lora}",'
-            f'running_lora_adapters="{running_adapters}",'
-            f'waiting_lora_adapters="{waiting_adapters}"}} 1.747123512846e+09\n'
-        )
+        out.append(_vllm_lora(*lora))
     for model, _ in models:
         for engine in engines:
             out.append(_vllm_histograms(f'model_name="{model}",engine="{engine}"', 1200))
@@ -283,6 +297,17 @@ def vllm_early_v1(*, hits: float = 50.0, queries: float = 200.0) -> str:
     )
 
 
+def _sglang_value(name: str, value: float, rank_usage: float, *, first: bool, ranks: int) -> float:
+    """One scheduler gauge's value for a model and dp rank: KV use per rank (halved for the
+    other models), queue and running split over the ranks, the rest scaled per model."""
+    scale = 1 if first else 2
+    if name == "sglang:token_usage":
+        return rank_usage * (1 if first else 0.5)
+    if name in ("sglang:num_running_reqs", "sglang:num_queue_reqs"):
+        return value * scale / ranks
+    return value * scale
+
+
 def sglang(
     *,
     queue: float = 5,
@@ -322,15 +347,9 @@ def sglang(
     ):
         out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n")
         for i, model in enumerate(models):
-            scale = 1 if i == 0 else 2
             for dp, rank_usage in enumerate(ranks):
                 rank = dp if dp_usage is not None else None
-                if name == "sglang:token_usage":
-                    v = rank_usage * (1 if i == 0 else 0.5)
-                elif name in ("sglang:num_running_reqs", "sglang:num_queue_reqs"):
-                    v = value * scale / len(ranks)
-                else:
-                    v = value * scale
+                v = _sglang_value(name, value, rank_usage, first=i == 0, ranks=len(ranks))
                 out.append(f"{name}{{{sched(model, rank)}}} {float(v)}\n")
     if not cache_config_info:
         for name, help_, value in (

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.integration.harness import (
+from tests.e2e.harness import (
     LOCALHOST,
     Envoy,
     Heliostat,
@@ -55,6 +55,21 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float 
         await asyncio.sleep(0.2)
 
 
+def _engine_model(model: str, engine: str, address: str) -> dict[str, Any]:
+    """One policy model per engine page: one endpoint in eu, that engine's signals."""
+    signals: dict[str, Any] = dict(SIGNALS)
+    if model == "trtllm-json":
+        signals["metrics_path"] = "/metrics"  # the JSON statistics, not Prometheus text
+    if model == "alpaca":
+        signals["base_model"] = ex.LLAMA
+    return {
+        "name": model,
+        "engine": engine,
+        "signals": signals,
+        "endpoints": [{"address": address, "region": "eu"}],
+    }
+
+
 async def test_engine_pages_through_serve(
     tmp_path: Path, servers: Servers, processes: list[Process]
 ) -> None:
@@ -78,21 +93,9 @@ async def test_engine_pages_through_serve(
         server = await servers()
         server.handler = pages(text, json_body)
         address[model], served[model] = server.address, server
-    models = []
-    for model in page_of:
-        signals: dict[str, Any] = dict(SIGNALS)
-        if model == "trtllm-json":
-            signals["metrics_path"] = "/metrics"  # the JSON statistics, not Prometheus text
-        if model == "alpaca":
-            signals["base_model"] = ex.LLAMA
-        models.append(
-            {
-                "name": model,
-                "engine": engine_of.get(model, "trtllm"),
-                "signals": signals,
-                "endpoints": [{"address": address[model], "region": "eu"}],
-            }
-        )
+    models = [
+        _engine_model(model, engine_of.get(model, "trtllm"), address[model]) for model in page_of
+    ]
     policy = tmp_path / "policy.yaml"
     write_policy(
         policy,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from heliostat.balance import RegionView
+from heliostat.planning.plan import plan
 from heliostat.policy import Policy
 from heliostat.xds.cache.nodes import NodeGroup
 from heliostat.xds.cache.snapshot import Resource, Snapshot
@@ -13,7 +14,6 @@ from heliostat.xds.translate.clusters import model_cluster
 from heliostat.xds.translate.endpoints import assignment_resource
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME, gateway_listener, listener_name
 from heliostat.xds.translate.memo import TranslationMemo
-from heliostat.xds.translate.plan import plan
 from heliostat.xds.translate.refusal import retry_after
 from heliostat.xds.translate.routes import route_configuration
 

@@ -9,7 +9,7 @@ order upb sorts them (see `_upb_key_order`) with key and value always written. A
 outside that shape (a weight or port beyond uint32, a reason value that is not a scalar)
 returns None and the caller builds the message the ordinary way, which also raises
 protobuf's own errors. The order is upb's (the protobuf backend installed here), not a
-promise of the format: tests/unit/test_eds_bytes.py checks the bytes against protobuf's for
+promise of the format: tests/xds/translate/test_eds_bytes.py checks the bytes against protobuf's for
 randomized endpoints, so a backend that orders differently fails there first.
 """
 

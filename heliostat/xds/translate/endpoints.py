@@ -7,7 +7,7 @@ The protobuf wire format allows it: a message's fields are written in field-numb
 the other, each as tag, length, bytes. So an assignment is its `cluster_name`, then every
 locality's bytes as an `endpoints` entry, then its `policy`; a locality is its `locality`,
 every endpoint's bytes as an `lb_endpoints` entry, then its weight and priority. Each part is
-serialized by protobuf itself; tests/unit/test_eds_bytes.py checks the joins byte for byte
+serialized by protobuf itself; tests/xds/translate/test_eds_bytes.py checks the joins byte for byte
 against building and serializing the whole message.
 """
 

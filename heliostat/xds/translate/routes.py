@@ -31,6 +31,7 @@ from envoy.type.matcher.v3 import metadata_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
 from heliostat.balance import TrafficClass
+from heliostat.planning.plan import ModelPlan, Target
 from heliostat.policy.traffic import Tenant
 from heliostat.wire import MODEL_HEADER, ORIGIN_HEADER, PRIORITY_HEADER
 from heliostat.xds.translate import body, openai_api
@@ -38,7 +39,6 @@ from heliostat.xds.translate.affinity import hash_policies, prefix_key_settings
 from heliostat.xds.translate.common import seconds
 from heliostat.xds.translate.fallback import lua_metadata, served_model
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME
-from heliostat.xds.translate.plan import ModelPlan, Target
 from heliostat.xds.translate.resilience import per_try_timeout, retry_policy
 from heliostat.xds.translate.tenants import tenant_matcher
 

@@ -1,0 +1,108 @@
+"""After heliostat restarts, a real Envoy is back in sync within 5 s.
+
+Envoy's default ADS reconnect backoff (500 ms doubling to 30 s, full jitter) left an Envoy
+8-9 s behind a heliostat that took two seconds to restart; the bootstrap heliostat generates
+caps it at 1 s (`RECONNECT_MAX_S`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from heliostat.bootstrap import RECONNECT_MAX_S
+from tests.e2e.harness import (
+    Envoy,
+    Heliostat,
+    Upstream,
+    envoy_binary,
+    free_port,
+    policy_document,
+    request,
+    wait_until,
+    write_policy,
+)
+
+pytestmark = pytest.mark.envoy
+
+TARGET_S = 5.0  # the issue's target: restart to resynced
+DOWN_S = 3.0  # long enough for Envoy's default backoff to reach 4-8 s intervals
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_the_generated_bootstrap_passes_envoys_own_validation(tmp_path: Path, delta: bool) -> None:
+    args = [
+        sys.executable,
+        "-m",
+        "heliostat",
+        "bootstrap",
+        "--node-id",
+        "gw",
+        "--region",
+        "eu-west",
+    ]
+    config = tmp_path / "bootstrap.yaml"
+    config.write_text(
+        subprocess.run(
+            [*args, *(["--delta"] if delta else [])], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"configuration '{config}' OK" in result.stdout + result.stderr
+
+
+def test_envoy_resyncs_within_5s_of_a_heliostat_restart(
+    tmp_path: Path,
+    upstreams: Callable[[str], Upstream],
+    start_heliostat: Callable[..., Heliostat],
+    start_envoy: Callable[..., Envoy],
+) -> None:
+    eu = upstreams("eu-west")
+    gateway = free_port()
+    policy = tmp_path / "policy.yaml"
+    write_policy(policy, policy_document(gateway_port=gateway, endpoints=[(eu.address, "eu-west")]))
+    heliostat = start_heliostat(policy)
+    envoy = start_envoy(heliostat, "gw-eu", "eu-west")
+    wait_until(lambda: (n := heliostat.node("gw-eu")) and n["in_sync"], timeout=20)
+    dump = envoy.config_dump(include_eds=False)
+    (bootstrap,) = [c for c in dump["configs"] if "BootstrapConfigDump" in c["@type"]]
+    ads = bootstrap["bootstrap"]["dynamic_resources"]["ads_config"]["grpc_services"][0]
+    assert ads["envoy_grpc"]["retry_policy"]["retry_back_off"]["max_interval"] == "1s"
+
+    timings = []
+    for _ in range(2):
+        heliostat.kill()
+        wait_until(lambda: envoy.stat("control_plane.connected_state") == 0, timeout=20)
+        time.sleep(DOWN_S)
+        assert request(gateway).status == 200  # Envoy serves on without its control plane
+        restarted_at = time.monotonic()
+        heliostat = start_heliostat(policy, xds_port=heliostat.xds_port)  # returns when ready
+        ready_after = time.monotonic() - restarted_at
+        node = wait_until(
+            lambda h=heliostat: (n := h.node("gw-eu")) and n["in_sync"] and n,
+            timeout=30,
+            interval=0.02,
+            message="envoy re-joined the restarted heliostat",
+        )
+        synced_after = time.monotonic() - restarted_at
+        timings.append((ready_after, synced_after))
+        assert envoy.stat("control_plane.connected_state") == 1
+        # Same inputs, same content-hash versions: nothing is re-sent on the new stream.
+        assert {t: s["responses"] for t, s in node["types"].items()} == dict.fromkeys(
+            node["types"], 0
+        )
+    for ready_after, synced_after in timings:
+        # The part the bootstrap controls: one backoff interval at most, plus the sync.
+        assert synced_after - ready_after <= RECONNECT_MAX_S + 1.5, timings
+        assert synced_after <= TARGET_S, timings

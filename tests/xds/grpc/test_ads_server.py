@@ -1,0 +1,116 @@
+"""The ADS server over real gRPC in-process, driven by the benchmark's sans-I/O ADS clients.
+
+No Envoy: `bench.ads_clients` subscribes as Envoy does (CDS and LDS as wildcards, then EDS
+and RDS for what they name, ACKing every response), over a real grpc.aio channel to a real
+grpc.aio server on 127.0.0.1. What is checked is what only the adapter can break: the first
+request's node picks the snapshot, a new snapshot reaches an open stream, and the stream
+registry mirrors what the client ACKed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bench.ads_clients import ALL_TYPES, EDS, Client, run_client
+from heliostat.xds.cache.nodes import NodeGroup, Role
+from heliostat.xds.cache.snapshot import Snapshot
+from heliostat.xds.cache.store import SnapshotCache
+from heliostat.xds.grpc.metrics import XdsMetrics
+from heliostat.xds.grpc.registry import StreamRegistry
+from heliostat.xds.grpc.server import SERVER_OPTIONS, AdsServer, add_to_server
+from tests.xds.helpers import snapshot
+
+GROUP = NodeGroup(Role.GATEWAY, "us-east")
+
+
+class CacheSource:
+    """The server's snapshot source over a SnapshotCache (what the publisher is in serve)."""
+
+    def __init__(self, cache: SnapshotCache) -> None:
+        self.cache = cache
+        self.asked: list[tuple[NodeGroup, str]] = []
+
+    def snapshot_for(self, group: NodeGroup, node_id: str) -> Snapshot:
+        self.asked.append((group, node_id))
+        current = self.cache.get(group)
+        assert current is not None, f"no snapshot for {group.key}"
+        return current
+
+    def watch(self, group: NodeGroup, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
+        return self.cache.watch(group, callback)
+
+
+class Running:
+    def __init__(self, port: int, source: CacheSource, registry: StreamRegistry) -> None:
+        self.port, self.source, self.registry = port, source, registry
+
+
+@pytest.fixture
+async def ads() -> AsyncIterator[Running]:
+    cache = SnapshotCache()
+    cache.set(GROUP, snapshot())
+    source, registry = CacheSource(cache), StreamRegistry()
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    add_to_server(server, AdsServer(source, registry, XdsMetrics(CollectorRegistry())))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield Running(port, source, registry)
+    finally:
+        await server.stop(grace=None)
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def in_sync(ads: Running) -> bool:
+    return ads.registry.entries()[0].as_json()["in_sync"] is True
+
+
+def eds_acked(ads: Running) -> str:
+    """The EDS version the registry says the one open stream ACKed."""
+    types = ads.registry.entries()[0].status()
+    return types["EDS"].acked_version
+
+
+@pytest.mark.parametrize("mode", ["sotw", "delta"])
+async def test_a_client_gets_every_type_then_a_new_snapshot(ads: Running, mode: str) -> None:
+    client = Client("gw-1", "us-east")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{ads.port}") as channel:
+        task = asyncio.create_task(run_client(client, channel, mode))
+        try:
+            await asyncio.wait_for(client.ready.wait(), 10)
+            assert client.error is None
+            assert client.acked_types == set(ALL_TYPES)
+            assert ads.source.asked == [(GROUP, "gw-1")], "the node picks the snapshot"
+            [entry] = [e.as_json() for e in ads.registry.entries()]
+            assert (entry["node_id"], entry["mode"], entry["group"]) == ("gw-1", mode, GROUP.key)
+            await until(lambda: in_sync(ads))
+
+            # A new snapshot for the group reaches the open stream: EDS again, and ACKed.
+            before = eds_acked(ads)
+            t0 = time.time()
+            changed = snapshot(llama_port=9102)
+            assert ads.source.cache.set(GROUP, changed)
+            await until(
+                lambda: any(
+                    r.type_url == EDS and r.received_at >= t0 and r.acked_at > 0
+                    for r in client.receipts
+                )
+            )
+            await until(lambda: eds_acked(ads) not in ("", before) and in_sync(ads))
+            assert client.error is None
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    await until(lambda: not ads.registry.entries())
