@@ -98,7 +98,7 @@ def loop_of(
     publisher = Publisher(cache, inputs(policy))
     publisher.snapshot_for(GROUP, "gw-1")
     clock = iter(range(1_700_000_000, 1_800_000_000))
-    loop = ControlLoop(policy, publisher, signals, CollectorRegistry(), clock=lambda: next(clock))
+    loop = ControlLoop(publisher, signals, CollectorRegistry(), clock=lambda: next(clock))
     return loop, publisher, cache
 
 
