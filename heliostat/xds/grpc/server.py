@@ -103,13 +103,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         except StopAsyncIteration:
             return
         node = first.node
-        try:
-            group = group_of(node)
-        except NodeIdentityError as exc:
-            log.error("node_rejected", node_id=node.id, error=str(exc))
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            return
-        if not await _check_identity(self._authorize, node, context):
+        group = await _admit(node, self._authorize, context, "node_rejected")
+        if group is None:
             self._metrics.refused.labels("identity").inc()
             return
         limits = self._limits
@@ -239,13 +234,8 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
         except StopAsyncIteration:
             return
         node = first.node
-        try:
-            group = group_of(node)
-        except NodeIdentityError as exc:
-            log.error("load_reports_refused", node_id=node.id, error=str(exc))
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            return
-        if not await _check_identity(self._authorize, node, context):
+        group = await _admit(node, self._authorize, context, "load_reports_refused")
+        if group is None:
             return
         if group.role is not Role.GATEWAY or group.region is None:
             log.info("load_reports_not_asked", node_id=node.id, role=group.role.value)
@@ -276,19 +266,30 @@ Authorize = Callable[[str, str, Mapping[str, Iterable[bytes]]], str | None]
 not (heliostat.security.tls.NodeAuthorizer)."""
 
 
-async def _check_identity(
-    authorize: Authorize | None, node: Any, context: grpc.aio.ServicerContext[Any, Any]
-) -> bool:
-    """Abort the stream with PERMISSION_DENIED unless the peer's certificate backs the node
-    id and region its first request claims; False when it was refused."""
+async def _admit(
+    node: Any,
+    authorize: Authorize | None,
+    context: grpc.aio.ServicerContext[Any, Any],
+    malformed_event: str,
+) -> NodeGroup | None:
+    """The node group a stream's first request claims, or None after aborting the stream:
+    INVALID_ARGUMENT when the node's identity is malformed, PERMISSION_DENIED when the
+    peer's certificate does not back the node id and region it claims. ADS and LRS admit
+    their streams the same way."""
+    try:
+        group = group_of(node)
+    except NodeIdentityError as exc:
+        log.error(malformed_event, node_id=node.id, error=str(exc))
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return None
     if authorize is None:
-        return True
+        return group
     refused = authorize(node.id, node.locality.region, context.auth_context())
     if refused is None:
-        return True
+        return group
     log.error("node_refused", node_id=node.id, peer=context.peer(), error=refused)
     await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
-    return False
+    return None
 
 
 def add_to_server(
