@@ -314,6 +314,9 @@ class ControlPlane:
         except ListenError as exc:
             raise StartupError(str(exc)) from None
         admin: web.AppRunner | None = None
+        # The handlers go in before anything is announced: a SIGTERM that follows the
+        # "serving" line must always stop the server cleanly, never kill it.
+        stop = _stop_on_signals(stop)
         try:
             await server.start()
             app = admin_server.build_app(
@@ -330,7 +333,7 @@ class ControlPlane:
             self._supervise(server, admin)
             self.control.tick()
             supervising = asyncio.create_task(self.supervisor.run(), name="supervisor")
-            signalled = asyncio.create_task(_until_signalled(stop), name="signals handler")
+            signalled = asyncio.create_task(stop.wait(), name="signals handler")
             self._serving = True
             log.info(
                 "serving",
@@ -351,6 +354,7 @@ class ControlPlane:
                     raise failure
         finally:
             self._serving = False
+            _restore_signals()
             await server.stop(grace=1.0)
             if admin is not None:
                 await admin.cleanup()
@@ -415,17 +419,23 @@ async def _serving_admin(admin: web.AppRunner, every_s: float = 0.5) -> None:
     raise ConnectionAbortedError("the admin HTTP server stopped listening")
 
 
-async def _until_signalled(stop: asyncio.Event | None = None) -> None:
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop_on_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
+    """SIGINT and SIGTERM set `stop` (a new event when none is given) from now on."""
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+    return stop
+
+
+def _restore_signals() -> None:
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.remove_signal_handler(signum)
 
 
 def run(options: ServeOptions) -> None:
