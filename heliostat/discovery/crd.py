@@ -50,39 +50,48 @@ def _convert(node: Schema, definitions: dict[str, Schema]) -> Schema:
     result: Schema = {}
     alternatives = node.pop("anyOf", None)
     if alternatives is not None:
-        present = [a for a in alternatives if a != {"type": "null"}]
-        if len(present) != len(alternatives):
-            result["nullable"] = True
-        types = sorted(str(a.get("type")) for a in present)
-        if len(present) == 1:
-            result.update(_convert(present[0], definitions))
-        elif types in (["number", "string"], ["integer", "string"]):
-            result["x-kubernetes-int-or-string"] = True
-        else:
-            raise ValueError(f"no structural form for anyOf {types}")
+        result.update(_alternatives(alternatives, definitions))
     for key, value in node.items():
-        if key in _DROPPED:
-            continue
-        if key == "properties":
-            result["properties"] = {k: _convert(v, definitions) for k, v in value.items()}
-        elif key == "additionalProperties":
-            if isinstance(value, dict):
-                result["additionalProperties"] = _convert(value, definitions)
-            # `false` (unknown keys are errors) is not structural: the API server prunes
-            # unknown fields instead, and heliostat's validator names them.
-        elif key == "items":
-            result["items"] = _convert(value, definitions)
-        elif key == "const":
-            result["enum"] = [value]
-        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
-            bound = "minimum" if key == "exclusiveMinimum" else "maximum"
-            result[bound] = value
-            result[key] = True
-        else:
-            result[key] = value
+        if key not in _DROPPED:
+            result.update(_keyword(key, value, definitions))
     if result.get("type") == "object" and "properties" not in result:
         result.setdefault("additionalProperties", {})
     return result
+
+
+def _alternatives(alternatives: list[Schema], definitions: dict[str, Schema]) -> Schema:
+    """A pydantic `anyOf` in structural form: an optional field is `nullable`, a number or
+    a string (a quantity such as 5 or "5%") is int-or-string; nothing else has one."""
+    result: Schema = {}
+    present = [a for a in alternatives if a != {"type": "null"}]
+    if len(present) != len(alternatives):
+        result["nullable"] = True
+    types = sorted(str(a.get("type")) for a in present)
+    if len(present) == 1:
+        result.update(_convert(present[0], definitions))
+    elif types in (["number", "string"], ["integer", "string"]):
+        result["x-kubernetes-int-or-string"] = True
+    else:
+        raise ValueError(f"no structural form for anyOf {types}")
+    return result
+
+
+def _keyword(key: str, value: Any, definitions: dict[str, Schema]) -> Schema:
+    """One JSON-Schema keyword as the API server's structural schema spells it."""
+    if key == "properties":
+        return {"properties": {k: _convert(v, definitions) for k, v in value.items()}}
+    if key == "additionalProperties":
+        # `false` (unknown keys are errors) is not structural: the API server prunes
+        # unknown fields instead, and heliostat's validator names them.
+        return {key: _convert(value, definitions)} if isinstance(value, dict) else {}
+    if key == "items":
+        return {"items": _convert(value, definitions)}
+    if key == "const":
+        return {"enum": [value]}
+    if key in ("exclusiveMinimum", "exclusiveMaximum"):
+        bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+        return {bound: value, key: True}
+    return {key: value}
 
 
 def status_schema() -> Schema:

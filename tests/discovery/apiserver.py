@@ -164,142 +164,150 @@ class FakeApiServer:
         self.start()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        api = self
+        return type("Handler", (_Handler,), {"api": self})
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def due(
+        self, since: int, collection: str, wanted: list[tuple[str, str, str]], deadline: float
+    ) -> list[Event] | None:
+        """The events a watch from `since` is owed, waiting for some until `deadline`; None
+        when the watch should end (deadline passed, or the server stopped)."""
+        with self._lock:
+            while True:
+                due = [
+                    e
+                    for e in self.events
+                    if e.version > since
+                    and (e.collection in (None, collection))
+                    and (e.collection is None or _matches(e.item, wanted))
+                ]
+                if due:
+                    return due
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._running:
+                    return None
+                self._lock.wait(min(left, 0.5))
 
-            def log_message(self, *_: Any) -> None:
-                pass
 
-            def setup(self) -> None:
-                super().setup()
-                with api._lock:
-                    api._sockets.add(self.connection)
+class _Handler(BaseHTTPRequestHandler):
+    """One request to the stand-in API server; `api` is set on a subclass per server."""
 
-            def finish(self) -> None:
-                with api._lock:
-                    api._sockets.discard(self.connection)
-                with contextlib.suppress(OSError):
-                    super().finish()
+    api: FakeApiServer
+    protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:
-                path, query = self._parse()
-                collection = path.strip("/")
-                if query.get("watch") in ("true", "1"):
-                    self._watch(collection, query)
-                else:
-                    self._list(collection, query)
+    def log_message(self, *_: Any) -> None:
+        pass
 
-            def do_PATCH(self) -> None:
-                path, _ = self._parse()
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                collection, _, rest = path.strip("/").rpartition("/")
-                if rest != "status":
-                    self._reply(405, _status(405, "MethodNotAllowed", "only status is patched"))
-                    return
-                collection, _, name = collection.rpartition("/")
-                with api._lock:
-                    current = api.objects.get(collection, {}).get(name)
-                    if current is None:
-                        self._reply(404, _status(404, "NotFound", f"{name} not found"))
-                        return
-                    status = _merge(current.get("status") or {}, body.get("status") or {})
-                    item = {**current, "status": status}
-                    item.pop("metadata")
-                    item["metadata"] = dict(current["metadata"])
-                stored = api.put(collection, item)
-                self._reply(200, stored)
+    def setup(self) -> None:
+        super().setup()
+        with self.api._lock:
+            self.api._sockets.add(self.connection)
 
-            def _parse(self) -> tuple[str, dict[str, str]]:
-                parts = urlsplit(self.path)
-                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-                api.requests.append(Request(self.command, parts.path, query))
-                return parts.path, query
+    def finish(self) -> None:
+        with self.api._lock:
+            self.api._sockets.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
 
-            def _reply(self, code: int, body: Json) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def do_GET(self) -> None:
+        path, query = self._parse()
+        collection = path.strip("/")
+        if query.get("watch") in ("true", "1"):
+            self._watch(collection, query)
+        else:
+            self._list(collection, query)
 
-            def _list(self, collection: str, query: dict[str, str]) -> None:
-                wanted = _selector(query.get("labelSelector", ""))
-                plural = collection.rsplit("/", 1)[-1]
-                with api._lock:
-                    items = [
-                        i for i in api.objects.get(collection, {}).values() if _matches(i, wanted)
-                    ]
-                    version = api.version
-                self._reply(
-                    200,
-                    {
-                        "kind": f"{KINDS.get(plural, plural)}List",
-                        "apiVersion": "v1",
-                        "metadata": {"resourceVersion": str(version)},
-                        "items": items,
-                    },
-                )
+    def do_PATCH(self) -> None:
+        path, _ = self._parse()
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        collection, _, rest = path.strip("/").rpartition("/")
+        if rest != "status":
+            self._reply(405, _status(405, "MethodNotAllowed", "only status is patched"))
+            return
+        collection, _, name = collection.rpartition("/")
+        with self.api._lock:
+            current = self.api.objects.get(collection, {}).get(name)
+            if current is None:
+                self._reply(404, _status(404, "NotFound", f"{name} not found"))
+                return
+            status = _merge(current.get("status") or {}, body.get("status") or {})
+            item = {**current, "status": status}
+            item.pop("metadata")
+            item["metadata"] = dict(current["metadata"])
+        stored = self.api.put(collection, item)
+        self._reply(200, stored)
 
-            def _watch(self, collection: str, query: dict[str, str]) -> None:
-                wanted = _selector(query.get("labelSelector", ""))
-                since = int(query.get("resourceVersion") or 0)
-                bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
-                deadline = time.monotonic() + float(query.get("timeoutSeconds") or 1800)
-                plural = collection.rsplit("/", 1)[-1]
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("transfer-encoding", "chunked")
-                self.end_headers()
-                try:
-                    if since < api.compacted:
-                        message = f"too old resource version: {since} ({api.compacted})"
-                        self._chunk({"type": "ERROR", "object": _status(410, "Expired", message)})
-                        return
-                    while True:
-                        with api._lock:
-                            due = [
-                                e
-                                for e in api.events
-                                if e.version > since
-                                and (e.collection in (None, collection))
-                                and (e.collection is None or _matches(e.item, wanted))
-                            ]
-                            if not due:
-                                left = deadline - time.monotonic()
-                                if left <= 0 or not api._running:
-                                    return
-                                api._lock.wait(min(left, 0.5))
-                                continue
-                        for event in due:
-                            since = event.version
-                            if event.kind == "BOOKMARK":
-                                if not bookmarks:
-                                    continue
-                                item = {
-                                    "kind": KINDS.get(plural, plural),
-                                    "apiVersion": "v1",
-                                    "metadata": {"resourceVersion": str(event.version)},
-                                }
-                            else:
-                                item = event.item
-                            self._chunk({"type": event.kind, "object": item})
-                finally:
-                    try:
-                        self.wfile.write(b"0\r\n\r\n")
-                        self.wfile.flush()
-                    except OSError:
-                        pass
-                    self.close_connection = True
+    def _parse(self) -> tuple[str, dict[str, str]]:
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        self.api.requests.append(Request(self.command, parts.path, query))
+        return parts.path, query
 
-            def _chunk(self, event: Json) -> None:
-                line = json.dumps(event).encode() + b"\n"
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+    def _reply(self, code: int, body: Json) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _list(self, collection: str, query: dict[str, str]) -> None:
+        wanted = _selector(query.get("labelSelector", ""))
+        plural = collection.rsplit("/", 1)[-1]
+        with self.api._lock:
+            items = [
+                i for i in self.api.objects.get(collection, {}).values() if _matches(i, wanted)
+            ]
+            version = self.api.version
+        self._reply(
+            200,
+            {
+                "kind": f"{KINDS.get(plural, plural)}List",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(version)},
+                "items": items,
+            },
+        )
+
+    def _watch(self, collection: str, query: dict[str, str]) -> None:
+        wanted = _selector(query.get("labelSelector", ""))
+        since = int(query.get("resourceVersion") or 0)
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        deadline = time.monotonic() + float(query.get("timeoutSeconds") or 1800)
+        plural = collection.rsplit("/", 1)[-1]
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        try:
+            if since < self.api.compacted:
+                message = f"too old resource version: {since} ({self.api.compacted})"
+                self._chunk({"type": "ERROR", "object": _status(410, "Expired", message)})
+                return
+            while (due := self.api.due(since, collection, wanted, deadline)) is not None:
+                for event in due:
+                    since = event.version
+                    if event.kind != "BOOKMARK":
+                        self._chunk({"type": event.kind, "object": event.item})
+                    elif bookmarks:
+                        self._chunk({"type": "BOOKMARK", "object": _bookmark(plural, since)})
+        finally:
+            with contextlib.suppress(OSError):
+                self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
+            self.close_connection = True
 
-        return Handler
+    def _chunk(self, event: Json) -> None:
+        line = json.dumps(event).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+        self.wfile.flush()
+
+
+def _bookmark(plural: str, version: int) -> Json:
+    return {
+        "kind": KINDS.get(plural, plural),
+        "apiVersion": "v1",
+        "metadata": {"resourceVersion": str(version)},
+    }
 
 
 def _status(code: int, reason: str, message: str) -> Json:

@@ -21,34 +21,51 @@ def build(directory: Path) -> list[Json]:
     unknown = set(spec) - KNOWN
     if unknown:
         raise ValueError(f"{directory}: kustomize features this renderer lacks: {unknown}")
+    objects = _resources(directory, spec.get("resources", []))
+    _label(directory, objects, spec.get("labels", []))
+    _retag(objects, spec.get("images", []))
+    for patch in spec.get("patches", []):
+        _patch(directory, objects, patch)
+    return copy.deepcopy(objects)
+
+
+def _resources(directory: Path, entries: list[str]) -> list[Json]:
     objects: list[Json] = []
-    for entry in spec.get("resources", []):
+    for entry in entries:
         path = (directory / entry).resolve()
         if path.is_dir():
             objects += build(path)
         else:
             objects += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    for group in spec.get("labels", []):
+    return objects
+
+
+def _label(directory: Path, objects: list[Json], groups: list[Json]) -> None:
+    for group in groups:
         if set(group) - {"pairs"}:
             raise ValueError(f"{directory}: only labels[].pairs is rendered")
         for item in objects:
             item["metadata"].setdefault("labels", {}).update(group["pairs"])
-    for image in spec.get("images", []):
+
+
+def _retag(objects: list[Json], images: list[Json]) -> None:
+    for image in images:
         for container in _containers(objects):
             if container["image"].split(":")[0] == image["name"]:
                 container["image"] = f"{image['newName']}:{image['newTag']}"
-    for patch in spec.get("patches", []):
-        target = patch["target"]
-        matched = [
-            o
-            for o in objects
-            if o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"]
-        ]
-        if len(matched) != 1:
-            raise ValueError(f"{directory}: patch target {target} matched {len(matched)}")
-        for op in yaml.safe_load(patch["patch"]):
-            _apply(matched[0], op)
-    return copy.deepcopy(objects)
+
+
+def _patch(directory: Path, objects: list[Json], patch: Json) -> None:
+    target = patch["target"]
+    matched = [
+        o
+        for o in objects
+        if o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"]
+    ]
+    if len(matched) != 1:
+        raise ValueError(f"{directory}: patch target {target} matched {len(matched)}")
+    for op in yaml.safe_load(patch["patch"]):
+        _apply(matched[0], op)
 
 
 def _containers(objects: list[Json]) -> list[Json]:
