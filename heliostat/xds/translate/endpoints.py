@@ -46,6 +46,12 @@ _HEALTH = {
     Health.DRAINING: health_check_pb2.DRAINING,
 }
 
+# Encoded LbEndpoint.metadata by reason code: a pure function of the code, and codes are
+# few (states, the near band, a ramp), so each is encoded once; the bound only guards
+# against a law that would invent codes without end.
+_METADATA: dict[str, bytes] = {}
+_METADATA_LIMIT = 256
+
 # Tag of field 2 with wire type 2 (length-delimited): `ClusterLoadAssignment.endpoints` and
 # `LocalityLbEndpoints.lb_endpoints` are both field 2.
 _FIELD_2 = b"\x12"
@@ -139,14 +145,17 @@ def _join_locality(locality: LocalityView, scale: int, memo: TranslationMemo) ->
 def _entry(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, bytes]:
     """Encode one endpoint and remember its entry. (An id found in `memo.entries` is that
     same object, never a recycled id: the entry pins its view while it lives.)"""
-    encoded = eds_wire.lb_endpoint(
-        view.host,
-        view.port,
-        _HEALTH[view.health],
-        max(1, view.weight),
-        METADATA_NAMESPACE,
-        _metadata(view),
-    )
+    encoded = None
+    code = reason_code(view.reason)
+    metadata = _METADATA.get(code)
+    if metadata is None:
+        metadata = eds_wire.metadata_field(METADATA_NAMESPACE, {ENDPOINT_REASON_KEY: code})
+        if metadata is not None and len(_METADATA) < _METADATA_LIMIT:
+            _METADATA[code] = metadata
+    if metadata is not None:
+        encoded = eds_wire.lb_endpoint_with(
+            view.host, view.port, _HEALTH[view.health], max(1, view.weight), metadata
+        )
     if encoded is None:  # beyond what eds_wire writes: protobuf checks (and may refuse) it
         encoded = _serialize(_build_endpoint(view))
     entry = _FIELD_2 + _varint(len(encoded)) + encoded
