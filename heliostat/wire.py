@@ -62,6 +62,9 @@ than its peers (the `near` band) is `near`; a code ends in `+ramp` while the pub
 is on its way to a different goal. A state not listed here travels as its own name."""
 NEAR_REASON_CODE = "near"
 RAMP_REASON_SUFFIX = "+ramp"
+PLAIN_REASON_CODE = "ok"
+"""The code an endpoint does not carry: one with no metadata is plainly healthy (`ok`).
+Most endpoints are, and for them the code would be half of their entry's bytes."""
 DROP_CATEGORY = "heliostat_refused"
 """The drop_overloads category: Envoy names it in its load reports' dropped requests."""
 

@@ -11,8 +11,9 @@ serialized by protobuf itself; tests/xds/translate/test_eds_bytes.py checks the 
 against building and serializing the whole message.
 
 Each endpoint carries only a short reason code in its metadata (`heliostat.wire`), not its
-full explanation: the explanation made 81% of EDS bytes, and every byte of an assignment is
-sent again to every subscribed Envoy whenever any one of its endpoints changes.
+full explanation, and a plainly healthy one (`ok`) none: the explanation made 81% of EDS
+bytes, and every byte of an assignment is sent again to every subscribed Envoy whenever any
+one of its endpoints changes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from heliostat.wire import (
     ENDPOINT_REASON_KEY,
     METADATA_NAMESPACE,
     NEAR_REASON_CODE,
+    PLAIN_REASON_CODE,
     RAMP_REASON_SUFFIX,
 )
 from heliostat.xds.cache.snapshot import Resource
@@ -48,8 +50,8 @@ _HEALTH = {
 
 # Encoded LbEndpoint.metadata by reason code: a pure function of the code, and codes are
 # few (states, the near band, a ramp), so each is encoded once; the bound only guards
-# against a law that would invent codes without end.
-_METADATA: dict[str, bytes] = {}
+# against a law that would invent codes without end. A plainly healthy endpoint has none.
+_METADATA: dict[str, bytes] = {PLAIN_REASON_CODE: b""}
 _METADATA_LIMIT = 256
 
 # Tag of field 2 with wire type 2 (length-delimited): `ClusterLoadAssignment.endpoints` and
@@ -165,10 +167,12 @@ def _entry(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, byt
 
 
 def _build_endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
-    explanation = struct_pb2.Struct()
-    explanation.update(_metadata(view))
     metadata = base_pb2.Metadata()
-    metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
+    fields = _metadata(view)
+    if fields:
+        explanation = struct_pb2.Struct()
+        explanation.update(fields)
+        metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
     return endpoint_components_pb2.LbEndpoint(
         endpoint=endpoint_components_pb2.Endpoint(
             address=address_pb2.Address(
@@ -183,8 +187,10 @@ def _build_endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
 
 def _metadata(view: EndpointView) -> dict[str, ReasonValue]:
     """The endpoint's metadata under METADATA_NAMESPACE: its reason code, what Envoy's admin
-    pages (`/clusters`, config_dump) need to tell a cut from a stale or failing endpoint."""
-    return {ENDPOINT_REASON_KEY: reason_code(view.reason)}
+    pages (config_dump) need to tell a cut from a stale or failing endpoint; none when it is
+    plainly healthy."""
+    code = reason_code(view.reason)
+    return {} if code == PLAIN_REASON_CODE else {ENDPOINT_REASON_KEY: code}
 
 
 def reason_code(reason: Mapping[str, ReasonValue]) -> str:

@@ -51,7 +51,7 @@ def oracle(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
             built.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(why)
         for e in locality.endpoints:
             explanation = struct_pb2.Struct()
-            explanation.update({ENDPOINT_REASON_KEY: reason_code(e.reason)})
+            code = reason_code(e.reason)
             host, _, port = e.address.rpartition(":")
             endpoint = built.lb_endpoints.add(
                 endpoint=endpoint_components_pb2.Endpoint(
@@ -64,7 +64,9 @@ def oracle(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
                 health_status=_HEALTH[e.health],
                 load_balancing_weight=wrappers_pb2.UInt32Value(value=max(1, e.weight)),
             )
-            endpoint.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
+            if code != "ok":  # a plainly healthy endpoint carries no metadata
+                explanation.update({ENDPOINT_REASON_KEY: code})
+                endpoint.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
     if shed > 0:
         assignment.policy.drop_overloads.add(
             category="heliostat_refused",

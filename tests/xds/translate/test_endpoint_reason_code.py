@@ -49,13 +49,22 @@ def _cluster(reason: dict[str, ReasonValue], endpoints: int) -> ClusterView:
 
 
 def test_an_endpoint_entry_is_its_address_weight_health_and_code_only() -> None:
-    resource = assignment_resource(_cluster(LOADED, 300))
+    saturated: dict[str, ReasonValue] = {"state": "saturated", "saturation": 1.3, "driver": "kv"}
+    resource = assignment_resource(_cluster(saturated, 300))
     message = resource.message
     assert isinstance(message, endpoint_pb2.ClusterLoadAssignment)
     for endpoint in message.endpoints[0].lb_endpoints:
         fields = endpoint.metadata.filter_metadata[METADATA_NAMESPACE].fields
         assert dict(fields) == {ENDPOINT_REASON_KEY: fields[ENDPOINT_REASON_KEY]}
-        assert fields[ENDPOINT_REASON_KEY].string_value == "ok"
-    # Address (~20 bytes), weight, health and the code: well under 60 bytes an endpoint
-    # (the explanation alone took ~150).
+        assert fields[ENDPOINT_REASON_KEY].string_value == "sat"
+    # Address (~20 bytes), weight, health and the code: under 60 bytes an endpoint (the
+    # explanation alone took ~150).
     assert len(resource.packed.value) / 300 < 60
+
+
+def test_a_plainly_healthy_endpoint_carries_no_metadata() -> None:
+    resource = assignment_resource(_cluster(LOADED, 300))
+    message = resource.message
+    assert isinstance(message, endpoint_pb2.ClusterLoadAssignment)
+    assert not any(e.HasField("metadata") for e in message.endpoints[0].lb_endpoints)
+    assert len(resource.packed.value) / 300 < 30
