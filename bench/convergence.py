@@ -11,9 +11,10 @@ A sample pair on one replica:
   queue is deep at once (waiting = 3 x the queue threshold, past the law's hard-saturation
   line of 2 x). Timed from the moment the replica's own `/metrics` shows the deep queue
   (polled every few ms while the flood arrives) until the gateway shows the replica's
-  weight leave 100 (it drops to the floor, 1, in one step).
+  weight leave 100 (it is cut to its saturated goal in one step).
 - back: the replica is reset (`POST /sim/reset` empties its queue and slots). Timed from the
-  reset until the gateway shows the weight leave the floor (the first step of the ramp).
+  reset until every gateway shows the weight rise above what it was cut to (the first step
+  of the ramp; it used to be cut to the floor, and "above the floor" no longer measures it).
 
 Replicas are used in turn, so one ramps back to full weight (also timed: `restore_ms`)
 while the next is measured.
@@ -63,8 +64,12 @@ RESET_JITTER_S = INTERVAL_S - 0.15
 SEED = 6
 MODES = ("sotw", "delta")
 
-# size -> (replicas, sample pairs)
-PLAN: Mapping[Size, tuple[int, int]] = {"tiny": (2, 2), "quick": (4, 12), "full": (4, 60)}
+# size -> (replicas, sample pairs). Each replica is measured once: a pair turns its weight
+# twice (cut, ramp back), and the control law allows a replica at most
+# weights.MAX_REVERSALS turns per REVERSAL_WINDOW_S, MIN_REVERSAL_GAP_S apart (anti-flapping).
+# A replica measured again would have its cut or its ramp held by that budget for up to a
+# minute, and the sample would time out or measure the budget, not the control loop.
+PLAN: Mapping[Size, tuple[int, int]] = {"tiny": (2, 1), "quick": (12, 12), "full": (60, 60)}
 
 
 @dataclass
@@ -188,6 +193,7 @@ def _measure_pair(
         changed = _deep_queue_seen(address)
         deliveries.append((changed - sent) * 1000)
         forward = gateways.wait(address, lambda w: w < weights.W_MAX, changed, "forward")
+        cut = max(hosts.get(address, weights.W_MAX) for hosts in gateways.read().values())
         # The same for the reset, but before the next scrape: the flood stays one scrape's
         # sample, so every "back" starts from the same saturated level.
         gateways.idle(rng.uniform(0.0, RESET_JITTER_S))
@@ -196,7 +202,7 @@ def _measure_pair(
         fleet.reset(address)  # the change is undone whatever happened
         flood.join()
     gateways.restores.reset_at[address] = reset
-    back = gateways.wait(address, lambda w: w > weights.FLOOR, reset, "back")
+    back = gateways.wait(address, lambda w: w > cut, reset, "back")
     return [Sample(address, "forward", forward), Sample(address, "back", back)]
 
 
@@ -287,7 +293,7 @@ def _result(
             **_stats(restores.durations_ms),
         },
         "flood_delivery_ms": _stats(deliveries),
-        "notes": NOTES + ("" if size != "tiny" else " Tiny size: 4 samples only (smoke test)."),
+        "notes": NOTES + ("" if size != "tiny" else " Tiny size: 2 samples only (smoke test)."),
     }
 
 
@@ -298,13 +304,16 @@ NOTES = (
     "made at a random phase of the scrape cycle (seeded). 'forward': the replica's queue is "
     "flooded to 3x the queue threshold, timed from when the replica's own /metrics shows it "
     "(flood_delivery_ms: from sending the flood to that); past 2x the law saturates it at "
-    "once (no smoothing, no two-tick confirmation) and Envoy shows weight 100 -> 1. Made of: "
+    "once (no smoothing, no two-tick confirmation) and Envoy shows weight 100 cut to its "
+    "saturated goal in one step. Made of: "
     "the wait for the next scrape (0..interval_s, uniform), the scrape, the tick (at least "
     "interval_s/2 after the previous one), compute + translate, the xDS push and Envoy "
     "applying EDS. 'back': the replica is reset (queue empty) before the next scrape, so one "
     "scrape saw the flood. The smoothed level (EWMA, 5 s time constant) must fall below the "
     "0.85 exit of saturation (about 2 ticks from a freshly saturated level), then the first "
-    "ramp step (1 -> 2) is pushed at once; when the replica's recent signal noise is high "
+    "ramp step (doubling from the cut) is pushed, no sooner than the law's minimum gap "
+    "between two turns of one replica's weight (weights.MIN_REVERSAL_GAP_S, anti-flapping); "
+    "when the replica's recent signal noise is high "
     "(the flood itself is a large jump) the dead band widens and the first step waits until "
     "the target is further away, a few ticks more. So 'forward' is set by the scrape "
     "interval, 'back' by deliberate smoothing. restore_ms: reset until the weight is back at "

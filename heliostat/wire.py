@@ -41,7 +41,30 @@ RESERVED_HEADER_PREFIXES = ("x-heliostat-", "x-envoy-")
 
 # Endpoint metadata and load reports.
 METADATA_NAMESPACE = "heliostat"
-"""Filter-metadata namespace of the explanation each EDS endpoint carries."""
+"""Filter-metadata namespace of what heliostat tells Envoy's admin pages about a resource:
+a cluster's or locality's explanation, and each EDS endpoint's reason code."""
+ENDPOINT_REASON_KEY = "why"
+"""The one key of an EDS endpoint's metadata: its reason code (ENDPOINT_REASON_CODES).
+
+Only the code travels: an endpoint's full explanation (its saturation, load driver,
+failures, capacity tier, goal) was 81% of EDS bytes and is read where operators read it,
+`/debug/state` and `heliostat explain`."""
+ENDPOINT_REASON_CODES = {
+    "healthy": "ok",
+    "saturated": "sat",
+    "stale": "stale",
+    "static": "static",
+    "unhealthy": "fail",
+    "draining": "drain",
+}
+"""Reason code by the endpoint's state. A healthy endpoint close to saturation and hotter
+than its peers (the `near` band) is `near`; a code ends in `+ramp` while the published weight
+is on its way to a different goal. A state not listed here travels as its own name."""
+NEAR_REASON_CODE = "near"
+RAMP_REASON_SUFFIX = "+ramp"
+PLAIN_REASON_CODE = "ok"
+"""The code an endpoint does not carry: one with no metadata is plainly healthy (`ok`).
+Most endpoints are, and for them the code would be half of their entry's bytes."""
 DROP_CATEGORY = "heliostat_refused"
 """The drop_overloads category: Envoy names it in its load reports' dropped requests."""
 

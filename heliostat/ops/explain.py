@@ -2,7 +2,8 @@
 
 It joins three parts of the running server's state that are kept apart there: what the
 scrapers last read from each endpoint (`signals`), what the control law made of it in a
-region's view (weight, priority, health, and the reason carried in EDS metadata), and the
+region's view (weight, priority, health, and the full reason, of which EDS carries only a
+short code), and the
 region's allocation (demand, capacity, what it lends and borrows, what it refuses and why).
 Built here from `/debug/state`, so it shows exactly what the server shows.
 """

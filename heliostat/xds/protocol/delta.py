@@ -15,9 +15,14 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from heliostat.xds.cache.responses import SharedResponses
 from heliostat.xds.cache.snapshot import Resource, Snapshot
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
 from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl, parse_type_url
+
+# Streams in step answer a change with the same response: built once
+# (heliostat.xds.cache.responses).
+_SHARED: SharedResponses[discovery_pb2.DeltaDiscoveryResponse] = SharedResponses()
 
 DeltaOutcome = Outcome[discovery_pb2.DeltaDiscoveryResponse]
 
@@ -194,16 +199,23 @@ class DeltaStream:
         state.status.sent_version = version
         state.status.pending_nonce = nonce
         state.status.responses += 1
+        type_url = state.type_url.value
+        updated = tuple((r.name, r.version) for r in updates)
+        key = (type_url, version, nonce, updated, tuple(removed))
         outcome.responses.append(
-            discovery_pb2.DeltaDiscoveryResponse(
-                system_version_info=version,
-                type_url=state.type_url.value,
-                resources=[
-                    discovery_pb2.Resource(name=r.name, version=r.version, resource=r.packed)
-                    for r in updates
-                ],
-                removed_resources=removed,
-                nonce=nonce,
+            _SHARED.get(
+                key,
+                sum(len(r.packed.value) for r in updates),
+                lambda: discovery_pb2.DeltaDiscoveryResponse(
+                    system_version_info=version,
+                    type_url=type_url,
+                    resources=[
+                        discovery_pb2.Resource(name=r.name, version=r.version, resource=r.packed)
+                        for r in updates
+                    ],
+                    removed_resources=removed,
+                    nonce=nonce,
+                ),
             )
         )
         outcome.events.append(Event(EventKind.SENT, state.type_url, version, nonce))

@@ -16,11 +16,16 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from heliostat.xds.cache.responses import SharedResponses
 from heliostat.xds.cache.snapshot import Resource, Snapshot, combined_version
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
 from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl, parse_type_url
 
 SotwOutcome = Outcome[discovery_pb2.DiscoveryResponse]
+
+# Streams in step answer a change with the same response: built once
+# (heliostat.xds.cache.responses).
+_SHARED: SharedResponses[discovery_pb2.DiscoveryResponse] = SharedResponses()
 
 
 @dataclass(slots=True)
@@ -144,12 +149,17 @@ class SotwStream:
         state.status.sent_version = version
         state.status.pending_nonce = state.nonce
         state.status.responses += 1
-        outcome.responses.append(
-            discovery_pb2.DiscoveryResponse(
-                version_info=version,
-                resources=[r.packed for r in resources],
-                type_url=state.type_url.value,
-                nonce=state.nonce,
+        type_url, nonce = state.type_url.value, state.nonce
+        outcome.responses.append(  # the version names the resources by content
+            _SHARED.get(
+                (type_url, version, nonce),
+                sum(len(r.packed.value) for r in resources),
+                lambda: discovery_pb2.DiscoveryResponse(
+                    version_info=version,
+                    resources=[r.packed for r in resources],
+                    type_url=type_url,
+                    nonce=nonce,
+                ),
             )
         )
         outcome.events.append(Event(EventKind.SENT, state.type_url, version, state.nonce))

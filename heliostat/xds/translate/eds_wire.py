@@ -150,10 +150,27 @@ def lb_endpoint(
 ) -> bytes | None:
     """envoy.config.endpoint.v3.LbEndpoint with a socket address, health, weight and one
     metadata namespace; None when the values need the protobuf API's checks."""
-    if not (0 <= port <= _UINT32 and 0 <= weight <= _UINT32 and 0 <= health <= _UINT32):
+    field = metadata_field(namespace, metadata)
+    if field is None:
         return None
+    return lb_endpoint_with(host, port, health, weight, field)
+
+
+def metadata_field(namespace: str, metadata: Mapping[str, ReasonValue]) -> bytes | None:
+    """LbEndpoint.metadata (3) holding one filter_metadata namespace, as written inside an
+    LbEndpoint: a caller whose metadata repeats (a reason code) encodes it once."""
     explanation = _struct(metadata)
     if explanation is None:
+        return None
+    # metadata (3): filter_metadata (1)
+    return _delimited(0x1A, _delimited(0x0A, _map_entry(namespace.encode(), explanation)))
+
+
+def lb_endpoint_with(
+    host: str, port: int, health: int, weight: int, metadata: bytes
+) -> bytes | None:
+    """The LbEndpoint with an already encoded `metadata_field`; None as `lb_endpoint`."""
+    if not (0 <= port <= _UINT32 and 0 <= weight <= _UINT32 and 0 <= health <= _UINT32):
         return None
     out = _ADDRESSES.get((host, port))
     if out is None:
@@ -165,9 +182,7 @@ def lb_endpoint(
         _ADDRESSES[host, port] = out
     if health:
         out += b"\x10" + varint(health)  # health_status (2)
-    out += _delimited(
-        0x1A, _delimited(0x0A, _map_entry(namespace.encode(), explanation))
-    )  # metadata (3): filter_metadata (1)
+    out += metadata
     weight_value = b"\x08" + varint(weight) if weight else b""
     out += _delimited(0x22, weight_value)  # load_balancing_weight (4): UInt32Value
     return out

@@ -554,3 +554,13 @@ def test_property_no_repeated_push_and_nacked_content_held(
     for action, arg in actions:
         run.step(action, arg)
         run.check_converged()
+
+
+def test_streams_in_step_share_one_response_per_change() -> None:
+    """1,000 streams answering one change hold one copy of it, not 1,000 (serve's peak)."""
+    (a, _), (b, _) = connect(), connect()
+    changed = snapshot(llama_port=9107)
+    (from_a,) = a.on_snapshot(changed).responses
+    (from_b,) = b.on_snapshot(changed).responses
+    assert from_a is from_b
+    assert updated(from_a) == {"llama": versions(changed, EDS)["llama"]}

@@ -487,3 +487,18 @@ def test_property_no_repeated_push_and_nacked_content_held(
             run.step("ack", type_url)
     for action, arg in actions:
         run.step(action, arg)
+
+
+def test_streams_in_step_share_one_response_per_change() -> None:
+    """1,000 streams answering one change hold one copy of it, not 1,000 (serve's peak)."""
+    (a, _), (b, _) = connect(), connect()
+    changed = snapshot(llama_port=9106)
+    (from_a,) = a.on_snapshot(changed).responses
+    (from_b,) = b.on_snapshot(copy_of(changed)).responses
+    assert from_a is from_b
+    # A stream subscribed to other names (other resources, another nonce) gets its own.
+    c, _ = connect()
+    c.on_request(sotw_request(EDS, ["llama"]))
+    (from_c,) = c.on_snapshot(changed).responses
+    assert from_c is not from_a
+    assert from_c.nonce != from_a.nonce and from_c.version_info != ""

@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
-from heliostat.wire import METADATA_NAMESPACE
+from heliostat.wire import ENDPOINT_REASON_KEY, METADATA_NAMESPACE
 from heliostat.xds.cache.memo import RoundMemo
 from heliostat.xds.cache.snapshot import Resource
 from heliostat.xds.protocol.types import TypeUrl
-from heliostat.xds.translate.endpoints import assignment_resource
+from heliostat.xds.translate.endpoints import assignment_resource, reason_code
 from heliostat.xds.translate.memo import TranslationMemo
 
 _HEALTH = {
@@ -51,13 +51,7 @@ def oracle(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
             built.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(why)
         for e in locality.endpoints:
             explanation = struct_pb2.Struct()
-            explanation.update(
-                {
-                    "region": e.region,
-                    **({"version": e.version} if e.version else {}),
-                    **{k: v for k, v in e.reason.items() if v is not None},
-                }
-            )
+            code = reason_code(e.reason)
             host, _, port = e.address.rpartition(":")
             endpoint = built.lb_endpoints.add(
                 endpoint=endpoint_components_pb2.Endpoint(
@@ -70,7 +64,9 @@ def oracle(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
                 health_status=_HEALTH[e.health],
                 load_balancing_weight=wrappers_pb2.UInt32Value(value=max(1, e.weight)),
             )
-            endpoint.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
+            if code != "ok":  # a plainly healthy endpoint carries no metadata
+                explanation.update({ENDPOINT_REASON_KEY: code})
+                endpoint.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
     if shed > 0:
         assignment.policy.drop_overloads.add(
             category="heliostat_refused",
