@@ -28,6 +28,7 @@ from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, TypeStatus
 from heliostat.xds.protocol.sotw import SotwStream
+from heliostat.xds.protocol.types import TypeUrl
 
 log = structlog.get_logger("heliostat.xds")
 
@@ -52,6 +53,8 @@ class _StreamProtocol(Protocol[Req, Resp]):  # type: ignore[misc]
 
     def status(self) -> dict[str, TypeStatus]: ...
 
+    def withhold(self, types: frozenset[TypeUrl]) -> Outcome[Resp]: ...
+
 
 _CHANGED = object()
 _CLOSED = object()
@@ -66,8 +69,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         *,
         authorize: Authorize | None = None,
         limits: StreamLimits | None = None,
+        withheld: Callable[[], frozenset[TypeUrl]] = frozenset,
     ) -> None:
         self._source = source
+        # Types not to send for now (endpoints before a restarted heliostat's first signal
+        # round); read on every snapshot notice, which is how their release arrives.
+        self._withheld = withheld
         self._registry = registry
         self._metrics = metrics
         # Called with the node's group on every ACK (convergence tracking).
@@ -132,7 +139,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._metrics.streams.labels(mode).inc()
         log.info("node_connected", node_id=node.id, group=group.key, mode=mode)
         try:
-            outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
+            outcome = protocol.withhold(self._withheld())
+            outcome.extend(protocol.on_snapshot(self._source.snapshot_for(group, node.id)))
             outcome.extend(protocol.on_request(first))
             while True:
                 for response in self._report(mode, node.id, group, outcome):
@@ -142,6 +150,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     return
                 if item is _CHANGED:
                     outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
+                    outcome.extend(protocol.withhold(self._withheld()))
                     continue
                 if not bucket.take():
                     self._metrics.refused.labels("rate").inc()

@@ -4,7 +4,8 @@ The node tells us what it has (`initial_resource_versions` on reconnect) and wha
 (subscribe/unsubscribe); we send only resources whose version differs and name the ones that
 are gone. Every name a node subscribes to is answered, with the resource or as removed. As in
 SotW: NACKed content is held until it changes, types go out in make-before-break order, and a
-cluster is removed only after the node has moved its routes off it.
+cluster is removed only after the node has moved its routes off it. A withheld type
+(`withhold`) is not answered until it is released; the node keeps what it has meanwhile.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class DeltaStream:
         self._snapshot: Snapshot | None = None
         self._types = {t: _TypeState(t) for t in PUSH_ORDER}
         self._nonce_counter = 0
+        self._withheld: frozenset[TypeUrl] = frozenset()
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -70,6 +72,16 @@ class DeltaStream:
         outcome: DeltaOutcome = Outcome()
         for type_url in PUSH_ORDER:
             outcome.extend(self._maybe_respond(self._types[type_url]))
+        return outcome
+
+    def withhold(self, types: frozenset[TypeUrl]) -> DeltaOutcome:
+        """Send nothing of `types` from now on; types no longer in it are answered now."""
+        released = self._withheld - types
+        self._withheld = types
+        outcome: DeltaOutcome = Outcome()
+        for type_url in PUSH_ORDER:
+            if type_url in released:
+                outcome.extend(self._maybe_respond(self._types[type_url]))
         return outcome
 
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> DeltaOutcome:
@@ -147,7 +159,7 @@ class DeltaStream:
 
     def _maybe_respond(self, state: _TypeState) -> DeltaOutcome:
         outcome: DeltaOutcome = Outcome()
-        if not state.requested or self._snapshot is None:
+        if not state.requested or self._snapshot is None or state.type_url in self._withheld:
             return outcome
         available = self._snapshot.resources(state.type_url)
         updates: list[Resource] = []

@@ -6,6 +6,11 @@ never re-send content the node NACKed until the content changes (go-control-plan
 by version and loops; Istio waits for a real change, and so do we), push clusters before
 endpoints before listeners before routes, and remove a cluster only after the routes that
 pointed at it have been replaced on the node.
+
+A type can be withheld (`withhold`): nothing of it is sent until it is released, and a
+SotW node keeps what it has until it is sent something. A restarted heliostat withholds
+endpoints until its first signal round, so its reconnecting nodes keep the weights the last
+process gave them instead of being sent cold ones that the first round then turns back.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ class _TypeState:
     nonce: str = ""
     sent_version: str = ""
     rejected_version: str = ""
+    # The version the node said it has when it (re)connected: content equal to it is not
+    # sent, even when it becomes current only later (say, once a withheld type is released).
+    node_version: str = ""
     status: TypeStatus = field(default_factory=TypeStatus)
 
 
@@ -46,6 +54,7 @@ class SotwStream:
         self._retired: dict[str, Resource] = {}
         # Versions of the clusters last sent, to tell an updated cluster from a new one.
         self._cluster_versions: dict[str, str] = {}
+        self._withheld: frozenset[TypeUrl] = frozenset()
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -56,6 +65,16 @@ class SotwStream:
             self._retire_removed_clusters(previous, snapshot)
         for type_url in PUSH_ORDER:
             outcome.extend(self._maybe_respond(self._types[type_url]))
+        return outcome
+
+    def withhold(self, types: frozenset[TypeUrl]) -> SotwOutcome:
+        """Send nothing of `types` from now on; types no longer in it are answered now."""
+        released = self._withheld - types
+        self._withheld = types
+        outcome: SotwOutcome = Outcome()
+        for type_url in PUSH_ORDER:
+            if type_url in released:
+                outcome.extend(self._maybe_respond(self._types[type_url]))
         return outcome
 
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> SotwOutcome:
@@ -107,11 +126,15 @@ class SotwStream:
 
     def _adopt_known_version(self, state: _TypeState, version: str) -> None:
         """A node reconnecting with the content we would send needs no response for it."""
+        state.node_version = version
         resources = self._resources_for(state)
         if resources is not None and _version(resources) == version:
-            state.sent_version = version
-            state.sent_names = frozenset(r.name for r in resources)
-            state.status.sent_version = state.status.acked_version = version
+            self._adopt(state, resources, version)
+
+    def _adopt(self, state: _TypeState, resources: list[Resource], version: str) -> None:
+        state.sent_version = version
+        state.sent_names = frozenset(r.name for r in resources)
+        state.status.sent_version = state.status.acked_version = version
 
     def _resources_for(self, state: _TypeState) -> list[Resource] | None:
         if self._snapshot is None:
@@ -124,13 +147,17 @@ class SotwStream:
 
     def _maybe_respond(self, state: _TypeState) -> SotwOutcome:
         outcome: SotwOutcome = Outcome()
-        if not state.requested:
+        if not state.requested or state.type_url in self._withheld:
             return outcome
         resources = self._resources_for(state)
         if resources is None:
             return outcome
         version = _version(resources)
         if version == state.sent_version:
+            return outcome
+        if not state.nonce and version == state.node_version:
+            # Nothing sent on this stream yet, and the node already runs this content.
+            self._adopt(state, resources, version)
             return outcome
         if version == state.rejected_version:
             outcome.events.append(
@@ -172,6 +199,7 @@ class SotwStream:
         if not updated or not endpoints.sent_version:
             return Outcome()
         endpoints.sent_version = ""  # whatever it was, the new clusters have not seen it
+        endpoints.node_version = ""
         return self._maybe_respond(endpoints)
 
     def _retire_removed_clusters(self, previous: Snapshot, current: Snapshot) -> None:

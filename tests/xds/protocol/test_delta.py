@@ -554,3 +554,27 @@ def test_property_no_repeated_push_and_nacked_content_held(
     for action, arg in actions:
         run.step(action, arg)
         run.check_converged()
+
+
+# -- withheld types ---------------------------------------------------------------------------
+
+
+def test_a_withheld_type_is_not_answered_until_released() -> None:
+    stream = DeltaStream("gw-1")
+    stream.withhold(frozenset({EDS}))
+    stream.on_snapshot(snapshot())
+    responses = [r for t in PUSH_ORDER for r in stream.on_request(subscribe(t)).responses]
+    assert types_of(responses) == [CDS, LDS, RDS]
+    (eds,) = stream.withhold(frozenset()).responses
+    assert updated(eds) == versions(snapshot(), EDS)
+
+
+def test_a_reconnecting_node_keeps_its_endpoints_while_withheld_and_gets_only_changes() -> None:
+    old = snapshot(llama_port=9105)
+    stream = DeltaStream("gw-1")
+    stream.withhold(frozenset({EDS}))
+    stream.on_snapshot(snapshot())  # cold: llama differs from what the node has
+    assert stream.on_request(subscribe(EDS, initial=versions(old, EDS))).responses == []
+    stream.on_snapshot(old)  # the first round gives what the node has
+    assert stream.withhold(frozenset()).responses == []
+    assert stream.status()["EDS"].acked_version == old.version

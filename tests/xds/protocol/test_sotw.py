@@ -487,3 +487,46 @@ def test_property_no_repeated_push_and_nacked_content_held(
             run.step("ack", type_url)
     for action, arg in actions:
         run.step(action, arg)
+
+
+# -- withheld types ---------------------------------------------------------------------------
+
+
+def test_a_withheld_type_is_not_answered_until_released_and_then_once() -> None:
+    stream = SotwStream("gw-1")
+    assert stream.withhold(frozenset({EDS})).responses == []
+    stream.on_snapshot(snapshot())
+    outcome = [r for t in PUSH_ORDER for r in stream.on_request(sotw_request(t)).responses]
+    assert types_of(outcome) == [CDS, LDS, RDS]  # endpoints held, the rest at once
+    assert types_of(stream.on_snapshot(snapshot(llama_port=9105)).responses) == []
+    (eds,) = stream.withhold(frozenset()).responses
+    assert eds.version_info == stream.status()["EDS"].sent_version
+    assert resource_names(eds) == ["llama", "qwen"]
+    assert stream.withhold(frozenset()).responses == []  # released once
+
+
+def test_a_reconnecting_node_whose_endpoints_become_current_on_release_gets_nothing() -> None:
+    """After a restart the node runs what the last process sent; the cold snapshot differs,
+    the first round's equals it: the node is sent no endpoints at all."""
+    _, last = connect(snapshot(llama_port=9105))
+    stream = SotwStream("gw-1")
+    stream.withhold(frozenset({EDS}))
+    stream.on_snapshot(snapshot())  # cold: differs from what the node has
+    request = sotw_request(EDS, version=last[EDS].version_info)
+    assert stream.on_request(request).responses == []
+    stream.on_snapshot(snapshot(llama_port=9105))  # the first round: what the node has
+    assert stream.withhold(frozenset()).responses == []
+    status = stream.status()["EDS"]
+    assert status.acked_version == status.sent_version == last[EDS].version_info
+    # Later changes flow as usual.
+    assert types_of(stream.on_snapshot(snapshot()).responses) == [EDS]
+
+
+def test_a_reconnecting_node_whose_endpoints_differ_on_release_gets_them_once() -> None:
+    _, last = connect(snapshot(llama_port=9105))
+    stream = SotwStream("gw-1")
+    stream.withhold(frozenset({EDS}))
+    stream.on_snapshot(snapshot())
+    assert stream.on_request(sotw_request(EDS, version=last[EDS].version_info)).responses == []
+    (eds,) = stream.withhold(frozenset()).responses
+    assert eds.version_info != last[EDS].version_info
