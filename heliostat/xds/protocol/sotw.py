@@ -5,7 +5,8 @@ the rules that keep a fleet calm: ignore stale nonces, answer only when somethin
 never re-send content the node NACKed until the content changes (go-control-plane re-pushes
 by version and loops; Istio waits for a real change, and so do we), push clusters before
 endpoints before listeners before routes, and remove a cluster only after the routes that
-pointed at it have been replaced on the node.
+pointed at it have been replaced on the node. A listener the snapshot drops (a port change)
+is likewise sent alongside its replacement until the node ACKs that (`listeners`).
 
 A type can be withheld (`withhold`): nothing of it is sent until it is released, and a
 SotW node keeps what it has until it is sent something. A restarted heliostat withholds
@@ -23,6 +24,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from heliostat.xds.cache.snapshot import Resource, Snapshot, combined_version
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
+from heliostat.xds.protocol.listeners import kept_until_replaced
 from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl, parse_type_url
 
 SotwOutcome = Outcome[discovery_pb2.DiscoveryResponse]
@@ -55,6 +57,11 @@ class SotwStream:
         # Versions of the clusters last sent, to tell an updated cluster from a new one.
         self._cluster_versions: dict[str, str] = {}
         self._withheld: frozenset[TypeUrl] = frozenset()
+        # Listeners: the last resource sent under every name, what the response in flight
+        # carries, and what the node last ACKed (name -> version), for make-before-break.
+        self._listeners_known: dict[str, Resource] = {}
+        self._listeners_in_flight: dict[str, str] = {}
+        self._listeners_accepted: dict[str, str] = {}
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -96,6 +103,8 @@ class SotwStream:
                 outcome.events.append(self._record_nack(state, request))
             elif request.version_info == state.sent_version:
                 state.status.acked_version = state.sent_version
+                if type_url is TypeUrl.LISTENER:
+                    self._listeners_accepted = dict(self._listeners_in_flight)
                 outcome.events.append(Event(EventKind.ACK, type_url, state.sent_version))
                 if type_url in (TypeUrl.ROUTE, TypeUrl.LISTENER) and self._routes_settled():
                     outcome.extend(self._release_retired())
@@ -135,6 +144,9 @@ class SotwStream:
         state.sent_version = version
         state.sent_names = frozenset(r.name for r in resources)
         state.status.sent_version = state.status.acked_version = version
+        if state.type_url is TypeUrl.LISTENER:
+            self._listeners_known.update((r.name, r) for r in resources)
+            self._listeners_accepted = {r.name: r.version for r in resources}
 
     def _resources_for(self, state: _TypeState) -> list[Resource] | None:
         if self._snapshot is None:
@@ -143,6 +155,10 @@ class SotwStream:
         if state.type_url is TypeUrl.CLUSTER and self._retired:
             present = {r.name for r in resources}
             resources += [r for n, r in sorted(self._retired.items()) if n not in present]
+        if state.type_url is TypeUrl.LISTENER:
+            current = {r.name: r for r in resources}
+            kept = kept_until_replaced(current, self._listeners_accepted, self._listeners_known)
+            resources += [self._listeners_known[name] for name in kept]
         return resources
 
     def _maybe_respond(self, state: _TypeState) -> SotwOutcome:
@@ -182,6 +198,9 @@ class SotwStream:
         outcome.events.append(Event(EventKind.SENT, state.type_url, version, state.nonce))
         if state.type_url is TypeUrl.CLUSTER:
             outcome.extend(self._after_clusters_sent(resources))
+        if state.type_url is TypeUrl.LISTENER:
+            self._listeners_known.update((r.name, r) for r in resources)
+            self._listeners_in_flight = {r.name: r.version for r in resources}
         return outcome
 
     def _after_clusters_sent(self, resources: list[Resource]) -> SotwOutcome:

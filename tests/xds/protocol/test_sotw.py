@@ -133,11 +133,32 @@ def test_a_changed_endpoint_sends_only_eds() -> None:
     assert stream.status()["EDS"].acked_version == eds.version_info
 
 
-def test_a_changed_listener_sends_only_lds() -> None:
+def test_a_moved_listener_goes_out_beside_the_old_one_which_goes_once_the_new_is_acked() -> None:
+    """Make-before-break: Envoy drops a listener missing from an LDS response even when it
+    then rejects the new one, which would leave the gateway serving no port."""
     stream, _ = connect()
     outcome = stream.on_snapshot(snapshot(gateway_port=10001))
     assert types_of(outcome.responses) == [LDS]
-    assert resource_names(outcome.responses[0]) == ["heliostat_http_10001"]
+    (both,) = outcome.responses
+    assert sorted(resource_names(both)) == ["heliostat_http_10000", "heliostat_http_10001"]
+    (only_new,) = stream.on_request(ack(both)).responses
+    assert resource_names(only_new) == ["heliostat_http_10001"]
+    assert stream.on_request(ack(only_new)).responses == []
+    status = stream.status()["LDS"]
+    assert status.acked_version == status.sent_version == only_new.version_info
+
+
+def test_a_moved_listener_the_node_nacks_leaves_the_old_one_serving() -> None:
+    stream, last = connect()
+    (both,) = stream.on_snapshot(snapshot(gateway_port=10001)).responses
+    outcome = stream.on_request(nack(both, last[LDS].version_info, error="address in use"))
+    assert outcome.responses == []  # the old listener is not taken away, nothing re-sent
+    assert stream.on_snapshot(snapshot(gateway_port=10001, llama_port=9105)).responses != []
+    assert stream.status()["LDS"].sent_version == both.version_info  # held, not re-sent
+    # The policy goes back: the node is sent the old listener alone (which it has).
+    outcome = stream.on_snapshot(snapshot())
+    (back,) = [r for r in outcome.responses if r.type_url == LDS.value]
+    assert resource_names(back) == ["heliostat_http_10000"]
 
 
 def test_a_new_model_sends_its_cluster_before_the_routes() -> None:
