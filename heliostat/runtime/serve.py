@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.scaling_metrics import ScalingCollector
 from heliostat.runtime.supervise import Supervisor, Unrecoverable, describe_failure
 from heliostat.runtime.warmup import SLACK_S, FirstRound
+from heliostat.security.limits import StreamLimits
 from heliostat.security.tls import NodeAuthorizer, TlsError, TlsFiles, server_credentials
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache.store import SnapshotCache
@@ -103,6 +104,8 @@ class ServeOptions:
     # Bearer token for state-changing admin calls; required when the admin API is not on
     # loopback.
     admin_token_file: Path | None = None
+    # What one xDS client may ask: streams, requests per node, how often refusals are logged.
+    limits: StreamLimits = field(default_factory=StreamLimits)
 
 
 class ControlPlane:
@@ -187,6 +190,7 @@ class ControlPlane:
             self.streams,
             XdsMetrics(self.metrics_registry),
             authorize=authorize,
+            limits=options.limits,
             withheld=self.publisher.withheld,
         )
         self.convergence = ConvergenceTracker(self.streams, self.metrics_registry)
@@ -198,6 +202,7 @@ class ControlPlane:
             self.load_reports,
             lambda: max(LOAD_REPORT_MIN_S, self.control.interval),
             authorize=authorize,
+            refusals=self.ads.refusals,
         )
 
     def apply_policy(self, policy: Policy) -> None:
