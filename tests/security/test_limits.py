@@ -13,9 +13,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from structlog.testing import capture_logs
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from heliostat.balance import static_views
 from heliostat.policy import parse_policy
