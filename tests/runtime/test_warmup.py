@@ -3,8 +3,12 @@ publisher's part (withheld types, and telling every watching stream when they ar
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from heliostat.runtime.publisher import Publisher
-from heliostat.runtime.warmup import FirstRound
+from heliostat.runtime.serve import ControlPlane, ServeOptions
+from heliostat.runtime.warmup import SLACK_S, FirstRound
 from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.protocol.types import TypeUrl
@@ -51,3 +55,41 @@ def test_release_tells_every_watching_stream_once_and_withholds_nothing_after() 
     assert seen == [current] and gone == []
     publisher.release()  # nothing withheld: nobody is told again
     assert seen == [current]
+
+
+def _plane(tmp_path: Path, *models: str) -> ControlPlane:
+    path = tmp_path / "p.yaml"
+    path.write_text("# the policy the watcher would read; the plane is given it parsed\n")
+    return ControlPlane(ServeOptions(policy_path=path), policy_of(*models))
+
+
+def test_serve_withholds_endpoints_until_every_model_has_landed_then_ticks_and_releases(
+    tmp_path: Path,
+) -> None:
+    plane = _plane(tmp_path, "llama", "qwen")
+    assert plane.publisher.withheld() == {TypeUrl.ENDPOINT}
+    assert plane.first_round.deadline - time.monotonic() <= 0.1 + SLACK_S  # timeout 0.1s
+    ticks = plane.control.ticks
+    plane._round_landed("llama")
+    assert plane.publisher.withheld() == {TypeUrl.ENDPOINT}
+    assert plane.control.ticks == ticks  # the loop is woken, not ticked here
+    plane._round_landed("qwen")
+    assert plane.publisher.withheld() == frozenset()
+    assert plane.control.ticks == ticks + 1  # the released views are the first round's
+    state = plane.state()["first_round"]
+    assert state == {
+        "done": True,
+        "reason": "first signal round landed",
+        "awaited": [],
+        "withheld": [],
+    }
+
+
+def test_serve_releases_endpoints_when_the_first_round_is_overdue(tmp_path: Path) -> None:
+    plane = _plane(tmp_path, "llama")
+    plane._first_round_overdue()  # before the bound: nothing
+    assert plane.publisher.withheld() == {TypeUrl.ENDPOINT}
+    plane.first_round.deadline = time.monotonic()
+    plane._first_round_overdue()
+    assert plane.publisher.withheld() == frozenset()
+    assert "still awaited: llama" in plane.first_round.reason
