@@ -335,6 +335,7 @@ def _serve(args: argparse.Namespace) -> int:
                 trust_domain=args.trust_domain,
                 insecure=args.insecure,
                 limits=StreamLimits(
+                    max_request_bytes=args.max_xds_request_bytes,
                     max_streams=args.max_xds_streams,
                     rate=args.node_request_rate,
                     burst=args.node_request_burst,
@@ -646,6 +647,13 @@ def parser() -> argparse.ArgumentParser:
         help="how often the policy file is checked for a new version",
     )
     limits = StreamLimits()
+    serve.add_argument(
+        "--max-xds-request-bytes",
+        type=positive_int,
+        default=limits.max_request_bytes,
+        metavar="BYTES",
+        help="largest xDS request read; a larger one is refused by gRPC (RESOURCE_EXHAUSTED)",
+    )
     serve.add_argument(
         "--max-xds-streams",
         type=positive_int,

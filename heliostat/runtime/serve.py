@@ -49,11 +49,11 @@ from heliostat.xds.grpc.load_reports import LoadReports
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamRegistry
 from heliostat.xds.grpc.server import (
-    SERVER_OPTIONS,
     AdsServer,
     LoadReportingServer,
     add_to_server,
     listen,
+    server_options,
 )
 from heliostat.xds.protocol.types import TypeUrl
 
@@ -67,7 +67,6 @@ _GRPC_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    *SERVER_OPTIONS,
 ]
 
 
@@ -351,7 +350,8 @@ class ControlPlane:
         xds = (self.options.xds_host, self.options.xds_port)
         token = _admin_token(self.options)
         credentials = _xds_credentials(self.options)
-        server = self.xds_server = grpc.aio.server(options=_GRPC_OPTIONS)
+        options = [*_GRPC_OPTIONS, *server_options(self.options.limits.max_request_bytes)]
+        server = self.xds_server = grpc.aio.server(options=options)
         add_to_server(server, self.ads, self.lrs)
         csds.add_to_server(server, self.csds)
         health.add_to_server(server, self.ready, GRPC_SERVICES)

@@ -32,13 +32,17 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 @dataclass(frozen=True)
 class StreamLimits:
+    max_request_bytes: int = MAX_REQUEST_BYTES
     max_streams: int = 10_000
     rate: float = 50.0  # requests per node per second, sustained
     burst: int = 200
     log_every_s: float = 10.0  # refusals of one node and kind: one log line this often
 
     def __post_init__(self) -> None:
-        if self.max_streams < 1 or self.rate <= 0 or self.burst < 1 or self.log_every_s <= 0:
+        if (
+            min(self.max_request_bytes, self.max_streams, self.burst) < 1
+            or min(self.rate, self.log_every_s) <= 0
+        ):
             raise ValueError("stream limits must be positive")
 
 

@@ -251,12 +251,16 @@ def test_serve_flags_set_the_limits_and_help_shows_their_defaults(
     assert seen[-1].limits == StreamLimits()
     limits = ["--max-xds-streams", "7", "--node-request-rate", "2.5"]
     limits += ["--node-request-burst", "9", "--refusal-log-interval", "30"]
+    limits += ["--max-xds-request-bytes", "65536"]
     assert cli.main(args + limits) == 0
-    assert seen[-1].limits == StreamLimits(max_streams=7, rate=2.5, burst=9, log_every_s=30)
+    assert seen[-1].limits == StreamLimits(
+        max_request_bytes=65536, max_streams=7, rate=2.5, burst=9, log_every_s=30
+    )
     with pytest.raises(SystemExit):
         cli.main(["serve", "--help"])
     text = " ".join(capsys.readouterr().out.split()).split("options:", 1)[1]
     for flag, default in [
+        ("--max-xds-request-bytes BYTES", "(default: 4194304)"),
         ("--max-xds-streams N", "(default: 10000)"),
         ("--node-request-rate PER_SECOND", "(default: 50)"),
         ("--node-request-burst N", "(default: 200)"),

@@ -337,12 +337,17 @@ def add_to_server(
         lrs_pb2_grpc.add_LoadReportingServiceServicer_to_server(lrs, server)
 
 
-SERVER_OPTIONS = [
-    ("grpc.so_reuseport", 0),
-    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-]
-"""Options every xDS server needs: no SO_REUSEPORT, so a second heliostat on the same port is
-refused instead of sharing its Envoys with the first (gRPC turns it on by default)."""
+def server_options(max_request_bytes: int = MAX_REQUEST_BYTES) -> list[tuple[str, int]]:
+    """Options every xDS server needs: no SO_REUSEPORT, so a second heliostat on the same
+    port is refused instead of sharing its Envoys with the first (gRPC turns it on by
+    default), and the largest request it reads."""
+    return [
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", max_request_bytes),
+    ]
+
+
+SERVER_OPTIONS = server_options()
 
 
 def listen(
