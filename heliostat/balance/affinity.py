@@ -14,8 +14,10 @@ engines' own prefix-cache hit rates (`Sample.prefix_hit_rate`, tokens found / lo
   as a group's second request arrives; prompts that share nothing never hit. So the trial
   ends, with no dwell after it, when the hit rate (the quick EWMA over ENTER_TAU_S) stays
   below EXIT_HIT_RATE for CONFIRM_S: least-request from then on, at the cost of a few
-  seconds of hashing for traffic that shares nothing. It is confirmed (silently: nothing
-  published changes) once the quick rate reaches ENTER_HIT_RATE.
+  seconds of hashing for traffic that shares nothing. The trial hashes with the tightest
+  bound Envoy takes (TRIAL_BOUNDED_LOAD), so those seconds cost little more than
+  least-request would; it is confirmed once the quick rate reaches ENTER_HIT_RATE, and the
+  operator's `bounded_load` applies from then on.
 - least-request -> hashing when the mean hit rate of the model's live endpoints (an EWMA
   over ENTER_TAU_S) stays at or above ENTER_HIT_RATE for CONFIRM_S: requests do share prefixes
   (under least-request a shared prefix still hits whenever its group lands on a replica that
@@ -56,6 +58,11 @@ EVIDENCE_TAU_S = 3.0
 ENTER_TAU_S = 1.0
 ENTER_HIT_RATE = 0.15
 EXIT_HIT_RATE = 0.05
+# The trial's bound: the tightest Envoy takes (hash_balance_factor 100). Until hits say the
+# keys matter, placement stays as even as hashing allows (a replica past the average
+# in-flight count passes the request on along the ring): close to least-request for
+# traffic that shares nothing, and still sticky enough for shared prefixes to hit.
+TRIAL_BOUNDED_LOAD = 1.0
 MIN_GAIN = 0.10
 CONFIRM_S = 2.0
 MIN_DWELL_S = 60.0
@@ -102,8 +109,9 @@ def balancing(affinity: Affinity, state: AffinityState) -> Balancing:
     reason: dict[str, ReasonValue] = {"mode": state.mode.value}
     if state.hashing:
         policy = _HASHES[affinity.hash]
-        factor: int | None = round(affinity.bounded_load * 100)
-        reason.update(lb=policy.value, bounded_load=affinity.bounded_load)
+        bound = TRIAL_BOUNDED_LOAD if state.trial else affinity.bounded_load
+        factor: int | None = round(bound * 100)
+        reason.update(lb=policy.value, bounded_load=bound)
     else:
         policy, factor = LbPolicy.LEAST_REQUEST, None
         reason.update(lb=policy.value)
@@ -140,7 +148,9 @@ def step(
     # single ticks too noisy), and ends on the slower one.
     # On trial, the quick one decides both ways: hits under hashing show within a second or
     # two of a group's second request.
-    trial = previous.trial and not (quick is not None and quick >= ENTER_HIT_RATE)
+    if previous.trial and quick is not None and quick >= ENTER_HIT_RATE:
+        return _confirm(previous, evidence, quick, sample, now)
+    trial = previous.trial
     judged = quick if trial or not previous.hashing else evidence
     wants, why = _wants_switch(dataclasses.replace(previous, trial=trial), judged, now)
     pending = None
@@ -193,6 +203,27 @@ def _wants_switch(
             "least_request_hit_rate": round(state.baseline, 3),
         }
     return False, {}
+
+
+def _confirm(
+    state: AffinityState, evidence: float | None, quick: float, sample: float | None, now: float
+) -> AffinityState:
+    """The trial's end by hits: hashing goes on, with the operator's bound from now on (a
+    CDS change, but not a switch: no dwell follows, and no least-request baseline exists)."""
+    why: dict[str, ReasonValue] = {
+        "why": "prompts share prefixes: the engines' prefix caches hit under hashing",
+        "hit_rate": round(quick, 3),
+    }
+    return dataclasses.replace(
+        state,
+        why=why,
+        since=now,
+        evidence=evidence,
+        quick=quick,
+        pending_since=None,
+        sample=sample,
+        trial=False,
+    )
 
 
 def _switch(state: AffinityState, why: dict[str, ReasonValue], now: float) -> AffinityState:

@@ -105,16 +105,21 @@ def test_no_shared_prefixes_end_the_trial_at_once_and_keep_least_request() -> No
     assert str(run.reason["why"]).startswith("prompts share no prefixes")
 
 
-def test_a_trial_confirmed_by_hits_keeps_hashing_and_changes_nothing_published() -> None:
+def test_a_trial_confirmed_by_hits_keeps_hashing_with_the_operators_bound() -> None:
     """Caches start cold: the hit rate climbs from 0 as each group's second request arrives.
-    Once it shows sharing the trial is over, silently (no CDS change)."""
+    The trial hashes with the tightest bound; once hits show sharing, the operator's bound
+    applies (the cluster changes, its policy does not)."""
     run = Run()
+    run.play(TICK, lambda t: None)
+    assert run.reason["bounded_load"] == choice.TRIAL_BOUNDED_LOAD
     assert run.play(20, lambda t: min(0.6, 0.2 * (t - T0))) is LbPolicy.RING_HASH
     assert run.switches() == []
     assert run.state is not None
     decided = run.state.models[MODEL].affinity
     assert decided is not None and not decided.trial
-    assert str(run.reason["why"]).startswith("prefix affinity configured")
+    reason = run.reason
+    assert str(reason["why"]).startswith("prompts share prefixes: the engines' prefix caches")
+    assert reason["bounded_load"] == 1.25
     # Sharing stops: no longer a trial, so the slow average and CONFIRM_S judge it.
     run.play(20, lambda t: 0.0)
     assert run.lb[-1][1] is LbPolicy.LEAST_REQUEST

@@ -137,10 +137,12 @@ def test_least_request_without_shared_prefixes_then_hashing_once_they_are_shared
     envoy.start()
     wait_until(lambda: bool(_cluster(envoy)), timeout=15, message="model cluster in Envoy")
 
-    # 1. Unique prompts: hashing is on trial at first (the policy asks for prefix affinity);
-    # the caches do not hit, so least-request, equal weights, nothing to hash for.
-    assert _cluster(envoy).get("lb_policy") == "RING_HASH"
-    assert str(_why(_cluster(envoy))["why"]).startswith("prefix affinity configured")
+    # 1. Unique prompts: hashing is on trial at first (the policy asks for prefix affinity),
+    # with the tightest bound; the caches do not hit, so least-request, equal weights.
+    trial = _cluster(envoy)
+    assert trial.get("lb_policy") == "RING_HASH"
+    assert str(_why(trial)["why"]).startswith("prefix affinity configured")
+    assert trial["common_lb_config"]["consistent_hashing_lb_config"]["hash_balance_factor"] == 100
     before = _counters(fleet)
     report = asyncio.run(loadgen.run(_shots(port, 8, 20, shared=False, seed=1)))
     assert len(report.ok) == len(report.results)

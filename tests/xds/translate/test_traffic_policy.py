@@ -411,7 +411,8 @@ def test_auto_affinity_starts_hashing_on_trial_and_says_why(policy: Policy) -> N
         if not name.startswith(LLAMA):
             continue
         assert cluster.lb_policy == cluster_pb2.Cluster.RING_HASH
-        assert cluster.common_lb_config.consistent_hashing_lb_config.hash_balance_factor.value
+        hashing = cluster.common_lb_config.consistent_hashing_lb_config
+        assert hashing.hash_balance_factor.value == 100  # the trial's: the tightest bound
         why = cluster.metadata.filter_metadata["heliostat"]
         assert why.fields["lb"].string_value == "ring_hash"
         assert why.fields["mode"].string_value == "auto"
