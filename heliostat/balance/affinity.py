@@ -7,19 +7,32 @@ request while a peer idles, where least-request's choice-of-two would not. The o
 writes one policy for whatever traffic comes; heliostat decides, per model, from the
 engines' own prefix-cache hit rates (`Sample.prefix_hit_rate`, tokens found / looked up):
 
+- at start, hashing *on trial*: the operator asked for prefix affinity, which is itself
+  evidence that prompts share prefixes, and waiting for least-request's caches to prove it
+  costs every cached prefix until then (a group's requests scatter over the replicas and
+  their caches fill with each other's prefixes). Under hashing, shared prefixes hit as soon
+  as a group's second request arrives; prompts that share nothing never hit. So the trial
+  ends, with no dwell after it, when the hit rate (the quick EWMA over ENTER_TAU_S) stays
+  below EXIT_HIT_RATE for CONFIRM_S: least-request from then on, at the cost of a few
+  seconds of hashing for traffic that shares nothing. The trial hashes with the tightest
+  bound Envoy takes (TRIAL_BOUNDED_LOAD), so those seconds cost little more than
+  least-request would; it is confirmed once the quick rate reaches ENTER_HIT_RATE, and the
+  operator's `bounded_load` applies from then on.
 - least-request -> hashing when the mean hit rate of the model's live endpoints (an EWMA
   over ENTER_TAU_S) stays at or above ENTER_HIT_RATE for CONFIRM_S: requests do share prefixes
   (under least-request a shared prefix still hits whenever its group lands on a replica that
   holds it; unrelated prompts share nothing). Not when it is already so high that hashing
-  cannot add MIN_GAIN. The rate least-request achieved is remembered as the baseline.
+  cannot add MIN_GAIN. The rate least-request achieved (that quick average) is remembered as
+  the baseline.
 - hashing -> least-request when, for CONFIRM_S, the hit rate (smoothed: an EWMA with
   EVIDENCE_TAU_S, restarted at each switch) falls below EXIT_HIT_RATE (the
   prefixes are no longer shared), or stays below baseline + MIN_GAIN (hashing does not pay:
   one prompt shared by everyone is cached everywhere anyway, and hashing it concentrates the
   load). After a trial that did not pay, the next one waits BACKOFF_S, doubling each time up
   to MAX_BACKOFF_S.
-- at most one switch per MIN_DWELL_S (the first may come at once): a switch is a CDS change,
-  and Envoy rebuilds a changed cluster, its in-flight counts starting again from zero.
+- at most one switch per MIN_DWELL_S (the first may come at once, and so may the one after a
+  failed trial): a switch is a CDS change, and Envoy rebuilds a changed cluster, its
+  in-flight counts starting again from zero.
 
 `affinity.mode: always` hashes whatever the evidence. An engine without a prefix-cache hit
 rate (Triton, TGI) gives none: such a model hashes as configured, and says so.
@@ -45,6 +58,11 @@ EVIDENCE_TAU_S = 3.0
 ENTER_TAU_S = 1.0
 ENTER_HIT_RATE = 0.15
 EXIT_HIT_RATE = 0.05
+# The trial's bound: the tightest Envoy takes (hash_balance_factor 100). Until hits say the
+# keys matter, placement stays as even as hashing allows (a replica past the average
+# in-flight count passes the request on along the ring): close to least-request for
+# traffic that shares nothing, and still sticky enough for shared prefixes to hit.
+TRIAL_BOUNDED_LOAD = 1.0
 MIN_GAIN = 0.10
 CONFIRM_S = 2.0
 MIN_DWELL_S = 60.0
@@ -66,6 +84,8 @@ class AffinityState:
     asked for the other choice (None while it does not); `baseline` the hit rate
     least-request had when hashing was last tried; no new trial before `retry_at`, and the
     next wait is `backoff`. `mode` is the policy's, so a changed policy starts afresh.
+    `trial` says the hashing is the initial one, not yet confirmed by hits; no switch before
+    `dwell_from` + MIN_DWELL_S (None: the next switch may come at once).
     """
 
     mode: AffinityMode
@@ -79,6 +99,8 @@ class AffinityState:
     backoff: float = BACKOFF_S
     sample: float | None = None  # this tick's mean hit rate (for /debug/state)
     quick: float | None = None  # the hit rate smoothed over ENTER_TAU_S, since `since`
+    trial: bool = False
+    dwell_from: float | None = None
 
 
 def balancing(affinity: Affinity, state: AffinityState) -> Balancing:
@@ -87,8 +109,9 @@ def balancing(affinity: Affinity, state: AffinityState) -> Balancing:
     reason: dict[str, ReasonValue] = {"mode": state.mode.value}
     if state.hashing:
         policy = _HASHES[affinity.hash]
-        factor: int | None = round(affinity.bounded_load * 100)
-        reason.update(lb=policy.value, bounded_load=affinity.bounded_load)
+        bound = TRIAL_BOUNDED_LOAD if state.trial else affinity.bounded_load
+        factor: int | None = round(bound * 100)
+        reason.update(lb=policy.value, bounded_load=bound)
     else:
         policy, factor = LbPolicy.LEAST_REQUEST, None
         reason.update(lb=policy.value)
@@ -123,15 +146,27 @@ def step(
     # Hashing starts on a quick average (shared prefixes show at once and lastingly, and
     # every second on least-request loses hits; a few requests per replica and scrape make
     # single ticks too noisy), and ends on the slower one.
-    wants, why = _wants_switch(previous, evidence if previous.hashing else quick, now)
+    # On trial, the quick one decides both ways: hits under hashing show within a second or
+    # two of a group's second request.
+    if previous.trial and quick is not None and quick >= ENTER_HIT_RATE:
+        return _confirm(previous, evidence, quick, sample, now)
+    trial = previous.trial
+    judged = quick if trial or not previous.hashing else evidence
+    wants, why = _wants_switch(dataclasses.replace(previous, trial=trial), judged, now)
     pending = None
     if wants:
         pending = previous.pending_since if previous.pending_since is not None else now
-    settled = previous.since is None or now - previous.since >= MIN_DWELL_S
+    dwell_from = previous.dwell_from
+    settled = dwell_from is None or now - dwell_from >= MIN_DWELL_S
     if pending is not None and settled and now - pending >= CONFIRM_S:
-        return _switch(previous, evidence, why, now)
+        return _switch(dataclasses.replace(previous, trial=trial, quick=quick), why, now)
     return dataclasses.replace(
-        previous, evidence=evidence, quick=quick, pending_since=pending, sample=sample
+        previous,
+        evidence=evidence,
+        quick=quick,
+        pending_since=pending,
+        sample=sample,
+        trial=trial,
     )
 
 
@@ -154,6 +189,12 @@ def _wants_switch(
             "hit_rate": rate,
         }
     if evidence < EXIT_HIT_RATE:
+        if state.trial:
+            return True, {
+                "why": "prompts share no prefixes: the engines' prefix caches do not hit "
+                "under hashing",
+                "hit_rate": rate,
+            }
         return True, {"why": "prompts no longer share prefixes", "hit_rate": rate}
     if state.baseline is not None and evidence < state.baseline + MIN_GAIN:
         return True, {
@@ -164,24 +205,58 @@ def _wants_switch(
     return False, {}
 
 
-def _switch(
-    state: AffinityState, evidence: float | None, why: dict[str, ReasonValue], now: float
+def _confirm(
+    state: AffinityState, evidence: float | None, quick: float, sample: float | None, now: float
 ) -> AffinityState:
+    """The trial's end by hits: hashing goes on, with the operator's bound from now on (a
+    CDS change, but not a switch: no dwell follows, and no least-request baseline exists)."""
+    why: dict[str, ReasonValue] = {
+        "why": "prompts share prefixes: the engines' prefix caches hit under hashing",
+        "hit_rate": round(quick, 3),
+    }
+    return dataclasses.replace(
+        state,
+        why=why,
+        since=now,
+        evidence=evidence,
+        quick=quick,
+        pending_since=None,
+        sample=sample,
+        trial=False,
+    )
+
+
+def _switch(state: AffinityState, why: dict[str, ReasonValue], now: float) -> AffinityState:
     if not state.hashing:
+        # The baseline is the quick average that made the switch: least-request's recent hit
+        # rate. The slow one still remembers a quiet spell before the prefixes were shared,
+        # and would make any hashing look as if it paid.
         return AffinityState(
             state.mode,
             True,
             why,
             since=now,
-            baseline=evidence,
+            baseline=state.quick,
             retry_at=state.retry_at,
             backoff=state.backoff,
+            dwell_from=now,
         )
     retry_at, backoff = 0.0, BACKOFF_S
     if "least_request_hit_rate" in why:  # a trial that did not pay: wait before the next
         retry_at, backoff = now + state.backoff, min(2 * state.backoff, MAX_BACKOFF_S)
         why = {**why, "retry_after_s": round(state.backoff)}
-    return AffinityState(state.mode, False, why, since=now, retry_at=retry_at, backoff=backoff)
+    # Leaving the initial trial waives the dwell: the evidence that prompts share prefixes
+    # may come at once (traffic that starts unrelated and turns to shared prompts).
+    dwell_from = None if state.trial else now
+    return AffinityState(
+        state.mode,
+        False,
+        why,
+        since=now,
+        retry_at=retry_at,
+        backoff=backoff,
+        dwell_from=dwell_from,
+    )
 
 
 def _initial(model: Model) -> AffinityState:
@@ -190,7 +265,8 @@ def _initial(model: Model) -> AffinityState:
     if model.engine not in _REPORTS_HITS:
         why = f"{model.engine.value} reports no prefix-cache hit rate: hashing as configured"
         return AffinityState(mode, True, {"why": why})
-    return AffinityState(mode, False, {"why": "no prefix-cache evidence yet"})
+    why = "prefix affinity configured: hashing until the prefix caches show no sharing"
+    return AffinityState(mode, True, {"why": why}, trial=True)
 
 
 def _hit_rate(model: Model, signals: Iterable[Sample | None], now: float) -> float | None:

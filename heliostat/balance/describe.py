@@ -136,6 +136,7 @@ def _affinity(state: AffinityState) -> dict[str, Any]:
 
     return {
         "hashing": state.hashing,
+        "on_trial": state.trial,
         "mode": state.mode.value,
         "why": dict(state.why),
         "since": state.since,

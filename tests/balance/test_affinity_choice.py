@@ -86,20 +86,53 @@ class Run:
         return dict(balancing.reason)
 
 
-def test_no_shared_prefixes_keep_least_request() -> None:
+def test_hashing_is_on_trial_until_the_first_evidence() -> None:
+    """The operator asked for prefix affinity: hash from the start, and say it is a trial."""
+    run = Run()
+    assert run.play(120, lambda t: None) is LbPolicy.RING_HASH
+    assert run.switches() == []
+    assert str(run.reason["why"]).startswith("prefix affinity configured")
+    assert run.state is not None
+    decided = run.state.models[MODEL].affinity
+    assert decided is not None and decided.trial
+
+
+def test_no_shared_prefixes_end_the_trial_at_once_and_keep_least_request() -> None:
     run = Run()
     assert run.play(600, lambda t: 0.01) is LbPolicy.LEAST_REQUEST
+    (left,) = run.switches()
+    assert left - T0 <= choice.CONFIRM_S + 2 * TICK  # no dwell, no waiting for a baseline
+    assert str(run.reason["why"]).startswith("prompts share no prefixes")
+
+
+def test_a_trial_confirmed_by_hits_keeps_hashing_with_the_operators_bound() -> None:
+    """Caches start cold: the hit rate climbs from 0 as each group's second request arrives.
+    The trial hashes with the tightest bound; once hits show sharing, the operator's bound
+    applies (the cluster changes, its policy does not)."""
+    run = Run()
+    run.play(TICK, lambda t: None)
+    assert run.reason["bounded_load"] == choice.TRIAL_BOUNDED_LOAD
+    assert run.play(20, lambda t: min(0.6, 0.2 * (t - T0))) is LbPolicy.RING_HASH
     assert run.switches() == []
-    assert run.reason["why"] == "no prefix-cache evidence yet"
+    assert run.state is not None
+    decided = run.state.models[MODEL].affinity
+    assert decided is not None and not decided.trial
+    reason = run.reason
+    assert str(reason["why"]).startswith("prompts share prefixes: the engines' prefix caches")
+    assert reason["bounded_load"] == 1.25
+    # Sharing stops: no longer a trial, so the slow average and CONFIRM_S judge it.
+    run.play(20, lambda t: 0.0)
+    assert run.lb[-1][1] is LbPolicy.LEAST_REQUEST
+    assert run.reason["why"] == "prompts no longer share prefixes"
 
 
 def test_shared_prefixes_switch_to_hashing_once_the_evidence_lasts() -> None:
     run = Run()
-    run.play(30, lambda t: 0.0)
+    run.play(30, lambda t: 0.0)  # the trial ends: least-request
     began = run.now
     assert run.play(choice.CONFIRM_S, lambda t: 0.3) is LbPolicy.LEAST_REQUEST  # not yet
     assert run.play(10, lambda t: 0.3) is LbPolicy.RING_HASH
-    (switched,) = run.switches()
+    _, switched = run.switches()  # the trial's end waived the dwell
     # The quick average crosses ENTER_HIT_RATE (half of 0.3) after tau x ln 2, then the
     # evidence must hold for CONFIRM_S.
     assert switched - began <= choice.ENTER_TAU_S * math.log(2) + choice.CONFIRM_S + TICK
@@ -111,13 +144,14 @@ def test_shared_prefixes_switch_to_hashing_once_the_evidence_lasts() -> None:
 
 def test_back_to_least_request_when_sharing_stops_but_not_within_the_dwell() -> None:
     run = Run()
+    run.play(10, lambda t: 0.0)  # the trial ends
     run.play(20, lambda t: 0.3)
-    (entered,) = run.switches()
+    _, entered = run.switches()
     run.play(20, lambda t: 0.0)  # sharing stops at once: the dwell still holds the choice
     assert run.lb[-1][1] is LbPolicy.RING_HASH
     run.play(60, lambda t: 0.0)
     assert run.lb[-1][1] is LbPolicy.LEAST_REQUEST
-    _, left = run.switches()
+    _, _, left = run.switches()
     assert left - entered >= choice.MIN_DWELL_S
     assert run.reason["why"] == "prompts no longer share prefixes"
 
@@ -137,6 +171,7 @@ def test_hashing_that_does_not_raise_the_hit_rate_is_dropped_and_retried_later()
     """One system prompt shared by every request is cached on every replica anyway:
     least-request already hits 70%, hashing gets 72% and concentrates the load."""
     run = Run()
+    run.play(10, lambda t: 0.0)  # unrelated prompts first: the trial ends
     run.play(10, lambda t: 0.7)
     assert run.lb[-1][1] is LbPolicy.RING_HASH
     run.play(choice.MIN_DWELL_S + 10, lambda t: 0.72)
@@ -162,7 +197,7 @@ def test_stale_signals_are_no_evidence() -> None:
         )
     assert run.state is not None
     decided = run.state.models[MODEL].affinity
-    assert decided is not None and not decided.hashing and decided.evidence is None
+    assert decided is not None and decided.trial and decided.evidence is None
 
 
 @pytest.mark.parametrize(
@@ -192,8 +227,10 @@ def test_while_hashing_a_replica_near_saturation_keeps_its_ring_share() -> None:
         now = T0
         for _ in range(60):
             now += TICK
-            sampled: Signals = {
-                (MODEL, a): signal(a, waiting=0.0, running=r, kv=0.2, at=now)
+            sampled: Signals = {  # no hits: `auto` leaves its hashing trial at once
+                (MODEL, a): dataclasses.replace(
+                    signal(a, waiting=0.0, running=r, kv=0.2, at=now), prefix_hit_rate=0.0
+                )
                 for a, r in ((hot, 3.8), (cool, 1.0), (addresses(policy, "eu-west")[0], 1.0))
             }
             views, state = compute(policy, sampled, state, now)
@@ -240,4 +277,4 @@ def test_the_cluster_resource_changes_only_when_the_choice_does() -> None:
         )
         versions.append(snapshot.resources(TypeUrl.CLUSTER)[MODEL].version)
     changes = sum(a != b for a, b in itertools.pairwise(versions))
-    assert changes == 1  # the one switch to hashing
+    assert changes == 2  # the trial's end, then the one switch to hashing

@@ -220,11 +220,14 @@ def test_a_replica_hotter_than_its_peers_gets_less_and_a_saturated_one_less_stil
     }
 
 
-def test_a_replica_three_times_faster_gets_three_times_the_weight() -> None:
+def test_a_replica_three_times_faster_gets_a_fraction_of_the_weight_early() -> None:
     """Speeds 1 and 3 side by side at 65% of their joint capacity, routed by least-request:
-    the slow ones' observed capacity is a third of the fast ones', so their weight settles in
-    the sqrt(2) tier nearest a third (35; 25 while the estimate is still young), the fast
-    ones keep the full weight, and nobody turns more than once."""
+    the slow ones' observed capacity is a third of the fast ones'. Their weight leaves the
+    full tier early (median 9.5 s over 12 seeds, 17 s before; within 30 s here) and goes
+    down as far as the estimate's confidence bound allows: to the tier nearest a third (35),
+    or one short of it (50) where the estimator's lasting error (about 25% for a replica
+    completing one request a second) cannot rule a half out. The fast ones keep the full
+    weight, and nobody turns more than once."""
     policy = policy_of({"us-east": 4, "eu-west": 1, "ap-southeast": 1}, slots=SLOTS)
     speeds = [1.0, 3.0, 1.0, 3.0]
     loads = [0.65 * s for s in speeds]  # a replica's even share of the stream, by capacity
@@ -233,8 +236,9 @@ def test_a_replica_three_times_faster_gets_three_times_the_weight() -> None:
     for fast in (fast_a, fast_b):
         assert {w for t, w in series[fast] if t >= T0 + 10} == {weights.W_MAX}
     for slow in (slow_a, slow_b):
+        assert max(w for t, w in series[slow] if t >= T0 + 30) <= weights.W_MAX // 2
         late = [w for t, w in series[slow] if t >= T0 + 180]
-        assert set(late) <= {25, 35} and late[-1] == 35, late
+        assert late[-1] in (35, 50) and set(late) <= {18, 25, 35, 50}, late
         assert reversals_per_window(series[slow], 300.0) <= 1
 
 

@@ -1,5 +1,6 @@
-"""Adaptive affinity through a real Envoy: least-request while prompts share nothing, consistent
-hashing once the engines' prefix caches show shared prefixes (`heliostat.balance.affinity`).
+"""Adaptive affinity through a real Envoy: hashing on trial at start, least-request once the
+engines' prefix caches show that prompts share nothing, consistent hashing again once they
+show shared prefixes (`heliostat.balance.affinity`).
 
 One region, four simulated vLLM replicas with small KV caches, heliostat serve and its
 gateway. The policy asks for prefix affinity with the default `mode: auto`. What is asserted
@@ -136,13 +137,19 @@ def test_least_request_without_shared_prefixes_then_hashing_once_they_are_shared
     envoy.start()
     wait_until(lambda: bool(_cluster(envoy)), timeout=15, message="model cluster in Envoy")
 
-    # 1. Unique prompts: least-request, equal weights, nothing to hash for.
+    # 1. Unique prompts: hashing is on trial at first (the policy asks for prefix affinity),
+    # with the tightest bound; the caches do not hit, so least-request, equal weights.
+    trial = _cluster(envoy)
+    assert trial.get("lb_policy") == "RING_HASH"
+    assert str(_why(trial)["why"]).startswith("prefix affinity configured")
+    assert trial["common_lb_config"]["consistent_hashing_lb_config"]["hash_balance_factor"] == 100
     before = _counters(fleet)
     report = asyncio.run(loadgen.run(_shots(port, 8, 20, shared=False, seed=1)))
     assert len(report.ok) == len(report.results)
     cluster = _cluster(envoy)
     assert cluster.get("lb_policy", "ROUND_ROBIN") == "LEAST_REQUEST"
     assert _why(cluster)["lb"] == "least_request"
+    assert str(_why(cluster)["why"]).startswith("prompts share no prefixes")
     weights = {h["weight"] for h in envoy.hosts(MODEL).values()}
     assert weights == {"100"}, weights  # equal: Envoy picks by choice-of-two
     unique_hits = _hit_rate(fleet, before)

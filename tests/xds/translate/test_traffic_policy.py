@@ -401,21 +401,22 @@ def test_affinity_hashes_with_bounded_load_and_keeps_the_rest(policy: Policy) ->
     assert cluster.common_lb_config.consistent_hashing_lb_config.hash_balance_factor.value == 125
 
 
-def test_auto_affinity_starts_on_least_request_and_says_why(policy: Policy) -> None:
-    """`mode: auto` (the default) hashes only once the engines show shared prefixes
-    (heliostat.balance.affinity); until then every cluster of the model is least-request,
-    its metadata saying so, and its routes already hash (ignored by least-request), so a
-    later switch changes the clusters only."""
+def test_auto_affinity_starts_hashing_on_trial_and_says_why(policy: Policy) -> None:
+    """`mode: auto` (the default) starts hashing on trial, until the engines' prefix caches
+    show whether prompts share prefixes (heliostat.balance.affinity); every cluster of the
+    model says so in its metadata, and its routes hash whatever the cluster's policy (a
+    least-request cluster ignores them), so a later switch changes the clusters only."""
     snap = snapshot_for("us-east", policy)
     for name, cluster in clusters(snap).items():
         if not name.startswith(LLAMA):
             continue
-        assert cluster.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
-        assert not cluster.common_lb_config.HasField("consistent_hashing_lb_config")
+        assert cluster.lb_policy == cluster_pb2.Cluster.RING_HASH
+        hashing = cluster.common_lb_config.consistent_hashing_lb_config
+        assert hashing.hash_balance_factor.value == 100  # the trial's: the tightest bound
         why = cluster.metadata.filter_metadata["heliostat"]
-        assert why.fields["lb"].string_value == "least_request"
+        assert why.fields["lb"].string_value == "ring_hash"
         assert why.fields["mode"].string_value == "auto"
-        assert why.fields["why"].string_value == "no prefix-cache evidence yet"
+        assert why.fields["why"].string_value.startswith("prefix affinity configured")
     headers = [h.header.header_name for h in route(snap, f"model:{LLAMA}").route.hash_policy]
     assert headers == ["x-session-id", PREFIX_KEY_HEADER]
 
