@@ -27,6 +27,11 @@ _SHARED: SharedResponses[discovery_pb2.DeltaDiscoveryResponse] = SharedResponses
 DeltaOutcome = Outcome[discovery_pb2.DeltaDiscoveryResponse]
 
 WILDCARD = "*"
+GLOB_SUFFIX = "/*"  # an xdstp glob collection: every resource whose name is under it
+
+
+def _is_glob(name: str) -> bool:
+    return name.startswith("xdstp://") and name.endswith(GLOB_SUFFIX)
 
 
 @dataclass(slots=True)
@@ -49,6 +54,7 @@ class _TypeState:
     requested: bool = False
     wildcard: bool = False
     names: set[str] = field(default_factory=set)
+    globs: set[str] = field(default_factory=set)  # collections, as their `.../` prefix
     known: dict[str, str] = field(default_factory=dict)  # what the node has: name -> version
     acked: dict[str, str] = field(default_factory=dict)  # `known` without what is in flight
     unanswered: set[str] = field(default_factory=set)  # subscribed, not yet answered
@@ -57,7 +63,9 @@ class _TypeState:
     status: TypeStatus = field(default_factory=TypeStatus)
 
     def wants(self, name: str) -> bool:
-        return self.wildcard or name in self.names
+        if self.wildcard or name in self.names:
+            return True
+        return bool(self.globs) and name[: name.rfind("/") + 1] in self.globs
 
 
 class DeltaStream:
@@ -71,7 +79,7 @@ class DeltaStream:
     # -- inputs -------------------------------------------------------------------------
 
     def on_snapshot(self, snapshot: Snapshot) -> DeltaOutcome:
-        self._snapshot = snapshot
+        self._snapshot = snapshot.for_delta()  # LEDS where the snapshot has it
         outcome: DeltaOutcome = Outcome()
         for type_url in PUSH_ORDER:
             outcome.extend(self._maybe_respond(self._types[type_url]))
@@ -136,6 +144,9 @@ class DeltaStream:
         for name in subscribe:
             if name == WILDCARD:
                 state.wildcard = True
+            elif _is_glob(name):
+                # Answered by sending its members; heliostat names no empty collection.
+                state.globs.add(name[:-1])
             else:
                 state.names.add(name)
                 state.unanswered.add(name)
@@ -143,12 +154,19 @@ class DeltaStream:
             if name == WILDCARD:
                 state.wildcard = False
                 continue
+            if _is_glob(name):
+                state.globs.discard(name[:-1])
+                for member in [n for n in state.known if n.startswith(name[:-1])]:
+                    if not state.wants(member):
+                        state.known.pop(member, None)
+                        state.acked.pop(member, None)
+                continue
             state.names.discard(name)
             state.unanswered.discard(name)
             if not state.wildcard:
                 state.known.pop(name, None)
                 state.acked.pop(name, None)
-        state.status.subscribed = None if state.wildcard else len(state.names)
+        state.status.subscribed = None if state.wildcard else len(state.names) + len(state.globs)
 
     def _maybe_respond(self, state: _TypeState) -> DeltaOutcome:
         outcome: DeltaOutcome = Outcome()
@@ -237,7 +255,17 @@ class DeltaStream:
             return Outcome()
         for name in stale:
             endpoints.known.pop(name)
-        return self._maybe_respond(endpoints)
+        outcome = self._maybe_respond(endpoints)
+        # The new cluster's LEDS subscriptions share the old one's (still subscribed, so
+        # Envoy asks for nothing): they fill only from what is sent next. Send them again.
+        leds = self._types[TypeUrl.LB_ENDPOINT]
+        assert self._snapshot is not None
+        again = [m for name in stale for m in self._snapshot.members.get(name, ())]
+        if leds.requested and again:
+            for name in again:
+                leds.known.pop(name, None)
+            outcome.extend(self._maybe_respond(leds))
+        return outcome
 
     def _routes_settled(self) -> bool:
         """True when listeners and routes on the node match the snapshot (or are unused)."""

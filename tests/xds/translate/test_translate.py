@@ -454,7 +454,13 @@ def test_snapshot_version_does_not_depend_on_resource_order() -> None:
     reversed_messages = {
         t: dict(reversed(list(items.items()))) for t, items in reversed(list(messages.items()))
     }
-    assert Snapshot.from_messages(reversed_messages).version == snapshot.version
+    delta = snapshot.for_delta()
+    reversed_delta = {
+        t: list(reversed(list(delta.resources(t).values())))
+        for t in (TypeUrl.LB_ENDPOINT, TypeUrl.ENDPOINT)
+    }
+    rebuilt = Snapshot.from_messages(reversed_messages, delta=reversed_delta)
+    assert rebuilt.version == snapshot.version
 
 
 # -- consistency ------------------------------------------------------------------------------
