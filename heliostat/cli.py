@@ -333,6 +333,7 @@ def _serve(args: argparse.Namespace) -> int:
                 tls=_tls_files(args),
                 trust_domain=args.trust_domain,
                 insecure=args.insecure,
+                leds=not args.no_leds,
             )
         )
     except (StartupError, Unrecoverable) as exc:
@@ -630,6 +631,11 @@ def parser() -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         help="allow plaintext xDS on an address beyond loopback",
+    )
+    serve.add_argument(
+        "--no-leds",
+        action="store_true",
+        help="send delta-xDS gateways plain EDS (whole assignments) instead of LEDS endpoints",
     )
     serve.add_argument(
         "--policy-poll-interval",

@@ -101,6 +101,9 @@ class ServeOptions:
     # Bearer token for state-changing admin calls; required when the admin API is not on
     # loopback.
     admin_token_file: Path | None = None
+    # Delta-xDS nodes get each endpoint as its own LEDS resource (one endpoint's change is
+    # one small resource on the wire); False sends them whole assignments, as SotW nodes.
+    leds: bool = True
 
 
 class ControlPlane:
@@ -116,7 +119,9 @@ class ControlPlane:
         self.metrics_registry = CollectorRegistry()
         self.cache = SnapshotCache()
         self.streams = StreamRegistry()
-        self.publisher = Publisher(self.cache, Inputs(policy, static_views(policy)))
+        self.publisher = Publisher(
+            self.cache, Inputs(policy, static_views(policy)), leds=options.leds
+        )
         self.signals = CompositeSource(targets_from_policy(policy), self.metrics_registry)
         self.load_reports = LoadReports()
         self.control = ControlLoop(
