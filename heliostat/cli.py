@@ -20,6 +20,7 @@ from heliostat.ops.client import AdminError
 from heliostat.policy import Policy, PolicyError, load_policy, parse_policy
 from heliostat.policy.fields import check_name
 from heliostat.policy.schema import canonical_address
+from heliostat.security.limits import StreamLimits
 from heliostat.signals.from_policy import policy_notes
 from heliostat.version import python_version, version
 from heliostat.xds.cache.nodes import Role
@@ -333,6 +334,13 @@ def _serve(args: argparse.Namespace) -> int:
                 tls=_tls_files(args),
                 trust_domain=args.trust_domain,
                 insecure=args.insecure,
+                limits=StreamLimits(
+                    max_request_bytes=args.max_xds_request_bytes,
+                    max_streams=args.max_xds_streams,
+                    rate=args.node_request_rate,
+                    burst=args.node_request_burst,
+                    log_every_s=args.refusal_log_interval,
+                ),
                 leds=not args.no_leds,
             )
         )
@@ -643,6 +651,43 @@ def parser() -> argparse.ArgumentParser:
         default="1",
         metavar="SECONDS",
         help="how often the policy file is checked for a new version",
+    )
+    limits = StreamLimits()
+    serve.add_argument(
+        "--max-xds-request-bytes",
+        type=positive_int,
+        default=limits.max_request_bytes,
+        metavar="BYTES",
+        help="largest xDS request read; a larger one is refused by gRPC (RESOURCE_EXHAUSTED)",
+    )
+    serve.add_argument(
+        "--max-xds-streams",
+        type=positive_int,
+        default=limits.max_streams,
+        metavar="N",
+        help="xDS streams open at once; one more is refused with RESOURCE_EXHAUSTED",
+    )
+    serve.add_argument(
+        "--node-request-rate",
+        type=positive_number,
+        default=f"{limits.rate:g}",
+        metavar="PER_SECOND",
+        help="xDS requests one node id may send per second, over all its streams, "
+        "new streams included; beyond it its streams are ended or refused",
+    )
+    serve.add_argument(
+        "--node-request-burst",
+        type=positive_int,
+        default=limits.burst,
+        metavar="N",
+        help="requests a node may send at once above --node-request-rate",
+    )
+    serve.add_argument(
+        "--refusal-log-interval",
+        type=seconds_between(0.1, 86_400),
+        default=f"{limits.log_every_s:g}",
+        metavar="SECONDS",
+        help="a node refused again and again is logged once per interval, with a count",
     )
     serve.set_defaults(run=_serve)
 

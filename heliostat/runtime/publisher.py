@@ -6,6 +6,10 @@ control loop hands it new inputs. It is the one holder of the current policy and
 round built, reused by the next and rotated once per publish. Building is pure and cheap;
 snapshots of groups nobody has asked for yet are built on first request (a gateway on an
 unexpected port, say).
+
+It also says which resource types are withheld from every stream for now (`withheld`): a
+starting heliostat withholds endpoints until its first signal round (`runtime.warmup`), and
+`release` tells every watching stream to look again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from heliostat.policy import Policy
 from heliostat.xds.cache.nodes import NodeGroup
 from heliostat.xds.cache.snapshot import InconsistentSnapshot, Snapshot
 from heliostat.xds.cache.store import SnapshotCache
+from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate import TranslationMemo, build_snapshot
 
 log = structlog.get_logger("heliostat.publisher")
@@ -39,6 +44,8 @@ class Publisher:
         self._memo = TranslationMemo()
         self._warned_regions: set[str] = set()
         self.last_error: str | None = None
+        self._withheld: frozenset[TypeUrl] = frozenset()
+        self._watchers: set[tuple[NodeGroup, Callable[[Snapshot], None]]] = set()
 
     @property
     def inputs(self) -> Inputs:
@@ -83,7 +90,35 @@ class Publisher:
         return snapshot
 
     def watch(self, group: NodeGroup, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
-        return self._cache.watch(group, callback)
+        cancel = self._cache.watch(group, callback)
+        entry = (group, callback)
+        self._watchers.add(entry)
+
+        def stop() -> None:
+            cancel()
+            self._watchers.discard(entry)
+
+        return stop
+
+    # -- withheld types ----------------------------------------------------------------
+
+    def withheld(self) -> frozenset[TypeUrl]:
+        """Types no stream may send for now (read by the server on every notice)."""
+        return self._withheld
+
+    def withhold(self, types: frozenset[TypeUrl]) -> None:
+        """Withhold `types` from streams from now on (before any connects, at start)."""
+        self._withheld = types
+
+    def release(self) -> None:
+        """Withhold nothing any more, and tell every watching stream to look again."""
+        if not self._withheld:
+            return
+        self._withheld = frozenset()
+        for group, callback in list(self._watchers):
+            snapshot = self._cache.get(group)
+            if snapshot is not None:
+                callback(snapshot)
 
     # -- internals ---------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,9 @@ from heliostat.runtime.journal import Journal
 from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.scaling_metrics import ScalingCollector
-from heliostat.runtime.supervise import Supervisor, Unrecoverable
+from heliostat.runtime.supervise import Supervisor, Unrecoverable, describe_failure
+from heliostat.runtime.warmup import SLACK_S, FirstRound
+from heliostat.security.limits import StreamLimits
 from heliostat.security.tls import NodeAuthorizer, TlsError, TlsFiles, server_credentials
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache.store import SnapshotCache
@@ -47,12 +49,13 @@ from heliostat.xds.grpc.load_reports import LoadReports
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamRegistry
 from heliostat.xds.grpc.server import (
-    SERVER_OPTIONS,
     AdsServer,
     LoadReportingServer,
     add_to_server,
     listen,
+    server_options,
 )
+from heliostat.xds.protocol.types import TypeUrl
 
 log = structlog.get_logger("heliostat.serve")
 
@@ -64,7 +67,6 @@ _GRPC_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    *SERVER_OPTIONS,
 ]
 
 
@@ -101,6 +103,8 @@ class ServeOptions:
     # Bearer token for state-changing admin calls; required when the admin API is not on
     # loopback.
     admin_token_file: Path | None = None
+    # What one xDS client may ask: streams, requests per node, how often refusals are logged.
+    limits: StreamLimits = field(default_factory=StreamLimits)
     # Delta-xDS nodes get each endpoint as its own LEDS resource (one endpoint's change is
     # one small resource on the wire); False sends them whole assignments, as SotW nodes.
     leds: bool = True
@@ -130,7 +134,16 @@ class ControlPlane:
             self.metrics_registry,
             gateways=lambda p, now: self.load_reports.load([m.name for m in p.spec.models], now),
         )
-        self.signals.on_update = self.control.signals_landed
+        self.signals.on_update = self._round_landed
+        # Endpoints are withheld from every stream until a first round of every model has
+        # landed, so Envoys reconnecting after a restart keep their weights (runtime.warmup).
+        self.first_round = FirstRound(
+            {t.model for t in targets_from_policy(policy)},
+            max(m.signals.timeout for m in policy.spec.models) + SLACK_S,
+            time.monotonic(),
+        )
+        if not self.first_round.done:
+            self.publisher.withhold(frozenset({TypeUrl.ENDPOINT, TypeUrl.LB_ENDPOINT}))
         self.journal = Journal()
         self.control.on_tick = self.journal.observe
         self.started_at = time.time()
@@ -181,6 +194,8 @@ class ControlPlane:
             self.streams,
             XdsMetrics(self.metrics_registry),
             authorize=authorize,
+            limits=options.limits,
+            withheld=self.publisher.withheld,
         )
         self.convergence = ConvergenceTracker(self.streams, self.metrics_registry)
         self.ads.on_ack = self.convergence.acked
@@ -191,6 +206,7 @@ class ControlPlane:
             self.load_reports,
             lambda: max(LOAD_REPORT_MIN_S, self.control.interval),
             authorize=authorize,
+            refusals=self.ads.refusals,
         )
 
     def apply_policy(self, policy: Policy) -> None:
@@ -208,6 +224,31 @@ class ControlPlane:
             self.control.set_policy(previous)
             raise
         log.info("views_recomputed", groups_changed=changed)
+
+    def _round_landed(self, model: str) -> None:
+        """The signal sources' hook: wake the control loop; the round that completes the
+        first one is ticked on at once and the endpoints it gives are released."""
+        if self.first_round.landed(model):
+            self._release_endpoints()
+        else:
+            self.control.signals_landed(model)
+
+    def _first_round_overdue(self) -> None:
+        """The bound of the first round passed: release the endpoints if still withheld."""
+        if self.first_round.expire(time.monotonic()):
+            self._release_endpoints()
+
+    def _release_endpoints(self) -> None:
+        try:
+            self.control.tick()
+        except Exception as exc:  # the views in force are served; the loop ticks again
+            log.error("control_tick_failed", cause=describe_failure(exc), at="first round")
+        self.publisher.release()
+        log.info(
+            "endpoints_released",
+            reason=self.first_round.reason,
+            after_s=round(time.time() - self.started_at, 3),
+        )
 
     def _endpoints_changed(self, policy: Policy) -> None:
         """Discovery saw the cluster change: serve the declared policy's new endpoints."""
@@ -299,6 +340,12 @@ class ControlPlane:
             "snapshot_error": self.publisher.last_error,
             "nodes": describe_nodes(self.streams),
             "tasks": self.supervisor.describe(),
+            "first_round": {
+                "done": self.first_round.done,
+                "reason": self.first_round.reason,
+                "awaited": sorted(self.first_round.awaited),
+                "withheld": sorted(t.short for t in self.publisher.withheld()),
+            },
             "uptime_s": round(time.time() - self.started_at, 3),
         }
 
@@ -308,7 +355,8 @@ class ControlPlane:
         xds = (self.options.xds_host, self.options.xds_port)
         token = _admin_token(self.options)
         credentials = _xds_credentials(self.options)
-        server = self.xds_server = grpc.aio.server(options=_GRPC_OPTIONS)
+        options = [*_GRPC_OPTIONS, *server_options(self.options.limits.max_request_bytes)]
+        server = self.xds_server = grpc.aio.server(options=options)
         add_to_server(server, self.ads, self.lrs)
         csds.add_to_server(server, self.csds)
         health.add_to_server(server, self.ready, GRPC_SERVICES)
@@ -337,6 +385,9 @@ class ControlPlane:
             self.admin_runner = admin
             self._supervise(server, admin)
             self.control.tick()
+            overdue = asyncio.get_running_loop().call_at(
+                _loop_time_of(self.first_round.deadline), self._first_round_overdue
+            )
             supervising = asyncio.create_task(self.supervisor.run(), name="supervisor")
             signalled = asyncio.create_task(stop.wait(), name="signals handler")
             self._serving = True
@@ -350,6 +401,7 @@ class ControlPlane:
                 await asyncio.wait({supervising, signalled}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 self._serving = False
+                overdue.cancel()
                 for task in (supervising, signalled):
                     task.cancel()
                 await asyncio.gather(supervising, signalled, return_exceptions=True)
@@ -374,6 +426,11 @@ class ControlPlane:
         self.supervisor.add("control loop", self.control.run)
         self.supervisor.add("xDS server", lambda: _serving_grpc(server), restart=False)
         self.supervisor.add("admin server", lambda: _serving_admin(admin), restart=False)
+
+
+def _loop_time_of(monotonic_at: float) -> float:
+    """A time.monotonic() instant on the running loop's clock."""
+    return asyncio.get_running_loop().time() + (monotonic_at - time.monotonic())
 
 
 def _xds_credentials(options: ServeOptions) -> grpc.ServerCredentials | None:

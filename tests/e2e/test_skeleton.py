@@ -259,6 +259,9 @@ def test_a_resource_envoy_rejects_is_recorded_as_nack_and_not_pushed_again(
         assert nack["error"]
         lds_responses = node["types"]["LDS"]["responses"]
         assert heliostat.metric("heliostat_xds_events_total", type="LDS", event="nack") == 1
+        # Make-before-break: the new listener went out beside the old one, so the refusal
+        # leaves the old one serving.
+        assert request(gateway).status == 200
 
         # A further edit that changes other resources but not the rejected listener: the
         # endpoints go out, the rejected listener is held, not re-sent.
@@ -287,8 +290,15 @@ def test_a_resource_envoy_rejects_is_recorded_as_nack_and_not_pushed_again(
         ),
     )
     wait_until(lambda: request(fresh).status == 200, message="listener on the new port")
-    node = heliostat.node("gw-eu")
-    assert node is not None and node["types"]["LDS"]["responses"] == lds_responses + 1
+    # The new listener beside the old one, then (once ACKed) the old one removed.
+    wait_until(
+        lambda: envoy.stat("listener_manager.total_listeners_active") == 1,
+        message="the old listener removed once the new one was accepted",
+    )
+    node = wait_until(
+        lambda: (n := heliostat.node("gw-eu")) and n["in_sync"] and n, message="LDS in sync"
+    )
+    assert node["types"]["LDS"]["responses"] == lds_responses + 2
     assert node["types"]["LDS"]["acked_version"] == node["types"]["LDS"]["sent_version"]
 
 

@@ -5,7 +5,8 @@ streamed completions the whole time, each counting requests sent and failed.
 What each fault must cost, by design:
 - heliostat killed: nothing (Envoy keeps its last configuration);
 - heliostat restarted: nothing, every Envoy back in sync within 5 s, nothing re-pushed, and
-  no endpoint weight turning back and forth;
+  no endpoint weight turning back and forth (endpoints are withheld until the new process's
+  first signal round, so no Envoy is sent the cold, neutral weights);
 - an Envoy restarted: only its own requests while it is down; back in sync within 5 s;
 - a replica hanging, answering 500s, slow, or dropping connections: nothing (per-try timeout
   and retries elsewhere, outlier ejection, the control law's weights);
@@ -335,17 +336,18 @@ def test_heliostat_restarted_every_envoy_resyncs_within_5s(
     )
     assert failed == 0, _failures(traffic)
     # Same policy, same content-addressed versions: clusters, listeners and routes are not
-    # sent again. Endpoint weights are recomputed from the first scrape of the restarted
-    # process, so EDS may change once; it must not keep changing.
+    # sent again. Endpoints are withheld until the restarted process's first signal round,
+    # so the Envoys keep their weights until then and get that round's only if it differs
+    # (measured: none); one more for a real load change within the 10 s is allowed.
     for node_id, types in resent.items():
         assert types, node_id
         assert {t: n for t, n in types.items() if t != "EDS"} == dict.fromkeys(
             set(types) - {"EDS"}, 0
         ), (node_id, resent)
         assert types.get("EDS", 0) <= 2, (node_id, resent)
-    # Not asserted: the restarted process starts from neutral weights and the first scrape
-    # moves them back (measured 5 reversals over both gateways); a warm start that scraped
-    # before serving removed them but changed what two older tests rely on (see the report).
+    # No weight swinging to neutral and back: at most one turn over both gateways (load
+    # noise between two samples 0.2 s apart), where cold weights gave several.
+    assert reversals <= 1, samples
 
 
 def test_an_envoy_restarted_fails_only_its_own_requests_and_resyncs(
@@ -462,10 +464,12 @@ def test_a_nacked_push_is_not_repeated_and_the_gateway_recovers(
     mesh: Mesh, record: list[Row]
 ) -> None:
     """The realistic NACK: the policy moves the gateway listener to a port something else
-    holds. Envoy 1.40 refuses the new listener, and it has already let go of the old address,
-    so that gateway refuses connections until the policy is put back; heliostat's part is to
-    see the NACK, not to push the refused listener again, and to resync at once on the fix.
-    The other gateway (its own listener port) must not notice."""
+    holds, and Envoy refuses the new listener. Sent alone, the new listener made Envoy 1.40
+    drop the old one first (180 of 339 requests failed while the port was taken); heliostat
+    sends it beside the old one and removes the old one only once the new is ACKed, so the
+    gateway keeps serving on its old port. heliostat must also see the NACK, not push the
+    refused listener again, and resync at once on the fix. The other gateway (its own
+    listener port) must not notice."""
     traffic = mesh.traffic("us-east", "eu-west")
     time.sleep(1)
     before = mesh.heliostat.node("gw-us")
@@ -501,7 +505,7 @@ def test_a_nacked_push_is_not_repeated_and_the_gateway_recovers(
             "a listener push NACKed (its port taken), then reverted",
             sent,
             failed,
-            f"gw-us: {us.failed} of {us.sent} failed (Envoy dropped the old listener); "
+            f"gw-us: {us.failed} of {us.sent} failed (the old listener kept serving); "
             f"gw-eu: {eu.failed} of {eu.sent}; gw-us serving again "
             f"{recovered_after:.1f} s after the NACK (3 s of it with the port taken)",
         )
@@ -510,3 +514,4 @@ def test_a_nacked_push_is_not_repeated_and_the_gateway_recovers(
     # One push of the refused listener, none repeated while it stays refused.
     assert during["types"]["LDS"]["responses"] == lds_sent + 1, (before, during)
     assert eu.failed == 0, _failures({"eu-west": eu})
+    assert us.failed == 0, _failures({"us-east": us})

@@ -1,21 +1,26 @@
 """The xDS server's limits, on a real grpc.aio server: message size, open streams, requests
-per second. Each is a RESOURCE_EXHAUSTED with a message for the stream that hit it, a count
-in heliostat_xds_refused_total{reason}, and nothing for the other streams."""
+per node per second. Each is a RESOURCE_EXHAUSTED with a message for the stream that hit it,
+a count in heliostat_xds_refused_total{reason}, a log line that a client refused in a loop
+cannot turn into a flood, and nothing for the other streams. And the `serve` flags that set
+them."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from heliostat.balance import static_views
 from heliostat.policy import parse_policy
 from heliostat.runtime.publisher import Inputs, Publisher
-from heliostat.security.limits import StreamLimits, TokenBucket
+from heliostat.security.limits import LogThrottle, NodeBuckets, StreamLimits, TokenBucket
 from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamRegistry
@@ -80,6 +85,55 @@ def test_the_token_bucket_allows_its_burst_then_its_rate() -> None:
     assert [bucket.take() for _ in range(3)] == [True, True, False]
     with pytest.raises(ValueError):
         StreamLimits(rate=0)
+    with pytest.raises(ValueError):
+        StreamLimits(log_every_s=0)
+
+
+def test_a_node_has_one_bucket_whatever_stream_it_uses_and_other_nodes_their_own() -> None:
+    now = [0.0]
+    buckets = NodeBuckets(rate=1, burst=3, clock=lambda: now[0])
+    assert [buckets.take("gw-loop") for _ in range(4)] == [True] * 3 + [False]
+    assert buckets.take("gw-other")
+    now[0] += 1.0
+    assert buckets.take("gw-loop") and not buckets.take("gw-loop")
+
+
+def test_buckets_that_refilled_are_forgotten() -> None:
+    now = [0.0]
+    buckets = NodeBuckets(rate=1, burst=2, clock=lambda: now[0], prune_every=4)
+    for i in range(3):
+        buckets.take(f"gw-{i}")
+    now[0] += 1.0
+    buckets.take("gw-busy")  # the 4th new node: those idle for burst/rate (2 s) would go
+    assert len(buckets) == 4  # none idle long enough yet
+    now[0] += 1.5
+    for i in range(4, 8):
+        buckets.take(f"gw-{i}")  # the 8th new node prunes: gw-0..2 idle 2.5 s, refilled
+    assert len(buckets) == 5  # gw-busy (idle 1.5 s) and gw-4..7
+
+
+def test_refusal_logs_the_first_then_one_per_window_with_the_count() -> None:
+    now = [0.0]
+    throttle = LogThrottle(every_s=10, clock=lambda: now[0])
+    assert throttle.admit("node_refused", "gw-loop") == 0
+    for _ in range(50):
+        now[0] += 0.1
+        assert throttle.admit("node_refused", "gw-loop") is None
+    assert throttle.admit("node_refused", "gw-other") == 0  # another node: its own line
+    assert throttle.admit("stream_refused", "gw-loop") == 0  # another kind: its own line
+    now[0] += 5.1  # 10 s after the first
+    assert throttle.admit("node_refused", "gw-loop") == 50
+    assert throttle.admit("node_refused", "gw-loop") is None
+
+
+def test_a_client_inventing_node_ids_shares_one_line_per_window() -> None:
+    now = [0.0]
+    throttle = LogThrottle(every_s=10, clock=lambda: now[0], max_keys=3)
+    logged = [throttle.admit("node_refused", f"gw-{i}") for i in range(100)]
+    assert logged[:3] == [0, 0, 0]
+    assert logged[3] == 0 and logged[4:] == [None] * 96  # the rest share one key
+    now[0] += 10.0
+    assert throttle.admit("node_refused", "gw-new") == 0  # old keys forgotten: room again
 
 
 async def test_one_stream_too_many_is_refused_the_open_ones_go_on(
@@ -148,3 +202,86 @@ async def test_a_request_over_4_mib_is_refused_by_grpc(
         await call.read()
     assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "larger than max" in (refused.value.details() or "")
+
+
+async def test_a_node_reconnecting_in_a_loop_is_refused_once_its_budget_is_spent(
+    served: tuple[grpc.aio.Channel, CollectorRegistry, StreamLimits],
+) -> None:
+    """The budget is the node's, not the stream's: new streams do not refill it. The refusals
+    are logged once, not once per attempt; another node connects meanwhile."""
+    channel, registry, limits = served
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+    first = discovery_pb2.DiscoveryRequest(node=NODE, type_url=CDS)
+    first.node.id = "gw-loop"
+    codes = []
+    with capture_logs() as logs:
+        for _ in range(limits.burst + 10):
+            call = stub.StreamAggregatedResources(iter([first]))
+            try:
+                async for _ in call:
+                    break
+                codes.append(grpc.StatusCode.OK)
+            except grpc.aio.AioRpcError as exc:
+                codes.append(exc.code())
+                assert exc.details() == (
+                    "node 'gw-loop' sent more than 0.5 requests/s (burst 5); retry later"
+                )
+            call.cancel()
+    assert codes[: limits.burst] == [grpc.StatusCode.OK] * limits.burst
+    assert codes[limits.burst :] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 10
+    assert _refused(registry, "rate") == 10
+    refusals = [e for e in logs if e["event"] == "stream_refused"]
+    assert len(refusals) == 1, refusals
+    assert refusals[0]["node_id"] == "gw-loop" and refusals[0]["reason"] == "request rate"
+    other = await _open(channel, "gw-other")
+    assert (await other.read()).type_url == CDS
+    other.cancel()
+
+
+def test_serve_flags_set_the_limits_and_help_shows_their_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from heliostat import cli
+    from heliostat.runtime import serve
+
+    seen: list[serve.ServeOptions] = []
+    monkeypatch.setattr(serve, "run", seen.append)
+    args = ["serve", "--policy", str(tmp_path / "p.yaml"), "--log-format", "json"]
+    assert cli.main(args) == 0
+    assert seen[-1].limits == StreamLimits()
+    limits = ["--max-xds-streams", "7", "--node-request-rate", "2.5"]
+    limits += ["--node-request-burst", "9", "--refusal-log-interval", "30"]
+    limits += ["--max-xds-request-bytes", "65536"]
+    assert cli.main(args + limits) == 0
+    assert seen[-1].limits == StreamLimits(
+        max_request_bytes=65536, max_streams=7, rate=2.5, burst=9, log_every_s=30
+    )
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).split("options:", 1)[1]
+    for flag, default in [
+        ("--max-xds-request-bytes BYTES", "(default: 4194304)"),
+        ("--max-xds-streams N", "(default: 10000)"),
+        ("--node-request-rate PER_SECOND", "(default: 50)"),
+        ("--node-request-burst N", "(default: 200)"),
+        ("--refusal-log-interval SECONDS", "(default: 10)"),
+    ]:
+        shown = re.search(r"\(default: [^)]*\)", text.split(flag, 1)[1])
+        assert shown is not None and shown.group(0) == default, flag
+
+
+async def test_a_node_with_a_malformed_identity_in_a_loop_is_logged_once(
+    served: tuple[grpc.aio.Channel, CollectorRegistry, StreamLimits],
+) -> None:
+    channel, _, _ = served
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+    first = discovery_pb2.DiscoveryRequest(node=NODE, type_url=CDS)
+    first.node.id = "gw-odd"
+    first.node.metadata.update({"role": "toaster"})
+    with capture_logs() as logs:
+        for _ in range(20):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                async for _ in stub.StreamAggregatedResources(iter([first])):
+                    pass
+            assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert [e["node_id"] for e in logs if e["event"] == "node_rejected"] == ["gw-odd"]

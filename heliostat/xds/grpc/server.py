@@ -19,7 +19,7 @@ from envoy.service.load_stats.v3 import lrs_pb2, lrs_pb2_grpc
 from google.protobuf import duration_pb2
 
 from heliostat.listen import ListenError, check_free, show
-from heliostat.security.limits import MAX_REQUEST_BYTES, StreamLimits, TokenBucket
+from heliostat.security.limits import MAX_REQUEST_BYTES, LogThrottle, NodeBuckets, StreamLimits
 from heliostat.xds.cache.nodes import NodeGroup, NodeIdentityError, Role, group_of
 from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.grpc.load_reports import LoadReports
@@ -28,6 +28,7 @@ from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, TypeStatus
 from heliostat.xds.protocol.sotw import SotwStream
+from heliostat.xds.protocol.types import TypeUrl
 
 log = structlog.get_logger("heliostat.xds")
 
@@ -52,6 +53,8 @@ class _StreamProtocol(Protocol[Req, Resp]):  # type: ignore[misc]
 
     def status(self) -> dict[str, TypeStatus]: ...
 
+    def withhold(self, types: frozenset[TypeUrl]) -> Outcome[Resp]: ...
+
 
 _CHANGED = object()
 _CLOSED = object()
@@ -66,14 +69,21 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         *,
         authorize: Authorize | None = None,
         limits: StreamLimits | None = None,
+        withheld: Callable[[], frozenset[TypeUrl]] = frozenset,
     ) -> None:
         self._source = source
+        # Types not to send for now (endpoints before a restarted heliostat's first signal
+        # round); read on every snapshot notice, which is how their release arrives.
+        self._withheld = withheld
         self._registry = registry
         self._metrics = metrics
         # Called with the node's group on every ACK (convergence tracking).
         self.on_ack: Callable[[NodeGroup], None] | None = None
         self._authorize = authorize
-        self._limits = limits or StreamLimits()
+        self._limits = limits = limits or StreamLimits()
+        # Requests per node, whatever stream they come on; refusals logged sparingly.
+        self._buckets = NodeBuckets(limits.rate, limits.burst)
+        self.refusals = LogThrottle(limits.log_every_s)
 
     async def StreamAggregatedResources(
         self,
@@ -103,17 +113,18 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         except StopAsyncIteration:
             return
         node = first.node
-        group = await _admit(node, self._authorize, context, "node_rejected")
+        group = await _admit(node, self._authorize, context, "node_rejected", self.refusals)
         if group is None:
             self._metrics.refused.labels("identity").inc()
             return
         limits = self._limits
         if len(self._registry) >= limits.max_streams:
             self._metrics.refused.labels("streams").inc()
-            log.error(
+            _log_refusal(
+                self.refusals,
                 "stream_refused",
+                node.id,
                 reason="too many streams",
-                node_id=node.id,
                 open=len(self._registry),
             )
             await context.abort(
@@ -121,8 +132,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 f"heliostat serves at most {limits.max_streams} xDS streams; retry later",
             )
             return
-        bucket = TokenBucket(limits.rate, limits.burst)
-        bucket.take()  # the first request
+        if not self._buckets.take(node.id):  # the first request: a node reconnecting in a loop
+            self._metrics.refused.labels("rate").inc()
+            reason = (
+                f"node {node.id!r} sent more than {limits.rate:g} requests/s "
+                f"(burst {limits.burst}); retry later"
+            )
+            _log_refusal(self.refusals, "stream_refused", node.id, reason="request rate")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+            return
         inbox: asyncio.Queue[object] = asyncio.Queue()
         protocol = make(node.id)
         entry = StreamEntry(node.id, group, mode, context.peer(), time.time(), protocol.status)
@@ -132,7 +150,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._metrics.streams.labels(mode).inc()
         log.info("node_connected", node_id=node.id, group=group.key, mode=mode)
         try:
-            outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
+            outcome = protocol.withhold(self._withheld())
+            outcome.extend(protocol.on_snapshot(self._source.snapshot_for(group, node.id)))
             outcome.extend(protocol.on_request(first))
             while True:
                 for response in self._report(mode, node.id, group, outcome):
@@ -142,14 +161,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     return
                 if item is _CHANGED:
                     outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
+                    outcome.extend(protocol.withhold(self._withheld()))
                     continue
-                if not bucket.take():
+                if not self._buckets.take(node.id):
                     self._metrics.refused.labels("rate").inc()
                     reason = (
                         f"node {node.id!r} sent more than {limits.rate:g} requests/s "
                         f"(burst {limits.burst}); stream closed"
                     )
-                    log.error("stream_ended", reason="request rate", node_id=node.id, error=reason)
+                    _log_refusal(
+                        self.refusals, "stream_ended", node.id, reason="request rate", error=reason
+                    )
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
                     return
                 outcome = protocol.on_request(item)
@@ -171,6 +193,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         if acked and self.on_ack is not None:
             self.on_ack(group)
         return outcome.responses
+
+
+def _log_refusal(refusals: LogThrottle, event: str, node_id: str, **fields: object) -> None:
+    """Log a refusal unless one like it was logged within the throttle's window; the next
+    one logged says how many were not."""
+    unlogged = refusals.admit(event, node_id)
+    if unlogged is None:
+        return
+    if unlogged:
+        fields["not_logged_since_last"] = unlogged
+    log.error(event, node_id=node_id, **fields)
 
 
 def _log_event(mode: str, node_id: str, event: Event) -> None:
@@ -218,11 +251,13 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
         clock: Callable[[], float] = time.time,
         *,
         authorize: Authorize | None = None,
+        refusals: LogThrottle | None = None,
     ) -> None:
         self._reports = reports
         self._interval = interval
         self._clock = clock
         self._authorize = authorize
+        self._refusals = refusals or LogThrottle(StreamLimits().log_every_s)
 
     async def StreamLoadStats(
         self,
@@ -234,7 +269,7 @@ class LoadReportingServer(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: i
         except StopAsyncIteration:
             return
         node = first.node
-        group = await _admit(node, self._authorize, context, "load_reports_refused")
+        group = await _admit(node, self._authorize, context, "load_reports_refused", self._refusals)
         if group is None:
             return
         if group.role is not Role.GATEWAY or group.region is None:
@@ -271,15 +306,17 @@ async def _admit(
     authorize: Authorize | None,
     context: grpc.aio.ServicerContext[Any, Any],
     malformed_event: str,
+    refusals: LogThrottle,
 ) -> NodeGroup | None:
     """The node group a stream's first request claims, or None after aborting the stream:
     INVALID_ARGUMENT when the node's identity is malformed, PERMISSION_DENIED when the
     peer's certificate does not back the node id and region it claims. ADS and LRS admit
-    their streams the same way."""
+    their streams the same way. Refusals are logged through `refusals`, so a client
+    refused in a loop gives one line per window, not one per attempt."""
     try:
         group = group_of(node)
     except NodeIdentityError as exc:
-        log.error(malformed_event, node_id=node.id, error=str(exc))
+        _log_refusal(refusals, malformed_event, node.id, error=str(exc))
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return None
     if authorize is None:
@@ -287,7 +324,7 @@ async def _admit(
     refused = authorize(node.id, node.locality.region, context.auth_context())
     if refused is None:
         return group
-    log.error("node_refused", node_id=node.id, peer=context.peer(), error=refused)
+    _log_refusal(refusals, "node_refused", node.id, peer=context.peer(), error=refused)
     await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
     return None
 
@@ -300,12 +337,17 @@ def add_to_server(
         lrs_pb2_grpc.add_LoadReportingServiceServicer_to_server(lrs, server)
 
 
-SERVER_OPTIONS = [
-    ("grpc.so_reuseport", 0),
-    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-]
-"""Options every xDS server needs: no SO_REUSEPORT, so a second heliostat on the same port is
-refused instead of sharing its Envoys with the first (gRPC turns it on by default)."""
+def server_options(max_request_bytes: int = MAX_REQUEST_BYTES) -> list[tuple[str, int]]:
+    """Options every xDS server needs: no SO_REUSEPORT, so a second heliostat on the same
+    port is refused instead of sharing its Envoys with the first (gRPC turns it on by
+    default), and the largest request it reads."""
+    return [
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", max_request_bytes),
+    ]
+
+
+SERVER_OPTIONS = server_options()
 
 
 def listen(

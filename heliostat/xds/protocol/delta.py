@@ -4,13 +4,15 @@ The node tells us what it has (`initial_resource_versions` on reconnect) and wha
 (subscribe/unsubscribe); we send only resources whose version differs and name the ones that
 are gone. Every name a node subscribes to is answered, with the resource or as removed. As in
 SotW: NACKed content is held until it changes, types go out in make-before-break order, and a
-cluster is removed only after the node has moved its routes off it.
+cluster is removed only after the node has moved its routes off it, and a listener only
+after the node has ACKed its replacement (`listeners`). A withheld type
+(`withhold`) is not answered until it is released; the node keeps what it has meanwhile.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -18,6 +20,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from heliostat.xds.cache.responses import SharedResponses
 from heliostat.xds.cache.snapshot import Resource, Snapshot
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
+from heliostat.xds.protocol.listeners import kept_until_replaced
 from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl, parse_type_url
 
 # Streams in step answer a change with the same response: built once
@@ -75,6 +78,8 @@ class DeltaStream:
         self._snapshot: Snapshot | None = None
         self._types = {t: _TypeState(t) for t in PUSH_ORDER}
         self._nonce_counter = 0
+        self._withheld: frozenset[TypeUrl] = frozenset()
+        self._listeners_known: dict[str, Resource] = {}  # the last sent under every name
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -83,6 +88,16 @@ class DeltaStream:
         outcome: DeltaOutcome = Outcome()
         for type_url in PUSH_ORDER:
             outcome.extend(self._maybe_respond(self._types[type_url]))
+        return outcome
+
+    def withhold(self, types: frozenset[TypeUrl]) -> DeltaOutcome:
+        """Send nothing of `types` from now on; types no longer in it are answered now."""
+        released = self._withheld - types
+        self._withheld = types
+        outcome: DeltaOutcome = Outcome()
+        for type_url in PUSH_ORDER:
+            if type_url in released:
+                outcome.extend(self._maybe_respond(self._types[type_url]))
         return outcome
 
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> DeltaOutcome:
@@ -170,7 +185,7 @@ class DeltaStream:
 
     def _maybe_respond(self, state: _TypeState) -> DeltaOutcome:
         outcome: DeltaOutcome = Outcome()
-        if not state.requested or self._snapshot is None:
+        if not state.requested or self._snapshot is None or state.type_url in self._withheld:
             return outcome
         available = self._snapshot.resources(state.type_url)
         updates: list[Resource] = []
@@ -183,10 +198,7 @@ class DeltaStream:
                 held.append(name)
             else:
                 updates.append(resource)
-        removed = sorted(n for n in state.known if n not in available or not state.wants(n))
-        deferred = False
-        if state.type_url is TypeUrl.CLUSTER and removed and not self._routes_settled():
-            removed, deferred = [], True  # make-before-break: routes still point at these
+        removed, deferred = self._removals(state, available)
         # Names subscribed to that do not exist: say so, so the node stops waiting.
         missing = sorted(n for n in state.unanswered if n not in available and n not in removed)
         removed += [n for n in missing if n not in state.known]
@@ -239,7 +251,25 @@ class DeltaStream:
         outcome.events.append(Event(EventKind.SENT, state.type_url, version, nonce))
         if state.type_url is TypeUrl.CLUSTER:
             outcome.extend(self._resend_endpoints(updates, before))
+        if state.type_url is TypeUrl.LISTENER:
+            self._listeners_known.update((r.name, r) for r in updates)
         return outcome
+
+    def _removals(
+        self, state: _TypeState, available: Mapping[str, Resource]
+    ) -> tuple[list[str], bool]:
+        """The names the node has that may go now, and whether some were kept back."""
+        removed = sorted(n for n in state.known if n not in available or not state.wants(n))
+        if not removed:
+            return removed, False
+        if state.type_url is TypeUrl.CLUSTER and not self._routes_settled():
+            return [], True  # make-before-break: routes still point at these
+        if state.type_url is TypeUrl.LISTENER:
+            current = {n: r for n, r in available.items() if state.wants(n)}
+            kept = kept_until_replaced(current, state.acked, self._listeners_known)
+            if kept:  # make-before-break: the node has not accepted their replacement yet
+                return [n for n in removed if n not in kept], True
+        return removed, False
 
     def _resend_endpoints(self, clusters: list[Resource], before: dict[str, str]) -> DeltaOutcome:
         """Re-send the endpoints of clusters the node had and that were just updated.

@@ -5,7 +5,13 @@ the rules that keep a fleet calm: ignore stale nonces, answer only when somethin
 never re-send content the node NACKed until the content changes (go-control-plane re-pushes
 by version and loops; Istio waits for a real change, and so do we), push clusters before
 endpoints before listeners before routes, and remove a cluster only after the routes that
-pointed at it have been replaced on the node.
+pointed at it have been replaced on the node. A listener the snapshot drops (a port change)
+is likewise sent alongside its replacement until the node ACKs that (`listeners`).
+
+A type can be withheld (`withhold`): nothing of it is sent until it is released, and a
+SotW node keeps what it has until it is sent something. A restarted heliostat withholds
+endpoints until its first signal round, so its reconnecting nodes keep the weights the last
+process gave them instead of being sent cold ones that the first round then turns back.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from heliostat.xds.cache.responses import SharedResponses
 from heliostat.xds.cache.snapshot import Resource, Snapshot, combined_version
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
+from heliostat.xds.protocol.listeners import kept_until_replaced
 from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl, parse_type_url
 
 SotwOutcome = Outcome[discovery_pb2.DiscoveryResponse]
@@ -37,6 +44,9 @@ class _TypeState:
     nonce: str = ""
     sent_version: str = ""
     rejected_version: str = ""
+    # The version the node said it has when it (re)connected: content equal to it is not
+    # sent, even when it becomes current only later (say, once a withheld type is released).
+    node_version: str = ""
     status: TypeStatus = field(default_factory=TypeStatus)
 
 
@@ -51,6 +61,12 @@ class SotwStream:
         self._retired: dict[str, Resource] = {}
         # Versions of the clusters last sent, to tell an updated cluster from a new one.
         self._cluster_versions: dict[str, str] = {}
+        self._withheld: frozenset[TypeUrl] = frozenset()
+        # Listeners: the last resource sent under every name, what the response in flight
+        # carries, and what the node last ACKed (name -> version), for make-before-break.
+        self._listeners_known: dict[str, Resource] = {}
+        self._listeners_in_flight: dict[str, str] = {}
+        self._listeners_accepted: dict[str, str] = {}
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -61,6 +77,16 @@ class SotwStream:
             self._retire_removed_clusters(previous, snapshot)
         for type_url in PUSH_ORDER:
             outcome.extend(self._maybe_respond(self._types[type_url]))
+        return outcome
+
+    def withhold(self, types: frozenset[TypeUrl]) -> SotwOutcome:
+        """Send nothing of `types` from now on; types no longer in it are answered now."""
+        released = self._withheld - types
+        self._withheld = types
+        outcome: SotwOutcome = Outcome()
+        for type_url in PUSH_ORDER:
+            if type_url in released:
+                outcome.extend(self._maybe_respond(self._types[type_url]))
         return outcome
 
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> SotwOutcome:
@@ -82,6 +108,8 @@ class SotwStream:
                 outcome.events.append(self._record_nack(state, request))
             elif request.version_info == state.sent_version:
                 state.status.acked_version = state.sent_version
+                if type_url is TypeUrl.LISTENER:
+                    self._listeners_accepted = dict(self._listeners_in_flight)
                 outcome.events.append(Event(EventKind.ACK, type_url, state.sent_version))
                 if type_url in (TypeUrl.ROUTE, TypeUrl.LISTENER) and self._routes_settled():
                     outcome.extend(self._release_retired())
@@ -112,11 +140,18 @@ class SotwStream:
 
     def _adopt_known_version(self, state: _TypeState, version: str) -> None:
         """A node reconnecting with the content we would send needs no response for it."""
+        state.node_version = version
         resources = self._resources_for(state)
         if resources is not None and _version(resources) == version:
-            state.sent_version = version
-            state.sent_names = frozenset(r.name for r in resources)
-            state.status.sent_version = state.status.acked_version = version
+            self._adopt(state, resources, version)
+
+    def _adopt(self, state: _TypeState, resources: list[Resource], version: str) -> None:
+        state.sent_version = version
+        state.sent_names = frozenset(r.name for r in resources)
+        state.status.sent_version = state.status.acked_version = version
+        if state.type_url is TypeUrl.LISTENER:
+            self._listeners_known.update((r.name, r) for r in resources)
+            self._listeners_accepted = {r.name: r.version for r in resources}
 
     def _resources_for(self, state: _TypeState) -> list[Resource] | None:
         if self._snapshot is None:
@@ -125,17 +160,25 @@ class SotwStream:
         if state.type_url is TypeUrl.CLUSTER and self._retired:
             present = {r.name for r in resources}
             resources += [r for n, r in sorted(self._retired.items()) if n not in present]
+        if state.type_url is TypeUrl.LISTENER:
+            current = {r.name: r for r in resources}
+            kept = kept_until_replaced(current, self._listeners_accepted, self._listeners_known)
+            resources += [self._listeners_known[name] for name in kept]
         return resources
 
     def _maybe_respond(self, state: _TypeState) -> SotwOutcome:
         outcome: SotwOutcome = Outcome()
-        if not state.requested:
+        if not state.requested or state.type_url in self._withheld:
             return outcome
         resources = self._resources_for(state)
         if resources is None:
             return outcome
         version = _version(resources)
         if version == state.sent_version:
+            return outcome
+        if not state.nonce and version == state.node_version:
+            # Nothing sent on this stream yet, and the node already runs this content.
+            self._adopt(state, resources, version)
             return outcome
         if version == state.rejected_version:
             outcome.events.append(
@@ -165,6 +208,9 @@ class SotwStream:
         outcome.events.append(Event(EventKind.SENT, state.type_url, version, state.nonce))
         if state.type_url is TypeUrl.CLUSTER:
             outcome.extend(self._after_clusters_sent(resources))
+        if state.type_url is TypeUrl.LISTENER:
+            self._listeners_known.update((r.name, r) for r in resources)
+            self._listeners_in_flight = {r.name: r.version for r in resources}
         return outcome
 
     def _after_clusters_sent(self, resources: list[Resource]) -> SotwOutcome:
@@ -182,6 +228,7 @@ class SotwStream:
         if not updated or not endpoints.sent_version:
             return Outcome()
         endpoints.sent_version = ""  # whatever it was, the new clusters have not seen it
+        endpoints.node_version = ""
         return self._maybe_respond(endpoints)
 
     def _retire_removed_clusters(self, previous: Snapshot, current: Snapshot) -> None:

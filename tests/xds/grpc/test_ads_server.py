@@ -24,6 +24,7 @@ from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamRegistry
 from heliostat.xds.grpc.server import SERVER_OPTIONS, AdsServer, add_to_server
+from heliostat.xds.protocol.types import TypeUrl
 from tests.xds.helpers import snapshot
 
 GROUP = NodeGroup(Role.GATEWAY, "us-east")
@@ -51,13 +52,23 @@ class Running:
         self.port, self.source, self.registry = port, source, registry
 
 
+WITHHELD: set[TypeUrl] = set()  # what the `ads` server withholds; tests change it
+
+
 @pytest.fixture
 async def ads() -> AsyncIterator[Running]:
     cache = SnapshotCache()
     cache.set(GROUP, snapshot())
     source, registry = CacheSource(cache), StreamRegistry()
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    add_to_server(server, AdsServer(source, registry, XdsMetrics(CollectorRegistry())))
+    WITHHELD.clear()
+    servicer = AdsServer(
+        source,
+        registry,
+        XdsMetrics(CollectorRegistry()),
+        withheld=lambda: frozenset(WITHHELD),
+    )
+    add_to_server(server, servicer)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -109,6 +120,32 @@ async def test_a_client_gets_every_type_then_a_new_snapshot(ads: Running, mode: 
                 )
             )
             await until(lambda: eds_acked(ads) not in ("", before) and in_sync(ads))
+            assert client.error is None
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    await until(lambda: not ads.registry.entries())
+
+
+@pytest.mark.parametrize("mode", ["sotw", "delta"])
+async def test_withheld_endpoints_are_sent_only_once_released(ads: Running, mode: str) -> None:
+    """What a starting heliostat does before its first signal round: every type but EDS
+    goes out; the next snapshot notice after the release brings EDS, and only then."""
+    WITHHELD.add(TypeUrl.ENDPOINT)
+    client = Client("gw-1", "us-east")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{ads.port}") as channel:
+        task = asyncio.create_task(run_client(client, channel, mode))
+        try:
+            await until(lambda: set(ALL_TYPES) - {EDS} <= client.acked_types)
+            await asyncio.sleep(0.3)
+            assert EDS not in {r.type_url for r in client.receipts}
+            assert not client.ready.is_set()
+            WITHHELD.clear()
+            released = snapshot(llama_port=9102)
+            assert ads.source.cache.set(GROUP, released)
+            await asyncio.wait_for(client.ready.wait(), 10)
+            assert [r.type_url for r in client.receipts].count(EDS) == 1
+            await until(lambda: eds_acked(ads) != "" and in_sync(ads))
             assert client.error is None
         finally:
             task.cancel()

@@ -159,8 +159,10 @@ def test_a_change_to_every_type_goes_out_in_make_before_break_order() -> None:
     assert list(updated(cds)) == ["mistral"]
     assert list(updated(eds)) == ["llama"]  # mistral's endpoints: not subscribed yet
     assert list(updated(lds)) == ["heliostat_http_10001"]
-    assert list(lds.removed_resources) == ["heliostat_http_10000"]
+    assert list(lds.removed_resources) == []  # the old listener goes once the new is ACKed
     assert list(updated(rds)) == ["heliostat_models"]
+    (gone,) = stream.on_request(ack(lds)).responses
+    assert list(gone.removed_resources) == ["heliostat_http_10000"]
 
 
 # -- stale nonces -----------------------------------------------------------------------------
@@ -367,9 +369,12 @@ def test_a_removed_model_stays_while_the_new_routes_are_nacked() -> None:
     outcome = stream.on_snapshot(smaller)
     assert types_of(outcome.responses) == [LDS]
     (lds,) = outcome.responses
-    assert list(lds.removed_resources) == ["heliostat_http_10000"]
+    assert list(lds.removed_resources) == []
     release = stream.on_request(ack(lds))
-    assert release.responses == []  # routes are still the NACKed ones
+    # The old listener may go now; the cluster not: the routes are still the NACKed ones.
+    assert types_of(release.responses) == [LDS]
+    assert list(release.responses[0].removed_resources) == ["heliostat_http_10000"]
+    assert stream.on_request(ack(release.responses[0])).responses == []
 
 
 def test_a_new_model_comes_before_the_routes_that_use_it() -> None:
@@ -381,11 +386,27 @@ def test_a_new_model_comes_before_the_routes_that_use_it() -> None:
     assert list(updated(cds)) == ["mistral"]
 
 
-def test_a_removed_listener_is_named() -> None:
+def test_a_moved_listener_is_added_first_and_the_old_one_named_removed_once_acked() -> None:
     stream, _ = connect()
     (lds,) = stream.on_snapshot(snapshot(gateway_port=10001)).responses
     assert list(updated(lds)) == ["heliostat_http_10001"]
-    assert list(lds.removed_resources) == ["heliostat_http_10000"]
+    assert list(lds.removed_resources) == []
+    (gone,) = stream.on_request(ack(lds)).responses
+    assert list(updated(gone)) == []
+    assert list(gone.removed_resources) == ["heliostat_http_10000"]
+    assert stream.on_request(ack(gone)).responses == []
+    assert stream.status()["LDS"].acked_version == snapshot(gateway_port=10001).version
+
+
+def test_a_moved_listener_the_node_nacks_leaves_the_old_one_in_place() -> None:
+    stream, _ = connect()
+    (lds,) = stream.on_snapshot(snapshot(gateway_port=10001)).responses
+    outcome = stream.on_request(nack(lds, "address in use"))
+    assert outcome.responses == []  # no removal of the old one, no re-send of the new
+    assert [e.kind for e in outcome.events] == [EventKind.NACK, EventKind.HELD]
+    # The policy goes back: nothing to send, the node has the old listener.
+    outcome = stream.on_snapshot(snapshot())
+    assert [r for r in outcome.responses if r.type_url == LDS.value] == []
 
 
 # -- property ---------------------------------------------------------------------------------
@@ -487,6 +508,11 @@ class _Run:
             extra = {n for n in has if n not in self.current.resources(type_url)}
             if type_url is CDS and not self.routes_settled():
                 continue  # make-before-break: removal waits for the routes
+            if type_url is LDS and any(
+                self.last_nacked.get((LDS, n)) == v and has.get(n) != v
+                for n, v in versions(self.current, LDS).items()
+            ):
+                continue  # make-before-break: the old listener stays, its replacement refused
             assert not extra, f"{type_url.short} never told the node {extra} are gone"
 
     def step(self, action: str, arg: object) -> None:
@@ -564,3 +590,27 @@ def test_streams_in_step_share_one_response_per_change() -> None:
     (from_b,) = b.on_snapshot(changed).responses
     assert from_a is from_b
     assert updated(from_a) == {"llama": versions(changed, EDS)["llama"]}
+
+
+# -- withheld types ---------------------------------------------------------------------------
+
+
+def test_a_withheld_type_is_not_answered_until_released() -> None:
+    stream = DeltaStream("gw-1")
+    stream.withhold(frozenset({EDS}))
+    stream.on_snapshot(snapshot())
+    responses = [r for t in PUSH_ORDER for r in stream.on_request(subscribe(t)).responses]
+    assert types_of(responses) == [CDS, LDS, RDS]
+    (eds,) = stream.withhold(frozenset()).responses
+    assert updated(eds) == versions(snapshot(), EDS)
+
+
+def test_a_reconnecting_node_keeps_its_endpoints_while_withheld_and_gets_only_changes() -> None:
+    old = snapshot(llama_port=9105)
+    stream = DeltaStream("gw-1")
+    stream.withhold(frozenset({EDS}))
+    stream.on_snapshot(snapshot())  # cold: llama differs from what the node has
+    assert stream.on_request(subscribe(EDS, initial=versions(old, EDS))).responses == []
+    stream.on_snapshot(old)  # the first round gives what the node has
+    assert stream.withhold(frozenset()).responses == []
+    assert stream.status()["EDS"].acked_version == old.version

@@ -133,11 +133,32 @@ def test_a_changed_endpoint_sends_only_eds() -> None:
     assert stream.status()["EDS"].acked_version == eds.version_info
 
 
-def test_a_changed_listener_sends_only_lds() -> None:
+def test_a_moved_listener_goes_out_beside_the_old_one_which_goes_once_the_new_is_acked() -> None:
+    """Make-before-break: Envoy drops a listener missing from an LDS response even when it
+    then rejects the new one, which would leave the gateway serving no port."""
     stream, _ = connect()
     outcome = stream.on_snapshot(snapshot(gateway_port=10001))
     assert types_of(outcome.responses) == [LDS]
-    assert resource_names(outcome.responses[0]) == ["heliostat_http_10001"]
+    (both,) = outcome.responses
+    assert sorted(resource_names(both)) == ["heliostat_http_10000", "heliostat_http_10001"]
+    (only_new,) = stream.on_request(ack(both)).responses
+    assert resource_names(only_new) == ["heliostat_http_10001"]
+    assert stream.on_request(ack(only_new)).responses == []
+    status = stream.status()["LDS"]
+    assert status.acked_version == status.sent_version == only_new.version_info
+
+
+def test_a_moved_listener_the_node_nacks_leaves_the_old_one_serving() -> None:
+    stream, last = connect()
+    (both,) = stream.on_snapshot(snapshot(gateway_port=10001)).responses
+    outcome = stream.on_request(nack(both, last[LDS].version_info, error="address in use"))
+    assert outcome.responses == []  # the old listener is not taken away, nothing re-sent
+    assert stream.on_snapshot(snapshot(gateway_port=10001, llama_port=9105)).responses != []
+    assert stream.status()["LDS"].sent_version == both.version_info  # held, not re-sent
+    # The policy goes back: the node is sent the old listener alone (which it has).
+    outcome = stream.on_snapshot(snapshot())
+    (back,) = [r for r in outcome.responses if r.type_url == LDS.value]
+    assert resource_names(back) == ["heliostat_http_10000"]
 
 
 def test_a_new_model_sends_its_cluster_before_the_routes() -> None:
@@ -502,3 +523,48 @@ def test_streams_in_step_share_one_response_per_change() -> None:
     (from_c,) = c.on_snapshot(changed).responses
     assert from_c is not from_a
     assert from_c.nonce != from_a.nonce and from_c.version_info != ""
+
+
+# -- withheld types ---------------------------------------------------------------------------
+
+
+def test_a_withheld_type_is_not_answered_until_released_and_then_once() -> None:
+    stream = SotwStream("gw-1")
+    assert stream.withhold(frozenset({EDS})).responses == []
+    stream.on_snapshot(snapshot())
+    outcome = [
+        r for t in (CDS, EDS, LDS, RDS) for r in stream.on_request(sotw_request(t)).responses
+    ]
+    assert types_of(outcome) == [CDS, LDS, RDS]  # endpoints held, the rest at once
+    assert types_of(stream.on_snapshot(snapshot(llama_port=9105)).responses) == []
+    (eds,) = stream.withhold(frozenset()).responses
+    assert eds.version_info == stream.status()["EDS"].sent_version
+    assert resource_names(eds) == ["llama", "qwen"]
+    assert stream.withhold(frozenset()).responses == []  # released once
+
+
+def test_a_reconnecting_node_whose_endpoints_become_current_on_release_gets_nothing() -> None:
+    """After a restart the node runs what the last process sent; the cold snapshot differs,
+    the first round's equals it: the node is sent no endpoints at all."""
+    _, last = connect(snapshot(llama_port=9105))
+    stream = SotwStream("gw-1")
+    stream.withhold(frozenset({EDS}))
+    stream.on_snapshot(snapshot())  # cold: differs from what the node has
+    request = sotw_request(EDS, version=last[EDS].version_info)
+    assert stream.on_request(request).responses == []
+    stream.on_snapshot(snapshot(llama_port=9105))  # the first round: what the node has
+    assert stream.withhold(frozenset()).responses == []
+    status = stream.status()["EDS"]
+    assert status.acked_version == status.sent_version == last[EDS].version_info
+    # Later changes flow as usual.
+    assert types_of(stream.on_snapshot(snapshot()).responses) == [EDS]
+
+
+def test_a_reconnecting_node_whose_endpoints_differ_on_release_gets_them_once() -> None:
+    _, last = connect(snapshot(llama_port=9105))
+    stream = SotwStream("gw-1")
+    stream.withhold(frozenset({EDS}))
+    stream.on_snapshot(snapshot())
+    assert stream.on_request(sotw_request(EDS, version=last[EDS].version_info)).responses == []
+    (eds,) = stream.withhold(frozenset()).responses
+    assert eds.version_info != last[EDS].version_info
