@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
 from heliostat.xds.cache.snapshot import Resource, Snapshot
@@ -232,3 +234,69 @@ def test_collection_names_keep_to_characters_envoy_leaves_alone() -> None:
     assert not empty.HasField("leds_cluster_locality_config") and not empty.lb_endpoints
     endpoint = endpoint_components_pb2.LbEndpoint.FromString(member.packed.value)
     assert endpoint.endpoint.address.socket_address.address == "::1"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["weight", "remove", "add", "resubscribe"]), st.integers(0, 40)),
+        max_size=12,
+    )
+)
+def test_property_a_delta_node_ends_each_push_with_exactly_the_snapshots_endpoints(
+    steps: list[tuple[str, int]],
+) -> None:
+    """Whatever changes (weights, endpoints coming and going, a collection unsubscribed and
+    subscribed again), the node's endpoints after each ACKed push are the snapshot's, and
+    a push carries only endpoints whose content the node does not have."""
+    endpoints = fleet(8)
+    memo = TranslationMemo()
+    snap = snapshot_of(cluster("m", endpoints), memo=memo)
+    stream = DeltaStream("gw-1")
+    stream.on_snapshot(snap)
+    node: dict[str, str] = {}
+
+    def take(responses: list[Response]) -> None:
+        for response in responses:
+            if TypeUrl(response.type_url) is not LEDS:
+                ack(stream, response)
+                continue
+            for resource in response.resources:
+                assert node.get(resource.name) != resource.version  # nothing the node has
+                node[resource.name] = resource.version
+            for name in response.removed_resources:
+                node.pop(name, None)
+            ack(stream, response)
+
+    take(respond(stream, delta_request(EDS, ["m"])))
+    take(respond(stream, delta_request(LEDS, globs(snap, "m"))))
+    for step, n in steps:
+        memo.new_round()
+        if step == "weight" and endpoints:
+            i = n % len(endpoints)
+            old = endpoints[i]
+            endpoints[i] = EndpointView(old.address, old.region, None, n + 1, Health.HEALTHY)
+        elif step == "remove" and len(endpoints) > 2:
+            endpoints.pop(n % len(endpoints))
+        elif step == "add":
+            region = "us-east" if n % 2 else "eu-west"
+            endpoints.append(EndpointView(f"10.5.0.{n}:80", region, None, 9, Health.HEALTHY))
+        elif step == "resubscribe":
+            glob = globs(snap, "m")[n % 2]
+            take(respond(stream, delta_request(LEDS, unsubscribe=[glob])))
+            node = {k: v for k, v in node.items() if not k.startswith(glob[:-1])}
+            take(respond(stream, delta_request(LEDS, [glob])))
+        snap = snapshot_of(cluster("m", endpoints), memo=memo)
+        take(stream.on_snapshot(snap).responses)
+        wanted = {
+            n
+            for g in globs(snap, "m")
+            for n in snap.for_delta().resources(LEDS)
+            if n.startswith(g[:-1])
+        }
+        leds = snap.for_delta().resources(LEDS)
+        # An emptied-out locality's collection is no longer named: Envoy drops it (and its
+        # endpoints) with the assignment, so only named collections are compared.
+        assert {k: v for k, v in node.items() if k in wanted or k in leds} == {
+            name: leds[name].version for name in wanted
+        }
