@@ -37,7 +37,7 @@ class Inputs:
 
 
 class Publisher:
-    def __init__(self, cache: SnapshotCache, inputs: Inputs, *, leds: bool = True) -> None:
+    def __init__(self, cache: SnapshotCache, inputs: Inputs, *, leds: bool = False) -> None:
         self._cache = cache
         self._leds = leds  # delta nodes get the LEDS form (heliostat.xds.translate.leds)
         self._inputs = inputs

@@ -32,7 +32,7 @@ def build_snapshot(
     group: NodeGroup,
     memo: TranslationMemo | None = None,
     *,
-    leds: bool = True,
+    leds: bool = False,
 ) -> Snapshot:
     """The resources of one node group. The snapshot is checked for consistency.
 

@@ -23,7 +23,8 @@ from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate.endpoints import assignment_resource
 from heliostat.xds.translate.leds import PREFIX, leds_assignment, segment
 from heliostat.xds.translate.memo import TranslationMemo
-from tests.xds.helpers import delta_request, sotw_request
+from tests.xds.helpers import delta_request, sotw_request, versions
+from tests.xds.helpers import snapshot as helper_snapshot
 
 EDS, LEDS = TypeUrl.ENDPOINT, TypeUrl.LB_ENDPOINT
 Response = discovery_pb2.DeltaDiscoveryResponse
@@ -300,3 +301,15 @@ def test_property_a_delta_node_ends_each_push_with_exactly_the_snapshots_endpoin
         assert {k: v for k, v in node.items() if k in wanted or k in leds} == {
             name: leds[name].version for name in wanted
         }
+
+
+def test_the_leds_form_leaves_what_sotw_nodes_get_unchanged() -> None:
+    plain, with_leds = (helper_snapshot(leds=False), helper_snapshot(leds=True))
+    assert plain.for_delta() is plain
+    assert with_leds.for_delta() is not with_leds
+    for type_url in (TypeUrl.CLUSTER, EDS, TypeUrl.LISTENER, TypeUrl.ROUTE):
+        assert versions(plain, type_url) == versions(with_leds, type_url)
+    assert with_leds.resources(LEDS) == {}
+    assert set(versions(with_leds.for_delta(), LEDS)) == {
+        name for members in with_leds.members.values() for name in members
+    }

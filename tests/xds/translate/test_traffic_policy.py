@@ -778,7 +778,12 @@ def _cluster_only_change() -> tuple[Snapshot, Snapshot]:
     after = parse_policy(
         PLAIN.replace("    - name: m\n", "    - name: m\n      connect_timeout: 3s\n")
     )
-    a, b = snapshot_for("us-east", before), snapshot_for("us-east", after)
+    # With the LEDS form: SotW streams must not see it, delta streams must resend it.
+    group = NodeGroup(Role.GATEWAY, "us-east")
+    a, b = (
+        build_snapshot(p, static_views(p).for_region("us-east"), group, leds=True)
+        for p in (before, after)
+    )
     assert a.resources(TypeUrl.ENDPOINT)["m"].version == b.resources(TypeUrl.ENDPOINT)["m"].version
     assert a.resources(TypeUrl.CLUSTER)["m"].version != b.resources(TypeUrl.CLUSTER)["m"].version
     return a, b
