@@ -313,3 +313,18 @@ def test_the_leds_form_leaves_what_sotw_nodes_get_unchanged() -> None:
     assert set(versions(with_leds.for_delta(), LEDS)) == {
         name for members in with_leds.members.values() for name in members
     }
+
+
+def test_withheld_endpoints_hold_back_leds_too_until_released() -> None:
+    """A starting heliostat withholds endpoints (EDS and LEDS): a reconnecting delta node
+    keeps the weights it has instead of cold ones that the first round turns back."""
+    endpoints = fleet(4)
+    snap = snapshot_of(cluster("m", endpoints))
+    stream = DeltaStream("gw-1")
+    assert stream.withhold(frozenset({EDS, LEDS})).responses == []
+    stream.on_snapshot(snap)
+    assert respond(stream, delta_request(EDS, ["m"])) == []
+    assert respond(stream, delta_request(LEDS, globs(snap, "m"))) == []
+    released = stream.withhold(frozenset()).responses
+    assert [TypeUrl(r.type_url) for r in released] == [EDS, LEDS]
+    assert {r.name for r in released[1].resources} == set(snap.members["m"])
