@@ -39,6 +39,7 @@ from typing import Any
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -50,7 +51,9 @@ CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+LEDS = "type.googleapis.com/envoy.config.endpoint.v3.LbEndpoint"
 ALL_TYPES = (CDS, EDS, LDS, RDS)
+ENDPOINT_TYPES = (EDS, LEDS)  # an endpoint's change arrives as either
 _HCM = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 _SERVICE = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
 _MAX_MESSAGE = 64 * 1024 * 1024
@@ -73,6 +76,7 @@ class Client:
     receipts: list[Receipt] = field(default_factory=list)
     acked_types: set[str] = field(default_factory=set)
     error: str | None = None
+    needs_leds: bool = False  # subscribed to LEDS collections: ready once they are ACKed
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def node(self) -> base_pb2.Node:
@@ -88,7 +92,9 @@ class Client:
     def acknowledged(self, receipt: Receipt, type_url: str) -> None:
         receipt.acked_at = time.time()
         self.acked_types.add(type_url)
-        if len(self.acked_types) == len(ALL_TYPES):
+        if self.acked_types.issuperset(ALL_TYPES) and (
+            not self.needs_leds or LEDS in self.acked_types
+        ):
             self.ready.set()
 
 
@@ -119,7 +125,20 @@ def rds_names(resources: Iterable[bytes]) -> set[str]:
     return names
 
 
+def leds_names(resources: Iterable[bytes]) -> set[str]:
+    """The LEDS collections (globs) the assignments' localities name, as Envoy subscribes."""
+    names = set()
+    for value in resources:
+        assignment = endpoint_pb2.ClusterLoadAssignment.FromString(value)
+        for locality in assignment.endpoints:
+            if locality.HasField("leds_cluster_locality_config"):
+                names.add(locality.leds_cluster_locality_config.leds_collection_name)
+    return names
+
+
 _DEPENDENT = {CDS: (EDS, eds_names), LDS: (RDS, rds_names)}
+# Delta only: SotW cannot name a glob collection, so heliostat sends SotW plain EDS.
+_DELTA_DEPENDENT = {**_DEPENDENT, EDS: (LEDS, leds_names)}
 
 
 class SotwSession:
@@ -165,8 +184,8 @@ class DeltaSession:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.have: dict[str, dict[str, bytes]] = {CDS: {}, LDS: {}}
-        self.subscribed: dict[str, set[str]] = {EDS: set(), RDS: set()}
+        self.have: dict[str, dict[str, bytes]] = {CDS: {}, LDS: {}, EDS: {}}
+        self.subscribed: dict[str, set[str]] = {EDS: set(), RDS: set(), LEDS: set()}
 
     def opening(self) -> list[bytes]:
         first = discovery_pb2.DeltaDiscoveryRequest(type_url=CDS, node=self.client.node())
@@ -179,13 +198,13 @@ class DeltaSession:
         response = discovery_pb2.DeltaDiscoveryResponse.FromString(raw)
         type_url = response.type_url
         requests = []
-        if type_url in _DEPENDENT:
+        if type_url in _DELTA_DEPENDENT:
             held = self.have[type_url]
             for resource in response.resources:
                 held[resource.name] = resource.resource.value
             for name in response.removed_resources:
                 held.pop(name, None)
-            dependent, names_of = _DEPENDENT[type_url]
+            dependent, names_of = _DELTA_DEPENDENT[type_url]
             wanted = names_of(held.values())
             current = self.subscribed[dependent]
             if wanted != current:
@@ -197,6 +216,7 @@ class DeltaSession:
                     ).SerializeToString()
                 )
                 self.subscribed[dependent] = wanted
+                self.client.needs_leds = self.client.needs_leds or bool(self.subscribed[LEDS])
         ack = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, response_nonce=response.nonce)
         requests.append(ack.SerializeToString())
         return type_url, requests
@@ -256,7 +276,7 @@ def status(clients: list[Client]) -> dict[str, Any]:
 
 def _eds_ack_after(client: Client, t0: float) -> float | None:
     for receipt in client.receipts:
-        if receipt.type_url == EDS and receipt.received_at >= t0 and receipt.acked_at:
+        if receipt.type_url in ENDPOINT_TYPES and receipt.received_at >= t0 and receipt.acked_at:
             return receipt.acked_at
     return None
 

@@ -13,10 +13,12 @@ like Envoy (`subscribe_s`: until every client has ACKed its first full configura
 Once nothing has been pushed for 1.5 signal intervals, the benchmark drains one endpoint
 (`POST /drain` on serve's admin API, as `heliostat drain` does: a weight change that every
 region's view carries) and stamps the moment with `time.time()`. Every client stamps when
-it ACKed the first EDS response received after that moment on the same clock; the ACK
-latency is the difference. Each change drains another endpoint (an undrain would ramp the
-weight back up over several ticks, which is several pushes). `bytes_per_push` is the median
-over clients of the bytes of every response a client received for the change (EDS and
+it ACKed the first EDS (with LEDS, LbEndpoint) response received after that moment on the
+same clock; the ACK latency is the difference. Mode `delta-leds` is delta streams against
+`serve --leds`: each endpoint its own LEDS resource (heliostat.xds.translate.leds).
+Each change drains another endpoint (an undrain would ramp the weight back up over several
+ticks, which is several pushes). `bytes_per_push` is the median over clients of the bytes
+of every response a client received for the change (EDS, LEDS and
 anything else). `rss_mb` is serve's VmRSS (/proc/PID/status) with every client subscribed,
 before the changes; `rss_idle_mb` is the same before any client connected, `rss_peak_mb`
 its high-water mark (VmHWM) by the end. `tick_mean_ms` is serve's own mean control tick
@@ -52,7 +54,8 @@ from heliostat.lab.processes import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = ("sotw", "delta")
+# delta-leds: delta streams against `serve --leds` (each endpoint its own LEDS resource).
+MODES = ("sotw", "delta", "delta-leds")
 REGION_COUNT = 3
 MODELS = 3
 QUIET_TICKS = 1.5  # no push for longer than this many signal intervals: settled
@@ -130,7 +133,7 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         "signals_interval_s": plan.interval_s,
         "signals_timeout_s": plan.timeout_s,
         "change": "POST /drain of one endpoint (another one each change); latency: change "
-        "-> each client's ACK of the first EDS response after it",
+        "-> each client's ACK of the first EDS (or, with LEDS, LbEndpoint) response after it",
         "metrics": "every endpoint serves a fixed vLLM /metrics page from one process",
         "cases": cases,
         "targets": target_rows(cases),
@@ -144,6 +147,9 @@ TARGETS = [
     ("delta", "bytes_per_push", 5_000.0, "B", "bytes per stream for one endpoint's change"),
     ("delta", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 delta streams"),
     ("sotw", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 SotW streams"),
+    ("delta-leds", "ack_p99_ms", 300.0, "ms", "one change to 1,000 delta streams, LEDS, ACK p99"),
+    ("delta-leds", "bytes_per_push", 5_000.0, "B", "bytes per stream for one change, LEDS"),
+    ("delta-leds", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 delta streams, LEDS"),
 ]
 TARGET_CLIENTS = 1_000
 
@@ -200,8 +206,10 @@ def measure(
     targets: list[tuple[str, str]],
     plan: Plan,
 ) -> dict[str, Any]:
-    serve = QuietHeliostat(policy, workdir)
-    fleet = ClientFleet(workdir, serve, clients, mode, plan.clients_per_process)
+    serve = QuietHeliostat(policy, workdir, leds=mode == "delta-leds")
+    fleet = ClientFleet(
+        workdir, serve, clients, mode.removesuffix("-leds"), plan.clients_per_process
+    )
     processes: list[Process] = []
     try:
         serve.start()
@@ -349,8 +357,8 @@ class QuietHeliostat(Heliostat):
     """`heliostat serve` at its default log level: the lab's debug logging would write a
     line per xDS event, thousands per change with a thousand clients, and time that too."""
 
-    def __init__(self, policy: Path, workdir: Path) -> None:
-        super().__init__(policy, workdir)
+    def __init__(self, policy: Path, workdir: Path, *, leds: bool = False) -> None:
+        super().__init__(policy, workdir, extra_args=["--leds"] if leds else [])
         self.args[self.args.index("--log-level") + 1] = "info"
 
 

@@ -341,6 +341,7 @@ def _serve(args: argparse.Namespace) -> int:
                     burst=args.node_request_burst,
                     log_every_s=args.refusal_log_interval,
                 ),
+                leds=args.leds,
             )
         )
     except (StartupError, Unrecoverable) as exc:
@@ -638,6 +639,12 @@ def parser() -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         help="allow plaintext xDS on an address beyond loopback",
+    )
+    serve.add_argument(
+        "--leds",
+        action="store_true",
+        help="send delta-xDS gateways each endpoint as its own LEDS resource: one endpoint's "
+        "change is ~1 KB per gateway instead of whole assignments (SotW gateways keep EDS)",
     )
     serve.add_argument(
         "--policy-poll-interval",

@@ -68,6 +68,12 @@ Most endpoints are, and for them the code would be half of their entry's bytes."
 DROP_CATEGORY = "heliostat_refused"
 """The drop_overloads category: Envoy names it in its load reports' dropped requests."""
 
+# LEDS resource names (delta xDS): `xdstp://<authority>/envoy.config.endpoint.v3.LbEndpoint/
+# <cluster>/<region>-p<priority>/<host>_<port>`, each locality's collection globbed with `*`.
+LEDS_AUTHORITY = "heliostat"
+"""The xdstp authority of heliostat's LEDS collections; Envoy echoes the names back in its
+subscriptions, and matches each endpoint resource to its collection by them."""
+
 # Derived cluster names: `<model>@<version>` and `<model>~<tenant>`.
 VERSION_SEPARATOR = "@"
 TENANT_SEPARATOR = "~"

@@ -30,6 +30,7 @@ from heliostat.xds.translate import build_snapshot
 KIND = {
     TypeUrl.CLUSTER: "cluster",
     TypeUrl.ENDPOINT: "endpoints",
+    TypeUrl.LB_ENDPOINT: "endpoint",
     TypeUrl.LISTENER: "listener",
     TypeUrl.ROUTE: "routes",
 }

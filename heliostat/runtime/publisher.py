@@ -37,8 +37,9 @@ class Inputs:
 
 
 class Publisher:
-    def __init__(self, cache: SnapshotCache, inputs: Inputs) -> None:
+    def __init__(self, cache: SnapshotCache, inputs: Inputs, *, leds: bool = False) -> None:
         self._cache = cache
+        self._leds = leds  # delta nodes get the LEDS form (heliostat.xds.translate.leds)
         self._inputs = inputs
         self._memo = TranslationMemo()
         self._warned_regions: set[str] = set()
@@ -125,7 +126,11 @@ class Publisher:
         inputs = self._inputs
         try:
             snapshot = build_snapshot(
-                inputs.policy, inputs.views.for_region(group.region), group, self._memo
+                inputs.policy,
+                inputs.views.for_region(group.region),
+                group,
+                self._memo,
+                leds=self._leds,
             )
         except (InconsistentSnapshot, ValueError) as exc:
             self.last_error = f"group {group.key}: {exc}"

@@ -20,7 +20,7 @@ from heliostat.xds.cache.nodes import NodeGroup, Role
 from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.sotw import SotwStream
-from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
+from heliostat.xds.protocol.types import TypeUrl
 from heliostat.xds.translate import build_snapshot
 
 
@@ -47,17 +47,25 @@ def test_tiny_run_every_client_acks_every_change(tmp_path: Path) -> None:
     by_mode = {c["mode"]: c for c in cases}
     # Delta sends only the assignments the drain changed; SotW sends every one subscribed to.
     assert by_mode["delta"]["bytes_per_push"] < by_mode["sotw"]["bytes_per_push"]
+    # With LEDS, only the drained endpoint's resources (one per cluster it is in).
+    assert by_mode["delta-leds"]["bytes_per_push"] < by_mode["delta"]["bytes_per_push"]
     assert "sotw" in fanout.summary(result)
 
 
 # -- the client sessions, without sockets --------------------------------------------------
 
 
-def snapshot(region: str = "eu-west") -> Snapshot:
+def snapshot(region: str = "eu-west", *, leds: bool = False) -> Snapshot:
     policy = Policy.model_validate(fleet_policy(30, 3))
     return build_snapshot(
-        policy, static_views(policy).for_region(region), NodeGroup(Role.GATEWAY, region)
+        policy,
+        static_views(policy).for_region(region),
+        NodeGroup(Role.GATEWAY, region),
+        leds=leds,
     )
+
+
+PLAIN_TYPES = [TypeUrl.CLUSTER, TypeUrl.ENDPOINT, TypeUrl.LISTENER, TypeUrl.ROUTE]
 
 
 def converse(
@@ -90,14 +98,15 @@ def test_sotw_session_subscribes_like_envoy_and_acks_everything() -> None:
         lambda raw: stream.on_request(discovery_pb2.DiscoveryRequest.FromString(raw)).responses,
         session.on_response,
     )
-    assert sorted(seen) == sorted(t.value for t in PUSH_ORDER)
+    assert sorted(seen) == sorted(t.value for t in PLAIN_TYPES)
     assert session.names[TypeUrl.ENDPOINT.value] == set(snap.resources(TypeUrl.ENDPOINT))
     for status in stream.status().values():
         assert status.acked_version == status.sent_version != ""
 
 
-def test_delta_session_subscribes_like_envoy_and_acks_everything() -> None:
-    snap = snapshot()
+@pytest.mark.parametrize("leds", [False, True], ids=["eds", "leds"])
+def test_delta_session_subscribes_like_envoy_and_acks_everything(leds: bool) -> None:
+    snap = snapshot(leds=leds)
     stream = DeltaStream("gw-1")
     stream.on_snapshot(snap)
     session = DeltaSession(Client("gw-1", "eu-west"))
@@ -108,8 +117,13 @@ def test_delta_session_subscribes_like_envoy_and_acks_everything() -> None:
         ),
         session.on_response,
     )
-    assert sorted(seen) == sorted(t.value for t in PUSH_ORDER)
+    types = PLAIN_TYPES + ([TypeUrl.LB_ENDPOINT] if leds else [])
+    assert set(seen) == {t.value for t in types}
     assert session.subscribed[TypeUrl.ENDPOINT.value] == set(snap.resources(TypeUrl.ENDPOINT))
+    endpoints = snap.for_delta().resources(TypeUrl.LB_ENDPOINT)
+    collections = {name.rpartition("/")[0] + "/*" for name in endpoints}
+    assert session.subscribed[TypeUrl.LB_ENDPOINT.value] == collections
+    assert session.client.needs_leds is leds
     for status in stream.status().values():
         assert status.acked_version == status.sent_version != ""
 

@@ -67,11 +67,11 @@ def test_serve_withholds_endpoints_until_every_model_has_landed_then_ticks_and_r
     tmp_path: Path,
 ) -> None:
     plane = _plane(tmp_path, "llama", "qwen")
-    assert plane.publisher.withheld() == {TypeUrl.ENDPOINT}
+    assert plane.publisher.withheld() == {TypeUrl.ENDPOINT, TypeUrl.LB_ENDPOINT}
     assert plane.first_round.deadline - time.monotonic() <= 0.1 + SLACK_S  # timeout 0.1s
     ticks = plane.control.ticks
     plane._round_landed("llama")
-    assert plane.publisher.withheld() == {TypeUrl.ENDPOINT}
+    assert plane.publisher.withheld() == {TypeUrl.ENDPOINT, TypeUrl.LB_ENDPOINT}
     assert plane.control.ticks == ticks  # the loop is woken, not ticked here
     plane._round_landed("qwen")
     assert plane.publisher.withheld() == frozenset()
@@ -88,7 +88,7 @@ def test_serve_withholds_endpoints_until_every_model_has_landed_then_ticks_and_r
 def test_serve_releases_endpoints_when_the_first_round_is_overdue(tmp_path: Path) -> None:
     plane = _plane(tmp_path, "llama")
     plane._first_round_overdue()  # before the bound: nothing
-    assert plane.publisher.withheld() == {TypeUrl.ENDPOINT}
+    assert plane.publisher.withheld() == {TypeUrl.ENDPOINT, TypeUrl.LB_ENDPOINT}
     plane.first_round.deadline = time.monotonic()
     plane._first_round_overdue()
     assert plane.publisher.withheld() == frozenset()

@@ -30,8 +30,11 @@ def snapshot(
     llama_port: int = 9101,
     gateway_port: int = 10000,
     qwen_port: int = 9201,
+    leds: bool = False,
 ) -> Snapshot:
-    """A one-region policy serving `models`; the ports vary endpoints and the listener."""
+    """A one-region policy serving `models`; the ports vary endpoints and the listener.
+    Plain EDS for delta nodes too unless `leds` (the protocol tests' mechanics are the
+    same for every type; the LEDS form has its own tests)."""
     ports = {**_PORTS, "llama": llama_port, "qwen": qwen_port}
     model_text = "".join(
         f"    - name: {name}\n"
@@ -50,7 +53,10 @@ def snapshot(
         "  models:\n" + model_text
     )
     return build_snapshot(
-        policy, static_views(policy).for_region("us-east"), NodeGroup(Role.GATEWAY, "us-east")
+        policy,
+        static_views(policy).for_region("us-east"),
+        NodeGroup(Role.GATEWAY, "us-east"),
+        leds=leds,
     )
 
 

@@ -106,16 +106,53 @@ class InconsistentSnapshot(ValueError):
 
 
 class Snapshot:
-    """The resources one node group should have, by type and name."""
+    """The resources one node group should have, by type and name.
 
-    __slots__ = ("_resources", "version")
+    A snapshot may carry a second form for delta-xDS nodes (`for_delta`): the same cluster
+    assignments with each locality's endpoints moved into an LEDS collection, and those
+    endpoints as LbEndpoint resources of their own, so one endpoint's change is one small
+    resource on the wire instead of the whole assignment. State-of-the-World cannot name a
+    glob collection, so SotW nodes of the same group keep the plain form.
+    """
 
-    def __init__(self, resources: Mapping[TypeUrl, Iterable[Resource]]) -> None:
+    __slots__ = ("_delta", "_resources", "members", "version")
+
+    def __init__(
+        self,
+        resources: Mapping[TypeUrl, Iterable[Resource]],
+        delta: Mapping[TypeUrl, Iterable[Resource]] | None = None,
+        members: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        """`delta` replaces types for delta nodes (the LEDS form of ENDPOINT, and
+        LB_ENDPOINT); it must be a pure function of `resources` (see `version`).
+        `members` names, by cluster, the LbEndpoint resources its assignment refers to."""
         by_type = {
             t: MappingProxyType({r.name: r for r in resources.get(t, ())}) for t in PUSH_ORDER
         }
         self._resources: Mapping[TypeUrl, Mapping[str, Resource]] = MappingProxyType(by_type)
         self.version = combined_version(r for t in PUSH_ORDER for r in by_type[t].values())
+        self.members: Mapping[str, tuple[str, ...]] = MappingProxyType(dict(members or {}))
+        self._delta: Snapshot | None = None
+        if delta:
+            # The delta form is derived from the plain one (the same endpoints' bytes, in
+            # collections named after the same clusters and localities), so the plain
+            # content plus the fact that it has a delta form addresses both: no second
+            # pass over thousands of endpoint resources every tick. Both forms carry this
+            # one version, which is what nodes ACK and convergence compares.
+            self.version = hashlib.sha256(f"{self.version}\0leds".encode()).hexdigest()[:16]
+            form = dict(by_type)
+            for t, items in delta.items():
+                form[t] = MappingProxyType({r.name: r for r in items})
+            derived = Snapshot.__new__(Snapshot)
+            derived._resources = MappingProxyType(form)
+            derived.version = self.version
+            derived.members = self.members
+            derived._delta = None
+            self._delta = derived
+
+    def for_delta(self) -> Snapshot:
+        """What a delta-xDS node gets: the LEDS form when there is one, else this."""
+        return self._delta if self._delta is not None else self
 
     @classmethod
     def from_messages(
@@ -123,16 +160,19 @@ class Snapshot:
         messages: Mapping[TypeUrl, Mapping[str, Message]],
         resources: Mapping[TypeUrl, Iterable[Resource]] | None = None,
         serialized: RoundMemo[int, Resource] | None = None,
+        delta: Mapping[TypeUrl, Iterable[Resource]] | None = None,
+        members: Mapping[str, tuple[str, ...]] | None = None,
     ) -> Snapshot:
         """A snapshot of messages, serialized here (or found in `serialized`, by message
-        identity), plus `resources` already serialized."""
+        identity), plus `resources` already serialized; `delta` and `members` as in
+        `Snapshot`."""
         made = {
             t: [Resource.of(t, name, message, serialized) for name, message in items.items()]
             for t, items in messages.items()
         }
         for t, ready in (resources or {}).items():
             made.setdefault(t, []).extend(ready)
-        return cls(made)
+        return cls(made, delta, members)
 
     def resources(self, type_url: TypeUrl) -> Mapping[str, Resource]:
         return self._resources[type_url]

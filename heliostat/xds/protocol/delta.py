@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from heliostat.xds.cache.changes import changes
 from heliostat.xds.cache.responses import SharedResponses
 from heliostat.xds.cache.snapshot import Resource, Snapshot
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
@@ -30,18 +31,28 @@ _SHARED: SharedResponses[discovery_pb2.DeltaDiscoveryResponse] = SharedResponses
 DeltaOutcome = Outcome[discovery_pb2.DeltaDiscoveryResponse]
 
 WILDCARD = "*"
+GLOB_SUFFIX = "/*"  # an xdstp glob collection: every resource whose name is under it
+
+
+def _is_glob(name: str) -> bool:
+    return name.startswith("xdstp://") and name.endswith(GLOB_SUFFIX)
 
 
 @dataclass(slots=True)
 class _Sent:
     """One response awaiting its ACK: what it changes on the node once applied."""
 
-    updated: dict[str, str]  # name -> sent version
+    # The resources sent (shared with the snapshot: a first LEDS response carries thousands,
+    # and a thousand streams each holding a name -> version copy was tens of MB).
+    updated: tuple[Resource, ...]
     removed: tuple[str, ...]
     version: str = ""  # the snapshot version the response carried
 
+    def versions(self) -> Iterable[tuple[str, str]]:
+        return ((r.name, r.version) for r in self.updated)
+
     def apply(self, have: dict[str, str]) -> None:
-        have.update(self.updated)
+        have.update(self.versions())
         for name in self.removed:
             have.pop(name, None)
 
@@ -52,15 +63,21 @@ class _TypeState:
     requested: bool = False
     wildcard: bool = False
     names: set[str] = field(default_factory=set)
+    globs: set[str] = field(default_factory=set)  # collections, as their `.../` prefix
     known: dict[str, str] = field(default_factory=dict)  # what the node has: name -> version
     acked: dict[str, str] = field(default_factory=dict)  # `known` without what is in flight
     unanswered: set[str] = field(default_factory=set)  # subscribed, not yet answered
     pending: dict[str, _Sent] = field(default_factory=dict)  # nonce -> what it carried
     rejected: dict[str, str] = field(default_factory=dict)  # name -> NACKed version
     status: TypeStatus = field(default_factory=TypeStatus)
+    # LEDS: the resources `known` was last brought level with (None: not level, or the
+    # subscription or a NACK changed it since); from there only what changed is looked at.
+    level_with: Mapping[str, Resource] | None = None
 
     def wants(self, name: str) -> bool:
-        return self.wildcard or name in self.names
+        if self.wildcard or name in self.names:
+            return True
+        return bool(self.globs) and name[: name.rfind("/") + 1] in self.globs
 
 
 class DeltaStream:
@@ -76,7 +93,7 @@ class DeltaStream:
     # -- inputs -------------------------------------------------------------------------
 
     def on_snapshot(self, snapshot: Snapshot) -> DeltaOutcome:
-        self._snapshot = snapshot
+        self._snapshot = snapshot.for_delta()  # LEDS where the snapshot has it
         outcome: DeltaOutcome = Outcome()
         for type_url in PUSH_ORDER:
             outcome.extend(self._maybe_respond(self._types[type_url]))
@@ -134,7 +151,8 @@ class DeltaStream:
             return Event(EventKind.ACK, state.type_url, sent.version)
         # The node applied none of it: hold the rejected versions; the node has what it ACKed
         # plus whatever later responses, still in flight, carry.
-        state.rejected.update(sent.updated)
+        state.level_with = None
+        state.rejected.update(sent.versions())
         state.known = dict(state.acked)
         for later in state.pending.values():
             later.apply(state.known)
@@ -148,9 +166,13 @@ class DeltaStream:
     def _update_subscription(
         self, state: _TypeState, subscribe: Iterable[str], unsubscribe: Iterable[str]
     ) -> None:
+        state.level_with = None
         for name in subscribe:
             if name == WILDCARD:
                 state.wildcard = True
+            elif _is_glob(name):
+                # Answered by sending its members; heliostat names no empty collection.
+                state.globs.add(name[:-1])
             else:
                 state.names.add(name)
                 state.unanswered.add(name)
@@ -158,29 +180,26 @@ class DeltaStream:
             if name == WILDCARD:
                 state.wildcard = False
                 continue
+            if _is_glob(name):
+                state.globs.discard(name[:-1])
+                for member in [n for n in state.known if n.startswith(name[:-1])]:
+                    if not state.wants(member):
+                        state.known.pop(member, None)
+                        state.acked.pop(member, None)
+                continue
             state.names.discard(name)
             state.unanswered.discard(name)
             if not state.wildcard:
                 state.known.pop(name, None)
                 state.acked.pop(name, None)
-        state.status.subscribed = None if state.wildcard else len(state.names)
+        state.status.subscribed = None if state.wildcard else len(state.names) + len(state.globs)
 
     def _maybe_respond(self, state: _TypeState) -> DeltaOutcome:
         outcome: DeltaOutcome = Outcome()
         if not state.requested or self._snapshot is None or state.type_url in self._withheld:
             return outcome
         available = self._snapshot.resources(state.type_url)
-        updates: list[Resource] = []
-        held: list[str] = []
-        for name in sorted(available):
-            resource = available[name]
-            if not state.wants(name) or state.known.get(name) == resource.version:
-                continue
-            if state.rejected.get(name) == resource.version:
-                held.append(name)
-            else:
-                updates.append(resource)
-        removed, deferred = self._removals(state, available)
+        updates, held, removed, deferred = self._differences(state, available)
         # Names subscribed to that do not exist: say so, so the node stops waiting.
         missing = sorted(n for n in state.unanswered if n not in available and n not in removed)
         removed += [n for n in missing if n not in state.known]
@@ -195,11 +214,11 @@ class DeltaStream:
                 # reconnect with initial_resource_versions): it is in sync without a push.
                 state.status.sent_version = state.status.acked_version = self._snapshot.version
             return outcome
-        before = dict(state.known)
+        before = dict(state.known) if state.type_url is TypeUrl.CLUSTER else {}
         self._nonce_counter += 1
         nonce = str(self._nonce_counter)
         state.pending[nonce] = _Sent(
-            updated={r.name: r.version for r in updates},
+            updated=tuple(updates),
             removed=tuple(removed),
             version=self._snapshot.version,
         )
@@ -237,6 +256,34 @@ class DeltaStream:
             self._listeners_known.update((r.name, r) for r in updates)
         return outcome
 
+    def _differences(
+        self, state: _TypeState, available: Mapping[str, Resource]
+    ) -> tuple[list[Resource], list[str], list[str], bool]:
+        """What to send, what to hold (NACKed before), what to remove and whether removals
+        were kept back. A stream level with an earlier snapshot looks only at what changed
+        since (`changes`, worked out once for every stream)."""
+        updates: list[Resource] = []
+        held: list[str] = []
+        gone = None
+        names: Iterable[str] = available
+        if state.level_with is not None and not state.unanswered:
+            names, gone = changes(state.level_with, available)
+        for name in sorted(names):
+            resource = available[name]
+            if not state.wants(name) or state.known.get(name) == resource.version:
+                continue
+            if state.rejected.get(name) == resource.version:
+                held.append(name)
+            else:
+                updates.append(resource)
+        if gone is None:
+            removed, deferred = self._removals(state, available)
+        else:
+            removed, deferred = sorted(n for n in gone if n in state.known), False
+        if state.type_url is TypeUrl.LB_ENDPOINT and not held and not deferred:
+            state.level_with = available
+        return updates, held, removed, deferred
+
     def _removals(
         self, state: _TypeState, available: Mapping[str, Resource]
     ) -> tuple[list[str], bool]:
@@ -267,7 +314,18 @@ class DeltaStream:
             return Outcome()
         for name in stale:
             endpoints.known.pop(name)
-        return self._maybe_respond(endpoints)
+        outcome = self._maybe_respond(endpoints)
+        # The new cluster's LEDS subscriptions share the old one's (still subscribed, so
+        # Envoy asks for nothing): they fill only from what is sent next. Send them again.
+        leds = self._types[TypeUrl.LB_ENDPOINT]
+        assert self._snapshot is not None
+        again = [m for name in stale for m in self._snapshot.members.get(name, ())]
+        if leds.requested and again:
+            leds.level_with = None
+            for name in again:
+                leds.known.pop(name, None)
+            outcome.extend(self._maybe_respond(leds))
+        return outcome
 
     def _routes_settled(self) -> bool:
         """True when listeners and routes on the node match the snapshot (or are unused)."""

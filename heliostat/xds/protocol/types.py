@@ -10,6 +10,9 @@ class TypeUrl(StrEnum):
     ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
     LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
     ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+    # LEDS: one endpoint per resource, in glob collections a ClusterLoadAssignment's
+    # locality names (delta xDS only; see heliostat.xds.translate.leds).
+    LB_ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.LbEndpoint"
 
     @property
     def short(self) -> str:
@@ -26,13 +29,16 @@ _SHORT = {
     TypeUrl.ENDPOINT: "EDS",
     TypeUrl.LISTENER: "LDS",
     TypeUrl.ROUTE: "RDS",
+    TypeUrl.LB_ENDPOINT: "LEDS",
 }
 
-# Clusters before their endpoints, both before the listeners and routes that point at them,
+# Clusters before their endpoints (assignments, then the LEDS endpoints they refer to),
+# both before the listeners and routes that point at them,
 # so Envoy never routes to a cluster it does not have yet.
 PUSH_ORDER: tuple[TypeUrl, ...] = (
     TypeUrl.CLUSTER,
     TypeUrl.ENDPOINT,
+    TypeUrl.LB_ENDPOINT,
     TypeUrl.LISTENER,
     TypeUrl.ROUTE,
 )

@@ -65,13 +65,7 @@ def assignment_resource(view: ClusterView, memo: TranslationMemo | None = None) 
     empty one when none is given: the same bytes, built from scratch)."""
     if memo is None:
         memo = TranslationMemo()
-    # Envoy 1.40 hands an EDS update to its workers only when hosts, locality weights or the
-    # overprovisioning factor change: a new drop_overloads alone stays on the main thread
-    # (config_dump shows it, requests never see it). Scaling every locality weight by
-    # (1000 + tenths of a percent) keeps the split identical and makes each new drop
-    # percentage (published in tenths of a percent) an update.
-    tenths = round(view.drop_overload_percent * 10)
-    scale = 1000 + tenths if tenths > 0 else 1
+    scale = locality_weight_scale(view)
     localities = [_locality(locality, scale, memo) for locality in view.localities]
     key = (view.name, view.drop_overload_percent, tuple(map(id, localities)))
     hit = memo.assignments.get(key)
@@ -79,16 +73,7 @@ def assignment_resource(view: ClusterView, memo: TranslationMemo | None = None) 
         return hit[1]
     head = endpoint_pb2.ClusterLoadAssignment(cluster_name=view.name)
     tail = endpoint_pb2.ClusterLoadAssignment()
-    if view.drop_overload_percent > 0:
-        tail.policy.drop_overloads.append(
-            endpoint_pb2.ClusterLoadAssignment.Policy.DropOverload(
-                category=DROP_CATEGORY,
-                drop_percentage=percent_pb2.FractionalPercent(
-                    numerator=round(view.drop_overload_percent * 10_000),
-                    denominator=percent_pb2.FractionalPercent.MILLION,
-                ),
-            )
-        )
+    add_drop_policy(tail, view)
     parts = [_serialize(head)]
     for locality in localities:
         parts += (_FIELD_2, _varint(len(locality)), locality)
@@ -98,6 +83,57 @@ def assignment_resource(view: ClusterView, memo: TranslationMemo | None = None) 
     )
     memo.assignments.put(key, (localities, resource))
     return resource
+
+
+def locality_weight_scale(view: ClusterView) -> int:
+    """What every locality weight of the view is multiplied by.
+
+    Envoy 1.40 hands an EDS update to its workers only when hosts, locality weights or the
+    overprovisioning factor change: a new drop_overloads alone stays on the main thread
+    (config_dump shows it, requests never see it). Scaling every locality weight by
+    (1000 + tenths of a percent) keeps the split identical and makes each new drop
+    percentage (published in tenths of a percent) an update."""
+    tenths = round(view.drop_overload_percent * 10)
+    return 1000 + tenths if tenths > 0 else 1
+
+
+def add_drop_policy(assignment: endpoint_pb2.ClusterLoadAssignment, view: ClusterView) -> None:
+    """The view's refusal as the assignment's one drop_overloads entry (none at 0%)."""
+    if view.drop_overload_percent > 0:
+        assignment.policy.drop_overloads.append(
+            endpoint_pb2.ClusterLoadAssignment.Policy.DropOverload(
+                category=DROP_CATEGORY,
+                drop_percentage=percent_pb2.FractionalPercent(
+                    numerator=round(view.drop_overload_percent * 10_000),
+                    denominator=percent_pb2.FractionalPercent.MILLION,
+                ),
+            )
+        )
+
+
+def locality_tail(
+    locality: LocalityView, scale: int
+) -> endpoint_components_pb2.LocalityLbEndpoints:
+    """A locality's fields after its endpoints: priority, weight and explanation."""
+    tail = endpoint_components_pb2.LocalityLbEndpoints(priority=locality.priority)
+    if locality.weight is not None:
+        tail.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=locality.weight * scale))
+    if locality.reason:  # field 9, after priority (5): still in field-number order
+        explanation = struct_pb2.Struct()
+        explanation.update({k: v for k, v in locality.reason.items() if v is not None})
+        tail.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
+    return tail
+
+
+def lb_endpoint_bytes(view: EndpointView, memo: TranslationMemo) -> bytes:
+    """The endpoint's serialized LbEndpoint: the same bytes its EDS entry holds (from
+    `memo` when this round or the last already encoded this view)."""
+    hit = memo.entries.get(id(view))
+    entry = hit[1] if hit is not None else _entry(view, memo)[1]
+    start = 1  # after the one-byte tag, skip the length varint
+    while entry[start] & 0x80:
+        start += 1
+    return entry[start + 1 :]
 
 
 def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
@@ -128,13 +164,7 @@ def _join_locality(locality: LocalityView, scale: int, memo: TranslationMemo) ->
     head = endpoint_components_pb2.LocalityLbEndpoints(
         locality=base_pb2.Locality(region=locality.region)
     )
-    tail = endpoint_components_pb2.LocalityLbEndpoints(priority=locality.priority)
-    if locality.weight is not None:
-        tail.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=locality.weight * scale))
-    if locality.reason:  # field 9, after priority (5): still in field-number order
-        explanation = struct_pb2.Struct()
-        explanation.update({k: v for k, v in locality.reason.items() if v is not None})
-        tail.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
+    tail = locality_tail(locality, scale)
     views = locality.endpoints
     hits = memo.entries.get_many(list(map(id, views)))  # the endpoints that held: from the memo
     entries = [

@@ -15,6 +15,9 @@ from heliostat.xds.cache.memo import RoundMemo
 from heliostat.xds.cache.snapshot import Resource
 
 AssignmentKey = tuple[str, float, tuple[int, ...]]
+LedsKey = tuple[
+    str, float, tuple[tuple[str, int, int | None, bool, tuple[tuple[str, ReasonValue], ...]], ...]
+]
 LocalityKey = tuple[str, int, int | None, int, tuple[int, ...], tuple[tuple[str, ReasonValue], ...]]
 
 
@@ -30,9 +33,19 @@ class TranslationMemo:
     - `entries`: serialized `lb_endpoints` entries by the identity of their EndpointView
       (pinned): the control law hands back the same view while an endpoint's weight, health
       and reason hold, and one view appears in every region's view and every derived cluster.
+    - `leds_assignments`: the LEDS form of assignments (heliostat.xds.translate.leds) by
+      name, drop percentage and each locality's shape; `leds_endpoints`: LbEndpoint
+      resources by collection and the identity of their EndpointView (pinned).
     """
 
-    __slots__ = ("assignments", "entries", "localities", "serialized")
+    __slots__ = (
+        "assignments",
+        "entries",
+        "leds_assignments",
+        "leds_endpoints",
+        "localities",
+        "serialized",
+    )
 
     def __init__(self) -> None:
         self.serialized: RoundMemo[int, Resource] = RoundMemo()
@@ -41,13 +54,27 @@ class TranslationMemo:
             RoundMemo()
         )
         self.entries: RoundMemo[int, tuple[EndpointView, bytes]] = RoundMemo()
+        self.leds_assignments: RoundMemo[LedsKey, Resource] = RoundMemo()
+        self.leds_endpoints: RoundMemo[tuple[str, int], tuple[EndpointView, Resource]] = RoundMemo()
 
     def new_round(self) -> None:
         """Start a translation round: the last round's parts stay reachable, older ones go."""
-        for table in (self.serialized, self.assignments, self.localities, self.entries):
+        for table in (
+            self.serialized,
+            self.assignments,
+            self.localities,
+            self.entries,
+            self.leds_assignments,
+            self.leds_endpoints,
+        ):
             table.rotate()
 
     def __len__(self) -> int:
         return (
-            len(self.serialized) + len(self.assignments) + len(self.localities) + len(self.entries)
+            len(self.serialized)
+            + len(self.assignments)
+            + len(self.localities)
+            + len(self.entries)
+            + len(self.leds_assignments)
+            + len(self.leds_endpoints)
         )

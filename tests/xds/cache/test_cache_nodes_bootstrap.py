@@ -14,15 +14,26 @@ from heliostat.bootstrap import XDS_CLUSTER, BootstrapOptions, bootstrap
 from heliostat.xds.cache.nodes import NodeGroup, NodeIdentityError, Role, group_of
 from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.cache.store import SnapshotCache
-from heliostat.xds.protocol.types import PUSH_ORDER
+from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
 from tests.xds.helpers import snapshot
+
+ENDPOINT, LB_ENDPOINT = TypeUrl.ENDPOINT, TypeUrl.LB_ENDPOINT
 
 US = NodeGroup(Role.GATEWAY, "us-east")
 EU = NodeGroup(Role.GATEWAY, "eu-west")
 
 
 def copy_of(snap: Snapshot) -> Snapshot:
-    return Snapshot({t: list(snap.resources(t).values()) for t in PUSH_ORDER})
+    delta = snap.for_delta()
+    return Snapshot(
+        {t: list(snap.resources(t).values()) for t in PUSH_ORDER},
+        delta=(
+            None
+            if delta is snap
+            else {t: list(delta.resources(t).values()) for t in (ENDPOINT, LB_ENDPOINT)}
+        ),
+        members=snap.members,
+    )
 
 
 # -- SnapshotCache ----------------------------------------------------------------------------

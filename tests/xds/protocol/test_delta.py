@@ -57,7 +57,7 @@ def connect(snap: Snapshot | None = None) -> tuple[DeltaStream, dict[TypeUrl, Re
     stream = DeltaStream("gw-1", clock=lambda: 99.0)
     stream.on_snapshot(snap or snapshot())
     last: dict[TypeUrl, Response] = {}
-    for type_url in PUSH_ORDER:
+    for type_url in (CDS, EDS, LDS, RDS):
         (response,) = stream.on_request(subscribe(type_url)).responses
         last[type_url] = response
     for response in last.values():

@@ -779,7 +779,12 @@ def _cluster_only_change() -> tuple[Snapshot, Snapshot]:
     after = parse_policy(
         PLAIN.replace("    - name: m\n", "    - name: m\n      connect_timeout: 3s\n")
     )
-    a, b = snapshot_for("us-east", before), snapshot_for("us-east", after)
+    # With the LEDS form: SotW streams must not see it, delta streams must resend it.
+    group = NodeGroup(Role.GATEWAY, "us-east")
+    a, b = (
+        build_snapshot(p, static_views(p).for_region("us-east"), group, leds=True)
+        for p in (before, after)
+    )
     assert a.resources(TypeUrl.ENDPOINT)["m"].version == b.resources(TypeUrl.ENDPOINT)["m"].version
     assert a.resources(TypeUrl.CLUSTER)["m"].version != b.resources(TypeUrl.CLUSTER)["m"].version
     return a, b
@@ -809,15 +814,31 @@ def test_delta_resends_endpoints_after_updating_a_cluster() -> None:
     before, after = _cluster_only_change()
     stream = DeltaStream("gw")
     stream.on_snapshot(before)
-    subscriptions = {TypeUrl.ENDPOINT: ["m"], TypeUrl.ROUTE: ["heliostat_models"]}
+    (assignment,) = before.for_delta().resources(TypeUrl.ENDPOINT).values()
+    assert isinstance(assignment.message, endpoint_pb2.ClusterLoadAssignment)
+    globs = [
+        e.leds_cluster_locality_config.leds_collection_name for e in assignment.message.endpoints
+    ]
+    assert globs and all(g.startswith("xdstp://") and g.endswith("/*") for g in globs)
+    subscriptions = {
+        TypeUrl.ENDPOINT: ["m"],
+        TypeUrl.LB_ENDPOINT: globs,
+        TypeUrl.ROUTE: ["heliostat_models"],
+    }
     for type_url in PUSH_ORDER:
         (response,) = stream.on_request(
             delta_request(type_url, subscriptions.get(type_url, []))
         ).responses
         stream.on_request(delta_request(type_url, nonce=response.nonce))
     responses = stream.on_snapshot(after).responses
-    assert [TypeUrl(r.type_url) for r in responses] == [TypeUrl.CLUSTER, TypeUrl.ENDPOINT]
+    # The updated cluster's new LEDS subscriptions fill only from what is sent next.
+    assert [TypeUrl(r.type_url) for r in responses] == [
+        TypeUrl.CLUSTER,
+        TypeUrl.ENDPOINT,
+        TypeUrl.LB_ENDPOINT,
+    ]
     assert [r.name for r in responses[1].resources] == ["m"]
+    assert {r.name for r in responses[2].resources} == set(after.members["m"])
     for response in responses:
         stream.on_request(delta_request(TypeUrl(response.type_url), nonce=response.nonce))
     assert stream.on_snapshot(after).responses == []

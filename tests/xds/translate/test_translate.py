@@ -449,12 +449,21 @@ def test_changing_a_models_protocol_changes_only_its_cluster() -> None:
 
 
 def test_snapshot_version_does_not_depend_on_resource_order() -> None:
-    snapshot = snapshot_for("us-east")
+    policy = policy_of()
+    group = NodeGroup(Role.GATEWAY, "us-east")
+    snapshot = build_snapshot(policy, static_views(policy).for_region("us-east"), group, leds=True)
+    assert snapshot.for_delta() is not snapshot
     messages = {t: {n: r.message for n, r in snapshot.resources(t).items()} for t in PUSH_ORDER}
     reversed_messages = {
         t: dict(reversed(list(items.items()))) for t, items in reversed(list(messages.items()))
     }
-    assert Snapshot.from_messages(reversed_messages).version == snapshot.version
+    delta = snapshot.for_delta()
+    reversed_delta = {
+        t: list(reversed(list(delta.resources(t).values())))
+        for t in (TypeUrl.LB_ENDPOINT, TypeUrl.ENDPOINT)
+    }
+    rebuilt = Snapshot.from_messages(reversed_messages, delta=reversed_delta)
+    assert rebuilt.version == snapshot.version
 
 
 # -- consistency ------------------------------------------------------------------------------

@@ -1,0 +1,98 @@
+"""LEDS through a real Envoy: a delta gateway takes its endpoints as LbEndpoint resources.
+
+One endpoint's change (a drain, a new weight and health) must reach the delta Envoy as an
+LEDS update alone, with no ClusterLoadAssignment re-sent, and requests must follow it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import (
+    LOCALHOST,
+    Envoy,
+    Heliostat,
+    Process,
+    Upstream,
+    free_port,
+    policy_document,
+    request,
+    served_by,
+    wait_until,
+    write_policy,
+)
+
+pytestmark = pytest.mark.envoy
+
+MODEL = "llama-70b"
+
+
+def _responses(heliostat: Heliostat, node_id: str) -> dict[str, int]:
+    node = heliostat.node(node_id)
+    assert node is not None
+    return {t: s["responses"] for t, s in node["types"].items()}
+
+
+def test_a_drain_reaches_a_delta_envoy_as_one_leds_update_and_requests_follow(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    kept, drained = Upstream(free_port(), "eu-west").start(), Upstream(free_port(), "eu-west")
+    drained.start()
+    try:
+        gateway = free_port()
+        policy = tmp_path / "policy.yaml"
+        endpoints = [(kept.address, "eu-west"), (drained.address, "eu-west")]
+        write_policy(policy, policy_document(gateway_port=gateway, endpoints=endpoints))
+        heliostat = Heliostat(policy, tmp_path, extra_args=["--leds"])
+        processes.append(heliostat)
+        heliostat.start()
+        envoy = Envoy(tmp_path, heliostat, node_id="gw-eu", region="eu-west", delta=True)
+        processes.append(envoy)
+        envoy.start()
+
+        wait_until(lambda: len(envoy.hosts(MODEL)) == 2, message="both endpoints in /clusters")
+        wait_until(lambda: (n := heliostat.node("gw-eu")) and n["in_sync"], message="node in sync")
+        # The endpoints came as LEDS resources (Envoy's config_dump shows the assignment
+        # with them merged in, so heliostat's count of what it sent is the witness).
+        before = _responses(heliostat, "gw-eu")
+        assert before["LEDS"] >= 1
+        assert {r.status for r in (request(gateway) for _ in range(6))} == {200}
+
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "heliostat", "drain", "--model", MODEL),
+                *("--endpoint", drained.address),
+                *("--admin-address", f"{LOCALHOST}:{heliostat.admin_port}"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        wait_until(
+            lambda: "eds_status_draining" in envoy.hosts(MODEL)[drained.address]["health_flags"],
+            message="Envoy sees the endpoint draining",
+        )
+        after = wait_until(
+            lambda: (
+                (n := heliostat.node("gw-eu")) and n["in_sync"] and _responses(heliostat, "gw-eu")
+            ),
+            message="node in sync after the drain",
+        )
+        # Only LEDS moved: no assignment (nor anything else) was sent for the drain.
+        assert after["LEDS"] > before["LEDS"]
+        assert {t: n for t, n in after.items() if t != "LEDS"} == {
+            t: n for t, n in before.items() if t != "LEDS"
+        }
+        seen = len(drained.seen)
+        replies = [request(gateway) for _ in range(10)]
+        assert [r.status for r in replies] == [200] * 10
+        assert served_by(replies) == {kept.address: 10}
+        assert len(drained.seen) == seen
+    finally:
+        kept.stop()
+        drained.stop()

@@ -1,0 +1,330 @@
+"""LEDS over delta xDS: glob-collection subscriptions in `DeltaStream`, and the LEDS form.
+
+A delta node subscribes to each locality's collection (`xdstp://.../*`) named in the
+assignment; it must get every member of the collections it subscribed to and no others,
+then only the endpoints that changed; SotW nodes of the same snapshot keep plain EDS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
+from heliostat.xds.cache.snapshot import Resource, Snapshot
+from heliostat.xds.protocol.delta import DeltaStream
+from heliostat.xds.protocol.sotw import SotwStream
+from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.translate.endpoints import assignment_resource
+from heliostat.xds.translate.leds import PREFIX, leds_assignment, segment
+from heliostat.xds.translate.memo import TranslationMemo
+from tests.xds.helpers import delta_request, sotw_request, versions
+from tests.xds.helpers import snapshot as helper_snapshot
+
+EDS, LEDS = TypeUrl.ENDPOINT, TypeUrl.LB_ENDPOINT
+Response = discovery_pb2.DeltaDiscoveryResponse
+
+
+def fleet(count: int, prefix: str = "10.0.0") -> list[EndpointView]:
+    return [
+        EndpointView(
+            f"{prefix}.{i}:8000", "us-east" if i % 2 else "eu-west", None, 100, Health.HEALTHY
+        )
+        for i in range(count)
+    ]
+
+
+def cluster(name: str, endpoints: Sequence[EndpointView]) -> ClusterView:
+    localities = tuple(
+        LocalityView(region, priority, tuple(e for e in endpoints if e.region == region))
+        for priority, region in enumerate(("eu-west", "us-east"))
+    )
+    return ClusterView(name, name, localities)
+
+
+def snapshot_of(*views: ClusterView, memo: TranslationMemo | None = None) -> Snapshot:
+    memo = memo or TranslationMemo()
+    forms = {v.name: leds_assignment(v, memo) for v in views}
+    return Snapshot(
+        {EDS: [assignment_resource(v, memo) for v in views]},
+        delta={
+            EDS: [f.assignment for f in forms.values()],
+            LEDS: [r for f in forms.values() for r in f.endpoints],
+        },
+        members={name: tuple(r.name for r in f.endpoints) for name, f in forms.items()},
+    )
+
+
+def globs(snap: Snapshot, name: str) -> list[str]:
+    message = snap.for_delta().resources(EDS)[name].message
+    assert isinstance(message, endpoint_pb2.ClusterLoadAssignment)
+    return [e.leds_cluster_locality_config.leds_collection_name for e in message.endpoints]
+
+
+def respond(stream: DeltaStream, request: discovery_pb2.DeltaDiscoveryRequest) -> list[Response]:
+    return stream.on_request(request).responses
+
+
+def ack(stream: DeltaStream, response: Response) -> None:
+    assert respond(stream, delta_request(TypeUrl(response.type_url), nonce=response.nonce)) == []
+
+
+def subscribed(snap: Snapshot, clusters: list[str], glob_names: list[str]) -> DeltaStream:
+    """A delta node that asked for `clusters` and the collections `glob_names`, and ACKed."""
+    stream = DeltaStream("gw-1")
+    stream.on_snapshot(snap)
+    (eds,) = respond(stream, delta_request(EDS, clusters))
+    ack(stream, eds)
+    (leds,) = respond(stream, delta_request(LEDS, glob_names))
+    ack(stream, leds)
+    return stream
+
+
+def test_a_delta_node_gets_assignments_that_name_collections_and_a_sotw_node_plain_eds() -> None:
+    snap = snapshot_of(cluster("m", fleet(4)))
+    delta = DeltaStream("gw-1")
+    delta.on_snapshot(snap)
+    (eds,) = respond(delta, delta_request(EDS, ["m"]))
+    assignment = endpoint_pb2.ClusterLoadAssignment.FromString(eds.resources[0].resource.value)
+    assert [e.locality.region for e in assignment.endpoints] == ["eu-west", "us-east"]
+    assert [e.priority for e in assignment.endpoints] == [0, 1]
+    assert all(not e.lb_endpoints for e in assignment.endpoints)
+    assert globs(snap, "m") == [f"{PREFIX}m/eu-west-p0/*", f"{PREFIX}m/us-east-p1/*"]
+
+    sotw = SotwStream("gw-2")
+    sotw.on_snapshot(snap)
+    (plain,) = sotw.on_request(sotw_request(EDS, ["m"])).responses
+    inline = endpoint_pb2.ClusterLoadAssignment.FromString(plain.resources[0].value)
+    assert sum(len(e.lb_endpoints) for e in inline.endpoints) == 4
+    # The group's one version: what convergence compares, whichever form a node has.
+    assert eds.system_version_info == snap.version
+
+
+def test_a_glob_subscription_gets_every_member_of_that_collection_and_no_other() -> None:
+    snap = snapshot_of(cluster("m", fleet(6)), cluster("n", fleet(3, "10.9.9")))
+    stream = DeltaStream("gw-1")
+    stream.on_snapshot(snap)
+    eu_glob = globs(snap, "m")[0]
+    (response,) = respond(stream, delta_request(LEDS, [eu_glob]))
+    names = {r.name for r in response.resources}
+    assert names == {f"{eu_glob[:-1]}{segment(f'10.0.0.{i}_8000')}" for i in (0, 2, 4)}
+    for resource in response.resources:
+        endpoint = endpoint_components_pb2.LbEndpoint.FromString(resource.resource.value)
+        assert endpoint.endpoint.address.socket_address.address.startswith("10.0.0.")
+        assert endpoint.load_balancing_weight.value == 100
+        assert resource.resource.type_url == LEDS.value
+    assert list(response.removed_resources) == []
+    assert stream.status()["LEDS"].subscribed == 1
+
+
+def test_one_weight_change_sends_that_one_endpoint_and_not_the_assignment() -> None:
+    endpoints = fleet(300)
+    memo = TranslationMemo()
+    before = snapshot_of(cluster("m", endpoints), memo=memo)
+    stream = subscribed(before, ["m"], globs(before, "m"))
+    changed = endpoints[7]
+    endpoints[7] = EndpointView(changed.address, changed.region, None, 37, Health.HEALTHY)
+    memo.new_round()
+    after = snapshot_of(cluster("m", endpoints), memo=memo)
+    (response,) = stream.on_snapshot(after).responses
+    assert TypeUrl(response.type_url) is LEDS
+    (resource,) = response.resources
+    endpoint = endpoint_components_pb2.LbEndpoint.FromString(resource.resource.value)
+    assert endpoint.load_balancing_weight.value == 37
+    assert endpoint.endpoint.address.socket_address.address == "10.0.0.7"
+    plain = len(after.resources(EDS)["m"].packed.value)
+    assert len(response.SerializeToString()) * 20 < plain  # ~200 bytes against ~10 KB
+    ack(stream, response)
+    assert stream.on_snapshot(after).responses == []
+
+
+def test_a_removed_endpoint_is_named_and_a_new_one_sent() -> None:
+    endpoints = fleet(4)
+    before = snapshot_of(cluster("m", endpoints))
+    stream = subscribed(before, ["m"], globs(before, "m"))
+    gone = before.members["m"][0]
+    after = snapshot_of(cluster("m", [*endpoints[1:], *fleet(1, "10.7.7")]))
+    (response,) = stream.on_snapshot(after).responses
+    assert list(response.removed_resources) == [gone]
+    assert [r.name for r in response.resources] == [f"{PREFIX}m/eu-west-p0/10.7.7.0_8000"]
+
+
+def test_unsubscribing_a_collection_stops_its_updates_and_resubscribing_sends_it_again() -> None:
+    endpoints = fleet(4)
+    before = snapshot_of(cluster("m", endpoints))
+    eu_glob, us_glob = globs(before, "m")
+    stream = subscribed(before, ["m"], [eu_glob, us_glob])
+    assert respond(stream, delta_request(LEDS, unsubscribe=[eu_glob])) == []
+    endpoints[0] = EndpointView(endpoints[0].address, "eu-west", None, 5, Health.HEALTHY)
+    endpoints[1] = EndpointView(endpoints[1].address, "us-east", None, 5, Health.HEALTHY)
+    after = snapshot_of(cluster("m", endpoints))
+    (response,) = stream.on_snapshot(after).responses
+    assert [r.name for r in response.resources] == [f"{us_glob[:-1]}10.0.0.1_8000"]
+    ack(stream, response)
+    (again,) = respond(stream, delta_request(LEDS, [eu_glob]))
+    assert {r.name for r in again.resources} == {
+        n for n in after.members["m"] if n.startswith(eu_glob[:-1])
+    }
+
+
+def test_an_updated_cluster_gets_its_assignment_and_members_again() -> None:
+    endpoints = fleet(4)
+    base = snapshot_of(cluster("m", endpoints))
+
+    def with_cluster(version: bytes) -> Snapshot:
+        delta = base.for_delta()
+        return Snapshot(
+            {
+                TypeUrl.CLUSTER: [_cluster_resource(version)],
+                EDS: list(base.resources(EDS).values()),
+            },
+            delta={
+                EDS: list(delta.resources(EDS).values()),
+                LEDS: list(delta.resources(LEDS).values()),
+            },
+            members=base.members,
+        )
+
+    before, after = with_cluster(b"a"), with_cluster(b"b")
+    stream = DeltaStream("gw-1")
+    stream.on_snapshot(before)
+    (cds,) = respond(stream, delta_request(TypeUrl.CLUSTER, []))
+    ack(stream, cds)
+    (eds,) = respond(stream, delta_request(EDS, ["m"]))
+    ack(stream, eds)
+    (leds,) = respond(stream, delta_request(LEDS, globs(before, "m")))
+    ack(stream, leds)
+    responses = stream.on_snapshot(after).responses
+    assert [TypeUrl(r.type_url) for r in responses] == [TypeUrl.CLUSTER, EDS, LEDS]
+    assert {r.name for r in responses[2].resources} == set(after.members["m"])
+
+
+def _cluster_resource(marker: bytes) -> Resource:
+    message = cluster_pb2.Cluster(
+        name="m", type=cluster_pb2.Cluster.EDS, alt_stat_name=marker.decode()
+    )
+    return Resource.of(TypeUrl.CLUSTER, "m", message)
+
+
+def test_collection_names_keep_to_characters_envoy_leaves_alone() -> None:
+    view = ClusterView(
+        "llama@v2~acme",
+        "llama",
+        (
+            LocalityView(
+                "us east", 0, (EndpointView("[::1]:8000", "us east", None, 1, Health.HEALTHY),)
+            ),
+            LocalityView("eu-west", 1, ()),
+        ),
+    )
+    form = leds_assignment(view)
+    (member,) = form.endpoints
+    path = member.name.removeprefix(PREFIX)
+    assert all(c.isalnum() or c in "._-/" for c in path)
+    assert path.startswith(f"{segment('llama@v2~acme')}/{segment('us east')}-p0/")
+    assert segment("llama@v2~acme") != segment("llama_v2_acme")
+    message = form.assignment.message
+    assert isinstance(message, endpoint_pb2.ClusterLoadAssignment)
+    # An empty locality is written inline: Envoy would wait for an empty collection forever.
+    empty = message.endpoints[1]
+    assert not empty.HasField("leds_cluster_locality_config") and not empty.lb_endpoints
+    endpoint = endpoint_components_pb2.LbEndpoint.FromString(member.packed.value)
+    assert endpoint.endpoint.address.socket_address.address == "::1"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["weight", "remove", "add", "resubscribe"]), st.integers(0, 40)),
+        max_size=12,
+    )
+)
+def test_property_a_delta_node_ends_each_push_with_exactly_the_snapshots_endpoints(
+    steps: list[tuple[str, int]],
+) -> None:
+    """Whatever changes (weights, endpoints coming and going, a collection unsubscribed and
+    subscribed again), the node's endpoints after each ACKed push are the snapshot's, and
+    a push carries only endpoints whose content the node does not have."""
+    endpoints = fleet(8)
+    memo = TranslationMemo()
+    snap = snapshot_of(cluster("m", endpoints), memo=memo)
+    stream = DeltaStream("gw-1")
+    stream.on_snapshot(snap)
+    node: dict[str, str] = {}
+
+    def take(responses: list[Response]) -> None:
+        for response in responses:
+            if TypeUrl(response.type_url) is not LEDS:
+                ack(stream, response)
+                continue
+            for resource in response.resources:
+                assert node.get(resource.name) != resource.version  # nothing the node has
+                node[resource.name] = resource.version
+            for name in response.removed_resources:
+                node.pop(name, None)
+            ack(stream, response)
+
+    take(respond(stream, delta_request(EDS, ["m"])))
+    take(respond(stream, delta_request(LEDS, globs(snap, "m"))))
+    for step, n in steps:
+        memo.new_round()
+        if step == "weight" and endpoints:
+            i = n % len(endpoints)
+            old = endpoints[i]
+            endpoints[i] = EndpointView(old.address, old.region, None, n + 1, Health.HEALTHY)
+        elif step == "remove" and len(endpoints) > 2:
+            endpoints.pop(n % len(endpoints))
+        elif step == "add":
+            region = "us-east" if n % 2 else "eu-west"
+            endpoints.append(EndpointView(f"10.5.0.{n}:80", region, None, 9, Health.HEALTHY))
+        elif step == "resubscribe":
+            glob = globs(snap, "m")[n % 2]
+            take(respond(stream, delta_request(LEDS, unsubscribe=[glob])))
+            node = {k: v for k, v in node.items() if not k.startswith(glob[:-1])}
+            take(respond(stream, delta_request(LEDS, [glob])))
+        snap = snapshot_of(cluster("m", endpoints), memo=memo)
+        take(stream.on_snapshot(snap).responses)
+        wanted = {
+            n
+            for g in globs(snap, "m")
+            for n in snap.for_delta().resources(LEDS)
+            if n.startswith(g[:-1])
+        }
+        leds = snap.for_delta().resources(LEDS)
+        # An emptied-out locality's collection is no longer named: Envoy drops it (and its
+        # endpoints) with the assignment, so only named collections are compared.
+        assert {k: v for k, v in node.items() if k in wanted or k in leds} == {
+            name: leds[name].version for name in wanted
+        }
+
+
+def test_the_leds_form_leaves_what_sotw_nodes_get_unchanged() -> None:
+    plain, with_leds = (helper_snapshot(leds=False), helper_snapshot(leds=True))
+    assert plain.for_delta() is plain
+    assert with_leds.for_delta() is not with_leds
+    for type_url in (TypeUrl.CLUSTER, EDS, TypeUrl.LISTENER, TypeUrl.ROUTE):
+        assert versions(plain, type_url) == versions(with_leds, type_url)
+    assert with_leds.resources(LEDS) == {}
+    assert set(versions(with_leds.for_delta(), LEDS)) == {
+        name for members in with_leds.members.values() for name in members
+    }
+
+
+def test_withheld_endpoints_hold_back_leds_too_until_released() -> None:
+    """A starting heliostat withholds endpoints (EDS and LEDS): a reconnecting delta node
+    keeps the weights it has instead of cold ones that the first round turns back."""
+    endpoints = fleet(4)
+    snap = snapshot_of(cluster("m", endpoints))
+    stream = DeltaStream("gw-1")
+    assert stream.withhold(frozenset({EDS, LEDS})).responses == []
+    stream.on_snapshot(snap)
+    assert respond(stream, delta_request(EDS, ["m"])) == []
+    assert respond(stream, delta_request(LEDS, globs(snap, "m"))) == []
+    released = stream.withhold(frozenset()).responses
+    assert [TypeUrl(r.type_url) for r in released] == [EDS, LEDS]
+    assert {r.name for r in released[1].resources} == set(snap.members["m"])
