@@ -303,7 +303,8 @@ def _supply(
         return {r: _unit_supply(live[r]) for r in sorted(live)}, False
     mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known)
     ttft = model.slo.ttft_ms / 1000.0
-    return {r: _rate_supply(live[r], prior, mean, ttft) for r in sorted(live)}, True
+    drain = overflow.drain_time(ttft, model.signals.interval)
+    return {r: _rate_supply(live[r], prior, mean, ttft, drain) for r in sorted(live)}, True
 
 
 def _unit_supply(members: list[_Live]) -> overflow.Supply:
@@ -314,11 +315,12 @@ def _unit_supply(members: list[_Live]) -> overflow.Supply:
 
 
 def _rate_supply(
-    members: list[_Live], prior: float | None, mean: float, ttft: float
+    members: list[_Live], prior: float | None, mean: float, ttft: float, drain: float
 ) -> overflow.Supply:
     """A region's supply in requests/s: what its endpoints serve when full (the prior for one
-    not yet observed), what arrives at them, their backlog and how busy they are."""
-    raw = load = backlog = used = 0.0
+    not yet observed), what arrives at them, their backlog, how fast it grows and how busy
+    they are."""
+    raw = load = backlog = used = growth = 0.0
     seen_full = True
     for m in members:
         observed = m.service
@@ -334,9 +336,11 @@ def _rate_supply(
         arriving = capacity.arrivals(observed) if observed is not None else None
         load += arriving if arriving is not None else m.pressure * own
         backlog += m.waiting
+        if observed is not None:
+            growth += observed.growth
     return overflow.Supply(
         len(members),
-        overflow.planning_capacity(raw, backlog, ttft),
+        overflow.planning_capacity(raw, backlog, ttft, drain, growth),
         raw,
         load,
         backlog,

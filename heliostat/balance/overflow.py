@@ -7,12 +7,19 @@ GPUs, included):
    service rates known (`capacity`), in requests/s: UTILISATION of their observed capacity,
    less what it takes to drain a backlog beyond what the SLO tolerates,
 
-       C_q = UTILISATION * c_q - max(0, B_q - c_q * QUEUE_SHARE * ttft) / DRAIN_S
+       X_q = max(0, B_q - c_q * QUEUE_SHARE * ttft)        (the backlog the SLO does not tolerate)
+       C_q = UTILISATION * c_q - X_q / T_drain - (g_q if X_q > 0 else 0)
 
    (a queue of c_q x t requests waits t; the SLO leaves QUEUE_SHARE of the TTFT to waiting,
-   the rest to prefill and the network; anything beyond must drain within DRAIN_S, and
-   meanwhile that capacity is not there for new arrivals). Without rates the
-   older unit stands: one endpoint at its thresholds carries 1.0, C_q counts endpoints.
+   the rest to prefill and the network). Anything beyond is already late: it must drain
+   within T_drain = max(ttft, LOOP_TICKS x the signal interval), the SLO itself unless the
+   loop is slower than that (a scrape, a tick and a push: draining faster than the loop sees
+   its last move overshoots), and meanwhile that capacity is not there for new arrivals. And
+   while such a backlog still grows (g_q > 0, requests/s over the last scrape), arrivals
+   exceed what the plan expected by that much: the growth is taken off too, at once
+   (feed-forward on the queue's slope: the demand estimates average over seconds, a surge
+   shows in the queues within a scrape). Without rates the older unit stands: one endpoint at
+   its thresholds carries 1.0, C_q counts endpoints.
 2. **Demand** (`demand`): its gateways' measured rate, else inferred from its engines with
    the shares in effect taken out; smoothed.
 3. **Allocation** (`allocation`): local first, then the nearest region with room within the
@@ -23,8 +30,10 @@ GPUs, included):
    with hysteresis (`publish`); the locality weights of its view (`assemble`). What is
    unplaced is refused (`refusal`) only while the regions that bound the plan are busy
    (mean occupancy >= BUSY) and only once it has been unplaced for REFUSE_AFTER_S without
-   a break (a failover or an estimate's jump is not a full planet): otherwise it stays
-   home. Likewise a region
+   a break (a failover or an estimate's jump is not a full planet), or sooner once the
+   origin's queue has been beyond what the SLO tolerates for two ticks running (the queues
+   are not absorbing it: every request that waits there is late): otherwise it stays home.
+   Likewise a region
    that is not busy is taken to carry its own users whatever its capacity estimate says:
    estimates from light load are extrapolations, and local first means no user leaves a
    region on one.
@@ -47,7 +56,9 @@ from heliostat.policy import Model, Policy
 
 UTILISATION = 0.95  # of the observed capacity: what a region plans to run at, at most
 RESCUE_CEILING = 0.9  # of its capacity: the most a rescuer is planned to, with others' users
-DRAIN_S = 3.0  # a backlog beyond what the SLO tolerates is planned to drain within this
+# The control loop's delay in signal intervals (a scrape, a tick, a push): a late backlog is
+# drained no faster than this, or the drain overshoots before the loop sees it.
+LOOP_TICKS = 2.0
 # Of the TTFT objective, what a request may spend waiting for a slot: the rest is for the
 # prefill, the network and the spread of waits around their mean.
 QUEUE_SHARE = 0.25
@@ -81,10 +92,25 @@ def tolerated(region: Supply, ttft_s: float) -> float:
     return region.raw * QUEUE_SHARE * ttft_s if region.rates else math.inf
 
 
-def planning_capacity(raw: float, backlog: float, ttft_s: float) -> float:
-    """C = UTILISATION x raw, less the drain of the backlog the SLO does not tolerate."""
-    drain = max(0.0, backlog - raw * QUEUE_SHARE * ttft_s) / DRAIN_S
-    return max(0.0, UTILISATION * raw - drain)
+def late(region: Supply, ttft_s: float) -> bool:
+    """Its queue is beyond what the SLO tolerates: the requests at its back are late."""
+    return region.backlog > tolerated(region, ttft_s)
+
+
+def drain_time(ttft_s: float, interval_s: float) -> float:
+    """T_drain: within the SLO, but no faster than the loop (see the module docstring)."""
+    return max(ttft_s, LOOP_TICKS * interval_s)
+
+
+def planning_capacity(
+    raw: float, backlog: float, ttft_s: float, drain_s: float, growth: float = 0.0
+) -> float:
+    """C = UTILISATION x raw, less the drain of the backlog the SLO does not tolerate and,
+    while there is one, its growth (see the module docstring)."""
+    excess = max(0.0, backlog - raw * QUEUE_SHARE * ttft_s)
+    if excess <= 0.0:
+        return max(0.0, UTILISATION * raw)
+    return max(0.0, UTILISATION * raw - excess / drain_s - max(0.0, growth))
 
 
 def max_lent(model: Model) -> float:
@@ -122,7 +148,9 @@ def step(
             before_full = previous[r].full_since if r in previous else None
             full_since = now if before_full is None else before_full
         refusable = 0.0
-        if full_since is not None and now - full_since >= REFUSE_AFTER_S:
+        if full_since is not None and (
+            now - full_since >= REFUSE_AFTER_S or _late_twice(model, own, previous.get(r))
+        ):
             refusable = _refusable(
                 policy, model, r, supply, plan, unplaced, refused.get(r, 0.0) if refusing else None
             )
@@ -183,13 +211,21 @@ def _demands(
     shares = {r: s.shares for r, s in previous.items()}
     measured = demand.from_engines(arrivals, fixed, shares, refused)
     gain = weights.alpha(dt, demand.TAU_S)
+    ttft = model.slo.ttft_ms / 1000.0
     smoothed: dict[str, float] = {}
     source: dict[str, str] = {}
     for r in regions:
         value = measured.get(r, 0.0)
         before = previous.get(r)
         source[r] = demand.GATEWAYS if r in fixed else demand.ENGINES if r in arrivals else "none"
+        own = supply.get(r)
         if before is None or before.source != source[r] or before.rates != rates:
+            smoothed[r] = value
+        elif r in fixed and value > before.demand and own is not None and late(own, ttft):
+            # A rise its gateways measure while its own queue is already late: two
+            # independent witnesses of the same surge, so it is taken at once (feed-forward),
+            # not over TAU_S. Only gateway-measured demand: the one inferred from engines
+            # reads the shares just moved and would feed on itself.
             smoothed[r] = value
         else:
             smoothed[r] = before.demand + gain * (value - before.demand)
@@ -264,21 +300,37 @@ def _lending(
         if q == r:
             continue
         target = placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
+        # Rounded down to what is published (thousandths): rounding up would plan the rescuer
+        # past its ceiling by up to half a thousandth of the origin's demand; the remainder
+        # stays home.
+        target = math.floor(target * publish.RESOLUTION + 1e-9) / publish.RESOLUTION
         rescuer = supply.get(q)
         # In distress: a queue beyond what the SLO tolerates (not one noisy interval).
         distressed = rescuer is not None and rescuer.backlog > tolerated(rescuer, ttft)
         falling = target < _published(lent_before, q)
+        # Its own users claim the room the published share uses: they come first, at once
+        # (the release grace is for dips in the origin's need, not for the rescuer's).
+        crowded = plan.room.get(q, 0.0) < _published(lent_before, q) * admitted - 1e-9
         held = publish.hold(
             lent_before.get(q),
             target,
             now,
             band=publish.SHARE_BAND,
-            urgent=q not in reachable or ((distressed or draining) and falling),
+            urgent=q not in reachable or ((distressed or draining or crowded) and falling),
+            release_ticks=publish.RELEASE_TICKS,
             reason=functools.partial(_reason, r, q, smoothed, plan, unit),
         )
         if held.published > 0.0 or held.target > 0.0:
             lending[q] = held
     return lending
+
+
+def _late_twice(model: Model, own: Supply | None, before: RegionState | None) -> bool:
+    """The region's queue was beyond what the SLO tolerates at this tick and the last one."""
+    if own is None or before is None or not own.rates:
+        return False
+    ttft = model.slo.ttft_ms / 1000.0
+    return late(own, ttft) and before.backlog > tolerated(own, ttft)
 
 
 def _refusable(
@@ -340,6 +392,7 @@ def _capped(lending: dict[str, Held], cap: float) -> dict[str, Held]:
             h.moved_at,
             h.reason,
             h.spread,
+            h.below,
         )
         for q, h in lending.items()
     }

@@ -70,6 +70,7 @@ class Held:
     moved_at: float = 0.0
     reason: str = ""
     spread: float = 0.0  # how far the target moves from tick to tick (EWMA): its noise
+    below: int = 0  # ticks in a row the target was below `published` (capped): release grace
 
 
 class ServiceState(NamedTuple):

@@ -1,0 +1,37 @@
+"""A region's planning capacity: a late backlog drains within the SLO, its growth at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from heliostat.balance.overflow import (
+    LOOP_TICKS,
+    QUEUE_SHARE,
+    UTILISATION,
+    drain_time,
+    planning_capacity,
+)
+
+RAW = 8.0  # requests/s
+TTFT = 0.5
+
+
+def test_a_backlog_the_slo_tolerates_costs_no_capacity_nor_does_its_growth() -> None:
+    tolerated = RAW * QUEUE_SHARE * TTFT
+    assert planning_capacity(RAW, tolerated, TTFT, 1.0, growth=5.0) == UTILISATION * RAW
+
+
+def test_a_late_backlog_drains_within_the_drain_time_and_its_growth_is_taken_off() -> None:
+    tolerated = RAW * QUEUE_SHARE * TTFT
+    drained = planning_capacity(RAW, tolerated + 4.0, TTFT, 1.0)
+    assert drained == pytest.approx(UTILISATION * RAW - 4.0)
+    growing = planning_capacity(RAW, tolerated + 4.0, TTFT, 1.0, growth=1.5)
+    assert growing == pytest.approx(drained - 1.5)
+    # A draining queue (negative growth) gives nothing back beyond the drain term.
+    assert planning_capacity(RAW, tolerated + 4.0, TTFT, 1.0, growth=-3.0) == drained
+    assert planning_capacity(RAW, 1000.0, TTFT, 1.0) == 0.0
+
+
+def test_the_drain_time_is_the_slo_unless_the_loop_is_slower() -> None:
+    assert drain_time(2.0, 0.5) == 2.0
+    assert drain_time(0.5, 0.5) == LOOP_TICKS * 0.5
