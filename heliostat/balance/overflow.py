@@ -172,6 +172,7 @@ def step(
             raw_capacity=own.raw if own is not None else 0.0,
             batch=users.batch.get(r),
             rates=rates,
+            late=own is not None and rates and late(own, model.slo.ttft_ms / 1000.0),
         )
     return result
 
@@ -366,8 +367,12 @@ def _refusable(
             return 0.0
         if q != origin and plan.served_at(q) < RESCUE_CEILING * region.capacity - 1e-6:
             return 0.0  # room left that the operator's cap kept it from: not a full planet
-        if not region.measured_full:
-            return 0.0  # its capacity is extrapolated from light load: not proof it is full
+        proven = region.measured_full or late(region, model.slo.ttft_ms / 1000.0)
+        if not proven and refusing is None:
+            # Its capacity is extrapolated from light load: not proof it is full. A queue
+            # beyond what the SLO tolerates is: it is full now, whatever the estimate; and
+            # once refusing, the queue the refusal drained proves nothing either way.
+            return 0.0
     return unplaced
 
 

@@ -17,6 +17,9 @@ in steps. What keeps Envoy calm is hysteresis around the published value:
   fraction therefore turns round at most twice a minute, while a real change goes through
   at once.
   A return to zero waits at most RELEASE_HOLD_S: it only brings users home.
+- **Falls that last** (`falls_after`, for refusals): a target at least a band below the
+  published value for that many ticks in a row is followed, whatever the wander or the
+  last move's direction: a refusal that jumped on a backlog must come down once it drained.
 - **Release grace** (`release_ticks`, for shares that carry users to where there is room: an
   overflow share, a fallback share). A fall waits until the target has stayed below the
   published value for that many ticks in a row, unless urgent: one tick's dip in the need
@@ -65,6 +68,7 @@ def hold(
     urgent: bool = False,
     reversal_s: float = REVERSAL_HOLD_S,
     release_ticks: int = 1,
+    falls_after: int | None = None,
     reason: Callable[[float], str] = lambda _: "",
 ) -> Held:
     """The published fraction after this tick (see the module docstring).
@@ -83,7 +87,11 @@ def hold(
         spread = 0.0
     large = max(LARGE_MOVE, 2 * width)
     published = previous.published
-    below = min(release_ticks, previous.below + 1) if goal < published else 0
+    below = min(max(release_ticks, falls_after or 0), previous.below + 1) if goal < published else 0
+    if falls_after is not None and below >= falls_after and published - goal >= band - 1e-9:
+        # A target that stayed a band below for `falls_after` ticks is followed whatever
+        # its wander says: a refusal held above its need refuses users the GPUs could serve.
+        urgent = True
     if goal == published:
         return dataclasses.replace(previous, target=goal, spread=spread, below=below)
     if goal < published and below < release_ticks and not urgent:
