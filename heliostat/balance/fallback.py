@@ -265,7 +265,10 @@ def _room(states: Mapping[str, RegionState], regions: Iterable[str]) -> Room | N
         return None
     capacity = sum(s.capacity for s in live)
     load = sum(s.load for s in live)
-    return Room(CEILING * capacity - load, load >= capacity)
+    # Past its thresholds: what arrives exceeds what it serves when full (the observed
+    # capacity with rates), not the planning capacity, which a backlog's drain lowers.
+    full = sum(s.raw_capacity if s.rates else s.capacity for s in live)
+    return Room(CEILING * capacity - load, load >= full)
 
 
 def _publish(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from heliostat.balance import demand, publish
+from heliostat.balance import demand, overflow, publish
 from heliostat.balance.state import Held, RefusalState, RegionState
 
 IDLE = RefusalState(interactive=publish.NOTHING, batch=publish.NOTHING)
@@ -77,6 +77,11 @@ def step(
         if excess > 0
         else "every user placed within budget"
     )
+    # What of it drains the backlog rather than the arrivals' excess: the capacity the
+    # backlog term took off (`overflow.planning_capacity`). Batch alone carries that part.
+    drain = 0.0
+    if region.rates:
+        drain = max(0.0, overflow.UTILISATION * region.raw_capacity - region.capacity)
     return _publish(
         previous,
         fraction,
@@ -88,6 +93,7 @@ def step(
         inferred=inferred,
         draining=draining,
         late=region.late,
+        drain=drain,
     )
 
 
@@ -118,6 +124,7 @@ def _publish(
     inferred: bool = False,
     draining: bool = False,
     late: bool = False,
+    drain: float = 0.0,
 ) -> RefusalState:
     before = previous or IDLE
     if batch is None:
@@ -126,7 +133,9 @@ def _publish(
         refused = fraction * amount
         interactive = amount - batch
         batch_target = min(1.0, refused / batch) if batch > 0 else 0.0
-        left = max(0.0, refused - batch)
+        # Interactive requests are refused only for the arrivals' excess beyond the batch
+        # ones, never to drain a backlog faster: batch first.
+        left = max(0.0, refused - drain - batch)
         interactive_target = min(1.0, left / interactive) if interactive > 0 else 0.0
     return RefusalState(
         interactive=_held(

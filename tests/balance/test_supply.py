@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from heliostat.balance.overflow import (
+    DRAIN_LOOPS,
     LOOP_TICKS,
     QUEUE_SHARE,
     UTILISATION,
@@ -33,5 +34,5 @@ def test_a_late_backlog_drains_within_the_drain_time_and_its_growth_is_taken_off
 
 
 def test_the_drain_time_is_the_slo_unless_the_loop_is_slower() -> None:
-    assert drain_time(2.0, 0.5) == 2.0
-    assert drain_time(0.5, 0.5) == LOOP_TICKS * 0.5
+    assert drain_time(5.0, 0.5) == 5.0
+    assert drain_time(0.5, 0.5) == DRAIN_LOOPS * LOOP_TICKS * 0.5
