@@ -314,9 +314,12 @@ def _lending(
         # In distress: a queue beyond what the SLO tolerates (not one noisy interval).
         distressed = rescuer is not None and rescuer.backlog > tolerated(rescuer, ttft)
         falling = target < _published(lent_before, q)
-        # Its own users claim the room the published share uses: they come first, at once
-        # (the release grace is for dips in the origin's need, not for the rescuer's).
-        crowded = plan.room.get(q, 0.0) < _published(lent_before, q) * admitted - 1e-9
+        # Its own users need all it has below its ceiling: they come first, at once (the
+        # release grace is for dips in the origin's need, not for the rescuer's own users).
+        # Not its room before passing users on: a rescuer that lends onward has little.
+        crowded = rescuer is not None and users.smoothed.get(q, 0.0) >= (
+            RESCUE_CEILING * rescuer.capacity
+        )
         held = publish.hold(
             lent_before.get(q),
             target,
