@@ -318,9 +318,8 @@ def _rate_supply(
     members: list[_Live], prior: float | None, mean: float, ttft: float, drain: float
 ) -> overflow.Supply:
     """A region's supply in requests/s: what its endpoints serve when full (the prior for one
-    not yet observed), what arrives at them, their backlog, how fast it grows and how busy
-    they are."""
-    raw = load = backlog = used = growth = 0.0
+    not yet observed), what arrives at them, their backlog and how busy they are."""
+    raw = load = backlog = used = 0.0
     seen_full = True
     for m in members:
         observed = m.service
@@ -336,11 +335,9 @@ def _rate_supply(
         arriving = capacity.arrivals(observed) if observed is not None else None
         load += arriving if arriving is not None else m.pressure * own
         backlog += m.waiting
-        if observed is not None:
-            growth += observed.growth
     return overflow.Supply(
         len(members),
-        overflow.planning_capacity(raw, backlog, ttft, drain, growth),
+        overflow.planning_capacity(raw, backlog, ttft, drain),
         raw,
         load,
         backlog,

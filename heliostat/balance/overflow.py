@@ -8,19 +8,18 @@ GPUs, included):
    less what it takes to drain a backlog beyond what the SLO tolerates,
 
        X_q = max(0, B_q - c_q * QUEUE_SHARE * ttft)        (the backlog the SLO does not tolerate)
-       C_q = UTILISATION * c_q - X_q / T_drain - (g_q if X_q > 0 else 0)
+       C_q = UTILISATION * c_q - X_q / T_drain
 
    (a queue of c_q x t requests waits t; the SLO leaves QUEUE_SHARE of the TTFT to waiting,
    the rest to prefill and the network). Anything beyond is already late: it must drain
    within T_drain = max(ttft, DRAIN_LOOPS x LOOP_TICKS x the signal interval), the SLO
    itself unless the loop is slower than that (a scrape, a tick and a push is one loop
    delay; draining within fewer than a few of them overshoots), and meanwhile that capacity
-   is not there for new arrivals. And
-   while such a backlog still grows (g_q > 0, requests/s over the last scrape), arrivals
-   exceed what the plan expected by that much: the growth is taken off too, at once
-   (feed-forward on the queue's slope: the demand estimates average over seconds, a surge
-   shows in the queues within a scrape). Without rates the older unit stands: one endpoint at
-   its thresholds carries 1.0, C_q counts endpoints.
+   is not there for new arrivals. (Taking the queue's growth off as well, a feed-forward on
+   its slope, was tried: a saturated replica's queue jitters from scrape to scrape, and the
+   steady 2x surge of tests/e2e/test_regional_law.py fell from 94% to 66-82% SLO.) Without
+   rates the older unit stands: one endpoint at its thresholds carries 1.0, C_q counts
+   endpoints.
 2. **Demand** (`demand`): its gateways' measured rate, else inferred from its engines with
    the shares in effect taken out; smoothed.
 3. **Allocation** (`allocation`): local first, then the nearest region with room within the
@@ -107,15 +106,10 @@ def drain_time(ttft_s: float, interval_s: float) -> float:
     return max(ttft_s, DRAIN_LOOPS * LOOP_TICKS * interval_s)
 
 
-def planning_capacity(
-    raw: float, backlog: float, ttft_s: float, drain_s: float, growth: float = 0.0
-) -> float:
-    """C = UTILISATION x raw, less the drain of the backlog the SLO does not tolerate and,
-    while there is one, its growth (see the module docstring)."""
+def planning_capacity(raw: float, backlog: float, ttft_s: float, drain_s: float) -> float:
+    """C = UTILISATION x raw, less the drain of the backlog the SLO does not tolerate."""
     excess = max(0.0, backlog - raw * QUEUE_SHARE * ttft_s)
-    if excess <= 0.0:
-        return max(0.0, UTILISATION * raw)
-    return max(0.0, UTILISATION * raw - excess / drain_s - max(0.0, growth))
+    return max(0.0, UTILISATION * raw - excess / drain_s)
 
 
 def max_lent(model: Model) -> float:
