@@ -303,7 +303,7 @@ def _supply(
         return {r: _unit_supply(live[r]) for r in sorted(live)}, False
     mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known)
     ttft = model.slo.ttft_ms / 1000.0
-    drain = overflow.drain_time(ttft, model.signals.interval)
+    drain = overflow.drain_time(ttft)
     return {r: _rate_supply(live[r], prior, mean, ttft, drain) for r in sorted(live)}, True
 
 

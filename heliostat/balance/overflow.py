@@ -12,14 +12,12 @@ GPUs, included):
 
    (a queue of c_q x t requests waits t; the SLO leaves QUEUE_SHARE of the TTFT to waiting,
    the rest to prefill and the network). Anything beyond is already late: it must drain
-   within T_drain = max(ttft, DRAIN_LOOPS x LOOP_TICKS x the signal interval), the SLO
-   itself unless the loop is slower than that (a scrape, a tick and a push is one loop
-   delay; draining within fewer than a few of them overshoots), and meanwhile that capacity
-   is not there for new arrivals. (Taking the queue's growth off as well, a feed-forward on
-   its slope, was tried: a saturated replica's queue jitters from scrape to scrape, and the
-   steady 2x surge of tests/e2e/test_regional_law.py fell from 94% to 66-82% SLO.) Without
-   rates the older unit stands: one endpoint at its thresholds carries 1.0, C_q counts
-   endpoints.
+   within T_drain = max(ttft, DRAIN_S) (not faster: the loop overshoots, see DRAIN_S), and
+   meanwhile that capacity is not there for new arrivals. (Taking the queue's growth off
+   as well, a feed-forward on its slope, was tried: a saturated replica's queue jitters
+   from scrape to scrape, and the steady 2x surge of tests/e2e/test_regional_law.py fell
+   from 94% to 66-82% SLO.) Without rates the older unit stands: one endpoint at its
+   thresholds carries 1.0, C_q counts endpoints.
 2. **Demand** (`demand`): its gateways' measured rate, else inferred from its engines with
    the shares in effect taken out; smoothed.
 3. **Allocation** (`allocation`): local first, then the nearest region with room within the
@@ -56,13 +54,12 @@ from heliostat.policy import Model, Policy
 
 UTILISATION = 0.95  # of the observed capacity: what a region plans to run at, at most
 RESCUE_CEILING = 0.9  # of its capacity: the most a rescuer is planned to, with others' users
-# The control loop's delay in signal intervals (a scrape, a tick, a push), and how many such
-# delays a late backlog takes to drain at the least: an integral action faster than a few
-# dead times overshoots (draining within one loop delay, 1 s here, made a steady 2x surge
-# swing its share between 100% and half: 58% SLO in tests/e2e/test_regional_law.py against
-# 93-99% at three delays).
-LOOP_TICKS = 2.0
-DRAIN_LOOPS = 3.0
+# A late backlog drains within this, or the SLO if longer. Not faster: draining within 1 s
+# (a scrape, a tick and a push at 0.5 s intervals) made a steady 2x surge swing its share
+# between 100% and half (58% SLO in tests/e2e/test_regional_law.py, 93-99% at 3 s). Nor
+# scaled with the signal interval: 12 s at 2 s intervals let the planet's discrete flash
+# crowd queue (us-east 88% SLO in tests/planet/test_fluid_vs_discrete.py, 95% at 3 s).
+DRAIN_S = 3.0
 # Of the TTFT objective, what a request may spend waiting for a slot: the rest is for the
 # prefill, the network and the spread of waits around their mean.
 QUEUE_SHARE = 0.25
@@ -101,9 +98,9 @@ def late(region: Supply, ttft_s: float) -> bool:
     return region.backlog > tolerated(region, ttft_s)
 
 
-def drain_time(ttft_s: float, interval_s: float) -> float:
-    """T_drain: within the SLO, but no faster than the loop (see the module docstring)."""
-    return max(ttft_s, DRAIN_LOOPS * LOOP_TICKS * interval_s)
+def drain_time(ttft_s: float) -> float:
+    """T_drain: DRAIN_S, or the SLO if longer (see the module docstring)."""
+    return max(ttft_s, DRAIN_S)
 
 
 def planning_capacity(raw: float, backlog: float, ttft_s: float, drain_s: float) -> float:
@@ -308,19 +305,15 @@ def _lending(
         # In distress: a queue beyond what the SLO tolerates (not one noisy interval).
         distressed = rescuer is not None and rescuer.backlog > tolerated(rescuer, ttft)
         falling = target < _published(lent_before, q)
-        # Its own users need all it has below its ceiling: they come first, at once (the
-        # release grace is for dips in the origin's need, not for the rescuer's own users).
-        # Not its room before passing users on: a rescuer that lends onward has little.
-        crowded = rescuer is not None and users.smoothed.get(q, 0.0) >= (
-            RESCUE_CEILING * rescuer.capacity
-        )
         held = publish.hold(
             lent_before.get(q),
             target,
             now,
             band=publish.SHARE_BAND,
-            urgent=q not in reachable or ((distressed or draining or crowded) and falling),
-            release_ticks=publish.RELEASE_TICKS,
+            # No release grace here (`publish.RELEASE_TICKS`, as the fallback has): holding
+            # a share up for a few ticks after the plan lowered it overloads a rescuer whose
+            # own users are arriving (planet discrete flash crowd: us-east 99.5% -> 95.5%).
+            urgent=q not in reachable or ((distressed or draining) and falling),
             reason=functools.partial(_reason, r, q, smoothed, plan, unit),
         )
         if held.published > 0.0 or held.target > 0.0:

@@ -1,12 +1,11 @@
-"""A region's planning capacity: a late backlog drains within the SLO, or a few loop delays."""
+"""A region's planning capacity: a late backlog drains within DRAIN_S, or the SLO if longer."""
 
 from __future__ import annotations
 
 import pytest
 
 from heliostat.balance.overflow import (
-    DRAIN_LOOPS,
-    LOOP_TICKS,
+    DRAIN_S,
     QUEUE_SHARE,
     UTILISATION,
     drain_time,
@@ -33,6 +32,6 @@ def test_a_late_backlog_drains_within_the_drain_time() -> None:
     assert planning_capacity(RAW, 1000.0, TTFT, 1.0) == 0.0
 
 
-def test_the_drain_time_is_the_slo_unless_the_loop_is_slower() -> None:
-    assert drain_time(5.0, 0.5) == 5.0
-    assert drain_time(0.5, 0.5) == DRAIN_LOOPS * LOOP_TICKS * 0.5
+def test_the_drain_time_is_the_slo_when_it_is_longer() -> None:
+    assert drain_time(DRAIN_S + 2.0) == DRAIN_S + 2.0
+    assert drain_time(0.5) == DRAIN_S
