@@ -65,6 +65,9 @@ def model_overrides(scenario: Scenario) -> dict[str, Any]:
             "failures": 2,
         },
         "affinity": {"prefix_chars": PREFIX_CHARS},
+        # No operator cap on overflow (the lab mesh's default is 0.3): the scenarios set
+        # none, the picker has none, and a 2x surge needs more than half its users away.
+        "overflow": {},
     }
 
 

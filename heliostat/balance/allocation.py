@@ -183,7 +183,10 @@ class _Graph:
         of such residues would be pushed forever."""
         tiny = _EPS * max(1.0, max((c for c in self.original if math.isfinite(c)), default=1.0))
         while True:
-            distance, via = self._shortest(source)
+            # Arcs with no more than `tiny` left count as full: a cheapest path through a
+            # residue would carry nothing and stop the flow before the rest (the refusals)
+            # is pushed (a rescuer with 1e-8 of room left a whole excess unaccounted).
+            distance, via = self._shortest(source, tiny)
             if math.isinf(distance[sink]):
                 return
             path = []
@@ -199,7 +202,7 @@ class _Graph:
                 self.capacity[arc] -= amount
                 self.capacity[arc ^ 1] += amount
 
-    def _shortest(self, source: int) -> tuple[list[float], list[int]]:
+    def _shortest(self, source: int, tiny: float = _EPS) -> tuple[list[float], list[int]]:
         """Bellman-Ford (residual costs may be negative; there is no negative cycle)."""
         count = len(self.names)
         distance = [math.inf] * count
@@ -211,7 +214,7 @@ class _Graph:
                 if math.isinf(distance[node]):
                     continue
                 for arc in self.out[node]:
-                    if self.capacity[arc] <= _EPS:
+                    if self.capacity[arc] <= tiny:
                         continue
                     head = self.heads[arc]
                     candidate = distance[node] + self.cost[arc]

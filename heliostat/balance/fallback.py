@@ -38,7 +38,9 @@ takes its place within the tick that asks for it. That matters because refusal c
 it: refusal only takes what the fallback, at its allowed share, cannot absorb (`refusal`,
 `law._fallback_move`), and a fallback that ramped in 5% steps left the gap to refusals (a
 surge lost 5% of its requests to 429s while the fallback had room). A fallback model past
-its own thresholds gets the share back at once (urgent).
+its own thresholds gets the share back at once (urgent); otherwise the share falls only once
+the need stayed lower for `publish.RELEASE_TICKS` ticks in a row (one tick's dip in the
+excess sent the share to 0, and those requests to the GPUs that had just shed them).
 """
 
 from __future__ import annotations
@@ -263,7 +265,10 @@ def _room(states: Mapping[str, RegionState], regions: Iterable[str]) -> Room | N
         return None
     capacity = sum(s.capacity for s in live)
     load = sum(s.load for s in live)
-    return Room(CEILING * capacity - load, load >= capacity)
+    # Past its thresholds: what arrives exceeds what it serves when full (the observed
+    # capacity with rates), not the planning capacity, which a backlog's drain lowers.
+    full = sum(s.raw_capacity if s.rates else s.capacity for s in live)
+    return Room(CEILING * capacity - load, load >= full)
 
 
 def _publish(
@@ -278,7 +283,12 @@ def _publish(
     previous = before.share if before else None
     falling = previous is not None and goal < previous.published
     share = publish.hold(
-        previous, goal, now, band=publish.SHARE_BAND, urgent=decision.saturated and falling
+        previous,
+        goal,
+        now,
+        band=publish.SHARE_BAND,
+        urgent=decision.saturated and falling,
+        release_ticks=publish.RELEASE_TICKS,
     )
     published = share.published
     held = previous.published if previous else 0.0

@@ -303,7 +303,8 @@ def _supply(
         return {r: _unit_supply(live[r]) for r in sorted(live)}, False
     mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known)
     ttft = model.slo.ttft_ms / 1000.0
-    return {r: _rate_supply(live[r], prior, mean, ttft) for r in sorted(live)}, True
+    drain = overflow.drain_time(ttft)
+    return {r: _rate_supply(live[r], prior, mean, ttft, drain) for r in sorted(live)}, True
 
 
 def _unit_supply(members: list[_Live]) -> overflow.Supply:
@@ -314,7 +315,7 @@ def _unit_supply(members: list[_Live]) -> overflow.Supply:
 
 
 def _rate_supply(
-    members: list[_Live], prior: float | None, mean: float, ttft: float
+    members: list[_Live], prior: float | None, mean: float, ttft: float, drain: float
 ) -> overflow.Supply:
     """A region's supply in requests/s: what its endpoints serve when full (the prior for one
     not yet observed), what arrives at them, their backlog and how busy they are."""
@@ -336,7 +337,7 @@ def _rate_supply(
         backlog += m.waiting
     return overflow.Supply(
         len(members),
-        overflow.planning_capacity(raw, backlog, ttft),
+        overflow.planning_capacity(raw, backlog, ttft, drain),
         raw,
         load,
         backlog,

@@ -7,12 +7,17 @@ GPUs, included):
    service rates known (`capacity`), in requests/s: UTILISATION of their observed capacity,
    less what it takes to drain a backlog beyond what the SLO tolerates,
 
-       C_q = UTILISATION * c_q - max(0, B_q - c_q * QUEUE_SHARE * ttft) / DRAIN_S
+       X_q = max(0, B_q - c_q * QUEUE_SHARE * ttft)        (the backlog the SLO does not tolerate)
+       C_q = UTILISATION * c_q - X_q / T_drain
 
    (a queue of c_q x t requests waits t; the SLO leaves QUEUE_SHARE of the TTFT to waiting,
-   the rest to prefill and the network; anything beyond must drain within DRAIN_S, and
-   meanwhile that capacity is not there for new arrivals). Without rates the
-   older unit stands: one endpoint at its thresholds carries 1.0, C_q counts endpoints.
+   the rest to prefill and the network). Anything beyond is already late: it must drain
+   within T_drain = max(ttft, DRAIN_S) (not faster: the loop overshoots, see DRAIN_S), and
+   meanwhile that capacity is not there for new arrivals. (Taking the queue's growth off
+   as well, a feed-forward on its slope, was tried: a saturated replica's queue jitters
+   from scrape to scrape, and the steady 2x surge of tests/e2e/test_regional_law.py fell
+   from 94% to 66-82% SLO.) Without rates the older unit stands: one endpoint at its
+   thresholds carries 1.0, C_q counts endpoints.
 2. **Demand** (`demand`): its gateways' measured rate, else inferred from its engines with
    the shares in effect taken out; smoothed.
 3. **Allocation** (`allocation`): local first, then the nearest region with room within the
@@ -23,8 +28,10 @@ GPUs, included):
    with hysteresis (`publish`); the locality weights of its view (`assemble`). What is
    unplaced is refused (`refusal`) only while the regions that bound the plan are busy
    (mean occupancy >= BUSY) and only once it has been unplaced for REFUSE_AFTER_S without
-   a break (a failover or an estimate's jump is not a full planet): otherwise it stays
-   home. Likewise a region
+   a break (a failover or an estimate's jump is not a full planet), or sooner once the
+   origin's queue has been beyond what the SLO tolerates for two ticks running (the queues
+   are not absorbing it: every request that waits there is late): otherwise it stays home.
+   Likewise a region
    that is not busy is taken to carry its own users whatever its capacity estimate says:
    estimates from light load are extrapolations, and local first means no user leaves a
    region on one.
@@ -47,7 +54,12 @@ from heliostat.policy import Model, Policy
 
 UTILISATION = 0.95  # of the observed capacity: what a region plans to run at, at most
 RESCUE_CEILING = 0.9  # of its capacity: the most a rescuer is planned to, with others' users
-DRAIN_S = 3.0  # a backlog beyond what the SLO tolerates is planned to drain within this
+# A late backlog drains within this, or the SLO if longer. Not faster: draining within 1 s
+# (a scrape, a tick and a push at 0.5 s intervals) made a steady 2x surge swing its share
+# between 100% and half (58% SLO in tests/e2e/test_regional_law.py, 93-99% at 3 s). Nor
+# scaled with the signal interval: 12 s at 2 s intervals let the planet's discrete flash
+# crowd queue (us-east 88% SLO in tests/planet/test_fluid_vs_discrete.py, 95% at 3 s).
+DRAIN_S = 3.0
 # Of the TTFT objective, what a request may spend waiting for a slot: the rest is for the
 # prefill, the network and the spread of waits around their mean.
 QUEUE_SHARE = 0.25
@@ -81,10 +93,20 @@ def tolerated(region: Supply, ttft_s: float) -> float:
     return region.raw * QUEUE_SHARE * ttft_s if region.rates else math.inf
 
 
-def planning_capacity(raw: float, backlog: float, ttft_s: float) -> float:
+def late(region: Supply, ttft_s: float) -> bool:
+    """Its queue is beyond what the SLO tolerates: the requests at its back are late."""
+    return region.backlog > tolerated(region, ttft_s)
+
+
+def drain_time(ttft_s: float) -> float:
+    """T_drain: DRAIN_S, or the SLO if longer (see the module docstring)."""
+    return max(ttft_s, DRAIN_S)
+
+
+def planning_capacity(raw: float, backlog: float, ttft_s: float, drain_s: float) -> float:
     """C = UTILISATION x raw, less the drain of the backlog the SLO does not tolerate."""
-    drain = max(0.0, backlog - raw * QUEUE_SHARE * ttft_s) / DRAIN_S
-    return max(0.0, UTILISATION * raw - drain)
+    excess = max(0.0, backlog - raw * QUEUE_SHARE * ttft_s)
+    return max(0.0, UTILISATION * raw - excess / drain_s)
 
 
 def max_lent(model: Model) -> float:
@@ -122,7 +144,9 @@ def step(
             before_full = previous[r].full_since if r in previous else None
             full_since = now if before_full is None else before_full
         refusable = 0.0
-        if full_since is not None and now - full_since >= REFUSE_AFTER_S:
+        if full_since is not None and (
+            now - full_since >= REFUSE_AFTER_S or _late_twice(model, own, previous.get(r))
+        ):
             refusable = _refusable(
                 policy, model, r, supply, plan, unplaced, refused.get(r, 0.0) if refusing else None
             )
@@ -144,6 +168,7 @@ def step(
             raw_capacity=own.raw if own is not None else 0.0,
             batch=users.batch.get(r),
             rates=rates,
+            late=own is not None and rates and late(own, model.slo.ttft_ms / 1000.0),
         )
     return result
 
@@ -183,13 +208,21 @@ def _demands(
     shares = {r: s.shares for r, s in previous.items()}
     measured = demand.from_engines(arrivals, fixed, shares, refused)
     gain = weights.alpha(dt, demand.TAU_S)
+    ttft = model.slo.ttft_ms / 1000.0
     smoothed: dict[str, float] = {}
     source: dict[str, str] = {}
     for r in regions:
         value = measured.get(r, 0.0)
         before = previous.get(r)
         source[r] = demand.GATEWAYS if r in fixed else demand.ENGINES if r in arrivals else "none"
+        own = supply.get(r)
         if before is None or before.source != source[r] or before.rates != rates:
+            smoothed[r] = value
+        elif r in fixed and value > before.demand and own is not None and late(own, ttft):
+            # A rise its gateways measure while its own queue is already late: two
+            # independent witnesses of the same surge, so it is taken at once (feed-forward),
+            # not over TAU_S. Only gateway-measured demand: the one inferred from engines
+            # reads the shares just moved and would feed on itself.
             smoothed[r] = value
         else:
             smoothed[r] = before.demand + gain * (value - before.demand)
@@ -264,6 +297,10 @@ def _lending(
         if q == r:
             continue
         target = placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
+        # Rounded down to what is published (thousandths): rounding up would plan the rescuer
+        # past its ceiling by up to half a thousandth of the origin's demand; the remainder
+        # stays home.
+        target = math.floor(target * publish.RESOLUTION + 1e-9) / publish.RESOLUTION
         rescuer = supply.get(q)
         # In distress: a queue beyond what the SLO tolerates (not one noisy interval).
         distressed = rescuer is not None and rescuer.backlog > tolerated(rescuer, ttft)
@@ -273,12 +310,23 @@ def _lending(
             target,
             now,
             band=publish.SHARE_BAND,
+            # No release grace here (`publish.RELEASE_TICKS`, as the fallback has): holding
+            # a share up for a few ticks after the plan lowered it overloads a rescuer whose
+            # own users are arriving (planet discrete flash crowd: us-east 99.5% -> 95.5%).
             urgent=q not in reachable or ((distressed or draining) and falling),
             reason=functools.partial(_reason, r, q, smoothed, plan, unit),
         )
         if held.published > 0.0 or held.target > 0.0:
             lending[q] = held
     return lending
+
+
+def _late_twice(model: Model, own: Supply | None, before: RegionState | None) -> bool:
+    """The region's queue was beyond what the SLO tolerates at this tick and the last one."""
+    if own is None or before is None or not own.rates:
+        return False
+    ttft = model.slo.ttft_ms / 1000.0
+    return late(own, ttft) and before.backlog > tolerated(own, ttft)
 
 
 def _refusable(
@@ -314,8 +362,12 @@ def _refusable(
             return 0.0
         if q != origin and plan.served_at(q) < RESCUE_CEILING * region.capacity - 1e-6:
             return 0.0  # room left that the operator's cap kept it from: not a full planet
-        if not region.measured_full:
-            return 0.0  # its capacity is extrapolated from light load: not proof it is full
+        proven = region.measured_full or late(region, model.slo.ttft_ms / 1000.0)
+        if not proven and refusing is None:
+            # Its capacity is extrapolated from light load: not proof it is full. A queue
+            # beyond what the SLO tolerates is: it is full now, whatever the estimate; and
+            # once refusing, the queue the refusal drained proves nothing either way.
+            return 0.0
     return unplaced
 
 
@@ -340,6 +392,7 @@ def _capped(lending: dict[str, Held], cap: float) -> dict[str, Held]:
             h.moved_at,
             h.reason,
             h.spread,
+            h.below,
         )
         for q, h in lending.items()
     }

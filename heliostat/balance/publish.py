@@ -17,6 +17,14 @@ in steps. What keeps Envoy calm is hysteresis around the published value:
   fraction therefore turns round at most twice a minute, while a real change goes through
   at once.
   A return to zero waits at most RELEASE_HOLD_S: it only brings users home.
+- **Falls that last** (`falls_after`, for refusals): a target at least a band below the
+  published value for that many ticks in a row is followed, whatever the wander or the
+  last move's direction: a refusal that jumped on a backlog must come down once it drained.
+- **Release grace** (`release_ticks`, for shares that carry users to where there is room: an
+  overflow share, a fallback share). A fall waits until the target has stayed below the
+  published value for that many ticks in a row, unless urgent: one tick's dip in the need
+  (a noisy scrape, a queue that drained for an instant) must not send the users back to
+  the GPUs they just left, to queue there and take the share again on the next tick.
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ RELEASE_HOLD_S = 10.0
 NOISE_GAIN = 0.2  # per tick: the spread follows the target's last few steps
 NOISE_K = 3.0  # a refusal outlasting its need costs goodput: shorter
 LARGE_MOVE = 0.10
+# A share that carries users away falls only once its need stayed lower this many ticks in a
+# row: longer than one noisy scrape, the tick after it and the push.
+RELEASE_TICKS = 3
 
 NOTHING = Held(published=0.0, target=0.0)
 
@@ -56,6 +67,8 @@ def hold(
     band: float,
     urgent: bool = False,
     reversal_s: float = REVERSAL_HOLD_S,
+    release_ticks: int = 1,
+    falls_after: int | None = None,
     reason: Callable[[float], str] = lambda _: "",
 ) -> Held:
     """The published fraction after this tick (see the module docstring).
@@ -74,8 +87,15 @@ def hold(
         spread = 0.0
     large = max(LARGE_MOVE, 2 * width)
     published = previous.published
+    below = min(max(release_ticks, falls_after or 0), previous.below + 1) if goal < published else 0
+    if falls_after is not None and below >= falls_after and published - goal >= band - 1e-9:
+        # A target that stayed a band below for `falls_after` ticks is followed whatever
+        # its wander says: a refusal held above its need refuses users the GPUs could serve.
+        urgent = True
     if goal == published:
-        return dataclasses.replace(previous, target=goal, spread=spread)
+        return dataclasses.replace(previous, target=goal, spread=spread, below=below)
+    if goal < published and below < release_ticks and not urgent:
+        return dataclasses.replace(previous, target=goal, spread=spread, below=below)
     move = goal - published
     direction = 1 if move > 0 else -1
     small = abs(move) < width - 1e-9 and goal > 0.0
@@ -87,7 +107,7 @@ def hold(
         and abs(move) < large - 1e-9
     )
     if not urgent and (small or reversal):
-        return dataclasses.replace(previous, target=goal, spread=spread)
+        return dataclasses.replace(previous, target=goal, spread=spread, below=below)
     return Held(
         published=goal,
         target=goal,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from heliostat.balance import demand, publish
+from heliostat.balance import demand, overflow, publish
 from heliostat.balance.state import Held, RefusalState, RegionState
 
 IDLE = RefusalState(interactive=publish.NOTHING, batch=publish.NOTHING)
@@ -54,6 +54,9 @@ def step(
     """
     if region is None or region.demand <= 0.0:
         return _publish(previous, 0.0, None, 0.0, 0.0, now, "no demand")
+    # Part of what a late region refuses drains its backlog (its planning capacity is down
+    # by the drain): that part follows the drain down at once, as overflow shares do.
+    draining = region.late or (previous is not None and previous.late)
     total = region.demand / max(1e-9, 1.0 - fallback_before)
     excess = max(0.0, region.refusable - (fallback_after - fallback_before) * total)
     if before_fallback > 0.0:
@@ -74,7 +77,24 @@ def step(
         if excess > 0
         else "every user placed within budget"
     )
-    return _publish(previous, fraction, batch, reaching, excess, now, detail, inferred=inferred)
+    # What of it drains the backlog rather than the arrivals' excess: the capacity the
+    # backlog term took off (`overflow.planning_capacity`). Batch alone carries that part.
+    drain = 0.0
+    if region.rates:
+        drain = max(0.0, overflow.UTILISATION * region.raw_capacity - region.capacity)
+    return _publish(
+        previous,
+        fraction,
+        batch,
+        reaching,
+        excess,
+        now,
+        detail,
+        inferred=inferred,
+        draining=draining,
+        late=region.late,
+        drain=drain,
+    )
 
 
 def neutral(
@@ -102,6 +122,9 @@ def _publish(
     detail: str,
     *,
     inferred: bool = False,
+    draining: bool = False,
+    late: bool = False,
+    drain: float = 0.0,
 ) -> RefusalState:
     before = previous or IDLE
     if batch is None:
@@ -110,20 +133,31 @@ def _publish(
         refused = fraction * amount
         interactive = amount - batch
         batch_target = min(1.0, refused / batch) if batch > 0 else 0.0
-        left = max(0.0, refused - batch)
+        # Interactive requests are refused only for the arrivals' excess beyond the batch
+        # ones, never to drain a backlog faster: batch first.
+        left = max(0.0, refused - drain - batch)
         interactive_target = min(1.0, left / interactive) if interactive > 0 else 0.0
     return RefusalState(
         interactive=_held(
-            before.interactive, interactive_target, now, "interactive", detail, inferred
+            before.interactive, interactive_target, now, "interactive", detail, inferred, draining
         ),
-        batch=_held(before.batch, batch_target, now, "batch", detail, inferred),
+        batch=_held(before.batch, batch_target, now, "batch", detail, inferred, draining),
         excess=excess,
         demand=amount,
         detail=detail,
+        late=late,
     )
 
 
-def _held(before: Held, target: float, now: float, kind: str, detail: str, inferred: bool) -> Held:
+def _held(
+    before: Held,
+    target: float,
+    now: float,
+    kind: str,
+    detail: str,
+    inferred: bool,
+    draining: bool = False,
+) -> Held:
     # Raising a refusal protects the admitted requests' SLO: it goes through at once. With
     # inferred demand a raise is at least MIN_RAISE (capped): if the engines do not answer
     # the refusal, the estimate creeps up, and a crawl would never settle.
@@ -131,13 +165,15 @@ def _held(before: Held, target: float, now: float, kind: str, detail: str, infer
         before.published + MIN_RAISE
     ):
         target = min(demand.MAX_INFERRED_REFUSAL, before.published + MIN_RAISE)
-    urgent = publish.quantise(target) > before.published
+    raising = publish.quantise(target) > before.published
+    urgent = raising and target - before.published >= publish.REFUSAL_BAND
     return publish.hold(
         before,
         target,
         now,
         band=publish.REFUSAL_BAND,
         reversal_s=publish.REFUSAL_REVERSAL_S,
-        urgent=urgent and target - before.published >= publish.REFUSAL_BAND,
+        urgent=urgent or (draining and not raising),
+        falls_after=publish.RELEASE_TICKS,
         reason=lambda value: f"refuses {value:.1%} of {kind} requests: {detail}" if value else "",
     )

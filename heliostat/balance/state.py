@@ -70,6 +70,7 @@ class Held:
     moved_at: float = 0.0
     reason: str = ""
     spread: float = 0.0  # how far the target moves from tick to tick (EWMA): its noise
+    below: int = 0  # ticks in a row the target was below `published` (capped): release grace
 
 
 class ServiceState(NamedTuple):
@@ -113,6 +114,7 @@ class RegionState:
     raw_capacity: float = 0.0  # its endpoints' observed service capacity, before planning
     batch: float | None = None  # the batch part of `measured`, when its gateways report it
     rates: bool = False
+    late: bool = False  # its backlog is beyond what the SLO tolerates (`overflow.late`)
 
     @property
     def pressure(self) -> float | None:
@@ -134,6 +136,7 @@ class RefusalState:
     excess: float = 0.0  # demand/s refused by the plan, after the fallback's share
     demand: float = 0.0  # the demand it was refused from
     detail: str = ""
+    late: bool = False  # its region's backlog was beyond what the SLO tolerates
 
     @property
     def active(self) -> bool:

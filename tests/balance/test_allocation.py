@@ -133,3 +133,15 @@ def test_an_edge_region_is_served_by_its_nearest_regions_with_room() -> None:
     plan = allocate(origins, CEILING)
     assert plan.placed["edge"] == pytest.approx({"near": 1.6, "far": 3.4})
     assert plan.unplaced["edge"] == 0.0
+
+
+def test_a_rescuer_with_a_residue_of_room_does_not_stop_the_flow() -> None:
+    # Found by the conservation property: 1e-8 of room made the cheapest path carry nothing,
+    # the flow stopped there, and 9 requests/s were neither placed nor refused.
+    origins = {
+        "r0": Origin(0.0, 0.0, {"r1": 5.0, "r2": 5.0}),
+        "r1": Origin(9.0, 0.0, {"r0": 5.0, "r2": 5.0}),
+        "r2": Origin(0.0, 9.1e-9, {"r0": 5.0, "r1": 5.0}),
+    }
+    plan = allocate(origins, 0.9)
+    assert sum(plan.placed["r1"].values()) + plan.unplaced["r1"] == pytest.approx(9.0)

@@ -8,6 +8,7 @@ import random
 from heliostat.balance.publish import (
     LARGE_MOVE,
     RELEASE_HOLD_S,
+    RELEASE_TICKS,
     REVERSAL_HOLD_S,
     SHARE_BAND,
     hold,
@@ -71,3 +72,44 @@ def test_noisy_targets_around_a_constant_level_turn_round_at_most_twice_a_minute
 def test_urgent_moves_are_not_held() -> None:
     up = hold(hold(None, 0.2, 0.0, band=SHARE_BAND), 0.3, 1.0, band=SHARE_BAND)
     assert hold(up, 0.28, 1.5, band=SHARE_BAND, urgent=True).published == 0.28
+
+
+def _released(targets: list[float], urgent_at: int | None = None) -> list[float]:
+    """A share published 40 s ago (no reversal hold left), then these targets each tick."""
+    held: Held | None = Held(published=0.4, target=0.4, direction=1, moved_at=0.0)
+    out = []
+    for tick, target in enumerate(targets):
+        now = 40.0 + tick * 0.5
+        held = hold(
+            held,
+            target,
+            now,
+            band=SHARE_BAND,
+            urgent=tick == urgent_at,
+            release_ticks=RELEASE_TICKS,
+        )
+        out.append(held.published)
+    return out
+
+
+def test_a_one_tick_dip_in_the_need_does_not_release_a_share() -> None:
+    # Without the grace the share went to 0 on the dip and users went back to queue.
+    assert _released([0.4, 0.0, 0.4, 0.4]) == [0.4, 0.4, 0.4, 0.4]
+    assert _released([0.0, 0.4, 0.0, 0.0, 0.4]) == [0.4] * 5
+
+
+def test_a_share_falls_once_the_need_stayed_lower_for_the_grace_ticks() -> None:
+    published = _released([0.0] * (RELEASE_TICKS + 2))
+    assert published[: RELEASE_TICKS - 1] == [0.4] * (RELEASE_TICKS - 1)
+    assert published[RELEASE_TICKS - 1 :] == [0.0] * 3
+    lower = _released([0.1] * (RELEASE_TICKS + 1))
+    assert lower[RELEASE_TICKS - 1] == 0.1
+
+
+def test_an_urgent_fall_skips_the_grace() -> None:
+    assert _released([0.0, 0.0], urgent_at=0) == [0.0, 0.0]
+
+
+def test_rises_are_not_delayed_by_the_grace() -> None:
+    assert _released([0.7, 0.7]) == [0.7, 0.7]
+    assert _released([0.0, 0.9]) == [0.4, 0.9]  # a dip, then more need: up at once

@@ -1,0 +1,37 @@
+"""A region's planning capacity: a late backlog drains within DRAIN_S, or the SLO if longer."""
+
+from __future__ import annotations
+
+import pytest
+
+from heliostat.balance.overflow import (
+    DRAIN_S,
+    QUEUE_SHARE,
+    UTILISATION,
+    drain_time,
+    planning_capacity,
+)
+
+RAW = 8.0  # requests/s
+TTFT = 0.5
+
+
+def test_a_backlog_the_slo_tolerates_costs_no_capacity() -> None:
+    tolerated = RAW * QUEUE_SHARE * TTFT
+    assert planning_capacity(RAW, tolerated, TTFT, 1.0) == UTILISATION * RAW
+
+
+def test_a_late_backlog_drains_within_the_drain_time() -> None:
+    tolerated = RAW * QUEUE_SHARE * TTFT
+    assert planning_capacity(RAW, tolerated + 4.0, TTFT, 1.0) == pytest.approx(
+        UTILISATION * RAW - 4.0
+    )
+    assert planning_capacity(RAW, tolerated + 4.0, TTFT, 4.0) == pytest.approx(
+        UTILISATION * RAW - 1.0
+    )
+    assert planning_capacity(RAW, 1000.0, TTFT, 1.0) == 0.0
+
+
+def test_the_drain_time_is_the_slo_when_it_is_longer() -> None:
+    assert drain_time(DRAIN_S + 2.0) == DRAIN_S + 2.0
+    assert drain_time(0.5) == DRAIN_S
