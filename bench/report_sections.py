@@ -157,6 +157,11 @@ def fanout(data: Mapping[str, Any], out: Path) -> list[str]:
             rows,
         ),
         *image(plots.fanout(out, points), "ACK latency and bytes per push"),
+        *[
+            f"{cell(c.get('clients'))} {cell(c.get('mode'))} clients: **failed**: "
+            f"{cell(c.get('error'))}"
+            for c in records(data.get("failed_cases"))
+        ],
     ]
 
 
