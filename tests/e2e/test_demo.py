@@ -73,6 +73,10 @@ def reaper() -> Iterator[list[int]]:
             os.kill(pid, signal.SIGKILL)
 
 
+# Long (run by .ci/run with HELIOSTAT_LONG=1): it keeps `make test` under 20 minutes, and it
+# failed twice inside the full suite while passing every time alone (cause under study).
+@pytest.mark.long
+@pytest.mark.skipif(os.environ.get("HELIOSTAT_LONG") != "1", reason="long: set HELIOSTAT_LONG=1")
 def test_a_short_headless_demo_judges_every_phase_ok(tmp_path: Path, reaper: list[int]) -> None:
     summary = tmp_path / "summary.json"
     process = demo("--duration", str(DURATION), "--summary", str(summary))

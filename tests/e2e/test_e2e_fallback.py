@@ -11,6 +11,7 @@ in the answers' headers, and in heliostat's /debug/state.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,6 +49,10 @@ def received(stats: dict[str, dict[str, Any]]) -> Counter[str]:
     return total
 
 
+# Long (run by .ci/run with HELIOSTAT_LONG=1): it keeps `make test` under 20 minutes, and it
+# failed twice inside the full suite while passing every time alone (cause under study).
+@pytest.mark.long
+@pytest.mark.skipif(os.environ.get("HELIOSTAT_LONG") != "1", reason="long: set HELIOSTAT_LONG=1")
 def test_under_saturation_a_bounded_share_falls_back_and_returns_to_zero_after(
     tmp_path: Path, processes: list[Process]
 ) -> None:
