@@ -310,8 +310,8 @@ def _diff(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     # grpc loads only when serving
     from heliostat.discovery.kube import ClusterAccess
-    from heliostat.runtime.serve import ServeOptions, StartupError, run
     from heliostat.runtime.supervise import Unrecoverable
+    from heliostat.serve import ServeOptions, StartupError, run
 
     logs.configure(args.log_level, args.log_format)
     cluster = None

@@ -9,7 +9,7 @@ from every stream: an Envoy keeps what it has, a new one waits that long for its
 Clusters, listeners and routes do not depend on signals and are served at once.
 
 This holds the decision only (which models are still awaited, is the bound past); the control
-plane ticks and releases (`heliostat.runtime.serve`).
+plane ticks and releases (`heliostat.serve`).
 """
 
 from __future__ import annotations

@@ -16,11 +16,10 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from heliostat import cli
+from heliostat import cli, serve
 from heliostat.policy import load_policy
-from heliostat.runtime import serve
-from heliostat.runtime.serve import ControlPlane, ServeOptions
 from heliostat.runtime.supervise import Backoff, Unrecoverable
+from heliostat.serve import ControlPlane, ServeOptions
 from tests.e2e.harness import LOCALHOST, free_port, policy_document, write_policy
 
 

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from heliostat.runtime.publisher import Publisher
-from heliostat.runtime.serve import ControlPlane, ServeOptions
 from heliostat.runtime.warmup import SLACK_S, FirstRound
+from heliostat.serve import ControlPlane, ServeOptions
 from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.protocol.types import TypeUrl

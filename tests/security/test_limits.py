@@ -241,8 +241,7 @@ async def test_a_node_reconnecting_in_a_loop_is_refused_once_its_budget_is_spent
 def test_serve_flags_set_the_limits_and_help_shows_their_defaults(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from heliostat import cli
-    from heliostat.runtime import serve
+    from heliostat import cli, serve
 
     seen: list[serve.ServeOptions] = []
     monkeypatch.setattr(serve, "run", seen.append)
