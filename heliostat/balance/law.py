@@ -69,7 +69,7 @@ def compute(
     region_names = sorted(policy.spec.regions)
     endpoint_states: dict[EndpointKey, EndpointState] = {}
     model_states: dict[str, ModelState] = {}
-    endpoint_views: dict[str, dict[str, list[EndpointView]]] = {}
+    endpoint_views: dict[str, dict[str, tuple[EndpointView, ...]]] = {}
     for model in policy.spec.models:
         dt = _dt(model, previous, now)
         before = previous.models.get(model.name) if previous else None
@@ -222,7 +222,7 @@ def _endpoints(
     drained: frozenset[EndpointKey],
     hashing: bool,
 ) -> tuple[
-    dict[str, list[EndpointView]],
+    dict[str, tuple[EndpointView, ...]],
     dict[EndpointKey, EndpointState],
     dict[str, ServiceState],
     dict[str, overflow.Supply],
@@ -270,7 +270,10 @@ def _endpoints(
                 _Live(state.pressure, observed, slots, waiting)
             )
     supply, rates = _supply(model, live, service, slots_by_address)
-    return by_region, states, service, supply, rates
+    # One tuple per region, shared by every view's locality of it (and their batch and
+    # derived clusters): translation joins a locality's endpoints once per tuple.
+    members = {region: tuple(views) for region, views in by_region.items()}
+    return members, states, service, supply, rates
 
 
 class _Live(NamedTuple):
