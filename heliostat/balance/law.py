@@ -240,35 +240,40 @@ def _endpoints(
     service: dict[str, ServiceState] = {}
     live: dict[str, list[_Live]] = {}
     slots_by_address: dict[str, int | None] = {}
+    # Bound once: this loop runs over every endpoint of the fleet on every tick.
+    signal_of, state_before, service_of = signals.get, endpoints_before.get, service_before.get
+    peers_of, observe = peers.get, capacity.observe
     for endpoint in model.endpoints:
-        key = (name, endpoint.address)
-        signal = signals.get(key)
+        address, region = endpoint.address, endpoint.region
+        key = (name, address)
+        signal = signal_of(key)
         slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
         # One estimator (`capacity`): the region's supply and the endpoint's tier both read it.
-        observed = capacity.observe(signal, slots, service_before.get(endpoint.address), dt)
+        observed = observe(signal, slots, service_of(address), dt)
         if observed is not None:  # kept while it is down: what it taught still holds
-            service[endpoint.address] = observed
+            service[address] = observed
         state = step(
             endpoint,
             model,
             signal,
-            endpoints_before.get(key),
+            state_before(key),
             now,
             gain,
             key in drained,
             static,
             hashing,
-            peers.get(endpoint.region),
+            peers_of(region),
             observed,
         )
         states[key] = state
-        by_region.setdefault(endpoint.region, []).append(state.view)
-        slots_by_address[endpoint.address] = slots
+        members = by_region.get(region)
+        if members is None:
+            members = by_region[region] = []
+        members.append(state.view)
+        slots_by_address[address] = slots
         if state.pressure is not None:  # live: counts towards the region's supply
             waiting = (signal.waiting or 0.0) if signal is not None else 0.0
-            live.setdefault(endpoint.region, []).append(
-                _Live(state.pressure, observed, slots, waiting)
-            )
+            live.setdefault(region, []).append(_Live(state.pressure, observed, slots, waiting))
     supply, rates = _supply(model, live, service, slots_by_address)
     # One tuple per region, shared by every view's locality of it (and their batch and
     # derived clusters): translation joins a locality's endpoints once per tuple.
