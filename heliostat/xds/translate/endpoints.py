@@ -203,15 +203,36 @@ def _entry(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, byt
         if metadata is not None and len(_METADATA) < _METADATA_LIMIT:
             _METADATA[code] = metadata
     if metadata is not None:
-        encoded = eds_wire.lb_endpoint_with(
-            view.host, view.port, _HEALTH[view.health], max(1, view.weight), metadata
-        )
+        head = _head(view)
+        weight = eds_wire.weight_field(max(1, view.weight))
+        if head is not None and weight is not None:
+            encoded = head + metadata + weight
     if encoded is None:  # beyond what eds_wire writes: protobuf checks (and may refuse) it
         encoded = _serialize(_build_endpoint(view))
-    entry = _FIELD_2 + _varint(len(encoded)) + encoded
+    size = len(encoded)
+    entry = (bytes((0x12, size)) if size < 0x80 else _FIELD_2 + _varint(size)) + encoded
     pinned = (view, entry)
     memo.entries.put(id(view), pinned)
     return pinned
+
+
+# An LbEndpoint's address and health fields by address and health (`eds_wire.lb_endpoint_head`):
+# a pure function of the key, so the table can only be too small, never wrong; emptied when
+# it outgrows _HEADS_LIMIT, which bounds its memory.
+_HEADS: dict[tuple[str, Health], bytes] = {}
+_HEADS_LIMIT = 1 << 17
+
+
+def _head(view: EndpointView) -> bytes | None:
+    key = (view.address, view.health)
+    head = _HEADS.get(key)
+    if head is None:
+        head = eds_wire.lb_endpoint_head(view.host, view.port, _HEALTH[view.health])
+        if head is not None:
+            if len(_HEADS) >= _HEADS_LIMIT:
+                _HEADS.clear()
+            _HEADS[key] = head
+    return head
 
 
 def _build_endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
