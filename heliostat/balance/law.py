@@ -266,10 +266,10 @@ def _endpoints(
             observed,
         )
         states[key] = state
-        members = by_region.get(region)
-        if members is None:
-            members = by_region[region] = []
-        members.append(state.view)
+        in_region = by_region.get(region)
+        if in_region is None:
+            in_region = by_region[region] = []
+        in_region.append(state.view)
         slots_by_address[address] = slots
         if state.pressure is not None:  # live: counts towards the region's supply
             waiting = (signal.waiting or 0.0) if signal is not None else 0.0
