@@ -51,7 +51,7 @@ def build_snapshot(
     """
     if memo is None:
         memo = TranslationMemo()
-    traffic = plan(policy, view)
+    traffic = plan(policy, view, memo.picks)
     clusters: dict[str, Message] = {}
     assignments: list[Resource] = []  # serialized by endpoints.py from cached parts
     leds_assignments: list[Resource] = []

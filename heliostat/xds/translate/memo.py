@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 
 from heliostat.balance import EndpointView
 from heliostat.balance.view import ReasonValue
+from heliostat.planning.subsets import Picked
 from heliostat.xds.cache.memo import RoundMemo
 from heliostat.xds.cache.snapshot import Resource
 
@@ -43,6 +44,8 @@ class TranslationMemo:
     - `entries`: serialized `lb_endpoints` entries by the identity of their EndpointView
       (pinned): the control law hands back the same view while an endpoint's weight, health
       and reason hold, and one view appears in every region's view and every derived cluster.
+    - `picks`: derived clusters' subsets of a locality's endpoints (`planning.subsets`), by
+      the identity of the source tuple (pinned) and the filter.
     - `messages`: the messages a node group's snapshot rebuilds on every round although
       they rarely change (clusters, the listener, the routes), by what they are made of;
       the same message object lets `serialized` skip serializing and hashing it again.
@@ -60,6 +63,7 @@ class TranslationMemo:
         "member_tuples",
         "members",
         "messages",
+        "picks",
         "serialized",
     )
 
@@ -73,6 +77,7 @@ class TranslationMemo:
         )
         self.entries = EntryTable()
         self.messages: RoundMemo[Hashable, tuple[object, Message]] = RoundMemo()
+        self.picks: RoundMemo[tuple[int, str, Hashable], Picked] = RoundMemo()
         self.leds_assignments: RoundMemo[LedsKey, Resource] = RoundMemo()
         self.leds_endpoints: RoundMemo[tuple[str, int], tuple[EndpointView, Resource]] = RoundMemo()
 
@@ -85,6 +90,7 @@ class TranslationMemo:
             self.member_tuples,
             self.members,
             self.messages,
+            self.picks,
             self.entries,
             self.leds_assignments,
             self.leds_endpoints,
@@ -99,6 +105,7 @@ class TranslationMemo:
             + len(self.member_tuples)
             + len(self.members)
             + len(self.messages)
+            + len(self.picks)
             + len(self.entries)
             + len(self.leds_assignments)
             + len(self.leds_endpoints)

@@ -117,3 +117,18 @@ def test_derived_clusters_keep_what_they_keep_whole_as_the_same_locality() -> No
     assert all(a is b for a, b in zip(whole.localities, source.localities, strict=True))
     lone = ClusterView("m", "m", (LocalityView("x", 3, source.endpoints()),))
     assert version_subset(lone, "v9").localities == ()
+
+
+def test_views_sharing_endpoint_tuples_filter_each_once() -> None:
+    views = static_views(policy())
+    picks = TranslationMemo().picks
+    derived = []
+    for region in ("us-east", "eu-west", None):
+        source = views.for_region(region).cluster(LLAMA)
+        assert source is not None
+        derived.append((source, version_subset(source, "v2", picks)))
+    filtered = len(picks)
+    assert filtered == len({id(loc.endpoints) for s, _ in derived for loc in s.localities})
+    for source, mine in derived:  # the same subsets as without the memo
+        assert mine.localities == version_subset(source, "v2").localities
+    assert len(picks) == filtered
