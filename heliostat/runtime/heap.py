@@ -13,15 +13,28 @@ what a tick allocates is all the collector looks at. Frozen objects are still fr
 reference counting; cyclic garbage among them would not be, so each settle first thaws
 and collects what the last one froze: a reload leaks nothing that a collection would have
 freed.
+
+What a tick allocates is acyclic (records, tuples, bytes) and freed by reference counting
+a tick later, yet it lives long enough to reach the oldest generation: at 50,000 endpoints
+a tick set off 2.5 full collections of ~125 ms each. `settle` also makes the oldest
+generation wait for OLDEST_AFTER collections of the middle one instead of 10 (CPython
+still requires a quarter more objects than at its last run): a full collection then comes
+about every 20 ticks at 50,000 endpoints and every few hundred at 10,000. The young
+generations keep their pace, so cyclic garbage that dies young (streams, requests) is
+freed as soon as before; what dies old waits minutes at most.
 """
 
 from __future__ import annotations
 
 import gc
 
+OLDEST_AFTER = 1000
+
 
 def settle() -> None:
-    """Collect, then freeze what is alive (see the module docstring)."""
+    """Collect, then freeze what is alive; full collections rarer (see the module docstring)."""
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, OLDEST_AFTER)
     gc.unfreeze()
     gc.collect()
     gc.freeze()

@@ -14,6 +14,7 @@ class _Node:
 
 
 def test_settle_frees_cycles_then_freezes_what_lives() -> None:
+    thresholds = gc.get_threshold()
     try:
         lost = _Node()
         lost.other = _Node()
@@ -32,5 +33,7 @@ def test_settle_frees_cycles_then_freezes_what_lives() -> None:
         del kept
         heap.settle()
         assert held() is None
+        assert gc.get_threshold()[2] == heap.OLDEST_AFTER
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
