@@ -25,6 +25,7 @@ measured share of endpoints whose EDS entry changed per tick.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import statistics
 import time
@@ -91,7 +92,7 @@ class TickCost:
 def run(size: Size, workdir: Path) -> dict[str, Any]:
     del workdir  # in-process: nothing to start
     cases = []
-    with _logging_as_serve():
+    with _logging_as_serve(), _heap_restored():
         for endpoints, views in CASES[size]:
             policy = _policy(endpoints, views)
             ticks = ticks_for(size, endpoints)
@@ -291,6 +292,18 @@ def _endpoint_views(views: Views, policy: Policy) -> dict[tuple[str, str], objec
             for endpoint in cluster.endpoints():
                 found[model.name, endpoint.address] = endpoint
     return found
+
+
+@contextlib.contextmanager
+def _heap_restored() -> Iterator[None]:
+    """Each case settles the heap as serve does; the benchmarks run after this one in the
+    same process get the collector as they found it."""
+    thresholds = gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 @contextlib.contextmanager
