@@ -88,9 +88,12 @@ def _derive(view: ClusterView, name: str, pick: Pick) -> ClusterView:
         elif endpoints:
             localities.append(dataclasses.replace(locality, endpoints=endpoints))
     ranks = {p: i for i, p in enumerate(sorted({loc.priority for loc in localities}))}
-    dense = tuple(
-        loc if ranks[loc.priority] == loc.priority else dataclasses.replace(loc, priority=rank)
-        for loc in localities
-        for rank in (ranks[loc.priority],)
-    )
+    dense = tuple(_ranked(loc, ranks[loc.priority]) for loc in localities)
     return dataclasses.replace(view, name=name, localities=dense)
+
+
+def _ranked(locality: LocalityView, priority: int) -> LocalityView:
+    """The locality at `priority`: itself when it already is there."""
+    if locality.priority == priority:
+        return locality
+    return dataclasses.replace(locality, priority=priority)
