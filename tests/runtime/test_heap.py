@@ -37,3 +37,28 @@ def test_settle_frees_cycles_then_freezes_what_lives() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+def test_a_full_collection_runs_when_none_ran_for_a_minute() -> None:
+    gc.disable()  # no collection of its own in between: only what the test runs
+    try:
+        now = [0.0]
+        oldest = heap.OldestGeneration(every_s=60.0, clock=lambda: now[0])
+        now[0] = 59.0
+        assert not oldest.tend()
+        now[0] = 61.0
+        lost = _Node()
+        lost.other = lost
+        gone = weakref.ref(lost)
+        del lost
+        assert oldest.tend()
+        assert gone() is None  # the collection freed it
+        now[0] = 90.0
+        assert not oldest.tend()  # the clock started again at 61
+        gc.collect()  # one that ran by itself also restarts it
+        now[0] = 125.0
+        assert not oldest.tend()
+        now[0] = 186.0
+        assert oldest.tend()
+    finally:
+        gc.enable()
