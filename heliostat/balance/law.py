@@ -73,16 +73,19 @@ def compute(
     for model in policy.spec.models:
         dt = _dt(model, previous, now)
         before = previous.models.get(model.name) if previous else None
+        # Each endpoint's key and signal, looked up once per tick (in C) for every pass.
+        keys = [(model.name, e.address) for e in model.endpoints]
+        found = list(map(signals.get, keys))
         chosen = affinity.step(
             model,
-            (signals.get((model.name, e.address)) for e in model.endpoints),
+            found,
             before.affinity if before else None,
             now,
             dt,
         )
         hashing = chosen is not None and chosen.hashing
         views_by_region, states, service, supply, rates = _endpoints(
-            model, signals, previous, before, gateways, now, dt, drained, hashing
+            model, keys, found, previous, before, gateways, now, dt, drained, hashing
         )
         endpoint_states.update(states)
         endpoint_views[model.name] = views_by_region
@@ -213,7 +216,8 @@ def _fallback_views(model: str, states: FallbackStates, region: str | None) -> l
 
 def _endpoints(
     model: Model,
-    signals: Mapping[EndpointKey, Sample],
+    keys: list[EndpointKey],
+    signals: list[Sample | None],
     previous: ControlState | None,
     before: ModelState | None,
     gateways: GatewayLoad,
@@ -228,9 +232,10 @@ def _endpoints(
     dict[str, overflow.Supply],
     bool,
 ]:
-    """Every endpoint's tick; their views by region; service rates; each region's supply."""
+    """Every endpoint's tick (`keys` and `signals` in the model's endpoint order); their
+    views by region; service rates; each region's supply."""
     name = model.name
-    static = not any((name, e.address) in signals for e in model.endpoints)
+    static = signals.count(None) == len(signals)
     endpoints_before = previous.endpoints if previous else {}
     service_before = before.service if before else {}
     gain = weights.alpha(dt)
@@ -241,12 +246,10 @@ def _endpoints(
     live: dict[str, list[_Live]] = {}
     slots_by_address: dict[str, int | None] = {}
     # Bound once: this loop runs over every endpoint of the fleet on every tick.
-    signal_of, state_before, service_of = signals.get, endpoints_before.get, service_before.get
+    state_before, service_of = endpoints_before.get, service_before.get
     peers_of, observe = peers.get, capacity.observe
-    for endpoint in model.endpoints:
+    for endpoint, key, signal in zip(model.endpoints, keys, signals, strict=True):
         address, region = endpoint.address, endpoint.region
-        key = (name, address)
-        signal = signal_of(key)
         slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
         # One estimator (`capacity`): the region's supply and the endpoint's tier both read it.
         observed = observe(signal, slots, service_of(address), dt)
