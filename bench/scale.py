@@ -15,13 +15,17 @@ only every tenth endpoint does, spread over every model, region and locality, so
 path reuses the other 90% of LbEndpoints but no locality as a whole. The figure is the
 median process CPU time of the measured ticks (`ticks` per case, after two warm-up ticks;
 CPU time, not wall time: the machine may be shared, and a tick never waits on I/O); the
-wall-clock median is kept beside it. `changed_share` is the measured share of endpoints
-whose EDS entry changed per tick.
+wall-clock median is kept beside it, and so is the CPU mean (`*_mean_ms`): a tick that pays
+a full garbage collection is rare, so the median leaves it out and the mean does not. Like
+`serve`, the case settles the heap once its policy is in force (`heliostat.runtime.heap`),
+so the garbage collector's share of a tick is what serve pays. `changed_share` is the
+measured share of endpoints whose EDS entry changed per tick.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import statistics
 import time
@@ -37,6 +41,7 @@ from bench.common import Size, median, table
 from bench.scale_policy import endpoint_count, fleet_policy
 from heliostat.balance import Views, static_views
 from heliostat.policy import Policy, semantics
+from heliostat.runtime import heap
 from heliostat.runtime.control import ControlLoop
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.signals.record import Signal
@@ -76,6 +81,7 @@ INCREMENTAL_EVERY = 10  # one endpoint in ten changes per incremental tick
 @dataclass(frozen=True)
 class TickCost:
     cpu_ms: float
+    cpu_mean_ms: float  # with the rare ticks that pay a full garbage collection
     wall_ms: float
     changed_share: float
     groups_changed: float
@@ -86,7 +92,7 @@ class TickCost:
 def run(size: Size, workdir: Path) -> dict[str, Any]:
     del workdir  # in-process: nothing to start
     cases = []
-    with _logging_as_serve():
+    with _logging_as_serve(), _heap_restored():
         for endpoints, views in CASES[size]:
             policy = _policy(endpoints, views)
             ticks = ticks_for(size, endpoints)
@@ -150,6 +156,8 @@ def _case(
         "views": views,
         "full_tick_ms": round(full.cpu_ms, 3),
         "incremental_tick_ms": round(incremental.cpu_ms, 3),
+        "full_tick_mean_ms": round(full.cpu_mean_ms, 3),
+        "incremental_tick_mean_ms": round(incremental.cpu_mean_ms, 3),
         "full_tick_wall_ms": round(full.wall_ms, 3),
         "incremental_tick_wall_ms": round(incremental.wall_ms, 3),
         "full_changed_share": round(full.changed_share, 4),
@@ -239,6 +247,7 @@ def measure(policy: Policy, ticks: int, every: int) -> TickCost:
     for group in groups:  # one gateway per region has connected
         publisher.snapshot_for(group, f"gw-{group.region}")
     loop = ControlLoop(publisher, fleet.signals, CollectorRegistry(), clock=fleet.clock)
+    heap.settle()  # as serve does once its policy is in force (heliostat.runtime.heap)
     cpu: list[float] = []
     wall: list[float] = []
     changed: list[float] = []
@@ -260,6 +269,7 @@ def measure(policy: Policy, ticks: int, every: int) -> TickCost:
     snapshots = [s for s in (cache.get(g) for g in groups) if s is not None]
     return TickCost(
         cpu_ms=median(cpu),
+        cpu_mean_ms=statistics.fmean(cpu),
         wall_ms=median(wall),
         changed_share=statistics.fmean(changed),
         groups_changed=statistics.fmean(pushed),
@@ -282,6 +292,18 @@ def _endpoint_views(views: Views, policy: Policy) -> dict[tuple[str, str], objec
             for endpoint in cluster.endpoints():
                 found[model.name, endpoint.address] = endpoint
     return found
+
+
+@contextlib.contextmanager
+def _heap_restored() -> Iterator[None]:
+    """Each case settles the heap as serve does; the benchmarks run after this one in the
+    same process get the collector as they found it."""
+    thresholds = gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from heliostat.discovery.runtime import ClusterUnreachable, Discovery
 from heliostat.listen import ListenError, check_free, show
 from heliostat.ops.diff import diff_policies, gateway_groups
 from heliostat.policy import Policy, load_policy, parse_policy
+from heliostat.runtime import heap
 from heliostat.runtime.control import ControlLoop
 from heliostat.runtime.journal import Journal
 from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
@@ -225,6 +226,7 @@ class ControlPlane:
             self.signals.update_targets(targets_from_policy(previous))
             self.control.set_policy(previous)
             raise
+        heap.settle()  # the new policy lives until the next reload: out of the GC's scans
         log.info("views_recomputed", groups_changed=changed)
 
     def _round_landed(self, model: str) -> None:
@@ -387,6 +389,7 @@ class ControlPlane:
             self.admin_runner = admin
             self._supervise(server, admin)
             self.control.tick()
+            heap.settle()  # start-up objects and the policy: out of the GC's scans
             overdue = asyncio.get_running_loop().call_at(
                 _loop_time_of(self.first_round.deadline), self._first_round_overdue
             )

@@ -242,18 +242,29 @@ def region_peers(
 ) -> dict[str, Peers]:
     """Per region, its endpoints' `Peers` at the previous tick (`service`: their service
     states then, by address)."""
-    result: dict[str, Peers] = {}
+    # Plain sums per region, one Peers per region at the end: this runs over every endpoint
+    # of the fleet on every tick, and a record per endpoint was a tenth of the law's time.
+    totals: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    best: dict[str, tuple[float, float]] = {}
+    before = previous.get
+    observed_of = service.get
     for endpoint in endpoints:
-        state = previous.get((model, endpoint.address))
+        state = before((model, endpoint.address))
         if state is None or state.level is None or state.state not in _LOAD_DRIVEN:
             continue
-        total, count, best, best_error = result.get(endpoint.region, (0.0, 0, 0.0, 0.0))
-        observed = service.get(endpoint.address)
-        own = capacity.known(observed)
-        if own is not None and observed is not None and own > best:
-            best, best_error = own, capacity.relative_error(observed)
-        result[endpoint.region] = Peers(total + min(state.level, _CAP), count + 1, best, best_error)
-    return result
+        region = endpoint.region
+        totals[region] = totals.get(region, 0.0) + min(state.level, _CAP)
+        counts[region] = counts.get(region, 0) + 1
+        if service:
+            observed = observed_of(endpoint.address)
+            own = capacity.known(observed)
+            if own is not None and observed is not None and own > best.get(region, _NONE)[0]:
+                best[region] = (own, capacity.relative_error(observed))
+    return {r: Peers(total, counts[r], *best.get(r, _NONE)) for r, total in totals.items()}
+
+
+_NONE = (0.0, 0.0)  # no observed capacity yet, and its error
 
 
 def _peer_level(peers: Peers | None, own: float | None) -> float | None:

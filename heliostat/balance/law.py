@@ -69,20 +69,23 @@ def compute(
     region_names = sorted(policy.spec.regions)
     endpoint_states: dict[EndpointKey, EndpointState] = {}
     model_states: dict[str, ModelState] = {}
-    endpoint_views: dict[str, dict[str, list[EndpointView]]] = {}
+    endpoint_views: dict[str, dict[str, tuple[EndpointView, ...]]] = {}
     for model in policy.spec.models:
         dt = _dt(model, previous, now)
         before = previous.models.get(model.name) if previous else None
+        # Each endpoint's key and signal, looked up once per tick (in C) for every pass.
+        keys = [(model.name, e.address) for e in model.endpoints]
+        found = list(map(signals.get, keys))
         chosen = affinity.step(
             model,
-            (signals.get((model.name, e.address)) for e in model.endpoints),
+            found,
             before.affinity if before else None,
             now,
             dt,
         )
         hashing = chosen is not None and chosen.hashing
         views_by_region, states, service, supply, rates = _endpoints(
-            model, signals, previous, before, gateways, now, dt, drained, hashing
+            model, keys, found, previous, before, gateways, now, dt, drained, hashing
         )
         endpoint_states.update(states)
         endpoint_views[model.name] = views_by_region
@@ -213,7 +216,8 @@ def _fallback_views(model: str, states: FallbackStates, region: str | None) -> l
 
 def _endpoints(
     model: Model,
-    signals: Mapping[EndpointKey, Sample],
+    keys: list[EndpointKey],
+    signals: list[Sample | None],
     previous: ControlState | None,
     before: ModelState | None,
     gateways: GatewayLoad,
@@ -222,15 +226,16 @@ def _endpoints(
     drained: frozenset[EndpointKey],
     hashing: bool,
 ) -> tuple[
-    dict[str, list[EndpointView]],
+    dict[str, tuple[EndpointView, ...]],
     dict[EndpointKey, EndpointState],
     dict[str, ServiceState],
     dict[str, overflow.Supply],
     bool,
 ]:
-    """Every endpoint's tick; their views by region; service rates; each region's supply."""
+    """Every endpoint's tick (`keys` and `signals` in the model's endpoint order); their
+    views by region; service rates; each region's supply."""
     name = model.name
-    static = not any((name, e.address) in signals for e in model.endpoints)
+    static = signals.count(None) == len(signals)
     endpoints_before = previous.endpoints if previous else {}
     service_before = before.service if before else {}
     gain = weights.alpha(dt)
@@ -240,37 +245,43 @@ def _endpoints(
     service: dict[str, ServiceState] = {}
     live: dict[str, list[_Live]] = {}
     slots_by_address: dict[str, int | None] = {}
-    for endpoint in model.endpoints:
-        key = (name, endpoint.address)
-        signal = signals.get(key)
+    # Bound once: this loop runs over every endpoint of the fleet on every tick.
+    state_before, service_of = endpoints_before.get, service_before.get
+    peers_of, observe = peers.get, capacity.observe
+    for endpoint, key, signal in zip(model.endpoints, keys, signals, strict=True):
+        address, region = endpoint.address, endpoint.region
         slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
         # One estimator (`capacity`): the region's supply and the endpoint's tier both read it.
-        observed = capacity.observe(signal, slots, service_before.get(endpoint.address), dt)
+        observed = observe(signal, slots, service_of(address), dt)
         if observed is not None:  # kept while it is down: what it taught still holds
-            service[endpoint.address] = observed
+            service[address] = observed
         state = step(
             endpoint,
             model,
             signal,
-            endpoints_before.get(key),
+            state_before(key),
             now,
             gain,
             key in drained,
             static,
             hashing,
-            peers.get(endpoint.region),
+            peers_of(region),
             observed,
         )
         states[key] = state
-        by_region.setdefault(endpoint.region, []).append(state.view)
-        slots_by_address[endpoint.address] = slots
+        in_region = by_region.get(region)
+        if in_region is None:
+            in_region = by_region[region] = []
+        in_region.append(state.view)
+        slots_by_address[address] = slots
         if state.pressure is not None:  # live: counts towards the region's supply
             waiting = (signal.waiting or 0.0) if signal is not None else 0.0
-            live.setdefault(endpoint.region, []).append(
-                _Live(state.pressure, observed, slots, waiting)
-            )
+            live.setdefault(region, []).append(_Live(state.pressure, observed, slots, waiting))
     supply, rates = _supply(model, live, service, slots_by_address)
-    return by_region, states, service, supply, rates
+    # One tuple per region, shared by every view's locality of it (and their batch and
+    # derived clusters): translation joins a locality's endpoints once per tuple.
+    members = {region: tuple(views) for region, views in by_region.items()}
+    return members, states, service, supply, rates
 
 
 class _Live(NamedTuple):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from heliostat.balance import ClusterView, RegionView, TrafficClass
 from heliostat.planning.fallback import FallbackRoute, fallback_routes
-from heliostat.planning.subsets import region_subset, version_subset
+from heliostat.planning.subsets import PickMemo, region_subset, version_subset
 from heliostat.planning.versions import version_weights
 from heliostat.policy import Model, Policy
 from heliostat.policy.traffic import Tenant
@@ -64,7 +64,9 @@ class Plan:
     derivations: Mapping[str, Derivation] = field(default_factory=dict)
 
 
-def plan(policy: Policy, view: RegionView) -> Plan:
+def plan(policy: Policy, view: RegionView, picks: PickMemo | None = None) -> Plan:
+    """The clusters of the view and those derived from them, and each kind of request's
+    targets. `picks` lets the caller's earlier views share their subsets (`subsets`)."""
     clusters: dict[str, tuple[ClusterView, Model]] = {}
     for cluster_view in view.clusters:
         model = policy.model(cluster_view.model)
@@ -95,8 +97,10 @@ def plan(policy: Policy, view: RegionView) -> Plan:
                 tenant_name = tenant.name if tenant else None
                 scoped = source
                 if tenant is not None:
-                    scoped = region_subset(source, tenant.name, frozenset(tenant.regions))
-                derived = [scoped] if not weights else [version_subset(scoped, v) for v in weights]
+                    scoped = region_subset(source, tenant.name, frozenset(tenant.regions), picks)
+                derived = (
+                    [scoped] if not weights else [version_subset(scoped, v, picks) for v in weights]
+                )
                 for cluster_view, version in zip(derived, weights or [None], strict=True):
                     clusters.setdefault(cluster_view.name, (cluster_view, model))
                     if cluster_view.name != source.name:

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from heliostat.balance import ControlState, Views, compute, describe
 from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
 from heliostat.policy import Policy
+from heliostat.runtime import heap
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.supervise import describe_failure
 from heliostat.signals import Signal
@@ -49,6 +50,7 @@ class ControlLoop:
         self._drained_now = self.drained
         self._wake = asyncio.Event()
         self._last_tick = 0.0
+        self._oldest = heap.OldestGeneration()
         self.ticks = 0
         # Called with the new state after every tick (the journal turns changes into events).
         self.on_tick: Callable[[ControlState], None] | None = None
@@ -188,6 +190,7 @@ class ControlLoop:
                 self._tick_failed(exc)
             else:
                 self._last_failure = None
+            self._oldest.tend()  # between ticks: a full collection when one is overdue
 
     def _tick_failed(self, exc: Exception) -> None:
         """Counted every time, logged once per cause: a tick that fails the same way on

@@ -18,7 +18,12 @@ def test_tiny_run_reports_every_case_with_numeric_tick_costs(tmp_path: Path) -> 
     cases = result["cases"]
     assert [(c["endpoints"], c["views"]) for c in cases] == scale.CASES["tiny"]
     for case in cases:
-        for field in ("full_tick_ms", "incremental_tick_ms"):
+        for field in (
+            "full_tick_ms",
+            "incremental_tick_ms",
+            "full_tick_mean_ms",
+            "incremental_tick_mean_ms",
+        ):
             assert isinstance(case[field], float)
             assert case[field] > 0
         # The full tick really changes every endpoint's EDS entry, the incremental one a

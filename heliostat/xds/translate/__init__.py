@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TypeVar
+
 from google.protobuf.message import Message
 
-from heliostat.balance import RegionView
-from heliostat.planning.plan import plan
+from heliostat.balance import ClusterView, RegionView
+from heliostat.balance.view import ReasonValue
+from heliostat.planning.plan import ModelPlan, plan
 from heliostat.policy import Policy
 from heliostat.xds.cache.nodes import NodeGroup
 from heliostat.xds.cache.snapshot import Resource, Snapshot
@@ -47,14 +51,19 @@ def build_snapshot(
     """
     if memo is None:
         memo = TranslationMemo()
-    traffic = plan(policy, view)
+    traffic = plan(policy, view, memo.picks)
     clusters: dict[str, Message] = {}
     assignments: list[Resource] = []  # serialized by endpoints.py from cached parts
     leds_assignments: list[Resource] = []
     leds_endpoints: list[Resource] = []
     members: dict[str, tuple[str, ...]] = {}
     for name, (cluster_view, model) in traffic.clusters.items():
-        clusters[name] = model_cluster(cluster_view, model)
+        clusters[name] = _reused(
+            memo,
+            ("cluster", id(model), name, _balancing_key(cluster_view)),
+            model,
+            lambda: model_cluster(cluster_view, model),  # noqa: B023 (called at once)
+        )
         assignments.append(assignment_resource(cluster_view, memo))
         if leds:
             form = leds_assignment(cluster_view, memo)
@@ -63,14 +72,22 @@ def build_snapshot(
             members[name] = tuple(r.name for r in form.endpoints)
     port = group.listener_port or policy.spec.gateway.port
     lua = any((m.affinity and m.affinity.prefix_chars) or m.fallback for m in policy.spec.models)
-    listener = gateway_listener(
-        policy.spec.gateway.address,
-        port,
-        lua=bool(lua),
-        tenants=traffic.tenants,
-        retry_after_s=retry_after([m.signals.interval for m in policy.spec.models]),
+    after = retry_after([m.signals.interval for m in policy.spec.models])
+    address = policy.spec.gateway.address
+    listener = _reused(
+        memo,
+        ("listener", address, port, bool(lua), tuple(map(id, traffic.tenants)), after),
+        traffic.tenants,
+        lambda: gateway_listener(
+            address, port, lua=bool(lua), tenants=traffic.tenants, retry_after_s=after
+        ),
     )
-    routes = route_configuration(traffic.models, traffic.tenants, group.region)
+    routes = _reused(
+        memo,
+        ("routes", group.region, tuple(map(id, traffic.tenants)), _plans_key(traffic.models)),
+        (traffic.tenants, [p.model for p in traffic.models]),
+        lambda: route_configuration(traffic.models, traffic.tenants, group.region),
+    )
     snapshot = Snapshot.from_messages(
         {
             TypeUrl.CLUSTER: clusters,
@@ -88,3 +105,47 @@ def build_snapshot(
     )
     snapshot.check_consistency()
     return snapshot
+
+
+M = TypeVar("M", bound=Message)
+
+
+def _reused(memo: TranslationMemo, key: Hashable, pins: object, build: Callable[[], M]) -> M:
+    """The message built for `key` this round or the last (the same object, so the
+    snapshot finds it serialized in `memo.serialized`), else `build()`. Keys hold ids of
+    policy objects; `pins` keeps those objects alive while the entry lives."""
+    hit = memo.messages.get(key)
+    if hit is not None:
+        message = hit[1]
+    else:
+        message = build()
+        memo.messages.put(key, (pins, message))
+    return message  # type: ignore[return-value]
+
+
+def _reason_key(reason: Mapping[str, ReasonValue]) -> tuple[tuple[str, ReasonValue], ...]:
+    return tuple(sorted(reason.items()))
+
+
+def _balancing_key(view: ClusterView) -> Hashable:
+    """What a cluster's load-balancer choice puts in its resource (None: plain)."""
+    lb = view.balancing
+    if lb is None:
+        return None
+    return (lb.policy, lb.hash_balance_factor, _reason_key(lb.reason))
+
+
+def _plans_key(plans: Sequence[ModelPlan]) -> Hashable:
+    """Everything of the traffic plan the routes are made of: per model (by identity, a
+    policy object) its targets and the fallbacks in effect."""
+    return tuple(
+        (
+            id(p.model),
+            tuple(p.targets.items()),
+            tuple(
+                (tenant, id(f.model), id(f.target), f.share, _reason_key(f.reason))
+                for tenant, f in p.fallbacks.items()
+            ),
+        )
+        for p in plans
+    )

@@ -19,6 +19,8 @@ one of its endpoints changes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import compress, repeat
+from operator import is_, itemgetter
 
 from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -144,34 +146,50 @@ def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
 
 
 def _locality(locality: LocalityView, scale: int, memo: TranslationMemo) -> bytes:
+    """A locality's `endpoints` entry: the same bytes object while its content holds, so
+    the assignment around it is found in `memo.assignments` by identity."""
+    members = _members(locality.endpoints, memo)
     key = (
         locality.region,
         locality.priority,
         locality.weight,
         scale,
-        tuple(map(id, locality.endpoints)),
+        id(members),  # pinned by the value
         tuple(sorted(locality.reason.items())) if locality.reason else (),
     )
     hit = memo.localities.get(key)
     if hit is not None:
         return hit[1]
-    built = _join_locality(locality, scale, memo)
-    memo.localities.put(key, (locality.endpoints, built))
-    return built
-
-
-def _join_locality(locality: LocalityView, scale: int, memo: TranslationMemo) -> bytes:
     head = endpoint_components_pb2.LocalityLbEndpoints(
         locality=base_pb2.Locality(region=locality.region)
     )
-    tail = locality_tail(locality, scale)
-    views = locality.endpoints
-    hits = memo.entries.get_many(list(map(id, views)))  # the endpoints that held: from the memo
-    entries = [
-        hit[1] if hit is not None else _entry(view, memo)[1]
-        for view, hit in zip(views, hits, strict=True)
-    ]
-    return b"".join([_serialize(head), *entries, _serialize(tail)])
+    built = b"".join((_serialize(head), members, _serialize(locality_tail(locality, scale))))
+    memo.localities.put(key, (members, built))
+    return built
+
+
+def _members(views: tuple[EndpointView, ...], memo: TranslationMemo) -> bytes:
+    """The locality's `lb_endpoints` entries joined: by the tuple's identity when this
+    tuple was joined before, else by its endpoints' identities, else joined from each
+    endpoint's entry (encoded only for the endpoints whose view is new)."""
+    hit = memo.member_tuples.get(id(views))
+    if hit is not None:
+        return hit[1]
+    ids = tuple(map(id, views))
+    found = memo.members.get(ids)
+    if found is None:
+        entries = memo.entries.get_many(ids)
+        if None in entries:
+            for index in compress(range(len(entries)), map(is_, entries, repeat(None))):
+                entries[index] = _entry(views[index], memo)
+        joined = b"".join(map(_SECOND, entries))  # type: ignore[arg-type]
+        found = (views, joined)
+        memo.members.put(ids, found)
+    memo.member_tuples.put(id(views), (views, found[1]))  # this tuple pins its id
+    return found[1]
+
+
+_SECOND = itemgetter(1)
 
 
 def _entry(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, bytes]:
@@ -185,15 +203,36 @@ def _entry(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, byt
         if metadata is not None and len(_METADATA) < _METADATA_LIMIT:
             _METADATA[code] = metadata
     if metadata is not None:
-        encoded = eds_wire.lb_endpoint_with(
-            view.host, view.port, _HEALTH[view.health], max(1, view.weight), metadata
-        )
+        head = _head(view)
+        weight = eds_wire.weight_field(max(1, view.weight))
+        if head is not None and weight is not None:
+            encoded = head + metadata + weight
     if encoded is None:  # beyond what eds_wire writes: protobuf checks (and may refuse) it
         encoded = _serialize(_build_endpoint(view))
-    entry = _FIELD_2 + _varint(len(encoded)) + encoded
+    size = len(encoded)
+    entry = (bytes((0x12, size)) if size < 0x80 else _FIELD_2 + _varint(size)) + encoded
     pinned = (view, entry)
     memo.entries.put(id(view), pinned)
     return pinned
+
+
+# An LbEndpoint's address and health fields by address and health (`eds_wire.lb_endpoint_head`):
+# a pure function of the key, so the table can only be too small, never wrong; emptied when
+# it outgrows _HEADS_LIMIT, which bounds its memory.
+_HEADS: dict[tuple[str, Health], bytes] = {}
+_HEADS_LIMIT = 1 << 17
+
+
+def _head(view: EndpointView) -> bytes | None:
+    key = (view.address, view.health)
+    head = _HEADS.get(key)
+    if head is None:
+        head = eds_wire.lb_endpoint_head(view.host, view.port, _HEALTH[view.health])
+        if head is not None:
+            if len(_HEADS) >= _HEADS_LIMIT:
+                _HEADS.clear()
+            _HEADS[key] = head
+    return head
 
 
 def _build_endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:

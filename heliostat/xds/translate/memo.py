@@ -9,8 +9,14 @@ other's memory, and a caller without one gets a fresh, empty memo: correct, only
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+from itertools import compress
+
+from google.protobuf.message import Message
+
 from heliostat.balance import EndpointView
 from heliostat.balance.view import ReasonValue
+from heliostat.planning.subsets import Picked
 from heliostat.xds.cache.memo import RoundMemo
 from heliostat.xds.cache.snapshot import Resource
 
@@ -18,7 +24,8 @@ AssignmentKey = tuple[str, float, tuple[int, ...]]
 LedsKey = tuple[
     str, float, tuple[tuple[str, int, int | None, bool, tuple[tuple[str, ReasonValue], ...]], ...]
 ]
-LocalityKey = tuple[str, int, int | None, int, tuple[int, ...], tuple[tuple[str, ReasonValue], ...]]
+LocalityKey = tuple[str, int, int | None, int, int, tuple[tuple[str, ReasonValue], ...]]
+Entry = tuple[EndpointView, bytes]
 
 
 class TranslationMemo:
@@ -29,10 +36,19 @@ class TranslationMemo:
     - `assignments`: ClusterLoadAssignments by name, drop percentage and their localities'
       bytes by identity (pinned by the list in the value).
     - `localities`: serialized `endpoints` entries by region, priority, weight, scale, the
-      endpoints by identity (pinned by the tuple in the value) and the reason by content.
+      identity of their members' bytes (pinned by the value) and the reason by content.
+    - `members`: a locality's `lb_endpoints` entries joined, by the identity of its endpoint
+      tuple (pinned) and, behind that, by the identities of its endpoints (pinned): every
+      region's view of a model holds the same endpoints in each region's locality, and so
+      do its batch and derived clusters, with other priorities, weights and reasons.
     - `entries`: serialized `lb_endpoints` entries by the identity of their EndpointView
       (pinned): the control law hands back the same view while an endpoint's weight, health
       and reason hold, and one view appears in every region's view and every derived cluster.
+    - `picks`: derived clusters' subsets of a locality's endpoints (`planning.subsets`), by
+      the identity of the source tuple (pinned) and the filter.
+    - `messages`: the messages a node group's snapshot rebuilds on every round although
+      they rarely change (clusters, the listener, the routes), by what they are made of;
+      the same message object lets `serialized` skip serializing and hashing it again.
     - `leds_assignments`: the LEDS form of assignments (heliostat.xds.translate.leds) by
       name, drop percentage and each locality's shape; `leds_endpoints`: LbEndpoint
       resources by collection and the identity of their EndpointView (pinned).
@@ -44,16 +60,24 @@ class TranslationMemo:
         "leds_assignments",
         "leds_endpoints",
         "localities",
+        "member_tuples",
+        "members",
+        "messages",
+        "picks",
         "serialized",
     )
 
     def __init__(self) -> None:
         self.serialized: RoundMemo[int, Resource] = RoundMemo()
         self.assignments: RoundMemo[AssignmentKey, tuple[list[bytes], Resource]] = RoundMemo()
-        self.localities: RoundMemo[LocalityKey, tuple[tuple[EndpointView, ...], bytes]] = (
+        self.localities: RoundMemo[LocalityKey, tuple[bytes, bytes]] = RoundMemo()
+        self.member_tuples: RoundMemo[int, tuple[tuple[EndpointView, ...], bytes]] = RoundMemo()
+        self.members: RoundMemo[tuple[int, ...], tuple[tuple[EndpointView, ...], bytes]] = (
             RoundMemo()
         )
-        self.entries: RoundMemo[int, tuple[EndpointView, bytes]] = RoundMemo()
+        self.entries = EntryTable()
+        self.messages: RoundMemo[Hashable, tuple[object, Message]] = RoundMemo()
+        self.picks: RoundMemo[tuple[int, str, Hashable], Picked] = RoundMemo()
         self.leds_assignments: RoundMemo[LedsKey, Resource] = RoundMemo()
         self.leds_endpoints: RoundMemo[tuple[str, int], tuple[EndpointView, Resource]] = RoundMemo()
 
@@ -63,6 +87,10 @@ class TranslationMemo:
             self.serialized,
             self.assignments,
             self.localities,
+            self.member_tuples,
+            self.members,
+            self.messages,
+            self.picks,
             self.entries,
             self.leds_assignments,
             self.leds_endpoints,
@@ -74,7 +102,58 @@ class TranslationMemo:
             len(self.serialized)
             + len(self.assignments)
             + len(self.localities)
+            + len(self.member_tuples)
+            + len(self.members)
+            + len(self.messages)
+            + len(self.picks)
             + len(self.entries)
             + len(self.leds_assignments)
             + len(self.leds_endpoints)
         )
+
+
+class EntryTable:
+    """Encoded `lb_endpoints` entries by the identity of their EndpointView, the value
+    pinning the view (so an id found here is that very object, never a recycled id); the
+    current and the last round's, as a RoundMemo keeps them.
+
+    The first locality of every round finds its endpoints in the last round's table; a
+    RoundMemo moves them over one by one in Python, which was a pass over the whole fleet
+    every tick. `get_many` moves a locality's worth in C.
+    """
+
+    __slots__ = ("_current", "_previous")
+
+    def __init__(self) -> None:
+        self._current: dict[int, Entry] = {}
+        self._previous: dict[int, Entry] = {}
+
+    def get(self, key: int) -> Entry | None:
+        value = self._current.get(key)
+        if value is None:
+            value = self._previous.get(key)
+            if value is not None:
+                self._current[key] = value
+        return value
+
+    def get_many(self, keys: Sequence[int]) -> list[Entry | None]:
+        """Every key's entry or None (what the last round had is carried into this one)."""
+        current = self._current
+        found = list(map(current.get, keys))
+        if None in found:
+            earlier = list(map(self._previous.get, keys))
+            # Carry over what the last round had: compress keeps the keys whose entry was
+            # found, filter the entries themselves, in the same order.
+            current.update(zip(compress(keys, earlier), filter(None, earlier), strict=True))
+            found = list(map(current.get, keys))
+        return found
+
+    def put(self, key: int, value: Entry) -> None:
+        self._current[key] = value
+
+    def rotate(self) -> None:
+        """Start a round: last round's entries stay reachable, older ones go."""
+        self._previous, self._current = self._current, {}
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)

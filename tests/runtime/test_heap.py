@@ -1,0 +1,64 @@
+"""heap.settle: what is alive leaves the collector's scans; cyclic garbage is freed first."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+from heliostat.runtime import heap
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def test_settle_frees_cycles_then_freezes_what_lives() -> None:
+    thresholds = gc.get_threshold()
+    try:
+        lost = _Node()
+        lost.other = _Node()
+        lost.other.other = lost  # a cycle: only the collector frees it
+        gone = weakref.ref(lost)
+        del lost
+        kept = _Node()
+        heap.settle()
+        assert gone() is None
+        assert gc.get_freeze_count() > 0
+        assert not any(o is kept for o in gc.get_objects())  # frozen: out of every generation
+        # A second settle thaws first: a cycle frozen last time is freed once garbage.
+        kept.other = _Node()
+        kept.other.other = kept
+        held = weakref.ref(kept)
+        del kept
+        heap.settle()
+        assert held() is None
+        assert gc.get_threshold()[2] == heap.OLDEST_AFTER
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def test_a_full_collection_runs_when_none_ran_for_a_minute() -> None:
+    gc.disable()  # no collection of its own in between: only what the test runs
+    try:
+        now = [0.0]
+        oldest = heap.OldestGeneration(every_s=60.0, clock=lambda: now[0])
+        now[0] = 59.0
+        assert not oldest.tend()
+        now[0] = 61.0
+        lost = _Node()
+        lost.other = lost
+        gone = weakref.ref(lost)
+        del lost
+        assert oldest.tend()
+        assert gone() is None  # the collection freed it
+        now[0] = 90.0
+        assert not oldest.tend()  # the clock started again at 61
+        gc.collect()  # one that ran by itself also restarts it
+        now[0] = 125.0
+        assert not oldest.tend()
+        now[0] = 186.0
+        assert oldest.tend()
+    finally:
+        gc.enable()
