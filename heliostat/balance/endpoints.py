@@ -122,6 +122,7 @@ def step(
         tick.near,
         tick.moves,
         tier,
+        tick.unlifted,
     )
 
 
@@ -136,6 +137,7 @@ class _Tick(NamedTuple):
     moves: weights.Moves = weights.NO_MOVES
     goal: int = 0
     detail: str = ""
+    unlifted: float | None = None
 
 
 def _growth(signal: Sample | None, previous: EndpointState | None) -> Growth:
@@ -181,7 +183,12 @@ def _load_driven(
     # Load-driven moves keep their history; a return from stale, unhealthy or static starts
     # a fresh one (a comeback ramp is not flapping).
     live = previous if previous is not None and previous.state in _LOAD_DRIVEN else None
-    level = weights.smooth(live.level if live else None, load.saturation, gain)
+    smoothed = weights.settle(
+        weights.Level(live.level, live.unlifted) if live and live.level is not None else None,
+        load.saturation,
+        gain,
+    )
+    level = smoothed.value
     is_saturated = weights.saturated(level, live is not None and live.state == SATURATED)
     others = _peer_level(peers, live.level if live else None)
     is_near = weights.near(min(level, _CAP), others, live is not None and live.near)
@@ -190,9 +197,10 @@ def _load_driven(
     )
     before = previous.published if previous is not None else weights.NEUTRAL
     history = live.moves if live is not None else weights.NO_MOVES
-    published, moves = weights.move(before, goal, now, history, jump=is_saturated)
+    evidence = weights.Evidence(saturated=is_saturated, clear=level <= weights.CLEAR)
+    published, moves = weights.move(before, goal, now, history, evidence)
     state = SATURATED if is_saturated else HEALTHY
-    return _Tick(state, level, published, load, is_near, moves, goal)
+    return _Tick(state, level, published, load, is_near, moves, goal, "", smoothed.unlifted)
 
 
 def _view(

@@ -367,3 +367,44 @@ def test_stationary_noise_is_not_republished() -> None:
         changes = sum(a != b for a, b in itertools.pairwise(published))
         assert changes <= 2, published
         assert {endpoint(v, noisy).reason["state"] for v, _ in ticks} == {"healthy"}
+
+
+def test_a_burst_that_drained_is_cut_at_once_and_restored_at_the_next_scrape() -> None:
+    """One scrape at three times the queue threshold (a burst), the next one idle, scraped
+    every 0.5 s (one sample is a tenth of the average): the replica is cut at once and its
+    weight starts back up at the next tick, not a reversal gap later (the lift that one hard
+    sample gave is taken back by one clear sample)."""
+    policy = policy_of()
+    edge = addresses(policy, "us-east")[0]
+    others = [a for a in addresses(policy) if a != edge]
+    waiting = [0.0] * 6 + [12.0] + [0.0] * 4
+
+    def signals(tick: int, now: float) -> Signals:
+        result = _all(others, now, waiting=0.0, kv=0.2)
+        result[(MODEL, edge)] = signal(edge, waiting=waiting[tick], kv=0.2, at=now)
+        return result
+
+    history = [endpoint(v, edge) for v, _ in run(policy, signals, len(waiting), interval=0.5)]
+    published = [e.weight for e in history]
+    assert published[5] == weights.W_MAX
+    assert published[6] < weights.W_MAX and history[6].reason["state"] == "saturated"
+    assert published[7] > published[6] and history[7].reason["state"] == "healthy"
+    assert published[-1] == weights.W_MAX
+
+
+def test_a_replica_that_stays_busy_after_a_hard_sample_stays_cut() -> None:
+    """A hard sample then samples still past the clear line: the lift holds, the replica
+    stays saturated and cut (no turn on a recovery that is not one)."""
+    policy = policy_of()
+    edge = addresses(policy, "us-east")[0]
+    others = [a for a in addresses(policy) if a != edge]
+    kv = [0.2] * 4 + [0.8 * 2.5] + [0.8 * 0.9] * 4
+
+    def signals(tick: int, now: float) -> Signals:
+        result = _all(others, now, waiting=0.0, kv=0.2)
+        result[(MODEL, edge)] = signal(edge, waiting=0.0, kv=kv[tick], at=now)
+        return result
+
+    history = [endpoint(v, edge) for v, _ in run(policy, signals, len(kv), interval=0.5)]
+    assert [e.reason["state"] for e in history[4:]] == ["saturated"] * 5
+    assert {e.weight for e in history[4:]} == {weights.W_MAX // 4}
