@@ -197,7 +197,7 @@ def _load_driven(
     )
     before = previous.published if previous is not None else weights.NEUTRAL
     history = live.moves if live is not None else weights.NO_MOVES
-    evidence = weights.Evidence(saturated=is_saturated, clear=level <= weights.CLEAR)
+    evidence = weights.Evidence(is_saturated, weights.recovered(level, is_saturated, is_near))
     published, moves = weights.move(before, goal, now, history, evidence)
     state = SATURATED if is_saturated else HEALTHY
     return _Tick(state, level, published, load, is_near, moves, goal, "", smoothed.unlifted)

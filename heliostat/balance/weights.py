@@ -51,15 +51,16 @@ the regional law still sees its pressure). Within that budget a turn on *soft* e
 `near` band, a capacity tier, an average drifting back across a threshold) also waits until
 the last turn is MIN_REVERSAL_GAP_S old, so it is judged on fresh evidence. A turn on *hard*
 evidence does not wait (`Evidence`): a cut of a saturated replica (overload is met at once),
-and the turn back up after such a cut once the replica is clearly free again (its level at or
-below CLEAR). Holding a genuine recovery for the gap kept a replica whose burst had drained
-at a quarter of its weight for 15 s (the convergence benchmark's "back": p50 15 s). The
-damping is on the signal rather than the output: a single sample at HARD_SATURATION lifts the
-level to ENTER_SATURATED at once, and a single clear sample (at or below CLEAR) takes back
-what that lift added (`Level`), so a burst that drained costs one cut and one raise, while a
-replica that stays busy keeps its averaged level, and its hysteresis. Raises are rate-limited
-(at most x2 per tick, so a replica coming back is ramped in, not stampeded) and so are cuts
-(at most /2 per tick), except a saturated replica's, which go straight to their goal.
+and the turn back up after such a cut once the replica has clearly recovered (`recovered`:
+out of both bands, its level at or below LEAVE_NEAR). Holding a genuine recovery for the
+gap kept a replica whose burst had drained at a quarter of its weight for 15 s (the
+convergence benchmark's "back": p50 15 s). The damping is on the signal rather than the
+output: a single sample at HARD_SATURATION lifts the level to ENTER_SATURATED at once, and a
+single clear sample (at or below CLEAR) takes back what that lift added (`settle`), so a
+burst that drained costs one cut and one raise, while a replica that stays busy keeps its
+averaged level, and its hysteresis. Raises are rate-limited (at most x2 per tick, so a
+replica coming back is ramped in, not stampeded) and so are cuts (at most /2 per tick),
+except a saturated replica's, which go straight to their goal.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ ENTER_SATURATED = 1.0
 LEAVE_SATURATED = 0.85
 HARD_SATURATION = 2.0
 # Clearly free: at most half way to its thresholds. A sample this low undoes a hard lift
-# (`settle`); a level this low backs a turn up after a forced cut (`move`).
+# (`settle`).
 CLEAR = 0.5
 # The `near` band: close enough to the thresholds that Envoy's in-flight counts at one gateway
 # no longer tell the replica's room. Hysteresis wider than a 4-slot replica's smoothed noise.
@@ -233,14 +234,22 @@ NO_MOVES = Moves()
 
 class Evidence(NamedTuple):
     """How hard the evidence behind this tick's move is: `saturated`, the replica is past its
-    thresholds (a cut goes straight to its goal and need not wait for the gap); `clear`, its
-    level is at or below CLEAR (after a forced cut, a turn back up need not wait either)."""
+    thresholds (a cut goes straight to its goal and need not wait for the gap); `clear`, it
+    has recovered (`recovered`: after a forced cut, a turn back up need not wait either)."""
 
     saturated: bool = False
     clear: bool = False
 
 
 SOFT = Evidence()
+
+
+def recovered(level: float, is_saturated: bool, is_near: bool) -> bool:
+    """Clear evidence of recovery: out of both bands' hysteresis, i.e. not saturated, not
+    near, and the level at or below LEAVE_NEAR (where even a replica that was hotter than
+    its peers counts as having room again). Measured: a replica cut on a hard sample whose
+    level then settled at 0.59 was held at a quarter of its weight for the whole gap."""
+    return not is_saturated and not is_near and level <= LEAVE_NEAR
 
 
 def move(

@@ -217,3 +217,10 @@ def test_a_forced_cut_and_a_clear_recovery_do_not_wait_for_the_gap() -> None:
     assert weights.move(100, 25, t + 1, weights.Moves(1, (t,)), hard)[0] == 25
     # ...but the budget itself holds whatever the evidence: no third turn in the window.
     assert weights.move(50, 12, t + 1, moves, hard) == (50, moves)
+
+
+def test_recovery_is_clear_only_out_of_both_bands() -> None:
+    assert weights.recovered(0.7, is_saturated=False, is_near=False)
+    assert not weights.recovered(0.75, is_saturated=False, is_near=False)
+    assert not weights.recovered(0.6, is_saturated=False, is_near=True)
+    assert not weights.recovered(0.6, is_saturated=True, is_near=False)
