@@ -193,7 +193,11 @@ def _load_driven(
     others = _peer_level(peers, live.level if live else None)
     is_near = weights.near(min(level, _CAP), others, live is not None and live.near)
     goal = weights.target(
-        is_saturated=is_saturated, is_near=is_near, hashing=hashing, capacity=capacity_share
+        is_saturated=is_saturated,
+        is_near=is_near,
+        hashing=hashing,
+        capacity=capacity_share,
+        relative=others / level if others is not None and level > 0.0 else None,
     )
     before = previous.published if previous is not None else weights.NEUTRAL
     history = live.moves if live is not None else weights.NO_MOVES

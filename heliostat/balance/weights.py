@@ -199,24 +199,49 @@ def capacity_tier(relative: float, current: int, uncertainty: float = 0.0) -> in
     return min(last, max(0, round(position)))
 
 
-def target(*, is_saturated: bool, is_near: bool, hashing: bool, capacity: float = 1.0) -> int:
+def target(
+    *,
+    is_saturated: bool,
+    is_near: bool,
+    hashing: bool,
+    capacity: float = 1.0,
+    relative: float | None = None,
+) -> int:
     """The weight a healthy endpoint should have. `capacity` is its share of the best
     replica's capacity in its region (1.0 when they are alike or nothing says otherwise);
-    `is_near` says it is close to saturation *and* hotter than its peers (`near`).
+    `is_near` says it is close to saturation *and* hotter than its peers (`near`), and
+    `relative` is its peers' mean level over its own (None: unknown).
 
     Saturation alone moves no weight: when every replica of a region is saturated they are
-    alike, and weights cannot make room (the regional law moves or sheds demand). A saturated
-    replica hotter than its peers is cut to NEAR_FACTOR^2 of its weight, not to the floor:
-    it still has capacity, and taking it all away pushes its whole load onto peers that
-    were nearly as busy (measured: replicas of speeds 1 and 3, where flooring the slow ones
-    overloaded the fast ones and then everyone was at the floor).
+    alike, and weights cannot make room (the regional law moves or sheds demand). A replica
+    hotter than its peers gets the share of its weight that would bring it to their level,
+    `relative` (load follows weight), in the capacity tiers' sqrt(2) steps, at least one step
+    down and at most to NEAR_FACTOR of it (NEAR_FACTOR^2 when also saturated; with hashing,
+    where a weight is a ring share, only a saturated one is cut, to at most NEAR_FACTOR).
+    Not to the floor, and not by a fixed quarter: it still has capacity, and taking more
+    than its excess pushes its load onto peers that were nearly as busy. Measured on replicas
+    of speeds 1 and 3: a fast replica at its slots' limit beside slow ones at 0.6 was
+    quartered to 25, below the slow ones' own capacity weights (35-71), and their queues
+    took its load (flooring the slow ones did the same the other way round).
     """
     full = W_MAX * capacity
+    deepest = 1.0
     if is_near and not hashing:
-        full *= NEAR_FACTOR
+        deepest *= NEAR_FACTOR
     if is_near and is_saturated:
-        full *= NEAR_FACTOR
+        deepest *= NEAR_FACTOR
+    if deepest < 1.0:
+        full *= max(deepest, _one_step_down(relative))
     return max(FLOOR, min(W_MAX, round(full)))
+
+
+def _one_step_down(relative: float | None) -> float:
+    """`relative` as a capacity tier below 1 (nearest in sqrt(2) steps, at most one step
+    down from 1); 0.0 when unknown, so the caller's deepest cut applies."""
+    if relative is None or relative <= 0.0:
+        return 0.0
+    position = max(1, round(-2.0 * math.log2(min(relative, 1.0))))
+    return 2.0 ** (-position / 2)
 
 
 class Moves(NamedTuple):

@@ -131,6 +131,14 @@ def test_full_weight_while_there_is_room_less_only_when_hotter_than_peers() -> N
     # With hashing a weight is a ring share: only a saturated, hotter replica moves keys.
     assert target(is_saturated=False, is_near=True, hashing=True) == weights.W_MAX
     assert target(is_saturated=True, is_near=True, hashing=True) == weights.W_MAX // 2
+    # Hotter than its peers by a known ratio: that share of its weight, in sqrt(2) steps, at
+    # least one step down, at most to the cuts above.
+    assert target(is_saturated=False, is_near=True, hashing=False, relative=0.9) == 71
+    assert target(is_saturated=False, is_near=True, hashing=False, relative=0.1) == 50
+    assert target(is_saturated=True, is_near=True, hashing=False, relative=0.5) == 50
+    assert target(is_saturated=True, is_near=True, hashing=False, relative=0.1) == 25
+    assert target(is_saturated=True, is_near=True, hashing=True, relative=0.9) == 71
+    assert target(is_saturated=False, is_near=True, hashing=True, relative=0.1) == weights.W_MAX
     # A replica with a third of its peers' capacity gets a third of their weight.
     assert target(is_saturated=False, is_near=False, hashing=False, capacity=1 / 3) == 33
     assert target(is_saturated=True, is_near=True, hashing=False, capacity=0.02) == 1
