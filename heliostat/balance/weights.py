@@ -241,7 +241,7 @@ def _one_step_down(relative: float | None) -> float:
     if relative is None or relative <= 0.0:
         return 0.0
     position = max(1, round(-2.0 * math.log2(min(relative, 1.0))))
-    return 2.0 ** (-position / 2)
+    return float(2.0 ** (-position / 2))
 
 
 class Moves(NamedTuple):
