@@ -268,7 +268,9 @@ def _bound_level(need: float | None, operator: float, current: float | None) -> 
     if need is None:
         return current
     top = max(0, math.floor(math.log(MAX_BOUND / operator) / math.log(BOUND_STEP) + 1e-9))
-    position = min(float(top), max(0.0, math.log(need / operator) / math.log(BOUND_STEP)))
+    position = 0.0  # no more room than the operator's bound gives (or thresholds that odd)
+    if need > operator:
+        position = min(float(top), math.log(need / operator) / math.log(BOUND_STEP))
     if current is not None:
         held = round(math.log(current / operator) / math.log(BOUND_STEP))
         if abs(position - held) <= 0.5 + BOUND_HYSTERESIS:

@@ -324,3 +324,6 @@ def test_the_room_bound_is_the_operators_when_load_is_unknown_or_hashing_is_forc
     loosest = choice._bound_level(100.0, 1.25, None)
     assert loosest is not None and loosest <= choice.MAX_BOUND
     assert choice._bound_level(0.1, 1.25, None) == 1.25
+    assert choice._bound_level(-1.0, 1.25, None) == 1.25  # thresholds below one request
+    assert choice._bound_level(math.inf, 1.25, None) == loosest
+    assert choice._bound_level(math.nan, 1.25, None) == 1.25
