@@ -167,7 +167,9 @@ def step(
         previous = _initial(model)
     signals = list(signals)
     chosen = _choose(model, signals, previous, now, dt)
-    return _bounded(chosen, room_bound(model, signals, now), affinity.bounded_load, now)
+    confirmed = chosen.hashing and not chosen.trial  # the room bound applies only then
+    need = room_bound(model, signals, now) if confirmed else None
+    return _bounded(chosen, need, affinity.bounded_load, now)
 
 
 def _choose(
