@@ -236,8 +236,8 @@ def target(
 
 
 def _one_step_down(relative: float | None) -> float:
-    """`relative` as a capacity tier below 1 (nearest in sqrt(2) steps, at most one step
-    down from 1); 0.0 when unknown, so the caller's deepest cut applies."""
+    """`relative` rounded to the nearest sqrt(2) step, and at least one step below 1 (a cut
+    that moves nothing is no cut); 0.0 when unknown, so the caller's deepest cut applies."""
     if relative is None or relative <= 0.0:
         return 0.0
     position = max(1, round(-2.0 * math.log2(min(relative, 1.0))))
