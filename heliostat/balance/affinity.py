@@ -34,22 +34,8 @@ engines' own prefix-cache hit rates (`Sample.prefix_hit_rate`, tokens found / lo
   failed trial): a switch is a CDS change, and Envoy rebuilds a changed cluster, its
   in-flight counts starting again from zero.
 
-While hashing is confirmed (`auto` mode), the bound comes from the replicas' room rather
-than from the average alone (`room_bound`): Envoy lets a host take a key's request while its
-in-flight count is at most about bounded_load x the cluster's mean, and with a few 4-slot
-replicas at moderate load that turns a replica away at 3 in flight, with a slot free and its
-key's prefix cached (a miss there, and a cached prefix evicted where it lands). The factor is
-set so that a replica keeps its keys until it holds as many requests as its thresholds allow
-(its slots plus `thresholds.queue` waiting: the point where the law calls it saturated), at
-the load the model's busiest region carries: (slots + queue - 1) / its mean in flight per
-replica, never below the operator's `bounded_load` (the tightest it gets, at full load) nor
-above MAX_BOUND. It moves in sqrt(2) steps with hysteresis (a bound change is a CDS change):
-tighter once a rise of the load lasted CONFIRM_S (protection), looser at most once per
-MIN_DWELL_S.
-
-`affinity.mode: always` hashes whatever the evidence, with the operator's bound. An engine
-without a prefix-cache hit rate (Triton, TGI) gives none: such a model hashes as
-configured, and says so.
+`affinity.mode: always` hashes whatever the evidence. An engine without a prefix-cache hit
+rate (Triton, TGI) gives none: such a model hashes as configured, and says so.
 
 The decision and its reason travel to Envoy in the clusters (`Balancing`, cluster metadata
 `heliostat`) and to /debug/state (`describe`); the reason is kept verbatim while the choice
@@ -59,8 +45,7 @@ holds, so the cluster resource does not change between switches.
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from heliostat.balance.view import Balancing, LbPolicy, ReasonValue
@@ -79,13 +64,6 @@ EXIT_HIT_RATE = 0.05
 # traffic that shares nothing, and still sticky enough for shared prefixes to hit.
 TRIAL_BOUNDED_LOAD = 1.0
 MIN_GAIN = 0.10
-# The room bound (`room_bound`): at most this factor (a replica at 4x the mean in flight is
-# past any useful bound), in BOUND_STEP steps with BOUND_HYSTERESIS (in steps) beyond the
-# midpoint; no mean below MIN_IN_FLIGHT per replica (an idle region says nothing of load).
-MAX_BOUND = 4.0
-BOUND_STEP = math.sqrt(2.0)
-BOUND_HYSTERESIS = 0.35
-MIN_IN_FLIGHT = 0.5
 CONFIRM_S = 2.0
 MIN_DWELL_S = 60.0
 BACKOFF_S = 300.0
@@ -123,11 +101,6 @@ class AffinityState:
     quick: float | None = None  # the hit rate smoothed over ENTER_TAU_S, since `since`
     trial: bool = False
     dwell_from: float | None = None
-    # The room bound in force while hashing is confirmed (None: the operator's), when it
-    # last changed, and since when the evidence asks for another one (`room_bound`).
-    bound: float | None = None
-    bound_since: float = 0.0
-    bound_pending: float | None = None
 
 
 def balancing(affinity: Affinity, state: AffinityState) -> Balancing:
@@ -136,7 +109,7 @@ def balancing(affinity: Affinity, state: AffinityState) -> Balancing:
     reason: dict[str, ReasonValue] = {"mode": state.mode.value}
     if state.hashing:
         policy = _HASHES[affinity.hash]
-        bound = TRIAL_BOUNDED_LOAD if state.trial else state.bound or affinity.bounded_load
+        bound = TRIAL_BOUNDED_LOAD if state.trial else affinity.bounded_load
         factor: int | None = round(bound * 100)
         reason.update(lb=policy.value, bounded_load=bound)
     else:
@@ -165,21 +138,6 @@ def step(
         return AffinityState(AffinityMode.ALWAYS, True, {"why": "affinity.mode is always"})
     if previous is None or previous.mode is not affinity.mode:
         previous = _initial(model)
-    signals = list(signals)
-    chosen = _choose(model, signals, previous, now, dt)
-    confirmed = chosen.hashing and not chosen.trial  # the room bound applies only then
-    need = room_bound(model, signals, now) if confirmed else None
-    return _bounded(chosen, need, affinity.bounded_load, now)
-
-
-def _choose(
-    model: Model,
-    signals: Sequence[Sample | None],
-    previous: AffinityState,
-    now: float,
-    dt: float,
-) -> AffinityState:
-    """Hash or least-request this tick, from the hit rates (see the module docstring)."""
     sample = _hit_rate(model, signals, now)
     evidence, quick = previous.evidence, previous.quick
     if sample is not None:
@@ -210,74 +168,6 @@ def _choose(
         sample=sample,
         trial=trial,
     )
-
-
-def room_bound(model: Model, signals: Sequence[Sample | None], now: float) -> float | None:
-    """The bound that lets a replica keep its keys until it holds as many requests as the
-    thresholds allow (slots x thresholds.running + thresholds.queue), at the load of the
-    model's busiest region: per region, the sum of that room less one (Envoy's check lets a
-    host at the bound take one more) over the sum of the requests its live replicas hold
-    (running + waiting, at least MIN_IN_FLIGHT each), the smallest over the regions. None
-    when no live replica reports its load and slots."""
-    thresholds = model.thresholds
-    room: dict[str, float] = {}
-    held: dict[str, float] = {}
-    for endpoint, signal in zip(model.endpoints, signals, strict=True):
-        if signal is None or not _fresh(model, signal, now):
-            continue
-        slots = endpoint.slots or signal.max_num_seqs
-        running, waiting = signal.running, signal.waiting
-        if not slots or running is None or not 0.0 <= running < math.inf:
-            continue
-        queued = waiting if waiting is not None and 0.0 <= waiting < math.inf else 0.0
-        region = endpoint.region
-        room[region] = room.get(region, 0.0) + slots * thresholds.running + thresholds.queue - 1
-        held[region] = held.get(region, 0.0) + max(running + queued, MIN_IN_FLIGHT)
-    if not room:
-        return None
-    return min(room[r] / held[r] for r in room)
-
-
-def _bounded(
-    state: AffinityState, need: float | None, operator: float, now: float
-) -> AffinityState:
-    """`state` with its room bound: none unless hashing is confirmed; at once on entering
-    (that tick's cluster changes anyway), then a step tighter once the evidence held for
-    CONFIRM_S, a step looser only MIN_DWELL_S after the last change as well."""
-    if not state.hashing or state.trial:
-        if state.bound is None and state.bound_pending is None:
-            return state
-        return dataclasses.replace(state, bound=None, bound_pending=None)
-    current = state.bound
-    wish = _bound_level(need, operator, current)
-    if wish is None or wish == current:
-        if state.bound_pending is None:
-            return state
-        return dataclasses.replace(state, bound_pending=None)
-    if current is None:
-        return dataclasses.replace(state, bound=wish, bound_since=now, bound_pending=None)
-    pending = state.bound_pending if state.bound_pending is not None else now
-    due = now - pending >= CONFIRM_S and (wish < current or now - state.bound_since >= MIN_DWELL_S)
-    if due:
-        return dataclasses.replace(state, bound=wish, bound_since=now, bound_pending=None)
-    return dataclasses.replace(state, bound_pending=pending)
-
-
-def _bound_level(need: float | None, operator: float, current: float | None) -> float | None:
-    """`need` as a level operator x BOUND_STEP^k within [operator, MAX_BOUND], held at
-    `current` unless it lies BOUND_HYSTERESIS steps beyond the midpoint; `current` when the
-    need is unknown."""
-    if need is None:
-        return current
-    top = max(0, math.floor(math.log(MAX_BOUND / operator) / math.log(BOUND_STEP) + 1e-9))
-    position = 0.0  # no more room than the operator's bound gives (or thresholds that odd)
-    if need > operator:
-        position = min(float(top), math.log(need / operator) / math.log(BOUND_STEP))
-    if current is not None:
-        held = round(math.log(current / operator) / math.log(BOUND_STEP))
-        if abs(position - held) <= 0.5 + BOUND_HYSTERESIS:
-            return current
-    return round(operator * BOUND_STEP ** round(position), 2)
 
 
 def _ewma(value: float | None, sample: float, gain: float) -> float:
@@ -383,18 +273,14 @@ def _hit_rate(model: Model, signals: Iterable[Sample | None], now: float) -> flo
     """The mean prefix-cache hit rate of the model's endpoints with a fresh, good signal."""
     total, count = 0.0, 0
     for signal in signals:
-        if signal is None or signal.prefix_hit_rate is None or not _fresh(model, signal, now):
+        if (
+            signal is None
+            or signal.prefix_hit_rate is None
+            or signal.scraped_at is None
+            or now - signal.scraped_at > model.signals.stale_after
+            or signal.consecutive_failures >= model.thresholds.failures
+        ):
             continue
         total += signal.prefix_hit_rate
         count += 1
     return total / count if count else None
-
-
-def _fresh(model: Model, signal: Sample | None, now: float) -> bool:
-    """A signal scraped within stale_after, from an endpoint not failing its scrapes."""
-    return (
-        signal is not None
-        and signal.scraped_at is not None
-        and now - signal.scraped_at <= model.signals.stale_after
-        and signal.consecutive_failures < model.thresholds.failures
-    )

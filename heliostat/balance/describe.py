@@ -145,8 +145,6 @@ def _affinity(state: AffinityState) -> dict[str, Any]:
         "switch_pending_since": state.pending_since,
         "least_request_hit_rate": rounded(state.baseline),
         "no_trial_before": state.retry_at or None,
-        "room_bound": state.bound,
-        "room_bound_pending_since": state.bound_pending,
     }
 
 

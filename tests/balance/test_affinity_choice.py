@@ -45,7 +45,6 @@ spec:
 
 
 AUTO = policy_with("{prefix_chars: 1000}")
-ROOMY = round(1.25 * math.sqrt(2) ** 3, 2)  # the room bound at 2 of 4 slots in use
 
 
 class Run:
@@ -56,19 +55,11 @@ class Run:
         self.state: ControlState | None = None
         self.now = T0
         self.lb: list[tuple[float, LbPolicy]] = []
-        self.waiting = 0.0
-        self.running = 2.0
 
     def signals(self, rate: float | None, now: float, stale: bool = False) -> Signals:
         result: Signals = {}
         for address in addresses(self.policy):
-            s = signal(
-                address,
-                waiting=self.waiting,
-                running=self.running,
-                kv=0.2,
-                at=now - (60 if stale else 0),
-            )
+            s = signal(address, waiting=0.0, running=2.0, kv=0.2, at=now - (60 if stale else 0))
             result[(MODEL, address)] = dataclasses.replace(s, prefix_hit_rate=rate)
         return result
 
@@ -128,9 +119,7 @@ def test_a_trial_confirmed_by_hits_keeps_hashing_with_the_operators_bound() -> N
     assert decided is not None and not decided.trial
     reason = run.reason
     assert str(reason["why"]).startswith("prompts share prefixes: the engines' prefix caches")
-    # Two requests in flight per 4-slot replica (queue threshold 4): room for 7 more each,
-    # 3.5x the mean: the step nearest, 1.25 x sqrt(2)^3.
-    assert reason["bounded_load"] == ROOMY
+    assert reason["bounded_load"] == 1.25
     # Sharing stops: no longer a trial, so the slow average and CONFIRM_S judge it.
     run.play(20, lambda t: 0.0)
     assert run.lb[-1][1] is LbPolicy.LEAST_REQUEST
@@ -148,7 +137,7 @@ def test_shared_prefixes_switch_to_hashing_once_the_evidence_lasts() -> None:
     # evidence must hold for CONFIRM_S.
     assert switched - began <= choice.ENTER_TAU_S * math.log(2) + choice.CONFIRM_S + TICK
     reason = run.reason
-    assert reason["lb"] == "ring_hash" and reason["bounded_load"] == ROOMY
+    assert reason["lb"] == "ring_hash" and reason["bounded_load"] == 1.25
     assert str(reason["why"]).startswith("prompts share prefixes")
     assert 0.15 <= float(str(reason["hit_rate"])) <= 0.3
 
@@ -289,41 +278,3 @@ def test_the_cluster_resource_changes_only_when_the_choice_does() -> None:
         versions.append(snapshot.resources(TypeUrl.CLUSTER)[MODEL].version)
     changes = sum(a != b for a, b in itertools.pairwise(versions))
     assert changes == 2  # the trial's end, then the one switch to hashing
-
-
-def test_a_confirmed_hash_keeps_keys_until_the_replicas_room_and_tightens_with_load() -> None:
-    """The bound follows the replicas' room at the busiest region's load: loose while they
-    hold few requests (a key stays where its prefix is cached until its replica would be
-    saturated), tighter once a rise lasts CONFIRM_S, the operator's at full load, and
-    looser again only after the dwell. Each change is one cluster change."""
-    run = Run()
-    run.play(10, lambda t: 0.5)  # hits confirm the trial at 2 of 4 slots in use
-    assert run.reason["bounded_load"] == ROOMY
-    run.running, run.waiting = 4.0, 3.0  # full, and queueing: 7 held, room for 7
-    run.play(choice.CONFIRM_S - TICK, lambda t: 0.5)
-    assert run.reason["bounded_load"] == ROOMY  # not on one blip
-    run.play(2 * TICK, lambda t: 0.5)
-    assert run.reason["bounded_load"] == 1.25  # the operator's: the tightest
-    tightened = run.now
-    run.running, run.waiting = 2.0, 0.0  # quiet again
-    run.play(choice.MIN_DWELL_S - 2 * TICK, lambda t: 0.5)
-    assert run.reason["bounded_load"] == 1.25  # looser only after the dwell
-    run.play(4 * TICK, lambda t: 0.5)
-    assert run.reason["bounded_load"] == ROOMY
-    assert run.now - tightened >= choice.MIN_DWELL_S
-    assert run.switches() == []  # the policy never changed, only its bound
-
-
-def test_the_room_bound_is_the_operators_when_load_is_unknown_or_hashing_is_forced() -> None:
-    model = AUTO.spec.models[0]
-    assert choice.room_bound(model, [None, None, None], T0) is None
-    always = Run(policy_with("{prefix_chars: 1000, mode: always, bounded_load: 1.5}"))
-    always.play(10, lambda t: 0.5)
-    assert always.reason["bounded_load"] == 1.5
-    # Never looser than MAX_BOUND, however idle; never tighter than the operator's.
-    loosest = choice._bound_level(100.0, 1.25, None)
-    assert loosest is not None and loosest <= choice.MAX_BOUND
-    assert choice._bound_level(0.1, 1.25, None) == 1.25
-    assert choice._bound_level(-1.0, 1.25, None) == 1.25  # thresholds below one request
-    assert choice._bound_level(math.inf, 1.25, None) == loosest
-    assert choice._bound_level(math.nan, 1.25, None) == 1.25
