@@ -2,12 +2,14 @@
 
 States and how Envoy sees them:
 
-- `healthy`: W_MAX x its observed capacity relative to its region's best replica; half of
-  that close to saturation and hotter than its peers (the `near` band; not with consistent
-  hashing, where a weight is a ring share), see `weights`. HEALTHY.
+- `healthy`: W_MAX x its observed capacity relative to its region's best replica; less
+  close to saturation and hotter than its peers (the `near` band: their level over its own,
+  in sqrt(2) steps, down to half; not with consistent hashing, where a weight is a ring
+  share), see `weights`. HEALTHY.
 - `saturated`: at or past its thresholds (smoothed level enters at 1.0, leaves at 0.85; a
-  single sample at 2x the thresholds enters at once, see `weights`). Hotter than its peers:
-  a quarter of its weight (half while hashing); as busy as they are: its weight, since
+  single sample at 2x the thresholds enters at once, one clear sample takes that back, see
+  `weights`). Hotter than its peers: cut the same way, down to a quarter of its weight
+  (half while hashing); as busy as they are: its weight, since
   weights cannot make room in a region that is full (the regional law does). Still HEALTHY,
   never DEGRADED: Envoy only uses degraded hosts once a priority's healthy ones cannot carry
   its traffic, and then it moves the *whole* priority's excess to the next priority's
