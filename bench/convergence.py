@@ -66,7 +66,7 @@ MODES = ("sotw", "delta")
 
 # size -> (replicas, sample pairs). Each replica is measured once: a pair turns its weight
 # twice (cut, ramp back), and the control law allows a replica at most
-# weights.MAX_REVERSALS turns per REVERSAL_WINDOW_S, MIN_REVERSAL_GAP_S apart (anti-flapping).
+# weights.MAX_REVERSALS turns per REVERSAL_WINDOW_S (anti-flapping).
 # A replica measured again would have its cut or its ramp held by that budget for up to a
 # minute, and the sample would time out or measure the budget, not the control loop.
 PLAN: Mapping[Size, tuple[int, int]] = {"tiny": (2, 1), "quick": (12, 12), "full": (60, 60)}
@@ -309,15 +309,16 @@ NOTES = (
     "the wait for the next scrape (0..interval_s, uniform), the scrape, the tick (at least "
     "interval_s/2 after the previous one), compute + translate, the xDS push and Envoy "
     "applying EDS. 'back': the replica is reset (queue empty) before the next scrape, so one "
-    "scrape saw the flood. The smoothed level (EWMA, 5 s time constant) must fall below the "
-    "0.85 exit of saturation (about 2 ticks from a freshly saturated level), then the first "
-    "ramp step (doubling from the cut) is pushed, no sooner than the law's minimum gap "
-    "between two turns of one replica's weight (weights.MIN_REVERSAL_GAP_S, anti-flapping); "
-    "when the replica's recent signal noise is high "
-    "(the flood itself is a large jump) the dead band widens and the first step waits until "
-    "the target is further away, a few ticks more. So 'forward' is set by the scrape "
-    "interval, 'back' by deliberate smoothing. restore_ms: reset until the weight is back at "
-    "100 (at most x2 per tick, and the EWMA must fall below 0.5)."
+    "scrape saw the flood. That one hard sample lifted the smoothed level (EWMA, 5 s time "
+    "constant) to the saturation line; the next scrape's clear sample (at most half way to "
+    "the thresholds) takes the lift back (weights.settle), and the turn back up after a cut "
+    "forced by saturation, on a clear level, is not held by the minimum gap between two "
+    "turns (weights.MIN_REVERSAL_GAP_S applies to turns on soft evidence only; the budget "
+    "of weights.MAX_REVERSALS turns per weights.REVERSAL_WINDOW_S still holds), so the "
+    "first ramp step (doubling from the cut) is pushed after that scrape. So 'forward' and "
+    "'back' are both set by the scrape "
+    "interval. restore_ms: reset until the weight is back at "
+    "100 (at most x2 per tick)."
 )
 
 

@@ -2,12 +2,14 @@
 
 States and how Envoy sees them:
 
-- `healthy`: W_MAX x its observed capacity relative to its region's best replica; half of
-  that close to saturation and hotter than its peers (the `near` band; not with consistent
-  hashing, where a weight is a ring share), see `weights`. HEALTHY.
+- `healthy`: W_MAX x its observed capacity relative to its region's best replica; less
+  close to saturation and hotter than its peers (the `near` band: their level over its own,
+  in sqrt(2) steps, down to half; not with consistent hashing, where a weight is a ring
+  share), see `weights`. HEALTHY.
 - `saturated`: at or past its thresholds (smoothed level enters at 1.0, leaves at 0.85; a
-  single sample at 2x the thresholds enters at once, see `weights`). Hotter than its peers:
-  a quarter of its weight (half while hashing); as busy as they are: its weight, since
+  single sample at 2x the thresholds enters at once, one clear sample takes that back, see
+  `weights`). Hotter than its peers: cut the same way, down to a quarter of its weight
+  (half while hashing); as busy as they are: its weight, since
   weights cannot make room in a region that is full (the regional law does). Still HEALTHY,
   never DEGRADED: Envoy only uses degraded hosts once a priority's healthy ones cannot carry
   its traffic, and then it moves the *whole* priority's excess to the next priority's
@@ -122,6 +124,7 @@ def step(
         tick.near,
         tick.moves,
         tier,
+        tick.unlifted,
     )
 
 
@@ -136,6 +139,7 @@ class _Tick(NamedTuple):
     moves: weights.Moves = weights.NO_MOVES
     goal: int = 0
     detail: str = ""
+    unlifted: float | None = None
 
 
 def _growth(signal: Sample | None, previous: EndpointState | None) -> Growth:
@@ -181,18 +185,28 @@ def _load_driven(
     # Load-driven moves keep their history; a return from stale, unhealthy or static starts
     # a fresh one (a comeback ramp is not flapping).
     live = previous if previous is not None and previous.state in _LOAD_DRIVEN else None
-    level = weights.smooth(live.level if live else None, load.saturation, gain)
+    smoothed = weights.settle(
+        weights.Level(live.level, live.unlifted) if live and live.level is not None else None,
+        load.saturation,
+        gain,
+    )
+    level = smoothed.value
     is_saturated = weights.saturated(level, live is not None and live.state == SATURATED)
     others = _peer_level(peers, live.level if live else None)
     is_near = weights.near(min(level, _CAP), others, live is not None and live.near)
     goal = weights.target(
-        is_saturated=is_saturated, is_near=is_near, hashing=hashing, capacity=capacity_share
+        is_saturated=is_saturated,
+        is_near=is_near,
+        hashing=hashing,
+        capacity=capacity_share,
+        relative=others / level if others is not None and level > 0.0 else None,
     )
     before = previous.published if previous is not None else weights.NEUTRAL
     history = live.moves if live is not None else weights.NO_MOVES
-    published, moves = weights.move(before, goal, now, history, jump=is_saturated)
+    evidence = weights.Evidence(is_saturated, weights.recovered(level, is_saturated, is_near))
+    published, moves = weights.move(before, goal, now, history, evidence)
     state = SATURATED if is_saturated else HEALTHY
-    return _Tick(state, level, published, load, is_near, moves, goal)
+    return _Tick(state, level, published, load, is_near, moves, goal, "", smoothed.unlifted)
 
 
 def _view(

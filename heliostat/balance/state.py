@@ -52,6 +52,8 @@ class EndpointState(NamedTuple):
     moves: Moves = NO_MOVES
     # Its capacity tier in its region (`weights.capacity_tier`, from `capacity`).
     tier: int = 0
+    # The level without the hard lift while one holds it up (`weights.settle`), else None.
+    unlifted: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

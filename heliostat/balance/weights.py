@@ -43,14 +43,22 @@ thresholds) does not wait for the average: the endpoint is saturated at once. Th
 weight is for health (unhealthy, draining), not load.
 
 Calm by construction (`move`): under constant load a weight must not turn round more than
-twice a minute, whatever the noise. A move that reverses the last one (a raise after a cut,
-or a cut after a raise) waits until the last reversal is MIN_REVERSAL_GAP_S old and until at
-most MAX_REVERSALS - 1 reversals lie in the last REVERSAL_WINDOW_S; moves in the same
-direction (a ramp, a deeper cut) go ahead. No exception, not even for a saturated replica:
-the first cut of a calm weight is always free (so overload is met at once), and a weight
-that already turned twice this minute is flapping, which is the thing to stop. Its state
-still says `saturated`, Envoy's least-request still counts its requests in flight, and the
-regional law still sees its pressure. Raises are rate-limited (at most x2 per tick, so a
+twice a minute, whatever the noise: at most MAX_REVERSALS turns (a raise after a cut, or a cut
+after a raise) in any REVERSAL_WINDOW_S, with no exception, not even for a saturated replica
+(a weight that already turned twice this minute is flapping, which is the thing to stop; its
+state still says `saturated`, Envoy's least-request still counts its requests in flight, and
+the regional law still sees its pressure). Within that budget a turn on *soft* evidence (the
+`near` band, a capacity tier, an average drifting back across a threshold) also waits until
+the last turn is MIN_REVERSAL_GAP_S old, so it is judged on fresh evidence. A turn on *hard*
+evidence does not wait (`Evidence`): a cut of a saturated replica (overload is met at once),
+and the turn back up after such a cut once the replica has clearly recovered (`recovered`:
+out of both bands, its level at or below LEAVE_NEAR). Holding a genuine recovery for the
+gap kept a replica whose burst had drained at a quarter of its weight for 15 s (the
+convergence benchmark's "back": p50 15 s). The damping is on the signal rather than the
+output: a single sample at HARD_SATURATION lifts the level to ENTER_SATURATED at once, and a
+single clear sample (at or below CLEAR) takes back what that lift added (`settle`), so a
+burst that drained costs one cut and one raise, while a replica that stays busy keeps its
+averaged level, and its hysteresis. Raises are rate-limited (at most x2 per tick, so a
 replica coming back is ramped in, not stampeded) and so are cuts (at most /2 per tick),
 except a saturated replica's, which go straight to their goal.
 """
@@ -67,6 +75,9 @@ TAU_S = 5.0
 ENTER_SATURATED = 1.0
 LEAVE_SATURATED = 0.85
 HARD_SATURATION = 2.0
+# Clearly free: at most half way to its thresholds. A sample this low undoes a hard lift
+# (`settle`).
+CLEAR = 0.5
 # The `near` band: close enough to the thresholds that Envoy's in-flight counts at one gateway
 # no longer tell the replica's room. Hysteresis wider than a 4-slot replica's smoothed noise.
 ENTER_NEAR = 0.9
@@ -105,6 +116,33 @@ def smooth(level: float | None, sample: float, gain: float) -> float:
     if sample >= HARD_SATURATION and value < ENTER_SATURATED:
         return ENTER_SATURATED
     return value
+
+
+class Level(NamedTuple):
+    """The smoothed saturation level, and the level it would have without hard lifts
+    (`unlifted`, None while no lift holds it up)."""
+
+    value: float
+    unlifted: float | None = None
+
+
+def settle(level: Level | None, sample: float, gain: float) -> Level:
+    """`smooth`, with the lift's mirror: a single hard sample lifts the level to
+    ENTER_SATURATED at once (one scrape at twice the thresholds is unmistakable overload),
+    and a single clear sample (at or below CLEAR: at most half way to the thresholds) is as
+    unmistakable a recovery, so it takes back what the lift added: the level returns to the
+    average of the samples themselves. A replica that stays busy, or whose own samples kept
+    its average up, keeps it (and the hysteresis around it): only the lift is undone."""
+    if level is None:
+        return Level(sample)
+    value = smooth(level.value, sample, gain)
+    before = level.value if level.unlifted is None else level.unlifted
+    base = before + gain * (sample - before)
+    if value - base < 1e-3:  # no lift holds it up (any more)
+        return Level(value)
+    if sample <= CLEAR:
+        return Level(base)
+    return Level(value, base)
 
 
 def saturated(level: float, was_saturated: bool) -> bool:
@@ -161,68 +199,119 @@ def capacity_tier(relative: float, current: int, uncertainty: float = 0.0) -> in
     return min(last, max(0, round(position)))
 
 
-def target(*, is_saturated: bool, is_near: bool, hashing: bool, capacity: float = 1.0) -> int:
+def target(
+    *,
+    is_saturated: bool,
+    is_near: bool,
+    hashing: bool,
+    capacity: float = 1.0,
+    relative: float | None = None,
+) -> int:
     """The weight a healthy endpoint should have. `capacity` is its share of the best
     replica's capacity in its region (1.0 when they are alike or nothing says otherwise);
-    `is_near` says it is close to saturation *and* hotter than its peers (`near`).
+    `is_near` says it is close to saturation *and* hotter than its peers (`near`), and
+    `relative` is its peers' mean level over its own (None: unknown).
 
     Saturation alone moves no weight: when every replica of a region is saturated they are
-    alike, and weights cannot make room (the regional law moves or sheds demand). A saturated
-    replica hotter than its peers is cut to NEAR_FACTOR^2 of its weight, not to the floor:
-    it still has capacity, and taking it all away pushes its whole load onto peers that
-    were nearly as busy (measured: replicas of speeds 1 and 3, where flooring the slow ones
-    overloaded the fast ones and then everyone was at the floor).
+    alike, and weights cannot make room (the regional law moves or sheds demand). A replica
+    hotter than its peers gets the share of its weight that would bring it to their level,
+    `relative` (load follows weight), in the capacity tiers' sqrt(2) steps, at least one step
+    down and at most to NEAR_FACTOR of it (NEAR_FACTOR^2 when also saturated; with hashing,
+    where a weight is a ring share, only a saturated one is cut, to at most NEAR_FACTOR).
+    Not to the floor, and not by a fixed quarter: it still has capacity, and taking more
+    than its excess pushes its load onto peers that were nearly as busy. Measured on replicas
+    of speeds 1 and 3: a fast replica at its slots' limit beside slow ones at 0.6 was
+    quartered to 25, below the slow ones' own capacity weights (35-71), and their queues
+    took its load (flooring the slow ones did the same the other way round).
     """
     full = W_MAX * capacity
+    deepest = 1.0
     if is_near and not hashing:
-        full *= NEAR_FACTOR
+        deepest *= NEAR_FACTOR
     if is_near and is_saturated:
-        full *= NEAR_FACTOR
+        deepest *= NEAR_FACTOR
+    if deepest < 1.0:
+        full *= max(deepest, _one_step_down(relative))
     return max(FLOOR, min(W_MAX, round(full)))
 
 
+def _one_step_down(relative: float | None) -> float:
+    """`relative` rounded to the nearest sqrt(2) step, and at least one step below 1 (a cut
+    that moves nothing is no cut); 0.0 when unknown, so the caller's deepest cut applies."""
+    if relative is None or relative <= 0.0:
+        return 0.0
+    position = max(1, round(-2.0 * math.log2(min(relative, 1.0))))
+    return float(2.0 ** (-position / 2))
+
+
 class Moves(NamedTuple):
-    """What `move` remembers: the direction of the last change (+1, -1, 0 for none yet) and
-    when the last MAX_REVERSALS reversals happened (oldest first)."""
+    """What `move` remembers: the direction of the last change (+1, -1, 0 for none yet), when
+    the last MAX_REVERSALS reversals happened (oldest first), and whether the last cut was
+    forced (a saturated replica's), so that a clear recovery may turn back without the gap."""
 
     direction: int = 0
     reversals: tuple[float, ...] = ()
+    forced: bool = False
 
 
 NO_MOVES = Moves()
 
 
+class Evidence(NamedTuple):
+    """How hard the evidence behind this tick's move is: `saturated`, the replica is past its
+    thresholds (a cut goes straight to its goal and need not wait for the gap); `clear`, it
+    has recovered (`recovered`: after a forced cut, a turn back up need not wait either)."""
+
+    saturated: bool = False
+    clear: bool = False
+
+
+SOFT = Evidence()
+
+
+def recovered(level: float, is_saturated: bool, is_near: bool) -> bool:
+    """Clear evidence of recovery: out of both bands' hysteresis, i.e. not saturated, not
+    near, and the level at or below LEAVE_NEAR (where even a replica that was hotter than
+    its peers counts as having room again). Measured: a replica cut on a hard sample whose
+    level then settled at 0.59 was held at a quarter of its weight for the whole gap."""
+    return not is_saturated and not is_near and level <= LEAVE_NEAR
+
+
 def move(
-    published: int, goal: int, now: float, moves: Moves, jump: bool = False
+    published: int, goal: int, now: float, moves: Moves, evidence: Evidence = SOFT
 ) -> tuple[int, Moves]:
     """The weight to publish this tick on the way from `published` to `goal`, and the new
-    bookkeeping. `jump` (a saturated replica) cuts straight to the goal instead of halving.
+    bookkeeping. A saturated replica's cut goes straight to the goal instead of halving.
 
-    For the same `published` and `moves`, a lower goal never yields a higher weight: whether
-    a move may go ahead depends on its direction only, and the limits are monotone.
+    For the same `published`, `moves` and `evidence`, a lower goal never yields a higher
+    weight: whether a move may go ahead depends on its direction only, and the limits are
+    monotone.
     """
     if goal == published:
         return published, moves
     direction = 1 if goal > published else -1
     turning = moves.direction != 0 and direction != moves.direction
-    if turning and not may_turn(now, moves.reversals):
+    hard = evidence.saturated if direction < 0 else evidence.clear and moves.forced
+    if turning and not may_turn(now, moves.reversals, hard):
         return published, moves
     if direction > 0:
         weight = min(goal, 2 * published)
-    elif jump or goal == FLOOR:
+    elif evidence.saturated or goal == FLOOR:
         weight = goal
     else:
         weight = max(goal, (published + 1) // 2)
     reversals = moves.reversals
     if turning:
         reversals = (*reversals, now)[-MAX_REVERSALS:]
-    return weight, Moves(direction, reversals)
+    forced = evidence.saturated if direction < 0 else False
+    return weight, Moves(direction, reversals, forced)
 
 
-def may_turn(now: float, reversals: tuple[float, ...]) -> bool:
-    """Whether one more reversal keeps the budget: the last one at least MIN_REVERSAL_GAP_S
-    ago and, with it, at most MAX_REVERSALS in any REVERSAL_WINDOW_S."""
-    if reversals and now - reversals[-1] < MIN_REVERSAL_GAP_S:
+def may_turn(now: float, reversals: tuple[float, ...], hard: bool = False) -> bool:
+    """Whether one more reversal keeps the budget: at most MAX_REVERSALS in any
+    REVERSAL_WINDOW_S and, unless the turn rests on hard evidence, the last one at least
+    MIN_REVERSAL_GAP_S ago."""
+    if not hard and reversals and now - reversals[-1] < MIN_REVERSAL_GAP_S:
         return False
     return not (
         len(reversals) >= MAX_REVERSALS and now - reversals[-MAX_REVERSALS] < REVERSAL_WINDOW_S

@@ -233,11 +233,14 @@ def test_hysteresis_keeps_an_endpoint_saturated_while_it_oscillates_near_the_thr
     assert all(endpoint(v, edge) == first for v, _ in ticks)  # nothing to push after the first
 
 
-def test_leaving_saturation_needs_a_real_drop_and_then_ramps_up() -> None:
+def test_leaving_saturation_needs_a_real_drop_and_a_clear_recovery_turns_at_once() -> None:
+    """Out of saturation but still hotter than its peers (the near band), the way back up is
+    a turn on soft evidence: it waits for the reversal gap. Once the level is out of both
+    bands the recovery is clear, and the weight ramps back at once, x2 per tick."""
     policy = policy_of()
     edge = addresses(policy, "us-east")[0]
     others = [a for a in addresses(policy) if a != edge]
-    saturation = [1.1, 1.1, 1.1, 0.9, 0.86, 0.5] + [0.5] * 12
+    saturation = [1.1, 1.1, 1.1, 0.9, 0.86, 0.78, 0.78, 0.78, 0.3, 0.3, 0.3, 0.3]
 
     def signals(tick: int, now: float) -> Signals:
         result = _all(others, now, waiting=0.0, kv=0.2)
@@ -246,12 +249,13 @@ def test_leaving_saturation_needs_a_real_drop_and_then_ramps_up() -> None:
 
     history = [endpoint(v, edge) for v, _ in run(policy, signals, len(saturation))]
     states = [e.reason["state"] for e in history]
-    assert states[:5] == ["saturated"] * 5  # 0.9 and 0.86 are still above LEAVE_SATURATED
-    assert "saturated" not in states[6:]
-    cut = [e.weight for e in history[2:8]]
-    assert cut == [25] * 6  # held: the turn back up waits MIN_REVERSAL_GAP_S after the cut
-    ramp = [e.weight for e in history[8:]]
-    assert ramp == sorted(ramp) and ramp[-1] == weights.W_MAX  # then ramps up, x2 per tick
+    assert states[:7] == ["saturated"] * 7  # 0.9, 0.86, 0.78 keep the average above 0.85
+    assert "saturated" not in states[7:]
+    weights_seen = [e.weight for e in history]
+    assert weights_seen[1:8] == [25] * 7  # cut at once; held while only soft evidence
+    assert history[7].reason["band"] == "near" and history[7].reason["goal"] == 50
+    assert weights.MIN_REVERSAL_GAP_S > 14.0  # tick 8 is 14 s after the cut: within the gap
+    assert weights_seen[8:] == [50, 100, 100, 100]  # clear: ramps up, x2 per tick
 
 
 def test_identical_inputs_give_identical_outputs() -> None:
@@ -367,3 +371,44 @@ def test_stationary_noise_is_not_republished() -> None:
         changes = sum(a != b for a, b in itertools.pairwise(published))
         assert changes <= 2, published
         assert {endpoint(v, noisy).reason["state"] for v, _ in ticks} == {"healthy"}
+
+
+def test_a_burst_that_drained_is_cut_at_once_and_restored_at_the_next_scrape() -> None:
+    """One scrape at three times the queue threshold (a burst), the next one idle, scraped
+    every 0.5 s (one sample is a tenth of the average): the replica is cut at once and its
+    weight starts back up at the next tick, not a reversal gap later (the lift that one hard
+    sample gave is taken back by one clear sample)."""
+    policy = policy_of()
+    edge = addresses(policy, "us-east")[0]
+    others = [a for a in addresses(policy) if a != edge]
+    waiting = [0.0] * 6 + [12.0] + [0.0] * 4
+
+    def signals(tick: int, now: float) -> Signals:
+        result = _all(others, now, waiting=0.0, kv=0.2)
+        result[(MODEL, edge)] = signal(edge, waiting=waiting[tick], kv=0.2, at=now)
+        return result
+
+    history = [endpoint(v, edge) for v, _ in run(policy, signals, len(waiting), interval=0.5)]
+    published = [e.weight for e in history]
+    assert published[5] == weights.W_MAX
+    assert published[6] < weights.W_MAX and history[6].reason["state"] == "saturated"
+    assert published[7] > published[6] and history[7].reason["state"] == "healthy"
+    assert published[-1] == weights.W_MAX
+
+
+def test_a_replica_that_stays_busy_after_a_hard_sample_stays_cut() -> None:
+    """A hard sample then samples still past the clear line: the lift holds, the replica
+    stays saturated and cut (no turn on a recovery that is not one)."""
+    policy = policy_of()
+    edge = addresses(policy, "us-east")[0]
+    others = [a for a in addresses(policy) if a != edge]
+    kv = [0.2] * 4 + [0.8 * 2.5] + [0.8 * 0.9] * 4
+
+    def signals(tick: int, now: float) -> Signals:
+        result = _all(others, now, waiting=0.0, kv=0.2)
+        result[(MODEL, edge)] = signal(edge, waiting=0.0, kv=kv[tick], at=now)
+        return result
+
+    history = [endpoint(v, edge) for v, _ in run(policy, signals, len(kv), interval=0.5)]
+    assert [e.reason["state"] for e in history[4:]] == ["saturated"] * 5
+    assert {e.weight for e in history[4:]} == {weights.W_MAX // 4}

@@ -131,6 +131,14 @@ def test_full_weight_while_there_is_room_less_only_when_hotter_than_peers() -> N
     # With hashing a weight is a ring share: only a saturated, hotter replica moves keys.
     assert target(is_saturated=False, is_near=True, hashing=True) == weights.W_MAX
     assert target(is_saturated=True, is_near=True, hashing=True) == weights.W_MAX // 2
+    # Hotter than its peers by a known ratio: that share of its weight, in sqrt(2) steps, at
+    # least one step down, at most to the cuts above.
+    assert target(is_saturated=False, is_near=True, hashing=False, relative=0.9) == 71
+    assert target(is_saturated=False, is_near=True, hashing=False, relative=0.1) == 50
+    assert target(is_saturated=True, is_near=True, hashing=False, relative=0.5) == 50
+    assert target(is_saturated=True, is_near=True, hashing=False, relative=0.1) == 25
+    assert target(is_saturated=True, is_near=True, hashing=True, relative=0.9) == 71
+    assert target(is_saturated=False, is_near=True, hashing=True, relative=0.1) == weights.W_MAX
     # A replica with a third of its peers' capacity gets a third of their weight.
     assert target(is_saturated=False, is_near=False, hashing=False, capacity=1 / 3) == 33
     assert target(is_saturated=True, is_near=True, hashing=False, capacity=0.02) == 1
@@ -176,3 +184,51 @@ def test_a_turn_waits_for_the_reversal_budget_and_a_ramp_does_not() -> None:
     assert weights.move(8, 100, at + 0.5, ramp)[0] == 16
     # The first cut of a calm weight is free: overload is met at once.
     assert weights.move(100, weights.FLOOR, at, weights.Moves(direction=1))[0] == weights.FLOOR
+
+
+def test_a_clear_sample_takes_back_a_hard_lift_and_nothing_else() -> None:
+    gain = weights.alpha(0.5)
+    lifted = weights.settle(weights.Level(0.1), 3.0, gain)
+    assert lifted.value == weights.ENTER_SATURATED and lifted.unlifted is not None
+    # A busy sample keeps the lift (the replica may still be overloaded)...
+    busy = weights.settle(lifted, 0.8, gain)
+    assert busy.value > weights.LEAVE_SATURATED and busy.unlifted is not None
+    # ...a clear one returns the level to the average of the samples themselves.
+    cleared = weights.settle(busy, 0.0, gain)
+    assert cleared.unlifted is None
+    assert cleared.value == pytest.approx(busy.unlifted * (1 - gain))
+    assert cleared.value <= weights.CLEAR
+    # A level its own samples raised is an average like any other: a clear sample is one
+    # more sample, not a reset.
+    own = weights.settle(weights.Level(1.4), 0.0, gain)
+    assert own == weights.Level(pytest.approx(1.4 * (1 - gain)))
+    # The first sample starts the level, lifted or not.
+    assert weights.settle(None, 3.0, gain) == weights.Level(3.0)
+
+
+def test_a_forced_cut_and_a_clear_recovery_do_not_wait_for_the_gap() -> None:
+    t = T0
+    hard = weights.Evidence(saturated=True)
+    clear = weights.Evidence(clear=True)
+    weight, moves = weights.move(100, 25, t, weights.Moves(direction=1), hard)
+    assert weight == 25 and moves.forced and moves.reversals == (t,)
+    # Clearly free again one tick later: the turn back up goes ahead (ramping x2).
+    weight, moves = weights.move(25, 100, t + 0.5, moves, clear)
+    assert weight == 50 and len(moves.reversals) == 2 and not moves.forced
+    # A soft recovery (out of saturation, not clearly free) still waits for the gap.
+    _, soft_cut = weights.move(100, 25, t, weights.Moves(direction=1), hard)
+    assert weights.move(25, 100, t + 0.5, soft_cut) == (25, soft_cut)
+    # So does a clear raise after a cut that was not forced (a tier, the near band).
+    _, near_cut = weights.move(100, 50, t, weights.Moves(direction=1))
+    assert weights.move(50, 100, t + 0.5, near_cut, clear) == (50, near_cut)
+    # A saturated replica's cut right after a raise goes ahead, at once to its goal...
+    assert weights.move(100, 25, t + 1, weights.Moves(1, (t,)), hard)[0] == 25
+    # ...but the budget itself holds whatever the evidence: no third turn in the window.
+    assert weights.move(50, 12, t + 1, moves, hard) == (50, moves)
+
+
+def test_recovery_is_clear_only_out_of_both_bands() -> None:
+    assert weights.recovered(0.7, is_saturated=False, is_near=False)
+    assert not weights.recovered(0.75, is_saturated=False, is_near=False)
+    assert not weights.recovered(0.6, is_saturated=False, is_near=True)
+    assert not weights.recovered(0.6, is_saturated=True, is_near=False)

@@ -195,8 +195,9 @@ def test_replicas_with_room_keep_equal_weights_so_envoy_uses_choice_of_two() -> 
 
 def test_a_replica_hotter_than_its_peers_gets_less_and_a_saturated_one_less_still() -> None:
     """Equal weights are not blindness: a replica persistently near its thresholds while its
-    peers have room is halved, one past them quartered, and the idle one keeps the full
-    weight."""
+    peers have room gets less, one past them less still, each in proportion to how much
+    hotter than its peers it runs (in sqrt(2) steps: 0.67 / 0.93 -> 71, 0.48 / 1.5 -> 35),
+    and the idle ones keep the full weight."""
     policy = policy_of({"us-east": 4, "eu-west": 1, "ap-southeast": 1}, slots=SLOTS)
     hot, full, idle, cool = addresses(policy, "us-east")
     state = None
@@ -212,12 +213,7 @@ def test_a_replica_hotter_than_its_peers_gets_less_and_a_saturated_one_less_stil
     cluster = views.for_region("us-east").cluster(MODEL)
     assert cluster is not None
     got = {e.address: e.weight for e in cluster.endpoints() if e.region == "us-east"}
-    assert got == {
-        hot: weights.W_MAX // 2,
-        full: weights.W_MAX // 4,
-        idle: weights.W_MAX,
-        cool: weights.W_MAX,
-    }
+    assert got == {hot: 71, full: 35, idle: weights.W_MAX, cool: weights.W_MAX}
 
 
 def test_a_replica_three_times_faster_gets_a_fraction_of_the_weight_early() -> None:
