@@ -20,6 +20,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from heliostat.xds.cache.changes import changes
 from heliostat.xds.cache.responses import SharedResponses
 from heliostat.xds.cache.snapshot import Resource, Snapshot
+from heliostat.xds.cache.versions import Versions
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
 from heliostat.xds.protocol.listeners import kept_until_replaced
 from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl, parse_type_url
@@ -51,7 +52,7 @@ class _Sent:
     def versions(self) -> Iterable[tuple[str, str]]:
         return ((r.name, r.version) for r in self.updated)
 
-    def apply(self, have: dict[str, str]) -> None:
+    def apply(self, have: Versions) -> None:
         have.update(self.versions())
         for name in self.removed:
             have.pop(name, None)
@@ -64,8 +65,10 @@ class _TypeState:
     wildcard: bool = False
     names: set[str] = field(default_factory=set)
     globs: set[str] = field(default_factory=set)  # collections, as their `.../` prefix
-    known: dict[str, str] = field(default_factory=dict)  # what the node has: name -> version
-    acked: dict[str, str] = field(default_factory=dict)  # `known` without what is in flight
+    # What the node has (name -> version), and that without what is in flight; both kept
+    # as differences from a snapshot's shared resources (heliostat.xds.cache.versions).
+    known: Versions = field(default_factory=Versions)
+    acked: Versions = field(default_factory=Versions)
     unanswered: set[str] = field(default_factory=set)  # subscribed, not yet answered
     pending: dict[str, _Sent] = field(default_factory=dict)  # nonce -> what it carried
     rejected: dict[str, str] = field(default_factory=dict)  # name -> NACKed version
@@ -117,8 +120,8 @@ class DeltaStream:
         outcome: DeltaOutcome = Outcome()
         if not state.requested:
             state.requested = True
-            state.known = dict(request.initial_resource_versions)
-            state.acked = dict(request.initial_resource_versions)
+            state.known = Versions(request.initial_resource_versions)
+            state.acked = Versions(request.initial_resource_versions)
             subscribe = set(request.resource_names_subscribe)
             state.wildcard = type_url.wildcard_by_default and not subscribe
         if request.response_nonce:
@@ -146,6 +149,8 @@ class DeltaStream:
             state.status.pending_nonce = ""
         if not request.HasField("error_detail"):
             sent.apply(state.acked)
+            if state.type_url is TypeUrl.LB_ENDPOINT:  # share what `known` shares
+                _rebase(state.acked, state.known.base)
             # This response's version: a later one may still be in flight.
             state.status.acked_version = sent.version
             return Event(EventKind.ACK, state.type_url, sent.version)
@@ -153,7 +158,7 @@ class DeltaStream:
         # plus whatever later responses, still in flight, carry.
         state.level_with = None
         state.rejected.update(sent.versions())
-        state.known = dict(state.acked)
+        state.known = state.acked.copy()
         for later in state.pending.values():
             later.apply(state.known)
         error = request.error_detail.message
@@ -209,12 +214,14 @@ class DeltaStream:
                 Event(EventKind.HELD, state.type_url, detail="NACKed before: " + ", ".join(held))
             )
         if not updates and not removed:
+            if state.level_with is available:  # the node's table: only where it differs
+                _rebase(state.known, available)
             if not held and not state.pending and not deferred:
                 # The node already has exactly this snapshot's resources (say, after a
                 # reconnect with initial_resource_versions): it is in sync without a push.
                 state.status.sent_version = state.status.acked_version = self._snapshot.version
             return outcome
-        before = dict(state.known) if state.type_url is TypeUrl.CLUSTER else {}
+        before = state.known.as_dict() if state.type_url is TypeUrl.CLUSTER else {}
         self._nonce_counter += 1
         nonce = str(self._nonce_counter)
         state.pending[nonce] = _Sent(
@@ -226,6 +233,8 @@ class DeltaStream:
             state.known[resource.name] = resource.version
         for name in removed:
             state.known.pop(name, None)
+        if state.level_with is available:
+            _rebase(state.known, available)
         version = self._snapshot.version
         state.status.sent_version = version
         state.status.pending_nonce = nonce
@@ -341,3 +350,13 @@ class DeltaStream:
                 if state.wants(name) and state.known.get(name) != resource.version:
                     return False
         return True
+
+
+def _rebase(table: Versions, base: Mapping[str, Resource]) -> None:
+    """Move `table` onto `base`, looking only at the names that differ between its current
+    base and `base` (one diff per pair of snapshots, shared by every stream)."""
+    if table.base is base:
+        table.rebase(base, ())
+        return
+    changed, gone = changes(table.base, base)
+    table.rebase(base, changed | gone)
