@@ -357,7 +357,8 @@ class ControlPlane:
         xds = (self.options.xds_host, self.options.xds_port)
         token = _admin_token(self.options)
         credentials = _xds_credentials(self.options)
-        options = [*_GRPC_OPTIONS, *server_options(self.options.limits.max_request_bytes)]
+        limits = self.options.limits
+        options = [*_GRPC_OPTIONS, *server_options(limits.max_request_bytes, limits.max_streams)]
         server = self.xds_server = grpc.aio.server(options=options)
         add_to_server(server, self.ads, self.lrs)
         csds.add_to_server(server, self.csds)
