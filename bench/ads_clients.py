@@ -288,18 +288,32 @@ def status(clients: list[Client]) -> dict[str, Any]:
 
 
 def _eds_ack_after(client: Client, t0: float) -> float | None:
-    for receipt in client.receipts:
-        if receipt.type_url in ENDPOINT_TYPES and receipt.received_at >= t0 and receipt.acked_at:
+    """When the client ACKed its first endpoint response received at or after t0. Receipts
+    are in the order received, so only those since t0 are looked at (from the end)."""
+    receipts = client.receipts
+    first = len(receipts)
+    while first and receipts[first - 1].received_at >= t0:
+        first -= 1
+    for receipt in receipts[first:]:
+        if receipt.type_url in ENDPOINT_TYPES and receipt.acked_at:
             return receipt.acked_at
     return None
 
 
 async def await_acks(clients: list[Client], t0: float, timeout: float) -> dict[str, Any]:
+    """Polls only the clients still missing: this runs on the loop that ACKs, and walking
+    every client's receipts every 5 ms took a sixth of this process's time while a change
+    reached 1,000 streams, delaying the very ACKs being measured."""
     deadline = time.monotonic() + timeout
+    missing = list(clients)
     while True:
-        missing = [c.node_id for c in clients if _eds_ack_after(c, t0) is None]
+        missing = [c for c in missing if _eds_ack_after(c, t0) is None]
         if not missing or time.monotonic() > deadline:
-            return {"event": "acked", "acked": len(clients) - len(missing), "missing": missing[:10]}
+            return {
+                "event": "acked",
+                "acked": len(clients) - len(missing),
+                "missing": [c.node_id for c in missing[:10]],
+            }
         await asyncio.sleep(0.005)
 
 

@@ -12,7 +12,7 @@ after the node has ACKed its replacement (`listeners`). A withheld type
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -169,8 +169,14 @@ class DeltaStream:
         return Event(EventKind.NACK, state.type_url, version, request.response_nonce, error)
 
     def _update_subscription(
-        self, state: _TypeState, subscribe: Iterable[str], unsubscribe: Iterable[str]
+        self, state: _TypeState, subscribe: Collection[str], unsubscribe: Collection[str]
     ) -> None:
+        state.status.subscribed = None if state.wildcard else len(state.names) + len(state.globs)
+        if not subscribe and not unsubscribe:
+            # An ACK alone: what the node wants is as it was, and a stream level with a
+            # snapshot stays so (a full walk of a thousand LEDS endpoints on every ACK was
+            # a third of serve's time in a push to 1,000 delta streams).
+            return
         state.level_with = None
         for name in subscribe:
             if name == WILDCARD:

@@ -357,3 +357,6 @@ def test_a_stream_in_step_keeps_no_endpoint_versions_of_its_own() -> None:
         ack(stream, response)
     assert leds.known.own_entries == leds.acked.own_entries == 0
     assert leds.acked.as_dict() == versions(after.for_delta(), LEDS)
+    # An ACK changes no subscription: the stream stays level with the snapshot, so the next
+    # push looks only at what changed, not at every endpoint again.
+    assert leds.level_with is after.for_delta().resources(LEDS)
