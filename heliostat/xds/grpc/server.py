@@ -25,6 +25,7 @@ from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.grpc.load_reports import LoadReports
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
+from heliostat.xds.grpc.wire import WireBytes, passthrough
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, TypeStatus
 from heliostat.xds.protocol.sotw import SotwStream
@@ -84,12 +85,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         # Requests per node, whatever stream they come on; refusals logged sparingly.
         self._buckets = NodeBuckets(limits.rate, limits.burst)
         self.refusals = LogThrottle(limits.log_every_s)
+        # Responses go out as bytes made once per response object, not once per stream.
+        self._wire = WireBytes()
 
     async def StreamAggregatedResources(
         self,
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+    ) -> AsyncIterator[bytes]:
         async for response in self._serve("sotw", SotwStream, request_iterator, context):
             yield response
 
@@ -97,7 +100,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self,
         request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+    ) -> AsyncIterator[bytes]:
         async for response in self._serve("delta", DeltaStream, request_iterator, context):
             yield response
 
@@ -107,7 +110,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         make: Callable[[str], _StreamProtocol[Req, Resp]],
         requests: AsyncIterator[Req],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[Resp]:
+    ) -> AsyncIterator[bytes]:
         try:
             first = await anext(requests)
         except StopAsyncIteration:
@@ -155,7 +158,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             outcome.extend(protocol.on_request(first))
             while True:
                 for response in self._report(mode, node.id, group, outcome):
-                    yield response
+                    yield self._wire.of(response)
                 item = await inbox.get()
                 if item is _CLOSED:
                     return
@@ -329,10 +332,28 @@ async def _admit(
     return None
 
 
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+
 def add_to_server(
     server: grpc.aio.Server, ads: AdsServer, lrs: LoadReportingServer | None = None
 ) -> None:
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    """ADS as the generated `add_AggregatedDiscoveryServiceServicer_to_server` registers
+    it, except that responses arrive serialized (`wire`): shared by every stream."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            ads.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=passthrough,
+        ),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            ads.DeltaAggregatedResources,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=passthrough,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
+    server.add_registered_method_handlers(ADS_SERVICE, handlers)  # type: ignore[attr-defined]
     if lrs is not None:
         lrs_pb2_grpc.add_LoadReportingServiceServicer_to_server(lrs, server)
 
