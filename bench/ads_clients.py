@@ -384,9 +384,9 @@ async def main_async(options: argparse.Namespace) -> int:
             if failed or time.monotonic() > deadline:
                 say(
                     {
+                        **status(clients),
                         "event": "error",
                         "error": failed[0].error if failed else "timed out subscribing",
-                        **status(clients),
                     }
                 )
                 return 1

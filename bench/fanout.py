@@ -14,8 +14,9 @@ Once nothing has been pushed for 1.5 signal intervals, the benchmark drains one 
 (`POST /drain` on serve's admin API, as `heliostat drain` does: a weight change that every
 region's view carries) and stamps the moment with `time.time()`. Every client stamps when
 it ACKed the first EDS (with LEDS, LbEndpoint) response received after that moment on the
-same clock; the ACK latency is the difference. Mode `delta-leds` is delta streams against
-`serve --leds`: each endpoint its own LEDS resource (heliostat.xds.translate.leds).
+same clock; the ACK latency is the difference. Mode `delta` is delta streams against serve
+as it runs by default: each endpoint its own LEDS resource (heliostat.xds.translate.leds);
+`delta-eds` is delta streams against `serve --no-leds` (whole assignments, as SotW).
 Each change drains another endpoint (an undrain would ramp the weight back up over several
 ticks, which is several pushes). `bytes_per_push` is the median over clients of the bytes
 of every response a client received for the change (EDS, LEDS and
@@ -55,8 +56,9 @@ from heliostat.lab.processes import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-# delta-leds: delta streams against `serve --leds` (each endpoint its own LEDS resource).
-MODES = ("sotw", "delta", "delta-leds")
+# delta: delta streams against serve's default (LEDS: each endpoint its own resource);
+# delta-eds: against `serve --no-leds` (whole assignments).
+MODES = ("sotw", "delta", "delta-eds")
 REGION_COUNT = 3
 MODELS = 3
 QUIET_TICKS = 1.5  # no push for longer than this many signal intervals: settled
@@ -145,6 +147,7 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         "signals_timeout_s": plan.timeout_s,
         "change": "POST /drain of one endpoint (another one each change); latency: change "
         "-> each client's ACK of the first EDS (or, with LEDS, LbEndpoint) response after it",
+        "modes": "sotw; delta: serve's default, LEDS for delta nodes; delta-eds: serve --no-leds",
         "metrics": "every endpoint serves a fixed vLLM /metrics page from one process",
         "cases": cases,
         "failed_cases": failed,
@@ -152,16 +155,17 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
     }
 
 
-# Issue 17's targets at 1,000 streams: (mode, case field, at most, unit, what).
+# Issue 17's targets at 1,000 streams: (mode, case field, at most, unit, what). `delta` is
+# serve's default (LEDS); the opt-out `delta-eds` sends whole assignments (10 KB per push
+# here, by construction), so only its latency and memory are held to the targets.
 TARGETS = [
     ("delta", "ack_p99_ms", 300.0, "ms", "one change to 1,000 delta streams, ACK p99"),
     ("sotw", "ack_p99_ms", 600.0, "ms", "one change to 1,000 SotW streams, ACK p99"),
     ("delta", "bytes_per_push", 5_000.0, "B", "bytes per stream for one endpoint's change"),
     ("delta", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 delta streams"),
     ("sotw", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 SotW streams"),
-    ("delta-leds", "ack_p99_ms", 300.0, "ms", "one change to 1,000 delta streams, LEDS, ACK p99"),
-    ("delta-leds", "bytes_per_push", 5_000.0, "B", "bytes per stream for one change, LEDS"),
-    ("delta-leds", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 delta streams, LEDS"),
+    ("delta-eds", "ack_p99_ms", 300.0, "ms", "one change to 1,000 delta streams, --no-leds, p99"),
+    ("delta-eds", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 delta, --no-leds"),
 ]
 TARGET_CLIENTS = 1_000
 
@@ -220,9 +224,9 @@ def measure(
     targets: list[tuple[str, str]],
     plan: Plan,
 ) -> dict[str, Any]:
-    serve = QuietHeliostat(policy, workdir, leds=mode == "delta-leds")
+    serve = QuietHeliostat(policy, workdir, leds=mode != "delta-eds")
     fleet = ClientFleet(
-        workdir, serve, clients, mode.removesuffix("-leds"), plan.clients_per_process
+        workdir, serve, clients, mode.removesuffix("-eds"), plan.clients_per_process
     )
     processes: list[Process] = []
     try:
@@ -383,8 +387,8 @@ class QuietHeliostat(Heliostat):
     """`heliostat serve` at its default log level: the lab's debug logging would write a
     line per xDS event, thousands per change with a thousand clients, and time that too."""
 
-    def __init__(self, policy: Path, workdir: Path, *, leds: bool = False) -> None:
-        super().__init__(policy, workdir, extra_args=["--leds"] if leds else [])
+    def __init__(self, policy: Path, workdir: Path, *, leds: bool = True) -> None:
+        super().__init__(policy, workdir, extra_args=[] if leds else ["--no-leds"])
         self.args[self.args.index("--log-level") + 1] = "info"
 
 
