@@ -358,6 +358,11 @@ def add_to_server(
         lrs_pb2_grpc.add_LoadReportingServiceServicer_to_server(lrs, server)
 
 
+# How long gRPC core keeps a new stream queued for the Python server before cancelling it
+# (its default is 30 s).
+UNREQUESTED_WAIT_S = 300
+
+
 def server_options(
     max_request_bytes: int = MAX_REQUEST_BYTES, max_streams: int = StreamLimits().max_streams
 ) -> list[tuple[str, int]]:
@@ -372,12 +377,17 @@ def server_options(
     the client with `INTERNAL: Internal error from Core` (the cancelled stream's next
     write) and never reached heliostat; the fanout benchmark's 5,000-stream case failed
     on it. heliostat bounds its streams itself (`StreamLimits.max_streams`, refused with
-    RESOURCE_EXHAUSTED and a reason), so the queue may hold as many."""
+    RESOURCE_EXHAUSTED and a reason), so the queue may hold as many. gRPC also cancels a
+    stream left queued for 30 s: 5,000 gateways subscribing at once on a loaded machine
+    took serve 35 s to take (1,100 of 2,500 in one client process cancelled at 30 s), so
+    it may wait `UNREQUESTED_WAIT_S`; an Envoy cancelled there would only reconnect and
+    queue again."""
     return [
         ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", max_request_bytes),
         ("grpc.server.max_pending_requests", max_streams),
         ("grpc.server.max_pending_requests_hard_limit", max_streams),
+        ("grpc.server_max_unrequested_time_in_server", UNREQUESTED_WAIT_S),
     ]
 
 
