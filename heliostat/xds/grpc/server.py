@@ -8,6 +8,7 @@ reports go straight into `load_reports.LoadReports`, which the control loop read
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
@@ -87,6 +88,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self.refusals = LogThrottle(limits.log_every_s)
         # Responses go out as bytes made once per response object, not once per stream.
         self._wire = WireBytes()
+        # Pushes, ACKs and stale requests are logged at debug level: two per stream and
+        # change, and each call through structlog's lazy proxy binds a logger first, so
+        # whether they would be written is decided once (serve configures logging first).
+        self._log_every_event = _debug_enabled()
 
     async def StreamAggregatedResources(
         self,
@@ -191,7 +196,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         acked = False
         for event in outcome.events:
             self._metrics.record(mode, event)
-            _log_event(mode, node_id, event)
+            if self._log_every_event or event.kind not in _DEBUG_EVENTS:
+                _log_event(mode, node_id, event)
             acked = acked or event.kind is EventKind.ACK
         if acked and self.on_ack is not None:
             self.on_ack(group)
@@ -207,6 +213,14 @@ def _log_refusal(refusals: LogThrottle, event: str, node_id: str, **fields: obje
     if unlogged:
         fields["not_logged_since_last"] = unlogged
     log.error(event, node_id=node_id, **fields)
+
+
+_DEBUG_EVENTS = frozenset({EventKind.SENT, EventKind.ACK, EventKind.STALE})
+
+
+def _debug_enabled() -> bool:
+    check = getattr(log.bind(), "is_enabled_for", None)
+    return True if check is None else bool(check(logging.DEBUG))
 
 
 def _log_event(mode: str, node_id: str, event: Event) -> None:
