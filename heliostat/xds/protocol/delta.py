@@ -217,10 +217,11 @@ class DeltaStream:
             return outcome
         available = self._snapshot.resources(state.type_url)
         updates, held, removed, deferred = self._differences(state, available)
-        # Names subscribed to that do not exist: say so, so the node stops waiting.
-        missing = sorted(n for n in state.unanswered if n not in available and n not in removed)
-        removed += [n for n in missing if n not in state.known]
-        state.unanswered.clear()
+        if state.unanswered:
+            # Names subscribed to that do not exist: say so, so the node stops waiting.
+            missing = sorted(n for n in state.unanswered if n not in available and n not in removed)
+            removed += [n for n in missing if n not in state.known]
+            state.unanswered.clear()
         if held:
             outcome.events.append(
                 Event(EventKind.HELD, state.type_url, detail="NACKed before: " + ", ".join(held))
@@ -297,7 +298,10 @@ class DeltaStream:
                 held.append(name)
             else:
                 updates.append(resource)
-        removed, deferred = self._removals(state, available, gone)
+        if gone is not None and not gone:
+            removed, deferred = [], False  # level, and nothing went: the common push
+        else:
+            removed, deferred = self._removals(state, available, gone)
         # Level: from here the next snapshot is compared by what changed, for every type
         # (a thousand streams each walking every cluster, assignment, listener and route on
         # every push was ~50 us per stream, most of a push's protocol work).
