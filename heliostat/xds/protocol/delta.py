@@ -298,9 +298,9 @@ class DeltaStream:
                 held.append(name)
             else:
                 updates.append(resource)
-        if gone is not None and not gone:
-            removed, deferred = [], False  # level, and nothing went: the common push
-        else:
+        removed: list[str] = []
+        deferred = False
+        if gone is None or gone:  # not level, or something went: else the common push
             removed, deferred = self._removals(state, available, gone)
         # Level: from here the next snapshot is compared by what changed, for every type
         # (a thousand streams each walking every cluster, assignment, listener and route on
