@@ -14,8 +14,9 @@ Once nothing has been pushed for 1.5 signal intervals, the benchmark drains one 
 (`POST /drain` on serve's admin API, as `heliostat drain` does: a weight change that every
 region's view carries) and stamps the moment with `time.time()`. Every client stamps when
 it ACKed the first EDS (with LEDS, LbEndpoint) response received after that moment on the
-same clock; the ACK latency is the difference. Mode `delta-leds` is delta streams against
-`serve --leds`: each endpoint its own LEDS resource (heliostat.xds.translate.leds).
+same clock; the ACK latency is the difference. Mode `delta` is delta streams against serve
+as it runs by default: each endpoint its own LEDS resource (heliostat.xds.translate.leds);
+`delta-eds` is delta streams against `serve --no-leds` (whole assignments, as SotW).
 Each change drains another endpoint (an undrain would ramp the weight back up over several
 ticks, which is several pushes). `bytes_per_push` is the median over clients of the bytes
 of every response a client received for the change (EDS, LEDS and
@@ -48,18 +49,21 @@ from heliostat.lab.processes import (
     LabError,
     Process,
     TimedOut,
+    http_get,
     started,
     wait_until,
     write_policy,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-# delta-leds: delta streams against `serve --leds` (each endpoint its own LEDS resource).
-MODES = ("sotw", "delta", "delta-leds")
+# delta: delta streams against serve's default (LEDS: each endpoint its own resource);
+# delta-eds: against `serve --no-leds` (whole assignments).
+MODES = ("sotw", "delta", "delta-eds")
 REGION_COUNT = 3
 MODELS = 3
 QUIET_TICKS = 1.5  # no push for longer than this many signal intervals: settled
 STREAMS_PER_CHANNEL = 50
+METRICS_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         "signals_timeout_s": plan.timeout_s,
         "change": "POST /drain of one endpoint (another one each change); latency: change "
         "-> each client's ACK of the first EDS (or, with LEDS, LbEndpoint) response after it",
+        "modes": "sotw; delta: serve's default, LEDS for delta nodes; delta-eds: serve --no-leds",
         "metrics": "every endpoint serves a fixed vLLM /metrics page from one process",
         "cases": cases,
         "failed_cases": failed,
@@ -150,16 +155,17 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
     }
 
 
-# Issue 17's targets at 1,000 streams: (mode, case field, at most, unit, what).
+# Issue 17's targets at 1,000 streams: (mode, case field, at most, unit, what). `delta` is
+# serve's default (LEDS); the opt-out `delta-eds` sends whole assignments (10 KB per push
+# here, by construction), so only its latency and memory are held to the targets.
 TARGETS = [
     ("delta", "ack_p99_ms", 300.0, "ms", "one change to 1,000 delta streams, ACK p99"),
     ("sotw", "ack_p99_ms", 600.0, "ms", "one change to 1,000 SotW streams, ACK p99"),
     ("delta", "bytes_per_push", 5_000.0, "B", "bytes per stream for one endpoint's change"),
     ("delta", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 delta streams"),
     ("sotw", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 SotW streams"),
-    ("delta-leds", "ack_p99_ms", 300.0, "ms", "one change to 1,000 delta streams, LEDS, ACK p99"),
-    ("delta-leds", "bytes_per_push", 5_000.0, "B", "bytes per stream for one change, LEDS"),
-    ("delta-leds", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 delta streams, LEDS"),
+    ("delta-eds", "ack_p99_ms", 300.0, "ms", "one change to 1,000 delta streams, --no-leds, p99"),
+    ("delta-eds", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 delta, --no-leds"),
 ]
 TARGET_CLIENTS = 1_000
 
@@ -218,9 +224,9 @@ def measure(
     targets: list[tuple[str, str]],
     plan: Plan,
 ) -> dict[str, Any]:
-    serve = QuietHeliostat(policy, workdir, leds=mode == "delta-leds")
+    serve = QuietHeliostat(policy, workdir, leds=mode != "delta-eds")
     fleet = ClientFleet(
-        workdir, serve, clients, mode.removesuffix("-leds"), plan.clients_per_process
+        workdir, serve, clients, mode.removesuffix("-eds"), plan.clients_per_process
     )
     processes: list[Process] = []
     try:
@@ -255,8 +261,8 @@ def measure(
             sizes += [float(row[3]) for row in rows]
             responses += [float(row[4]) for row in rows]
         peak = _memory(serve)["VmHWM"]
-        ticks = serve.metric("heliostat_control_compute_seconds_count")
-        tick_mean_ms = serve.metric("heliostat_control_compute_seconds_sum") / ticks * 1000
+        ticks = _metric(serve, "heliostat_control_compute_seconds_count")
+        tick_mean_ms = _metric(serve, "heliostat_control_compute_seconds_sum") / ticks * 1000
     finally:
         for process in reversed(processes):
             process.stop()
@@ -281,6 +287,18 @@ def measure(
         "acked": len(latencies),
         "client_processes": len(fleet.parts),
     }
+
+
+def _metric(serve: Heliostat, name: str) -> float:
+    """One of serve's metrics, summed over its labels. The lab's `Heliostat.metric` gives
+    /metrics 2 s, which a loaded machine exceeded while serve held a thousand streams (a
+    full run died on it); the figure is read once per case, so waiting longer costs nothing."""
+    _, text = http_get(serve.url("/metrics"), timeout=METRICS_TIMEOUT_S)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + "{", name + " "))
+    )
 
 
 def _drain(serve: Heliostat, model: str, address: str) -> None:
@@ -369,8 +387,8 @@ class QuietHeliostat(Heliostat):
     """`heliostat serve` at its default log level: the lab's debug logging would write a
     line per xDS event, thousands per change with a thousand clients, and time that too."""
 
-    def __init__(self, policy: Path, workdir: Path, *, leds: bool = False) -> None:
-        super().__init__(policy, workdir, extra_args=["--leds"] if leds else [])
+    def __init__(self, policy: Path, workdir: Path, *, leds: bool = True) -> None:
+        super().__init__(policy, workdir, extra_args=[] if leds else ["--no-leds"])
         self.args[self.args.index("--log-level") + 1] = "info"
 
 

@@ -642,9 +642,11 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--leds",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="send delta-xDS gateways each endpoint as its own LEDS resource: one endpoint's "
-        "change is ~1 KB per gateway instead of whole assignments (SotW gateways keep EDS)",
+        "change is ~1 KB per gateway instead of whole assignments (SotW gateways always get "
+        "EDS); --no-leds sends delta gateways whole assignments too",
     )
     serve.add_argument(
         "--policy-poll-interval",

@@ -107,10 +107,10 @@ class ServeOptions:
     # What one xDS client may ask: streams, requests per node, how often refusals are logged.
     limits: StreamLimits = field(default_factory=StreamLimits)
     # Delta-xDS nodes get each endpoint as its own LEDS resource (one endpoint's change is
-    # one small resource on the wire) instead of whole assignments. Off by default: with
-    # 1,000 delta streams it cost serve ~50 MB more (per-stream endpoint versions), past
-    # the 200 MB target that plain EDS meets (bench/fanout.py, issue 17).
-    leds: bool = False
+    # one small resource on the wire) instead of whole assignments; SotW nodes always get
+    # whole assignments. A stream keeps only where its node differs from the snapshot
+    # (xds/cache/versions.py), so LEDS no longer costs serve memory per stream.
+    leds: bool = True
 
 
 class ControlPlane:
@@ -359,7 +359,8 @@ class ControlPlane:
         xds = (self.options.xds_host, self.options.xds_port)
         token = _admin_token(self.options)
         credentials = _xds_credentials(self.options)
-        options = [*_GRPC_OPTIONS, *server_options(self.options.limits.max_request_bytes)]
+        limits = self.options.limits
+        options = [*_GRPC_OPTIONS, *server_options(limits.max_request_bytes, limits.max_streams)]
         server = self.xds_server = grpc.aio.server(options=options)
         add_to_server(server, self.ads, self.lrs)
         csds.add_to_server(server, self.csds)

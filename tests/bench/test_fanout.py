@@ -46,9 +46,9 @@ def test_tiny_run_every_client_acks_every_change(tmp_path: Path) -> None:
         assert case["ticks"] >= 1 and case["tick_mean_ms"] > 0
     by_mode = {c["mode"]: c for c in cases}
     # Delta sends only the assignments the drain changed; SotW sends every one subscribed to.
-    assert by_mode["delta"]["bytes_per_push"] < by_mode["sotw"]["bytes_per_push"]
-    # With LEDS, only the drained endpoint's resources (one per cluster it is in).
-    assert by_mode["delta-leds"]["bytes_per_push"] < by_mode["delta"]["bytes_per_push"]
+    assert by_mode["delta-eds"]["bytes_per_push"] < by_mode["sotw"]["bytes_per_push"]
+    # With LEDS (serve's default), only the drained endpoint's resources (one per cluster).
+    assert by_mode["delta"]["bytes_per_push"] < by_mode["delta-eds"]["bytes_per_push"]
     assert "sotw" in fanout.summary(result)
 
 

@@ -34,6 +34,7 @@ def test_envoy_acks_a_policy_at_its_bounds(
     start_heliostat: Callable[..., Heliostat],
     start_envoy: Callable[..., Envoy],
     high: bool,
+    mode: str,
 ) -> None:
     regions = ("us-east", "eu-west", "ap-southeast")
     served = {region: [upstreams(region), upstreams(region)] for region in regions}
@@ -49,15 +50,19 @@ def test_envoy_acks_a_policy_at_its_bounds(
         timeout=20,
         message=f"envoy in sync (log: {envoy.log_path})",
     )
-    assert set(node["types"]) == {"CDS", "EDS", "LDS", "RDS"}
+    # A delta node takes each endpoint as its own LEDS resource; SotW has plain EDS.
+    leds = {"LEDS"} if mode == "delta" else set()
+    assert set(node["types"]) == {"CDS", "EDS", "LDS", "RDS"} | leds
     assert all(status["last_nack"] is None for status in node["types"].values()), node
     assert heliostat.state()["snapshot_error"] is None
     wait_until(lambda: len(envoy.hosts("llama-70b")) == 6, message="every endpoint in Envoy")
 
     if high:  # at the lowest, every circuit breaker is 0 and Envoy refuses by design
-        replies = [request(gateway, model=model) for model in ("llama-70b", "qwen-7b") * 3]
+        models = ("llama-70b", "qwen-7b") * 3
+        replies = [request(gateway, model=model) for model in models]
         assert [r.status for r in replies] == [200] * 6
-        assert all(r.json()["region"] == "eu-west" for r in replies)
+        answered = [(model, r.json()["region"]) for model, r in zip(models, replies, strict=True)]
+        assert all(region == "eu-west" for _, region in answered), (answered, heliostat.log_path)
     else:
         reply = request(gateway)
         assert reply.status == 503 and reply.headers.get("x-envoy-overloaded") == "true"

@@ -20,10 +20,13 @@ Resources = Mapping[str, Resource]
 _LIMIT = 64  # a few node groups x types x the snapshots in flight
 _DIFFS: OrderedDict[tuple[int, int], tuple[Resources, Resources, frozenset[str], frozenset[str]]]
 _DIFFS = OrderedDict()
+_NONE: frozenset[str] = frozenset()
 
 
 def changes(old: Resources, new: Resources) -> tuple[frozenset[str], frozenset[str]]:
     """(names in `new` whose version differs from `old` or are new, names gone from it)."""
+    if old is new:
+        return _NONE, _NONE
     key = (id(old), id(new))
     hit = _DIFFS.get(key)
     if hit is not None and hit[0] is old and hit[1] is new:  # the entry pins both maps

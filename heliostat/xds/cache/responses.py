@@ -40,13 +40,17 @@ class SharedResponses(Generic[R]):
         self._entries: OrderedDict[Hashable, tuple[R, int]] = OrderedDict()
         self._held = 0
 
-    def get(self, key: Hashable, size: int, build: Callable[[], R]) -> R:
+    def get(self, key: Hashable, size: int | Callable[[], int], build: Callable[[], R]) -> R:
         """The response for `key`, built by `build` the first time; `size` is what it holds
-        (its resources' bytes). One larger than the whole table is built and not kept."""
+        (its resources' bytes), or a function that counts them, called only on a miss (a
+        thousand streams asking for one response count it once). One larger than the whole
+        table is built and not kept."""
         hit = self._entries.get(key)
         if hit is not None:
             self._entries.move_to_end(key)
             return hit[0]
+        if callable(size):
+            size = size()
         response = build()
         if size > self.max_bytes:
             return response

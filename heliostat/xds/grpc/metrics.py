@@ -30,6 +30,13 @@ class XdsMetrics:
         for reason in ("identity", "streams", "rate"):
             self.refused.labels(reason)
 
+        # Two events per stream and push: the labelled counters are looked up once each.
+        self._event_counters: dict[tuple[str, str, str], Counter] = {}
+
     def record(self, mode: str, event: Event) -> None:
         type_name = event.type_url.short if isinstance(event.type_url, TypeUrl) else "unknown"
-        self.events.labels(mode, type_name, event.kind.value).inc()
+        key = (mode, type_name, event.kind.value)
+        counter = self._event_counters.get(key)
+        if counter is None:
+            counter = self._event_counters[key] = self.events.labels(*key)
+        counter.inc()

@@ -58,5 +58,12 @@ class StreamRegistry:
     def entries(self) -> list[StreamEntry]:
         return sorted(self._entries.values(), key=lambda e: (e.node_id, e.stream_id))
 
+    def get(self, stream_id: int) -> StreamEntry | None:
+        return self._entries.get(stream_id)
+
+    def of_group(self, group: NodeGroup) -> list[StreamEntry]:
+        """The group's streams, oldest first (no sorting: called on every push)."""
+        return [e for e in self._entries.values() if e.group == group]
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -8,6 +8,7 @@ reports go straight into `load_reports.LoadReports`, which the control loop read
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
@@ -25,6 +26,7 @@ from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.grpc.load_reports import LoadReports
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
+from heliostat.xds.grpc.wire import WireBytes, passthrough
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, TypeStatus
 from heliostat.xds.protocol.sotw import SotwStream
@@ -84,12 +86,18 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         # Requests per node, whatever stream they come on; refusals logged sparingly.
         self._buckets = NodeBuckets(limits.rate, limits.burst)
         self.refusals = LogThrottle(limits.log_every_s)
+        # Responses go out as bytes made once per response object, not once per stream.
+        self._wire = WireBytes()
+        # Pushes, ACKs and stale requests are logged at debug level: two per stream and
+        # change, and each call through structlog's lazy proxy binds a logger first, so
+        # whether they would be written is decided once (serve configures logging first).
+        self._log_every_event = _debug_enabled()
 
     async def StreamAggregatedResources(
         self,
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+    ) -> AsyncIterator[bytes]:
         async for response in self._serve("sotw", SotwStream, request_iterator, context):
             yield response
 
@@ -97,7 +105,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self,
         request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+    ) -> AsyncIterator[bytes]:
         async for response in self._serve("delta", DeltaStream, request_iterator, context):
             yield response
 
@@ -107,7 +115,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         make: Callable[[str], _StreamProtocol[Req, Resp]],
         requests: AsyncIterator[Req],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[Resp]:
+    ) -> AsyncIterator[bytes]:
         try:
             first = await anext(requests)
         except StopAsyncIteration:
@@ -155,7 +163,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             outcome.extend(protocol.on_request(first))
             while True:
                 for response in self._report(mode, node.id, group, outcome):
-                    yield response
+                    yield self._wire.of(response)
                 item = await inbox.get()
                 if item is _CLOSED:
                     return
@@ -188,7 +196,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         acked = False
         for event in outcome.events:
             self._metrics.record(mode, event)
-            _log_event(mode, node_id, event)
+            if self._log_every_event or event.kind not in _DEBUG_EVENTS:
+                _log_event(mode, node_id, event)
             acked = acked or event.kind is EventKind.ACK
         if acked and self.on_ack is not None:
             self.on_ack(group)
@@ -204,6 +213,14 @@ def _log_refusal(refusals: LogThrottle, event: str, node_id: str, **fields: obje
     if unlogged:
         fields["not_logged_since_last"] = unlogged
     log.error(event, node_id=node_id, **fields)
+
+
+_DEBUG_EVENTS = frozenset({EventKind.SENT, EventKind.ACK, EventKind.STALE})
+
+
+def _debug_enabled() -> bool:
+    check = getattr(log.bind(), "is_enabled_for", None)
+    return True if check is None else bool(check(logging.DEBUG))
 
 
 def _log_event(mode: str, node_id: str, event: Event) -> None:
@@ -329,21 +346,62 @@ async def _admit(
     return None
 
 
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+
 def add_to_server(
     server: grpc.aio.Server, ads: AdsServer, lrs: LoadReportingServer | None = None
 ) -> None:
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    """ADS as the generated `add_AggregatedDiscoveryServiceServicer_to_server` registers
+    it, except that responses arrive serialized (`wire`): shared by every stream."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            ads.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=passthrough,
+        ),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            ads.DeltaAggregatedResources,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=passthrough,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
+    server.add_registered_method_handlers(ADS_SERVICE, handlers)  # type: ignore[attr-defined]
     if lrs is not None:
         lrs_pb2_grpc.add_LoadReportingServiceServicer_to_server(lrs, server)
 
 
-def server_options(max_request_bytes: int = MAX_REQUEST_BYTES) -> list[tuple[str, int]]:
+# How long gRPC core keeps a new stream queued for the Python server before cancelling it
+# (its default is 30 s).
+UNREQUESTED_WAIT_S = 300
+
+
+def server_options(
+    max_request_bytes: int = MAX_REQUEST_BYTES, max_streams: int = StreamLimits().max_streams
+) -> list[tuple[str, int]]:
     """Options every xDS server needs: no SO_REUSEPORT, so a second heliostat on the same
     port is refused instead of sharing its Envoys with the first (gRPC turns it on by
-    default), and the largest request it reads."""
+    default), and the largest request it reads.
+
+    And room for a fleet that connects at once (every Envoy after a restart of heliostat):
+    gRPC core queues a new stream until the Python server takes it, and cancels what is
+    beyond `grpc.server.max_pending_requests` (default 1,000) while the event loop is busy
+    answering the first ones. Measured: of 2,500 streams opened at once, 200-430 ended at
+    the client with `INTERNAL: Internal error from Core` (the cancelled stream's next
+    write) and never reached heliostat; the fanout benchmark's 5,000-stream case failed
+    on it. heliostat bounds its streams itself (`StreamLimits.max_streams`, refused with
+    RESOURCE_EXHAUSTED and a reason), so the queue may hold as many. gRPC also cancels a
+    stream left queued for 30 s: 5,000 gateways subscribing at once on a loaded machine
+    took serve 35 s to take (1,100 of 2,500 in one client process cancelled at 30 s), so
+    it may wait `UNREQUESTED_WAIT_S`; an Envoy cancelled there would only reconnect and
+    queue again."""
     return [
         ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", max_request_bytes),
+        ("grpc.server.max_pending_requests", max_streams),
+        ("grpc.server.max_pending_requests_hard_limit", max_streams),
+        ("grpc.server_max_unrequested_time_in_server", UNREQUESTED_WAIT_S),
     ]
 
 

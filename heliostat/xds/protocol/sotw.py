@@ -196,7 +196,7 @@ class SotwStream:
         outcome.responses.append(  # the version names the resources by content
             _SHARED.get(
                 (type_url, version, nonce),
-                sum(len(r.packed.value) for r in resources),
+                lambda: sum(len(r.packed.value) for r in resources),
                 lambda: discovery_pb2.DiscoveryResponse(
                     version_info=version,
                     resources=[r.packed for r in resources],

@@ -42,3 +42,16 @@ def test_a_response_larger_than_the_table_is_built_and_not_kept() -> None:
     table: SharedResponses[str] = SharedResponses(max_bytes=100)
     assert table.get("big", 101, lambda: "B") == "B"
     assert len(table) == 0 and table.held_bytes == 0
+
+
+def test_a_size_given_as_a_function_is_counted_only_when_the_response_is_built() -> None:
+    table: SharedResponses[str] = SharedResponses(max_bytes=100)
+    counted: list[int] = []
+
+    def size() -> int:
+        counted.append(1)
+        return 30
+
+    for _ in range(5):  # five streams asking for the same response
+        assert table.get("a", size, lambda: "A") == "A"
+    assert len(counted) == 1 and table.held_bytes == 30

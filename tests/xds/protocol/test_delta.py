@@ -137,6 +137,23 @@ def test_a_changed_endpoint_sends_only_that_resource() -> None:
     assert list(eds.removed_resources) == []
 
 
+def test_a_stream_in_step_compares_the_next_snapshot_by_what_changed() -> None:
+    """Every type is level with the snapshot after the node ACKed it, so a push looks
+    only at the names whose content changed (one diff per snapshot pair), and the node's
+    tables share the snapshot's resources instead of copying them."""
+    first = snapshot()
+    stream, _ = connect(first)
+    for type_url in (CDS, EDS, LDS, RDS):
+        state = stream._types[type_url]
+        assert state.level_with is first.resources(type_url)
+        assert state.known.base is first.resources(type_url)
+        assert state.known.own_entries == 0
+    changed = snapshot(llama_port=9105)
+    (eds,) = stream.on_snapshot(changed).responses
+    assert updated(eds) == {"llama": versions(changed, EDS)["llama"]}
+    assert stream._types[EDS].known.as_dict() == versions(changed, EDS)
+
+
 def test_acks_are_recorded_per_response() -> None:
     stream, _ = connect()
     (first,) = stream.on_snapshot(snapshot(llama_port=9105)).responses

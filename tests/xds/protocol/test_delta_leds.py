@@ -328,3 +328,35 @@ def test_withheld_endpoints_hold_back_leds_too_until_released() -> None:
     released = stream.withhold(frozenset()).responses
     assert [TypeUrl(r.type_url) for r in released] == [EDS, LEDS]
     assert {r.name for r in released[1].resources} == set(snap.members["m"])
+
+
+def test_a_stream_in_step_keeps_no_endpoint_versions_of_its_own() -> None:
+    """A thousand delta streams each kept two name -> version tables of every endpoint
+    (~50 MB at 1,000 streams); in step with the snapshot a stream keeps none: its tables
+    point at the snapshot's own resources (heliostat.xds.cache.versions)."""
+    endpoints = fleet(200)
+    memo = TranslationMemo()
+    before = snapshot_of(cluster("m", endpoints), memo=memo)
+    stream = subscribed(before, ["m"], globs(before, "m"))
+    leds = stream._types[LEDS]
+    assert leds.known.own_entries == leds.acked.own_entries == 0
+    assert leds.known.base is before.for_delta().resources(LEDS)
+
+    memo.new_round()
+    old = endpoints[3]
+    endpoints[3] = EndpointView(old.address, old.region, None, 7, Health.HEALTHY)
+    del endpoints[10]
+    after = snapshot_of(cluster("m", endpoints), memo=memo)
+    responses = stream.on_snapshot(after).responses
+    (update,) = [r for r in responses if TypeUrl(r.type_url) is LEDS]
+    assert len(update.resources) == 1 and len(update.removed_resources) == 1
+    # In flight: the node has the new content, has ACKed only the old.
+    assert leds.known.own_entries == 0
+    assert leds.acked.as_dict() == versions(before.for_delta(), LEDS)
+    for response in responses:
+        ack(stream, response)
+    assert leds.known.own_entries == leds.acked.own_entries == 0
+    assert leds.acked.as_dict() == versions(after.for_delta(), LEDS)
+    # An ACK changes no subscription: the stream stays level with the snapshot, so the next
+    # push looks only at what changed, not at every endpoint again.
+    assert leds.level_with is after.for_delta().resources(LEDS)
