@@ -45,9 +45,9 @@ from heliostat.runtime import heap
 from heliostat.runtime.control import ControlLoop
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.signals.record import Signal
-from heliostat.xds.cache.nodes import NodeGroup, Role
 from heliostat.xds.cache.store import SnapshotCache
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.types import TypeUrl
 
 T0 = 1_700_000_000.0
 INTERVAL_S = 2.0

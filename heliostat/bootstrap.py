@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from heliostat.policy.fields import check_name
-from heliostat.xds.cache.nodes import Role
+from heliostat.xds.resources.nodes import Role
 
 XDS_CLUSTER = "heliostat_xds"
 

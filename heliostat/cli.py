@@ -23,7 +23,7 @@ from heliostat.policy.schema import canonical_address
 from heliostat.security.limits import StreamLimits
 from heliostat.signals.from_policy import policy_notes
 from heliostat.version import python_version, version
-from heliostat.xds.cache.nodes import Role
+from heliostat.xds.resources.nodes import Role
 
 
 class UsageError(Exception):

@@ -56,7 +56,7 @@ from heliostat.xds.grpc.server import (
     listen,
     server_options,
 )
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.types import TypeUrl
 
 log = structlog.get_logger("heliostat.serve")
 

@@ -29,10 +29,10 @@ from envoy.service.discovery.v3 import discovery_pb2
 from bench.scale import _policy
 from heliostat.balance import static_views
 from heliostat.runtime.publisher import Inputs, Publisher
-from heliostat.xds.cache.nodes import NodeGroup, Role
 from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.protocol.sotw import SotwStream
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.types import TypeUrl
 
 
 def rss_mb() -> float:

@@ -31,8 +31,8 @@ from heliostat.runtime import control, heap
 from heliostat.runtime import publisher as publishing
 from heliostat.runtime.control import ControlLoop
 from heliostat.runtime.publisher import Inputs, Publisher
-from heliostat.xds.cache.nodes import NodeGroup, Role
 from heliostat.xds.cache.store import SnapshotCache
+from heliostat.xds.resources.nodes import NodeGroup, Role
 
 spent: collections.defaultdict[str, float] = collections.defaultdict(float)
 

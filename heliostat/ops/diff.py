@@ -22,9 +22,9 @@ from google.protobuf.message import Message
 
 from heliostat.balance import Views
 from heliostat.policy import Policy
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.cache.snapshot import Snapshot
-from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl
 from heliostat.xds.translate import build_snapshot
 
 KIND = {

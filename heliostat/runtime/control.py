@@ -24,7 +24,7 @@ from heliostat.runtime import heap
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.runtime.supervise import describe_failure
 from heliostat.signals import Signal
-from heliostat.xds.cache.nodes import NodeGroup
+from heliostat.xds.resources.nodes import NodeGroup
 
 log = structlog.get_logger("heliostat.control")
 

@@ -21,10 +21,10 @@ import structlog
 
 from heliostat.balance import Views
 from heliostat.policy import Policy
-from heliostat.xds.cache.nodes import NodeGroup
-from heliostat.xds.cache.snapshot import InconsistentSnapshot, Snapshot
 from heliostat.xds.cache.store import SnapshotCache
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup
+from heliostat.xds.resources.snapshot import InconsistentSnapshot, Snapshot
+from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate import TranslationMemo, build_snapshot
 
 log = structlog.get_logger("heliostat.publisher")

@@ -15,8 +15,8 @@ from heliostat.balance import ControlState, compute, weights
 from heliostat.balance import affinity as choice
 from heliostat.balance.view import LbPolicy
 from heliostat.policy import Policy, parse_policy
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate import build_snapshot
 from tests.balance.helpers import MODEL, T0, Signals, addresses, cluster, signal
 

@@ -16,11 +16,11 @@ from bench.scale_policy import fleet_policy
 from heliostat.balance import static_views
 from heliostat.lab.processes import LabError
 from heliostat.policy import Policy
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.sotw import SotwStream
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate import build_snapshot
 
 

@@ -36,7 +36,7 @@ from heliostat.xds.grpc.server import AdsServer, add_to_server
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.events import EventKind
 from heliostat.xds.protocol.sotw import SotwStream
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.types import TypeUrl
 from tests.e2e.harness import free_port
 from tests.fuzz.conftest import cases
 from tests.xds.helpers import NODE, snapshot

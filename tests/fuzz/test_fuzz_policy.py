@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from heliostat.balance import static_views
 from heliostat.policy import Policy, PolicyError, parse_policy
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.protocol.types import PUSH_ORDER
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.types import PUSH_ORDER
 from heliostat.xds.translate import build_snapshot
 from tests.fuzz.conftest import cases
 

@@ -10,11 +10,11 @@ from grpc_health.v1 import health_pb2
 from prometheus_client import CollectorRegistry
 
 from heliostat.admin.query import QueryError, narrow
-from heliostat.xds.cache.nodes import NodeGroup, Role
 from heliostat.xds.grpc.convergence import ConvergenceTracker
 from heliostat.xds.grpc.health import HealthServer
 from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
 from heliostat.xds.protocol.events import TypeStatus
+from heliostat.xds.resources.nodes import NodeGroup, Role
 
 
 def test_health_is_serving_only_while_ready() -> None:

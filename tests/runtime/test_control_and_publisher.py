@@ -20,10 +20,10 @@ from heliostat.policy import Policy, parse_policy
 from heliostat.runtime.control import ControlLoop
 from heliostat.runtime.publisher import Inputs, Publisher
 from heliostat.signals import Signal
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.cache.store import SnapshotCache
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import TypeUrl
 
 GROUP = NodeGroup(Role.GATEWAY, "us-east")
 A, B = "127.0.0.1:9101", "127.0.0.2:9101"

@@ -10,9 +10,9 @@ from heliostat.balance import static_views
 from heliostat.policy import Policy, parse_policy
 from heliostat.runtime.control import ControlLoop
 from heliostat.runtime.publisher import Inputs, Publisher
-from heliostat.xds.cache.nodes import NodeGroup, Role
 from heliostat.xds.cache.store import SnapshotCache
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.types import TypeUrl
 
 
 def _policy(name: str, port: int) -> Policy:

@@ -9,9 +9,9 @@ from pathlib import Path
 from heliostat.runtime.publisher import Publisher
 from heliostat.runtime.warmup import SLACK_S, FirstRound
 from heliostat.serve import ControlPlane, ServeOptions
-from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.cache.store import SnapshotCache
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import TypeUrl
 from tests.runtime.test_control_and_publisher import GROUP, inputs, policy_of
 
 

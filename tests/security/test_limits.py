@@ -25,7 +25,7 @@ from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamRegistry
 from heliostat.xds.grpc.server import SERVER_OPTIONS, AdsServer, add_to_server
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.types import TypeUrl
 from tests.xds.helpers import NODE
 
 POLICY = """\

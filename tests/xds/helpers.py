@@ -12,9 +12,9 @@ from google.rpc import status_pb2
 
 from heliostat.balance import static_views
 from heliostat.policy import parse_policy
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.cache.snapshot import Snapshot
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate import ROUTE_CONFIG_NAME, build_snapshot
 
 CDS, EDS, LDS, RDS = TypeUrl.CLUSTER, TypeUrl.ENDPOINT, TypeUrl.LISTENER, TypeUrl.ROUTE

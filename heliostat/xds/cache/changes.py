@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from heliostat.xds.cache.snapshot import Resource
+from heliostat.xds.resources.snapshot import Resource
 
 Resources = Mapping[str, Resource]
 

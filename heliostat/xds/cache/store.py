@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from heliostat.xds.cache.nodes import NodeGroup
-from heliostat.xds.cache.snapshot import Snapshot
+from heliostat.xds.resources.nodes import NodeGroup
+from heliostat.xds.resources.snapshot import Snapshot
 
 Watcher = Callable[[Snapshot], None]
 

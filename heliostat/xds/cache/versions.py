@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 
-from heliostat.xds.cache.snapshot import Resource
+from heliostat.xds.resources.snapshot import Resource
 
 Resources = Mapping[str, Resource]
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from heliostat.xds.cache.nodes import NodeGroup
 from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
+from heliostat.xds.resources.nodes import NodeGroup
 
 GIVE_UP_S = 60.0
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -24,11 +24,11 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from envoy.type.matcher.v3 import node_pb2, string_pb2
 from google.protobuf import timestamp_pb2
 
-from heliostat.xds.cache.nodes import NodeGroup
-from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
 from heliostat.xds.protocol.events import TypeStatus
-from heliostat.xds.protocol.types import PUSH_ORDER
+from heliostat.xds.resources.nodes import NodeGroup
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import PUSH_ORDER
 
 SnapshotLookup = Callable[[NodeGroup], Snapshot | None]
 

@@ -34,7 +34,7 @@ from envoy.service.load_stats.v3 import lrs_pb2
 from heliostat.balance.assemble import BATCH_SUFFIX
 from heliostat.balance.demand import GatewayLoad, OriginLoad
 from heliostat.wire import TENANT_SEPARATOR, VERSION_SEPARATOR
-from heliostat.xds.cache.nodes import Role
+from heliostat.xds.resources.nodes import Role
 
 WINDOW_S = 3.0  # rates are averaged over the reports of the last few seconds
 STALE_AFTER_S = 5.0  # a gateway silent this long no longer speaks for its region

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from heliostat.xds.protocol.events import Event
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.types import TypeUrl
 
 
 class XdsMetrics:

@@ -10,8 +10,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from heliostat.xds.cache.nodes import NodeGroup
 from heliostat.xds.protocol.events import TypeStatus
+from heliostat.xds.resources.nodes import NodeGroup
 
 
 @dataclass(slots=True)

@@ -21,8 +21,6 @@ from google.protobuf import duration_pb2
 
 from heliostat.listen import ListenError, check_free, show
 from heliostat.security.limits import MAX_REQUEST_BYTES, LogThrottle, NodeBuckets, StreamLimits
-from heliostat.xds.cache.nodes import NodeGroup, NodeIdentityError, Role, group_of
-from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.grpc.load_reports import LoadReports
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
@@ -30,7 +28,9 @@ from heliostat.xds.grpc.wire import WireBytes, passthrough
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, TypeStatus
 from heliostat.xds.protocol.sotw import SotwStream
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, NodeIdentityError, Role, group_of
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import TypeUrl
 
 log = structlog.get_logger("heliostat.xds")
 

@@ -19,11 +19,11 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from heliostat.xds.cache.changes import changes
 from heliostat.xds.cache.responses import SharedResponses
-from heliostat.xds.cache.snapshot import Resource, Snapshot
 from heliostat.xds.cache.versions import Versions
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
 from heliostat.xds.protocol.listeners import kept_until_replaced
-from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl, parse_type_url
+from heliostat.xds.resources.snapshot import Resource, Snapshot
+from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl, parse_type_url
 
 # Streams in step answer a change with the same response: built once
 # (heliostat.xds.cache.responses).

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from envoy.config.listener.v3 import listener_pb2
 
-from heliostat.xds.cache.snapshot import Resource
+from heliostat.xds.resources.snapshot import Resource
 
 
 def kept_until_replaced(

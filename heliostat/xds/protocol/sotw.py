@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from heliostat.xds.cache.responses import SharedResponses
-from heliostat.xds.cache.snapshot import Resource, Snapshot, combined_version
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
 from heliostat.xds.protocol.listeners import kept_until_replaced
-from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl, parse_type_url
+from heliostat.xds.resources.snapshot import Resource, Snapshot, combined_version
+from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl, parse_type_url
 
 SotwOutcome = Outcome[discovery_pb2.DiscoveryResponse]
 

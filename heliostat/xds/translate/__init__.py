@@ -11,9 +11,9 @@ from heliostat.balance import ClusterView, RegionView
 from heliostat.balance.view import ReasonValue
 from heliostat.planning.plan import ModelPlan, plan
 from heliostat.policy import Policy
-from heliostat.xds.cache.nodes import NodeGroup
-from heliostat.xds.cache.snapshot import Resource, Snapshot
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup
+from heliostat.xds.resources.snapshot import Resource, Snapshot
+from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate.clusters import model_cluster
 from heliostat.xds.translate.endpoints import assignment_resource
 from heliostat.xds.translate.leds import leds_assignment

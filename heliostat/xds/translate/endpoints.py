@@ -38,8 +38,8 @@ from heliostat.wire import (
     PLAIN_REASON_CODE,
     RAMP_REASON_SUFFIX,
 )
-from heliostat.xds.cache.snapshot import Resource
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.snapshot import Resource
+from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate import eds_wire
 from heliostat.xds.translate.memo import TranslationMemo
 

@@ -30,8 +30,8 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from heliostat.balance import ClusterView, LocalityView
 from heliostat.wire import LEDS_AUTHORITY
-from heliostat.xds.cache.snapshot import Resource
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.snapshot import Resource
+from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate.endpoints import (
     add_drop_policy,
     lb_endpoint_bytes,

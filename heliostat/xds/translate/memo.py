@@ -17,8 +17,8 @@ from google.protobuf.message import Message
 from heliostat.balance import EndpointView
 from heliostat.balance.view import ReasonValue
 from heliostat.planning.subsets import Picked
-from heliostat.xds.cache.memo import RoundMemo
-from heliostat.xds.cache.snapshot import Resource
+from heliostat.xds.resources.memo import RoundMemo
+from heliostat.xds.resources.snapshot import Resource
 
 AssignmentKey = tuple[str, float, tuple[int, ...]]
 LedsKey = tuple[

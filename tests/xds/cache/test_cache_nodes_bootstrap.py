@@ -11,10 +11,10 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from google.protobuf import json_format
 
 from heliostat.bootstrap import XDS_CLUSTER, BootstrapOptions, bootstrap
-from heliostat.xds.cache.nodes import NodeGroup, NodeIdentityError, Role, group_of
-from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.cache.store import SnapshotCache
-from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, NodeIdentityError, Role, group_of
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl
 from tests.xds.helpers import snapshot
 
 ENDPOINT, LB_ENDPOINT = TypeUrl.ENDPOINT, TypeUrl.LB_ENDPOINT

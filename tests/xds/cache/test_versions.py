@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heliostat.xds.cache.changes import changes
-from heliostat.xds.cache.snapshot import Resource
 from heliostat.xds.cache.versions import EMPTY, Resources, Versions
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.snapshot import Resource
+from heliostat.xds.resources.types import TypeUrl
 
 NAMES = [f"e{i}" for i in range(8)]
 

@@ -18,13 +18,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bench.ads_clients import ALL_TYPES, EDS, Client, run_client
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamRegistry
 from heliostat.xds.grpc.server import SERVER_OPTIONS, AdsServer, add_to_server
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import TypeUrl
 from tests.xds.helpers import snapshot
 
 GROUP = NodeGroup(Role.GATEWAY, "us-east")

@@ -7,10 +7,10 @@ import random
 
 from prometheus_client import CollectorRegistry
 
-from heliostat.xds.cache.nodes import NodeGroup, Role
 from heliostat.xds.grpc.convergence import ConvergenceTracker
 from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
 from heliostat.xds.protocol.events import TypeStatus
+from heliostat.xds.resources.nodes import NodeGroup, Role
 
 GROUP = NodeGroup(Role.GATEWAY, "eu-west")
 

@@ -9,8 +9,8 @@ from envoy.service.load_stats.v3 import lrs_pb2
 from google.protobuf import duration_pb2
 
 from heliostat.bootstrap import XDS_CLUSTER, BootstrapOptions, bootstrap
-from heliostat.xds.cache.nodes import Role
 from heliostat.xds.grpc.load_reports import LoadReports, cluster_model
+from heliostat.xds.resources.nodes import Role
 
 MODELS = ["llama", "small.v2"]
 

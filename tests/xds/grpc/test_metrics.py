@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry
 
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.protocol.events import Event, EventKind
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.types import TypeUrl
 
 
 def test_events_are_counted_per_mode_type_and_kind() -> None:

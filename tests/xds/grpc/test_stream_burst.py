@@ -19,12 +19,12 @@ from collections.abc import Callable
 import grpc
 from prometheus_client import CollectorRegistry
 
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.cache.store import SnapshotCache
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamRegistry
 from heliostat.xds.grpc.server import AdsServer, add_to_server, server_options
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.snapshot import Snapshot
 from tests.xds.helpers import snapshot
 
 GROUP = NodeGroup(Role.GATEWAY, "us-east")

@@ -8,10 +8,10 @@ from envoy.service.discovery.v3 import discovery_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.events import EventKind
-from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl
 from tests.xds.helpers import (
     CDS,
     EDS,

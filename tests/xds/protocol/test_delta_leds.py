@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
-from heliostat.xds.cache.snapshot import Resource, Snapshot
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.sotw import SotwStream
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.snapshot import Resource, Snapshot
+from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate.endpoints import assignment_resource
 from heliostat.xds.translate.leds import PREFIX, leds_assignment, segment
 from heliostat.xds.translate.memo import TranslationMemo

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
 from heliostat.wire import ENDPOINT_REASON_KEY, METADATA_NAMESPACE
-from heliostat.xds.cache.memo import RoundMemo
-from heliostat.xds.cache.snapshot import Resource
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.memo import RoundMemo
+from heliostat.xds.resources.snapshot import Resource
+from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate.endpoints import assignment_resource, reason_code
 from heliostat.xds.translate.memo import TranslationMemo
 

@@ -29,9 +29,9 @@ from heliostat.policy import Policy, PolicyError, parse_policy
 from heliostat.policy.durations import MAX_SECONDS
 from heliostat.policy.fields import UINT32_MAX
 from heliostat.signals import Signal, targets_from_policy
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.cache.snapshot import Snapshot
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate import TranslationMemo, build_snapshot
 from tests.xds.translate import pgv
 from tests.xds.translate.bounds_policies import HUGE, bounds_policy, default_addresses

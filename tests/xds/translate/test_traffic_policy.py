@@ -27,11 +27,11 @@ from heliostat.planning.subsets import subset
 from heliostat.planning.versions import TOTAL, version_shares, version_weights
 from heliostat.policy import Policy, PolicyError, load_policy, parse_policy
 from heliostat.wire import PREFIX_KEY_HEADER
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.cache.snapshot import Snapshot
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.sotw import SotwStream
-from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl
 from heliostat.xds.translate import build_snapshot
 from heliostat.xds.translate.prefix_key import SOURCE as LUA_SOURCE
 from tests.xds.helpers import ack, delta_request, sotw_request

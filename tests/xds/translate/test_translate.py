@@ -22,9 +22,9 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from heliostat.balance import static_views
 from heliostat.policy import Policy, parse_policy
 from heliostat.wire import ENDPOINT_REASON_KEY, METADATA_NAMESPACE, MODEL_HEADER, ORIGIN_HEADER
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.cache.snapshot import InconsistentSnapshot, Snapshot
-from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.snapshot import InconsistentSnapshot, Snapshot
+from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl
 from heliostat.xds.translate import (
     ROUTE_CONFIG_NAME,
     build_snapshot,
@@ -395,7 +395,7 @@ def test_versions_agree_across_processes() -> None:
         f"""
         from heliostat.balance import static_views
         from heliostat.policy import parse_policy
-        from heliostat.xds.cache.nodes import NodeGroup, Role
+        from heliostat.xds.resources.nodes import NodeGroup, Role
         from heliostat.xds.translate import build_snapshot
         policy = parse_policy({POLICY!r})
         snap = build_snapshot(

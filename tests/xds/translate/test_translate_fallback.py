@@ -23,8 +23,8 @@ from heliostat.admin.state import describe_views
 from heliostat.balance import FallbackView, RegionView, static_views
 from heliostat.policy import Policy, PolicyError, load_policy, parse_policy
 from heliostat.wire import FALLBACK_FROM_HEADER, PREFIX_KEY_HEADER, SERVED_MODEL_HEADER
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.protocol.types import TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate import build_snapshot
 from heliostat.xds.translate.prefix_key import SOURCE as LUA_SOURCE
 

@@ -9,9 +9,9 @@ from heliostat.balance import ClusterView, EndpointView, LocalityView, RegionVie
 from heliostat.balance.view import Balancing, LbPolicy
 from heliostat.planning.subsets import region_subset, subset, version_subset
 from heliostat.policy import Policy, parse_policy
-from heliostat.xds.cache.nodes import NodeGroup, Role
-from heliostat.xds.cache.snapshot import Snapshot
-from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
+from heliostat.xds.resources.nodes import NodeGroup, Role
+from heliostat.xds.resources.snapshot import Snapshot
+from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl
 from heliostat.xds.translate import TranslationMemo, build_snapshot
 from tests.xds.translate.test_traffic_policy import LLAMA, POLICY
 

@@ -21,8 +21,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from heliostat.xds.cache.memo import RoundMemo
-from heliostat.xds.protocol.types import PUSH_ORDER, TypeUrl
+from heliostat.xds.resources.memo import RoundMemo
+from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl
 
 _HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 
