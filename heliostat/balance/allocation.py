@@ -60,6 +60,8 @@ class Origin:
     capacity: float  # what its endpoints can serve now (>= 0; 0 for an edge region)
     reach: Mapping[str, float]  # other regions within its budget -> RTT (ms)
     max_sent: float = 1.0  # most of its admitted users that may be served elsewhere (0..1)
+    # The most it is planned to with others' users (None: `ceiling` x capacity).
+    rescue: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,7 @@ def allocate(origins: Mapping[str, Origin], ceiling: float) -> Allocation:
     names = sorted(origins)
     local = {o: min(origins[o].demand, origins[o].capacity) for o in names}
     excess = {o: origins[o].demand - local[o] for o in names}
-    room = {q: max(0.0, ceiling * origins[q].capacity - local[q]) for q in names}
+    room = {q: max(0.0, _rescue(origins[q], ceiling) - local[q]) for q in names}
     graph = _Graph()
     source, sink = graph.node("source"), graph.node("sink")
     refused: dict[str, int] = {}
@@ -138,6 +140,13 @@ def allocate(origins: Mapping[str, Origin], ceiling: float) -> Allocation:
         placed[o] = {q: max(0.0, v) for q, v in sorted(plan.items()) if v > _EPS}
         unplaced[o] = max(0.0, graph.flow_on(refused[o]))
     return Allocation(placed=placed, unplaced=unplaced, local=local, room=room)
+
+
+def _rescue(origin: Origin, ceiling: float) -> float:
+    """The most q is planned to once it takes others' users."""
+    if origin.rescue is None:
+        return ceiling * origin.capacity
+    return max(0.0, min(LARGEST, origin.rescue))
 
 
 def _sendable(max_sent: float, demand: float) -> float:

@@ -42,6 +42,7 @@ left out, the allocation's feasibility and the rescuers' room decide.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -70,6 +71,7 @@ BUSY_RELEASE = 0.5  # ... and down to which it still does once refusals started
 REFUSE_AFTER_S = 3.0
 # Kept for the fallback model's decision (it plans a region back to this level).
 RELEASE = RESCUE_CEILING
+_EPS = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,12 @@ class Supply:
     # Every endpoint's throughput was observed full (rates), or the thresholds say so (pressure
     # units): its capacity is a measurement, not an extrapolation from light load.
     measured_full: bool = True
+    # The utilisation its capacity is planned to (`queueing.utilisation`): what its slots
+    # carry with waits the SLO tolerates.
+    utilisation: float = UTILISATION
+    # What it can carry for its own users beyond `capacity` before admitting more serves
+    # fewer of them within the SLO (`queueing.admission`): used when no neighbour has room.
+    strain: float = 0.0
 
 
 def tolerated(region: Supply, ttft_s: float) -> float:
@@ -103,10 +111,13 @@ def drain_time(ttft_s: float) -> float:
     return max(ttft_s, DRAIN_S)
 
 
-def planning_capacity(raw: float, backlog: float, ttft_s: float, drain_s: float) -> float:
-    """C = UTILISATION x raw, less the drain of the backlog the SLO does not tolerate."""
+def planning_capacity(
+    raw: float, backlog: float, ttft_s: float, drain_s: float, utilisation: float = UTILISATION
+) -> float:
+    """C = u x raw, less the drain of the backlog the SLO does not tolerate; u is the
+    region's planning utilisation (`queueing.utilisation`, at most UTILISATION)."""
     excess = max(0.0, backlog - raw * QUEUE_SHARE * ttft_s)
-    return max(0.0, UTILISATION * raw - excess / drain_s)
+    return max(0.0, utilisation * raw - excess / drain_s)
 
 
 def max_lent(model: Model) -> float:
@@ -128,6 +139,7 @@ def step(
 ) -> dict[str, RegionState]:
     """Every region's plan for this tick. `refused`: each region's refused fraction last tick."""
     regions = sorted(policy.spec.regions)
+    supply = {r: _persistent(s, previous.get(r), model) for r, s in supply.items()}
     users = _demands(model, regions, supply, rates, gateways, previous, refused, dt, now)
     cap = max_lent(model)
     plan = allocation.allocate(
@@ -137,7 +149,12 @@ def step(
     for r in regions:
         own = supply.get(r)
         placed = plan.placed.get(r, {})
-        unplaced = plan.unplaced.get(r, 0.0)
+        beyond = plan.unplaced.get(r, 0.0)  # beyond what the regions in budget plan to carry
+        # What its own slots carry beyond their planning level stays home; only the rest is
+        # unplaced: the fallback's and the refusal's share.
+        unplaced = max(0.0, beyond - own.strain) if own is not None else beyond
+        if unplaced <= _EPS:
+            unplaced = 0.0
         refusing = r in previous and previous[r].refusable > 0.0
         full_since = None
         if unplaced > 0.0:
@@ -155,7 +172,7 @@ def step(
             capacity=own.capacity if own is not None else 0.0,
             load=own.load if own is not None else 0.0,
             demand=users.smoothed[r],
-            overflowing=unplaced > 0.0 or any(q != r for q in placed),
+            overflowing=beyond > 0.0 or any(q != r for q in placed),
             lending=_capped(lending, 1.0 if own is None or own.endpoints == 0 else cap),
             measured=users.measured.get(r, 0.0),
             endpoints=own.endpoints if own is not None else 0,
@@ -169,6 +186,7 @@ def step(
             batch=users.batch.get(r),
             rates=rates,
             late=own is not None and rates and late(own, model.slo.ttft_ms / 1000.0),
+            utilisation=own.utilisation if own is not None else UTILISATION,
         )
     return result
 
@@ -245,9 +263,17 @@ def _origins(
         capacity = own.capacity if own is not None else 0.0
         was_lending = r in previous and previous[r].overflowing
         demanded = users.smoothed[r]
-        if own is not None and own.endpoints > 0 and own.occupancy < BUSY and not was_lending:
-            # Not busy: it evidently serves its own users, whatever the estimate says (once
-            # it lends, its own load no longer shows its demand: the estimate decides).
+        if (
+            own is not None
+            and own.endpoints > 0
+            and own.occupancy < BUSY
+            and not was_lending
+            and not own.measured_full
+        ):
+            # Not busy, on a capacity never observed full: it evidently serves its own
+            # users, whatever the extrapolated estimate says (once it lends, its own load no
+            # longer shows its demand: the estimate decides). A capacity observed at full
+            # load is a measurement: its planning level (`queueing`) stands.
             capacity = max(capacity, demanded)
         if demanded <= 0.0 and capacity <= 0.0:
             continue
@@ -256,7 +282,9 @@ def _origins(
         if not edge and users.source[r] == demand.ENGINES:
             sent = min(sent, 1.0 - demand.MIN_KEPT)
         reach = {q: policy.rtt_ms(r, q) for q in within_budget(policy, model, r)}
-        origins[r] = allocation.Origin(demanded, capacity, reach, sent)
+        origins[r] = allocation.Origin(
+            demanded, capacity, reach, sent, rescue=_rescue(own, capacity) if own else None
+        )
     return origins
 
 
@@ -292,6 +320,7 @@ def _lending(
         own.backlog > tolerated(own, ttft)
         or (r in previous and previous[r].backlog > tolerated(own, ttft))
     )
+    overdue = own is not None and _late_twice(model, own, previous.get(r))
     lending: dict[str, Held] = {}
     for q in sorted(set(lent_before) | set(placed)):
         if q == r:
@@ -305,6 +334,7 @@ def _lending(
         # In distress: a queue beyond what the SLO tolerates (not one noisy interval).
         distressed = rescuer is not None and rescuer.backlog > tolerated(rescuer, ttft)
         falling = target < _published(lent_before, q)
+        rising = target > _published(lent_before, q)
         held = publish.hold(
             lent_before.get(q),
             target,
@@ -313,12 +343,38 @@ def _lending(
             # No release grace here (`publish.RELEASE_TICKS`, as the fallback has): holding
             # a share up for a few ticks after the plan lowered it overloads a rescuer whose
             # own users are arriving (planet discrete flash crowd: us-east 99.5% -> 95.5%).
-            urgent=q not in reachable or ((distressed or draining) and falling),
+            # Nor is a rise held while its own queue is late (now and at the last tick):
+            # users waiting past the SLO are no noise to damp.
+            urgent=q not in reachable
+            or ((distressed or draining) and falling)
+            or (overdue and rising),
             reason=functools.partial(_reason, r, q, smoothed, plan, unit),
         )
-        if held.published > 0.0 or held.target > 0.0:
+        # A share back at zero is remembered while its last move still holds a reversal
+        # back: forgotten, the next tick's rise would not count as turning round.
+        if held.published > 0.0 or held.target > 0.0 or now - held.moved_at < publish.hold_s():
             lending[q] = held
     return lending
+
+
+def _persistent(own: Supply, before: RegionState | None, model: Model) -> Supply:
+    """The supply with its backlog drain sized on the backlog that lasted: the smaller of
+    this tick's and the last one's. A pool of slots run near its planning level queues for
+    an instant now and then (an M/M/c queue does, see `queueing`); draining each such blip
+    within T_drain took a tenth of a 12-slot region's capacity off for one tick at a time,
+    and the shares it lends turned back and forth with it (planet regional surge: 24 turns
+    in 3 minutes). A backlog that stays two ticks is drained as before."""
+    if not own.rates or before is None or not before.rates or own.backlog <= before.backlog:
+        return own
+    ttft = model.slo.ttft_ms / 1000.0
+    capacity = planning_capacity(own.raw, before.backlog, ttft, drain_time(ttft), own.utilisation)
+    return dataclasses.replace(own, capacity=capacity)
+
+
+def _rescue(own: Supply, capacity: float) -> float:
+    """The most the region is planned to once it serves others' users: its planning
+    capacity, and below RESCUE_CEILING of what it admits at most (its own users come first)."""
+    return min(capacity, RESCUE_CEILING * (capacity + own.strain))
 
 
 def _late_twice(model: Model, own: Supply | None, before: RegionState | None) -> bool:
@@ -358,9 +414,12 @@ def _refusable(
         region = supply.get(q)
         if region is None or region.endpoints == 0:
             continue
-        if region.occupancy < busy:
+        # Busy relative to what it admits (`queueing.admission`): a pool of a few slots is
+        # full for its users' SLO well before every slot is in use.
+        admits = region.utilisation + region.strain / region.raw if region.raw > 0 else 1.0
+        if region.occupancy < busy * min(1.0, admits / UTILISATION):
             return 0.0
-        if q != origin and plan.served_at(q) < RESCUE_CEILING * region.capacity - 1e-6:
+        if q != origin and plan.served_at(q) < _rescue(region, region.capacity) - 1e-6:
             return 0.0  # room left that the operator's cap kept it from: not a full planet
         proven = region.measured_full or late(region, model.slo.ttft_ms / 1000.0)
         if not proven and refusing is None:

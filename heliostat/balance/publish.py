@@ -51,6 +51,11 @@ RELEASE_TICKS = 3
 NOTHING = Held(published=0.0, target=0.0)
 
 
+def hold_s() -> float:
+    """How long after a move a reversal of it can still be held (any fraction's)."""
+    return max(REVERSAL_HOLD_S, REFUSAL_REVERSAL_S)
+
+
 def quantise(value: float) -> float:
     """The value in thousandths, within [0, 1] (nan, from estimates past the float range, is
     0: nothing is decided on it)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from heliostat.balance import demand, overflow, publish
+from heliostat.balance import demand, publish
 from heliostat.balance.state import Held, RefusalState, RegionState
 
 IDLE = RefusalState(interactive=publish.NOTHING, batch=publish.NOTHING)
@@ -81,7 +81,7 @@ def step(
     # backlog term took off (`overflow.planning_capacity`). Batch alone carries that part.
     drain = 0.0
     if region.rates:
-        drain = max(0.0, overflow.UTILISATION * region.raw_capacity - region.capacity)
+        drain = max(0.0, region.utilisation * region.raw_capacity - region.capacity)
     return _publish(
         previous,
         fraction,
