@@ -71,7 +71,6 @@ BUSY_RELEASE = 0.5  # ... and down to which it still does once refusals started
 REFUSE_AFTER_S = 3.0
 # Kept for the fallback model's decision (it plans a region back to this level).
 RELEASE = RESCUE_CEILING
-_EPS = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +148,7 @@ def step(
     for r in regions:
         own = supply.get(r)
         placed = plan.placed.get(r, {})
-        beyond = plan.unplaced.get(r, 0.0)  # beyond what the regions in budget plan to carry
-        # What its own slots carry beyond their planning level stays home; only the rest is
-        # unplaced: the fallback's and the refusal's share.
-        unplaced = max(0.0, beyond - own.strain) if own is not None else beyond
-        if unplaced <= _EPS:
-            unplaced = 0.0
+        unplaced = plan.unplaced.get(r, 0.0)
         refusing = r in previous and previous[r].refusable > 0.0
         full_since = None
         if unplaced > 0.0:
@@ -172,7 +166,7 @@ def step(
             capacity=own.capacity if own is not None else 0.0,
             load=own.load if own is not None else 0.0,
             demand=users.smoothed[r],
-            overflowing=beyond > 0.0 or any(q != r for q in placed),
+            overflowing=unplaced > 0.0 or any(q != r for q in placed),
             lending=_capped(lending, 1.0 if own is None or own.endpoints == 0 else cap),
             measured=users.measured.get(r, 0.0),
             endpoints=own.endpoints if own is not None else 0,
@@ -216,12 +210,20 @@ def _demands(
     """Each region's demand: its gateways' reports (rates mode), else its engines'."""
     fixed: dict[str, float] = {}
     batch: dict[str, float] = {}
+    steps: set[str] = set()
     if rates:
         for r in regions:
             report = gateways.origin(model.name, r, now)
             if report is not None:
                 fixed[r] = report.total
                 batch[r] = report.batch
+                step = demand.stepped(report)
+                if step is not None:
+                    # A step up in the newest reports (`demand.stepped`): it is the demand.
+                    fixed[r] = step
+                    steps.add(r)
+                    if report.total > 0:
+                        batch[r] = report.batch * step / report.total
     arrivals = {r: s.load for r, s in supply.items() if s.endpoints > 0}
     shares = {r: s.shares for r, s in previous.items()}
     measured = demand.from_engines(arrivals, fixed, shares, refused)
@@ -236,6 +238,8 @@ def _demands(
         own = supply.get(r)
         if before is None or before.source != source[r] or before.rates != rates:
             smoothed[r] = value
+        elif r in steps and value > before.demand:
+            smoothed[r] = value  # a step its gateways measured: taken at once
         elif r in fixed and value > before.demand and own is not None and late(own, ttft):
             # A rise its gateways measure while its own queue is already late: two
             # independent witnesses of the same surge, so it is taken at once (feed-forward),
@@ -263,18 +267,11 @@ def _origins(
         capacity = own.capacity if own is not None else 0.0
         was_lending = r in previous and previous[r].overflowing
         demanded = users.smoothed[r]
-        if (
-            own is not None
-            and own.endpoints > 0
-            and own.occupancy < BUSY
-            and not was_lending
-            and not own.measured_full
-        ):
-            # Not busy, on a capacity never observed full: it evidently serves its own
-            # users, whatever the extrapolated estimate says (once it lends, its own load no
-            # longer shows its demand: the estimate decides). A capacity observed at full
-            # load is a measurement: its planning level (`queueing`) stands.
-            capacity = max(capacity, demanded)
+        if own is not None and own.endpoints > 0 and own.occupancy < BUSY and not was_lending:
+            # Not busy: it evidently serves its own users, whatever the estimate says (once
+            # it lends, its own load no longer shows its demand: the estimate decides); up
+            # to what it admits at most (`queueing.admission`): past that, its queue says so.
+            capacity = max(capacity, min(demanded, own.capacity + own.strain))
         if demanded <= 0.0 and capacity <= 0.0:
             continue
         edge = own is None or own.endpoints == 0
@@ -283,7 +280,12 @@ def _origins(
             sent = min(sent, 1.0 - demand.MIN_KEPT)
         reach = {q: policy.rtt_ms(r, q) for q in within_budget(policy, model, r)}
         origins[r] = allocation.Origin(
-            demanded, capacity, reach, sent, rescue=_rescue(own, capacity) if own else None
+            demanded,
+            capacity,
+            reach,
+            sent,
+            rescue=_rescue(own, capacity) if own else None,
+            strain=max(0.0, own.capacity + own.strain - capacity) if own else 0.0,
         )
     return origins
 
