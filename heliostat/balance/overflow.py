@@ -113,10 +113,18 @@ def drain_time(ttft_s: float) -> float:
 def planning_capacity(
     raw: float, backlog: float, ttft_s: float, drain_s: float, utilisation: float = UTILISATION
 ) -> float:
-    """C = u x raw, less the drain of the backlog the SLO does not tolerate; u is the
-    region's planning utilisation (`queueing.utilisation`, at most UTILISATION)."""
+    """C = u x raw, less the drain of the backlog the SLO does not tolerate beyond what
+    the slack of the plan drains by itself; u is the region's planning utilisation
+    (`queueing.utilisation`, at most UTILISATION).
+
+    A region planned to u x raw leaves (1 - u) x raw of its capacity free, and a backlog
+    drains through it: only a drain faster than that takes planning capacity off. (Taking
+    the whole drain off as well planned a small pool, whose slack is a third of its
+    capacity, away from its own slots at every short queue and back once it drained: two
+    turns of its shares per queue, most of the planet surge's reversals.)"""
     excess = max(0.0, backlog - raw * QUEUE_SHARE * ttft_s)
-    return max(0.0, utilisation * raw - excess / drain_s)
+    slack = max(0.0, 1.0 - utilisation) * raw
+    return max(0.0, utilisation * raw - max(0.0, excess / drain_s - slack))
 
 
 def max_lent(model: Model) -> float:
@@ -313,14 +321,12 @@ def _lending(
         admitted = max(admitted, smoothed * (1.0 - demand.MAX_INFERRED_REFUSAL))
     reachable = set(within_budget(policy, model, r))
     lent_before = previous[r].lending if r in previous else {}
-    ttft = model.slo.ttft_ms / 1000.0
     unit = "/s" if rates else " endpoints"
-    # While its own backlog is beyond what the SLO tolerates (now or at the last tick), part
+    # While its plan drains a backlog that lasted (now or at the last tick, `drains`), part
     # of what it lends drains that backlog: that part follows the drain down at once; the
     # plan completing is not a reversal to hold.
-    draining = own is not None and (
-        own.backlog > tolerated(own, ttft)
-        or (r in previous and previous[r].backlog > tolerated(own, ttft))
+    draining = (own is not None and drains(own.capacity, own.utilisation, own.raw)) or (
+        r in previous and drains_now(previous[r])
     )
     overdue = own is not None and _late_twice(model, own, previous.get(r))
     lending: dict[str, Held] = {}
@@ -333,8 +339,10 @@ def _lending(
         # stays home.
         target = math.floor(target * publish.RESOLUTION + 1e-9) / publish.RESOLUTION
         rescuer = supply.get(q)
-        # In distress: a queue beyond what the SLO tolerates (not one noisy interval).
-        distressed = rescuer is not None and rescuer.backlog > tolerated(rescuer, ttft)
+        # In distress: a queue beyond what the SLO tolerates at this tick and the last (not
+        # one noisy interval: a pool near its planning level queues for an instant now and
+        # then, see `_persistent`).
+        distressed = rescuer is not None and _late_twice(model, rescuer, previous.get(q))
         falling = target < _published(lent_before, q)
         rising = target > _published(lent_before, q)
         held = publish.hold(
@@ -371,6 +379,16 @@ def _persistent(own: Supply, before: RegionState | None, model: Model) -> Supply
     ttft = model.slo.ttft_ms / 1000.0
     capacity = planning_capacity(own.raw, before.backlog, ttft, drain_time(ttft), own.utilisation)
     return dataclasses.replace(own, capacity=capacity)
+
+
+def drains(capacity: float, utilisation: float, raw: float) -> bool:
+    """Part of the planning capacity is taken off to drain a backlog (`_persistent`)."""
+    return capacity < utilisation * raw - 1e-9
+
+
+def drains_now(region: RegionState) -> bool:
+    """The region's plan this tick drains a backlog that lasted (see `drains`)."""
+    return region.rates and drains(region.capacity, region.utilisation, region.raw_capacity)
 
 
 def _rescue(own: Supply, capacity: float) -> float:

@@ -104,6 +104,11 @@ def hold(
     move = goal - published
     direction = 1 if move > 0 else -1
     small = abs(move) < width - 1e-9 and goal > 0.0
+    if abs(move) < band - 1e-9 and goal > 0.0:
+        # Within the dead band even when urgent: a move that small relieves nothing, and
+        # each one is a turn Envoy makes (urgent falls of a few thousandths, one per noisy
+        # tick, were most of the planet surge's reversals).
+        return dataclasses.replace(previous, target=goal, spread=spread, below=below)
     # Back to zero (users home, nothing refused) waits less: it is always safe.
     hold_for = min(reversal_s, RELEASE_HOLD_S) if goal == 0.0 else reversal_s
     reversal = (
