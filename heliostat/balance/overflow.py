@@ -30,7 +30,12 @@ GPUs, included):
    (mean occupancy >= BUSY) and only once it has been unplaced for REFUSE_AFTER_S without
    a break (a failover or an estimate's jump is not a full planet), or sooner once the
    origin's queue has been beyond what the SLO tolerates for two ticks running (the queues
-   are not absorbing it: every request that waits there is late): otherwise it stays home.
+   are not absorbing it: every request that waits there is late), or at once when the
+   demand is a rate its gateways measured (over a window of seconds, steps taken at once)
+   against capacities in requests/s: the excess is known before any queue shows it, and
+   refusing it then keeps the queue from building (a flash crowd's admitted requests
+   otherwise wait behind the seconds of queue built before the refusal). Otherwise it
+   stays home.
    Likewise a region
    that is not busy is taken to carry its own users whatever its capacity estimate says:
    estimates from light load are extrapolations, and local first means no user leaves a
@@ -164,7 +169,9 @@ def step(
             full_since = now if before_full is None else before_full
         refusable = 0.0
         if full_since is not None and (
-            now - full_since >= REFUSE_AFTER_S or _late_twice(model, own, previous.get(r))
+            now - full_since >= REFUSE_AFTER_S
+            or _late_twice(model, own, previous.get(r))
+            or (rates and users.source[r] == demand.GATEWAYS)
         ):
             refusable = _refusable(
                 policy, model, r, supply, plan, unplaced, refused.get(r, 0.0) if refusing else None
