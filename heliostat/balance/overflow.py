@@ -428,8 +428,11 @@ def _refusable(
     mostly in use has room its capacity estimate has not seen yet) and the plan filled every
     in-budget region to its ceiling. If the plan left room somewhere, the excess is there
     because the operator's cap kept the origin's users away, not because the GPUs are full:
-    it stays home rather than being refused. Nor is a region whose capacity was never
-    observed at full load (only extrapolated) proof of a full planet. Once refusing
+    it stays home rather than being refused. Nor is an origin whose capacity was never
+    observed at full load (only extrapolated) proof of a full planet: it may serve what it
+    would refuse. A rescuer's estimate needs no such proof: the plan sends it nothing past
+    its room whatever the refusal decides, and its slots in use (busy) are measured; the
+    excess would only queue at the origin. Once refusing
     (`refusing`: the fraction it refuses, None when it does not), "busy" is held down to
     BUSY_RELEASE, and further by the fraction refused: refusing lowers the load the rescuers
     see (a capped share is a share of the admitted users), which must not end it.
@@ -449,7 +452,7 @@ def _refusable(
         if q != origin and plan.served_at(q) < _rescue(region, region.capacity) - 1e-6:
             return 0.0  # room left that the operator's cap kept it from: not a full planet
         proven = region.measured_full or late(region, model.slo.ttft_ms / 1000.0)
-        if not proven and refusing is None:
+        if q == origin and not proven and refusing is None:
             # Its capacity is extrapolated from light load: not proof it is full. A queue
             # beyond what the SLO tolerates is: it is full now, whatever the estimate; and
             # once refusing, the queue the refusal drained proves nothing either way.
