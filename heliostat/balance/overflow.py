@@ -357,6 +357,10 @@ def _lending(
             target,
             now,
             band=publish.SHARE_BAND,
+            # No size of move turns a share back within REVERSAL_HOLD_S by itself: the
+            # target of a small pool's share swings by tens of points with its estimates.
+            # Real needs are urgent instead: a rescuer's or the origin's lasting queue.
+            large_move=math.inf,
             # No release grace here (`publish.RELEASE_TICKS`, as the fallback has): holding
             # a share up for a few ticks after the plan lowered it overloads a rescuer whose
             # own users are arriving (planet discrete flash crowd: us-east 99.5% -> 95.5%).

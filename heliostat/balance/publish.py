@@ -74,6 +74,7 @@ def hold(
     reversal_s: float = REVERSAL_HOLD_S,
     release_ticks: int = 1,
     falls_after: int | None = None,
+    large_move: float = LARGE_MOVE,
     reason: Callable[[float], str] = lambda _: "",
 ) -> Held:
     """The published fraction after this tick (see the module docstring).
@@ -90,7 +91,7 @@ def hold(
     spread = previous.spread + NOISE_GAIN * (abs(goal - previous.target) - previous.spread)
     if before is None:
         spread = 0.0
-    large = max(LARGE_MOVE, 2 * width)
+    large = max(large_move, 2 * width)
     published = previous.published
     below = min(max(release_ticks, falls_after or 0), previous.below + 1) if goal < published else 0
     if falls_after is not None and below >= falls_after and published - goal >= band - 1e-9:
