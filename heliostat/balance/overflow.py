@@ -479,7 +479,7 @@ def _capped(lending: dict[str, Held], cap: float) -> dict[str, Held]:
     scale = cap / total if total > cap else 1.0
     return {
         q: Held(
-            publish.quantise(eased[q] * scale - 0.0005) if scale < 1.0 else eased[q],
+            _floor(eased[q] * scale) if scale < 1.0 else eased[q],
             h.target,
             h.direction,
             h.moved_at,
@@ -507,3 +507,9 @@ def _reason(
         f"{demand_now:.2f}{unit}, serves {local:.2f}{unit} itself, {rescuer} had room "
         f"for {plan.room.get(rescuer, 0.0):.2f}{unit}"
     )
+
+
+def _floor(value: float) -> float:
+    """Down to thousandths (a cap is never exceeded), robust to float error: 0.3 stays 0.3
+    (rounding 0.2995 published 0.299 and 0.3 on alternate ticks, a turn each time)."""
+    return max(0.0, math.floor(value * publish.RESOLUTION + 1e-6) / publish.RESOLUTION)

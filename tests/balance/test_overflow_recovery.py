@@ -231,7 +231,7 @@ def test_without_a_cap_a_2x_surge_is_placed_in_budget_and_the_queue_stays_short(
     # room to make for them and the sender keeps some above its planning level).
     ttft = 1.0  # the policy's default SLO
     level = queueing.utilisation(SLOTS, SLOTS / SERVICE_S, QUEUE_SHARE * ttft, UTILISATION)
-    admits = queueing.admission(SLOTS, SLOTS / SERVICE_S, (1 - QUEUE_SHARE) * ttft, UTILISATION)
+    admits = queueing.admission(SLOTS, SLOTS / SERVICE_S, ttft, UTILISATION)
     assert level < admits < UTILISATION  # a pool of 8 slots runs below UTILISATION
     low = (2.0 - level) / 2.0 if gateways else (2.0 - admits) / 2.0
     assert low - 0.01 <= min(settled) and max(settled) <= (2.0 - level) / 2.0 + 0.05
