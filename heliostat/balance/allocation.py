@@ -17,14 +17,20 @@ region with gateways and no GPUs (an edge) has C_o = 0.
 4. **Strain, then refuse.** Excess that no region within budget has room for is served by
    o's own slots beyond their planning level, up to its `strain` (what they carry before
    more admitted means fewer served within the SLO, `queueing.admission`): late-ish is
-   better than refused. What is left is unplaced: the gateways refuse it (see `refusal`).
+   better than refused. Then by a rescuer's strain (cost 2 STRAIN: after every origin's
+   own), never past `ceiling` of what the rescuer admits: a region whose replicas all
+   died, or an edge, is otherwise refused what its neighbours could still serve. What is
+   left is unplaced: the gateways refuse it (see `refusal`).
 
 Costs make the flow prefer, in this order: serving over refusing (a refusal costs REFUSE,
 far more than any round trip), then the least total round trip (a hop costs its RTT in ms
 plus HOP, so equal RTTs still prefer fewer hops). The network, for every region o:
 
     source -> excess:o                      capacity E_o
-    excess:o -> sink                        capacity strain_o, cost STRAIN (home, strained)
+    excess:o -> strain:o                    cost STRAIN                    (home, strained)
+    away:o -> lend:q -> strain:q            cost rtt(o, q) + HOP + 2 STRAIN, at most
+                                            ceiling x (C_q + strain_q) - C_q
+    strain:q -> sink                        capacity strain_q
     excess:o -> sink                        cost REFUSE                (refused)
     excess:o -> out:o -> away:o             capacity m * D_o           (o's users leaving)
     away:o -> serve:q                       cost rtt(o, q) + HOP, for q within o's budget
@@ -120,21 +126,34 @@ def allocate(origins: Mapping[str, Origin], ceiling: float) -> Allocation:
     serve = {q: graph.node(f"serve:{q}") for q in names}
     out = {o: graph.node(f"out:{o}") for o in names}
     away = {o: graph.node(f"away:{o}") for o in names}
+    strain = {q: graph.node(f"strain:{q}") for q in names}
+    lend = {q: graph.node(f"lend:{q}") for q in names}
+    straining: dict[str, dict[str, int]] = {}
+    for q in names:
+        spare = max(0.0, min(LARGEST, origins[q].strain))
+        graph.arc(strain[q], sink, spare, 0.0)
+        # Others' users never plan it past `ceiling` of what it admits at most.
+        admits = origins[q].capacity + spare
+        graph.arc(lend[q], strain[q], max(0.0, ceiling * admits - origins[q].capacity), 0.0)
     for o in names:
         origin = origins[o]
         node = graph.node(f"excess:{o}")
         if excess[o] > _EPS:
             graph.arc(source, node, excess[o], 0.0)
         refused[o] = graph.arc(node, sink, math.inf, REFUSE)
-        # Its own slots beyond its planning level, for its own users only (a rescuer's users
-        # come first there), and only once no region in budget has room: STRAIN.
-        strained[o] = graph.arc(node, sink, max(0.0, min(LARGEST, origin.strain)), STRAIN)
+        # Its own slots beyond its planning level, its own users first, and only once no
+        # region in budget has room: STRAIN.
+        strained[o] = graph.arc(node, strain[o], math.inf, STRAIN)
         graph.arc(node, out[o], math.inf, 0.0)
         graph.arc(out[o], away[o], _sendable(origin.max_sent, origin.demand), 0.0)
         leaving[o] = {}
+        straining[o] = {}
         for q in sorted(origin.reach):
             if q != o and q in origins and origins[q].capacity > 0:
-                leaving[o][q] = graph.arc(away[o], serve[q], math.inf, origin.reach[q] + HOP)
+                cost = origin.reach[q] + HOP
+                leaving[o][q] = graph.arc(away[o], serve[q], math.inf, cost)
+                # A rescuer's own strain, for others' users only instead of refusing them.
+                straining[o][q] = graph.arc(away[o], lend[q], math.inf, cost + 2 * STRAIN)
     for q in names:
         graph.arc(serve[q], sink, room[q], 0.0)
         # Passing users on counts against q's own bound: it passes at most m of them. A
@@ -149,7 +168,7 @@ def allocate(origins: Mapping[str, Origin], ceiling: float) -> Allocation:
         home = local[o] - graph.flow_on(passed[o]) + graph.flow_on(strained[o])
         plan = {o: home} if home > _EPS else {}
         for q, arc in leaving[o].items():
-            amount = graph.flow_on(arc)
+            amount = graph.flow_on(arc) + graph.flow_on(straining[o][q])
             if amount > _EPS:
                 plan[q] = amount
         placed[o] = {q: max(0.0, v) for q, v in sorted(plan.items()) if v > _EPS}

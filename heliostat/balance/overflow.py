@@ -32,7 +32,8 @@ GPUs, included):
    origin's queue has been beyond what the SLO tolerates for two ticks running (the queues
    are not absorbing it: every request that waits there is late), or at once when the
    demand is a rate its gateways measured (over a window of seconds, steps taken at once)
-   against capacities in requests/s: the excess is known before any queue shows it, and
+   against its own capacity proven full (observed full, or late; not a failover: a region
+   whose replicas died has none): the excess is known before any queue shows it, and
    refusing it then keeps the queue from building (a flash crowd's admitted requests
    otherwise wait behind the seconds of queue built before the refusal). Otherwise it
    stays home.
@@ -171,7 +172,7 @@ def step(
         if full_since is not None and (
             now - full_since >= REFUSE_AFTER_S
             or _late_twice(model, own, previous.get(r))
-            or (rates and users.source[r] == demand.GATEWAYS)
+            or (rates and users.source[r] == demand.GATEWAYS and _proven(model, own))
         ):
             refusable = _refusable(
                 policy, model, r, supply, plan, unplaced, refused.get(r, 0.0) if refusing else None
@@ -408,6 +409,14 @@ def _rescue(own: Supply, capacity: float) -> float:
     return min(capacity, RESCUE_CEILING * (capacity + own.strain))
 
 
+def _proven(model: Model, region: Supply | None) -> bool:
+    """The region's capacity is a measurement, not an extrapolation from light load: its
+    endpoints were observed full, or its queue is beyond what the SLO tolerates now."""
+    if region is None or region.endpoints == 0:
+        return False
+    return region.measured_full or late(region, model.slo.ttft_ms / 1000.0)
+
+
 def _late_twice(model: Model, own: Supply | None, before: RegionState | None) -> bool:
     """The region's queue was beyond what the SLO tolerates at this tick and the last one."""
     if own is None or before is None or not own.rates:
@@ -434,15 +443,18 @@ def _refusable(
     because the operator's cap kept the origin's users away, not because the GPUs are full:
     it stays home rather than being refused. Nor is an origin whose capacity was never
     observed at full load (only extrapolated) proof of a full planet: it may serve what it
-    would refuse. A rescuer's estimate needs no such proof: the plan sends it nothing past
-    its room whatever the refusal decides, and its slots in use (busy) are measured; the
-    excess would only queue at the origin. Once refusing
+    would refuse. Once the origin is proven full, a rescuer's estimate needs no such proof:
+    the plan sends it nothing past its room whatever the refusal decides, and its slots in
+    use (busy) are measured; the excess would only queue at the origin. An origin with no
+    live endpoints (an edge, or a region whose replicas just failed) proves nothing: its
+    rescuers must. Once refusing
     (`refusing`: the fraction it refuses, None when it does not), "busy" is held down to
     BUSY_RELEASE, and further by the fraction refused: refusing lowers the load the rescuers
     see (a capped share is a share of the admitted users), which must not end it.
     """
     if unplaced <= 0.0:
         return 0.0
+    own_proven = _proven(model, supply.get(origin))
     busy = BUSY if refusing is None else min(BUSY_RELEASE, BUSY * (1.0 - refusing))
     for q in [origin, *within_budget(policy, model, origin)]:
         region = supply.get(q)
@@ -455,8 +467,7 @@ def _refusable(
             return 0.0
         if q != origin and plan.served_at(q) < _rescue(region, region.capacity) - 1e-6:
             return 0.0  # room left that the operator's cap kept it from: not a full planet
-        proven = region.measured_full or late(region, model.slo.ttft_ms / 1000.0)
-        if q == origin and not proven and refusing is None:
+        if refusing is None and not _proven(model, region) and (q == origin or not own_proven):
             # Its capacity is extrapolated from light load: not proof it is full. A queue
             # beyond what the SLO tolerates is: it is full now, whatever the estimate; and
             # once refusing, the queue the refusal drained proves nothing either way.
