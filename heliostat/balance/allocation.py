@@ -14,19 +14,28 @@ region with gateways and no GPUs (an edge) has C_o = 0.
    *q's* budget, which frees as many of its slots for users of o. Every request still makes
    exactly one hop, from its own gateway to the region that serves it, so each hop stays
    within its own region's budget; chains (p passing on again) follow from the same rule.
-4. **Refuse the rest.** Excess that no region within budget can take is unplaced: the
-   gateways refuse it (see `refusal`).
+4. **Strain, then refuse.** Excess that no region within budget has room for is served by
+   o's own slots beyond their planning level, up to its `strain` (what they carry before
+   more admitted means fewer served within the SLO, `queueing.admission`): late-ish is
+   better than refused. Then by a rescuer's strain (cost 2 STRAIN: after every origin's
+   own), never past `ceiling` of what the rescuer admits: a region whose replicas all
+   died, or an edge, is otherwise refused what its neighbours could still serve. What is
+   left is unplaced: the gateways refuse it (see `refusal`).
 
 Costs make the flow prefer, in this order: serving over refusing (a refusal costs REFUSE,
 far more than any round trip), then the least total round trip (a hop costs its RTT in ms
 plus HOP, so equal RTTs still prefer fewer hops). The network, for every region o:
 
     source -> excess:o                      capacity E_o
+    excess:o -> strain:o                    cost STRAIN                    (home, strained)
+    away:o -> lend:q -> strain:q            cost rtt(o, q) + HOP + 2 STRAIN, at most
+                                            ceiling x (C_q + strain_q) - C_q
+    strain:q -> sink                        capacity strain_q
     excess:o -> sink                        cost REFUSE                (refused)
     excess:o -> out:o -> away:o             capacity m * D_o           (o's users leaving)
     away:o -> serve:q                       cost rtt(o, q) + HOP, for q within o's budget
     serve:q -> sink                         capacity R_q
-    serve:q -> out:q                        capacity m_q * L_q (0 if E_q > 0: q passes users on)
+    serve:q -> out:q                        capacity m_q * L_q             (q passes users on)
 
 m = `max_sent_o` bounds the share of o's users served elsewhere. It is the operator's
 `overflow.max_share` when given, and 1 (no bound) otherwise; a region whose demand is
@@ -49,6 +58,9 @@ from dataclasses import dataclass
 
 REFUSE = 1e6  # the cost of refusing one unit of demand, in ms-equivalents of round trip
 HOP = 1.0  # added to every hop: with equal RTTs, fewer hops win
+# Serving a user past its region's planning level: dearer than any round trip within budget
+# (and any chain of them), far cheaper than refusing.
+STRAIN = 1e4
 _EPS = 1e-9
 
 
@@ -60,6 +72,11 @@ class Origin:
     capacity: float  # what its endpoints can serve now (>= 0; 0 for an edge region)
     reach: Mapping[str, float]  # other regions within its budget -> RTT (ms)
     max_sent: float = 1.0  # most of its admitted users that may be served elsewhere (0..1)
+    # The most it is planned to with others' users (None: `ceiling` x capacity).
+    rescue: float | None = None
+    # What its slots carry for its own users beyond `capacity` when no region in budget has
+    # room (see `overflow`): planned at cost STRAIN, before anything is refused.
+    strain: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,45 +116,71 @@ def allocate(origins: Mapping[str, Origin], ceiling: float) -> Allocation:
     names = sorted(origins)
     local = {o: min(origins[o].demand, origins[o].capacity) for o in names}
     excess = {o: origins[o].demand - local[o] for o in names}
-    room = {q: max(0.0, ceiling * origins[q].capacity - local[q]) for q in names}
+    room = {q: max(0.0, _rescue(origins[q], ceiling) - local[q]) for q in names}
     graph = _Graph()
     source, sink = graph.node("source"), graph.node("sink")
     refused: dict[str, int] = {}
+    strained: dict[str, int] = {}
     leaving: dict[str, dict[str, int]] = {}
     passed: dict[str, int] = {}
     serve = {q: graph.node(f"serve:{q}") for q in names}
     out = {o: graph.node(f"out:{o}") for o in names}
     away = {o: graph.node(f"away:{o}") for o in names}
+    strain = {q: graph.node(f"strain:{q}") for q in names}
+    lend = {q: graph.node(f"lend:{q}") for q in names}
+    straining: dict[str, dict[str, int]] = {}
+    for q in names:
+        spare = max(0.0, min(LARGEST, origins[q].strain))
+        graph.arc(strain[q], sink, spare, 0.0)
+        # Others' users never plan it past `ceiling` of what it admits at most.
+        admits = origins[q].capacity + spare
+        graph.arc(lend[q], strain[q], max(0.0, ceiling * admits - origins[q].capacity), 0.0)
     for o in names:
         origin = origins[o]
         node = graph.node(f"excess:{o}")
         if excess[o] > _EPS:
             graph.arc(source, node, excess[o], 0.0)
         refused[o] = graph.arc(node, sink, math.inf, REFUSE)
+        # Its own slots beyond its planning level, its own users first, and only once no
+        # region in budget has room: STRAIN.
+        strained[o] = graph.arc(node, strain[o], math.inf, STRAIN)
         graph.arc(node, out[o], math.inf, 0.0)
         graph.arc(out[o], away[o], _sendable(origin.max_sent, origin.demand), 0.0)
         leaving[o] = {}
+        straining[o] = {}
         for q in sorted(origin.reach):
             if q != o and q in origins and origins[q].capacity > 0:
-                leaving[o][q] = graph.arc(away[o], serve[q], math.inf, origin.reach[q] + HOP)
+                cost = origin.reach[q] + HOP
+                leaving[o][q] = graph.arc(away[o], serve[q], math.inf, cost)
+                # A rescuer's own strain, for others' users only instead of refusing them.
+                straining[o][q] = graph.arc(away[o], lend[q], math.inf, cost + 2 * STRAIN)
     for q in names:
         graph.arc(serve[q], sink, room[q], 0.0)
-        # Passing users on counts against q's own bound: it passes at most m of them.
-        # A region with an excess of its own has no room to make: it never passes users on.
-        bound = max(0.0, min(1.0, origins[q].max_sent)) if excess[q] <= _EPS else 0.0
+        # Passing users on counts against q's own bound: it passes at most m of them. A
+        # region with an excess of its own passes users on too: each one it passes frees a
+        # slot for a user of o, whose only region in budget may be q.
+        bound = max(0.0, min(1.0, origins[q].max_sent))
         passed[q] = graph.arc(serve[q], out[q], bound * local[q], 0.0)
     graph.flow(source, sink)
     placed: dict[str, dict[str, float]] = {}
     unplaced: dict[str, float] = {}
     for o in names:
-        plan = {o: local[o] - graph.flow_on(passed[o])} if local[o] > _EPS else {}
+        home = local[o] - graph.flow_on(passed[o]) + graph.flow_on(strained[o])
+        plan = {o: home} if home > _EPS else {}
         for q, arc in leaving[o].items():
-            amount = graph.flow_on(arc)
+            amount = graph.flow_on(arc) + graph.flow_on(straining[o][q])
             if amount > _EPS:
                 plan[q] = amount
         placed[o] = {q: max(0.0, v) for q, v in sorted(plan.items()) if v > _EPS}
         unplaced[o] = max(0.0, graph.flow_on(refused[o]))
     return Allocation(placed=placed, unplaced=unplaced, local=local, room=room)
+
+
+def _rescue(origin: Origin, ceiling: float) -> float:
+    """The most q is planned to once it takes others' users."""
+    if origin.rescue is None:
+        return ceiling * origin.capacity
+    return max(0.0, min(LARGEST, origin.rescue))
 
 
 def _sendable(max_sent: float, demand: float) -> float:

@@ -22,7 +22,12 @@ engines always keeps at least MIN_KEPT of its users (the allocation's `max_sent`
 refuses at most MAX_INFERRED_REFUSAL of them (`refusal`): nothing measures what it refused.
 
 Either way the demand is then smoothed (EWMA, TAU_S): decisions follow the trend, not one
-report.
+report. Except for a step: the gateways also report the rate over their newest reports
+(about a second, `OriginLoad.recent`), and when it stands above the window's rate by more
+than STEP_SIGMAS Poisson deviations (`stepped`), the rise is real, not noise, and is taken
+at once: a flash crowd or a surge is planned for (shares, refusal) a second or two after it
+starts, not once a 3 s average and a 2 s smoothing have caught up with it, by which time the
+queues it built make every request late.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ MIN_KEPT = 0.2
 # refusal that it causes). So a refusal sized from engine-inferred demand is capped here.
 MAX_INFERRED_REFUSAL = 0.5
 TAU_S = 2.0
+# How far above the window's rate the newest reports' must stand to count as a step: the
+# count over the newest second is Poisson around the window's rate if nothing changed, and
+# 3 deviations happen by chance once in 700 ticks, upwards.
+STEP_SIGMAS = 3.0
 _ITERATIONS = 6
 
 GATEWAYS = "gateways"
@@ -52,10 +61,26 @@ class OriginLoad:
     refused: float = 0.0  # requests/s the gateways refused (drop_overloads)
     gateways: int = 1  # how many gateways reported
     at: float = 0.0  # wall-clock time of the newest report
+    # Requests/s over the newest reports only (refused included, every cluster of the
+    # model), and the seconds they cover: what `stepped` compares with the window's rate.
+    recent: float | None = None
+    recent_s: float = 0.0
 
     @property
     def total(self) -> float:
         return self.interactive + self.batch
+
+
+def stepped(report: OriginLoad) -> float | None:
+    """The newest reports' rate when it stands significantly above the window's (a step up
+    in demand), else None (see the module docstring)."""
+    if report.recent is None or report.recent_s <= 0.0:
+        return None
+    expected = report.total * report.recent_s  # requests the newest reports would hold
+    seen = report.recent * report.recent_s
+    if seen - expected > STEP_SIGMAS * max(1.0, expected) ** 0.5:
+        return report.recent
+    return None
 
 
 @dataclass(frozen=True, slots=True)

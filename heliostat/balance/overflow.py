@@ -30,7 +30,13 @@ GPUs, included):
    (mean occupancy >= BUSY) and only once it has been unplaced for REFUSE_AFTER_S without
    a break (a failover or an estimate's jump is not a full planet), or sooner once the
    origin's queue has been beyond what the SLO tolerates for two ticks running (the queues
-   are not absorbing it: every request that waits there is late): otherwise it stays home.
+   are not absorbing it: every request that waits there is late), or at once when the
+   demand is a rate its gateways measured (over a window of seconds, steps taken at once)
+   against its own capacity proven full (observed full, or late; not a failover: a region
+   whose replicas died has none): the excess is known before any queue shows it, and
+   refusing it then keeps the queue from building (a flash crowd's admitted requests
+   otherwise wait behind the seconds of queue built before the refusal). Otherwise it
+   stays home.
    Likewise a region
    that is not busy is taken to carry its own users whatever its capacity estimate says:
    estimates from light load are extrapolations, and local first means no user leaves a
@@ -42,6 +48,7 @@ left out, the allocation's feasibility and the rescuers' room decide.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -86,6 +93,12 @@ class Supply:
     # Every endpoint's throughput was observed full (rates), or the thresholds say so (pressure
     # units): its capacity is a measurement, not an extrapolation from light load.
     measured_full: bool = True
+    # The utilisation its capacity is planned to (`queueing.utilisation`): what its slots
+    # carry with waits the SLO tolerates.
+    utilisation: float = UTILISATION
+    # What it can carry for its own users beyond `capacity` before admitting more serves
+    # fewer of them within the SLO (`queueing.admission`): used when no neighbour has room.
+    strain: float = 0.0
 
 
 def tolerated(region: Supply, ttft_s: float) -> float:
@@ -103,10 +116,21 @@ def drain_time(ttft_s: float) -> float:
     return max(ttft_s, DRAIN_S)
 
 
-def planning_capacity(raw: float, backlog: float, ttft_s: float, drain_s: float) -> float:
-    """C = UTILISATION x raw, less the drain of the backlog the SLO does not tolerate."""
+def planning_capacity(
+    raw: float, backlog: float, ttft_s: float, drain_s: float, utilisation: float = UTILISATION
+) -> float:
+    """C = u x raw, less the drain of the backlog the SLO does not tolerate beyond what
+    the slack of the plan drains by itself; u is the region's planning utilisation
+    (`queueing.utilisation`, at most UTILISATION).
+
+    A region planned to u x raw leaves (1 - u) x raw of its capacity free, and a backlog
+    drains through it: only a drain faster than that takes planning capacity off. (Taking
+    the whole drain off as well planned a small pool, whose slack is a third of its
+    capacity, away from its own slots at every short queue and back once it drained: two
+    turns of its shares per queue, most of the planet surge's reversals.)"""
     excess = max(0.0, backlog - raw * QUEUE_SHARE * ttft_s)
-    return max(0.0, UTILISATION * raw - excess / drain_s)
+    slack = max(0.0, 1.0 - utilisation) * raw
+    return max(0.0, utilisation * raw - max(0.0, excess / drain_s - slack))
 
 
 def max_lent(model: Model) -> float:
@@ -128,6 +152,7 @@ def step(
 ) -> dict[str, RegionState]:
     """Every region's plan for this tick. `refused`: each region's refused fraction last tick."""
     regions = sorted(policy.spec.regions)
+    supply = {r: _persistent(s, previous.get(r), model) for r, s in supply.items()}
     users = _demands(model, regions, supply, rates, gateways, previous, refused, dt, now)
     cap = max_lent(model)
     plan = allocation.allocate(
@@ -145,7 +170,9 @@ def step(
             full_since = now if before_full is None else before_full
         refusable = 0.0
         if full_since is not None and (
-            now - full_since >= REFUSE_AFTER_S or _late_twice(model, own, previous.get(r))
+            now - full_since >= REFUSE_AFTER_S
+            or _late_twice(model, own, previous.get(r))
+            or (rates and users.source[r] == demand.GATEWAYS and _proven(model, own))
         ):
             refusable = _refusable(
                 policy, model, r, supply, plan, unplaced, refused.get(r, 0.0) if refusing else None
@@ -169,6 +196,7 @@ def step(
             batch=users.batch.get(r),
             rates=rates,
             late=own is not None and rates and late(own, model.slo.ttft_ms / 1000.0),
+            utilisation=own.utilisation if own is not None else UTILISATION,
         )
     return result
 
@@ -198,12 +226,20 @@ def _demands(
     """Each region's demand: its gateways' reports (rates mode), else its engines'."""
     fixed: dict[str, float] = {}
     batch: dict[str, float] = {}
+    steps: set[str] = set()
     if rates:
         for r in regions:
             report = gateways.origin(model.name, r, now)
             if report is not None:
                 fixed[r] = report.total
                 batch[r] = report.batch
+                step = demand.stepped(report)
+                if step is not None:
+                    # A step up in the newest reports (`demand.stepped`): it is the demand.
+                    fixed[r] = step
+                    steps.add(r)
+                    if report.total > 0:
+                        batch[r] = report.batch * step / report.total
     arrivals = {r: s.load for r, s in supply.items() if s.endpoints > 0}
     shares = {r: s.shares for r, s in previous.items()}
     measured = demand.from_engines(arrivals, fixed, shares, refused)
@@ -218,6 +254,8 @@ def _demands(
         own = supply.get(r)
         if before is None or before.source != source[r] or before.rates != rates:
             smoothed[r] = value
+        elif r in steps and value > before.demand:
+            smoothed[r] = value  # a step its gateways measured: taken at once
         elif r in fixed and value > before.demand and own is not None and late(own, ttft):
             # A rise its gateways measure while its own queue is already late: two
             # independent witnesses of the same surge, so it is taken at once (feed-forward),
@@ -247,8 +285,9 @@ def _origins(
         demanded = users.smoothed[r]
         if own is not None and own.endpoints > 0 and own.occupancy < BUSY and not was_lending:
             # Not busy: it evidently serves its own users, whatever the estimate says (once
-            # it lends, its own load no longer shows its demand: the estimate decides).
-            capacity = max(capacity, demanded)
+            # it lends, its own load no longer shows its demand: the estimate decides); up
+            # to what it admits at most (`queueing.admission`): past that, its queue says so.
+            capacity = max(capacity, min(demanded, own.capacity + own.strain))
         if demanded <= 0.0 and capacity <= 0.0:
             continue
         edge = own is None or own.endpoints == 0
@@ -256,7 +295,14 @@ def _origins(
         if not edge and users.source[r] == demand.ENGINES:
             sent = min(sent, 1.0 - demand.MIN_KEPT)
         reach = {q: policy.rtt_ms(r, q) for q in within_budget(policy, model, r)}
-        origins[r] = allocation.Origin(demanded, capacity, reach, sent)
+        origins[r] = allocation.Origin(
+            demanded,
+            capacity,
+            reach,
+            sent,
+            rescue=_rescue(own, capacity) if own else None,
+            strain=max(0.0, own.capacity + own.strain - capacity) if own else 0.0,
+        )
     return origins
 
 
@@ -283,15 +329,14 @@ def _lending(
         admitted = max(admitted, smoothed * (1.0 - demand.MAX_INFERRED_REFUSAL))
     reachable = set(within_budget(policy, model, r))
     lent_before = previous[r].lending if r in previous else {}
-    ttft = model.slo.ttft_ms / 1000.0
     unit = "/s" if rates else " endpoints"
-    # While its own backlog is beyond what the SLO tolerates (now or at the last tick), part
+    # While its plan drains a backlog that lasted (now or at the last tick, `drains`), part
     # of what it lends drains that backlog: that part follows the drain down at once; the
     # plan completing is not a reversal to hold.
-    draining = own is not None and (
-        own.backlog > tolerated(own, ttft)
-        or (r in previous and previous[r].backlog > tolerated(own, ttft))
+    draining = (own is not None and drains(own.capacity, own.utilisation, own.raw)) or (
+        r in previous and drains_now(previous[r])
     )
+    overdue = own is not None and _late_twice(model, own, previous.get(r))
     lending: dict[str, Held] = {}
     for q in sorted(set(lent_before) | set(placed)):
         if q == r:
@@ -302,23 +347,74 @@ def _lending(
         # stays home.
         target = math.floor(target * publish.RESOLUTION + 1e-9) / publish.RESOLUTION
         rescuer = supply.get(q)
-        # In distress: a queue beyond what the SLO tolerates (not one noisy interval).
-        distressed = rescuer is not None and rescuer.backlog > tolerated(rescuer, ttft)
+        # In distress: a queue beyond what the SLO tolerates at this tick and the last (not
+        # one noisy interval: a pool near its planning level queues for an instant now and
+        # then, see `_persistent`).
+        distressed = rescuer is not None and _late_twice(model, rescuer, previous.get(q))
         falling = target < _published(lent_before, q)
+        rising = target > _published(lent_before, q)
         held = publish.hold(
             lent_before.get(q),
             target,
             now,
             band=publish.SHARE_BAND,
+            # No size of move turns a share back within REVERSAL_HOLD_S by itself: the
+            # target of a small pool's share swings by tens of points with its estimates.
+            # Real needs are urgent instead: a rescuer's or the origin's lasting queue.
+            large_move=math.inf,
             # No release grace here (`publish.RELEASE_TICKS`, as the fallback has): holding
             # a share up for a few ticks after the plan lowered it overloads a rescuer whose
             # own users are arriving (planet discrete flash crowd: us-east 99.5% -> 95.5%).
-            urgent=q not in reachable or ((distressed or draining) and falling),
+            # Nor is a rise held while its own queue is late (now and at the last tick):
+            # users waiting past the SLO are no noise to damp.
+            urgent=q not in reachable
+            or ((distressed or draining) and falling)
+            or (overdue and rising),
             reason=functools.partial(_reason, r, q, smoothed, plan, unit),
         )
-        if held.published > 0.0 or held.target > 0.0:
+        # A share back at zero is remembered while its last move still holds a reversal
+        # back: forgotten, the next tick's rise would not count as turning round.
+        if held.published > 0.0 or held.target > 0.0 or now - held.moved_at < publish.hold_s():
             lending[q] = held
     return lending
+
+
+def _persistent(own: Supply, before: RegionState | None, model: Model) -> Supply:
+    """The supply with its backlog drain sized on the backlog that lasted: the smaller of
+    this tick's and the last one's. A pool of slots run near its planning level queues for
+    an instant now and then (an M/M/c queue does, see `queueing`); draining each such blip
+    within T_drain took a tenth of a 12-slot region's capacity off for one tick at a time,
+    and the shares it lends turned back and forth with it (planet regional surge: 24 turns
+    in 3 minutes). A backlog that stays two ticks is drained as before."""
+    if not own.rates or before is None or not before.rates or own.backlog <= before.backlog:
+        return own
+    ttft = model.slo.ttft_ms / 1000.0
+    capacity = planning_capacity(own.raw, before.backlog, ttft, drain_time(ttft), own.utilisation)
+    return dataclasses.replace(own, capacity=capacity)
+
+
+def drains(capacity: float, utilisation: float, raw: float) -> bool:
+    """Part of the planning capacity is taken off to drain a backlog (`_persistent`)."""
+    return capacity < utilisation * raw - 1e-9
+
+
+def drains_now(region: RegionState) -> bool:
+    """The region's plan this tick drains a backlog that lasted (see `drains`)."""
+    return region.rates and drains(region.capacity, region.utilisation, region.raw_capacity)
+
+
+def _rescue(own: Supply, capacity: float) -> float:
+    """The most the region is planned to once it serves others' users: its planning
+    capacity, and below RESCUE_CEILING of what it admits at most (its own users come first)."""
+    return min(capacity, RESCUE_CEILING * (capacity + own.strain))
+
+
+def _proven(model: Model, region: Supply | None) -> bool:
+    """The region's capacity is a measurement, not an extrapolation from light load: its
+    endpoints were observed full, or its queue is beyond what the SLO tolerates now."""
+    if region is None or region.endpoints == 0:
+        return False
+    return region.measured_full or late(region, model.slo.ttft_ms / 1000.0)
 
 
 def _late_twice(model: Model, own: Supply | None, before: RegionState | None) -> bool:
@@ -345,25 +441,33 @@ def _refusable(
     mostly in use has room its capacity estimate has not seen yet) and the plan filled every
     in-budget region to its ceiling. If the plan left room somewhere, the excess is there
     because the operator's cap kept the origin's users away, not because the GPUs are full:
-    it stays home rather than being refused. Nor is a region whose capacity was never
-    observed at full load (only extrapolated) proof of a full planet. Once refusing
+    it stays home rather than being refused. Nor is an origin whose capacity was never
+    observed at full load (only extrapolated) proof of a full planet: it may serve what it
+    would refuse. Once the origin is proven full, a rescuer's estimate needs no such proof:
+    the plan sends it nothing past its room whatever the refusal decides, and its slots in
+    use (busy) are measured; the excess would only queue at the origin. An origin with no
+    live endpoints (an edge, or a region whose replicas just failed) proves nothing: its
+    rescuers must. Once refusing
     (`refusing`: the fraction it refuses, None when it does not), "busy" is held down to
     BUSY_RELEASE, and further by the fraction refused: refusing lowers the load the rescuers
     see (a capped share is a share of the admitted users), which must not end it.
     """
     if unplaced <= 0.0:
         return 0.0
+    own_proven = _proven(model, supply.get(origin))
     busy = BUSY if refusing is None else min(BUSY_RELEASE, BUSY * (1.0 - refusing))
     for q in [origin, *within_budget(policy, model, origin)]:
         region = supply.get(q)
         if region is None or region.endpoints == 0:
             continue
-        if region.occupancy < busy:
+        # Busy relative to what it admits (`queueing.admission`): a pool of a few slots is
+        # full for its users' SLO well before every slot is in use.
+        admits = region.utilisation + region.strain / region.raw if region.raw > 0 else 1.0
+        if region.occupancy < busy * min(1.0, admits / UTILISATION):
             return 0.0
-        if q != origin and plan.served_at(q) < RESCUE_CEILING * region.capacity - 1e-6:
+        if q != origin and plan.served_at(q) < _rescue(region, region.capacity) - 1e-6:
             return 0.0  # room left that the operator's cap kept it from: not a full planet
-        proven = region.measured_full or late(region, model.slo.ttft_ms / 1000.0)
-        if not proven and refusing is None:
+        if refusing is None and not _proven(model, region) and (q == origin or not own_proven):
             # Its capacity is extrapolated from light load: not proof it is full. A queue
             # beyond what the SLO tolerates is: it is full now, whatever the estimate; and
             # once refusing, the queue the refusal drained proves nothing either way.
@@ -386,7 +490,7 @@ def _capped(lending: dict[str, Held], cap: float) -> dict[str, Held]:
     scale = cap / total if total > cap else 1.0
     return {
         q: Held(
-            publish.quantise(eased[q] * scale - 0.0005) if scale < 1.0 else eased[q],
+            _floor(eased[q] * scale) if scale < 1.0 else eased[q],
             h.target,
             h.direction,
             h.moved_at,
@@ -414,3 +518,9 @@ def _reason(
         f"{demand_now:.2f}{unit}, serves {local:.2f}{unit} itself, {rescuer} had room "
         f"for {plan.room.get(rescuer, 0.0):.2f}{unit}"
     )
+
+
+def _floor(value: float) -> float:
+    """Down to thousandths (a cap is never exceeded), robust to float error: 0.3 stays 0.3
+    (rounding 0.2995 published 0.299 and 0.3 on alternate ticks, a turn each time)."""
+    return max(0.0, math.floor(value * publish.RESOLUTION + 1e-6) / publish.RESOLUTION)

@@ -51,6 +51,11 @@ RELEASE_TICKS = 3
 NOTHING = Held(published=0.0, target=0.0)
 
 
+def hold_s() -> float:
+    """How long after a move a reversal of it can still be held (any fraction's)."""
+    return max(REVERSAL_HOLD_S, REFUSAL_REVERSAL_S)
+
+
 def quantise(value: float) -> float:
     """The value in thousandths, within [0, 1] (nan, from estimates past the float range, is
     0: nothing is decided on it)."""
@@ -69,6 +74,7 @@ def hold(
     reversal_s: float = REVERSAL_HOLD_S,
     release_ticks: int = 1,
     falls_after: int | None = None,
+    large_move: float = LARGE_MOVE,
     reason: Callable[[float], str] = lambda _: "",
 ) -> Held:
     """The published fraction after this tick (see the module docstring).
@@ -85,7 +91,7 @@ def hold(
     spread = previous.spread + NOISE_GAIN * (abs(goal - previous.target) - previous.spread)
     if before is None:
         spread = 0.0
-    large = max(LARGE_MOVE, 2 * width)
+    large = max(large_move, 2 * width)
     published = previous.published
     below = min(max(release_ticks, falls_after or 0), previous.below + 1) if goal < published else 0
     if falls_after is not None and below >= falls_after and published - goal >= band - 1e-9:
@@ -99,6 +105,11 @@ def hold(
     move = goal - published
     direction = 1 if move > 0 else -1
     small = abs(move) < width - 1e-9 and goal > 0.0
+    if abs(move) < band - 1e-9 and goal > 0.0:
+        # Within the dead band even when urgent: a move that small relieves nothing, and
+        # each one is a turn Envoy makes (urgent falls of a few thousandths, one per noisy
+        # tick, were most of the planet surge's reversals).
+        return dataclasses.replace(previous, target=goal, spread=spread, below=below)
     # Back to zero (users home, nothing refused) waits less: it is always safe.
     hold_for = min(reversal_s, RELEASE_HOLD_S) if goal == 0.0 else reversal_s
     reversal = (

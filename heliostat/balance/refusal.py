@@ -56,7 +56,9 @@ def step(
         return _publish(previous, 0.0, None, 0.0, 0.0, now, "no demand")
     # Part of what a late region refuses drains its backlog (its planning capacity is down
     # by the drain): that part follows the drain down at once, as overflow shares do.
-    draining = region.late or (previous is not None and previous.late)
+    # A backlog that lasted two ticks (`overflow.drains_now`), not one tick's blip.
+    late = overflow.drains_now(region)
+    draining = late or (previous is not None and previous.late)
     total = region.demand / max(1e-9, 1.0 - fallback_before)
     excess = max(0.0, region.refusable - (fallback_after - fallback_before) * total)
     if before_fallback > 0.0:
@@ -81,7 +83,7 @@ def step(
     # backlog term took off (`overflow.planning_capacity`). Batch alone carries that part.
     drain = 0.0
     if region.rates:
-        drain = max(0.0, overflow.UTILISATION * region.raw_capacity - region.capacity)
+        drain = max(0.0, region.utilisation * region.raw_capacity - region.capacity)
     return _publish(
         previous,
         fraction,
@@ -92,7 +94,7 @@ def step(
         detail,
         inferred=inferred,
         draining=draining,
-        late=region.late,
+        late=late,
         drain=drain,
     )
 

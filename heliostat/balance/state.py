@@ -117,6 +117,7 @@ class RegionState:
     batch: float | None = None  # the batch part of `measured`, when its gateways report it
     rates: bool = False
     late: bool = False  # its backlog is beyond what the SLO tolerates (`overflow.late`)
+    utilisation: float = 0.95  # what its capacity is planned to (`queueing.utilisation`)
 
     @property
     def pressure(self) -> float | None:

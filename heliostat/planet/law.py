@@ -231,6 +231,7 @@ class Scrapes:
 # As `serve`'s LRS server (heliostat.xds.grpc.load_reports): rates over the reports of the last
 # few seconds, and a region whose gateways fell silent this long no longer speaks for itself.
 LRS_WINDOW_S = 3.0
+LRS_RECENT_S = 1.0  # the newest reports, for a step in demand (`balance.demand.stepped`)
 LRS_STALE_AFTER_S = 5.0
 
 
@@ -263,26 +264,32 @@ class LoadWindow:
 
     def load(self, models: Iterable[str], now: float) -> GatewayLoad:
         names = sorted(set(models))
-        counts: dict[tuple[str, str], list[float]] = {}  # interactive, batch, refused
+        counts: dict[tuple[str, str], list[float]] = {}  # interactive, batch, refused, recent
         seconds = sum(loads.interval_s for _, loads in self._reports)
         if seconds <= 0.0:
             return GatewayLoad()
-        for _, loads in self._reports:
+        latest = [loads for at, loads in self._reports if now - at < LRS_RECENT_S]
+        recent_s = sum(loads.interval_s for loads in latest)
+        for at, loads in self._reports:
             for (origin, cluster), load in loads.clusters.items():
                 owner = cluster_owner(cluster, names)
                 if owner is None:
                     continue
                 model, is_batch = owner
                 issued = sum(locality.issued for locality in load.localities.values())
-                entry = counts.setdefault((model, origin), [0.0, 0.0, 0.0])
+                entry = counts.setdefault((model, origin), [0.0, 0.0, 0.0, 0.0])
                 entry[1 if is_batch else 0] += issued + load.dropped
                 entry[2] += load.dropped
+                if now - at < LRS_RECENT_S:
+                    entry[3] += issued + load.dropped
         origins = {
             key: OriginLoad(
                 interactive=entry[0] / seconds,
                 batch=entry[1] / seconds,
                 refused=entry[2] / seconds,
                 at=now,
+                recent=entry[3] / recent_s if recent_s > 0 else None,
+                recent_s=recent_s,
             )
             for key, entry in sorted(counts.items())
         }

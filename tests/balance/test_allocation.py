@@ -32,6 +32,7 @@ def planets(draw: st.DrawFn) -> tuple[dict[str, Origin], dict[tuple[str, str], f
             capacity=0.0 if edge else draw(st.floats(0, 40)),
             reach={q: rtt[name, q] for q in names if q != name and rtt[name, q] <= budget},
             max_sent=draw(st.sampled_from([1.0, 1.0, 0.8, 0.5, 0.3, 0.0])),
+            strain=0.0 if edge else draw(st.sampled_from([0.0, 0.0, 1.0, 5.0])),
         )
     return origins, rtt, budget
 
@@ -73,11 +74,14 @@ def test_never_past_a_rescuers_ceiling_nor_its_capacity(planet: tuple) -> None: 
     plan = allocate(origins, CEILING)
     for q, origin in origins.items():
         load = _load(plan, q)
-        own_local = min(origin.demand, origin.capacity)
-        assert load <= origin.capacity + TOL
+        own_local = min(origin.demand, origin.capacity + origin.strain)
+        assert load <= origin.capacity + origin.strain + TOL
         # Others' users only ever fill it up to the ceiling, or up to what its own users
-        # alone already used (it then swaps users it passes on for users it takes in).
-        assert load <= max(CEILING * origin.capacity, own_local) + TOL
+        # alone already used (it then swaps users it passes on for users it takes in). With
+        # strain (lent to others only instead of refusing them, up to the ceiling of what it
+        # admits, its own users first) it never goes past what it admits.
+        if origin.strain == 0.0:
+            assert load <= max(CEILING * origin.capacity, own_local) + TOL
 
 
 @SETTINGS
@@ -145,3 +149,37 @@ def test_a_rescuer_with_a_residue_of_room_does_not_stop_the_flow() -> None:
     }
     plan = allocate(origins, 0.9)
     assert sum(plan.placed["r1"].values()) + plan.unplaced["r1"] == pytest.approx(9.0)
+
+
+def test_strain_serves_its_own_users_before_any_refusal_and_after_every_room() -> None:
+    """a (capacity 4, strain 2 more for its own users) has 10 to place; b has room for 0.6
+    below its ceiling: 0.6 goes to b, 2 more stay at a past its planning level; then b's
+    own strain takes a's users up to 90% of what b admits (0.9 x 7 - 4 = 2.3) rather than
+    refusing them; 1.1 are refused."""
+    origins = {
+        "a": Origin(10.0, 4.0, {"b": 50.0}, strain=2.0),
+        "b": Origin(3.0, 4.0, {"a": 50.0}, strain=3.0),
+    }
+    plan = allocate(origins, CEILING)
+    assert plan.placed["a"] == pytest.approx({"a": 6.0, "b": 0.6 + 2.3})
+    assert plan.unplaced["a"] == pytest.approx(1.1)
+    assert plan.placed["b"] == pytest.approx({"b": 3.0})
+    # Without strain at b, a's users get only b's room below its planning level.
+    origins["b"] = Origin(3.0, 4.0, {"a": 50.0})
+    assert allocate(origins, CEILING).unplaced["a"] == pytest.approx(3.4)
+
+
+def test_a_region_with_its_own_excess_still_passes_users_on_to_make_room() -> None:
+    """b is past its own capacity (5 for 4) yet the only region within a's budget; c, within
+    b's budget only, has room. b passes its users on to c, and a's users take their slots."""
+    origins = {
+        "a": Origin(6.0, 4.0, {"b": 100.0}),
+        "b": Origin(5.0, 4.0, {"a": 100.0, "c": 50.0}),
+        "c": Origin(0.0, 10.0, {"b": 50.0}),
+    }
+    plan = allocate(origins, CEILING)
+    assert plan.unplaced["a"] == pytest.approx(0.0)
+    assert plan.unplaced["b"] == pytest.approx(0.0)
+    assert plan.placed["a"] == pytest.approx({"a": 4.0, "b": 2.0})
+    assert sum(plan.placed["b"].values()) == pytest.approx(5.0)
+    assert _load(plan, "b") <= 4.0 + TOL

@@ -113,3 +113,24 @@ def test_an_urgent_fall_skips_the_grace() -> None:
 def test_rises_are_not_delayed_by_the_grace() -> None:
     assert _released([0.7, 0.7]) == [0.7, 0.7]
     assert _released([0.0, 0.9]) == [0.4, 0.9]  # a dip, then more need: up at once
+
+
+def test_an_urgent_move_within_the_band_is_still_held() -> None:
+    """Urgency skips the reversal hold and the grace, not the dead band: a move of a few
+    thousandths relieves nothing and is one more turn for Envoy."""
+    up = hold(hold(None, 0.2, 0.0, band=SHARE_BAND), 0.3, 1.0, band=SHARE_BAND)
+    assert hold(up, 0.29, 1.5, band=SHARE_BAND, urgent=True).published == 0.3
+    assert hold(up, 0.0, 1.5, band=SHARE_BAND, urgent=True).published == 0.0  # home: always
+
+
+def test_without_a_large_move_exception_only_urgency_turns_back_within_the_hold() -> None:
+    up = Held(published=0.6, target=0.6, direction=1, moved_at=1.0)  # rose at 1 s
+    # A fall of 30 points within REVERSAL_HOLD_S: large enough by default, held without it.
+    assert hold(up, 0.3, 5.0, band=SHARE_BAND).published == 0.3
+    held = hold(up, 0.3, 5.0, band=SHARE_BAND, large_move=float("inf"))
+    assert held.published == 0.6
+    assert hold(up, 0.3, 5.0, band=SHARE_BAND, large_move=float("inf"), urgent=True).published == (
+        0.3
+    )
+    later = hold(up, 0.3, 1.0 + REVERSAL_HOLD_S, band=SHARE_BAND, large_move=float("inf"))
+    assert later.published == 0.3

@@ -270,3 +270,35 @@ def test_a_region_whose_replicas_are_all_down_is_served_like_an_edge() -> None:
     assert regions["us-east"].source == "gateways" and regions["us-east"].endpoints == 0
     assert regions["us-east"].plan == pytest.approx({"eu-west": 6.0})
     assert _refused(views, "us-east") == 0.0
+
+
+def test_a_step_in_demand_its_gateways_measure_is_taken_at_once() -> None:
+    """us-east's gateways report 6/s for a while; then the newest second holds 30/s while
+    the 3 s window says 14/s: far beyond the window's Poisson spread, so the law plans for
+    30/s at once instead of smoothing towards the window's 14/s over seconds. A newest second
+    within the spread moves the demand only by the smoothing."""
+
+    def run(recent: float) -> float:
+        policy = policy_of(UNEVEN, max_share=None)
+        state = None
+        for tick in range(10):
+            now = T0 + tick * INTERVAL
+            last = tick == 9
+            origin = OriginLoad(
+                interactive=14.0 if last else 6.0,
+                at=now,
+                recent=recent if last else 6.0,
+                recent_s=1.0,
+            )
+            _, state = compute(
+                policy,
+                _serving({r: 3.0 for r in REGIONS}, policy, now, tick),
+                state,
+                now,
+                gateways=GatewayLoad({(MODEL, "us-east"): origin}, stale_after=5.0),
+            )
+        assert state is not None
+        return state.models[MODEL].regions["us-east"].demand
+
+    assert run(30.0) == pytest.approx(30.0)
+    assert 6.0 < run(15.0) < 14.0

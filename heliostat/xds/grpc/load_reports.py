@@ -7,7 +7,8 @@ completed, failed and has in flight since its last report, the requests it dropp
 reports of every gateway and turns them into a `balance.GatewayLoad`:
 
 - **Demand per (model, origin region)**: the requests the region's gateways issued to the
-  model's clusters plus those they dropped, per second over the last WINDOW_S. A cluster
+  model's clusters plus those they dropped, per second over the last WINDOW_S, and over the
+  reports of the last RECENT_S alone (a step in demand shows there first). A cluster
   belongs to a model by heliostat's own names: `<model>`, `<model>.batch` (the batch part),
   and what the traffic policy derives from them (`~<tenant>`, `@<version>`).
 - **Answers per endpoint** (for /debug/state): what the gateways saw each endpoint answer
@@ -24,6 +25,7 @@ Pure: time is an argument; the server feeds it, the control loop reads it.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -37,6 +39,9 @@ from heliostat.wire import TENANT_SEPARATOR, VERSION_SEPARATOR
 from heliostat.xds.resources.nodes import Role
 
 WINDOW_S = 3.0  # rates are averaged over the reports of the last few seconds
+# ... and also taken over the newest second alone, for the law to tell a step in demand from
+# noise (`balance.demand.stepped`).
+RECENT_S = 1.0
 STALE_AFTER_S = 5.0  # a gateway silent this long no longer speaks for its region
 
 
@@ -73,8 +78,11 @@ def cluster_model(cluster: str, models: Iterable[str]) -> tuple[str, bool] | Non
 class LoadReports:
     """The recent load reports of every gateway (sans-I/O; see the module docstring)."""
 
-    def __init__(self, window: float = WINDOW_S, stale_after: float = STALE_AFTER_S) -> None:
+    def __init__(
+        self, window: float = WINDOW_S, stale_after: float = STALE_AFTER_S, recent: float = RECENT_S
+    ) -> None:
         self.window = window
+        self.recent = recent
         self.stale_after = stale_after
         self._gateways: dict[str, _Gateway] = {}
         self.ignored = 0  # reports from sidecars or nodes without a region
@@ -128,6 +136,8 @@ class LoadReports:
         reporters: dict[tuple[str, str], set[str]] = {}
         newest: dict[tuple[str, str], float] = {}
         served: dict[tuple[str, str], float] = {}
+        recent: dict[tuple[str, str], float] = {}
+        recent_s: dict[tuple[str, str], float] = {}
         for node_id, gateway in sorted(self._gateways.items()):
             for cluster, reports in sorted(gateway.clusters.items()):
                 owner = cluster_model(cluster, names)
@@ -140,6 +150,13 @@ class LoadReports:
                 target = batch if is_batch else interactive
                 target[key] = target.get(key, 0.0) + offered
                 refused[key] = refused.get(key, 0.0) + sum(r.dropped for r in reports) / seconds
+                latest = [r for r in reports if now - r.at < self.recent]
+                if latest:
+                    span = sum(r.interval for r in latest)
+                    count = sum(r.issued + r.dropped for r in latest)
+                    recent[key] = recent.get(key, 0.0) + count / span
+                    # The shortest span of any gateway: the widest Poisson spread.
+                    recent_s[key] = min(recent_s.get(key, math.inf), span)
                 reporters.setdefault(key, set()).add(node_id)
                 newest[key] = max(newest.get(key, 0.0), gateway.last)
                 for report in reports:
@@ -153,6 +170,8 @@ class LoadReports:
                 refused=refused.get(key, 0.0),
                 gateways=len(reporters[key]),
                 at=newest[key],
+                recent=recent.get(key),
+                recent_s=recent_s.get(key, 0.0),
             )
             for key in sorted(reporters)
         }

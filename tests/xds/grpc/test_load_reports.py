@@ -8,6 +8,7 @@ from envoy.config.endpoint.v3 import load_report_pb2
 from envoy.service.load_stats.v3 import lrs_pb2
 from google.protobuf import duration_pb2
 
+from heliostat.balance.demand import stepped
 from heliostat.bootstrap import XDS_CLUSTER, BootstrapOptions, bootstrap
 from heliostat.xds.grpc.load_reports import LoadReports, cluster_model
 from heliostat.xds.resources.nodes import Role
@@ -133,3 +134,20 @@ def test_the_bootstrap_asks_for_load_reports_over_the_xds_link() -> None:
     assert config["grpc_services"] == [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]
     quiet = bootstrap(BootstrapOptions(node_id="gw", region="eu-west", load_reports=False))
     assert "cluster_manager" not in quiet
+
+
+def test_the_newest_second_is_reported_beside_the_window_and_a_step_stands_out() -> None:
+    """Two quiet seconds at 10/s, then one at 40/s: the window says 20/s, the newest second
+    40/s, which stands far beyond the Poisson spread of the window's rate (a step the law
+    takes at once, `demand.stepped`). Steady traffic is no step."""
+    book = LoadReports(window=3.0, recent=1.0)
+    for tick, count in enumerate([10, 10, 40]):
+        book.ingest("gw", "eu-west", Role.GATEWAY, report("llama", {"eu-west": count}), tick)
+    origin = book.load(MODELS, 2.0).origins[("llama", "eu-west")]
+    assert origin.total == pytest.approx(20.0)
+    assert origin.recent == pytest.approx(40.0) and origin.recent_s == pytest.approx(1.0)
+    assert stepped(origin) == pytest.approx(40.0)
+    steady = LoadReports(window=3.0, recent=1.0)
+    for tick, count in enumerate([20, 18, 23]):
+        steady.ingest("gw", "eu-west", Role.GATEWAY, report("llama", {"eu-west": count}), tick)
+    assert stepped(steady.load(MODELS, 2.0).origins[("llama", "eu-west")]) is None
