@@ -3,7 +3,8 @@
 What they add over the pure core: the publisher builds a group's snapshot on first ask,
 rebuilds every known group on new inputs and tells watchers only of real changes, and keeps
 a group's last good snapshot when a build fails; the control loop applies drains and policy
-changes at once, and a failing tick does not stop its task.
+changes at once, a failing tick does not stop its task, and a round is ticked on as soon as
+it lands (a tick that took no round does not hold the next round back).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ GROUP = NodeGroup(Role.GATEWAY, "us-east")
 A, B = "127.0.0.1:9101", "127.0.0.2:9101"
 
 
-def policy_of(*models: str, port: int = 9101) -> Policy:
+def policy_of(*models: str, port: int = 9101, interval: str = "0.2s") -> Policy:
     text = "".join(
         f"    - name: {name}\n"
-        "      signals: {interval: 0.2s, timeout: 0.1s}\n"
+        f"      signals: {{interval: {interval}, timeout: 0.1s}}\n"
         "      endpoints:\n"
         f"        - {{address: '127.0.0.1:{port}', region: us-east}}\n"
         f"        - {{address: '127.0.0.2:{port}', region: us-east}}\n"
@@ -143,6 +144,54 @@ async def test_the_loop_ticks_when_signals_land_and_survives_a_failing_tick() ->
             loop.signals_landed("llama")
             await asyncio.sleep(0.05)
         assert calls >= 3
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _until(done: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.005)
+
+
+async def test_a_round_is_ticked_as_it_lands_even_after_a_tick_without_one() -> None:
+    """Rounds land an interval apart give or take their scrape's jitter. A round a little
+    later than one interval after the last tick must not be preceded by a fallback tick, and
+    a tick that took no round (a drain) must not hold the next round back for the spacing
+    between round ticks (half an interval: 0.5 s here)."""
+    loop, _publisher, _cache = loop_of(policy_of("llama", interval="1s"))
+    task = asyncio.create_task(loop.run())
+    try:
+        loop.signals_landed("llama")
+        await _until(lambda: loop.ticks == 1, 5, "no tick on the first round")
+        await asyncio.sleep(1.1)  # the next round, 0.1 s later than one interval
+        assert loop.ticks == 1, "a fallback tick ran while the round was due"
+        landed = time.monotonic()
+        loop.signals_landed("llama")
+        await _until(lambda: loop.ticks == 2, 5, "no tick on the second round")
+        assert time.monotonic() - landed < 0.4, "the round's tick was held"
+
+        await asyncio.sleep(0.55)  # past the spacing since the last round's tick
+        loop.drain(frozenset({("llama", B)}), drained=True)  # a tick with no new round
+        assert loop.ticks == 3
+        landed = time.monotonic()
+        loop.signals_landed("llama")
+        await _until(lambda: loop.ticks == 4, 5, "no tick on the round after the drain")
+        assert time.monotonic() - landed < 0.4, "the drain's tick held the round back"
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_without_rounds_the_loop_still_ticks() -> None:
+    """No round lands (a source stuck): the loop ticks anyway, so staleness is noticed."""
+    loop, _publisher, _cache = loop_of(policy_of("llama"))
+    task = asyncio.create_task(loop.run())
+    try:
+        await _until(lambda: loop.ticks >= 2, 5, "no tick without rounds")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
