@@ -47,7 +47,7 @@ def test_a_drain_reaches_a_delta_envoy_as_one_leds_update_and_requests_follow(
         policy = tmp_path / "policy.yaml"
         endpoints = [(kept.address, "eu-west"), (drained.address, "eu-west")]
         write_policy(policy, policy_document(gateway_port=gateway, endpoints=endpoints))
-        heliostat = Heliostat(policy, tmp_path)  # LEDS is serve's default
+        heliostat = Heliostat(policy, tmp_path, extra_args=["--leds"])
         processes.append(heliostat)
         heliostat.start()
         envoy = Envoy(tmp_path, heliostat, node_id="gw-eu", region="eu-west", delta=True)

@@ -53,7 +53,6 @@ def test_request_with_x_model_reaches_an_endpoint_of_its_region(
     upstreams: Callable[[str], Upstream],
     start_heliostat: Callable[..., Heliostat],
     start_envoy: Callable[..., Envoy],
-    mode: str,
 ) -> None:
     us, eu = upstreams("us-east"), upstreams("eu-west")
     gateway, _policy, heliostat = _serve(tmp_path, start_heliostat, [us, eu])
@@ -81,9 +80,7 @@ def test_request_with_x_model_reaches_an_endpoint_of_its_region(
         lambda: (n := heliostat.node("gw-eu")) and n["in_sync"] and n, message="node in sync"
     )
     assert node["group"] == "gateway/eu-west/default"
-    # A delta node takes each endpoint as its own LEDS resource; SotW has plain EDS.
-    leds = {"LEDS"} if mode == "delta" else set()
-    assert set(node["types"]) == {"CDS", "EDS", "LDS", "RDS"} | leds
+    assert set(node["types"]) == {"CDS", "EDS", "LDS", "RDS"}  # LEDS only with serve --leds
 
 
 def test_unknown_or_missing_model_gets_a_json_404_naming_the_models(
@@ -327,12 +324,8 @@ def test_envoy_keeps_serving_while_heliostat_restarts_and_rejoins(
         message="envoy re-joined the restarted heliostat",
     )
     assert envoy.stat("control_plane.connected_state") == 1
-    # Same inputs, same content-hash versions: the re-joined node is not re-sent anything,
-    # except LEDS endpoints: Envoy 1.40 lists no glob collection's members in its
-    # initial_resource_versions (seen on this stream), so they are sent once again.
-    responses = {t: s["responses"] for t, s in node["types"].items()}
-    assert responses.pop("LEDS", 1) == 1
-    assert responses == dict.fromkeys(responses, 0)
+    # Same inputs, same content-hash versions: the re-joined node is not re-sent anything.
+    assert {t: s["responses"] for t, s in node["types"].items()} == dict.fromkeys(node["types"], 0)
 
     write_policy(
         policy,
