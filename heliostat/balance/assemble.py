@@ -9,8 +9,9 @@ locality-weighted LB splits r's traffic by locality weight, out of LOCALITY_TOTA
 
 Shares are published in thousandths, so a weight is exactly the share. An edge region (no
 endpoints of the model, or none routable) has no locality of its own in priority 0: its
-rescuers share it, and its own dead hosts, if any, come last. Each
-locality of priority 0 carries the reason for its weight (EDS locality metadata).
+rescuers share it, and its own dead hosts, if any, come after every region within budget
+(regions beyond it stay last). Each locality of priority 0 carries the reason for its
+weight (EDS locality metadata).
 
 With locality-weighted LB on, a locality without a weight gets no traffic at all, so every
 locality of every view carries one: LOCALITY_TOTAL when alone in its priority. In the neutral
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from heliostat.balance.priorities import region_priorities
+from heliostat.balance.priorities import region_priorities, within_budget
 from heliostat.balance.state import RefusalState, RegionState
 from heliostat.balance.view import (
     ClusterView,
@@ -116,11 +117,15 @@ def _regional(
     # down is an edge for now. Left in priority 0 beside its rescuers, its dead hosts would
     # lower the priority's health and Envoy would spill the rest onto the next priority.
     home = any(e.health in _ROUTABLE for e in endpoints.get(region, ()))
-    rank = dict(priorities)
+    rank: dict[str, float] = dict(priorities)
     for q in shares:
         rank[q] = 0
     if not home and shares and region in rank:
-        rank[region] = len(priorities)  # after everything else: a last resort
+        # After every other region within budget: a last resort. Not after the regions
+        # beyond it (last_resort), which stay last in every view; its hosts are dead, so
+        # Envoy gives its priority no load and spills past it anyway.
+        near = set(within_budget(policy, model, region))
+        rank[region] = max((priorities[q] for q in priorities if q in near), default=0) + 0.5
     present = sorted(
         (r for r in priorities if endpoints.get(r)), key=lambda r: (rank[r], priorities[r])
     )

@@ -313,9 +313,13 @@ def test_closed_loop_rescues_stay_below_the_threshold_and_settle(
             assert 1.0 - sent.get(region, 1.0) <= min(max_share, 0.8) + 1e-3
             for rescuer in sent:
                 if rescuer != region:
-                    # Its own load plus everything it receives stays below the threshold
-                    # (within the resolution shares are published in: thousandths).
-                    assert pressures[rescuer] < 1.0 + 1e-3
+                    # Its own load plus everything it receives stays below the threshold,
+                    # within the resolution shares are published in: a thousandth of each
+                    # demand that lands on it (its own kept share included), per endpoint.
+                    # A rescuer planned to its full threshold shows that rounding.
+                    landing = sum(own[o] for o in REGIONS if rescuer in shares_in(views, o))
+                    slack = max(1e-3, 1e-3 * landing / len(addresses(policy, rescuer)))
+                    assert pressures[rescuer] < 1.0 + slack
     assert all(v == ticks[-1][0] for v, _ in ticks[-5:])
 
 

@@ -246,7 +246,9 @@ def _serving(
 def test_a_region_whose_replicas_are_all_down_is_served_like_an_edge() -> None:
     """us-east's replicas all fail; its gateways still report 6 requests/s. Its users go to
     eu-west (80 ms), the only region within its 150 ms budget, at locality weight 1000 in
-    priority 0; its own dead hosts come last, so Envoy does not spill past eu-west."""
+    priority 0; its own dead hosts come after every region within budget (not beside its
+    rescuers, where they would lower priority 0's health and make Envoy spill), and before
+    ap-southeast, which is beyond the budget and stays last in every view."""
     policy = policy_of(UNEVEN, max_share=None)
     state = None
     for tick in range(12):
@@ -263,8 +265,8 @@ def test_a_region_whose_replicas_are_all_down_is_served_like_an_edge() -> None:
     us = cluster(views, "us-east")
     assert [(loc.region, loc.priority, loc.weight) for loc in us.localities] == [
         ("eu-west", 0, 1000),
-        ("ap-southeast", 1, 1000),
-        ("us-east", 2, 1000),
+        ("us-east", 1, 1000),
+        ("ap-southeast", 2, 1000),
     ]
     regions = state.models[MODEL].regions
     assert regions["us-east"].source == "gateways" and regions["us-east"].endpoints == 0
