@@ -265,14 +265,14 @@ def _play(demo: Demo, observer: Observer, workdir: Path, processes: list[Process
     expected = Counter(name for _, _, name in demo.arrivals)
     current = -1
     pending = list(story.phases)
+    actions = [(p.start + p.action.after, p.action) for p in story.phases if p.action]
     while pending:
         t = demo.now()
         while current + 1 < len(story.phases) and t >= story.phases[current + 1].start:
             current += 1
-            phase = story.phases[current]
-            observer.phase(current, phase, story)
-            if phase.action is not None:
-                _act(demo, mesh, phase.action, observer)
+            observer.phase(current, story.phases[current], story)
+        while actions and t >= actions[0][0]:
+            _act(demo, mesh, actions.pop(0)[1], observer)
         overdue = t > story.duration + REQUEST_TIMEOUT + 10
         if demo.load.error is not None:
             raise RuntimeError(f"the load generator stopped: {demo.load.error!r}")

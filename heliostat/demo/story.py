@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from heliostat.xds.grpc.load_reports import WINDOW_S
+
 US_EAST, EU_WEST, AP_SOUTHEAST = "us-east", "eu-west", "ap-southeast"
 REGIONS = (US_EAST, EU_WEST, AP_SOUTHEAST)
 REPLICAS: Mapping[str, int] = {US_EAST: 4, EU_WEST: 2, AP_SOUTHEAST: 1}
@@ -45,6 +47,13 @@ DEFAULT_DURATION = 90.0
 # us-east + eu-west together fit in eu-west alone (the outage needs that).
 BASELINE: Mapping[str, float] = {US_EAST: 0.8, EU_WEST: 0.5, AP_SOUTHEAST: 0.4}
 SURGE = 1.3  # ap-southeast's demand during the surge: 30% more than its one replica
+# The kill waits until the surge's tail is over: its gateways' demand is a rate over the last
+# WINDOW_S. Killed the instant the surge ended, us-east's users took all of eu-west's room
+# while ap-southeast's demand still read the surge, and ap-southeast refused about a third
+# of its users on purpose for ~2 s (CI, 2026-12-06): a compound event the law handles by
+# degrading on purpose, and an open item of its own (issue 10), not the failover this phase
+# shows.
+OUTAGE_AFTER_S = WINDOW_S
 
 
 def rtt_ms(a: str, b: str) -> int:
@@ -57,6 +66,7 @@ class Action:
 
     kind: str  # "outage": kill the region's fleet process; "restore": start it again
     region: str
+    after: float = 0.0  # seconds into its phase
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +147,8 @@ _PLANS = (
         f"{US_EAST}'s gateway fails over to {EU_WEST}; only requests in flight at the kill "
         "may fail",
         BASELINE,
-        Action("outage", US_EAST),
-        0.25,
+        Action("outage", US_EAST, after=OUTAGE_AFTER_S),
+        0.5,  # the kill comes OUTAGE_AFTER_S in, then the failover settles
     ),
     _Plan(
         "recovery",

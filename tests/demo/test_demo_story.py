@@ -84,7 +84,7 @@ def test_the_story_stages_a_surge_beyond_one_gpu_and_an_outage_eu_west_can_absor
     # Failover puts us-east's users on eu-west: both must fit below its saturation.
     outage = story.phase("outage")
     assert outage.load[US_EAST] + outage.load[EU_WEST] < 0.9 * script.REPLICAS[EU_WEST]
-    assert outage.action == script.Action("outage", US_EAST)
+    assert outage.action == script.Action("outage", US_EAST, after=script.OUTAGE_AFTER_S)
     assert story.phase("recovery").action == script.Action("restore", US_EAST)
     # the network budget puts eu-west in reach of ap-southeast and us-east out of it
     assert script.rtt_ms(AP_SOUTHEAST, EU_WEST) <= script.NETWORK_BUDGET_MS
