@@ -112,7 +112,7 @@ class TranslationMemo:
         )
 
 
-class EntryTable:
+class EntryTable(RoundMemo[int, Entry]):
     """Encoded `lb_endpoints` entries by the identity of their EndpointView, the value
     pinning the view (so an id found here is that very object, never a recycled id); the
     current and the last round's, as a RoundMemo keeps them.
@@ -122,19 +122,7 @@ class EntryTable:
     every tick. `get_many` moves a locality's worth in C.
     """
 
-    __slots__ = ("_current", "_previous")
-
-    def __init__(self) -> None:
-        self._current: dict[int, Entry] = {}
-        self._previous: dict[int, Entry] = {}
-
-    def get(self, key: int) -> Entry | None:
-        value = self._current.get(key)
-        if value is None:
-            value = self._previous.get(key)
-            if value is not None:
-                self._current[key] = value
-        return value
+    __slots__ = ()
 
     def get_many(self, keys: Sequence[int]) -> list[Entry | None]:
         """Every key's entry or None (what the last round had is carried into this one)."""
@@ -147,13 +135,3 @@ class EntryTable:
             current.update(zip(compress(keys, earlier), filter(None, earlier), strict=True))
             found = list(map(current.get, keys))
         return found
-
-    def put(self, key: int, value: Entry) -> None:
-        self._current[key] = value
-
-    def rotate(self) -> None:
-        """Start a round: last round's entries stay reachable, older ones go."""
-        self._previous, self._current = self._current, {}
-
-    def __len__(self) -> int:
-        return len(self._current) + len(self._previous)
