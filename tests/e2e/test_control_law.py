@@ -15,16 +15,10 @@ from typing import Any
 
 import pytest
 
-from heliostat.lab.mesh import MODEL, Mesh, start_mesh
-from heliostat.sim import loadgen
-from tests.e2e.harness import Process, wait_until
+from heliostat.lab.mesh import MODEL, Mesh
+from tests.e2e.harness import Process, law_mesh, results_since, wait_until
 
 pytestmark = pytest.mark.envoy
-
-# Replica capacity at these settings: 4 slots, ~0.4 s per request (24 tokens at speed 2)
-# -> about 10 requests/s per replica.
-SPEED = 2.0
-SLOTS = 4
 
 
 def _own_region_share(mesh: Mesh) -> dict[str, float]:
@@ -69,14 +63,7 @@ def sampler() -> Iterator[Any]:
 def test_moderate_load_stays_in_each_gateways_own_region(
     tmp_path: Path, processes: list[Process]
 ) -> None:
-    mesh = start_mesh(
-        tmp_path,
-        processes,
-        per_region={"us-east": 2, "eu-west": 2, "ap-southeast": 1},
-        slots=SLOTS,
-        speed=SPEED,
-    )
-    time.sleep(1.5)  # a few ticks with idle signals
+    mesh = law_mesh(tmp_path, processes, idle_ticks=3)  # a few ticks with idle signals
     shots = (
         mesh.shots("us-east", 8, 8) + mesh.shots("eu-west", 8, 8) + mesh.shots("ap-southeast", 4, 8)
     )
@@ -88,22 +75,10 @@ def test_moderate_load_stays_in_each_gateways_own_region(
     assert all(share >= 0.95 for share in shares.values()), shares
 
 
-def _window(report: loadgen.Report, label: str, start: float) -> list[loadgen.Result]:
-    origin = min(r.started for r in report.results)
-    return [r for r in report.results if r.shot.label == label and r.started - origin >= start]
-
-
 def test_a_region_at_twice_its_capacity_overflows_a_bounded_share_to_the_nearest_in_budget_region(
     tmp_path: Path, processes: list[Process], sampler: Any
 ) -> None:
-    mesh = start_mesh(
-        tmp_path,
-        processes,
-        per_region={"us-east": 2, "eu-west": 2, "ap-southeast": 1},
-        slots=SLOTS,
-        speed=SPEED,
-    )
-    time.sleep(1.5)
+    mesh = law_mesh(tmp_path, processes, idle_ticks=3)
     rescuer_signals = sampler(mesh, mesh.replicas["eu-west"])
     duration = 14.0
     shots = (
@@ -112,7 +87,7 @@ def test_a_region_at_twice_its_capacity_overflows_a_bounded_share_to_the_nearest
         + mesh.shots("us-east", 4, duration)
     )
     report = mesh.run(shots, timeout=60)
-    settled = _window(report, "surge", duration / 2)
+    settled = results_since(report, "surge", duration / 2)
     regions = Counter(r.replica_region for r in settled if r.ok)
     total = sum(regions.values())
     share_eu = regions["eu-west"] / total
@@ -143,13 +118,7 @@ def _weight(mesh: Mesh, region: str, address: str) -> int:
 def test_a_slow_replica_loses_its_share_within_two_ticks(
     tmp_path: Path, processes: list[Process]
 ) -> None:
-    mesh = start_mesh(
-        tmp_path,
-        processes,
-        per_region={"us-east": 2, "eu-west": 1, "ap-southeast": 1},
-        slots=SLOTS,
-        speed=SPEED,
-    )
+    mesh = law_mesh(tmp_path, processes, {"us-east": 2, "eu-west": 1, "ap-southeast": 1})
     slow, fast = mesh.replicas["us-east"]
     shots = mesh.shots("us-east", 10, 16)
     finish = mesh.start_load(shots)
@@ -192,14 +161,7 @@ def test_a_slow_replica_loses_its_share_within_two_ticks(
 def test_a_region_outage_fails_over_to_the_next_region(
     tmp_path: Path, processes: list[Process]
 ) -> None:
-    mesh = start_mesh(
-        tmp_path,
-        processes,
-        per_region={"us-east": 2, "eu-west": 2, "ap-southeast": 1},
-        slots=SLOTS,
-        speed=SPEED,
-    )
-    time.sleep(1.5)
+    mesh = law_mesh(tmp_path, processes, idle_ticks=3)
     duration = 14.0
     shots = mesh.shots("eu-west", 8, duration, label="eu")
     started = time.monotonic()
@@ -230,14 +192,9 @@ def test_a_region_outage_fails_over_to_the_next_region(
 def test_when_every_in_budget_region_is_saturated_batch_is_refused_first_and_interactive_flows(
     tmp_path: Path, processes: list[Process]
 ) -> None:
-    mesh = start_mesh(
-        tmp_path,
-        processes,
-        per_region={"us-east": 1, "eu-west": 1, "ap-southeast": 1},
-        slots=SLOTS,
-        speed=SPEED,
+    mesh = law_mesh(
+        tmp_path, processes, {"us-east": 1, "eu-west": 1, "ap-southeast": 1}, idle_ticks=3
     )
-    time.sleep(1.5)
     duration = 14.0
     shots = []
     for region in ("us-east", "eu-west", "ap-southeast"):
@@ -246,8 +203,8 @@ def test_when_every_in_budget_region_is_saturated_batch_is_refused_first_and_int
             region, 10, duration, label="batch", seed=2, headers={"x-priority": "batch"}
         )
     report = mesh.run(shots, timeout=90)
-    batch = _window(report, "batch", duration / 2)
-    interactive = _window(report, "interactive", duration / 2)
+    batch = results_since(report, "batch", duration / 2)
+    interactive = results_since(report, "interactive", duration / 2)
     # Refused at the gateway (drop_overloads, answered 429 with retry-after by the listener).
     refused = [
         r
@@ -280,13 +237,7 @@ def test_when_every_in_budget_region_is_saturated_batch_is_refused_first_and_int
 
 
 def test_constant_load_converges_and_pushes_stop(tmp_path: Path, processes: list[Process]) -> None:
-    mesh = start_mesh(
-        tmp_path,
-        processes,
-        per_region={"us-east": 2, "eu-west": 2, "ap-southeast": 1},
-        slots=SLOTS,
-        speed=SPEED,
-    )
+    mesh = law_mesh(tmp_path, processes)
     interval, warmup, ticks = 0.5, 25.0, 30
     duration = warmup + ticks * interval + 2
     shots = (
