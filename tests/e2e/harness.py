@@ -230,7 +230,8 @@ def law_mesh(
     """The mesh of the control law's scenarios (`start_mesh` at LAW_SLOTS and LAW_SPEED; other
     `start_mesh` options pass through). With `idle_ticks`, it returns once heliostat has
     ticked that many times on idle signals, so a scenario's load starts on a settled law
-    (counted in ticks, not seconds: a loaded machine ticks late, not less)."""
+    (counted in ticks, not seconds: a loaded machine ticks late, not less; the first may come
+    at once, so n ticks are at least n - 1 intervals)."""
     mesh = start_mesh(
         workdir, processes, per_region=per_region, slots=LAW_SLOTS, speed=LAW_SPEED, **options
     )

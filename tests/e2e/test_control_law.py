@@ -63,7 +63,7 @@ def sampler() -> Iterator[Any]:
 def test_moderate_load_stays_in_each_gateways_own_region(
     tmp_path: Path, processes: list[Process]
 ) -> None:
-    mesh = law_mesh(tmp_path, processes, idle_ticks=3)  # a few ticks with idle signals
+    mesh = law_mesh(tmp_path, processes, idle_ticks=4)  # a few ticks with idle signals
     shots = (
         mesh.shots("us-east", 8, 8) + mesh.shots("eu-west", 8, 8) + mesh.shots("ap-southeast", 4, 8)
     )
@@ -78,7 +78,7 @@ def test_moderate_load_stays_in_each_gateways_own_region(
 def test_a_region_at_twice_its_capacity_overflows_a_bounded_share_to_the_nearest_in_budget_region(
     tmp_path: Path, processes: list[Process], sampler: Any
 ) -> None:
-    mesh = law_mesh(tmp_path, processes, idle_ticks=3)
+    mesh = law_mesh(tmp_path, processes, idle_ticks=4)
     rescuer_signals = sampler(mesh, mesh.replicas["eu-west"])
     duration = 14.0
     shots = (
@@ -161,7 +161,7 @@ def test_a_slow_replica_loses_its_share_within_two_ticks(
 def test_a_region_outage_fails_over_to_the_next_region(
     tmp_path: Path, processes: list[Process]
 ) -> None:
-    mesh = law_mesh(tmp_path, processes, idle_ticks=3)
+    mesh = law_mesh(tmp_path, processes, idle_ticks=4)
     duration = 14.0
     shots = mesh.shots("eu-west", 8, duration, label="eu")
     started = time.monotonic()
@@ -193,7 +193,7 @@ def test_when_every_in_budget_region_is_saturated_batch_is_refused_first_and_int
     tmp_path: Path, processes: list[Process]
 ) -> None:
     mesh = law_mesh(
-        tmp_path, processes, {"us-east": 1, "eu-west": 1, "ap-southeast": 1}, idle_ticks=3
+        tmp_path, processes, {"us-east": 1, "eu-west": 1, "ap-southeast": 1}, idle_ticks=4
     )
     duration = 14.0
     shots = []
