@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,6 +44,7 @@ __all__ = [
     "Process",
     "Reply",
     "SimFleet",
+    "SteadyLoad",
     "Upstream",
     "envoy_binary",
     "free_port",
@@ -265,3 +266,43 @@ def results_since(
     return [
         r for r in report.results if r.shot.label == label and start <= r.started - origin < end
     ]
+
+
+class SteadyLoad:
+    """Poisson load at `rate` requests/s on one gateway of a mesh for as long as a test needs
+    it, not for a duration fixed in advance: a scenario whose phases end on what happened
+    (a weight cut, so many requests served) neither waits out a schedule sized for a loaded
+    machine nor runs off its end when the machine is slow. Sent in back-to-back schedules of
+    `chunk_s` (Poisson arrivals stay Poisson across them), each on its own client."""
+
+    def __init__(self, mesh: Mesh, region: str, rate: float, chunk_s: float = 1.0) -> None:
+        self._mesh = mesh
+        self._region = region
+        self._rate = rate
+        self._chunk_s = chunk_s
+        self._stop = threading.Event()
+        self._chunks: list[Callable[[], loadgen.Report]] = []
+        self._thread = threading.Thread(target=self._send, daemon=True)
+
+    def start(self) -> SteadyLoad:
+        self._thread.start()
+        return self
+
+    def _send(self) -> None:
+        begun = time.monotonic()
+        chunk = 0
+        while not self._stop.is_set():
+            shots = self._mesh.shots(self._region, self._rate, self._chunk_s, seed=chunk)
+            self._chunks.append(self._mesh.start_load(shots))
+            chunk += 1
+            self._stop.wait(begun + chunk * self._chunk_s - time.monotonic())
+
+    def stop(self) -> loadgen.Report:
+        """Send no further schedule; wait for those sent and report every result."""
+        self._stop.set()
+        self._thread.join(timeout=self._chunk_s + 5)
+        report = loadgen.Report()
+        for finish in self._chunks:
+            report.results.extend(finish().results)
+        report.results.sort(key=lambda r: r.started)
+        return report
