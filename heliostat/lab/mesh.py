@@ -222,9 +222,11 @@ def start_mesh(
     endpoint_sim: Callable[[dict[str, list[str]]], Mapping[str, Mapping[str, Any]]] | None = None,
     extra_models: Sequence[ExtraModel] = (),
     regions: Mapping[str, Mapping[str, float]] = RTT,
+    gateway_regions: Sequence[str] | None = None,
 ) -> Mesh:
     """Start the fleet (one process per region with replicas), heliostat, and one gateway
-    per region of `regions` (edge regions included), all on free loopback ports.
+    per region of `regions` (edge regions included), or of `gateway_regions` where a
+    scenario's users are in fewer of them, all on free loopback ports.
 
     `per_region` counts MODEL's replicas (0 or absent: an edge region); `endpoint_sim` gives
     each replica's simulator knobs beyond `slots` and `speed` (which it may override, one
@@ -232,6 +234,10 @@ def start_mesh(
     unknown = sorted(set(per_region) - set(regions))
     if unknown:
         raise ValueError(f"replicas in regions {unknown} that the mesh does not have")
+    gateway_regions = list(regions) if gateway_regions is None else list(gateway_regions)
+    unknown = sorted(set(gateway_regions) - set(regions))
+    if unknown:
+        raise ValueError(f"gateways in regions {unknown} that the mesh does not have")
     replicas = {
         region: [f"{LOCALHOST}:{free_port()}" for _ in range(per_region.get(region, 0))]
         for region in regions
@@ -268,7 +274,7 @@ def start_mesh(
         workdir,
         processes,
         fleet_regions=with_replicas,
-        gateway_regions=list(regions),
+        gateway_regions=gateway_regions,
         delta=delta,
     )
     fleets = {region: fleet for region, fleet in stack.fleets.items() if region is not None}

@@ -1,7 +1,8 @@
 """Test-only pieces beside `heliostat.lab`: tiny upstreams, one-model policies, requests.
 
 The real processes (heliostat serve, Envoy, simulated fleets) come from `heliostat.lab`,
-which the benchmarks and the demo share; they are re-exported here for the tests.
+which the benchmarks and the demo share; they are re-exported here for the tests, with the
+mesh the end-to-end tests of the control law share (`law_mesh`) and what they read of it.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+from heliostat.lab.mesh import Mesh, start_mesh
 from heliostat.lab.processes import (
     LOCALHOST,
     Envoy,
@@ -29,22 +32,31 @@ from heliostat.lab.processes import (
     wait_until,
     write_policy,
 )
+from heliostat.sim import loadgen
 
 __all__ = [
+    "LAW_REPLICAS",
+    "LAW_SLOTS",
+    "LAW_SPEED",
     "LOCALHOST",
     "Envoy",
     "Heliostat",
     "Process",
     "Reply",
     "SimFleet",
+    "SteadyLoad",
     "Upstream",
     "envoy_binary",
     "free_port",
     "http_get",
+    "law_mesh",
     "policy_document",
     "request",
+    "results_since",
     "served_by",
     "started",
+    "ticks",
+    "wait_ticks",
     "wait_until",
     "write_policy",
 ]
@@ -196,3 +208,101 @@ def request(
 
 def served_by(replies: list[Reply]) -> Counter[str]:
     return Counter(r.headers.get("x-replica-id", f"status-{r.status}") for r in replies)
+
+
+# -- the control law's mesh -----------------------------------------------------------------
+
+# Replica capacity in the law's scenarios: 4 slots, ~0.4 s per request (24 tokens at speed 2)
+# -> about 10 requests/s per replica; the mesh ticks every 0.5 s (signals.interval).
+LAW_SLOTS = 4
+LAW_SPEED = 2.0
+# Two replicas where most users are, one in ap-southeast: its surges need a rescuer.
+LAW_REPLICAS: Mapping[str, int] = {"us-east": 2, "eu-west": 2, "ap-southeast": 1}
+
+
+def law_mesh(
+    workdir: Path,
+    processes: list[Process],
+    per_region: Mapping[str, int] = LAW_REPLICAS,
+    *,
+    idle_ticks: int = 0,
+    **options: Any,
+) -> Mesh:
+    """The mesh of the control law's scenarios (`start_mesh` at LAW_SLOTS and LAW_SPEED; other
+    `start_mesh` options pass through). With `idle_ticks`, it returns once heliostat has
+    ticked that many times on idle signals, so a scenario's load starts on a settled law
+    (counted in ticks, not seconds: a loaded machine ticks late, not less; the first may come
+    at once, so n ticks are at least n - 1 intervals)."""
+    mesh = start_mesh(
+        workdir, processes, per_region=per_region, slots=LAW_SLOTS, speed=LAW_SPEED, **options
+    )
+    if idle_ticks:
+        wait_ticks(mesh.heliostat, idle_ticks)
+    return mesh
+
+
+def ticks(heliostat: Heliostat) -> int:
+    """How many times heliostat's control law has ticked (`/debug/state`)."""
+    return int(heliostat.state()["control"]["ticks"])
+
+
+def wait_ticks(heliostat: Heliostat, count: int, timeout: float = 30.0) -> int:
+    """Wait for `count` more ticks of the control law; the tick count then."""
+    target = ticks(heliostat) + count
+    wait_until(
+        lambda: ticks(heliostat) >= target,
+        timeout=timeout,
+        interval=0.1,
+        message=f"{count} ticks of the law",
+    )
+    return ticks(heliostat)
+
+
+def results_since(
+    report: loadgen.Report, label: str, start: float, end: float = float("inf")
+) -> list[loadgen.Result]:
+    """The results of `label`'s shots sent from `start` to `end` seconds after the first."""
+    origin = min(r.started for r in report.results)
+    return [
+        r for r in report.results if r.shot.label == label and start <= r.started - origin < end
+    ]
+
+
+class SteadyLoad:
+    """Poisson load at `rate` requests/s on one gateway of a mesh for as long as a test needs
+    it, not for a duration fixed in advance: a scenario whose phases end on what happened
+    (a weight cut, so many requests served) neither waits out a schedule sized for a loaded
+    machine nor runs off its end when the machine is slow. Sent in back-to-back schedules of
+    `chunk_s` (Poisson arrivals stay Poisson across them), each on its own client."""
+
+    def __init__(self, mesh: Mesh, region: str, rate: float, chunk_s: float = 1.0) -> None:
+        self._mesh = mesh
+        self._region = region
+        self._rate = rate
+        self._chunk_s = chunk_s
+        self._stop = threading.Event()
+        self._chunks: list[Callable[[], loadgen.Report]] = []
+        self._thread = threading.Thread(target=self._send, daemon=True)
+
+    def start(self) -> SteadyLoad:
+        self._thread.start()
+        return self
+
+    def _send(self) -> None:
+        begun = time.monotonic()
+        chunk = 0
+        while not self._stop.is_set():
+            shots = self._mesh.shots(self._region, self._rate, self._chunk_s, seed=chunk)
+            self._chunks.append(self._mesh.start_load(shots))
+            chunk += 1
+            self._stop.wait(begun + chunk * self._chunk_s - time.monotonic())
+
+    def stop(self) -> loadgen.Report:
+        """Send no further schedule; wait for those sent and report every result."""
+        self._stop.set()
+        self._thread.join(timeout=self._chunk_s + 5)
+        report = loadgen.Report()
+        for finish in self._chunks:
+            report.results.extend(finish().results)
+        report.results.sort(key=lambda r: r.started)
+        return report

@@ -13,8 +13,6 @@ requests/s; the mesh's SLO is a TTFT of 800 ms within a 170 ms network budget
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -23,34 +21,27 @@ from typing import Any
 
 import pytest
 
-from heliostat.lab.mesh import MODEL, Mesh, start_mesh
-from heliostat.lab.processes import Envoy, Heliostat, SimFleet, free_port, write_policy
+from heliostat.lab.mesh import MODEL, Mesh
 from heliostat.sim import loadgen
-from tests.e2e.harness import LOCALHOST, Process, wait_until
+from tests.e2e.harness import Process, law_mesh, results_since
 
 pytestmark = pytest.mark.envoy
 
-SPEED = 2.0
-SLOTS = 4
-SLO_S = 0.8
+SLO_S = 0.8  # the mesh's TTFT objective
 UNCAPPED = {"overflow": {"beyond_budget": "last_resort"}}  # no max_share: the law decides
+# An edge region: gateways and users, no GPUs; 20 ms from eu-west, 90 from us-east, 180 from
+# ap-southeast (beyond the 170 ms budget).
+EDGE_RTT = {
+    "us-east": {"eu-west": 80, "ap-southeast": 210, "edge": 90},
+    "eu-west": {"ap-southeast": 160, "edge": 20},
+    "ap-southeast": {"edge": 180},
+    "edge": {},
+}
 
 
-def _decisions(mesh_or_heliostat: Mesh | Heliostat) -> dict[str, Any]:
-    heliostat = (
-        mesh_or_heliostat.heliostat if isinstance(mesh_or_heliostat, Mesh) else mesh_or_heliostat
-    )
-    regions = heliostat.state()["control"]["decisions"]["models"][MODEL]["regions"]
+def _decisions(mesh: Mesh) -> dict[str, Any]:
+    regions = mesh.heliostat.state()["control"]["decisions"]["models"][MODEL]["regions"]
     return dict(regions)
-
-
-def _since(
-    report: loadgen.Report, label: str, start: float, end: float = 1e9
-) -> list[loadgen.Result]:
-    origin = min(r.started for r in report.results)
-    return [
-        r for r in report.results if r.shot.label == label and start <= r.started - origin < end
-    ]
 
 
 def _attainment(results: Sequence[loadgen.Result]) -> float:
@@ -62,14 +53,7 @@ def _attainment(results: Sequence[loadgen.Result]) -> float:
 def test_gateways_report_their_load_and_demand_is_measured_at_its_origin(
     tmp_path: Path, processes: list[Process]
 ) -> None:
-    mesh = start_mesh(
-        tmp_path,
-        processes,
-        per_region={"us-east": 2, "eu-west": 2, "ap-southeast": 1},
-        slots=SLOTS,
-        speed=SPEED,
-        model_overrides=UNCAPPED,
-    )
+    mesh = law_mesh(tmp_path, processes, model_overrides=UNCAPPED)
     rates = {"us-east": 8.0, "eu-west": 5.0, "ap-southeast": 3.0}
     shots = [s for r, rate in rates.items() for s in mesh.shots(r, rate, 12.0, label=r)]
     shots += mesh.shots("eu-west", 2.0, 12.0, label="batch", headers={"x-priority": "batch"})
@@ -99,14 +83,7 @@ def test_a_surge_is_placed_within_budget_with_onward_lending_and_the_rescuers_us
     own users; us-east (2 replicas) nearly idle, but 210 ms from ap-southeast: beyond its
     budget. eu-west takes ap-southeast's excess and passes some of its own users on to
     us-east (80 ms, inside eu-west's budget) to make room."""
-    mesh = start_mesh(
-        tmp_path,
-        processes,
-        per_region={"us-east": 2, "eu-west": 2, "ap-southeast": 1},
-        slots=SLOTS,
-        speed=SPEED,
-        model_overrides=UNCAPPED,
-    )
+    mesh = law_mesh(tmp_path, processes, model_overrides=UNCAPPED)
     calm, surge = 10.0, 26.0
     shots = mesh.shots("eu-west", 16.0, calm + surge, label="eu-west")
     shots += mesh.shots("us-east", 5.0, calm + surge, label="us-east")
@@ -119,10 +96,10 @@ def test_a_surge_is_placed_within_budget_with_onward_lending_and_the_rescuers_us
         {k: decisions["ap-southeast"][k] for k in ("demand", "allocation", "sends")},
     )
     print("eu-west:", {k: decisions["eu-west"][k] for k in ("demand", "allocation", "sends")})
-    settled = _since(report, "ap-surge", calm + surge / 2)
+    settled = results_since(report, "ap-surge", calm + surge / 2)
     served = Counter(r.replica_region for r in settled if r.ok)
-    eu_own_before = _since(report, "eu-west", 3.0, calm)
-    eu_own_during = _since(report, "eu-west", calm + surge / 2)
+    eu_own_before = results_since(report, "eu-west", 3.0, calm)
+    eu_own_during = results_since(report, "eu-west", calm + surge / 2)
     eu_served = Counter(r.replica_region for r in eu_own_during if r.ok)
     attainment = {
         "ap-southeast surge (2nd half)": _attainment(settled),
@@ -148,12 +125,10 @@ def test_a_surge_is_placed_within_budget_with_onward_lending_and_the_rescuers_us
 def test_when_every_region_in_budget_is_full_the_excess_is_refused_fast_batch_first(
     tmp_path: Path, processes: list[Process]
 ) -> None:
-    mesh = start_mesh(
+    mesh = law_mesh(
         tmp_path,
         processes,
-        per_region={"us-east": 1, "eu-west": 1, "ap-southeast": 1},
-        slots=SLOTS,
-        speed=SPEED,
+        {"us-east": 1, "eu-west": 1, "ap-southeast": 1},
         model_overrides=UNCAPPED,
     )
     duration = 20.0
@@ -165,8 +140,8 @@ def test_when_every_region_in_budget_is_full_the_excess_is_refused_fast_batch_fi
         )
     report = mesh.run(shots, timeout=120)
     late = duration / 2
-    batch = _since(report, "batch", late)
-    interactive = _since(report, "interactive", late)
+    batch = results_since(report, "batch", late)
+    interactive = results_since(report, "interactive", late)
     refused = [r for r in report.results if r.status == 429]
     statuses = {
         "batch": Counter(r.status for r in batch),
@@ -192,91 +167,30 @@ def test_when_every_region_in_budget_is_full_the_excess_is_refused_fast_batch_fi
     assert _attainment(admitted) >= 0.9
 
 
-def _edge_policy(gateway_port: int, replicas: dict[str, list[str]]) -> dict[str, Any]:
-    endpoints = [
-        {"address": a, "region": r, "slots": SLOTS, "sim": {"max_num_seqs": SLOTS, "speed": SPEED}}
-        for r, addresses in replicas.items()
-        for a in addresses
-    ]
-    return {
-        "apiVersion": "heliostat/v1",
-        "kind": "InferencePolicy",
-        "metadata": {"name": "edge"},
-        "spec": {
-            "regions": {
-                "us-east": {"rtt_ms": {"eu-west": 80, "ap-southeast": 210, "edge": 90}},
-                "eu-west": {"rtt_ms": {"ap-southeast": 160, "edge": 20}},
-                "ap-southeast": {"rtt_ms": {"edge": 180}},
-                "edge": {},
-            },
-            "gateway": {"port": gateway_port, "address": LOCALHOST},
-            "models": [
-                {
-                    "name": MODEL,
-                    "slo": {"ttft_ms": int(SLO_S * 1000), "network_budget_ms": 170},
-                    "signals": {"interval": "500ms", "timeout": "250ms", "stale_after": "1500ms"},
-                    "thresholds": {"queue": 2, "kv": 0.8, "failures": 2},
-                    "endpoints": endpoints,
-                }
-            ],
-        },
-    }
-
-
 def test_an_edge_region_without_gpus_is_served_by_its_nearest_regions_with_room(
     tmp_path: Path, processes: list[Process]
 ) -> None:
     """`edge` has gateways and no replica: 20 ms from eu-west, 90 ms from us-east, 180 ms from
     ap-southeast (beyond its 170 ms budget). Its users go to eu-west while eu-west has room,
     the rest to us-east, never to ap-southeast; its demand comes from its gateway's reports."""
-    replicas = {
-        "us-east": [f"{LOCALHOST}:{free_port()}" for _ in range(2)],
-        "eu-west": [f"{LOCALHOST}:{free_port()}"],
-        "ap-southeast": [f"{LOCALHOST}:{free_port()}"],
-    }
-    policy = tmp_path / "policy.yaml"
-    write_policy(policy, _edge_policy(free_port(), replicas))
-    for region in replicas:
-        fleet = SimFleet(policy, tmp_path, speed=None, region=region)
-        processes.append(fleet)
-        fleet.start()
-    heliostat = Heliostat(policy, tmp_path)
-    processes.append(heliostat)
-    heliostat.start()
-    gateways = {}
-    for region in ("edge", "eu-west"):
-        port = free_port()
-        envoy = Envoy(
-            tmp_path,
-            heliostat,
-            node_id=f"gw-{region}",
-            region=region,
-            delta=False,
-            listener_port=port,
-        )
-        processes.append(envoy)
-        envoy.start()
-        wait_until(lambda envoy=envoy: bool(envoy.hosts(MODEL)), timeout=10)
-        gateways[region] = port
-
-    def shots(region: str, rate: float, duration: float, label: str) -> list[loadgen.Shot]:
-        rng = random.Random(f"{region}-{label}")
-        url = f"http://{LOCALHOST}:{gateways[region]}/v1/completions"
-        body = loadgen.completion_body(MODEL, prompt_tokens=32, max_tokens=24)
-        return [
-            loadgen.Shot(at, url, {"x-model": MODEL}, body, label)
-            for at in loadgen.poisson_times(rate, duration, rng, 0.0)
-        ]
+    mesh = law_mesh(
+        tmp_path,
+        processes,
+        {"us-east": 2, "eu-west": 1, "ap-southeast": 1},
+        model_overrides=UNCAPPED,
+        regions=EDGE_RTT,
+        gateway_regions=("edge", "eu-west"),
+    )
 
     duration = 24.0
-    load = shots("edge", 14.0, duration, "edge") + shots("eu-west", 3.0, duration, "eu-west")
-    report = asyncio.run(loadgen.run(load, timeout=120))
-    decisions = _decisions(heliostat)
+    load = mesh.shots("edge", 14.0, duration) + mesh.shots("eu-west", 3.0, duration)
+    report = mesh.run(load, timeout=120)
+    decisions = _decisions(mesh)
     print(
         "edge:",
         {k: decisions["edge"][k] for k in ("demand", "demand_source", "allocation", "sends")},
     )
-    settled = _since(report, "edge", duration / 2)
+    settled = results_since(report, "edge", duration / 2)
     served = Counter(r.replica_region for r in settled if r.ok)
     print("edge users served by:", dict(served), "statuses:", Counter(r.status for r in settled))
     assert decisions["edge"]["demand_source"] == "gateways"

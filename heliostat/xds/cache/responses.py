@@ -17,9 +17,10 @@ Messages handed out must not be modified. Memory is bounded by the resource byte
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
+
+from heliostat.xds.cache.lru import ByteBudgetLRU
 
 R = TypeVar("R")
 
@@ -30,40 +31,30 @@ DEFAULT_MAX_ENTRIES = 256
 class SharedResponses(Generic[R]):
     """A bounded LRU table of built responses by key, weighed by their resources' bytes."""
 
-    __slots__ = ("_entries", "_held", "max_bytes", "max_entries")
+    __slots__ = ("_table",)
 
     def __init__(
         self, max_bytes: int = DEFAULT_MAX_BYTES, max_entries: int = DEFAULT_MAX_ENTRIES
     ) -> None:
-        self.max_bytes = max_bytes
-        self.max_entries = max_entries
-        self._entries: OrderedDict[Hashable, tuple[R, int]] = OrderedDict()
-        self._held = 0
+        self._table: ByteBudgetLRU[Hashable, R] = ByteBudgetLRU(max_bytes, max_entries)
 
     def get(self, key: Hashable, size: int | Callable[[], int], build: Callable[[], R]) -> R:
         """The response for `key`, built by `build` the first time; `size` is what it holds
         (its resources' bytes), or a function that counts them, called only on a miss (a
         thousand streams asking for one response count it once). One larger than the whole
         table is built and not kept."""
-        hit = self._entries.get(key)
+        hit = self._table.get(key)
         if hit is not None:
-            self._entries.move_to_end(key)
-            return hit[0]
+            return hit
         if callable(size):
             size = size()
         response = build()
-        if size > self.max_bytes:
-            return response
-        self._entries[key] = (response, size)
-        self._held += size
-        while self._held > self.max_bytes or len(self._entries) > self.max_entries:
-            _, (_, dropped) = self._entries.popitem(last=False)
-            self._held -= dropped
+        self._table.put(key, response, size)
         return response
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._table)
 
     @property
     def held_bytes(self) -> int:
-        return self._held
+        return self._table.held_bytes

@@ -10,9 +10,9 @@ an id is never mistaken for another object's).
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from google.protobuf.message import Message
+
+from heliostat.xds.cache.lru import ByteBudgetLRU
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_ENTRIES = 512
@@ -21,41 +21,33 @@ DEFAULT_MAX_ENTRIES = 512
 class WireBytes:
     """A bounded LRU table: response object -> its serialized bytes."""
 
-    __slots__ = ("_entries", "_held", "max_bytes", "max_entries")
+    __slots__ = ("_table",)
 
     def __init__(
         self, max_bytes: int = DEFAULT_MAX_BYTES, max_entries: int = DEFAULT_MAX_ENTRIES
     ) -> None:
-        self.max_bytes = max_bytes
-        self.max_entries = max_entries
-        self._entries: OrderedDict[int, tuple[Message, bytes]] = OrderedDict()
-        self._held = 0
+        # Keyed by id: a message is not hashable by content (nor should two equal ones be
+        # told apart by it); the entry pins the object, so its id stays its own while kept.
+        self._table: ByteBudgetLRU[int, tuple[Message, bytes]] = ByteBudgetLRU(
+            max_bytes, max_entries
+        )
 
     def of(self, message: Message) -> bytes:
         key = id(message)
-        hit = self._entries.get(key)
+        hit = self._table.get(key)
         if hit is not None and hit[0] is message:
-            self._entries.move_to_end(key)
             return hit[1]
+        # A miss, or another object had this id: it is gone, its entry is replaced.
         data: bytes = message.SerializeToString()
-        if len(data) > self.max_bytes:
-            return data
-        if hit is not None:  # another object had this id: it is gone, forget its entry
-            self._held -= len(hit[1])
-        self._entries[key] = (message, data)
-        self._entries.move_to_end(key)
-        self._held += len(data)
-        while self._held > self.max_bytes or len(self._entries) > self.max_entries:
-            _, (_, dropped) = self._entries.popitem(last=False)
-            self._held -= len(dropped)
+        self._table.put(key, (message, data), len(data))
         return data
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._table)
 
     @property
     def held_bytes(self) -> int:
-        return self._held
+        return self._table.held_bytes
 
 
 def passthrough(data: bytes) -> bytes:
