@@ -31,12 +31,13 @@ numbers wobble produces byte-identical EDS and nothing is pushed.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from heliostat.balance import capacity, weights
 from heliostat.balance.saturation import NO_GROWTH, Growth, Load, measure, queue_growth
-from heliostat.balance.state import EndpointKey, EndpointState, ServiceState
+from heliostat.balance.state import EndpointKey, EndpointState, ServiceState, Steady
 from heliostat.balance.view import EndpointView, Health, ReasonValue
 from heliostat.policy import Endpoint, Model
 from heliostat.samples import Sample
@@ -90,7 +91,29 @@ def step(
     `peers` is what its region's live endpoints showed at the previous tick (`region_peers`);
     `service` is its service state after this tick (`capacity.observe`), which places it in
     a capacity tier.
+
+    This is the specification of an endpoint's tick; the law runs it through `advance`,
+    which skips the endpoints at a fixed point (and is property-tested against this).
     """
+    return _step(
+        endpoint, model, signal, previous, now, gain, drained, static, hashing, peers, service
+    )[0]
+
+
+def _step(
+    endpoint: Endpoint,
+    model: Model,
+    signal: Sample | None,
+    previous: EndpointState | None,
+    now: float,
+    gain: float,
+    drained: bool,
+    static: bool,
+    hashing: bool,
+    peers: Peers | None,
+    service: ServiceState | None,
+) -> tuple[EndpointState, bool]:
+    """`step`, and whether its state is a fixed point (`_Tick.steady`)."""
     growth = _growth(signal, previous)
     failures = signal.consecutive_failures if signal is not None else 0
     tier = _tier(service, peers, previous.tier if previous is not None else 0)
@@ -125,7 +148,62 @@ def step(
         tick.moves,
         tier,
         tick.unlifted,
+    ), tick.steady
+
+
+# The readings an endpoint's tick depends on besides the time of its scrape (`Steady`).
+readings = operator.attrgetter(
+    "waiting", "running", "kv_usage", "max_num_seqs", "consecutive_failures"
+)
+
+
+def advance(
+    endpoint: Endpoint,
+    model: Model,
+    signal: Sample | None,
+    previous: EndpointState | None,
+    now: float,
+    gain: float,
+    drained: bool,
+    static: bool,
+    hashing: bool,
+    peers: Peers | None,
+    service: ServiceState | None,
+    steady: Steady | None,
+) -> tuple[EndpointState, Steady | None]:
+    """`step`, skipping the arithmetic for an endpoint at a fixed point; and its memo for
+    the next tick (`steady` is this endpoint's from the last one, None if it moved).
+
+    Most of a large fleet reads the same numbers tick after tick, only newer. An endpoint
+    whose last tick left it at a fixed point (`_Tick.steady`: its level is its sample, no
+    lift or queue growth pending, not near, the hysteresis holds and its weight is at its
+    goal) and whose readings have not moved since, still fresh, not drained, in the same
+    capacity tier, gets the very same state back with the new scrape's time: its level,
+    weight, reason and view cannot move (`step`'s own arithmetic, worked through for those
+    conditions: the EWMA of a constant is itself, `move` to its own goal is none, and the
+    `near` band cannot be entered below ENTER_NEAR whatever its peers show). The caller
+    checks that `model` is the one the memo was made under.
+    """
+    if steady is not None and signal is not None and previous is steady.state:
+        scraped = signal.scraped_at
+        if (
+            scraped is not None
+            and now - scraped <= model.signals.stale_after
+            and not drained
+            and readings(signal) == steady.readings
+            and _tier(service, peers, previous.tier) == previous.tier
+        ):
+            waiting = signal.waiting
+            if scraped == previous.scraped_at and waiting is previous.waiting:
+                return previous, steady
+            state = previous._replace(waiting=waiting, scraped_at=scraped)
+            return state, Steady(steady.readings, state)
+    state, fixed = _step(
+        endpoint, model, signal, previous, now, gain, drained, static, hashing, peers, service
     )
+    if fixed and signal is not None:
+        return state, Steady(readings(signal), state)
+    return state, None
 
 
 class _Tick(NamedTuple):
@@ -140,6 +218,7 @@ class _Tick(NamedTuple):
     goal: int = 0
     detail: str = ""
     unlifted: float | None = None
+    steady: bool = False
 
 
 def _growth(signal: Sample | None, previous: EndpointState | None) -> Growth:
@@ -206,7 +285,17 @@ def _load_driven(
     evidence = weights.Evidence(is_saturated, weights.recovered(level, is_saturated, is_near))
     published, moves = weights.move(before, goal, now, history, evidence)
     state = SATURATED if is_saturated else HEALTHY
-    return _Tick(state, level, published, load, is_near, moves, goal, "", smoothed.unlifted)
+    steady = (
+        smoothed.unlifted is None
+        and level == load.saturation
+        and goal == published
+        and not is_near
+        and level < weights.ENTER_NEAR
+        and weights.saturated(level, is_saturated) == is_saturated
+        and growth == NO_GROWTH
+        and queue_growth(signal.waiting, signal.waiting, NO_GROWTH) == NO_GROWTH
+    )
+    return _Tick(state, level, published, load, is_near, moves, goal, "", smoothed.unlifted, steady)
 
 
 def _view(

@@ -42,7 +42,7 @@ from heliostat.balance import (
     weights,
 )
 from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
-from heliostat.balance.endpoints import region_peers, step
+from heliostat.balance.endpoints import advance, region_peers
 from heliostat.balance.state import (
     ControlState,
     EndpointKey,
@@ -50,6 +50,8 @@ from heliostat.balance.state import (
     FallbackStates,
     ModelState,
     ServiceState,
+    Steady,
+    SteadyColumn,
 )
 from heliostat.balance.view import (
     Balancing,
@@ -93,7 +95,7 @@ def compute(
             dt,
         )
         hashing = chosen is not None and chosen.hashing
-        views_by_region, states, service, supply, rates = _endpoints(
+        views_by_region, states, service, supply, rates, steady = _endpoints(
             model, keys, found, previous, before, gateways, now, dt, drained, hashing
         )
         endpoint_states.update(states)
@@ -119,6 +121,7 @@ def compute(
             neutral_refusal=refusal.IDLE,
             service=service,
             affinity=chosen,
+            steady=steady,
         )
     fallbacks: dict[str | None, list[FallbackView]] = {r: [] for r in region_names}
     fallbacks[None] = []
@@ -240,9 +243,10 @@ def _endpoints(
     dict[str, ServiceState],
     dict[str, overflow.Supply],
     bool,
+    SteadyColumn,
 ]:
     """Every endpoint's tick (`keys` and `signals` in the model's endpoint order); their
-    views by region; service rates; each region's supply."""
+    views by region; service rates; each region's supply; the endpoints at a fixed point."""
     name = model.name
     static = signals.count(None) == len(signals)
     endpoints_before = previous.endpoints if previous else {}
@@ -254,17 +258,23 @@ def _endpoints(
     service: dict[str, ServiceState] = {}
     live: dict[str, list[_Live]] = {}
     slots_by_address: dict[str, int | None] = {}
+    # The memos of the endpoints at a fixed point last tick, if made under this very model.
+    column = before.steady if before is not None else None
+    memos_before = column.memos if column is not None and column.model is model else None
+    memos: list[Steady | None] = []
     # Bound once: this loop runs over every endpoint of the fleet on every tick.
     state_before, service_of = endpoints_before.get, service_before.get
     peers_of, observe = peers.get, capacity.observe
-    for endpoint, key, signal in zip(model.endpoints, keys, signals, strict=True):
+    for index, (endpoint, key, signal) in enumerate(
+        zip(model.endpoints, keys, signals, strict=True)
+    ):
         address, region = endpoint.address, endpoint.region
         slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
         # One estimator (`capacity`): the region's supply and the endpoint's tier both read it.
         observed = observe(signal, slots, service_of(address), dt)
         if observed is not None:  # kept while it is down: what it taught still holds
             service[address] = observed
-        state = step(
+        state, memo = advance(
             endpoint,
             model,
             signal,
@@ -276,7 +286,9 @@ def _endpoints(
             hashing,
             peers_of(region),
             observed,
+            memos_before[index] if memos_before is not None else None,
         )
+        memos.append(memo)
         states[key] = state
         in_region = by_region.get(region)
         if in_region is None:
@@ -290,7 +302,7 @@ def _endpoints(
     # One tuple per region, shared by every view's locality of it (and their batch and
     # derived clusters): translation joins a locality's endpoints once per tuple.
     members = {region: tuple(views) for region, views in by_region.items()}
-    return members, states, service, supply, rates
+    return members, states, service, supply, rates, SteadyColumn(model, tuple(memos))
 
 
 class _Live(NamedTuple):

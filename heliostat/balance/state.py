@@ -17,6 +17,7 @@ from heliostat.balance.affinity import AffinityState
 from heliostat.balance.saturation import Growth
 from heliostat.balance.view import EndpointView, ReasonValue
 from heliostat.balance.weights import NO_MOVES, Moves
+from heliostat.policy import Model
 
 EndpointKey = tuple[str, str]
 """(model, address), the key of signals and of drained endpoints."""
@@ -54,6 +55,23 @@ class EndpointState(NamedTuple):
     tier: int = 0
     # The level without the hard lift while one holds it up (`weights.settle`), else None.
     unlifted: float | None = None
+
+
+class Steady(NamedTuple):
+    """An endpoint's state at a fixed point of its tick, and the readings of the sample it
+    was computed from (`endpoints.advance`: while they hold, its tick is that state again)."""
+
+    readings: tuple[object, ...]
+    state: EndpointState
+
+
+@dataclass(frozen=True, slots=True)
+class SteadyColumn:
+    """Every endpoint's `Steady` memo (None: it moved), in its model's endpoint order, and
+    the model they were computed under (a new policy starts a new column)."""
+
+    model: Model
+    memos: tuple[Steady | None, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +203,7 @@ class ModelState:
     service: Mapping[str, ServiceState] = field(default_factory=dict)  # by endpoint address
     fallback: FallbackStates | None = None  # models with `fallback` only
     affinity: AffinityState | None = None  # models with `affinity` only: hash or not
+    steady: SteadyColumn | None = None  # the endpoints at a fixed point (`endpoints.advance`)
 
 
 @dataclass(frozen=True, slots=True)
