@@ -42,7 +42,7 @@ from heliostat.balance import (
     weights,
 )
 from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
-from heliostat.balance.endpoints import advance, region_peers
+from heliostat.balance.endpoints import advance, peers_of
 from heliostat.balance.state import (
     ControlState,
     EndpointKey,
@@ -50,7 +50,6 @@ from heliostat.balance.state import (
     FallbackStates,
     ModelState,
     ServiceState,
-    Steady,
     SteadyColumn,
 )
 from heliostat.balance.view import (
@@ -247,54 +246,52 @@ def _endpoints(
 ]:
     """Every endpoint's tick (`keys` and `signals` in the model's endpoint order); their
     views by region; service rates; each region's supply; the endpoints at a fixed point."""
-    name = model.name
     static = signals.count(None) == len(signals)
     endpoints_before = previous.endpoints if previous else {}
     service_before = before.service if before else {}
     gain = weights.alpha(dt)
-    peers = region_peers(model.endpoints, name, endpoints_before, service_before)
-    by_region: dict[str, list[EndpointView]] = {}
-    states: dict[EndpointKey, EndpointState] = {}
+    priors = list(map(endpoints_before.get, keys))
+    peers = peers_of(model.endpoints, priors, service_before)
     service: dict[str, ServiceState] = {}
-    live: dict[str, list[_Live]] = {}
-    slots_by_address: dict[str, int | None] = {}
-    # The memos of the endpoints at a fixed point last tick, if made under this very model.
-    column = before.steady if before is not None else None
-    memos_before = column.memos if column is not None and column.model is model else None
-    memos: list[Steady | None] = []
-    # Bound once: this loop runs over every endpoint of the fleet on every tick.
-    state_before, service_of = endpoints_before.get, service_before.get
-    peers_of, observe = peers.get, capacity.observe
-    for index, (endpoint, key, signal) in enumerate(
-        zip(model.endpoints, keys, signals, strict=True)
-    ):
-        address, region = endpoint.address, endpoint.region
+    observed_all: list[ServiceState | None] = []
+    slots_all: list[int | None] = []
+    # Bound once: these loops run over every endpoint of the fleet on every tick.
+    service_of, observe = service_before.get, capacity.observe
+    for endpoint, signal in zip(model.endpoints, signals, strict=True):
+        address = endpoint.address
         slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
         # One estimator (`capacity`): the region's supply and the endpoint's tier both read it.
         observed = observe(signal, slots, service_of(address), dt)
         if observed is not None:  # kept while it is down: what it taught still holds
             service[address] = observed
-        state, memo = advance(
-            endpoint,
-            model,
-            signal,
-            state_before(key),
-            now,
-            gain,
-            key in drained,
-            static,
-            hashing,
-            peers_of(region),
-            observed,
-            memos_before[index] if memos_before is not None else None,
-        )
-        memos.append(memo)
-        states[key] = state
+        observed_all.append(observed)
+        slots_all.append(slots)
+    column = advance(
+        model,
+        keys,
+        signals,
+        observed_all,
+        priors,
+        before.steady if before is not None else None,
+        now,
+        gain,
+        drained,
+        static,
+        hashing,
+        peers,
+    )
+    by_region: dict[str, list[EndpointView]] = {}
+    live: dict[str, list[_Live]] = {}
+    slots_by_address: dict[str, int | None] = {}
+    for endpoint, signal, state, observed, slots in zip(
+        model.endpoints, signals, column.states, observed_all, slots_all, strict=True
+    ):
+        region = endpoint.region
         in_region = by_region.get(region)
         if in_region is None:
             in_region = by_region[region] = []
         in_region.append(state.view)
-        slots_by_address[address] = slots
+        slots_by_address[endpoint.address] = slots
         if state.pressure is not None:  # live: counts towards the region's supply
             waiting = (signal.waiting or 0.0) if signal is not None else 0.0
             live.setdefault(region, []).append(_Live(state.pressure, observed, slots, waiting))
@@ -302,7 +299,8 @@ def _endpoints(
     # One tuple per region, shared by every view's locality of it (and their batch and
     # derived clusters): translation joins a locality's endpoints once per tuple.
     members = {region: tuple(views) for region, views in by_region.items()}
-    return members, states, service, supply, rates, SteadyColumn(model, tuple(memos))
+    states = dict(zip(keys, column.states, strict=True))
+    return members, states, service, supply, rates, column
 
 
 class _Live(NamedTuple):

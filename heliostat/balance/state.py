@@ -57,21 +57,22 @@ class EndpointState(NamedTuple):
     unlifted: float | None = None
 
 
-class Steady(NamedTuple):
-    """An endpoint's state at a fixed point of its tick, and the readings of the sample it
-    was computed from (`endpoints.advance`: while they hold, its tick is that state again)."""
-
-    readings: tuple[object, ...]
-    state: EndpointState
+Readings = tuple[object, ...]
+"""What an endpoint's tick reads of its sample besides the scrape's time (`endpoints.readings`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class SteadyColumn:
-    """Every endpoint's `Steady` memo (None: it moved), in its model's endpoint order, and
-    the model they were computed under (a new policy starts a new column)."""
+    """A model's endpoints after a tick, in its endpoint order (`states`), with the readings
+    of the sample each was computed from where that state is a fixed point of its tick
+    (`readings`, None where it moved): while they hold, its tick is that state again
+    (`endpoints.advance`). Columns, not a record per endpoint: the steady endpoints of a
+    large fleet are most of it. `model` is the one they were computed under (a new policy
+    starts new columns)."""
 
     model: Model
-    memos: tuple[Steady | None, ...]
+    readings: tuple[Readings | None, ...]
+    states: tuple[EndpointState, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from heliostat.balance import ControlState, capacity, compute, weights
 from heliostat.balance.endpoints import advance, region_peers, step
-from heliostat.balance.state import EndpointState, ServiceState, Steady
+from heliostat.balance.state import EndpointState, ServiceState, SteadyColumn
 from heliostat.policy import Model
 from heliostat.signals.record import Signal
 from tests.balance.helpers import MODEL, T0, policy_of
@@ -101,10 +101,10 @@ def test_fast_path_gives_exactly_the_scalar_steps_states(
     keys = [(MODEL, e.address) for e in LLAMA.endpoints]
     states: dict[tuple[str, str], EndpointState] = {}
     service: dict[str, ServiceState] = {}
-    memos: list[Steady | None] = [None] * len(keys)
+    column: SteadyColumn | None = None
     last_scrape: list[float | None] = [None] * len(keys)
     now = T0
-    for dt, readings, drained in ticks:
+    for dt, readings, drained_at in ticks:
         now += dt
         signals = [
             _signal(e.address, r, now, last_scrape[i])
@@ -112,37 +112,52 @@ def test_fast_path_gives_exactly_the_scalar_steps_states(
         ]
         static = all(s is None for s in signals)
         gain = weights.alpha(dt)
+        drained = frozenset(keys[i] for i in drained_at)
         peers = region_peers(LLAMA.endpoints, MODEL, states, service)
-        new_states: dict[tuple[str, str], EndpointState] = {}
+        observed_all: list[ServiceState | None] = []
         new_service: dict[str, ServiceState] = {}
-        for i, (endpoint, key, signal) in enumerate(
-            zip(LLAMA.endpoints, keys, signals, strict=True)
-        ):
+        for endpoint, signal in zip(LLAMA.endpoints, signals, strict=True):
             slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
             observed = capacity.observe(signal, slots, service.get(endpoint.address), dt)
             if observed is not None:
                 new_service[endpoint.address] = observed
-            args = (
+            observed_all.append(observed)
+        column = advance(
+            LLAMA,
+            keys,
+            signals,
+            observed_all,
+            [states.get(key) for key in keys],
+            column,
+            now,
+            gain,
+            drained,
+            static,
+            hashing,
+            peers,
+        )
+        for endpoint, key, signal, observed, got in zip(
+            LLAMA.endpoints, keys, signals, observed_all, column.states, strict=True
+        ):
+            expected = step(
                 endpoint,
                 LLAMA,
                 signal,
                 states.get(key),
                 now,
                 gain,
-                i in drained,
+                key in drained,
                 static,
                 hashing,
                 peers.get(endpoint.region),
                 observed,
             )
-            expected = step(*args)
-            got, memos[i] = advance(*args, memos[i])
             # repr: exact to the bit for floats (a NaN equals itself, -0.0 is not 0.0)
             assert repr(got) == repr(expected)
-            new_states[key] = got
             if signal is not None and signal.scraped_at is not None:
-                last_scrape[i] = signal.scraped_at
-        states, service = new_states, new_service
+                last_scrape[keys.index(key)] = signal.scraped_at
+        states = dict(zip(keys, column.states, strict=True))
+        service = new_service
 
 
 def _constant(now: float) -> dict[tuple[str, str], Signal]:
@@ -175,7 +190,7 @@ def test_endpoints_with_unmoved_readings_skip_their_arithmetic_and_keep_their_vi
         now = T0 + 2.0 * tick
         column = state.models[MODEL].steady
         assert column is not None and column.model is LLAMA
-        assert all(memo is not None for memo in column.memos)
+        assert all(readings is not None for readings in column.readings)
         fast_views, fast = compute(POLICY, _constant(now), state, now)
         slow_views, slow = compute(POLICY, _constant(now), _without_memos(state), now)
         assert fast_views == slow_views
@@ -195,7 +210,7 @@ def test_a_moved_reading_or_a_new_policy_leaves_the_fixed_point() -> None:
     _, after = compute(POLICY, signals, state, T0 + 4)
     assert after.endpoints[moved].level != state.endpoints[moved].level
     column = after.models[MODEL].steady
-    assert column is not None and column.memos[0] is None  # moving: the EWMA is under way
+    assert column is not None and column.readings[0] is None  # moving: the EWMA is under way
     # A policy equal in content but a new object: the memos are not trusted across it.
     again = policy_of({"us-east": 3, "eu-west": 2, "ap-southeast": 1})
     _, fresh = compute(again, signals, after, T0 + 6)
