@@ -198,9 +198,10 @@ def advance(
     last_readings: Sequence[Readings | None] = ()
     last_states: Sequence[EndpointState | None] = ()
     if column is not None and column.model is model:
-        last_readings, last_states = column.readings, column.states
+        last_readings, last_states, regions = column.readings, column.states, column.regions
     else:
         last_readings = last_states = [None] * len(keys)
+        regions = _regions(model.endpoints)
     region_peers, new = peers.get, tuple.__new__
     states: list[EndpointState] = []
     kept: list[Readings | None] = []
@@ -241,7 +242,15 @@ def advance(
         )
         states.append(state)
         kept.append(readings(signal) if fixed and signal is not None else None)
-    return SteadyColumn(model, tuple(kept), tuple(states))
+    return SteadyColumn(model, tuple(kept), tuple(states), regions)
+
+
+def _regions(endpoints: Iterable[Endpoint]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The regions in order of first appearance, each with its endpoints' indices."""
+    found: dict[str, list[int]] = {}
+    for index, endpoint in enumerate(endpoints):
+        found.setdefault(endpoint.region, []).append(index)
+    return tuple((region, tuple(indices)) for region, indices in found.items())
 
 
 class _Tick(NamedTuple):

@@ -28,7 +28,9 @@ clamped to [0, MAX_DT_S] so a stalled loop does not jump the smoothing on its ne
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from typing import NamedTuple
 
 from heliostat.balance import (
@@ -252,20 +254,18 @@ def _endpoints(
     gain = weights.alpha(dt)
     priors = list(map(endpoints_before.get, keys))
     peers = peers_of(model.endpoints, priors, service_before)
-    service: dict[str, ServiceState] = {}
-    observed_all: list[ServiceState | None] = []
-    slots_all: list[int | None] = []
-    # Bound once: these loops run over every endpoint of the fleet on every tick.
-    service_of, observe = service_before.get, capacity.observe
-    for endpoint, signal in zip(model.endpoints, signals, strict=True):
-        address = endpoint.address
-        slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
-        # One estimator (`capacity`): the region's supply and the endpoint's tier both read it.
-        observed = observe(signal, slots, service_of(address), dt)
-        if observed is not None:  # kept while it is down: what it taught still holds
-            service[address] = observed
-        observed_all.append(observed)
-        slots_all.append(slots)
+    addresses = list(map(_ADDRESS, keys))
+    slots_all = [
+        e.slots or (s.max_num_seqs if s is not None else None)
+        for e, s in zip(model.endpoints, signals, strict=True)
+    ]
+    # One estimator (`capacity`): the region's supply and the endpoint's tier both read it.
+    # (map: these run over every endpoint of the fleet on every tick.)
+    observed_all = list(
+        map(capacity.observe, signals, slots_all, map(service_before.get, addresses), repeat(dt))
+    )
+    # kept while it is down: what it taught still holds
+    service = {a: o for a, o in zip(addresses, observed_all, strict=True) if o is not None}
     column = advance(
         model,
         keys,
@@ -280,27 +280,33 @@ def _endpoints(
         hashing,
         peers,
     )
-    by_region: dict[str, list[EndpointView]] = {}
-    live: dict[str, list[_Live]] = {}
-    slots_by_address: dict[str, int | None] = {}
-    for endpoint, signal, state, observed, slots in zip(
-        model.endpoints, signals, column.states, observed_all, slots_all, strict=True
-    ):
-        region = endpoint.region
-        in_region = by_region.get(region)
-        if in_region is None:
-            in_region = by_region[region] = []
-        in_region.append(state.view)
-        slots_by_address[endpoint.address] = slots
-        if state.pressure is not None:  # live: counts towards the region's supply
-            waiting = (signal.waiting or 0.0) if signal is not None else 0.0
-            live.setdefault(region, []).append(_Live(state.pressure, observed, slots, waiting))
-    supply, rates = _supply(model, live, service, slots_by_address)
+    views = list(map(_VIEW, column.states))
+    pressures = list(map(_PRESSURE, column.states))
     # One tuple per region, shared by every view's locality of it (and their batch and
     # derived clusters): translation joins a locality's endpoints once per tuple.
-    members = {region: tuple(views) for region, views in by_region.items()}
+    members: dict[str, tuple[EndpointView, ...]] = {}
+    live: dict[str, list[_Live]] = {}
+    for region, indices in column.regions:
+        members[region] = tuple(map(views.__getitem__, indices))
+        counted = [
+            _Live(pressure, observed_all[i], slots_all[i], _waiting(signals[i]))
+            for i in indices
+            if (pressure := pressures[i]) is not None  # live: counts towards its supply
+        ]
+        if counted:
+            live[region] = counted
+    supply, rates = _supply(model, live, service, dict(zip(addresses, slots_all, strict=True)))
     states = dict(zip(keys, column.states, strict=True))
     return members, states, service, supply, rates, column
+
+
+_ADDRESS = operator.itemgetter(1)
+_VIEW = operator.attrgetter("view")
+_PRESSURE = operator.attrgetter("pressure")
+
+
+def _waiting(signal: Sample | None) -> float:
+    return (signal.waiting or 0.0) if signal is not None else 0.0
 
 
 class _Live(NamedTuple):

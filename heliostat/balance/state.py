@@ -73,6 +73,8 @@ class SteadyColumn:
     model: Model
     readings: tuple[Readings | None, ...]
     states: tuple[EndpointState, ...]
+    # The model's regions in order of first appearance, each with its endpoints' indices.
+    regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
