@@ -30,13 +30,21 @@ numbers wobble produces byte-identical EDS and nothing is pushed.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from heliostat.balance import capacity, weights
 from heliostat.balance.saturation import NO_GROWTH, Growth, Load, measure, queue_growth
-from heliostat.balance.state import EndpointKey, EndpointState, ServiceState
+from heliostat.balance.state import (
+    EndpointKey,
+    EndpointState,
+    Readings,
+    ServiceState,
+    SteadyColumn,
+)
 from heliostat.balance.view import EndpointView, Health, ReasonValue
 from heliostat.policy import Endpoint, Model
 from heliostat.samples import Sample
@@ -90,19 +98,43 @@ def step(
     `peers` is what its region's live endpoints showed at the previous tick (`region_peers`);
     `service` is its service state after this tick (`capacity.observe`), which places it in
     a capacity tier.
+
+    This is the specification of an endpoint's tick; the law runs it through `advance`,
+    which skips the endpoints at a fixed point (and is property-tested against this).
     """
+    return _step(
+        endpoint, model, signal, previous, now, gain, drained, static, hashing, peers, service
+    )[0]
+
+
+def _step(
+    endpoint: Endpoint,
+    model: Model,
+    signal: Sample | None,
+    previous: EndpointState | None,
+    now: float,
+    gain: float,
+    drained: bool,
+    static: bool,
+    hashing: bool,
+    peers: Peers | None,
+    service: ServiceState | None,
+    load_driven: _LoadDriven | None = None,
+) -> tuple[EndpointState, bool]:
+    """`step`, and whether its state is a fixed point (`_Tick.steady`); `load_driven` is
+    `_load_driven` (the specification) or `_fused`, its faster twin."""
     growth = _growth(signal, previous)
     failures = signal.consecutive_failures if signal is not None else 0
     tier = _tier(service, peers, previous.tier if previous is not None else 0)
     capacity_share = weights.CAPACITY_TIERS[tier]
     if drained:
-        tick = _Tick(DRAINING, None, weights.FLOOR)
+        tick = _DRAINED
     elif signal is not None and failures >= model.thresholds.failures:
-        tick = _Tick(UNHEALTHY, None, weights.FLOOR)
+        tick = _UNHEALTHY
     elif static:
-        tick = _Tick(STATIC, None, weights.NEUTRAL)
+        tick = _STATIC
     else:
-        tick = _load_driven(
+        tick = (load_driven or _load_driven)(
             endpoint, model, signal, previous, now, gain, hashing, peers, growth, capacity_share
         )
     state, published = tick.state, tick.published
@@ -125,7 +157,100 @@ def step(
         tick.moves,
         tier,
         tick.unlifted,
-    )
+    ), tick.steady
+
+
+# The readings an endpoint's tick depends on besides the time of its scrape (`Steady`).
+readings = operator.attrgetter(
+    "waiting", "running", "kv_usage", "max_num_seqs", "consecutive_failures"
+)
+
+
+def advance(
+    model: Model,
+    keys: Sequence[EndpointKey],
+    signals: Sequence[Sample | None],
+    services: Sequence[ServiceState | None],
+    previous: Sequence[EndpointState | None],
+    column: SteadyColumn | None,
+    now: float,
+    gain: float,
+    drained: frozenset[EndpointKey],
+    static: bool,
+    hashing: bool,
+    peers: Mapping[str, Peers],
+) -> SteadyColumn:
+    """`step` for every endpoint of the model (`keys`, `signals`, `services` and their
+    `previous` states in its endpoint order), skipping the arithmetic of those at a fixed
+    point; `column` is the last tick's result (ignored unless made under this `model`).
+
+    Most of a large fleet reads the same numbers tick after tick, only newer. An endpoint
+    whose last tick left it at a fixed point (`_Tick.steady`: its level is its sample, no
+    lift or queue growth pending, not near, the hysteresis holds and its weight is at its
+    goal) and whose readings have not moved since, still fresh, not drained, in the same
+    capacity tier, gets the very same state back with the new scrape's time: its level,
+    weight, reason and view cannot move (`step`'s own arithmetic, worked through for those
+    conditions: the EWMA of a constant is itself, `move` to its own goal is none, and the
+    `near` band cannot be entered below ENTER_NEAR whatever its peers show). The result is
+    `step`'s to the bit (a property test holds them together).
+    """
+    stale_after = model.signals.stale_after
+    last_readings: Sequence[Readings | None] = ()
+    last_states: Sequence[EndpointState | None] = ()
+    if column is not None and column.model is model:
+        last_readings, last_states, regions = column.readings, column.states, column.regions
+    else:
+        last_readings = last_states = [None] * len(keys)
+        regions = _regions(model.endpoints)
+    region_peers, new = peers.get, tuple.__new__
+    states: list[EndpointState] = []
+    kept: list[Readings | None] = []
+    for endpoint, key, signal, service, prior, memo, last in zip(
+        model.endpoints, keys, signals, services, previous, last_readings, last_states, strict=True
+    ):
+        if memo is not None and signal is not None and prior is last and prior is not None:
+            scraped = signal.scraped_at
+            if (
+                scraped is not None
+                and now - scraped <= stale_after
+                and readings(signal) == memo
+                and key not in drained
+                and (
+                    service is None
+                    or _tier(service, region_peers(endpoint.region), prior.tier) == prior.tier
+                )
+            ):
+                waiting = signal.waiting
+                if scraped != prior.scraped_at or waiting is not prior.waiting:
+                    prior = new(EndpointState, (*prior[:5], waiting, scraped, *prior[7:]))
+                states.append(prior)
+                kept.append(memo)
+                continue
+        state, fixed = _step(
+            endpoint,
+            model,
+            signal,
+            prior,
+            now,
+            gain,
+            key in drained,
+            static,
+            hashing,
+            region_peers(endpoint.region),
+            service,
+            _fused,
+        )
+        states.append(state)
+        kept.append(readings(signal) if fixed and signal is not None else None)
+    return SteadyColumn(model, tuple(kept), tuple(states), regions)
+
+
+def _regions(endpoints: Iterable[Endpoint]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The regions in order of first appearance, each with its endpoints' indices."""
+    found: dict[str, list[int]] = {}
+    for index, endpoint in enumerate(endpoints):
+        found.setdefault(endpoint.region, []).append(index)
+    return tuple((region, tuple(indices)) for region, indices in found.items())
 
 
 class _Tick(NamedTuple):
@@ -140,6 +265,21 @@ class _Tick(NamedTuple):
     goal: int = 0
     detail: str = ""
     unlifted: float | None = None
+    steady: bool = False
+
+
+# The ticks that need no arithmetic, built once: a fleet going stale is tens of thousands.
+_DRAINED = _Tick(DRAINING, None, weights.FLOOR)
+_UNHEALTHY = _Tick(UNHEALTHY, None, weights.FLOOR)
+_STATIC = _Tick(STATIC, None, weights.NEUTRAL)
+_NEVER_SCRAPED = _Tick(STALE, None, weights.NEUTRAL, detail="never scraped")
+_NO_SERIES = _Tick(STALE, None, weights.NEUTRAL, detail="no load series reported")
+
+
+@functools.lru_cache(maxsize=64)
+def _stale_after(stale_after: float) -> _Tick:
+    """The tick of an endpoint with no scrape within `stale_after` (one per policy value)."""
+    return _Tick(STALE, None, weights.NEUTRAL, detail=f"no scrape within {stale_after:g}s")
 
 
 def _growth(signal: Sample | None, previous: EndpointState | None) -> Growth:
@@ -176,12 +316,12 @@ def _load_driven(
     """A stale endpoint's neutral tick, or a live one's: level, band, goal and the move."""
     stale_after = model.signals.stale_after
     if signal is None or signal.scraped_at is None:
-        return _Tick(STALE, None, weights.NEUTRAL, detail="never scraped")
+        return _NEVER_SCRAPED
     if now - signal.scraped_at > stale_after:  # Sample.is_stale, inlined: runs per endpoint
-        return _Tick(STALE, None, weights.NEUTRAL, detail=f"no scrape within {stale_after:g}s")
+        return _stale_after(stale_after)
     load = measure(signal, endpoint.slots, model.thresholds, growth.trend)
     if load is None:
-        return _Tick(STALE, None, weights.NEUTRAL, detail="no load series reported")
+        return _NO_SERIES
     # Load-driven moves keep their history; a return from stale, unhealthy or static starts
     # a fresh one (a comeback ramp is not flapping).
     live = previous if previous is not None and previous.state in _LOAD_DRIVEN else None
@@ -206,7 +346,161 @@ def _load_driven(
     evidence = weights.Evidence(is_saturated, weights.recovered(level, is_saturated, is_near))
     published, moves = weights.move(before, goal, now, history, evidence)
     state = SATURATED if is_saturated else HEALTHY
-    return _Tick(state, level, published, load, is_near, moves, goal, "", smoothed.unlifted)
+    steady = (
+        smoothed.unlifted is None
+        and level == load.saturation
+        and goal == published
+        and not is_near
+        and level < weights.ENTER_NEAR
+        and weights.saturated(level, is_saturated) == is_saturated
+        and growth == NO_GROWTH
+        and queue_growth(signal.waiting, signal.waiting, NO_GROWTH) == NO_GROWTH
+    )
+    return _Tick(state, level, published, load, is_near, moves, goal, "", smoothed.unlifted, steady)
+
+
+def _fused(
+    endpoint: Endpoint,
+    model: Model,
+    signal: Sample | None,
+    previous: EndpointState | None,
+    now: float,
+    gain: float,
+    hashing: bool,
+    peers: Peers | None,
+    growth: Growth,
+    capacity_share: float,
+) -> _Tick:
+    """`_load_driven` with `measure`, `weights.settle`, `saturated`, `near`, `target` and
+    `move` written out for their common cases (the rare ones call them): the same
+    operations in the same order, so the same floats to the bit, at a third of the calls.
+    `advance` runs it for every endpoint that moved; a property test holds it to `step`."""
+    stale_after = model.signals.stale_after
+    if signal is None or signal.scraped_at is None:
+        return _NEVER_SCRAPED
+    if now - signal.scraped_at > stale_after:
+        return _stale_after(stale_after)
+    load = measure(signal, endpoint.slots, model.thresholds, growth.trend)
+    if load is None:
+        return _NO_SERIES
+    saturation = load.saturation
+    live = previous if previous is not None and previous.state in _LOAD_DRIVEN else None
+    last = live.level if live is not None else None
+    if live is None or last is None:
+        level, unlifted = saturation, None
+    else:
+        level, unlifted = _settled(last, live.unlifted, saturation, gain)
+    # weights.saturated, weights.near
+    if live is not None and live.state == SATURATED:
+        is_saturated = level > weights.LEAVE_SATURATED
+    else:
+        is_saturated = level >= weights.ENTER_SATURATED
+    others = _peer_level(peers, last)
+    capped = min(level, _CAP)
+    if others is None or others >= weights.ENTER_SATURATED:
+        is_near = False
+    elif live is not None and live.near:
+        is_near = capped > weights.LEAVE_NEAR and capped - others > weights.NEAR_MARGIN / 2
+    else:
+        is_near = capped >= weights.ENTER_NEAR and capped - others >= weights.NEAR_MARGIN
+    # weights.target: without the near band no cut, so neither hashing nor peers matter
+    if is_near:
+        goal = weights.target(
+            is_saturated=is_saturated,
+            is_near=is_near,
+            hashing=hashing,
+            capacity=capacity_share,
+            relative=others / level if others is not None and level > 0.0 else None,
+        )
+    else:
+        goal = max(weights.FLOOR, min(weights.W_MAX, round(weights.W_MAX * capacity_share)))
+    before = previous.published if previous is not None else weights.NEUTRAL
+    history = live.moves if live is not None else weights.NO_MOVES
+    if goal == before:
+        published, moves = before, history
+    else:
+        published, moves = _moved(before, goal, now, history, is_saturated, is_near, level)
+    steady = (
+        unlifted is None
+        and level == saturation
+        and goal == published
+        and not is_near
+        and level < weights.ENTER_NEAR
+        and (level > weights.LEAVE_SATURATED if is_saturated else level >= weights.ENTER_SATURATED)
+        == is_saturated
+        and growth == NO_GROWTH
+        and queue_growth(signal.waiting, signal.waiting, NO_GROWTH) == NO_GROWTH
+    )
+    return _Tick(
+        SATURATED if is_saturated else HEALTHY,
+        level,
+        published,
+        load,
+        is_near,
+        moves,
+        goal,
+        "",
+        unlifted,
+        steady,
+    )
+
+
+def _settled(
+    last: float, lifted: float | None, sample: float, gain: float
+) -> tuple[float, float | None]:
+    """`weights.settle` of a level that exists, as (value, unlifted)."""
+    value = last + gain * (sample - last)
+    if sample >= weights.HARD_SATURATION and value < weights.ENTER_SATURATED:
+        value = weights.ENTER_SATURATED
+    held = last if lifted is None else lifted
+    base = held + gain * (sample - held)
+    if value - base < 1e-3:
+        return value, None
+    if sample <= weights.CLEAR:
+        return base, None
+    return value, base
+
+
+def _moved(
+    before: int,
+    goal: int,
+    now: float,
+    history: weights.Moves,
+    is_saturated: bool,
+    is_near: bool,
+    level: float,
+) -> tuple[int, weights.Moves]:
+    """`weights.move` towards a goal that differs: a turn (the reversal budget) goes
+    through it, a move on in the same direction is written out."""
+    direction = 1 if goal > before else -1
+    if history.direction != 0 and direction != history.direction:
+        clear = not is_saturated and not is_near and level <= weights.LEAVE_NEAR
+        evidence = weights.Evidence(is_saturated, clear)
+        return weights.move(before, goal, now, history, evidence)
+    if direction > 0:
+        published = min(goal, 2 * before)
+    elif is_saturated or goal == weights.FLOOR:
+        published = goal
+    else:
+        published = max(goal, (before + 1) // 2)
+    return published, weights.Moves(direction, history.reversals, is_saturated and direction < 0)
+
+
+_LoadDriven = Callable[
+    [
+        Endpoint,
+        Model,
+        "Sample | None",
+        "EndpointState | None",
+        float,
+        float,
+        bool,
+        "Peers | None",
+        Growth,
+        float,
+    ],
+    _Tick,
+]
 
 
 def _view(
@@ -256,15 +550,23 @@ def region_peers(
 ) -> dict[str, Peers]:
     """Per region, its endpoints' `Peers` at the previous tick (`service`: their service
     states then, by address)."""
+    endpoints = list(endpoints)
+    return peers_of(endpoints, [previous.get((model, e.address)) for e in endpoints], service)
+
+
+def peers_of(
+    endpoints: Iterable[Endpoint],
+    previous: Iterable[EndpointState | None],
+    service: Mapping[str, ServiceState],
+) -> dict[str, Peers]:
+    """`region_peers`, given each endpoint's previous state (None: it had none) in order."""
     # Plain sums per region, one Peers per region at the end: this runs over every endpoint
     # of the fleet on every tick, and a record per endpoint was a tenth of the law's time.
     totals: dict[str, float] = {}
     counts: dict[str, int] = {}
     best: dict[str, tuple[float, float]] = {}
-    before = previous.get
     observed_of = service.get
-    for endpoint in endpoints:
-        state = before((model, endpoint.address))
+    for endpoint, state in zip(endpoints, previous, strict=True):
         if state is None or state.level is None or state.state not in _LOAD_DRIVEN:
             continue
         region = endpoint.region
@@ -306,7 +608,7 @@ def _explain(
     if state == UNHEALTHY:
         return {"state": state, "failures": failures, "error": signal.error if signal else None}
     if load is None or level is None:
-        return {"state": STALE, "stale": True, "detail": tick.detail, "failures": failures}
+        return _stale_reason(tick.detail, failures)
     reason: dict[str, ReasonValue] = {"state": state}
     if state == HEALTHY:  # room left, or close to saturation and hotter than its peers
         reason["band"] = weights.NEAR if tick.near else weights.FREE
@@ -320,3 +622,10 @@ def _explain(
     if tick.goal != tick.published:  # on its way: a ramp, or a turn waiting for the budget
         reason["goal"] = tick.goal
     return reason
+
+
+@functools.lru_cache(maxsize=256)
+def _stale_reason(detail: str, failures: int) -> Mapping[str, ReasonValue]:
+    """A stale endpoint's reason, one shared (read-only) mapping per content, like
+    _DRAINED_REASON: a fleet that goes stale at once would build tens of thousands."""
+    return {"state": STALE, "stale": True, "detail": detail, "failures": failures}

@@ -28,7 +28,9 @@ clamped to [0, MAX_DT_S] so a stalled loop does not jump the smoothing on its ne
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from typing import NamedTuple
 
 from heliostat.balance import (
@@ -42,7 +44,7 @@ from heliostat.balance import (
     weights,
 )
 from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
-from heliostat.balance.endpoints import region_peers, step
+from heliostat.balance.endpoints import advance, peers_of
 from heliostat.balance.state import (
     ControlState,
     EndpointKey,
@@ -50,6 +52,7 @@ from heliostat.balance.state import (
     FallbackStates,
     ModelState,
     ServiceState,
+    SteadyColumn,
 )
 from heliostat.balance.view import (
     Balancing,
@@ -93,7 +96,7 @@ def compute(
             dt,
         )
         hashing = chosen is not None and chosen.hashing
-        views_by_region, states, service, supply, rates = _endpoints(
+        views_by_region, states, service, supply, rates, steady = _endpoints(
             model, keys, found, previous, before, gateways, now, dt, drained, hashing
         )
         endpoint_states.update(states)
@@ -119,6 +122,7 @@ def compute(
             neutral_refusal=refusal.IDLE,
             service=service,
             affinity=chosen,
+            steady=steady,
         )
     fallbacks: dict[str | None, list[FallbackView]] = {r: [] for r in region_names}
     fallbacks[None] = []
@@ -240,57 +244,69 @@ def _endpoints(
     dict[str, ServiceState],
     dict[str, overflow.Supply],
     bool,
+    SteadyColumn,
 ]:
     """Every endpoint's tick (`keys` and `signals` in the model's endpoint order); their
-    views by region; service rates; each region's supply."""
-    name = model.name
+    views by region; service rates; each region's supply; the endpoints at a fixed point."""
     static = signals.count(None) == len(signals)
     endpoints_before = previous.endpoints if previous else {}
     service_before = before.service if before else {}
     gain = weights.alpha(dt)
-    peers = region_peers(model.endpoints, name, endpoints_before, service_before)
-    by_region: dict[str, list[EndpointView]] = {}
-    states: dict[EndpointKey, EndpointState] = {}
-    service: dict[str, ServiceState] = {}
-    live: dict[str, list[_Live]] = {}
-    slots_by_address: dict[str, int | None] = {}
-    # Bound once: this loop runs over every endpoint of the fleet on every tick.
-    state_before, service_of = endpoints_before.get, service_before.get
-    peers_of, observe = peers.get, capacity.observe
-    for endpoint, key, signal in zip(model.endpoints, keys, signals, strict=True):
-        address, region = endpoint.address, endpoint.region
-        slots = endpoint.slots or (signal.max_num_seqs if signal is not None else None)
-        # One estimator (`capacity`): the region's supply and the endpoint's tier both read it.
-        observed = observe(signal, slots, service_of(address), dt)
-        if observed is not None:  # kept while it is down: what it taught still holds
-            service[address] = observed
-        state = step(
-            endpoint,
-            model,
-            signal,
-            state_before(key),
-            now,
-            gain,
-            key in drained,
-            static,
-            hashing,
-            peers_of(region),
-            observed,
-        )
-        states[key] = state
-        in_region = by_region.get(region)
-        if in_region is None:
-            in_region = by_region[region] = []
-        in_region.append(state.view)
-        slots_by_address[address] = slots
-        if state.pressure is not None:  # live: counts towards the region's supply
-            waiting = (signal.waiting or 0.0) if signal is not None else 0.0
-            live.setdefault(region, []).append(_Live(state.pressure, observed, slots, waiting))
-    supply, rates = _supply(model, live, service, slots_by_address)
+    priors = list(map(endpoints_before.get, keys))
+    peers = peers_of(model.endpoints, priors, service_before)
+    addresses = list(map(_ADDRESS, keys))
+    slots_all = [
+        e.slots or (s.max_num_seqs if s is not None else None)
+        for e, s in zip(model.endpoints, signals, strict=True)
+    ]
+    # One estimator (`capacity`): the region's supply and the endpoint's tier both read it.
+    # (map: these run over every endpoint of the fleet on every tick.)
+    observed_all = list(
+        map(capacity.observe, signals, slots_all, map(service_before.get, addresses), repeat(dt))
+    )
+    # kept while it is down: what it taught still holds
+    service = {a: o for a, o in zip(addresses, observed_all, strict=True) if o is not None}
+    column = advance(
+        model,
+        keys,
+        signals,
+        observed_all,
+        priors,
+        before.steady if before is not None else None,
+        now,
+        gain,
+        drained,
+        static,
+        hashing,
+        peers,
+    )
+    views = list(map(_VIEW, column.states))
+    pressures = list(map(_PRESSURE, column.states))
     # One tuple per region, shared by every view's locality of it (and their batch and
     # derived clusters): translation joins a locality's endpoints once per tuple.
-    members = {region: tuple(views) for region, views in by_region.items()}
-    return members, states, service, supply, rates
+    members: dict[str, tuple[EndpointView, ...]] = {}
+    live: dict[str, list[_Live]] = {}
+    for region, indices in column.regions:
+        members[region] = tuple(map(views.__getitem__, indices))
+        counted = [
+            _Live(pressure, observed_all[i], slots_all[i], _waiting(signals[i]))
+            for i in indices
+            if (pressure := pressures[i]) is not None  # live: counts towards its supply
+        ]
+        if counted:
+            live[region] = counted
+    supply, rates = _supply(model, live, service, dict(zip(addresses, slots_all, strict=True)))
+    states = dict(zip(keys, column.states, strict=True))
+    return members, states, service, supply, rates, column
+
+
+_ADDRESS = operator.itemgetter(1)
+_VIEW = operator.attrgetter("view")
+_PRESSURE = operator.attrgetter("pressure")
+
+
+def _waiting(signal: Sample | None) -> float:
+    return (signal.waiting or 0.0) if signal is not None else 0.0
 
 
 class _Live(NamedTuple):

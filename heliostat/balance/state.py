@@ -17,6 +17,7 @@ from heliostat.balance.affinity import AffinityState
 from heliostat.balance.saturation import Growth
 from heliostat.balance.view import EndpointView, ReasonValue
 from heliostat.balance.weights import NO_MOVES, Moves
+from heliostat.policy import Model
 
 EndpointKey = tuple[str, str]
 """(model, address), the key of signals and of drained endpoints."""
@@ -54,6 +55,26 @@ class EndpointState(NamedTuple):
     tier: int = 0
     # The level without the hard lift while one holds it up (`weights.settle`), else None.
     unlifted: float | None = None
+
+
+Readings = tuple[object, ...]
+"""What an endpoint's tick reads of its sample besides the scrape's time (`endpoints.readings`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SteadyColumn:
+    """A model's endpoints after a tick, in its endpoint order (`states`), with the readings
+    of the sample each was computed from where that state is a fixed point of its tick
+    (`readings`, None where it moved): while they hold, its tick is that state again
+    (`endpoints.advance`). Columns, not a record per endpoint: the steady endpoints of a
+    large fleet are most of it. `model` is the one they were computed under (a new policy
+    starts new columns)."""
+
+    model: Model
+    readings: tuple[Readings | None, ...]
+    states: tuple[EndpointState, ...]
+    # The model's regions in order of first appearance, each with its endpoints' indices.
+    regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +206,7 @@ class ModelState:
     service: Mapping[str, ServiceState] = field(default_factory=dict)  # by endpoint address
     fallback: FallbackStates | None = None  # models with `fallback` only
     affinity: AffinityState | None = None  # models with `affinity` only: hash or not
+    steady: SteadyColumn | None = None  # the endpoints at a fixed point (`endpoints.advance`)
 
 
 @dataclass(frozen=True, slots=True)
