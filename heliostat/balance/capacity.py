@@ -19,8 +19,8 @@ Rates do not: per endpoint, at each new scrape,
 - **capacity** c: completions per second it sustains when full. Little's law says s = o x c
   over the same stretch of time, so each scrape interval of length t gives a sample s / o
   (o averaged over the interval: the mean of both ends, one scrape is a snapshot), weighted
-  by w o t, w being the endpoint's `level` before the interval: a busy stretch observes the
-  throughput, a quiet one is an extrapolation (a replica with few requests runs each faster
+  by w o t, w being the endpoint's `busyness` before the interval: a busy stretch observes
+  the throughput, a quiet one is an extrapolation (a replica with few requests runs each faster
   than a full one). The estimate is the ratio of two decaying sums (time constant TAU_S),
   w s t ("completions") over w o t ("busy time"): no bias from the first sample, and the
   completions say how sure the ratio is (n of them carry a relative error of 1/sqrt(n), see
@@ -28,9 +28,11 @@ Rates do not: per endpoint, at each new scrape,
   snapshots, noisy around the interval's true occupancy, and a weight that grows with that
   noise regresses s on it with the noise in the denominator (errors in variables): an
   8-slot replica at 40% read 6.5 requests/s for 7.6 (20% low, 35% while young), and its
-  region sent users away it could serve (`overflow.carries_own`). The level, an average
-  over seconds from before the interval, weighs busy stretches as much without it. The
-  estimate is
+  region sent users away it could serve (`overflow.carries_own`). The busyness from before
+  the interval (up at once, down over seconds) weighs busy stretches as much without it,
+  and follows a load's onset at once: 7.8 at 40%, known as soon as before (a weight that
+  also fell as slowly as it rose, the `level`, lagged an onset by seconds, and the law
+  planned in endpoint units for seconds longer after start-up). The estimate is
   used once MIN_BUSY_TIME busy seconds and MIN_COMPLETIONS completions are behind it.
   Before an endpoint has been observed, the prior is its model's capacity per slot (median
   over the endpoints observed, dead ones included) times its slots.
@@ -97,11 +99,12 @@ def observe(
     )
     if served is not None and spanned is not None and interval:
         keep = math.exp(-interval / TAU_S)
-        # Each interval's sample served / spanned counts with weight level x spanned: a busy
-        # stretch observes the throughput, a quiet one only hints at it (a replica with few
-        # requests runs each faster than a full one: its capacity would be overestimated).
-        # The level from before the interval, not its own snapshots (see the docstring).
-        weight = spanned if before.level is None else before.level
+        # Each interval's sample served / spanned counts with weight busyness x spanned: a
+        # busy stretch observes the throughput, a quiet one only hints at it (a replica with
+        # few requests runs each faster than a full one: its capacity would be
+        # overestimated). The busyness from before the interval, not the interval's own
+        # snapshots (see the docstring).
+        weight = spanned if before.busyness is None else before.busyness
         completions = keep * completions + weight * served * interval
         busy_time = keep * busy_time + weight * spanned * interval
         window = keep * window + interval
