@@ -74,8 +74,8 @@ QUEUE_SHARE = 0.25
 BUSY = 0.75  # mean share of slots in use from which a region counts as full
 BUSY_RELEASE = 0.5  # ... and down to which it still does once refusals started
 # A region whose measured level is below its planning utilisation carries its own users
-# (`carries_own`); while it lends or refuses, only once it keeps this much of them (the
-# level is scaled up by it) and below this share of its planning utilisation.
+# (`carries_own`); while it lends or refuses, only while it keeps at least this much of them
+# (its level is scaled up by that share; below it, too noisy to say: the estimates decide).
 LEVEL_KEPT = 0.5
 # ... and it starts lending only once its level stands this many chance deviations above
 # its planning utilisation (`level_spread`): 2 happen by chance about once in 40 looks, and
