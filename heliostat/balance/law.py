@@ -355,7 +355,7 @@ def _rate_supply(
 ) -> overflow.Supply:
     """A region's supply in requests/s: what its endpoints serve when full (the prior for one
     not yet observed), what arrives at them, their backlog and how busy they are."""
-    raw = load = backlog = used = 0.0
+    raw = load = backlog = used = level = 0.0
     seen_full = True
     slots: int | None = 0
     for m in members:
@@ -366,6 +366,10 @@ def _rate_supply(
             used += observed.busyness
         else:  # no slot count: its pressure against the thresholds says as much
             used += min(1.0, m.pressure)
+        if observed is not None and observed.level is not None:
+            level += observed.level
+        else:
+            level += min(1.0, m.pressure)
         own = capacity.known(observed)
         if own is None:
             own = prior * m.slots if prior is not None and m.slots else mean
@@ -392,4 +396,6 @@ def _rate_supply(
         measured_full=seen_full,
         utilisation=ceiling,
         strain=max(0.0, admit - ceiling) * raw,
+        level=level / len(members),
+        slots=slots or None,
     )

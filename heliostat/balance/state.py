@@ -111,6 +111,7 @@ class ServiceState(NamedTuple):
     occupancy: float | None = None  # share of its room in use at the last scrape (1 if queueing)
     seen_full: int = 0  # intervals observed (nearly) full: a throughput seen, not inferred
     busyness: float | None = None  # occupancy: up at once, down smoothly
+    level: float | None = None  # occupancy averaged both ways (`capacity.LEVEL_TAU_S`)
 
 
 @dataclass(frozen=True, slots=True)

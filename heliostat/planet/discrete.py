@@ -8,7 +8,12 @@ each request is placed by `envoy.Balancer.pick` (or the picker's per-request cho
 time to first token is the engine's plus the round trips. Demand arrives as a Poisson
 process at the scenario's rate; prompt and output lengths are drawn from the mix.
 
-Not played here: the scaling loop and the load-reporting counts (the fluid engine's).
+Each region's gateways report their load as Envoy's LRS does, per tick: per cluster and
+upstream locality the attempts issued (a retry counts once per attempt, as Envoy counts it),
+and the requests dropped (drop_overloads, circuit breakers), so the law measures each
+origin's demand at its gateways as it does in `serve`.
+
+Not played here: the scaling loop.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from heliostat.planet.fluid import (
     engine_config,
 )
 from heliostat.planet.gateway import ENVOY_MAX_REQUESTS, _breaker, _retry_budget
-from heliostat.planet.law import ReplicaSample, Scrapes
+from heliostat.planet.law import ClusterLoad, GatewayLoads, LocalityLoad, ReplicaSample, Scrapes
 from heliostat.planet.record import Record, StepSample
 from heliostat.planet.routers import (
     GeoDns,
@@ -164,6 +169,11 @@ class DiscreteRun:
         self._metrics: dict[str, tuple[float, float, float]] = {}  # picker: last scrape
         self._placed: dict[str, int] = {}
         self._dead_since: dict[str, float] = {}
+        # LRS since the last tick: (gateway region, cluster) -> upstream locality -> attempts
+        # issued, and -> requests dropped.
+        self._issued: dict[tuple[str, str], dict[str, int]] = {}
+        self._dropped: dict[tuple[str, str], int] = {}
+        self._lrs_since = 0.0
         self.now = 0.0
         self.wall_s = 0.0
 
@@ -324,7 +334,33 @@ class DiscreteRun:
 
     def _on_tick(self, _: Any) -> None:
         assert isinstance(self.router, HeliostatRouter)
-        self.router.on_round(T0 + self.now, self.policy, self.scrapes.signals(), frozenset(), None)
+        loads = self._load_reports()
+        self.router.on_round(T0 + self.now, self.policy, self.scrapes.signals(), frozenset(), loads)
+
+    def _load_reports(self) -> GatewayLoads:
+        """What every region's gateways reported over LRS since the last tick (then the
+        counts start again)."""
+        keys = sorted(set(self._issued) | set(self._dropped))
+        clusters = {
+            key: ClusterLoad(
+                {
+                    region: LocalityLoad(issued=float(count))
+                    for region, count in sorted(self._issued.get(key, {}).items())
+                },
+                float(self._dropped.get(key, 0)),
+            )
+            for key in keys
+        }
+        loads = GatewayLoads(interval_s=self.now - self._lrs_since, clusters=clusters)
+        self._issued.clear()
+        self._dropped.clear()
+        self._lrs_since = self.now
+        return loads
+
+    def _drop(self, request: _Request) -> None:
+        """The gateway dropped the request (drop_overloads or its circuit breaker)."""
+        key = (request.gateway, request.cluster)
+        self._dropped[key] = self._dropped.get(key, 0) + 1
 
     def _on_refresh(self, _: Any) -> None:
         for replica in self.replicas.values():
@@ -386,12 +422,14 @@ class DiscreteRun:
         request.cluster = self.rng.choices(names, weights)[0]
         cluster_view, _model = routes.clusters[request.cluster]
         if self.rng.random() * 100 < cluster_view.drop_overload_percent:
+            self._drop(request)
             self.record.refused(origin, self.now, 1.0)
             self._sample(origin, refused=1.0)
             return
         breaker = _breaker(self.model, request.traffic_class)
         limit = breaker.max_requests if breaker.max_requests is not None else ENVOY_MAX_REQUESTS
         if envoy.cluster_active.get(request.cluster, 0) >= limit:
+            self._drop(request)
             self.record.refused(origin, self.now, 1.0)
             self._sample(origin, refused=1.0)
             return
@@ -440,6 +478,9 @@ class DiscreteRun:
         envoy.active[host] = envoy.active.get(host, 0) + 1
         envoy.cluster_active[request.cluster] = envoy.cluster_active.get(request.cluster, 0) + 1
         replica = self.replicas[host]
+        if isinstance(self.router, HeliostatRouter):  # only heliostat reads the reports
+            issued = self._issued.setdefault((request.gateway, request.cluster), {})
+            issued[replica.region] = issued.get(replica.region, 0) + 1
         one_way = self.scenario.rtt_ms(request.gateway, replica.region) / 2000.0
         if not replica.alive:
             self._sample(request.origin, to_dead=1.0)
