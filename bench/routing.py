@@ -43,6 +43,7 @@ from typing import Any
 from bench import routing_fleet as fleet
 from bench import routing_picker, routing_targets
 from bench.common import Size, table
+from bench.routing_affinity import GATEWAY_STATS, per_replica, placement, stat_deltas
 from bench.routing_envoy import STATIC_POLICIES, static_bootstrap
 from bench.routing_measure import FIELDS, by_phase, measure, served_by
 from bench.routing_picker import HASH_BLOCK_CHARS, Picker
@@ -194,6 +195,7 @@ def _run_policy(
         detail["settle_s"] = round(_settle(mesh, scenario, plan.settle_max_s), 2)
     sampler = Sampler(mesh.heliostat, MODEL) if policy == "heliostat" else None
     orca_before = _orca_stats(statics) if policy == "envoy_orca" else {}
+    gateway_before = _gateway_stats(mesh) if policy == "heliostat" else {}
     shots = workload.shots(gateways)
     began = time.monotonic()
     if sampler is not None:
@@ -209,8 +211,11 @@ def _run_policy(
     detail["wall_s"] = round(time.monotonic() - began, 2)
     detail["load_average_1m"] = round(os.getloadavg()[0], 2)
     slo = scenario.slo.ttft_ms
-    entry = measure(report, mesh.stats(), slo, workload.seconds, CLIENT_TIMEOUT_S)
+    replica_stats = mesh.stats()
+    entry = measure(report, replica_stats, slo, workload.seconds, CLIENT_TIMEOUT_S)
     detail["served_by"] = served_by(report)
+    detail["placement"] = placement(report)
+    detail["replicas"] = per_replica(replica_stats)
     detail["by_phase"] = by_phase(report, workload.phase_of, len(workload.phases), slo)
     if sampler is not None:
         published = summarise(samples, workload.seconds)
@@ -219,6 +224,8 @@ def _run_policy(
         entry["share_reversals"] = published.pop("share_reversals")
         entry["max_reversals_per_min"] = published.pop("max_reversals_per_min")
         detail["published"] = {**published, "sample_errors": sampler.errors}
+    if policy == "heliostat":
+        detail["gateway_stats"] = stat_deltas(gateway_before, _gateway_stats(mesh))
     if policy == "envoy_orca":
         after = _orca_stats(statics)
         detail["load_aware_locality"] = {
@@ -238,6 +245,11 @@ def _orca_stats(
         stats = gateway.stats("^cluster\\.envoy_orca\\.lb_")
         found[region] = {k.removeprefix("cluster.envoy_orca."): v for k, v in stats.items()}
     return found
+
+
+def _gateway_stats(mesh: Mesh) -> dict[str, dict[str, int]]:
+    """heliostat's gateways' cluster counters that bear on affinity (`GATEWAY_STATS`)."""
+    return {region: envoy.stats(GATEWAY_STATS) for region, envoy in mesh.envoys.items()}
 
 
 def _check_reset(mesh: Mesh) -> None:

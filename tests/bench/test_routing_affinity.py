@@ -1,0 +1,53 @@
+"""The placement figures say how a router kept each shared prefix on one replica."""
+
+from __future__ import annotations
+
+from bench.routing_affinity import placement, stat_deltas
+from heliostat.sim.loadgen import Report, Result, Shot
+
+
+def _served(at: float, origin: str, prompt: str, replica: str) -> Result:
+    shot = Shot(at, "http://gw/v1/completions", {}, {"prompt": prompt}, label=origin)
+    return Result(shot, 200, replica, origin, {}, at, 0.05, 0.1)
+
+
+def test_a_key_that_stays_home_has_no_moves_and_one_cold_visit() -> None:
+    report = Report([_served(t, "na", "system A\n\nq", "r1") for t in range(5)])
+    found = placement(report)
+    assert found["keys"] == 1
+    assert found["moves"] == 0
+    assert found["first_visits"] == 1
+    assert found["home_share"] == 1.0
+    assert found["replicas_per_key"] == 1.0
+
+
+def test_a_spill_and_its_return_are_counted_and_keys_are_per_origin() -> None:
+    replicas = ["r1", "r2", "r1", "r1"]
+    results = [_served(t, "na", "system A\n\nq", r) for t, r in enumerate(replicas)]
+    results.append(_served(9, "eu", "system A\n\nq", "r3"))  # another origin: its own key
+    results.append(_served(10, "na", "system A\n\nq", "r1"))
+    results.append(
+        Result(
+            Shot(11, "u", {}, {"prompt": "system A"}, label="na"),
+            503,
+            None,
+            None,
+            {},
+            11,
+            None,
+            0.1,
+        )
+    )
+    found = placement(Report(results))
+    assert found["keys"] == 2
+    assert found["moves"] == 2  # r1 -> r2, r2 -> r1 (a failed request is not placed)
+    assert found["returns"] == 1  # back to r1, which had served the key
+    assert found["first_visits"] == 3  # r1, r2 and r3 each saw the prompt first once
+    assert found["requests"] == 6
+    assert found["home_share"] == round(5 / 6, 4)
+
+
+def test_stat_deltas_keep_only_what_moved() -> None:
+    before = {"us": {"cluster.m.update_success": 3, "cluster.m.upstream_rq_retry": 0}}
+    after = {"us": {"cluster.m.update_success": 5, "cluster.m.upstream_rq_retry": 0}}
+    assert stat_deltas(before, after) == {"us": {"cluster.m.update_success": 2}}
