@@ -10,9 +10,10 @@ and prefix key (the prompt's first characters, as heliostat and ring_hash hash t
   spreads a prefix makes every replica warm it);
 - `home_share`: the share of requests served by their key's most used replica;
 - `moves`: requests served by another replica than the previous request with the same
-  key and origin (a ring that moves keys, or a bounded load that spills, shows here), and
-  `returns`: moves back to a replica that already served the key (a spill that came back;
-  cheap when the prefix is still cached there);
+  key and origin (a ring that moves keys, or a bounded load that spills, shows here), of
+  which `moves_across_regions` went to or came back from another region than the previous
+  request's, and `returns`: moves back to a replica that already served the key (a spill
+  that came back; cheap when the prefix is still cached there);
 - `first_visits`: requests that were their key's first on that replica (at best one per
   (key, replica): the cold misses a placement forces).
 
@@ -42,11 +43,11 @@ def placement(report: Report, chars: int = KEY_CHARS) -> dict[str, Any]:
     ordered: Sequence[Result] = sorted(
         (r for r in report.results if r.ok and r.replica), key=lambda r: r.started
     )
-    last: dict[tuple[str, str], str] = {}
+    last: dict[tuple[str, str], Result] = {}
     seen: dict[tuple[str, str], set[str]] = {}
     counts: dict[tuple[str, str], Counter[str]] = {}
     replica_keys: dict[str, set[str]] = {}
-    moves = returns = first_visits = 0
+    moves = across = returns = first_visits = 0
     for r in ordered:
         key = prefix_key(r, chars)
         if key is None or r.replica is None:
@@ -54,8 +55,9 @@ def placement(report: Report, chars: int = KEY_CHARS) -> dict[str, Any]:
         pair = (r.shot.label, key)
         before = last.get(pair)
         visited = seen.setdefault(pair, set())
-        if before is not None and before != r.replica:
+        if before is not None and before.replica != r.replica:
             moves += 1
+            across += before.replica_region != r.replica_region
             if r.replica in visited:
                 returns += 1
         served_keys = replica_keys.setdefault(r.replica, set())
@@ -63,7 +65,7 @@ def placement(report: Report, chars: int = KEY_CHARS) -> dict[str, Any]:
             first_visits += 1
         served_keys.add(key)
         visited.add(r.replica)
-        last[pair] = r.replica
+        last[pair] = r
         counts.setdefault(pair, Counter())[r.replica] += 1
     total = sum(sum(c.values()) for c in counts.values())
     home = sum(c.most_common(1)[0][1] for c in counts.values())
@@ -75,6 +77,7 @@ def placement(report: Report, chars: int = KEY_CHARS) -> dict[str, Any]:
         else 0.0,
         "home_share": round(home / total, 4) if total else 0.0,
         "moves": moves,
+        "moves_across_regions": across,
         "returns": returns,
         "first_visits": first_visits,
         "keys_per_replica": {a: len(k) for a, k in sorted(replica_keys.items())},

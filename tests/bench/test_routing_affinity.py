@@ -6,9 +6,9 @@ from bench.routing_affinity import placement, stat_deltas
 from heliostat.sim.loadgen import Report, Result, Shot
 
 
-def _served(at: float, origin: str, prompt: str, replica: str) -> Result:
+def _served(at: float, origin: str, prompt: str, replica: str, region: str = "") -> Result:
     shot = Shot(at, "http://gw/v1/completions", {}, {"prompt": prompt}, label=origin)
-    return Result(shot, 200, replica, origin, {}, at, 0.05, 0.1)
+    return Result(shot, 200, replica, region or origin, {}, at, 0.05, 0.1)
 
 
 def test_a_key_that_stays_home_has_no_moves_and_one_cold_visit() -> None:
@@ -23,7 +23,10 @@ def test_a_key_that_stays_home_has_no_moves_and_one_cold_visit() -> None:
 
 def test_a_spill_and_its_return_are_counted_and_keys_are_per_origin() -> None:
     replicas = ["r1", "r2", "r1", "r1"]
-    results = [_served(t, "na", "system A\n\nq", r) for t, r in enumerate(replicas)]
+    results = [
+        _served(t, "na", "system A\n\nq", r, "eu" if r == "r2" else "na")
+        for t, r in enumerate(replicas)
+    ]
     results.append(_served(9, "eu", "system A\n\nq", "r3"))  # another origin: its own key
     results.append(_served(10, "na", "system A\n\nq", "r1"))
     results.append(
@@ -41,6 +44,7 @@ def test_a_spill_and_its_return_are_counted_and_keys_are_per_origin() -> None:
     found = placement(Report(results))
     assert found["keys"] == 2
     assert found["moves"] == 2  # r1 -> r2, r2 -> r1 (a failed request is not placed)
+    assert found["moves_across_regions"] == 2  # r2 is in another region than r1
     assert found["returns"] == 1  # back to r1, which had served the key
     assert found["first_visits"] == 3  # r1, r2 and r3 each saw the prompt first once
     assert found["requests"] == 6
