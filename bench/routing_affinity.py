@@ -15,7 +15,10 @@ and prefix key (the prompt's first characters, as heliostat and ring_hash hash t
   request's, and `returns`: moves back to a replica that already served the key (a spill
   that came back; cheap when the prefix is still cached there);
 - `first_visits`: requests that were their key's first on that replica (at best one per
-  (key, replica): the cold misses a placement forces).
+  (key, replica): the cold misses a placement forces);
+- `moves_by_fifth`: the moves in each fifth of the run (by send time): moves early on are
+  a placement settling (caches warming, hashing on trial), later ones a placement that
+  does not hold.
 
 And per replica, from its own counters (`/sim/stats`): requests received, prefix-cache hits
 and queries (tokens), and how many distinct prefixes it served. For heliostat's gateways,
@@ -48,6 +51,9 @@ def placement(report: Report, chars: int = KEY_CHARS) -> dict[str, Any]:
     counts: dict[tuple[str, str], Counter[str]] = {}
     replica_keys: dict[str, set[str]] = {}
     moves = across = returns = first_visits = 0
+    fifths = [0] * 5
+    start = ordered[0].started if ordered else 0.0
+    span = (ordered[-1].started - start) if ordered else 0.0
     for r in ordered:
         key = prefix_key(r, chars)
         if key is None or r.replica is None:
@@ -57,6 +63,7 @@ def placement(report: Report, chars: int = KEY_CHARS) -> dict[str, Any]:
         visited = seen.setdefault(pair, set())
         if before is not None and before.replica != r.replica:
             moves += 1
+            fifths[min(4, int(5 * (r.started - start) / span)) if span > 0 else 0] += 1
             across += before.replica_region != r.replica_region
             if r.replica in visited:
                 returns += 1
@@ -79,6 +86,7 @@ def placement(report: Report, chars: int = KEY_CHARS) -> dict[str, Any]:
         "moves": moves,
         "moves_across_regions": across,
         "returns": returns,
+        "moves_by_fifth": fifths,
         "first_visits": first_visits,
         "keys_per_replica": {a: len(k) for a, k in sorted(replica_keys.items())},
     }

@@ -49,6 +49,7 @@ def test_a_spill_and_its_return_are_counted_and_keys_are_per_origin() -> None:
     assert found["first_visits"] == 3  # r1, r2 and r3 each saw the prompt first once
     assert found["requests"] == 6
     assert found["home_share"] == round(5 / 6, 4)
+    assert found["moves_by_fifth"] == [1, 1, 0, 0, 0]  # at t = 1 and 2, of 0 .. 10
 
 
 def test_stat_deltas_keep_only_what_moved() -> None:
