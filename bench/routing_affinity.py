@@ -16,6 +16,10 @@ and prefix key (the prompt's first characters, as heliostat and ring_hash hash t
   that came back; cheap when the prefix is still cached there);
 - `first_visits`: requests that were their key's first on that replica (at best one per
   (key, replica): the cold misses a placement forces);
+- `abroad_on_local_home`: of the requests served outside their origin region, the share
+  that landed on the replica the serving region's own users' requests with the same prefix
+  used most (where the prefix is cached); the rest warm a second copy of it there, and
+  crowd out that replica's own prefixes;
 - `moves_by_fifth`: the moves in each fifth of the run (by send time): moves early on are
   a placement settling (caches warming, hashing on trial), later ones a placement that
   does not hold.
@@ -74,6 +78,17 @@ def placement(report: Report, chars: int = KEY_CHARS) -> dict[str, Any]:
         visited.add(r.replica)
         last[pair] = r
         counts.setdefault(pair, Counter())[r.replica] += 1
+    abroad = [
+        (r, key)
+        for r in ordered
+        if r.replica_region != r.shot.label and (key := prefix_key(r, chars)) is not None
+    ]
+    on_home = sum(
+        1
+        for r, key in abroad
+        if (local := counts.get((str(r.replica_region), key)))
+        and local.most_common(1)[0][0] == r.replica
+    )
     total = sum(sum(c.values()) for c in counts.values())
     home = sum(c.most_common(1)[0][1] for c in counts.values())
     return {
@@ -87,6 +102,8 @@ def placement(report: Report, chars: int = KEY_CHARS) -> dict[str, Any]:
         "moves_across_regions": across,
         "returns": returns,
         "moves_by_fifth": fifths,
+        "abroad": len(abroad),
+        "abroad_on_local_home": round(on_home / len(abroad), 4) if abroad else None,
         "first_visits": first_visits,
         "keys_per_replica": {a: len(k) for a, k in sorted(replica_keys.items())},
     }

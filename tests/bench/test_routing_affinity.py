@@ -11,6 +11,15 @@ def _served(at: float, origin: str, prompt: str, replica: str, region: str = "")
     return Result(shot, 200, replica, region or origin, {}, at, 0.05, 0.1)
 
 
+def test_a_prefix_served_abroad_on_the_replica_that_region_uses_for_it() -> None:
+    results = [_served(t, "eu", "system A\n\nq", "r3") for t in range(3)]
+    results.append(_served(3, "na", "system A\n\nq", "r3", "eu"))
+    results.append(_served(4, "na", "system B\n\nq", "r4", "eu"))  # eu never used B
+    found = placement(Report(results))
+    assert found["abroad"] == 2
+    assert found["abroad_on_local_home"] == 0.5
+
+
 def test_a_key_that_stays_home_has_no_moves_and_one_cold_visit() -> None:
     report = Report([_served(t, "na", "system A\n\nq", "r1") for t in range(5)])
     found = placement(report)
@@ -50,6 +59,9 @@ def test_a_spill_and_its_return_are_counted_and_keys_are_per_origin() -> None:
     assert found["requests"] == 6
     assert found["home_share"] == round(5 / 6, 4)
     assert found["moves_by_fifth"] == [1, 1, 0, 0, 0]  # at t = 1 and 2, of 0 .. 10
+    # r2 served na's request in eu, where eu's own users' requests for the prompt use r3.
+    assert found["abroad"] == 1
+    assert found["abroad_on_local_home"] == 0.0
 
 
 def test_stat_deltas_keep_only_what_moved() -> None:
