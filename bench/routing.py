@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,14 @@ from typing import Any
 from bench import routing_fleet as fleet
 from bench import routing_picker, routing_targets
 from bench.common import Size, table
-from bench.routing_affinity import GATEWAY_STATS, per_replica, placement, stat_deltas
+from bench.routing_affinity import (
+    GATEWAY_STATS,
+    SPILL_LOG_LEVEL,
+    per_replica,
+    placement,
+    spills,
+    stat_deltas,
+)
 from bench.routing_envoy import STATIC_POLICIES, static_bootstrap
 from bench.routing_measure import FIELDS, by_phase, measure, served_by
 from bench.routing_picker import HASH_BLOCK_CHARS, Picker
@@ -196,6 +204,7 @@ def _run_policy(
     sampler = Sampler(mesh.heliostat, MODEL) if policy == "heliostat" else None
     orca_before = _orca_stats(statics) if policy == "envoy_orca" else {}
     gateway_before = _gateway_stats(mesh) if policy == "heliostat" else {}
+    log_marks = _watch_spills(mesh) if policy == "heliostat" else {}
     shots = workload.shots(gateways)
     began = time.monotonic()
     if sampler is not None:
@@ -226,6 +235,7 @@ def _run_policy(
         detail["published"] = {**published, "sample_errors": sampler.errors}
     if policy == "heliostat":
         detail["gateway_stats"] = stat_deltas(gateway_before, _gateway_stats(mesh))
+        detail["spills"] = _read_spills(mesh, log_marks)
     if policy == "envoy_orca":
         after = _orca_stats(statics)
         detail["load_aware_locality"] = {
@@ -250,6 +260,37 @@ def _orca_stats(
 def _gateway_stats(mesh: Mesh) -> dict[str, dict[str, int]]:
     """heliostat's gateways' cluster counters that bear on affinity (`GATEWAY_STATS`)."""
     return {region: envoy.stats(GATEWAY_STATS) for region, envoy in mesh.envoys.items()}
+
+
+def _set_log_level(envoy: EnvoyProcess, level: str) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{envoy.admin_port}/logging?{SPILL_LOG_LEVEL}={level}", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5):
+        pass
+
+
+def _watch_spills(mesh: Mesh) -> dict[str, int]:
+    """Turn on the bounded-load balancer's debug lines on heliostat's gateways for the run;
+    where each gateway's log stands now. (Envoy then writes a line or two per request: a
+    cost charged to heliostat, never to a baseline.)"""
+    marks = {}
+    for region, envoy in mesh.envoys.items():
+        _set_log_level(envoy, "debug")
+        marks[region] = envoy.log_path.stat().st_size if envoy.log_path.exists() else 0
+    return marks
+
+
+def _read_spills(mesh: Mesh, marks: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    """Per gateway, the spills its log showed since `marks` (`routing_affinity.spills`)."""
+    found: dict[str, dict[str, Any]] = {}
+    for region, envoy in mesh.envoys.items():
+        _set_log_level(envoy, "info")
+        with envoy.log_path.open("rb") as log:
+            log.seek(marks.get(region, 0))
+            text = log.read().decode(errors="replace")
+        found[region] = spills(text, mesh.region_of, region)
+    return found
 
 
 def _check_reset(mesh: Mesh) -> None:

@@ -32,8 +32,9 @@ and queries (tokens), and how many distinct prefixes it served. For heliostat's 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bench.routing_fleet import PREFIX_CHARS as KEY_CHARS
@@ -107,6 +108,40 @@ def placement(report: Report, chars: int = KEY_CHARS) -> dict[str, Any]:
         "first_visits": first_visits,
         "keys_per_replica": {a: len(k) for a, k in sorted(replica_keys.items())},
     }
+
+
+# Envoy's bounded-load balancer logs, at debug level of its `misc` component, each host it
+# finds overloaded and each pick after the first ("selected host #k:ADDRESS (attempt:N)").
+SPILL_LOG_LEVEL = "misc"
+_OVERLOADED = re.compile(
+    r"host (\S+) overloaded; overall_active (\d+), host_weight ([0-9.e-]+), "
+    r"host_active (\d+) > slots (\d+)"
+)
+_SPILLED = re.compile(r"selected host #\d+:(\S+) \(attempt:(\d+)\)")
+
+
+def spills(log: str, region_of: Callable[[str], str], gateway: str) -> dict[str, Any]:
+    """Bounded-load spills in one gateway's debug log: how many picks left the ring's host,
+    how many of those crossed to another region than the gateway's, and at what load the
+    ring's host was found overloaded (its in-flight count against its slots)."""
+    picks = [(m.group(1), int(m.group(2))) for m in _SPILLED.finditer(log)]
+    spilled = [address for address, attempt in picks if attempt >= 2]
+    abroad = sum(1 for address in spilled if _region(region_of, address) != gateway)
+    overloaded = Counter(
+        f"{m.group(4)}>{m.group(5)}" for m in _OVERLOADED.finditer(log)
+    )  # "host_active>slots": how early the bound bit
+    return {
+        "spilled": len(spilled),
+        "spilled_abroad": abroad,
+        "overloaded_at": dict(sorted(overloaded.items())),
+    }
+
+
+def _region(region_of: Callable[[str], str], address: str) -> str:
+    try:
+        return region_of(address)
+    except KeyError:
+        return "?"
 
 
 # Envoy counters that say why a request may leave its key's ring host (per gateway, per run).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.routing_affinity import placement, stat_deltas
+from bench.routing_affinity import placement, spills, stat_deltas
 from heliostat.sim.loadgen import Report, Result, Shot
 
 
@@ -68,3 +68,23 @@ def test_stat_deltas_keep_only_what_moved() -> None:
     before = {"us": {"cluster.m.update_success": 3, "cluster.m.upstream_rq_retry": 0}}
     after = {"us": {"cluster.m.update_success": 5, "cluster.m.upstream_rq_retry": 0}}
     assert stat_deltas(before, after) == {"us": {"cluster.m.update_success": 2}}
+
+
+def test_spills_are_read_from_the_bounded_load_balancers_debug_lines() -> None:
+    head = "[2026-12-06 12:00:00.000][7][debug][misc] [thread_aware_lb_impl.cc:1] "
+    where = "ThreadAwareLoadBalancerBase::BoundedLoadHashingLoadBalancer::chooseHost: "
+    log = "\n".join(
+        head + where + line
+        for line in (
+            "selected host #10.0.0.1:80 (attempt:1)",
+            "host 10.0.0.1:80 overloaded; overall_active 7, host_weight 0.25, "
+            "host_active 4 > slots 3",
+            "selected host #2:10.0.0.2:80 (attempt:2)",
+            "host 10.0.0.2:80 overloaded; overall_active 9, host_weight 0.2, "
+            "host_active 3 > slots 2",
+            "selected host #5:10.0.1.1:80 (attempt:3)",
+        )
+    )
+    regions = {"10.0.0.1:80": "eu", "10.0.0.2:80": "eu", "10.0.1.1:80": "us"}
+    found = spills(log, regions.__getitem__, "eu")
+    assert found == {"spilled": 2, "spilled_abroad": 1, "overloaded_at": {"3>2": 1, "4>3": 1}}
