@@ -11,8 +11,9 @@ Envoy's config_dump. Routes always hash on the session header and, for `prefix_c
 the key the Lua filter (`prefix_key.py`) derives from the prompt: a least-request cluster
 ignores the hash, so switching the cluster's policy needs no route or listener change.
 
-A ring-hash ring has a fixed size (RING_SIZE points, the minimum and the maximum alike), so
-that a change of weights or shares moves only the keys it must. Envoy gives each host
+A ring-hash ring has a fixed size (RING_SIZE points, the minimum and the maximum alike; more
+for a big cluster, `ring_size`), so that a change of weights or shares moves only the keys
+it must. Envoy gives each host
 scale x its normalised weight points, a host's points being the first ones of a sequence
 hashed from its address, and by default chooses the scale so that the *lightest* host gets
 a whole number of at least min_ring_size x its weight points: the scale is anywhere between
@@ -43,7 +44,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import struct_pb2, wrappers_pb2
 
-from heliostat.balance.view import Balancing, LbPolicy
+from heliostat.balance.view import Balancing, ClusterView, LbPolicy
 from heliostat.policy import Model
 from heliostat.wire import LUA_FILTER_NAME, METADATA_NAMESPACE, PREFIX_KEY_HEADER, SESSION_HEADER
 from heliostat.xds.translate.common import pack
@@ -53,6 +54,22 @@ from heliostat.xds.translate.prefix_key import SOURCE
 # minimum is 1,024: at this size a host with a 1% share still holds ~80 points, and building
 # the ring at each EDS update costs well under a millisecond.
 RING_SIZE = 8192
+# A big cluster gets a bigger ring, so that every host of equal weight keeps at least this many
+# points (a host's share of the keys varies by about 1 / sqrt(points)); the size goes up in
+# powers of two, so it changes (a CDS update) only when the host count doubles.
+MIN_POINTS_PER_HOST = 16
+
+
+def host_count(view: ClusterView) -> int:
+    """The cluster's endpoints, all localities and priorities together (no tuple built)."""
+    return sum(len(locality.endpoints) for locality in view.localities)
+
+
+def ring_size(hosts: int) -> int:
+    """The ring's size for a cluster of `hosts` endpoints (all its priorities together)."""
+    wanted = MIN_POINTS_PER_HOST * max(hosts, 1)
+    return max(RING_SIZE, 1 << (wanted - 1).bit_length())
+
 
 _LB_POLICY = {
     LbPolicy.LEAST_REQUEST: cluster_pb2.Cluster.LEAST_REQUEST,
@@ -61,9 +78,12 @@ _LB_POLICY = {
 }
 
 
-def apply_balancing(cluster: cluster_pb2.Cluster, balancing: Balancing | None) -> None:
+def apply_balancing(
+    cluster: cluster_pb2.Cluster, balancing: Balancing | None, hosts: int = 0
+) -> None:
     """Set a cluster's load balancer from the law's choice, in place, with its reason in the
-    cluster's metadata. None (a model without affinity) leaves least-request as it is."""
+    cluster's metadata. None (a model without affinity) leaves least-request as it is.
+    `hosts` (the cluster's endpoints) sizes a ring-hash ring (`ring_size`)."""
     if balancing is None:
         return
     cluster.lb_policy = _LB_POLICY[balancing.policy]
@@ -74,10 +94,11 @@ def apply_balancing(cluster: cluster_pb2.Cluster, balancing: Balancing | None) -
             )
         )
     if balancing.policy is LbPolicy.RING_HASH:
+        size = ring_size(hosts)
         cluster.ring_hash_lb_config.CopyFrom(
             cluster_pb2.Cluster.RingHashLbConfig(
-                minimum_ring_size=wrappers_pb2.UInt64Value(value=RING_SIZE),
-                maximum_ring_size=wrappers_pb2.UInt64Value(value=RING_SIZE),
+                minimum_ring_size=wrappers_pb2.UInt64Value(value=size),
+                maximum_ring_size=wrappers_pb2.UInt64Value(value=size),
             )
         )
     reason = struct_pb2.Struct()
