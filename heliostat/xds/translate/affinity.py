@@ -58,6 +58,8 @@ RING_SIZE = 8192
 # points (a host's share of the keys varies by about 1 / sqrt(points)); the size goes up in
 # powers of two, so it changes (a CDS update) only when the host count doubles.
 MIN_POINTS_PER_HOST = 16
+# Envoy's upper bound on maximum_ring_size (8M points).
+ENVOY_MAX_RING_SIZE = 8_388_608
 
 
 def host_count(view: ClusterView) -> int:
@@ -68,7 +70,7 @@ def host_count(view: ClusterView) -> int:
 def ring_size(hosts: int) -> int:
     """The ring's size for a cluster of `hosts` endpoints (all its priorities together)."""
     wanted = MIN_POINTS_PER_HOST * max(hosts, 1)
-    return max(RING_SIZE, 1 << (wanted - 1).bit_length())
+    return min(ENVOY_MAX_RING_SIZE, max(RING_SIZE, 1 << (wanted - 1).bit_length()))
 
 
 _LB_POLICY = {

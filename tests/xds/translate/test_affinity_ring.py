@@ -8,7 +8,12 @@ from heliostat.balance import RegionView, static_views
 from heliostat.balance.view import Balancing, LbPolicy
 from heliostat.xds.resources.snapshot import Snapshot
 from heliostat.xds.translate import TranslationMemo, build_snapshot
-from heliostat.xds.translate.affinity import MIN_POINTS_PER_HOST, RING_SIZE, ring_size
+from heliostat.xds.translate.affinity import (
+    ENVOY_MAX_RING_SIZE,
+    MIN_POINTS_PER_HOST,
+    RING_SIZE,
+    ring_size,
+)
 from tests.xds.translate.test_traffic_policy import LLAMA, clusters
 from tests.xds.translate.test_translation_reuse import GROUP, payloads, policy
 
@@ -23,6 +28,7 @@ def test_every_host_keeps_its_points_and_the_size_moves_only_when_the_hosts_doub
         assert size < 2 * MIN_POINTS_PER_HOST * hosts  # the next power of two, no more
         assert size & (size - 1) == 0
     assert ring_size(600) == ring_size(1000) != ring_size(1100)
+    assert ring_size(10_000_000) == ENVOY_MAX_RING_SIZE  # Envoy refuses a bigger one
 
 
 def _hashing(view: RegionView, extra: int = 0) -> RegionView:
