@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,14 @@ from typing import Any
 from bench import routing_fleet as fleet
 from bench import routing_picker, routing_targets
 from bench.common import Size, table
+from bench.routing_affinity import (
+    GATEWAY_STATS,
+    SPILL_LOG_LEVEL,
+    per_replica,
+    placement,
+    spills,
+    stat_deltas,
+)
 from bench.routing_envoy import STATIC_POLICIES, static_bootstrap
 from bench.routing_measure import FIELDS, by_phase, measure, served_by
 from bench.routing_picker import HASH_BLOCK_CHARS, Picker
@@ -194,6 +203,8 @@ def _run_policy(
         detail["settle_s"] = round(_settle(mesh, scenario, plan.settle_max_s), 2)
     sampler = Sampler(mesh.heliostat, MODEL) if policy == "heliostat" else None
     orca_before = _orca_stats(statics) if policy == "envoy_orca" else {}
+    gateway_before = _gateway_stats(mesh) if policy == "heliostat" else {}
+    log_marks = _watch_spills(mesh) if policy == "heliostat" else {}
     shots = workload.shots(gateways)
     began = time.monotonic()
     if sampler is not None:
@@ -209,8 +220,11 @@ def _run_policy(
     detail["wall_s"] = round(time.monotonic() - began, 2)
     detail["load_average_1m"] = round(os.getloadavg()[0], 2)
     slo = scenario.slo.ttft_ms
-    entry = measure(report, mesh.stats(), slo, workload.seconds, CLIENT_TIMEOUT_S)
+    replica_stats = mesh.stats()
+    entry = measure(report, replica_stats, slo, workload.seconds, CLIENT_TIMEOUT_S)
     detail["served_by"] = served_by(report)
+    detail["placement"] = placement(report)
+    detail["replicas"] = per_replica(replica_stats)
     detail["by_phase"] = by_phase(report, workload.phase_of, len(workload.phases), slo)
     if sampler is not None:
         published = summarise(samples, workload.seconds)
@@ -219,6 +233,9 @@ def _run_policy(
         entry["share_reversals"] = published.pop("share_reversals")
         entry["max_reversals_per_min"] = published.pop("max_reversals_per_min")
         detail["published"] = {**published, "sample_errors": sampler.errors}
+    if policy == "heliostat":
+        detail["gateway_stats"] = stat_deltas(gateway_before, _gateway_stats(mesh))
+        detail["spills"] = _read_spills(mesh, log_marks)
     if policy == "envoy_orca":
         after = _orca_stats(statics)
         detail["load_aware_locality"] = {
@@ -237,6 +254,42 @@ def _orca_stats(
     for region, (gateway, _) in statics.items():
         stats = gateway.stats("^cluster\\.envoy_orca\\.lb_")
         found[region] = {k.removeprefix("cluster.envoy_orca."): v for k, v in stats.items()}
+    return found
+
+
+def _gateway_stats(mesh: Mesh) -> dict[str, dict[str, int]]:
+    """heliostat's gateways' cluster counters that bear on affinity (`GATEWAY_STATS`)."""
+    return {region: envoy.stats(GATEWAY_STATS) for region, envoy in mesh.envoys.items()}
+
+
+def _set_log_level(envoy: EnvoyProcess, level: str) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{envoy.admin_port}/logging?{SPILL_LOG_LEVEL}={level}", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5):
+        pass
+
+
+def _watch_spills(mesh: Mesh) -> dict[str, int]:
+    """Turn on the bounded-load balancer's debug lines on heliostat's gateways for the run;
+    where each gateway's log stands now. (Envoy then writes a line or two per request: a
+    cost charged to heliostat, never to a baseline.)"""
+    marks = {}
+    for region, envoy in mesh.envoys.items():
+        _set_log_level(envoy, "debug")
+        marks[region] = envoy.log_path.stat().st_size if envoy.log_path.exists() else 0
+    return marks
+
+
+def _read_spills(mesh: Mesh, marks: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    """Per gateway, the spills its log showed since `marks` (`routing_affinity.spills`)."""
+    found: dict[str, dict[str, Any]] = {}
+    for region, envoy in mesh.envoys.items():
+        _set_log_level(envoy, "info")
+        with envoy.log_path.open("rb") as log:
+            log.seek(marks.get(region, 0))
+            text = log.read().decode(errors="replace")
+        found[region] = spills(text, mesh.region_of, region)
     return found
 
 

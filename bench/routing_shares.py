@@ -127,6 +127,7 @@ def summarise(samples: Sequence[Sample], until_s: float) -> dict[str, Any]:
     views = sorted({v for s in window for v in s.shares} | {v for s in window for v in s.weights})
     per_endpoint: dict[str, int] = {}
     per_share: dict[str, int] = {}
+    changes: dict[str, int] = {}  # any change of an endpoint's weight (a ring-hash ring moves)
     for view in views:
         addresses = sorted({a for s in window for a in s.weights.get(view, {})})
         for address in addresses:
@@ -134,6 +135,8 @@ def summarise(samples: Sequence[Sample], until_s: float) -> dict[str, Any]:
                 s.weights[view][address] for s in window if address in s.weights.get(view, {})
             ]
             per_endpoint[address] = max(per_endpoint.get(address, 0), reversals(series))
+            moved = sum(1 for a, b in itertools.pairwise(series) if a != b)
+            changes[address] = max(changes.get(address, 0), moved)
         targets = sorted({r for s in window for r in s.shares.get(view, {})})
         for region in targets:
             series_f = [s.shares.get(view, {}).get(region, 0.0) for s in window]
@@ -146,6 +149,7 @@ def summarise(samples: Sequence[Sample], until_s: float) -> dict[str, Any]:
         "window_s": round(until_s, 3),
         "weight_reversals": per_endpoint,
         "share_reversals": per_share,
+        "weight_changes": changes,
         "max_reversals": worst,
         "max_reversals_per_min": round(worst / minutes, 2) if minutes else 0.0,
         "shares": [{"t": s.t, "shares": s.shares} for s in samples],

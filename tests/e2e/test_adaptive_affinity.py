@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from heliostat.sim import loadgen
+from heliostat.xds.translate.affinity import RING_SIZE
 from tests.e2e.harness import (
     LOCALHOST,
     Envoy,
@@ -143,6 +144,9 @@ def test_least_request_without_shared_prefixes_then_hashing_once_they_are_shared
     assert trial.get("lb_policy") == "RING_HASH"
     assert str(_why(trial)["why"]).startswith("prefix affinity configured")
     assert trial["common_lb_config"]["consistent_hashing_lb_config"]["hash_balance_factor"] == 100
+    # Envoy took the ring of one size (uint64 values are strings in config_dump's JSON).
+    ring = trial["ring_hash_lb_config"]
+    assert int(ring["minimum_ring_size"]) == int(ring["maximum_ring_size"]) == RING_SIZE
     before = _counters(fleet)
     report = asyncio.run(loadgen.run(_shots(port, 8, 20, shared=False, seed=1)))
     assert len(report.ok) == len(report.results)

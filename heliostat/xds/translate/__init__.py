@@ -8,12 +8,13 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from heliostat.balance import ClusterView, RegionView
-from heliostat.balance.view import ReasonValue
+from heliostat.balance.view import LbPolicy, ReasonValue
 from heliostat.planning.plan import ModelPlan, plan
 from heliostat.policy import Policy
 from heliostat.xds.resources.nodes import NodeGroup
 from heliostat.xds.resources.snapshot import Resource, Snapshot
 from heliostat.xds.resources.types import TypeUrl
+from heliostat.xds.translate.affinity import host_count, ring_size
 from heliostat.xds.translate.clusters import model_cluster
 from heliostat.xds.translate.endpoints import assignment_resource
 from heliostat.xds.translate.leds import leds_assignment
@@ -128,11 +129,13 @@ def _reason_key(reason: Mapping[str, ReasonValue]) -> tuple[tuple[str, ReasonVal
 
 
 def _balancing_key(view: ClusterView) -> Hashable:
-    """What a cluster's load-balancer choice puts in its resource (None: plain)."""
+    """What a cluster's load-balancer choice puts in its resource (None: plain), with the
+    ring's size for a ring-hash cluster (it follows the endpoint count)."""
     lb = view.balancing
     if lb is None:
         return None
-    return (lb.policy, lb.hash_balance_factor, _reason_key(lb.reason))
+    size = ring_size(host_count(view)) if lb.policy is LbPolicy.RING_HASH else None
+    return (lb.policy, lb.hash_balance_factor, size, _reason_key(lb.reason))
 
 
 def _plans_key(plans: Sequence[ModelPlan]) -> Hashable:

@@ -9,7 +9,7 @@ from envoy.type.v3 import percent_pb2
 
 from heliostat.balance import ClusterView
 from heliostat.policy import Model, UpstreamProtocol
-from heliostat.xds.translate.affinity import apply_balancing
+from heliostat.xds.translate.affinity import apply_balancing, host_count
 from heliostat.xds.translate.common import ads_source, pack, seconds
 from heliostat.xds.translate.resilience import circuit_breakers, outlier_detection
 
@@ -44,7 +44,7 @@ def model_cluster(view: ClusterView, model: Model) -> cluster_pb2.Cluster:
         outlier_detection=outlier_detection(model),
         circuit_breakers=circuit_breakers(model),
     )
-    apply_balancing(cluster, view.balancing)
+    apply_balancing(cluster, view.balancing, host_count(view))
     cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(
         pack(_protocol_options(model.protocol))
     )

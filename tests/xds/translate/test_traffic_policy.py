@@ -33,6 +33,7 @@ from heliostat.xds.resources.nodes import NodeGroup, Role
 from heliostat.xds.resources.snapshot import Snapshot
 from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl
 from heliostat.xds.translate import build_snapshot
+from heliostat.xds.translate.affinity import RING_SIZE
 from heliostat.xds.translate.prefix_key import SOURCE as LUA_SOURCE
 from tests.xds.helpers import ack, delta_request, sotw_request
 
@@ -379,6 +380,10 @@ def test_affinity_hashes_with_bounded_load_and_keeps_the_rest(policy: Policy) ->
             why = cluster.metadata.filter_metadata["heliostat"]
             assert why.fields["lb"].string_value == "ring_hash"
             assert why.fields["why"].string_value == "affinity.mode is always"
+            # A ring of one size whatever the weights: a light host coming or going does not
+            # rescale every host's points (heliostat.xds.translate.affinity).
+            ring = cluster.ring_hash_lb_config
+            assert ring.minimum_ring_size.value == ring.maximum_ring_size.value == RING_SIZE
         else:
             assert cluster.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
             assert not cluster.common_lb_config.HasField("consistent_hashing_lb_config")
@@ -395,6 +400,7 @@ def test_affinity_hashes_with_bounded_load_and_keeps_the_rest(policy: Policy) ->
     )
     cluster = clusters(snapshot_for("us-east", maglev))[LLAMA]
     assert cluster.lb_policy == cluster_pb2.Cluster.MAGLEV
+    assert not cluster.HasField("ring_hash_lb_config")  # Maglev's table has a fixed size
     assert cluster.common_lb_config.consistent_hashing_lb_config.hash_balance_factor.value == 200
     default = parse_policy(edit("bounded_load: 1.5, prefix_chars: 2000}", "mode: always}"))
     cluster = clusters(snapshot_for("us-east", default))[LLAMA]
