@@ -193,13 +193,16 @@ def step(
             refusable = _refusable(
                 policy, model, r, supply, plan, unplaced, refused.get(r, 0.0) if refusing else None
             )
-        lending = _lending(policy, model, r, supply, previous, plan, users, refusable, rates, now)
+        most = 1.0 if own is None or own.endpoints == 0 else cap
+        lending = _lending(
+            policy, model, r, supply, previous, plan, users, refusable, rates, most, now
+        )
         result[r] = RegionState(
             capacity=own.capacity if own is not None else 0.0,
             load=own.load if own is not None else 0.0,
             demand=users.smoothed[r],
             overflowing=unplaced > 0.0 or any(q != r for q in placed),
-            lending=_capped(lending, 1.0 if own is None or own.endpoints == 0 else cap),
+            lending=_capped(lending, most),
             measured=users.measured.get(r, 0.0),
             endpoints=own.endpoints if own is not None else 0,
             unplaced=unplaced,
@@ -383,9 +386,17 @@ def _lending(
     users: _Users,
     refusable: float,
     rates: bool,
+    cap: float,
     now: float,
 ) -> dict[str, Held]:
-    """What region r lends to each rescuer: the plan's share of its admitted users, held."""
+    """What region r lends to each rescuer: the plan's share of its admitted users, held.
+
+    The targets are fitted under `cap` before they are held, not after: the allocation caps
+    what leaves as a share of the origin's demand, the shares are of what it admits, and
+    a refusal makes the second larger. Scaling the held values down afterwards instead
+    (`_capped`) republished a different split every tick: each share's dead band let some
+    of them reach their target and not others, and the scaling moved them all again (a
+    three-region fleet with max_share 0.3 and a refusing origin never settled)."""
     own = supply.get(r)
     placed = plan.placed.get(r, {})
     smoothed = users.smoothed[r]
@@ -404,15 +415,19 @@ def _lending(
         r in previous and drains_now(previous[r])
     )
     overdue = own is not None and _late_twice(model, own, previous.get(r))
+    targets = {
+        q: placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
+        for q in sorted(set(lent_before) | set(placed))
+        if q != r
+    }
+    total = sum(targets.values())
+    scale = cap / total if total > cap else 1.0
     lending: dict[str, Held] = {}
-    for q in sorted(set(lent_before) | set(placed)):
-        if q == r:
-            continue
-        target = placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
+    for q, share in targets.items():
         # Rounded down to what is published (thousandths): rounding up would plan the rescuer
-        # past its ceiling by up to half a thousandth of the origin's demand; the remainder
-        # stays home.
-        target = math.floor(target * publish.RESOLUTION + 1e-9) / publish.RESOLUTION
+        # past its ceiling by up to half a thousandth of the origin's demand (or the sum past
+        # the cap); the remainder stays home.
+        target = math.floor(share * scale * publish.RESOLUTION + 1e-9) / publish.RESOLUTION
         rescuer = supply.get(q)
         # In distress: a queue beyond what the SLO tolerates at this tick and the last (not
         # one noisy interval: a pool near its planning level queues for an instant now and

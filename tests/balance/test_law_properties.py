@@ -8,7 +8,7 @@ import itertools
 import os
 from collections.abc import Mapping
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from heliostat.balance import ControlState, Health, TrafficClass, Views, compute, weights
@@ -293,6 +293,9 @@ def test_constant_signals_converge_and_then_nothing_changes(
     budget=st.sampled_from([100.0, 200.0, 1000.0]),
     max_share=st.sampled_from([0.1, 0.3, 0.5, 1.0]),
 )
+# An origin that refuses and lends to two rescuers under a cap it would exceed as a share of
+# what it admits: fitting the held shares under the cap afterwards never settled.
+@example(counts=(1, 2, 1), demand=(0.0, 2.0, 0.75), budget=200.0, max_share=0.3)
 def test_closed_loop_rescues_stay_below_the_threshold_and_settle(
     counts: tuple[int, int, int],
     demand: tuple[float, float, float],
