@@ -269,6 +269,22 @@ def test_published_weights_change_at_most_x2_per_tick(
     max_examples=max(1, EXAMPLES // 2), deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(scenarios(ticks=1))
+# Engine-inferred demand read at the share it publishes: one endpoint at pressure 1.5 lending to
+# three idle ones turned its share round at every reversal hold (30 s), for ever.
+@example(
+    (
+        Fleet((0, 1, 3), 1000.0, "last_resort", None),
+        [
+            {
+                address: Reading(
+                    6.0 if address.startswith("10.1.") else 0.0, 0.0, None, None, 0, 0.0
+                )
+                for address in ("10.1.0.1:8000", "10.2.0.1:8000", "10.2.0.2:8000", "10.2.0.3:8000")
+            }
+        ],
+        frozenset(),
+    )
+)
 def test_constant_signals_converge_and_then_nothing_changes(
     scenario: tuple[Fleet, list[dict[str, Reading]], frozenset[tuple[str, str]]],
 ) -> None:
