@@ -19,7 +19,10 @@ GPUs, included):
    from 94% to 66-82% SLO.) Without rates the older unit stands: one endpoint at its
    thresholds carries 1.0, C_q counts endpoints.
 2. **Demand** (`demand`): its gateways' measured rate, else inferred from its engines with
-   the shares in effect taken out; smoothed.
+   the shares in effect taken out; smoothed. Inferred from engines, where the plan would turn
+   a share its rescuers' room bounds, it is solved at the share the plan lends, not read at
+   the one last published (`_settled`): read there, it fed on the decision it drives and,
+   under constant signals, the share never settled.
 3. **Allocation** (`allocation`): local first, then the nearest region with room within the
    origin's budget, onward lending when it takes that, every rescuer kept below
    RESCUE_CEILING of its capacity for others; the rest is unplaced (refused by `refusal`
@@ -52,7 +55,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from heliostat.balance import allocation, capacity, demand, publish, weights
@@ -171,6 +174,12 @@ def step(
     supply = {r: _persistent(s, previous.get(r), model) for r, s in supply.items()}
     users = _demands(model, regions, supply, rates, gateways, previous, refused, dt, now)
     cap = max_lent(model)
+    users = _settled(
+        users,
+        previous,
+        refused,
+        lambda u: _origins(policy, model, regions, supply, previous, u, cap, refused),
+    )
     plan = allocation.allocate(
         _origins(policy, model, regions, supply, previous, users, cap, refused), RESCUE_CEILING
     )
@@ -193,13 +202,16 @@ def step(
             refusable = _refusable(
                 policy, model, r, supply, plan, unplaced, refused.get(r, 0.0) if refusing else None
             )
-        lending = _lending(policy, model, r, supply, previous, plan, users, refusable, rates, now)
+        most = 1.0 if own is None or own.endpoints == 0 else cap
+        lending = _lending(
+            policy, model, r, supply, previous, plan, users, refusable, rates, most, now
+        )
         result[r] = RegionState(
             capacity=own.capacity if own is not None else 0.0,
             load=own.load if own is not None else 0.0,
             demand=users.smoothed[r],
             overflowing=unplaced > 0.0 or any(q != r for q in placed),
-            lending=_capped(lending, 1.0 if own is None or own.endpoints == 0 else cap),
+            lending=_capped(lending, most),
             measured=users.measured.get(r, 0.0),
             endpoints=own.endpoints if own is not None else 0,
             unplaced=unplaced,
@@ -226,6 +238,8 @@ class _Users:
     smoothed: Mapping[str, float]
     source: Mapping[str, str]
     batch: Mapping[str, float]
+    # Demand inferred from engines: its own users' arrivals at its endpoints (smoothed).
+    arrivals: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _demands(
@@ -263,6 +277,7 @@ def _demands(
     ttft = model.slo.ttft_ms / 1000.0
     smoothed: dict[str, float] = {}
     source: dict[str, str] = {}
+    own_arrivals: dict[str, float] = {}
     for r in regions:
         value = measured.get(r, 0.0)
         before = previous.get(r)
@@ -280,7 +295,110 @@ def _demands(
             smoothed[r] = value
         else:
             smoothed[r] = before.demand + gain * (value - before.demand)
-    return _Users(measured, smoothed, source, batch)
+    for r in regions:
+        if source[r] == demand.ENGINES:
+            # What of its users arrives at its own endpoints under the shares published:
+            # where `_settled` solves its demand from. (Smoothed as demand, not as arrivals:
+            # when the fleet answers a share, the demand does not move, its arrivals do.)
+            own_arrivals[r] = smoothed[r] * _kept(
+                sum(shares.get(r, {}).values()), refused.get(r, 0.0)
+            )
+    return _Users(measured, smoothed, source, batch, own_arrivals)
+
+
+def _kept(lent: float, refused: float) -> float:
+    """The share of a region's users that arrives at its own endpoints when it lends `lent`
+    of its admitted users and refuses `refused` (as `demand.from_engines` counts it)."""
+    admitted = 1.0 - min(demand.MAX_INFERRED_REFUSAL, refused)
+    return max(demand.MIN_KEPT, (1.0 - min(1.0, lent)) * admitted)
+
+
+# Bisection steps for `_settled`: 2^-12 of a share, below the thousandths it is published in.
+_SETTLE_STEPS = 12
+_SETTLE_SWEEPS = 2
+_UNPLACED_EPS = 1e-9
+
+
+def _settled(
+    users: _Users,
+    previous: Mapping[str, RegionState],
+    refused: Mapping[str, float],
+    problem: Callable[[_Users], Mapping[str, allocation.Origin]],
+) -> _Users:
+    """Demand inferred from engines, solved at the share the plan lends, not read at the
+    share last published, where that share would turn round with its rescuers' room bounding
+    it.
+
+    Its engines see only the users it keeps: D = a / k(L), with a its users' arrivals at its
+    own endpoints and k(L) the share kept when it lends L. When the rescuers' room R bounds
+    what leaves (some of its users are unplaced), the plan lends L = R / D = R k(L) / a: a
+    slope of about -R / a in the share it was read at. While the fleet does not answer the
+    share (constant signals; a lagging fleet for a while), the estimate then feeds on the
+    decision it drives, and past -1 the published share swung between two values for ever
+    (turning round at every reversal hold), whatever the smoothing: the share is held while
+    the estimate catches up. So when the plan would turn such a share round (`_turns`), the
+    share is solved for the fixed point L = plan(a / k(L)) by bisection instead: with the
+    arrivals constant it is one value, and the next reading at it agrees with it.
+
+    Only then. When the fleet answers the shares (a = k(L_published) D), D read at the
+    published share is the true demand, and the fixed point R / ((1 - L_published) D + R) is
+    only a step towards R / D (on a turn, one partial step; then the plain plan follows):
+    solved on every tick it left the share a dead band short of R / D. Nor where the origin's
+    own capacity C bounds the share (everything it does not serve is placed): the plan then
+    keeps C at home whatever D is, the arrivals at its own endpoints are C once the fleet
+    answers, and the fixed point is any share (solving for it threw the share between 0 and
+    its cap on the noise).
+    """
+    lenders = [
+        r
+        for r, source in sorted(users.source.items())
+        if source == demand.ENGINES and users.arrivals.get(r, 0.0) > 0.0
+    ]
+    if not lenders:
+        return users
+    smoothed = dict(users.smoothed)
+
+    def plan_at(r: str, share: float) -> tuple[float, float]:
+        """What r lends when its demand is read at `share`, and what the plan left unplaced."""
+        smoothed[r] = users.arrivals[r] / _kept(share, refused.get(r, 0.0))
+        current = dataclasses.replace(users, smoothed=dict(smoothed))
+        plan = allocation.allocate(problem(current), RESCUE_CEILING)
+        admitted = smoothed[r] * (1.0 - min(demand.MAX_INFERRED_REFUSAL, refused.get(r, 0.0)))
+        away = sum(x for q, x in plan.placed.get(r, {}).items() if q != r)
+        lent = min(1.0, away / admitted) if admitted > 0.0 else 0.0
+        return lent, plan.unplaced.get(r, 0.0)
+
+    for _ in range(_SETTLE_SWEEPS):
+        for r in lenders:
+            published = sum(previous[r].shares.values()) if r in previous else 0.0
+            lent, unplaced = plan_at(r, published)
+            if lent <= 0.0 or unplaced <= _UNPLACED_EPS:
+                continue  # its own capacity bounds the share, or nothing leaves: it stands
+            if not _turns(previous.get(r), lent, published):
+                continue  # the share keeps its course: the estimate at it stands
+            low, high = 0.0, 1.0
+            for _ in range(_SETTLE_STEPS):
+                middle = (low + high) / 2.0
+                if plan_at(r, middle)[0] > middle:
+                    low = middle
+                else:
+                    high = middle
+            plan_at(r, low)
+    return dataclasses.replace(users, smoothed=smoothed)
+
+
+def _turns(before: RegionState | None, lent: float, published: float) -> bool:
+    """The plan would turn the origin's share round: back down after its last move up, or
+    up after a move down. Only then can the estimate be feeding on the share (see
+    `_settled`): a fleet that answers the shares keeps a share moving one way while the
+    demand does."""
+    if before is None:
+        return False
+    moves = [h for h in before.lending.values() if h.direction != 0]
+    if not moves:
+        return False
+    last = max(moves, key=lambda h: h.moved_at)
+    return (last.direction > 0 and lent < published) or (last.direction < 0 and lent > published)
 
 
 def _origins(
@@ -383,9 +501,17 @@ def _lending(
     users: _Users,
     refusable: float,
     rates: bool,
+    cap: float,
     now: float,
 ) -> dict[str, Held]:
-    """What region r lends to each rescuer: the plan's share of its admitted users, held."""
+    """What region r lends to each rescuer: the plan's share of its admitted users, held.
+
+    The targets are fitted under `cap` before they are held, not after: the allocation caps
+    what leaves as a share of the origin's demand, the shares are of what it admits, and
+    a refusal makes the second larger. Scaling the held values down afterwards instead
+    (`_capped`) republished a different split every tick: each share's dead band let some
+    of them reach their target and not others, and the scaling moved them all again (a
+    three-region fleet with max_share 0.3 and a refusing origin never settled)."""
     own = supply.get(r)
     placed = plan.placed.get(r, {})
     smoothed = users.smoothed[r]
@@ -404,15 +530,19 @@ def _lending(
         r in previous and drains_now(previous[r])
     )
     overdue = own is not None and _late_twice(model, own, previous.get(r))
+    targets = {
+        q: placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
+        for q in sorted(set(lent_before) | set(placed))
+        if q != r
+    }
+    total = sum(targets.values())
+    scale = cap / total if total > cap else 1.0
     lending: dict[str, Held] = {}
-    for q in sorted(set(lent_before) | set(placed)):
-        if q == r:
-            continue
-        target = placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
+    for q, share in targets.items():
         # Rounded down to what is published (thousandths): rounding up would plan the rescuer
-        # past its ceiling by up to half a thousandth of the origin's demand; the remainder
-        # stays home.
-        target = math.floor(target * publish.RESOLUTION + 1e-9) / publish.RESOLUTION
+        # past its ceiling by up to half a thousandth of the origin's demand (or the sum past
+        # the cap); the remainder stays home.
+        target = math.floor(share * scale * publish.RESOLUTION + 1e-9) / publish.RESOLUTION
         rescuer = supply.get(q)
         # In distress: a queue beyond what the SLO tolerates at this tick and the last (not
         # one noisy interval: a pool near its planning level queues for an instant now and
