@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -25,7 +25,7 @@ from heliostat.xds.protocol.held import (
     collections,
     is_pending,
     members_unchanged,
-    pending_version,
+    pending_form,
 )
 from heliostat.xds.protocol.listeners import kept_until_replaced
 from heliostat.xds.resources.snapshot import Resource, Snapshot
@@ -311,11 +311,13 @@ class DeltaStream:
         held: list[str] = []
         gone = None
         names: Iterable[str] = available
-        if state.level_with is not None and not state.unanswered:
-            names, gone = changes(state.level_with, available)
         leds = state.type_url is TypeUrl.ENDPOINT and bool(
             self._snapshot and self._snapshot.members
         )
+        if state.level_with is not None and not state.unanswered:
+            names, gone = changes(state.level_with, available)
+            if leds and state.pending_assignments:  # they are finished without changing
+                names = names | state.pending_assignments.intersection(available)
         for name in sorted(names):
             resource = available[name]
             if not state.wants(name) or state.known.get(name) == resource.version:
@@ -336,8 +338,6 @@ class DeltaStream:
         # (a thousand streams each walking every cluster, assignment, listener and route on
         # every push was ~50 us per stream, most of a push's protocol work).
         if leds:
-            # Walk every assignment while one is pending: it is finished (sent under its
-            # own version) when its members are ACKed, not when an assignment changes.
             pending = state.pending_assignments
             for resource in updates:
                 if is_pending(resource.version):
@@ -345,7 +345,7 @@ class DeltaStream:
                 else:
                     pending.discard(resource.name)
             pending.intersection_update(available)  # the rest are removed
-        state.level_with = None if held or deferred or state.pending_assignments else available
+        state.level_with = None if held or deferred else available
         return updates, held, removed, deferred
 
     def _removals(
@@ -406,7 +406,7 @@ class DeltaStream:
         protocol.held): a node must never list a version whose endpoints it lacks."""
         if self._members_held(assignment.name):
             return assignment
-        return replace(assignment, version=pending_version(assignment.version))
+        return pending_form(assignment)
 
     def _members_held(self, cluster: str) -> bool:
         assert self._snapshot is not None
@@ -428,7 +428,6 @@ class DeltaStream:
             return Outcome()
         if not any(self._members_held(n) for n in endpoints.pending_assignments):
             return Outcome()
-        endpoints.level_with = None
         return self._maybe_respond(endpoints)
 
     def _seed(self, leds: _TypeState) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 
 from heliostat.xds.cache.changes import changes
 from heliostat.xds.resources.snapshot import Resource
@@ -31,10 +32,24 @@ PENDING = "~"  # a version suffix no content hash has
 
 _LIMIT = 256
 _COLLECTIONS: OrderedDict[int, tuple[tuple[str, ...], frozenset[str]]] = OrderedDict()
+_PENDING: OrderedDict[int, tuple[Resource, Resource]] = OrderedDict()
 
 
 def pending_version(version: str) -> str:
     return version + PENDING
+
+
+def pending_form(assignment: Resource) -> Resource:
+    """`assignment` under its pending version, made once for every stream of the group."""
+    key = id(assignment)
+    hit = _PENDING.get(key)
+    if hit is not None and hit[0] is assignment:  # the entry pins the original
+        return hit[1]
+    twin = replace(assignment, version=pending_version(assignment.version))
+    _PENDING[key] = (assignment, twin)
+    if len(_PENDING) > _LIMIT:
+        _PENDING.popitem(last=False)
+    return twin
 
 
 def is_pending(version: str | None) -> bool:
@@ -55,12 +70,27 @@ def collections(members: tuple[str, ...]) -> frozenset[str]:
     return found
 
 
-def members_unchanged(
-    members: tuple[str, ...], since: Mapping[str, Resource], now: Mapping[str, Resource]
-) -> bool:
+_MOVED: OrderedDict[tuple[int, int], tuple[Resources, Resources, frozenset[str]]] = OrderedDict()
+Resources = Mapping[str, Resource]
+
+
+def members_unchanged(members: tuple[str, ...], since: Resources, now: Resources) -> bool:
     """True when no member of `members`' collections differs between the two maps."""
-    changed, gone = changes(since, now)
-    if not changed and not gone:
+    if since is now:
         return True
-    prefixes = collections(members)
-    return not any(n[: n.rfind("/") + 1] in prefixes for n in (*changed, *gone))
+    return collections(members).isdisjoint(_moved(since, now))
+
+
+def _moved(since: Resources, now: Resources) -> frozenset[str]:
+    """The collections with a member added, changed or gone between the two maps, worked
+    out once for every stream (as `changes` is)."""
+    key = (id(since), id(now))
+    hit = _MOVED.get(key)
+    if hit is not None and hit[0] is since and hit[1] is now:
+        return hit[2]
+    changed, gone = changes(since, now)
+    moved = frozenset(n[: n.rfind("/") + 1] for n in (*changed, *gone))
+    _MOVED[key] = (since, now, moved)
+    if len(_MOVED) > _LIMIT:
+        _MOVED.popitem(last=False)
+    return moved
