@@ -138,8 +138,6 @@ class DeltaStream:
             if type_url is TypeUrl.ENDPOINT:
                 state.initial = dict(request.initial_resource_versions)
                 state.pending_assignments = {n for n, v in state.initial.items() if is_pending(v)}
-            elif type_url is TypeUrl.LB_ENDPOINT:
-                self._seed(state)
         if request.response_nonce:
             outcome.events.append(self._settle(state, request))
         self._update_subscription(
@@ -238,6 +236,10 @@ class DeltaStream:
         outcome: DeltaOutcome = Outcome()
         if not state.requested or self._snapshot is None or state.type_url in self._withheld:
             return outcome
+        # Before the first LEDS answer, not at the request: a starting heliostat withholds
+        # endpoints until its first round, and the snapshot to compare with is the one
+        # about to be sent.
+        self._seed(state)
         available = self._snapshot.resources(state.type_url)
         updates, held, removed, deferred = self._differences(state, available)
         if state.unanswered:
@@ -430,13 +432,15 @@ class DeltaStream:
             return Outcome()
         return self._maybe_respond(endpoints)
 
-    def _seed(self, leds: _TypeState) -> None:
+    def _seed(self, leds: _TypeState) -> None:  # any type's state: only LEDS is seeded
         """A reconnecting node lists no LEDS endpoint, but each assignment it lists at the
         version this snapshot gives it stands for exactly that assignment's members at
         this snapshot's versions (heliostat.xds.protocol.held): take those as held."""
         snapshot = self._snapshot
         initial = self._types[TypeUrl.ENDPOINT].initial
-        if snapshot is None or not initial or not snapshot.members:
+        if leds.type_url is not TypeUrl.LB_ENDPOINT or not initial:
+            return
+        if snapshot is None or not snapshot.members:
             return
         assignments = snapshot.resources(TypeUrl.ENDPOINT)
         endpoints = snapshot.resources(TypeUrl.LB_ENDPOINT)
@@ -449,7 +453,7 @@ class DeltaStream:
         ]
         leds.known.update(held)
         leds.acked.update(held)
-        self._types[TypeUrl.ENDPOINT].initial = {}  # asked once, by the first LEDS request
+        self._types[TypeUrl.ENDPOINT].initial = {}  # once, before anything of LEDS is sent
 
     def _routes_settled(self) -> bool:
         """True when listeners and routes on the node match the snapshot (or are unused)."""

@@ -484,3 +484,27 @@ def test_property_whenever_a_node_could_drop_its_assignment_version_names_what_i
     deliver()
     assert node_eds["m"] == snap.for_delta().resources(EDS)["m"].version
     assert node_leds == covered[node_eds["m"]]
+
+
+def test_a_node_reconnecting_to_a_starting_heliostat_is_compared_with_what_is_released() -> None:
+    """A starting heliostat withholds endpoints until its first round; the node's listed
+    assignments are compared with the snapshot then released, not the cold one it had when
+    the node asked."""
+    endpoints = fleet(30)
+    memo = TranslationMemo()
+    warm = snapshot_of(cluster("m", endpoints), memo=memo)
+    held = subscribed(warm, ["m"], globs(warm, "m"))._types[EDS].acked.as_dict()
+    memo.new_round()
+    cold = snapshot_of(
+        cluster(
+            "m", [EndpointView(e.address, e.region, None, 1, Health.HEALTHY) for e in endpoints]
+        ),
+        memo=memo,
+    )
+    stream = DeltaStream("gw-1")
+    stream.withhold(frozenset({EDS, LEDS}))
+    stream.on_snapshot(cold)
+    assert respond(stream, delta_request(EDS, ["m"], initial=held)) == []
+    assert respond(stream, delta_request(LEDS, globs(cold, "m"))) == []
+    stream.on_snapshot(warm)
+    assert stream.withhold(frozenset()).responses == []
