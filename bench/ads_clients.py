@@ -289,13 +289,16 @@ def status(clients: list[Client]) -> dict[str, Any]:
 
 def _eds_ack_after(client: Client, t0: float) -> float | None:
     """When the client ACKed its first endpoint response received at or after t0. Receipts
-    are in the order received, so only those since t0 are looked at (from the end)."""
+    are in the order received, so only those since t0 are looked at (from the end). With
+    LEDS that is the LbEndpoint response: the assignment goes just before it under a pending
+    version (heliostat.xds.protocol.held) and carries no endpoint."""
     receipts = client.receipts
     first = len(receipts)
     while first and receipts[first - 1].received_at >= t0:
         first -= 1
+    types = (LEDS,) if client.needs_leds else ENDPOINT_TYPES
     for receipt in receipts[first:]:
-        if receipt.type_url in ENDPOINT_TYPES and receipt.acked_at:
+        if receipt.type_url in types and receipt.acked_at:
             return receipt.acked_at
     return None
 

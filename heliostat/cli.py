@@ -643,11 +643,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--leds",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="send delta-xDS gateways each endpoint as its own LEDS resource: one endpoint's "
-        "change is ~1 KB per gateway instead of whole assignments (SotW gateways always get "
-        "EDS). Off by default: Envoy 1.40 does not list LEDS endpoints when it reconnects, so each "
-        "is sent again after a restart or a failover to another heliostat replica",
+        "change is ~2 KB per gateway instead of whole assignments (SotW gateways always get "
+        "EDS); --no-leds sends delta gateways whole assignments too",
     )
     serve.add_argument(
         "--policy-poll-interval",

@@ -109,12 +109,11 @@ class ServeOptions:
     # Delta-xDS nodes get each endpoint as its own LEDS resource (one endpoint's change is
     # one small resource on the wire) instead of whole assignments; SotW nodes always get
     # whole assignments. A stream keeps only where its node differs from the snapshot
-    # (xds/cache/versions.py), so LEDS no longer costs serve memory per stream. Off by
-    # default: Envoy 1.40 lists no glob collection's members in a reconnecting stream's
-    # initial_resource_versions, so with LEDS every endpoint is sent again after a failover
-    # to another heliostat replica or a restart, and the HA promise (a reconnect re-sends
-    # nothing unchanged) would not hold.
-    leds: bool = False
+    # (xds/cache/versions.py), so LEDS no longer costs serve memory per stream. Envoy 1.40
+    # lists no LEDS endpoint in a reconnecting stream's initial_resource_versions, only the
+    # assignments; an assignment's version covers its endpoints (xds/protocol/held.py), so a
+    # reconnect to a restarted heliostat or another replica still re-sends nothing unchanged.
+    leds: bool = True
 
 
 class ControlPlane:

@@ -1,7 +1,8 @@
 """LEDS through a real Envoy: a delta gateway takes its endpoints as LbEndpoint resources.
 
 One endpoint's change (a drain, a new weight and health) must reach the delta Envoy as an
-LEDS update alone, with no ClusterLoadAssignment re-sent, and requests must follow it.
+LEDS update, with no endpoint in the assignments re-sent around it (they only change version,
+heliostat.xds.protocol.held), and requests must follow it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def test_a_drain_reaches_a_delta_envoy_as_one_leds_update_and_requests_follow(
         policy = tmp_path / "policy.yaml"
         endpoints = [(kept.address, "eu-west"), (drained.address, "eu-west")]
         write_policy(policy, policy_document(gateway_port=gateway, endpoints=endpoints))
-        heliostat = Heliostat(policy, tmp_path, extra_args=["--leds"])
+        heliostat = Heliostat(policy, tmp_path)  # LEDS is serve's default for delta nodes
         processes.append(heliostat)
         heliostat.start()
         envoy = Envoy(tmp_path, heliostat, node_id="gw-eu", region="eu-west", delta=True)
@@ -83,10 +84,14 @@ def test_a_drain_reaches_a_delta_envoy_as_one_leds_update_and_requests_follow(
             ),
             message="node in sync after the drain",
         )
-        # Only LEDS moved: no assignment (nor anything else) was sent for the drain.
-        assert after["LEDS"] > before["LEDS"]
-        assert {t: n for t, n in after.items() if t != "LEDS"} == {
-            t: n for t, n in before.items() if t != "LEDS"
+        # The endpoint went as LEDS; the assignments (~100 bytes here, no endpoint in them)
+        # went under a pending version before it and under their own once it was ACKed
+        # (heliostat.xds.protocol.held), at most twice per LEDS push; nothing else moved.
+        pushes = after["LEDS"] - before["LEDS"]
+        assert pushes >= 1
+        assert before["EDS"] < after["EDS"] <= before["EDS"] + 2 * pushes
+        assert {t: n for t, n in after.items() if t not in ("LEDS", "EDS")} == {
+            t: n for t, n in before.items() if t not in ("LEDS", "EDS")
         }
         seen = len(drained.seen)
         replies = [request(gateway) for _ in range(10)]

@@ -53,6 +53,7 @@ def test_request_with_x_model_reaches_an_endpoint_of_its_region(
     upstreams: Callable[[str], Upstream],
     start_heliostat: Callable[..., Heliostat],
     start_envoy: Callable[..., Envoy],
+    mode: str,
 ) -> None:
     us, eu = upstreams("us-east"), upstreams("eu-west")
     gateway, _policy, heliostat = _serve(tmp_path, start_heliostat, [us, eu])
@@ -80,7 +81,9 @@ def test_request_with_x_model_reaches_an_endpoint_of_its_region(
         lambda: (n := heliostat.node("gw-eu")) and n["in_sync"] and n, message="node in sync"
     )
     assert node["group"] == "gateway/eu-west/default"
-    assert set(node["types"]) == {"CDS", "EDS", "LDS", "RDS"}  # LEDS only with serve --leds
+    # A delta node takes each endpoint as its own LEDS resource; SotW has plain EDS.
+    leds = {"LEDS"} if mode == "delta" else set()
+    assert set(node["types"]) == {"CDS", "EDS", "LDS", "RDS"} | leds
 
 
 def test_unknown_or_missing_model_gets_a_json_404_naming_the_models(
@@ -344,6 +347,7 @@ def test_node_of_unknown_region_gets_a_neutral_view(
     upstreams: Callable[[str], Upstream],
     start_heliostat: Callable[..., Heliostat],
     start_envoy: Callable[..., Envoy],
+    mode: str,
 ) -> None:
     us, eu = upstreams("us-east"), upstreams("eu-west")
     gateway, _policy, heliostat = _serve(tmp_path, start_heliostat, [us, eu])

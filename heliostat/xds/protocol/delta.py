@@ -21,6 +21,12 @@ from heliostat.xds.cache.changes import changes
 from heliostat.xds.cache.responses import SharedResponses
 from heliostat.xds.cache.versions import Versions
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
+from heliostat.xds.protocol.held import (
+    collections,
+    is_pending,
+    members_unchanged,
+    pending_form,
+)
 from heliostat.xds.protocol.listeners import kept_until_replaced
 from heliostat.xds.resources.snapshot import Resource, Snapshot
 from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl, parse_type_url
@@ -76,6 +82,10 @@ class _TypeState:
     # LEDS: the resources `known` was last brought level with (None: not level, or the
     # subscription or a NACK changed it since); from there only what changed is looked at.
     level_with: Mapping[str, Resource] | None = None
+    # EDS with LEDS: assignments the node has under a pending version (`held`), and what
+    # the node listed when it connected (the assignments say which endpoints it holds).
+    pending_assignments: set[str] = field(default_factory=set)
+    initial: Mapping[str, str] = field(default_factory=dict)
 
     def wants(self, name: str) -> bool:
         if self.wildcard or name in self.names:
@@ -100,6 +110,7 @@ class DeltaStream:
         outcome: DeltaOutcome = Outcome()
         for type_url in PUSH_ORDER:
             outcome.extend(self._maybe_respond(self._types[type_url]))
+        outcome.extend(self._settle_assignments())
         return outcome
 
     def withhold(self, types: frozenset[TypeUrl]) -> DeltaOutcome:
@@ -124,6 +135,9 @@ class DeltaStream:
             state.acked = Versions(request.initial_resource_versions)
             subscribe = set(request.resource_names_subscribe)
             state.wildcard = type_url.wildcard_by_default and not subscribe
+            if type_url is TypeUrl.ENDPOINT:
+                state.initial = dict(request.initial_resource_versions)
+                state.pending_assignments = {n for n, v in state.initial.items() if is_pending(v)}
         if request.response_nonce:
             outcome.events.append(self._settle(state, request))
         self._update_subscription(
@@ -132,6 +146,8 @@ class DeltaStream:
         outcome.extend(self._maybe_respond(state))
         if type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE) and self._routes_settled():
             outcome.extend(self._maybe_respond(self._types[TypeUrl.CLUSTER]))
+        if type_url is TypeUrl.LB_ENDPOINT:
+            outcome.extend(self._settle_assignments())
         return outcome
 
     # -- queries ------------------------------------------------------------------------
@@ -167,6 +183,11 @@ class DeltaStream:
         state.known = state.acked.copy()
         for later in state.pending.values():
             later.apply(state.known)
+        if state.pending_assignments:
+            known = state.known
+            state.pending_assignments = {
+                n for n in state.pending_assignments if is_pending(known.get(n))
+            }
         error = request.error_detail.message
         version = sent.version
         state.status.last_rejection = Rejection(
@@ -215,6 +236,10 @@ class DeltaStream:
         outcome: DeltaOutcome = Outcome()
         if not state.requested or self._snapshot is None or state.type_url in self._withheld:
             return outcome
+        # Before the first LEDS answer, not at the request: a starting heliostat withholds
+        # endpoints until its first round, and the snapshot to compare with is the one
+        # about to be sent.
+        self._seed(state)
         available = self._snapshot.resources(state.type_url)
         updates, held, removed, deferred = self._differences(state, available)
         if state.unanswered:
@@ -288,12 +313,21 @@ class DeltaStream:
         held: list[str] = []
         gone = None
         names: Iterable[str] = available
+        leds = state.type_url is TypeUrl.ENDPOINT and bool(
+            self._snapshot and self._snapshot.members
+        )
         if state.level_with is not None and not state.unanswered:
             names, gone = changes(state.level_with, available)
+            if leds and state.pending_assignments:  # they are finished without changing
+                names = names | state.pending_assignments.intersection(available)
         for name in sorted(names):
             resource = available[name]
             if not state.wants(name) or state.known.get(name) == resource.version:
                 continue
+            if leds:  # differs: under its own version only if the node holds its endpoints
+                resource = self._as_held(resource)
+                if state.known.get(name) == resource.version:
+                    continue  # pending already
             if state.rejected.get(name) == resource.version:
                 held.append(name)
             else:
@@ -305,6 +339,14 @@ class DeltaStream:
         # Level: from here the next snapshot is compared by what changed, for every type
         # (a thousand streams each walking every cluster, assignment, listener and route on
         # every push was ~50 us per stream, most of a push's protocol work).
+        if leds:
+            pending = state.pending_assignments
+            for resource in updates:
+                if is_pending(resource.version):
+                    pending.add(resource.name)
+                else:
+                    pending.discard(resource.name)
+            pending.intersection_update(available)  # the rest are removed
         state.level_with = None if held or deferred else available
         return updates, held, removed, deferred
 
@@ -359,6 +401,59 @@ class DeltaStream:
                 leds.known.pop(name, None)
             outcome.extend(self._maybe_respond(leds))
         return outcome
+
+    def _as_held(self, assignment: Resource) -> Resource:
+        """`assignment` under its own version if the node holds every endpoint it covers
+        (ACKed, nothing of LEDS in flight), else under a pending version (heliostat.xds.
+        protocol.held): a node must never list a version whose endpoints it lacks."""
+        if self._members_held(assignment.name):
+            return assignment
+        return pending_form(assignment)
+
+    def _members_held(self, cluster: str) -> bool:
+        assert self._snapshot is not None
+        members = self._snapshot.members.get(cluster, ())
+        if not members:
+            return True
+        leds = self._types[TypeUrl.LB_ENDPOINT]
+        if not leds.requested or leds.pending or leds.level_with is None:
+            return False
+        if not leds.wildcard and not collections(members) <= leds.globs:
+            return False  # the node does not take (all of) them yet
+        current = self._snapshot.resources(TypeUrl.LB_ENDPOINT)
+        return members_unchanged(members, leds.level_with, current)
+
+    def _settle_assignments(self) -> DeltaOutcome:
+        """Send pending assignments under their own version once their endpoints are held."""
+        endpoints = self._types[TypeUrl.ENDPOINT]
+        if not endpoints.pending_assignments or self._snapshot is None:
+            return Outcome()
+        if not any(self._members_held(n) for n in endpoints.pending_assignments):
+            return Outcome()
+        return self._maybe_respond(endpoints)
+
+    def _seed(self, leds: _TypeState) -> None:  # any type's state: only LEDS is seeded
+        """A reconnecting node lists no LEDS endpoint, but each assignment it lists at the
+        version this snapshot gives it stands for exactly that assignment's members at
+        this snapshot's versions (heliostat.xds.protocol.held): take those as held."""
+        snapshot = self._snapshot
+        initial = self._types[TypeUrl.ENDPOINT].initial
+        if leds.type_url is not TypeUrl.LB_ENDPOINT or not initial:
+            return
+        if snapshot is None or not snapshot.members:
+            return
+        assignments = snapshot.resources(TypeUrl.ENDPOINT)
+        endpoints = snapshot.resources(TypeUrl.LB_ENDPOINT)
+        held = [
+            (member, endpoints[member].version)
+            for cluster, version in initial.items()
+            if (a := assignments.get(cluster)) is not None and a.version == version
+            for member in snapshot.members.get(cluster, ())
+            if member in endpoints
+        ]
+        leds.known.update(held)
+        leds.acked.update(held)
+        self._types[TypeUrl.ENDPOINT].initial = {}  # once, before anything of LEDS is sent
 
     def _routes_settled(self) -> bool:
         """True when listeners and routes on the node match the snapshot (or are unused)."""

@@ -83,7 +83,28 @@ def leds_assignment(view: ClusterView, memo: TranslationMemo | None = None) -> L
     if assignment is None:
         assignment = _assignment(view, scale)
         memo.leds_assignments.put(key, assignment)
-    return LedsAssignment(assignment, tuple(endpoints))
+    return LedsAssignment(covering(assignment, endpoints), tuple(endpoints))
+
+
+def covering(assignment: Resource, members: list[Resource]) -> Resource:
+    """The assignment with a version that also covers its collections' members.
+
+    Envoy 1.40 lists no collection member in a reconnecting stream's
+    `initial_resource_versions`, only the assignment. With this version the assignment
+    stands for exactly its members, so a server seeing it listed at the version it would
+    send knows which endpoints the node holds (heliostat.xds.protocol.delta sends this
+    version only once the node has ACKed those members). A pure function of content, so
+    every heliostat replica gives the same one.
+    """
+    digest = hashlib.sha256(assignment.version.encode())
+    for member in members:
+        digest.update(f"\n{member.name}\0{member.version}".encode())
+    return Resource(
+        assignment.name,
+        digest.hexdigest()[:16],
+        assignment.packed,
+        assignment.message,
+    )
 
 
 def _assignment(view: ClusterView, scale: int) -> Resource:

@@ -74,14 +74,24 @@ def ack(stream: DeltaStream, response: Response) -> None:
     assert respond(stream, delta_request(TypeUrl(response.type_url), nonce=response.nonce)) == []
 
 
+def ack_all(stream: DeltaStream, responses: list[Response]) -> list[Response]:
+    """ACK `responses` and whatever the ACKs bring (an assignment under its own version once
+    its endpoints are ACKed), in order; returns every response seen."""
+    seen: list[Response] = []
+    queue = list(responses)
+    while queue:
+        response = queue.pop(0)
+        seen.append(response)
+        queue += respond(stream, delta_request(TypeUrl(response.type_url), nonce=response.nonce))
+    return seen
+
+
 def subscribed(snap: Snapshot, clusters: list[str], glob_names: list[str]) -> DeltaStream:
     """A delta node that asked for `clusters` and the collections `glob_names`, and ACKed."""
     stream = DeltaStream("gw-1")
     stream.on_snapshot(snap)
-    (eds,) = respond(stream, delta_request(EDS, clusters))
-    ack(stream, eds)
-    (leds,) = respond(stream, delta_request(LEDS, glob_names))
-    ack(stream, leds)
+    ack_all(stream, respond(stream, delta_request(EDS, clusters)))
+    ack_all(stream, respond(stream, delta_request(LEDS, glob_names)))
     return stream
 
 
@@ -131,15 +141,22 @@ def test_one_weight_change_sends_that_one_endpoint_and_not_the_assignment() -> N
     endpoints[7] = EndpointView(changed.address, changed.region, None, 37, Health.HEALTHY)
     memo.new_round()
     after = snapshot_of(cluster("m", endpoints), memo=memo)
-    (response,) = stream.on_snapshot(after).responses
+    # The assignment goes first under a pending version (its endpoints are changing), then
+    # the endpoint; once that is ACKed, the assignment under its own version.
+    pending, response = stream.on_snapshot(after).responses
+    assert TypeUrl(pending.type_url) is EDS and pending.resources[0].version.endswith("~")
     assert TypeUrl(response.type_url) is LEDS
     (resource,) = response.resources
     endpoint = endpoint_components_pb2.LbEndpoint.FromString(resource.resource.value)
     assert endpoint.load_balancing_weight.value == 37
     assert endpoint.endpoint.address.socket_address.address == "10.0.0.7"
+    ack(stream, pending)
+    (final,) = respond(stream, delta_request(LEDS, nonce=response.nonce))
+    assert [r.version for r in final.resources] == [after.for_delta().resources(EDS)["m"].version]
     plain = len(after.resources(EDS)["m"].packed.value)
-    assert len(response.SerializeToString()) * 20 < plain  # ~200 bytes against ~10 KB
-    ack(stream, response)
+    sent = sum(len(r.SerializeToString()) for r in (pending, response, final))
+    assert sent * 10 < plain  # ~700 bytes against ~10 KB
+    ack(stream, final)
     assert stream.on_snapshot(after).responses == []
 
 
@@ -149,7 +166,7 @@ def test_a_removed_endpoint_is_named_and_a_new_one_sent() -> None:
     stream = subscribed(before, ["m"], globs(before, "m"))
     gone = before.members["m"][0]
     after = snapshot_of(cluster("m", [*endpoints[1:], *fleet(1, "10.7.7")]))
-    (response,) = stream.on_snapshot(after).responses
+    _pending, response = stream.on_snapshot(after).responses
     assert list(response.removed_resources) == [gone]
     assert [r.name for r in response.resources] == [f"{PREFIX}m/eu-west-p0/10.7.7.0_8000"]
 
@@ -163,7 +180,7 @@ def test_unsubscribing_a_collection_stops_its_updates_and_resubscribing_sends_it
     endpoints[0] = EndpointView(endpoints[0].address, "eu-west", None, 5, Health.HEALTHY)
     endpoints[1] = EndpointView(endpoints[1].address, "us-east", None, 5, Health.HEALTHY)
     after = snapshot_of(cluster("m", endpoints))
-    (response,) = stream.on_snapshot(after).responses
+    _pending, response = stream.on_snapshot(after).responses
     assert [r.name for r in response.resources] == [f"{us_glob[:-1]}10.0.0.1_8000"]
     ack(stream, response)
     (again,) = respond(stream, delta_request(LEDS, [eu_glob]))
@@ -195,10 +212,8 @@ def test_an_updated_cluster_gets_its_assignment_and_members_again() -> None:
     stream.on_snapshot(before)
     (cds,) = respond(stream, delta_request(TypeUrl.CLUSTER, []))
     ack(stream, cds)
-    (eds,) = respond(stream, delta_request(EDS, ["m"]))
-    ack(stream, eds)
-    (leds,) = respond(stream, delta_request(LEDS, globs(before, "m")))
-    ack(stream, leds)
+    ack_all(stream, respond(stream, delta_request(EDS, ["m"])))
+    ack_all(stream, respond(stream, delta_request(LEDS, globs(before, "m"))))
     responses = stream.on_snapshot(after).responses
     assert [TypeUrl(r.type_url) for r in responses] == [TypeUrl.CLUSTER, EDS, LEDS]
     assert {r.name for r in responses[2].resources} == set(after.members["m"])
@@ -258,16 +273,14 @@ def test_property_a_delta_node_ends_each_push_with_exactly_the_snapshots_endpoin
     node: dict[str, str] = {}
 
     def take(responses: list[Response]) -> None:
-        for response in responses:
+        for response in ack_all(stream, responses):
             if TypeUrl(response.type_url) is not LEDS:
-                ack(stream, response)
                 continue
             for resource in response.resources:
                 assert node.get(resource.name) != resource.version  # nothing the node has
                 node[resource.name] = resource.version
             for name in response.removed_resources:
                 node.pop(name, None)
-            ack(stream, response)
 
     take(respond(stream, delta_request(EDS, ["m"])))
     take(respond(stream, delta_request(LEDS, globs(snap, "m"))))
@@ -353,10 +366,145 @@ def test_a_stream_in_step_keeps_no_endpoint_versions_of_its_own() -> None:
     # In flight: the node has the new content, has ACKed only the old.
     assert leds.known.own_entries == 0
     assert leds.acked.as_dict() == versions(before.for_delta(), LEDS)
-    for response in responses:
-        ack(stream, response)
+    ack_all(stream, responses)
     assert leds.known.own_entries == leds.acked.own_entries == 0
     assert leds.acked.as_dict() == versions(after.for_delta(), LEDS)
     # An ACK changes no subscription: the stream stays level with the snapshot, so the next
     # push looks only at what changed, not at every endpoint again.
     assert leds.level_with is after.for_delta().resources(LEDS)
+
+
+def reconnected(snap: Snapshot, assignments: dict[str, str], glob_names: list[str]) -> list:
+    """What a node reconnecting with `assignments` listed (and, as Envoy 1.40 does, no LEDS
+    endpoint) is sent for its EDS and LEDS subscriptions."""
+    stream = DeltaStream("gw-1")
+    stream.on_snapshot(snap)
+    sent = respond(stream, delta_request(EDS, list(assignments), initial=assignments))
+    return sent + respond(stream, delta_request(LEDS, glob_names))
+
+
+def test_a_node_listing_the_assignment_at_its_version_is_sent_no_endpoint_again() -> None:
+    """Envoy 1.40 lists no LEDS endpoint when it reconnects (to a restarted heliostat or
+    another replica), only the assignments; one listed at the version a server would send
+    stands for exactly its endpoints, so none is sent again. A pending version, or an older
+    one, and the collection goes whole, as the node's endpoints may then be anything."""
+    endpoints = fleet(300)
+    memo = TranslationMemo()
+    snap = snapshot_of(cluster("m", endpoints), memo=memo)
+    stream = subscribed(snap, ["m"], globs(snap, "m"))
+    held = stream._types[EDS].acked.as_dict()
+    assert held == {"m": snap.for_delta().resources(EDS)["m"].version}
+
+    assert reconnected(snap, held, globs(snap, "m")) == []
+
+    everything = set(snap.members["m"])
+    (again,) = reconnected(snap, {"m": held["m"] + "~"}, globs(snap, "m"))
+    assert {r.name for r in again.resources} == everything
+    memo.new_round()
+    old = endpoints[5]
+    endpoints[5] = EndpointView(old.address, old.region, None, 3, Health.HEALTHY)
+    newer = snapshot_of(cluster("m", endpoints), memo=memo)
+    sent = reconnected(newer, held, globs(newer, "m"))
+    assert [TypeUrl(r.type_url) for r in sent] == [EDS, LEDS]
+    assert {r.name for r in sent[1].resources} == set(newer.members["m"])
+
+
+def test_a_nacked_endpoint_update_leaves_the_assignment_pending() -> None:
+    endpoints = fleet(6)
+    memo = TranslationMemo()
+    before = snapshot_of(cluster("m", endpoints), memo=memo)
+    stream = subscribed(before, ["m"], globs(before, "m"))
+    memo.new_round()
+    endpoints[2] = EndpointView(endpoints[2].address, "eu-west", None, 9, Health.HEALTHY)
+    after = snapshot_of(cluster("m", endpoints), memo=memo)
+    pending, update = stream.on_snapshot(after).responses
+    ack(stream, pending)
+    assert respond(stream, delta_request(LEDS, nonce=update.nonce, error="bad endpoint")) == []
+    assert stream._types[EDS].known["m"].endswith("~")
+    # Reconnecting with that pending version, the node is sent every endpoint.
+    (again,) = reconnected(after, {"m": pending.resources[0].version}, globs(after, "m"))
+    assert {r.name for r in again.resources} == set(after.members["m"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 7), st.integers(1, 50), st.integers(0, 3)), max_size=6),
+)
+def test_property_whenever_a_node_could_drop_its_assignment_version_names_what_it_holds(
+    changes: list[tuple[int, int, int]],
+) -> None:
+    """Envoy applies one stream's responses in order and may lose the stream after any of
+    them. At every such point, an assignment it holds under a version some snapshot gave
+    it must come with exactly that snapshot's endpoints; else a server seeing it listed on
+    reconnect would skip endpoints the node lacks."""
+    endpoints = fleet(8)
+    memo = TranslationMemo()
+    snap = snapshot_of(cluster("m", endpoints), memo=memo)
+    covered: dict[str, dict[str, str]] = {}  # assignment version -> its endpoints
+
+    def remember(s: Snapshot) -> None:
+        delta = s.for_delta()
+        covered[delta.resources(EDS)["m"].version] = {
+            n: delta.resources(LEDS)[n].version for n in s.members["m"]
+        }
+
+    remember(snap)
+    stream = DeltaStream("gw-1")
+    stream.on_snapshot(snap)
+    node_eds: dict[str, str] = {}
+    node_leds: dict[str, str] = {}
+    wire: list[Response] = []  # sent, not yet applied, in order
+
+    def deliver(leave: int = 0) -> None:
+        while len(wire) > leave:
+            response = wire.pop(0)
+            table = node_eds if TypeUrl(response.type_url) is EDS else node_leds
+            table.update((r.name, r.version) for r in response.resources)
+            for name in response.removed_resources:
+                table.pop(name, None)
+            version = node_eds.get("m")
+            if version in covered:
+                assert node_leds == covered[version]
+            wire.extend(
+                respond(stream, delta_request(TypeUrl(response.type_url), nonce=response.nonce))
+            )
+
+    wire.extend(respond(stream, delta_request(EDS, ["m"])))
+    deliver()
+    wire.extend(respond(stream, delta_request(LEDS, globs(snap, "m"))))
+    deliver()
+    for index, weight, in_flight in changes:
+        memo.new_round()
+        old = endpoints[index]
+        endpoints[index] = EndpointView(old.address, old.region, None, weight, Health.HEALTHY)
+        snap = snapshot_of(cluster("m", endpoints), memo=memo)
+        remember(snap)
+        wire.extend(stream.on_snapshot(snap).responses)
+        deliver(leave=in_flight)  # the rest still on the wire when the next change comes
+    deliver()
+    assert node_eds["m"] == snap.for_delta().resources(EDS)["m"].version
+    assert node_leds == covered[node_eds["m"]]
+
+
+def test_a_node_reconnecting_to_a_starting_heliostat_is_compared_with_what_is_released() -> None:
+    """A starting heliostat withholds endpoints until its first round; the node's listed
+    assignments are compared with the snapshot then released, not the cold one it had when
+    the node asked."""
+    endpoints = fleet(30)
+    memo = TranslationMemo()
+    warm = snapshot_of(cluster("m", endpoints), memo=memo)
+    held = subscribed(warm, ["m"], globs(warm, "m"))._types[EDS].acked.as_dict()
+    memo.new_round()
+    cold = snapshot_of(
+        cluster(
+            "m", [EndpointView(e.address, e.region, None, 1, Health.HEALTHY) for e in endpoints]
+        ),
+        memo=memo,
+    )
+    stream = DeltaStream("gw-1")
+    stream.withhold(frozenset({EDS, LEDS}))
+    stream.on_snapshot(cold)
+    assert respond(stream, delta_request(EDS, ["m"], initial=held)) == []
+    assert respond(stream, delta_request(LEDS, globs(cold, "m"))) == []
+    stream.on_snapshot(warm)
+    assert stream.withhold(frozenset()).responses == []

@@ -1,0 +1,96 @@
+"""What a delta node's assignment version says about the LEDS endpoints it holds.
+
+Envoy 1.40 lists no LEDS collection member in a reconnecting stream's
+`initial_resource_versions` (only the glob in `resource_names_subscribe`; seen with
+`heliostat serve --leds` and a restart, tests/e2e/test_restart_resync.py), so on its own a
+server must send every endpoint again after a restart or an HA failover. The assignments are
+listed, though, and in the LEDS form an assignment's version covers its members
+(heliostat.xds.translate.leds.covering). A stream keeps that promise true on the node:
+
+- an assignment goes out under its own version only while the node has ACKed every member
+  at the versions it covers, with nothing of LEDS in flight;
+- otherwise it goes out under a *pending* version (`pending_version`), which no snapshot
+  ever has: sent before the members change, it tells a server seeing it later that the
+  node's endpoints may be anything, so all of them are sent.
+
+Envoy applies the responses of one ADS stream in order, so a node listing an assignment at
+the version a server would send holds exactly the members that version covers, and that
+server sends none of them (`seed`). Anything else, including an old or pending version, and
+the node gets the collection whole, as before.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import replace
+
+from heliostat.xds.cache.changes import changes
+from heliostat.xds.resources.snapshot import Resource
+
+PENDING = "~"  # a version suffix no content hash has
+
+_LIMIT = 256
+_COLLECTIONS: OrderedDict[int, tuple[tuple[str, ...], frozenset[str]]] = OrderedDict()
+_PENDING: OrderedDict[int, tuple[Resource, Resource]] = OrderedDict()
+
+
+def pending_version(version: str) -> str:
+    return version + PENDING
+
+
+def pending_form(assignment: Resource) -> Resource:
+    """`assignment` under its pending version, made once for every stream of the group."""
+    key = id(assignment)
+    hit = _PENDING.get(key)
+    if hit is not None and hit[0] is assignment:  # the entry pins the original
+        return hit[1]
+    twin = replace(assignment, version=pending_version(assignment.version))
+    _PENDING[key] = (assignment, twin)
+    if len(_PENDING) > _LIMIT:
+        _PENDING.popitem(last=False)
+    return twin
+
+
+def is_pending(version: str | None) -> bool:
+    return version is not None and version.endswith(PENDING)
+
+
+def collections(members: tuple[str, ...]) -> frozenset[str]:
+    """The collections (`.../` prefixes) `members` are in, worked out once per tuple (every
+    stream of a group shares the snapshot's tuples)."""
+    key = id(members)
+    hit = _COLLECTIONS.get(key)
+    if hit is not None and hit[0] is members:  # the entry pins the tuple
+        return hit[1]
+    found = frozenset(name[: name.rfind("/") + 1] for name in members)
+    _COLLECTIONS[key] = (members, found)
+    if len(_COLLECTIONS) > _LIMIT:
+        _COLLECTIONS.popitem(last=False)
+    return found
+
+
+_MOVED: OrderedDict[tuple[int, int], tuple[Resources, Resources, frozenset[str]]] = OrderedDict()
+Resources = Mapping[str, Resource]
+
+
+def members_unchanged(members: tuple[str, ...], since: Resources, now: Resources) -> bool:
+    """True when no member of `members`' collections differs between the two maps."""
+    if since is now:
+        return True
+    return collections(members).isdisjoint(_moved(since, now))
+
+
+def _moved(since: Resources, now: Resources) -> frozenset[str]:
+    """The collections with a member added, changed or gone between the two maps, worked
+    out once for every stream (as `changes` is)."""
+    key = (id(since), id(now))
+    hit = _MOVED.get(key)
+    if hit is not None and hit[0] is since and hit[1] is now:
+        return hit[2]
+    changed, gone = changes(since, now)
+    moved = frozenset(n[: n.rfind("/") + 1] for n in (*changed, *gone))
+    _MOVED[key] = (since, now, moved)
+    if len(_MOVED) > _LIMIT:
+        _MOVED.popitem(last=False)
+    return moved
