@@ -10,16 +10,15 @@ found by the others, keyed by the maps' identity.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 
+from heliostat.xds.cache.identity import IdentityMemo
 from heliostat.xds.resources.snapshot import Resource
 
 Resources = Mapping[str, Resource]
 
-_LIMIT = 64  # a few node groups x types x the snapshots in flight
-_DIFFS: OrderedDict[tuple[int, int], tuple[Resources, Resources, frozenset[str], frozenset[str]]]
-_DIFFS = OrderedDict()
+# a few node groups x types x the snapshots in flight
+_DIFFS: IdentityMemo[tuple[frozenset[str], frozenset[str]]] = IdentityMemo(64)
 _NONE: frozenset[str] = frozenset()
 
 
@@ -27,18 +26,14 @@ def changes(old: Resources, new: Resources) -> tuple[frozenset[str], frozenset[s
     """(names in `new` whose version differs from `old` or are new, names gone from it)."""
     if old is new:
         return _NONE, _NONE
-    key = (id(old), id(new))
-    hit = _DIFFS.get(key)
-    if hit is not None and hit[0] is old and hit[1] is new:  # the entry pins both maps
-        _DIFFS.move_to_end(key)
-        return hit[2], hit[3]
+    return _DIFFS.get((old, new), lambda: _diff(old, new))
+
+
+def _diff(old: Resources, new: Resources) -> tuple[frozenset[str], frozenset[str]]:
     changed = frozenset(
         name
         for name, resource in new.items()
         if (before := old.get(name)) is None or before.version != resource.version
     )
     gone = frozenset(name for name in old if name not in new)
-    _DIFFS[key] = (old, new, changed, gone)
-    if len(_DIFFS) > _LIMIT:
-        _DIFFS.popitem(last=False)
     return changed, gone

@@ -21,18 +21,21 @@ the node gets the collection whole, as before.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from heliostat.xds.cache.changes import changes
+from heliostat.xds.cache.identity import IdentityMemo
 from heliostat.xds.resources.snapshot import Resource
 
 PENDING = "~"  # a version suffix no content hash has
 
+Resources = Mapping[str, Resource]
+
 _LIMIT = 256
-_COLLECTIONS: OrderedDict[int, tuple[tuple[str, ...], frozenset[str]]] = OrderedDict()
-_PENDING: OrderedDict[int, tuple[Resource, Resource]] = OrderedDict()
+_COLLECTIONS: IdentityMemo[frozenset[str]] = IdentityMemo(_LIMIT)
+_PENDING: IdentityMemo[Resource] = IdentityMemo(_LIMIT)
+_MOVED: IdentityMemo[frozenset[str]] = IdentityMemo(_LIMIT)
 
 
 def pending_version(version: str) -> str:
@@ -41,15 +44,10 @@ def pending_version(version: str) -> str:
 
 def pending_form(assignment: Resource) -> Resource:
     """`assignment` under its pending version, made once for every stream of the group."""
-    key = id(assignment)
-    hit = _PENDING.get(key)
-    if hit is not None and hit[0] is assignment:  # the entry pins the original
-        return hit[1]
-    twin = replace(assignment, version=pending_version(assignment.version))
-    _PENDING[key] = (assignment, twin)
-    if len(_PENDING) > _LIMIT:
-        _PENDING.popitem(last=False)
-    return twin
+    return _PENDING.get(
+        (assignment,),
+        lambda: replace(assignment, version=pending_version(assignment.version)),
+    )
 
 
 def is_pending(version: str | None) -> bool:
@@ -59,19 +57,11 @@ def is_pending(version: str | None) -> bool:
 def collections(members: tuple[str, ...]) -> frozenset[str]:
     """The collections (`.../` prefixes) `members` are in, worked out once per tuple (every
     stream of a group shares the snapshot's tuples)."""
-    key = id(members)
-    hit = _COLLECTIONS.get(key)
-    if hit is not None and hit[0] is members:  # the entry pins the tuple
-        return hit[1]
-    found = frozenset(name[: name.rfind("/") + 1] for name in members)
-    _COLLECTIONS[key] = (members, found)
-    if len(_COLLECTIONS) > _LIMIT:
-        _COLLECTIONS.popitem(last=False)
-    return found
+    return _COLLECTIONS.get((members,), lambda: _prefixes(members))
 
 
-_MOVED: OrderedDict[tuple[int, int], tuple[Resources, Resources, frozenset[str]]] = OrderedDict()
-Resources = Mapping[str, Resource]
+def _prefixes(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(name[: name.rfind("/") + 1] for name in names)
 
 
 def members_unchanged(members: tuple[str, ...], since: Resources, now: Resources) -> bool:
@@ -84,13 +74,4 @@ def members_unchanged(members: tuple[str, ...], since: Resources, now: Resources
 def _moved(since: Resources, now: Resources) -> frozenset[str]:
     """The collections with a member added, changed or gone between the two maps, worked
     out once for every stream (as `changes` is)."""
-    key = (id(since), id(now))
-    hit = _MOVED.get(key)
-    if hit is not None and hit[0] is since and hit[1] is now:
-        return hit[2]
-    changed, gone = changes(since, now)
-    moved = frozenset(n[: n.rfind("/") + 1] for n in (*changed, *gone))
-    _MOVED[key] = (since, now, moved)
-    if len(_MOVED) > _LIMIT:
-        _MOVED.popitem(last=False)
-    return moved
+    return _MOVED.get((since, now), lambda: _prefixes(frozenset.union(*changes(since, now))))
