@@ -122,8 +122,10 @@ def queue_growth(waiting: float | None, previous_waiting: float | None, previous
     derivative term that reacts to blips makes the control loop ring. (A tick that sees the
     same sample again keeps the growth that sample showed; the caller checks `scraped_at`.)
     """
-    current = _reading(waiting)
-    if current is None or previous_waiting is None or current <= previous_waiting:
+    # Both samples as `measure` reads them: callers keep the raw previous reading, and one
+    # that was NaN made every later growth NaN (a negative one inflated the rise).
+    current, before = _reading(waiting), _reading(previous_waiting)
+    if current is None or before is None or current <= before:
         return NO_GROWTH  # shared: most samples show none, and this runs per endpoint
-    rise = current - previous_waiting
+    rise = current - before
     return Growth(rise, min(rise, previous.rise))
