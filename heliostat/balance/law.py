@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import NamedTuple
 
@@ -49,6 +49,7 @@ from heliostat.balance.state import (
     ControlState,
     EndpointKey,
     EndpointState,
+    EndpointStates,
     FallbackStates,
     ModelState,
     ServiceState,
@@ -79,7 +80,7 @@ def compute(
 ) -> tuple[Views, ControlState]:
     """This tick's views of every region (and the neutral one), and the state to pass next."""
     region_names = sorted(policy.spec.regions)
-    endpoint_states: dict[EndpointKey, EndpointState] = {}
+    endpoint_states: dict[str, SteadyColumn] = {}  # by model: `EndpointStates` reads them
     model_states: dict[str, ModelState] = {}
     endpoint_views: dict[str, dict[str, tuple[EndpointView, ...]]] = {}
     for model in policy.spec.models:
@@ -96,10 +97,10 @@ def compute(
             dt,
         )
         hashing = chosen is not None and chosen.hashing
-        views_by_region, states, service, supply, rates, steady = _endpoints(
+        views_by_region, service, supply, rates, steady = _endpoints(
             model, keys, found, previous, before, gateways, now, dt, drained, hashing
         )
-        endpoint_states.update(states)
+        endpoint_states[model.name] = steady
         endpoint_views[model.name] = views_by_region
         refused = {
             r: state.interactive.published
@@ -182,7 +183,9 @@ def compute(
         by_region={r: RegionView(r, tuple(per_view[r]), tuple(fallbacks[r])) for r in region_names},
         neutral=RegionView(None, tuple(per_view[None]), tuple(fallbacks[None])),
     )
-    return views, ControlState(now=now, endpoints=endpoint_states, models=model_states)
+    return views, ControlState(
+        now=now, endpoints=EndpointStates(endpoint_states), models=model_states
+    )
 
 
 def _fallback_move(
@@ -240,7 +243,6 @@ def _endpoints(
     hashing: bool,
 ) -> tuple[
     dict[str, tuple[EndpointView, ...]],
-    dict[EndpointKey, EndpointState],
     dict[str, ServiceState],
     dict[str, overflow.Supply],
     bool,
@@ -249,10 +251,15 @@ def _endpoints(
     """Every endpoint's tick (`keys` and `signals` in the model's endpoint order); their
     views by region; service rates; each region's supply; the endpoints at a fixed point."""
     static = signals.count(None) == len(signals)
-    endpoints_before = previous.endpoints if previous else {}
     service_before = before.service if before else {}
     gain = weights.alpha(dt)
-    priors = list(map(endpoints_before.get, keys))
+    column = _column(model, previous, before)
+    priors: Sequence[EndpointState | None]
+    if column is not None:  # the last tick's records, as they are: no lookup, no allocation
+        priors = column.states
+    else:
+        endpoints_before = previous.endpoints if previous else {}
+        priors = list(map(endpoints_before.get, keys))
     peers = peers_of(model.endpoints, priors, service_before)
     addresses = list(map(_ADDRESS, keys))
     slots_all = [
@@ -272,7 +279,7 @@ def _endpoints(
         signals,
         observed_all,
         priors,
-        before.steady if before is not None else None,
+        column,
         now,
         gain,
         drained,
@@ -296,8 +303,21 @@ def _endpoints(
         if counted:
             live[region] = counted
     supply, rates = _supply(model, live, service, dict(zip(addresses, slots_all, strict=True)))
-    states = dict(zip(keys, column.states, strict=True))
-    return members, states, service, supply, rates, column
+    return members, service, supply, rates, column
+
+
+def _column(
+    model: Model, previous: ControlState | None, before: ModelState | None
+) -> SteadyColumn | None:
+    """The model's columns from the last tick, when they are its previous states as the
+    caller handed them back (the same policy model, and `previous.endpoints` reads them)."""
+    column = before.steady if before is not None else None
+    if column is None or previous is None or column.model is not model:
+        return None
+    endpoints = previous.endpoints
+    if not isinstance(endpoints, EndpointStates) or endpoints.column(model.name) is not column:
+        return None
+    return column
 
 
 _ADDRESS = operator.itemgetter(1)

@@ -124,7 +124,12 @@ def queue_growth(waiting: float | None, previous_waiting: float | None, previous
     """
     # Both samples as `measure` reads them: callers keep the raw previous reading, and one
     # that was NaN made every later growth NaN (a negative one inflated the rise).
-    current, before = _reading(waiting), _reading(previous_waiting)
+    # (The common case, absent or a finite non-negative number, costs no call: per endpoint.)
+    current, before = waiting, previous_waiting
+    if current is not None and not 0.0 <= current < _INF:
+        current = _reading(current)
+    if before is not None and not 0.0 <= before < _INF:
+        before = _reading(before)
     if current is None or before is None or current <= before:
         return NO_GROWTH  # shared: most samples show none, and this runs per endpoint
     rise = current - before
