@@ -198,6 +198,7 @@ def advance(
     together).
     """
     stale_after = model.signals.stale_after
+    keys = tuple(keys)
     last_readings: Sequence[Readings | None]
     records: Sequence[EndpointState | None]
     compose: Callable[[int], EndpointState | None]
@@ -223,7 +224,7 @@ def advance(
                 scraped is not None
                 and now - scraped <= stale_after
                 and readings(signal) == memo
-                and key not in drained
+                and not (drained and key in drained)
                 and (
                     service is None
                     or _tier(service, region_peers(endpoint.region), held.tier) == held.tier
@@ -260,6 +261,7 @@ def advance(
         tuple(scraped_column),
         tuple(waiting_column),
         index,
+        keys,
     )
 
 

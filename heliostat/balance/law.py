@@ -86,8 +86,10 @@ def compute(
     for model in policy.spec.models:
         dt = _dt(model, previous, now)
         before = previous.models.get(model.name) if previous else None
-        # Each endpoint's key and signal, looked up once per tick (in C) for every pass.
-        keys = [(model.name, e.address) for e in model.endpoints]
+        # Each endpoint's key and signal, looked up once per tick (in C) for every pass; the
+        # keys are the last tick's while the policy's model holds.
+        column = _column(model, previous, before)
+        keys = column.keys if column is not None else _keys(model)
         found = list(map(signals.get, keys))
         chosen = affinity.step(
             model,
@@ -98,7 +100,7 @@ def compute(
         )
         hashing = chosen is not None and chosen.hashing
         views_by_region, service, supply, rates, steady = _endpoints(
-            model, keys, found, previous, before, gateways, now, dt, drained, hashing
+            model, keys, found, previous, before, column, gateways, now, dt, drained, hashing
         )
         endpoint_states[model.name] = steady
         endpoint_views[model.name] = views_by_region
@@ -232,10 +234,11 @@ def _fallback_views(model: str, states: FallbackStates, region: str | None) -> l
 
 def _endpoints(
     model: Model,
-    keys: list[EndpointKey],
+    keys: Sequence[EndpointKey],
     signals: list[Sample | None],
     previous: ControlState | None,
     before: ModelState | None,
+    column: SteadyColumn | None,
     gateways: GatewayLoad,
     now: float,
     dt: float,
@@ -248,12 +251,12 @@ def _endpoints(
     bool,
     SteadyColumn,
 ]:
-    """Every endpoint's tick (`keys` and `signals` in the model's endpoint order); their
-    views by region; service rates; each region's supply; the endpoints at a fixed point."""
-    static = signals.count(None) == len(signals)
+    """Every endpoint's tick (`keys` and `signals` in the model's endpoint order; `column`:
+    the last tick's, if `_column` found it); their views by region; service rates; each
+    region's supply; the endpoints' new columns."""
+    static = not any(signal is not None for signal in signals)  # stops at the first one
     service_before = before.service if before else {}
     gain = weights.alpha(dt)
-    column = _column(model, previous, before)
     priors: Sequence[EndpointState | None]
     if column is not None:  # the last tick's records, as they are: no lookup, no allocation
         priors = column.states
@@ -304,6 +307,10 @@ def _endpoints(
             live[region] = counted
     supply, rates = _supply(model, live, service, dict(zip(addresses, slots_all, strict=True)))
     return members, service, supply, rates, column
+
+
+def _keys(model: Model) -> tuple[EndpointKey, ...]:
+    return tuple((model.name, e.address) for e in model.endpoints)
 
 
 def _column(

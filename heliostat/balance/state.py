@@ -85,6 +85,7 @@ class SteadyColumn:
     scraped: tuple[float | None, ...] = ()
     waiting: tuple[float | None, ...] = ()
     index: Mapping[str, int] = field(default_factory=dict)
+    keys: tuple[EndpointKey, ...] = ()  # (model, address) per row
 
     def state(self, row: int) -> EndpointState:
         """The endpoint's record as of this tick: its kept record with this tick's sample."""
