@@ -295,17 +295,17 @@ def _endpoints(
     # One tuple per region, shared by every view's locality of it (and their batch and
     # derived clusters): translation joins a locality's endpoints once per tuple.
     members: dict[str, tuple[EndpointView, ...]] = {}
-    live: dict[str, list[_Live]] = {}
+    live: dict[str, list[int]] = {}  # rows, in order
     for region, indices in column.regions:
         members[region] = tuple(map(views.__getitem__, indices))
-        counted = [
-            _Live(pressure, observed_all[i], slots_all[i], _waiting(signals[i]))
-            for i in indices
-            if (pressure := pressures[i]) is not None  # live: counts towards its supply
-        ]
+        # live: counts towards its supply
+        counted = [i for i in indices if pressures[i] is not None]
         if counted:
             live[region] = counted
-    supply, rates = _supply(model, live, service, dict(zip(addresses, slots_all, strict=True)))
+    rows = _Rows(pressures, observed_all, slots_all, signals)
+    supply, rates = _supply(
+        model, live, rows, service, dict(zip(addresses, slots_all, strict=True))
+    )
     return members, service, supply, rates, column
 
 
@@ -337,7 +337,7 @@ def _waiting(signal: Sample | None) -> float:
 
 
 class _Live(NamedTuple):
-    """A live endpoint, as its region's supply sees it."""
+    """A live endpoint, as its region's supply in requests/s sees it."""
 
     pressure: float
     service: ServiceState | None
@@ -345,47 +345,60 @@ class _Live(NamedTuple):
     waiting: float
 
 
+class _Rows(NamedTuple):
+    """The model's endpoints as their regions' supply sees them, as columns by row (read only
+    at the rows of live endpoints, whose pressure is set): no record per live endpoint."""
+
+    pressure: Sequence[float]
+    service: Sequence[ServiceState | None]
+    slots: Sequence[int | None]
+    signal: Sequence[Sample | None]
+
+
 def _supply(
     model: Model,
-    live: Mapping[str, list[_Live]],
+    live: Mapping[str, list[int]],
+    rows: _Rows,
     service: Mapping[str, ServiceState],
     slots: Mapping[str, int | None],
 ) -> tuple[dict[str, overflow.Supply], bool]:
     """Each region's supply, in requests/s once some live endpoint's capacity is known
-    (rates mode, the second value), else in endpoint units."""
+    (rates mode, the second value), else in endpoint units (`live`: each region's live
+    endpoints, rows of `rows`)."""
     # Every endpoint of the model that was ever observed informs the prior (the same model on
     # the same kind of replica): one that died or left still says what a slot serves.
     known = {a: s for a, s in service.items() if capacity.known(s) is not None}
     prior = capacity.per_slot_prior(known, slots) if known else None
     rates = bool(known) and any(
-        capacity.known(m.service) is not None or (prior is not None and m.slots)
+        capacity.known(rows.service[i]) is not None or (prior is not None and rows.slots[i])
         for members in live.values()
-        for m in members
+        for i in members
     )
     if not rates:
-        return {r: _unit_supply(live[r]) for r in sorted(live)}, False
+        return {r: _unit_supply(live[r], rows.pressure) for r in sorted(live)}, False
     mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known)
     ttft = model.slo.ttft_ms / 1000.0
     drain = overflow.drain_time(ttft)
-    return {r: _rate_supply(live[r], prior, mean, ttft, drain) for r in sorted(live)}, True
+    return {r: _rate_supply(live[r], rows, prior, mean, ttft, drain) for r in sorted(live)}, True
 
 
-def _unit_supply(members: list[_Live]) -> overflow.Supply:
+def _unit_supply(members: list[int], pressures: Sequence[float]) -> overflow.Supply:
     """A region's supply in endpoint units: each live endpoint carries 1.0 at its thresholds."""
-    load = sum(m.pressure for m in members)
+    load = sum(map(pressures.__getitem__, members))
     count = float(len(members))
     return overflow.Supply(len(members), count, count, load, occupancy=min(1.0, load / count))
 
 
 def _rate_supply(
-    members: list[_Live], prior: float | None, mean: float, ttft: float, drain: float
+    members: list[int], rows: _Rows, prior: float | None, mean: float, ttft: float, drain: float
 ) -> overflow.Supply:
     """A region's supply in requests/s: what its endpoints serve when full (the prior for one
     not yet observed), what arrives at them, their backlog and how busy they are."""
     raw = load = backlog = used = level = 0.0
     seen_full = True
     slots: int | None = 0
-    for m in members:
+    for i in members:
+        m = _Live(rows.pressure[i], rows.service[i], rows.slots[i], _waiting(rows.signal[i]))
         slots = slots + m.slots if slots is not None and m.slots else None
         observed = m.service
         seen_full = seen_full and observed is not None and observed.seen_full >= SEEN_FULL
