@@ -9,7 +9,8 @@ heliostat replicas fed the same inputs publish the same views.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import operator
+from collections.abc import ItemsView, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -149,6 +150,70 @@ class EndpointStates(Mapping[EndpointKey, EndpointState]):
 
     def __len__(self) -> int:
         return sum(len(column.index) for column in self._columns.values())
+
+    def items(self) -> ItemsView[EndpointKey, EndpointState]:
+        return _Items(self)
+
+    def rows(self) -> Iterator[tuple[EndpointKey, EndpointState]]:
+        """(key, record) for every endpoint, column by column: `items` without a lookup."""
+        for model, column in self._columns.items():
+            state = column.state
+            for address, row in column.index.items():
+                yield (model, address), state(row)
+
+
+def state_changes(
+    now: Mapping[EndpointKey, EndpointState], before: Mapping[EndpointKey, EndpointState]
+) -> list[tuple[EndpointKey, EndpointState, EndpointState]]:
+    """(key, before, now) for every endpoint whose `state` (healthy, stale, ...) differs
+    between two ticks, in key order; endpoints only one of them has are left out.
+
+    Runs after every tick (the journal): between the law's columns under one policy it
+    compares the kept records row by row, composing only the few that changed (a record's
+    `state` is never behind: only its sample's time and queue are)."""
+    changes: list[tuple[EndpointKey, EndpointState, EndpointState]] = []
+    if isinstance(now, EndpointStates) and isinstance(before, EndpointStates):
+        for model, column in now._columns.items():
+            old = before.column(model)
+            if old is None or old.index is not column.index:
+                changes.extend(_changes(column.keys, column.index, now, before))
+                continue
+            for row, (was, new) in enumerate(zip(old.states, column.states, strict=True)):
+                if was.state != new.state:
+                    changes.append((column.keys[row], old.state(row), column.state(row)))
+    else:
+        changes.extend(_changes(now, None, now, before))
+    return sorted(changes, key=_KEY)
+
+
+def _changes(
+    keys: Iterable[EndpointKey],
+    rows: Mapping[str, int] | None,
+    now: Mapping[EndpointKey, EndpointState],
+    before: Mapping[EndpointKey, EndpointState],
+) -> Iterator[tuple[EndpointKey, EndpointState, EndpointState]]:
+    """`state_changes` key by key (`rows`: when given, each address's row, so a key listed
+    twice is compared once, as a mapping holds it)."""
+    for key in keys:
+        if rows is not None and key[1] not in rows:
+            continue
+        was = before.get(key)
+        if was is not None:
+            new = now[key]
+            if was.state != new.state:
+                yield key, was, new
+
+
+_KEY = operator.itemgetter(0)
+
+
+class _Items(ItemsView[EndpointKey, EndpointState]):
+    """`EndpointStates.items()`: walks the columns (its readers walk every endpoint)."""
+
+    _mapping: EndpointStates
+
+    def __iter__(self) -> Iterator[tuple[EndpointKey, EndpointState]]:
+        return self._mapping.rows()
 
     def __repr__(self) -> str:
         return f"EndpointStates({dict(self)!r})"
