@@ -180,9 +180,10 @@ def advance(
     hashing: bool,
     peers: Mapping[str, Peers],
 ) -> SteadyColumn:
-    """`step` for every endpoint of the model (`keys`, `signals`, `services` and their
-    `previous` states in its endpoint order), skipping the arithmetic of those at a fixed
-    point; `column` is the last tick's result (ignored unless made under this `model`).
+    """`step` for every endpoint of the model (`keys`, `signals`, `services` in its endpoint
+    order), skipping the arithmetic of those at a fixed point. The previous states are
+    `column`, the last tick's result, when it was made under this `model`; else `previous`
+    (their records in the model's order, None where there was none).
 
     Most of a large fleet reads the same numbers tick after tick, only newer. An endpoint
     whose last tick left it at a fixed point (`_Tick.steady`: its level is its sample, no
@@ -191,46 +192,54 @@ def advance(
     capacity tier, gets the very same state back with the new scrape's time: its level,
     weight, reason and view cannot move (`step`'s own arithmetic, worked through for those
     conditions: the EWMA of a constant is itself, `move` to its own goal is none, and the
-    `near` band cannot be entered below ENTER_NEAR whatever its peers show). The result is
-    `step`'s to the bit (a property test holds them together).
+    `near` band cannot be entered below ENTER_NEAR whatever its peers show). It keeps its
+    very record; only the new scrape's time and queue go into their columns. The result,
+    read through `SteadyColumn.state`, is `step`'s to the bit (a property test holds them
+    together).
     """
     stale_after = model.signals.stale_after
-    last_readings: Sequence[Readings | None] = ()
-    last_states: Sequence[EndpointState | None] = ()
+    keys = tuple(keys)
+    last_readings: Sequence[Readings | None]
+    records: Sequence[EndpointState | None]
+    compose: Callable[[int], EndpointState | None]
     if column is not None and column.model is model:
-        last_readings, last_states, regions = column.readings, column.states, column.regions
-    else:
-        last_readings = last_states = [None] * len(keys)
-        regions = _regions(model.endpoints)
-    region_peers, new = peers.get, tuple.__new__
+        last_readings, records = column.readings, column.states
+        compose, regions, index = column.state, column.regions, column.index
+    else:  # no memo: every endpoint takes `step`
+        last_readings, records = [None] * len(keys), previous
+        compose, regions = previous.__getitem__, _regions(model.endpoints)
+        index = {endpoint.address: row for row, endpoint in enumerate(model.endpoints)}
+    region_peers = peers.get
     states: list[EndpointState] = []
     kept: list[Readings | None] = []
-    for endpoint, key, signal, service, prior, memo, last in zip(
-        model.endpoints, keys, signals, services, previous, last_readings, last_states, strict=True
+    scraped_column: list[float | None] = []
+    waiting_column: list[float | None] = []
+    for row, (endpoint, key, signal, service, memo) in enumerate(
+        zip(model.endpoints, keys, signals, services, last_readings, strict=True)
     ):
-        if memo is not None and signal is not None and prior is last and prior is not None:
+        held = records[row] if memo is not None else None  # a memo is a fixed point's
+        if held is not None and signal is not None:
             scraped = signal.scraped_at
             if (
                 scraped is not None
                 and now - scraped <= stale_after
                 and readings(signal) == memo
-                and key not in drained
+                and not (drained and key in drained)
                 and (
                     service is None
-                    or _tier(service, region_peers(endpoint.region), prior.tier) == prior.tier
+                    or _tier(service, region_peers(endpoint.region), held.tier) == held.tier
                 )
             ):
-                waiting = signal.waiting
-                if scraped != prior.scraped_at or waiting is not prior.waiting:
-                    prior = new(EndpointState, (*prior[:5], waiting, scraped, *prior[7:]))
-                states.append(prior)
+                states.append(held)  # the same record: only its sample moves
                 kept.append(memo)
+                scraped_column.append(scraped)
+                waiting_column.append(signal.waiting)
                 continue
         state, fixed = _step(
             endpoint,
             model,
             signal,
-            prior,
+            compose(row),
             now,
             gain,
             key in drained,
@@ -242,7 +251,18 @@ def advance(
         )
         states.append(state)
         kept.append(readings(signal) if fixed and signal is not None else None)
-    return SteadyColumn(model, tuple(kept), tuple(states), regions)
+        scraped_column.append(state.scraped_at)
+        waiting_column.append(state.waiting)
+    return SteadyColumn(
+        model,
+        tuple(kept),
+        tuple(states),
+        regions,
+        tuple(scraped_column),
+        tuple(waiting_column),
+        index,
+        keys,
+    )
 
 
 def _regions(endpoints: Iterable[Endpoint]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -346,6 +366,7 @@ def _load_driven(
     evidence = weights.Evidence(is_saturated, weights.recovered(level, is_saturated, is_near))
     published, moves = weights.move(before, goal, now, history, evidence)
     state = SATURATED if is_saturated else HEALTHY
+    # (The same sample again shows no growth: `queue_growth` reads both queues alike.)
     steady = (
         smoothed.unlifted is None
         and level == load.saturation
@@ -354,7 +375,6 @@ def _load_driven(
         and level < weights.ENTER_NEAR
         and weights.saturated(level, is_saturated) == is_saturated
         and growth == NO_GROWTH
-        and queue_growth(signal.waiting, signal.waiting, NO_GROWTH) == NO_GROWTH
     )
     return _Tick(state, level, published, load, is_near, moves, goal, "", smoothed.unlifted, steady)
 
@@ -429,7 +449,6 @@ def _fused(
         and (level > weights.LEAVE_SATURATED if is_saturated else level >= weights.ENTER_SATURATED)
         == is_saturated
         and growth == NO_GROWTH
-        and queue_growth(signal.waiting, signal.waiting, NO_GROWTH) == NO_GROWTH
     )
     return _Tick(
         SATURATED if is_saturated else HEALTHY,

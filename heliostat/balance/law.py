@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import NamedTuple
 
@@ -49,6 +49,7 @@ from heliostat.balance.state import (
     ControlState,
     EndpointKey,
     EndpointState,
+    EndpointStates,
     FallbackStates,
     ModelState,
     ServiceState,
@@ -79,14 +80,16 @@ def compute(
 ) -> tuple[Views, ControlState]:
     """This tick's views of every region (and the neutral one), and the state to pass next."""
     region_names = sorted(policy.spec.regions)
-    endpoint_states: dict[EndpointKey, EndpointState] = {}
+    endpoint_states: dict[str, SteadyColumn] = {}  # by model: `EndpointStates` reads them
     model_states: dict[str, ModelState] = {}
     endpoint_views: dict[str, dict[str, tuple[EndpointView, ...]]] = {}
     for model in policy.spec.models:
         dt = _dt(model, previous, now)
         before = previous.models.get(model.name) if previous else None
-        # Each endpoint's key and signal, looked up once per tick (in C) for every pass.
-        keys = [(model.name, e.address) for e in model.endpoints]
+        # Each endpoint's key and signal, looked up once per tick (in C) for every pass; the
+        # keys are the last tick's while the policy's model holds.
+        column = _column(model, previous, before)
+        keys = column.keys if column is not None else _keys(model)
         found = list(map(signals.get, keys))
         chosen = affinity.step(
             model,
@@ -96,10 +99,10 @@ def compute(
             dt,
         )
         hashing = chosen is not None and chosen.hashing
-        views_by_region, states, service, supply, rates, steady = _endpoints(
-            model, keys, found, previous, before, gateways, now, dt, drained, hashing
+        views_by_region, service, supply, rates, steady = _endpoints(
+            model, keys, found, previous, before, column, gateways, now, dt, drained, hashing
         )
-        endpoint_states.update(states)
+        endpoint_states[model.name] = steady
         endpoint_views[model.name] = views_by_region
         refused = {
             r: state.interactive.published
@@ -182,7 +185,9 @@ def compute(
         by_region={r: RegionView(r, tuple(per_view[r]), tuple(fallbacks[r])) for r in region_names},
         neutral=RegionView(None, tuple(per_view[None]), tuple(fallbacks[None])),
     )
-    return views, ControlState(now=now, endpoints=endpoint_states, models=model_states)
+    return views, ControlState(
+        now=now, endpoints=EndpointStates(endpoint_states), models=model_states
+    )
 
 
 def _fallback_move(
@@ -229,10 +234,11 @@ def _fallback_views(model: str, states: FallbackStates, region: str | None) -> l
 
 def _endpoints(
     model: Model,
-    keys: list[EndpointKey],
+    keys: Sequence[EndpointKey],
     signals: list[Sample | None],
     previous: ControlState | None,
     before: ModelState | None,
+    column: SteadyColumn | None,
     gateways: GatewayLoad,
     now: float,
     dt: float,
@@ -240,19 +246,23 @@ def _endpoints(
     hashing: bool,
 ) -> tuple[
     dict[str, tuple[EndpointView, ...]],
-    dict[EndpointKey, EndpointState],
     dict[str, ServiceState],
     dict[str, overflow.Supply],
     bool,
     SteadyColumn,
 ]:
-    """Every endpoint's tick (`keys` and `signals` in the model's endpoint order); their
-    views by region; service rates; each region's supply; the endpoints at a fixed point."""
-    static = signals.count(None) == len(signals)
-    endpoints_before = previous.endpoints if previous else {}
+    """Every endpoint's tick (`keys` and `signals` in the model's endpoint order; `column`:
+    the last tick's, if `_column` found it); their views by region; service rates; each
+    region's supply; the endpoints' new columns."""
+    static = not any(signal is not None for signal in signals)  # stops at the first one
     service_before = before.service if before else {}
     gain = weights.alpha(dt)
-    priors = list(map(endpoints_before.get, keys))
+    priors: Sequence[EndpointState | None]
+    if column is not None:  # the last tick's records, as they are: no lookup, no allocation
+        priors = column.states
+    else:
+        endpoints_before = previous.endpoints if previous else {}
+        priors = list(map(endpoints_before.get, keys))
     peers = peers_of(model.endpoints, priors, service_before)
     addresses = list(map(_ADDRESS, keys))
     slots_all = [
@@ -272,7 +282,7 @@ def _endpoints(
         signals,
         observed_all,
         priors,
-        before.steady if before is not None else None,
+        column,
         now,
         gain,
         drained,
@@ -285,19 +295,36 @@ def _endpoints(
     # One tuple per region, shared by every view's locality of it (and their batch and
     # derived clusters): translation joins a locality's endpoints once per tuple.
     members: dict[str, tuple[EndpointView, ...]] = {}
-    live: dict[str, list[_Live]] = {}
+    live: dict[str, list[int]] = {}  # rows, in order
     for region, indices in column.regions:
         members[region] = tuple(map(views.__getitem__, indices))
-        counted = [
-            _Live(pressure, observed_all[i], slots_all[i], _waiting(signals[i]))
-            for i in indices
-            if (pressure := pressures[i]) is not None  # live: counts towards its supply
-        ]
+        # live: counts towards its supply
+        counted = [i for i in indices if pressures[i] is not None]
         if counted:
             live[region] = counted
-    supply, rates = _supply(model, live, service, dict(zip(addresses, slots_all, strict=True)))
-    states = dict(zip(keys, column.states, strict=True))
-    return members, states, service, supply, rates, column
+    rows = _Rows(pressures, observed_all, slots_all, signals)
+    supply, rates = _supply(
+        model, live, rows, service, dict(zip(addresses, slots_all, strict=True))
+    )
+    return members, service, supply, rates, column
+
+
+def _keys(model: Model) -> tuple[EndpointKey, ...]:
+    return tuple((model.name, e.address) for e in model.endpoints)
+
+
+def _column(
+    model: Model, previous: ControlState | None, before: ModelState | None
+) -> SteadyColumn | None:
+    """The model's columns from the last tick, when they are its previous states as the
+    caller handed them back (the same policy model, and `previous.endpoints` reads them)."""
+    column = before.steady if before is not None else None
+    if column is None or previous is None or column.model is not model:
+        return None
+    endpoints = previous.endpoints
+    if not isinstance(endpoints, EndpointStates) or endpoints.column(model.name) is not column:
+        return None
+    return column
 
 
 _ADDRESS = operator.itemgetter(1)
@@ -310,7 +337,7 @@ def _waiting(signal: Sample | None) -> float:
 
 
 class _Live(NamedTuple):
-    """A live endpoint, as its region's supply sees it."""
+    """A live endpoint, as its region's supply in requests/s sees it."""
 
     pressure: float
     service: ServiceState | None
@@ -318,47 +345,60 @@ class _Live(NamedTuple):
     waiting: float
 
 
+class _Rows(NamedTuple):
+    """The model's endpoints as their regions' supply sees them, as columns by row (read only
+    at the rows of live endpoints, whose pressure is set): no record per live endpoint."""
+
+    pressure: Sequence[float]
+    service: Sequence[ServiceState | None]
+    slots: Sequence[int | None]
+    signal: Sequence[Sample | None]
+
+
 def _supply(
     model: Model,
-    live: Mapping[str, list[_Live]],
+    live: Mapping[str, list[int]],
+    rows: _Rows,
     service: Mapping[str, ServiceState],
     slots: Mapping[str, int | None],
 ) -> tuple[dict[str, overflow.Supply], bool]:
     """Each region's supply, in requests/s once some live endpoint's capacity is known
-    (rates mode, the second value), else in endpoint units."""
+    (rates mode, the second value), else in endpoint units (`live`: each region's live
+    endpoints, rows of `rows`)."""
     # Every endpoint of the model that was ever observed informs the prior (the same model on
     # the same kind of replica): one that died or left still says what a slot serves.
     known = {a: s for a, s in service.items() if capacity.known(s) is not None}
     prior = capacity.per_slot_prior(known, slots) if known else None
     rates = bool(known) and any(
-        capacity.known(m.service) is not None or (prior is not None and m.slots)
+        capacity.known(rows.service[i]) is not None or (prior is not None and rows.slots[i])
         for members in live.values()
-        for m in members
+        for i in members
     )
     if not rates:
-        return {r: _unit_supply(live[r]) for r in sorted(live)}, False
+        return {r: _unit_supply(live[r], rows.pressure) for r in sorted(live)}, False
     mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known)
     ttft = model.slo.ttft_ms / 1000.0
     drain = overflow.drain_time(ttft)
-    return {r: _rate_supply(live[r], prior, mean, ttft, drain) for r in sorted(live)}, True
+    return {r: _rate_supply(live[r], rows, prior, mean, ttft, drain) for r in sorted(live)}, True
 
 
-def _unit_supply(members: list[_Live]) -> overflow.Supply:
+def _unit_supply(members: list[int], pressures: Sequence[float]) -> overflow.Supply:
     """A region's supply in endpoint units: each live endpoint carries 1.0 at its thresholds."""
-    load = sum(m.pressure for m in members)
+    load = sum(map(pressures.__getitem__, members))
     count = float(len(members))
     return overflow.Supply(len(members), count, count, load, occupancy=min(1.0, load / count))
 
 
 def _rate_supply(
-    members: list[_Live], prior: float | None, mean: float, ttft: float, drain: float
+    members: list[int], rows: _Rows, prior: float | None, mean: float, ttft: float, drain: float
 ) -> overflow.Supply:
     """A region's supply in requests/s: what its endpoints serve when full (the prior for one
     not yet observed), what arrives at them, their backlog and how busy they are."""
     raw = load = backlog = used = level = 0.0
     seen_full = True
     slots: int | None = 0
-    for m in members:
+    for i in members:
+        m = _Live(rows.pressure[i], rows.service[i], rows.slots[i], _waiting(rows.signal[i]))
         slots = slots + m.slots if slots is not None and m.slots else None
         observed = m.service
         seen_full = seen_full and observed is not None and observed.seen_full >= SEEN_FULL

@@ -122,8 +122,15 @@ def queue_growth(waiting: float | None, previous_waiting: float | None, previous
     derivative term that reacts to blips makes the control loop ring. (A tick that sees the
     same sample again keeps the growth that sample showed; the caller checks `scraped_at`.)
     """
-    current = _reading(waiting)
-    if current is None or previous_waiting is None or current <= previous_waiting:
+    # Both samples as `measure` reads them: callers keep the raw previous reading, and one
+    # that was NaN made every later growth NaN (a negative one inflated the rise).
+    # (The common case, absent or a finite non-negative number, costs no call: per endpoint.)
+    current, before = waiting, previous_waiting
+    if current is not None and not 0.0 <= current < _INF:
+        current = _reading(current)
+    if before is not None and not 0.0 <= before < _INF:
+        before = _reading(before)
+    if current is None or before is None or current <= before:
         return NO_GROWTH  # shared: most samples show none, and this runs per endpoint
-    rise = current - previous_waiting
+    rise = current - before
     return Growth(rise, min(rise, previous.rise))

@@ -9,7 +9,8 @@ heliostat replicas fed the same inputs publish the same views.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+from collections.abc import ItemsView, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -61,20 +62,161 @@ Readings = tuple[object, ...]
 """What an endpoint's tick reads of its sample besides the scrape's time (`endpoints.readings`)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class SteadyColumn:
-    """A model's endpoints after a tick, in its endpoint order (`states`), with the readings
-    of the sample each was computed from where that state is a fixed point of its tick
-    (`readings`, None where it moved): while they hold, its tick is that state again
-    (`endpoints.advance`). Columns, not a record per endpoint: the steady endpoints of a
-    large fleet are most of it. `model` is the one they were computed under (a new policy
-    starts new columns)."""
+    """A model's endpoints after a tick, as columns in its endpoint order: each endpoint's
+    record (`states`), the time and queue of the sample it was last ticked with (`scraped`,
+    `waiting`), and the readings of that sample where its record is a fixed point of its tick
+    (`readings`, None where it moved): while they hold, its tick is that record again with the
+    new scrape (`endpoints.advance`).
+
+    Columns, not a record per endpoint per tick: the steady endpoints of a large fleet are
+    most of it, and only their scrape's time moves. So a steady endpoint keeps the very record
+    it had, and only the `scraped` and `waiting` columns take the new sample: its full record
+    (`state`) is composed when someone reads it, not on every tick. `model` is the one they
+    were computed under (a new policy starts new columns); `index` finds an address's row.
+    Two columns are equal when they say the same: the same records as read, readings and
+    regions (not which of them were composed)."""
 
     model: Model
     readings: tuple[Readings | None, ...]
     states: tuple[EndpointState, ...]
     # The model's regions in order of first appearance, each with its endpoints' indices.
     regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    scraped: tuple[float | None, ...] = ()
+    waiting: tuple[float | None, ...] = ()
+    index: Mapping[str, int] = field(default_factory=dict)
+    keys: tuple[EndpointKey, ...] = ()  # (model, address) per row
+
+    def state(self, row: int) -> EndpointState:
+        """The endpoint's record as of this tick: its kept record with this tick's sample."""
+        record = self.states[row]
+        scraped, waiting = self.scraped[row], self.waiting[row]
+        if record.scraped_at == scraped and record.waiting is waiting:
+            return record
+        return tuple.__new__(EndpointState, (*record[:5], waiting, scraped, *record[7:]))
+
+    def records(self) -> list[EndpointState]:
+        """Every endpoint's record as of this tick, in the model's endpoint order."""
+        return list(map(self.state, range(len(self.states))))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SteadyColumn):
+            return NotImplemented
+        return (
+            self.model == other.model
+            and self.readings == other.readings
+            and self.regions == other.regions
+            and self.index == other.index
+            and self.records() == other.records()
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class EndpointStates(Mapping[EndpointKey, EndpointState]):
+    """Every endpoint's state after a tick, keyed by (model, address): a read-only view over
+    the models' columns (`SteadyColumn`), so a tick builds no dict of 10,000s of entries
+    and no record for an endpoint that held; a record is composed when it is read."""
+
+    __slots__ = ("_columns",)
+
+    def __init__(self, columns: Mapping[str, SteadyColumn]) -> None:
+        self._columns = columns
+
+    def column(self, model: str) -> SteadyColumn | None:
+        """The model's columns (None if the model had no endpoints ticked)."""
+        return self._columns.get(model)
+
+    def __getitem__(self, key: EndpointKey) -> EndpointState:
+        try:
+            model, address = key
+            column = self._columns[model]
+            row = column.index[address]
+        except (KeyError, TypeError, ValueError):
+            raise KeyError(key) from None
+        return column.state(row)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or len(key) != 2:
+            return False
+        column = self._columns.get(key[0])
+        return column is not None and key[1] in column.index
+
+    def __iter__(self) -> Iterator[EndpointKey]:
+        for model, column in self._columns.items():
+            for address in column.index:
+                yield model, address
+
+    def __len__(self) -> int:
+        return sum(len(column.index) for column in self._columns.values())
+
+    def items(self) -> ItemsView[EndpointKey, EndpointState]:
+        return _Items(self)
+
+    def rows(self) -> Iterator[tuple[EndpointKey, EndpointState]]:
+        """(key, record) for every endpoint, column by column: `items` without a lookup."""
+        for model, column in self._columns.items():
+            state = column.state
+            for address, row in column.index.items():
+                yield (model, address), state(row)
+
+
+def state_changes(
+    now: Mapping[EndpointKey, EndpointState], before: Mapping[EndpointKey, EndpointState]
+) -> list[tuple[EndpointKey, EndpointState, EndpointState]]:
+    """(key, before, now) for every endpoint whose `state` (healthy, stale, ...) differs
+    between two ticks, in key order; endpoints only one of them has are left out.
+
+    Runs after every tick (the journal): between the law's columns under one policy it
+    compares the kept records row by row, composing only the few that changed (a record's
+    `state` is never behind: only its sample's time and queue are)."""
+    changes: list[tuple[EndpointKey, EndpointState, EndpointState]] = []
+    if isinstance(now, EndpointStates) and isinstance(before, EndpointStates):
+        for model, column in now._columns.items():
+            old = before.column(model)
+            if old is None or old.index is not column.index:
+                changes.extend(_changes(column.keys, column.index, now, before))
+                continue
+            for row, (was, new) in enumerate(zip(old.states, column.states, strict=True)):
+                if was.state != new.state:
+                    changes.append((column.keys[row], old.state(row), column.state(row)))
+    else:
+        changes.extend(_changes(now, None, now, before))
+    return sorted(changes, key=_KEY)
+
+
+def _changes(
+    keys: Iterable[EndpointKey],
+    rows: Mapping[str, int] | None,
+    now: Mapping[EndpointKey, EndpointState],
+    before: Mapping[EndpointKey, EndpointState],
+) -> Iterator[tuple[EndpointKey, EndpointState, EndpointState]]:
+    """`state_changes` key by key (`rows`: when given, each address's row, so a key listed
+    twice is compared once, as a mapping holds it)."""
+    for key in keys:
+        if rows is not None and key[1] not in rows:
+            continue
+        was = before.get(key)
+        if was is not None:
+            new = now[key]
+            if was.state != new.state:
+                yield key, was, new
+
+
+_KEY = operator.itemgetter(0)
+
+
+class _Items(ItemsView[EndpointKey, EndpointState]):
+    """`EndpointStates.items()`: walks the columns (its readers walk every endpoint)."""
+
+    _mapping: EndpointStates
+
+    def __iter__(self) -> Iterator[tuple[EndpointKey, EndpointState]]:
+        return self._mapping.rows()
+
+    def __repr__(self) -> str:
+        return f"EndpointStates({dict(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)

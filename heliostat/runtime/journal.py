@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from heliostat.balance import ControlState
+from heliostat.balance.state import state_changes
 
 log = structlog.get_logger("heliostat.journal")
 
@@ -45,20 +46,17 @@ class Journal:
         before, self._last = self._last, state
         if before is None:
             return
-        for key, endpoint in sorted(state.endpoints.items()):
-            old = before.endpoints.get(key)
-            if old is not None and old.state != endpoint.state:
-                model, address = key
-                self.record(
-                    "endpoint_state_changed",
-                    level="warning" if endpoint.state == "unhealthy" else "info",
-                    model=model,
-                    endpoint=address,
-                    region=endpoint.view.region,
-                    before=old.state,
-                    after=endpoint.state,
-                    weight=endpoint.published,
-                )
+        for (model, address), old, endpoint in state_changes(state.endpoints, before.endpoints):
+            self.record(
+                "endpoint_state_changed",
+                level="warning" if endpoint.state == "unhealthy" else "info",
+                model=model,
+                endpoint=address,
+                region=endpoint.view.region,
+                before=old.state,
+                after=endpoint.state,
+                weight=endpoint.published,
+            )
         for name, decided in sorted(state.models.items()):
             previous = before.models.get(name)
             if previous is None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from heliostat.balance import ControlState, capacity, compute, weights
 from heliostat.balance.endpoints import advance, region_peers, step
-from heliostat.balance.state import EndpointState, ServiceState, SteadyColumn
+from heliostat.balance.state import EndpointState, EndpointStates, ServiceState, SteadyColumn
 from heliostat.policy import Model
 from heliostat.signals.record import Signal
 from tests.balance.helpers import MODEL, T0, policy_of
@@ -136,8 +136,9 @@ def test_fast_path_gives_exactly_the_scalar_steps_states(
             hashing,
             peers,
         )
+        read = EndpointStates({MODEL: column})
         for endpoint, key, signal, observed, got in zip(
-            LLAMA.endpoints, keys, signals, observed_all, column.states, strict=True
+            LLAMA.endpoints, keys, signals, observed_all, column.records(), strict=True
         ):
             expected = step(
                 endpoint,
@@ -154,9 +155,10 @@ def test_fast_path_gives_exactly_the_scalar_steps_states(
             )
             # repr: exact to the bit for floats (a NaN equals itself, -0.0 is not 0.0)
             assert repr(got) == repr(expected)
+            assert repr(read[key]) == repr(expected)  # as ControlState.endpoints reads it
             if signal is not None and signal.scraped_at is not None:
                 last_scrape[keys.index(key)] = signal.scraped_at
-        states = dict(zip(keys, column.states, strict=True))
+        states = dict(read)
         service = new_service
 
 
