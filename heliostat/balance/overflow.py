@@ -426,11 +426,17 @@ def _origins(
         capacity = own.capacity if own is not None else 0.0
         demanded = users.smoothed[r]
         before = previous.get(r)
-        if own is not None and carries_own(model, own, before, refused.get(r, 0.0)):
+        judged = own is not None and _pays_to_judge(model, own, users, r, demanded)
+        lends = before is not None and bool(before.shares)
+        if (
+            own is not None
+            and not (judged and lends)
+            and carries_own(model, own, before, refused.get(r, 0.0))
+        ):
             # It evidently serves its own users, whatever the estimates say; up to what it
             # admits at most (`queueing.admission`): past that, its queue says so.
             capacity = max(capacity, min(demanded, own.capacity + own.strain))
-        elif own is not None and _pays_to_judge(model, own, users, r, demanded):
+        elif own is not None and judged:
             # At risk, and its slots still carry its users (its gateways count fewer than
             # they complete when full; or, demand inferred from engines, its queue is not
             # late): it sends away only the share that saves its users time net of the round
@@ -438,6 +444,9 @@ def _origins(
             # places that share as before. A queue of a request or two does not switch the
             # older rule on: at 65% an M/M/c queue of 4 slots holds 0.7 on average, and
             # "late" by one request sent half of the users away for a tick (bench chat).
+            # While it lends, `spill`'s hysteresis decides when the share ends, not its
+            # level: a pool of 4 slots reads 0.4 to 0.7 at a steady 65%, and the level
+            # test took the share back and forth with it.
             paid = paying(policy, model, r, supply, users, before)
             capacity = max(capacity, demanded * (1.0 - paid.share))
             if paid.rescuer is not None:
@@ -501,8 +510,12 @@ def paying(
             policy.rtt_ms(r, q) / 1000.0,
         )
     lent = before.shares if before is not None else {}
-    origin = spill.Pool(own.slots, own.raw, users.smoothed.get(r, 0.0))
-    return spill.paying_share(origin, rescuers, model.slo.ttft_ms / 1000.0, lent)
+    demanded = users.smoothed.get(r, 0.0)
+    origin = spill.Pool(own.slots, own.raw, demanded)
+    # The reading's spread by chance: a Poisson count over the smoothing's window (about
+    # twice its time constant).
+    spread = math.sqrt(max(0.0, demanded) / (2.0 * demand.TAU_S))
+    return spill.paying_share(origin, rescuers, model.slo.ttft_ms / 1000.0, lent, spread)
 
 
 def carries_own(

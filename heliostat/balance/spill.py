@@ -23,6 +23,7 @@ places the excess by its costs as before. Pure arithmetic, memoised on rounded i
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -64,38 +65,60 @@ def paying_share(
     rescuers: Mapping[str, tuple[Pool, float]],
     ttft_s: float,
     lent: Mapping[str, float],
+    spread: float = 0.0,
 ) -> Spill:
     """The share of `origin`'s users that minimises the expected TTFT (see the module
     docstring), with rescuers given as name -> (pool, RTT in seconds) and `lent` the shares
-    published now. A share starts only when it saves START x ttft_s per origin user; one
-    published is kept as it is while it costs them less than that (hysteresis both ways:
-    the saving at 65% of a small pool hovers around zero with the demand's noise, and
-    following it switched the share on and off). NONE when nothing pays."""
+    published now; `spread` is the standard deviation of the origin's demand reading by
+    chance (requests/s). NONE when nothing pays.
+
+    Hysteresis both ways, by more than chance: a share starts only when it saves START x
+    ttft_s per origin user even at a demand `spread` lower than read (the share is the best
+    one there); one published is kept as it is while, at a demand `spread` higher, it costs
+    them less than that, and while no other share saves that much more at the demand read.
+    At 65% of a small pool the saving hovers around zero as the reading wanders (a 3.5/s
+    demand counted over seconds: +-25%), and following it switched the share on and off."""
     if origin.demand <= 0.0 or origin.capacity <= 0.0 or origin.slots <= 0:
         return NONE
     margin = START * ttft_s
+    low = dataclasses.replace(origin, demand=max(0.0, origin.demand - spread))
+    high = dataclasses.replace(origin, demand=origin.demand + spread)
+    for name in sorted(rescuers):
+        now = lent.get(name, 0.0)
+        pool, rtt = rescuers[name]
+        if now <= 0.0 or pool.slots <= 0 or pool.capacity <= 0.0:
+            continue
+        if _saved_at(high, pool, rtt, now) > -margin:
+            share, saved = _best(origin, pool, rtt)
+            if saved - _saved_at(origin, pool, rtt, now) <= margin:
+                return Spill(now, name, _saved_at(origin, pool, rtt, now))
+            return Spill(share, name, saved)
     best = NONE
-    kept = Spill(0.0, None, -math.inf)
     for name in sorted(rescuers):
         pool, rtt = rescuers[name]
-        if pool.slots <= 0 or pool.capacity <= 0.0:
+        if pool.slots <= 0 or pool.capacity <= 0.0 or low.demand <= 0.0:
             continue
-        costs = _costs(_key(origin), _key(pool), round(rtt, 4))
-        least, index = min((c, i) for i, c in enumerate(costs))
-        saved = _saved(costs[0], least, origin.demand)
+        share, saved = _best(low, pool, rtt)
         if saved > best.saved_s:
-            best = Spill(index * STEP, name, saved)
-        now = lent.get(name, 0.0)
-        if now > 0.0:
-            at = costs[min(len(costs) - 1, round(now / STEP))]
-            held = _saved(costs[0], at, origin.demand)
-            if held > -margin and held >= kept.saved_s:
-                kept = Spill(now, name, held)
+            best = Spill(share, name, saved)
     if best.share > 0.0 and best.saved_s >= margin:
         return best
-    if kept.rescuer is not None:
-        return kept
     return NONE
+
+
+def _best(origin: Pool, rescuer: Pool, rtt: float) -> tuple[float, float]:
+    """The best share and its expected TTFT saved per origin user."""
+    costs = _costs(_key(origin), _key(rescuer), round(rtt, 4))
+    least, index = min((c, i) for i, c in enumerate(costs))
+    return index * STEP, _saved(costs[0], least, origin.demand)
+
+
+def _saved_at(origin: Pool, rescuer: Pool, rtt: float, share: float) -> float:
+    """The expected TTFT per origin user that `share` saves."""
+    if origin.demand <= 0.0:
+        return -math.inf
+    costs = _costs(_key(origin), _key(rescuer), round(rtt, 4))
+    return _saved(costs[0], costs[min(len(costs) - 1, round(share / STEP))], origin.demand)
 
 
 def _saved(stay: float, cost: float, demand: float) -> float:
