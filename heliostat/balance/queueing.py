@@ -96,10 +96,11 @@ def _utilisation(slots: int, service_wait: float, ceiling: float) -> float:
 
 # The engine's service times spread less than exponential ones: continuous batching admits a
 # request the step a slot frees, outputs are bounded, and a step is faster with fewer
-# sequences. Measured on the simulated engine (ShareGPT-like chats, 4 and 8 slots, 55-75%
-# load), the mean wait is 0.6-0.75 of M/M/c's; Allen-Cunneen's (1 + cv^2) / 2 with a squared
-# coefficient of variation of 0.4 gives 0.7. Used for expected waits only (`mean_wait`): the
-# planning level keeps M/M/c's tail, erring towards waiting for a latency objective.
+# sequences. Measured on the simulated engine (ShareGPT-like chats, 4 and 8 slots, 65-75%
+# load, bench/measure/engine_waits.py), the mean wait is 0.65-0.8 of M/M/c's (at lighter
+# loads the rest of the engine step under way dominates); Allen-Cunneen's (1 + cv^2) / 2
+# with a squared coefficient of variation of 0.4 gives 0.7. Used for expected waits only
+# (`mean_wait`): the planning level keeps M/M/c's tail, erring towards waiting.
 SERVICE_CV2 = 0.4
 
 
