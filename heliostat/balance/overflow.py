@@ -26,7 +26,10 @@ GPUs, included):
 3. **Allocation** (`allocation`): local first, then the nearest region with room within the
    origin's budget, onward lending when it takes that, every rescuer kept below
    RESCUE_CEILING of its capacity for others; the rest is unplaced (refused by `refusal`
-   unless the fallback model takes it).
+   unless the fallback model takes it). A region at risk whose slots still carry its users
+   (below saturation) offers the allocation only the share that pays (`spill`: the expected
+   TTFT saved net of the round trip and of the rescuer's own users' added waits, with
+   hysteresis), not all it carries above its planning level; its rescuer has room for it.
 4. **Shares**: each origin's plan as shares of its admitted users, published in thousandths
    with hysteresis (`publish`); the locality weights of its view (`assemble`). What is
    unplaced is refused (`refusal`) only while the regions that bound the plan are busy
@@ -58,7 +61,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from heliostat.balance import allocation, capacity, demand, publish, weights
+from heliostat.balance import allocation, capacity, demand, publish, spill, weights
 from heliostat.balance.priorities import within_budget
 from heliostat.balance.state import Held, RegionState
 from heliostat.policy import Model, Policy
@@ -413,14 +416,42 @@ def _origins(
 ) -> dict[str, allocation.Origin]:
     """The allocation's problem: every region with demand or capacity."""
     origins = {}
+    # What each rescuer takes from the paying shares: `spill` weighed its own users' added
+    # waits already, so it has that room even above its planning level (its room counted
+    # from that level alone sent the share on to a third region, 80 ms further for its
+    # own users, or back).
+    incoming: dict[str, float] = {}
     for r in regions:
         own = supply.get(r)
         capacity = own.capacity if own is not None else 0.0
         demanded = users.smoothed[r]
-        if own is not None and carries_own(model, own, previous.get(r), refused.get(r, 0.0)):
+        before = previous.get(r)
+        judged = own is not None and _pays_to_judge(model, own, users, r, demanded)
+        lends = before is not None and bool(before.shares)
+        if (
+            own is not None
+            and not (judged and lends)
+            and carries_own(model, own, before, refused.get(r, 0.0))
+        ):
             # It evidently serves its own users, whatever the estimates say; up to what it
             # admits at most (`queueing.admission`): past that, its queue says so.
             capacity = max(capacity, min(demanded, own.capacity + own.strain))
+        elif own is not None and judged:
+            # At risk, and its slots still carry its users (its gateways count fewer than
+            # they complete when full; or, demand inferred from engines, its queue is not
+            # late): it sends away only the share that saves its users time net of the round
+            # trip (`spill`), not all it carries above its planning level; the allocation
+            # places that share as before. A queue of a request or two does not switch the
+            # older rule on: at 65% an M/M/c queue of 4 slots holds 0.7 on average, and
+            # "late" by one request sent half of the users away for a tick (bench chat).
+            # While it lends, `spill`'s hysteresis decides when the share ends, not its
+            # level: a pool of 4 slots reads 0.4 to 0.7 at a steady 65%, and the level
+            # test took the share back and forth with it.
+            paid = paying(policy, model, r, supply, users, before)
+            capacity = max(capacity, demanded * (1.0 - paid.share))
+            if paid.rescuer is not None:
+                sent_there = demanded - capacity
+                incoming[paid.rescuer] = incoming.get(paid.rescuer, 0.0) + max(0.0, sent_there)
         if demanded <= 0.0 and capacity <= 0.0:
             continue
         edge = own is None or own.endpoints == 0
@@ -436,7 +467,55 @@ def _origins(
             rescue=_rescue(own, capacity) if own else None,
             strain=max(0.0, own.capacity + own.strain - capacity) if own else 0.0,
         )
+    for q, amount in incoming.items():
+        rescuer, pool = origins.get(q), supply.get(q)
+        if rescuer is None or pool is None or rescuer.rescue is None:
+            continue
+        most = RESCUE_CEILING * (pool.capacity + pool.strain)
+        wanted = min(rescuer.demand, rescuer.capacity) + amount
+        if wanted > rescuer.rescue:
+            origins[q] = dataclasses.replace(rescuer, rescue=max(rescuer.rescue, min(most, wanted)))
     return origins
+
+
+def _pays_to_judge(model: Model, own: Supply, users: _Users, r: str, demanded: float) -> bool:
+    """The paying share (`paying`) decides what r sends away: its slots and rates are known
+    and still carry its users (saturated, the older rule: all above its planning level)."""
+    if not own.rates or not own.slots or own.raw <= 0.0 or demanded >= own.raw:
+        return False
+    return users.source[r] == demand.GATEWAYS or not late(own, model.slo.ttft_ms / 1000.0)
+
+
+def paying(
+    policy: Policy,
+    model: Model,
+    r: str,
+    supply: Mapping[str, Supply],
+    users: _Users,
+    before: RegionState | None,
+) -> spill.Spill:
+    """The share of r's users that pays to send to a rescuer within its budget (`spill`),
+    from its demand and every pool's slots and observed capacity; none without rates or
+    slots (the older planning-level rule then stands: all above it is placed away)."""
+    own = supply.get(r)
+    if own is None or not own.rates or not own.slots or own.raw <= 0.0:
+        return spill.Spill(1.0, None, 0.0)
+    rescuers: dict[str, tuple[spill.Pool, float]] = {}
+    for q in within_budget(policy, model, r):
+        pool = supply.get(q)
+        if q == r or pool is None or not pool.rates or not pool.slots or pool.raw <= 0.0:
+            continue
+        rescuers[q] = (
+            spill.Pool(pool.slots, pool.raw, users.smoothed.get(q, 0.0)),
+            policy.rtt_ms(r, q) / 1000.0,
+        )
+    lent = before.shares if before is not None else {}
+    demanded = users.smoothed.get(r, 0.0)
+    origin = spill.Pool(own.slots, own.raw, demanded)
+    # The reading's spread by chance: a Poisson count over the smoothing's window (about
+    # twice its time constant).
+    spread = math.sqrt(max(0.0, demanded) / (2.0 * demand.TAU_S))
+    return spill.paying_share(origin, rescuers, model.slo.ttft_ms / 1000.0, lent, spread)
 
 
 def carries_own(

@@ -1,0 +1,145 @@
+"""The paying share (`spill`): a small region above its planning level sends away only what
+saves its users time net of the round trip, and keeps a share it lends while it costs little.
+
+The bench's chat fleet: one 4-slot replica in ap-southeast (5.35 requests/s when full),
+eu-west 3 of them (12 slots, 16 requests/s), 160 ms apart, a 500 ms TTFT objective.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from heliostat.balance import overflow, queueing, spill
+from heliostat.balance.demand import GatewayLoad, OriginLoad
+from tests.balance.helpers import policy_of
+
+TTFT_S = 0.5
+RTT_S = 0.16
+SMALL = spill.Pool(4, 5.35, 0.0)
+RESCUER = spill.Pool(12, 16.05, 0.0)
+
+
+def at(pool: spill.Pool, load: float) -> spill.Pool:
+    return dataclasses.replace(pool, demand=load * pool.capacity)
+
+
+def test_mean_wait_is_zero_when_idle_and_grows_without_bound_at_saturation() -> None:
+    assert queueing.mean_wait(4, 5.35, 0.0) == 0.0
+    waits = [queueing.mean_wait(4, 5.35, rho) for rho in (0.4, 0.55, 0.65, 0.75, 0.95)]
+    assert waits == sorted(waits)
+    # Measured on the simulated engine (ShareGPT-like chats): 0.026, 0.069, 0.127, 0.241 s.
+    assert waits[2] == pytest.approx(0.13, abs=0.02)
+    assert queueing.mean_wait(4, 5.35, 1.0) == float("inf")
+    assert queueing.mean_wait(None, 5.35, 0.5) == 0.0
+
+
+def test_a_small_region_well_inside_its_slots_sends_nothing() -> None:
+    share = spill.paying_share(at(SMALL, 0.45), {"eu-west": (at(RESCUER, 0.65), RTT_S)}, TTFT_S, {})
+    assert share == spill.NONE
+
+
+def test_at_65_percent_it_sends_a_seventh_not_all_above_its_planning_level() -> None:
+    """Everything above its planning level (0.38 of 4 slots) would be 42% of its users."""
+    planned = queueing.utilisation(4, 5.35, overflow.QUEUE_SHARE * TTFT_S, overflow.UTILISATION)
+    assert 1.0 - planned / 0.65 > 0.4
+    share = spill.paying_share(at(SMALL, 0.65), {"eu-west": (at(RESCUER, 0.65), RTT_S)}, TTFT_S, {})
+    assert share.rescuer == "eu-west"
+    assert 0.05 <= share.share <= 0.25
+    assert share.saved_s > spill.START * TTFT_S
+
+
+def test_a_rescuer_too_far_away_is_not_worth_it() -> None:
+    share = spill.paying_share(at(SMALL, 0.65), {"eu-west": (at(RESCUER, 0.65), 0.45)}, TTFT_S, {})
+    assert share == spill.NONE
+
+
+def test_a_share_lent_is_kept_while_it_costs_less_than_the_start_threshold() -> None:
+    """At 58% the best share is none, and starting one does not pay; one lent already is
+    kept as it is (the demand's noise moves the load between these two readings)."""
+    rescuers = {"eu-west": (at(RESCUER, 0.65), RTT_S)}
+    assert spill.paying_share(at(SMALL, 0.58), rescuers, TTFT_S, {}) == spill.NONE
+    kept = spill.paying_share(at(SMALL, 0.58), rescuers, TTFT_S, {"eu-west": 0.14})
+    assert kept.rescuer == "eu-west" and kept.share == pytest.approx(0.14)
+    # Far below, the share costs more than the threshold: it goes.
+    assert spill.paying_share(at(SMALL, 0.2), rescuers, TTFT_S, {"eu-west": 0.14}) == spill.NONE
+
+
+def test_a_share_starts_only_when_it_pays_by_more_than_the_demands_noise() -> None:
+    """3.5 requests/s read over a few seconds wanders by about 0.9 (Poisson): at 65% a
+    share pays at the reading, not one deviation below it; at 85% it pays at both."""
+    rescuers = {"eu-west": (at(RESCUER, 0.5), RTT_S)}
+    noise = 0.93
+    assert spill.paying_share(at(SMALL, 0.65), rescuers, TTFT_S, {}).share > 0.0
+    assert spill.paying_share(at(SMALL, 0.65), rescuers, TTFT_S, {}, noise) == spill.NONE
+    assert spill.paying_share(at(SMALL, 0.85), rescuers, TTFT_S, {}, noise).share > 0.1
+    # Once lent, it stays while it pays at a reading one deviation higher.
+    kept = spill.paying_share(at(SMALL, 0.55), rescuers, TTFT_S, {"eu-west": 0.25}, noise)
+    assert kept.share == pytest.approx(0.25)
+
+
+def supply(endpoints: int, load: float, backlog: float = 0.0) -> overflow.Supply:
+    raw = 5.35 * endpoints
+    slots = 4 * endpoints
+    planned = queueing.utilisation(slots, raw, overflow.QUEUE_SHARE * TTFT_S, overflow.UTILISATION)
+    admits = queueing.admission(slots, raw, TTFT_S, overflow.UTILISATION)
+    return overflow.Supply(
+        endpoints,
+        overflow.planning_capacity(raw, backlog, TTFT_S, overflow.DRAIN_S, planned),
+        raw,
+        load * raw,
+        backlog,
+        occupancy=1.0 if backlog else 0.9,  # peak-holding: a 4-slot pool fills at 65%
+        rates=True,
+        utilisation=planned,
+        strain=max(0.0, admits - planned) * raw,
+        level=load,
+        slots=slots,
+    )
+
+
+def step(loads: dict[str, float], backlog: float) -> dict[str, dict[str, float]]:
+    """One tick of `overflow.step` from a cold start, every region's users at `loads` of
+    its capacity as its gateways measure them, ap-southeast's queue holding `backlog`
+    requests; the shares each region lends."""
+    counts = {"us-east": 4, "eu-west": 3, "ap-southeast": 1}
+    policy = policy_of(counts, budget=170, max_share=None)
+    model = policy.spec.models[0]
+    model = model.model_copy(update={"slo": model.slo.model_copy(update={"ttft_ms": 500.0})})
+    now = 100.0
+    gateways = GatewayLoad(
+        {
+            (model.name, r): OriginLoad(interactive=loads[r] * 5.35 * n, at=now)
+            for r, n in counts.items()
+        }
+    )
+    regions = {
+        r: supply(n, loads[r], backlog if r == "ap-southeast" else 0.0) for r, n in counts.items()
+    }
+    plan = overflow.step(policy, model, regions, True, gateways, {}, {}, 0.5, now)
+    return {r: {q: h.published for q, h in s.lending.items()} for r, s in plan.items()}
+
+
+@pytest.mark.parametrize("backlog", [0.0, 2.0])
+def test_at_65_percent_everywhere_nobody_lends(backlog: float) -> None:
+    """Before: ap-southeast lent 23% of its users to eu-west (what its planning level, 0.38
+    of 4 slots, and its strain left over), with or without a queue of two requests ("late"
+    for a pool whose SLO tolerates 0.7), and eu-west, left no room below its own planning
+    level, passed 7.7% of its users on to us-east (80 ms). Now nothing pays by more than
+    the demand's noise: a share would save ap-southeast's users 28 ms at the demand read
+    (0.14 of them, `spill`), and nothing at a demand one chance deviation lower."""
+    lent = step({"us-east": 0.65, "eu-west": 0.65, "ap-southeast": 0.65}, backlog)
+    assert lent == {"us-east": {}, "eu-west": {}, "ap-southeast": {}}
+
+
+@pytest.mark.parametrize("backlog", [0.0, 2.0])
+def test_a_region_at_85_percent_lends_the_paying_share_and_its_rescuer_keeps_its_users(
+    backlog: float,
+) -> None:
+    """Before: 56% of ap-southeast's users (all above its planning level), and eu-west
+    passed 4.7% of its own on to us-east to make room. Now the share that saves them most
+    time, and it lands at eu-west's own slots, whose added waits `spill` weighed already."""
+    lent = step({"us-east": 0.5, "eu-west": 0.5, "ap-southeast": 0.85}, backlog)
+    assert 0.15 <= lent["ap-southeast"].get("eu-west", 0.0) <= 0.4
+    assert lent["eu-west"] == {} and lent["us-east"] == {}
