@@ -24,7 +24,7 @@ from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, 
 from heliostat.xds.protocol.held import (
     collections,
     is_pending,
-    members_unchanged,
+    moved,
     pending_form,
 )
 from heliostat.xds.protocol.listeners import kept_until_replaced
@@ -182,7 +182,8 @@ class DeltaStream:
             return False
         if TypeUrl.ENDPOINT in self._withheld:
             return False
-        return any(self._members_held(n) for n in endpoints.pending_assignments)
+        held = self._members_held()
+        return any(held(n) for n in endpoints.pending_assignments)
 
     # -- internals ----------------------------------------------------------------------
 
@@ -345,6 +346,7 @@ class DeltaStream:
         leds = state.type_url is TypeUrl.ENDPOINT and bool(
             self._snapshot and self._snapshot.members
         )
+        holds = self._members_held() if leds else None
         if state.level_with is not None and not state.unanswered:
             names, gone = changes(state.level_with, available)
             if leds and self._settling:  # pending ones are finished without changing
@@ -354,7 +356,8 @@ class DeltaStream:
             if not state.wants(name) or state.known.get(name) == resource.version:
                 continue
             if leds:  # differs: under its own version only if the node holds its endpoints
-                resource = self._as_held(resource, state.known.get(name))
+                assert holds is not None
+                resource = self._as_held(resource, state.known.get(name), holds)
                 if state.known.get(name) == resource.version:
                     continue  # pending already, with this content
             if state.rejected.get(name) == resource.version:
@@ -431,27 +434,44 @@ class DeltaStream:
             outcome.extend(self._maybe_respond(leds))
         return outcome
 
-    def _as_held(self, assignment: Resource, known: str | None) -> Resource:
+    def _as_held(
+        self, assignment: Resource, known: str | None, held: Callable[[str], bool]
+    ) -> Resource:
         """`assignment` under its own version if the node holds every endpoint it covers
         (ACKed, nothing of LEDS in flight), else under a pending version (heliostat.xds.
         protocol.held): a node must never list a version whose endpoints it lacks. One
         the node has pending stays so until the stream settles (`settle`)."""
-        if (self._settling or not is_pending(known)) and self._members_held(assignment.name):
+        if (self._settling or not is_pending(known)) and held(assignment.name):
             return assignment
         return pending_form(assignment)
 
-    def _members_held(self, cluster: str) -> bool:
+    def _members_held(self) -> Callable[[str], bool]:
+        """Whether the node holds every endpoint a cluster's assignment covers (ACKed,
+        nothing of LEDS in flight, subscribed to all of its collections), for the clusters
+        of one snapshot: what is the same for all of them is looked at once (a change
+        asks for each assignment that moved, on every stream)."""
         assert self._snapshot is not None
-        members = self._snapshot.members.get(cluster, ())
-        if not members:
-            return True
+        members_of = self._snapshot.members
         leds = self._types[TypeUrl.LB_ENDPOINT]
-        if not leds.requested or leds.pending or leds.level_with is None:
-            return False
-        if not leds.wildcard and not collections(members) <= leds.globs:
-            return False  # the node does not take (all of) them yet
-        current = self._snapshot.resources(TypeUrl.LB_ENDPOINT)
-        return members_unchanged(members, leds.level_with, current)
+        ready = leds.requested and not leds.pending and leds.level_with is not None
+        changed = (
+            moved(leds.level_with, self._snapshot.resources(TypeUrl.LB_ENDPOINT))
+            if ready and leds.level_with is not None
+            else frozenset()
+        )
+
+        def held(cluster: str) -> bool:
+            members = members_of.get(cluster, ())
+            if not members:
+                return True
+            if not ready:
+                return False
+            covered = collections(members)
+            if not leds.wildcard and not covered <= leds.globs:
+                return False  # the node does not take (all of) them yet
+            return covered.isdisjoint(changed)
+
+        return held
 
     def _seed(self, leds: _TypeState) -> None:  # any type's state: only LEDS is seeded
         """A reconnecting node lists no LEDS endpoint, but each assignment it lists at the

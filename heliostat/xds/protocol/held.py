@@ -79,14 +79,9 @@ def _prefixes(names: Iterable[str]) -> frozenset[str]:
     return frozenset(name[: name.rfind("/") + 1] for name in names)
 
 
-def members_unchanged(members: tuple[str, ...], since: Resources, now: Resources) -> bool:
-    """True when no member of `members`' collections differs between the two maps."""
-    if since is now:
-        return True
-    return collections(members).isdisjoint(_moved(since, now))
-
-
-def _moved(since: Resources, now: Resources) -> frozenset[str]:
+def moved(since: Resources, now: Resources) -> frozenset[str]:
     """The collections with a member added, changed or gone between the two maps, worked
     out once for every stream (as `changes` is)."""
+    if since is now:
+        return frozenset()
     return _MOVED.get((since, now), lambda: _prefixes(frozenset.union(*changes(since, now))))
