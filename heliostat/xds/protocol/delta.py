@@ -180,8 +180,8 @@ class DeltaStream:
         endpoints = self._types[TypeUrl.ENDPOINT]
         if not endpoints.pending_assignments or self._snapshot is None:
             return False
-        if TypeUrl.ENDPOINT in self._withheld:
-            return False
+        if TypeUrl.ENDPOINT in self._withheld or self._types[TypeUrl.LB_ENDPOINT].pending:
+            return False  # (asked after every step: LEDS in flight settles nothing)
         held = self._members_held()
         return any(held(n) for n in endpoints.pending_assignments)
 
