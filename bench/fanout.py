@@ -20,8 +20,9 @@ as it runs by default: each endpoint its own LEDS resource (heliostat.xds.transl
 Each change drains another endpoint (an undrain would ramp the weight back up over several
 ticks, which is several pushes). `bytes_per_push` is the median over clients of the bytes
 of every response a client received for the change (EDS, LEDS and anything else; with
-LEDS that includes the assignments sent before the endpoint under a pending version and
-after its ACK under their own, heliostat.xds.protocol.held). `rss_mb` is serve's VmRSS
+LEDS that includes the assignments sent before the endpoint under a pending version and,
+once no stream has the change in flight, under their own: heliostat.xds.protocol.held and
+heliostat.xds.grpc.settle; the latency is not held up by the latter). `rss_mb` is serve's VmRSS
 (/proc/PID/status) with every client subscribed, before the changes; `rss_idle_mb` is the
 same before any client connected, `rss_peak_mb` its high-water mark (VmHWM) by the end.
 `tick_mean_ms` is serve's own mean control tick (`heliostat_control_compute_seconds`) over

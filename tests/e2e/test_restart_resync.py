@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,11 @@ pytestmark = pytest.mark.envoy
 
 TARGET_S = 5.0  # the issue's target: restart to resynced
 DOWN_S = 3.0  # long enough for Envoy's default backoff to reach 4-8 s intervals
+
+
+def settled(node: dict[str, Any]) -> bool:
+    """No assignment pending on the node (heliostat.xds.protocol.held)."""
+    return not any(t.get("settling") for t in node["types"].values())
 
 
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
@@ -74,7 +80,9 @@ def test_envoy_resyncs_within_5s_of_a_heliostat_restart(
     write_policy(policy, policy_document(gateway_port=gateway, endpoints=[(eu.address, "eu-west")]))
     heliostat = start_heliostat(policy)
     envoy = start_envoy(heliostat, "gw-eu", "eu-west")
-    wait_until(lambda: (n := heliostat.node("gw-eu")) and n["in_sync"], timeout=20)
+    # In sync, and (delta, LEDS) its assignments under their own versions: a node killed
+    # with one still pending is re-sent its endpoints, as it may hold any of them.
+    wait_until(lambda: (n := heliostat.node("gw-eu")) and n["in_sync"] and settled(n), timeout=20)
     dump = envoy.config_dump(include_eds=False)
     (bootstrap,) = [c for c in dump["configs"] if "BootstrapConfigDump" in c["@type"]]
     ads = bootstrap["bootstrap"]["dynamic_resources"]["ads_config"]["grpc_services"][0]
@@ -98,6 +106,7 @@ def test_envoy_resyncs_within_5s_of_a_heliostat_restart(
         synced_after = time.monotonic() - restarted_at
         timings.append((ready_after, synced_after))
         assert envoy.stat("control_plane.connected_state") == 1
+        assert settled(node)  # it listed its assignments' own versions: nothing pending
         # Same inputs, same content-hash versions: nothing is re-sent on the new stream.
         assert {t: s["responses"] for t, s in node["types"].items()} == dict.fromkeys(
             node["types"], 0

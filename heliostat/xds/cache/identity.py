@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from operator import is_
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -30,7 +31,9 @@ class IdentityMemo(Generic[V]):
         """The value for `keys`, computed by `compute` on the first call for these objects."""
         key = tuple(map(id, keys))
         hit = self._entries.get(key)
-        if hit is not None and all(a is b for a, b in zip(hit[0], keys, strict=True)):
+        # map(is_) rather than a generator: ~30 lookups per stream and change at 1,000
+        # streams, and the generator's frame was most of each lookup's cost.
+        if hit is not None and all(map(is_, hit[0], keys)):
             self._entries.move_to_end(key)
             return hit[1]
         value = compute()

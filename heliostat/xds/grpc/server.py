@@ -24,6 +24,7 @@ from heliostat.security.limits import MAX_REQUEST_BYTES, LogThrottle, NodeBucket
 from heliostat.xds.grpc.load_reports import LoadReports
 from heliostat.xds.grpc.metrics import XdsMetrics
 from heliostat.xds.grpc.registry import StreamEntry, StreamRegistry
+from heliostat.xds.grpc.settle import SettleGate, StreamSettling
 from heliostat.xds.grpc.wire import WireBytes, passthrough
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, TypeStatus
@@ -57,9 +58,16 @@ class _StreamProtocol(Protocol[Req, Resp]):  # type: ignore[misc]
 
     def withhold(self, types: frozenset[TypeUrl]) -> Outcome[Resp]: ...
 
+    def in_flight(self) -> bool: ...
+
+    def settle_due(self) -> bool: ...
+
+    def settle(self) -> Outcome[Resp]: ...
+
 
 _CHANGED = object()
 _CLOSED = object()
+_SETTLE = object()
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
@@ -72,8 +80,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         authorize: Authorize | None = None,
         limits: StreamLimits | None = None,
         withheld: Callable[[], frozenset[TypeUrl]] = frozenset,
+        settle: SettleGate | None = None,
     ) -> None:
         self._source = source
+        # Responses that serve only a later reconnect wait for every change to be out
+        # (heliostat.xds.grpc.settle).
+        self._settle = settle or SettleGate()
         # Types not to send for now (endpoints before a restarted heliostat's first signal
         # round); read on every snapshot notice, which is how their release arrives.
         self._withheld = withheld
@@ -157,16 +169,22 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         reader = asyncio.create_task(_pump(requests, inbox))
         self._metrics.streams.labels(mode).inc()
         log.info("node_connected", node_id=node.id, group=group.key, mode=mode)
+        settling = StreamSettling(self._settle, protocol, lambda: inbox.put_nowait(_SETTLE))
         try:
             outcome = protocol.withhold(self._withheld())
             outcome.extend(protocol.on_snapshot(self._source.snapshot_for(group, node.id)))
             outcome.extend(protocol.on_request(first))
             while True:
+                settling.step()
                 for response in self._report(mode, node.id, group, outcome):
                     yield self._wire.of(response)
                 item = await inbox.get()
                 if item is _CLOSED:
                     return
+                if item is _SETTLE:
+                    settling.woken()
+                    outcome = protocol.settle()
+                    continue
                 if item is _CHANGED:
                     outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
                     outcome.extend(protocol.withhold(self._withheld()))
@@ -185,6 +203,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 outcome = protocol.on_request(item)
         finally:
             reader.cancel()
+            settling.close()
             stop_watching()
             unregister()
             self._metrics.streams.labels(mode).dec()

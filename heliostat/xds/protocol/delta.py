@@ -24,7 +24,7 @@ from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, 
 from heliostat.xds.protocol.held import (
     collections,
     is_pending,
-    members_unchanged,
+    moved,
     pending_form,
 )
 from heliostat.xds.protocol.listeners import kept_until_replaced
@@ -102,6 +102,7 @@ class DeltaStream:
         self._nonce_counter = 0
         self._withheld: frozenset[TypeUrl] = frozenset()
         self._listeners_known: dict[str, Resource] = {}  # the last sent under every name
+        self._settling = False  # within `settle`: pending assignments may take their version
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -110,7 +111,6 @@ class DeltaStream:
         outcome: DeltaOutcome = Outcome()
         for type_url in PUSH_ORDER:
             outcome.extend(self._maybe_respond(self._types[type_url]))
-        outcome.extend(self._settle_assignments())
         return outcome
 
     def withhold(self, types: frozenset[TypeUrl]) -> DeltaOutcome:
@@ -146,14 +146,44 @@ class DeltaStream:
         outcome.extend(self._maybe_respond(state))
         if type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE) and self._routes_settled():
             outcome.extend(self._maybe_respond(self._types[TypeUrl.CLUSTER]))
-        if type_url is TypeUrl.LB_ENDPOINT:
-            outcome.extend(self._settle_assignments())
         return outcome
+
+    def settle(self) -> DeltaOutcome:
+        """Send pending assignments under their own version where the node now holds every
+        endpoint they cover. Only this does: the response changes nothing the node routes
+        by and serves only a later reconnect (heliostat.xds.protocol.held), so the server
+        calls it once the fan-out of a change is done (heliostat.xds.grpc.settle), and a
+        change coming first finds the assignment still pending and sends its endpoints
+        alone."""
+        if not self.settle_due():
+            return Outcome()
+        self._settling = True
+        try:
+            return self._maybe_respond(self._types[TypeUrl.ENDPOINT])
+        finally:
+            self._settling = False
 
     # -- queries ------------------------------------------------------------------------
 
     def status(self) -> dict[str, TypeStatus]:
+        endpoints = self._types[TypeUrl.ENDPOINT]
+        endpoints.status.settling = len(endpoints.pending_assignments)
         return {t.short: s.status for t, s in self._types.items() if s.requested}
+
+    def in_flight(self) -> bool:
+        """True while a response of any type awaits the node's ACK or NACK."""
+        return any(state.pending for state in self._types.values())
+
+    def settle_due(self) -> bool:
+        """True when `settle` would send: an assignment is pending on the node and the
+        node holds every endpoint it covers."""
+        endpoints = self._types[TypeUrl.ENDPOINT]
+        if not endpoints.pending_assignments or self._snapshot is None:
+            return False
+        if TypeUrl.ENDPOINT in self._withheld or self._types[TypeUrl.LB_ENDPOINT].pending:
+            return False  # (asked after every step: LEDS in flight settles nothing)
+        held = self._members_held()
+        return any(held(n) for n in endpoints.pending_assignments)
 
     # -- internals ----------------------------------------------------------------------
 
@@ -316,18 +346,20 @@ class DeltaStream:
         leds = state.type_url is TypeUrl.ENDPOINT and bool(
             self._snapshot and self._snapshot.members
         )
+        holds = self._members_held() if leds else None
         if state.level_with is not None and not state.unanswered:
             names, gone = changes(state.level_with, available)
-            if leds and state.pending_assignments:  # they are finished without changing
+            if leds and self._settling:  # pending ones are finished without changing
                 names = names | state.pending_assignments.intersection(available)
         for name in sorted(names):
             resource = available[name]
             if not state.wants(name) or state.known.get(name) == resource.version:
                 continue
             if leds:  # differs: under its own version only if the node holds its endpoints
-                resource = self._as_held(resource)
+                assert holds is not None
+                resource = self._as_held(resource, state.known.get(name), holds)
                 if state.known.get(name) == resource.version:
-                    continue  # pending already
+                    continue  # pending already, with this content
             if state.rejected.get(name) == resource.version:
                 held.append(name)
             else:
@@ -402,35 +434,44 @@ class DeltaStream:
             outcome.extend(self._maybe_respond(leds))
         return outcome
 
-    def _as_held(self, assignment: Resource) -> Resource:
+    def _as_held(
+        self, assignment: Resource, known: str | None, held: Callable[[str], bool]
+    ) -> Resource:
         """`assignment` under its own version if the node holds every endpoint it covers
         (ACKed, nothing of LEDS in flight), else under a pending version (heliostat.xds.
-        protocol.held): a node must never list a version whose endpoints it lacks."""
-        if self._members_held(assignment.name):
+        protocol.held): a node must never list a version whose endpoints it lacks. One
+        the node has pending stays so until the stream settles (`settle`)."""
+        if (self._settling or not is_pending(known)) and held(assignment.name):
             return assignment
         return pending_form(assignment)
 
-    def _members_held(self, cluster: str) -> bool:
+    def _members_held(self) -> Callable[[str], bool]:
+        """Whether the node holds every endpoint a cluster's assignment covers (ACKed,
+        nothing of LEDS in flight, subscribed to all of its collections), for the clusters
+        of one snapshot: what is the same for all of them is looked at once (a change
+        asks for each assignment that moved, on every stream)."""
         assert self._snapshot is not None
-        members = self._snapshot.members.get(cluster, ())
-        if not members:
-            return True
+        members_of = self._snapshot.members
         leds = self._types[TypeUrl.LB_ENDPOINT]
-        if not leds.requested or leds.pending or leds.level_with is None:
-            return False
-        if not leds.wildcard and not collections(members) <= leds.globs:
-            return False  # the node does not take (all of) them yet
-        current = self._snapshot.resources(TypeUrl.LB_ENDPOINT)
-        return members_unchanged(members, leds.level_with, current)
+        ready = leds.requested and not leds.pending and leds.level_with is not None
+        changed = (
+            moved(leds.level_with, self._snapshot.resources(TypeUrl.LB_ENDPOINT))
+            if ready and leds.level_with is not None
+            else frozenset()
+        )
 
-    def _settle_assignments(self) -> DeltaOutcome:
-        """Send pending assignments under their own version once their endpoints are held."""
-        endpoints = self._types[TypeUrl.ENDPOINT]
-        if not endpoints.pending_assignments or self._snapshot is None:
-            return Outcome()
-        if not any(self._members_held(n) for n in endpoints.pending_assignments):
-            return Outcome()
-        return self._maybe_respond(endpoints)
+        def held(cluster: str) -> bool:
+            members = members_of.get(cluster, ())
+            if not members:
+                return True
+            if not ready:
+                return False
+            covered = collections(members)
+            if not leds.wildcard and not covered <= leds.globs:
+                return False  # the node does not take (all of) them yet
+            return covered.isdisjoint(changed)
+
+        return held
 
     def _seed(self, leds: _TypeState) -> None:  # any type's state: only LEDS is seeded
         """A reconnecting node lists no LEDS endpoint, but each assignment it lists at the

@@ -63,6 +63,9 @@ class TypeStatus:
     pending_nonce: str = ""
     last_rejection: Rejection | None = None
     responses: int = 0
+    # Delta EDS with LEDS: assignments the node holds under a pending version, until the
+    # stream settles (heliostat.xds.protocol.held); a reconnect then gets their endpoints.
+    settling: int = 0
 
     def as_json(self) -> dict[str, object]:
         rejection = self.last_rejection
@@ -72,6 +75,7 @@ class TypeStatus:
             "acked_version": self.acked_version,
             "pending_nonce": self.pending_nonce,
             "responses": self.responses,
+            "settling": self.settling,
             "in_sync": bool(self.sent_version) and self.sent_version == self.acked_version,
             "last_nack": None
             if rejection is None

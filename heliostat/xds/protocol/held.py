@@ -13,6 +13,14 @@ listed, though, and in the LEDS form an assignment's version covers its members
   ever has: sent before the members change, it tells a server seeing it later that the
   node's endpoints may be anything, so all of them are sent.
 
+The pending version names the assignment's content only (a digest of its bytes), not the
+members it covers: a node already holding the assignment pending needs no new one when
+only member weights move again, so while it stays pending a weight change is one LEDS
+response. It becomes its own version again only when the stream settles
+(heliostat.xds.protocol.delta: `settle`, which the server calls once no stream has a change
+in flight, heliostat.xds.grpc.settle): that response serves only a later reconnect, so it
+waits until the change's fan-out is done instead of competing with it.
+
 Envoy applies the responses of one ADS stream in order, so a node listing an assignment at
 the version a server would send holds exactly the members that version covers, and that
 server sends none of them (`seed`). Anything else, including an old or pending version, and
@@ -21,6 +29,7 @@ the node gets the collection whole, as before.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
@@ -43,11 +52,17 @@ def pending_version(version: str) -> str:
 
 
 def pending_form(assignment: Resource) -> Resource:
-    """`assignment` under its pending version, made once for every stream of the group."""
+    """`assignment` under the pending version of its content, made once for every stream of
+    the group: the same content is the same pending version whatever its members are."""
     return _PENDING.get(
         (assignment,),
-        lambda: replace(assignment, version=pending_version(assignment.version)),
+        lambda: replace(assignment, version=pending_version(content_version(assignment))),
     )
+
+
+def content_version(assignment: Resource) -> str:
+    """A digest of the assignment's bytes alone (its version also covers its members)."""
+    return hashlib.sha256(assignment.packed.value).hexdigest()[:16]
 
 
 def is_pending(version: str | None) -> bool:
@@ -64,14 +79,9 @@ def _prefixes(names: Iterable[str]) -> frozenset[str]:
     return frozenset(name[: name.rfind("/") + 1] for name in names)
 
 
-def members_unchanged(members: tuple[str, ...], since: Resources, now: Resources) -> bool:
-    """True when no member of `members`' collections differs between the two maps."""
-    if since is now:
-        return True
-    return collections(members).isdisjoint(_moved(since, now))
-
-
-def _moved(since: Resources, now: Resources) -> frozenset[str]:
+def moved(since: Resources, now: Resources) -> frozenset[str]:
     """The collections with a member added, changed or gone between the two maps, worked
     out once for every stream (as `changes` is)."""
+    if since is now:
+        return frozenset()
     return _MOVED.get((since, now), lambda: _prefixes(frozenset.union(*changes(since, now))))

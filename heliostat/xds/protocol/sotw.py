@@ -126,6 +126,18 @@ class SotwStream:
     def status(self) -> dict[str, TypeStatus]:
         return {t.short: s.status for t, s in self._types.items() if s.requested}
 
+    def in_flight(self) -> bool:
+        """True while a response of any type awaits the node's ACK or NACK."""
+        return any(state.status.pending_nonce for state in self._types.values())
+
+    def settle_due(self) -> bool:
+        """Never: a SotW node gets whole assignments, with nothing to settle afterwards
+        (heliostat.xds.protocol.delta's `settle`)."""
+        return False
+
+    def settle(self) -> SotwOutcome:
+        return Outcome()
+
     # -- internals ----------------------------------------------------------------------
 
     def _record_nack(self, state: _TypeState, request: discovery_pb2.DiscoveryRequest) -> Event:

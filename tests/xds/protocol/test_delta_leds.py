@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
 from heliostat.xds.protocol.delta import DeltaStream
+from heliostat.xds.protocol.held import pending_form
 from heliostat.xds.protocol.sotw import SotwStream
 from heliostat.xds.resources.snapshot import Resource, Snapshot
 from heliostat.xds.resources.types import TypeUrl
@@ -75,11 +76,15 @@ def ack(stream: DeltaStream, response: Response) -> None:
 
 
 def ack_all(stream: DeltaStream, responses: list[Response]) -> list[Response]:
-    """ACK `responses` and whatever the ACKs bring (an assignment under its own version once
-    its endpoints are ACKed), in order; returns every response seen."""
+    """ACK `responses` and whatever the ACKs bring, in order, then what the stream sends
+    when it settles once nothing is in flight (an assignment under its own version once its
+    endpoints are ACKed; the server calls `settle` then); returns every response seen."""
     seen: list[Response] = []
     queue = list(responses)
-    while queue:
+    while queue or stream.settle_due():
+        if not queue:
+            queue += stream.settle().responses
+            continue
         response = queue.pop(0)
         seen.append(response)
         queue += respond(stream, delta_request(TypeUrl(response.type_url), nonce=response.nonce))
@@ -142,7 +147,8 @@ def test_one_weight_change_sends_that_one_endpoint_and_not_the_assignment() -> N
     memo.new_round()
     after = snapshot_of(cluster("m", endpoints), memo=memo)
     # The assignment goes first under a pending version (its endpoints are changing), then
-    # the endpoint; once that is ACKed, the assignment under its own version.
+    # the endpoint; once that is ACKed and the stream settles, the assignment under its own
+    # version (not on the ACK: that response serves only a later reconnect).
     pending, response = stream.on_snapshot(after).responses
     assert TypeUrl(pending.type_url) is EDS and pending.resources[0].version.endswith("~")
     assert TypeUrl(response.type_url) is LEDS
@@ -151,7 +157,10 @@ def test_one_weight_change_sends_that_one_endpoint_and_not_the_assignment() -> N
     assert endpoint.load_balancing_weight.value == 37
     assert endpoint.endpoint.address.socket_address.address == "10.0.0.7"
     ack(stream, pending)
-    (final,) = respond(stream, delta_request(LEDS, nonce=response.nonce))
+    assert not stream.settle_due()  # the endpoint is in flight
+    ack(stream, response)
+    assert stream.settle_due()
+    (final,) = stream.settle().responses
     assert [r.version for r in final.resources] == [after.for_delta().resources(EDS)["m"].version]
     plain = len(after.resources(EDS)["m"].packed.value)
     sent = sum(len(r.SerializeToString()) for r in (pending, response, final))
@@ -398,7 +407,10 @@ def test_a_node_listing_the_assignment_at_its_version_is_sent_no_endpoint_again(
     assert reconnected(snap, held, globs(snap, "m")) == []
 
     everything = set(snap.members["m"])
-    (again,) = reconnected(snap, {"m": held["m"] + "~"}, globs(snap, "m"))
+    # A node holding the assignment pending (its content's pending version) has the
+    # assignment's content: only the endpoints go, all of them.
+    pending = pending_form(snap.for_delta().resources(EDS)["m"]).version
+    (again,) = reconnected(snap, {"m": pending}, globs(snap, "m"))
     assert {r.name for r in again.resources} == everything
     memo.new_round()
     old = endpoints[5]
@@ -428,15 +440,19 @@ def test_a_nacked_endpoint_update_leaves_the_assignment_pending() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 7), st.integers(1, 50), st.integers(0, 3)), max_size=6),
+    st.lists(
+        st.tuples(st.integers(0, 7), st.integers(1, 50), st.integers(0, 3), st.booleans()),
+        max_size=6,
+    ),
 )
 def test_property_whenever_a_node_could_drop_its_assignment_version_names_what_it_holds(
-    changes: list[tuple[int, int, int]],
+    changes: list[tuple[int, int, int, bool]],
 ) -> None:
     """Envoy applies one stream's responses in order and may lose the stream after any of
     them. At every such point, an assignment it holds under a version some snapshot gave
     it must come with exactly that snapshot's endpoints; else a server seeing it listed on
-    reconnect would skip endpoints the node lacks."""
+    reconnect would skip endpoints the node lacks. The stream may be told to settle at any
+    point, responses in flight or not (the server's gate decides when, not the stream)."""
     endpoints = fleet(8)
     memo = TranslationMemo()
     snap = snapshot_of(cluster("m", endpoints), memo=memo)
@@ -469,11 +485,17 @@ def test_property_whenever_a_node_could_drop_its_assignment_version_names_what_i
                 respond(stream, delta_request(TypeUrl(response.type_url), nonce=response.nonce))
             )
 
+    def settle_when_idle() -> None:
+        deliver()
+        wire.extend(stream.settle().responses)
+        deliver()
+        assert not stream.settle_due()
+
     wire.extend(respond(stream, delta_request(EDS, ["m"])))
     deliver()
     wire.extend(respond(stream, delta_request(LEDS, globs(snap, "m"))))
-    deliver()
-    for index, weight, in_flight in changes:
+    settle_when_idle()
+    for index, weight, in_flight, settle in changes:
         memo.new_round()
         old = endpoints[index]
         endpoints[index] = EndpointView(old.address, old.region, None, weight, Health.HEALTHY)
@@ -481,7 +503,9 @@ def test_property_whenever_a_node_could_drop_its_assignment_version_names_what_i
         remember(snap)
         wire.extend(stream.on_snapshot(snap).responses)
         deliver(leave=in_flight)  # the rest still on the wire when the next change comes
-    deliver()
+        if settle:
+            wire.extend(stream.settle().responses)
+    settle_when_idle()
     assert node_eds["m"] == snap.for_delta().resources(EDS)["m"].version
     assert node_leds == covered[node_eds["m"]]
 
@@ -508,3 +532,39 @@ def test_a_node_reconnecting_to_a_starting_heliostat_is_compared_with_what_is_re
     assert respond(stream, delta_request(LEDS, globs(cold, "m"))) == []
     stream.on_snapshot(warm)
     assert stream.withhold(frozenset()).responses == []
+
+
+def test_a_weight_change_to_a_node_still_pending_sends_the_endpoint_alone() -> None:
+    """The pending version names the assignment's content, not its members: while the node
+    holds it pending (its stream has not settled since the last change), another weight
+    change is one LEDS response, and settling then brings the assignment's own version."""
+    endpoints = fleet(20)
+    memo = TranslationMemo()
+    before = snapshot_of(cluster("m", endpoints), memo=memo)
+    stream = subscribed(before, ["m"], globs(before, "m"))
+
+    def change(index: int, weight: int) -> Snapshot:
+        memo.new_round()
+        old = endpoints[index]
+        endpoints[index] = EndpointView(old.address, old.region, None, weight, Health.HEALTHY)
+        return snapshot_of(cluster("m", endpoints), memo=memo)
+
+    first = change(3, 7)
+    pending, update = stream.on_snapshot(first).responses
+    assert TypeUrl(pending.type_url) is EDS
+    ack(stream, pending)
+    ack(stream, update)
+    second = change(4, 9)
+    (alone,) = stream.on_snapshot(second).responses
+    assert TypeUrl(alone.type_url) is LEDS
+    assert [r.name.rsplit("/", 1)[1] for r in alone.resources] == ["10.0.0.4_8000"]
+    ack(stream, alone)
+    (final,) = stream.settle().responses
+    assert [r.version for r in final.resources] == [second.for_delta().resources(EDS)["m"].version]
+    ack(stream, final)
+    assert stream.status()["EDS"].settling == 0
+    assert not stream.settle_due() and stream.settle().responses == []
+    # Settled: the next change marks the assignment pending again before its endpoint.
+    responses = stream.on_snapshot(change(5, 11)).responses
+    assert [TypeUrl(r.type_url) for r in responses] == [EDS, LEDS]
+    assert stream.status()["EDS"].settling == 1

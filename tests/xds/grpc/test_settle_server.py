@@ -1,0 +1,80 @@
+"""The ADS server settles delta LEDS assignments only once no stream has a response in
+flight (heliostat.xds.grpc.settle): a node that has not ACKed holds a settled stream's last
+response back, and its stream ending lets it go; nothing of the change waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from prometheus_client import CollectorRegistry
+
+from bench.ads_clients import Client, run_client
+from heliostat.xds.cache.store import SnapshotCache
+from heliostat.xds.grpc.metrics import XdsMetrics
+from heliostat.xds.grpc.registry import StreamRegistry
+from heliostat.xds.grpc.server import SERVER_OPTIONS, AdsServer, add_to_server
+from heliostat.xds.grpc.settle import SettleGate
+from heliostat.xds.resources.types import TypeUrl
+from tests.xds.grpc.test_ads_server import GROUP, CacheSource, Running, until
+from tests.xds.helpers import snapshot
+
+
+@pytest.fixture
+async def ads() -> AsyncIterator[Running]:
+    cache = SnapshotCache()
+    cache.set(GROUP, snapshot(leds=True))
+    source, registry = CacheSource(cache), StreamRegistry()
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    servicer = AdsServer(
+        source, registry, XdsMetrics(CollectorRegistry()), settle=SettleGate(longest_s=60.0)
+    )
+    add_to_server(server, servicer)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield Running(port, source, registry)
+    finally:
+        await server.stop(grace=None)
+
+
+def eds(ads: Running, node_id: str) -> dict[str, object]:
+    [entry] = [e for e in ads.registry.entries() if e.node_id == node_id]
+    return entry.status()["EDS"].as_json()
+
+
+async def test_a_node_that_has_not_acked_holds_back_settling_until_its_stream_ends(
+    ads: Running,
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{ads.port}") as channel:
+        # A node that asks for clusters and never ACKs the answer: a response in flight.
+        stuck = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources()
+        await stuck.write(
+            discovery_pb2.DeltaDiscoveryRequest(
+                node=base_pb2.Node(id="gw-stuck", locality=base_pb2.Locality(region="us-east")),
+                type_url=TypeUrl.CLUSTER.value,
+            )
+        )
+        assert (await stuck.read()).type_url == TypeUrl.CLUSTER.value
+
+        client = Client("gw-1", "us-east")
+        task = asyncio.create_task(run_client(client, channel, "delta"))
+        try:
+            await asyncio.wait_for(client.ready.wait(), 10)
+            assert client.error is None and client.needs_leds
+            # Its endpoints are ACKed and it is in sync (routing has everything), but its
+            # assignments stay pending while the other node has a response unanswered.
+            await until(lambda: eds(ads, "gw-1")["in_sync"] is True)
+            await asyncio.sleep(0.3)
+            assert eds(ads, "gw-1")["settling"] > 0
+            stuck.cancel()
+            await until(lambda: eds(ads, "gw-1")["settling"] == 0)
+            await until(lambda: eds(ads, "gw-1")["in_sync"] is True)
+            assert client.error is None
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
