@@ -38,6 +38,16 @@ def _responses(heliostat: Heliostat, node_id: str) -> dict[str, int]:
     return {t: s["responses"] for t, s in node["types"].items()}
 
 
+def _settled(heliostat: Heliostat, node_id: str) -> bool:
+    """In sync, with no assignment still under a pending version: the settling responses go
+    once the fan-out is done (heliostat.xds.grpc.settle), so counting responses before that
+    would race them."""
+    node = heliostat.node(node_id)
+    if not node or not node["in_sync"]:
+        return False
+    return not any(t.get("settling") for t in node["types"].values())
+
+
 def test_a_drain_reaches_a_delta_envoy_as_one_leds_update_and_requests_follow(
     tmp_path: Path, processes: list[Process]
 ) -> None:
@@ -56,7 +66,7 @@ def test_a_drain_reaches_a_delta_envoy_as_one_leds_update_and_requests_follow(
         envoy.start()
 
         wait_until(lambda: len(envoy.hosts(MODEL)) == 2, message="both endpoints in /clusters")
-        wait_until(lambda: (n := heliostat.node("gw-eu")) and n["in_sync"], message="node in sync")
+        wait_until(lambda: _settled(heliostat, "gw-eu"), message="node in sync and settled")
         # The endpoints came as LEDS resources (Envoy's config_dump shows the assignment
         # with them merged in, so heliostat's count of what it sent is the witness).
         before = _responses(heliostat, "gw-eu")
@@ -79,14 +89,13 @@ def test_a_drain_reaches_a_delta_envoy_as_one_leds_update_and_requests_follow(
             message="Envoy sees the endpoint draining",
         )
         after = wait_until(
-            lambda: (
-                (n := heliostat.node("gw-eu")) and n["in_sync"] and _responses(heliostat, "gw-eu")
-            ),
-            message="node in sync after the drain",
+            lambda: _settled(heliostat, "gw-eu") and _responses(heliostat, "gw-eu"),
+            message="node in sync and settled after the drain",
         )
         # The endpoint went as LEDS; the assignments (~100 bytes here, no endpoint in them)
-        # went under a pending version before it and under their own once it was ACKed
-        # (heliostat.xds.protocol.held), at most twice per LEDS push; nothing else moved.
+        # went under a pending version before it and under their own once the fan-out was
+        # done (heliostat.xds.protocol.held, xds.grpc.settle), at most twice per LEDS push;
+        # nothing else moved.
         pushes = after["LEDS"] - before["LEDS"]
         assert pushes >= 1
         assert before["EDS"] < after["EDS"] <= before["EDS"] + 2 * pushes
