@@ -3,6 +3,8 @@ queue: batch first, then interactive, then back to the steady level once it drai
 
 from __future__ import annotations
 
+import dataclasses
+
 from heliostat.balance import demand, queueing, refusal
 from heliostat.balance.state import RegionState
 
@@ -71,9 +73,9 @@ def test_a_late_queue_is_drained_batch_first_then_interactive_then_released() ->
 def test_a_region_not_refusing_drains_a_queue_late_twice_not_once() -> None:
     """Its users all placed (the plan found room), yet its queue is late: one scrape is not
     enough (a small pool queues for an instant now and then), two running are."""
-    placed = {"refusable": 0.0, "unplaced": 0.0, "plan": {"us-east": 24.0}, "demand": 24.0}
-    calm = RegionState(**{**_fields(full()), **placed})
-    late = RegionState(**{**_fields(full(backlog=12.0)), **placed})
+    placed = {"us-east": 24.0}
+    calm = dataclasses.replace(full(), refusable=0.0, unplaced=0.0, plan=placed, demand=24.0)
+    late = dataclasses.replace(calm, backlog=12.0, late=True)
     idle = refusal.step(None, calm, 0.0, 0.0, 0.0, 0.0, ADMITS)
     once = refusal.step(idle, late, 0.0, 0.0, 0.0, 0.5, ADMITS)
     assert once.interactive.published == 0.0
@@ -85,12 +87,8 @@ def test_once_refusing_it_holds_while_the_plan_places_nowhere() -> None:
     """Refusing empties the region's slots, which can fail the plan's proof of a full planet
     (busy regions): demand the plan still cannot place keeps the tail-sized refusal."""
     steady = refusal.step(None, full(), 0.0, 0.0, 0.0, 0.0, ADMITS)
-    unproven = RegionState(**{**_fields(full()), "refusable": 0.0})
+    unproven = dataclasses.replace(full(), refusable=0.0)
     held = refusal.step(steady, unproven, 0.0, 0.0, 0.0, 0.5, ADMITS)
     assert held.interactive.published == steady.interactive.published
-    placed = RegionState(**{**_fields(full()), "refusable": 0.0, "unplaced": 0.0})
+    placed = dataclasses.replace(full(), refusable=0.0, unplaced=0.0)
     assert refusal.step(None, placed, 0.0, 0.0, 0.0, 0.5, ADMITS).interactive.published == 0.0
-
-
-def _fields(region: RegionState) -> dict[str, object]:
-    return {name: getattr(region, name) for name in RegionState.__dataclass_fields__}
