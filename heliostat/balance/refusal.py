@@ -57,9 +57,27 @@ class Admits:
     """What a region's slots admit of its own users when it refuses (see `beyond_tail`)."""
 
     region: str
-    rate: float  # requests/s at its tail-sized level (`queueing.tail_admission`)
-    tolerated: float  # the backlog its users can wait behind within the SLO (`overflow`)
-    drain_s: float  # a late backlog is drained within this
+    slots: int | None  # every live endpoint's slots added up (None: unknown)
+    raw: float  # their observed capacity, requests/s
+    ttft_s: float
+
+    def rate(self, lent: float) -> float:
+        """Requests/s of its own users its slots admit at the tail-sized level
+        (`queueing.tail_admission`), `lent` more of them being served elsewhere."""
+        level = queueing.tail_admission(
+            self.slots,
+            self.raw,
+            TAIL_WAIT_SHARE * self.ttft_s,
+            self.ttft_s,
+            overflow.UTILISATION,
+            beside=lent,
+        )
+        return level * self.raw
+
+    @property
+    def tolerated(self) -> float:
+        """The backlog its users can wait behind within the SLO (`overflow.tolerated`)."""
+        return self.raw * overflow.QUEUE_SHARE * self.ttft_s
 
 
 def admits(region: str, slots: int | None, raw: float, ttft_s: float, rates: bool) -> Admits | None:
@@ -67,18 +85,16 @@ def admits(region: str, slots: int | None, raw: float, ttft_s: float, rates: boo
     endpoint units (no rates: no queueing model to size a tail with)."""
     if not rates or raw <= 0.0:
         return None
-    level = queueing.tail_admission(
-        slots, raw, TAIL_WAIT_SHARE * ttft_s, ttft_s, overflow.UTILISATION
-    )
-    return Admits(region, level * raw, raw * overflow.QUEUE_SHARE * ttft_s, ttft_s)
+    return Admits(region, slots, raw, ttft_s)
 
 
 def beyond_tail(region: RegionState, own: Admits, reaching: float, overdue: bool) -> float:
     """What of the region's users (`reaching` its gateways' model clusters) its slots do not
     admit within the SLO's tail, once it refuses: what the plan does not lend, less what its
-    slots take at `queueing.tail_admission`'s level, and less again, while its queue is late
-    (`overdue`, see `step`), what drains the late part of it within `drain_s` beyond what
-    that level's slack drains.
+    slots take at `queueing.tail_admission`'s level (its users lent count among the
+    admitted, served in time), and less again, while its queue is late (`overdue`, see
+    `step`), what drains the late part of it within the TTFT beyond what that level's slack
+    drains.
 
     Sized for the admitted requests' tail, not for goodput alone: the allocation admits up
     to the goodput-best level (`queueing.admission`), where 6-18% of the admitted wait past
@@ -86,9 +102,10 @@ def beyond_tail(region: RegionState, own: Admits, reaching: float, overdue: bool
     through slack: a ramp builds a queue in the seconds its demand estimate lags, and every
     request admitted behind it is late until it drains."""
     lent = sum(x for q, x in region.plan.items() if q != own.region)
+    rate = own.rate(lent)
     late = max(0.0, region.backlog - own.tolerated) if overdue else 0.0
-    slack = max(0.0, region.raw_capacity - own.rate)
-    allowed = max(0.0, own.rate - max(0.0, late / own.drain_s - slack))
+    slack = max(0.0, own.raw - rate)
+    allowed = max(0.0, rate - max(0.0, late / own.ttft_s - slack))
     return max(0.0, reaching - lent - allowed)
 
 
