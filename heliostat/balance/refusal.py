@@ -146,9 +146,12 @@ def step(
     inferred = region.source != demand.GATEWAYS
     # Once refusing, the region's own slots are less busy because it refuses: the plan's
     # proof of a full planet (`overflow._refusable`: busy regions) can fail on that alone.
-    # Demand the plan still cannot place anywhere keeps the tail-sized refusal on.
-    holding = previous is not None and previous.active and region.unplaced > 0.0
-    if admits is not None and not inferred and (excess > 0.0 or overdue or holding):
+    # Demand the plan still cannot place anywhere keeps the tail-sized refusal on, as long
+    # as the plan once proved the planet full (`RefusalState.excess`, carried): not a
+    # region whose users an operator's cap keeps from a rescuer with room.
+    holding = previous is not None and previous.excess > 0.0 and region.unplaced > 0.0
+    proven = excess if excess > 0.0 or not holding or previous is None else previous.excess
+    if admits is not None and not inferred and (proven > 0.0 or overdue):
         excess = min(reaching, max(excess, beyond_tail(region, admits, reaching, overdue)))
     fraction = excess / reaching if reaching > 0 else 0.0
     if inferred:  # nothing measures what it refuses: bounded
@@ -167,7 +170,7 @@ def step(
         fraction,
         batch,
         reaching,
-        excess,
+        proven,
         now,
         detail,
         inferred=inferred,

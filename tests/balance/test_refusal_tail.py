@@ -92,3 +92,16 @@ def test_once_refusing_it_holds_while_the_plan_places_nowhere() -> None:
     assert held.interactive.published == steady.interactive.published
     placed = dataclasses.replace(full(), refusable=0.0, unplaced=0.0)
     assert refusal.step(None, placed, 0.0, 0.0, 0.0, 0.5, ADMITS).interactive.published == 0.0
+
+
+def test_a_drain_alone_does_not_hold_the_refusal_once_the_queue_drained() -> None:
+    """Users an operator's cap keeps from a rescuer with room are unplaced, yet the planet is
+    not full (the plan never proved it, `refusable` 0): a late queue there is drained by
+    refusing, and the refusal ends with the lateness."""
+    capped = dataclasses.replace(full(), refusable=0.0)
+    late = dataclasses.replace(capped, backlog=12.0, late=True)
+    once = refusal.step(None, late, 0.0, 0.0, 0.0, 0.0, ADMITS)
+    draining = refusal.step(once, late, 0.0, 0.0, 0.0, 0.5, ADMITS)
+    assert draining.interactive.published > 0.3
+    drained = refusal.step(draining, capped, 0.0, 0.0, 0.0, 1.0, ADMITS)
+    assert drained.interactive.published == 0.0
