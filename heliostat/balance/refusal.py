@@ -13,16 +13,15 @@ demand U from the allocation, when the fallback share moves from F to F' this ti
     D' = (1 - F') T                    what reaches the model's clusters next
     refused fraction f = U' / D'
 
-Sized for the admitted requests' tail (`beyond_tail`). Once r refuses (or its queue is late
-at two ticks running), what r's users bring beyond what the plan lends and what r's slots
-admit at `queueing.tail_admission`'s level is refused too: the allocation admits up to the
-goodput-best level (`queueing.admission`), where 6-18% of the admitted wait past the TTFT on
-pools of 4-16 slots, which made the admitted p99 seconds. While r's queue is late, that
-level is lowered further for as long as it takes to drain the late part of the queue within
-the TTFT (beyond what the level's slack drains by itself), then returns: on a ramp the
-demand estimate lags the crowd by seconds and the queue it builds makes every request
-admitted behind it late. The rescuers' room (`overflow`) still comes from the goodput-best
-level: the cap is on a region's own users, once it refuses them.
+A late queue is drained by refusing (`beyond_admission`). Once r refuses (or its queue is
+late), what r's users bring beyond what the plan lends and what r's slots admit at their
+goodput-best level (`queueing.admission`, taken on their observed capacity) is refused, and
+while r's queue is late that level is lowered for as long as it takes to drain the late part
+of the queue within the TTFT (beyond what the level's slack drains by itself), then returns.
+Before, the plan drained a late backlog within DRAIN_S through the batch class only, the
+interactive requests never refused for it: on a ramp the demand estimate lags the crowd by
+seconds, the queue it builds drained through slack alone, and every request admitted behind
+it was late. The rescuers' room (`overflow`) is the plan's, untouched.
 
 Batch first: when r's gateways report the batch part D_b of the demand (LRS on the batch
 cluster), the batch cluster refuses min(1, f D' / D_b') and the interactive cluster only what
@@ -44,34 +43,22 @@ from heliostat.balance.state import Held, RefusalState, RegionState
 
 IDLE = RefusalState(interactive=publish.NOTHING, batch=publish.NOTHING)
 MIN_RAISE = 0.02
-# Of the TTFT objective, what an admitted request at the tail may spend waiting for a slot
-# (`queueing.tail_admission`): the rest is its own prefill and the network, and the tail's
-# requests are the ones with long prompts. Half, not the plan's QUEUE_SHARE (a quarter, for
-# the typical request's wait): the planet's chat mix at 40% load already has a p99 of
-# 0.2-0.46 s against a 0.5 s objective, with no wait at all.
-TAIL_WAIT_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
 class Admits:
-    """What a region's slots admit of its own users when it refuses (see `beyond_tail`)."""
+    """What a region's slots admit of its own users when it refuses (`beyond_admission`)."""
 
     region: str
     slots: int | None  # every live endpoint's slots added up (None: unknown)
     raw: float  # their observed capacity, requests/s
     ttft_s: float
 
-    def rate(self, lent: float) -> float:
-        """Requests/s of its own users its slots admit at the tail-sized level
-        (`queueing.tail_admission`), `lent` more of them being served elsewhere."""
-        level = queueing.tail_admission(
-            self.slots,
-            self.raw,
-            TAIL_WAIT_SHARE * self.ttft_s,
-            self.ttft_s,
-            overflow.UTILISATION,
-            beside=lent,
-        )
+    @property
+    def rate(self) -> float:
+        """Requests/s of its own users its slots admit at most: the goodput-best level
+        (`queueing.admission`) of its observed capacity."""
+        level = queueing.admission(self.slots, self.raw, self.ttft_s, overflow.UTILISATION)
         return level * self.raw
 
     @property
@@ -82,30 +69,25 @@ class Admits:
 
 def admits(region: str, slots: int | None, raw: float, ttft_s: float, rates: bool) -> Admits | None:
     """The region's `Admits` from its slots and observed capacity (requests/s), None in
-    endpoint units (no rates: no queueing model to size a tail with)."""
+    endpoint units (no rates: no queueing model to size a level with)."""
     if not rates or raw <= 0.0:
         return None
     return Admits(region, slots, raw, ttft_s)
 
 
-def beyond_tail(region: RegionState, own: Admits, reaching: float, overdue: bool) -> float:
+def beyond_admission(region: RegionState, own: Admits, reaching: float, overdue: bool) -> float:
     """What of the region's users (`reaching` its gateways' model clusters) its slots do not
-    admit within the SLO's tail, once it refuses: what the plan does not lend, less what its
-    slots take at `queueing.tail_admission`'s level (its users lent count among the
-    admitted, served in time), and less again, while its queue is late (`overdue`, see
-    `step`), what drains the late part of it within the TTFT beyond what that level's slack
-    drains.
+    admit, once it refuses: what the plan does not lend, less what its slots take at their
+    goodput-best level, and less again, while its queue is late (`overdue`, see `step`),
+    what drains the late part of it within the TTFT beyond what that level's slack drains.
 
-    Sized for the admitted requests' tail, not for goodput alone: the allocation admits up
-    to the goodput-best level (`queueing.admission`), where 6-18% of the admitted wait past
-    the TTFT on pools of 4-16 slots. And a late queue is drained by refusing, not only
-    through slack: a ramp builds a queue in the seconds its demand estimate lags, and every
-    request admitted behind it is late until it drains."""
+    The drain is the point: a late queue is drained by refusing, not only through slack. A
+    ramp builds a queue in the seconds its demand estimate lags, and every request admitted
+    behind it is late until it drains; refused now, the requests behind it are on time."""
     lent = sum(x for q, x in region.plan.items() if q != own.region)
-    rate = own.rate(lent)
     late = max(0.0, region.backlog - own.tolerated) if overdue else 0.0
-    slack = max(0.0, own.raw - rate)
-    allowed = max(0.0, rate - max(0.0, late / own.ttft_s - slack))
+    slack = max(0.0, own.raw - own.rate)
+    allowed = max(0.0, own.rate - max(0.0, late / own.ttft_s - slack))
     return max(0.0, reaching - lent - allowed)
 
 
@@ -131,7 +113,7 @@ def step(
     """
     if region is None or region.demand <= 0.0:
         return _publish(previous, 0.0, None, 0.0, 0.0, now, "no demand")
-    # A late queue is drained by refusing (`beyond_tail`): late at this tick and the last
+    # A late queue is drained by refusing (`beyond_admission`): late at this tick and the last
     # (not one noisy scrape), or at this tick once refusing (the planet is known full).
     # What drains a backlog follows the drain down at once, as overflow shares do.
     overdue = region.late and previous is not None and (previous.late or previous.active)
@@ -146,13 +128,13 @@ def step(
     inferred = region.source != demand.GATEWAYS
     # Once refusing, the region's own slots are less busy because it refuses: the plan's
     # proof of a full planet (`overflow._refusable`: busy regions) can fail on that alone.
-    # Demand the plan still cannot place anywhere keeps the tail-sized refusal on, as long
+    # Demand the plan still cannot place anywhere keeps the refusal on, as long
     # as the plan once proved the planet full (`RefusalState.excess`, carried): not a
     # region whose users an operator's cap keeps from a rescuer with room.
     holding = previous is not None and previous.excess > 0.0 and region.unplaced > 0.0
     proven = excess if excess > 0.0 or not holding or previous is None else previous.excess
     if admits is not None and not inferred and (proven > 0.0 or overdue):
-        excess = min(reaching, max(excess, beyond_tail(region, admits, reaching, overdue)))
+        excess = min(reaching, max(excess, beyond_admission(region, admits, reaching, overdue)))
     fraction = excess / reaching if reaching > 0 else 0.0
     if inferred:  # nothing measures what it refuses: bounded
         fraction = min(fraction, demand.MAX_INFERRED_REFUSAL)

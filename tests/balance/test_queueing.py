@@ -101,24 +101,3 @@ def test_one_small_replica_at_its_planning_level_meets_the_slo_and_at_the_ceilin
     late_hot = sum(t > slo_s for t in hot) / len(hot)
     assert late <= 0.03
     assert late_hot >= 0.2
-
-
-def test_tail_admission_keeps_the_admitted_tail_within_the_wait() -> None:
-    """A full region admits its own users where at most ADMITTED_TAIL of them wait past what
-    the TTFT leaves for waiting: below the goodput-best level, whose tail is several times
-    that, and never above it."""
-    for slots, capacity in ((4, 5.46), (12, 16.4), (16, 21.8), (1024, 1400.0)):
-        wait_s, late_s = 0.25, 0.5
-        tail = queueing.tail_admission(slots, capacity, wait_s, late_s, CEILING)
-        best = queueing.admission(slots, capacity, late_s, CEILING)
-        mu_t = capacity / slots * wait_s
-        assert tail <= best
-        if tail < best:
-            assert queueing.wait_tail(slots, tail, mu_t) == pytest.approx(
-                queueing.ADMITTED_TAIL, rel=0.02
-            )
-            assert queueing.wait_tail(slots, best, mu_t) > 3 * queueing.ADMITTED_TAIL
-        else:  # a large pool: the goodput-best level already keeps the tail within it
-            assert queueing.wait_tail(slots, tail, mu_t) <= queueing.ADMITTED_TAIL
-    assert queueing.tail_admission(None, 10.0, 0.25, 0.5, CEILING) == CEILING
-    assert queueing.tail_admission(4, 0.0, 0.25, 0.5, CEILING) == CEILING

@@ -1,5 +1,6 @@
-"""The refusal of a full region is sized for its admitted requests' tail, and drains a late
-queue: batch first, then interactive, then back to the steady level once it drained."""
+"""A full region's refusal drains a late queue within the TTFT: batch first, then
+interactive, then back to the plan's level once it drained; it holds while the plan's proof
+of a full planet lapses because the refusal emptied the slots."""
 
 from __future__ import annotations
 
@@ -40,17 +41,13 @@ def full(backlog: float = 0.0, batch: float | None = None, demand_rps: float = 2
 ADMITS = refusal.admits("us-east", SLOTS, RAW, TTFT_S, rates=True)
 
 
-def test_a_full_region_admits_its_users_to_the_tail_sized_level() -> None:
+def test_a_full_region_with_no_late_queue_refuses_what_the_plan_leaves_unplaced() -> None:
     assert ADMITS is not None
-    level = queueing.tail_admission(SLOTS, RAW, refusal.TAIL_WAIT_SHARE * TTFT_S, TTFT_S, 0.95)
-    assert ADMITS.rate(0.0) == level * RAW
-    goodput_best = refusal.step(None, full(), 0.0, 0.0, 0.0, 0.0)
-    tail = refusal.step(None, full(), 0.0, 0.0, 0.0, 0.0, ADMITS)
-    admitted = (1.0 - tail.interactive.published) * 28.0
-    assert tail.interactive.published > goodput_best.interactive.published + 0.05
-    assert abs(admitted - ADMITS.rate(0.0)) < 0.05  # thousandths
-    # The rescuers' room is the plan's, not this cap's: the plan is untouched.
-    assert full().plan == {"us-east": queueing.admission(SLOTS, RAW, TTFT_S, 0.95) * RAW}
+    assert ADMITS.rate == queueing.admission(SLOTS, RAW, TTFT_S, 0.95) * RAW
+    plan_only = refusal.step(None, full(), 0.0, 0.0, 0.0, 0.0)
+    steady = refusal.step(None, full(), 0.0, 0.0, 0.0, 0.0, ADMITS)
+    assert steady.interactive.published == plan_only.interactive.published
+    assert abs((1.0 - steady.interactive.published) * 28.0 - ADMITS.rate) < 0.05  # thousandths
 
 
 def test_a_late_queue_is_drained_batch_first_then_interactive_then_released() -> None:
@@ -62,9 +59,9 @@ def test_a_late_queue_is_drained_batch_first_then_interactive_then_released() ->
     # what the level's slack drains by itself.
     assert ADMITS is not None
     late = 12.0 - RAW * 0.25 * TTFT_S
-    extra = late / TTFT_S - (RAW - ADMITS.rate(0.0))
+    extra = late / TTFT_S - (RAW - ADMITS.rate)
     refused = draining.batch.published * 4.0 + draining.interactive.published * 24.0
-    assert abs(refused - (28.0 - ADMITS.rate(0.0) + extra)) < 0.1
+    assert abs(refused - (28.0 - ADMITS.rate + extra)) < 0.1
     # Drained: back to the steady level at once.
     drained = refusal.step(draining, full(batch=4.0), 0.0, 0.0, 0.0, 1.0, ADMITS)
     assert drained.interactive.published == steady.interactive.published
