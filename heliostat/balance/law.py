@@ -83,6 +83,7 @@ def compute(
     endpoint_states: dict[str, SteadyColumn] = {}  # by model: `EndpointStates` reads them
     model_states: dict[str, ModelState] = {}
     endpoint_views: dict[str, dict[str, tuple[EndpointView, ...]]] = {}
+    admitting: dict[str, dict[str, refusal.Admits | None]] = {}
     for model in policy.spec.models:
         dt = _dt(model, previous, now)
         before = previous.models.get(model.name) if previous else None
@@ -104,6 +105,10 @@ def compute(
         )
         endpoint_states[model.name] = steady
         endpoint_views[model.name] = views_by_region
+        ttft = model.slo.ttft_ms / 1000.0
+        admitting[model.name] = {
+            r: refusal.admits(r, s.slots, s.raw, ttft, s.rates) for r, s in supply.items()
+        }
         refused = {
             r: state.interactive.published
             for r, state in (before.refusals if before else {}).items()
@@ -157,6 +162,7 @@ def compute(
                 own.regions.get(r),
                 *_fallback_move(before, own, r),
                 now,
+                admitting[model.name].get(r),
             )
             for r in region_names
         }

@@ -13,9 +13,20 @@ demand U from the allocation, when the fallback share moves from F to F' this ti
     D' = (1 - F') T                    what reaches the model's clusters next
     refused fraction f = U' / D'
 
+A late queue is drained by refusing (`beyond_admission`). Once r refuses (or its queue is
+late), what r's users bring beyond what the plan lends and what r's slots admit at their
+goodput-best level (`queueing.admission`, taken on their observed capacity) is refused, and
+while r's queue is late that level is lowered for as long as it takes to drain the late part
+of the queue within the TTFT (beyond what the level's slack drains by itself), then returns.
+Before, the plan drained a late backlog within DRAIN_S through the batch class only, the
+interactive requests never refused for it: on a ramp the demand estimate lags the crowd by
+seconds, the queue it builds drained through slack alone, and every request admitted behind
+it was late. The rescuers' room (`overflow`) is the plan's, untouched.
+
 Batch first: when r's gateways report the batch part D_b of the demand (LRS on the batch
 cluster), the batch cluster refuses min(1, f D' / D_b') and the interactive cluster only what
-is left; without that split both refuse f. The neutral view (nodes of unknown regions)
+is left (a backlog's drain included: batch first, then interactive); without that split both
+refuse f. The neutral view (nodes of unknown regions)
 refuses the planet's unplaced share, the same way. A refusal sized from demand inferred from
 engines (no gateway reports) is at most `demand.MAX_INFERRED_REFUSAL`. Fractions are
 published in thousandths with the hysteresis of `publish` (a 2-point band: refusing less
@@ -25,12 +36,59 @@ than that is not worth a refused request, the backlog term absorbs it; no quick 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from heliostat.balance import demand, overflow, publish
+from heliostat.balance import demand, overflow, publish, queueing
 from heliostat.balance.state import Held, RefusalState, RegionState
 
 IDLE = RefusalState(interactive=publish.NOTHING, batch=publish.NOTHING)
 MIN_RAISE = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class Admits:
+    """What a region's slots admit of its own users when it refuses (`beyond_admission`)."""
+
+    region: str
+    slots: int | None  # every live endpoint's slots added up (None: unknown)
+    raw: float  # their observed capacity, requests/s
+    ttft_s: float
+
+    @property
+    def rate(self) -> float:
+        """Requests/s of its own users its slots admit at most: the goodput-best level
+        (`queueing.admission`) of its observed capacity."""
+        level = queueing.admission(self.slots, self.raw, self.ttft_s, overflow.UTILISATION)
+        return level * self.raw
+
+    @property
+    def tolerated(self) -> float:
+        """The backlog its users can wait behind within the SLO (`overflow.tolerated`)."""
+        return self.raw * overflow.QUEUE_SHARE * self.ttft_s
+
+
+def admits(region: str, slots: int | None, raw: float, ttft_s: float, rates: bool) -> Admits | None:
+    """The region's `Admits` from its slots and observed capacity (requests/s), None in
+    endpoint units (no rates: no queueing model to size a level with)."""
+    if not rates or raw <= 0.0:
+        return None
+    return Admits(region, slots, raw, ttft_s)
+
+
+def beyond_admission(region: RegionState, own: Admits, reaching: float, overdue: bool) -> float:
+    """What of the region's users (`reaching` its gateways' model clusters) its slots do not
+    admit, once it refuses: what the plan does not lend, less what its slots take at their
+    goodput-best level, and less again, while its queue is late (`overdue`, see `step`),
+    what drains the late part of it within the TTFT beyond what that level's slack drains.
+
+    The drain is the point: a late queue is drained by refusing, not only through slack. A
+    ramp builds a queue in the seconds its demand estimate lags, and every request admitted
+    behind it is late until it drains; refused now, the requests behind it are on time."""
+    lent = sum(x for q, x in region.plan.items() if q != own.region)
+    late = max(0.0, region.backlog - own.tolerated) if overdue else 0.0
+    slack = max(0.0, own.raw - own.rate)
+    allowed = max(0.0, own.rate - max(0.0, late / own.ttft_s - slack))
+    return max(0.0, reaching - lent - allowed)
 
 
 def step(
@@ -40,6 +98,7 @@ def step(
     fallback_after: float,
     before_fallback: float,
     now: float,
+    admits: Admits | None = None,
 ) -> RefusalState:
     """The refusal of one region's view for this tick.
 
@@ -54,11 +113,11 @@ def step(
     """
     if region is None or region.demand <= 0.0:
         return _publish(previous, 0.0, None, 0.0, 0.0, now, "no demand")
-    # Part of what a late region refuses drains its backlog (its planning capacity is down
-    # by the drain): that part follows the drain down at once, as overflow shares do.
-    # A backlog that lasted two ticks (`overflow.drains_now`), not one tick's blip.
-    late = overflow.drains_now(region)
-    draining = late or (previous is not None and previous.late)
+    # A late queue is drained by refusing (`beyond_admission`): late at this tick and the last
+    # (not one noisy scrape), or at this tick once refusing (the planet is known full).
+    # What drains a backlog follows the drain down at once, as overflow shares do.
+    overdue = region.late and previous is not None and (previous.late or previous.active)
+    draining = overdue or overflow.drains_now(region) or (previous is not None and previous.late)
     total = region.demand / max(1e-9, 1.0 - fallback_before)
     excess = max(0.0, region.refusable - (fallback_after - fallback_before) * total)
     if before_fallback > 0.0:
@@ -66,8 +125,17 @@ def step(
         unabsorbed = total * (1.0 - fallback_after) - sum(region.plan.values())
         excess = max(0.0, min(region.refusable, unabsorbed))
     reaching = (1.0 - fallback_after) * total
-    fraction = excess / reaching if reaching > 0 else 0.0
     inferred = region.source != demand.GATEWAYS
+    # Once refusing, the region's own slots are less busy because it refuses: the plan's
+    # proof of a full planet (`overflow._refusable`: busy regions) can fail on that alone.
+    # Demand the plan still cannot place anywhere keeps the refusal on, as long
+    # as the plan once proved the planet full (`RefusalState.excess`, carried): not a
+    # region whose users an operator's cap keeps from a rescuer with room.
+    holding = previous is not None and previous.excess > 0.0 and region.unplaced > 0.0
+    proven = excess if excess > 0.0 or not holding or previous is None else previous.excess
+    if admits is not None and not inferred and (proven > 0.0 or overdue):
+        excess = min(reaching, max(excess, beyond_admission(region, admits, reaching, overdue)))
+    fraction = excess / reaching if reaching > 0 else 0.0
     if inferred:  # nothing measures what it refuses: bounded
         fraction = min(fraction, demand.MAX_INFERRED_REFUSAL)
     batch = None
@@ -79,23 +147,17 @@ def step(
         if excess > 0
         else "every user placed within budget"
     )
-    # What of it drains the backlog rather than the arrivals' excess: the capacity the
-    # backlog term took off (`overflow.planning_capacity`). Batch alone carries that part.
-    drain = 0.0
-    if region.rates:
-        drain = max(0.0, region.utilisation * region.raw_capacity - region.capacity)
     return _publish(
         previous,
         fraction,
         batch,
         reaching,
-        excess,
+        proven,
         now,
         detail,
         inferred=inferred,
         draining=draining,
-        late=late,
-        drain=drain,
+        late=region.late,
     )
 
 
@@ -126,7 +188,6 @@ def _publish(
     inferred: bool = False,
     draining: bool = False,
     late: bool = False,
-    drain: float = 0.0,
 ) -> RefusalState:
     before = previous or IDLE
     if batch is None:
@@ -135,9 +196,8 @@ def _publish(
         refused = fraction * amount
         interactive = amount - batch
         batch_target = min(1.0, refused / batch) if batch > 0 else 0.0
-        # Interactive requests are refused only for the arrivals' excess beyond the batch
-        # ones, never to drain a backlog faster: batch first.
-        left = max(0.0, refused - drain - batch)
+        # Batch first: interactive requests only for what the batch ones do not cover.
+        left = max(0.0, refused - batch)
         interactive_target = min(1.0, left / interactive) if interactive > 0 else 0.0
     return RefusalState(
         interactive=_held(

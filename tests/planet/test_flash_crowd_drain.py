@@ -1,0 +1,97 @@
+"""A full planet drains the queue its flash crowd built by refusing, so what it admits is on time.
+
+The routing benchmark's flash crowd (bench/scenarios/flash_crowd.yaml), request by request:
+us-east 4 replicas, eu-west 3, ap-southeast 1, 4 slots each (speed 1.5, the chat mix's
+prompt and output spreads), a 500 ms TTFT objective and a 170 ms budget; every region at
+40% of its capacity for 10 s, ramping to 130% over 10 s and holding it. No region has room to
+lend: what is not refused queues.
+
+Before, a region's queue late on the ramp (its demand estimate lags the crowd by seconds)
+drained through the plan's slack and the batch class alone, interactive requests never
+refused for it: every request admitted behind it was late. Over twelve seeds 83.5% of the
+admitted met the SLO, admitted p99 1.39 s (1.2-2.1 s), goodput 25.8 requests/s. Now a late
+queue is drained within the TTFT by refusing, batch first then interactive, and the refusal
+holds while the plan's proof of a full planet lapses only because the refusal emptied the
+slots (`refusal.beyond_admission`): 92.1% within the SLO, p99 1.01 s (0.87-1.22 s), goodput
+27.5 requests/s. The p99 is not within the objective yet: a region admits its own users up
+to the goodput-best level (`queueing.admission`), where 6-18% of them wait past the TTFT on
+pools of 4-16 slots (see the report of wip/admit5 for the tail-sized cap that was tried).
+
+Seeded: the same seeds play the same requests; six 45-second runs take about 3 s.
+"""
+
+from __future__ import annotations
+
+from heliostat.planet.demand import Mix
+from heliostat.planet.fastmodel import FastReplica
+from heliostat.planet.fluid import RunOptions, engine_config
+from heliostat.planet.record import Histogram
+from heliostat.planet.run import _play
+from heliostat.planet.scenario import PolicyName, Scenario
+
+REPLICAS = {"us-east": 4, "eu-west": 3, "ap-southeast": 1}
+SLOTS = 4
+TTFT_MS = 500.0
+BASE, PEAK = 0.4, 1.3
+SEEDS = range(6)
+# The goodput before (mean of twelve seeds): draining by refusing must not cost any.
+GOODPUT_BEFORE = 25.8
+
+
+def flash_crowd(seed: int) -> Scenario:
+    document = {
+        "name": "bench-flash-crowd",
+        "duration": "45s",
+        "mode": "discrete",
+        "seed": seed,
+        "gateways": 1,
+        "model": {
+            "engine": {"max_num_seqs": SLOTS, "speed": 1.5, "num_gpu_blocks": 512},
+            "prompt_tokens": {"median": 160, "sigma": 0.9, "min": 16, "max": 1024},
+            "output_tokens": {"median": 24, "sigma": 0.8, "min": 4, "max": 128},
+        },
+        "slo": {"ttft_ms": TTFT_MS, "end_to_end_ms": TTFT_MS, "network_budget_ms": 170},
+        "regions": {
+            "us-east": {"rtt_ms": {"eu-west": 80, "ap-southeast": 210}, "replicas": 4},
+            "eu-west": {"rtt_ms": {"ap-southeast": 160}, "replicas": 3},
+            "ap-southeast": {"replicas": 1},
+        },
+        "demand": {r: {"curve": [1.0] * 24} for r in REPLICAS},
+        # As bench/routing_fleet.py writes the operator's policy for any scenario.
+        "policy": {
+            "slo": {"ttft_ms": TTFT_MS, "network_budget_ms": 170},
+            "signals": {"interval": "500ms", "timeout": "250ms", "stale_after": "1500ms"},
+            "thresholds": {"queue": SLOTS // 2, "kv": 0.8, "failures": 2},
+            "overflow": {},
+        },
+        "policies": ["heliostat"],
+    }
+    capacity = FastReplica.of(
+        engine_config(Scenario.model_validate(document)),
+        Mix.of(Scenario.model_validate(document)),
+    ).capacity
+    document["demand"] = {r: {"curve": [BASE * capacity * n] * 24} for r, n in REPLICAS.items()}
+    document["events"] = [
+        {"kind": "flash_crowd", "at": 10.0, "ramp": 10.0, "hold": 600.0, "factor": PEAK / BASE}
+    ]
+    return Scenario.model_validate(document)
+
+
+def test_a_full_planet_drains_its_late_queues_by_refusing() -> None:
+    pooled = Histogram()
+    served = met = goodput = 0.0
+    for seed in SEEDS:
+        record = _play((flash_crowd(seed), "heliostat", RunOptions(PolicyName.HELIOSTAT))).record
+        summary = record.summary(TTFT_MS / 1000.0)
+        pooled.merge(record.hist)
+        served += record.totals.served
+        met += record.totals.met
+        goodput += summary["goodput_rps"] / len(SEEDS)
+        print(seed, summary["admitted_within_slo"], summary["ttft_p99_ms"], summary["goodput_rps"])
+    p99 = pooled.quantile(0.99)
+    assert p99 is not None
+    print(f"admitted within the SLO {met / served:.3f}, p99 {1000 * p99:.0f} ms, {goodput:.2f}/s")
+    # These six seeds before: 81.8-83.5% and 1.39-1.54 s; now 92.4% and 0.97 s, 27.4/s.
+    assert met / served >= 0.89
+    assert p99 <= 1.2
+    assert goodput >= GOODPUT_BEFORE
