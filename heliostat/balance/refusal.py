@@ -133,7 +133,10 @@ def step(
     # region whose users an operator's cap keeps from a rescuer with room.
     holding = previous is not None and previous.excess > 0.0 and region.unplaced > 0.0
     proven = excess if excess > 0.0 or not holding or previous is None else previous.excess
-    if admits is not None and not inferred and (proven > 0.0 or overdue):
+    # Only once the plan proved the planet full: a queue late for a burst, or behind an
+    # operator's cap that keeps users from a rescuer with room, is not refused for (the
+    # headless demo's 1.3x surge under max_share 30% refused 11 of 70 before this).
+    if admits is not None and not inferred and proven > 0.0:
         excess = min(reaching, max(excess, beyond_admission(region, admits, reaching, overdue)))
     fraction = excess / reaching if reaching > 0 else 0.0
     if inferred:  # nothing measures what it refuses: bounded

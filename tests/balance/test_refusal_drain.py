@@ -67,17 +67,17 @@ def test_a_late_queue_is_drained_batch_first_then_interactive_then_released() ->
     assert drained.interactive.published == steady.interactive.published
 
 
-def test_a_region_not_refusing_drains_a_queue_late_twice_not_once() -> None:
-    """Its users all placed (the plan found room), yet its queue is late: one scrape is not
-    enough (a small pool queues for an instant now and then), two running are."""
+def test_a_region_whose_users_are_all_placed_is_not_refused_for_a_late_queue() -> None:
+    """Its users all placed (the plan found room), yet its queue is late, twice running: a
+    small pool queues past its tolerance by chance now and then, and a surge the plan is
+    moving away drains by the shares. Refusing is for a planet the plan proved full."""
     placed = {"us-east": 24.0}
     calm = dataclasses.replace(full(), refusable=0.0, unplaced=0.0, plan=placed, demand=24.0)
     late = dataclasses.replace(calm, backlog=12.0, late=True)
     idle = refusal.step(None, calm, 0.0, 0.0, 0.0, 0.0, ADMITS)
     once = refusal.step(idle, late, 0.0, 0.0, 0.0, 0.5, ADMITS)
-    assert once.interactive.published == 0.0
     twice = refusal.step(once, late, 0.0, 0.0, 0.0, 1.0, ADMITS)
-    assert twice.interactive.published > 0.3
+    assert once.interactive.published == twice.interactive.published == 0.0
 
 
 def test_once_refusing_it_holds_while_the_plan_places_nowhere() -> None:
@@ -91,14 +91,13 @@ def test_once_refusing_it_holds_while_the_plan_places_nowhere() -> None:
     assert refusal.step(None, placed, 0.0, 0.0, 0.0, 0.5, ADMITS).interactive.published == 0.0
 
 
-def test_a_drain_alone_does_not_hold_the_refusal_once_the_queue_drained() -> None:
+def test_users_an_operators_cap_keeps_home_are_not_refused_for_a_late_queue() -> None:
     """Users an operator's cap keeps from a rescuer with room are unplaced, yet the planet is
-    not full (the plan never proved it, `refusable` 0): a late queue there is drained by
-    refusing, and the refusal ends with the lateness."""
+    not full (the plan never proved it, `refusable` 0): a late queue there is not refused
+    for. The headless demo's 1.3x surge under `max_share: 0.3` is this case; refusing there
+    failed 11 of its 70 surge requests with 429 while eu-west had room."""
     capped = dataclasses.replace(full(), refusable=0.0)
     late = dataclasses.replace(capped, backlog=12.0, late=True)
     once = refusal.step(None, late, 0.0, 0.0, 0.0, 0.0, ADMITS)
-    draining = refusal.step(once, late, 0.0, 0.0, 0.0, 0.5, ADMITS)
-    assert draining.interactive.published > 0.3
-    drained = refusal.step(draining, capped, 0.0, 0.0, 0.0, 1.0, ADMITS)
-    assert drained.interactive.published == 0.0
+    twice = refusal.step(once, late, 0.0, 0.0, 0.0, 0.5, ADMITS)
+    assert once.interactive.published == twice.interactive.published == 0.0
