@@ -189,8 +189,10 @@ def _members(views: tuple[EndpointView, ...], memo: TranslationMemo, slot: Slot)
         changed = list(compress(range(len(views)), map(is_not, before, views)))
         if changed:
             entries = entries.copy()
-            for index in changed:
-                entries[index] = _entry_bytes(views[index], memo)
+            moved = [views[index] for index in changed]
+            hits = memo.entries.get_many(list(map(id, moved)))
+            for index, view, entry in zip(changed, moved, hits, strict=True):
+                entries[index] = (entry or _entry(view, memo))[1]
             joined = b"".join(entries)
     else:  # endpoints came or went (or a first round): find each by its view's identity
         ids = tuple(map(id, views))
