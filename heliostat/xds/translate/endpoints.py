@@ -222,49 +222,36 @@ def _entry(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, byt
     """Encode one endpoint and remember its entry. (An id found in `memo.entries` is that
     same object, never a recycled id: the entry pins its view while it lives.)
 
-    A new view is most often an endpoint going back to a weight, health and reason code it
-    held before (a weight moving within its band, a scrape missed and made up): its entry
-    is then one lookup in `_ENTRIES` rather than an encoding."""
+    Every changed endpoint of the fleet comes through here on every tick: the parts come
+    from tables (metadata by reason code, address and health, weight) and are joined once,
+    with the entry's tag and length, into one new bytes object."""
     code = reason_code(view.reason)
     weight = view.weight if view.weight > 1 else 1
-    key = (view.address, view.health, code, weight)
-    entry = _ENTRIES.get(key)
-    if entry is None:
-        entry = _encode(view, code, weight)
-        if len(_ENTRIES) >= _ENTRIES_LIMIT:
-            _ENTRIES.clear()
-        _ENTRIES[key] = entry
-    pinned = (view, entry)
-    memo.entries.put(id(view), pinned)
-    return pinned
-
-
-# Encoded `lb_endpoints` entries by address, health, reason code and published weight: the
-# entry is a pure function of those (an address is its host and port), so the table can only
-# be too small, never wrong. Emptied when it outgrows _ENTRIES_LIMIT, which bounds its memory
-# (an entry is about a hundred bytes: a few MB at the limit).
-_ENTRIES: dict[tuple[str, Health, str, int], bytes] = {}
-_ENTRIES_LIMIT = 1 << 15
-
-
-def _encode(view: EndpointView, code: str, weight: int) -> bytes:
-    """The endpoint's `lb_endpoints` entry (tag, length, LbEndpoint), written by eds_wire
-    when its values fit the shape eds_wire writes, else by protobuf (which checks them)."""
-    encoded = None
     metadata = _METADATA.get(code)
     if metadata is None:
         metadata = eds_wire.metadata_field(METADATA_NAMESPACE, {ENDPOINT_REASON_KEY: code})
         if metadata is not None and len(_METADATA) < _METADATA_LIMIT:
             _METADATA[code] = metadata
-    if metadata is not None:
-        head = _head(view)
-        weight_field = eds_wire.weight_field(weight)
-        if head is not None and weight_field is not None:
-            encoded = head + metadata + weight_field
-    if encoded is None:  # beyond what eds_wire writes: protobuf checks (and may refuse) it
+    head = _head(view)
+    weight_field = (
+        _WEIGHT_FIELDS[weight] if weight < _WEIGHTS_KEPT else eds_wire.weight_field(weight)
+    )
+    if metadata is not None and head is not None and weight_field is not None:
+        size = len(head) + len(metadata) + len(weight_field)
+        tag = bytes((0x12, size)) if size < 0x80 else _FIELD_2 + _varint(size)
+        entry = b"".join((tag, head, metadata, weight_field))
+    else:  # beyond what eds_wire writes: protobuf checks (and may refuse) it
         encoded = _serialize(_build_endpoint(view))
-    size = len(encoded)
-    return (bytes((0x12, size)) if size < 0x80 else _FIELD_2 + _varint(size)) + encoded
+        entry = _FIELD_2 + _varint(len(encoded)) + encoded
+    pinned = (view, entry)
+    memo.entries.put(id(view), pinned)
+    return pinned
+
+
+# LbEndpoint.load_balancing_weight fields for the weights heliostat publishes (a few hundred
+# at most), written once by eds_wire.
+_WEIGHTS_KEPT = 1024
+_WEIGHT_FIELDS = tuple(eds_wire.weight_field(weight) for weight in range(_WEIGHTS_KEPT))
 
 
 # An LbEndpoint's address and health fields by address and health (`eds_wire.lb_endpoint_head`):

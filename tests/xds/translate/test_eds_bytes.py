@@ -278,19 +278,3 @@ def test_a_round_encodes_only_the_endpoints_whose_view_changed(
     fleet.insert(20, EndpointView("10.4.1.1:80", "us-east", None, 5, Health.HEALTHY))
     assert_identical(cluster(), memo)
     assert encoded == [fleet[20]]  # only the newcomer
-
-
-def test_an_endpoint_back_in_an_earlier_state_reuses_its_bytes() -> None:
-    """Entries are kept by content (address, health, reason code, weight): a new view of an
-    endpoint going back to a state it held gets the very bytes encoded then, exact."""
-    memo = TranslationMemo()
-    fresh = EndpointView("10.5.0.1:80", "us-east", None, 100, Health.HEALTHY, {"state": "healthy"})
-    stale = EndpointView("10.5.0.1:80", "us-east", None, 50, Health.HEALTHY, {"state": "stale"})
-    again = EndpointView(
-        "10.5.0.1:80", "us-east", None, 100, Health.HEALTHY, {"state": "healthy", "x": 0.3}
-    )
-    first = endpoints_module._entry(fresh, memo)[1]
-    assert endpoints_module._entry(stale, memo)[1] != first
-    assert endpoints_module._entry(again, memo)[1] is first
-    for view in (fresh, stale, again):
-        assert_identical(ClusterView("m", "m", (LocalityView("us-east", 0, (view,)),)), memo)
