@@ -178,8 +178,9 @@ def _members(views: tuple[EndpointView, ...], memo: TranslationMemo, slot: Slot)
     the endpoints in the same order: comparing it with the slot's last tuple position by
     position (in C) finds the changed ones, and the rest keep their bytes without a lookup
     each. The comparison is by identity, so any earlier tuple is a correct base; the slot
-    only makes it a close one. (One endpoint gone and another come in the same round shift
-    those between them: each is then found by content in `_ENTRIES`, not encoded.)"""
+    only makes it a close one. One endpoint gone and another come in the same round shift
+    those between them by a place: when the first changed position shows that, the shifted
+    ones are found in the last tuple by identity, not encoded again."""
     hit = memo.member_tuples.get(id(views))
     if hit is not None:
         return hit[1]
@@ -190,9 +191,20 @@ def _members(views: tuple[EndpointView, ...], memo: TranslationMemo, slot: Slot)
         if changed:
             entries = entries.copy()
             moved = [views[index] for index in changed]
-            hits = memo.entries.get_many(list(map(id, moved)))
-            for index, view, entry in zip(changed, moved, hits, strict=True):
-                entries[index] = (entry or _entry(view, memo))[1]
+            keys = list(map(id, moved))
+            hits = memo.entries.get_many(keys)
+            shifted: dict[int, bytes] = {}
+            first = changed[0]
+            if first + 1 < len(views) and (
+                views[first] is before[first + 1] or views[first + 1] is before[first]
+            ):  # one endpoint gone, another come: those between moved, found by identity
+                shifted = dict(zip(map(id, before), last[1], strict=True))
+            for index, view, key, entry in zip(changed, moved, keys, hits, strict=True):
+                if entry is not None:
+                    entries[index] = entry[1]
+                else:
+                    kept = shifted.get(key)
+                    entries[index] = kept if kept is not None else _entry(view, memo)[1]
             joined = b"".join(entries)
     else:  # endpoints came or went (or a first round): find each by its view's identity
         ids = tuple(map(id, views))

@@ -278,3 +278,10 @@ def test_a_round_encodes_only_the_endpoints_whose_view_changed(
     fleet.insert(20, EndpointView("10.4.1.1:80", "us-east", None, 5, Health.HEALTHY))
     assert_identical(cluster(), memo)
     assert encoded == [fleet[20]]  # only the newcomer
+    for gone, at in ((5, 30), (40, 2)):  # one goes and one comes: the same length, shifted
+        memo.new_round()
+        del fleet[gone]
+        fleet.insert(at, EndpointView(f"10.4.2.{at}:80", "us-east", None, 9, Health.HEALTHY))
+        encoded.clear()
+        assert_identical(cluster(), memo)
+        assert encoded == [fleet[at]]
