@@ -192,7 +192,7 @@ def _members(views: tuple[EndpointView, ...], memo: TranslationMemo, slot: Slot)
             entries = entries.copy()
             moved = [views[index] for index in changed]
             keys = list(map(id, moved))
-            hits = memo.entries.get_many(keys)
+            hits = memo.entries.this_round(keys)
             shifted: dict[int, bytes] = {}
             first = changed[0]
             if first + 1 < len(views) and (

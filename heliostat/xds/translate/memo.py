@@ -128,6 +128,11 @@ class EntryTable(RoundMemo[int, Entry]):
 
     __slots__ = ()
 
+    def this_round(self, keys: Sequence[int]) -> list[Entry | None]:
+        """Every key's entry put or carried this round, or None: for views new to a
+        locality, which only another locality of this round can have encoded already."""
+        return list(map(self._current.get, keys))
+
     def get_many(self, keys: Sequence[int]) -> list[Entry | None]:
         """Every key's entry or None (what the last round had is carried into this one)."""
         current = self._current
