@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from itertools import compress, repeat
-from operator import is_, itemgetter
+from operator import is_, is_not
+from typing import cast
 
 from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -41,7 +42,7 @@ from heliostat.wire import (
 from heliostat.xds.resources.snapshot import Resource
 from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate import eds_wire
-from heliostat.xds.translate.memo import TranslationMemo
+from heliostat.xds.translate.memo import Slot, TranslationMemo
 
 _HEALTH = {
     Health.HEALTHY: health_check_pb2.HEALTHY,
@@ -68,7 +69,7 @@ def assignment_resource(view: ClusterView, memo: TranslationMemo | None = None) 
     if memo is None:
         memo = TranslationMemo()
     scale = locality_weight_scale(view)
-    localities = [_locality(locality, scale, memo) for locality in view.localities]
+    localities = [_locality(locality, scale, memo, view.name) for locality in view.localities]
     key = (view.name, view.drop_overload_percent, tuple(map(id, localities)))
     hit = memo.assignments.get(key)
     if hit is not None:
@@ -145,10 +146,10 @@ def load_assignment(view: ClusterView) -> endpoint_pb2.ClusterLoadAssignment:
     return message
 
 
-def _locality(locality: LocalityView, scale: int, memo: TranslationMemo) -> bytes:
+def _locality(locality: LocalityView, scale: int, memo: TranslationMemo, cluster: str) -> bytes:
     """A locality's `endpoints` entry: the same bytes object while its content holds, so
     the assignment around it is found in `memo.assignments` by identity."""
-    members = _members(locality.endpoints, memo)
+    members = _members(locality.endpoints, memo, (cluster, locality.region))
     key = (
         locality.region,
         locality.priority,
@@ -168,52 +169,101 @@ def _locality(locality: LocalityView, scale: int, memo: TranslationMemo) -> byte
     return built
 
 
-def _members(views: tuple[EndpointView, ...], memo: TranslationMemo) -> bytes:
+def _members(views: tuple[EndpointView, ...], memo: TranslationMemo, slot: Slot) -> bytes:
     """The locality's `lb_endpoints` entries joined: by the tuple's identity when this
-    tuple was joined before, else by its endpoints' identities, else joined from each
-    endpoint's entry (encoded only for the endpoints whose view is new)."""
+    tuple was joined before, else from what `slot` (the cluster and region this locality
+    is for) joined last, re-encoding only the endpoints whose view is new.
+
+    The law hands back a new tuple for a region whenever one of its endpoints changed, with
+    the endpoints in the same order: comparing it with the slot's last tuple position by
+    position (in C) finds the changed ones, and the rest keep their bytes without a lookup
+    each. The comparison is by identity, so any earlier tuple is a correct base; the slot
+    only makes it a close one. One endpoint gone and another come in the same round shift
+    those between them by a place: when the first changed position shows that, the shifted
+    ones are found in the last tuple by identity, not encoded again."""
     hit = memo.member_tuples.get(id(views))
     if hit is not None:
         return hit[1]
-    ids = tuple(map(id, views))
-    found = memo.members.get(ids)
-    if found is None:
-        entries = memo.entries.get_many(ids)
-        if None in entries:
-            for index in compress(range(len(entries)), map(is_, entries, repeat(None))):
-                entries[index] = _entry(views[index], memo)
-        joined = b"".join(map(_SECOND, entries))  # type: ignore[arg-type]
-        found = (views, joined)
-        memo.members.put(ids, found)
-    memo.member_tuples.put(id(views), (views, found[1]))  # this tuple pins its id
-    return found[1]
+    last = memo.slots.get(slot)
+    if last is not None and len(last[0]) == len(views):
+        before, entries, joined = last
+        changed = list(compress(range(len(views)), map(is_not, before, views)))
+        if changed:
+            entries = entries.copy()
+            moved = [views[index] for index in changed]
+            keys = list(map(id, moved))
+            hits = memo.entries.this_round(keys)
+            shifted: dict[int, bytes] = {}
+            first = changed[0]
+            if first + 1 < len(views) and (
+                views[first] is before[first + 1] or views[first + 1] is before[first]
+            ):  # one endpoint gone, another come: those between moved, found by identity
+                shifted = dict(zip(map(id, before), last[1], strict=True))
+            for index, view, key, entry in zip(changed, moved, keys, hits, strict=True):
+                if entry is not None:
+                    entries[index] = entry[1]
+                else:
+                    kept = shifted.get(key)
+                    entries[index] = kept if kept is not None else _entry(view, memo)[1]
+            joined = b"".join(entries)
+    else:  # endpoints came or went (or a first round): find each by its view's identity
+        ids = tuple(map(id, views))
+        found: list[bytes | None]
+        if last is not None:  # the last tuple pins the ids it is keyed by while in use
+            known = dict(zip(map(id, last[0]), last[1], strict=True))
+            found = list(map(known.get, ids))
+        else:
+            found = [None if e is None else e[1] for e in memo.entries.get_many(ids)]
+        if None in found:
+            for index in compress(range(len(found)), map(is_, found, repeat(None))):
+                found[index] = _entry_bytes(views[index], memo)
+        entries = cast(list[bytes], found)  # every None was filled
+        joined = b"".join(entries)
+    memo.slots.put(slot, (views, entries, joined))
+    memo.member_tuples.put(id(views), (views, joined))  # this tuple pins its id
+    return joined
 
 
-_SECOND = itemgetter(1)
+def _entry_bytes(view: EndpointView, memo: TranslationMemo) -> bytes:
+    """The endpoint's entry from this round or the last, else newly encoded."""
+    hit = memo.entries.get(id(view))
+    return hit[1] if hit is not None else _entry(view, memo)[1]
 
 
 def _entry(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, bytes]:
     """Encode one endpoint and remember its entry. (An id found in `memo.entries` is that
-    same object, never a recycled id: the entry pins its view while it lives.)"""
-    encoded = None
+    same object, never a recycled id: the entry pins its view while it lives.)
+
+    Every changed endpoint of the fleet comes through here on every tick: the parts come
+    from tables (metadata by reason code, address and health, weight) and are joined once,
+    with the entry's tag and length, into one new bytes object."""
     code = reason_code(view.reason)
+    weight = view.weight if view.weight > 1 else 1
     metadata = _METADATA.get(code)
     if metadata is None:
         metadata = eds_wire.metadata_field(METADATA_NAMESPACE, {ENDPOINT_REASON_KEY: code})
         if metadata is not None and len(_METADATA) < _METADATA_LIMIT:
             _METADATA[code] = metadata
-    if metadata is not None:
-        head = _head(view)
-        weight = eds_wire.weight_field(max(1, view.weight))
-        if head is not None and weight is not None:
-            encoded = head + metadata + weight
-    if encoded is None:  # beyond what eds_wire writes: protobuf checks (and may refuse) it
+    head = _head(view)
+    weight_field = (
+        _WEIGHT_FIELDS[weight] if weight < _WEIGHTS_KEPT else eds_wire.weight_field(weight)
+    )
+    if metadata is not None and head is not None and weight_field is not None:
+        size = len(head) + len(metadata) + len(weight_field)
+        tag = bytes((0x12, size)) if size < 0x80 else _FIELD_2 + _varint(size)
+        entry = b"".join((tag, head, metadata, weight_field))
+    else:  # beyond what eds_wire writes: protobuf checks (and may refuse) it
         encoded = _serialize(_build_endpoint(view))
-    size = len(encoded)
-    entry = (bytes((0x12, size)) if size < 0x80 else _FIELD_2 + _varint(size)) + encoded
+        entry = _FIELD_2 + _varint(len(encoded)) + encoded
     pinned = (view, entry)
     memo.entries.put(id(view), pinned)
     return pinned
+
+
+# LbEndpoint.load_balancing_weight fields for the weights heliostat publishes (a few hundred
+# at most), written once by eds_wire.
+_WEIGHTS_KEPT = 1024
+_WEIGHT_FIELDS = tuple(eds_wire.weight_field(weight) for weight in range(_WEIGHTS_KEPT))
 
 
 # An LbEndpoint's address and health fields by address and health (`eds_wire.lb_endpoint_head`):

@@ -26,6 +26,7 @@ LedsKey = tuple[
 ]
 LocalityKey = tuple[str, int, int | None, int, int, tuple[tuple[str, ReasonValue], ...]]
 Entry = tuple[EndpointView, bytes]
+Slot = tuple[str, str]  # a locality's cluster and region: where its last members are found
 
 
 class TranslationMemo:
@@ -37,10 +38,13 @@ class TranslationMemo:
       bytes by identity (pinned by the list in the value).
     - `localities`: serialized `endpoints` entries by region, priority, weight, scale, the
       identity of their members' bytes (pinned by the value) and the reason by content.
-    - `members`: a locality's `lb_endpoints` entries joined, by the identity of its endpoint
-      tuple (pinned) and, behind that, by the identities of its endpoints (pinned): every
-      region's view of a model holds the same endpoints in each region's locality, and so
-      do its batch and derived clusters, with other priorities, weights and reasons.
+    - `member_tuples`: a locality's `lb_endpoints` entries joined, by the identity of its
+      endpoint tuple (pinned): every region's view of a model holds the same tuple in each
+      region's locality, and so do its batch and derived clusters, with other priorities,
+      weights and reasons.
+    - `slots`: by cluster and region, the endpoint tuple last joined there (pinned), each
+      of its entries and their join: a new tuple is compared with it position by position,
+      so a round encodes and looks up only the endpoints whose view changed.
     - `entries`: serialized `lb_endpoints` entries by the identity of their EndpointView
       (pinned): the control law hands back the same view while an endpoint's weight, health
       and reason hold, and one view appears in every region's view and every derived cluster.
@@ -61,10 +65,10 @@ class TranslationMemo:
         "leds_endpoints",
         "localities",
         "member_tuples",
-        "members",
         "messages",
         "picks",
         "serialized",
+        "slots",
     )
 
     def __init__(self) -> None:
@@ -72,7 +76,7 @@ class TranslationMemo:
         self.assignments: RoundMemo[AssignmentKey, tuple[list[bytes], Resource]] = RoundMemo()
         self.localities: RoundMemo[LocalityKey, tuple[bytes, bytes]] = RoundMemo()
         self.member_tuples: RoundMemo[int, tuple[tuple[EndpointView, ...], bytes]] = RoundMemo()
-        self.members: RoundMemo[tuple[int, ...], tuple[tuple[EndpointView, ...], bytes]] = (
+        self.slots: RoundMemo[Slot, tuple[tuple[EndpointView, ...], list[bytes], bytes]] = (
             RoundMemo()
         )
         self.entries = EntryTable()
@@ -88,7 +92,7 @@ class TranslationMemo:
             self.assignments,
             self.localities,
             self.member_tuples,
-            self.members,
+            self.slots,
             self.messages,
             self.picks,
             self.entries,
@@ -103,7 +107,7 @@ class TranslationMemo:
             + len(self.assignments)
             + len(self.localities)
             + len(self.member_tuples)
-            + len(self.members)
+            + len(self.slots)
             + len(self.messages)
             + len(self.picks)
             + len(self.entries)
@@ -123,6 +127,11 @@ class EntryTable(RoundMemo[int, Entry]):
     """
 
     __slots__ = ()
+
+    def this_round(self, keys: Sequence[int]) -> list[Entry | None]:
+        """Every key's entry put or carried this round, or None: for views new to a
+        locality, which only another locality of this round can have encoded already."""
+        return list(map(self._current.get, keys))
 
     def get_many(self, keys: Sequence[int]) -> list[Entry | None]:
         """Every key's entry or None (what the last round had is carried into this one)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 
+import pytest
 from envoy.config.core.v3 import address_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.type.v3 import percent_pb2
@@ -22,6 +23,7 @@ from heliostat.wire import ENDPOINT_REASON_KEY, METADATA_NAMESPACE
 from heliostat.xds.resources.memo import RoundMemo
 from heliostat.xds.resources.snapshot import Resource
 from heliostat.xds.resources.types import TypeUrl
+from heliostat.xds.translate import endpoints as endpoints_module
 from heliostat.xds.translate.endpoints import assignment_resource, reason_code
 from heliostat.xds.translate.memo import TranslationMemo
 
@@ -228,3 +230,58 @@ def test_two_memos_share_nothing() -> None:
     first.new_round()
     first.new_round()
     assert len(first) == 0  # two rounds without use: forgotten
+
+
+def _counting_entries(monkeypatch: pytest.MonkeyPatch) -> list[EndpointView]:
+    """Record every endpoint view that translation encodes (or looks up by content)."""
+    encoded: list[EndpointView] = []
+    real = endpoints_module._entry
+
+    def counted(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, bytes]:
+        encoded.append(view)
+        return real(view, memo)
+
+    monkeypatch.setattr(endpoints_module, "_entry", counted)
+    return encoded
+
+
+def test_a_round_encodes_only_the_endpoints_whose_view_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new locality tuple with a few new views is compared with the slot's last one: only
+    those are encoded, and the bytes stay exact, also when endpoints come and go."""
+    fleet = [
+        EndpointView(f"10.4.0.{i}:80", "us-east", None, 40 + i, Health.HEALTHY, {"n": i})
+        for i in range(50)
+    ]
+
+    def cluster() -> ClusterView:
+        return ClusterView("m", "m", (LocalityView("us-east", 0, tuple(fleet), 7),))
+
+    memo = TranslationMemo()
+    assert_identical(cluster(), memo)
+    encoded = _counting_entries(monkeypatch)
+    for tick, moved in enumerate(([3, 17, 41], [], [0, 49])):
+        memo.new_round()
+        for i in moved:
+            old = fleet[i]
+            fleet[i] = EndpointView(old.address, old.region, None, 7 + tick, Health.DEGRADED)
+        encoded.clear()
+        assert_identical(cluster(), memo)
+        assert encoded == [fleet[i] for i in moved]
+    memo.new_round()
+    del fleet[10]  # endpoints go: the rest are found by identity, none encoded
+    encoded.clear()
+    assert_identical(cluster(), memo)
+    assert encoded == []
+    memo.new_round()
+    fleet.insert(20, EndpointView("10.4.1.1:80", "us-east", None, 5, Health.HEALTHY))
+    assert_identical(cluster(), memo)
+    assert encoded == [fleet[20]]  # only the newcomer
+    for gone, at in ((5, 30), (40, 2)):  # one goes and one comes: the same length, shifted
+        memo.new_round()
+        del fleet[gone]
+        fleet.insert(at, EndpointView(f"10.4.2.{at}:80", "us-east", None, 9, Health.HEALTHY))
+        encoded.clear()
+        assert_identical(cluster(), memo)
+        assert encoded == [fleet[at]]
