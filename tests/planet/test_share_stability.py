@@ -10,12 +10,12 @@ capacity.
 
 ap-southeast's one 4-slot pool at 65% holds 0.7 requests waiting on average, and more by
 chance now and then. When one waiting request beyond c mu x QUEUE_SHARE x TTFT (0.67 of a
-request) counted as late, each such queue turned its share urgent (past the reversal hold)
-and had its gateways' rise taken at once: its share to eu-west turned round 1-5 times in a
-minute (worst share per run over ten seeds: 3, 5, 4, 1, 3, 3, 4, 5, 5, 3). Now a queue is
-an emergency to the shares and the demand only beyond what the pool holds by chance at its
-level (`overflow.chance_queue`): 0-1 turns per run (1, 1, 1, 0, 1, 1, 1, 1, 1, 0), SLO
-attainment 99.70% before, 99.74% now (with `spill`'s share following the best one down).
+request) counted as late, each such queue turned its share urgent (past the reversal
+hold): its share to eu-west turned round 1-5 times in a minute (worst share per run over
+ten seeds: 3, 5, 4, 1, 3, 3, 4, 5, 5, 3). Now a queue is an emergency to the shares only
+beyond what the pool holds by chance at its level (`overflow.chance_queue`), and a share
+too large for the demand follows the best one down (`spill`): 1-2 turns per run (1, 2, 2,
+1, 2, 1, 2, 1, 1, 1), SLO attainment 99.70% before, 99.77% now.
 
 A real surge still leaves at once (below; and tests/planet/test_small_region_noise.py,
 tests/balance, tests/e2e/test_regional_law.py).
@@ -127,7 +127,7 @@ def test_no_share_turns_round_more_than_twice_a_minute_under_constant_load(
         attainment.append(record.summary(0.5)["slo_attainment"])
     mean = sum(attainment) / len(attainment)
     print(f"worst turns per run {worst}, SLO attainment {[round(a, 4) for a in attainment]}")
-    # Before: 3, 5, 4, 1, 3, 3, 4, 5, 5, 3 (mean SLO 99.70%). Now: 0-1 (99.74%).
+    # Before: 3, 5, 4, 1, 3, 3, 4, 5, 5, 3 (mean SLO 99.70%). Now: 1-2 (99.77%).
     assert max(worst) <= MOST_TURNS
     # Keeping shares still must not cost the users: 99.7% before and after; a point of
     # margin for the noise of ten one-minute runs.
@@ -136,9 +136,8 @@ def test_no_share_turns_round_more_than_twice_a_minute_under_constant_load(
 
 def test_a_surge_in_the_small_region_still_leaves_for_the_rescuer() -> None:
     """From 20 s on, ap-southeast's users bring 2x its one replica: at least half of them
-    must leave for its SLO, and its queue is no chance queue. Sent away from 26 s on: 70%,
-    46%, 48% over three seeds (43%, 56%, 42% before; over ten seeds its users met the SLO for
-    83.3%, 80.8% before)."""
+    must leave for its SLO, and its queue is no chance queue. Sent away from 26 s on: 53%,
+    50%, 44% over three seeds (43%, 56%, 42% before)."""
     surge = [
         {
             "kind": "flash_crowd",
