@@ -10,8 +10,10 @@ registry mirrors what the client ACKed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -57,18 +59,20 @@ WITHHELD: set[TypeUrl] = set()  # what the `ads` server withholds; tests change 
 
 @pytest.fixture
 async def ads() -> AsyncIterator[Running]:
+    WITHHELD.clear()
+    async with serving(snapshot(), withheld=lambda: frozenset(WITHHELD)) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def serving(first: Snapshot, **options: Any) -> AsyncIterator[Running]:
+    """A real grpc.aio ADS server on a free port serving `first` to GROUP, with AdsServer's
+    keyword `options` (withheld types, a settle gate); stopped on the way out."""
     cache = SnapshotCache()
-    cache.set(GROUP, snapshot())
+    cache.set(GROUP, first)
     source, registry = CacheSource(cache), StreamRegistry()
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    WITHHELD.clear()
-    servicer = AdsServer(
-        source,
-        registry,
-        XdsMetrics(CollectorRegistry()),
-        withheld=lambda: frozenset(WITHHELD),
-    )
-    add_to_server(server, servicer)
+    add_to_server(server, AdsServer(source, registry, XdsMetrics(CollectorRegistry()), **options))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -11,35 +11,18 @@ import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from prometheus_client import CollectorRegistry
 
 from bench.ads_clients import Client, run_client
-from heliostat.xds.cache.store import SnapshotCache
-from heliostat.xds.grpc.metrics import XdsMetrics
-from heliostat.xds.grpc.registry import StreamRegistry
-from heliostat.xds.grpc.server import SERVER_OPTIONS, AdsServer, add_to_server
 from heliostat.xds.grpc.settle import SettleGate
 from heliostat.xds.resources.types import TypeUrl
-from tests.xds.grpc.test_ads_server import GROUP, CacheSource, Running, until
+from tests.xds.grpc.test_ads_server import Running, serving, until
 from tests.xds.helpers import snapshot
 
 
 @pytest.fixture
 async def ads() -> AsyncIterator[Running]:
-    cache = SnapshotCache()
-    cache.set(GROUP, snapshot(leds=True))
-    source, registry = CacheSource(cache), StreamRegistry()
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    servicer = AdsServer(
-        source, registry, XdsMetrics(CollectorRegistry()), settle=SettleGate(longest_s=60.0)
-    )
-    add_to_server(server, servicer)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield Running(port, source, registry)
-    finally:
-        await server.stop(grace=None)
+    async with serving(snapshot(leds=True), settle=SettleGate(longest_s=60.0)) as running:
+        yield running
 
 
 def eds(ads: Running, node_id: str) -> dict[str, object]:
