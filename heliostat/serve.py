@@ -32,7 +32,7 @@ from heliostat.discovery.runtime import ClusterUnreachable, Discovery
 from heliostat.listen import ListenError, check_free, show
 from heliostat.ops.diff import diff_policies, gateway_groups
 from heliostat.policy import Policy, load_policy, parse_policy
-from heliostat.runtime import heap
+from heliostat.runtime import heap, trim
 from heliostat.runtime.control import ControlLoop
 from heliostat.runtime.journal import Journal
 from heliostat.runtime.policy_watch import Outcome, PolicyWatcher, digest_of
@@ -433,6 +433,11 @@ class ControlPlane:
         self.supervisor.add("signals", self.signals.run)
         self.supervisor.add("discovery", self.discovery.run)
         self.supervisor.add("control loop", self.control.run)
+        release = trim.malloc_trim()
+        if release is not None:  # glibc: give a wave's freed heap back (runtime.trim)
+            self.supervisor.add(
+                "heap trim", lambda: trim.run(lambda: len(self.streams), trim.WaveTrim(release))
+            )
         self.supervisor.add("xDS server", lambda: _serving_grpc(server), restart=False)
         self.supervisor.add("admin server", lambda: _serving_admin(admin), restart=False)
 
