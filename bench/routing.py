@@ -225,7 +225,9 @@ def _run_policy(
     detail["served_by"] = served_by(report)
     detail["placement"] = placement(report)
     detail["replicas"] = per_replica(replica_stats)
-    detail["by_phase"] = by_phase(report, workload.phase_of, len(workload.phases), slo)
+    detail["by_phase"] = by_phase(
+        report, workload.phase_of, len(workload.phases), slo, CLIENT_TIMEOUT_S
+    )
     if sampler is not None:
         published = summarise(samples, workload.seconds)
         entry["shares"] = published.pop("shares")

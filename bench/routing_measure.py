@@ -63,6 +63,18 @@ def refused(result: Result) -> bool:
     )
 
 
+def gateway_answered(result: Result) -> bool:
+    """Answered 429 or 503 by the gateway itself (no replica named), however long it took: a
+    request the gateway did not let in. Fast, it is `refused`; slow (the gateway's own
+    answer delayed past REFUSAL_MAX_S, on a loaded machine) it is a failure, not a refusal,
+    but it was not admitted either: it has no place in the admitted requests' TTFT."""
+    return (
+        result.error is None
+        and result.status in REFUSAL_STATUSES
+        and REPLICA_ID_HEADER not in result.headers
+    )
+
+
 def served(result: Result) -> bool:
     return result.ok and result.ttft is not None
 
@@ -86,8 +98,9 @@ def measure(
     - slo_attainment: share of ALL requests served within the SLO (refused, failed miss it);
     - goodput_rps: requests served within the SLO / the seconds over which they were sent
       (the scenario's length at this size, the same for every policy);
-    - admitted_ttft_p99_ms: TTFT p99 of the requests not refused, a failed one counting as
-      the client's timeout (what the users the gateway let in got);
+    - admitted_ttft_p99_ms: TTFT p99 of the requests the gateway let in (not answered by
+      the gateway itself, `gateway_answered`), a failed one counting as the client's
+      timeout (what the users the gateway let in got);
     - prefix_hit_rate: prompt tokens found in the replicas' prefix caches / looked up;
     - cross_region_share: served requests answered outside their origin region;
     - throughput_rps: served requests / wall time (first send to last answer);
@@ -96,11 +109,7 @@ def measure(
     results = report.results
     entry = _figures(results, slo_ttft_ms, seconds)
     ok = [r for r in results if served(r)]
-    admitted = [
-        1000 * r.ttft if served(r) and r.ttft is not None else 1000 * timeout_s
-        for r in results
-        if not refused(r)
-    ]
+    admitted = _admitted_ttfts_ms(results, timeout_s)
     hits = sum(s["prefix_cache"]["hits"] for s in replica_stats.values())
     queries = sum(s["prefix_cache"]["queries"] for s in replica_stats.values())
     if results:
@@ -130,6 +139,15 @@ def measure(
     }
 
 
+def _admitted_ttfts_ms(results: Sequence[Result], timeout_s: float) -> list[float]:
+    """TTFT (ms) of every request the gateway let in; a failed one counts as the timeout."""
+    return [
+        1000 * r.ttft if served(r) and r.ttft is not None else 1000 * timeout_s
+        for r in results
+        if not gateway_answered(r)
+    ]
+
+
 def _figures(results: Sequence[Result], slo_ttft_ms: float, seconds: float) -> dict[str, Any]:
     """The figures every subset of requests has (a run's, an origin's, a phase's)."""
     ok = [r for r in results if served(r)]
@@ -150,25 +168,40 @@ def _figures(results: Sequence[Result], slo_ttft_ms: float, seconds: float) -> d
 
 
 def by_phase(
-    report: Report, phase_of: Callable[[float], int], phases: int, slo_ttft_ms: float
+    report: Report,
+    phase_of: Callable[[float], int],
+    phases: int,
+    slo_ttft_ms: float,
+    timeout_s: float = 30.0,
 ) -> list[dict[str, dict[str, float | int]]]:
-    """Per phase and origin region: requests and SLO attainment. A request belongs to the
+    """Per phase and origin region: requests, SLO attainment, fast refusals, and of the
+    requests the gateway let in the share past the SLO (`admitted_late`, failed ones
+    included) and their TTFT p99: where in a scenario the admitted requests miss (on a
+    ramp, while the demand estimate lags, or at steady load). A request belongs to the
     phase of its scheduled send time (a late send stays in its phase)."""
     tables: list[dict[str, list[Result]]] = [{} for _ in range(phases)]
     for r in report.results:
         tables[phase_of(r.shot.at)].setdefault(r.shot.label, []).append(r)
     return [
-        {
-            o: {
-                "requests": len(mine),
-                "slo_attainment": round(
-                    sum(1 for r in mine if met_slo(r, slo_ttft_ms)) / len(mine), 4
-                ),
-            }
-            for o, mine in sorted(table.items())
-        }
+        {o: _phase_figures(mine, slo_ttft_ms, timeout_s) for o, mine in sorted(table.items())}
         for table in tables
     ]
+
+
+def _phase_figures(
+    results: Sequence[Result], slo_ttft_ms: float, timeout_s: float
+) -> dict[str, float | int]:
+    admitted = _admitted_ttfts_ms(results, timeout_s)
+    late = sum(1 for ttft in admitted if ttft > slo_ttft_ms)
+    return {
+        "requests": len(results),
+        "slo_attainment": round(
+            sum(1 for r in results if met_slo(r, slo_ttft_ms)) / len(results), 4
+        ),
+        "refused": sum(1 for r in results if refused(r)),
+        "admitted_late": round(late / len(admitted), 4) if admitted else 0.0,
+        "admitted_ttft_p99_ms": round(percentile(admitted, 99), 1),
+    }
 
 
 def served_by(report: Report) -> dict[str, dict[str, int]]:
