@@ -16,13 +16,20 @@ region's view carries) and stamps the moment with `time.time()`. Every client st
 it ACKed the first EDS (with LEDS, LbEndpoint) response received after that moment on the
 same clock; the ACK latency is the difference. Mode `delta` is delta streams against serve
 as it runs by default: each endpoint its own LEDS resource (heliostat.xds.translate.leds);
-`delta-eds` is delta streams against `serve --no-leds` (whole assignments, as SotW).
+a node's assignments stay under a pending version until its endpoints were still for 30 s
+(`--leds-settle-after`, heliostat.xds.grpc.settle), and this benchmark's changes come a few
+seconds apart, so each is one LEDS response. `delta-settled` is the same against
+`serve --leds-settle-after 0`: every change finds the assignments settled, as the first
+change after 30 s of still endpoints does, and sends them pending first (and settled again
+once the fan-out is done): three responses. `delta-eds` is delta streams against
+`serve --no-leds` (whole assignments, as SotW).
 Each change drains another endpoint (an undrain would ramp the weight back up over several
 ticks, which is several pushes). `bytes_per_push` is the median over clients of the bytes
-of every response a client received for the change (EDS, LEDS and anything else; with
-LEDS that includes the assignments sent before the endpoint under a pending version and,
-once no stream has the change in flight, under their own: heliostat.xds.protocol.held and
-heliostat.xds.grpc.settle; the latency is not held up by the latter). `rss_mb` is serve's VmRSS
+of every response a client received for the change (EDS, LEDS and anything else; in
+`delta-settled` that includes the assignments sent before the endpoint under a pending
+version and, once no stream has the change in flight, under their own:
+heliostat.xds.protocol.held and heliostat.xds.grpc.settle; the latency is not held up by
+the latter). `rss_mb` is serve's VmRSS
 (/proc/PID/status) with every client subscribed, before the changes; `rss_idle_mb` is the
 same before any client connected, `rss_peak_mb` its high-water mark (VmHWM) by the end.
 `tick_mean_ms` is serve's own mean control tick (`heliostat_control_compute_seconds`) over
@@ -60,8 +67,11 @@ from heliostat.lab.processes import (
 
 ROOT = Path(__file__).resolve().parent.parent
 # delta: delta streams against serve's default (LEDS: each endpoint its own resource);
-# delta-eds: against `serve --no-leds` (whole assignments).
-MODES = ("sotw", "delta", "delta-eds")
+# delta-settled: the same with assignments settled before every change (the first change
+# after serve's --leds-settle-after of still endpoints); delta-eds: against
+# `serve --no-leds` (whole assignments).
+MODES = ("sotw", "delta", "delta-settled", "delta-eds")
+SERVE_ARGS = {"delta-settled": ["--leds-settle-after", "0"], "delta-eds": ["--no-leds"]}
 REGION_COUNT = 3
 MODELS = 3
 QUIET_TICKS = 1.5  # no push for longer than this many signal intervals: settled
@@ -150,7 +160,8 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         "signals_timeout_s": plan.timeout_s,
         "change": "POST /drain of one endpoint (another one each change); latency: change "
         "-> each client's ACK of the first EDS (or, with LEDS, LbEndpoint) response after it",
-        "modes": "sotw; delta: serve's default, LEDS for delta nodes; delta-eds: serve --no-leds",
+        "modes": "sotw; delta: serve's default, LEDS for delta nodes; delta-settled: the same "
+        "with --leds-settle-after 0; delta-eds: serve --no-leds",
         "metrics": "every endpoint serves a fixed vLLM /metrics page from one process",
         "cases": cases,
         "failed_cases": failed,
@@ -163,6 +174,13 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
 # here, by construction), so only its latency and memory are held to the targets.
 TARGETS = [
     ("delta", "ack_p99_ms", 300.0, "ms", "one change to 1,000 delta streams, ACK p99"),
+    (
+        "delta-settled",
+        "ack_p99_ms",
+        300.0,
+        "ms",
+        "the same, assignments settled (first change after 30 s still)",
+    ),
     ("sotw", "ack_p99_ms", 600.0, "ms", "one change to 1,000 SotW streams, ACK p99"),
     ("delta", "bytes_per_push", 5_000.0, "B", "bytes per stream for one endpoint's change"),
     ("delta", "rss_peak_mb", 200.0, "MB", "serve's peak memory, 1,000 delta streams"),
@@ -227,9 +245,9 @@ def measure(
     targets: list[tuple[str, str]],
     plan: Plan,
 ) -> dict[str, Any]:
-    serve = QuietHeliostat(policy, workdir, leds=mode != "delta-eds")
+    serve = QuietHeliostat(policy, workdir, SERVE_ARGS.get(mode, []))
     fleet = ClientFleet(
-        workdir, serve, clients, mode.removesuffix("-eds"), plan.clients_per_process
+        workdir, serve, clients, "sotw" if mode == "sotw" else "delta", plan.clients_per_process
     )
     processes: list[Process] = []
     try:
@@ -390,8 +408,8 @@ class QuietHeliostat(Heliostat):
     """`heliostat serve` at its default log level: the lab's debug logging would write a
     line per xDS event, thousands per change with a thousand clients, and time that too."""
 
-    def __init__(self, policy: Path, workdir: Path, *, leds: bool = True) -> None:
-        super().__init__(policy, workdir, extra_args=[] if leds else ["--no-leds"])
+    def __init__(self, policy: Path, workdir: Path, args: list[str] | None = None) -> None:
+        super().__init__(policy, workdir, extra_args=args or [])
         self.args[self.args.index("--log-level") + 1] = "info"
 
 

@@ -23,6 +23,7 @@ from heliostat.policy.schema import canonical_address
 from heliostat.security.limits import StreamLimits
 from heliostat.signals.from_policy import policy_notes
 from heliostat.version import python_version, version
+from heliostat.xds.grpc.settle import QUIET_S
 from heliostat.xds.resources.nodes import Role
 
 
@@ -342,6 +343,7 @@ def _serve(args: argparse.Namespace) -> int:
                     log_every_s=args.refusal_log_interval,
                 ),
                 leds=args.leds,
+                leds_settle_after_s=args.leds_settle_after,
             )
         )
     except (StartupError, Unrecoverable) as exc:
@@ -647,6 +649,15 @@ def parser() -> argparse.ArgumentParser:
         help="send delta-xDS gateways each endpoint as its own LEDS resource: one endpoint's "
         "change is ~2 KB per gateway instead of whole assignments (SotW gateways always get "
         "EDS); --no-leds sends delta gateways whole assignments too",
+    )
+    serve.add_argument(
+        "--leds-settle-after",
+        type=seconds_between(0, 86_400),
+        default=f"{QUIET_S:g}",
+        metavar="SECONDS",
+        help="with LEDS, a gateway's assignments take their own versions once its endpoints "
+        "were still this long (a reconnect then re-sends no endpoint); until then each "
+        "endpoint change is one LEDS response, after it the first change is two",
     )
     serve.add_argument(
         "--policy-poll-interval",

@@ -44,7 +44,7 @@ from heliostat.security.limits import StreamLimits
 from heliostat.security.tls import NodeAuthorizer, TlsError, TlsFiles, server_credentials
 from heliostat.signals import CompositeSource, debug_view, targets_from_policy
 from heliostat.xds.cache.store import SnapshotCache
-from heliostat.xds.grpc import csds, health
+from heliostat.xds.grpc import csds, health, settle
 from heliostat.xds.grpc.convergence import ConvergenceTracker
 from heliostat.xds.grpc.load_reports import LoadReports
 from heliostat.xds.grpc.metrics import XdsMetrics
@@ -114,6 +114,10 @@ class ServeOptions:
     # assignments; an assignment's version covers its endpoints (xds/protocol/held.py), so a
     # reconnect to a restarted heliostat or another replica still re-sends nothing unchanged.
     leds: bool = True
+    # How long a delta node's endpoints must be still before its LEDS assignments settle
+    # under their own versions (heliostat.xds.grpc.settle): until then a change is one LEDS
+    # response per node, after it the first change is two.
+    leds_settle_after_s: float = settle.QUIET_S
 
 
 class ControlPlane:
@@ -202,6 +206,7 @@ class ControlPlane:
             authorize=authorize,
             limits=options.limits,
             withheld=self.publisher.withheld,
+            settle=settle.SettleGate(quiet_s=options.leds_settle_after_s),
         )
         self.convergence = ConvergenceTracker(self.streams, self.metrics_registry)
         self.ads.on_ack = self.convergence.acked

@@ -138,6 +138,13 @@ def synced(heliostat: Heliostat) -> dict[str, Any] | None:
     return node if node is not None and node["in_sync"] else None
 
 
+def settled(heliostat: Heliostat) -> bool:
+    """In sync with no LEDS assignment pending (heliostat.xds.grpc.settle): what the node
+    lists on a reconnect then names every endpoint it holds."""
+    node = synced(heliostat)
+    return node is not None and not any(t.get("settling") for t in node["types"].values())
+
+
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
 def test_envoy_loses_one_of_two_replicas_under_traffic_and_nothing_fails_or_is_resent(
     tmp_path: Path,
@@ -151,7 +158,10 @@ def test_envoy_loses_one_of_two_replicas_under_traffic_and_nothing_fails_or_is_r
     write_policy(path, policy(gateway))
     replicas = []
     for _ in range(2):
-        replica = Heliostat(path, tmp_path, extra_args=["--kube-server", api.url])
+        # A fleet at rest settles its LEDS assignments (delta) once its endpoints were still
+        # this long (serve's default is 30 s); the kill comes after that.
+        args = ["--kube-server", api.url, "--leds-settle-after", "0.5"]
+        replica = Heliostat(path, tmp_path, extra_args=args)
         running.append(replica)
         replica.start()
         replicas.append(replica)
@@ -173,6 +183,7 @@ def test_envoy_loses_one_of_two_replicas_under_traffic_and_nothing_fails_or_is_r
 
     with Traffic(gateway) as traffic:
         time.sleep(TRAFFIC_S)
+        wait_until(lambda: settled(first), timeout=20, message="envoy settled")
         at_kill = sum(traffic.outcomes.values())
         last = versions(first)  # what Envoy has (in sync), just before the kill
         assert synced(first)

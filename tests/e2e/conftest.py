@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ def processes() -> Iterator[list[Process]]:
 
 @pytest.fixture
 def start_heliostat(tmp_path: Path, processes: list[Process]) -> Callable[..., Heliostat]:
-    def start(policy: Path, **kwargs: int) -> Heliostat:
+    def start(policy: Path, **kwargs: Any) -> Heliostat:
         heliostat = Heliostat(policy, tmp_path, **kwargs)
         processes.append(heliostat)
         heliostat.start()

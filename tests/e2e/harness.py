@@ -73,6 +73,10 @@ class Upstream:
     region: str
     seen: list[dict[str, str]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    # A /metrics page to answer scrapes with (else 404: after a few failed scrapes heliostat
+    # marks the endpoint unhealthy, and with every endpoint unhealthy Envoy's panic mode
+    # routes to all of them, drained or not).
+    metrics: bytes | None = None
 
     @property
     def address(self) -> str:
@@ -88,10 +92,16 @@ class Upstream:
                 pass
 
             def do_GET(self) -> None:
-                # heliostat scrapes /metrics; this upstream exports none and records nothing.
-                self.send_response(404)
-                self.send_header("content-length", "0")
+                # heliostat scrapes /metrics; this upstream records nothing of it, and
+                # exports none unless given a page.
+                page = upstream.metrics if self.path == "/metrics" else None
+                self.send_response(404 if page is None else 200)
+                if page is not None:
+                    self.send_header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("content-length", str(len(page or b"")))
                 self.end_headers()
+                if page:
+                    self.wfile.write(page)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)

@@ -33,6 +33,9 @@ pytestmark = pytest.mark.envoy
 
 TARGET_S = 5.0  # the target: restart to resynced
 DOWN_S = 3.0  # long enough for Envoy's default backoff to reach 4-8 s intervals
+# A fleet at rest settles its LEDS assignments once its endpoints were still this long
+# (serve's default is 30 s, heliostat.xds.grpc.settle); the restart comes after that.
+SETTLE = ("--leds-settle-after", "0.5")
 
 
 def settled(node: dict[str, Any]) -> bool:
@@ -78,7 +81,7 @@ def test_envoy_resyncs_within_5s_of_a_heliostat_restart(
     gateway = free_port()
     policy = tmp_path / "policy.yaml"
     write_policy(policy, policy_document(gateway_port=gateway, endpoints=[(eu.address, "eu-west")]))
-    heliostat = start_heliostat(policy)
+    heliostat = start_heliostat(policy, extra_args=SETTLE)
     envoy = start_envoy(heliostat, "gw-eu", "eu-west")
     # In sync, and (delta, LEDS) its assignments under their own versions: a node killed
     # with one still pending is re-sent its endpoints, as it may hold any of them.
@@ -95,7 +98,8 @@ def test_envoy_resyncs_within_5s_of_a_heliostat_restart(
         time.sleep(DOWN_S)
         assert request(gateway).status == 200  # Envoy serves on without its control plane
         restarted_at = time.monotonic()
-        heliostat = start_heliostat(policy, xds_port=heliostat.xds_port)  # returns when ready
+        # (returns when ready)
+        heliostat = start_heliostat(policy, xds_port=heliostat.xds_port, extra_args=SETTLE)
         ready_after = time.monotonic() - restarted_at
         node = wait_until(
             lambda h=heliostat: (n := h.node("gw-eu")) and n["in_sync"] and n,

@@ -38,14 +38,30 @@ MODEL = "llama-70b"
 
 
 def _serve(
-    tmp_path: Path, start_heliostat: Callable[..., Heliostat], upstreams: list[Upstream]
+    tmp_path: Path,
+    start_heliostat: Callable[..., Heliostat],
+    upstreams: list[Upstream],
+    args: tuple[str, ...] = (),
 ) -> tuple[int, Path, Heliostat]:
     """A policy whose endpoints are `upstreams` (each in its own region), served by heliostat."""
     gateway = free_port()
     policy = tmp_path / "policy.yaml"
     endpoints = [(u.address, u.region) for u in upstreams]
     write_policy(policy, policy_document(gateway_port=gateway, endpoints=endpoints))
-    return gateway, policy, start_heliostat(policy)
+    return gateway, policy, start_heliostat(policy, extra_args=args)
+
+
+# A fleet at rest settles its LEDS assignments (delta) once its endpoints were still this
+# long (serve's default is 30 s, heliostat.xds.grpc.settle): a restart after that re-sends
+# nothing.
+SETTLE = ("--leds-settle-after", "0.5")
+
+
+def _settled(heliostat: Heliostat, node_id: str) -> bool:
+    node = heliostat.node(node_id)
+    if not node or not node["in_sync"]:
+        return False
+    return not any(t.get("settling") for t in node["types"].values())
 
 
 def test_request_with_x_model_reaches_an_endpoint_of_its_region(
@@ -309,9 +325,10 @@ def test_envoy_keeps_serving_while_heliostat_restarts_and_rejoins(
     start_envoy: Callable[..., Envoy],
 ) -> None:
     eu, eu2 = upstreams("eu-west"), upstreams("eu-west")
-    gateway, policy, heliostat = _serve(tmp_path, start_heliostat, [eu])
+    gateway, policy, heliostat = _serve(tmp_path, start_heliostat, [eu], SETTLE)
     envoy = start_envoy(heliostat, "gw-eu", "eu-west")
     assert request(gateway).status == 200
+    wait_until(lambda: _settled(heliostat, "gw-eu"), message="node in sync and settled")
 
     heliostat.kill()
     wait_until(
@@ -320,7 +337,7 @@ def test_envoy_keeps_serving_while_heliostat_restarts_and_rejoins(
     )
     assert [request(gateway).status for _ in range(5)] == [200] * 5
 
-    restarted = start_heliostat(policy, xds_port=heliostat.xds_port)
+    restarted = start_heliostat(policy, xds_port=heliostat.xds_port, extra_args=SETTLE)
     node = wait_until(
         lambda: (n := restarted.node("gw-eu")) and n["in_sync"] and n,
         timeout=20,

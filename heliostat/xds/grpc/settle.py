@@ -10,6 +10,18 @@ itself (bench fanout: one change to 1,000 delta streams, ACK p99 425 ms with LED
 236 ms without). So a stream whose assignments are due to settle waits here until no
 stream of the server has a response in flight (the change has reached every node), or
 `longest_s` at most, so that a node that never ACKs delays the others only that long.
+
+And only once the node's endpoints have been still for `quiet_s`. While an assignment is
+pending on the node, an endpoint's change is one LEDS response; once it has settled, the
+next change must first send it pending again (a node must never list a settled version
+whose endpoints it lacks), then the endpoint: two responses per stream before the useful
+one, and gRPC writes one message per stream per event-loop round. Settling after every
+change made each change pay that (bench fanout, 1,000 delta streams, 2 cores: ~3x serve's
+CPU per change of --no-leds, ACK p99 472 ms against 258 ms). Endpoints that keep moving
+(weights follow the signals every tick) so stay pending and each change is one response;
+a fleet at rest settles, so a reconnect to a restarted heliostat then re-sends nothing.
+The price: a node reconnecting within `quiet_s` of a change to its endpoints is sent
+that cluster's endpoints again (heliostat.xds.protocol.held).
 """
 
 from __future__ import annotations
@@ -19,15 +31,20 @@ from collections.abc import Callable, Hashable
 from typing import Protocol
 
 LONGEST_S = 5.0  # a change reached 5,000 delta streams on 2 cores in ~2.6 s (p99)
+# Endpoints unchanged this long on a node: it settles. Several signal intervals (2 s by
+# default), so a fleet whose weights move on most ticks stays pending; short next to the
+# time between restarts of heliostat, which is all the settled version is for.
+QUIET_S = 30.0
 
 
 class SettleGate:
     """Streams with a response in flight, and the streams waiting for there to be none."""
 
-    __slots__ = ("_busy", "_waiting", "longest_s")
+    __slots__ = ("_busy", "_waiting", "longest_s", "quiet_s")
 
-    def __init__(self, longest_s: float = LONGEST_S) -> None:
+    def __init__(self, longest_s: float = LONGEST_S, quiet_s: float = QUIET_S) -> None:
         self.longest_s = longest_s
+        self.quiet_s = quiet_s
         self._busy: set[Hashable] = set()
         self._waiting: dict[Hashable, tuple[Callable[[], None], asyncio.TimerHandle]] = {}
 
@@ -83,9 +100,11 @@ class Settles(Protocol):
 
 class StreamSettling:
     """One stream's side of the gate: told after each step what the stream has in flight
-    and whether it is due to settle; `wake` is called once it may."""
+    and whether it is due to settle; once it has been due for the gate's `quiet_s` without
+    a break (an endpoint change in flight ends it), it waits at the gate, and `wake` is
+    called once it may."""
 
-    __slots__ = ("_busy", "_gate", "_stream", "_waiting", "_wake")
+    __slots__ = ("_busy", "_gate", "_quiet", "_stream", "_waiting", "_wake")
 
     def __init__(self, gate: SettleGate, stream: Settles, wake: Callable[[], None]) -> None:
         self._gate = gate
@@ -93,18 +112,40 @@ class StreamSettling:
         self._wake = wake
         self._busy = False
         self._waiting = False
+        self._quiet: asyncio.TimerHandle | None = None
 
     def step(self) -> None:
         stream = self._stream
         if stream.in_flight() is not self._busy:
             self._busy = not self._busy
             self._gate.busy(self, self._busy)
-        if not self._waiting and stream.settle_due():
-            self._waiting = True
-            self._gate.wait(self, self._wake)
+        if self._waiting:
+            return
+        if not stream.settle_due():
+            self._still(False)
+        elif self._quiet is None:
+            self._still(True)
 
     def woken(self) -> None:
         self._waiting = False
 
     def close(self) -> None:
+        self._still(False)
         self._gate.forget(self)
+
+    def _still(self, since_now: bool) -> None:
+        """Start (`since_now`) or stop timing how long the stream has been due to settle."""
+        if self._quiet is not None:
+            self._quiet.cancel()
+            self._quiet = None
+        if not since_now:
+            return
+        if self._gate.quiet_s <= 0:
+            self._quiet_over()
+            return
+        self._quiet = asyncio.get_running_loop().call_later(self._gate.quiet_s, self._quiet_over)
+
+    def _quiet_over(self) -> None:
+        self._quiet = None
+        self._waiting = True
+        self._gate.wait(self, self._wake)

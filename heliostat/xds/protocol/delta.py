@@ -152,9 +152,9 @@ class DeltaStream:
         """Send pending assignments under their own version where the node now holds every
         endpoint they cover. Only this does: the response changes nothing the node routes
         by and serves only a later reconnect (heliostat.xds.protocol.held), so the server
-        calls it once the fan-out of a change is done (heliostat.xds.grpc.settle), and a
-        change coming first finds the assignment still pending and sends its endpoints
-        alone."""
+        calls it once the node's endpoints were still for a while and the fan-out of a
+        change is done (heliostat.xds.grpc.settle), and a change coming first finds the
+        assignment still pending and sends its endpoints alone."""
         if not self.settle_due():
             return Outcome()
         self._settling = True

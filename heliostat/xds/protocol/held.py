@@ -17,9 +17,11 @@ The pending version names the assignment's content only (a digest of its bytes),
 members it covers: a node already holding the assignment pending needs no new one when
 only member weights move again, so while it stays pending a weight change is one LEDS
 response. It becomes its own version again only when the stream settles
-(heliostat.xds.protocol.delta: `settle`, which the server calls once no stream has a change
-in flight, heliostat.xds.grpc.settle): that response serves only a later reconnect, so it
-waits until the change's fan-out is done instead of competing with it.
+(heliostat.xds.protocol.delta: `settle`, which the server calls once the node's endpoints
+have been still for 30 s and no stream has a change in flight, heliostat.xds.grpc.settle):
+that response serves only a later reconnect, so it waits until the endpoints stop moving
+(settled, the next change would have to send the assignment pending again first) and the
+change's fan-out is done (instead of competing with it).
 
 Envoy applies the responses of one ADS stream in order, so a node listing an assignment at
 the version a server would send holds exactly the members that version covers, and that

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from heliostat.xds.grpc.settle import SettleGate
+from heliostat.xds.grpc.settle import SettleGate, StreamSettling
 
 
 async def test_waiting_streams_settle_once_the_last_busy_stream_is_done() -> None:
@@ -47,3 +47,52 @@ async def test_a_busy_stream_that_ends_wakes_the_waiting_and_one_that_waited_is_
     gate.forget("b")  # ended while waiting: never woken
     gate.forget("gone")
     assert woken == ["a"]
+
+
+class _Stream:
+    """What StreamSettling asks of a delta stream, set by the test."""
+
+    def __init__(self) -> None:
+        self.sending = False
+        self.due = False
+
+    def in_flight(self) -> bool:
+        return self.sending
+
+    def settle_due(self) -> bool:
+        return self.due
+
+
+async def test_a_stream_settles_only_once_its_endpoints_were_still_for_quiet_s() -> None:
+    gate = SettleGate(longest_s=60.0, quiet_s=0.2)
+    stream, woken = _Stream(), asyncio.Event()
+    settling = StreamSettling(gate, stream, woken.set)
+    stream.due = True  # its endpoints ACKed, an assignment pending
+    settling.step()
+    await asyncio.sleep(0.1)
+    assert not woken.is_set()
+    # Another endpoint change goes out: no longer due while it is in flight; the quiet
+    # starts again from its ACK.
+    stream.sending, stream.due = True, False
+    settling.step()
+    await asyncio.sleep(0.15)
+    stream.sending, stream.due = False, True
+    settling.step()
+    settling.step()  # steps while due do not restart the quiet
+    await asyncio.sleep(0.1)
+    assert not woken.is_set()
+    await asyncio.wait_for(woken.wait(), timeout=5.0)
+
+
+async def test_with_no_quiet_a_due_stream_goes_to_the_gate_at_once_and_a_closed_one_never() -> None:
+    woken: list[str] = []
+    stream = _Stream()
+    stream.due = True
+    StreamSettling(SettleGate(quiet_s=0.0), stream, lambda: woken.append("now")).step()
+    assert woken == ["now"]
+    gate = SettleGate(quiet_s=0.05)
+    closed = StreamSettling(gate, stream, lambda: woken.append("closed"))
+    closed.step()
+    closed.close()
+    await asyncio.sleep(0.15)
+    assert woken == ["now"] and gate.waiting == 0

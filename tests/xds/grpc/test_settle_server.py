@@ -21,7 +21,9 @@ from tests.xds.helpers import snapshot
 
 @pytest.fixture
 async def ads() -> AsyncIterator[Running]:
-    async with serving(snapshot(leds=True), settle=SettleGate(longest_s=60.0)) as running:
+    # No quiet (serve waits 30 s of still endpoints first): the gate alone is looked at.
+    gate = SettleGate(longest_s=60.0, quiet_s=0.0)
+    async with serving(snapshot(leds=True), settle=gate) as running:
         yield running
 
 
