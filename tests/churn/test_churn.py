@@ -1,8 +1,8 @@
 """Stream churn against a real `heliostat serve`: many ADS streams connecting and
 disconnecting while others stay, with a change pushed every two seconds.
 
-Every stream that stays must keep getting pushes (it ACKs an EDS response sent after the
-last change), heliostat must end with no stream left registered, and its memory must come
+Every stream that stays must keep getting pushes (it ACKs an endpoint response, EDS or
+LEDS, sent after the last change), heliostat must end with no stream left registered, and its memory must come
 back to within 10% of its baseline once the clients leave. The baseline is taken after one
 full wave of the same number of streams connected and left, so what is compared is what
 stays behind (a leak), not the allocator's first high-water mark: measured, RSS rises from
@@ -37,7 +37,7 @@ import aiohttp
 import grpc
 import pytest
 
-from bench.ads_clients import EDS, Client, run_client
+from bench.ads_clients import ENDPOINT_TYPES, Client, run_client
 from tests.e2e.harness import (
     LOCALHOST,
     Heliostat,
@@ -161,7 +161,9 @@ async def _round(
         c.node_id
         for c in staying
         if not changes
-        or not any(r.type_url == EDS and r.received_at >= changes[-1] for r in c.receipts)
+        or not any(
+            r.type_url in ENDPOINT_TYPES and r.received_at >= changes[-1] for r in c.receipts
+        )
     ]
     failed = [f"{c.node_id}: {c.error}" for c in staying if c.error]
     for task in stay_tasks:
