@@ -34,7 +34,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from heliostat.balance import capacity, weights
 from heliostat.balance.saturation import NO_GROWTH, Growth, Load, measure, queue_growth
@@ -202,18 +202,22 @@ def advance(
     last_readings: Sequence[Readings | None]
     records: Sequence[EndpointState | None]
     compose: Callable[[int], EndpointState | None]
+    last_levels: Sequence[float | None]
     if column is not None and column.model is model:
         last_readings, records = column.readings, column.states
         compose, regions, index = column.state, column.regions, column.index
+        last_levels = column.peer_levels
     else:  # no memo: every endpoint takes `step`
         last_readings, records = [None] * len(keys), previous
         compose, regions = previous.__getitem__, _regions(model.endpoints)
         index = {endpoint.address: row for row, endpoint in enumerate(model.endpoints)}
+        last_levels = ()
     region_peers = peers.get
     states: list[EndpointState] = []
     kept: list[Readings | None] = []
     scraped_column: list[float | None] = []
     waiting_column: list[float | None] = []
+    levels_column: list[float | None] = []
     for row, (endpoint, key, signal, service, memo) in enumerate(
         zip(model.endpoints, keys, signals, services, last_readings, strict=True)
     ):
@@ -234,6 +238,7 @@ def advance(
                 kept.append(memo)
                 scraped_column.append(scraped)
                 waiting_column.append(signal.waiting)
+                levels_column.append(last_levels[row])  # its record's, as it is
                 continue
         state, fixed = _step(
             endpoint,
@@ -253,6 +258,7 @@ def advance(
         kept.append(readings(signal) if fixed and signal is not None else None)
         scraped_column.append(state.scraped_at)
         waiting_column.append(state.waiting)
+        levels_column.append(peer_level(state))
     return SteadyColumn(
         model,
         tuple(kept),
@@ -262,6 +268,7 @@ def advance(
         tuple(waiting_column),
         index,
         keys,
+        tuple(levels_column),
     )
 
 
@@ -573,30 +580,50 @@ def region_peers(
     return peers_of(endpoints, [previous.get((model, e.address)) for e in endpoints], service)
 
 
+def peer_level(state: EndpointState | None) -> float | None:
+    """What the endpoint adds to its region's `Peers.level_sum`: its level, capped, while it
+    is live (healthy or saturated with a level); None when it does not count."""
+    if state is None or state.level is None or state.state not in _LOAD_DRIVEN:
+        return None
+    return min(state.level, _CAP)
+
+
 def peers_of(
     endpoints: Iterable[Endpoint],
     previous: Iterable[EndpointState | None],
     service: Mapping[str, ServiceState],
 ) -> dict[str, Peers]:
     """`region_peers`, given each endpoint's previous state (None: it had none) in order."""
-    # Plain sums per region, one Peers per region at the end: this runs over every endpoint
-    # of the fleet on every tick, and a record per endpoint was a tenth of the law's time.
-    totals: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    best: dict[str, tuple[float, float]] = {}
+    endpoints = list(endpoints)
+    return column_peers(_regions(endpoints), list(map(peer_level, previous)), endpoints, service)
+
+
+def column_peers(
+    regions: Iterable[tuple[str, Sequence[int]]],
+    levels: Sequence[float | None],
+    endpoints: Sequence[Endpoint],
+    service: Mapping[str, ServiceState],
+) -> dict[str, Peers]:
+    """`peers_of` over a model's columns: `regions`, each region's rows in order; `levels`,
+    each row's `peer_level` (`SteadyColumn.peer_levels`, kept across ticks for the rows
+    that held). The sums run per region in row order with `sum` (in C), the same in both
+    paths, so the law's columns and the specification agree to the bit."""
+    found: dict[str, Peers] = {}
     observed_of = service.get
-    for endpoint, state in zip(endpoints, previous, strict=True):
-        if state is None or state.level is None or state.state not in _LOAD_DRIVEN:
+    for region, rows in regions:
+        counted = [row for row in rows if levels[row] is not None]
+        if not counted:
             continue
-        region = endpoint.region
-        totals[region] = totals.get(region, 0.0) + min(state.level, _CAP)
-        counts[region] = counts.get(region, 0) + 1
-        if service:
-            observed = observed_of(endpoint.address)
-            own = capacity.known(observed)
-            if own is not None and observed is not None and own > best.get(region, _NONE)[0]:
-                best[region] = (own, capacity.relative_error(observed))
-    return {r: Peers(total, counts[r], *best.get(r, _NONE)) for r, total in totals.items()}
+        best = _NONE
+        if service:  # the best observed capacity among them, with its error
+            for row in counted:
+                observed = observed_of(endpoints[row].address)
+                own = capacity.known(observed)
+                if own is not None and observed is not None and own > best[0]:
+                    best = (own, capacity.relative_error(observed))
+        total = sum(cast(list[float], list(map(levels.__getitem__, counted))), 0.0)
+        found[region] = Peers(total, len(counted), *best)
+    return found
 
 
 _NONE = (0.0, 0.0)  # no observed capacity yet, and its error

@@ -44,7 +44,7 @@ from heliostat.balance import (
     weights,
 )
 from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
-from heliostat.balance.endpoints import advance, peers_of
+from heliostat.balance.endpoints import advance, column_peers, peers_of
 from heliostat.balance.state import (
     ControlState,
     EndpointKey,
@@ -266,10 +266,12 @@ def _endpoints(
     priors: Sequence[EndpointState | None]
     if column is not None:  # the last tick's records, as they are: no lookup, no allocation
         priors = column.states
+        # and what each showed its peers, kept in a column: sums, not a pass over records
+        peers = column_peers(column.regions, column.peer_levels, model.endpoints, service_before)
     else:
         endpoints_before = previous.endpoints if previous else {}
         priors = list(map(endpoints_before.get, keys))
-    peers = peers_of(model.endpoints, priors, service_before)
+        peers = peers_of(model.endpoints, priors, service_before)
     addresses = list(map(_ADDRESS, keys))
     slots_all = [
         e.slots or (s.max_num_seqs if s is not None else None)
