@@ -34,6 +34,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import compress, repeat
 from typing import NamedTuple, cast
 
 from heliostat.balance import capacity, weights
@@ -123,9 +124,18 @@ def _step(
 ) -> tuple[EndpointState, bool]:
     """`step`, and whether its state is a fixed point (`_Tick.steady`); `load_driven` is
     `_load_driven` (the specification) or `_fused`, its faster twin."""
-    growth = _growth(signal, previous)
+    # (`_growth` and `_tier` written out for their common cases: this runs for every
+    # endpoint that moved, and a call costs as much as their arithmetic.)
+    if previous is None or signal is None:
+        growth = NO_GROWTH
+    elif signal.scraped_at == previous.scraped_at:
+        growth = previous.growth
+    else:
+        growth = queue_growth(signal.waiting, previous.waiting, previous.growth)
     failures = signal.consecutive_failures if signal is not None else 0
-    tier = _tier(service, peers, previous.tier if previous is not None else 0)
+    tier = previous.tier if previous is not None else 0
+    if service is not None:  # no service state: no capacity known, the tier holds
+        tier = _tier(service, peers, tier)
     capacity_share = weights.CAPACITY_TIERS[tier]
     if drained:
         tick = _DRAINED
@@ -199,47 +209,34 @@ def advance(
     """
     stale_after = model.signals.stale_after
     keys = tuple(keys)
-    last_readings: Sequence[Readings | None]
-    records: Sequence[EndpointState | None]
-    compose: Callable[[int], EndpointState | None]
-    last_levels: Sequence[float | None]
-    if column is not None and column.model is model:
-        last_readings, records = column.readings, column.states
-        compose, regions, index = column.state, column.regions, column.index
-        last_levels = column.peer_levels
-    else:  # no memo: every endpoint takes `step`
-        last_readings, records = [None] * len(keys), previous
-        compose, regions = previous.__getitem__, _regions(model.endpoints)
-        index = {endpoint.address: row for row, endpoint in enumerate(model.endpoints)}
-        last_levels = ()
+    count = len(keys)
+    # Every row's sample as read (the `_ABSENT` one where there is none), all in C.
+    present: Sequence[object] = signals
+    if any(map(operator.is_, signals, repeat(None))):
+        present = [_ABSENT if signal is None else signal for signal in signals]
+    scraped_column: list[float | None] = list(map(_SCRAPED_AT, present))
+    waiting_column: list[float | None] = list(map(_WAITING, present))
     region_peers = peers.get
-    states: list[EndpointState] = []
-    kept: list[Readings | None] = []
-    scraped_column: list[float | None] = []
-    waiting_column: list[float | None] = []
-    levels_column: list[float | None] = []
-    for row, (endpoint, key, signal, service, memo) in enumerate(
-        zip(model.endpoints, keys, signals, services, last_readings, strict=True)
-    ):
-        held = records[row] if memo is not None else None  # a memo is a fixed point's
-        if held is not None and signal is not None:
-            scraped = signal.scraped_at
-            if (
-                scraped is not None
-                and now - scraped <= stale_after
-                and readings(signal) == memo
-                and not (drained and key in drained)
-                and (
-                    service is None
-                    or _tier(service, region_peers(endpoint.region), held.tier) == held.tier
-                )
-            ):
-                states.append(held)  # the same record: only its sample moves
-                kept.append(memo)
-                scraped_column.append(scraped)
-                waiting_column.append(signal.waiting)
-                levels_column.append(last_levels[row])  # its record's, as it is
-                continue
+    endpoints = model.endpoints
+    states: list[EndpointState | None]
+    kept: list[Readings | None]
+    levels_column: list[float | None]
+    compose: Callable[[int], EndpointState | None]
+    rows: Iterable[int]
+    if column is not None and column.model is model:
+        compose, regions, index = column.state, column.regions, column.index
+        states, kept = list(column.states), list(column.readings)
+        levels_column = list(column.peer_levels)
+        rows = _moving(
+            column, keys, present, scraped_column, services, now, stale_after, drained, peers
+        )
+    else:  # no memo: every endpoint takes `step`
+        compose, regions = previous.__getitem__, _regions(endpoints)
+        index = {endpoint.address: row for row, endpoint in enumerate(endpoints)}
+        states, kept, levels_column = [None] * count, [None] * count, [None] * count
+        rows = range(count)
+    for row in rows:
+        endpoint, signal, key = endpoints[row], signals[row], keys[row]
         state, fixed = _step(
             endpoint,
             model,
@@ -251,18 +248,16 @@ def advance(
             static,
             hashing,
             region_peers(endpoint.region),
-            service,
+            services[row],
             _fused,
         )
-        states.append(state)
-        kept.append(readings(signal) if fixed and signal is not None else None)
-        scraped_column.append(state.scraped_at)
-        waiting_column.append(state.waiting)
-        levels_column.append(peer_level(state))
+        states[row] = state
+        kept[row] = readings(signal) if fixed and signal is not None else None
+        levels_column[row] = peer_level(state)
     return SteadyColumn(
         model,
         tuple(kept),
-        tuple(states),
+        cast(tuple[EndpointState, ...], tuple(states)),  # every row was filled
         regions,
         tuple(scraped_column),
         tuple(waiting_column),
@@ -270,6 +265,62 @@ def advance(
         keys,
         tuple(levels_column),
     )
+
+
+class _Absent:
+    """What `advance` reads where an endpoint has no sample: nothing, and readings that
+    equal no memo (a memo is only kept for a sample)."""
+
+    __slots__ = ()
+    waiting = running = kv_usage = max_num_seqs = scraped_at = None
+    consecutive_failures = object()
+
+
+_ABSENT = _Absent()
+_SCRAPED_AT = operator.attrgetter("scraped_at")
+_WAITING = operator.attrgetter("waiting")
+
+
+def _moving(
+    column: SteadyColumn,
+    keys: Sequence[EndpointKey],
+    present: Sequence[object],
+    scraped: Sequence[float | None],
+    services: Sequence[ServiceState | None],
+    now: float,
+    stale_after: float,
+    drained: frozenset[EndpointKey],
+    peers: Mapping[str, Peers],
+) -> list[int]:
+    """The rows that take `step` this tick: all but those at a fixed point whose readings
+    held, still fresh, not drained and in the same capacity tier (see `advance`). The
+    common tests run over whole columns in C (`map`), so a steady row costs no Python."""
+    count = len(keys)
+    same = map(operator.eq, map(readings, present), column.readings)
+    if None in scraped:  # some row never scraped: the test row by row
+        fresh: Iterable[bool] = [t is not None and now - t <= stale_after for t in scraped]
+    else:
+        ages = map(operator.sub, repeat(now), cast(Sequence[float], scraped))
+        fresh = map(operator.le, ages, repeat(stale_after))
+    steady = list(map(operator.and_, same, fresh))
+    moving = list(compress(range(count), map(operator.not_, steady)))
+    held = column.states
+    also: list[int] = []
+    if drained:
+        also.extend(row for row in compress(range(count), steady) if keys[row] in drained)
+    if services.count(None) != count:  # a capacity tier may move under a held record
+        endpoints = column.model.endpoints
+        for row in compress(range(count), steady):
+            service = services[row]
+            tier = held[row].tier
+            if (
+                service is not None
+                and _tier(service, peers.get(endpoints[row].region), tier) != tier
+            ):
+                also.append(row)
+    if also:
+        moving = sorted({*moving, *also})
+    return moving
 
 
 def _regions(endpoints: Iterable[Endpoint]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -307,15 +358,6 @@ _NO_SERIES = _Tick(STALE, None, weights.NEUTRAL, detail="no load series reported
 def _stale_after(stale_after: float) -> _Tick:
     """The tick of an endpoint with no scrape within `stale_after` (one per policy value)."""
     return _Tick(STALE, None, weights.NEUTRAL, detail=f"no scrape within {stale_after:g}s")
-
-
-def _growth(signal: Sample | None, previous: EndpointState | None) -> Growth:
-    """Queue growth since the last new scrape (ticks can outpace scrapes: same sample)."""
-    if previous is None or signal is None:
-        return NO_GROWTH
-    if signal.scraped_at == previous.scraped_at:
-        return previous.growth
-    return queue_growth(signal.waiting, previous.waiting, previous.growth)
 
 
 def _tier(service: ServiceState | None, peers: Peers | None, current: int) -> int:
@@ -546,13 +588,9 @@ def _view(
         or view.region != endpoint.region
         or view.version != endpoint.version
     ):
+        # positional: a quarter cheaper than keywords, once per endpoint that moved
         view = EndpointView(
-            address=endpoint.address,
-            region=endpoint.region,
-            version=endpoint.version,
-            weight=published,
-            health=health,
-            reason=reason,
+            endpoint.address, endpoint.region, endpoint.version, published, health, reason
         )
     return view
 
@@ -655,14 +693,25 @@ def _explain(
         return {"state": state, "failures": failures, "error": signal.error if signal else None}
     if load is None or level is None:
         return _stale_reason(tick.detail, failures)
-    reason: dict[str, ReasonValue] = {"state": state}
+    # saturation: the smoothed level the weight was computed from; driver: the term that
+    # dominated this scrape. (Literals in key order: built for every endpoint that moved.)
+    reason: dict[str, ReasonValue]
     if state == HEALTHY:  # room left, or close to saturation and hotter than its peers
-        reason["band"] = weights.NEAR if tick.near else weights.FREE
-    reason.update(
-        saturation=round(level, 2),  # the smoothed level the weight was computed from
-        driver=load.driver,  # the term that dominated this scrape
-        failures=failures,
-    )
+        band = weights.NEAR if tick.near else weights.FREE
+        reason = {
+            "state": state,
+            "band": band,
+            "saturation": round(level, 2),
+            "driver": load.driver,
+            "failures": failures,
+        }
+    else:
+        reason = {
+            "state": state,
+            "saturation": round(level, 2),
+            "driver": load.driver,
+            "failures": failures,
+        }
     if capacity_share < 1.0:  # observed capacity, relative to the best replica of its region
         reason["capacity"] = round(capacity_share, 2)
     if tick.goal != tick.published:  # on its way: a ramp, or a turn waiting for the budget

@@ -30,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import repeat
+from itertools import compress, repeat
+from operator import is_not
 from typing import NamedTuple
 
 from heliostat.balance import (
@@ -282,8 +283,9 @@ def _endpoints(
     observed_all = list(
         map(capacity.observe, signals, slots_all, map(service_before.get, addresses), repeat(dt))
     )
-    # kept while it is down: what it taught still holds
-    service = {a: o for a, o in zip(addresses, observed_all, strict=True) if o is not None}
+    # kept while it is down: what it taught still holds (in C: this runs over every row)
+    present = map(is_not, observed_all, repeat(None))
+    service = dict(compress(zip(addresses, observed_all, strict=True), present))
     column = advance(
         model,
         keys,
@@ -307,13 +309,13 @@ def _endpoints(
     for region, indices in column.regions:
         members[region] = tuple(map(views.__getitem__, indices))
         # live: counts towards its supply
-        counted = [i for i in indices if pressures[i] is not None]
+        counted = list(
+            compress(indices, map(is_not, map(pressures.__getitem__, indices), repeat(None)))
+        )
         if counted:
             live[region] = counted
     rows = _Rows(pressures, observed_all, slots_all, signals)
-    supply, rates = _supply(
-        model, live, rows, service, dict(zip(addresses, slots_all, strict=True))
-    )
+    supply, rates = _supply(model, live, rows, service, addresses)
     return members, service, supply, rates, column
 
 
@@ -368,15 +370,17 @@ def _supply(
     live: Mapping[str, list[int]],
     rows: _Rows,
     service: Mapping[str, ServiceState],
-    slots: Mapping[str, int | None],
+    addresses: Sequence[str],
 ) -> tuple[dict[str, overflow.Supply], bool]:
     """Each region's supply, in requests/s once some live endpoint's capacity is known
     (rates mode, the second value), else in endpoint units (`live`: each region's live
-    endpoints, rows of `rows`)."""
+    endpoints, rows of `rows`; `addresses`: each row's)."""
     # Every endpoint of the model that was ever observed informs the prior (the same model on
     # the same kind of replica): one that died or left still says what a slot serves.
     known = {a: s for a, s in service.items() if capacity.known(s) is not None}
-    prior = capacity.per_slot_prior(known, slots) if known else None
+    prior = None
+    if known:  # each address's slots, built only when some capacity is known
+        prior = capacity.per_slot_prior(known, dict(zip(addresses, rows.slots, strict=True)))
     rates = bool(known) and any(
         capacity.known(rows.service[i]) is not None or (prior is not None and rows.slots[i])
         for members in live.values()
