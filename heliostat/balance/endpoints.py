@@ -47,7 +47,7 @@ from heliostat.balance.state import (
     SteadyColumn,
 )
 from heliostat.balance.view import EndpointView, Health, ReasonValue
-from heliostat.policy import Endpoint, Model
+from heliostat.policy import Endpoint, Model, Thresholds
 from heliostat.samples import Sample
 
 HEALTHY = "healthy"
@@ -153,12 +153,26 @@ def _step(
         reason = previous.reason  # held: byte-identical resource, nothing to push
     else:
         reason = _explain(tick, failures, signal, capacity_share)
+    # `_view`, written out: the previous view while nothing in it changed (no allocation)
+    health = _HEALTH[state]
+    view = previous.view if previous is not None else None
+    if (
+        view is None
+        or view.reason is not reason
+        or view.weight != published
+        or view.health is not health
+        or view.region != endpoint.region
+        or view.version != endpoint.version
+    ):
+        view = EndpointView(
+            endpoint.address, endpoint.region, endpoint.version, published, health, reason
+        )
     return EndpointState(  # positional: twice as fast as keywords, and this runs per endpoint
         state,
         tick.level,
         published,
         reason,
-        _view(endpoint, previous, published, _HEALTH[state], reason),
+        view,
         signal.waiting if signal is not None else None,
         signal.scraped_at if signal is not None else None,
         growth,
@@ -253,7 +267,10 @@ def advance(
         )
         states[row] = state
         kept[row] = readings(signal) if fixed and signal is not None else None
-        levels_column[row] = peer_level(state)
+        level = state.level  # `peer_level`, written out
+        levels_column[row] = (
+            min(level, _CAP) if level is not None and state.state in _LOAD_DRIVEN else None
+        )
     return SteadyColumn(
         model,
         tuple(kept),
@@ -449,7 +466,7 @@ def _fused(
         return _NEVER_SCRAPED
     if now - signal.scraped_at > stale_after:
         return _stale_after(stale_after)
-    load = measure(signal, endpoint.slots, model.thresholds, growth.trend)
+    load = _measured(signal, endpoint.slots, model.thresholds, growth.trend)
     if load is None:
         return _NO_SERIES
     saturation = load.saturation
@@ -482,7 +499,7 @@ def _fused(
             relative=others / level if others is not None and level > 0.0 else None,
         )
     else:
-        goal = max(weights.FLOOR, min(weights.W_MAX, round(weights.W_MAX * capacity_share)))
+        goal = _PLAIN_GOALS.get(capacity_share) or _plain_goal(capacity_share)
     before = previous.published if previous is not None else weights.NEUTRAL
     history = live.moves if live is not None else weights.NO_MOVES
     if goal == before:
@@ -511,6 +528,57 @@ def _fused(
         unlifted,
         steady,
     )
+
+
+def _plain_goal(capacity_share: float) -> int:
+    """`weights.target` without the near band: W_MAX x the capacity share, within bounds."""
+    return max(weights.FLOOR, min(weights.W_MAX, round(weights.W_MAX * capacity_share)))
+
+
+# ... for each capacity tier's share, worked out once (a tier is one of a few).
+_PLAIN_GOALS = {share: _plain_goal(share) for share in weights.CAPACITY_TIERS}
+
+
+def _measured(
+    signal: Sample, slots_hint: int | None, thresholds: Thresholds, growth: float
+) -> Load | None:
+    """`saturation.measure` written out for readings that are absent or finite and not
+    negative (the rest go through it): the same operations in the same order."""
+    waiting, running, kv = signal.waiting, signal.running, signal.kv_usage
+    if (
+        (waiting is not None and not 0.0 <= waiting < _INF)
+        or (running is not None and not 0.0 <= running < _INF)
+        or (kv is not None and not 0.0 <= kv < _INF)
+    ):
+        return measure(signal, slots_hint, thresholds, growth)
+    slots = slots_hint or signal.max_num_seqs
+    driver = ""
+    saturation = -1.0
+    if kv is not None:
+        driver, saturation = "kv", kv / thresholds.kv
+    if waiting is not None:
+        term = waiting / thresholds.queue
+        if term > saturation:
+            driver, saturation = "queue", term
+    seats = slots * thresholds.running if slots is not None and slots > 0 else 0.0
+    if running is not None and seats > 0:
+        term = running / seats
+        if term > saturation:
+            driver, saturation = "running", term
+    if not driver:
+        return None
+    # saturation._pressure
+    pressure = saturation
+    if saturation < 1.0:
+        growth = 0.0
+    if waiting is not None:
+        pressure = max(pressure, (waiting + growth) / thresholds.queue)
+    if running is not None and seats > 0:
+        pressure = max(pressure, (running + (waiting or 0.0) + growth) / seats)
+    return Load(saturation, driver, pressure)
+
+
+_INF = math.inf
 
 
 def _settled(
@@ -569,30 +637,6 @@ _LoadDriven = Callable[
     ],
     _Tick,
 ]
-
-
-def _view(
-    endpoint: Endpoint,
-    previous: EndpointState | None,
-    published: int,
-    health: Health,
-    reason: Mapping[str, ReasonValue],
-) -> EndpointView:
-    """The endpoint's view: the previous one while nothing in it changed (no allocation)."""
-    view = previous.view if previous is not None else None
-    if (
-        view is None
-        or view.reason is not reason
-        or view.weight != published
-        or view.health is not health
-        or view.region != endpoint.region
-        or view.version != endpoint.version
-    ):
-        # positional: a quarter cheaper than keywords, once per endpoint that moved
-        view = EndpointView(
-            endpoint.address, endpoint.region, endpoint.version, published, health, reason
-        )
-    return view
 
 
 class Peers(NamedTuple):
@@ -694,28 +738,42 @@ def _explain(
     if load is None or level is None:
         return _stale_reason(tick.detail, failures)
     # saturation: the smoothed level the weight was computed from; driver: the term that
-    # dominated this scrape. (Literals in key order: built for every endpoint that moved.)
-    reason: dict[str, ReasonValue]
-    if state == HEALTHY:  # room left, or close to saturation and hotter than its peers
-        band = weights.NEAR if tick.near else weights.FREE
-        reason = {
-            "state": state,
-            "band": band,
-            "saturation": round(level, 2),
-            "driver": load.driver,
-            "failures": failures,
-        }
-    else:
-        reason = {
-            "state": state,
-            "saturation": round(level, 2),
-            "driver": load.driver,
-            "failures": failures,
-        }
-    if capacity_share < 1.0:  # observed capacity, relative to the best replica of its region
-        reason["capacity"] = round(capacity_share, 2)
-    if tick.goal != tick.published:  # on its way: a ramp, or a turn waiting for the budget
-        reason["goal"] = tick.goal
+    # dominated this scrape; capacity: observed, relative to the best replica of its region;
+    # goal: on its way (a ramp, or a turn waiting for the budget).
+    band = (weights.NEAR if tick.near else weights.FREE) if state == HEALTHY else None
+    share = round(capacity_share, 2) if capacity_share < 1.0 else None
+    goal = tick.goal if tick.goal != tick.published else None
+    key = (state, band, round(level, 2), load.driver, failures, share, goal)
+    reason = _REASONS.get(key)
+    if reason is None:
+        reason = _reason(key)
+        if len(_REASONS) >= _REASONS_LIMIT:
+            _REASONS.clear()
+        _REASONS[key] = reason
+    return reason
+
+
+# A live endpoint's reason by content: one shared (read-only) mapping per content, as for
+# stale ones. Every endpoint that moved gets one, and they take few values (levels in
+# hundredths), so a fleet's reasons are a few hundred objects, not one per endpoint per
+# move, and translation finds each one's reason code once (`xds.translate.endpoints`).
+# Emptied when it outgrows _REASONS_LIMIT: it can only be too small, never wrong.
+_ReasonKey = tuple[str, str | None, float, str, int, float | None, int | None]
+_REASONS: dict[_ReasonKey, Mapping[str, ReasonValue]] = {}
+_REASONS_LIMIT = 4096
+
+
+def _reason(key: _ReasonKey) -> Mapping[str, ReasonValue]:
+    """The reason for its content (`_explain`'s key), keys in the order they are shown."""
+    state, band, saturation, driver, failures, share, goal = key
+    reason: dict[str, ReasonValue] = {"state": state}
+    if band is not None:  # healthy: room left, or close to saturation and hotter than peers
+        reason["band"] = band
+    reason.update(saturation=saturation, driver=driver, failures=failures)
+    if share is not None:
+        reason["capacity"] = share
+    if goal is not None:
+        reason["goal"] = goal
     return reason
 
 
