@@ -32,7 +32,7 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import compress, repeat
 from operator import is_not
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from heliostat.balance import (
     affinity,
@@ -274,18 +274,31 @@ def _endpoints(
         priors = list(map(endpoints_before.get, keys))
         peers = peers_of(model.endpoints, priors, service_before)
     addresses = list(map(_ADDRESS, keys))
-    slots_all = [
-        e.slots or (s.max_num_seqs if s is not None else None)
-        for e, s in zip(model.endpoints, signals, strict=True)
-    ]
-    # One estimator (`capacity`): the region's supply and the endpoint's tier both read it.
-    # (map: these run over every endpoint of the fleet on every tick.)
-    observed_all = list(
-        map(capacity.observe, signals, slots_all, map(service_before.get, addresses), repeat(dt))
-    )
-    # kept while it is down: what it taught still holds (in C: this runs over every row)
-    present = map(is_not, observed_all, repeat(None))
-    service = dict(compress(zip(addresses, observed_all, strict=True), present))
+    slots_all: list[int | None]
+    observed_all: list[ServiceState | None]
+    service: dict[str, ServiceState]
+    if service_before or _teaches(signals):
+        slots_all = [
+            e.slots or (s.max_num_seqs if s is not None else None)
+            for e, s in zip(model.endpoints, signals, strict=True)
+        ]
+        # One estimator (`capacity`): the region's supply and the endpoint's tier both read
+        # it. (map: these run over every endpoint of the fleet on every tick.)
+        observed_all = list(
+            map(
+                capacity.observe,
+                signals,
+                slots_all,
+                map(service_before.get, addresses),
+                repeat(dt),
+            )
+        )
+        # kept while it is down: what it taught still holds (in C: this runs over every row)
+        present = map(is_not, observed_all, repeat(None))
+        kept = compress(zip(addresses, observed_all, strict=True), present)
+        service = cast(dict[str, ServiceState], dict(kept))
+    else:  # `capacity.observe` of every row would be None: nothing learnt, nothing to learn
+        slots_all, observed_all, service = [None] * len(keys), [None] * len(keys), {}
     column = advance(
         model,
         keys,
@@ -317,6 +330,17 @@ def _endpoints(
     rows = _Rows(pressures, observed_all, slots_all, signals)
     supply, rates = _supply(model, live, rows, service, addresses)
     return members, service, supply, rates, column
+
+
+def _teaches(signals: Sequence[Sample | None]) -> bool:
+    """Whether some sample counts its engine's completions: only those teach a service rate
+    (`capacity.observe`). Read in C (`getattr` with a default reads None off a missing
+    sample), as it runs over every endpoint of the fleet on every tick."""
+    for field in ("served_total", "served_rate"):
+        values = map(getattr, signals, repeat(field), repeat(None))
+        if any(map(is_not, values, repeat(None))):
+            return True
+    return False
 
 
 def _keys(model: Model) -> tuple[EndpointKey, ...]:
