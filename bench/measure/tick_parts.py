@@ -1,11 +1,12 @@
 """Where one control tick's CPU goes, on bench/scale.py's case (not a test).
 
 scale.json gives a tick's total; this splits it into the control law's per-endpoint pass
-(`law._endpoints`, with `region_peers` inside it), the rest of `compute`, the publish
-(`build_snapshot` for every group), and the garbage collector by generation (gc callbacks:
-its time falls inside the parts above, so it is shown beside them, not added). cProfile
-inflates a per-endpoint loop's calls several times over and charges collections to whatever
-function allocated last; this does neither. The heap is settled as serve does.
+(`law._endpoints`, with the region peers, `column_peers`, inside it), the rest of
+`compute`, the publish (`build_snapshot` for every group), and the garbage collector by
+generation (gc callbacks: its time falls inside the parts above, so it is shown beside
+them, not added). cProfile inflates a per-endpoint loop's calls several times over and
+charges collections to whatever function allocated last; this does neither. The heap is
+settled as serve does.
 
     .venv/bin/python -m bench.measure.tick_parts [ENDPOINTS VIEWS EVERY TICKS]
 
@@ -66,7 +67,7 @@ def _collector(phase: str, info: dict[str, int]) -> None:
 def main(endpoints: int, views: int, every: int, ticks: int) -> None:
     _timed(law, "compute", "compute")
     _timed(law, "_endpoints", "compute: per-endpoint pass")
-    _timed(law, "region_peers", "compute: per-endpoint pass: region_peers")
+    _timed(law, "column_peers", "compute: per-endpoint pass: column_peers")
     _timed(publishing, "build_snapshot", "publish: build_snapshot")
     control.compute = law.compute  # the loop calls the timed one
     policy = scale._policy(endpoints, views)

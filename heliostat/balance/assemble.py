@@ -25,7 +25,9 @@ drop percentage.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
+from itertools import compress
 
 from heliostat.balance.priorities import region_priorities, within_budget
 from heliostat.balance.state import RefusalState, RegionState
@@ -43,6 +45,8 @@ LOCALITY_TOTAL = 1000
 BATCH_SUFFIX = ".batch"
 
 _ROUTABLE = frozenset({Health.HEALTHY, Health.DEGRADED})
+_HEALTH = operator.attrgetter("health")
+_WEIGHT = operator.attrgetter("weight")
 
 
 def clusters(
@@ -84,7 +88,8 @@ def _neutral(
     for region in sorted(region_priorities(policy, model, None)):
         members = endpoints.get(region)
         if members:
-            weight = sum(e.weight for e in members if e.health in _ROUTABLE)
+            routable = map(_ROUTABLE.__contains__, map(_HEALTH, members))
+            weight = sum(compress(map(_WEIGHT, members), routable))  # in C: every endpoint
             result.append(LocalityView(region, 0, tuple(members), max(1, weight)))
     return tuple(result)
 

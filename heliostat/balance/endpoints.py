@@ -34,7 +34,8 @@ import functools
 import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import NamedTuple
+from itertools import compress, repeat
+from typing import NamedTuple, cast
 
 from heliostat.balance import capacity, weights
 from heliostat.balance.saturation import NO_GROWTH, Growth, Load, measure, queue_growth
@@ -46,7 +47,7 @@ from heliostat.balance.state import (
     SteadyColumn,
 )
 from heliostat.balance.view import EndpointView, Health, ReasonValue
-from heliostat.policy import Endpoint, Model
+from heliostat.policy import Endpoint, Model, Thresholds
 from heliostat.samples import Sample
 
 HEALTHY = "healthy"
@@ -123,9 +124,18 @@ def _step(
 ) -> tuple[EndpointState, bool]:
     """`step`, and whether its state is a fixed point (`_Tick.steady`); `load_driven` is
     `_load_driven` (the specification) or `_fused`, its faster twin."""
-    growth = _growth(signal, previous)
+    # (`_growth` and `_tier` written out for their common cases: this runs for every
+    # endpoint that moved, and a call costs as much as their arithmetic.)
+    if previous is None or signal is None:
+        growth = NO_GROWTH
+    elif signal.scraped_at == previous.scraped_at:
+        growth = previous.growth
+    else:
+        growth = queue_growth(signal.waiting, previous.waiting, previous.growth)
     failures = signal.consecutive_failures if signal is not None else 0
-    tier = _tier(service, peers, previous.tier if previous is not None else 0)
+    tier = previous.tier if previous is not None else 0
+    if service is not None:  # no service state: no capacity known, the tier holds
+        tier = _tier(service, peers, tier)
     capacity_share = weights.CAPACITY_TIERS[tier]
     if drained:
         tick = _DRAINED
@@ -143,12 +153,26 @@ def _step(
         reason = previous.reason  # held: byte-identical resource, nothing to push
     else:
         reason = _explain(tick, failures, signal, capacity_share)
+    # `_view`, written out: the previous view while nothing in it changed (no allocation)
+    health = _HEALTH[state]
+    view = previous.view if previous is not None else None
+    if (
+        view is None
+        or view.reason is not reason
+        or view.weight != published
+        or view.health is not health
+        or view.region != endpoint.region
+        or view.version != endpoint.version
+    ):
+        view = EndpointView(
+            endpoint.address, endpoint.region, endpoint.version, published, health, reason
+        )
     return EndpointState(  # positional: twice as fast as keywords, and this runs per endpoint
         state,
         tick.level,
         published,
         reason,
-        _view(endpoint, previous, published, _HEALTH[state], reason),
+        view,
         signal.waiting if signal is not None else None,
         signal.scraped_at if signal is not None else None,
         growth,
@@ -199,42 +223,34 @@ def advance(
     """
     stale_after = model.signals.stale_after
     keys = tuple(keys)
-    last_readings: Sequence[Readings | None]
-    records: Sequence[EndpointState | None]
-    compose: Callable[[int], EndpointState | None]
-    if column is not None and column.model is model:
-        last_readings, records = column.readings, column.states
-        compose, regions, index = column.state, column.regions, column.index
-    else:  # no memo: every endpoint takes `step`
-        last_readings, records = [None] * len(keys), previous
-        compose, regions = previous.__getitem__, _regions(model.endpoints)
-        index = {endpoint.address: row for row, endpoint in enumerate(model.endpoints)}
+    count = len(keys)
+    # Every row's sample as read (the `_ABSENT` one where there is none), all in C.
+    present: Sequence[object] = signals
+    if any(map(operator.is_, signals, repeat(None))):
+        present = [_ABSENT if signal is None else signal for signal in signals]
+    scraped_column: list[float | None] = list(map(_SCRAPED_AT, present))
+    waiting_column: list[float | None] = list(map(_WAITING, present))
     region_peers = peers.get
-    states: list[EndpointState] = []
-    kept: list[Readings | None] = []
-    scraped_column: list[float | None] = []
-    waiting_column: list[float | None] = []
-    for row, (endpoint, key, signal, service, memo) in enumerate(
-        zip(model.endpoints, keys, signals, services, last_readings, strict=True)
-    ):
-        held = records[row] if memo is not None else None  # a memo is a fixed point's
-        if held is not None and signal is not None:
-            scraped = signal.scraped_at
-            if (
-                scraped is not None
-                and now - scraped <= stale_after
-                and readings(signal) == memo
-                and not (drained and key in drained)
-                and (
-                    service is None
-                    or _tier(service, region_peers(endpoint.region), held.tier) == held.tier
-                )
-            ):
-                states.append(held)  # the same record: only its sample moves
-                kept.append(memo)
-                scraped_column.append(scraped)
-                waiting_column.append(signal.waiting)
-                continue
+    endpoints = model.endpoints
+    states: list[EndpointState | None]
+    kept: list[Readings | None]
+    levels_column: list[float | None]
+    compose: Callable[[int], EndpointState | None]
+    rows: Iterable[int]
+    if column is not None and column.model is model:
+        compose, regions, index = column.state, column.regions, column.index
+        states, kept = list(column.states), list(column.readings)
+        levels_column = list(column.peer_levels)
+        rows = _moving(
+            column, keys, present, scraped_column, services, now, stale_after, drained, peers
+        )
+    else:  # no memo: every endpoint takes `step`
+        compose, regions = previous.__getitem__, _regions(endpoints)
+        index = {endpoint.address: row for row, endpoint in enumerate(endpoints)}
+        states, kept, levels_column = [None] * count, [None] * count, [None] * count
+        rows = range(count)
+    for row in rows:
+        endpoint, signal, key = endpoints[row], signals[row], keys[row]
         state, fixed = _step(
             endpoint,
             model,
@@ -246,23 +262,82 @@ def advance(
             static,
             hashing,
             region_peers(endpoint.region),
-            service,
+            services[row],
             _fused,
         )
-        states.append(state)
-        kept.append(readings(signal) if fixed and signal is not None else None)
-        scraped_column.append(state.scraped_at)
-        waiting_column.append(state.waiting)
+        states[row] = state
+        kept[row] = readings(signal) if fixed and signal is not None else None
+        level = state.level  # `peer_level`, written out
+        levels_column[row] = (
+            min(level, _CAP) if level is not None and state.state in _LOAD_DRIVEN else None
+        )
     return SteadyColumn(
         model,
         tuple(kept),
-        tuple(states),
+        cast(tuple[EndpointState, ...], tuple(states)),  # every row was filled
         regions,
         tuple(scraped_column),
         tuple(waiting_column),
         index,
         keys,
+        tuple(levels_column),
     )
+
+
+class _Absent:
+    """What `advance` reads where an endpoint has no sample: nothing, and readings that
+    equal no memo (a memo is only kept for a sample)."""
+
+    __slots__ = ()
+    waiting = running = kv_usage = max_num_seqs = scraped_at = None
+    consecutive_failures = object()
+
+
+_ABSENT = _Absent()
+_SCRAPED_AT = operator.attrgetter("scraped_at")
+_WAITING = operator.attrgetter("waiting")
+
+
+def _moving(
+    column: SteadyColumn,
+    keys: Sequence[EndpointKey],
+    present: Sequence[object],
+    scraped: Sequence[float | None],
+    services: Sequence[ServiceState | None],
+    now: float,
+    stale_after: float,
+    drained: frozenset[EndpointKey],
+    peers: Mapping[str, Peers],
+) -> list[int]:
+    """The rows that take `step` this tick: all but those at a fixed point whose readings
+    held, still fresh, not drained and in the same capacity tier (see `advance`). The
+    common tests run over whole columns in C (`map`), so a steady row costs no Python."""
+    count = len(keys)
+    same = map(operator.eq, map(readings, present), column.readings)
+    if None in scraped:  # some row never scraped: the test row by row
+        fresh: Iterable[bool] = [t is not None and now - t <= stale_after for t in scraped]
+    else:
+        ages = map(operator.sub, repeat(now), cast(Sequence[float], scraped))
+        fresh = map(operator.le, ages, repeat(stale_after))
+    steady = list(map(operator.and_, same, fresh))
+    moving = list(compress(range(count), map(operator.not_, steady)))
+    held = column.states
+    also: list[int] = []
+    if drained:
+        also.extend(row for row in compress(range(count), steady) if keys[row] in drained)
+    if services.count(None) != count:  # a capacity tier may move under a held record
+        endpoints = column.model.endpoints
+        for row in compress(range(count), steady):
+            service = services[row]
+            tier = held[row].tier
+            if (
+                service is not None
+                and _tier(service, peers.get(endpoints[row].region), tier) != tier
+            ):
+                also.append(row)
+    if also:
+        moving = sorted({*moving, *also})
+    return moving
 
 
 def _regions(endpoints: Iterable[Endpoint]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -300,15 +375,6 @@ _NO_SERIES = _Tick(STALE, None, weights.NEUTRAL, detail="no load series reported
 def _stale_after(stale_after: float) -> _Tick:
     """The tick of an endpoint with no scrape within `stale_after` (one per policy value)."""
     return _Tick(STALE, None, weights.NEUTRAL, detail=f"no scrape within {stale_after:g}s")
-
-
-def _growth(signal: Sample | None, previous: EndpointState | None) -> Growth:
-    """Queue growth since the last new scrape (ticks can outpace scrapes: same sample)."""
-    if previous is None or signal is None:
-        return NO_GROWTH
-    if signal.scraped_at == previous.scraped_at:
-        return previous.growth
-    return queue_growth(signal.waiting, previous.waiting, previous.growth)
 
 
 def _tier(service: ServiceState | None, peers: Peers | None, current: int) -> int:
@@ -400,7 +466,7 @@ def _fused(
         return _NEVER_SCRAPED
     if now - signal.scraped_at > stale_after:
         return _stale_after(stale_after)
-    load = measure(signal, endpoint.slots, model.thresholds, growth.trend)
+    load = _measured(signal, endpoint.slots, model.thresholds, growth.trend)
     if load is None:
         return _NO_SERIES
     saturation = load.saturation
@@ -433,7 +499,7 @@ def _fused(
             relative=others / level if others is not None and level > 0.0 else None,
         )
     else:
-        goal = max(weights.FLOOR, min(weights.W_MAX, round(weights.W_MAX * capacity_share)))
+        goal = _PLAIN_GOALS.get(capacity_share) or _plain_goal(capacity_share)
     before = previous.published if previous is not None else weights.NEUTRAL
     history = live.moves if live is not None else weights.NO_MOVES
     if goal == before:
@@ -462,6 +528,57 @@ def _fused(
         unlifted,
         steady,
     )
+
+
+def _plain_goal(capacity_share: float) -> int:
+    """`weights.target` without the near band: W_MAX x the capacity share, within bounds."""
+    return max(weights.FLOOR, min(weights.W_MAX, round(weights.W_MAX * capacity_share)))
+
+
+# ... for each capacity tier's share, worked out once (a tier is one of a few).
+_PLAIN_GOALS = {share: _plain_goal(share) for share in weights.CAPACITY_TIERS}
+
+
+def _measured(
+    signal: Sample, slots_hint: int | None, thresholds: Thresholds, growth: float
+) -> Load | None:
+    """`saturation.measure` written out for readings that are absent or finite and not
+    negative (the rest go through it): the same operations in the same order."""
+    waiting, running, kv = signal.waiting, signal.running, signal.kv_usage
+    if (
+        (waiting is not None and not 0.0 <= waiting < _INF)
+        or (running is not None and not 0.0 <= running < _INF)
+        or (kv is not None and not 0.0 <= kv < _INF)
+    ):
+        return measure(signal, slots_hint, thresholds, growth)
+    slots = slots_hint or signal.max_num_seqs
+    driver = ""
+    saturation = -1.0
+    if kv is not None:
+        driver, saturation = "kv", kv / thresholds.kv
+    if waiting is not None:
+        term = waiting / thresholds.queue
+        if term > saturation:
+            driver, saturation = "queue", term
+    seats = slots * thresholds.running if slots is not None and slots > 0 else 0.0
+    if running is not None and seats > 0:
+        term = running / seats
+        if term > saturation:
+            driver, saturation = "running", term
+    if not driver:
+        return None
+    # saturation._pressure
+    pressure = saturation
+    if saturation < 1.0:
+        growth = 0.0
+    if waiting is not None:
+        pressure = max(pressure, (waiting + growth) / thresholds.queue)
+    if running is not None and seats > 0:
+        pressure = max(pressure, (running + (waiting or 0.0) + growth) / seats)
+    return Load(saturation, driver, pressure)
+
+
+_INF = math.inf
 
 
 def _settled(
@@ -522,34 +639,6 @@ _LoadDriven = Callable[
 ]
 
 
-def _view(
-    endpoint: Endpoint,
-    previous: EndpointState | None,
-    published: int,
-    health: Health,
-    reason: Mapping[str, ReasonValue],
-) -> EndpointView:
-    """The endpoint's view: the previous one while nothing in it changed (no allocation)."""
-    view = previous.view if previous is not None else None
-    if (
-        view is None
-        or view.reason is not reason
-        or view.weight != published
-        or view.health is not health
-        or view.region != endpoint.region
-        or view.version != endpoint.version
-    ):
-        view = EndpointView(
-            address=endpoint.address,
-            region=endpoint.region,
-            version=endpoint.version,
-            weight=published,
-            health=health,
-            reason=reason,
-        )
-    return view
-
-
 class Peers(NamedTuple):
     """What a region's live (healthy or saturated) endpoints showed at a tick: the sum and
     count of their levels (each at most HARD_SATURATION) and the best observed capacity
@@ -573,30 +662,50 @@ def region_peers(
     return peers_of(endpoints, [previous.get((model, e.address)) for e in endpoints], service)
 
 
+def peer_level(state: EndpointState | None) -> float | None:
+    """What the endpoint adds to its region's `Peers.level_sum`: its level, capped, while it
+    is live (healthy or saturated with a level); None when it does not count."""
+    if state is None or state.level is None or state.state not in _LOAD_DRIVEN:
+        return None
+    return min(state.level, _CAP)
+
+
 def peers_of(
     endpoints: Iterable[Endpoint],
     previous: Iterable[EndpointState | None],
     service: Mapping[str, ServiceState],
 ) -> dict[str, Peers]:
     """`region_peers`, given each endpoint's previous state (None: it had none) in order."""
-    # Plain sums per region, one Peers per region at the end: this runs over every endpoint
-    # of the fleet on every tick, and a record per endpoint was a tenth of the law's time.
-    totals: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    best: dict[str, tuple[float, float]] = {}
+    endpoints = list(endpoints)
+    return column_peers(_regions(endpoints), list(map(peer_level, previous)), endpoints, service)
+
+
+def column_peers(
+    regions: Iterable[tuple[str, Sequence[int]]],
+    levels: Sequence[float | None],
+    endpoints: Sequence[Endpoint],
+    service: Mapping[str, ServiceState],
+) -> dict[str, Peers]:
+    """`peers_of` over a model's columns: `regions`, each region's rows in order; `levels`,
+    each row's `peer_level` (`SteadyColumn.peer_levels`, kept across ticks for the rows
+    that held). The sums run per region in row order with `sum` (in C), the same in both
+    paths, so the law's columns and the specification agree to the bit."""
+    found: dict[str, Peers] = {}
     observed_of = service.get
-    for endpoint, state in zip(endpoints, previous, strict=True):
-        if state is None or state.level is None or state.state not in _LOAD_DRIVEN:
+    for region, rows in regions:
+        counted = [row for row in rows if levels[row] is not None]
+        if not counted:
             continue
-        region = endpoint.region
-        totals[region] = totals.get(region, 0.0) + min(state.level, _CAP)
-        counts[region] = counts.get(region, 0) + 1
-        if service:
-            observed = observed_of(endpoint.address)
-            own = capacity.known(observed)
-            if own is not None and observed is not None and own > best.get(region, _NONE)[0]:
-                best[region] = (own, capacity.relative_error(observed))
-    return {r: Peers(total, counts[r], *best.get(r, _NONE)) for r, total in totals.items()}
+        best = _NONE
+        if service:  # the best observed capacity among them, with its error
+            for row in counted:
+                observed = observed_of(endpoints[row].address)
+                own = capacity.known(observed)
+                if own is not None and observed is not None and own > best[0]:
+                    best = (own, capacity.relative_error(observed))
+        total = sum(cast(list[float], list(map(levels.__getitem__, counted))), 0.0)
+        found[region] = Peers(total, len(counted), *best)
+    return found
 
 
 _NONE = (0.0, 0.0)  # no observed capacity yet, and its error
@@ -628,18 +737,43 @@ def _explain(
         return {"state": state, "failures": failures, "error": signal.error if signal else None}
     if load is None or level is None:
         return _stale_reason(tick.detail, failures)
+    # saturation: the smoothed level the weight was computed from; driver: the term that
+    # dominated this scrape; capacity: observed, relative to the best replica of its region;
+    # goal: on its way (a ramp, or a turn waiting for the budget).
+    band = (weights.NEAR if tick.near else weights.FREE) if state == HEALTHY else None
+    share = round(capacity_share, 2) if capacity_share < 1.0 else None
+    goal = tick.goal if tick.goal != tick.published else None
+    key = (state, band, round(level, 2), load.driver, failures, share, goal)
+    reason = _REASONS.get(key)
+    if reason is None:
+        reason = _reason(key)
+        if len(_REASONS) >= _REASONS_LIMIT:
+            _REASONS.clear()
+        _REASONS[key] = reason
+    return reason
+
+
+# A live endpoint's reason by content: one shared (read-only) mapping per content, as for
+# stale ones. Every endpoint that moved gets one, and they take few values (levels in
+# hundredths), so a fleet's reasons are a few hundred objects, not one per endpoint per
+# move, and translation finds each one's reason code once (`xds.translate.endpoints`).
+# Emptied when it outgrows _REASONS_LIMIT: it can only be too small, never wrong.
+_ReasonKey = tuple[str, str | None, float, str, int, float | None, int | None]
+_REASONS: dict[_ReasonKey, Mapping[str, ReasonValue]] = {}
+_REASONS_LIMIT = 4096
+
+
+def _reason(key: _ReasonKey) -> Mapping[str, ReasonValue]:
+    """The reason for its content (`_explain`'s key), keys in the order they are shown."""
+    state, band, saturation, driver, failures, share, goal = key
     reason: dict[str, ReasonValue] = {"state": state}
-    if state == HEALTHY:  # room left, or close to saturation and hotter than its peers
-        reason["band"] = weights.NEAR if tick.near else weights.FREE
-    reason.update(
-        saturation=round(level, 2),  # the smoothed level the weight was computed from
-        driver=load.driver,  # the term that dominated this scrape
-        failures=failures,
-    )
-    if capacity_share < 1.0:  # observed capacity, relative to the best replica of its region
-        reason["capacity"] = round(capacity_share, 2)
-    if tick.goal != tick.published:  # on its way: a ramp, or a turn waiting for the budget
-        reason["goal"] = tick.goal
+    if band is not None:  # healthy: room left, or close to saturation and hotter than peers
+        reason["band"] = band
+    reason.update(saturation=saturation, driver=driver, failures=failures)
+    if share is not None:
+        reason["capacity"] = share
+    if goal is not None:
+        reason["goal"] = goal
     return reason
 
 

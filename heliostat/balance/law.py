@@ -30,8 +30,9 @@ from __future__ import annotations
 import dataclasses
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import repeat
-from typing import NamedTuple
+from itertools import compress, repeat
+from operator import is_not
+from typing import NamedTuple, cast
 
 from heliostat.balance import (
     affinity,
@@ -44,7 +45,7 @@ from heliostat.balance import (
     weights,
 )
 from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
-from heliostat.balance.endpoints import advance, peers_of
+from heliostat.balance.endpoints import advance, column_peers, peers_of
 from heliostat.balance.state import (
     ControlState,
     EndpointKey,
@@ -266,22 +267,38 @@ def _endpoints(
     priors: Sequence[EndpointState | None]
     if column is not None:  # the last tick's records, as they are: no lookup, no allocation
         priors = column.states
+        # and what each showed its peers, kept in a column: sums, not a pass over records
+        peers = column_peers(column.regions, column.peer_levels, model.endpoints, service_before)
     else:
         endpoints_before = previous.endpoints if previous else {}
         priors = list(map(endpoints_before.get, keys))
-    peers = peers_of(model.endpoints, priors, service_before)
+        peers = peers_of(model.endpoints, priors, service_before)
     addresses = list(map(_ADDRESS, keys))
-    slots_all = [
-        e.slots or (s.max_num_seqs if s is not None else None)
-        for e, s in zip(model.endpoints, signals, strict=True)
-    ]
-    # One estimator (`capacity`): the region's supply and the endpoint's tier both read it.
-    # (map: these run over every endpoint of the fleet on every tick.)
-    observed_all = list(
-        map(capacity.observe, signals, slots_all, map(service_before.get, addresses), repeat(dt))
-    )
-    # kept while it is down: what it taught still holds
-    service = {a: o for a, o in zip(addresses, observed_all, strict=True) if o is not None}
+    slots_all: list[int | None]
+    observed_all: list[ServiceState | None]
+    service: dict[str, ServiceState]
+    if service_before or _teaches(signals):
+        slots_all = [
+            e.slots or (s.max_num_seqs if s is not None else None)
+            for e, s in zip(model.endpoints, signals, strict=True)
+        ]
+        # One estimator (`capacity`): the region's supply and the endpoint's tier both read
+        # it. (map: these run over every endpoint of the fleet on every tick.)
+        observed_all = list(
+            map(
+                capacity.observe,
+                signals,
+                slots_all,
+                map(service_before.get, addresses),
+                repeat(dt),
+            )
+        )
+        # kept while it is down: what it taught still holds (in C: this runs over every row)
+        present = map(is_not, observed_all, repeat(None))
+        kept = compress(zip(addresses, observed_all, strict=True), present)
+        service = cast(dict[str, ServiceState], dict(kept))
+    else:  # `capacity.observe` of every row would be None: nothing learnt, nothing to learn
+        slots_all, observed_all, service = [None] * len(keys), [None] * len(keys), {}
     column = advance(
         model,
         keys,
@@ -305,14 +322,25 @@ def _endpoints(
     for region, indices in column.regions:
         members[region] = tuple(map(views.__getitem__, indices))
         # live: counts towards its supply
-        counted = [i for i in indices if pressures[i] is not None]
+        counted = list(
+            compress(indices, map(is_not, map(pressures.__getitem__, indices), repeat(None)))
+        )
         if counted:
             live[region] = counted
     rows = _Rows(pressures, observed_all, slots_all, signals)
-    supply, rates = _supply(
-        model, live, rows, service, dict(zip(addresses, slots_all, strict=True))
-    )
+    supply, rates = _supply(model, live, rows, service, addresses)
     return members, service, supply, rates, column
+
+
+def _teaches(signals: Sequence[Sample | None]) -> bool:
+    """Whether some sample counts its engine's completions: only those teach a service rate
+    (`capacity.observe`). Read in C (`getattr` with a default reads None off a missing
+    sample), as it runs over every endpoint of the fleet on every tick."""
+    for field in ("served_total", "served_rate"):
+        values = map(getattr, signals, repeat(field), repeat(None))
+        if any(map(is_not, values, repeat(None))):
+            return True
+    return False
 
 
 def _keys(model: Model) -> tuple[EndpointKey, ...]:
@@ -366,15 +394,17 @@ def _supply(
     live: Mapping[str, list[int]],
     rows: _Rows,
     service: Mapping[str, ServiceState],
-    slots: Mapping[str, int | None],
+    addresses: Sequence[str],
 ) -> tuple[dict[str, overflow.Supply], bool]:
     """Each region's supply, in requests/s once some live endpoint's capacity is known
     (rates mode, the second value), else in endpoint units (`live`: each region's live
-    endpoints, rows of `rows`)."""
+    endpoints, rows of `rows`; `addresses`: each row's)."""
     # Every endpoint of the model that was ever observed informs the prior (the same model on
     # the same kind of replica): one that died or left still says what a slot serves.
     known = {a: s for a, s in service.items() if capacity.known(s) is not None}
-    prior = capacity.per_slot_prior(known, slots) if known else None
+    prior = None
+    if known:  # each address's slots, built only when some capacity is known
+        prior = capacity.per_slot_prior(known, dict(zip(addresses, rows.slots, strict=True)))
     rates = bool(known) and any(
         capacity.known(rows.service[i]) is not None or (prior is not None and rows.slots[i])
         for members in live.values()

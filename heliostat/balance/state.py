@@ -87,6 +87,11 @@ class SteadyColumn:
     waiting: tuple[float | None, ...] = ()
     index: Mapping[str, int] = field(default_factory=dict)
     keys: tuple[EndpointKey, ...] = ()  # (model, address) per row
+    # Per row, what the endpoint shows its region's peers on the next tick: its level capped
+    # at HARD_SATURATION while it is live (healthy or saturated), else None
+    # (`endpoints.peer_level`); a steady row keeps its value, so the next tick's `Peers`
+    # are sums over this column, not a pass over every record.
+    peer_levels: tuple[float | None, ...] = ()
 
     def state(self, row: int) -> EndpointState:
         """The endpoint's record as of this tick: its kept record with this tick's sample."""

@@ -57,6 +57,13 @@ _HEALTH = {
 _METADATA: dict[str, bytes] = {PLAIN_REASON_CODE: b""}
 _METADATA_LIMIT = 256
 
+# Reason codes by the identity of the reason mapping (pinned by the value, so an id is never
+# a recycled one): the law shares one mapping per reason content (`balance.endpoints`), so
+# a fleet's endpoints that moved carry a few hundred of them. A pure function of the
+# mapping, emptied when it outgrows _CODES_LIMIT: it can only be too small, never wrong.
+_CODES: dict[int, tuple[Mapping[str, ReasonValue], str]] = {}
+_CODES_LIMIT = 1 << 14
+
 # Tag of field 2 with wire type 2 (length-delimited): `ClusterLoadAssignment.endpoints` and
 # `LocalityLbEndpoints.lb_endpoints` are both field 2.
 _FIELD_2 = b"\x12"
@@ -237,7 +244,15 @@ def _entry(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, byt
     Every changed endpoint of the fleet comes through here on every tick: the parts come
     from tables (metadata by reason code, address and health, weight) and are joined once,
     with the entry's tag and length, into one new bytes object."""
-    code = reason_code(view.reason)
+    reason = view.reason
+    known = _CODES.get(id(reason))
+    if known is not None and known[0] is reason:
+        code = known[1]
+    else:
+        code = reason_code(reason)
+        if len(_CODES) >= _CODES_LIMIT:
+            _CODES.clear()
+        _CODES[id(reason)] = (reason, code)
     weight = view.weight if view.weight > 1 else 1
     metadata = _METADATA.get(code)
     if metadata is None:
