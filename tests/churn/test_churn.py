@@ -1,14 +1,14 @@
 """Stream churn against a real `heliostat serve`: many ADS streams connecting and
 disconnecting while others stay, with a change pushed every two seconds.
 
-Every stream that stays must keep getting pushes (it ACKs an endpoint response, EDS or
-LEDS, sent after the last change), heliostat must end with no stream left registered, and its memory must come
-back to within 10% of its baseline once the clients leave. The baseline is taken after one
-full wave of the same number of streams connected and left, so what is compared is what
-stays behind (a leak), not the allocator's first high-water mark: measured, RSS rises from
-76 MB cold to about 100 MB after one wave of 1,000 streams and to a plateau near 110 MB
-after the first seconds of churn, where it stays through tens of thousands of connects
-(four 20 s rounds of 9,000 connects each ended at 109, 110, 114 and 113 MB). So the
+Every stream that stays must keep getting pushes (it ACKs an endpoint response, EDS or LEDS,
+sent after the last change), heliostat must end with no stream left registered, and its
+memory must come back to within 10% of its baseline once the clients leave. The baseline is
+taken after one full wave of the same number of streams connected and left, so what is
+compared is what stays behind (a leak), not the allocator's first high-water mark: measured,
+RSS rises from 76 MB cold to about 100 MB after one wave of 1,000 streams and to a plateau
+near 110 MB after the first seconds of churn, where it stays through tens of thousands of
+connects (four 20 s rounds of 9,000 connects each ended at 109, 110, 114 and 113 MB). So the
 baseline is taken after one wave and a short round of the same churn.
 
 That plateau did not hold (2026-12-06, CI after aa7b97b: 122 -> 138 MB). Rounds of 30 s
