@@ -61,9 +61,9 @@ class Affinity(Section):
     # 1.5: Envoy's bound is relative to the gateway's in-flight count, so at a light moment
     # (a handful of requests in flight) 1.25 already passes a key on while its replica still
     # has free slots: a miss and a second copy of the prefix on the next replica. At full
-    # size on shared_prefix, 1.5 halved those spills and raised hits by about 4 points
-    # (README, "Bounded load and the hash"); closer to saturation the two bounds differ by a
-    # request per replica.
+    # size on shared_prefix, 1.5 halved us-east's spills and held about 3 points more hits,
+    # its SLO within noise (README, "Bounded load and the hash"); closer to saturation the
+    # two bounds differ by a request per replica.
     bounded_load: Annotated[float, Field(ge=1.0, le=100.0, allow_inf_nan=False, strict=True)] = 1.5
     hash: HashKind = HashKind.RING_HASH
     mode: AffinityMode = AffinityMode.AUTO
