@@ -15,6 +15,7 @@ from heliostat.balance import ControlState, compute, weights
 from heliostat.balance import affinity as choice
 from heliostat.balance.view import LbPolicy
 from heliostat.policy import Policy, parse_policy
+from heliostat.policy.traffic import Affinity
 from heliostat.xds.resources.nodes import NodeGroup, Role
 from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate import build_snapshot
@@ -119,7 +120,7 @@ def test_a_trial_confirmed_by_hits_keeps_hashing_with_the_operators_bound() -> N
     assert decided is not None and not decided.trial
     reason = run.reason
     assert str(reason["why"]).startswith("prompts share prefixes: the engines' prefix caches")
-    assert reason["bounded_load"] == 1.25
+    assert reason["bounded_load"] == Affinity().bounded_load
     # Sharing stops: no longer a trial, so the slow average and CONFIRM_S judge it.
     run.play(20, lambda t: 0.0)
     assert run.lb[-1][1] is LbPolicy.LEAST_REQUEST
@@ -137,7 +138,7 @@ def test_shared_prefixes_switch_to_hashing_once_the_evidence_lasts() -> None:
     # evidence must hold for CONFIRM_S.
     assert switched - began <= choice.ENTER_TAU_S * math.log(2) + choice.CONFIRM_S + TICK
     reason = run.reason
-    assert reason["lb"] == "ring_hash" and reason["bounded_load"] == 1.25
+    assert reason["lb"] == "ring_hash" and reason["bounded_load"] == Affinity().bounded_load
     assert str(reason["why"]).startswith("prompts share prefixes")
     assert 0.15 <= float(str(reason["hit_rate"])) <= 0.3
 

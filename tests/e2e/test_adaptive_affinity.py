@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from heliostat.policy.traffic import Affinity
 from heliostat.sim import loadgen
 from heliostat.xds.translate.affinity import RING_SIZE
 from tests.e2e.harness import (
@@ -182,9 +183,8 @@ def test_least_request_without_shared_prefixes_then_hashing_once_they_are_shared
     why = _why(cluster)
     assert why["lb"] == "ring_hash"
     assert str(why["why"]).startswith("prompts share prefixes")
-    assert (
-        cluster["common_lb_config"]["consistent_hashing_lb_config"]["hash_balance_factor"] == 125
-    )  # default
+    factor = cluster["common_lb_config"]["consistent_hashing_lb_config"]["hash_balance_factor"]
+    assert factor == round(Affinity().bounded_load * 100)  # the default
     decided = heliostat.state()["control"]["decisions"]["models"][MODEL]["affinity"]
     assert decided["hashing"] is True
     print(

@@ -26,6 +26,7 @@ from heliostat.balance import ClusterView, RegionView, TrafficClass, static_view
 from heliostat.planning.subsets import subset
 from heliostat.planning.versions import TOTAL, version_shares, version_weights
 from heliostat.policy import Policy, PolicyError, load_policy, parse_policy
+from heliostat.policy.traffic import Affinity
 from heliostat.wire import PREFIX_KEY_HEADER
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.sotw import SotwStream
@@ -404,7 +405,8 @@ def test_affinity_hashes_with_bounded_load_and_keeps_the_rest(policy: Policy) ->
     assert cluster.common_lb_config.consistent_hashing_lb_config.hash_balance_factor.value == 200
     default = parse_policy(edit("bounded_load: 1.5, prefix_chars: 2000}", "mode: always}"))
     cluster = clusters(snapshot_for("us-east", default))[LLAMA]
-    assert cluster.common_lb_config.consistent_hashing_lb_config.hash_balance_factor.value == 125
+    factor = cluster.common_lb_config.consistent_hashing_lb_config.hash_balance_factor.value
+    assert factor == round(Affinity().bounded_load * 100)  # the default
 
 
 def test_auto_affinity_starts_hashing_on_trial_and_says_why(policy: Policy) -> None:
