@@ -96,6 +96,13 @@ LEVEL_RELEASE = 1.0
 # move needs two looks running (`_late_twice`), rarer still; a false alarm costs a share two
 # turns (out and back) against the target of at most two a minute.
 CHANCE_LOOKS = 100
+# A share that fell is raised again by the origin's wish (not urgently) only this long after
+# its fall: a rescuer's distress brings a share down at once, past any hold, and a share that
+# then rose again after the reversal hold alone and fell again at the next distress turned
+# three times in 40 s (up, down, up, down). With a minute between a fall and the rise that
+# follows, the turns come at most two in any minute, the issue's stability target, however
+# urgent the falls. An urgent rise (the origin's own queue beyond chance) does not wait.
+RISE_AFTER_FALL_S = 2.0 * publish.REVERSAL_HOLD_S
 # Refusing starts once demand has been unplaced this long without a break: a failover, a
 # burst or an estimate's jump is absorbed by the queues; a full planet lasts.
 REFUSE_AFTER_S = 3.0
@@ -674,6 +681,10 @@ def _lending(
         distressed = rescuer_distressed(model, rescuer, previous.get(q))
         falling = target < _published(lent_before, q)
         rising = target > _published(lent_before, q)
+        last = lent_before.get(q)
+        # A rise that turns a fallen share back up waits RISE_AFTER_FALL_S, not the reversal
+        # hold alone: the fall may have been urgent, held by nothing (see RISE_AFTER_FALL_S).
+        turning_up = rising and last is not None and last.direction < 0
         held = publish.hold(
             lent_before.get(q),
             target,
@@ -683,6 +694,7 @@ def _lending(
             # target of a small pool's share swings by tens of points with its estimates.
             # Real needs are urgent instead: a rescuer's or the origin's lasting queue.
             large_move=math.inf,
+            reversal_s=RISE_AFTER_FALL_S if turning_up else publish.REVERSAL_HOLD_S,
             # No release grace here (`publish.RELEASE_TICKS`, as the fallback has): holding
             # a share up for a few ticks after the plan lowered it overloads a rescuer whose
             # own users are arriving (planet discrete flash crowd: us-east 99.5% -> 95.5%).
@@ -695,7 +707,7 @@ def _lending(
         )
         # A share back at zero is remembered while its last move still holds a reversal
         # back: forgotten, the next tick's rise would not count as turning round.
-        if held.published > 0.0 or held.target > 0.0 or now - held.moved_at < publish.hold_s():
+        if held.published > 0.0 or held.target > 0.0 or now - held.moved_at < _remembered_s():
             lending[q] = held
     return lending
 
@@ -711,6 +723,11 @@ def rescuer_distressed(model: Model, rescuer: Supply | None, before: RegionState
     eu-west, the rescuer, kept taking ap-southeast's users past its room and passed 63% of
     its own users on to us-east (38% without it)."""
     return _late_twice(model, rescuer, before)
+
+
+def _remembered_s() -> float:
+    """How long a share back at zero is remembered: while its fall still holds a rise back."""
+    return max(publish.hold_s(), RISE_AFTER_FALL_S)
 
 
 def _persistent(own: Supply, before: RegionState | None, model: Model) -> Supply:
