@@ -90,8 +90,9 @@ LEVEL_SIGMAS = 2.0
 # Once it lends, it takes its users back below this many deviations fewer (hysteresis: the
 # level lags a change of shares by seconds, and a share that turns round is held).
 LEVEL_RELEASE = 1.0
-# A queue makes a share's move urgent only beyond what the region's slots hold by chance at
-# its level once in this many looks (`chance_queue`). The
+# The origin's own queue makes its share's rise urgent only beyond what its slots hold by
+# chance at its level once in this many looks (`chance_queue`; a rescuer's distress stays on
+# the SLO's term, `rescuer_distressed`). The
 # law looks every tick, twice a second at the default interval: once in 50 s, and an urgent
 # move needs two looks running (`_late_twice`), rarer still; a false alarm costs a share two
 # turns (out and back) against the target of at most two a minute.
@@ -163,8 +164,10 @@ def chance_queue(region: Supply) -> float:
     steady 65% holds 0.7 requests waiting on average, more than 7 once in 100 looks; each
     such queue turned its shares urgent, past the reversal hold (`_lending`): the planet
     chat fleet's small region turned its share 1-5 times a minute. Up to this much a queue
-    is noise to that decision. A real backlog is not: past its admission level (a surge, an
-    outage) the level is capped there, and a queue beyond what that level holds by chance
+    is noise to the origin's own wish to lend more (`_lending`: overdue). Not to a
+    rescuer's distress (`rescuer_distressed`): that queue is its own users' too. A real
+    backlog is not noise: past its admission level (a surge, an outage) the level is
+    capped there, and a queue beyond what that level holds by chance
     is an emergency at once; a pool of hundreds of slots holds next to nothing by chance,
     and the SLO's term decides as before.
 

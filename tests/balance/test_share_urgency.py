@@ -50,9 +50,7 @@ def lent_after(
     gateways = GatewayLoad(
         {(model.name, r): OriginLoad(interactive=demands[r], at=NOW) for r in COUNTS}
     )
-    regions = {
-        r: supply(n, min(1.0, loads[r]), backlog.get(r, 0.0)) for r, n in COUNTS.items()
-    }
+    regions = {r: supply(n, min(1.0, loads[r]), backlog.get(r, 0.0)) for r, n in COUNTS.items()}
     lending = {"eu-west": Held(share, share, direction, NOW - moved_ago_s)}
     previous = {
         r: RegionState(
@@ -114,9 +112,12 @@ def test_the_origins_own_queue_raises_a_fallen_share_at_once_only_beyond_chance(
     """ap-southeast at 85%: its share to eu-west fell to zero 5 s ago and the plan wants
     it back. A queue of 5 on its 4 slots is late (the SLO tolerates 0.67) but within what
     they hold by chance at that level (9.2): the rise waits. One of 12 is an emergency."""
-    assert overflow.tolerated(supply(1, 0.85), TTFT_S) < 5.0 < overflow.chance_queue(
-        supply(1, 0.85)
-    ) < 12.0
+    assert (
+        overflow.tolerated(supply(1, 0.85), TTFT_S)
+        < 5.0
+        < overflow.chance_queue(supply(1, 0.85))
+        < 12.0
+    )
     backlog = {"ap-southeast": queue}
     held = lent_after(HOT, backlog, backlog, 0.0, 5.0, -1)
     assert held.target >= 0.1

@@ -12,10 +12,13 @@ ap-southeast's one 4-slot pool at 65% holds 0.7 requests waiting on average, and
 chance now and then. When one waiting request beyond c mu x QUEUE_SHARE x TTFT (0.67 of a
 request) counted as late, each such queue turned its share urgent (past the reversal
 hold): its share to eu-west turned round 1-5 times in a minute (worst share per run over
-ten seeds: 3, 5, 4, 1, 3, 3, 4, 5, 5, 3). Now a queue is an emergency to the shares only
-beyond what the pool holds by chance at its level (`overflow.chance_queue`), and a share
-too large for the demand follows the best one down (`spill`): 1-2 turns per run (1, 2, 2,
-1, 2, 1, 2, 1, 1, 1), SLO attainment 99.70% before, 99.77% now.
+ten seeds: 3, 5, 4, 1, 3, 3, 4, 5, 5, 3). Now the origin's own queue raises its share at
+once only beyond what the pool holds by chance at its level (`overflow.chance_queue`), a
+share too large for the demand follows the best one down (`spill`), and a fallen share
+rises again by the origin's wish only a minute after its fall (`overflow.RISE_AFTER_FALL_S`):
+a rescuer's distress, on the SLO's term alone, still brings it down at once. 1 turn per run
+on these seeds (seeds 0-29: mean 1.03, one seed 3, each of its turns urgent; before 3.77,
+as high as 7), SLO attainment 99.70% before, 99.69% now.
 
 A real surge still leaves at once (below; and tests/planet/test_small_region_noise.py,
 tests/balance, tests/e2e/test_regional_law.py).
@@ -127,7 +130,7 @@ def test_no_share_turns_round_more_than_twice_a_minute_under_constant_load(
         attainment.append(record.summary(0.5)["slo_attainment"])
     mean = sum(attainment) / len(attainment)
     print(f"worst turns per run {worst}, SLO attainment {[round(a, 4) for a in attainment]}")
-    # Before: 3, 5, 4, 1, 3, 3, 4, 5, 5, 3 (mean SLO 99.70%). Now: 1-2 (99.77%).
+    # Before: 3, 5, 4, 1, 3, 3, 4, 5, 5, 3 (mean SLO 99.70%). Now: 1 on each seed.
     assert max(worst) <= MOST_TURNS
     # Keeping shares still must not cost the users: 99.7% before and after; a point of
     # margin for the noise of ten one-minute runs.
