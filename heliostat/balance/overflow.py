@@ -661,7 +661,7 @@ def _lending(
     draining = (own is not None and drains(own.capacity, own.utilisation, own.raw)) or (
         r in previous and drains_now(previous[r])
     )
-    overdue = own is not None and _late_twice(model, own, previous.get(r), beyond_chance)
+    overdue = origin_overdue(model, own, previous.get(r), smoothed)
     targets = {
         q: placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
         for q in sorted(set(lent_before) | set(placed))
@@ -713,6 +713,24 @@ def _lending(
         if held.published > 0.0 or held.target > 0.0 or now - held.moved_at < _remembered_s():
             lending[q] = held
     return lending
+
+
+def origin_overdue(
+    model: Model, own: Supply | None, before: RegionState | None, demanded: float
+) -> bool:
+    """The origin's own queue makes its share's rise urgent (past the reversal hold and
+    RISE_AFTER_FALL_S): late at this tick and the last, and either beyond what its slots hold
+    by chance (`beyond_chance`) or its users bring at least what its slots complete (demand
+    at or past its observed capacity): such a queue grows without bound, whatever chance
+    holds. Without the second, a 4-slot region at 2x waited for a queue of 9 (its chance
+    queue at its admission level, 1.7 s of waiting) before its share could rise again."""
+    if own is None or not _late_twice(model, own, before):
+        return False
+    spread = math.sqrt(max(0.0, demanded) / (2.0 * demand.TAU_S))
+    beyond = demanded - LEVEL_SIGMAS * spread >= own.raw
+    return (own.rates and own.raw > 0.0 and beyond) or _late_twice(
+        model, own, before, beyond_chance
+    )
 
 
 def rescuer_distressed(model: Model, rescuer: Supply | None, before: RegionState | None) -> bool:

@@ -138,3 +138,18 @@ def test_a_fallen_share_rises_again_by_the_origins_wish_only_a_minute_after_its_
     held = lent_after(HOT, {}, {}, 0.0, fell_ago_s, -1)
     assert held.target >= 0.1
     assert held.published == (held.target if raised else 0.0)
+
+
+def test_an_origin_whose_users_bring_more_than_its_slots_complete_raises_its_share_at_once() -> (
+    None
+):
+    """ap-southeast at 2x its capacity (measured at its gateways, beyond its slots by more
+    than the reading's chance): a queue of 5 is within what its slots hold by chance at
+    their admission level, but it grows without bound. Its share, fallen 5 s ago, rises
+    at once rather than a minute later."""
+    backlog = {"ap-southeast": 5.0}
+    held = lent_after({**SURGE, "eu-west": 0.5}, backlog, backlog, 0.3, 5.0, -1)
+    assert held.target >= 0.3 + 0.1
+    assert held.published == held.target
+    # The same queue at 85% (demand within its slots): it waits (see above).
+    assert lent_after(HOT, backlog, backlog, 0.0, 5.0, -1).published == 0.0
