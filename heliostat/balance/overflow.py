@@ -661,8 +661,7 @@ def _lending(
     draining = (own is not None and drains(own.capacity, own.utilisation, own.raw)) or (
         r in previous and drains_now(previous[r])
     )
-    rescuing = any(_published(s.lending, r) > 0.0 for o, s in previous.items() if o != r)
-    overdue = origin_overdue(model, own, previous.get(r), smoothed, rescuing)
+    overdue = origin_overdue(model, own, previous.get(r), smoothed)
     targets = {
         q: placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
         for q in sorted(set(lent_before) | set(placed))
@@ -717,36 +716,21 @@ def _lending(
 
 
 def origin_overdue(
-    model: Model,
-    own: Supply | None,
-    before: RegionState | None,
-    demanded: float,
-    rescuing: bool = False,
+    model: Model, own: Supply | None, before: RegionState | None, demanded: float
 ) -> bool:
-    """The region's own queue makes its share's rise urgent (past the reversal hold and
-    RISE_AFTER_FALL_S):
-
-    - its users bring more than its slots complete, by more than the demand reading's chance
-      (2 deviations): its queue grows without bound, late or not yet. Waiting for the queue
-      instead (its chance queue at the admission level: 9 requests, 1.7 s, on 4 slots) kept
-      a surging region's users home;
-    - it rescues others (a share of some region's users is published to it) and its queue
-      is late at this tick and the last, on the SLO's term alone, as `rescuer_distressed`:
-      that queue is partly the users it took in, and passing its own on makes room for
-      them. On the chance term (planet chat fleet, ap-southeast at 2x from 20 s, 10 seeds)
-      the rescuer held its users while the origin's share fell at each distress: 93.2% SLO
-      met against main's 94.5% (ap-southeast 75.5% against 80.6%); on the SLO's term 94.5%;
-    - otherwise its queue is late at this tick and the last and beyond what its slots hold
-      by chance (`beyond_chance`): a small pool's chance queue is no emergency.
-    """
-    if own is None or not own.rates:
+    """The origin's own queue makes its share's rise urgent (past the reversal hold and
+    RISE_AFTER_FALL_S): late at this tick and the last, and either beyond what its slots hold
+    by chance (`beyond_chance`) or its users bring at least what its slots complete (demand
+    at or past its observed capacity): such a queue grows without bound, whatever chance
+    holds. Without the second, a 4-slot region at 2x waited for a queue of 9 (its chance
+    queue at its admission level, 1.7 s of waiting) before its share could rise again."""
+    if own is None or not _late_twice(model, own, before):
         return False
     spread = math.sqrt(max(0.0, demanded) / (2.0 * demand.TAU_S))
-    if own.raw > 0.0 and demanded - LEVEL_SIGMAS * spread >= own.raw:
-        return True
-    if rescuing:
-        return _late_twice(model, own, before)
-    return _late_twice(model, own, before, beyond_chance)
+    beyond = demanded - LEVEL_SIGMAS * spread >= own.raw
+    return (own.rates and own.raw > 0.0 and beyond) or _late_twice(
+        model, own, before, beyond_chance
+    )
 
 
 def rescuer_distressed(model: Model, rescuer: Supply | None, before: RegionState | None) -> bool:

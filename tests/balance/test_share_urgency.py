@@ -39,14 +39,10 @@ def lent_after(
     share: float,
     moved_ago_s: float,
     direction: int,
-    origin: str = "ap-southeast",
-    rescuer: str = "eu-west",
-    received: dict[str, Held] | None = None,
 ) -> Held:
-    """`origin`'s share to `rescuer` after one tick: it was `share`, last moved
+    """ap-southeast's share to eu-west after one tick: it was `share`, last moved
     `moved_ago_s` ago in `direction`; each region's users at `loads` of its capacity, its
-    queue `backlog` now and `backlog_before` at the last tick; ap-southeast lending
-    `received` when the origin is another region."""
+    queue `backlog` now and `backlog_before` at the last tick."""
     policy = policy_of(COUNTS, budget=170, max_share=None)
     model = policy.spec.models[0]
     model = model.model_copy(update={"slo": model.slo.model_copy(update={"ttft_ms": 500.0})})
@@ -55,15 +51,14 @@ def lent_after(
         {(model.name, r): OriginLoad(interactive=demands[r], at=NOW) for r in COUNTS}
     )
     regions = {r: supply(n, min(1.0, loads[r]), backlog.get(r, 0.0)) for r, n in COUNTS.items()}
-    lending = {"ap-southeast": received or {}}
-    lending[origin] = {rescuer: Held(share, share, direction, NOW - moved_ago_s)}
+    lending = {"eu-west": Held(share, share, direction, NOW - moved_ago_s)}
     previous = {
         r: RegionState(
             capacity=s.capacity,
             load=s.load,
             demand=demands[r],
-            overflowing=bool(lending.get(r)),
-            lending=lending.get(r, {}),
+            overflowing=r == "ap-southeast",
+            lending=lending if r == "ap-southeast" else {},
             measured=demands[r],
             endpoints=COUNTS[r],
             source="gateways",
@@ -75,7 +70,7 @@ def lent_after(
         for r, s in regions.items()
     }
     plan = overflow.step(policy, model, regions, True, gateways, previous, {}, 0.5, NOW)
-    return plan[origin].lending[rescuer]
+    return plan["ap-southeast"].lending["eu-west"]
 
 
 SURGE = {"us-east": 0.5, "eu-west": 0.65, "ap-southeast": 2.0}
@@ -158,22 +153,3 @@ def test_an_origin_whose_users_bring_more_than_its_slots_complete_raises_its_sha
     assert held.published == held.target
     # The same queue at 85% (demand within its slots): it waits (see above).
     assert lent_after(HOT, backlog, backlog, 0.0, 5.0, -1).published == 0.0
-
-
-@pytest.mark.parametrize("receiving", [False, True])
-def test_a_rescuers_late_queue_makes_room_at_once_by_passing_its_own_users_on(
-    receiving: bool,
-) -> None:
-    """eu-west at 85% with a queue of 3.5 at this tick and the last: late (the SLO
-    tolerates 2), within what its 12 slots hold by chance. Its own share to us-east fell
-    5 s ago and the plan wants it back. While it rescues ap-southeast (40% of its users
-    published to it) that queue is partly theirs: the share rises at once, as the rescuer's
-    distress brings ap-southeast's down at once. Rescuing no one, it waits."""
-    loads = {"us-east": 0.5, "eu-west": 0.85, "ap-southeast": 1.5}
-    eu = supply(3, 0.85, 3.5)
-    assert overflow.tolerated(eu, TTFT_S) < 3.5 < overflow.chance_queue(eu)
-    backlog = {"eu-west": 3.5}
-    received = {"eu-west": Held(0.4, 0.4, 1, NOW - 1.0)} if receiving else {}
-    held = lent_after(loads, backlog, backlog, 0.0, 5.0, -1, "eu-west", "us-east", received)
-    assert held.target >= 0.1
-    assert held.published == (held.target if receiving else 0.0)

@@ -16,10 +16,9 @@ ten seeds: 3, 5, 4, 1, 3, 3, 4, 5, 5, 3). Now the origin's own queue raises its 
 once only beyond what the pool holds by chance at its level (`overflow.chance_queue`), a
 share too large for the demand follows the best one down (`spill`), and a fallen share
 rises again by the origin's wish only a minute after its fall (`overflow.RISE_AFTER_FALL_S`):
-a rescuer's distress, and a rescuer's own late queue passing its users on to make room,
-react at once on the SLO's term alone. Worst share per run 1 on nine of these seeds, 3 on
-one (seeds 0-29: mean 1.3, 25 of 30 runs within two turns, worst 4; before: mean 3.77, 4
-of 30 within, worst 7), SLO attainment 99.70% before, 99.70% now.
+a rescuer's distress, on the SLO's term alone, still brings it down at once. 1 turn per run
+on these seeds (seeds 0-29: mean 1.03, one seed 3, each of its turns urgent; before 3.77,
+as high as 7), SLO attainment 99.70% before, 99.69% now.
 
 A real surge still leaves at once (below; and tests/planet/test_small_region_noise.py,
 tests/balance, tests/e2e/test_regional_law.py).
@@ -131,13 +130,8 @@ def test_no_share_turns_round_more_than_twice_a_minute_under_constant_load(
         attainment.append(record.summary(0.5)["slo_attainment"])
     mean = sum(attainment) / len(attainment)
     print(f"worst turns per run {worst}, SLO attainment {[round(a, 4) for a in attainment]}")
-    # Before: 3, 5, 4, 1, 3, 3, 4, 5, 5, 3 (mean SLO 99.70%): one run in ten within the
-    # target. Now 1, 1, 1, 1, 1, 1, 1, 1, 3, 1: the one run past it is a rescuer's late
-    # queue, which moves shares at once by design (urgent, on the SLO's term: a surge must
-    # not wait for it), so the target is asserted for nine runs in ten, and on average.
-    within = sum(w <= MOST_TURNS for w in worst)
-    assert within >= 9
-    assert sum(worst) / len(worst) <= 1.5
+    # Before: 3, 5, 4, 1, 3, 3, 4, 5, 5, 3 (mean SLO 99.70%). Now: 1 on each seed.
+    assert max(worst) <= MOST_TURNS
     # Keeping shares still must not cost the users: 99.7% before and after; a point of
     # margin for the noise of ten one-minute runs.
     assert mean >= 0.99
