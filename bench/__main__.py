@@ -1,10 +1,12 @@
 """Run the benchmarks and write `$BENCH_OUT` (default bench/results/): one JSON per benchmark
 plus report.md with plots.
 
-    python -m bench [--quick | --tiny] [--only NAME ...] [--scenario FILE ...] [--out DIR]
+    python -m bench [--quick | --tiny] [--only NAME ...] [--scenario FILE ...]
+                    [--policy NAME ...] [--out DIR]
 
 `--scenario` runs the routing benchmark on those scenario files instead of every file in
-bench/scenarios/ (see bench/README.md for the format).
+bench/scenarios/ (see bench/README.md for the format); `--policy` runs only those of its
+policies (default: all), for example heliostat alone to compare two versions of its law.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench.common import BENCHMARKS, Size, results_dir
+from bench.routing import POLICIES as ROUTING_POLICIES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="FILE",
         help="routing: run this scenario file (repeatable; default: bench/scenarios/*.yaml)",
+    )
+    parser.add_argument(
+        "--policy",
+        nargs="+",
+        choices=ROUTING_POLICIES,
+        default=None,
+        metavar="NAME",
+        help=f"routing: run only these policies (default: all of {', '.join(ROUTING_POLICIES)})",
     )
     args = parser.parse_args(argv)
     if args.scenario:
@@ -53,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         began = time.monotonic()
         print(f"== {name} ({chosen})", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"heliostat-bench-{name}-") as workdir:
-            if name == "routing" and args.scenario:
-                result = module.run(chosen, Path(workdir), scenarios=args.scenario)
+            if name == "routing" and (args.scenario or args.policy):
+                result = module.run(
+                    chosen, Path(workdir), scenarios=args.scenario, policies=args.policy or ()
+                )
             else:
                 result = module.run(chosen, Path(workdir))
         (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

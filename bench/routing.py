@@ -89,8 +89,17 @@ PLANS: Mapping[Size, Plan] = {
 }
 
 
-def run(size: Size, workdir: Path, scenarios: Sequence[Path] = ()) -> dict[str, Any]:
-    """Every policy on every scenario file given (default: every file in bench/scenarios/)."""
+def run(
+    size: Size, workdir: Path, scenarios: Sequence[Path] = (), policies: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The policies given (default: every one, in POLICIES' order) on every scenario file
+    given (default: every file in bench/scenarios/). A run of some policies only, heliostat
+    alone for one, compares versions of one policy; its targets against a baseline left out
+    read "n/a" (`routing_targets`)."""
+    unknown = sorted(set(policies) - set(POLICIES))
+    if unknown:
+        raise ValueError(f"unknown routing policies: {', '.join(unknown)} (known: {POLICIES})")
+    chosen = tuple(p for p in POLICIES if p in policies) if policies else POLICIES
     paths = list(scenarios) or scenario_files(SCENARIOS)
     loaded = load_all(paths)  # every file checked before anything starts
     plan = PLANS[size]
@@ -103,14 +112,14 @@ def run(size: Size, workdir: Path, scenarios: Sequence[Path] = ()) -> dict[str, 
         where = workdir / scenario.name
         where.mkdir(parents=True, exist_ok=True)
         print(f"  scenario {scenario.name} ({path})", flush=True)
-        entries, detail, setup = _run_scenario(scenario, size, where, plan)
+        entries, detail, setup = _run_scenario(scenario, size, where, plan, chosen)
         setups[scenario.name] = {"file": str(path), **setup}
         workloads[scenario.name] = entries
         details[scenario.name] = detail
     result: dict[str, Any] = {
         "size": size,
         "setup": {
-            **_setup(size, plan),
+            **_setup(size, plan, chosen),
             "scenarios": setups,
             "total_s": round(time.monotonic() - began, 1),
             # Other work on the machine skews timings: say how busy it was.
@@ -129,7 +138,7 @@ def run(size: Size, workdir: Path, scenarios: Sequence[Path] = ()) -> dict[str, 
 
 
 def _run_scenario(
-    scenario: Scenario, size: Size, workdir: Path, plan: Plan
+    scenario: Scenario, size: Size, workdir: Path, plan: Plan, policies: Sequence[str]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, Any]]:
     workload = build(scenario, size)
     processes: list[Process] = []
@@ -144,13 +153,19 @@ def _run_scenario(
             regions=fleet.rtt_table(scenario),
         )
         model = load_policy(mesh.policy_path).spec.models[0]
-        statics = _start_static_gateways(workdir, processes, mesh, model, scenario)
+        # The static gateways only when a policy runs on them: heliostat alone leaves the
+        # machine to its own processes.
+        statics = (
+            _start_static_gateways(workdir, processes, mesh, model, scenario)
+            if set(STATIC_POLICIES) & set(policies)
+            else {}
+        )
         gateways = {p: {r: ports[p] for r, (_, ports) in statics.items()} for p in STATIC_POLICIES}
         gateways["heliostat"] = dict(mesh.gateways)
         setup_s = time.monotonic() - began
         entries: dict[str, dict[str, Any]] = {}
         details: dict[str, dict[str, Any]] = {}
-        for policy in POLICIES:
+        for policy in policies:
             entries[policy], details[policy] = _run_policy(
                 mesh, scenario, workload, policy, gateways[policy], plan, statics
             )
@@ -381,7 +396,7 @@ def _brief(entry: Mapping[str, Any]) -> str:
     )
 
 
-def _setup(size: Size, plan: Plan) -> dict[str, Any]:
+def _setup(size: Size, plan: Plan, chosen: Sequence[str] = POLICIES) -> dict[str, Any]:
     return {
         "size": size,
         "heliostat_settle_max_s": plan.settle_max_s,
@@ -399,7 +414,7 @@ def _setup(size: Size, plan: Plan) -> dict[str, Any]:
             "picker": "llm-d endpoint picker defaults re-implemented in the harness, "
             "header -> per-endpoint cluster on a static Envoy",
         },
-        "policy_order": list(POLICIES),
+        "policy_order": list(chosen),
         "picker": routing_picker.describe(),
         "client": {
             "generator": "heliostat.sim.loadgen (open loop, streamed, aiohttp)",

@@ -8,6 +8,7 @@ region's too), and that the result has the shape the report reads. It asserts no
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,31 @@ def test_the_cli_refuses_a_bad_scenario_file_before_running_anything(
     assert code == 2
     assert f"{path}:11: replicas.edge.count:" in capsys.readouterr().err
     assert not (tmp_path / "routing.json").exists()
+
+
+@pytest.mark.envoy
+def test_the_cli_runs_only_the_policies_named(tmp_path: Path) -> None:
+    """`--policy heliostat` measures heliostat alone (no static gateway started); its
+    checks against the baselines it left out read n/a, never met."""
+    path = tmp_path / "smoke.yaml"
+    path.write_text(SCENARIO)
+    out = tmp_path / "out"
+    argv = ["--tiny", "--only", "routing", "--scenario", str(path), "--policy", "heliostat"]
+    assert main([*argv, "--out", str(out)]) == 0
+    result = json.loads((out / "routing.json").read_text())
+    assert set(result["workloads"]["smoke"]) == {"heliostat"}
+    assert result["workloads"]["smoke"]["heliostat"]["requests"] > 0
+    assert result["setup"]["policy_order"] == ["heliostat"]
+    against = [c for c in result["targets"] if "baseline" in c["target"]]
+    assert against and all(c["verdict"] == "n/a" for c in against)
+
+
+def test_the_cli_refuses_an_unknown_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--tiny", "--only", "routing", "--policy", "heliostat", "nginx"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'nginx'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown routing policies: nginx"):
+        routing.run("tiny", tmp_path, policies=["nginx"])
