@@ -217,9 +217,19 @@ def test_by_phase_splits_requests_by_their_scheduled_time() -> None:
         ]
     )
     phases = by_phase(report, lambda t: 0 if t < 1 else 1, 2, 500)
+
+    def phase(slo: float, late: float, p99: float) -> dict[str, float]:
+        return {
+            "requests": 1,
+            "slo_attainment": slo,
+            "refused": 0,
+            "admitted_late": late,
+            "admitted_ttft_p99_ms": p99,
+        }
+
     assert phases == [
-        {"a": {"requests": 1, "slo_attainment": 1.0}},
-        {"a": {"requests": 1, "slo_attainment": 0.0}, "b": {"requests": 1, "slo_attainment": 1.0}},
+        {"a": phase(1.0, 0.0, 100.0)},
+        {"a": phase(0.0, 1.0, 900.0), "b": phase(1.0, 0.0, 100.0)},
     ]
 
 
