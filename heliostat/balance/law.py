@@ -283,15 +283,10 @@ def _endpoints(
             for e, s in zip(model.endpoints, signals, strict=True)
         ]
         # One estimator (`capacity`): the region's supply and the endpoint's tier both read
-        # it. (map: these run over every endpoint of the fleet on every tick.)
-        observed_all = list(
-            map(
-                capacity.observe,
-                signals,
-                slots_all,
-                map(service_before.get, addresses),
-                repeat(dt),
-            )
+        # it. (`observe` of every row in one loop: with success counters this runs over
+        # every endpoint of the fleet on every tick.)
+        observed_all = capacity.observe_all(
+            signals, slots_all, map(service_before.get, addresses), dt
         )
         # kept while it is down: what it taught still holds (in C: this runs over every row)
         present = map(is_not, observed_all, repeat(None))

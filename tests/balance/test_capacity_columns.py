@@ -1,0 +1,64 @@
+"""`capacity.observe_all`, the estimator over a model's columns, against its specification,
+the scalar `capacity.observe`: on random sequences of samples (counters that grow, reset,
+repeat, go missing; rates given or not; queues; slots) they give exactly the same states,
+tick after tick."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from heliostat.balance import capacity
+from heliostat.balance.state import ServiceState
+from heliostat.signals.record import Signal
+
+ROWS = 4
+_total = st.sampled_from([None, 0.0, 5.0, 120.0, 121.0, 400.0])
+_rate = st.sampled_from([None, None, 0.0, 2.5, -1.0, math.inf, math.nan])
+_waiting = st.sampled_from([None, 0.0, 2.0, -1.0])
+_running = st.sampled_from([None, 0.0, 3.0, 8.0, 20.0, math.inf, -2.0])
+_slots = st.sampled_from([None, 0, 8])
+_age = st.sampled_from(["now", "now", "same", "older", "never", "absent"])
+
+
+@st.composite
+def _sample(draw: st.DrawFn, now: float, last: float | None) -> Signal | None:
+    age = draw(_age)
+    if age == "absent":
+        return None
+    scraped = {"now": now, "same": last, "older": now - 30.0, "never": None}[age]
+    return Signal(
+        model="m",
+        address="a",
+        engine="vllm",
+        waiting=draw(_waiting),
+        running=draw(_running),
+        max_num_seqs=draw(_slots),
+        scraped_at=scraped,
+        served_total=draw(_total),
+        served_rate=draw(_rate),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_observe_all_gives_exactly_the_states_observe_gives(data: st.DataObject) -> None:
+    now = 1_000.0
+    spec: list[ServiceState | None] = [None] * ROWS
+    fast: list[ServiceState | None] = [None] * ROWS
+    last: list[float | None] = [None] * ROWS
+    for _ in range(data.draw(st.integers(1, 12))):
+        dt = data.draw(st.sampled_from([0.0, 0.5, 2.0, 7.0]))
+        now += dt
+        signals = [data.draw(_sample(now, last[row])) for row in range(ROWS)]
+        slots = [data.draw(_slots) for _ in range(ROWS)]
+        spec = [
+            capacity.observe(signal, room, before, dt)
+            for signal, room, before in zip(signals, slots, spec, strict=True)
+        ]
+        fast = capacity.observe_all(signals, slots, fast, dt)
+        assert repr(fast) == repr(spec)  # to the bit, nan included
+        assert all(type(s) is ServiceState for s in fast if s is not None)
+        last = [s.scraped_at if s is not None else None for s in signals]
