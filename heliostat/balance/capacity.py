@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 from heliostat.balance import weights
 from heliostat.balance.state import ServiceState
@@ -206,15 +206,11 @@ def arrivals(state: ServiceState) -> float | None:
     return max(0.0, state.served + state.growth)
 
 
-def per_slot_prior(
-    states: Mapping[str, ServiceState], slots: Mapping[str, int | None]
-) -> float | None:
-    """The median capacity per slot of the endpoints whose capacity is known, if any."""
-    values = [
-        capacity / n
-        for address, state in sorted(states.items())
-        if (capacity := known(state)) is not None and (n := slots.get(address))
-    ]
+def per_slot_prior(known: Iterable[float | None], slots: Iterable[int | None]) -> float | None:
+    """The median capacity per slot of the endpoints whose capacity is known, if any (each
+    endpoint's `known` capacity and its slots, in the same order; the median's order does
+    not matter)."""
+    values = [k / n for k, n in zip(known, slots, strict=True) if k is not None and n]
     return statistics.median(values) if values else None
 
 

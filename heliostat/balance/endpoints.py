@@ -383,6 +383,8 @@ def _tier(service: ServiceState | None, peers: Peers | None, current: int) -> in
     own = capacity.known(service)
     if own is None or service is None or peers is None or peers.best_service <= 0.0:
         return current
+    if weights.tier_holds(own / peers.best_service, current):
+        return current  # whatever its error: no need to work it out
     error = math.sqrt(capacity.relative_error(service) ** 2 + peers.best_error**2)
     return weights.capacity_tier(own / peers.best_service, current, error)
 

@@ -322,8 +322,8 @@ def _endpoints(
         )
         if counted:
             live[region] = counted
-    rows = _Rows(pressures, observed_all, slots_all, signals)
-    supply, rates = _supply(model, live, rows, service, addresses)
+    rows = _Rows(pressures, observed_all, slots_all, signals, _known(observed_all, service))
+    supply, rates = _supply(model, live, rows)
     return members, service, supply, rates, column
 
 
@@ -382,32 +382,42 @@ class _Rows(NamedTuple):
     service: Sequence[ServiceState | None]
     slots: Sequence[int | None]
     signal: Sequence[Sample | None]
+    known: Sequence[float | None]  # `capacity.known` of each row's service, worked out once
+
+
+def _known(
+    observed: Sequence[ServiceState | None], service: Mapping[str, ServiceState]
+) -> Sequence[float | None]:
+    """Each row's `capacity.known`, once per tick (the supply reads it several times over);
+    none to work out when no endpoint was ever observed."""
+    if not service:
+        return [None] * len(observed)
+    return list(map(capacity.known, observed))
 
 
 def _supply(
     model: Model,
     live: Mapping[str, list[int]],
     rows: _Rows,
-    service: Mapping[str, ServiceState],
-    addresses: Sequence[str],
 ) -> tuple[dict[str, overflow.Supply], bool]:
     """Each region's supply, in requests/s once some live endpoint's capacity is known
     (rates mode, the second value), else in endpoint units (`live`: each region's live
-    endpoints, rows of `rows`; `addresses`: each row's)."""
+    endpoints, rows of `rows`)."""
     # Every endpoint of the model that was ever observed informs the prior (the same model on
-    # the same kind of replica): one that died or left still says what a slot serves.
-    known = {a: s for a, s in service.items() if capacity.known(s) is not None}
+    # the same kind of replica): one that died still says what a slot serves. (The rows'
+    # services are the model's `service`, in row order: its addresses are distinct.)
+    known = [k for k in rows.known if k is not None]
     prior = None
-    if known:  # each address's slots, built only when some capacity is known
-        prior = capacity.per_slot_prior(known, dict(zip(addresses, rows.slots, strict=True)))
+    if known:
+        prior = capacity.per_slot_prior(rows.known, rows.slots)
     rates = bool(known) and any(
-        capacity.known(rows.service[i]) is not None or (prior is not None and rows.slots[i])
+        rows.known[i] is not None or (prior is not None and rows.slots[i])
         for members in live.values()
         for i in members
     )
     if not rates:
         return {r: _unit_supply(live[r], rows.pressure) for r in sorted(live)}, False
-    mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known)
+    mean = sum(known) / len(known)
     ttft = model.slo.ttft_ms / 1000.0
     drain = overflow.drain_time(ttft)
     return {r: _rate_supply(live[r], rows, prior, mean, ttft, drain) for r in sorted(live)}, True
@@ -441,7 +451,7 @@ def _rate_supply(
             level += observed.level
         else:
             level += min(1.0, m.pressure)
-        own = capacity.known(observed)
+        own = rows.known[i]
         if own is None:
             own = prior * m.slots if prior is not None and m.slots else mean
         raw += own

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heliostat.balance import capacity
+from heliostat.balance import capacity, weights
 from heliostat.balance.state import ServiceState
 from heliostat.signals.record import Signal
 
@@ -62,3 +63,36 @@ def test_observe_all_gives_exactly_the_states_observe_gives(data: st.DataObject)
         assert repr(fast) == repr(spec)  # to the bit, nan included
         assert all(type(s) is ServiceState for s in fast if s is not None)
         last = [s.scraped_at if s is not None else None for s in signals]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.floats(min_value=-1.0, max_value=4.0, allow_nan=False),
+    st.integers(0, len(weights.CAPACITY_TIERS) - 1),
+    st.floats(min_value=0.0, max_value=10.0, allow_nan=False),
+)
+def test_a_tier_said_to_hold_is_the_tier_capacity_tier_keeps(
+    relative: float, current: int, uncertainty: float
+) -> None:
+    if weights.tier_holds(relative, current):
+        assert weights.capacity_tier(relative, current, uncertainty) == current
+
+
+@pytest.mark.parametrize("current", range(len(weights.CAPACITY_TIERS)))
+def test_the_band_a_tier_holds_in_reaches_to_near_its_edges(current: int) -> None:
+    """The shortcut covers what it should: the held tier's own capacity, and ratios within
+    the hysteresis of it (just inside the edges `capacity_tier` moves at with no error)."""
+    held = weights.CAPACITY_TIERS[current]
+    assert weights.tier_holds(held, current)
+    inside = 2.0 ** (-(weights.TIER_HYSTERESIS + 0.5) / 2) * (1 + 1e-6)
+    assert weights.tier_holds(held * inside, current)
+    for uncertainty in (0.0, 0.05, 0.3, 1.0, 10.0):  # at the band's edges, whatever the error
+        for edge in (held * inside, held / inside):
+            if weights.tier_holds(edge, current):
+                assert weights.capacity_tier(edge, current, uncertainty) == current
+    below = held * inside / (1 + 2e-6) ** 2
+    if current < len(weights.CAPACITY_TIERS) - 1:  # the last tier has none below to go to
+        assert weights.capacity_tier(below, current) != current
+        assert not weights.tier_holds(below, current)
+    else:
+        assert weights.tier_holds(below, current) and weights.tier_holds(0.0, current)
