@@ -326,15 +326,15 @@ def _moving(
     if drained:
         also.extend(row for row in compress(range(count), steady) if keys[row] in drained)
     if services.count(None) != count:  # a capacity tier may move under a held record
-        endpoints = column.model.endpoints
-        for row in compress(range(count), steady):
-            service = services[row]
-            tier = held[row].tier
-            if (
-                service is not None
-                and _tier(service, peers.get(endpoints[row].region), tier) != tier
-            ):
-                also.append(row)
+        for region, members in column.regions:
+            found = peers.get(region)
+            if found is None or found.best_service <= 0.0:
+                continue  # no best capacity to compare with: every tier holds (`_tier`)
+            for row in compress(members, map(steady.__getitem__, members)):
+                service = services[row]
+                tier = held[row].tier
+                if service is not None and _tier(service, found, tier) != tier:
+                    also.append(row)
     if also:
         moving = sorted({*moving, *also})
     return moving

@@ -365,15 +365,6 @@ def _waiting(signal: Sample | None) -> float:
     return (signal.waiting or 0.0) if signal is not None else 0.0
 
 
-class _Live(NamedTuple):
-    """A live endpoint, as its region's supply in requests/s sees it."""
-
-    pressure: float
-    service: ServiceState | None
-    slots: int | None
-    waiting: float
-
-
 class _Rows(NamedTuple):
     """The model's endpoints as their regions' supply sees them, as columns by row (read only
     at the rows of live endpoints, whose pressure is set): no record per live endpoint."""
@@ -438,26 +429,32 @@ def _rate_supply(
     raw = load = backlog = used = level = 0.0
     seen_full = True
     slots: int | None = 0
-    for i in members:
-        m = _Live(rows.pressure[i], rows.service[i], rows.slots[i], _waiting(rows.signal[i]))
-        slots = slots + m.slots if slots is not None and m.slots else None
-        observed = m.service
+    # The members' rows of each column, gathered in C; sums in row order as before.
+    gathered = zip(
+        map(rows.pressure.__getitem__, members),
+        map(rows.service.__getitem__, members),
+        map(rows.slots.__getitem__, members),
+        map(rows.signal.__getitem__, members),
+        map(rows.known.__getitem__, members),
+        strict=True,
+    )
+    for pressure, observed, room, signal, own in gathered:
+        slots = slots + room if slots is not None and room else None
         seen_full = seen_full and observed is not None and observed.seen_full >= SEEN_FULL
         if observed is not None and observed.busyness is not None:
             used += observed.busyness
         else:  # no slot count: its pressure against the thresholds says as much
-            used += min(1.0, m.pressure)
+            used += min(1.0, pressure)
         if observed is not None and observed.level is not None:
             level += observed.level
         else:
-            level += min(1.0, m.pressure)
-        own = rows.known[i]
+            level += min(1.0, pressure)
         if own is None:
-            own = prior * m.slots if prior is not None and m.slots else mean
+            own = prior * room if prior is not None and room else mean
         raw += own
         arriving = capacity.arrivals(observed) if observed is not None else None
-        load += arriving if arriving is not None else m.pressure * own
-        backlog += m.waiting
+        load += arriving if arriving is not None else pressure * own
+        backlog += _waiting(signal)
     # Planned to what its slots carry with waits the SLO tolerates; what its own users bring
     # beyond it, up to the level that serves the most of them within the SLO, it still
     # admits when no neighbour has room (`queueing`). Late there means a wait past the TTFT
