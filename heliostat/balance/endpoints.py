@@ -203,9 +203,11 @@ def advance(
     static: bool,
     hashing: bool,
     peers: Mapping[str, Peers],
+    known: Sequence[float | None] | None = None,
 ) -> SteadyColumn:
     """`step` for every endpoint of the model (`keys`, `signals`, `services` in its endpoint
-    order), skipping the arithmetic of those at a fixed point. The previous states are
+    order), skipping the arithmetic of those at a fixed point. `known`: each service's
+    `capacity.known`, when the caller worked it out already. The previous states are
     `column`, the last tick's result, when it was made under this `model`; else `previous`
     (their records in the model's order, None where there was none).
 
@@ -241,8 +243,10 @@ def advance(
         compose, regions, index = column.state, column.regions, column.index
         states, kept = list(column.states), list(column.readings)
         levels_column = list(column.peer_levels)
+        if known is None:
+            known = list(map(capacity.known, services))
         rows = _moving(
-            column, keys, present, scraped_column, services, now, stale_after, drained, peers
+            column, keys, present, scraped_column, services, known, now, stale_after, drained, peers
         )
     else:  # no memo: every endpoint takes `step`
         compose, regions = previous.__getitem__, _regions(endpoints)
@@ -304,6 +308,7 @@ def _moving(
     present: Sequence[object],
     scraped: Sequence[float | None],
     services: Sequence[ServiceState | None],
+    known: Sequence[float | None],
     now: float,
     stale_after: float,
     drained: frozenset[EndpointKey],
@@ -330,10 +335,12 @@ def _moving(
             found = peers.get(region)
             if found is None or found.best_service <= 0.0:
                 continue  # no best capacity to compare with: every tier holds (`_tier`)
+            best = found.best_service
             for row in compress(members, map(steady.__getitem__, members)):
-                service = services[row]
-                tier = held[row].tier
-                if service is not None and _tier(service, found, tier) != tier:
+                own, tier = known[row], held[row].tier
+                if own is None or weights.tier_holds(own / best, tier):
+                    continue  # `_tier` keeps it, without working its error out
+                if _tier(services[row], found, tier) != tier:
                     also.append(row)
     if also:
         moving = sorted({*moving, *also})

@@ -294,6 +294,7 @@ def _endpoints(
         service = cast(dict[str, ServiceState], dict(kept))
     else:  # `capacity.observe` of every row would be None: nothing learnt, nothing to learn
         slots_all, observed_all, service = [None] * len(keys), [None] * len(keys), {}
+    known = _known(observed_all, service)
     column = advance(
         model,
         keys,
@@ -307,6 +308,7 @@ def _endpoints(
         static,
         hashing,
         peers,
+        known,
     )
     views = list(map(_VIEW, column.states))
     pressures = list(map(_PRESSURE, column.states))
@@ -322,7 +324,7 @@ def _endpoints(
         )
         if counted:
             live[region] = counted
-    rows = _Rows(pressures, observed_all, slots_all, signals, _known(observed_all, service))
+    rows = _Rows(pressures, observed_all, slots_all, signals, known)
     supply, rates = _supply(model, live, rows)
     return members, service, supply, rates, column
 
