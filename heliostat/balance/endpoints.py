@@ -694,11 +694,14 @@ def column_peers(
     levels: Sequence[float | None],
     endpoints: Sequence[Endpoint],
     service: Mapping[str, ServiceState],
+    known: Sequence[float | None] | None = None,
 ) -> dict[str, Peers]:
     """`peers_of` over a model's columns: `regions`, each region's rows in order; `levels`,
     each row's `peer_level` (`SteadyColumn.peer_levels`, kept across ticks for the rows
-    that held). The sums run per region in row order with `sum` (in C), the same in both
-    paths, so the law's columns and the specification agree to the bit."""
+    that held); `known`, when kept, each row's `capacity.known` of its `service` entry
+    (the law keeps it from the tick that made them: no lookup and no call per row). The
+    sums run per region in row order with `sum` (in C), the same in both paths, so the
+    law's columns and the specification agree to the bit."""
     found: dict[str, Peers] = {}
     observed_of = service.get
     for region, rows in regions:
@@ -706,7 +709,16 @@ def column_peers(
         if not counted:
             continue
         best = _NONE
-        if service:  # the best observed capacity among them, with its error
+        if service and known is not None:  # as below, its error only for the best row
+            top, most = -1, 0.0
+            for row in counted:
+                own = known[row]
+                if own is not None and own > most:
+                    top, most = row, own
+            observed = observed_of(endpoints[top].address) if top >= 0 else None
+            if observed is not None:
+                best = (most, capacity.relative_error(observed))
+        elif service:  # the best observed capacity among them, with its error
             for row in counted:
                 observed = observed_of(endpoints[row].address)
                 own = capacity.known(observed)

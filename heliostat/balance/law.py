@@ -101,7 +101,7 @@ def compute(
             dt,
         )
         hashing = chosen is not None and chosen.hashing
-        views_by_region, service, supply, rates, steady = _endpoints(
+        views_by_region, service, supply, rates, steady, known = _endpoints(
             model, keys, found, previous, before, column, gateways, now, dt, drained, hashing
         )
         endpoint_states[model.name] = steady
@@ -132,6 +132,7 @@ def compute(
             service=service,
             affinity=chosen,
             steady=steady,
+            known=known,
         )
     fallbacks: dict[str | None, list[FallbackView]] = {r: [] for r in region_names}
     fallbacks[None] = []
@@ -257,10 +258,11 @@ def _endpoints(
     dict[str, overflow.Supply],
     bool,
     SteadyColumn,
+    tuple[float | None, ...],
 ]:
     """Every endpoint's tick (`keys` and `signals` in the model's endpoint order; `column`:
     the last tick's, if `_column` found it); their views by region; service rates; each
-    region's supply; the endpoints' new columns."""
+    region's supply; the endpoints' new columns; each row's known capacity (`capacity.known`)."""
     static = not any(signal is not None for signal in signals)  # stops at the first one
     service_before = before.service if before else {}
     gain = weights.alpha(dt)
@@ -268,7 +270,13 @@ def _endpoints(
     if column is not None:  # the last tick's records, as they are: no lookup, no allocation
         priors = column.states
         # and what each showed its peers, kept in a column: sums, not a pass over records
-        peers = column_peers(column.regions, column.peer_levels, model.endpoints, service_before)
+        peers = column_peers(
+            column.regions,
+            column.peer_levels,
+            model.endpoints,
+            service_before,
+            before.known if before is not None else None,
+        )
     else:
         endpoints_before = previous.endpoints if previous else {}
         priors = list(map(endpoints_before.get, keys))
@@ -326,7 +334,7 @@ def _endpoints(
             live[region] = counted
     rows = _Rows(pressures, observed_all, slots_all, signals, known)
     supply, rates = _supply(model, live, rows)
-    return members, service, supply, rates, column
+    return members, service, supply, rates, column, tuple(known)
 
 
 def _teaches(signals: Sequence[Sample | None]) -> bool:

@@ -5,15 +5,17 @@ tick after tick."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heliostat.balance import capacity, weights
+from heliostat.balance import ControlState, capacity, compute, weights
 from heliostat.balance.state import ServiceState
 from heliostat.signals.record import Signal
+from tests.balance.helpers import MODEL, T0, policy_of
 
 ROWS = 4
 _total = st.sampled_from([None, 0.0, 5.0, 120.0, 121.0, 400.0])
@@ -96,3 +98,72 @@ def test_the_band_a_tier_holds_in_reaches_to_near_its_edges(current: int) -> Non
         assert not weights.tier_holds(below, current)
     else:
         assert weights.tier_holds(below, current) and weights.tier_holds(0.0, current)
+
+
+POLICY = policy_of({"us-east": 3, "eu-west": 2, "ap-southeast": 1})
+_ENDPOINTS = [(e.address, e.slots) for m in POLICY.spec.models for e in m.endpoints]
+
+
+@st.composite
+def _fleet_ticks(draw: st.DrawFn) -> list[tuple[float, list[tuple[float, float, float, bool]]]]:
+    """Per tick: its time step and each endpoint's (running, waiting, completions added,
+    scraped now or not); counters grow at rates that differ between endpoints and ticks."""
+    ticks = []
+    for _ in range(draw(st.integers(2, 10))):
+        dt = draw(st.sampled_from([0.5, 2.0, 2.0, 5.0]))
+        rows = [
+            (
+                draw(st.sampled_from([2.0, 6.0, 8.0, 16.0])),
+                draw(st.sampled_from([0.0, 0.0, 1.0, 4.0])),
+                draw(st.sampled_from([0.0, 3.0, 9.0, 30.0])),
+                draw(st.integers(0, 5)) > 0,
+            )
+            for _ in _ENDPOINTS
+        ]
+        ticks.append((dt, rows))
+    return ticks
+
+
+def _stripped(state: ControlState) -> ControlState:
+    """The state without the law's columns: the next tick takes its row-by-row path (peers
+    from the service records, every endpoint stepped), its specification."""
+    models = {n: dataclasses.replace(m, steady=None, known=None) for n, m in state.models.items()}
+    return dataclasses.replace(state, models=models)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_fleet_ticks())
+def test_the_laws_capacity_columns_give_what_its_row_by_row_path_gives(
+    ticks: list[tuple[float, list[tuple[float, float, float, bool]]]],
+) -> None:
+    """With success counters on every endpoint: the law with its kept columns (known
+    capacities, tiers tested on held rows, peers' best) publishes the same views and keeps
+    the same states as without them."""
+    now = T0
+    totals = dict.fromkeys(_ENDPOINTS, 0.0)
+    scraped = dict.fromkeys(_ENDPOINTS, T0)
+    state: ControlState | None = None
+    for dt, rows in ticks:
+        now += dt
+        signals = {}
+        for (address, slots), (running, waiting, done, fresh) in zip(_ENDPOINTS, rows, strict=True):
+            if fresh:
+                totals[address, slots] += done
+                scraped[address, slots] = now
+            signals[MODEL, address] = Signal(
+                model=MODEL,
+                address=address,
+                engine="vllm",
+                waiting=waiting,
+                running=running,
+                max_num_seqs=16,
+                scraped_at=scraped[address, slots],
+                served_total=totals[address, slots],
+            )
+        fast_views, fast = compute(POLICY, signals, state, now)
+        if state is not None:
+            slow_views, slow = compute(POLICY, signals, _stripped(state), now)
+            assert fast_views == slow_views
+            assert dict(fast.endpoints) == dict(slow.endpoints)
+            assert _stripped(fast).models == _stripped(slow).models
+        state = fast
