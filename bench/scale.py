@@ -20,6 +20,12 @@ a full garbage collection is rare, so the median leaves it out and the mean does
 `serve`, the case settles the heap once its policy is in force (`heliostat.runtime.heap`),
 so the garbage collector's share of a tick is what serve pays. `changed_share` is the
 measured share of endpoints whose EDS entry changed per tick.
+
+Every sample counts its engine's completions as vLLM's does (`vllm:request_success_total`):
+the signals layer hands the law the raw counter (`Signal.served_total`) and the rate between
+the last two scrapes (`served_rate`, `signals.rates`), so the law's capacity estimator
+(`balance.capacity`) learns from every scrape, as in production. A counter is its endpoint's
+completions up to its scrape's time, so a missed scrape carries the older count.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from heliostat.xds.resources.types import TypeUrl
 T0 = 1_700_000_000.0
 INTERVAL_S = 2.0
 STALE_S = 10.0  # older than the policy's stale_after (6 s)
+SERVED_PER_S = 3.0  # each endpoint's completions per second (its success counter's slope)
 WARMUP_TICKS = 2
 
 # (endpoints, region views) per size, and how many ticks are measured per case.
@@ -206,7 +213,8 @@ def _policy(endpoints: int, views: int) -> Policy:
 class _Fleet:
     """Signals for every endpoint, rebuilt before each tick (outside the timed part)."""
 
-    def __init__(self, policy: Policy, every: int) -> None:
+    def __init__(self, policy: Policy, every: int, counted: bool = True) -> None:
+        self.counted = counted  # False: engines without success counters (no service rates)
         self.keys = [(m.name, e.address) for m in policy.spec.models for e in m.endpoints]
         self.every = every
         self.now = T0
@@ -219,6 +227,8 @@ class _Fleet:
         for index, (model, address) in enumerate(self.keys):
             moving = index % self.every == 0
             scraped = self.now - STALE_S if moving and missed else self.now
+            # The success counter as scraped at that time, and its rate (`signals.rates`).
+            served = SERVED_PER_S * (scraped - T0 + (index % 97))
             signals[model, address] = Signal(
                 model=model,
                 address=address,
@@ -228,6 +238,8 @@ class _Fleet:
                 kv_usage=0.3,
                 max_num_seqs=16,
                 scraped_at=scraped,
+                served_total=served if self.counted else None,
+                served_rate=SERVED_PER_S if self.counted else None,
             )
         self.current = signals
 
@@ -238,9 +250,10 @@ class _Fleet:
         return self.now
 
 
-def measure(policy: Policy, ticks: int, every: int) -> TickCost:
-    """Tick a ControlLoop wired as `serve` wires it; median cost of the measured ticks."""
-    fleet = _Fleet(policy, every)
+def measure(policy: Policy, ticks: int, every: int, counted: bool = True) -> TickCost:
+    """Tick a ControlLoop wired as `serve` wires it; median cost of the measured ticks
+    (`counted`: the samples carry success counters, as vLLM's do)."""
+    fleet = _Fleet(policy, every, counted)
     cache = SnapshotCache()
     publisher = Publisher(cache, Inputs(policy, static_views(policy)))
     groups = [NodeGroup(Role.GATEWAY, region) for region in sorted(policy.spec.regions)]

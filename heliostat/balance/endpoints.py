@@ -203,9 +203,11 @@ def advance(
     static: bool,
     hashing: bool,
     peers: Mapping[str, Peers],
+    known: Sequence[float | None] | None = None,
 ) -> SteadyColumn:
     """`step` for every endpoint of the model (`keys`, `signals`, `services` in its endpoint
-    order), skipping the arithmetic of those at a fixed point. The previous states are
+    order), skipping the arithmetic of those at a fixed point. `known`: each service's
+    `capacity.known`, when the caller worked it out already. The previous states are
     `column`, the last tick's result, when it was made under this `model`; else `previous`
     (their records in the model's order, None where there was none).
 
@@ -241,8 +243,10 @@ def advance(
         compose, regions, index = column.state, column.regions, column.index
         states, kept = list(column.states), list(column.readings)
         levels_column = list(column.peer_levels)
+        if known is None:
+            known = list(map(capacity.known, services))
         rows = _moving(
-            column, keys, present, scraped_column, services, now, stale_after, drained, peers
+            column, keys, present, scraped_column, services, known, now, stale_after, drained, peers
         )
     else:  # no memo: every endpoint takes `step`
         compose, regions = previous.__getitem__, _regions(endpoints)
@@ -304,6 +308,7 @@ def _moving(
     present: Sequence[object],
     scraped: Sequence[float | None],
     services: Sequence[ServiceState | None],
+    known: Sequence[float | None],
     now: float,
     stale_after: float,
     drained: frozenset[EndpointKey],
@@ -326,15 +331,17 @@ def _moving(
     if drained:
         also.extend(row for row in compress(range(count), steady) if keys[row] in drained)
     if services.count(None) != count:  # a capacity tier may move under a held record
-        endpoints = column.model.endpoints
-        for row in compress(range(count), steady):
-            service = services[row]
-            tier = held[row].tier
-            if (
-                service is not None
-                and _tier(service, peers.get(endpoints[row].region), tier) != tier
-            ):
-                also.append(row)
+        for region, members in column.regions:
+            found = peers.get(region)
+            if found is None or found.best_service <= 0.0:
+                continue  # no best capacity to compare with: every tier holds (`_tier`)
+            best = found.best_service
+            for row in compress(members, map(steady.__getitem__, members)):
+                own, tier = known[row], held[row].tier
+                if own is None or weights.tier_holds(own / best, tier):
+                    continue  # `_tier` keeps it, without working its error out
+                if _tier(services[row], found, tier) != tier:
+                    also.append(row)
     if also:
         moving = sorted({*moving, *also})
     return moving
@@ -383,6 +390,8 @@ def _tier(service: ServiceState | None, peers: Peers | None, current: int) -> in
     own = capacity.known(service)
     if own is None or service is None or peers is None or peers.best_service <= 0.0:
         return current
+    if weights.tier_holds(own / peers.best_service, current):
+        return current  # whatever its error: no need to work it out
     error = math.sqrt(capacity.relative_error(service) ** 2 + peers.best_error**2)
     return weights.capacity_tier(own / peers.best_service, current, error)
 
@@ -685,11 +694,14 @@ def column_peers(
     levels: Sequence[float | None],
     endpoints: Sequence[Endpoint],
     service: Mapping[str, ServiceState],
+    known: Sequence[float | None] | None = None,
 ) -> dict[str, Peers]:
     """`peers_of` over a model's columns: `regions`, each region's rows in order; `levels`,
     each row's `peer_level` (`SteadyColumn.peer_levels`, kept across ticks for the rows
-    that held). The sums run per region in row order with `sum` (in C), the same in both
-    paths, so the law's columns and the specification agree to the bit."""
+    that held); `known`, when kept, each row's `capacity.known` of its `service` entry
+    (the law keeps it from the tick that made them: no lookup and no call per row). The
+    sums run per region in row order with `sum` (in C), the same in both paths, so the
+    law's columns and the specification agree to the bit."""
     found: dict[str, Peers] = {}
     observed_of = service.get
     for region, rows in regions:
@@ -697,7 +709,16 @@ def column_peers(
         if not counted:
             continue
         best = _NONE
-        if service:  # the best observed capacity among them, with its error
+        if service and known is not None:  # as below, its error only for the best row
+            top, most = -1, 0.0
+            for row in counted:
+                own = known[row]
+                if own is not None and own > most:
+                    top, most = row, own
+            observed = observed_of(endpoints[top].address) if top >= 0 else None
+            if observed is not None:
+                best = (most, capacity.relative_error(observed))
+        elif service:  # the best observed capacity among them, with its error
             for row in counted:
                 observed = observed_of(endpoints[row].address)
                 own = capacity.known(observed)

@@ -101,7 +101,7 @@ def compute(
             dt,
         )
         hashing = chosen is not None and chosen.hashing
-        views_by_region, service, supply, rates, steady = _endpoints(
+        views_by_region, service, supply, rates, steady, known = _endpoints(
             model, keys, found, previous, before, column, gateways, now, dt, drained, hashing
         )
         endpoint_states[model.name] = steady
@@ -132,6 +132,7 @@ def compute(
             service=service,
             affinity=chosen,
             steady=steady,
+            known=known,
         )
     fallbacks: dict[str | None, list[FallbackView]] = {r: [] for r in region_names}
     fallbacks[None] = []
@@ -257,10 +258,11 @@ def _endpoints(
     dict[str, overflow.Supply],
     bool,
     SteadyColumn,
+    tuple[float | None, ...],
 ]:
     """Every endpoint's tick (`keys` and `signals` in the model's endpoint order; `column`:
     the last tick's, if `_column` found it); their views by region; service rates; each
-    region's supply; the endpoints' new columns."""
+    region's supply; the endpoints' new columns; each row's known capacity (`capacity.known`)."""
     static = not any(signal is not None for signal in signals)  # stops at the first one
     service_before = before.service if before else {}
     gain = weights.alpha(dt)
@@ -268,7 +270,13 @@ def _endpoints(
     if column is not None:  # the last tick's records, as they are: no lookup, no allocation
         priors = column.states
         # and what each showed its peers, kept in a column: sums, not a pass over records
-        peers = column_peers(column.regions, column.peer_levels, model.endpoints, service_before)
+        peers = column_peers(
+            column.regions,
+            column.peer_levels,
+            model.endpoints,
+            service_before,
+            before.known if before is not None else None,
+        )
     else:
         endpoints_before = previous.endpoints if previous else {}
         priors = list(map(endpoints_before.get, keys))
@@ -283,15 +291,10 @@ def _endpoints(
             for e, s in zip(model.endpoints, signals, strict=True)
         ]
         # One estimator (`capacity`): the region's supply and the endpoint's tier both read
-        # it. (map: these run over every endpoint of the fleet on every tick.)
-        observed_all = list(
-            map(
-                capacity.observe,
-                signals,
-                slots_all,
-                map(service_before.get, addresses),
-                repeat(dt),
-            )
+        # it. (`observe` of every row in one loop: with success counters this runs over
+        # every endpoint of the fleet on every tick.)
+        observed_all = capacity.observe_all(
+            signals, slots_all, map(service_before.get, addresses), dt
         )
         # kept while it is down: what it taught still holds (in C: this runs over every row)
         present = map(is_not, observed_all, repeat(None))
@@ -299,6 +302,7 @@ def _endpoints(
         service = cast(dict[str, ServiceState], dict(kept))
     else:  # `capacity.observe` of every row would be None: nothing learnt, nothing to learn
         slots_all, observed_all, service = [None] * len(keys), [None] * len(keys), {}
+    known = _known(observed_all, service)
     column = advance(
         model,
         keys,
@@ -312,6 +316,7 @@ def _endpoints(
         static,
         hashing,
         peers,
+        known,
     )
     views = list(map(_VIEW, column.states))
     pressures = list(map(_PRESSURE, column.states))
@@ -327,9 +332,9 @@ def _endpoints(
         )
         if counted:
             live[region] = counted
-    rows = _Rows(pressures, observed_all, slots_all, signals)
-    supply, rates = _supply(model, live, rows, service, addresses)
-    return members, service, supply, rates, column
+    rows = _Rows(pressures, observed_all, slots_all, signals, known)
+    supply, rates = _supply(model, live, rows)
+    return members, service, supply, rates, column, tuple(known)
 
 
 def _teaches(signals: Sequence[Sample | None]) -> bool:
@@ -370,15 +375,6 @@ def _waiting(signal: Sample | None) -> float:
     return (signal.waiting or 0.0) if signal is not None else 0.0
 
 
-class _Live(NamedTuple):
-    """A live endpoint, as its region's supply in requests/s sees it."""
-
-    pressure: float
-    service: ServiceState | None
-    slots: int | None
-    waiting: float
-
-
 class _Rows(NamedTuple):
     """The model's endpoints as their regions' supply sees them, as columns by row (read only
     at the rows of live endpoints, whose pressure is set): no record per live endpoint."""
@@ -387,32 +383,42 @@ class _Rows(NamedTuple):
     service: Sequence[ServiceState | None]
     slots: Sequence[int | None]
     signal: Sequence[Sample | None]
+    known: Sequence[float | None]  # `capacity.known` of each row's service, worked out once
+
+
+def _known(
+    observed: Sequence[ServiceState | None], service: Mapping[str, ServiceState]
+) -> Sequence[float | None]:
+    """Each row's `capacity.known`, once per tick (the supply reads it several times over);
+    none to work out when no endpoint was ever observed."""
+    if not service:
+        return [None] * len(observed)
+    return list(map(capacity.known, observed))
 
 
 def _supply(
     model: Model,
     live: Mapping[str, list[int]],
     rows: _Rows,
-    service: Mapping[str, ServiceState],
-    addresses: Sequence[str],
 ) -> tuple[dict[str, overflow.Supply], bool]:
     """Each region's supply, in requests/s once some live endpoint's capacity is known
     (rates mode, the second value), else in endpoint units (`live`: each region's live
-    endpoints, rows of `rows`; `addresses`: each row's)."""
+    endpoints, rows of `rows`)."""
     # Every endpoint of the model that was ever observed informs the prior (the same model on
-    # the same kind of replica): one that died or left still says what a slot serves.
-    known = {a: s for a, s in service.items() if capacity.known(s) is not None}
+    # the same kind of replica): one that died still says what a slot serves. (The rows'
+    # services are the model's `service`, in row order: its addresses are distinct.)
+    known = [k for k in rows.known if k is not None]
     prior = None
-    if known:  # each address's slots, built only when some capacity is known
-        prior = capacity.per_slot_prior(known, dict(zip(addresses, rows.slots, strict=True)))
+    if known:
+        prior = capacity.per_slot_prior(rows.known, rows.slots)
     rates = bool(known) and any(
-        capacity.known(rows.service[i]) is not None or (prior is not None and rows.slots[i])
+        rows.known[i] is not None or (prior is not None and rows.slots[i])
         for members in live.values()
         for i in members
     )
     if not rates:
         return {r: _unit_supply(live[r], rows.pressure) for r in sorted(live)}, False
-    mean = sum(capacity.known(s) or 0.0 for s in known.values()) / len(known)
+    mean = sum(known) / len(known)
     ttft = model.slo.ttft_ms / 1000.0
     drain = overflow.drain_time(ttft)
     return {r: _rate_supply(live[r], rows, prior, mean, ttft, drain) for r in sorted(live)}, True
@@ -433,26 +439,32 @@ def _rate_supply(
     raw = load = backlog = used = level = 0.0
     seen_full = True
     slots: int | None = 0
-    for i in members:
-        m = _Live(rows.pressure[i], rows.service[i], rows.slots[i], _waiting(rows.signal[i]))
-        slots = slots + m.slots if slots is not None and m.slots else None
-        observed = m.service
+    # The members' rows of each column, gathered in C; sums in row order as before.
+    gathered = zip(
+        map(rows.pressure.__getitem__, members),
+        map(rows.service.__getitem__, members),
+        map(rows.slots.__getitem__, members),
+        map(rows.signal.__getitem__, members),
+        map(rows.known.__getitem__, members),
+        strict=True,
+    )
+    for pressure, observed, room, signal, own in gathered:
+        slots = slots + room if slots is not None and room else None
         seen_full = seen_full and observed is not None and observed.seen_full >= SEEN_FULL
         if observed is not None and observed.busyness is not None:
             used += observed.busyness
         else:  # no slot count: its pressure against the thresholds says as much
-            used += min(1.0, m.pressure)
+            used += min(1.0, pressure)
         if observed is not None and observed.level is not None:
             level += observed.level
         else:
-            level += min(1.0, m.pressure)
-        own = capacity.known(observed)
+            level += min(1.0, pressure)
         if own is None:
-            own = prior * m.slots if prior is not None and m.slots else mean
+            own = prior * room if prior is not None and room else mean
         raw += own
         arriving = capacity.arrivals(observed) if observed is not None else None
-        load += arriving if arriving is not None else m.pressure * own
-        backlog += m.waiting
+        load += arriving if arriving is not None else pressure * own
+        backlog += _waiting(signal)
     # Planned to what its slots carry with waits the SLO tolerates; what its own users bring
     # beyond it, up to the level that serves the most of them within the SLO, it still
     # admits when no neighbour has room (`queueing`). Late there means a wait past the TTFT

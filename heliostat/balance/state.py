@@ -355,6 +355,8 @@ class ModelState:
     fallback: FallbackStates | None = None  # models with `fallback` only
     affinity: AffinityState | None = None  # models with `affinity` only: hash or not
     steady: SteadyColumn | None = None  # the endpoints at a fixed point (`endpoints.advance`)
+    # Per row of `steady`, `capacity.known` of its `service` entry (None: none known yet).
+    known: tuple[float | None, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,6 +171,31 @@ def near(level: float, peers: float | None, was_near: bool) -> bool:
     return level >= ENTER_NEAR and level - peers >= NEAR_MARGIN
 
 
+# Per tier, the ratios `capacity_tier` holds it at whatever the uncertainty: the bound it
+# judges lies between the ratio and the held tier's own capacity, so a ratio within
+# TIER_HYSTERESIS + 1/2 tier of it holds (a relative margin of 1e-9 covers log2's rounding).
+# The top tier holds every ratio above its lower end (a bound above 1.0 counts as 1.0), the
+# last every ratio below its upper end (there is no lower tier to move to).
+_TIER_SLACK = 0.5 + TIER_HYSTERESIS
+_LAST_TIER = len(CAPACITY_TIERS) - 1
+_HOLDS = tuple(
+    (
+        -math.inf if k == _LAST_TIER else 2.0 ** (-(k + _TIER_SLACK) / 2) * (1.0 + 1e-9),
+        math.inf if k <= _TIER_SLACK else 2.0 ** (-(k - _TIER_SLACK) / 2) / (1.0 + 1e-9),
+    )
+    for k in range(len(CAPACITY_TIERS))
+)
+
+
+def tier_holds(relative: float, current: int) -> bool:
+    """Whether `capacity_tier(relative, current, u)` is `current` for every uncertainty u
+    >= 0, known without working out u: most replicas of a region stay in their tier tick
+    after tick, and their tier is tested on every tick (a property test holds this to
+    `capacity_tier`). False says nothing: ask `capacity_tier`."""
+    low, high = _HOLDS[current]
+    return low <= relative <= high
+
+
 def capacity_tier(relative: float, current: int, uncertainty: float = 0.0) -> int:
     """The capacity tier (an index into CAPACITY_TIERS) for a replica whose observed capacity
     is `relative` x the best of its region's, given `uncertainty`, the relative standard
