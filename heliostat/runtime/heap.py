@@ -19,12 +19,30 @@ a tick later, yet it lives long enough to reach the oldest generation: at 50,000
 a tick set off 2.5 full collections of ~125 ms each. `settle` also makes the oldest
 generation wait for OLDEST_AFTER collections of the middle one instead of 10 (CPython
 still requires a quarter more objects than at its last run): a full collection then comes
-about every 20 ticks at 50,000 endpoints and every few hundred at 10,000. The young
-generations keep their pace, so cyclic garbage that dies young (streams, requests) is
-freed as soon as before. What dies old (a stream that ran for hours, then closed) would
-wait for the next full collection, which a small fleet reaches only after an hour of
-ticks: `OldestGeneration.tend`, called by the control loop between ticks, runs one when
-none ran for FULL_EVERY_S, so such garbage lives a minute at most, at the cost of one full
+about every 20 ticks at 50,000 endpoints and every few hundred at 10,000.
+
+The young generation is collected once 700 more tracked objects were allocated than freed
+(CPython's count is net of what reference counting freed). A push to 1,000 streams keeps
+every stream's response, coroutine frames and call state alive at once, so that count
+passed 700 every few streams: each young collection walked objects still in use and moved
+them to the middle generation, walked again every tenth time (py-spy --native of serve
+during such a push: `gc_collect_main` in 7-21% of samples). `settle` sets the young
+threshold to YOUNG_AFTER. Measured 2026-12-06 (2 loaded cores, load 3-6; main and this
+setting interleaved, 5 runs each of `bench/fanout.py`'s cases at 1,000 streams, 4 changes
+each, serve's CPU from /proc between the first change and the last one's quiet; medians):
+CPU per change 700 -> 50,000: delta 355 -> 315 ms, delta-settled 734 -> 665 ms, SotW
+315 -> 283 ms; 10,000 bought about half of that, 2,000 nothing. The control tick at
+10,000 endpoints x 3 (`bench/measure/tick_parts.py`) spent 5 ms (10% changed) and 10 ms
+(all changed) in young and middle collections, none at 50,000: full tick 102 -> 94 ms.
+What it costs is time for cyclic garbage, not memory held by live objects: a cycle that
+dies young waits for at most YOUNG_AFTER net new objects (a few MB at worst) instead of
+700. serve's peak RSS with 1,000 streams did not move (delta 163 MB, SotW 151 MB, either
+setting), and the churn test's bound holds.
+
+What dies old (a stream that ran for hours, then closed) would wait for the next full
+collection, which a small fleet reaches only after an hour of ticks:
+`OldestGeneration.tend`, called by the control loop between ticks, runs one when none ran
+for FULL_EVERY_S, so such garbage lives a minute at most, at the cost of one full
 collection a minute (~125 ms at 50,000 endpoints: 4 ms a tick at 2 s ticks).
 """
 
@@ -34,13 +52,15 @@ import gc
 import time
 from collections.abc import Callable
 
+YOUNG_AFTER = 50_000
 OLDEST_AFTER = 1000
 
 
 def settle() -> None:
-    """Collect, then freeze what is alive; full collections rarer (see the module docstring)."""
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, OLDEST_AFTER)
+    """Collect, then freeze what is alive; young collections and full ones rarer (see the
+    module docstring)."""
+    _, middle, _ = gc.get_threshold()
+    gc.set_threshold(YOUNG_AFTER, middle, OLDEST_AFTER)
     gc.unfreeze()
     gc.collect()
     gc.freeze()
