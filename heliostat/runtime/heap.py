@@ -27,17 +27,19 @@ every stream's response, coroutine frames and call state alive at once, so that 
 passed 700 every few streams: each young collection walked objects still in use and moved
 them to the middle generation, walked again every tenth time (py-spy --native of serve
 during such a push: `gc_collect_main` in 7-21% of samples). `settle` sets the young
-threshold to YOUNG_AFTER. Measured 2026-12-06 (2 loaded cores, load 3-6; main and this
-setting interleaved, 5 runs each of `bench/fanout.py`'s cases at 1,000 streams, 4 changes
-each, serve's CPU from /proc between the first change and the last one's quiet; medians):
-CPU per change 700 -> 50,000: delta 355 -> 315 ms, delta-settled 734 -> 665 ms, SotW
-315 -> 283 ms; 10,000 bought about half of that, 2,000 nothing. The control tick at
-10,000 endpoints x 3 (`bench/measure/tick_parts.py`) spent 5 ms (10% changed) and 10 ms
-(all changed) in young and middle collections, none at 50,000: full tick 102 -> 94 ms.
-What it costs is time for cyclic garbage, not memory held by live objects: a cycle that
-dies young waits for at most YOUNG_AFTER net new objects (a few MB at worst) instead of
-700. serve's peak RSS with 1,000 streams did not move (delta 163 MB, SotW 151 MB, either
-setting), and the churn test's bound holds.
+threshold to YOUNG_AFTER. Measured 2026-12-06 on 2 shared cores (load 2.4-6.7), each
+setting a fresh serve, interleaved, 5 runs of `bench/fanout.py`'s cases at 1,000 streams
+with 4 changes each; serve's CPU (/proc/PID/stat) from before the first change until the
+last one's responses were in, per change, which includes its scrapes and ticks meanwhile;
+medians. 700 -> 50,000: delta 348 -> 315 ms, delta-settled 723 -> 665 ms, SotW 310 -> 293
+ms; ACK p99 447 -> 371, 759 -> 513, 311 -> 305 ms. 10,000 was in between or no better
+(350, 670, 328 ms), 2,000 worse in 2 runs each. The control tick at 10,000 endpoints x 3
+(`bench/measure/tick_parts.py`, 3 runs of 5 ticks) spent 4.9 ms (10% changed) and 9.7 ms
+(all changed) in young and middle collections and none at 50,000: 28.4 -> 27.5 ms and
+102 -> 94 ms. What it costs is time for cyclic garbage, not memory held by live objects: a
+cycle that dies young waits for up to YOUNG_AFTER net new objects instead of 700 (a few
+MB at worst). serve's peak RSS with 1,000 streams did not move (delta 163.5 -> 163.1 MB,
+SotW 150.7 -> 151.1 MB, medians of the same runs).
 
 What dies old (a stream that ran for hours, then closed) would wait for the next full
 collection, which a small fleet reaches only after an hour of ticks:
