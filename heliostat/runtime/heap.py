@@ -19,12 +19,40 @@ a tick later, yet it lives long enough to reach the oldest generation: at 50,000
 a tick set off 2.5 full collections of ~125 ms each. `settle` also makes the oldest
 generation wait for OLDEST_AFTER collections of the middle one instead of 10 (CPython
 still requires a quarter more objects than at its last run): a full collection then comes
-about every 20 ticks at 50,000 endpoints and every few hundred at 10,000. The young
-generations keep their pace, so cyclic garbage that dies young (streams, requests) is
-freed as soon as before. What dies old (a stream that ran for hours, then closed) would
-wait for the next full collection, which a small fleet reaches only after an hour of
-ticks: `OldestGeneration.tend`, called by the control loop between ticks, runs one when
-none ran for FULL_EVERY_S, so such garbage lives a minute at most, at the cost of one full
+about every 20 ticks at 50,000 endpoints and every few hundred at 10,000.
+
+The young generation is collected once 700 more tracked objects were allocated than freed
+(CPython's count is net of what reference counting freed). A push to 1,000 streams keeps
+every stream's response, coroutine frames and call state alive at once, so that count
+passed 700 every few streams: each young collection walked objects still in use and moved
+them to the middle generation, walked again every tenth time (py-spy --native of serve
+during such a push: `gc_collect_main` in 7-21% of samples). `settle` sets the young
+threshold to YOUNG_AFTER. Measured 2026-12-06 on 2 shared cores (load 2.2-6.7), a
+fresh serve per run, settings interleaved, `bench/fanout.py`'s cases at 1,000 streams with
+4 changes each; serve's CPU (/proc/PID/stat) from before the first change until the last
+one's responses were in, per change (its scrapes and ticks meanwhile included); medians.
+Sweep (5 runs each) 700 -> 50,000: delta 348 -> 315 ms, delta-settled 723 -> 665 ms, SotW
+310 -> 293 ms, ACK p99 447 -> 371, 759 -> 513, 311 -> 305 ms; 10,000 was in between or no
+better (350, 670, 328 ms), 2,000 worse (2 runs). Main against this code (3 runs each): 373
+-> 353, 760 -> 715, 373 -> 328 ms. serve's peak RSS with 1,000 streams did not move (delta
+163.5 -> 163.1 MB, SotW 150.7 -> 151.1 MB).
+
+The tick (`bench/measure/tick_parts.py`) gains where what it allocates dies within the
+tick: 10,000 endpoints x 3, 10% changed 28.4 -> 27.5 ms (collections 4.9 ms -> none), all
+changed 102 -> 94 ms (9.7 ms -> none); 50,000 x 6, 10% changed 187 -> 160 ms. It loses
+where a tick holds far more new objects alive than YOUNG_AFTER: at 50,000 x 6 with every
+endpoint changed a young collection then walks 50,000 live objects out of cache instead of
+700 just allocated, and the collections took 84-95 ms of a tick instead of 57-65 (tick
+518-572 -> 557-628 ms, 3 runs each); 10,000 and 20,000 were worse still (92-129 ms).
+Every endpoint's weight moving in one tick is rare at that size; a push to every stream
+comes with each change, so the trade is kept. What it costs in memory is time for cyclic
+garbage, not live objects: a cycle that dies young waits for up to YOUNG_AFTER net new
+objects instead of 700 (a few MB at worst).
+
+What dies old (a stream that ran for hours, then closed) would wait for the next full
+collection, which a small fleet reaches only after an hour of ticks:
+`OldestGeneration.tend`, called by the control loop between ticks, runs one when none ran
+for FULL_EVERY_S, so such garbage lives a minute at most, at the cost of one full
 collection a minute (~125 ms at 50,000 endpoints: 4 ms a tick at 2 s ticks).
 """
 
@@ -34,13 +62,15 @@ import gc
 import time
 from collections.abc import Callable
 
+YOUNG_AFTER = 50_000
 OLDEST_AFTER = 1000
 
 
 def settle() -> None:
-    """Collect, then freeze what is alive; full collections rarer (see the module docstring)."""
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, OLDEST_AFTER)
+    """Collect, then freeze what is alive; young collections and full ones rarer (see the
+    module docstring)."""
+    _, middle, _ = gc.get_threshold()
+    gc.set_threshold(YOUNG_AFTER, middle, OLDEST_AFTER)
     gc.unfreeze()
     gc.collect()
     gc.freeze()
