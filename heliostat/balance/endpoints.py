@@ -47,7 +47,7 @@ from heliostat.balance.state import (
     SteadyColumn,
 )
 from heliostat.balance.view import EndpointView, Health, ReasonValue
-from heliostat.policy import Endpoint, Model, Thresholds
+from heliostat.policy import Endpoint, Model
 from heliostat.samples import Sample
 
 HEALTHY = "healthy"
@@ -475,7 +475,7 @@ def _fused(
         return _NEVER_SCRAPED
     if now - signal.scraped_at > stale_after:
         return _stale_after(stale_after)
-    load = _measured(signal, endpoint.slots, model.thresholds, growth.trend)
+    load = measure(signal, endpoint.slots, model.thresholds, growth.trend)
     if load is None:
         return _NO_SERIES
     saturation = load.saturation
@@ -546,48 +546,6 @@ def _plain_goal(capacity_share: float) -> int:
 
 # ... for each capacity tier's share, worked out once (a tier is one of a few).
 _PLAIN_GOALS = {share: _plain_goal(share) for share in weights.CAPACITY_TIERS}
-
-
-def _measured(
-    signal: Sample, slots_hint: int | None, thresholds: Thresholds, growth: float
-) -> Load | None:
-    """`saturation.measure` written out for readings that are absent or finite and not
-    negative (the rest go through it): the same operations in the same order."""
-    waiting, running, kv = signal.waiting, signal.running, signal.kv_usage
-    if (
-        (waiting is not None and not 0.0 <= waiting < _INF)
-        or (running is not None and not 0.0 <= running < _INF)
-        or (kv is not None and not 0.0 <= kv < _INF)
-    ):
-        return measure(signal, slots_hint, thresholds, growth)
-    slots = slots_hint or signal.max_num_seqs
-    driver = ""
-    saturation = -1.0
-    if kv is not None:
-        driver, saturation = "kv", kv / thresholds.kv
-    if waiting is not None:
-        term = waiting / thresholds.queue
-        if term > saturation:
-            driver, saturation = "queue", term
-    seats = slots * thresholds.running if slots is not None and slots > 0 else 0.0
-    if running is not None and seats > 0:
-        term = running / seats
-        if term > saturation:
-            driver, saturation = "running", term
-    if not driver:
-        return None
-    # saturation._pressure
-    pressure = saturation
-    if saturation < 1.0:
-        growth = 0.0
-    if waiting is not None:
-        pressure = max(pressure, (waiting + growth) / thresholds.queue)
-    if running is not None and seats > 0:
-        pressure = max(pressure, (running + (waiting or 0.0) + growth) / seats)
-    return Load(saturation, driver, pressure)
-
-
-_INF = math.inf
 
 
 def _settled(
