@@ -21,7 +21,10 @@ a node's assignments stay under a pending version until its endpoints were still
 seconds apart, so each is one LEDS response. `delta-settled` is the same against
 `serve --leds-settle-after 0`: every change finds the assignments settled, as the first
 change after 30 s of still endpoints does, and sends them pending first (and settled again
-once the fan-out is done): three responses. `delta-eds` is delta streams against
+once the fan-out is done): three responses. That extra response is the price of a
+reconnect that re-sends nothing after a crash (heliostat.xds.grpc.settle says why it cannot
+ride with the LEDS one); a clean stop settles every node anyway, so a long
+--leds-settle-after makes it rarer. `delta-eds` is delta streams against
 `serve --no-leds` (whole assignments, as SotW).
 Each change drains another endpoint (an undrain would ramp the weight back up over several
 ticks, which is several pushes). `bytes_per_push` is the median over clients of the bytes

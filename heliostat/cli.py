@@ -656,8 +656,9 @@ def parser() -> argparse.ArgumentParser:
         default=f"{QUIET_S:g}",
         metavar="SECONDS",
         help="with LEDS, a gateway's assignments take their own versions once its endpoints "
-        "were still this long (a reconnect then re-sends no endpoint); until then each "
-        "endpoint change is one LEDS response, after it the first change is two",
+        "were still this long (a reconnect then re-sends no endpoint; a clean stop settles "
+        "them all first); until then each endpoint change is one LEDS response, after it "
+        "the first change is two",
     )
     serve.add_argument(
         "--policy-poll-interval",

@@ -111,3 +111,44 @@ def test_a_drain_reaches_a_delta_envoy_as_leds_alone_and_requests_follow(
     finally:
         kept.stop()
         drained.stop()
+
+
+def test_a_delta_envoy_is_sent_nothing_again_after_heliostat_stops_cleanly_and_restarts(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    # Within serve's 30 s quiet the node's assignments stay pending, and a reconnect would
+    # have every endpoint sent again; a clean stop (SIGTERM) settles them first.
+    page = ReplicaMetrics(MODEL, block_size=16, num_gpu_blocks=4096)
+    page.refresh(waiting=0, running=1, kv_usage=0.1)
+    upstream = Upstream(free_port(), "eu-west", metrics=page.render()).start()
+    try:
+        gateway = free_port()
+        policy = tmp_path / "policy.yaml"
+        endpoints = [(upstream.address, "eu-west")]
+        write_policy(policy, policy_document(gateway_port=gateway, endpoints=endpoints))
+        heliostat = Heliostat(policy, tmp_path)
+        processes.append(heliostat)
+        heliostat.start()
+        envoy = Envoy(tmp_path, heliostat, node_id="gw-eu", region="eu-west", delta=True)
+        processes.append(envoy)
+        envoy.start()
+        wait_until(lambda: len(envoy.hosts(MODEL)) == 1, message="the endpoint in /clusters")
+        wait_until(lambda: _pending(heliostat, "gw-eu") > 0, message="node in sync, pending")
+
+        heliostat.stop()  # SIGTERM
+        restarted = Heliostat(policy, tmp_path, xds_port=heliostat.xds_port)
+        processes.append(restarted)
+        restarted.start()
+        node = wait_until(
+            lambda: (n := restarted.node("gw-eu")) and n["in_sync"] and n,
+            timeout=30,
+            message="envoy re-joined the restarted heliostat",
+        )
+        # Envoy listed its assignments under their own versions: the restarted heliostat
+        # took its endpoints as held and sent nothing at all on the new stream.
+        assert not any(t.get("settling") for t in node["types"].values())
+        assert _responses(restarted, "gw-eu") == dict.fromkeys(node["types"], 0)
+        assert len(envoy.hosts(MODEL)) == 1
+        assert {r.status for r in (request(gateway) for _ in range(4))} == {200}
+    finally:
+        upstream.stop()

@@ -8,6 +8,7 @@ reports go straight into `load_reports.LoadReports`, which the control loop read
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -104,6 +105,53 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         # change, and each call through structlog's lazy proxy binds a logger first, so
         # whether they would be written is decided once (serve configures logging first).
         self._log_every_event = _debug_enabled()
+        # Stopping (`settle_before_stop`): each stream's inbox, and the streams that still
+        # have something to settle or a response unanswered.
+        self._inboxes: set[asyncio.Queue[object]] = set()
+        self._stopping = False
+        self._unsettled: set[asyncio.Queue[object]] = set()
+        self._all_settled = asyncio.Event()
+
+    async def settle_before_stop(self, longest_s: float) -> int:
+        """Settle every delta node's LEDS assignments now, whatever its quiet, and wait
+        until each node ACKed (or `longest_s`); returns how many streams did not finish.
+
+        heliostat is about to stop (SIGTERM: a deploy, a rolling restart, a planned HA
+        failover), so every Envoy is about to reconnect, to this heliostat restarted or to
+        another one, listing its assignments: those still pending (endpoints that moved
+        within `--leds-settle-after`) would have every endpoint they cover sent again
+        (heliostat.xds.protocol.held). Settled here, a planned restart re-sends nothing
+        whenever it comes. New changes are not sent meanwhile: the control loop has
+        stopped."""
+        self._stopping = True
+        self._unsettled = set(self._inboxes)
+        for inbox in self._inboxes:
+            inbox.put_nowait(_SETTLE)  # wakes it: `_stop_step` does the rest
+        if self._unsettled:
+            self._all_settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_settled.wait(), longest_s)
+        return len(self._unsettled)
+
+    def _stop_step(
+        self, inbox: asyncio.Queue[object], protocol: _StreamProtocol[Any, Resp]
+    ) -> Outcome[Resp]:
+        """Before each wait of a stream: nothing, unless heliostat is stopping; then what
+        is due to settle now (again after each ACK), and whether the stream is done."""
+        if not self._stopping:
+            return Outcome()
+        outcome = protocol.settle()
+        if not protocol.settle_due() and not protocol.in_flight():
+            self._forget_for_stop(inbox)
+        return outcome
+
+    def _forget_for_stop(self, inbox: asyncio.Queue[object]) -> None:
+        """`inbox`'s stream has nothing left to settle or to hear back, or it ended."""
+        if inbox not in self._unsettled:
+            return
+        self._unsettled.discard(inbox)
+        if not self._unsettled:
+            self._all_settled.set()
 
     async def StreamAggregatedResources(
         self,
@@ -170,11 +218,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._metrics.streams.labels(mode).inc()
         log.info("node_connected", node_id=node.id, group=group.key, mode=mode)
         settling = StreamSettling(self._settle, protocol, lambda: inbox.put_nowait(_SETTLE))
+        self._inboxes.add(inbox)
         try:
             outcome = protocol.withhold(self._withheld())
             outcome.extend(protocol.on_snapshot(self._source.snapshot_for(group, node.id)))
             outcome.extend(protocol.on_request(first))
             while True:
+                outcome.extend(self._stop_step(inbox, protocol))
                 settling.step()
                 for response in self._report(mode, node.id, group, outcome):
                     yield self._wire.of(response)
@@ -202,6 +252,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     return
                 outcome = protocol.on_request(item)
         finally:
+            self._inboxes.discard(inbox)
+            self._forget_for_stop(inbox)  # not waited for once gone
             reader.cancel()
             settling.close()
             stop_watching()

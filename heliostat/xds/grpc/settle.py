@@ -21,7 +21,26 @@ CPU per change of --no-leds, ACK p99 472 ms against 258 ms). Endpoints that keep
 (weights follow the signals every tick) so stay pending and each change is one response;
 a fleet at rest settles, so a reconnect to a restarted heliostat then re-sends nothing.
 The price: a node reconnecting within `quiet_s` of a change to its endpoints is sent
-that cluster's endpoints again (heliostat.xds.protocol.held).
+that cluster's endpoints again (heliostat.xds.protocol.held), unless heliostat stopped
+cleanly: on SIGTERM it settles every node at once before its streams end
+(heliostat.xds.grpc.server: settle_before_stop), so only a crash pays that.
+
+Why the first change after settling cannot be the LEDS response alone (checked 2026-12-06):
+a settled node lists assignment A at version V, which says it holds the members V covers,
+and a heliostat seeing that on a reconnect sends none of them. Send a member's change
+without re-sending A pending first and the node holds the new member under V. A restarted
+heliostat, or another replica, whose inputs give A's members back their old values (a
+drain its state lacks, weights recomputed after the restart) has V again, trusts the node
+and never sends what it lacks: a stale endpoint until that member changes again. Content
+versions are what let another server trust V at all, so the repeat cannot be told apart,
+and only a response to the node can withdraw the claim. That response cannot ride with
+the LEDS one: a DeltaDiscoveryResponse has one type_url, which every resource in it must
+match; nor go after it (a stream ending between the two leaves the same wrong claim), nor
+go in the same gRPC write (one message per send operation, one send in flight per call).
+With 1,000 delta streams its cost is the second message's whole path, not a round's wait:
+py-spy of serve in the fan-out spends most samples in gRPC's send (a sendmsg per message)
+and the ACK reads, a little in the protocol; the clients decode and ACK it too, on the
+same 2 cores.
 """
 
 from __future__ import annotations

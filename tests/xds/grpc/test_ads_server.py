@@ -50,8 +50,10 @@ class CacheSource:
 
 
 class Running:
-    def __init__(self, port: int, source: CacheSource, registry: StreamRegistry) -> None:
-        self.port, self.source, self.registry = port, source, registry
+    def __init__(
+        self, port: int, source: CacheSource, registry: StreamRegistry, server: AdsServer
+    ) -> None:
+        self.port, self.source, self.registry, self.server = port, source, registry, server
 
 
 WITHHELD: set[TypeUrl] = set()  # what the `ads` server withholds; tests change it
@@ -72,11 +74,12 @@ async def serving(first: Snapshot, **options: Any) -> AsyncIterator[Running]:
     cache.set(GROUP, first)
     source, registry = CacheSource(cache), StreamRegistry()
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    add_to_server(server, AdsServer(source, registry, XdsMetrics(CollectorRegistry()), **options))
+    ads = AdsServer(source, registry, XdsMetrics(CollectorRegistry()), **options)
+    add_to_server(server, ads)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        yield Running(port, source, registry)
+        yield Running(port, source, registry, ads)
     finally:
         await server.stop(grace=None)
 
