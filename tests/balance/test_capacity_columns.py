@@ -18,10 +18,10 @@ from heliostat.signals.record import Signal
 from tests.balance.helpers import MODEL, T0, policy_of
 
 ROWS = 4
-_total = st.sampled_from([None, 0.0, 5.0, 120.0, 121.0, 400.0])
+_total = st.sampled_from([None, 0.0, 5.0, 120.0, 121.0, 400.0, math.nan])
 _rate = st.sampled_from([None, None, 0.0, 2.5, -1.0, math.inf, math.nan])
-_waiting = st.sampled_from([None, 0.0, 2.0, -1.0])
-_running = st.sampled_from([None, 0.0, 3.0, 8.0, 20.0, math.inf, -2.0])
+_waiting = st.sampled_from([None, 0.0, 2.0, -1.0, math.nan])
+_running = st.sampled_from([None, 0.0, -0.0, 3.0, 8.0, 20.0, math.inf, -2.0, math.nan])
 _slots = st.sampled_from([None, 0, 8])
 _age = st.sampled_from(["now", "now", "same", "older", "never", "absent"])
 
