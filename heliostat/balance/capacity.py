@@ -191,9 +191,10 @@ def known(state: ServiceState | None) -> float | None:
     """The endpoint's capacity (requests/s with its room full) once enough is behind it."""
     if state is None:
         return None
-    if state.busy_time < MIN_BUSY_TIME or state.completions < MIN_COMPLETIONS:
+    completions, busy_time = state.completions, state.busy_time
+    if busy_time < MIN_BUSY_TIME or completions < MIN_COMPLETIONS:
         return None
-    return state.completions / state.busy_time
+    return completions / busy_time
 
 
 def relative_error(state: ServiceState) -> float:
@@ -205,10 +206,13 @@ def relative_error(state: ServiceState) -> float:
 
 
 def arrivals(state: ServiceState) -> float | None:
-    """What reached the endpoint per second: served plus queue growth; None if unknown."""
-    if state.served is None:
+    """What reached the endpoint per second: served plus queue growth; None if unknown.
+    (Read for every live endpoint on every tick: `max(0.0, ...)` written out, nan too.)"""
+    served = state.served
+    if served is None:
         return None
-    return max(0.0, state.served + state.growth)
+    rate = served + state.growth
+    return rate if rate > 0.0 else 0.0
 
 
 def per_slot_prior(known: Iterable[float | None], slots: Iterable[int | None]) -> float | None:
