@@ -18,10 +18,10 @@ from heliostat.signals.record import Signal
 from tests.balance.helpers import MODEL, T0, policy_of
 
 ROWS = 4
-_total = st.sampled_from([None, 0.0, 5.0, 120.0, 121.0, 400.0])
+_total = st.sampled_from([None, 0.0, 5.0, 120.0, 121.0, 400.0, math.nan])
 _rate = st.sampled_from([None, None, 0.0, 2.5, -1.0, math.inf, math.nan])
-_waiting = st.sampled_from([None, 0.0, 2.0, -1.0])
-_running = st.sampled_from([None, 0.0, 3.0, 8.0, 20.0, math.inf, -2.0])
+_waiting = st.sampled_from([None, 0.0, 2.0, -1.0, math.nan])
+_running = st.sampled_from([None, 0.0, -0.0, 3.0, 8.0, 20.0, math.inf, -2.0, math.nan])
 _slots = st.sampled_from([None, 0, 8])
 _age = st.sampled_from(["now", "now", "same", "older", "never", "absent"])
 
@@ -167,3 +167,14 @@ def test_the_laws_capacity_columns_give_what_its_row_by_row_path_gives(
             assert dict(fast.endpoints) == dict(slow.endpoints)
             assert _stripped(fast).models == _stripped(slow).models
         state = fast
+
+
+_reading = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.none(), _reading), _reading)
+def test_arrivals_written_out_is_the_clamped_sum(served: float | None, growth: float) -> None:
+    state = capacity.UNOBSERVED._replace(served=served, growth=growth)
+    expected = None if served is None else max(0.0, served + growth)
+    assert repr(capacity.arrivals(state)) == repr(expected)  # to the bit, nan and -0.0 too
