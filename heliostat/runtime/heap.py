@@ -61,7 +61,10 @@ is alive then (`gc.freeze` moves the generations' lists, whatever their length) 
 of walking it. Frozen objects are freed by reference counting as before; a cycle among
 them would not be collected until a thaw, so `OldestGeneration.tend` then thaws, collects
 and freezes again (a settle) once it is due: such garbage still lives a minute at most, at
-the cost of that minute's full collection walking the policy too. A tick that leaves fewer
+the cost of that minute's full collection walking the policy too (`trim`'s collection after
+a wave of streams does not reach what a tick froze either: such a stream's cycles wait for
+that thaw). Only a settled heap is frozen by ticks (serve's, the benchmark's): a process that
+never settled keeps CPython's collector as it is. A tick that leaves fewer
 new objects enables the collector as it was: its young collection comes when it would
 have (CPython counts net new objects whether it is on or not), a moment later.
 
