@@ -315,8 +315,7 @@ def _heap_restored() -> Iterator[None]:
     try:
         yield
     finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
+        heap.unsettle(thresholds)
 
 
 @contextlib.contextmanager

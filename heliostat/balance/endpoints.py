@@ -30,6 +30,7 @@ numbers wobble produces byte-identical EDS and nothing is pushed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import operator
@@ -241,13 +242,17 @@ def advance(
     rows: Iterable[int]
     if column is not None and column.model is model:
         compose, regions, index = column.state, column.regions, column.index
-        states, kept = list(column.states), list(column.readings)
-        levels_column = list(column.peer_levels)
         if known is None:
             known = list(map(capacity.known, services))
         rows = _moving(
             column, keys, present, scraped_column, services, known, now, stale_after, drained, peers
         )
+        if not rows:  # every row held: its columns as they are, only the samples' are new
+            return dataclasses.replace(
+                column, keys=keys, scraped=tuple(scraped_column), waiting=tuple(waiting_column)
+            )
+        states, kept = list(column.states), list(column.readings)
+        levels_column = list(column.peer_levels)
     else:  # no memo: every endpoint takes `step`
         compose, regions = previous.__getitem__, _regions(endpoints)
         index = {endpoint.address: row for row, endpoint in enumerate(endpoints)}
@@ -318,14 +323,17 @@ def _moving(
     held, still fresh, not drained and in the same capacity tier (see `advance`). The
     common tests run over whole columns in C (`map`), so a steady row costs no Python."""
     count = len(keys)
-    same = map(operator.eq, map(readings, present), column.readings)
+    same = list(map(operator.eq, map(readings, present), column.readings))
+    steady: list[bool]
     if None in scraped:  # some row never scraped: the test row by row
         fresh: Iterable[bool] = [t is not None and now - t <= stale_after for t in scraped]
+        steady = list(map(operator.and_, same, fresh))
+    elif _all_fresh(cast(Sequence[float], scraped), now, stale_after):
+        steady = same  # the fresh column would be all True: the readings' test decides
     else:
         ages = map(operator.sub, repeat(now), cast(Sequence[float], scraped))
-        fresh = map(operator.le, ages, repeat(stale_after))
-    steady = list(map(operator.and_, same, fresh))
-    moving = list(compress(range(count), map(operator.not_, steady)))
+        steady = list(map(operator.and_, same, map(operator.le, ages, repeat(stale_after))))
+    moving = [] if False not in steady else list(compress(range(count), map(operator.not_, steady)))
     held = column.states
     also: list[int] = []
     if drained:
@@ -345,6 +353,18 @@ def _moving(
     if also:
         moving = sorted({*moving, *also})
     return moving
+
+
+def _all_fresh(scraped: Sequence[float], now: float, stale_after: float) -> bool:
+    """Whether `now - t <= stale_after` for every scrape time t, from the oldest one: a
+    rounded `now - t` never grows as t does, so the oldest is the only one to test (two
+    passes in C instead of two maps and a column of ages). A nan, which `min` may pass
+    over and no test passes, makes the sum nan: then False, and the caller tests row by
+    row."""
+    if not scraped:
+        return True
+    total = sum(scraped, 0.0)
+    return total == total and now - min(scraped) <= stale_after
 
 
 def _regions(endpoints: Iterable[Endpoint]) -> tuple[tuple[str, tuple[int, ...]], ...]:

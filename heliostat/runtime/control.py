@@ -144,15 +144,16 @@ class ControlLoop:
             self._last_fresh_tick = time.monotonic()
         if policy is None:
             policy = self.policy
-        views, self._state = compute(
-            policy,
-            self._signals(),
-            self._state,
-            now,
-            self._drained_now,
-            self._gateways(policy, now),
-        )
-        changed = self._publisher.publish(Inputs(policy, views))
+        with heap.ticking():  # what a tick leaves alive is not walked (`heap`)
+            views, self._state = compute(
+                policy,
+                self._signals(),
+                self._state,
+                now,
+                self._drained_now,
+                self._gateways(policy, now),
+            )
+            changed = self._publisher.publish(Inputs(policy, views))
         if changed and self.on_publish is not None:
             self.on_publish(changed)
         self._compute_seconds.observe(time.perf_counter() - started)

@@ -49,6 +49,25 @@ comes with each change, so the trade is kept. What it costs in memory is time fo
 garbage, not live objects: a cycle that dies young waits for up to YOUNG_AFTER net new
 objects instead of 700 (a few MB at worst).
 
+A tick that holds more new objects alive than a young collection takes (`ticking`): a
+control tick builds every moved endpoint's state, view and EDS entry, and at 50,000 x 6
+with every endpoint changed it ends with ~300,000 net new tracked objects, all alive until
+the next tick replaces them. Collected as they come, every one of them was walked by young
+collections (4.7 a tick) and again by middle ones: 54 + 41 ms of a 648 ms tick
+(`bench/measure/tick_parts.py 50000 6 1 3`). They are acyclic and die by reference
+counting, so no collection of them can free anything: `ticking` keeps the collector off
+for the tick and, when the tick left more than YOUNG_AFTER net new objects, freezes what
+is alive then (`gc.freeze` moves the generations' lists, whatever their length) instead
+of walking it. Frozen objects are freed by reference counting as before; a cycle among
+them would not be collected until a thaw, so `OldestGeneration.tend` then thaws, collects
+and freezes again (a settle) once it is due: such garbage still lives a minute at most, at
+the cost of that minute's full collection walking the policy too (`trim`'s collection after
+a wave of streams does not reach what a tick froze either: such a stream's cycles wait for
+that thaw). Only a settled heap is frozen by ticks (serve's, the benchmark's): a process that
+never settled keeps CPython's collector as it is. A tick that leaves fewer
+new objects enables the collector as it was: its young collection comes when it would
+have (CPython counts net new objects whether it is on or not), a moment later.
+
 What dies old (a stream that ran for hours, then closed) would wait for the next full
 collection, which a small fleet reaches only after an hour of ticks:
 `OldestGeneration.tend`, called by the control loop between ticks, runs one when none ran
@@ -58,9 +77,10 @@ collection a minute (~125 ms at 50,000 endpoints: 4 ms a tick at 2 s ticks).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 YOUNG_AFTER = 50_000
 OLDEST_AFTER = 1000
@@ -74,6 +94,47 @@ def settle() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    _frozen_by_ticks[0] = False
+    _settled[0] = True
+
+
+def unsettle(thresholds: tuple[int, int, int]) -> None:
+    """The collector as `settle` found it: thawed, with `thresholds`, and ticks freezing
+    nothing (for a benchmark or a test that settled in a process that goes on)."""
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+    _settled[0] = False
+    _frozen_by_ticks[0] = False
+
+
+# Whether the heap is managed here (`settle` ran): only then does a tick freeze (a process
+# that never settled, a test's, keeps CPython's collector as it is).
+_settled = [False]
+# Whether a tick froze what it left alive since the last settle (`ticking`): then a cycle
+# may wait in the permanent generation, and only a thaw reaches it.
+_frozen_by_ticks = [False]
+
+
+@contextlib.contextmanager
+def ticking() -> Iterator[None]:
+    """The collector off for a control tick; what the tick left alive frozen when it is
+    more than a young collection takes and the heap is settled (see the module
+    docstring)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if _settled[0] and gc.get_count()[0] > gc.get_threshold()[0] > 0:
+            gc.freeze()
+            _frozen_by_ticks[0] = True
+        if enabled:
+            gc.enable()
+
+
+def frozen_by_ticks() -> bool:
+    """Whether a tick froze what it left alive since the last settle."""
+    return _frozen_by_ticks[0]
 
 
 FULL_EVERY_S = 60.0
@@ -99,7 +160,13 @@ class OldestGeneration:
             return False
         if now - self._since < self._every_s:
             return False
-        gc.collect()
+        if _frozen_by_ticks[0]:  # a cycle may wait frozen: thaw, collect, freeze again
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+            _frozen_by_ticks[0] = False
+        else:
+            gc.collect()
         self._runs, self._since = _full_runs(), now
         return True
 

@@ -38,8 +38,7 @@ def test_settle_frees_cycles_then_freezes_what_lives() -> None:
         # OLDEST_AFTER collections of the middle one; the middle keeps CPython's pace.
         assert gc.get_threshold() == (heap.YOUNG_AFTER, middle, heap.OLDEST_AFTER)
     finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
+        heap.unsettle(thresholds)
 
 
 def test_a_full_collection_runs_when_none_ran_for_a_minute() -> None:
@@ -65,3 +64,56 @@ def test_a_full_collection_runs_when_none_ran_for_a_minute() -> None:
         assert oldest.tend()
     finally:
         gc.enable()
+
+
+def test_a_tick_that_leaves_many_objects_alive_freezes_them_and_tend_thaws() -> None:
+    thresholds = gc.get_threshold()
+    try:
+        heap.settle()
+        gc.set_threshold(1000, thresholds[1], heap.OLDEST_AFTER)
+        with heap.ticking():
+            assert not gc.isenabled()  # no collection walks what the tick builds
+            kept = [_Node() for _ in range(5000)]  # more than a young collection takes
+            lost = _Node()
+            lost.other = _Node()
+            lost.other.other = lost  # a cycle, alive at the tick's end
+        assert gc.isenabled()
+        assert heap.frozen_by_ticks()
+        assert gc.get_count()[0] < 1000  # frozen: the young generation starts empty
+        assert not any(o is kept[0] for o in gc.get_objects())
+        gone = weakref.ref(lost)
+        del lost
+        gc.collect()
+        assert gone() is not None  # frozen: no collection reaches it ...
+        now = [0.0]
+        oldest = heap.OldestGeneration(every_s=60.0, clock=lambda: now[0])
+        now[0] = 61.0
+        assert oldest.tend()
+        assert gone() is None  # ... until tend thaws, collects and freezes again
+        assert not heap.frozen_by_ticks()
+        assert gc.get_freeze_count() > 0 and kept[0].other is None
+    finally:
+        heap.unsettle(thresholds)
+
+
+def test_a_small_tick_or_an_unsettled_heap_freezes_nothing() -> None:
+    thresholds = gc.get_threshold()
+    try:
+        heap.settle()
+        gc.set_threshold(1000, thresholds[1], heap.OLDEST_AFTER)
+        frozen = gc.get_freeze_count()
+        with heap.ticking():
+            small = [_Node() for _ in range(10)]
+        assert gc.get_freeze_count() == frozen and not heap.frozen_by_ticks()
+        assert any(o is small[0] for o in gc.get_objects())  # still the collector's
+        heap._settled[0] = False  # a process that never settled: CPython's collector
+        with heap.ticking():
+            many = [_Node() for _ in range(5000)]
+        assert gc.get_freeze_count() == frozen and any(o is many[0] for o in gc.get_objects())
+        gc.disable()
+        with heap.ticking():  # a collector that was off stays off
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        heap.unsettle(thresholds)

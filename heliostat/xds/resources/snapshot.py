@@ -8,7 +8,7 @@ with the same inputs agree, and an Envoy that reconnects to either is not re-sen
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -201,17 +201,39 @@ class Snapshot:
         for name, resource in self._resources[TypeUrl.LISTENER].items():
             listener = resource.message
             assert isinstance(listener, listener_pb2.Listener)
-            for route_name in _route_config_names(listener):
+            for route_name in sorted(_references(listener, _route_config_names)):
                 if route_name not in routes:
                     dangling.append(f"listener {name!r} needs RouteConfiguration {route_name!r}")
         for name, resource in routes.items():
             config = resource.message
             assert isinstance(config, route_pb2.RouteConfiguration)
-            for cluster_name in _route_clusters(config):
+            for cluster_name in sorted(_references(config, _route_clusters)):
                 if cluster_name not in clusters:
                     dangling.append(f"routes {name!r} send to unknown cluster {cluster_name!r}")
         if dangling:
             raise InconsistentSnapshot("; ".join(dangling))
+
+
+# What a listener or route configuration refers to, by the message's identity (pinned by
+# the entry, so an id is never a recycled one): translation hands every round the very
+# message it built while its inputs hold, so each tick's consistency check of every group
+# found the same names again by unpacking the listener's HttpConnectionManager and walking
+# every route. Messages in a snapshot are never changed after they are built; the table
+# is emptied when it outgrows _REFERENCES_LIMIT: it can only be too small, never wrong.
+_REFERENCES: dict[int, tuple[Message, frozenset[str]]] = {}
+_REFERENCES_LIMIT = 1024
+
+
+def _references(message: Message, find: Callable[[Message], Iterable[str]]) -> frozenset[str]:
+    """`find(message)`, from the table when this very message was read before."""
+    hit = _REFERENCES.get(id(message))
+    if hit is not None and hit[0] is message:
+        return hit[1]
+    names = frozenset(find(message))
+    if len(_REFERENCES) >= _REFERENCES_LIMIT:
+        _REFERENCES.clear()
+    _REFERENCES[id(message)] = (message, names)
+    return names
 
 
 def _route_config_names(listener: listener_pb2.Listener) -> list[str]:

@@ -566,3 +566,27 @@ def test_resources_unpack_to_their_messages() -> None:
             unpacked = type(resource.message)()
             assert resource.packed.Unpack(unpacked)
             assert unpacked == resource.message
+
+
+def test_a_message_checked_again_is_read_from_the_table_and_still_judged() -> None:
+    """The names a listener and a route configuration refer to are kept by the message's
+    identity; what is missing is judged against each snapshot's own resources."""
+    from heliostat.xds.resources import snapshot as snapshots
+
+    messages = _good_messages()
+    Snapshot.from_messages(messages).check_consistency()  # type: ignore[arg-type]
+    reads: list[object] = []
+
+    def counted(message: object) -> list[str]:
+        reads.append(message)
+        return ["elsewhere"]
+
+    (routes,) = messages[TypeUrl.ROUTE].values()
+    kept = snapshots._references(routes, counted)  # type: ignore[arg-type]
+    assert kept == snapshots._route_clusters(routes)
+    assert not reads  # found by identity: not walked again
+    assert snapshots._references(object(), counted) == {"elsewhere"}  # type: ignore[arg-type]
+    del messages[TypeUrl.CLUSTER]["llama-70b"]
+    del messages[TypeUrl.ENDPOINT]["llama-70b"]
+    with pytest.raises(InconsistentSnapshot, match=r"unknown cluster 'llama-70b'"):
+        Snapshot.from_messages(messages).check_consistency()  # type: ignore[arg-type]
