@@ -17,9 +17,11 @@ slots (`refusal.beyond_admission`): 92.1% within the SLO, p99 1.01 s (0.87-1.22 
 measure beyond a deviation, its goodput-best level and the room in reach is refused the
 tick it is seen, not once the plan's smoothed demand and proof of a full planet catch up
 (they lag a ramp by seconds): over these six seeds within the SLO 90.7% -> 92.1%, p99
-1.09 -> 0.97 s, goodput 26.97 -> 27.49 requests/s. The p99 is not within the objective yet: a region admits its own users up
-to the goodput-best level (`queueing.admission`), where 6-18% of them wait past the TTFT on
-pools of 4-16 slots (see the report of wip/admit5 for the tail-sized cap that was tried).
+1.09 -> 0.97 s, goodput 26.97 -> 27.49 requests/s. The p99 is not within the objective
+yet: a region admits its own users up to the goodput-best level (`queueing.admission`),
+where 6-18% of them wait past the TTFT on pools of 4-16 slots, and the ramp's queue before
+the first refusal holds half the late requests (`queueing.admission` gives the tail-sized
+levels measured, and why none is kept).
 
 Seeded: the same seeds play the same requests; six 45-second runs take about 3 s.
 """
