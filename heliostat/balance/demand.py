@@ -46,6 +46,10 @@ TAU_S = 2.0
 # 3 deviations happen by chance once in 700 ticks, upwards.
 STEP_SIGMAS = 3.0
 _ITERATIONS = 6
+# The seconds of reports a gateway rate is averaged over, as both its producers average it
+# (`heliostat.xds.grpc.load_reports.WINDOW_S` in serve, the planet's LoadWindow): a rate of
+# lambda read over it deviates by sqrt(lambda / WINDOW_S) by chance (`refusal.surge`).
+WINDOW_S = 3.0
 
 GATEWAYS = "gateways"
 ENGINES = "engines"

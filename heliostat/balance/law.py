@@ -158,6 +158,7 @@ def compute(
     for model in policy.spec.models:
         before = previous.models.get(model.name) if previous else None
         own = model_states[model.name]
+        room = refusal.rooms(policy, model, own.regions, admitting[model.name])
         refusals = {
             r: refusal.step(
                 before.refusals.get(r) if before else None,
@@ -165,6 +166,7 @@ def compute(
                 *_fallback_move(before, own, r),
                 now,
                 admitting[model.name].get(r),
+                room.get(r),
             )
             for r in region_names
         }

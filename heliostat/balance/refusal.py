@@ -23,6 +23,15 @@ interactive requests never refused for it: on a ramp the demand estimate lags th
 seconds, the queue it builds drained through slack alone, and every request admitted behind
 it was late. The rescuers' room (`overflow`) is the plan's, untouched.
 
+On sight (`early`): the plan reads a smoothed demand and refuses only once it proved the
+planet full; on a ramp both lag the crowd by seconds. So, whatever the plan says, what r's
+gateways measure this tick, less EARLY_SIGMAS Poisson deviations of that rate, beyond what
+the plan lends, what r's slots admit at their goodput-best level and the room the regions
+in r's reach still have (`rooms`: room anywhere is the plan's to lend, not refused) is
+refused at once, as a share of what arrives now (the measured rate). Not on demand inferred
+from engines; the fallback's move this tick is taken off first. Once so refused, the
+steady rule above applies as if the plan had proved the planet full.
+
 Batch first: when r's gateways report the batch part D_b of the demand (LRS on the batch
 cluster), the batch cluster refuses min(1, f D' / D_b') and the interactive cluster only what
 is left (a backlog's drain included: batch first, then interactive); without that split both
@@ -35,14 +44,22 @@ than that is not worth a refused request, the backlog term absorbs it; no quick 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from heliostat.balance import demand, overflow, publish, queueing
+from heliostat.balance.priorities import within_budget
 from heliostat.balance.state import Held, RefusalState, RegionState
+from heliostat.policy import Model, Policy
 
 IDLE = RefusalState(interactive=publish.NOTHING, batch=publish.NOTHING)
 MIN_RAISE = 0.02
+# How far below its gateways' measured rate a region's demand is read to refuse on sight
+# (`early`): in Poisson deviations of the rate over the reports' window. The refused part is
+# what stands beyond the level by more than that, so a chance excursion of the rate refuses
+# little or nothing, and what it refuses falls within the publish band.
+EARLY_SIGMAS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +108,58 @@ def beyond_admission(region: RegionState, own: Admits, reaching: float, overdue:
     return max(0.0, reaching - lent - allowed)
 
 
+def rooms(
+    policy: Policy,
+    model: Model,
+    regions: Mapping[str, RegionState],
+    admitting: Mapping[str, Admits | None],
+) -> dict[str, float]:
+    """Per origin, the room the regions it may reach (directly or onward, within budget)
+    still have for others' users: below RESCUE_CEILING of their goodput-best level, less
+    what the plan puts on them and what their own users' measured rise (beyond a deviation)
+    adds to that. Generous on purpose (onward regions counted whole): room anywhere keeps
+    `early` from refusing, and the plan lends it instead."""
+    room: dict[str, float] = {}
+    for q, region in regions.items():
+        own = admitting.get(q)
+        if own is None:
+            continue
+        placed = sum(r.plan.get(q, 0.0) for r in regions.values())
+        rising = max(0.0, surge(region) - region.demand)
+        room[q] = max(0.0, overflow.RESCUE_CEILING * own.rate - placed - rising)
+    result = {}
+    for r in regions:
+        reach = set(within_budget(policy, model, r))
+        for q in list(reach):
+            reach.update(within_budget(policy, model, q))
+        reach.discard(r)
+        result[r] = sum(room.get(q, 0.0) for q in reach)
+    return result
+
+
+def surge(region: RegionState) -> float:
+    """The region's demand as its gateways measure it this tick, less EARLY_SIGMAS Poisson
+    deviations of that rate over the reports' window (`demand.WINDOW_S`); 0.0 when the
+    demand is not measured at its gateways."""
+    if region.source != demand.GATEWAYS or region.measured <= 0.0:
+        return 0.0
+    deviation = math.sqrt(region.measured / demand.WINDOW_S)
+    return max(0.0, region.measured - EARLY_SIGMAS * deviation)
+
+
+def early(region: RegionState, own: Admits, scale: float, room: float, overdue: bool) -> float:
+    """What of the region's users to refuse on sight: their measured rate (`surge`, after the
+    fallback's move: `scale`) beyond what the plan lends, what its slots admit at their
+    goodput-best level and the room the regions in reach still have (`rooms`).
+
+    The plan reads a smoothed demand and refuses only once it proved the planet full
+    (`overflow._refusable`); on a ramp both lag the crowd by seconds, and every request
+    admitted past the goodput-best level meanwhile queues, making the later ones late.
+    Measured above the level by more than chance, with nowhere to lend it, the excess has
+    no better fate than a refusal now."""
+    return max(0.0, beyond_admission(region, own, surge(region) * scale, overdue) - room)
+
+
 def step(
     previous: RefusalState | None,
     region: RegionState | None,
@@ -99,6 +168,7 @@ def step(
     before_fallback: float,
     now: float,
     admits: Admits | None = None,
+    room: float | None = None,
 ) -> RefusalState:
     """The refusal of one region's view for this tick.
 
@@ -136,9 +206,22 @@ def step(
     # Only once the plan proved the planet full: a queue late for a burst, or behind an
     # operator's cap that keeps users from a rescuer with room, is not refused for (the
     # headless demo's 1.3x surge under max_share 30% refused 11 of 70 before this).
+    sighted = 0.0
+    if admits is not None and not inferred and room is not None:
+        # Measured beyond the level with nowhere to lend it (`early`): refused this tick,
+        # not once the plan proved the planet full.
+        scale = (1.0 - fallback_after) / max(1e-9, 1.0 - fallback_before)
+        sighted = early(region, admits, scale, room, overdue)
+        if sighted > 0.0:
+            proven = max(proven, sighted)
     if admits is not None and not inferred and proven > 0.0:
         excess = min(reaching, max(excess, beyond_admission(region, admits, reaching, overdue)))
     fraction = excess / reaching if reaching > 0 else 0.0
+    if sighted > 0.0:
+        # Of what arrives now: on a ramp the measured rate, above the smoothed demand.
+        reaching = max(reaching, region.measured * scale)
+        fraction = max(fraction, min(1.0, sighted / reaching))
+        excess = fraction * reaching
     if inferred:  # nothing measures what it refuses: bounded
         fraction = min(fraction, demand.MAX_INFERRED_REFUSAL)
     batch = None

@@ -13,9 +13,15 @@ admitted met the SLO, admitted p99 1.39 s (1.2-2.1 s), goodput 25.8 requests/s. 
 queue is drained within the TTFT by refusing, batch first then interactive, and the refusal
 holds while the plan's proof of a full planet lapses only because the refusal emptied the
 slots (`refusal.beyond_admission`): 92.1% within the SLO, p99 1.01 s (0.87-1.22 s), goodput
-27.5 requests/s. The p99 is not within the objective yet: a region admits its own users up
-to the goodput-best level (`queueing.admission`), where 6-18% of them wait past the TTFT on
-pools of 4-16 slots (see the report of wip/admit5 for the tail-sized cap that was tried).
+27.5 requests/s. Then a region refuses on sight (`refusal.early`): what its gateways
+measure beyond a deviation, its goodput-best level and the room in reach is refused the
+tick it is seen, not once the plan's smoothed demand and proof of a full planet catch up
+(they lag a ramp by seconds): over these six seeds within the SLO 90.7% -> 92.1%, p99
+1.09 -> 0.97 s, goodput 26.97 -> 27.49 requests/s. The p99 is not within the objective
+yet: a region admits its own users up to the goodput-best level (`queueing.admission`),
+where 6-18% of them wait past the TTFT on pools of 4-16 slots, and the ramp's queue before
+the first refusal holds half the late requests (`queueing.admission` gives the tail-sized
+levels measured, and why none is kept).
 
 Seeded: the same seeds play the same requests; six 45-second runs take about 3 s.
 """
@@ -91,7 +97,8 @@ def test_a_full_planet_drains_its_late_queues_by_refusing() -> None:
     p99 = pooled.quantile(0.99)
     assert p99 is not None
     print(f"admitted within the SLO {met / served:.3f}, p99 {1000 * p99:.0f} ms, {goodput:.2f}/s")
-    # These six seeds before: 81.8-83.5% and 1.39-1.54 s; now 92.4% and 0.97 s, 27.4/s.
-    assert met / served >= 0.89
-    assert p99 <= 1.2
-    assert goodput >= GOODPUT_BEFORE
+    # These six seeds before the drain: 81.8-83.5% and 1.39-1.54 s; with it 90.7%, 1.09 s,
+    # 26.97/s; refusing on sight too 92.1%, 0.97 s, 27.49/s.
+    assert met / served >= 0.915
+    assert p99 <= 1.05
+    assert goodput >= GOODPUT_BEFORE + 1.5
