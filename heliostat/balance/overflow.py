@@ -682,6 +682,9 @@ def _lending(
     }
     total = sum(targets.values())
     scale = cap / total if total > cap else 1.0
+    # What stays home is a share too (Envoy's locality weight for the origin's own region):
+    # it rose at the latest fall of any of the origin's shares (`home_rose_at`).
+    home_rose_at = max((h.moved_at for h in lent_before.values() if h.direction < 0), default=None)
     lending: dict[str, Held] = {}
     for q, share in targets.items():
         # Rounded down to what is published (thousandths): rounding up would plan the rescuer
@@ -721,6 +724,22 @@ def _lending(
             or (overdue and rising),
             reason=functools.partial(_reason, r, q, smoothed, plan, unit),
         )
+        if (
+            held.published > _published(lent_before, q)
+            and not overdue
+            and not turning_up
+            and home_rose_at is not None
+            and now - home_rose_at < RISE_AFTER_FALL_S
+        ):
+            # A rise of one share soon after another fell turns what stays home round (up,
+            # then down): the same reversal as one share's, held as long. Each of the
+            # origin's shares moving once, at different times, turned its own share three
+            # times in 40 s (bench mixed_gpus at full size, sixth run: eu-west lent 17% to
+            # us-east, took it back, lent 33% to ap-southeast, took it back). An urgent rise
+            # (`origin_overdue`) does not wait.
+            held = dataclasses.replace(
+                last or publish.NOTHING, target=held.target, spread=held.spread
+            )
         # A share back at zero is remembered while its last move still holds a reversal
         # back: forgotten, the next tick's rise would not count as turning round.
         if held.published > 0.0 or held.target > 0.0 or now - held.moved_at < _remembered_s():

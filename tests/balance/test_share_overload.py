@@ -47,10 +47,11 @@ def after(
     lent: Mapping[tuple[str, str], float],
     loads_before: Mapping[str, float] | None = None,
     measured_full: bool = True,
+    fell_ago_s: float = FELL_AGO_S,
 ) -> dict[str, RegionState]:
     """One tick: each region's users at `loads` of its capacity (at `loads_before` at the
     last tick), its queue `backlog` now and at the last tick; each (origin, rescuer) share
-    in `lent` fell to its value FELL_AGO_S ago."""
+    in `lent` fell to its value `fell_ago_s` ago."""
     policy = policy_of(COUNTS, budget=170, max_share=None)
     model = policy.spec.models[0]
     model = model.model_copy(update={"slo": model.slo.model_copy(update={"ttft_ms": 500.0})})
@@ -72,7 +73,7 @@ def after(
             demand=before[r] * REPLICA_RPS * COUNTS[r],
             overflowing=any(o == r for o, _ in lent),
             lending={
-                q: Held(share, share, -1, NOW - FELL_AGO_S)
+                q: Held(share, share, -1, NOW - fell_ago_s)
                 for (o, q), share in lent.items()
                 if o == r
             },
@@ -146,3 +147,27 @@ def test_the_rescuer_of_an_overloaded_origin_passes_its_own_users_on_at_once(
     assert held is not None and held.target > 0.0
     assert held.published == (held.target if urgent else 0.0)
     assert publish.REVERSAL_HOLD_S < overflow.RISE_AFTER_FALL_S
+
+
+HOT_EU = {"us-east": 0.5, "eu-west": 0.85, "ap-southeast": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("loads", "fell_ago_s", "raised"),
+    [
+        (HOT_EU, FELL_AGO_S, False),  # what stays home rose 5 s ago: the rise waits
+        ({**HOT_EU, "eu-west": 2.0}, FELL_AGO_S, True),  # overloaded: urgent
+        (HOT_EU, overflow.RISE_AFTER_FALL_S + 1.0, True),  # a minute on
+    ],
+)
+def test_a_share_rising_soon_after_another_fell_waits_as_a_reversal_of_what_stays_home(
+    loads: dict[str, float], fell_ago_s: float, raised: bool
+) -> None:
+    """eu-west's share to ap-southeast fell to zero `fell_ago_s` ago (its own share, what
+    stays home, rose); the plan now lends part of its users to us-east. That rise turns
+    what stays home back down: it waits RISE_AFTER_FALL_S like a share's own reversal,
+    unless eu-west is overloaded."""
+    plan = after(loads, {}, {("eu-west", "ap-southeast"): 0.0}, fell_ago_s=fell_ago_s)
+    held = plan["eu-west"].lending["us-east"]
+    assert held.target >= 0.05
+    assert held.published == (held.target if raised else 0.0)
