@@ -79,6 +79,23 @@ def test_a_share_starts_only_when_it_pays_by_more_than_the_demands_noise() -> No
     assert kept.share == pytest.approx(0.25)
 
 
+def test_a_share_too_large_for_the_demand_follows_the_best_one_down_while_one_pays() -> None:
+    """A share set on a burst (60%) costs at 55% even a deviation higher; a smaller one still
+    pays there, so the share follows it down rather than ending and starting again on the
+    next high reading (two turns each time: the planet chat fleet's small region turned
+    its share 3-6 times in three minutes, now 1-5). Nothing starts at that reading, and
+    far below, it ends."""
+    rescuers = {"eu-west": (at(RESCUER, 0.65), RTT_S)}
+    noise = 0.93
+    assert spill.paying_share(at(SMALL, 0.55), rescuers, TTFT_S, {}, noise) == spill.NONE
+    followed = spill.paying_share(at(SMALL, 0.55), rescuers, TTFT_S, {"eu-west": 0.6}, noise)
+    assert followed.rescuer == "eu-west"
+    assert 0.0 < followed.share < 0.3
+    assert spill.paying_share(at(SMALL, 0.2), rescuers, TTFT_S, {"eu-west": 0.6}, noise) == (
+        spill.NONE
+    )
+
+
 def supply(endpoints: int, load: float, backlog: float = 0.0) -> overflow.Supply:
     raw = 5.35 * endpoints
     slots = 4 * endpoints
