@@ -167,6 +167,7 @@ def compute(
                 now,
                 admitting[model.name].get(r),
                 room.get(r),
+                _fallback_reach(model, own, r),
             )
             for r in region_names
         }
@@ -218,6 +219,20 @@ def _fallback_move(
     )
     goal = max(state.share.published, state.target if state.engaged else 0.0)
     return old, goal, state.demand
+
+
+def _fallback_reach(model: Model, now: ModelState, region: str) -> float:
+    """The share of the region's users the fallback may still rise to: its largest
+    (`fallback.max_fallback`) unless it proved it has no room (`fallback.NO_ROOM`, or no
+    spare endpoints), then what it goes to this tick; 0.0 without a fallback."""
+    if now.fallback is None:
+        return 0.0
+    state = now.fallback.regions.get(region)
+    if state is None:
+        return 0.0
+    if state.state == fallback.NO_ROOM or (state.room is not None and state.room <= 0.0):
+        return max(state.share.published, state.target if state.engaged else 0.0)
+    return fallback.max_fallback(model)
 
 
 def _balanced(clusters: Iterable[ClusterView], lb: Balancing | None) -> list[ClusterView]:

@@ -169,6 +169,7 @@ def step(
     now: float,
     admits: Admits | None = None,
     room: float | None = None,
+    fallback_reach: float = 0.0,
 ) -> RefusalState:
     """The refusal of one region's view for this tick.
 
@@ -179,7 +180,9 @@ def step(
     less what the allocation placed, and never more than the allocation found unplaced. Not
     `refusable` less the fallback's last move: the model's own demand estimate lags the
     share just given to the fallback, and for a few ticks it would refuse what the fallback
-    already carries.
+    already carries. `fallback_reach` is the share the fallback may still rise to (`law`:
+    its max share while it has room): while it is above the share the fallback goes to,
+    nothing is refused on sight (`early`).
     """
     if region is None or region.demand <= 0.0:
         return _publish(previous, 0.0, None, 0.0, 0.0, now, "no demand")
@@ -207,7 +210,15 @@ def step(
     # operator's cap that keeps users from a rescuer with room, is not refused for (the
     # headless demo's 1.3x surge under max_share 30% refused 11 of 70 before this).
     sighted = 0.0
-    if admits is not None and not inferred and room is not None:
+    # The fallback keeps its place before refusal: it engages on the smoothed demand, which
+    # lags the measured rate, so while it may still rise (`fallback_reach`) nothing is
+    # refused on sight; the plan's refusal takes what it leaves. Refused on sight at the
+    # fallback's share this tick, a 1.5x surge on a model whose fallback had room lost 9%
+    # of its requests to 429s in its first seconds (tests/e2e/test_e2e_fallback: 86 of 997
+    # against 36); refused beyond what the fallback at its largest share would leave, still
+    # 59-63: the slots' goodput-best level is below what the plan has the model carry.
+    rising_fallback = fallback_reach > fallback_after
+    if admits is not None and not inferred and room is not None and not rising_fallback:
         # Measured beyond the level with nowhere to lend it (`early`): refused this tick,
         # not once the plan proved the planet full.
         scale = (1.0 - fallback_after) / max(1e-9, 1.0 - fallback_before)

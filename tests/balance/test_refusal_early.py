@@ -95,6 +95,24 @@ def test_batch_first_and_the_fallback_moves_first() -> None:
     assert refused_with < refused_alone - 1.0
 
 
+def test_nothing_is_refused_on_sight_while_the_fallback_may_still_rise() -> None:
+    """The fallback engages on the smoothed demand, which lags the measured rate: while it
+    may still rise (`fallback_reach` above the share it goes to), the fallback keeps its
+    place before refusal and nothing is refused on sight; once it is at its reach (at its
+    largest share, or out of room), what is beyond the level is."""
+    measured = 1.3 * RAW
+    waiting = refusal.step(
+        None, ramping(measured), 0.0, 0.0, 0.0, 0.0, ADMITS, 0.0, fallback_reach=0.5
+    )
+    assert waiting.interactive.published == 0.0
+    at_reach = refusal.step(
+        None, ramping(measured), 0.0, 0.1, 0.0, 0.0, ADMITS, 0.0, fallback_reach=0.1
+    )
+    assert at_reach.interactive.published > 0.0
+    alone = refusal.step(None, ramping(measured), 0.0, 0.0, 0.0, 0.0, ADMITS, 0.0)
+    assert at_reach.interactive.published < alone.interactive.published
+
+
 def _state(demand_rps: float, measured: float, plan: dict[str, float]) -> RegionState:
     return RegionState(
         capacity=0.69 * RAW,
