@@ -122,10 +122,14 @@ def ticking() -> Iterator[None]:
     docstring)."""
     enabled = gc.isenabled()
     gc.disable()
+    before = gc.get_count()[0]
     try:
         yield
     finally:
-        if _settled[0] and gc.get_count()[0] > gc.get_threshold()[0] > 0:
+        # Net new objects of the tick itself: what streams left young between ticks is not
+        # the tick's, and may hold their cycles (frozen, they would wait for a thaw).
+        made = gc.get_count()[0] - before
+        if _settled[0] and made > gc.get_threshold()[0] > 0:
             gc.freeze()
             _frozen_by_ticks[0] = True
         if enabled:
@@ -155,20 +159,30 @@ class OldestGeneration:
         """Collect if due; True when it did."""
         now = self._clock()
         runs = _full_runs()
-        if runs != self._runs:  # one ran by itself: the clock starts again
+        # One ran by itself: the clock starts again, unless a tick froze something since
+        # (CPython's own full collection does not reach the frozen: it would reset the
+        # clock every minute and a cycle a tick froze would wait for ever).
+        if runs != self._runs and not _frozen_by_ticks[0]:
             self._runs, self._since = runs, now
             return False
         if now - self._since < self._every_s:
             return False
-        if _frozen_by_ticks[0]:  # a cycle may wait frozen: thaw, collect, freeze again
-            gc.unfreeze()
-            gc.collect()
-            gc.freeze()
-            _frozen_by_ticks[0] = False
-        else:
-            gc.collect()
+        collect_all()
         self._runs, self._since = _full_runs(), now
         return True
+
+
+def collect_all() -> None:
+    """A full collection that reaches what ticks froze (`ticking`) too: thaw, collect and
+    freeze again when a tick froze anything since the last settle, else a plain one (what
+    `settle` froze is then walked as well: the price of reaching the tick's cycles)."""
+    if _frozen_by_ticks[0]:
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        _frozen_by_ticks[0] = False
+    else:
+        gc.collect()
 
 
 def _full_runs() -> int:

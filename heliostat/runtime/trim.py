@@ -31,13 +31,14 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import gc
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
+
+from heliostat.runtime import heap
 
 log = structlog.get_logger("heliostat.trim")
 
@@ -93,7 +94,7 @@ class WaveTrim:
         now = self._clock()
         if now - self._last < self._spacing_s:
             return False
-        gc.collect()
+        heap.collect_all()  # what a large tick froze too (`heap.ticking`)
         self._trim()
         self._last = now
         self._peak = open_streams

@@ -117,3 +117,61 @@ def test_a_small_tick_or_an_unsettled_heap_freezes_nothing() -> None:
     finally:
         gc.enable()
         heap.unsettle(thresholds)
+
+
+def test_what_a_tick_froze_is_reached_by_collect_all_and_by_tend_despite_other_collections() -> (
+    None
+):
+    """A cycle a tick froze is freed by `collect_all` (trim's collection after a wave of
+    streams), and `tend` thaws within its minute even when CPython ran full collections of
+    its own meanwhile (they do not reach the frozen: resetting the clock on them would let
+    the cycle wait for ever)."""
+    thresholds = gc.get_threshold()
+    try:
+        heap.settle()
+        gc.set_threshold(1000, thresholds[1], heap.OLDEST_AFTER)
+
+        def tick_leaving_a_cycle() -> weakref.ref[_Node]:
+            with heap.ticking():
+                kept = [_Node() for _ in range(5000)]
+                lost = _Node()
+                lost.other = _Node()
+                lost.other.other = lost
+            assert heap.frozen_by_ticks() and kept
+            return weakref.ref(lost)
+
+        gone = tick_leaving_a_cycle()
+        gc.collect()
+        assert gone() is not None
+        heap.collect_all()
+        assert gone() is None and not heap.frozen_by_ticks()
+
+        now = [0.0]
+        oldest = heap.OldestGeneration(every_s=60.0, clock=lambda: now[0])
+        gone = tick_leaving_a_cycle()
+        now[0] = 30.0
+        gc.collect()  # CPython's own, which does not reach the frozen
+        assert not oldest.tend()
+        now[0] = 61.0
+        assert oldest.tend()
+        assert gone() is None
+    finally:
+        heap.unsettle(thresholds)
+
+
+def test_objects_made_before_a_tick_do_not_make_it_freeze() -> None:
+    """Only the tick's own net new objects count: what streams left young between ticks
+    stays with the collector (their cycles would otherwise wait frozen)."""
+    thresholds = gc.get_threshold()
+    try:
+        heap.settle()
+        gc.set_threshold(100_000, thresholds[1], heap.OLDEST_AFTER)
+        between = [_Node() for _ in range(5000)]
+        gc.set_threshold(1000, thresholds[1], heap.OLDEST_AFTER)
+        frozen = gc.get_freeze_count()
+        with heap.ticking():
+            small = [_Node() for _ in range(10)]
+        assert gc.get_freeze_count() == frozen and not heap.frozen_by_ticks()
+        assert any(o is between[0] for o in gc.get_objects()) and small
+    finally:
+        heap.unsettle(thresholds)
