@@ -24,20 +24,8 @@ def ramping(measured: float, batch: float | None = None) -> RegionState:
     still below the goodput-best level, so the plan places it all at home and proves
     nothing (nothing unplaced, nothing refusable)."""
     smoothed = 0.9 * LEVEL
-    return RegionState(
-        capacity=0.69 * RAW,
-        load=smoothed,
-        demand=smoothed,
-        overflowing=False,
-        measured=measured,
-        endpoints=4,
-        plan={"us-east": smoothed},
-        source=demand.GATEWAYS,
-        raw_capacity=RAW,
-        batch=batch,
-        rates=True,
-        utilisation=0.69,
-    )
+    region = _state(smoothed, measured, {"us-east": smoothed})
+    return dataclasses.replace(region, batch=batch, utilisation=0.69)
 
 
 def sighted(measured: float) -> float:

@@ -32,7 +32,7 @@ from heliostat.balance import overflow, publish
 from heliostat.balance.demand import GatewayLoad, OriginLoad
 from heliostat.balance.state import Held, RegionState
 from tests.balance.helpers import policy_of
-from tests.balance.test_spill import supply
+from tests.balance.test_spill import last_tick, supply
 
 COUNTS = {"us-east": 4, "eu-west": 3, "ap-southeast": 1}
 REPLICA_RPS = 5.35
@@ -67,23 +67,16 @@ def after(
         for r, n in COUNTS.items()
     }
     previous = {
-        r: RegionState(
-            capacity=s.capacity,
-            load=s.load,
-            demand=before[r] * REPLICA_RPS * COUNTS[r],
-            overflowing=any(o == r for o, _ in lent),
-            lending={
+        r: last_tick(
+            s,
+            before[r] * REPLICA_RPS * COUNTS[r],
+            {
                 q: Held(share, share, -1, NOW - fell_ago_s)
                 for (o, q), share in lent.items()
                 if o == r
             },
-            measured=before[r] * REPLICA_RPS * COUNTS[r],
-            endpoints=COUNTS[r],
-            source="gateways",
-            backlog=backlog.get(r, 0.0),
-            raw_capacity=s.raw,
-            rates=True,
-            utilisation=s.utilisation,
+            backlog.get(r, 0.0),
+            overflowing=any(o == r for o, _ in lent),
         )
         for r, s in regions.items()
     }

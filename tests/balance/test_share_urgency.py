@@ -23,9 +23,9 @@ import pytest
 
 from heliostat.balance import overflow, publish
 from heliostat.balance.demand import GatewayLoad, OriginLoad
-from heliostat.balance.state import Held, RegionState
+from heliostat.balance.state import Held
 from tests.balance.helpers import policy_of
-from tests.balance.test_spill import TTFT_S, supply
+from tests.balance.test_spill import TTFT_S, last_tick, supply
 
 COUNTS = {"us-east": 4, "eu-west": 3, "ap-southeast": 1}
 REPLICA_RPS = 5.35
@@ -53,19 +53,12 @@ def lent_after(
     regions = {r: supply(n, min(1.0, loads[r]), backlog.get(r, 0.0)) for r, n in COUNTS.items()}
     lending = {"eu-west": Held(share, share, direction, NOW - moved_ago_s)}
     previous = {
-        r: RegionState(
-            capacity=s.capacity,
-            load=s.load,
-            demand=demands[r],
+        r: last_tick(
+            s,
+            demands[r],
+            lending if r == "ap-southeast" else {},
+            backlog_before.get(r, 0.0),
             overflowing=r == "ap-southeast",
-            lending=lending if r == "ap-southeast" else {},
-            measured=demands[r],
-            endpoints=COUNTS[r],
-            source="gateways",
-            backlog=backlog_before.get(r, 0.0),
-            raw_capacity=s.raw,
-            rates=True,
-            utilisation=s.utilisation,
         )
         for r, s in regions.items()
     }

@@ -8,11 +8,13 @@ eu-west 3 of them (12 slots, 16 requests/s), 160 ms apart, a 500 ms TTFT objecti
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import pytest
 
 from heliostat.balance import overflow, queueing, spill
 from heliostat.balance.demand import GatewayLoad, OriginLoad
+from heliostat.balance.state import Held, RegionState
 from tests.balance.helpers import policy_of
 
 TTFT_S = 0.5
@@ -113,6 +115,32 @@ def supply(endpoints: int, load: float, backlog: float = 0.0) -> overflow.Supply
         strain=max(0.0, admits - planned) * raw,
         level=load,
         slots=slots,
+    )
+
+
+def last_tick(
+    s: overflow.Supply,
+    demand_rps: float,
+    lending: Mapping[str, Held],
+    backlog: float,
+    *,
+    overflowing: bool,
+) -> RegionState:
+    """A region's state as the last tick left it: its supply `s`, its gateways' demand
+    (smoothed and measured alike), the shares it lent and the queue it held then."""
+    return RegionState(
+        capacity=s.capacity,
+        load=s.load,
+        demand=demand_rps,
+        overflowing=overflowing,
+        lending=lending,
+        measured=demand_rps,
+        endpoints=s.endpoints,
+        source="gateways",
+        backlog=backlog,
+        raw_capacity=s.raw,
+        rates=True,
+        utilisation=s.utilisation,
     )
 
 

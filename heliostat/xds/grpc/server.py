@@ -136,10 +136,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     def _stop_step(
         self, inbox: asyncio.Queue[object], protocol: _StreamProtocol[Any, Resp]
     ) -> Outcome[Resp]:
-        """Before each wait of a stream: nothing, unless heliostat is stopping; then what
-        is due to settle now (again after each ACK), and whether the stream is done."""
-        if not self._stopping:
-            return Outcome()
+        """Before each wait of a stream while heliostat is stopping: what is due to settle
+        now (again after each ACK), and whether the stream is done."""
         outcome = protocol.settle()
         if not protocol.settle_due() and not protocol.in_flight():
             self._forget_for_stop(inbox)
@@ -224,7 +222,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             outcome.extend(protocol.on_snapshot(self._source.snapshot_for(group, node.id)))
             outcome.extend(protocol.on_request(first))
             while True:
-                outcome.extend(self._stop_step(inbox, protocol))
+                if self._stopping:  # nothing built on the per-message path otherwise
+                    outcome.extend(self._stop_step(inbox, protocol))
                 settling.step()
                 for response in self._report(mode, node.id, group, outcome):
                     yield self._wire.of(response)
