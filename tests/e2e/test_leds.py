@@ -50,14 +50,19 @@ def _pending(heliostat: Heliostat, node_id: str) -> int:
     return sum(t.get("settling") or 0 for t in node["types"].values())
 
 
+def _idle_upstream() -> Upstream:
+    """An eu-west upstream that answers scrapes as an idle vLLM (healthy, nothing queued)."""
+    page = ReplicaMetrics(MODEL, block_size=16, num_gpu_blocks=4096)
+    page.refresh(waiting=0, running=1, kv_usage=0.1)
+    return Upstream(free_port(), "eu-west", metrics=page.render()).start()
+
+
 def test_a_drain_reaches_a_delta_envoy_as_leds_alone_and_requests_follow(
     tmp_path: Path, processes: list[Process]
 ) -> None:
     # Both answer scrapes as an idle vLLM: healthy, so a drain is the only change.
-    page = ReplicaMetrics(MODEL, block_size=16, num_gpu_blocks=4096)
-    page.refresh(waiting=0, running=1, kv_usage=0.1)
-    kept = Upstream(free_port(), "eu-west", metrics=page.render()).start()
-    drained = Upstream(free_port(), "eu-west", metrics=page.render()).start()
+    kept = _idle_upstream()
+    drained = _idle_upstream()
     try:
         gateway = free_port()
         policy = tmp_path / "policy.yaml"
@@ -118,9 +123,7 @@ def test_a_delta_envoy_is_sent_nothing_again_after_heliostat_stops_cleanly_and_r
 ) -> None:
     # Within serve's 30 s quiet the node's assignments stay pending, and a reconnect would
     # have every endpoint sent again; a clean stop (SIGTERM) settles them first.
-    page = ReplicaMetrics(MODEL, block_size=16, num_gpu_blocks=4096)
-    page.refresh(waiting=0, running=1, kv_usage=0.1)
-    upstream = Upstream(free_port(), "eu-west", metrics=page.render()).start()
+    upstream = _idle_upstream()
     try:
         gateway = free_port()
         policy = tmp_path / "policy.yaml"
