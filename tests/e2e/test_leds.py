@@ -137,13 +137,18 @@ def test_a_delta_envoy_is_sent_nothing_again_after_heliostat_stops_cleanly_and_r
         envoy.start()
         wait_until(lambda: len(envoy.hosts(MODEL)) == 1, message="the endpoint in /clusters")
         wait_until(lambda: _pending(heliostat, "gw-eu") > 0, message="node in sync, pending")
+        asked = set(_responses(heliostat, "gw-eu"))
 
         heliostat.stop()  # SIGTERM
         restarted = Heliostat(policy, tmp_path, xds_port=heliostat.xds_port)
         processes.append(restarted)
         restarted.start()
+        # Re-joined: in sync on every type it asked for before (in sync on CDS alone, just
+        # after its first request, it is not yet, and only CDS was compared below).
         node = wait_until(
-            lambda: (n := restarted.node("gw-eu")) and n["in_sync"] and n,
+            lambda: (
+                (n := restarted.node("gw-eu")) and n["in_sync"] and set(n["types"]) >= asked and n
+            ),
             timeout=30,
             message="envoy re-joined the restarted heliostat",
         )

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from heliostat.xds.cache.identity import IdentityMemo
-from heliostat.xds.resources.snapshot import Resource
+from heliostat.xds.resources.snapshot import Resource, Snapshot
+from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl
 
 Resources = Mapping[str, Resource]
 
@@ -37,3 +38,20 @@ def _diff(old: Resources, new: Resources) -> tuple[frozenset[str], frozenset[str
     )
     gone = frozenset(name for name in old if name not in new)
     return changed, gone
+
+
+# a few node groups x the snapshots in flight
+_MOVED_TYPES: IdentityMemo[frozenset[TypeUrl]] = IdentityMemo(64)
+
+
+def moved_types(old: Snapshot, new: Snapshot) -> frozenset[TypeUrl]:
+    """The types with a resource added, changed or gone between two snapshots (one look per
+    pair of snapshots, shared by every stream that moves from one to the other)."""
+    if old is new:
+        return frozenset()
+    return _MOVED_TYPES.get(
+        (old, new),
+        lambda: frozenset(
+            t for t in PUSH_ORDER if any(changes(old.resources(t), new.resources(t)))
+        ),
+    )

@@ -11,7 +11,7 @@ its table onto that snapshot's map (`rebase`) and the differences drop to nothin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from types import MappingProxyType
 
 from heliostat.xds.resources.snapshot import Resource
@@ -95,12 +95,15 @@ class Versions(Mapping[str, str]):
         twin._diff = dict(self._diff)
         return twin
 
-    def rebase(self, base: Resources, moved: Iterable[str]) -> None:
+    def rebase(self, base: Resources, moved: Collection[str]) -> None:
         """Point at `base` instead, keeping the same content. `moved` must name every name
         whose version differs between the current base and `base` (added, changed or gone:
         `heliostat.xds.cache.changes` works it out once for every stream), so the cost is
         that and this table's own entries, not the size of the maps. With the same base it
         drops the entries that merely repeat it."""
+        if not self._diff and not moved:  # the same content under every name, none of its own
+            self._base = base
+            return
         names = set(self._diff)
         names.update(moved)
         current = [(name, self.get(name)) for name in names]

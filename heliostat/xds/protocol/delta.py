@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from heliostat.xds.cache.changes import changes
+from heliostat.xds.cache.changes import changes, moved_types
 from heliostat.xds.cache.responses import SharedResponses
 from heliostat.xds.cache.versions import Versions
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
@@ -107,10 +107,17 @@ class DeltaStream:
     # -- inputs -------------------------------------------------------------------------
 
     def on_snapshot(self, snapshot: Snapshot) -> DeltaOutcome:
-        self._snapshot = snapshot.for_delta()  # LEDS where the snapshot has it
+        previous = self._snapshot
+        self._snapshot = current = snapshot.for_delta()  # LEDS where the snapshot has it
+        # The types whose resources moved between the two snapshots, worked out once for
+        # every stream: a type that did not move is carried over without a look (`_carry`).
+        moved = moved_types(previous, current) if previous is not None else None
         outcome: DeltaOutcome = Outcome()
         for type_url in PUSH_ORDER:
-            outcome.extend(self._maybe_respond(self._types[type_url]))
+            state = self._types[type_url]
+            if moved is not None and type_url not in moved and self._carry(state, previous):
+                continue
+            outcome.extend(self._maybe_respond(state))
         return outcome
 
     def withhold(self, types: frozenset[TypeUrl]) -> DeltaOutcome:
@@ -262,6 +269,62 @@ class DeltaStream:
                 state.acked.pop(name, None)
         state.status.subscribed = None if state.wildcard else len(state.names) + len(state.globs)
 
+    def _carry(self, state: _TypeState, previous: Snapshot | None) -> bool:
+        """Move `state` onto the current snapshot when it is level with `previous` and this
+        type's resources did not move between them: `_maybe_respond` would find nothing to
+        send, hold or remove, so only what it would leave behind is done. False (nothing
+        done) when the state is not in that common case.
+
+        At 1,000 delta streams a weight change moves LEDS endpoints and their assignments
+        only; walking the other types' unchanged maps in every stream (a memo lookup per
+        look, a rebase, an outcome each) was about half of the protocol's time per push."""
+        if previous is None or self._snapshot is None:
+            return False
+        old = previous.resources(state.type_url)
+        if (
+            not state.requested
+            or state.level_with is not old
+            or state.unanswered
+            or state.type_url in self._withheld
+            or self._types[TypeUrl.ENDPOINT].initial  # LEDS not seeded yet (`_seed`)
+        ):
+            return False
+        available = self._snapshot.resources(state.type_url)
+        known = state.known
+        if known.base is old:
+            known.rebase(available, ())  # the same versions under every name
+        else:
+            _rebase(known, available)
+        state.level_with = available
+        self._in_step(state)
+        return True
+
+    def _still_level(self, state: _TypeState, available: Mapping[str, Resource]) -> bool:
+        """True, with what `_maybe_respond` would leave behind done, when `state` is level
+        with this very map (an ACK, a notice of another type's change): `_differences`
+        would find nothing to send, hold or remove."""
+        if state.level_with is not available or state.unanswered or self._settling:
+            return False
+        if state.known.base is not available:
+            _rebase(state.known, available)
+        self._in_step(state)
+        return True
+
+    def _in_step(self, state: _TypeState) -> None:
+        """Nothing of `state`'s type in flight: the node has this snapshot's resources."""
+        if not state.pending and self._snapshot is not None:
+            state.status.sent_version = state.status.acked_version = self._snapshot.version
+
+    def _missing(
+        self, state: _TypeState, available: Mapping[str, Resource], removed: list[str]
+    ) -> list[str]:
+        """Names subscribed to that do not exist: said so, so the node stops waiting."""
+        if not state.unanswered:
+            return []
+        missing = sorted(n for n in state.unanswered if n not in available and n not in removed)
+        state.unanswered.clear()
+        return [n for n in missing if n not in state.known]
+
     def _maybe_respond(self, state: _TypeState) -> DeltaOutcome:
         outcome: DeltaOutcome = Outcome()
         if not state.requested or self._snapshot is None or state.type_url in self._withheld:
@@ -271,12 +334,10 @@ class DeltaStream:
         # about to be sent.
         self._seed(state)
         available = self._snapshot.resources(state.type_url)
+        if self._still_level(state, available):
+            return outcome
         updates, held, removed, deferred = self._differences(state, available)
-        if state.unanswered:
-            # Names subscribed to that do not exist: say so, so the node stops waiting.
-            missing = sorted(n for n in state.unanswered if n not in available and n not in removed)
-            removed += [n for n in missing if n not in state.known]
-            state.unanswered.clear()
+        removed += self._missing(state, available, removed)
         if held:
             outcome.events.append(
                 Event(EventKind.HELD, state.type_url, detail="NACKed before: " + ", ".join(held))

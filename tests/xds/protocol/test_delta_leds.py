@@ -576,3 +576,55 @@ def test_a_weight_change_to_a_node_still_pending_sends_the_endpoint_alone() -> N
     responses = stream.on_snapshot(change(5, 11)).responses
     assert [TypeUrl(r.type_url) for r in responses] == [EDS, LEDS]
     assert stream.status()["EDS"].settling == 1
+
+
+def test_types_a_change_leaves_alone_stay_in_step_and_are_sent_when_they_change() -> None:
+    """A weight change moves endpoints only: the node's clusters are not looked at again
+    (heliostat.xds.protocol.delta: carried over), yet its cluster type reports the new
+    snapshot's version in sync, and a later change to a cluster is still sent, alone."""
+    endpoints = fleet(20)
+    memo = TranslationMemo()
+
+    def snap(timeout_s: int) -> Snapshot:
+        memo.new_round()
+        view = cluster("m", endpoints)
+        form = leds_assignment(view, memo)
+        definition = cluster_pb2.Cluster(name="m", type=cluster_pb2.Cluster.EDS)
+        definition.connect_timeout.seconds = timeout_s
+        return Snapshot(
+            {
+                TypeUrl.CLUSTER: [Resource.of(TypeUrl.CLUSTER, "m", definition)],
+                EDS: [assignment_resource(view, memo)],
+            },
+            delta={EDS: [form.assignment], LEDS: list(form.endpoints)},
+            members={"m": tuple(r.name for r in form.endpoints)},
+        )
+
+    def reweigh(index: int, weight: int) -> None:
+        old = endpoints[index]
+        endpoints[index] = EndpointView(old.address, old.region, None, weight, Health.HEALTHY)
+
+    before = snap(1)
+    stream = DeltaStream("gw-1")
+    stream.on_snapshot(before)
+    ack_all(stream, respond(stream, delta_request(TypeUrl.CLUSTER)))
+    ack_all(stream, respond(stream, delta_request(EDS, ["m"])))
+    ack_all(stream, respond(stream, delta_request(LEDS, globs(before, "m"))))
+    for step, weight in enumerate((7, 9, 11)):
+        reweigh(3 + step, weight)
+        moved = snap(1)
+        responses = stream.on_snapshot(moved).responses
+        assert TypeUrl.CLUSTER.value not in {r.type_url for r in responses}
+        ack_all(stream, responses)
+        clusters = stream.status()["CDS"]
+        assert clusters.sent_version == clusters.acked_version == moved.version
+    # The cluster itself changes: it goes out (and its endpoints again: Envoy warms the new
+    # cluster until it has them), compared with what the node was last level with.
+    changed = snap(2)
+    responses = stream.on_snapshot(changed).responses
+    assert TypeUrl(responses[0].type_url) is TypeUrl.CLUSTER
+    assert [r.name for r in responses[0].resources] == ["m"]
+    ack_all(stream, responses)
+    assert stream.on_snapshot(changed).responses == []
+    status = stream.status()
+    assert all(s.sent_version == s.acked_version == changed.version for s in status.values())
