@@ -819,7 +819,7 @@ def rescuer_distressed(model: Model, rescuer: Supply | None, before: RegionState
     98.6% to 96.0% SLO between the sixth and seventh full runs: ap-southeast's share rose
     once, fell at once 3 s later (an urgent fall: a rescuer's distress or the origin's
     drain) and RISE_AFTER_FALL_S kept it down for the rest of the run (3.4% sent away
-    against 17.1%; the sixth run's law rose again after the reversal hold). On the planet
+    against 17.1%; under the sixth run's law it rose again 4 s after its fall). On the planet
     below, eu-west's chance queue (late at 2 waiting on 12 slots at 65%) made that fall.
     On a planet of the same fleet with every prompt prefilled in full (864 tokens, 32 out,
     65% of 4.11/s per replica, six seeds; the planet shares no prefixes), that variant met
