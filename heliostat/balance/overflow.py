@@ -812,7 +812,26 @@ def rescuer_distressed(model: Model, rescuer: Supply | None, before: RegionState
     looks, and meanwhile the origin keeps lending into it. With it here, the bench's
     regional_surge at full size met the SLO for 91.4% of its requests instead of 93.9%:
     eu-west, the rescuer, kept taking ap-southeast's users past its room and passed 63% of
-    its own users on to us-east (38% without it)."""
+    its own users on to us-east (38% without it).
+
+    Nor for a share the origin lends only to save its users time (its demand below what
+    its slots complete), evaluated (wip/prefix8) after the bench's shared_prefix fell from
+    98.6% to 96.0% SLO between the sixth and seventh full runs: ap-southeast's share rose
+    once, fell at once 3 s later (an urgent fall: a rescuer's distress or the origin's
+    drain) and RISE_AFTER_FALL_S kept it down for the rest of the run (3.4% sent away
+    against 17.1%; under the sixth run's law it rose again 4 s after its fall). On the planet
+    below, eu-west's chance queue (late at 2 waiting on 12 slots at 65%) made that fall.
+    On a planet of the same fleet with every prompt prefilled in full (864 tokens, 32 out,
+    65% of 4.11/s per replica, six seeds; the planet shares no prefixes), that variant met
+    the SLO for 95.8% (ap-southeast 89.3%) against 96.1% (92.2%) here, and the sixth run's
+    law for 95.7% (86.3%); the planet's 2x surge on the chat fleet sent 29.9% of the small
+    region's users away on seed 0 instead of 40% (tests/planet/test_share_stability). What
+    the bench's lending buys is the prefill: the other regions' replicas hold the groups'
+    prefixes (hit rates 0.67-0.91 in the seventh run against 0.33 on ap-southeast's one
+    replica, which cannot hold 24 groups' prompts), so the 160 ms round trip is mostly
+    repaid by the prefill it saves. `spill`
+    weighs waits and round trips only; a prefill term (hit rates by region, and a measured
+    prefill time) is what the lending decision lacks, not a looser distress."""
     return _late_twice(model, rescuer, before)
 
 
