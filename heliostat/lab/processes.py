@@ -27,6 +27,10 @@ from typing import Any
 import yaml
 
 LOCALHOST = "127.0.0.1"
+# How long a started process may take to answer ready. Success ends the wait at once, so this
+# only bounds a failure; importing heliostat alone took 5.6-10 s on 2 cores at load ~8 (with
+# Envoys, replicas and other tests running), and 15 s failed a real start now and then.
+STARTUP_TIMEOUT_S = 40.0
 
 
 class TimedOut(AssertionError):
@@ -172,7 +176,7 @@ class Heliostat(Process):
         super().start()
         wait_until(
             lambda: self.running and http_get(self.url("/readyz"))[0] == 200,
-            timeout=15,
+            timeout=STARTUP_TIMEOUT_S,
             message=f"heliostat ready (log: {self.log_path})",
         )
         if not self.running:
@@ -251,7 +255,7 @@ class EnvoyProcess(Process):
     def wait_ready(self) -> None:
         wait_until(
             lambda: self.admin("/ready")[1].strip() == "LIVE",
-            timeout=15,
+            timeout=STARTUP_TIMEOUT_S,
             message=f"envoy {self.name} LIVE (log: {self.log_path})",
         )
 
@@ -383,7 +387,7 @@ class SimFleet(Process):
         super().start()
         wait_until(
             lambda: all(http_get(f"http://{a}/health")[0] == 200 for a in self.addresses),
-            timeout=15,
+            timeout=STARTUP_TIMEOUT_S,
             message=f"simulated replicas up (log: {self.log_path})",
         )
 
