@@ -78,7 +78,6 @@ def clusters(
             drop_overload_percent=_percent(refused.batch.published),
             traffic_class=TrafficClass.BATCH,
             drop_reason=refused.batch.reason,
-            max_requests=refused.batch_in_flight,
         ),
     )
 

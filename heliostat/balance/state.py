@@ -310,10 +310,9 @@ class RefusalState:
     demand: float = 0.0  # the demand it was refused from
     detail: str = ""
     late: bool = False  # its region's backlog was beyond what the SLO tolerates
-    # While it refuses: the requests each of its gateways may have in flight per class
+    # While it refuses: the interactive requests each of its gateways may have in flight
     # (Envoy's max_requests, `refusal.in_flight`), None when not capped.
     in_flight: int | None = None
-    batch_in_flight: int | None = None
 
     @property
     def active(self) -> bool:
