@@ -69,6 +69,7 @@ def clusters(
             localities=localities,
             drop_overload_percent=_percent(refused.interactive.published),
             drop_reason=refused.interactive.reason,
+            max_requests=refused.in_flight,
         ),
         ClusterView(
             name=model.name + BATCH_SUFFIX,

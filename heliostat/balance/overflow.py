@@ -289,8 +289,15 @@ def step(
             rates=rates,
             late=own is not None and rates and late(own, model.slo.ttft_ms / 1000.0),
             utilisation=own.utilisation if own is not None else UTILISATION,
+            gateways=_reporting(gateways, model, r, now),
         )
     return result
+
+
+def _reporting(gateways: demand.GatewayLoad, model: Model, region: str, now: float) -> int:
+    """How many gateways reported the region's demand for the model (1 when none did)."""
+    report = gateways.origin(model.name, region, now)
+    return max(1, report.gateways) if report is not None else 1
 
 
 @dataclass(frozen=True, slots=True)

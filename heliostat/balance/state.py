@@ -287,6 +287,7 @@ class RegionState:
     rates: bool = False
     late: bool = False  # its backlog is beyond what the SLO tolerates (`overflow.late`)
     utilisation: float = 0.95  # what its capacity is planned to (`queueing.utilisation`)
+    gateways: int = 1  # how many of its gateways (Envoys) reported its demand
 
     @property
     def pressure(self) -> float | None:
@@ -309,6 +310,9 @@ class RefusalState:
     demand: float = 0.0  # the demand it was refused from
     detail: str = ""
     late: bool = False  # its region's backlog was beyond what the SLO tolerates
+    # While it refuses: the interactive requests each of its gateways may have in flight
+    # (Envoy's max_requests, `refusal.in_flight`), None when not capped.
+    in_flight: int | None = None
 
     @property
     def active(self) -> bool:

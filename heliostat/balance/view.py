@@ -96,6 +96,9 @@ class ClusterView:
     drop_reason: str = ""
     # None: plain least-request (a model without affinity).
     balancing: Balancing | None = None
+    # Requests each Envoy may have in flight on the cluster (max_requests, beyond which it
+    # answers 503 at once): set while the view refuses (`refusal.in_flight`), else None.
+    max_requests: int | None = None
 
     def endpoints(self) -> tuple[EndpointView, ...]:
         return tuple(e for locality in self.localities for e in locality.endpoints)

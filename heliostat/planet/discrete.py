@@ -428,6 +428,8 @@ class DiscreteRun:
             return
         breaker = _breaker(self.model, request.traffic_class)
         limit = breaker.max_requests if breaker.max_requests is not None else ENVOY_MAX_REQUESTS
+        if cluster_view.max_requests is not None:  # the law's cap while it refuses
+            limit = min(limit, cluster_view.max_requests)
         if envoy.cluster_active.get(request.cluster, 0) >= limit:
             self._drop(request)
             self.record.refused(origin, self.now, 1.0)

@@ -208,6 +208,8 @@ class FluidGateway:
         )
         breaker = _breaker(cluster.model, traffic_class)
         limit = breaker.max_requests if breaker.max_requests is not None else ENVOY_MAX_REQUESTS
+        if cluster.view.max_requests is not None:  # the law's cap while it refuses
+            limit = min(limit, cluster.view.max_requests)
         if in_flight >= limit and mass > 0:
             leaving = sum(
                 groups[k].by_origin.get(self.region, 0.0) * groups[k].done_share

@@ -61,7 +61,7 @@ def build_snapshot(
     for name, (cluster_view, model) in traffic.clusters.items():
         clusters[name] = _reused(
             memo,
-            ("cluster", id(model), name, _balancing_key(cluster_view)),
+            ("cluster", id(model), name, _balancing_key(cluster_view), cluster_view.max_requests),
             model,
             lambda: model_cluster(cluster_view, model),  # noqa: B023 (called at once)
         )

@@ -42,7 +42,7 @@ def model_cluster(view: ClusterView, model: Model) -> cluster_pb2.Cluster:
             update_merge_window=seconds(0),
         ),
         outlier_detection=outlier_detection(model),
-        circuit_breakers=circuit_breakers(model),
+        circuit_breakers=circuit_breakers(model, view.max_requests),
     )
     apply_balancing(cluster, view.balancing, host_count(view))
     cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(

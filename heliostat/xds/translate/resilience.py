@@ -64,15 +64,31 @@ def outlier_detection(model: Model) -> outlier_detection_pb2.OutlierDetection:
     return result
 
 
-def circuit_breakers(model: Model) -> circuit_breaker_pb2.CircuitBreakers:
-    """Batch thresholds at DEFAULT, interactive at HIGH: routes pick them by priority."""
+def circuit_breakers(
+    model: Model, max_requests: int | None = None
+) -> circuit_breaker_pb2.CircuitBreakers:
+    """Batch thresholds at DEFAULT, interactive at HIGH: routes pick them by priority.
+
+    `max_requests` is the cluster's cap on requests in flight while its view refuses
+    (`heliostat.balance.refusal.in_flight`): at most the operator's, at both priorities
+    (a cluster carries one class, whichever priority its routes give it)."""
     breakers = model.circuit_breakers
+    batch, interactive = breakers.batch, breakers.interactive
+    if max_requests is not None:
+        batch = _capped(batch, max_requests)
+        interactive = _capped(interactive, max_requests)
     return circuit_breaker_pb2.CircuitBreakers(
         thresholds=[
-            _thresholds(base_pb2.DEFAULT, breakers.batch),
-            _thresholds(base_pb2.HIGH, breakers.interactive),
+            _thresholds(base_pb2.DEFAULT, batch),
+            _thresholds(base_pb2.HIGH, interactive),
         ]
     )
+
+
+def _capped(breaker: Breaker, max_requests: int) -> Breaker:
+    configured = breaker.max_requests
+    limit = max_requests if configured is None else min(configured, max_requests)
+    return breaker.model_copy(update={"max_requests": limit})
 
 
 def _thresholds(

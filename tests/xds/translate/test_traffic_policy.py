@@ -33,7 +33,7 @@ from heliostat.xds.protocol.sotw import SotwStream
 from heliostat.xds.resources.nodes import NodeGroup, Role
 from heliostat.xds.resources.snapshot import Snapshot
 from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl
-from heliostat.xds.translate import build_snapshot
+from heliostat.xds.translate import TranslationMemo, build_snapshot
 from heliostat.xds.translate.affinity import RING_SIZE
 from heliostat.xds.translate.prefix_key import SOURCE as LUA_SOURCE
 from tests.xds.helpers import ack, delta_request, sotw_request
@@ -564,6 +564,39 @@ def test_breakers_by_class_on_every_cluster_of_the_model(policy: Policy) -> None
         assert batch.max_requests.value == 50 and batch.max_retries.value == 2
         assert not batch.HasField("retry_budget")
         assert not batch.HasField("max_connections")  # unset: Envoy's default
+
+
+def test_a_refusing_view_caps_what_is_in_flight_below_the_operators_breakers(
+    policy: Policy,
+) -> None:
+    """While the law refuses it caps each cluster's requests in flight
+    (`ClusterView.max_requests`, `balance.refusal.in_flight`): at both priorities, never
+    above the operator's own threshold; a cluster built for the uncapped view is not reused
+    for the capped one (the translation memo keys on the cap)."""
+    view = with_batch_clusters(static_views(policy).for_region("us-east"))
+    capped = dataclasses.replace(
+        view,
+        clusters=tuple(
+            dataclasses.replace(c, max_requests=60 if c.name.endswith(".batch") else 12)
+            for c in view.clusters
+        ),
+    )
+    memo = TranslationMemo()
+    group = NodeGroup(Role.GATEWAY, "us-east")
+    before = clusters(build_snapshot(policy, view, group, memo=memo))
+    after = clusters(build_snapshot(policy, capped, group, memo=memo))
+    for name, cluster in after.items():
+        if name not in (LLAMA, f"{LLAMA}.batch"):
+            continue
+        by_priority = {t.priority: t for t in cluster.circuit_breakers.thresholds}
+        interactive, batch = by_priority[base_pb2.HIGH], by_priority[base_pb2.DEFAULT]
+        if name == LLAMA:
+            assert interactive.max_requests.value == 12 and batch.max_requests.value == 12
+        else:  # the operator's batch breaker (50) is below the cap: it stays
+            assert interactive.max_requests.value == 60 and batch.max_requests.value == 50
+        assert batch.max_retries.value == 2  # the rest of the operator's thresholds stay
+        untouched = {t.priority: t for t in before[name].circuit_breakers.thresholds}
+        assert untouched[base_pb2.HIGH].max_requests.value == 500
 
 
 def test_batch_routes_use_the_batch_cluster_when_the_view_has_one() -> None:

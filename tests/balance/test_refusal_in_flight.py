@@ -1,0 +1,115 @@
+"""While a region refuses and keeps its admitted users at home, what each of its gateways
+has in flight is capped at its slots (`refusal.in_flight`): past the cap Envoy answers at
+once, so an admitted request finds a slot free instead of waiting behind a queue the random
+drop fraction lets build. Split over its gateways; no cap while it does not refuse, while it
+lends, while its gateways report batch demand (batch first is the drop fractions' order),
+or when its slots are unknown."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from heliostat.balance import demand, refusal
+from heliostat.balance.state import Held, RefusalState, RegionState
+
+TTFT_S = 0.5
+SLOTS, RAW = 16, 21.8  # four replicas of 4 slots
+ADMITS = refusal.admits("us-east", SLOTS, RAW, TTFT_S, rates=True)
+assert ADMITS is not None
+
+
+def crowded(measured: float, gateways: int = 1, batch: float | None = None) -> RegionState:
+    """us-east with no room anywhere: the plan keeps its level at home and refuses the rest."""
+    level = ADMITS.rate
+    return RegionState(
+        capacity=0.69 * RAW,
+        load=level,
+        demand=measured,
+        overflowing=True,
+        measured=measured,
+        endpoints=4,
+        unplaced=measured - level,
+        refusable=measured - level,
+        plan={"us-east": level},
+        source=demand.GATEWAYS,
+        raw_capacity=RAW,
+        rates=True,
+        batch=batch,
+        gateways=gateways,
+    )
+
+
+def step(region: RegionState, previous: RefusalState | None = None) -> RefusalState:
+    return refusal.step(previous, region, 0.0, 0.0, 0.0, 0.0, ADMITS, room=0.0)
+
+
+def test_a_refusing_region_caps_each_gateway_at_its_slots() -> None:
+    state = step(crowded(1.3 * RAW))
+    assert state.interactive.published > 0.0
+    assert state.in_flight == SLOTS
+    assert step(crowded(1.3 * RAW, gateways=3)).in_flight == 6  # 16 slots over 3: rounded up
+
+
+def test_nothing_is_capped_while_nothing_is_refused() -> None:
+    calm = dataclasses.replace(
+        crowded(0.5 * RAW), unplaced=0.0, refusable=0.0, overflowing=False, load=0.5 * RAW
+    )
+    state = step(calm)
+    assert not state.active
+    assert state.in_flight is None
+
+
+def test_a_region_that_lends_is_not_capped() -> None:
+    """What its users hold elsewhere moves with the plan: a cap would move with it, and
+    Envoy rebuilds a cluster whose thresholds change."""
+    lending = dataclasses.replace(
+        crowded(1.3 * RAW),
+        lending={"eu-west": Held(published=0.1, target=0.1)},
+    )
+    state = step(lending)
+    assert state.active
+    assert state.in_flight is None
+
+
+def test_unknown_slots_are_not_capped() -> None:
+    unknown = refusal.admits("us-east", None, RAW, TTFT_S, rates=True)
+    assert unknown is not None
+    state = refusal.step(None, crowded(1.3 * RAW), 0.0, 0.0, 0.0, 0.0, unknown, room=0.0)
+    assert state.active
+    assert state.in_flight is None
+
+
+def test_a_region_with_batch_demand_is_not_capped() -> None:
+    """Batch first is the drop fractions' order: a cap per class would split the pool, and
+    an interactive burst would overflow its part while batch slots idle."""
+    measured = 1.3 * RAW
+    state = step(crowded(measured, batch=0.25 * measured))
+    assert state.batch.published > state.interactive.published
+    assert state.in_flight is None
+
+
+def test_a_cap_moves_only_by_more_than_one_request() -> None:
+    """A cluster's new thresholds make Envoy rebuild it: a cap within one request of the
+    last holds."""
+    before = dataclasses.replace(step(crowded(1.3 * RAW)), in_flight=SLOTS - 1)
+    assert step(crowded(1.3 * RAW), before).in_flight == SLOTS - 1
+    far = dataclasses.replace(before, in_flight=SLOTS - 3)
+    assert step(crowded(1.3 * RAW), far).in_flight == SLOTS
+
+
+def test_the_cap_holds_through_a_lull_while_demand_stays_beyond_the_level() -> None:
+    """Envoy rebuilds a cluster whose thresholds change: a refusal that lapses for a tick
+    while the demand still stands beyond the level keeps the cap; below it, released."""
+    capped = step(crowded(1.3 * RAW))
+    lull = dataclasses.replace(
+        crowded(1.05 * ADMITS.rate), unplaced=0.0, refusable=0.0, plan={"us-east": ADMITS.rate}
+    )
+    held = step(lull, capped)
+    assert not held.active and held.in_flight == SLOTS
+    fresh = step(lull)  # never capped: a lull alone does not start one
+    assert not fresh.active and fresh.in_flight is None
+    calm = dataclasses.replace(
+        crowded(0.5 * RAW), unplaced=0.0, refusable=0.0, plan={"us-east": 0.5 * RAW}
+    )
+    released = step(calm, capped)
+    assert released.in_flight is None
