@@ -6,6 +6,7 @@ infinities and -0.0 included); and the columns read as the mapping by address th
 from __future__ import annotations
 
 import math
+from random import Random
 
 import numpy as np
 from hypothesis import given, settings
@@ -87,7 +88,7 @@ def test_the_supplys_column_sums_are_its_row_by_row_sums(data: st.DataObject) ->
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_state(), min_size=1, max_size=10), st.randoms())
 def test_the_columns_read_as_the_states_they_hold(
-    states: list[ServiceState | None], random: object
+    states: list[ServiceState | None], random: Random
 ) -> None:
     addresses = tuple(f"10.0.0.{row}:8000" for row in range(len(states)))
     keys = tuple((MODEL, address) for address in addresses)
@@ -105,8 +106,8 @@ def test_the_columns_read_as_the_states_they_hold(
     assert repr(rows.at(picked)) == repr([states[row] for row in picked])
     # The same keys: the very columns; a new policy's endpoints, by address.
     assert capacity.aligned(columns, keys) is columns
-    shuffled = list(addresses) + ["10.0.1.1:8000"]
-    random.shuffle(shuffled)  # type: ignore[attr-defined]
+    shuffled = [*addresses, "10.0.1.1:8000"]
+    random.shuffle(shuffled)
     moved = capacity.aligned(columns, tuple((MODEL, a) for a in shuffled))
     assert moved.addresses == tuple(shuffled)
     assert repr(dict(moved)) == repr({a: held[a] for a in shuffled if a in held})
