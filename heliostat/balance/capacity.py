@@ -43,12 +43,25 @@ the law keeps its older unit, endpoint pressure against the thresholds (see `ove
 
 from __future__ import annotations
 
+import array
 import math
+import operator
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
+from typing import NamedTuple
+
+import numpy as np
 
 from heliostat.balance import weights
-from heliostat.balance.state import ServiceState
+from heliostat.balance.state import (
+    OPTIONAL_SERVICE,
+    EndpointKey,
+    Flags,
+    Floats,
+    ServiceColumns,
+    ServiceState,
+)
 from heliostat.samples import Sample
 
 TAU_S = 30.0  # the decaying sums' time constant
@@ -229,30 +242,14 @@ def observe_all(
     previous: Iterable[ServiceState | None],
     dt: float,
 ) -> list[ServiceState | None]:
-    """`observe` for every endpoint of a model (its columns, in its endpoint order): the
-    same states to the bit, for the cost of one loop.
+    """`observe` for every endpoint of a model (its rows, in its endpoint order), through
+    the columns the law keeps (`observe_columns`): the same states to the bit.
 
     With success counters (vLLM's `request_success_total`) every endpoint teaches its
-    service rate at every scrape, so this runs over the whole fleet on every tick, and no
-    row can be skipped: each scrape adds its interval's sample to the decaying sums, and
-    every tick reads every row's estimate (`known`: the supply, the capacity tiers). So the
-    loop is `observe` written out, operation for operation (a property test holds them
-    together to the bit): the previous state read with one tuple unpacking, not a dozen
-    attribute reads; `_served`, `_occupancy`, `_growth`, `_busyness` and `_level` inline,
-    the gains worked out once per tick, and each state built as the tuple it is (a
-    NamedTuple's own constructor is a Python call). About two thirds the cost of the loop that
-    called them (issue 17, 2026-12-06: 10.8 ms for 15.7 per 10,000 rows, interleaved).
-
-    What was measured against it (10,000 rows, issue 17, 2026-12-06), and why it stays a
-    loop over the rows:
-    - columns, in Python or numpy: while the state is one ServiceState per row, splitting
-      the states into columns (`zip(*states)`) costs about 1.2 ms, reading the six sample
-      columns 1.7 ms and building the states back 1.6 ms; then each of the twenty-odd
-      arithmetic passes 0.3 ms in Python (`map`), or each of the eighteen columns' trip
-      through numpy (`fromiter`, `tolist`) 0.24 ms, plus the rows whose readings are None:
-      about 9-10 ms either way, as much as this loop (and `np.exp` differs from `math.exp`
-      in the last bit over a range of intervals). Columns pay only if the state stays
-      columns end to end (the supply, the tiers and `describe` reading them too);
+    service rate at every scrape, so the estimator runs over the whole fleet on every tick,
+    and no row can be skipped: each scrape adds its interval's sample to the decaying sums,
+    and every tick reads every row's estimate (`known`: the supply, the capacity tiers).
+    What was measured against skipping (issue 17, 2026-12-06):
     - lazy decay (sums decayed when read): each scrape still adds its interval's term,
       and every tick reads every row's estimate; skipping the rows whose sample agrees
       with their estimate would also skip their `seen_full` counts, their busyness and
@@ -261,99 +258,314 @@ def observe_all(
     - skipping steady rows exactly: a row's sums stop moving only at their floating-point
       fixed point under the very same interval, and real scrape intervals jitter by
       milliseconds: no row of a live fleet would qualify.
-    """
-    gain_busy = weights.alpha(dt, BUSYNESS_TAU_S)
-    gain_level = weights.alpha(dt, LEVEL_TAU_S)
-    exp, inf, build, kind = math.exp, math.inf, tuple.__new__, ServiceState
-    unobserved = UNOBSERVED
-    found: list[ServiceState | None] = []
-    append = found.append
-    for signal, room, last in zip(signals, slots, previous, strict=True):
-        if (
-            signal is None
-            or signal.scraped_at is None
-            or (signal.served_total is None and signal.served_rate is None)
-            or (last is not None and last[5] == signal.scraped_at)
-        ):
-            # nothing new, an engine that does not count its completions, or the same
-            # sample again: nothing to learn
-            append(last)
-            continue
-        scraped, rate, total = signal.scraped_at, signal.served_rate, signal.served_total
-        before = unobserved if last is None else last
-        interval: float | None = None
-        if before[5] is not None:  # scraped_at
-            interval = scraped - before[5]
-            interval = interval if interval > 0.0 else 0.0  # `max(0.0, ...)`, nan too
-        (
-            completions,
-            busy_time,
-            window,
-            _,
-            total_before,
-            _,
-            waiting_before,
-            _,
-            was,
-            seen_full,
-            busyness,
-            level,
-        ) = before
-        # `_served`: the engine's own rate, else its counter's increase
-        served = (
-            (rate if 0.0 <= rate < inf else None)
-            if rate is not None
-            else _counted(total, total_before, interval)
+    So the law holds the states as columns from tick to tick (`ServiceColumns`) and updates
+    them with whole-column operations; a loop over records (one tuple unpacked and one
+    built per row) cost about 1 us a row, and columns split from and rebuilt into records
+    every tick cost as much (issue 17, 2026-12-06)."""
+    rows = list(previous)
+    rooms = [
+        room or (signal.max_num_seqs if signal is not None else None)
+        for room, signal in zip(slots, signals, strict=True)
+    ]
+    columns = observe_columns(read_samples(signals), rooms, service_columns(rows), dt)
+    return columns.rows()
+
+
+# -- columns -------------------------------------------------------------------------------
+
+
+class SampleColumns(NamedTuple):
+    """What the estimator reads of a model's samples, one column per reading in its endpoint
+    order, each with its mask (True where the reading is set: a row without a sample has
+    none). `present`: the row has a sample."""
+
+    present: Flags
+    scraped_at: Floats
+    has_scraped_at: Flags
+    served_rate: Floats
+    has_served_rate: Flags
+    served_total: Floats
+    has_served_total: Flags
+    waiting: Floats
+    has_waiting: Flags
+    running: Floats
+    has_running: Flags
+
+
+class _NoSample:
+    """What is read where a row has no sample: no reading at all."""
+
+    __slots__ = ()
+    scraped_at = served_rate = served_total = waiting = running = None
+
+
+_NO_SAMPLE = _NoSample()
+
+
+def floats(values: list[float | None]) -> tuple[Floats, Flags]:
+    """A column of readings as floats (0.0 where None) and its mask: a column without a
+    None, the common case, is converted in C at once."""
+    count = len(values)
+    try:
+        column = np.frombuffer(array.array("d", values), dtype=np.float64)  # type: ignore[type-var]
+        return column, np.ones(count, dtype=np.bool_)
+    except TypeError:  # some None (or something that is not a number: as before, an error)
+        pass
+    mask = np.fromiter(map(operator.is_not, values, repeat(None)), dtype=np.bool_, count=count)
+    filled = array.array("d", [0.0 if v is None else v for v in values])
+    return np.frombuffer(filled, dtype=np.float64), mask
+
+
+def read_samples(signals: Sequence[Sample | None]) -> SampleColumns:
+    """The estimator's readings of every row's sample, as columns (in C: one pass per
+    reading over the samples)."""
+    rows: Sequence[object] = signals
+    present = np.fromiter(
+        map(operator.is_not, signals, repeat(None)), dtype=np.bool_, count=len(signals)
+    )
+    if not present.all():
+        rows = [_NO_SAMPLE if signal is None else signal for signal in signals]
+    read = [
+        floats(list(map(operator.attrgetter(name), rows)))
+        for name in ("scraped_at", "served_rate", "served_total", "waiting", "running")
+    ]
+    (scraped, has_scraped), (rate, has_rate), (total, has_total), (waiting, has_waiting) = read[:4]
+    running, has_running = read[4]
+    return SampleColumns(
+        present,
+        scraped,
+        has_scraped,
+        rate,
+        has_rate,
+        total,
+        has_total,
+        waiting,
+        has_waiting,
+        running,
+        has_running,
+    )
+
+
+def no_service(
+    addresses: tuple[str, ...],
+    index: Mapping[str, int],
+    keys: tuple[EndpointKey, ...] | None = None,
+) -> ServiceColumns:
+    """Columns of `addresses` none of which has a service state yet."""
+    count = len(addresses)
+    zeros = np.zeros(count, dtype=np.float64)
+    none = np.zeros(count, dtype=np.bool_)
+    return ServiceColumns(
+        addresses,
+        index,
+        none,
+        zeros,
+        zeros,
+        zeros,
+        zeros,
+        np.zeros(count, dtype=np.int64),
+        dict.fromkeys(OPTIONAL_SERVICE, zeros),
+        dict.fromkeys(OPTIONAL_SERVICE, none),
+        keys,
+    )
+
+
+def service_columns(
+    states: Sequence[ServiceState | None],
+    addresses: tuple[str, ...] | None = None,
+    index: Mapping[str, int] | None = None,
+    keys: tuple[EndpointKey, ...] | None = None,
+) -> ServiceColumns:
+    """Columns of the given states, one row each (None: the row has none); `addresses`
+    default to the rows' numbers as text."""
+    count = len(states)
+    if addresses is None:
+        addresses = tuple(map(str, range(count)))
+    if index is None:
+        index = {address: row for row, address in enumerate(addresses)}
+    present = [state is not None for state in states]
+    rows = [state if state is not None else UNOBSERVED for state in states]
+    fields = list(zip(*rows, strict=True)) if rows else [()] * len(ServiceState._fields)
+    by_name = dict(zip(ServiceState._fields, fields, strict=True))
+
+    def floats(name: str) -> Floats:
+        return np.array([0.0 if v is None else v for v in by_name[name]], dtype=np.float64)
+
+    return ServiceColumns(
+        addresses,
+        index,
+        np.array(present, dtype=np.bool_),
+        floats("completions"),
+        floats("busy_time"),
+        floats("window"),
+        floats("growth"),
+        np.array(by_name["seen_full"], dtype=np.int64),
+        {name: floats(name) for name in OPTIONAL_SERVICE},
+        {
+            name: np.array([v is not None for v in by_name[name]], dtype=np.bool_)
+            for name in OPTIONAL_SERVICE
+        },
+        keys,
+    )
+
+
+def aligned(previous: Mapping[str, ServiceState], keys: tuple[EndpointKey, ...]) -> ServiceColumns:
+    """`previous` (the last tick's service states by address) as columns in the order of
+    `keys` (the model's (model, address) in its endpoint order): the very columns while
+    the keys are those they were aligned to; else each address takes its row (one without
+    any, none)."""
+    if isinstance(previous, ServiceColumns) and previous.aligned_to is keys:
+        return previous
+    addresses = tuple(key[1] for key in keys)
+    index = {address: row for row, address in enumerate(addresses)}
+    if isinstance(previous, ServiceColumns):
+        if previous.addresses == addresses:
+            return previous.rekeyed(keys)
+        if not previous:
+            return no_service(addresses, index, keys)
+        rows = np.array([previous.index.get(a, -1) for a in addresses], dtype=np.int64)
+        found = rows >= 0
+        take = np.where(found, rows, 0)
+
+        def gathered(column: Floats) -> Floats:
+            return np.where(found, column[take], 0.0)
+
+        return ServiceColumns(
+            addresses,
+            index,
+            found & previous.present[take],
+            gathered(previous.completions),
+            gathered(previous.busy_time),
+            gathered(previous.window),
+            gathered(previous.growth),
+            np.where(found, previous.seen_full[take], 0),
+            {n: gathered(c) for n, c in previous.optional.items()},
+            {n: found & m[take] for n, m in previous.has.items()},
+            keys,
         )
-        # `_occupancy`
-        waiting = signal.waiting
-        occupancy: float | None = 1.0
-        if not (waiting or 0.0) > 0.0:
-            room = room or signal.max_num_seqs
-            running = signal.running
-            occupancy = None
-            if room and running is not None and 0.0 <= running < inf:
-                occupancy = running / room
-                occupancy = occupancy if occupancy < 1.0 else 1.0  # `min(1.0, ...)`, nan too
-        spanned = occupancy
-        if occupancy is not None and was is not None:
-            spanned = (occupancy + was) / 2
-        if served is not None and spanned is not None and interval:
-            keep = exp(-interval / TAU_S)
-            weight = spanned if busyness is None else busyness
-            completions = keep * completions + weight * served * interval
-            busy_time = keep * busy_time + weight * spanned * interval
-            window = keep * window + interval
-            if spanned >= FULL:
-                seen_full += 1
-        growth = (  # `_growth`
-            (waiting - waiting_before) / interval
-            if interval and waiting is not None and waiting_before is not None
-            else 0.0
+    if not previous:
+        return no_service(addresses, index, keys)
+    return service_columns(list(map(previous.get, addresses)), addresses, index, keys)
+
+
+def observe_columns(
+    samples: SampleColumns, slots: Sequence[int | None], previous: ServiceColumns, dt: float
+) -> ServiceColumns:
+    """`observe` of every row at once (`samples`, `slots` and `previous` in the model's
+    endpoint order; a row's slots are its endpoint's, else its sample's `max_num_seqs`, as
+    `observe` reads them): the same states to the bit (a property test holds them together),
+    for a few operations over whole columns instead of a loop over rows.
+
+    The arithmetic is `observe`'s, operation for operation in the same order, over numpy
+    float64 (IEEE like Python's floats: the same bits); None is a mask beside its column,
+    and each branch a selection (`np.where`). The decay `exp(-interval / TAU_S)` is taken
+    with `math.exp` over the rows that learn, not `np.exp`, which may differ from it in the
+    last bit (it does on CPUs where numpy vectorises it)."""
+    n = len(previous.addresses)
+    s = samples
+    was, was_has = previous.optional, previous.has
+    with np.errstate(all="ignore"):
+        # Rows that learn: a new scrape from an engine that counts its completions.
+        same = previous.present & was_has["scraped_at"] & (was["scraped_at"] == s.scraped_at)
+        learn = s.present & s.has_scraped_at & (s.has_served_total | s.has_served_rate) & ~same
+        if not learn.any():
+            return previous
+        # The interval since the last scrape: `max(0.0, ...)`, nan too; "truthy" when set
+        # and not zero (a row without a state starts as UNOBSERVED: no scrape yet).
+        raw = s.scraped_at - was["scraped_at"]
+        interval = np.where(raw > 0.0, raw, 0.0)
+        spans = was_has["scraped_at"] & (interval != 0.0)
+        # `_served`: the engine's own rate, else its counter's increase (a reset counts whole)
+        rate_ok = s.has_served_rate & (s.served_rate >= 0.0) & (s.served_rate < math.inf)
+        increase = s.served_total - was["served_total"]
+        increase = np.where(increase < 0, s.served_total, increase)
+        counted = s.has_served_total & was_has["served_total"] & spans
+        served = np.where(s.has_served_rate, s.served_rate, increase / interval)
+        has_served = np.where(s.has_served_rate, rate_ok, counted)
+        # `_occupancy`: 1 while requests wait, else running over slots
+        room = rooms(slots)
+        queued = s.has_waiting & (s.waiting > 0.0)
+        counts = (room != 0.0) & s.has_running & (s.running >= 0.0) & (s.running < math.inf)
+        share = s.running / room
+        share = np.where(share < 1.0, share, 1.0)  # `min(1.0, ...)`
+        occupancy = np.where(queued, 1.0, share)
+        has_occupancy = queued | counts
+        both = has_occupancy & was_has["occupancy"]
+        spanned = np.where(both, (occupancy + was["occupancy"]) / 2, occupancy)
+        # The decaying sums, where an interval's sample is complete.
+        adds = learn & has_served & has_occupancy & spans
+        keep = np.ones(n, dtype=np.float64)
+        if adds.any():
+            decay = (-interval[adds] / TAU_S).tolist()
+            keep[adds] = np.fromiter(map(math.exp, decay), dtype=np.float64, count=len(decay))
+        busy = was["busyness"]
+        weight = np.where(was_has["busyness"], busy, spanned)
+        completions = np.where(
+            adds, keep * previous.completions + weight * served * interval, previous.completions
         )
-        if occupancy is not None:  # `_busyness` and `_level`
-            if busyness is None or occupancy >= busyness:
-                busyness = occupancy
-            else:
-                busyness = busyness + gain_busy * (occupancy - busyness)
-            level = occupancy if level is None else level + gain_level * (occupancy - level)
-        append(
-            build(
-                kind,
-                (
-                    completions,
-                    busy_time,
-                    window,
-                    served,
-                    total,
-                    scraped,
-                    waiting,
-                    growth,
-                    occupancy,
-                    seen_full,
-                    busyness,
-                    level,
-                ),
-            )
+        busy_time = np.where(
+            adds, keep * previous.busy_time + weight * spanned * interval, previous.busy_time
         )
-    return found
+        window = np.where(adds, keep * previous.window + interval, previous.window)
+        seen_full = previous.seen_full + (adds & (spanned >= FULL))
+        # `_growth`
+        grows = spans & s.has_waiting & was_has["waiting"]
+        growth = np.where(grows, (s.waiting - was["waiting"]) / interval, 0.0)
+        # `_busyness` (up at once, down smoothly) and `_level` (both ways)
+        gain_busy = weights.alpha(dt, BUSYNESS_TAU_S)
+        gain_level = weights.alpha(dt, LEVEL_TAU_S)
+        rises = ~was_has["busyness"] | (occupancy >= busy)
+        busyness = np.where(
+            has_occupancy, np.where(rises, occupancy, busy + gain_busy * (occupancy - busy)), busy
+        )
+        level_was = was["level"]
+        level = np.where(
+            has_occupancy,
+            np.where(was_has["level"], level_was + gain_level * (occupancy - level_was), occupancy),
+            level_was,
+        )
+    # Rows that learn take the new state, the others keep theirs (or none).
+    values = {
+        "served": (served, has_served),
+        "served_total": (s.served_total, s.has_served_total),
+        "scraped_at": (s.scraped_at, s.has_scraped_at),
+        "waiting": (s.waiting, s.has_waiting),
+        "occupancy": (occupancy, has_occupancy),
+        "busyness": (busyness, was_has["busyness"] | has_occupancy),
+        "level": (level, was_has["level"] | has_occupancy),
+    }
+    return ServiceColumns(
+        previous.addresses,
+        previous.index,
+        previous.present | learn,
+        np.where(learn, completions, previous.completions),
+        np.where(learn, busy_time, previous.busy_time),
+        np.where(learn, window, previous.window),
+        np.where(learn, growth, previous.growth),
+        np.where(learn, seen_full, previous.seen_full),
+        {
+            name: np.where(learn & mask, column, np.where(learn, 0.0, was[name]))
+            for name, (column, mask) in values.items()
+        },
+        {name: np.where(learn, mask, was_has[name]) for name, (_, mask) in values.items()},
+        previous.aligned_to,
+    )
+
+
+def rooms(slots: Sequence[int | None]) -> Floats:
+    """Each row's slots as floats, 0.0 where it has none (or 0)."""
+    try:
+        return np.frombuffer(array.array("d", slots), dtype=np.float64)  # type: ignore[type-var]
+    except TypeError:
+        return np.array([r or 0 for r in slots], dtype=np.float64)
+
+
+def known_columns(service: ServiceColumns) -> tuple[Floats, Flags]:
+    """`known` of every row: the capacities (ratios, whatever the mask says) and where they
+    are known."""
+    completions, busy_time = service.completions, service.busy_time
+    with np.errstate(all="ignore"):
+        ratio = completions / busy_time
+    # `busy_time < MIN_BUSY_TIME or completions < MIN_COMPLETIONS`: None (nan passes)
+    known = service.present & ~((busy_time < MIN_BUSY_TIME) | (completions < MIN_COMPLETIONS))
+    return ratio, known

@@ -44,6 +44,7 @@ from heliostat.balance.state import (
     EndpointKey,
     EndpointState,
     Readings,
+    ServiceRows,
     ServiceState,
     SteadyColumn,
 )
@@ -258,7 +259,7 @@ def advance(
         index = {endpoint.address: row for row, endpoint in enumerate(endpoints)}
         states, kept, levels_column = [None] * count, [None] * count, [None] * count
         rows = range(count)
-    for row in rows:
+    for row, service in zip(rows, _services_at(services, rows), strict=True):
         endpoint, signal, key = endpoints[row], signals[row], keys[row]
         state, fixed = _step(
             endpoint,
@@ -271,7 +272,7 @@ def advance(
             static,
             hashing,
             region_peers(endpoint.region),
-            services[row],
+            service,
             _fused,
         )
         states[row] = state
@@ -291,6 +292,16 @@ def advance(
         keys,
         tuple(levels_column),
     )
+
+
+def _services_at(
+    services: Sequence[ServiceState | None], rows: Iterable[int]
+) -> Iterable[ServiceState | None]:
+    """The service states of `rows`, in their order: the estimator's columns compose the
+    rows that move at once (`ServiceRows.at`), not one at a time."""
+    if isinstance(services, ServiceRows):
+        return services.at(list(rows))
+    return map(services.__getitem__, rows)
 
 
 class _Absent:

@@ -27,12 +27,17 @@ clamped to [0, MAX_DT_S] so a stalled loop does not jump the smoothing on its ne
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import operator
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import compress, repeat
 from operator import is_not
 from typing import NamedTuple, cast
+
+import numpy as np
+import numpy.typing as npt
 
 from heliostat.balance import (
     affinity,
@@ -52,7 +57,11 @@ from heliostat.balance.state import (
     EndpointState,
     EndpointStates,
     FallbackStates,
+    Flags,
+    Floats,
     ModelState,
+    ServiceColumns,
+    ServiceRows,
     ServiceState,
     SteadyColumn,
 )
@@ -271,7 +280,7 @@ def _endpoints(
     hashing: bool,
 ) -> tuple[
     dict[str, tuple[EndpointView, ...]],
-    dict[str, ServiceState],
+    Mapping[str, ServiceState],
     dict[str, overflow.Supply],
     bool,
     SteadyColumn,
@@ -298,28 +307,30 @@ def _endpoints(
         endpoints_before = previous.endpoints if previous else {}
         priors = list(map(endpoints_before.get, keys))
         peers = peers_of(model.endpoints, priors, service_before)
-    addresses = list(map(_ADDRESS, keys))
     slots_all: list[int | None]
-    observed_all: list[ServiceState | None]
-    service: dict[str, ServiceState]
+    observed_all: Sequence[ServiceState | None]
+    service: Mapping[str, ServiceState]
+    rows: _Rows | None = None
     if service_before or _teaches(signals):
         slots_all = [
             e.slots or (s.max_num_seqs if s is not None else None)
             for e, s in zip(model.endpoints, signals, strict=True)
         ]
         # One estimator (`capacity`): the region's supply and the endpoint's tier both read
-        # it. (`observe` of every row in one loop: with success counters this runs over
-        # every endpoint of the fleet on every tick.)
-        observed_all = capacity.observe_all(
-            signals, slots_all, map(service_before.get, addresses), dt
-        )
-        # kept while it is down: what it taught still holds (in C: this runs over every row)
-        present = map(is_not, observed_all, repeat(None))
-        kept = compress(zip(addresses, observed_all, strict=True), present)
-        service = cast(dict[str, ServiceState], dict(kept))
+        # it. With success counters it learns from every endpoint of the fleet on every
+        # tick: its states are columns (`ServiceColumns`), kept from tick to tick and
+        # updated with whole-column operations, as the supply reads them.
+        samples = capacity.read_samples(signals)
+        before_columns = capacity.aligned(service_before, tuple(keys))
+        columns = capacity.observe_columns(samples, slots_all, before_columns, dt)
+        service = columns  # kept while it is down: what it taught still holds
+        observed_all = ServiceRows(columns)
+        ratio, is_known = capacity.known_columns(columns)
+        known = _known_list(ratio, is_known)
+        rows = _Rows(columns, samples, slots_all, ratio, is_known)
     else:  # `capacity.observe` of every row would be None: nothing learnt, nothing to learn
         slots_all, observed_all, service = [None] * len(keys), [None] * len(keys), {}
-    known = _known(observed_all, service)
+        known = [None] * len(keys)
     column = advance(
         model,
         keys,
@@ -349,8 +360,7 @@ def _endpoints(
         )
         if counted:
             live[region] = counted
-    rows = _Rows(pressures, observed_all, slots_all, signals, known)
-    supply, rates = _supply(model, live, rows)
+    supply, rates = _supply(model, live, pressures, rows)
     return members, service, supply, rates, column, tuple(known)
 
 
@@ -393,80 +403,182 @@ def _waiting(signal: Sample | None) -> float:
 
 
 class _Rows(NamedTuple):
-    """The model's endpoints as their regions' supply sees them, as columns by row (read only
-    at the rows of live endpoints, whose pressure is set): no record per live endpoint."""
+    """The model's endpoints as their regions' supply sees them, as columns by row: the
+    estimator's states and the samples' readings as it keeps them, each row's slots, and
+    its `capacity.known` (the ratio, where `is_known`)."""
 
-    pressure: Sequence[float]
-    service: Sequence[ServiceState | None]
+    service: ServiceColumns
+    samples: capacity.SampleColumns
     slots: Sequence[int | None]
-    signal: Sequence[Sample | None]
-    known: Sequence[float | None]  # `capacity.known` of each row's service, worked out once
+    known: Floats
+    is_known: Flags
 
 
-def _known(
-    observed: Sequence[ServiceState | None], service: Mapping[str, ServiceState]
-) -> Sequence[float | None]:
-    """Each row's `capacity.known`, once per tick (the supply reads it several times over);
-    none to work out when no endpoint was ever observed."""
-    if not service:
-        return [None] * len(observed)
-    return list(map(capacity.known, observed))
+def _known_list(ratio: Floats, is_known: Flags) -> list[float | None]:
+    """Each row's `capacity.known` as a list (None where unknown), for the endpoints' tiers
+    and the next tick's peers."""
+    known: list[float | None] = list(ratio.tolist())
+    if not is_known.all():
+        for row in np.flatnonzero(~is_known).tolist():
+            known[row] = None
+    return known
 
 
 def _supply(
     model: Model,
     live: Mapping[str, list[int]],
-    rows: _Rows,
+    pressures: Sequence[float | None],
+    rows: _Rows | None,
 ) -> tuple[dict[str, overflow.Supply], bool]:
     """Each region's supply, in requests/s once some live endpoint's capacity is known
     (rates mode, the second value), else in endpoint units (`live`: each region's live
-    endpoints, rows of `rows`)."""
+    endpoints, rows of `pressures` and `rows`; `rows` None: no service state at all)."""
     # Every endpoint of the model that was ever observed informs the prior (the same model on
     # the same kind of replica): one that died still says what a slot serves. (The rows'
     # services are the model's `service`, in row order: its addresses are distinct.)
-    known = [k for k in rows.known if k is not None]
-    prior = None
-    if known:
-        prior = capacity.per_slot_prior(rows.known, rows.slots)
-    rates = bool(known) and any(
-        rows.known[i] is not None or (prior is not None and rows.slots[i])
-        for members in live.values()
-        for i in members
-    )
-    if not rates:
-        return {r: _unit_supply(live[r], rows.pressure) for r in sorted(live)}, False
-    mean = sum(known) / len(known)
+    if rows is None or not rows.is_known.any():
+        return {r: _unit_supply(live[r], pressures) for r in sorted(live)}, False
+    known = rows.known[rows.is_known]
+    room = capacity.rooms(rows.slots)
+    prior = _per_slot_prior(rows.known, rows.is_known, room)
+    at = {r: np.array(members, dtype=np.intp) for r, members in live.items()}
+    eligible = rows.is_known | (room != 0.0) if prior is not None else rows.is_known
+    if not any(eligible[members].any() for members in at.values()):
+        return {r: _unit_supply(live[r], pressures) for r in sorted(live)}, False
+    mean = sum(known.tolist()) / len(known)  # `sum` as before: in row order
     ttft = model.slo.ttft_ms / 1000.0
     drain = overflow.drain_time(ttft)
-    return {r: _rate_supply(live[r], rows, prior, mean, ttft, drain) for r in sorted(live)}, True
+    # Each live row's pressure (read only there), gathered in C region by region.
+    pressure = np.zeros(len(room), dtype=np.float64)
+    for region, members in live.items():
+        pressure[at[region]] = array.array("d", map(pressures.__getitem__, members))  # type: ignore[type-var]
+    terms = _terms(rows, pressure, room, prior, mean)
+    return {
+        r: _rate_supply(_column_totals(live[r], at[r], terms, rows.slots), ttft, drain)
+        for r in sorted(live)
+    }, True
 
 
-def _unit_supply(members: list[int], pressures: Sequence[float]) -> overflow.Supply:
-    """A region's supply in endpoint units: each live endpoint carries 1.0 at its thresholds."""
-    load = sum(map(pressures.__getitem__, members))
-    count = float(len(members))
-    return overflow.Supply(len(members), count, count, load, occupancy=min(1.0, load / count))
+def _per_slot_prior(known: Floats, is_known: Flags, room: Floats) -> float | None:
+    """`capacity.per_slot_prior` over the columns: the median of known / slots where both
+    are (statistics.median's pick, or the mean of the two middle values, here found by a
+    partition: equal values are the same float, as neither 0.0 nor -0.0 is a known
+    capacity; with a NaN among them statistics.median itself, whose order NaN makes
+    arbitrary)."""
+    chosen = is_known & (room != 0.0)
+    if not chosen.any():
+        return None
+    with np.errstate(all="ignore"):
+        values = known[chosen] / room[chosen]
+    if np.isnan(values).any():
+        return float(statistics.median(values.tolist()))
+    middle = len(values) // 2
+    if len(values) % 2 == 1:
+        return float(np.partition(values, middle)[middle])
+    low, high = np.partition(values, (middle - 1, middle))[middle - 1 : middle + 1].tolist()
+    return float((low + high) / 2)
 
 
-def _rate_supply(
-    members: list[int], rows: _Rows, prior: float | None, mean: float, ttft: float, drain: float
-) -> overflow.Supply:
-    """A region's supply in requests/s: what its endpoints serve when full (the prior for one
-    not yet observed), what arrives at them, their backlog and how busy they are."""
+class _Terms(NamedTuple):
+    """What each row adds to its region's sums in `rate_totals`, as columns."""
+
+    used: Floats
+    level: Floats
+    own: Floats
+    arriving: Floats
+    backlog: Floats
+    seen_full: Flags
+
+
+def _terms(
+    rows: _Rows,
+    pressure: Floats,
+    room: Floats,
+    prior: float | None,
+    mean: float,
+) -> _Terms:
+    """Each row's terms of `rate_totals` (read only at live rows, whose pressure is set)."""
+    service, samples = rows.service, rows.samples
+    values, has, present = service.optional, service.has, service.present
+    with np.errstate(all="ignore"):
+        capped = np.where(pressure < 1.0, pressure, 1.0)  # `min(1.0, pressure)`, nan too
+        used = np.where(present & has["busyness"], values["busyness"], capped)
+        level = np.where(present & has["level"], values["level"], capped)
+        if prior is None:
+            unknown = np.full(len(room), mean)
+        else:
+            unknown = np.where(room != 0.0, prior * room, mean)
+        own = np.where(rows.is_known, rows.known, unknown)
+        rate = values["served"] + service.growth  # `capacity.arrivals`
+        arrivals = np.where(rate > 0.0, rate, 0.0)
+        arriving = np.where(present & has["served"], arrivals, pressure * own)
+        waiting = samples.waiting  # `_waiting`: `waiting or 0.0` (-0.0 is falsy, nan is not)
+        backlog = np.where(samples.has_waiting & (waiting != 0.0), waiting, 0.0)
+    return _Terms(used, level, own, arriving, backlog, present & (service.seen_full >= SEEN_FULL))
+
+
+class _Totals(NamedTuple):
+    """A region's live endpoints added up (`rate_totals`)."""
+
+    endpoints: int
+    raw: float
+    load: float
+    backlog: float
+    used: float
+    level: float
+    seen_full: bool
+    slots: int | None
+
+
+def _column_totals(
+    members: list[int], at: npt.NDArray[np.intp], terms: _Terms, slots: Sequence[int | None]
+) -> _Totals:
+    """`rate_totals` over the columns (`at`: `members` as an array): each sum in row order
+    (`_ordered_sum`), to the bit."""
+    rooms = list(map(slots.__getitem__, members))
+    return _Totals(
+        len(members),
+        _ordered_sum(terms.own[at]),
+        _ordered_sum(terms.arriving[at]),
+        _ordered_sum(terms.backlog[at]),
+        _ordered_sum(terms.used[at]),
+        _ordered_sum(terms.level[at]),
+        bool(terms.seen_full[at].all()),
+        sum(cast(list[int], rooms)) if all(rooms) else None,
+    )
+
+
+def _ordered_sum(values: Floats) -> float:
+    """`total = 0.0; total += v` for each value in order, to the bit: `cumsum` adds in order
+    (`sum` and numpy's reductions do not: compensated in Python 3.12, pairwise in numpy);
+    its first partial sum is the first value itself, so a -0.0 there stays -0.0 where
+    0.0 + -0.0 is 0.0, which adding 0.0 at the end gives back (a sum from 0.0 is never
+    -0.0)."""
+    if not len(values):
+        return 0.0
+    with np.errstate(all="ignore"):  # inf - inf is nan, as in the loop, silently
+        return float(np.cumsum(values)[-1]) + 0.0
+
+
+def rate_totals(
+    members: Sequence[int],
+    pressures: Sequence[float | None],
+    services: Sequence[ServiceState | None],
+    slots: Sequence[int | None],
+    signals: Sequence[Sample | None],
+    known: Sequence[float | None],
+    prior: float | None,
+    mean: float,
+) -> _Totals:
+    """A region's live endpoints (`members`, rows of the other columns) added up, row by row:
+    the specification of `_column_totals` (a property test holds them together)."""
     raw = load = backlog = used = level = 0.0
     seen_full = True
-    slots: int | None = 0
-    # The members' rows of each column, gathered in C; sums in row order as before.
-    gathered = zip(
-        map(rows.pressure.__getitem__, members),
-        map(rows.service.__getitem__, members),
-        map(rows.slots.__getitem__, members),
-        map(rows.signal.__getitem__, members),
-        map(rows.known.__getitem__, members),
-        strict=True,
-    )
-    for pressure, observed, room, signal, own in gathered:
-        slots = slots + room if slots is not None and room else None
+    total: int | None = 0
+    for row in members:
+        pressure, observed, room, own = pressures[row], services[row], slots[row], known[row]
+        assert pressure is not None  # a live row
+        total = total + room if total is not None and room else None
         seen_full = seen_full and observed is not None and observed.seen_full >= SEEN_FULL
         if observed is not None and observed.busyness is not None:
             used += observed.busyness
@@ -481,7 +593,21 @@ def _rate_supply(
         raw += own
         arriving = capacity.arrivals(observed) if observed is not None else None
         load += arriving if arriving is not None else pressure * own
-        backlog += _waiting(signal)
+        backlog += _waiting(signals[row])
+    return _Totals(len(members), raw, load, backlog, used, level, seen_full, total)
+
+
+def _unit_supply(members: list[int], pressures: Sequence[float | None]) -> overflow.Supply:
+    """A region's supply in endpoint units: each live endpoint carries 1.0 at its thresholds."""
+    load = sum(cast(list[float], list(map(pressures.__getitem__, members))))
+    count = float(len(members))
+    return overflow.Supply(len(members), count, count, load, occupancy=min(1.0, load / count))
+
+
+def _rate_supply(totals: _Totals, ttft: float, drain: float) -> overflow.Supply:
+    """A region's supply in requests/s: what its endpoints serve when full (the prior for one
+    not yet observed), what arrives at them, their backlog and how busy they are."""
+    count, raw, load, backlog, used, level, seen_full, slots = totals
     # Planned to what its slots carry with waits the SLO tolerates; what its own users bring
     # beyond it, up to the level that serves the most of them within the SLO, it still
     # admits when no neighbour has room (`queueing`). Late there means a wait past the TTFT
@@ -491,16 +617,16 @@ def _rate_supply(
     ceiling = queueing.utilisation(slots, raw, overflow.QUEUE_SHARE * ttft, overflow.UTILISATION)
     admit = queueing.admission(slots, raw, ttft, overflow.UTILISATION)
     return overflow.Supply(
-        len(members),
+        count,
         overflow.planning_capacity(raw, backlog, ttft, drain, ceiling),
         raw,
         load,
         backlog,
-        used / len(members),
+        used / count,
         rates=True,
         measured_full=seen_full,
         utilisation=ceiling,
         strain=max(0.0, admit - ceiling) * raw,
-        level=level / len(members),
+        level=level / count,
         slots=slots or None,
     )

@@ -10,9 +10,13 @@ heliostat replicas fed the same inputs publish the same views.
 from __future__ import annotations
 
 import operator
-from collections.abc import ItemsView, Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from itertools import compress, repeat
+from typing import Any, NamedTuple, overload
+
+import numpy as np
+import numpy.typing as npt
 
 from heliostat.balance.affinity import AffinityState
 from heliostat.balance.saturation import Growth
@@ -259,6 +263,226 @@ class ServiceState(NamedTuple):
     seen_full: int = 0  # intervals observed (nearly) full: a throughput seen, not inferred
     busyness: float | None = None  # occupancy: up at once, down smoothly
     level: float | None = None  # occupancy averaged both ways (`capacity.LEVEL_TAU_S`)
+
+
+# ServiceState's fields that may be None, in the order of its columns' masks.
+OPTIONAL_SERVICE = (
+    "served",
+    "served_total",
+    "scraped_at",
+    "waiting",
+    "occupancy",
+    "busyness",
+    "level",
+)
+
+Floats = npt.NDArray[np.float64]
+Flags = npt.NDArray[np.bool_]
+
+
+class ServiceColumns(Mapping[str, ServiceState]):
+    """A model's service states after a tick, held as columns in its endpoint order
+    (`capacity.observe_columns` updates them with a few operations over whole arrays), read
+    as a mapping from endpoint address to `ServiceState` (composed when read) over the rows
+    that have one: what `ModelState.service` was as a dict, without 10,000s of records.
+
+    Each float column of `ServiceState` is one array; a field that may be None has a mask
+    beside it (`has[name]`, True where it is set; a NaN is a reading, not a None), and
+    `present` says which rows have a state at all. A row without one holds zeros and no
+    field set. The arrays are never written after construction (read-only)."""
+
+    __slots__ = (
+        "_count",
+        "addresses",
+        "aligned_to",
+        "busy_time",
+        "completions",
+        "growth",
+        "has",
+        "index",
+        "optional",
+        "present",
+        "seen_full",
+        "window",
+    )
+
+    def __init__(
+        self,
+        addresses: tuple[str, ...],
+        index: Mapping[str, int],
+        present: Flags,
+        completions: Floats,
+        busy_time: Floats,
+        window: Floats,
+        growth: Floats,
+        seen_full: npt.NDArray[np.int64],
+        optional: Mapping[str, Floats],
+        has: Mapping[str, Flags],
+        keys: tuple[EndpointKey, ...] | None = None,
+    ) -> None:
+        self.addresses = addresses  # per row; `index` finds an address's row
+        self.index = index
+        self.present = present
+        self.completions = completions
+        self.busy_time = busy_time
+        self.window = window
+        self.growth = growth
+        self.seen_full = seen_full
+        self.optional = optional  # OPTIONAL_SERVICE's columns, by name
+        self.has = has  # and their masks
+        # The law's (model, address) keys the rows were aligned to (`SteadyColumn.keys`):
+        # while the next tick's keys are the very same, so are the rows.
+        self.aligned_to = keys
+        columns: list[npt.NDArray[np.generic]] = [present, completions, busy_time, window]
+        columns += [growth, seen_full, *optional.values(), *has.values()]
+        for column in columns:
+            column.flags.writeable = False
+        self._count = int(np.count_nonzero(present))
+
+    def rekeyed(self, keys: tuple[EndpointKey, ...]) -> ServiceColumns:
+        """The same columns, aligned to `keys` (the same addresses in the same order)."""
+        return ServiceColumns(
+            self.addresses,
+            self.index,
+            self.present,
+            self.completions,
+            self.busy_time,
+            self.window,
+            self.growth,
+            self.seen_full,
+            self.optional,
+            self.has,
+            keys,
+        )
+
+    def row(self, row: int) -> ServiceState | None:
+        """The row's state (None: it has none)."""
+        if not self.present[row]:
+            return None
+        optional = [
+            self.optional[name].item(row) if self.has[name][row] else None
+            for name in OPTIONAL_SERVICE
+        ]
+        served, served_total, scraped_at, waiting, occupancy, busyness, level = optional
+        return tuple.__new__(
+            ServiceState,
+            (
+                self.completions.item(row),
+                self.busy_time.item(row),
+                self.window.item(row),
+                served,
+                served_total,
+                scraped_at,
+                waiting,
+                self.growth.item(row),
+                occupancy,
+                self.seen_full.item(row),
+                busyness,
+                level,
+            ),
+        )
+
+    def rows(self, at: npt.NDArray[np.intp] | None = None) -> list[ServiceState | None]:
+        """Every row's state (None where it has none), in row order, or those of the rows
+        `at`, in their order: column by column, in C (a field set on every row read, as
+        they mostly are, is its column as a list)."""
+
+        def read(column: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            return column if at is None else column[at]
+
+        def optional(name: str) -> list[Any]:
+            values, has = read(self.optional[name]), read(self.has[name])
+            if not has.all():
+                values = values.astype(object)
+                values[~has] = None
+            found: list[Any] = values.tolist()
+            return found
+
+        columns = (
+            read(self.completions).tolist(),
+            read(self.busy_time).tolist(),
+            read(self.window).tolist(),
+            optional("served"),
+            optional("served_total"),
+            optional("scraped_at"),
+            optional("waiting"),
+            read(self.growth).tolist(),
+            optional("occupancy"),
+            read(self.seen_full).tolist(),
+            optional("busyness"),
+            optional("level"),
+        )
+        states: list[ServiceState | None] = list(
+            map(tuple.__new__, repeat(ServiceState), zip(*columns, strict=True))
+        )
+        present = read(self.present)
+        if not present.all():
+            for row in np.flatnonzero(~present).tolist():
+                states[row] = None
+        return states
+
+    @property
+    def count(self) -> int:
+        """How many rows have a state."""
+        return self._count
+
+    def __getitem__(self, address: str) -> ServiceState:
+        row = self.index.get(address)
+        state = self.row(row) if row is not None else None
+        if state is None:
+            raise KeyError(address)
+        return state
+
+    def __contains__(self, address: object) -> bool:
+        row = self.index.get(address) if isinstance(address, str) else None
+        return row is not None and bool(self.present[row])
+
+    def __iter__(self) -> Iterator[str]:
+        return compress(self.addresses, self.present.tolist())
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def __repr__(self) -> str:
+        return f"ServiceColumns({dict(self.items())!r})"
+
+
+class ServiceRows(Sequence["ServiceState | None"]):
+    """A `ServiceColumns`' rows as a sequence (each row's state, None where it has none),
+    composed when read: what `endpoints.advance` reads of the rows that move."""
+
+    __slots__ = ("_columns",)
+
+    def __init__(self, columns: ServiceColumns) -> None:
+        self._columns = columns
+
+    @overload
+    def __getitem__(self, row: int) -> ServiceState | None: ...
+    @overload
+    def __getitem__(self, row: slice) -> list[ServiceState | None]: ...
+    def __getitem__(self, row: int | slice) -> ServiceState | list[ServiceState | None] | None:
+        if isinstance(row, slice):
+            return self._columns.rows()[row]
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        return self._columns.row(row)
+
+    def __len__(self) -> int:
+        return len(self._columns.addresses)
+
+    def at(self, rows: Sequence[int]) -> list[ServiceState | None]:
+        """The states of `rows`, in their order, composed together."""
+        return self._columns.rows(np.array(rows, dtype=np.intp)) if rows else []
+
+    def count(self, value: object) -> int:
+        if value is None:
+            return len(self) - self._columns.count
+        return super().count(value)
 
 
 @dataclass(frozen=True, slots=True)
