@@ -93,12 +93,16 @@ async def test_stopping_settles_a_pending_node_at_once_and_waits_for_its_ack_alo
 
             assert await ads.server.settle_before_stop(10.0) == 0
 
-            # One EDS response (the assignments under their own versions), ACKed before
-            # settle_before_stop returned; no endpoint sent again.
+            # One EDS response (the assignments under their own versions), its ACK heard by
+            # the server before settle_before_stop returned (no response pending on the
+            # stream); no endpoint sent again.
             sent = client.receipts[before:]
             assert [r.type_url for r in sent] == [TypeUrl.ENDPOINT.value]
-            assert sent[0].acked_at > 0
+            assert not eds(ads, "gw-1")["pending_nonce"]
             assert eds(ads, "gw-1")["settling"] == 0
+            # The client notes its ACK once its write returns, which may be after the server
+            # has read it and settle_before_stop has returned.
+            await until(lambda: sent[0].acked_at > 0)
             assert eds(ads, "gw-1")["in_sync"] is True
             assert client.error is None
         finally:
