@@ -66,4 +66,5 @@ def test_envoy_acks_a_policy_at_its_bounds(
     else:
         reply = request(gateway)
         assert reply.status == 503 and reply.headers.get("x-envoy-overloaded") == "true"
+        assert reply.headers.get("retry-after", "").isdigit()  # the client backs off
     assert envoy.running

@@ -16,7 +16,7 @@ from heliostat.policy.traffic import Tenant
 from heliostat.xds.translate.affinity import lua_filter
 from heliostat.xds.translate.body import json_to_metadata_filter
 from heliostat.xds.translate.common import ads_source, pack, seconds
-from heliostat.xds.translate.refusal import refusal_mapper
+from heliostat.xds.translate.refusal import overflow_mapper, refusal_mapper
 from heliostat.xds.translate.tenants import local_reply_config
 
 ROUTE_CONFIG_NAME = "heliostat_models"
@@ -48,7 +48,8 @@ def gateway_listener(
     the Lua program when some model hashes on prompt prefixes or has a fallback model (it is
     on the listener whether or not a share is in effect: a listener change drains
     connections, a route change does not), then the router.
-    Requests the control law refuses (drop_overloads) are answered 429 with `retry-after`;
+    Requests the control law refuses (drop_overloads) are answered 429 with `retry-after`,
+    and a circuit breaker's 503s (the law's in-flight cap, the operator's bounds) carry it too;
     tenants' "no upstream" local replies become JSON 503s naming their pinning.
     """
     filters = [json_to_metadata_filter()]
@@ -66,6 +67,7 @@ def gateway_listener(
     )
     replies = local_reply_config(tenants) or hcm_pb2.LocalReplyConfig()
     replies.mappers.insert(0, refusal_mapper(retry_after_s))
+    replies.mappers.insert(1, overflow_mapper(retry_after_s))
     manager.local_reply_config.CopyFrom(replies)
     return listener_pb2.Listener(
         name=listener_name(port),

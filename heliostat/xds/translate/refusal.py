@@ -9,6 +9,13 @@ Its own answer is a bare 503; this mapper of the listener's `local_reply_config`
 into a 429 with `retry-after` and a JSON body saying why, so clients back off instead of
 retrying at once. The answer never reaches a model server: it takes about as long as
 Envoy's own routing.
+
+While a region refuses, its gateways also cap the requests they have in flight
+(`balance.refusal.in_flight`, a circuit breaker's max_requests); past the cap Envoy answers
+503 at once with the flag UO (upstream overflow) and `x-envoy-overloaded`. That answer keeps
+its status (an operator's own circuit breakers answer the same, and clients and dashboards
+read 503 there) and gains the same `retry-after` (`overflow_mapper`), so a refused client
+backs off whichever of the two refused it.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from google.protobuf import wrappers_pb2
 REFUSED_STATUS = 429
 # Envoy's response flags for drop_overloads: DO below 100%, UDO (unconditional) at 100%.
 DROP_OVERLOAD_FLAGS = ("DO", "UDO")
+# A circuit breaker's overflow (max_requests, max_pending_requests, max_connections).
+OVERFLOW_FLAGS = ("UO",)
 
 
 def refused_body() -> str:
@@ -49,16 +58,29 @@ def refusal_mapper(retry_after_s: int) -> hcm_pb2.ResponseMapper:
             response_flag_filter=accesslog_pb2.ResponseFlagFilter(flags=list(DROP_OVERLOAD_FLAGS))
         ),
         status_code=wrappers_pb2.UInt32Value(value=REFUSED_STATUS),
-        headers_to_add=[
-            base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key="retry-after", value=str(retry_after_s)),
-                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-            )
-        ],
+        headers_to_add=[_retry_after_header(retry_after_s)],
         body_format_override=substitution_format_string_pb2.SubstitutionFormatString(
             text_format_source=base_pb2.DataSource(inline_string=refused_body().replace("%", "%%")),
             content_type="application/json",
         ),
+    )
+
+
+def overflow_mapper(retry_after_s: int) -> hcm_pb2.ResponseMapper:
+    """The listener's answer to a request a circuit breaker refused: Envoy's 503, with
+    `retry-after`."""
+    return hcm_pb2.ResponseMapper(
+        filter=accesslog_pb2.AccessLogFilter(
+            response_flag_filter=accesslog_pb2.ResponseFlagFilter(flags=list(OVERFLOW_FLAGS))
+        ),
+        headers_to_add=[_retry_after_header(retry_after_s)],
+    )
+
+
+def _retry_after_header(retry_after_s: int) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key="retry-after", value=str(retry_after_s)),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
     )
 
 

@@ -756,8 +756,14 @@ def test_tenant_routes_come_first_and_failures_become_a_json_503(policy: Policy)
         f"{LLAMA}~acme@v1",
         f"{LLAMA}~acme@v2",
     ]
-    refused, mapper = manager(snap).local_reply_config.mappers  # refusals first (429)
+    refused, overflow, mapper = manager(snap).local_reply_config.mappers  # refusals first
     assert list(refused.filter.response_flag_filter.flags) == ["DO", "UDO"]
+    assert refused.status_code.value == 429
+    # A circuit breaker's overflow keeps Envoy's 503 and gains the same retry-after.
+    assert list(overflow.filter.response_flag_filter.flags) == ["UO"]
+    assert not overflow.HasField("status_code")
+    assert [h.header.key for h in overflow.headers_to_add] == ["retry-after"]
+    assert overflow.headers_to_add[0].header.value == refused.headers_to_add[0].header.value
     header, flags = mapper.filter.and_filter.filters
     assert header.header_filter.header.name == "x-tenant"
     assert header.header_filter.header.string_match.exact == "acme"
@@ -768,7 +774,8 @@ def test_tenant_routes_come_first_and_failures_become_a_json_503(policy: Policy)
     assert body["error"]["type"] == "tenant_region_pinned"
     assert body["error"]["regions"] == ["eu-west"]
     plain = manager(snapshot_for("us-east", parse_policy(PLAIN))).local_reply_config
-    assert [m.status_code.value for m in plain.mappers] == [429]  # only the refusal
+    # only the refusals: the law's 429 and the circuit breakers' 503 (status kept)
+    assert [m.status_code.value for m in plain.mappers] == [429, 0]
 
 
 # -- model from the JSON body ---------------------------------------------------------------------
