@@ -1,9 +1,10 @@
 """While a region refuses and keeps its admitted users at home, what each of its gateways
-has in flight is capped at its slots (`refusal.in_flight`): past the cap Envoy answers at
-once, so an admitted request finds a slot free instead of waiting behind a queue the random
-drop fraction lets build. Split over its gateways; no cap while it does not refuse, while it
-lends, while its gateways report batch demand (batch first is the drop fractions' order),
-or when its slots are unknown."""
+has in flight is capped at its slots and the backlog the SLO tolerates (`refusal.in_flight`):
+past the cap Envoy answers at once, so an admitted request never waits behind a queue the
+random drop fraction lets build. Split over its gateways; no cap while it does not refuse,
+while it lends, while its gateways report batch demand (batch first is the drop fractions'
+order), while a fallback model carries or may still take part of its users, or when its
+slots are unknown."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ TTFT_S = 0.5
 SLOTS, RAW = 16, 21.8  # four replicas of 4 slots
 ADMITS = refusal.admits("us-east", SLOTS, RAW, TTFT_S, rates=True)
 assert ADMITS is not None
+# Its slots and the backlog its users wait behind within the SLO: 21.8/s x 0.25 x 0.5 s.
+CAP = SLOTS + 2
 
 
 def crowded(measured: float, gateways: int = 1, batch: float | None = None) -> RegionState:
@@ -43,11 +46,25 @@ def step(region: RegionState, previous: RefusalState | None = None) -> RefusalSt
     return refusal.step(previous, region, 0.0, 0.0, 0.0, 0.0, ADMITS, room=0.0)
 
 
-def test_a_refusing_region_caps_each_gateway_at_its_slots() -> None:
+def test_a_refusing_region_caps_each_gateway_at_its_slots_and_tolerated_queue() -> None:
+    assert refusal.capacity_in_flight(ADMITS) == CAP
     state = step(crowded(1.3 * RAW))
     assert state.interactive.published > 0.0
-    assert state.in_flight == SLOTS
-    assert step(crowded(1.3 * RAW, gateways=3)).in_flight == 6  # 16 slots over 3: rounded up
+    assert state.in_flight == CAP
+    assert step(crowded(1.3 * RAW, gateways=3)).in_flight == 6  # 18 over 3
+    assert step(crowded(1.3 * RAW, gateways=4)).in_flight == 5  # 18 over 4: rounded up
+
+
+def test_a_region_whose_fallback_carries_or_may_take_its_users_is_not_capped() -> None:
+    """A request past the cap is answered by the model's cluster after the fallback's
+    choice: it could not degrade to the fallback, which keeps its place before refusal."""
+    region = crowded(1.3 * RAW)
+    total = region.demand / (1.0 - 0.3)
+    carrying = refusal.step(None, region, 0.3, 0.3, total, 0.0, ADMITS, room=0.0)
+    assert carrying.active and carrying.in_flight is None
+    rising = refusal.step(None, region, 0.0, 0.0, region.demand, 0.0, ADMITS, 0.0, 0.4)
+    assert rising.in_flight is None
+    assert step(region).in_flight == CAP  # the same region with no fallback
 
 
 def test_nothing_is_capped_while_nothing_is_refused() -> None:
@@ -91,10 +108,10 @@ def test_a_region_with_batch_demand_is_not_capped() -> None:
 def test_a_cap_moves_only_by_more_than_one_request() -> None:
     """A cluster's new thresholds make Envoy rebuild it: a cap within one request of the
     last holds."""
-    before = dataclasses.replace(step(crowded(1.3 * RAW)), in_flight=SLOTS - 1)
-    assert step(crowded(1.3 * RAW), before).in_flight == SLOTS - 1
-    far = dataclasses.replace(before, in_flight=SLOTS - 3)
-    assert step(crowded(1.3 * RAW), far).in_flight == SLOTS
+    before = dataclasses.replace(step(crowded(1.3 * RAW)), in_flight=CAP - 1)
+    assert step(crowded(1.3 * RAW), before).in_flight == CAP - 1
+    far = dataclasses.replace(before, in_flight=CAP - 3)
+    assert step(crowded(1.3 * RAW), far).in_flight == CAP
 
 
 def test_the_cap_holds_through_a_lull_while_demand_stays_beyond_the_level() -> None:
@@ -105,7 +122,7 @@ def test_the_cap_holds_through_a_lull_while_demand_stays_beyond_the_level() -> N
         crowded(1.05 * ADMITS.rate), unplaced=0.0, refusable=0.0, plan={"us-east": ADMITS.rate}
     )
     held = step(lull, capped)
-    assert not held.active and held.in_flight == SLOTS
+    assert not held.active and held.in_flight == CAP
     fresh = step(lull)  # never capped: a lull alone does not start one
     assert not fresh.active and fresh.in_flight is None
     calm = dataclasses.replace(
