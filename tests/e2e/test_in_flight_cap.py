@@ -103,6 +103,11 @@ def rebuilds(envoy: Envoy) -> int:
     return envoy.stat("cluster_manager.cluster_modified")
 
 
+def active(envoy: Envoy) -> int:
+    """Requests the gateway has in flight on the model's cluster now."""
+    return envoy.stat(f"cluster.{MODEL}.upstream_rq_active")
+
+
 def overflows(envoy: Envoy) -> int:
     """Requests the model's cluster refused past its circuit breaker's max_requests (Envoy
     1.40 counts them apart from the pending requests' overflow)."""
@@ -189,15 +194,17 @@ def test_a_refusing_region_caps_what_each_gateway_has_in_flight_and_lifts_it_aft
     assert math.ceil(SLOTS / 2) <= cap < OPERATOR_MAX_REQUESTS
 
     # While it holds: what each gateway publishes and what the replica holds at once.
-    # The queue the overload built before the cap drains first (the law refuses for it).
-    allowed_now = 2 * cap
-
+    # What each gateway admitted before the cap drains first (Envoy keeps a request it
+    # admitted; the law refuses for the queue it built). Once a gateway has no more in flight
+    # than its cap, its breaker keeps it there; a request reaches the replica's engine after
+    # its gateway counted it and leaves it before, so from then on the replica holds at most
+    # what the caps allow. (The replica's own count is no sign of that: on a loaded machine
+    # a request its gateway already sent may not have reached the engine yet.)
     def drained() -> bool:
-        sample()
-        engine = fleet.stats(replica)["engine"]
-        return int(engine["waiting"]) + int(engine["running"]) <= allowed_now
+        seen = sample()
+        return all(active(envoy) <= (seen[name] or 0) for name, envoy in gateways.items())
 
-    wait_until(drained, timeout=10, interval=0.1, message="the queue before the cap drained")
+    wait_until(drained, timeout=10, interval=0.1, message="what was admitted before the cap")
     fleet.restart_peak(replica)
     window: dict[str, list[int | None]] = {name: [] for name in gateways}
     reports: list[dict[str, Any]] = []
