@@ -75,6 +75,7 @@ def _model(
             "demand": round(region.demand, 3),
             "demand_measured": round(region.measured, 3),
             "demand_source": region.source,
+            "gateways": region.gateways,
             "pressure": None if pressure is None else round(pressure, 3),
             "overflowing": region.overflowing,
             "allocation": {q: round(v, 3) for q, v in sorted(region.plan.items())},
@@ -158,4 +159,7 @@ def _refusal(refused: RefusalState) -> dict[str, Any]:
         "excess": round(refused.excess, 3),
         "demand": round(refused.demand, 3),
         "detail": refused.detail,
+        # each gateway's cap on interactive requests in flight (Envoy's max_requests), None
+        # when not capped
+        "in_flight": refused.in_flight,
     }

@@ -396,6 +396,14 @@ class SimFleet(Process):
         _expect_ok(status, f"{address} /sim/stats", body)
         return dict(json.loads(body))
 
+    def restart_peak(self, address: str) -> int:
+        """The most requests the replica held at once (waiting and running) since the last
+        call; its peak then starts again, its queues untouched (`POST /sim/peak`)."""
+        req = urllib.request.Request(f"http://{address}/sim/peak", data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as response:
+            _expect_ok(response.status, f"{req.method} {req.full_url}")
+            return int(json.loads(response.read())["peak_in_flight"])
+
     def fault(self, address: str, **fault: Any) -> None:
         req = urllib.request.Request(
             f"http://{address}/sim/fault",

@@ -210,6 +210,8 @@ class Engine:
         """Extra factor on step time (the ``slow`` fault)."""
         self.prefix_queries = 0
         self.prefix_hits = 0
+        self.peak_in_flight = 0
+        """The most requests it held at once (waiting and running), since `restart_peak`."""
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -240,6 +242,14 @@ class Engine:
         req.status = Status.WAITING
         req.hashes = block_hashes(req.prompt, self.config.block_size)
         self.waiting.append(req)
+        # Only a submit adds a request: the peak is seen here.
+        self.peak_in_flight = max(self.peak_in_flight, len(self.waiting) + len(self.running))
+
+    def restart_peak(self) -> int:
+        """The peak held so far; from now on the peak is what it holds now and after."""
+        peak = self.peak_in_flight
+        self.peak_in_flight = len(self.waiting) + len(self.running)
+        return peak
 
     def abort(self, req: EngineRequest, now: float) -> None:
         """Drop a request wherever it is (client went away, or a reset), freeing its blocks."""

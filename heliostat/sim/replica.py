@@ -133,6 +133,11 @@ class Replica:
         for driver in old:
             await driver.stop()
 
+    def restart_peak(self) -> int:
+        """The most requests it held at once since the last restart (engines' peaks added
+        up), and the peak starts again from what it holds now."""
+        return sum(engine.restart_peak() for engine in self.engines)
+
     # -- faults --------------------------------------------------------------------------------
 
     def set_fault(self, fault: Fault) -> None:
@@ -189,12 +194,15 @@ class Replica:
                 "prefix_queries": eng.prefix_queries,
                 "prefix_hits": eng.prefix_hits,
                 "slowdown": eng.slowdown,
+                "peak_in_flight": eng.peak_in_flight,
             }
             for eng in self.engines
         ]
         total = dict(engines[0])
         if len(engines) > 1:  # the server as a whole: counts summed, KV use averaged
-            for key in ("waiting", "running", "cached_blocks", "prefix_queries", "prefix_hits"):
+            # a sum of peaks: at least the peak of the sum
+            keys = ("waiting", "running", "cached_blocks", "prefix_queries", "prefix_hits")
+            for key in (*keys, "peak_in_flight"):
                 total[key] = sum(e[key] for e in engines)
             total["kv_cache_usage"] = sum(e["kv_cache_usage"] for e in engines) / len(engines)
         return {

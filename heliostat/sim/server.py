@@ -4,7 +4,8 @@ Routes
     ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``,
     ``GET /health``, ``GET /metrics``;
     ``GET /sim/stats``, ``POST /sim/reset``, ``GET|POST|DELETE /sim/fault`` (``?kind=`` on DELETE
-    heals one kind only).
+    heals one kind only), ``POST /sim/peak`` (the most requests held at once since the last
+    such call, waiting and running; the peak then restarts, queues untouched).
 
 Every response names its replica (``x-replica-id``, ``x-replica-region``, and
 ``x-replica-version`` when configured) so a test behind Envoy can tell where a request went.
@@ -324,6 +325,10 @@ async def _sim_reset(request: web.Request) -> web.StreamResponse:
     return web.json_response(replica.snapshot())
 
 
+async def _sim_peak(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"peak_in_flight": _replica(request).restart_peak()})
+
+
 async def _sim_fault_get(request: web.Request) -> web.StreamResponse:
     return web.json_response({"faults": [f.to_json() for f in _replica(request).faults.active()]})
 
@@ -367,6 +372,7 @@ def build_app(replica: Replica) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/sim/stats", _sim_stats)
     app.router.add_post("/sim/reset", _sim_reset)
+    app.router.add_post("/sim/peak", _sim_peak)
     app.router.add_get("/sim/fault", _sim_fault_get)
     app.router.add_post("/sim/fault", _sim_fault_post)
     app.router.add_delete("/sim/fault", _sim_fault_delete)

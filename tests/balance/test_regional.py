@@ -223,6 +223,7 @@ def test_describe_shows_the_allocation_shares_and_refusals() -> None:
     assert eu["allocation"]["eu-west"] == pytest.approx(2.0, abs=0.05)
     assert eu["unplaced"] == pytest.approx(0.8, abs=0.05)
     assert eu["refusal"]["active"] is False  # us-east has room: the cap, not the planet
+    assert eu["refusal"]["in_flight"] is None  # not refusing, and lending: no cap in flight
     assert eu["demand_source"] == "engines"
 
 

@@ -240,6 +240,33 @@ async def test_live_queue_shows_in_metrics_and_drains(
     assert stats["served"] == 8
 
 
+async def test_peak_in_flight_counts_waiting_and_running_and_restarts_on_read(
+    make_fleet: FleetFactory, http: aiohttp.ClientSession
+) -> None:
+    """`POST /sim/peak`: the most requests held at once since the last read (what an
+    end-to-end test compares with a gateway's cap on requests in flight); reading it
+    restarts the peak from what is held now and leaves the queues alone."""
+    fleet = await make_fleet({"max_num_seqs": 2, "speed": 5.0})
+    target = url(fleet, "/v1/completions")
+    jobs = [
+        asyncio.create_task(post(http, target, {"prompt": f"job {i}", "max_tokens": 20}))
+        for i in range(5)
+    ]
+    await asyncio.sleep(0.05)
+    async with http.post(url(fleet, "/sim/peak")) as resp:
+        assert (await resp.json()) == {"peak_in_flight": 5}
+    results = await asyncio.gather(*jobs)
+    assert [r[0] for r in results] == [200] * 5  # nothing aborted by the read
+    stats = await (await http.get(url(fleet, "/sim/stats"))).json()
+    assert stats["engine"]["peak_in_flight"] == 5  # restarted at 5: still held then
+    async with http.post(url(fleet, "/sim/peak")) as resp:
+        assert (await resp.json()) == {"peak_in_flight": 5}
+    status, _, _ = await post(http, target, {"prompt": "one", "max_tokens": 1})
+    assert status == 200
+    async with http.post(url(fleet, "/sim/peak")) as resp:
+        assert (await resp.json()) == {"peak_in_flight": 1}
+
+
 async def test_cross_region_requests_pay_the_rtt(
     make_fleet: FleetFactory, http: aiohttp.ClientSession
 ) -> None:

@@ -599,6 +599,33 @@ def test_a_refusing_view_caps_what_is_in_flight_below_the_operators_breakers(
         assert untouched[base_pb2.HIGH].max_requests.value == 500
 
 
+def test_every_cluster_derived_from_a_capped_one_carries_its_cap(policy: Policy) -> None:
+    """A tenant's, a version's (a canary's) and a tenant's version's clusters keep the
+    law's cap on requests in flight of the cluster they derive from (`planning.subsets`
+    keeps every decision of the view but its endpoints): a pinned tenant or a canary is
+    refused past the cap like everyone else, not let through by its own cluster. Each is
+    an Envoy circuit breaker of its own, so a gateway holds up to that cap on each."""
+    view = with_batch_clusters(static_views(policy).for_region("ap-southeast"))
+    capped = dataclasses.replace(
+        view,
+        clusters=tuple(
+            dataclasses.replace(c, max_requests=None if c.name.endswith(".batch") else 7)
+            for c in view.clusters
+        ),
+    )
+    built = clusters(build_snapshot(policy, capped, NodeGroup(Role.GATEWAY, "ap-southeast")))
+    derived = {n: c for n, c in built.items() if n.startswith(LLAMA) and n != LLAMA}
+    interactive = {n for n in derived if not n.startswith(f"{LLAMA}.batch")}
+    assert {f"{LLAMA}@v1", f"{LLAMA}@v2", f"{LLAMA}~acme@v1", f"{LLAMA}~acme@v2"} <= interactive
+    for name, cluster in derived.items():
+        by_priority = {t.priority: t for t in cluster.circuit_breakers.thresholds}
+        high, default = by_priority[base_pb2.HIGH], by_priority[base_pb2.DEFAULT]
+        if name in interactive:  # capped below the operator's 500 and 50
+            assert (high.max_requests.value, default.max_requests.value) == (7, 7), name
+        else:  # the batch ones, uncapped: the operator's
+            assert (high.max_requests.value, default.max_requests.value) == (500, 50), name
+
+
 def test_batch_routes_use_the_batch_cluster_when_the_view_has_one() -> None:
     plain = parse_policy(PLAIN)
     before = snapshot_for("us-east", plain)  # static views: no batch cluster yet
