@@ -44,11 +44,10 @@ from heliostat.balance.state import (
     EndpointKey,
     EndpointState,
     Readings,
-    ServiceRows,
     ServiceState,
     SteadyColumn,
 )
-from heliostat.balance.view import EndpointView, Health, ReasonValue
+from heliostat.balance.view import Health, ReasonValue, endpoint_view
 from heliostat.policy import Endpoint, Model
 from heliostat.samples import Sample
 
@@ -105,8 +104,11 @@ def step(
     This is the specification of an endpoint's tick; the law runs it through `advance`,
     which skips the endpoints at a fixed point (and is property-tested against this).
     """
+    tier = previous.tier if previous is not None else 0
+    if service is not None:  # no service state: no capacity known, the tier holds
+        tier = _tier(service, peers, tier)
     return _step(
-        endpoint, model, signal, previous, now, gain, drained, static, hashing, peers, service
+        endpoint, model, signal, previous, now, gain, drained, static, hashing, peers, tier
     )[0]
 
 
@@ -121,10 +123,12 @@ def _step(
     static: bool,
     hashing: bool,
     peers: Peers | None,
-    service: ServiceState | None,
+    tier: int,
     load_driven: _LoadDriven | None = None,
 ) -> tuple[EndpointState, bool]:
-    """`step`, and whether its state is a fixed point (`_Tick.steady`); `load_driven` is
+    """`step`, and whether its state is a fixed point (`_Tick.steady`); `tier` is its
+    capacity tier after this tick (`_tier`, worked out by the caller: `advance` from the
+    known capacities' column, without a service state per row); `load_driven` is
     `_load_driven` (the specification) or `_fused`, its faster twin."""
     # (`_growth` and `_tier` written out for their common cases: this runs for every
     # endpoint that moved, and a call costs as much as their arithmetic.)
@@ -135,9 +139,6 @@ def _step(
     else:
         growth = queue_growth(signal.waiting, previous.waiting, previous.growth)
     failures = signal.consecutive_failures if signal is not None else 0
-    tier = previous.tier if previous is not None else 0
-    if service is not None:  # no service state: no capacity known, the tier holds
-        tier = _tier(service, peers, tier)
     capacity_share = weights.CAPACITY_TIERS[tier]
     if drained:
         tick = _DRAINED
@@ -166,25 +167,31 @@ def _step(
         or view.region != endpoint.region
         or view.version != endpoint.version
     ):
-        view = EndpointView(
+        view = endpoint_view(
             endpoint.address, endpoint.region, endpoint.version, published, health, reason
         )
-    return EndpointState(  # positional: twice as fast as keywords, and this runs per endpoint
-        state,
-        tick.level,
-        published,
-        reason,
-        view,
-        signal.waiting if signal is not None else None,
-        signal.scraped_at if signal is not None else None,
-        growth,
-        tick.load.pressure if tick.load is not None else None,
-        tick.near,
-        tick.moves,
-        tier,
-        tick.unlifted,
+    # built as the tuple it is (its NamedTuple constructor is a Python call): per endpoint
+    return _new(
+        EndpointState,
+        (
+            state,
+            tick.level,
+            published,
+            reason,
+            view,
+            signal.waiting if signal is not None else None,
+            signal.scraped_at if signal is not None else None,
+            growth,
+            tick.load.pressure if tick.load is not None else None,
+            tick.near,
+            tick.moves,
+            tier,
+            tick.unlifted,
+        ),
     ), tick.steady
 
+
+_new = tuple.__new__  # a NamedTuple built from all its fields, without its Python constructor
 
 # The readings an endpoint's tick depends on besides the time of its scrape (`Steady`).
 readings = operator.attrgetter(
@@ -241,10 +248,10 @@ def advance(
     levels_column: list[float | None]
     compose: Callable[[int], EndpointState | None]
     rows: Iterable[int]
+    if known is None:
+        known = list(map(capacity.known, services))
     if column is not None and column.model is model:
         compose, regions, index = column.state, column.regions, column.index
-        if known is None:
-            known = list(map(capacity.known, services))
         rows = _moving(
             column, keys, present, scraped_column, services, known, now, stale_after, drained, peers
         )
@@ -259,20 +266,32 @@ def advance(
         index = {endpoint.address: row for row, endpoint in enumerate(endpoints)}
         states, kept, levels_column = [None] * count, [None] * count, [None] * count
         rows = range(count)
-    for row, service in zip(rows, _services_at(services, rows), strict=True):
+    holds = weights.tier_holds
+    for row in rows:
         endpoint, signal, key = endpoints[row], signals[row], keys[row]
+        before, found, own = compose(row), region_peers(endpoint.region), known[row]
+        # `_tier`, from the row's known capacity: its service state is composed (from the
+        # estimator's columns) only where the tier may move, which its error decides
+        tier = before.tier if before is not None else 0
+        if (
+            own is not None
+            and found is not None
+            and found.best_service > 0.0
+            and not holds(own / found.best_service, tier)
+        ):
+            tier = _tier(services[row], found, tier)
         state, fixed = _step(
             endpoint,
             model,
             signal,
-            compose(row),
+            before,
             now,
             gain,
             key in drained,
             static,
             hashing,
-            region_peers(endpoint.region),
-            service,
+            found,
+            tier,
             _fused,
         )
         states[row] = state
@@ -292,16 +311,6 @@ def advance(
         keys,
         tuple(levels_column),
     )
-
-
-def _services_at(
-    services: Sequence[ServiceState | None], rows: Iterable[int]
-) -> Iterable[ServiceState | None]:
-    """The service states of `rows`, in their order: the estimator's columns compose the
-    rows that move at once (`ServiceRows.at`), not one at a time."""
-    if isinstance(services, ServiceRows):
-        return services.at(list(rows))
-    return map(services.__getitem__, rows)
 
 
 class _Absent:
@@ -556,17 +565,20 @@ def _fused(
         == is_saturated
         and growth == NO_GROWTH
     )
-    return _Tick(
-        SATURATED if is_saturated else HEALTHY,
-        level,
-        published,
-        load,
-        is_near,
-        moves,
-        goal,
-        "",
-        unlifted,
-        steady,
+    return _new(  # every field, as the tuple it is (no NamedTuple constructor call)
+        _Tick,
+        (
+            SATURATED if is_saturated else HEALTHY,
+            level,
+            published,
+            load,
+            is_near,
+            moves,
+            goal,
+            "",
+            unlifted,
+            steady,
+        ),
     )
 
 
