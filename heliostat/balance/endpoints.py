@@ -38,11 +38,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
 from typing import NamedTuple, cast
 
+import numpy as np
+import numpy.typing as npt
+
 from heliostat.balance import capacity, weights
 from heliostat.balance.saturation import NO_GROWTH, Growth, Load, measure, queue_growth
 from heliostat.balance.state import (
     EndpointKey,
     EndpointState,
+    Flags,
+    Floats,
     Readings,
     ServiceState,
     SteadyColumn,
@@ -213,12 +218,15 @@ def advance(
     hashing: bool,
     peers: Mapping[str, Peers],
     known: Sequence[float | None] | None = None,
+    known_columns: tuple[Floats, Flags] | None = None,
 ) -> SteadyColumn:
     """`step` for every endpoint of the model (`keys`, `signals`, `services` in its endpoint
     order), skipping the arithmetic of those at a fixed point. `known`: each service's
-    `capacity.known`, when the caller worked it out already. The previous states are
-    `column`, the last tick's result, when it was made under this `model`; else `previous`
-    (their records in the model's order, None where there was none).
+    `capacity.known`, when the caller worked it out already; `known_columns`, the same as
+    the estimator's columns (`capacity.known_columns`: the ratios and where they are known),
+    when it holds them, so the held rows' tiers are tested over whole columns. The previous
+    states are `column`, the last tick's result, when it was made under this `model`; else
+    `previous` (their records in the model's order, None where there was none).
 
     Most of a large fleet reads the same numbers tick after tick, only newer. An endpoint
     whose last tick left it at a fixed point (`_Tick.steady`: its level is its sample, no
@@ -253,7 +261,17 @@ def advance(
     if column is not None and column.model is model:
         compose, regions, index = column.state, column.regions, column.index
         rows = _moving(
-            column, keys, present, scraped_column, services, known, now, stale_after, drained, peers
+            column,
+            keys,
+            present,
+            scraped_column,
+            services,
+            known,
+            now,
+            stale_after,
+            drained,
+            peers,
+            known_columns,
         )
         if not rows:  # every row held: its columns as they are, only the samples' are new
             return dataclasses.replace(
@@ -338,6 +356,7 @@ def _moving(
     stale_after: float,
     drained: frozenset[EndpointKey],
     peers: Mapping[str, Peers],
+    known_columns: tuple[Floats, Flags] | None = None,
 ) -> list[int]:
     """The rows that take `step` this tick: all but those at a fixed point whose readings
     held, still fresh, not drained and in the same capacity tier (see `advance`). The
@@ -358,7 +377,11 @@ def _moving(
     also: list[int] = []
     if drained:
         also.extend(row for row in compress(range(count), steady) if keys[row] in drained)
-    if services.count(None) != count:  # a capacity tier may move under a held record
+    if services.count(None) == count:
+        pass  # no service state: no capacity known, every tier holds
+    elif known_columns is not None:  # the same test, over the estimator's columns
+        also.extend(_tiers_moving(column, steady, known_columns, services, peers))
+    else:  # a capacity tier may move under a held record
         for region, members in column.regions:
             found = peers.get(region)
             if found is None or found.best_service <= 0.0:
@@ -373,6 +396,44 @@ def _moving(
     if also:
         moving = sorted({*moving, *also})
     return moving
+
+
+_TIER = operator.attrgetter("tier")
+
+
+def _tiers_moving(
+    column: SteadyColumn,
+    steady: Sequence[bool],
+    known_columns: tuple[Floats, Flags],
+    services: Sequence[ServiceState | None],
+    peers: Mapping[str, Peers],
+) -> list[int]:
+    """The steady rows whose capacity tier moves (`_tier`), found as `_moving`'s loop finds
+    them but with its common test, `weights.tier_holds` of the known capacity over the
+    region's best, over whole columns (`weights.tiers_hold`): only the rows it cannot keep
+    compose their service state and work their error out."""
+    ratio, is_known = known_columns
+    held = column.states
+    count = len(held)
+    candidates: Flags | None = None
+    tiers: npt.NDArray[np.intp] | None = None
+    moved: list[int] = []
+    for region, members in column.regions:
+        found = peers.get(region)
+        if found is None or found.best_service <= 0.0:
+            continue  # no best capacity to compare with: every tier holds (`_tier`)
+        if candidates is None or tiers is None:
+            candidates = np.fromiter(steady, dtype=np.bool_, count=count) & is_known
+            tiers = np.fromiter(map(_TIER, held), dtype=np.intp, count=count)
+        at = np.fromiter(members, dtype=np.intp, count=len(members))
+        rows = at[candidates[at]]
+        with np.errstate(all="ignore"):
+            relative = ratio[rows] / found.best_service
+        for row in rows[~weights.tiers_hold(relative, tiers[rows])].tolist():
+            tier = held[row].tier
+            if _tier(services[row], found, tier) != tier:
+                moved.append(row)
+    return moved
 
 
 def _all_fresh(scraped: Sequence[float], now: float, stale_after: float) -> bool:

@@ -163,6 +163,7 @@ def test_fast_path_gives_exactly_the_scalar_steps_states(
             hashing,
             peers,
             known,
+            (ratio, is_known),
         )
         read = EndpointStates({MODEL: column})
         for endpoint, key, signal, observed, got, by_columns in zip(
