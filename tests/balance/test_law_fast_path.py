@@ -279,3 +279,42 @@ def test_endpoint_view_builds_what_the_constructor_builds(
     assert repr(built) == repr(expected)
     assert built.reason is reason  # the very mapping, as the constructor keeps it
     assert dataclasses.astuple(built) == dataclasses.astuple(expected)
+
+
+def test_a_held_endpoint_whose_capacity_falls_behind_its_peers_changes_tier() -> None:
+    """Readings that never move (a fixed point) while the success counters show one replica
+    serving a third of its region's best: its service estimate firms up tick after tick,
+    and once the evidence allows, its capacity tier drops under the held record (`_moving`
+    finds it among the steady rows); every tick the law's output is what it is without
+    memos."""
+    slow = next(e.address for e in LLAMA.endpoints if e.region == "us-east")  # of three
+
+    def signals(now: float) -> dict[tuple[str, str], Signal]:
+        found = _constant(now)
+        for (model, address), signal in found.items():
+            rate = 10.0 if address == slow else 30.0
+            found[model, address] = dataclasses.replace(
+                signal, served_rate=rate, served_total=rate * (now - T0)
+            )
+        return found
+
+    _, state = compute(POLICY, signals(T0), None, T0)
+    moved_while_held = False
+    for tick in range(1, 120):
+        now = T0 + 2.0 * tick
+        column = state.models[MODEL].steady
+        assert column is not None
+        row = column.keys.index((MODEL, slow))
+        held = column.readings[row] is not None
+        fast_views, fast = compute(POLICY, signals(now), state, now)
+        slow_views, reference = compute(POLICY, signals(now), _without_memos(state), now)
+        assert fast_views == slow_views
+        assert repr(dict(fast.endpoints)) == repr(dict(reference.endpoints))
+        tier_before, tier_after = (
+            state.endpoints[MODEL, slow].tier,
+            fast.endpoints[MODEL, slow].tier,
+        )
+        moved_while_held = moved_while_held or (held and tier_after != tier_before)
+        state = fast
+    assert moved_while_held
+    assert state.endpoints[MODEL, slow].tier > 0
