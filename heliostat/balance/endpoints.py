@@ -38,17 +38,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
 from typing import NamedTuple, cast
 
+import numpy as np
+import numpy.typing as npt
+
 from heliostat.balance import capacity, weights
 from heliostat.balance.saturation import NO_GROWTH, Growth, Load, measure, queue_growth
 from heliostat.balance.state import (
     EndpointKey,
     EndpointState,
+    Flags,
+    Floats,
     Readings,
-    ServiceRows,
     ServiceState,
     SteadyColumn,
 )
-from heliostat.balance.view import EndpointView, Health, ReasonValue
+from heliostat.balance.view import Health, ReasonValue, endpoint_view
 from heliostat.policy import Endpoint, Model
 from heliostat.samples import Sample
 
@@ -105,8 +109,11 @@ def step(
     This is the specification of an endpoint's tick; the law runs it through `advance`,
     which skips the endpoints at a fixed point (and is property-tested against this).
     """
+    tier = previous.tier if previous is not None else 0
+    if service is not None:  # no service state: no capacity known, the tier holds
+        tier = _tier(service, peers, tier)
     return _step(
-        endpoint, model, signal, previous, now, gain, drained, static, hashing, peers, service
+        endpoint, model, signal, previous, now, gain, drained, static, hashing, peers, tier
     )[0]
 
 
@@ -121,10 +128,12 @@ def _step(
     static: bool,
     hashing: bool,
     peers: Peers | None,
-    service: ServiceState | None,
+    tier: int,
     load_driven: _LoadDriven | None = None,
 ) -> tuple[EndpointState, bool]:
-    """`step`, and whether its state is a fixed point (`_Tick.steady`); `load_driven` is
+    """`step`, and whether its state is a fixed point (`_Tick.steady`); `tier` is its
+    capacity tier after this tick (`_tier`, worked out by the caller: `advance` from the
+    known capacities' column, without a service state per row); `load_driven` is
     `_load_driven` (the specification) or `_fused`, its faster twin."""
     # (`_growth` and `_tier` written out for their common cases: this runs for every
     # endpoint that moved, and a call costs as much as their arithmetic.)
@@ -135,9 +144,6 @@ def _step(
     else:
         growth = queue_growth(signal.waiting, previous.waiting, previous.growth)
     failures = signal.consecutive_failures if signal is not None else 0
-    tier = previous.tier if previous is not None else 0
-    if service is not None:  # no service state: no capacity known, the tier holds
-        tier = _tier(service, peers, tier)
     capacity_share = weights.CAPACITY_TIERS[tier]
     if drained:
         tick = _DRAINED
@@ -166,25 +172,31 @@ def _step(
         or view.region != endpoint.region
         or view.version != endpoint.version
     ):
-        view = EndpointView(
+        view = endpoint_view(
             endpoint.address, endpoint.region, endpoint.version, published, health, reason
         )
-    return EndpointState(  # positional: twice as fast as keywords, and this runs per endpoint
-        state,
-        tick.level,
-        published,
-        reason,
-        view,
-        signal.waiting if signal is not None else None,
-        signal.scraped_at if signal is not None else None,
-        growth,
-        tick.load.pressure if tick.load is not None else None,
-        tick.near,
-        tick.moves,
-        tier,
-        tick.unlifted,
+    # built as the tuple it is (its NamedTuple constructor is a Python call): per endpoint
+    return _new(
+        EndpointState,
+        (
+            state,
+            tick.level,
+            published,
+            reason,
+            view,
+            signal.waiting if signal is not None else None,
+            signal.scraped_at if signal is not None else None,
+            growth,
+            tick.load.pressure if tick.load is not None else None,
+            tick.near,
+            tick.moves,
+            tier,
+            tick.unlifted,
+        ),
     ), tick.steady
 
+
+_new = tuple.__new__  # a NamedTuple built from all its fields, without its Python constructor
 
 # The readings an endpoint's tick depends on besides the time of its scrape (`Steady`).
 readings = operator.attrgetter(
@@ -206,12 +218,15 @@ def advance(
     hashing: bool,
     peers: Mapping[str, Peers],
     known: Sequence[float | None] | None = None,
+    known_columns: tuple[Floats, Flags] | None = None,
 ) -> SteadyColumn:
     """`step` for every endpoint of the model (`keys`, `signals`, `services` in its endpoint
     order), skipping the arithmetic of those at a fixed point. `known`: each service's
-    `capacity.known`, when the caller worked it out already. The previous states are
-    `column`, the last tick's result, when it was made under this `model`; else `previous`
-    (their records in the model's order, None where there was none).
+    `capacity.known`, when the caller worked it out already; `known_columns`, the same as
+    the estimator's columns (`capacity.known_columns`: the ratios and where they are known),
+    when it holds them, so the held rows' tiers are tested over whole columns. The previous
+    states are `column`, the last tick's result, when it was made under this `model`; else
+    `previous` (their records in the model's order, None where there was none).
 
     Most of a large fleet reads the same numbers tick after tick, only newer. An endpoint
     whose last tick left it at a fixed point (`_Tick.steady`: its level is its sample, no
@@ -241,12 +256,22 @@ def advance(
     levels_column: list[float | None]
     compose: Callable[[int], EndpointState | None]
     rows: Iterable[int]
+    if known is None:
+        known = list(map(capacity.known, services))
     if column is not None and column.model is model:
         compose, regions, index = column.state, column.regions, column.index
-        if known is None:
-            known = list(map(capacity.known, services))
         rows = _moving(
-            column, keys, present, scraped_column, services, known, now, stale_after, drained, peers
+            column,
+            keys,
+            present,
+            scraped_column,
+            services,
+            known,
+            now,
+            stale_after,
+            drained,
+            peers,
+            known_columns,
         )
         if not rows:  # every row held: its columns as they are, only the samples' are new
             return dataclasses.replace(
@@ -259,20 +284,32 @@ def advance(
         index = {endpoint.address: row for row, endpoint in enumerate(endpoints)}
         states, kept, levels_column = [None] * count, [None] * count, [None] * count
         rows = range(count)
-    for row, service in zip(rows, _services_at(services, rows), strict=True):
+    holds = weights.tier_holds
+    for row in rows:
         endpoint, signal, key = endpoints[row], signals[row], keys[row]
+        before, found, own = compose(row), region_peers(endpoint.region), known[row]
+        # `_tier`, from the row's known capacity: its service state is composed (from the
+        # estimator's columns) only where the tier may move, which its error decides
+        tier = before.tier if before is not None else 0
+        if (
+            own is not None
+            and found is not None
+            and found.best_service > 0.0
+            and not holds(own / found.best_service, tier)
+        ):
+            tier = _tier(services[row], found, tier)
         state, fixed = _step(
             endpoint,
             model,
             signal,
-            compose(row),
+            before,
             now,
             gain,
             key in drained,
             static,
             hashing,
-            region_peers(endpoint.region),
-            service,
+            found,
+            tier,
             _fused,
         )
         states[row] = state
@@ -292,16 +329,6 @@ def advance(
         keys,
         tuple(levels_column),
     )
-
-
-def _services_at(
-    services: Sequence[ServiceState | None], rows: Iterable[int]
-) -> Iterable[ServiceState | None]:
-    """The service states of `rows`, in their order: the estimator's columns compose the
-    rows that move at once (`ServiceRows.at`), not one at a time."""
-    if isinstance(services, ServiceRows):
-        return services.at(list(rows))
-    return map(services.__getitem__, rows)
 
 
 class _Absent:
@@ -329,6 +356,7 @@ def _moving(
     stale_after: float,
     drained: frozenset[EndpointKey],
     peers: Mapping[str, Peers],
+    known_columns: tuple[Floats, Flags] | None = None,
 ) -> list[int]:
     """The rows that take `step` this tick: all but those at a fixed point whose readings
     held, still fresh, not drained and in the same capacity tier (see `advance`). The
@@ -349,7 +377,11 @@ def _moving(
     also: list[int] = []
     if drained:
         also.extend(row for row in compress(range(count), steady) if keys[row] in drained)
-    if services.count(None) != count:  # a capacity tier may move under a held record
+    if services.count(None) == count:
+        pass  # no service state: no capacity known, every tier holds
+    elif known_columns is not None:  # the same test, over the estimator's columns
+        also.extend(_tiers_moving(column, steady, known_columns, services, peers))
+    else:  # a capacity tier may move under a held record
         for region, members in column.regions:
             found = peers.get(region)
             if found is None or found.best_service <= 0.0:
@@ -364,6 +396,44 @@ def _moving(
     if also:
         moving = sorted({*moving, *also})
     return moving
+
+
+_TIER = operator.attrgetter("tier")
+
+
+def _tiers_moving(
+    column: SteadyColumn,
+    steady: Sequence[bool],
+    known_columns: tuple[Floats, Flags],
+    services: Sequence[ServiceState | None],
+    peers: Mapping[str, Peers],
+) -> list[int]:
+    """The steady rows whose capacity tier moves (`_tier`), found as `_moving`'s loop finds
+    them but with its common test, `weights.tier_holds` of the known capacity over the
+    region's best, over whole columns (`weights.tiers_hold`): only the rows it cannot keep
+    compose their service state and work their error out."""
+    ratio, is_known = known_columns
+    held = column.states
+    count = len(held)
+    candidates: Flags | None = None
+    tiers: npt.NDArray[np.intp] | None = None
+    moved: list[int] = []
+    for region, members in column.regions:
+        found = peers.get(region)
+        if found is None or found.best_service <= 0.0:
+            continue  # no best capacity to compare with: every tier holds (`_tier`)
+        if candidates is None or tiers is None:
+            candidates = np.fromiter(steady, dtype=np.bool_, count=count) & is_known
+            tiers = np.fromiter(map(_TIER, held), dtype=np.intp, count=count)
+        at = np.fromiter(members, dtype=np.intp, count=len(members))
+        rows = at[candidates[at]]
+        with np.errstate(all="ignore"):
+            relative = ratio[rows] / found.best_service
+        for row in rows[~weights.tiers_hold(relative, tiers[rows])].tolist():
+            tier = held[row].tier
+            if _tier(services[row], found, tier) != tier:
+                moved.append(row)
+    return moved
 
 
 def _all_fresh(scraped: Sequence[float], now: float, stale_after: float) -> bool:
@@ -556,17 +626,20 @@ def _fused(
         == is_saturated
         and growth == NO_GROWTH
     )
-    return _Tick(
-        SATURATED if is_saturated else HEALTHY,
-        level,
-        published,
-        load,
-        is_near,
-        moves,
-        goal,
-        "",
-        unlifted,
-        steady,
+    return _new(  # every field, as the tuple it is (no NamedTuple constructor call)
+        _Tick,
+        (
+            SATURATED if is_saturated else HEALTHY,
+            level,
+            published,
+            load,
+            is_near,
+            moves,
+            goal,
+            "",
+            unlifted,
+            steady,
+        ),
     )
 
 

@@ -345,6 +345,7 @@ def _endpoints(
         hashing,
         peers,
         known,
+        (rows.known, rows.is_known) if rows is not None else None,
     )
     views = list(map(_VIEW, column.states))
     pressures = list(map(_PRESSURE, column.states))

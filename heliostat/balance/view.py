@@ -50,6 +50,38 @@ class EndpointView:
         return int(self.address.rpartition(":")[2])
 
 
+_NEW_VIEW = object.__new__
+_SET_VIEW = tuple(
+    EndpointView.__dict__[name].__set__
+    for name in ("address", "region", "version", "weight", "health", "reason")
+)
+
+
+def endpoint_view(
+    address: str,
+    region: str,
+    version: str | None,
+    weight: int,
+    health: Health,
+    reason: Mapping[str, ReasonValue],
+) -> EndpointView:
+    """`EndpointView(address, region, version, weight, health, reason)`, the same object,
+    built without the frozen dataclass's `__init__` (one `object.__setattr__` call per field
+    through the generated code): its slots are set through their descriptors. The control
+    law builds one per endpoint whose weight, health or reason moved, 10,000s per tick
+    (issue 17: about 2.5x cheaper, 3.8 -> 1.5 us on this machine); a test holds it to the
+    constructor."""
+    view = _NEW_VIEW(EndpointView)
+    set_address, set_region, set_version, set_weight, set_health, set_reason = _SET_VIEW
+    set_address(view, address)
+    set_region(view, region)
+    set_version(view, version)
+    set_weight(view, weight)
+    set_health(view, health)
+    set_reason(view, reason)
+    return view
+
+
 @dataclass(frozen=True, slots=True)
 class LocalityView:
     region: str

@@ -68,6 +68,9 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
+import numpy.typing as npt
+
 W_MAX = 100
 FLOOR = 1  # Envoy rejects endpoint weights below 1
 NEUTRAL = W_MAX // 2  # stale or unknown: neither starve a replica nor trust it fully
@@ -194,6 +197,19 @@ def tier_holds(relative: float, current: int) -> bool:
     `capacity_tier`). False says nothing: ask `capacity_tier`."""
     low, high = _HOLDS[current]
     return low <= relative <= high
+
+
+_HOLDS_LOW = np.array([low for low, _ in _HOLDS], dtype=np.float64)
+_HOLDS_HIGH = np.array([high for _, high in _HOLDS], dtype=np.float64)
+
+
+def tiers_hold(
+    relative: npt.NDArray[np.float64], current: npt.NDArray[np.intp]
+) -> npt.NDArray[np.bool_]:
+    """`tier_holds` of each row (`relative[i]`, `current[i]`) over whole columns: the same
+    comparisons with the same floats (a NaN holds no tier, as there)."""
+    with np.errstate(invalid="ignore"):
+        return (_HOLDS_LOW[current] <= relative) & (relative <= _HOLDS_HIGH[current])
 
 
 def capacity_tier(relative: float, current: int, uncertainty: float = 0.0) -> int:

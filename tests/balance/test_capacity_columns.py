@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -78,6 +79,23 @@ def test_a_tier_said_to_hold_is_the_tier_capacity_tier_keeps(
 ) -> None:
     if weights.tier_holds(relative, current):
         assert weights.capacity_tier(relative, current, uncertainty) == current
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(allow_nan=True, allow_infinity=True)
+            | st.sampled_from([edge for pair in weights._HOLDS for edge in pair]),
+            st.integers(0, len(weights.CAPACITY_TIERS) - 1),
+        ),
+        max_size=40,
+    )
+)
+def test_tiers_hold_is_tier_holds_row_by_row(rows: list[tuple[float, int]]) -> None:
+    relative = np.array([r for r, _ in rows], dtype=np.float64)
+    current = np.array([c for _, c in rows], dtype=np.intp)
+    expected = [weights.tier_holds(r, c) for r, c in rows]
+    assert weights.tiers_hold(relative, current).tolist() == expected
 
 
 @pytest.mark.parametrize("current", range(len(weights.CAPACITY_TIERS)))

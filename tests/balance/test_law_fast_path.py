@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from heliostat.balance import ControlState, capacity, compute, weights
 from heliostat.balance.endpoints import advance, region_peers, step
-from heliostat.balance.state import EndpointState, EndpointStates, ServiceState, SteadyColumn
+from heliostat.balance.state import (
+    EndpointState,
+    EndpointStates,
+    ServiceRows,
+    ServiceState,
+    SteadyColumn,
+)
+from heliostat.balance.view import EndpointView, Health, endpoint_view
 from heliostat.policy import Model
 from heliostat.signals.record import Signal
 from tests.balance.helpers import MODEL, T0, policy_of
@@ -102,6 +109,7 @@ def test_fast_path_gives_exactly_the_scalar_steps_states(
     states: dict[tuple[str, str], EndpointState] = {}
     service: dict[str, ServiceState] = {}
     column: SteadyColumn | None = None
+    columns: SteadyColumn | None = None  # the same, fed the estimator's columns as the law is
     last_scrape: list[float | None] = [None] * len(keys)
     now = T0
     for dt, readings, drained_at in ticks:
@@ -136,9 +144,36 @@ def test_fast_path_gives_exactly_the_scalar_steps_states(
             hashing,
             peers,
         )
+        # As the law runs it: the service states as the estimator's columns (each row's
+        # state composed when read) and each row's known capacity from them.
+        held = capacity.service_columns(observed_all)
+        ratio, is_known = capacity.known_columns(held)
+        known = [r if k else None for r, k in zip(ratio.tolist(), is_known.tolist(), strict=True)]
+        columns = advance(
+            LLAMA,
+            keys,
+            signals,
+            ServiceRows(held),
+            [states.get(key) for key in keys],
+            columns,
+            now,
+            gain,
+            drained,
+            static,
+            hashing,
+            peers,
+            known,
+            (ratio, is_known),
+        )
         read = EndpointStates({MODEL: column})
-        for endpoint, key, signal, observed, got in zip(
-            LLAMA.endpoints, keys, signals, observed_all, column.records(), strict=True
+        for endpoint, key, signal, observed, got, by_columns in zip(
+            LLAMA.endpoints,
+            keys,
+            signals,
+            observed_all,
+            column.records(),
+            columns.records(),
+            strict=True,
         ):
             expected = step(
                 endpoint,
@@ -155,6 +190,7 @@ def test_fast_path_gives_exactly_the_scalar_steps_states(
             )
             # repr: exact to the bit for floats (a NaN equals itself, -0.0 is not 0.0)
             assert repr(got) == repr(expected)
+            assert repr(by_columns) == repr(expected)
             assert repr(read[key]) == repr(expected)  # as ControlState.endpoints reads it
             if signal is not None and signal.scraped_at is not None:
                 last_scrape[keys.index(key)] = signal.scraped_at
@@ -218,3 +254,67 @@ def test_a_moved_reading_or_a_new_policy_leaves_the_fixed_point() -> None:
     _, fresh = compute(again, signals, after, T0 + 6)
     renewed = fresh.models[MODEL].steady
     assert renewed is not None and renewed.model is not LLAMA
+
+
+@given(
+    st.text(max_size=12),
+    st.text(max_size=12),
+    st.none() | st.text(max_size=4),
+    st.integers(0, 1 << 40),
+    st.sampled_from(list(Health)),
+    st.dictionaries(st.text(max_size=4), st.none() | st.integers() | st.text(max_size=4)),
+)
+def test_endpoint_view_builds_what_the_constructor_builds(
+    address: str,
+    region: str,
+    version: str | None,
+    weight: int,
+    health: Health,
+    reason: dict[str, str | int | None],
+) -> None:
+    built = endpoint_view(address, region, version, weight, health, reason)
+    expected = EndpointView(address, region, version, weight, health, reason)
+    assert type(built) is EndpointView
+    assert built == expected
+    assert repr(built) == repr(expected)
+    assert built.reason is reason  # the very mapping, as the constructor keeps it
+    assert dataclasses.astuple(built) == dataclasses.astuple(expected)
+
+
+def test_a_held_endpoint_whose_capacity_falls_behind_its_peers_changes_tier() -> None:
+    """Readings that never move (a fixed point) while the success counters show one replica
+    serving a third of its region's best: its service estimate firms up tick after tick,
+    and once the evidence allows, its capacity tier drops under the held record (`_moving`
+    finds it among the steady rows); every tick the law's output is what it is without
+    memos."""
+    slow = next(e.address for e in LLAMA.endpoints if e.region == "us-east")  # of three
+
+    def signals(now: float) -> dict[tuple[str, str], Signal]:
+        found = _constant(now)
+        for (model, address), signal in found.items():
+            rate = 10.0 if address == slow else 30.0
+            found[model, address] = dataclasses.replace(
+                signal, served_rate=rate, served_total=rate * (now - T0)
+            )
+        return found
+
+    _, state = compute(POLICY, signals(T0), None, T0)
+    moved_while_held = False
+    for tick in range(1, 120):
+        now = T0 + 2.0 * tick
+        column = state.models[MODEL].steady
+        assert column is not None
+        row = column.keys.index((MODEL, slow))
+        held = column.readings[row] is not None
+        fast_views, fast = compute(POLICY, signals(now), state, now)
+        slow_views, reference = compute(POLICY, signals(now), _without_memos(state), now)
+        assert fast_views == slow_views
+        assert repr(dict(fast.endpoints)) == repr(dict(reference.endpoints))
+        tier_before, tier_after = (
+            state.endpoints[MODEL, slow].tier,
+            fast.endpoints[MODEL, slow].tier,
+        )
+        moved_while_held = moved_while_held or (held and tier_after != tier_before)
+        state = fast
+    assert moved_while_held
+    assert state.endpoints[MODEL, slow].tier > 0
