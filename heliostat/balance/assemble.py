@@ -35,6 +35,7 @@ from heliostat.balance.view import (
     ClusterView,
     EndpointView,
     Health,
+    InFlight,
     LocalityView,
     ReasonValue,
     TrafficClass,
@@ -56,8 +57,10 @@ def clusters(
     endpoints: Mapping[str, Sequence[EndpointView]],
     regions: Mapping[str, RegionState],
     refused: RefusalState,
+    in_flight: InFlight | None = None,
 ) -> tuple[ClusterView, ClusterView]:
-    """The interactive and batch clusters of `model` in the view of `region` (None: neutral)."""
+    """The interactive and batch clusters of `model` in the view of `region` (None: neutral);
+    `in_flight` says what the interactive cluster's cap was sized from, while it has one."""
     if region is None or region not in policy.spec.regions:
         localities = _neutral(policy, model, endpoints)
     else:
@@ -70,6 +73,7 @@ def clusters(
             drop_overload_percent=_percent(refused.interactive.published),
             drop_reason=refused.interactive.reason,
             max_requests=refused.in_flight,
+            in_flight=in_flight if refused.in_flight is not None else None,
         ),
         ClusterView(
             name=model.name + BATCH_SUFFIX,

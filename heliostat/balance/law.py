@@ -60,6 +60,7 @@ from heliostat.balance.state import (
     Flags,
     Floats,
     ModelState,
+    RefusalState,
     ServiceColumns,
     ServiceRows,
     ServiceState,
@@ -70,6 +71,7 @@ from heliostat.balance.view import (
     ClusterView,
     EndpointView,
     FallbackView,
+    InFlight,
     RegionView,
     Views,
 )
@@ -94,6 +96,7 @@ def compute(
     model_states: dict[str, ModelState] = {}
     endpoint_views: dict[str, dict[str, tuple[EndpointView, ...]]] = {}
     admitting: dict[str, dict[str, refusal.Admits | None]] = {}
+    found_by_model: dict[str, list[Sample | None]] = {}
     for model in policy.spec.models:
         dt = _dt(model, previous, now)
         before = previous.models.get(model.name) if previous else None
@@ -102,6 +105,7 @@ def compute(
         column = _column(model, previous, before)
         keys = column.keys if column is not None else _keys(model)
         found = list(map(signals.get, keys))
+        found_by_model[model.name] = found
         chosen = affinity.step(
             model,
             found,
@@ -191,7 +195,15 @@ def compute(
         for r in region_names:
             per_view[r].extend(
                 _balanced(
-                    assemble.clusters(policy, model, r, views_by_region, own.regions, refusals[r]),
+                    assemble.clusters(
+                        policy,
+                        model,
+                        r,
+                        views_by_region,
+                        own.regions,
+                        refusals[r],
+                        _in_flight(model, own, found_by_model[model.name], r, refusals[r]),
+                    ),
                     lb,
                 )
             )
@@ -208,6 +220,35 @@ def compute(
     return views, ControlState(
         now=now, endpoints=EndpointStates(endpoint_states), models=model_states
     )
+
+
+def _in_flight(
+    model: Model,
+    state: ModelState,
+    found: Sequence[Sample | None],
+    region: str,
+    refused: RefusalState,
+) -> InFlight | None:
+    """While the region's cap holds (`refusal.in_flight`): its gateways and its own live
+    endpoints' slots by version, as `refusal.admits` added them up (the policy's slots,
+    else the engine's max_num_seqs), for the clusters derived from its view to split the
+    cap (`heliostat.planning.caps`). None while it is not capped."""
+    region_state = state.regions.get(region)
+    if refused.in_flight is None or region_state is None or state.steady is None:
+        return None
+    steady = state.steady
+    totals: dict[str | None, int] = {}
+    for row in dict(steady.regions).get(region, ()):
+        record = steady.states[row]
+        if record.pressure is None:  # not live: not in the region's supply
+            continue
+        sample = found[row]
+        slots = model.endpoints[row].slots or (sample.max_num_seqs if sample is not None else None)
+        if slots:
+            version = record.view.version
+            totals[version] = totals.get(version, 0) + slots
+    ordered = tuple(sorted(totals.items(), key=lambda item: (item[0] is not None, item[0] or "")))
+    return InFlight(max(1, region_state.gateways), ordered)
 
 
 def _fallback_move(

@@ -115,6 +115,16 @@ class Balancing:
 
 
 @dataclass(frozen=True, slots=True)
+class InFlight:
+    """What a capped cluster's `max_requests` was sized from, for the clusters derived from
+    it to split it (`heliostat.planning.caps`): the gateways it is split over and the
+    region's own live slots by endpoint version (None: no version), every one known."""
+
+    gateways: int
+    slots: tuple[tuple[str | None, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterView:
     """One Envoy cluster: a model's endpoints as seen from one region."""
 
@@ -131,6 +141,8 @@ class ClusterView:
     # Requests each Envoy may have in flight on the cluster (max_requests, beyond which it
     # answers 503 at once): set while the view refuses (`refusal.in_flight`), else None.
     max_requests: int | None = None
+    # Set with max_requests by the control law; derived clusters split the cap by it.
+    in_flight: InFlight | None = None
 
     def endpoints(self) -> tuple[EndpointView, ...]:
         return tuple(e for locality in self.localities for e in locality.endpoints)

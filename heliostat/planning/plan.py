@@ -10,10 +10,12 @@ the model's fallback model while the view gives it a share (`fallback.py`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from heliostat.balance import ClusterView, RegionView, TrafficClass
+from heliostat.planning import caps
 from heliostat.planning.fallback import FallbackRoute, fallback_routes
 from heliostat.planning.subsets import PickMemo, region_subset, version_subset
 from heliostat.planning.versions import version_weights
@@ -88,6 +90,10 @@ def plan(policy: Policy, view: RegionView, picks: PickMemo | None = None) -> Pla
             interactive,  # before the control law runs, batch shares the model's cluster
         )
         weights = version_weights(model, view.region)
+        # The interactive cap split over the clusters a gateway routes to (`caps`): the
+        # generic one and each tenant's holding this region's slots, by version.
+        holding = [t.name for t in policy.spec.tenants if view.region in t.regions]
+        split = caps.split(interactive, [None, *holding], weights)
         targets: dict[Kind, Target] = {}
         for tenant in (None, *policy.spec.tenants):
             for traffic_class, source in (
@@ -101,15 +107,22 @@ def plan(policy: Policy, view: RegionView, picks: PickMemo | None = None) -> Pla
                 derived = (
                     [scoped] if not weights else [version_subset(scoped, v, picks) for v in weights]
                 )
+                if split and source is interactive:  # batch shares it before the law runs
+                    derived = [
+                        dataclasses.replace(c, max_requests=split.get((tenant_name, v)))
+                        for c, v in zip(derived, weights or [None], strict=True)
+                    ]
+                    if tenant is None and not weights:  # the law's own cluster, its share
+                        clusters[derived[0].name] = (derived[0], model)
                 for cluster_view, version in zip(derived, weights or [None], strict=True):
                     clusters.setdefault(cluster_view.name, (cluster_view, model))
                     if cluster_view.name != source.name:
                         derivations[cluster_view.name] = Derivation(
                             source.name, model.name, tenant_name, version
                         )
-                split = list(weights.values()) or [1]
+                split_weights = list(weights.values()) or [1]
                 targets[tenant_name, traffic_class] = Target(
-                    tuple((c.name, w) for c, w in zip(derived, split, strict=True))
+                    tuple((c.name, w) for c, w in zip(derived, split_weights, strict=True))
                 )
         models.append(ModelPlan(model, targets, fallback_routes(policy, model, view)))
     return Plan(clusters, tuple(models), policy.spec.tenants, derivations)

@@ -22,7 +22,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
-from heliostat.balance import ClusterView, RegionView, TrafficClass, static_views
+from heliostat.balance import ClusterView, InFlight, RegionView, TrafficClass, static_views
 from heliostat.planning.subsets import subset
 from heliostat.planning.versions import TOTAL, version_shares, version_weights
 from heliostat.policy import Policy, PolicyError, load_policy, parse_policy
@@ -599,31 +599,45 @@ def test_a_refusing_view_caps_what_is_in_flight_below_the_operators_breakers(
         assert untouched[base_pb2.HIGH].max_requests.value == 500
 
 
-def test_every_cluster_derived_from_a_capped_one_carries_its_cap(policy: Policy) -> None:
-    """A tenant's, a version's (a canary's) and a tenant's version's clusters keep the
-    law's cap on requests in flight of the cluster they derive from (`planning.subsets`
-    keeps every decision of the view but its endpoints): a pinned tenant or a canary is
-    refused past the cap like everyone else, not let through by its own cluster. Each is
-    an Envoy circuit breaker of its own, so a gateway holds up to that cap on each."""
-    view = with_batch_clusters(static_views(policy).for_region("ap-southeast"))
+def test_the_clusters_derived_from_a_capped_one_split_its_cap() -> None:
+    """Every Envoy cluster has its own circuit breaker: the version clusters a gateway
+    routes to split the law's cap (`planning.caps`), each version its own slots and the
+    tolerated backlog by its traffic share, rather than each holding the whole cap on its
+    part of the replicas; never above the operator's own breaker, the batch clusters and
+    those of a tenant pinned away from the region uncapped."""
+    policy = parse_policy(
+        edit("interactive: {max_requests: 500}", "interactive: {max_requests: 5}"), "p.yaml"
+    )
+    view = with_batch_clusters(static_views(policy).for_region("us-east"))
+    # us-east: 4 slots of v1 and 4 of v2, one gateway, a cap of 12 (a backlog of 4);
+    # versions 90/10: v1 4 + 3.6, v2 4 + 0.4, rounded to add up to 12.
+    info = InFlight(1, (("v1", 4), ("v2", 4)))
     capped = dataclasses.replace(
         view,
         clusters=tuple(
-            dataclasses.replace(c, max_requests=None if c.name.endswith(".batch") else 7)
+            c
+            if c.name.endswith(".batch") or c.model != LLAMA
+            else dataclasses.replace(c, max_requests=12, in_flight=info)
             for c in view.clusters
         ),
     )
-    built = clusters(build_snapshot(policy, capped, NodeGroup(Role.GATEWAY, "ap-southeast")))
-    derived = {n: c for n, c in built.items() if n.startswith(LLAMA) and n != LLAMA}
-    interactive = {n for n in derived if not n.startswith(f"{LLAMA}.batch")}
-    assert {f"{LLAMA}@v1", f"{LLAMA}@v2", f"{LLAMA}~acme@v1", f"{LLAMA}~acme@v2"} <= interactive
-    for name, cluster in derived.items():
-        by_priority = {t.priority: t for t in cluster.circuit_breakers.thresholds}
+    built = clusters(build_snapshot(policy, capped, NodeGroup(Role.GATEWAY, "us-east")))
+
+    def thresholds(name: str) -> tuple[int, int]:
+        by_priority = {t.priority: t for t in built[name].circuit_breakers.thresholds}
         high, default = by_priority[base_pb2.HIGH], by_priority[base_pb2.DEFAULT]
-        if name in interactive:  # capped below the operator's 500 and 50
-            assert (high.max_requests.value, default.max_requests.value) == (7, 7), name
-        else:  # the batch ones, uncapped: the operator's
-            assert (high.max_requests.value, default.max_requests.value) == (500, 50), name
+        return high.max_requests.value, default.max_requests.value
+
+    # The operator's interactive breaker (5) is below v1's 8; its batch one (50) is not.
+    assert thresholds(f"{LLAMA}@v1") == (5, 8)
+    assert thresholds(f"{LLAMA}@v2") == (4, 4)
+    routed = route(snapshot_for("us-east", policy, capped), f"model:{LLAMA}")
+    names = [c.name for c in routed.route.weighted_clusters.clusters]
+    assert names == [f"{LLAMA}@v1", f"{LLAMA}@v2"]
+    assert sum(thresholds(n)[1] for n in names) == 12  # the region's cap, not 12 each
+    # acme is pinned to eu-west: its clusters hold none of us-east's slots.
+    for name in (f"{LLAMA}~acme@v1", f"{LLAMA}~acme@v2", f"{LLAMA}.batch@v1"):
+        assert thresholds(name) == (5, 50), name
 
 
 def test_batch_routes_use_the_batch_cluster_when_the_view_has_one() -> None:
