@@ -12,6 +12,7 @@ replicas counted (`/sim/stats`).
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 import time
@@ -122,6 +123,9 @@ def _counters(fleet: SimFleet) -> dict[str, tuple[int, int]]:
     return result
 
 
+# Long (run by .ci/run with HELIOSTAT_LONG=1): it keeps `make test` under 20 minutes.
+@pytest.mark.long
+@pytest.mark.skipif(os.environ.get("HELIOSTAT_LONG") != "1", reason="long: set HELIOSTAT_LONG=1")
 def test_least_request_without_shared_prefixes_then_hashing_once_they_are_shared(
     tmp_path: Path, processes: list[Process]
 ) -> None:
