@@ -188,3 +188,56 @@ def test_a_region_at_85_percent_lends_the_paying_share_and_its_rescuer_keeps_its
     lent = step({"us-east": 0.5, "eu-west": 0.5, "ap-southeast": 0.85}, backlog)
     assert 0.15 <= lent["ap-southeast"].get("eu-west", 0.0) <= 0.4
     assert lent["eu-west"] == {} and lent["us-east"] == {}
+
+
+# Prefill (shared_prefix's fleet, measured in the eighth full run): a cold 864-token prompt on
+# one replica ~170 ms, a cached one ~35 ms.
+COLD_S, WARM_S = 0.17, 0.035
+
+
+def paid(
+    load: float, prefill_o: float, prefill_q: float, rtt: float, rescuer_load: float = 0.65
+) -> spill.Spill:
+    origin = dataclasses.replace(at(SMALL, load), prefill=prefill_o)
+    rescuer = dataclasses.replace(at(RESCUER, rescuer_load), prefill=prefill_q)
+    return spill.paying_share(origin, {"eu-west": (rescuer, rtt)}, TTFT_S, {})
+
+
+def test_a_rescuer_whose_cache_holds_the_prompts_takes_a_larger_share() -> None:
+    """shared_prefix's small region at 65%, 160 ms from its rescuer: the waits alone send
+    some of its users; a rescuer that prefills them 135 ms faster is worth more of them, and
+    saves each origin user more."""
+    plain = paid(0.65, 0.0, 0.0, RTT_S)
+    warm = paid(0.65, COLD_S, WARM_S, RTT_S)
+    assert warm.rescuer == "eu-west"
+    assert warm.share >= plain.share + 0.04
+    assert warm.saved_s >= plain.saved_s + 0.015
+
+
+def test_a_prefill_saving_pays_with_no_queue_at_home_but_not_past_its_round_trip() -> None:
+    """At 45% of its slots the waits alone keep every user home; a lightly loaded rescuer
+    80 ms away that prefills them 135 ms faster saves most of them time; 200 ms away, the
+    round trip takes more than the prefill and the shorter waits at home give back."""
+    assert paid(0.45, 0.0, 0.0, 0.08, rescuer_load=0.4) == spill.NONE
+    near = paid(0.45, COLD_S, WARM_S, 0.08, rescuer_load=0.4)
+    assert near.rescuer == "eu-west"
+    assert near.share >= 0.3
+    assert near.saved_s >= spill.START * TTFT_S
+    # The rescuer's own users wait longer for each user it takes: it stays well within what
+    # its slots complete.
+    assert (0.4 * RESCUER.capacity + near.share * 0.45 * SMALL.capacity) < 0.7 * RESCUER.capacity
+    assert paid(0.45, COLD_S, WARM_S, 0.2, rescuer_load=0.4) == spill.NONE
+
+
+def test_a_rescuer_with_the_colder_cache_takes_a_smaller_share() -> None:
+    plain = paid(0.65, 0.0, 0.0, RTT_S)
+    cold = paid(0.65, WARM_S, COLD_S, RTT_S)
+    assert cold.share < plain.share
+    assert cold.saved_s < plain.saved_s
+
+
+def test_equal_prefills_change_nothing() -> None:
+    plain = paid(0.65, 0.0, 0.0, RTT_S)
+    same = paid(0.65, 0.1, 0.1, RTT_S)
+    assert (same.share, same.rescuer) == (plain.share, plain.rescuer)
+    assert same.saved_s == pytest.approx(plain.saved_s)
