@@ -296,6 +296,8 @@ def step(
             late=own is not None and rates and late(own, model.slo.ttft_ms / 1000.0),
             utilisation=own.utilisation if own is not None else UTILISATION,
             gateways=_reporting(gateways, model, r, now),
+            prefill=own.prefill if own is not None else None,
+            hit_rate=own.hit_rate if own is not None else None,
         )
     return result
 

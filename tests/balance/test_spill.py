@@ -144,10 +144,13 @@ def last_tick(
     )
 
 
-def step(loads: dict[str, float], backlog: float) -> dict[str, dict[str, float]]:
+def step(
+    loads: dict[str, float], backlog: float, prefills: Mapping[str, float | None] | None = None
+) -> dict[str, dict[str, float]]:
     """One tick of `overflow.step` from a cold start, every region's users at `loads` of
     its capacity as its gateways measure them, ap-southeast's queue holding `backlog`
-    requests; the shares each region lends."""
+    requests, each region's engines' mean prefill `prefills` (seconds); the shares each
+    region lends."""
     counts = {"us-east": 4, "eu-west": 3, "ap-southeast": 1}
     policy = policy_of(counts, budget=170, max_share=None)
     model = policy.spec.models[0]
@@ -160,7 +163,11 @@ def step(loads: dict[str, float], backlog: float) -> dict[str, dict[str, float]]
         }
     )
     regions = {
-        r: supply(n, loads[r], backlog if r == "ap-southeast" else 0.0) for r, n in counts.items()
+        r: dataclasses.replace(
+            supply(n, loads[r], backlog if r == "ap-southeast" else 0.0),
+            prefill=(prefills or {}).get(r),
+        )
+        for r, n in counts.items()
     }
     plan = overflow.step(policy, model, regions, True, gateways, {}, {}, 0.5, now)
     return {r: {q: h.published for q, h in s.lending.items()} for r, s in plan.items()}
@@ -241,3 +248,22 @@ def test_equal_prefills_change_nothing() -> None:
     same = paid(0.65, 0.1, 0.1, RTT_S)
     assert (same.share, same.rescuer) == (plain.share, plain.rescuer)
     assert same.saved_s == pytest.approx(plain.saved_s)
+
+
+def test_a_cold_cache_lends_below_its_planning_level_when_the_prefill_beats_the_trip() -> None:
+    """ap-southeast at 30% of its slots (waits alone: nothing leaves), its prompts prefilled
+    in 400 ms on average against eu-west's 40 ms, 160 ms away: most of its users leave, and
+    eu-west is planned below its ceiling. With eu-west's prefill unknown nothing is weighed
+    and nothing leaves; nor when the saving is smaller than the round trip."""
+    loads = {"us-east": 0.5, "eu-west": 0.5, "ap-southeast": 0.3}
+    assert step(loads, 0.0)["ap-southeast"] == {}
+    lent = step(loads, 0.0, {"us-east": 0.04, "eu-west": 0.04, "ap-southeast": 0.4})
+    share = lent["ap-southeast"].get("eu-west", 0.0)
+    assert share >= 0.5
+    added = share * 0.3 * 5.35
+    assert 0.5 * 3 * 5.35 + added <= overflow.RESCUE_CEILING * 3 * 5.35
+    assert lent["eu-west"] == {} and lent["us-east"] == {}
+    unknown = step(loads, 0.0, {"us-east": 0.04, "eu-west": None, "ap-southeast": 0.4})
+    assert unknown["ap-southeast"] == {}
+    near = step(loads, 0.0, {"us-east": 0.04, "eu-west": 0.04, "ap-southeast": 0.15})
+    assert near["ap-southeast"] == {}
