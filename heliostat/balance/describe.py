@@ -91,6 +91,13 @@ def _model(
             },
             "receives": received.get(r, {}),
         }
+        if region.prefill is not None or region.hit_rate is not None:
+            regions[r]["prefill_ms"] = (
+                None if region.prefill is None else round(1000.0 * region.prefill, 1)
+            )
+            regions[r]["prefix_hit_rate"] = (
+                None if region.hit_rate is None else round(region.hit_rate, 3)
+            )
         if (name, r) in observed:  # observed capacity, from the engines' success counters
             regions[r]["capacity_observed"] = dict(sorted(observed[name, r].items()))
     for r, refused in sorted(model.refusals.items()):

@@ -403,7 +403,43 @@ def _endpoints(
         if counted:
             live[region] = counted
     supply, rates = _supply(model, live, pressures, rows)
+    if hashing and rates:
+        supply = _with_prefill(supply, live, signals)
     return members, service, supply, rates, column, tuple(known)
+
+
+def _with_prefill(
+    supply: dict[str, overflow.Supply],
+    live: Mapping[str, list[int]],
+    signals: Sequence[Sample | None],
+) -> dict[str, overflow.Supply]:
+    """Each region's supply with its engines' mean prefill time and prefix-cache hit rate
+    (`Supply.prefill`, `hit_rate`): over its live endpoints that report them, each weighted
+    by what it completes (a region's requests are prefilled where they are served; 1 where
+    unknown). Only for a model whose prompts are hashed to replicas by prefix: there the
+    caches, and the prefill, differ by region; elsewhere every prompt is prefilled alike."""
+    result = dict(supply)
+    for region, rows in live.items():
+        prefill = hits = weight = hit_weight = 0.0
+        for row in rows:
+            signal = signals[row]
+            if signal is None:
+                continue
+            served = signal.served_rate
+            w = served if served is not None and served > 0.0 else 1.0
+            if signal.prefill_s is not None:
+                prefill += w * signal.prefill_s
+                weight += w
+            if signal.prefix_hit_rate is not None:
+                hits += w * signal.prefix_hit_rate
+                hit_weight += w
+        if weight > 0.0 or hit_weight > 0.0:
+            result[region] = dataclasses.replace(
+                supply[region],
+                prefill=prefill / weight if weight > 0.0 else None,
+                hit_rate=hits / hit_weight if hit_weight > 0.0 else None,
+            )
+    return result
 
 
 def _teaches(signals: Sequence[Sample | None]) -> bool:

@@ -143,6 +143,12 @@ class Supply:
     # `occupancy`): the utilisation its admitted load keeps it at, measured, not estimated.
     level: float | None = None
     slots: int | None = None  # every live endpoint's slots added up (None: unknown)
+    # The mean time its engines spent prefilling a request of late (seconds, over its live
+    # endpoints that measure it; None: unknown) and the share of prompt tokens their prefix
+    # caches held (None: unknown). A region whose cache holds its users' shared prompts
+    # prefills them in a fraction of the time: `spill` weighs that against a round trip.
+    prefill: float | None = None
+    hit_rate: float | None = None
 
 
 def tolerated(region: Supply, ttft_s: float) -> float:
@@ -290,6 +296,8 @@ def step(
             late=own is not None and rates and late(own, model.slo.ttft_ms / 1000.0),
             utilisation=own.utilisation if own is not None else UTILISATION,
             gateways=_reporting(gateways, model, r, now),
+            prefill=own.prefill if own is not None else None,
+            hit_rate=own.hit_rate if own is not None else None,
         )
     return result
 
@@ -495,10 +503,14 @@ def _origins(
         demanded = users.smoothed[r]
         before = previous.get(r)
         judged = own is not None and _pays_to_judge(model, own, users, r, demanded)
+        # Lending already, or a rescuer within budget prefills its users faster than they
+        # wait for the round trip (`prefill_pays`): the paying share decides, even while
+        # its own slots carry them (a region with a cold cache is not at risk for its
+        # queue, yet its users may be served sooner elsewhere).
         lends = before is not None and bool(before.shares)
         if (
             own is not None
-            and not (judged and lends)
+            and not (judged and (lends or prefill_pays(policy, model, r, supply)))
             and carries_own(model, own, before, refused.get(r, 0.0))
         ):
             # It evidently serves its own users, whatever the estimates say; up to what it
@@ -516,7 +528,13 @@ def _origins(
             # level: a pool of 4 slots reads 0.4 to 0.7 at a steady 65%, and the level
             # test took the share back and forth with it.
             paid = paying(policy, model, r, supply, users, before)
-            capacity = max(capacity, demanded * (1.0 - paid.share))
+            if paid.prefill:
+                # Prefills weighed: the paying share is the plan, below its planning level
+                # too (its users are served sooner where the cache holds their prompts); the
+                # allocation still places it only into the rescuer's room.
+                capacity = demanded * (1.0 - paid.share)
+            else:
+                capacity = max(capacity, demanded * (1.0 - paid.share))
             if paid.rescuer is not None:
                 sent_there = demanded - capacity
                 incoming[paid.rescuer] = incoming.get(paid.rescuer, 0.0) + max(0.0, sent_there)
@@ -574,16 +592,44 @@ def paying(
         if q == r or pool is None or not pool.rates or not pool.slots or pool.raw <= 0.0:
             continue
         rescuers[q] = (
-            spill.Pool(pool.slots, pool.raw, users.smoothed.get(q, 0.0)),
+            spill.Pool(pool.slots, pool.raw, users.smoothed.get(q, 0.0), pool.prefill or 0.0),
             policy.rtt_ms(r, q) / 1000.0,
         )
     lent = before.shares if before is not None else {}
     demanded = users.smoothed.get(r, 0.0)
-    origin = spill.Pool(own.slots, own.raw, demanded)
+    origin = spill.Pool(own.slots, own.raw, demanded, own.prefill or 0.0)
+    counted = own.prefill is not None and all(supply[q].prefill is not None for q in rescuers)
+    if not counted:
+        # Prefill counted only where every side measures it: against an unknown one, a
+        # known one would read as all cost or all saving.
+        origin = dataclasses.replace(origin, prefill=0.0)
+        rescuers = {
+            q: (dataclasses.replace(pool, prefill=0.0), rtt) for q, (pool, rtt) in rescuers.items()
+        }
     # The reading's spread by chance: a Poisson count over the smoothing's window (about
     # twice its time constant).
     spread = math.sqrt(max(0.0, demanded) / (2.0 * demand.TAU_S))
-    return spill.paying_share(origin, rescuers, model.slo.ttft_ms / 1000.0, lent, spread)
+    paid = spill.paying_share(origin, rescuers, model.slo.ttft_ms / 1000.0, lent, spread)
+    if counted and rescuers and paid.rescuer is not None:
+        return dataclasses.replace(paid, prefill=True)
+    return paid
+
+
+def prefill_pays(policy: Policy, model: Model, r: str, supply: Mapping[str, Supply]) -> bool:
+    """Some region within r's budget prefills a request faster than r does by more than the
+    round trip to it, and by START of the TTFT objective: its prefix cache holds what r's
+    does not (`Supply.prefill`, measured on both sides). Waits are left to `spill`."""
+    own = supply.get(r)
+    if own is None or own.prefill is None:
+        return False
+    margin = spill.START * model.slo.ttft_ms / 1000.0
+    for q in within_budget(policy, model, r):
+        pool = supply.get(q)
+        if q == r or pool is None or pool.prefill is None or not pool.slots:
+            continue
+        if own.prefill - pool.prefill - policy.rtt_ms(r, q) / 1000.0 >= margin:
+            return True
+    return False
 
 
 def carries_own(

@@ -12,13 +12,24 @@ four times a minute).
 So the share is the one that minimises the expected time to first token over the origin's
 users and the rescuer's own, with waits from `queueing.mean_wait`:
 
-    f(s) = D_o (1 - s) W_o(D_o (1 - s)) + D_o s (W_q(D_q + s D_o) + rtt) + D_q W_q(D_q + s D_o)
+    f(s) = D_o (1 - s) (W_o(D_o (1 - s)) + P_o) + D_o s (W_q(D_q + s D_o) + rtt + P_q)
+           + D_q W_q(D_q + s D_o)
 
-(D demand in requests/s, W the expected wait at that arrival rate). The share is taken only
-if it saves enough per origin user: START of the TTFT objective to start lending, any
-saving once lending (hysteresis: a saving that hovers around the threshold does not switch
-a share on and off). One rescuer at a time, the one saving the most; the allocation then
-places the excess by its costs as before. Pure arithmetic, memoised on rounded inputs.
+(D demand in requests/s, W the expected wait at that arrival rate, P the mean prefill a
+request takes there, `Pool.prefill`). The prefill term is what a region's prefix cache is
+worth: a small pool that cannot hold its users' shared prompts prefills most of each one
+cold, and a rescuer whose cache holds them prefills the same prompts in a fraction of the
+time; a round trip shorter than that difference pays even with no queue at home. (It pays
+for the sent users' prefill as the rescuer measures it for its own, and for the origin's
+as it measures it now: an approximation while the share moves which prompts each cache
+holds.) Without a measured prefill on every side P is 0 everywhere and the choice is the
+waits' alone, as before.
+
+The share is taken only if it saves enough per origin user: START of the TTFT objective to
+start lending, any saving once lending (hysteresis: a saving that hovers around the
+threshold does not switch a share on and off). One rescuer at a time, the one saving the
+most; the allocation then places the excess by its costs as before. Pure arithmetic,
+memoised on rounded inputs.
 """
 
 from __future__ import annotations
@@ -46,6 +57,9 @@ class Pool:
     slots: int
     capacity: float
     demand: float
+    # The mean prefill the origin's users take when served there (seconds; measured by its
+    # engines, `overflow.Supply.prefill`): 0 when unknown on either side.
+    prefill: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +69,11 @@ class Spill:
     share: float
     rescuer: str | None
     saved_s: float  # expected TTFT saved per origin user, seconds
+    # Prefills were weighed (measured on every side): the share is what the origin sends,
+    # not only the most it sends (`overflow._origins`). With waits alone, a region below
+    # its planning level keeps its users: the share only bounds what the allocation places
+    # above that level.
+    prefill: bool = False
 
 
 NONE = Spill(0.0, None, 0.0)
@@ -143,17 +162,24 @@ def _saved(stay: float, cost: float, demand: float) -> float:
     return (stay - cost) / demand
 
 
-def _key(pool: Pool) -> tuple[int, float, float]:
-    return (pool.slots, float(f"{pool.capacity:.3g}"), float(f"{max(0.0, pool.demand):.3g}"))
+def _key(pool: Pool) -> tuple[int, float, float, float]:
+    return (
+        pool.slots,
+        float(f"{pool.capacity:.3g}"),
+        float(f"{max(0.0, pool.demand):.3g}"),
+        round(max(0.0, pool.prefill), 3),  # to the millisecond
+    )
 
 
 @functools.lru_cache(maxsize=4096)
 def _costs(
-    origin: tuple[int, float, float], rescuer: tuple[int, float, float], rtt: float
+    origin: tuple[int, float, float, float],
+    rescuer: tuple[int, float, float, float],
+    rtt: float,
 ) -> tuple[float, ...]:
     """f(s) for s = 0, STEP, ..., 1 (see the module docstring), in request-seconds."""
-    slots_o, capacity_o, demand_o = origin
-    slots_q, capacity_q, demand_q = rescuer
+    slots_o, capacity_o, demand_o, prefill_o = origin
+    slots_q, capacity_q, demand_q, prefill_q = rescuer
 
     def cost(share: float) -> float:
         home = demand_o * (1.0 - share)
@@ -162,6 +188,6 @@ def _costs(
         wait_q = queueing.mean_wait(slots_q, capacity_q, (demand_q + sent) / capacity_q)
         if math.isinf(wait_q) or (home > 0.0 and math.isinf(wait_o)):
             return math.inf
-        return home * wait_o + sent * (wait_q + rtt) + demand_q * wait_q
+        return home * (wait_o + prefill_o) + sent * (wait_q + rtt + prefill_q) + demand_q * wait_q
 
     return tuple(cost(i * STEP) for i in range(round(1.0 / STEP) + 1))

@@ -512,6 +512,10 @@ class RegionState:
     late: bool = False  # its backlog is beyond what the SLO tolerates (`overflow.late`)
     utilisation: float = 0.95  # what its capacity is planned to (`queueing.utilisation`)
     gateways: int = 1  # how many of its gateways (Envoys) reported its demand
+    # Its engines' mean prefill time (seconds) and prefix-cache hit rate, as `spill` weighed
+    # them (`overflow.Supply`); None: not measured, or the model does not hash prompts.
+    prefill: float | None = None
+    hit_rate: float | None = None
 
     @property
     def pressure(self) -> float | None:

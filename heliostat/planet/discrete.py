@@ -76,6 +76,7 @@ class _Request:
     retry: bool = False
     engine_request: EngineRequest | None = None
     done: bool = False
+    group: int | None = None  # its shared prompt prefix (`ModelSpec.prefix_groups`)
 
 
 @dataclass(eq=False)
@@ -327,6 +328,10 @@ class DiscreteRun:
                 max_num_seqs=engine.config.max_num_seqs,
                 num_gpu_blocks=engine.config.num_gpu_blocks,
                 block_size=engine.config.block_size,
+                prefix_hits_total=float(engine.prefix_hits),
+                prefix_queries_total=float(engine.prefix_queries),
+                prefill_seconds_total=engine.prefill_seconds,
+                prefill_requests_total=float(engine.prefilled),
             )
             self.scrapes.scraped(key, sample, T0 + self.now)
         delay = self.model.signals.timeout if blackholed else 0.0
@@ -407,6 +412,9 @@ class DiscreteRun:
             self.outputs.draw(self.rng),
             TrafficClass.BATCH if batch else TrafficClass.INTERACTIVE,
         )
+        groups = self.scenario.model.prefix_groups
+        if groups:  # drawn only then: scenarios without groups play the same requests
+            request.group = self.rng.randrange(groups)
         if self.router is None:
             self._pick(request)
             return
@@ -461,7 +469,11 @@ class DiscreteRun:
             envoy.ejected(self.now), request.tried_hosts, request.tried_priorities
         )
         host = balancer.pick(
-            self.rng, envoy.active, exclusions, envoy.cluster_active.get(request.cluster, 0)
+            self.rng,
+            envoy.active,
+            exclusions,
+            envoy.cluster_active.get(request.cluster, 0),
+            key=request.group,
         )
         if host is None:
             self.record.refused(request.origin, self.now, 1.0)
@@ -557,7 +569,8 @@ class DiscreteRun:
             self._at(self.now + back, "server_error", request)
             return
         engine_request = EngineRequest(
-            prompt=[self.rng.getrandbits(31) for _ in range(request.prompt)],
+            prompt=[*self._prefix(request.group)]
+            + [self.rng.getrandbits(31) for _ in range(request.prompt)],
             max_tokens=request.output,
         )
         request.engine_request = engine_request
@@ -565,6 +578,13 @@ class DiscreteRun:
         replica.engine.submit(engine_request, self.now)
         if not replica.stepping:
             self._schedule(replica)
+
+    def _prefix(self, group: int | None) -> range:
+        """The tokens of a group's shared system prompt (negative: no drawn token is one)."""
+        if group is None:
+            return range(0)
+        n = self.scenario.model.prefix_tokens
+        return range(-(group + 1) * n, -group * n)
 
     def _on_server_error(self, request: _Request) -> None:
         envoy = request.envoy

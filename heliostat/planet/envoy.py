@@ -33,8 +33,10 @@ hosts and priorities).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -406,12 +408,18 @@ class Balancer:
         active: Mapping[str, int],
         exclusions: Exclusions = NO_EXCLUSIONS,
         cluster_active: int = 0,
+        key: int | None = None,
     ) -> str | None:
-        """The host Envoy sends this try to (entries are single hosts), None when none."""
+        """The host Envoy sends this try to (entries are single hosts), None when none.
+
+        `key`: the request's hash (a prompt prefix's, `affinity.prefix_chars`), for ring
+        hash: as Envoy does with a hash, the priority is chosen by it (hash % 100) and the
+        host by it (`_by_key`); None: a random key, as before."""
         loads = self.priority_loads(exclusions)
         if not loads:
             return None
-        draw = rng.randrange(100) + 1
+        keyed = key is not None and self.config.kind is LbKind.RING_HASH
+        draw = (_mix(key, 0) % 100 + 1) if keyed and key is not None else rng.randrange(100) + 1
         acc = 0
         chosen: tuple[_Level, bool, bool] | None = None
         for level, healthy_load, _degraded, panic in loads:
@@ -429,12 +437,15 @@ class Balancer:
             return None
         level, panic, degraded = chosen
         attempts = 6  # host_selection_retry_max_attempts 5, plus the first
-        key = None
-        for _ in range(attempts):
-            key = self._pick_within(rng, level, panic, degraded, active, exclusions, cluster_active)
-            if key is None or key not in exclusions.tried_hosts:
-                return key
-        return key
+        host = None
+        for attempt in range(attempts):
+            hashed = key if keyed and attempt == 0 else None  # a retry rehashes: random
+            host = self._pick_within(
+                rng, level, panic, degraded, active, exclusions, cluster_active, hashed
+            )
+            if host is None or host not in exclusions.tried_hosts:
+                return host
+        return host
 
     def _pick_ring(
         self,
@@ -444,35 +455,37 @@ class Balancer:
         active: Mapping[str, int],
         exclusions: Exclusions,
         cluster_active: int,
+        key: int | None = None,
     ) -> str | None:
-        """Ring hash on a random key; with bounded load, a host over its bound passes the
-        request on (in random order) to the first one under its own, else the least over."""
+        """Ring hash on the request's key (a random one when None); with bounded load, a
+        host over its bound passes the request on (in random order) to the first one under
+        its own, else the least over."""
         shares = self._ring_shares(level, panic, exclusions)
         if not shares:
             return None
-        first = _weighted_choice(rng, shares)
+        first = _weighted_choice(rng, shares) if key is None else _by_key(key, shares)
         factor = self.config.hash_balance_factor
         if factor is None:
             return first
         slots = math.ceil((cluster_active + 1) * factor / 100)
 
-        def overload(key: str) -> float:
-            bound = max(1, math.ceil(slots * shares[key]))
-            return active.get(key, 0) / bound
+        def overload(host: str) -> float:
+            bound = max(1, math.ceil(slots * shares[host]))
+            return active.get(host, 0) / bound
 
         if overload(first) <= 1.0:
             return first
         best, best_load = first, overload(first)
         order = list(shares)
         rng.shuffle(order)
-        for key in order:
-            if key == first:
+        for host in order:
+            if host == first:
                 continue
-            load = overload(key)
+            load = overload(host)
             if load <= 1.0:
-                return key
+                return host
             if load < best_load:
-                best, best_load = key, load
+                best, best_load = host, load
         return best
 
     def _pick_within(
@@ -484,9 +497,10 @@ class Balancer:
         active: Mapping[str, int],
         exclusions: Exclusions,
         cluster_active: int,
+        key: int | None = None,
     ) -> str | None:
         if self.config.kind is LbKind.RING_HASH:
-            return self._pick_ring(rng, level, panic, active, exclusions, cluster_active)
+            return self._pick_ring(rng, level, panic, active, exclusions, cluster_active, key)
         if panic:
             hosts = [e for loc in level.localities for e in loc.hosts]
             return _pick_host(rng, hosts, [e.key for e in hosts], active)
@@ -579,6 +593,28 @@ def _pick_host(
 
 
 K = TypeVar("K")
+
+
+def _mix(key: int, salt: int) -> int:
+    """A 64-bit hash of (key, salt), the same in every process (no PYTHONHASHSEED)."""
+    digest = hashlib.blake2b(f"{key}:{salt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _by_key(key: int, shares: Mapping[str, float]) -> str:
+    """The host a key hashes to, each with a chance in proportion to its ring share, and
+    consistent as a ring is: weighted rendezvous hashing (the least -ln(u) / share, u the
+    hash of key and host), so one host's share moving moves only the keys it gains or
+    loses, and every gateway with the same hosts and shares places a key alike."""
+    best, best_score = "", math.inf
+    for host, share in shares.items():
+        if share <= 0.0:
+            continue
+        u = (_mix(key, zlib.crc32(host.encode())) + 0.5) / 2.0**64
+        score = -math.log(u) / share
+        if score < best_score:
+            best, best_score = host, score
+    return best if best else next(iter(shares))
 
 
 def _weighted_choice(rng: random.Random, weights: Mapping[K, float]) -> K:

@@ -90,6 +90,12 @@ class ReplicaSample:
     max_num_seqs: int
     num_gpu_blocks: int
     block_size: int
+    # vllm:prefix_cache_hits/queries_total and vllm:request_prefill_time_seconds' sum and
+    # count, where the engine plays them (the discrete engine; None: not reported).
+    prefix_hits_total: float | None = None
+    prefix_queries_total: float | None = None
+    prefill_seconds_total: float | None = None
+    prefill_requests_total: float | None = None
 
 
 def reading_of(sample: ReplicaSample) -> Reading:
@@ -104,7 +110,14 @@ def reading_of(sample: ReplicaSample) -> Reading:
         "block_size": sample.block_size,
     }
     # Fields of the rate-based signals (issue 10), filled as soon as `Reading` has them.
-    upcoming = {"served_total": sample.served_total, "kv_usage_max": sample.kv_usage}
+    upcoming = {
+        "served_total": sample.served_total,
+        "kv_usage_max": sample.kv_usage,
+        "prefix_hits_total": sample.prefix_hits_total,
+        "prefix_queries_total": sample.prefix_queries_total,
+        "prefill_seconds_total": sample.prefill_seconds_total,
+        "prefill_requests_total": sample.prefill_requests_total,
+    }
     values.update({k: v for k, v in upcoming.items() if k in _READING_FIELDS})
     return Reading(**values)  # type: ignore[arg-type]
 

@@ -66,6 +66,14 @@ class ModelSpec(Section):
     output_tokens: TokenSpread = TokenSpread(median=48, sigma=0.5, min=4, max=512)
     # Share of requests sent as `x-priority: batch` (they take the model's batch cluster).
     batch_share: Fraction = 0.0
+    # Groups of users sharing a system prompt (inference-perf's shared_prefix): each request
+    # belongs to one of `prefix_groups` groups (uniformly), and its prompt is its group's
+    # `prefix_tokens` tokens followed by `prompt_tokens` of its own. Played request by
+    # request only (the discrete engine: each replica's prefix cache holds what it holds, and
+    # ring hash places a request by its prefix's hash); the fluid engine prefills every
+    # prompt in full. 0: every prompt its own.
+    prefix_groups: Count = 0
+    prefix_tokens: Count = 0
 
 
 class Slo(Section):

@@ -51,6 +51,8 @@ VLLM_PREFIX_HITS: Final = "vllm:prefix_cache_hits_total"
 VLLM_PREFIX_QUERIES_OLD: Final = "vllm:gpu_prefix_cache_queries_total"
 VLLM_PREFIX_HITS_OLD: Final = "vllm:gpu_prefix_cache_hits_total"
 VLLM_PREFIX_RATE_OLD: Final = "vllm:gpu_prefix_cache_hit_rate"
+VLLM_PREFILL_SUM: Final = "vllm:request_prefill_time_seconds_sum"
+VLLM_PREFILL_COUNT: Final = "vllm:request_prefill_time_seconds_count"
 VLLM_SUCCESS: Final = "vllm:request_success_total"
 VLLM_CACHE_CONFIG: Final = "vllm:cache_config_info"
 VLLM_LORA: Final = "vllm:lora_requests_info"
@@ -103,6 +105,8 @@ WANTED: Final[Mapping[str, frozenset[str]]] = {
             VLLM_SUCCESS,
             VLLM_CACHE_CONFIG,
             VLLM_LORA,
+            VLLM_PREFILL_SUM,
+            VLLM_PREFILL_COUNT,
         }
     ),
     "sglang": frozenset(
@@ -396,6 +400,8 @@ def adapt_vllm(
         prefix_hit_rate=rate,
         prefix_hits_total=hits,
         prefix_queries_total=queries,
+        prefill_seconds_total=page.count(VLLM_PREFILL_SUM),
+        prefill_requests_total=page.count(VLLM_PREFILL_COUNT),
         num_gpu_blocks=page.info_ints(VLLM_CACHE_CONFIG, "num_gpu_blocks"),
         block_size=page.info_ints(VLLM_CACHE_CONFIG, "block_size", each=True),
         served_total=page.count(VLLM_SUCCESS),

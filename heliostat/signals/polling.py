@@ -26,7 +26,14 @@ from prometheus_client import CollectorRegistry
 
 from heliostat.signals.http import new_session
 from heliostat.signals.metrics import SignalMetrics
-from heliostat.signals.rates import CounterState, ServedState, prefix_hit_rate, served_rate
+from heliostat.signals.rates import (
+    CounterState,
+    PrefillState,
+    ServedState,
+    prefill_time,
+    prefix_hit_rate,
+    served_rate,
+)
 from heliostat.signals.record import Failure, Reading, ScrapeTarget, Signal, empty_signal
 
 log = logging.getLogger(__name__)
@@ -43,10 +50,12 @@ class EndpointState:
     signal: Signal
     counters: CounterState | None = None
     served: ServedState | None = None
+    prefill: PrefillState | None = None
 
     def accept(self, reading: Reading, at: float, *, rated: bool = False) -> None:
         """Take a successful reading; `rated`: the source computed `served_rate` itself."""
         rate, self.counters = prefix_hit_rate(self.counters, reading)
+        prefill, self.prefill = prefill_time(self.prefill, reading, at)
         if rated:
             served = reading.served_rate
         else:
@@ -71,7 +80,7 @@ class EndpointState:
                     "detail": "using what it has",
                 },
             )
-        self.signal = self.signal.with_reading(reading, rate, at, served)
+        self.signal = self.signal.with_reading(reading, rate, at, served, prefill)
 
     def reject(self, failure: Failure) -> None:
         if self.signal.error != failure.reason:  # log changes, not every failed round

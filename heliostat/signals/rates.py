@@ -1,7 +1,8 @@
 """Counters -> rates between two scrapes of the same endpoint.
 
-Two kinds: the prefix-cache hit rate (a ratio of two counters) and the served rate (a success
-counter over the time between scrapes).
+Three kinds: the prefix-cache hit rate (a ratio of two counters), the served rate (a success
+counter over the time between scrapes) and the mean prefill time (a histogram's sum over its
+count, averaged over PREFILL_TAU_S).
 
 vLLM reports prefix-cache hits and queries as token counters since start; the recent hit rate
 is their increase ratio between scrapes (`increase(hits) / increase(queries)`, as PromQL would
@@ -13,6 +14,7 @@ kept: an idle server's cache is as warm as it was, and an unknown rate is worse 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from heliostat.signals.record import Reading
@@ -81,3 +83,51 @@ def served_rate(
     increase = total - previous.total if total >= previous.total else total
     rate = increase / dt
     return rate, ServedState(total, at, rate)
+
+
+# The prefill time is averaged over about this long (seconds): a replica prefills a few
+# requests a second, and the mean of one scrape interval's swings with each one's prompt and
+# cache hit; the law weighs it against round trips of tens of milliseconds.
+PREFILL_TAU_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillState:
+    """The histogram's sum and count at the last accepted scrape, and the decaying sums of
+    their increases (seconds prefilling, requests prefilled) the mean is read from."""
+
+    seconds: float
+    requests: float
+    at: float
+    decayed_seconds: float = 0.0
+    decayed_requests: float = 0.0
+
+
+def prefill_time(
+    previous: PrefillState | None, reading: Reading, at: float
+) -> tuple[float | None, PrefillState | None]:
+    """The mean seconds a request spent in prefill over the last PREFILL_TAU_S or so (each
+    scrape's increases of the histogram's sum and count added into sums that decay by
+    exp(-dt / PREFILL_TAU_S)), and the state to keep. A counter that went down was reset:
+    its whole new value is the increase. None until something was prefilled between two
+    scrapes, and for engines that export no such histogram."""
+    seconds, requests = reading.prefill_seconds_total, reading.prefill_requests_total
+    if seconds is None or requests is None:
+        return None, None
+    if previous is None:
+        return None, PrefillState(seconds, requests, at)
+    if seconds < previous.seconds or requests < previous.requests:
+        d_seconds, d_requests = seconds, requests
+    else:
+        d_seconds, d_requests = seconds - previous.seconds, requests - previous.requests
+    keep = math.exp(-max(0.0, at - previous.at) / PREFILL_TAU_S)
+    state = PrefillState(
+        seconds,
+        requests,
+        max(at, previous.at),
+        previous.decayed_seconds * keep + d_seconds,
+        previous.decayed_requests * keep + d_requests,
+    )
+    if state.decayed_requests <= 1e-9:
+        return None, state
+    return state.decayed_seconds / state.decayed_requests, state

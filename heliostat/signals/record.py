@@ -151,6 +151,8 @@ class Reading:
     - `read_as`: the model label value the numbers were read under (None: unlabelled).
     - `max_num_seqs`, `num_gpu_blocks`: the server's slots and KV blocks, summed over engines;
       `block_size` one engine's.
+    - `prefill_seconds_total`, `prefill_requests_total`: vLLM's prefill-time histogram's
+      sum and count (seconds from a request's scheduling to its first token), raw.
     - `lora`: on vLLM with LoRA, whether the policy model (an adapter) is `running`,
       `waiting` or `idle` per `vllm:lora_requests_info`; None without that series or when the
       policy model is the base model itself.
@@ -174,6 +176,9 @@ class Reading:
     engines: int | None = None
     read_as: str | None = None
     lora: str | None = None
+    # vLLM's `vllm:request_prefill_time_seconds` histogram: its _sum and _count, raw.
+    prefill_seconds_total: float | None = None
+    prefill_requests_total: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +226,9 @@ class Signal:
     read_as: str | None = None
     lora: str | None = None
     error_detail: str | None = None
+    # The mean prefill time of its requests of late (seconds; `rates.prefill_time`): None
+    # when the engine does not export it or nothing was prefilled yet.
+    prefill_s: float | None = None
 
     def age(self, now: float) -> float | None:
         """Seconds since the last successful scrape (never negative), None if never scraped."""
@@ -251,6 +259,7 @@ class Signal:
         prefix_hit_rate: float | None,
         at: float,
         served_rate: float | None = None,
+        prefill_s: float | None = None,
     ) -> Signal:
         return dataclasses.replace(
             self,
@@ -274,6 +283,7 @@ class Signal:
             read_as=reading.read_as,
             lora=reading.lora,
             error_detail=None,
+            prefill_s=prefill_s,
         )
 
 

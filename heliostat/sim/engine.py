@@ -154,6 +154,14 @@ class EngineRequest:
         return self.num_computed_tokens >= self.prompt_len
 
     @property
+    def prefill_time(self) -> float | None:
+        """Seconds from its admission to its first token (vLLM's request_prefill_time:
+        scheduled to first token), None before both."""
+        if self.first_token_time is None or self.admit_time is None:
+            return None
+        return self.first_token_time - self.admit_time
+
+    @property
     def ttft(self) -> float | None:
         """Arrival to first token, in the caller's time unit."""
         if self.first_token_time is None:
@@ -212,6 +220,9 @@ class Engine:
         self.prefix_hits = 0
         self.peak_in_flight = 0
         """The most requests it held at once (waiting and running), since `restart_peak`."""
+        # vllm:request_prefill_time_seconds' sum and count (requests past their prefill).
+        self.prefill_seconds = 0.0
+        self.prefilled = 0
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -325,6 +336,9 @@ class Engine:
                 full = req.prompt_len // self.config.block_size
                 self.pool.commit(req.blocks[:full], req.hashes[:full])
                 req.first_token_time = now
+                if req.admit_time is not None:
+                    self.prefill_seconds += now - req.admit_time
+                    self.prefilled += 1
                 self.observer.on_first_token(req)
                 self._produce(req, now)
 

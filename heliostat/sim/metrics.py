@@ -36,6 +36,10 @@ from heliostat.sim.engine import Engine, EngineObserver, EngineRequest
 MetricNames = Literal["v1", "v0"]
 
 # vLLM v1's buckets, so histogram_quantile() over the simulator behaves like over vLLM.
+PREFILL_BUCKETS = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+    120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
+)  # fmt: skip
 TTFT_BUCKETS = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
     2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
@@ -144,6 +148,14 @@ class ReplicaMetrics:
             buckets=TTFT_BUCKETS,
             registry=r,
         )
+        # vLLM's request_latency_buckets; the law reads its sum and count only.
+        self.prefill_time = Histogram(
+            "vllm:request_prefill_time_seconds",
+            "Histogram of time spent in PREFILL phase for request.",
+            lbl,
+            buckets=PREFILL_BUCKETS,
+            registry=r,
+        )
         self.e2e = Histogram(
             "vllm:e2e_request_latency_seconds",
             "Histogram of e2e request latency in seconds.",
@@ -183,6 +195,7 @@ class ReplicaMetrics:
                 self.prompt_tokens,
                 self.generation_tokens,
                 self.ttft,
+                self.prefill_time,
                 self.e2e,
             ):
                 if metric is not None:
@@ -239,6 +252,8 @@ class _EngineMetrics(EngineObserver):
         self.m.prompt_tokens.labels(**self.labels).inc(req.prompt_len)
         if req.ttft is not None:
             self.m.ttft.labels(**self.labels).observe(req.ttft)
+        if req.prefill_time is not None:
+            self.m.prefill_time.labels(**self.labels).observe(req.prefill_time)
 
     def on_finish(self, req: EngineRequest) -> None:
         self.m.generation_tokens.labels(**self.labels).inc(req.num_generated)

@@ -144,10 +144,13 @@ def last_tick(
     )
 
 
-def step(loads: dict[str, float], backlog: float) -> dict[str, dict[str, float]]:
+def step(
+    loads: dict[str, float], backlog: float, prefills: Mapping[str, float | None] | None = None
+) -> dict[str, dict[str, float]]:
     """One tick of `overflow.step` from a cold start, every region's users at `loads` of
     its capacity as its gateways measure them, ap-southeast's queue holding `backlog`
-    requests; the shares each region lends."""
+    requests, each region's engines' mean prefill `prefills` (seconds); the shares each
+    region lends."""
     counts = {"us-east": 4, "eu-west": 3, "ap-southeast": 1}
     policy = policy_of(counts, budget=170, max_share=None)
     model = policy.spec.models[0]
@@ -160,7 +163,11 @@ def step(loads: dict[str, float], backlog: float) -> dict[str, dict[str, float]]
         }
     )
     regions = {
-        r: supply(n, loads[r], backlog if r == "ap-southeast" else 0.0) for r, n in counts.items()
+        r: dataclasses.replace(
+            supply(n, loads[r], backlog if r == "ap-southeast" else 0.0),
+            prefill=(prefills or {}).get(r),
+        )
+        for r, n in counts.items()
     }
     plan = overflow.step(policy, model, regions, True, gateways, {}, {}, 0.5, now)
     return {r: {q: h.published for q, h in s.lending.items()} for r, s in plan.items()}
@@ -188,3 +195,75 @@ def test_a_region_at_85_percent_lends_the_paying_share_and_its_rescuer_keeps_its
     lent = step({"us-east": 0.5, "eu-west": 0.5, "ap-southeast": 0.85}, backlog)
     assert 0.15 <= lent["ap-southeast"].get("eu-west", 0.0) <= 0.4
     assert lent["eu-west"] == {} and lent["us-east"] == {}
+
+
+# Prefill (shared_prefix's fleet, measured in the eighth full run): a cold 864-token prompt on
+# one replica ~170 ms, a cached one ~35 ms.
+COLD_S, WARM_S = 0.17, 0.035
+
+
+def paid(
+    load: float, prefill_o: float, prefill_q: float, rtt: float, rescuer_load: float = 0.65
+) -> spill.Spill:
+    origin = dataclasses.replace(at(SMALL, load), prefill=prefill_o)
+    rescuer = dataclasses.replace(at(RESCUER, rescuer_load), prefill=prefill_q)
+    return spill.paying_share(origin, {"eu-west": (rescuer, rtt)}, TTFT_S, {})
+
+
+def test_a_rescuer_whose_cache_holds_the_prompts_takes_a_larger_share() -> None:
+    """shared_prefix's small region at 65%, 160 ms from its rescuer: the waits alone send
+    some of its users; a rescuer that prefills them 135 ms faster is worth more of them, and
+    saves each origin user more."""
+    plain = paid(0.65, 0.0, 0.0, RTT_S)
+    warm = paid(0.65, COLD_S, WARM_S, RTT_S)
+    assert warm.rescuer == "eu-west"
+    assert warm.share >= plain.share + 0.04
+    assert warm.saved_s >= plain.saved_s + 0.015
+
+
+def test_a_prefill_saving_pays_with_no_queue_at_home_but_not_past_its_round_trip() -> None:
+    """At 45% of its slots the waits alone keep every user home; a lightly loaded rescuer
+    80 ms away that prefills them 135 ms faster saves most of them time; 200 ms away, the
+    round trip takes more than the prefill and the shorter waits at home give back."""
+    assert paid(0.45, 0.0, 0.0, 0.08, rescuer_load=0.4) == spill.NONE
+    near = paid(0.45, COLD_S, WARM_S, 0.08, rescuer_load=0.4)
+    assert near.rescuer == "eu-west"
+    assert near.share >= 0.3
+    assert near.saved_s >= spill.START * TTFT_S
+    # The rescuer's own users wait longer for each user it takes: it stays well within what
+    # its slots complete.
+    assert (0.4 * RESCUER.capacity + near.share * 0.45 * SMALL.capacity) < 0.7 * RESCUER.capacity
+    assert paid(0.45, COLD_S, WARM_S, 0.2, rescuer_load=0.4) == spill.NONE
+
+
+def test_a_rescuer_with_the_colder_cache_takes_a_smaller_share() -> None:
+    plain = paid(0.65, 0.0, 0.0, RTT_S)
+    cold = paid(0.65, WARM_S, COLD_S, RTT_S)
+    assert cold.share < plain.share
+    assert cold.saved_s < plain.saved_s
+
+
+def test_equal_prefills_change_nothing() -> None:
+    plain = paid(0.65, 0.0, 0.0, RTT_S)
+    same = paid(0.65, 0.1, 0.1, RTT_S)
+    assert (same.share, same.rescuer) == (plain.share, plain.rescuer)
+    assert same.saved_s == pytest.approx(plain.saved_s)
+
+
+def test_a_cold_cache_lends_below_its_planning_level_when_the_prefill_beats_the_trip() -> None:
+    """ap-southeast at 30% of its slots (waits alone: nothing leaves), its prompts prefilled
+    in 400 ms on average against eu-west's 40 ms, 160 ms away: most of its users leave, and
+    eu-west is planned below its ceiling. With eu-west's prefill unknown nothing is weighed
+    and nothing leaves; nor when the saving is smaller than the round trip."""
+    loads = {"us-east": 0.5, "eu-west": 0.5, "ap-southeast": 0.3}
+    assert step(loads, 0.0)["ap-southeast"] == {}
+    lent = step(loads, 0.0, {"us-east": 0.04, "eu-west": 0.04, "ap-southeast": 0.4})
+    share = lent["ap-southeast"].get("eu-west", 0.0)
+    assert share >= 0.5
+    added = share * 0.3 * 5.35
+    assert 0.5 * 3 * 5.35 + added <= overflow.RESCUE_CEILING * 3 * 5.35
+    assert lent["eu-west"] == {} and lent["us-east"] == {}
+    unknown = step(loads, 0.0, {"us-east": 0.04, "eu-west": None, "ap-southeast": 0.4})
+    assert unknown["ap-southeast"] == {}
+    near = step(loads, 0.0, {"us-east": 0.04, "eu-west": 0.04, "ap-southeast": 0.15})
+    assert near["ap-southeast"] == {}

@@ -209,3 +209,21 @@ def test_tgi_success_counter() -> None:
     r = ok(read_exposition(ex.tgi(success=148), "tgi", "x"))
     assert (r.page, r.served_total, r.engines) == ("tgi", 148, 1)
     assert r.missing == {"kv_usage", "prefix_hit_rate"}
+
+
+def test_vllm_prefill_histogram_sum_and_count_are_read() -> None:
+    text = ex.vllm()
+    line = {
+        part.split("{")[0]: float(part.rsplit(" ", 1)[1])
+        for part in text.splitlines()
+        if part.startswith("vllm:request_prefill_time_seconds_")
+    }
+    r = ok(read_exposition(text, "vllm", "x"))
+    assert r.prefill_seconds_total == pytest.approx(line["vllm:request_prefill_time_seconds_sum"])
+    assert r.prefill_requests_total == line["vllm:request_prefill_time_seconds_count"]
+    assert r.prefill_requests_total is not None and r.prefill_requests_total > 0
+
+
+def test_an_engine_without_a_prefill_histogram_reports_none() -> None:
+    r = ok(read_exposition(ex.vllm_early_v1(), "vllm", "x"))
+    assert (r.prefill_seconds_total, r.prefill_requests_total) == (None, None)

@@ -207,3 +207,26 @@ def test_debug_view_shows_the_page_shape_and_what_is_missing() -> None:
     (a,) = view["models"]["alpaca"]
     assert a["signal_of"] is not None and "base model 'meta/base'" in a["signal_of"]
     assert "running" in a["signal_of"]
+
+
+def prefilled(seconds: float, requests: float) -> Reading:
+    return Reading(engine="vllm", prefill_seconds_total=seconds, prefill_requests_total=requests)
+
+
+def test_prefill_time_is_the_mean_of_the_histograms_increases_decayed_over_its_window() -> None:
+    from heliostat.signals.rates import PREFILL_TAU_S, prefill_time
+
+    mean, state = prefill_time(None, prefilled(100.0, 1000.0), 0.0)
+    assert mean is None  # one reading: no increase yet
+    mean, state = prefill_time(state, prefilled(101.7, 1010.0), 1.0)
+    assert mean == pytest.approx(0.17)  # ten requests, 1.7 s: cold prefills
+    # Ten warm ones (35 ms) a window later: the mean is between, nearer the recent ones.
+    mean, state = prefill_time(state, prefilled(102.05, 1020.0), 1.0 + PREFILL_TAU_S)
+    assert 0.035 < mean < (0.17 + 0.035) / 2
+    # Nothing prefilled since: the mean stands.
+    same, state = prefill_time(state, prefilled(102.05, 1020.0), 2.0 + PREFILL_TAU_S)
+    assert same == pytest.approx(mean)
+    # A restart (counters down): the new values are the increase.
+    restarted, _ = prefill_time(state, prefilled(0.35, 10.0), 3.0 + PREFILL_TAU_S)
+    assert restarted is not None and 0.035 < restarted < same
+    assert prefill_time(None, Reading(engine="sglang"), 0.0) == (None, None)
