@@ -29,6 +29,15 @@ class CounterState:
     rate: float | None
 
 
+def _increases(now: tuple[float, float], before: tuple[float, float]) -> tuple[float, float]:
+    """Two counters' increases since `before`, exported by one process: either going down
+    means it restarted and both started again at zero, so their whole values are the
+    increases (as Prometheus counts a reset)."""
+    if now[0] < before[0] or now[1] < before[1]:
+        return now
+    return now[0] - before[0], now[1] - before[1]
+
+
 def prefix_hit_rate(
     previous: CounterState | None, reading: Reading
 ) -> tuple[float | None, CounterState | None]:
@@ -42,11 +51,7 @@ def prefix_hit_rate(
         return reading.prefix_hit_rate, None
     if previous is None:
         return None, CounterState(hits, queries, None)
-    if hits < previous.hits or queries < previous.queries:
-        # Either counter going down means the process restarted: both started again at zero.
-        d_hits, d_queries = hits, queries
-    else:
-        d_hits, d_queries = hits - previous.hits, queries - previous.queries
+    d_hits, d_queries = _increases((hits, queries), (previous.hits, previous.queries))
     if d_queries <= 0:
         return previous.rate, CounterState(hits, queries, previous.rate)
     rate = min(1.0, max(0.0, d_hits / d_queries))
@@ -116,10 +121,7 @@ def prefill_time(
         return None, None
     if previous is None:
         return None, PrefillState(seconds, requests, at)
-    if seconds < previous.seconds or requests < previous.requests:
-        d_seconds, d_requests = seconds, requests
-    else:
-        d_seconds, d_requests = seconds - previous.seconds, requests - previous.requests
+    d_seconds, d_requests = _increases((seconds, requests), (previous.seconds, previous.requests))
     keep = math.exp(-max(0.0, at - previous.at) / PREFILL_TAU_S)
     state = PrefillState(
         seconds,
