@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 JOBS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup --durations=25
+	$(BIN)/python -m pytest -q -n $(JOBS) --durations=25
 
 demo: $(STAMP)
 	$(BIN)/heliostat demo

@@ -1,71 +1,67 @@
 """Suite-wide hooks: how `make test` shares the tests between its two pytest-xdist workers,
 and the fault table gathered from the test reports.
 
-`make test` runs `pytest -n 2 --dist loadgroup`. Tests in one `xdist_group` run one after
-another in one worker; the rest go to whichever worker is free. Two groups are made here:
+`make test` runs `pytest -n 2`; the scheduler below hands out whole work units:
 
-- "real-processes": every test that starts real Envoys, `heliostat serve` or simulated
-  replicas (tests/e2e, tests/faults, tests/churn, tests marked `envoy`, and tests using the
-  e2e process fixtures). They run one at a time, as they did before the suite ran in two
-  workers, so their timing (convergence windows, seconds of traffic, drain deadlines) is
-  never shared with another such test; the other worker runs in-process tests beside them.
-- one group per module for tests using a fixture shared by a module (or wider): it is built
-  once (tests/planet/test_scenarios.py plays each scenario once, ~20-30 s each) instead of
-  once in each worker.
+- "real-processes": every module whose tests start real Envoys, `heliostat serve` or
+  simulated replicas (tests/e2e, tests/faults, tests/churn and the modules below with tests
+  marked `envoy`). One unit, so they run one at a time in one worker, as they did before the
+  suite ran in two workers: their timing (convergence windows, seconds of traffic, drain
+  deadlines) is never shared with another such test; the other worker runs in-process tests
+  beside them.
+- every other module is a unit of its own, so a fixture shared by a module's tests is built
+  once (tests/planet/test_scenarios.py plays each scenario once, 20-30 s each).
+
+The units are chosen from the test ids in a scheduler, not with `--dist loadgroup` and
+`xdist_group` marks: pytest-xdist (3.8) applies a group by rewriting `item._nodeid`, which
+pytest 9 no longer reads, so under pytest 9 the marks group nothing.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.faults.table import PROPERTY, Row, markdown
 
 REAL_PROCESS_DIRS = ("tests/e2e/", "tests/faults/", "tests/churn/")
-REAL_PROCESS_FIXTURES = frozenset({"processes", "start_heliostat", "start_envoy", "upstreams"})
-SHARED_SCOPES = frozenset({"module", "package", "session"})
+# Modules elsewhere with tests marked `envoy` (a real Envoy and `heliostat serve`).
+REAL_PROCESS_MODULES = frozenset(
+    {
+        "tests/bench/test_convergence.py",
+        "tests/bench/test_failover.py",
+        "tests/bench/test_overhead.py",
+        "tests/bench/test_routing.py",
+        "tests/bench/test_routing_envoy.py",
+        "tests/discovery/test_ha_envoy.py",
+        "tests/security/test_mtls.py",
+        "tests/signals/test_signal_serve.py",
+    }
+)
+REAL_PROCESSES = "real-processes"
 
 FAULT_ROWS: list[Row] = []
 
 
-def _starts_real_processes(item: pytest.Item) -> bool:
-    return (
-        item.nodeid.startswith(REAL_PROCESS_DIRS)
-        or item.get_closest_marker("envoy") is not None
-        or not REAL_PROCESS_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
-    )
+def unit_of(nodeid: str) -> str:
+    """The work unit a test id runs in under `make test`."""
+    module = nodeid.split("::", 1)[0]
+    if module.startswith(REAL_PROCESS_DIRS) or module in REAL_PROCESS_MODULES:
+        return REAL_PROCESSES
+    return module
 
 
-def _shares_a_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(
-        definition.scope in SHARED_SCOPES
-        for definitions in info.name2fixturedefs.values()
-        for definition in definitions
-        # pytest's and plugins' own (event loops, tmp_path_factory) are not built by the suite
-        if definition.baseid.startswith("tests/")
-    )
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
 
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
 
-def group_of(item: pytest.Item) -> str | None:
-    """The xdist group `item` runs in under `make test`, or None (any free worker)."""
-    if _starts_real_processes(item):
-        return "real-processes"
-    if _shares_a_fixture(item):
-        return item.nodeid.split("::", 1)[0]
-    return None
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        group = None if item.get_closest_marker("xdist_group") else group_of(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+    return Units(config, log)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
