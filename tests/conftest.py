@@ -28,17 +28,23 @@ import pytest
 from tests.faults.table import PROPERTY, Row, markdown
 
 REAL_PROCESS_DIRS = ("tests/e2e/", "tests/faults/", "tests/churn/")
-# Modules elsewhere with tests marked `envoy` (a real Envoy and `heliostat serve`).
+# Modules elsewhere that start real processes (Envoy, `heliostat serve`, ADS clients, a
+# Prometheus, the fake API server's serve): found by their imports of heliostat.lab,
+# tests.e2e.harness or subprocess; a new such module belongs here.
 REAL_PROCESS_MODULES = frozenset(
     {
         "tests/bench/test_convergence.py",
         "tests/bench/test_failover.py",
+        "tests/bench/test_fanout.py",
         "tests/bench/test_overhead.py",
         "tests/bench/test_routing.py",
         "tests/bench/test_routing_envoy.py",
         "tests/discovery/test_ha_envoy.py",
+        "tests/discovery/test_serve_kube.py",
         "tests/security/test_mtls.py",
+        "tests/signals/test_signal_prometheus.py",
         "tests/signals/test_signal_serve.py",
+        "tests/xds/grpc/test_stream_burst.py",
     }
 )
 REAL_PROCESSES = "real-processes"
