@@ -76,8 +76,8 @@ def test_the_supplys_column_sums_are_its_row_by_row_sums(data: st.DataObject) ->
     room = capacity.rooms(slots)
     assert repr(law._per_slot_prior(ratio, is_known, room)) == repr(prior)
     columns = law._Rows(service, capacity.read_samples(signals), slots, ratio, is_known)
-    pressure = np.zeros(rows)
-    pressure[members] = [pressures[row] for row in members]
+    # as the law reads it: None where a row is not live (not a member)
+    pressure = law._pressure_column([pressures[r] if r in members else None for r in range(rows)])
     terms = law._terms(columns, pressure, room, prior, mean)
     at = np.array(members, dtype=np.intp)
     fast = law._column_totals(members, at, terms, slots)
