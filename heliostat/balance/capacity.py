@@ -448,6 +448,15 @@ def aligned(previous: Mapping[str, ServiceState], keys: tuple[EndpointKey, ...])
     return service_columns(list(map(previous.get, addresses)), addresses, index, keys)
 
 
+def _exp(values: Floats) -> Floats:
+    """`math.exp` of every value (to the bit: not `np.exp`, see `observe_columns`), taken
+    once per distinct value: a fleet scraped on one interval has a handful of them, not one
+    per row (a nan is one value, whose exp is nan; 0.0 and -0.0 are one, as their exp is)."""
+    distinct, where = np.unique(values, return_inverse=True)
+    exps = np.fromiter(map(math.exp, distinct.tolist()), dtype=np.float64, count=len(distinct))
+    return exps[where.reshape(-1)]
+
+
 def observe_columns(
     samples: SampleColumns, slots: Sequence[int | None], previous: ServiceColumns, dt: float
 ) -> ServiceColumns:
@@ -496,8 +505,7 @@ def observe_columns(
         adds = learn & has_served & has_occupancy & spans
         keep = np.ones(n, dtype=np.float64)
         if adds.any():
-            decay = (-interval[adds] / TAU_S).tolist()
-            keep[adds] = np.fromiter(map(math.exp, decay), dtype=np.float64, count=len(decay))
+            keep[adds] = _exp(-interval[adds] / TAU_S)
         busy = was["busyness"]
         weight = np.where(was_has["busyness"], busy, spanned)
         completions = np.where(

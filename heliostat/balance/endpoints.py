@@ -285,6 +285,7 @@ def advance(
         states, kept, levels_column = [None] * count, [None] * count, [None] * count
         rows = range(count)
     holds = weights.tier_holds
+    carried = column.tiers if column is not None and column.model is model else None
     for row in rows:
         endpoint, signal, key = endpoints[row], signals[row], keys[row]
         before, found, own = compose(row), region_peers(endpoint.region), known[row]
@@ -318,17 +319,35 @@ def advance(
         levels_column[row] = (
             min(level, _CAP) if level is not None and state.state in _LOAD_DRIVEN else None
         )
+    records = cast(tuple[EndpointState, ...], tuple(states))  # every row was filled
     return SteadyColumn(
         model,
         tuple(kept),
-        cast(tuple[EndpointState, ...], tuple(states)),  # every row was filled
+        records,
         regions,
         tuple(scraped_column),
         tuple(waiting_column),
         index,
         keys,
         tuple(levels_column),
+        _tier_column(records, carried, rows),
     )
+
+
+def _tier_column(
+    records: Sequence[EndpointState],
+    carried: npt.NDArray[np.intp] | None,
+    moved: Iterable[int],
+) -> npt.NDArray[np.intp]:
+    """Every record's tier as a column: the last tick's (`carried`, whose held rows kept
+    their records) with the `moved` rows' new tiers, else read from every record."""
+    if carried is None or len(carried) != len(records):
+        return np.fromiter(map(_TIER, records), dtype=np.intp, count=len(records))
+    tiers = carried.copy()
+    rows = list(moved)
+    if rows:
+        tiers[rows] = list(map(_TIER, map(records.__getitem__, rows)))
+    return tiers
 
 
 class _Absent:
@@ -424,7 +443,9 @@ def _tiers_moving(
             continue  # no best capacity to compare with: every tier holds (`_tier`)
         if candidates is None or tiers is None:
             candidates = np.fromiter(steady, dtype=np.bool_, count=count) & is_known
-            tiers = np.fromiter(map(_TIER, held), dtype=np.intp, count=count)
+            tiers = column.tiers
+            if tiers is None:
+                tiers = np.fromiter(map(_TIER, held), dtype=np.intp, count=count)
         at = np.fromiter(members, dtype=np.intp, count=len(members))
         rows = at[candidates[at]]
         with np.errstate(all="ignore"):

@@ -27,7 +27,6 @@ clamped to [0, MAX_DT_S] so a stalled loop does not jump the smoothing on its ne
 
 from __future__ import annotations
 
-import array
 import dataclasses
 import operator
 import statistics
@@ -526,15 +525,18 @@ def _supply(
     mean = sum(known.tolist()) / len(known)  # `sum` as before: in row order
     ttft = model.slo.ttft_ms / 1000.0
     drain = overflow.drain_time(ttft)
-    # Each live row's pressure (read only there), gathered in C region by region.
-    pressure = np.zeros(len(room), dtype=np.float64)
-    for region, members in live.items():
-        pressure[at[region]] = array.array("d", map(pressures.__getitem__, members))  # type: ignore[type-var]
+    pressure = _pressure_column(pressures)
     terms = _terms(rows, pressure, room, prior, mean)
     return {
         r: _rate_supply(_column_totals(live[r], at[r], terms, rows.slots), ttft, drain)
         for r in sorted(live)
     }, True
+
+
+def _pressure_column(pressures: Sequence[float | None]) -> Floats:
+    """Each row's pressure as a column, read in one pass in C: numpy reads a row that is not
+    live (None) as nan, which no term reads (`_terms` is read only at live rows)."""
+    return np.fromiter(pressures, dtype=np.float64, count=len(pressures))
 
 
 def _per_slot_prior(known: Floats, is_known: Flags, room: Floats) -> float | None:

@@ -96,6 +96,12 @@ class SteadyColumn:
     # (`endpoints.peer_level`); a steady row keeps its value, so the next tick's `Peers`
     # are sums over this column, not a pass over every record.
     peer_levels: tuple[float | None, ...] = ()
+    # Per row, its record's capacity tier (`states[row].tier`) as a column, which `advance`
+    # carries from tick to tick and sets only at the rows that moved: the next tick tests
+    # the held rows' tiers over it (`endpoints._tiers_moving`) without a pass over their
+    # records. None: not kept (read from the records). Derived from `states`, so not
+    # compared by `__eq__`.
+    tiers: npt.NDArray[np.intp] | None = None
 
     def state(self, row: int) -> EndpointState:
         """The endpoint's record as of this tick: its kept record with this tick's sample."""

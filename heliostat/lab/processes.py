@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -41,14 +42,74 @@ class LabError(RuntimeError):
     """A process of the lab answered something other than what it is there to answer."""
 
 
+class Exited(LabError):
+    """A started process exited before it was ready."""
+
+
 def _expect_ok(status: int, what: str, body: str = "") -> None:
     if status != 200:
         raise LabError(f"{what}: HTTP {status} {body[:200]}")
 
 
-def free_port() -> int:
+# Ports the lab hands out lie below the kernel's ephemeral range. A port the kernel picked
+# for `bind(0)` is an ephemeral one: between the lab choosing it (written into a policy file,
+# say) and the process binding it seconds later, any outgoing connection on the machine may
+# take it as its local port, and the process then fails to bind (the likely end of a CI
+# run's simulated fleet that never answered). Below the range only listeners take a port,
+# and each candidate is tried first. A process walks the range from a random point, so it
+# never hands one port out twice and two processes (pytest-xdist workers, a bench beside a
+# test run) rarely meet.
+_LAB_PORTS_FLOOR = 20000
+_EPHEMERAL_FLOOR_FALLBACK = 32768
+
+
+def _ephemeral_floor() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _EPHEMERAL_FLOOR_FALLBACK
+    return low
+
+
+class _PortWalk:
+    """The next free port of [floor, ceiling), walking from a random point."""
+
+    def __init__(self, floor: int, ceiling: int) -> None:
+        self.floor = floor
+        self.size = max(ceiling - floor, 0)
+        self.next = random.randrange(self.size) if self.size else 0
+
+    def take(self) -> int | None:
+        for _ in range(self.size):
+            port = self.floor + self.next
+            self.next = (self.next + 1) % self.size
+            if _bindable(port):
+                return port
+        return None
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
+        try:
+            sock.bind((LOCALHOST, port))
+        except OSError:
+            return False
+    return True
+
+
+_ports: _PortWalk | None = None
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on, outside the ephemeral range when there is room."""
+    global _ports
+    if _ports is None:
+        _ports = _PortWalk(_LAB_PORTS_FLOOR, _ephemeral_floor())
+    port = _ports.take()
+    if port is not None:
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOCALHOST, 0))  # no room below the ephemeral range on this machine
         return int(sock.getsockname()[1])
 
 
@@ -63,6 +124,8 @@ def wait_until(
     while time.monotonic() < deadline:
         try:
             value = predicate()
+        except Exited:
+            raise
         except Exception as exc:
             last_error = exc
             value = None
@@ -130,6 +193,23 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_started(self, ready: Callable[[], Any], what: str) -> None:
+        """Wait until `ready()` holds; a process that exits meanwhile ends the wait at once,
+        with its exit code and the end of its log, instead of after the whole start-up budget."""
+
+        def check() -> Any:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise Exited(
+                    f"{what} exited with code {self.proc.returncode} before it was ready"
+                    f" (log: {self.log_path}):\n{self.log_tail()}"
+                )
+            return ready()
+
+        wait_until(check, timeout=STARTUP_TIMEOUT_S, message=f"{what} (log: {self.log_path})")
+
+    def log_tail(self, lines: int = 15) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
     try:
@@ -174,13 +254,7 @@ class Heliostat(Process):
 
     def start(self) -> None:
         super().start()
-        wait_until(
-            lambda: self.running and http_get(self.url("/readyz"))[0] == 200,
-            timeout=STARTUP_TIMEOUT_S,
-            message=f"heliostat ready (log: {self.log_path})",
-        )
-        if not self.running:
-            raise RuntimeError(f"heliostat exited: {self.log()}")
+        self.wait_started(lambda: http_get(self.url("/readyz"))[0] == 200, "heliostat serve")
 
     def url(self, path: str) -> str:
         return f"http://{LOCALHOST}:{self.admin_port}{path}"
@@ -253,10 +327,8 @@ class EnvoyProcess(Process):
             self.wait_ready()
 
     def wait_ready(self) -> None:
-        wait_until(
-            lambda: self.admin("/ready")[1].strip() == "LIVE",
-            timeout=STARTUP_TIMEOUT_S,
-            message=f"envoy {self.name} LIVE (log: {self.log_path})",
+        self.wait_started(
+            lambda: self.admin("/ready")[1].strip() == "LIVE", f"envoy {self.name} (LIVE)"
         )
 
     def admin(self, path: str) -> tuple[int, str]:
@@ -385,10 +457,9 @@ class SimFleet(Process):
 
     def start(self) -> None:
         super().start()
-        wait_until(
+        self.wait_started(
             lambda: all(http_get(f"http://{a}/health")[0] == 200 for a in self.addresses),
-            timeout=STARTUP_TIMEOUT_S,
-            message=f"simulated replicas up (log: {self.log_path})",
+            "simulated replicas",
         )
 
     def stats(self, address: str) -> dict[str, Any]:

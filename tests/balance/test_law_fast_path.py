@@ -165,6 +165,10 @@ def test_fast_path_gives_exactly_the_scalar_steps_states(
             known,
             (ratio, is_known),
         )
+        # the tier column advance carries (set only at moved rows) is every record's tier
+        for made in (column, columns):
+            assert made.tiers is not None
+            assert made.tiers.tolist() == [record.tier for record in made.states]
         read = EndpointStates({MODEL: column})
         for endpoint, key, signal, observed, got, by_columns in zip(
             LLAMA.endpoints,
@@ -315,6 +319,9 @@ def test_a_held_endpoint_whose_capacity_falls_behind_its_peers_changes_tier() ->
             fast.endpoints[MODEL, slow].tier,
         )
         moved_while_held = moved_while_held or (held and tier_after != tier_before)
+        kept = fast.models[MODEL].steady
+        assert kept is not None and kept.tiers is not None
+        assert kept.tiers.tolist() == [record.tier for record in kept.states]
         state = fast
     assert moved_while_held
     assert state.endpoints[MODEL, slow].tier > 0

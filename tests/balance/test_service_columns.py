@@ -76,8 +76,8 @@ def test_the_supplys_column_sums_are_its_row_by_row_sums(data: st.DataObject) ->
     room = capacity.rooms(slots)
     assert repr(law._per_slot_prior(ratio, is_known, room)) == repr(prior)
     columns = law._Rows(service, capacity.read_samples(signals), slots, ratio, is_known)
-    pressure = np.zeros(rows)
-    pressure[members] = [pressures[row] for row in members]
+    # as the law reads it: None where a row is not live (not a member)
+    pressure = law._pressure_column([pressures[r] if r in members else None for r in range(rows)])
     terms = law._terms(columns, pressure, room, prior, mean)
     at = np.array(members, dtype=np.intp)
     fast = law._column_totals(members, at, terms, slots)
@@ -145,3 +145,14 @@ def test_the_laws_service_state_is_columns_read_by_address() -> None:
         service = state.models[MODEL].service
         assert isinstance(service, ServiceColumns)
         assert repr(dict(service)) == repr(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_value, st.floats(allow_nan=True, allow_infinity=True)), max_size=16))
+def test_the_decay_is_math_exp_of_every_row(values: list[float]) -> None:
+    """`capacity._exp` (math.exp once per distinct value) is math.exp row by row, to the
+    bit, repeated values, nan, -0.0 and -inf included (the law's decays are -interval /
+    TAU_S: never positive)."""
+    decays = [-abs(v) for v in values] + [-abs(v) for v in values[:3]]  # some repeated
+    expected = np.array([math.exp(v) for v in decays], dtype=np.float64)
+    assert capacity._exp(np.array(decays, dtype=np.float64)).tobytes() == expected.tobytes()

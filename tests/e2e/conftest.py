@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Envoy, Heliostat, Process, Upstream, free_port
+from tests.e2e.harness import Envoy, Heliostat, Process, Upstream, free_port, idle_vllm_metrics
 
 
 @pytest.fixture(params=["sotw", "delta"])
@@ -17,11 +17,16 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def upstreams() -> Iterator[Callable[[str], Upstream]]:
+def upstreams() -> Iterator[Callable[..., Upstream]]:
     started: list[Upstream] = []
 
-    def make(region: str) -> Upstream:
-        upstream = Upstream(free_port(), region).start()
+    def make(region: str, *, scraped: bool = True) -> Upstream:
+        # `scraped`: it answers scrapes as an idle vLLM, healthy from heliostat's first scrape
+        # on. With no page (404), failed scrapes mark every endpoint unhealthy within seconds,
+        # and Envoy's panic mode then spreads requests over all priorities: a test whose
+        # gateway came up slowly on a loaded machine saw its requests leave their region.
+        metrics = idle_vllm_metrics() if scraped else None
+        upstream = Upstream(free_port(), region, metrics=metrics).start()
         started.append(upstream)
         return upstream
 

@@ -33,6 +33,7 @@ from heliostat.lab.processes import (
     write_policy,
 )
 from heliostat.sim import loadgen
+from heliostat.sim.metrics import ReplicaMetrics
 
 __all__ = [
     "LAW_REPLICAS",
@@ -214,6 +215,13 @@ def request(
         )
     finally:
         connection.close()
+
+
+def idle_vllm_metrics(model: str = "llama-70b") -> bytes:
+    """A /metrics page as an idle vLLM serving `model` answers it: healthy, nothing queued."""
+    page = ReplicaMetrics(model, block_size=16, num_gpu_blocks=4096)
+    page.refresh(waiting=0, running=1, kv_usage=0.1)
+    return page.render()
 
 
 def served_by(replies: list[Reply]) -> Counter[str]:

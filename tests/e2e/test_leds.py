@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from heliostat.sim.metrics import ReplicaMetrics
 from tests.e2e.harness import (
     LOCALHOST,
     Envoy,
@@ -23,6 +22,7 @@ from tests.e2e.harness import (
     Process,
     Upstream,
     free_port,
+    idle_vllm_metrics,
     policy_document,
     request,
     served_by,
@@ -52,9 +52,7 @@ def _pending(heliostat: Heliostat, node_id: str) -> int:
 
 def _idle_upstream() -> Upstream:
     """An eu-west upstream that answers scrapes as an idle vLLM (healthy, nothing queued)."""
-    page = ReplicaMetrics(MODEL, block_size=16, num_gpu_blocks=4096)
-    page.refresh(waiting=0, running=1, kv_usage=0.1)
-    return Upstream(free_port(), "eu-west", metrics=page.render()).start()
+    return Upstream(free_port(), "eu-west", metrics=idle_vllm_metrics(MODEL)).start()
 
 
 def test_a_drain_reaches_a_delta_envoy_as_leds_alone_and_requests_follow(

@@ -40,7 +40,7 @@ class _Pending:
 
 
 def _responses(entry: StreamEntry) -> int:
-    return sum(status.responses for status in entry.status().values())
+    return entry.sent()
 
 
 def _in_sync(entry: StreamEntry) -> bool:

@@ -24,6 +24,14 @@ class StreamEntry:
     status: Callable[[], dict[str, TypeStatus]]
     stream_id: int = 0
     notes: list[str] = field(default_factory=list)
+    # Responses sent on the stream, every type (the sum of `status`'s, without building it:
+    # a push reads it on every stream of its group, before any of them sends).
+    responses: Callable[[], int] | None = None
+
+    def sent(self) -> int:
+        if self.responses is not None:
+            return self.responses()
+        return sum(status.responses for status in self.status().values())
 
     def as_json(self) -> dict[str, object]:
         types = self.status()

@@ -57,6 +57,9 @@ class _StreamProtocol(Protocol[Req, Resp]):  # type: ignore[misc]
 
     def status(self) -> dict[str, TypeStatus]: ...
 
+    @property
+    def responses(self) -> int: ...
+
     def withhold(self, types: frozenset[TypeUrl]) -> Outcome[Resp]: ...
 
     def in_flight(self) -> bool: ...
@@ -210,6 +213,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         inbox: asyncio.Queue[object] = asyncio.Queue()
         protocol = make(node.id)
         entry = StreamEntry(node.id, group, mode, context.peer(), time.time(), protocol.status)
+        entry.responses = lambda: protocol.responses
         unregister = self._registry.add(entry)
         stop_watching = self._source.watch(group, lambda _snapshot: inbox.put_nowait(_CHANGED))
         reader = asyncio.create_task(_pump(requests, inbox))

@@ -100,6 +100,7 @@ class DeltaStream:
         self._snapshot: Snapshot | None = None
         self._types = {t: _TypeState(t) for t in PUSH_ORDER}
         self._nonce_counter = 0
+        self.responses = 0  # sent on this stream, every type: what `status` sums, kept
         self._withheld: frozenset[TypeUrl] = frozenset()
         self._listeners_known: dict[str, Resource] = {}  # the last sent under every name
         self._settling = False  # within `settle`: pending assignments may take their version
@@ -368,6 +369,7 @@ class DeltaStream:
         state.status.sent_version = version
         state.status.pending_nonce = nonce
         state.status.responses += 1
+        self.responses += 1
         type_url = state.type_url.value
         updated = tuple((r.name, r.version) for r in updates)
         key = (type_url, version, nonce, updated, tuple(removed))

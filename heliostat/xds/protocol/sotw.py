@@ -57,6 +57,7 @@ class SotwStream:
         self._snapshot: Snapshot | None = None
         self._types = {t: _TypeState(t) for t in PUSH_ORDER}
         self._nonce_counter = 0
+        self.responses = 0  # sent on this stream, every type: what `status` sums, kept
         # Clusters gone from the snapshot but kept on the node until its routes move off them.
         self._retired: dict[str, Resource] = {}
         # Versions of the clusters last sent, to tell an updated cluster from a new one.
@@ -204,6 +205,7 @@ class SotwStream:
         state.status.sent_version = version
         state.status.pending_nonce = state.nonce
         state.status.responses += 1
+        self.responses += 1
         type_url, nonce = state.type_url.value, state.nonce
         outcome.responses.append(  # the version names the resources by content
             _SHARED.get(

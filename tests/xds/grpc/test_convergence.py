@@ -66,3 +66,22 @@ def test_a_stream_that_disconnects_is_not_waited_for() -> None:
     gone.remove()
     tracker.acked(GROUP)
     assert converged(metrics) == 1
+
+
+def test_a_push_reads_each_streams_response_count_without_building_its_status() -> None:
+    """The baseline a push takes on every stream of its group, before any of them sends,
+    comes from the stream's own count when it keeps one (the protocols do)."""
+    streams, metrics = StreamRegistry(), CollectorRegistry()
+    nodes = [Node(streams, f"gw-{i}") for i in range(50)]
+    counts = {f"gw-{i}": 1 for i in range(len(nodes))}  # node id -> responses sent
+    for entry in streams.entries():
+        entry.responses = lambda node_id=entry.node_id: counts[node_id]  # type: ignore[misc]
+    tracker = ConvergenceTracker(streams, metrics)
+    tracker.pushed([GROUP])
+    assert sum(n.reads for n in nodes) == 0
+    # Converges as before once each stream got a response since and is in sync.
+    for i, node in enumerate(nodes):
+        node.ack_new_version()
+        counts[f"gw-{i}"] = 2
+        tracker.acked(GROUP)
+        assert converged(metrics) == (1 if i == len(nodes) - 1 else 0)
