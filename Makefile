@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,dev,demo,bench]'
 	touch $(STAMP)
 
+# Two pytest-xdist workers (the suite's real-process tests stay one at a time in one of them,
+# tests/conftest.py); JOBS=0 runs it in one process.
+JOBS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n $(JOBS) --durations=25
 
 demo: $(STAMP)
 	$(BIN)/heliostat demo

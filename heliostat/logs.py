@@ -96,6 +96,11 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    # heliostat's own loggers follow the level set here: one muted before (the planet mutes
+    # the scrape failures its lost regions cause) speaks again.
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.split(".", 1)[0] == "heliostat" and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.NOTSET)
     # Libraries' chatter stays at WARNING whatever heliostat's own level is.
     for noisy in ("asyncio", "aiohttp", "grpc", "urllib3"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

@@ -44,7 +44,7 @@ from tests.e2e.harness import (
     wait_until,
     write_policy,
 )
-from tests.faults.conftest import Row
+from tests.faults.table import Row
 
 pytestmark = pytest.mark.envoy
 

@@ -66,3 +66,16 @@ def test_tracebacks_carry_no_local_variables() -> None:
     assert line["event"] == "control_tick_failed"
     assert password not in stream.getvalue()
     assert line["exception"][0]["exc_type"] == "RuntimeError"
+
+
+def test_configure_sets_the_level_of_heliostats_loggers_muted_before() -> None:
+    # The planet mutes scrape failures (heliostat.planet.law.Scrapes); a later configure
+    # (serve's, or another test's) must not inherit that: the first test above failed so
+    # when it ran after a planet test in the same process.
+    logging.getLogger("heliostat.signals.polling").setLevel(logging.ERROR)
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    logging.getLogger("heliostat.signals.polling").warning("scrape_failed")
+    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == [
+        "scrape_failed"
+    ]
