@@ -728,6 +728,7 @@ def _lending(
         if o != r
     )
     overdue = origin_overdue(model, own, previous.get(r), smoothed, rescuing)
+    overload = origin_overloaded(model, own, previous.get(r), smoothed)
     targets = {
         q: placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
         for q in sorted(set(lent_before) | set(placed))
@@ -751,6 +752,9 @@ def _lending(
         # queue is its own users' as well, and each tick a share too large for it stays
         # up, the rescuer passes its own users on (`rescuer_distressed`).
         distressed = rescuer_distressed(model, rescuer, previous.get(q))
+        # A late queue (not an overload) hurries a rise only into room beyond the chance of
+        # the rescuer's level (`room_beyond_chance`): room within it may be none.
+        pressing = overdue and (overload or room_beyond_chance(plan, rescuer, q))
         falling = target < _published(lent_before, q)
         rising = target > _published(lent_before, q)
         last = lent_before.get(q)
@@ -774,12 +778,12 @@ def _lending(
             # users waiting past the SLO are no noise to damp.
             urgent=q not in reachable
             or ((distressed or draining) and falling)
-            or (overdue and rising),
+            or (pressing and rising),
             reason=functools.partial(_reason, r, q, smoothed, plan, unit),
         )
         if (
             held.published > _published(lent_before, q)
-            and not overdue
+            and not pressing
             and not turning_up
             and home_rose_at is not None
             and now - home_rose_at < RISE_AFTER_FALL_S
@@ -798,6 +802,28 @@ def _lending(
         if held.published > 0.0 or held.target > 0.0 or now - held.moved_at < _remembered_s():
             lending[q] = held
     return lending
+
+
+def room_beyond_chance(plan: allocation.Allocation, rescuer: Supply | None, q: str) -> bool:
+    """The room rescuer q offers (`allocation.Allocation.room`: its ceiling less its own
+    load) stands beyond the chance of its slots' level: LEVEL_SIGMAS of the level's own
+    spread (`level_spread`, in requests/s at its observed capacity), the test
+    `carries_own` makes of a region's own level. Room within that may be none a second
+    later; a rise into it hurried by the origin's late queue (`origin_overdue`, not an
+    overload) meets the rescuer's distress and an urgent fall: two turns in seconds. Such
+    a rise waits out the holds as any other. Its slots or level unknown: room is room.
+
+    Why: on the planet's chat fleet at a steady 65% (tests/planet/test_share_stability,
+    seed 1, wip/flash10), ap-southeast's share to eu-west fell to 0 and, 14 s later, its
+    queue beyond chance raised it at once to 11% into eu-west's 0.50/s of room (eu-west at
+    64% of its 12 slots: +-1.0/s by chance); a second later eu-west had no room and was
+    late, and the share fell: three turns in a minute. At 50% (+-0.9/s) its 2.2/s of room
+    takes the rise at once (tests/balance/test_share_urgency)."""
+    room = plan.room.get(q, 0.0)
+    if rescuer is None or not rescuer.rates:
+        return room > 0.0
+    level = rescuer.occupancy if rescuer.level is None else rescuer.level
+    return room > LEVEL_SIGMAS * level_spread(rescuer, level) * rescuer.raw
 
 
 def origin_overdue(
@@ -836,16 +862,27 @@ def origin_overdue(
     within the test's 2 points with 0.2 to spare."""
     if own is None or not own.rates:
         return False
-    if (
-        overloaded(own.raw, demanded)
-        and _proven(model, own)
-        and before is not None
-        and overloaded(before.raw_capacity, before.demand)
-    ):
+    if origin_overloaded(model, own, before, demanded):
         return True
     if rescuing:
         return _late_twice(model, own, before)
     return _late_twice(model, own, before, beyond_chance)
+
+
+def origin_overloaded(
+    model: Model, own: Supply | None, before: RegionState | None, demanded: float
+) -> bool:
+    """Its users bring more than its slots complete (`overloaded`) at this tick and the
+    last, on a capacity measured full (`_proven`): `origin_overdue`'s first term, a need
+    no chance explains."""
+    return (
+        own is not None
+        and own.rates
+        and overloaded(own.raw, demanded)
+        and _proven(model, own)
+        and before is not None
+        and overloaded(before.raw_capacity, before.demand)
+    )
 
 
 def overloaded(raw: float, demanded: float) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from heliostat.balance import demand, refusal
+from heliostat.balance import demand, publish, refusal
 from heliostat.balance.state import Held, RefusalState, RegionState
 
 TTFT_S = 0.5
@@ -130,3 +130,16 @@ def test_the_cap_holds_through_a_lull_while_demand_stays_beyond_the_level() -> N
     )
     released = step(calm, capped)
     assert released.in_flight is None
+
+
+def test_a_refusal_within_the_publish_band_does_not_cap() -> None:
+    """A fraction within the publish band is not worth a refused request (`publish`): no
+    drop fraction goes out, and no cap either (one did, and refused 6 of a steady chat
+    run's requests at 65% of capacity)."""
+    slight = crowded(ADMITS.rate * 1.01)
+    state = step(slight)
+    assert 0.0 < state.interactive.target < publish.REFUSAL_BAND
+    assert not state.active
+    assert state.in_flight is None
+    # Beyond the band the same region refuses and caps.
+    assert step(crowded(1.3 * RAW)).in_flight == CAP

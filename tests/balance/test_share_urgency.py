@@ -146,3 +146,25 @@ def test_an_origin_whose_users_bring_more_than_its_slots_complete_raises_its_sha
     assert held.published == held.target
     # The same queue at 85% (demand within its slots): it waits (see above).
     assert lent_after(HOT, backlog, backlog, 0.0, 5.0, -1).published == 0.0
+
+
+@pytest.mark.parametrize(("eu_west", "urgent"), [(0.5, True), (0.65, False)])
+def test_the_origins_queue_hurries_a_rise_only_into_room_beyond_the_rescuers_chance(
+    eu_west: float, urgent: bool
+) -> None:
+    """ap-southeast's queue of 12 is beyond chance (see above), its share fell 5 s ago. With
+    eu-west at 65% of its 12 slots, the plan still finds it a little room (0.6/s), within
+    what its level reads by chance (2 deviations: 2.0/s): that room may be none a second
+    later, and the rise into it then falls at eu-west's distress (planet chat fleet, seed 1:
+    three turns in a minute). The rise waits; at 50% (2.2/s of room against 1.8/s) it
+    does not. An overloaded origin's rise does not wait either way (below)."""
+    spread = overflow.LEVEL_SIGMAS * overflow.level_spread(supply(3, 0.65), 0.65) * 3 * REPLICA_RPS
+    assert 1.9 < spread < 2.1
+    backlog = {"ap-southeast": 12.0}
+    held = lent_after({**HOT, "eu-west": eu_west}, backlog, backlog, 0.0, 5.0, -1)
+    assert held.target >= 0.1
+    assert held.published == (held.target if urgent else 0.0)
+    surge = {"ap-southeast": 5.0}
+    overloaded = lent_after({**SURGE, "eu-west": eu_west}, surge, surge, 0.0, 5.0, -1)
+    assert overloaded.target >= 0.3
+    assert overloaded.published == overloaded.target

@@ -17,10 +17,13 @@ once only beyond what the pool holds by chance at its level (`overflow.chance_qu
 share too large for the demand follows the best one down (`spill`), and a fallen share
 rises again by the origin's wish only a minute after its fall (`overflow.RISE_AFTER_FALL_S`):
 a rescuer's distress, on the SLO's term alone, still brings it down at once. What stays home
-counts as a share too: a rise soon after another share fell waits as long. 1 turn per run
-on these seeds (seeds 0-29, home shares counted: mean 1.07, one seed 3, each of its turns
-urgent; 1.33 without the home hold; main 3.77 without home shares, as high as 7), SLO
-attainment 99.70% before, 99.72% now.
+counts as a share too: a rise soon after another share fell waits as long. And the origin's
+queue hurries a rise only into room beyond the chance of the rescuer's level
+(`overflow.room_beyond_chance`): with Envoy scanning every host (wip/flash10), seed 1's
+share rose urgently into 0.5/s of eu-west's room and fell at its distress a second later, 3
+turns. 1 turn per run on these seeds (seeds 0-29, home shares counted: mean 1.03, one seed
+2; 1.17 and two seeds at 3 without the room test; main 3.77 without home shares, as high
+as 7), SLO attainment 99.70% before, 99.68% now (seeds 0-9).
 
 A real surge still leaves at once: an origin whose users bring more than its slots complete
 (beyond the reading's chance, at two ticks running, on a capacity measured full) raises its
