@@ -458,8 +458,7 @@ class DiscreteRun:
         cached = self._balancers.get(key)
         if cached is None or cached[0] is not view:
             cluster_view, _model = self._routes_of(view).clusters[name]
-            config = LbConfig.of(cluster_view, isinstance(self.router, HeliostatRouter))
-            cached = (view, Balancer.of_view(cluster_view, config))
+            cached = (view, Balancer.of_view(cluster_view, LbConfig.of(cluster_view)))
             self._balancers[key] = cached
         return cached[1]
 

@@ -92,15 +92,8 @@ class _Cluster:
 class FluidGateway:
     """One region's gateways (see the module docstring)."""
 
-    def __init__(
-        self,
-        region: str,
-        envoys: int,
-        rtt_ms: Callable[[str, str], float],
-        full_scan: bool = False,
-    ) -> None:
+    def __init__(self, region: str, envoys: int, rtt_ms: Callable[[str, str], float]) -> None:
         self.region = region
-        self.full_scan = full_scan  # heliostat's least-request clusters (`envoy.LbConfig`)
         self.envoys = envoys
         self.rtt_ms = rtt_ms
         self.ejections: dict[str, _Ejection] = {}
@@ -154,7 +147,7 @@ class FluidGateway:
         )
         built = self._balancers.get(content)
         if built is None:
-            balancer = Balancer.of_view(view, LbConfig.of(view, self.full_scan), group_of)
+            balancer = Balancer.of_view(view, LbConfig.of(view), group_of)
             priority_of = {
                 entry.key: loc.priority for loc in balancer.localities for entry in loc.hosts
             }

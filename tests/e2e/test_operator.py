@@ -25,7 +25,7 @@ import pytest
 
 from heliostat.lab.mesh import MODEL, Mesh, start_mesh
 from heliostat.sim import loadgen
-from tests.e2e.harness import LOCALHOST, Process, http_get, wait_until
+from tests.e2e.harness import LOCALHOST, Process, http_get, wait_until, write_policy
 
 pytestmark = pytest.mark.envoy
 
@@ -397,10 +397,12 @@ def test_a_rejected_reload_is_counted_and_logged_as_an_event(mesh: Mesh) -> None
     good = mesh.policy_path.read_text()
     before = rejected()
     try:
-        mesh.policy_path.write_text(good.replace("region: eu-west", "region: eu-wst", 1))
+        # Atomic, as config managers write: a truncate-then-write read half-way is an empty
+        # file, rejected on its own (a two-worker run caught that instead of the typo).
+        write_policy(mesh.policy_path, good.replace("region: eu-west", "region: eu-wst", 1))
         wait_until(lambda: rejected() == before + 1, timeout=15, message="a rejected reload")
     finally:
-        mesh.policy_path.write_text(good)
+        write_policy(mesh.policy_path, good)
     lines = [json.loads(line) for line in mesh.heliostat.log().splitlines() if line.startswith("{")]
     problem = next(line for line in lines if line["event"] == "policy_rejected")
     assert "unknown region 'eu-wst'" in problem["problem"] and problem["level"] == "error"

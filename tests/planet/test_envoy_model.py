@@ -170,43 +170,6 @@ def test_two_choices_prefer_the_less_busy_and_split_evenly_when_equal() -> None:
     assert drawn["a-0"] == pytest.approx(7 / 16, abs=0.01)
 
 
-def test_a_full_scan_takes_the_least_busy_host_and_draws_among_ties() -> None:
-    # heliostat's clusters scan every host (xds.translate.clusters): one host with a free
-    # slot gets the request, where two random choices of four miss it 9 times in 16.
-    full = Balancer([Locality("a", 0, 1000, hosts("a", H, H, H, H))], LbConfig(full_scan=True))
-    assert full.split({}) == pytest.approx(dict.fromkeys(("a-0", "a-1", "a-2", "a-3"), 0.25))
-    busy = {"a-0": 4, "a-1": 3, "a-2": 4, "a-3": 5}
-    assert _draws(full, busy, 2_000) == {"a-1": 1.0}
-    # In expectation (the fluid engine's mean counts, spread as Poisson counts would be) it
-    # still leans on the least busy host more than two random choices do.
-    two = Balancer([Locality("a", 0, 1000, hosts("a", H, H, H, H))])
-    assert full.split(busy)["a-1"] > two.split(busy)["a-1"] + 0.05
-    assert full.split({"a-0": 0, "a-1": 40, "a-2": 40, "a-3": 40})["a-0"] == pytest.approx(1.0)
-    tied = _draws(full, {"a-0": 4, "a-1": 3, "a-2": 3, "a-3": 5}, 20_000)
-    assert set(tied) == {"a-1", "a-2"}
-    assert tied["a-1"] == pytest.approx(0.5, abs=0.02)
-    # Groups of identical hosts at the same mean count share as their hosts: in proportion.
-    grouped = Balancer(
-        [
-            Locality(
-                "a",
-                0,
-                1000,
-                (HostEntry("g1", "a", 1, H, count=2), HostEntry("g2", "a", 1, H, count=3)),
-            )
-        ],
-        LbConfig(full_scan=True),
-    )
-    assert grouped.split({"g1": 2.0, "g2": 2.0}) == pytest.approx({"g1": 0.4, "g2": 0.6})
-    assert grouped.split({"g1": 1.0, "g2": 3.0})["g1"] > 0.8
-    # Unequal weights keep Envoy's weighted path, whatever the selection method.
-    weighted = Balancer(
-        [Locality("a", 0, 1000, (HostEntry("x", "a", 100, H), HostEntry("y", "a", 50, H)))],
-        LbConfig(full_scan=True),
-    )
-    assert weighted.split({}) == pytest.approx({"x": 2 / 3, "y": 1 / 3})
-
-
 def test_groups_of_identical_hosts_split_as_their_hosts_would() -> None:
     single = Balancer([Locality("a", 0, 1000, hosts("a", H, H, H, H, H))])
     grouped = Balancer(

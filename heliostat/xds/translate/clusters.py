@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import extension_pb2, protocol_pb2
-from envoy.extensions.load_balancing_policies.common.v3 import common_pb2 as lb_common_pb2
-from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
+from envoy.config.core.v3 import protocol_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as upstream_http_pb2
 from envoy.type.v3 import percent_pb2
 
@@ -22,7 +20,6 @@ _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 # unhealthy: panic then keeps traffic flowing. Above it (a region down, others up), failover
 # to the next priority is what we want, so the threshold is set low on purpose.
 PANIC_THRESHOLD_PERCENT = 25.0
-LEAST_REQUEST_POLICY = "envoy.load_balancing_policies.least_request"
 
 
 def model_cluster(view: ClusterView, model: Model) -> cluster_pb2.Cluster:
@@ -34,12 +31,12 @@ def model_cluster(view: ClusterView, model: Model) -> cluster_pb2.Cluster:
         ),
         connect_timeout=seconds(model.connect_timeout),
         # Envoy's in-flight counts refine heliostat's scraped weights between ticks (a model
-        # with affinity may hash instead, while that pays: apply_balancing below). The typed
-        # policy (`least_request_policy`) takes precedence; lb_policy names it for readers.
+        # with affinity may hash instead, while that pays: apply_balancing below).
         lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
-        load_balancing_policy=least_request_policy(),
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
             healthy_panic_threshold=percent_pb2.Percent(value=PANIC_THRESHOLD_PERCENT),
+            # Bounded overflow is expressed as locality weights inside priority 0.
+            locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig(),
             # heliostat already sends at most one EDS update per tick: apply it at once
             # rather than in Envoy's default 1 s merge window.
             update_merge_window=seconds(0),
@@ -52,36 +49,6 @@ def model_cluster(view: ClusterView, model: Model) -> cluster_pb2.Cluster:
         pack(_protocol_options(model.protocol))
     )
     return cluster
-
-
-def least_request_policy() -> cluster_pb2.LoadBalancingPolicy:
-    """Least request over every host of the locality (`selection_method: FULL_SCAN`, ties at
-    random), with locality weights (bounded overflow is expressed as locality weights inside
-    priority 0; Envoy refuses them in common_lb_config next to a typed policy).
-
-    Not two random choices (Envoy's default): a region's replicas hold a few slots each, and
-    two draws among 3-4 replicas often miss the one with a free slot. On the planet's flash
-    crowd (bench fleet, 12 seeds), while the in-flight cap held, 72 of 89 late admitted
-    requests of six seeds had queued on a full replica while another in the region had a
-    free slot; with the full scan: within the SLO 96.7% -> 97.9% of the admitted, p99 729 ->
-    649 ms, goodput 28.1 -> 29.0/s; steady chat at 65% (6 seeds): 97.1% -> 98.5%, p99 688
-    -> 546 ms. Envoy keeps per-host counts across its workers: a scan of a few hosts is
-    cheap and exact."""
-    config = least_request_pb2.LeastRequest(
-        selection_method=least_request_pb2.LeastRequest.FULL_SCAN,
-        locality_lb_config=lb_common_pb2.LocalityLbConfig(
-            locality_weighted_lb_config=lb_common_pb2.LocalityLbConfig.LocalityWeightedLbConfig()
-        ),
-    )
-    return cluster_pb2.LoadBalancingPolicy(
-        policies=[
-            cluster_pb2.LoadBalancingPolicy.Policy(
-                typed_extension_config=extension_pb2.TypedExtensionConfig(
-                    name=LEAST_REQUEST_POLICY, typed_config=pack(config)
-                )
-            )
-        ]
-    )
 
 
 def _protocol_options(protocol: UpstreamProtocol) -> upstream_http_pb2.HttpProtocolOptions:

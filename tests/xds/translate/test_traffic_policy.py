@@ -21,7 +21,6 @@ from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
 
 from heliostat.balance import ClusterView, InFlight, RegionView, TrafficClass, static_views
 from heliostat.planning.subsets import subset
@@ -390,18 +389,8 @@ def test_affinity_hashes_with_bounded_load_and_keeps_the_rest(policy: Policy) ->
             assert cluster.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
             assert not cluster.common_lb_config.HasField("consistent_hashing_lb_config")
             assert not cluster.HasField("metadata")
-        # What the clusters had before stays: locality weights (in common_lb_config for a
-        # hashing cluster, in the typed least-request policy otherwise: Envoy refuses both),
-        # panic threshold, ejection.
-        if cluster.HasField("load_balancing_policy"):
-            assert not cluster.common_lb_config.HasField("locality_weighted_lb_config")
-            typed = cluster.load_balancing_policy.policies[0].typed_extension_config
-            config = least_request_pb2.LeastRequest()
-            assert typed.typed_config.Unpack(config)
-            assert config.locality_lb_config.HasField("locality_weighted_lb_config")
-        else:
-            assert cluster.lb_policy != cluster_pb2.Cluster.LEAST_REQUEST
-            assert cluster.common_lb_config.HasField("locality_weighted_lb_config")
+        # What the clusters had before stays: locality weights, panic threshold, ejection.
+        assert cluster.common_lb_config.HasField("locality_weighted_lb_config")
         assert cluster.common_lb_config.healthy_panic_threshold.value == 25.0
         assert cluster.HasField("outlier_detection")
     maglev = parse_policy(
