@@ -95,7 +95,7 @@ def full_scan(model: Model, hosts: int) -> bool:
     return (
         bool(thresholds)
         and min(thresholds) <= retries.num_retries
-        and detection.max_ejection_percent * hosts >= 100
+        and detection.max_ejection_percent * max(hosts, 1) >= 100
     )
 
 
