@@ -457,8 +457,11 @@ class DiscreteRun:
         key = (id(view), name)
         cached = self._balancers.get(key)
         if cached is None or cached[0] is not view:
-            cluster_view, _model = self._routes_of(view).clusters[name]
-            cached = (view, Balancer.of_view(cluster_view, LbConfig.of(cluster_view)))
+            cluster_view, model = self._routes_of(view).clusters[name]
+            config = LbConfig.of(
+                cluster_view, model if isinstance(self.router, HeliostatRouter) else None
+            )
+            cached = (view, Balancer.of_view(cluster_view, config))
             self._balancers[key] = cached
         return cached[1]
 

@@ -18,7 +18,10 @@ threshold of 25%. Envoy then, for every request (as in its `load_balancer_impl.c
 3. inside the chosen priority picks a locality in proportion to its weight times its
    availability, min(1, 1.4 * eligible / hosts) (a locality without a weight gets nothing);
 4. inside the locality picks a host: least request with two random choices when all the
-   locality's eligible hosts weigh the same, else in proportion to weight / (active + 1)
+   locality's eligible hosts weigh the same (or, as heliostat's clusters are configured
+   while outlier detection ejects a replica failing fast in time, `xds.translate.clusters.
+   full_scan`, `selection_method: FULL_SCAN`: the host with the fewest requests in flight,
+   ties drawn at random), else in proportion to weight / (active + 1)
    (active: this Envoy's requests in flight to that host); ring hash places a request by
    its hash with each host's share of the ring proportional to its locality's normalised
    weight times its own share of that locality, and with bounded load a host holding more
@@ -45,7 +48,9 @@ from typing import TypeVar
 
 from heliostat.balance import ClusterView, Health
 from heliostat.balance.view import LbPolicy
-from heliostat.xds.translate.clusters import PANIC_THRESHOLD_PERCENT
+from heliostat.policy import Model
+from heliostat.xds.translate.affinity import host_count
+from heliostat.xds.translate.clusters import PANIC_THRESHOLD_PERCENT, full_scan
 
 OVERPROVISIONING = 140  # Envoy's default overprovisioning factor 1.4, as Envoy stores it
 _NORMAL = NormalDist()
@@ -81,15 +86,21 @@ class LbConfig:
     hash_balance_factor: int | None = None  # percent (150 = bounded load 1.5)
     panic_threshold: float = PANIC_THRESHOLD_PERCENT
     locality_weighted: bool = True
+    # Least request over every eligible host of the locality (Envoy's FULL_SCAN selection
+    # method), not two random choices: what heliostat's clusters use while the model's
+    # outlier detection ejects a replica failing fast in time (`LbConfig.of`).
+    full_scan: bool = False
 
     @classmethod
-    def of(cls, view: ClusterView) -> LbConfig:
+    def of(cls, view: ClusterView, model: Model | None = None) -> LbConfig:
         """What heliostat's translation gives the cluster (`xds.translate.affinity`): the
         law's choice carried by the view (`ClusterView.balancing`), least-request without one
-        (a model without affinity, or a view published before the law chose)."""
+        (a model without affinity, or a view published before the law chose). With `model`
+        (heliostat's own clusters; a static Envoy's default is two random choices) the
+        selection method `xds.translate.clusters.full_scan` chooses for it."""
         balancing = view.balancing
         if balancing is None or balancing.policy is LbPolicy.LEAST_REQUEST:
-            return cls()
+            return cls(full_scan=model is not None and full_scan(model, host_count(view)))
         # Ring hash and Maglev both place a key by host weight, with the same bounded load.
         return cls(LbKind.RING_HASH, balancing.hash_balance_factor)
 
@@ -297,12 +308,14 @@ class Balancer:
             return self._ring(level, panic, active, exclusions, cluster_active)
         if panic:
             hosts = [e for loc in level.localities for e in loc.hosts]
-            return _choose_hosts(hosts, {e.key: e.count for e in hosts}, active, exclusions)
+            counts = {e.key: e.count for e in hosts}
+            return _choose_hosts(hosts, counts, active, exclusions, self.config.full_scan)
         sources = self._locality_shares(level, degraded, exclusions)
         result: dict[str, float] = {}
         for loc, share in sources:
             eligible = _eligible(loc.hosts, degraded, exclusions)
-            for key, p in _choose_hosts(loc.hosts, eligible, active, exclusions).items():
+            chosen = _choose_hosts(loc.hosts, eligible, active, exclusions, self.config.full_scan)
+            for key, p in chosen.items():
                 result[key] = result.get(key, 0.0) + share * p
         return result
 
@@ -503,7 +516,7 @@ class Balancer:
             return self._pick_ring(rng, level, panic, active, exclusions, cluster_active, key)
         if panic:
             hosts = [e for loc in level.localities for e in loc.hosts]
-            return _pick_host(rng, hosts, [e.key for e in hosts], active)
+            return _pick_host(rng, hosts, [e.key for e in hosts], active, self.config.full_scan)
         sources = self._locality_shares(level, degraded, exclusions)
         if not sources:
             return None
@@ -512,7 +525,7 @@ class Balancer:
         eligible = [k for k, n in _eligible(locality.hosts, degraded, exclusions).items() if n]
         if not eligible:
             return None
-        return _pick_host(rng, locality.hosts, eligible, active)
+        return _pick_host(rng, locality.hosts, eligible, active, self.config.full_scan)
 
 
 def _entry_counts(level: _Level) -> dict[str, int]:
@@ -536,6 +549,7 @@ def _choose_hosts(
     eligible: Mapping[str, int],
     active: Mapping[str, float],
     exclusions: Exclusions,
+    full_scan: bool = False,
 ) -> dict[str, float]:
     """Least request over the eligible hosts, in expectation (see the module docstring)."""
     entries = [(e, eligible[e.key]) for e in hosts if eligible.get(e.key)]
@@ -549,7 +563,35 @@ def _choose_hosts(
         mass = {e.key: n * e.weight / (active.get(e.key, 0.0) + 1.0) for e, n in entries}
         total = sum(mass.values())
         return {k: v / total for k, v in mass.items()}
+    if full_scan:
+        return _fewest(entries, active)
     return _two_choices(entries, active)
+
+
+def _fewest(
+    entries: Sequence[tuple[HostEntry, int]], active: Mapping[str, float]
+) -> dict[str, float]:
+    """Every host compared (FULL_SCAN), the one with the fewest requests in flight wins, ties
+    at random. Entries holding several hosts carry a mean count: a host of e is taken to
+    have fewer than a host of f with probability q = Phi((a_f - a_e) / sqrt(a_e + a_f + 1))
+    (one half between equal counts: a tie), and to be the least of all with the product of
+    its q over every other host, its own entry's included; normalised. Equal counts share
+    equally, as the random tie-break does."""
+    logs = {}
+    for e, count in entries:
+        a_e = active.get(e.key, 0.0)
+        total = (count - 1) * math.log(0.5)
+        for f, other in entries:
+            if f.key == e.key:
+                continue
+            a_f = active.get(f.key, 0.0)
+            q = _NORMAL.cdf((a_f - a_e) / math.sqrt(a_e + a_f + 1.0))
+            total += other * math.log(max(q, 1e-300))
+        logs[e.key] = (count, total)
+    top = max(t for _, t in logs.values())
+    mass = {k: n * math.exp(t - top) for k, (n, t) in logs.items()}
+    norm = sum(mass.values())
+    return {k: v / norm for k, v in mass.items()}
 
 
 def _two_choices(
@@ -582,11 +624,16 @@ def _pick_host(
     hosts: Sequence[HostEntry],
     eligible: Sequence[str],
     active: Mapping[str, int],
+    full_scan: bool = False,
 ) -> str:
     """One least-request pick among single hosts."""
     weight = {e.key: e.weight for e in hosts}
     if len({weight[k] for k in eligible}) > 1:
         return _weighted_choice(rng, {k: weight[k] / (active.get(k, 0) + 1) for k in eligible})
+    if full_scan:  # the fewest in flight; ties at random (Envoy's reservoir sampling)
+        least = min(active.get(k, 0) for k in eligible)
+        tied = [k for k in eligible if active.get(k, 0) == least]
+        return tied[rng.randrange(len(tied))]
     first = eligible[rng.randrange(len(eligible))]
     second = eligible[rng.randrange(len(eligible))]
     return second if active.get(second, 0) < active.get(first, 0) else first

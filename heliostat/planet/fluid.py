@@ -130,7 +130,13 @@ class FluidRun:
             else None
         )
         self.gateways = {
-            r: FluidGateway(r, scenario.gateways_of(r), scenario.rtt_ms) for r in scenario.regions
+            r: FluidGateway(
+                r,
+                scenario.gateways_of(r),
+                scenario.rtt_ms,
+                heliostat=isinstance(self.router, HeliostatRouter),
+            )
+            for r in scenario.regions
         }
         self.scrapes = Scrapes()
         # About 288 buckets per run (5 minutes in a day), each a whole number of steps.

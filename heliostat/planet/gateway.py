@@ -92,8 +92,16 @@ class _Cluster:
 class FluidGateway:
     """One region's gateways (see the module docstring)."""
 
-    def __init__(self, region: str, envoys: int, rtt_ms: Callable[[str, str], float]) -> None:
+    def __init__(
+        self,
+        region: str,
+        envoys: int,
+        rtt_ms: Callable[[str, str], float],
+        heliostat: bool = False,
+    ) -> None:
         self.region = region
+        # heliostat's own clusters: their selection method follows the model (`envoy.LbConfig`)
+        self.heliostat = heliostat
         self.envoys = envoys
         self.rtt_ms = rtt_ms
         self.ejections: dict[str, _Ejection] = {}
@@ -147,7 +155,8 @@ class FluidGateway:
         )
         built = self._balancers.get(content)
         if built is None:
-            balancer = Balancer.of_view(view, LbConfig.of(view), group_of)
+            config = LbConfig.of(view, model if self.heliostat else None)
+            balancer = Balancer.of_view(view, config, group_of)
             priority_of = {
                 entry.key: loc.priority for loc in balancer.localities for entry in loc.hosts
             }

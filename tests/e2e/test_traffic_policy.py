@@ -545,6 +545,63 @@ def test_retries_hide_a_replica_that_drops_connections_or_hangs_streams(
     assert any(a.status == 503 for a in answers)
 
 
+@SOTW_ONLY
+def test_a_full_scan_takes_the_idle_replica_and_ejects_one_that_fails_fast(
+    stack: Callable[..., Stack],
+) -> None:
+    # The defaults: gateway failures ejected after 2 in a row, 2 retries. A replica that
+    # fails every try is ejected before a request's last try, so the clusters scan every
+    # host of the locality (xds.translate.clusters.full_scan) instead of drawing two.
+    s = stack([endpoint("eu-west", speed=5.0) for _ in range(3)], ["eu-west"])
+    envoy, port = s.envoys["eu-west"], s.gateways["eu-west"]
+    wait_weights_settled(envoy, MODEL, 3)
+    (policy,) = cluster_config(envoy, MODEL)["load_balancing_policy"]["policies"]
+    typed = policy["typed_extension_config"]
+    assert typed["name"] == "envoy.load_balancing_policies.least_request"
+    assert typed["typed_config"]["selection_method"] == "FULL_SCAN"
+    assert "locality_weighted_lb_config" in typed["typed_config"]["locality_lb_config"]
+
+    # Two long generations hold two replicas (the second goes to an idle one: a scan sees the
+    # first); then every short request goes to the third, the only one with nothing in
+    # flight. Two random choices of three would miss it 4 times in 9 (all 8 hit: 0.9%).
+    active = f"cluster.{MODEL}.upstream_rq_active"
+    held: list[Answer] = []
+    threads = []
+    for n in (1, 2):
+        thread = threading.Thread(
+            target=lambda: held.extend(send(port, [({}, completion(600, stream=True))]))
+        )
+        thread.start()
+        threads.append(thread)
+        wait_until(lambda n=n: envoy.stat(active) == n, message=f"{n} long generations")
+    try:
+        short = [send(port, [({}, completion(2))])[0] for _ in range(8)]
+        still = envoy.stat(active)
+    finally:
+        for thread in threads:
+            thread.join(timeout=30)
+    assert still >= 2, "the long generations ended before the short requests did"
+    assert [a.status for a in short] == [200] * 8
+    assert len({a.replica for a in short}) == 1
+    assert short[0].replica not in {a.replica for a in held}
+    assert len({a.replica for a in held}) == 2
+
+    # A replica that drops every connection holds nothing in flight: the scan sends it
+    # every try until outlier detection ejects it (2 gateway failures), and the retries of
+    # those requests land elsewhere. It takes a few tries, not every one.
+    bad = s.addresses[0]
+    s.fleet_of(bad).fault(bad, kind="close")
+    answers = send(port, [({}, completion())] * 30, concurrency=3)
+    assert {a.status for a in answers} == {200}
+    assert bad not in {a.replica for a in answers}
+    ejected = f"cluster.{MODEL}.outlier_detection.ejections_enforced_consecutive_gateway_failure"
+    assert envoy.stat(ejected) >= 1
+    tries = s.stats(bad)["faulted"]["close"]
+    retried = envoy.stat(f"cluster.{MODEL}.upstream_rq_retry")
+    print(f"\nthe failing replica took {tries} tries of {30 + retried}")
+    assert 2 <= tries <= 6
+
+
 # -- 5. versions and canaries -------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from heliostat.balance import Health
+from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
 from heliostat.planet.envoy import (
     NO_EXCLUSIONS,
     Balancer,
@@ -22,8 +22,20 @@ from heliostat.planet.envoy import (
     LbKind,
     Locality,
 )
+from heliostat.policy import parse_policy
 
 H, D, U, X = Health.HEALTHY, Health.DEGRADED, Health.UNHEALTHY, Health.DRAINING
+POLICY = """\
+apiVersion: heliostat/v1
+kind: InferencePolicy
+metadata: {name: plain}
+spec:
+  regions: {a: {}}
+  models:
+    - name: m
+      endpoints:
+        - {address: 127.0.0.1:9101, region: a}
+"""
 
 
 def hosts(region: str, *health: Health, weight: int = 1) -> tuple[HostEntry, ...]:
@@ -168,6 +180,70 @@ def test_two_choices_prefer_the_less_busy_and_split_evenly_when_equal() -> None:
     assert split["a-0"] == pytest.approx(7 / 16, abs=0.01)
     drawn = _draws(b, {"a-0": 0, "a-1": 40, "a-2": 40, "a-3": 40}, 40_000)
     assert drawn["a-0"] == pytest.approx(7 / 16, abs=0.01)
+
+
+def test_a_full_scan_takes_the_least_busy_host_and_draws_among_ties() -> None:
+    # heliostat's clusters scan every host (xds.translate.clusters): one host with a free
+    # slot gets the request, where two random choices of four miss it 9 times in 16.
+    full = Balancer([Locality("a", 0, 1000, hosts("a", H, H, H, H))], LbConfig(full_scan=True))
+    assert full.split({}) == pytest.approx(dict.fromkeys(("a-0", "a-1", "a-2", "a-3"), 0.25))
+    busy = {"a-0": 4, "a-1": 3, "a-2": 4, "a-3": 5}
+    assert _draws(full, busy, 2_000) == {"a-1": 1.0}
+    # In expectation (the fluid engine's mean counts, spread as Poisson counts would be) it
+    # still leans on the least busy host more than two random choices do.
+    two = Balancer([Locality("a", 0, 1000, hosts("a", H, H, H, H))])
+    assert full.split(busy)["a-1"] > two.split(busy)["a-1"] + 0.05
+    assert full.split({"a-0": 0, "a-1": 40, "a-2": 40, "a-3": 40})["a-0"] == pytest.approx(1.0)
+    tied = _draws(full, {"a-0": 4, "a-1": 3, "a-2": 3, "a-3": 5}, 20_000)
+    assert set(tied) == {"a-1", "a-2"}
+    assert tied["a-1"] == pytest.approx(0.5, abs=0.02)
+    # Groups of identical hosts at the same mean count share as their hosts: in proportion.
+    grouped = Balancer(
+        [
+            Locality(
+                "a",
+                0,
+                1000,
+                (HostEntry("g1", "a", 1, H, count=2), HostEntry("g2", "a", 1, H, count=3)),
+            )
+        ],
+        LbConfig(full_scan=True),
+    )
+    assert grouped.split({"g1": 2.0, "g2": 2.0}) == pytest.approx({"g1": 0.4, "g2": 0.6})
+    assert grouped.split({"g1": 1.0, "g2": 3.0})["g1"] > 0.8
+    # Unequal weights keep Envoy's weighted path, whatever the selection method.
+    weighted = Balancer(
+        [Locality("a", 0, 1000, (HostEntry("x", "a", 100, H), HostEntry("y", "a", 50, H)))],
+        LbConfig(full_scan=True),
+    )
+    assert weighted.split({}) == pytest.approx({"x": 2 / 3, "y": 1 / 3})
+
+
+def test_a_full_scan_sends_a_retry_back_to_the_least_busy_host_and_follows_the_model() -> None:
+    # previous_hosts makes Envoy pick again (5 times), but a scan finds the same least busy
+    # host each time and the try goes there: why heliostat scans only when outlier detection
+    # ejects a replica failing fast before a request's last try (xds.translate.clusters).
+    full = Balancer([Locality("a", 0, 1000, hosts("a", H, H, H))], LbConfig(full_scan=True))
+    busy = {"a-0": 0, "a-1": 2, "a-2": 3}
+    retry = Exclusions(tried_hosts=frozenset({"a-0"}))
+    rng = random.Random(5)
+    assert {full.pick(rng, busy, retry) for _ in range(200)} == {"a-0"}
+    two = Balancer([Locality("a", 0, 1000, hosts("a", H, H, H))])
+    # Two random choices find another host within 6 picks unless every pick drew a-0 in a
+    # draw of two: (5/9)^6 = 2.9% of retries.
+    back = sum(two.pick(rng, busy, retry) == "a-0" for _ in range(4000)) / 4000
+    assert back == pytest.approx((5 / 9) ** 6, abs=0.01)
+    # heliostat's clusters follow the model's outlier detection and retries; a static
+    # Envoy (no model) draws two.
+    endpoints = tuple(EndpointView(f"10.0.0.{i}:80", "a", None, 100, H) for i in range(3))
+    view = ClusterView("m", "m", (LocalityView("a", 0, endpoints, 1000),))
+    model = parse_policy(POLICY).spec.models[0]
+    assert LbConfig.of(view, model).full_scan
+    assert not LbConfig.of(view).full_scan
+    off = model.outlier_detection.model_copy(
+        update={"consecutive_5xx": 0, "consecutive_gateway_failure": 0}
+    )
+    assert not LbConfig.of(view, model.model_copy(update={"outlier_detection": off})).full_scan
 
 
 def test_groups_of_identical_hosts_split_as_their_hosts_would() -> None:

@@ -89,6 +89,11 @@ def apply_balancing(
     if balancing is None:
         return
     cluster.lb_policy = _LB_POLICY[balancing.policy]
+    if balancing.policy is not LbPolicy.LEAST_REQUEST:
+        # A hashing policy is the legacy lb_policy's: the typed least-request policy would
+        # take precedence, and locality weights go back into common_lb_config.
+        cluster.ClearField("load_balancing_policy")
+        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
     if balancing.hash_balance_factor is not None:
         cluster.common_lb_config.consistent_hashing_lb_config.CopyFrom(
             cluster_pb2.Cluster.CommonLbConfig.ConsistentHashingLbConfig(

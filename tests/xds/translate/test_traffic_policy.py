@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
@@ -21,12 +22,13 @@ from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
 
 from heliostat.balance import ClusterView, InFlight, RegionView, TrafficClass, static_views
 from heliostat.planning.subsets import subset
 from heliostat.planning.versions import TOTAL, version_shares, version_weights
 from heliostat.policy import Policy, PolicyError, load_policy, parse_policy
-from heliostat.policy.traffic import Affinity
+from heliostat.policy.traffic import Affinity, RetryOn
 from heliostat.wire import PREFIX_KEY_HEADER
 from heliostat.xds.protocol.delta import DeltaStream
 from heliostat.xds.protocol.sotw import SotwStream
@@ -35,6 +37,7 @@ from heliostat.xds.resources.snapshot import Snapshot
 from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl
 from heliostat.xds.translate import TranslationMemo, build_snapshot
 from heliostat.xds.translate.affinity import RING_SIZE
+from heliostat.xds.translate.clusters import full_scan
 from heliostat.xds.translate.prefix_key import SOURCE as LUA_SOURCE
 from tests.xds.helpers import ack, delta_request, sotw_request
 
@@ -389,8 +392,18 @@ def test_affinity_hashes_with_bounded_load_and_keeps_the_rest(policy: Policy) ->
             assert cluster.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
             assert not cluster.common_lb_config.HasField("consistent_hashing_lb_config")
             assert not cluster.HasField("metadata")
-        # What the clusters had before stays: locality weights, panic threshold, ejection.
-        assert cluster.common_lb_config.HasField("locality_weighted_lb_config")
+        # What the clusters had before stays: locality weights (in common_lb_config for a
+        # hashing cluster, in the typed least-request policy otherwise: Envoy refuses both),
+        # panic threshold, ejection.
+        if cluster.HasField("load_balancing_policy"):
+            assert not cluster.common_lb_config.HasField("locality_weighted_lb_config")
+            typed = cluster.load_balancing_policy.policies[0].typed_extension_config
+            config = least_request_pb2.LeastRequest()
+            assert typed.typed_config.Unpack(config)
+            assert config.locality_lb_config.HasField("locality_weighted_lb_config")
+        else:
+            assert cluster.lb_policy != cluster_pb2.Cluster.LEAST_REQUEST
+            assert cluster.common_lb_config.HasField("locality_weighted_lb_config")
         assert cluster.common_lb_config.healthy_panic_threshold.value == 25.0
         assert cluster.HasField("outlier_detection")
     maglev = parse_policy(
@@ -544,6 +557,66 @@ def test_outlier_detection_defaults_and_options() -> None:
     assert od.failure_percentage_threshold.value == 70
     assert od.failure_percentage_minimum_hosts.value == 5
     assert od.max_ejection_percent.value == 50
+
+
+def _selection(cluster: cluster_pb2.Cluster) -> int:
+    (policy,) = cluster.load_balancing_policy.policies
+    config = least_request_pb2.LeastRequest()
+    assert policy.typed_extension_config.typed_config.Unpack(config)
+    return config.selection_method
+
+
+def test_least_request_scans_every_host_only_while_a_fast_failing_replica_is_ejected_in_time() -> (
+    None
+):
+    # A replica that fails fast holds the fewest requests in flight: a full scan sends it
+    # every try of a request. Only when outlier detection ejects it before the last try
+    # (a consecutive threshold <= num_retries, enforced, counting every retried failure)
+    # does the cluster scan; otherwise two random choices.
+    model = parse_policy(PLAIN).spec.models[0]
+
+    def scans(hosts: int = 3, **changes: Any) -> bool:
+        od = model.outlier_detection.model_copy(
+            update={
+                k: v for k, v in changes.items() if k in type(model.outlier_detection).model_fields
+            }
+        )
+        retries = model.retries.model_copy(
+            update={k: v for k, v in changes.items() if k in type(model.retries).model_fields}
+        )
+        changed = model.model_copy(update={"outlier_detection": od, "retries": retries})
+        return full_scan(changed, hosts)
+
+    assert scans()  # the defaults: 2 gateway failures in a row eject, 2 retries
+    assert not scans(consecutive_5xx=0, consecutive_gateway_failure=0)  # detection off
+    assert not scans(num_retries=1)  # ejected only after the request's last try
+    assert scans(num_retries=1, consecutive_5xx=1)
+    assert not scans(num_retries=0)
+    assert not scans(enforcing_consecutive_gateway_failure=50)  # may not eject (5xx: 5 > 2)
+    # A retried 500 is no gateway failure: only consecutive_5xx (5) counts it.
+    assert not scans(retriable_status_codes=(500, 503))
+    assert not scans(retry_on=(RetryOn.FIVE_XX,))
+    assert scans(retry_on=(RetryOn.FIVE_XX,), consecutive_5xx=2)
+    assert scans(retry_on=(RetryOn.GATEWAY_ERROR, RetryOn.CONNECT_FAILURE))
+    # Outlier detection counts no 4xx: a replica refusing fast with 429 is never ejected.
+    assert not scans(retriable_status_codes=(429, 503), consecutive_5xx=1)
+    assert not scans(retry_on=(RetryOn.RETRIABLE_4XX, RetryOn.RESET))
+    # The cluster must be allowed to eject one host.
+    assert not scans(hosts=3, max_ejection_percent=10)
+    assert scans(hosts=10, max_ejection_percent=10)
+
+    # Translated: the default model's clusters scan; with outlier detection off they draw two.
+    default = clusters(snapshot_for("us-east", parse_policy(PLAIN)))["m"]
+    assert _selection(default) == least_request_pb2.LeastRequest.FULL_SCAN
+    off = parse_policy(
+        PLAIN.replace(
+            "    - name: m\n",
+            "    - name: m\n"
+            "      outlier_detection: {consecutive_5xx: 0, consecutive_gateway_failure: 0}\n",
+        )
+    )
+    drawn = clusters(snapshot_for("us-east", off))["m"]
+    assert _selection(drawn) == least_request_pb2.LeastRequest.N_CHOICES
 
 
 # -- circuit breakers and priority classes ------------------------------------------------------

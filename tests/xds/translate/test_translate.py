@@ -17,6 +17,7 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from heliostat.balance import static_views
@@ -122,6 +123,15 @@ def test_one_eds_cluster_per_model_with_least_request() -> None:
         assert cluster.name == name
         assert cluster.type == cluster_pb2.Cluster.EDS
         assert cluster.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
+        # ... as a typed policy that scans every host (xds.translate.clusters), which Envoy
+        # uses instead of lb_policy; locality weights with it.
+        (policy,) = cluster.load_balancing_policy.policies
+        assert policy.typed_extension_config.name == "envoy.load_balancing_policies.least_request"
+        config = least_request_pb2.LeastRequest()
+        assert policy.typed_extension_config.typed_config.Unpack(config)
+        assert config.selection_method == least_request_pb2.LeastRequest.FULL_SCAN
+        assert config.locality_lb_config.HasField("locality_weighted_lb_config")
+        assert not cluster.common_lb_config.HasField("locality_weighted_lb_config")
         assert cluster.eds_cluster_config.service_name == name
         assert cluster.eds_cluster_config.eds_config.HasField("ads")
         assert cluster.eds_cluster_config.eds_config.resource_api_version == config_source_pb2.V3
