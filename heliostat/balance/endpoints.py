@@ -111,7 +111,7 @@ def step(
     """
     tier = previous.tier if previous is not None else 0
     if service is not None:  # no service state: no capacity known, the tier holds
-        tier = _tier(service, peers, tier)
+        tier = _tier(service, peers, tier, previous)
     return _step(
         endpoint, model, signal, previous, now, gain, drained, static, hashing, peers, tier
     )[0]
@@ -298,7 +298,7 @@ def advance(
             and found.best_service > 0.0
             and not holds(own / found.best_service, tier)
         ):
-            tier = _tier(services[row], found, tier)
+            tier = _tier(services[row], found, tier, before)
         state, fixed = _step(
             endpoint,
             model,
@@ -410,7 +410,7 @@ def _moving(
                 own, tier = known[row], held[row].tier
                 if own is None or weights.tier_holds(own / best, tier):
                     continue  # `_tier` keeps it, without working its error out
-                if _tier(services[row], found, tier) != tier:
+                if _tier(services[row], found, tier, held[row]) != tier:
                     also.append(row)
     if also:
         moving = sorted({*moving, *also})
@@ -452,7 +452,7 @@ def _tiers_moving(
             relative = ratio[rows] / found.best_service
         for row in rows[~weights.tiers_hold(relative, tiers[rows])].tolist():
             tier = held[row].tier
-            if _tier(services[row], found, tier) != tier:
+            if _tier(services[row], found, tier, held[row]) != tier:
                 moved.append(row)
     return moved
 
@@ -506,16 +506,39 @@ def _stale_after(stale_after: float) -> _Tick:
     return _Tick(STALE, None, weights.NEUTRAL, detail=f"no scrape within {stale_after:g}s")
 
 
-def _tier(service: ServiceState | None, peers: Peers | None, current: int) -> int:
+def _tier(
+    service: ServiceState | None,
+    peers: Peers | None,
+    current: int,
+    previous: EndpointState | None = None,
+) -> int:
     """Its capacity tier: its observed capacity over the best of its region's, once both are
-    known (`capacity.known`), judged by their errors; else the tier it had."""
+    known (`capacity.known`), judged by their errors and by its load against its peers'
+    (`_lean`, from its `previous` state); else the tier it had."""
     own = capacity.known(service)
     if own is None or service is None or peers is None or peers.best_service <= 0.0:
         return current
     if weights.tier_holds(own / peers.best_service, current):
         return current  # whatever its error: no need to work it out
     error = math.sqrt(capacity.relative_error(service) ** 2 + peers.best_error**2)
-    return weights.capacity_tier(own / peers.best_service, current, error)
+    lean = _lean(peers, previous)
+    return weights.capacity_tier(own / peers.best_service, current, error, lean)
+
+
+def _lean(peers: Peers, previous: EndpointState | None) -> int:
+    """+1 while the endpoint runs hotter than its region's other live endpoints (at the
+    `near` band's entry: ENTER_NEAR and NEAR_MARGIN above their mean, they not full), -1
+    while they run that much hotter than it (it not full): its weight gives it more, or
+    less, than its capacity; 0 otherwise or unknown."""
+    level = peer_level(previous)
+    others = _peer_level(peers, level)
+    if level is None or others is None:
+        return 0
+    if level >= weights.ENTER_NEAR and level - others >= weights.NEAR_MARGIN:
+        return 1 if others < weights.ENTER_SATURATED else 0
+    if others >= weights.ENTER_NEAR and others - level >= weights.NEAR_MARGIN:
+        return -1 if level < weights.ENTER_SATURATED else 0
+    return 0
 
 
 def _load_driven(

@@ -73,12 +73,14 @@ def test_observe_all_gives_exactly_the_states_observe_gives(data: st.DataObject)
     st.floats(min_value=-1.0, max_value=4.0, allow_nan=False),
     st.integers(0, len(weights.CAPACITY_TIERS) - 1),
     st.floats(min_value=0.0, max_value=10.0, allow_nan=False),
+    st.sampled_from([-1, 0, 1]),
 )
 def test_a_tier_said_to_hold_is_the_tier_capacity_tier_keeps(
-    relative: float, current: int, uncertainty: float
+    relative: float, current: int, uncertainty: float, lean: int
 ) -> None:
+    """Whatever the error and whatever the load leans to (`endpoints._lean`)."""
     if weights.tier_holds(relative, current):
-        assert weights.capacity_tier(relative, current, uncertainty) == current
+        assert weights.capacity_tier(relative, current, uncertainty, lean) == current
 
 
 @given(

@@ -232,3 +232,23 @@ def test_recovery_is_clear_only_out_of_both_bands() -> None:
     assert not weights.recovered(0.75, is_saturated=False, is_near=False)
     assert not weights.recovered(0.6, is_saturated=False, is_near=True)
     assert not weights.recovered(0.6, is_saturated=True, is_near=False)
+
+
+def test_the_load_settles_a_capacity_tier_the_counts_cannot() -> None:
+    """Two 30-second estimates of replicas of speeds 1 and 3 (ratio 1/3) are never firmer
+    than about 15%: at 2.5 standard errors 1/3 reads as 0.46, and the replica held at tier
+    2 (weight 50) stayed there. Running hotter than its peers (`lean` +1), its estimate
+    beyond the hysteresis and its one-error bound past the midpoint, it steps down one
+    tier; the load leaning the other way, or an estimate within the hysteresis (alike
+    replicas' noise), moves nothing."""
+    third = 1.0 / 3.0
+    assert weights.capacity_tier(third, 2, 0.16) == 2
+    assert weights.capacity_tier(third, 2, 0.16, lean=1) == 3
+    assert weights.capacity_tier(third, 2, 0.16, lean=-1) == 2
+    assert weights.capacity_tier(third, 1, 0.3, lean=1) == 2  # one step at a time
+    assert weights.capacity_tier(0.8, 0, 0.15, lean=1) == 0  # within the hysteresis
+    assert weights.capacity_tier(0.72, 0, 0.2, lean=1) == 0  # beyond, but not likely so
+    # Cooler than busy peers, held a tier too low: one step up.
+    assert weights.capacity_tier(0.6, 3, 0.16) == 3
+    assert weights.capacity_tier(0.6, 3, 0.16, lean=-1) == 2
+    assert weights.capacity_tier(0.6, 3, 0.16, lean=1) == 3
