@@ -24,7 +24,6 @@ What the planet reports to the law, as `serve` gets it:
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -157,9 +156,6 @@ class Scrapes:
 
     def __init__(self) -> None:
         self._states: dict[Key, EndpointState] = {}
-        # A scrape that fails logs a warning in serve; in the planet a lost region fails
-        # hundreds of them at once, and the report says so instead.
-        logging.getLogger("heliostat.signals.polling").setLevel(logging.ERROR)
 
     def _state(self, key: Key) -> EndpointState:
         state = self._states.get(key)
@@ -230,7 +226,12 @@ class Scrapes:
             )
 
     def failed(self, key: Key, reason: str) -> None:
-        self._state(key).reject(Failure(reason))
+        """The failure is recorded as serve records it (`EndpointState.reject`), without its
+        warning: in the planet a lost region fails hundreds of scrapes at once and the report
+        says so instead. (Muting the signals logger here muted it for the whole process.)"""
+        state = self._state(key)
+        failure = Failure(reason)
+        state.signal = state.signal.failed(failure.reason, failure.detail)
 
     def forget(self, keys: Iterable[Key]) -> None:
         """Endpoints that left the policy (scaled in): their records go, as in serve."""
