@@ -275,7 +275,11 @@ def advance(
         )
         if not rows:  # every row held: its columns as they are, only the samples' are new
             return dataclasses.replace(
-                column, keys=keys, scraped=tuple(scraped_column), waiting=tuple(waiting_column)
+                column,
+                keys=keys,
+                scraped=tuple(scraped_column),
+                waiting=tuple(waiting_column),
+                moved=(),
             )
         states, kept = list(column.states), list(column.readings)
         levels_column = list(column.peer_levels)
@@ -331,6 +335,7 @@ def advance(
         keys,
         tuple(levels_column),
         _tier_column(records, carried, rows),
+        tuple(rows) if isinstance(rows, list) else None,  # None: no column to advance from
     )
 
 

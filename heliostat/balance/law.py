@@ -371,6 +371,7 @@ def _endpoints(
     else:  # `capacity.observe` of every row would be None: nothing learnt, nothing to learn
         slots_all, observed_all, service = [None] * len(keys), [None] * len(keys), {}
         known = [None] * len(keys)
+    advanced_from = column
     column = advance(
         model,
         keys,
@@ -387,24 +388,95 @@ def _endpoints(
         known,
         (rows.known, rows.is_known) if rows is not None else None,
     )
-    views = list(map(_VIEW, column.states))
-    pressures = list(map(_PRESSURE, column.states))
-    # One tuple per region, shared by every view's locality of it (and their batch and
-    # derived clusters): translation joins a locality's endpoints once per tuple.
-    members: dict[str, tuple[EndpointView, ...]] = {}
-    live: dict[str, list[int]] = {}  # rows, in order
-    for region, indices in column.regions:
-        members[region] = tuple(map(views.__getitem__, indices))
-        # live: counts towards its supply
-        counted = list(
-            compress(indices, map(is_not, map(pressures.__getitem__, indices), repeat(None)))
-        )
-        if counted:
-            live[region] = counted
+    derived = _derive(column, advanced_from)
+    column = dataclasses.replace(column, derived=derived)
+    members, live, pressures = derived.members, derived.live, derived.pressures
     supply, rates = _supply(model, live, pressures, rows)
     if hashing and rates:
         supply = _with_prefill(supply, live, signals)
     return members, service, supply, rates, column, tuple(known)
+
+
+class _Derived(NamedTuple):
+    """What `_endpoints` reads off a model's records (`SteadyColumn.derived`): every row's
+    view and pressure, each region's tuple of views (one tuple per region, shared by every
+    view's locality of it and their batch and derived clusters: translation joins a
+    locality's endpoints once per tuple, and finds a tuple it joined by its identity) and
+    its live rows, in order (those that count towards its supply: a pressure is set)."""
+
+    views: list[EndpointView]
+    pressures: list[float | None]
+    members: dict[str, tuple[EndpointView, ...]]
+    live: dict[str, list[int]]
+    region_of: dict[int, str]  # row -> its region
+
+
+def _derive(column: SteadyColumn, before: SteadyColumn | None) -> _Derived:
+    """`_Derived` of the column's records: from `before`'s (the column it was advanced
+    from) where it carries them, redoing only what the rows that moved touch; a region
+    none of whose views or liveness changed keeps its very tuple and live rows."""
+    carried = before.derived if before is not None else None
+    moved = column.moved
+    if not isinstance(carried, _Derived) or moved is None or before is None:
+        return _derive_all(column)
+    if not moved:
+        return carried
+    states = column.states
+    views, pressures = carried.views.copy(), carried.pressures.copy()
+    touched: set[str] = set()
+    relive: set[str] = set()
+    region_of = carried.region_of
+    for row in moved:
+        record = states[row]
+        view, pressure = record.view, record.pressure
+        if view is not views[row]:
+            views[row] = view
+            touched.add(region_of[row])
+        if (pressure is None) is not (pressures[row] is None):
+            relive.add(region_of[row])
+        pressures[row] = pressure
+    members, live = carried.members, carried.live
+    if touched:
+        members = dict(members)
+        for region, indices in column.regions:
+            if region in touched:
+                members[region] = tuple(map(views.__getitem__, indices))
+    if relive:
+        live = dict(live)
+        for region, indices in column.regions:
+            if region in relive:
+                _set_live(live, region, indices, pressures)
+    return _Derived(views, pressures, members, live, region_of)
+
+
+def _derive_all(column: SteadyColumn) -> _Derived:
+    """`_Derived` read off every record."""
+    views = list(map(_VIEW, column.states))
+    pressures = list(map(_PRESSURE, column.states))
+    members: dict[str, tuple[EndpointView, ...]] = {}
+    live: dict[str, list[int]] = {}  # rows, in order
+    region_of: dict[int, str] = {}
+    for region, indices in column.regions:
+        members[region] = tuple(map(views.__getitem__, indices))
+        _set_live(live, region, indices, pressures)
+        region_of.update(zip(indices, repeat(region)))
+    return _Derived(views, pressures, members, live, region_of)
+
+
+def _set_live(
+    live: dict[str, list[int]],
+    region: str,
+    indices: Sequence[int],
+    pressures: Sequence[float | None],
+) -> None:
+    """The region's live rows (a pressure is set), in order; none: the region is left out."""
+    counted = list(
+        compress(indices, map(is_not, map(pressures.__getitem__, indices), repeat(None)))
+    )
+    if counted:
+        live[region] = counted
+    else:
+        live.pop(region, None)
 
 
 def _with_prefill(
