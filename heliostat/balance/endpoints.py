@@ -219,12 +219,14 @@ def advance(
     peers: Mapping[str, Peers],
     known: Sequence[float | None] | None = None,
     known_columns: tuple[Floats, Flags] | None = None,
+    reads: SampleReads | None = None,
 ) -> SteadyColumn:
     """`step` for every endpoint of the model (`keys`, `signals`, `services` in its endpoint
     order), skipping the arithmetic of those at a fixed point. `known`: each service's
     `capacity.known`, when the caller worked it out already; `known_columns`, the same as
     the estimator's columns (`capacity.known_columns`: the ratios and where they are known),
-    when it holds them, so the held rows' tiers are tested over whole columns. The previous
+    when it holds them, so the held rows' tiers are tested over whole columns; `reads`,
+    `sample_reads(signals)` when the caller read them already. The previous
     states are `column`, the last tick's result, when it was made under this `model`; else
     `previous` (their records in the model's order, None where there was none).
 
@@ -243,12 +245,7 @@ def advance(
     stale_after = model.signals.stale_after
     keys = tuple(keys)
     count = len(keys)
-    # Every row's sample as read (the `_ABSENT` one where there is none), all in C.
-    present: Sequence[object] = signals
-    if any(map(operator.is_, signals, repeat(None))):
-        present = [_ABSENT if signal is None else signal for signal in signals]
-    scraped_column: list[float | None] = list(map(_SCRAPED_AT, present))
-    waiting_column: list[float | None] = list(map(_WAITING, present))
+    present, scraped_column, waiting_column = reads if reads is not None else sample_reads(signals)
     region_peers = peers.get
     endpoints = model.endpoints
     states: list[EndpointState | None]
@@ -353,6 +350,23 @@ def _tier_column(
     if rows:
         tiers[rows] = list(map(_TIER, map(records.__getitem__, rows)))
     return tiers
+
+
+class SampleReads(NamedTuple):
+    """What every tick reads of each row's sample, once (`sample_reads`): the sample as
+    read (the `_ABSENT` one where there is none), its scrape's time and its queue."""
+
+    present: Sequence[object]
+    scraped: list[float | None]
+    waiting: list[float | None]
+
+
+def sample_reads(signals: Sequence[Sample | None]) -> SampleReads:
+    """`SampleReads` of the rows' samples, all in C."""
+    present: Sequence[object] = signals
+    if any(map(operator.is_, signals, repeat(None))):
+        present = [_ABSENT if signal is None else signal for signal in signals]
+    return SampleReads(present, list(map(_SCRAPED_AT, present)), list(map(_WAITING, present)))
 
 
 class _Absent:

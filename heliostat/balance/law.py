@@ -49,7 +49,7 @@ from heliostat.balance import (
     weights,
 )
 from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
-from heliostat.balance.endpoints import advance, column_peers, peers_of
+from heliostat.balance.endpoints import SampleReads, advance, column_peers, peers_of, sample_reads
 from heliostat.balance.state import (
     ControlState,
     EndpointKey,
@@ -351,23 +351,22 @@ def _endpoints(
     observed_all: Sequence[ServiceState | None]
     service: Mapping[str, ServiceState]
     rows: _Rows | None = None
+    reads = sample_reads(signals)  # each sample's time and queue, read once for both
     if service_before or _teaches(signals):
-        slots_all = [
-            e.slots or (s.max_num_seqs if s is not None else None)
-            for e, s in zip(model.endpoints, signals, strict=True)
-        ]
+        slots_all = _slots(model, reads)
         # One estimator (`capacity`): the region's supply and the endpoint's tier both read
         # it. With success counters it learns from every endpoint of the fleet on every
         # tick: its states are columns (`ServiceColumns`), kept from tick to tick and
         # updated with whole-column operations, as the supply reads them.
-        samples = capacity.read_samples(signals)
+        samples = capacity.read_samples(signals, reads.scraped, reads.waiting)
         before_columns = capacity.aligned(service_before, tuple(keys))
-        columns = capacity.observe_columns(samples, slots_all, before_columns, dt)
+        room = capacity.rooms(slots_all)  # for the estimator and the supply alike
+        columns = capacity.observe_columns(samples, slots_all, before_columns, dt, room)
         service = columns  # kept while it is down: what it taught still holds
         observed_all = ServiceRows(columns)
         ratio, is_known = capacity.known_columns(columns)
         known = _known_list(ratio, is_known)
-        rows = _Rows(columns, samples, slots_all, ratio, is_known)
+        rows = _Rows(columns, samples, slots_all, ratio, is_known, room)
     else:  # `capacity.observe` of every row would be None: nothing learnt, nothing to learn
         slots_all, observed_all, service = [None] * len(keys), [None] * len(keys), {}
         known = [None] * len(keys)
@@ -387,11 +386,12 @@ def _endpoints(
         peers,
         known,
         (rows.known, rows.is_known) if rows is not None else None,
+        reads,
     )
     derived = _derive(column, advanced_from)
     column = dataclasses.replace(column, derived=derived)
     members, live, pressures = derived.members, derived.live, derived.pressures
-    supply, rates = _supply(model, live, pressures, rows)
+    supply, rates = _supply(model, live, pressures, rows, derived.at)
     if hashing and rates:
         supply = _with_prefill(supply, live, signals)
     return members, service, supply, rates, column, tuple(known)
@@ -408,6 +408,7 @@ class _Derived(NamedTuple):
     pressures: list[float | None]
     members: dict[str, tuple[EndpointView, ...]]
     live: dict[str, list[int]]
+    at: dict[str, npt.NDArray[np.intp]]  # each region's live rows as an array
     region_of: dict[int, str]  # row -> its region
 
 
@@ -435,18 +436,18 @@ def _derive(column: SteadyColumn, before: SteadyColumn | None) -> _Derived:
         if (pressure is None) is not (pressures[row] is None):
             relive.add(region_of[row])
         pressures[row] = pressure
-    members, live = carried.members, carried.live
+    members, live, at = carried.members, carried.live, carried.at
     if touched:
         members = dict(members)
         for region, indices in column.regions:
             if region in touched:
                 members[region] = tuple(map(views.__getitem__, indices))
     if relive:
-        live = dict(live)
+        live, at = dict(live), dict(at)
         for region, indices in column.regions:
             if region in relive:
-                _set_live(live, region, indices, pressures)
-    return _Derived(views, pressures, members, live, region_of)
+                _set_live(live, at, region, indices, pressures)
+    return _Derived(views, pressures, members, live, at, region_of)
 
 
 def _derive_all(column: SteadyColumn) -> _Derived:
@@ -455,16 +456,18 @@ def _derive_all(column: SteadyColumn) -> _Derived:
     pressures = list(map(_PRESSURE, column.states))
     members: dict[str, tuple[EndpointView, ...]] = {}
     live: dict[str, list[int]] = {}  # rows, in order
+    at: dict[str, npt.NDArray[np.intp]] = {}
     region_of: dict[int, str] = {}
     for region, indices in column.regions:
         members[region] = tuple(map(views.__getitem__, indices))
-        _set_live(live, region, indices, pressures)
+        _set_live(live, at, region, indices, pressures)
         region_of.update(zip(indices, repeat(region)))
-    return _Derived(views, pressures, members, live, region_of)
+    return _Derived(views, pressures, members, live, at, region_of)
 
 
 def _set_live(
     live: dict[str, list[int]],
+    at: dict[str, npt.NDArray[np.intp]],
     region: str,
     indices: Sequence[int],
     pressures: Sequence[float | None],
@@ -475,8 +478,10 @@ def _set_live(
     )
     if counted:
         live[region] = counted
+        at[region] = np.array(counted, dtype=np.intp)
     else:
         live.pop(region, None)
+        at.pop(region, None)
 
 
 def _with_prefill(
@@ -511,6 +516,21 @@ def _with_prefill(
                 hit_rate=hits / hit_weight if hit_weight > 0.0 else None,
             )
     return result
+
+
+def _slots(model: Model, reads: SampleReads) -> list[int | None]:
+    """Each row's slots: its endpoint's, else its sample's `max_num_seqs` (None without
+    a sample); read in C when no endpoint of the model sets its own."""
+    if not any(map(_SLOTS, model.endpoints)):
+        return list(map(_MAX_NUM_SEQS, reads.present))
+    return [
+        e.slots or getattr(s, "max_num_seqs", None)
+        for e, s in zip(model.endpoints, reads.present, strict=True)
+    ]
+
+
+_SLOTS = operator.attrgetter("slots")
+_MAX_NUM_SEQS = operator.attrgetter("max_num_seqs")
 
 
 def _teaches(signals: Sequence[Sample | None]) -> bool:
@@ -554,13 +574,14 @@ def _waiting(signal: Sample | None) -> float:
 class _Rows(NamedTuple):
     """The model's endpoints as their regions' supply sees them, as columns by row: the
     estimator's states and the samples' readings as it keeps them, each row's slots, and
-    its `capacity.known` (the ratio, where `is_known`)."""
+    its `capacity.known` (the ratio, where `is_known`) and its slots as floats (`room`)."""
 
     service: ServiceColumns
     samples: capacity.SampleColumns
     slots: Sequence[int | None]
     known: Floats
     is_known: Flags
+    room: Floats  # `capacity.rooms(slots)`
 
 
 def _known_list(ratio: Floats, is_known: Flags) -> list[float | None]:
@@ -578,19 +599,21 @@ def _supply(
     live: Mapping[str, list[int]],
     pressures: Sequence[float | None],
     rows: _Rows | None,
+    arrays: Mapping[str, npt.NDArray[np.intp]] | None = None,
 ) -> tuple[dict[str, overflow.Supply], bool]:
     """Each region's supply, in requests/s once some live endpoint's capacity is known
     (rates mode, the second value), else in endpoint units (`live`: each region's live
-    endpoints, rows of `pressures` and `rows`; `rows` None: no service state at all)."""
+    endpoints, rows of `pressures` and `rows`, `arrays` the same as arrays when kept;
+    `rows` None: no service state at all)."""
     # Every endpoint of the model that was ever observed informs the prior (the same model on
     # the same kind of replica): one that died still says what a slot serves. (The rows'
     # services are the model's `service`, in row order: its addresses are distinct.)
     if rows is None or not rows.is_known.any():
         return {r: _unit_supply(live[r], pressures) for r in sorted(live)}, False
     known = rows.known[rows.is_known]
-    room = capacity.rooms(rows.slots)
+    room = rows.room
     prior = _per_slot_prior(rows.known, rows.is_known, room)
-    at = {r: np.array(members, dtype=np.intp) for r, members in live.items()}
+    at = arrays if arrays is not None else {r: np.array(m, dtype=np.intp) for r, m in live.items()}
     eligible = rows.is_known | (room != 0.0) if prior is not None else rows.is_known
     if not any(eligible[members].any() for members in at.values()):
         return {r: _unit_supply(live[r], pressures) for r in sorted(live)}, False

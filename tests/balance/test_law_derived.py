@@ -26,6 +26,9 @@ def _assert_derived(column: SteadyColumn) -> None:
         assert all(a is b for a, b in zip(carried.members[region], members, strict=True))
         assert len(carried.members[region]) == len(members)
     assert carried.live == fresh.live
+    assert carried.at.keys() == fresh.live.keys()
+    for region, rows in fresh.live.items():
+        assert carried.at[region].tolist() == rows
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
