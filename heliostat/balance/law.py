@@ -422,6 +422,14 @@ def _derive(column: SteadyColumn, before: SteadyColumn | None) -> _Derived:
         return _derive_all(column)
     if not moved:
         return carried
+    if len(moved) * _MOST > len(column.states):  # most rows moved: read them all, in C
+        return _derive_all(column, carried.region_of)
+    return _patched(column, carried, moved)
+
+
+def _patched(column: SteadyColumn, carried: _Derived, moved: Sequence[int]) -> _Derived:
+    """`carried` with the `moved` rows' views and pressures from the column's records, and
+    the tuples and live rows of the regions they changed redone."""
     states = column.states
     views, pressures = carried.views.copy(), carried.pressures.copy()
     touched: set[str] = set()
@@ -450,19 +458,26 @@ def _derive(column: SteadyColumn, before: SteadyColumn | None) -> _Derived:
     return _Derived(views, pressures, members, live, at, region_of)
 
 
-def _derive_all(column: SteadyColumn) -> _Derived:
-    """`_Derived` read off every record."""
+def _derive_all(column: SteadyColumn, region_of: dict[int, str] | None = None) -> _Derived:
+    """`_Derived` read off every record (`region_of`: each row's region, when known)."""
     views = list(map(_VIEW, column.states))
     pressures = list(map(_PRESSURE, column.states))
     members: dict[str, tuple[EndpointView, ...]] = {}
     live: dict[str, list[int]] = {}  # rows, in order
     at: dict[str, npt.NDArray[np.intp]] = {}
-    region_of: dict[int, str] = {}
+    if region_of is None:
+        region_of = {}
+        for region, indices in column.regions:
+            region_of.update(zip(indices, repeat(region)))
     for region, indices in column.regions:
         members[region] = tuple(map(views.__getitem__, indices))
         _set_live(live, at, region, indices, pressures)
-        region_of.update(zip(indices, repeat(region)))
     return _Derived(views, pressures, members, live, at, region_of)
+
+
+# Beyond one row in _MOST moving, the derivation reads every record (C passes) rather than
+# patching the moved rows one by one (a Python loop).
+_MOST = 4
 
 
 def _set_live(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from heliostat.balance import ControlState, compute, law
 from heliostat.balance.state import SteadyColumn
@@ -32,10 +33,21 @@ def _assert_derived(column: SteadyColumn) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_ticks())
+@given(_ticks(), st.booleans())
 def test_the_carried_derivation_is_every_records(
-    ticks: list[tuple[float, list[tuple[object, ...] | None], set[int]]],
+    ticks: list[tuple[float, list[tuple[object, ...] | None], set[int]]], patch_all: bool
 ) -> None:
+    """(`patch_all`: the moved rows are patched in however many they are, else beyond one
+    in `law._MOST` every record is read.)"""
+    most = law._MOST
+    law._MOST = 0 if patch_all else most
+    try:
+        _tick_through(ticks)
+    finally:
+        law._MOST = most
+
+
+def _tick_through(ticks: list[tuple[float, list[tuple[object, ...] | None], set[int]]]) -> None:
     keys = [(MODEL, e.address) for e in LLAMA.endpoints]
     last_scrape: list[float | None] = [None] * len(keys)
     state: ControlState | None = None
