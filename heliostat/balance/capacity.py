@@ -316,17 +316,23 @@ def floats(values: list[float | None]) -> tuple[Floats, Flags]:
     return np.frombuffer(filled, dtype=np.float64), mask
 
 
-def read_samples(signals: Sequence[Sample | None]) -> SampleColumns:
+def read_samples(
+    signals: Sequence[Sample | None],
+    scraped_at: list[float | None] | None = None,
+    queued: list[float | None] | None = None,
+) -> SampleColumns:
     """The estimator's readings of every row's sample, as columns (in C: one pass per
-    reading over the samples)."""
+    reading over the samples; `scraped_at` and `queued`, each row's `scraped_at` and
+    `waiting` (None where it has no sample) when the caller read them already)."""
     rows: Sequence[object] = signals
     present = np.fromiter(
         map(operator.is_not, signals, repeat(None)), dtype=np.bool_, count=len(signals)
     )
     if not present.all():
         rows = [_NO_SAMPLE if signal is None else signal for signal in signals]
+    given = {"scraped_at": scraped_at, "waiting": queued}
     read = [
-        floats(list(map(operator.attrgetter(name), rows)))
+        floats(given.get(name) or list(map(operator.attrgetter(name), rows)))
         for name in ("scraped_at", "served_rate", "served_total", "waiting", "running")
     ]
     (scraped, has_scraped), (rate, has_rate), (total, has_total), (waiting, has_waiting) = read[:4]
@@ -458,7 +464,11 @@ def _exp(values: Floats) -> Floats:
 
 
 def observe_columns(
-    samples: SampleColumns, slots: Sequence[int | None], previous: ServiceColumns, dt: float
+    samples: SampleColumns,
+    slots: Sequence[int | None],
+    previous: ServiceColumns,
+    dt: float,
+    room: Floats | None = None,
 ) -> ServiceColumns:
     """`observe` of every row at once (`samples`, `slots` and `previous` in the model's
     endpoint order; a row's slots are its endpoint's, else its sample's `max_num_seqs`, as
@@ -492,7 +502,8 @@ def observe_columns(
         served = np.where(s.has_served_rate, s.served_rate, increase / interval)
         has_served = np.where(s.has_served_rate, rate_ok, counted)
         # `_occupancy`: 1 while requests wait, else running over slots
-        room = rooms(slots)
+        if room is None:  # (`rooms(slots)`, unless the caller has it)
+            room = rooms(slots)
         queued = s.has_waiting & (s.waiting > 0.0)
         counts = (room != 0.0) & s.has_running & (s.running >= 0.0) & (s.running < math.inf)
         share = s.running / room

@@ -219,12 +219,14 @@ def advance(
     peers: Mapping[str, Peers],
     known: Sequence[float | None] | None = None,
     known_columns: tuple[Floats, Flags] | None = None,
+    reads: SampleReads | None = None,
 ) -> SteadyColumn:
     """`step` for every endpoint of the model (`keys`, `signals`, `services` in its endpoint
     order), skipping the arithmetic of those at a fixed point. `known`: each service's
     `capacity.known`, when the caller worked it out already; `known_columns`, the same as
     the estimator's columns (`capacity.known_columns`: the ratios and where they are known),
-    when it holds them, so the held rows' tiers are tested over whole columns. The previous
+    when it holds them, so the held rows' tiers are tested over whole columns; `reads`,
+    `sample_reads(signals)` when the caller read them already. The previous
     states are `column`, the last tick's result, when it was made under this `model`; else
     `previous` (their records in the model's order, None where there was none).
 
@@ -243,12 +245,7 @@ def advance(
     stale_after = model.signals.stale_after
     keys = tuple(keys)
     count = len(keys)
-    # Every row's sample as read (the `_ABSENT` one where there is none), all in C.
-    present: Sequence[object] = signals
-    if any(map(operator.is_, signals, repeat(None))):
-        present = [_ABSENT if signal is None else signal for signal in signals]
-    scraped_column: list[float | None] = list(map(_SCRAPED_AT, present))
-    waiting_column: list[float | None] = list(map(_WAITING, present))
+    present, scraped_column, waiting_column = reads if reads is not None else sample_reads(signals)
     region_peers = peers.get
     endpoints = model.endpoints
     states: list[EndpointState | None]
@@ -275,7 +272,11 @@ def advance(
         )
         if not rows:  # every row held: its columns as they are, only the samples' are new
             return dataclasses.replace(
-                column, keys=keys, scraped=tuple(scraped_column), waiting=tuple(waiting_column)
+                column,
+                keys=keys,
+                scraped=tuple(scraped_column),
+                waiting=tuple(waiting_column),
+                moved=(),
             )
         states, kept = list(column.states), list(column.readings)
         levels_column = list(column.peer_levels)
@@ -331,6 +332,7 @@ def advance(
         keys,
         tuple(levels_column),
         _tier_column(records, carried, rows),
+        tuple(rows) if isinstance(rows, list) else None,  # None: no column to advance from
     )
 
 
@@ -340,14 +342,32 @@ def _tier_column(
     moved: Iterable[int],
 ) -> npt.NDArray[np.intp]:
     """Every record's tier as a column: the last tick's (`carried`, whose held rows kept
-    their records) with the `moved` rows' new tiers, else read from every record."""
-    if carried is None or len(carried) != len(records):
+    their records) with the `moved` rows' new tiers, else read from every record (also
+    once more than a quarter of them moved: one pass in C, not a gather and a scatter)."""
+    rows = list(moved)
+    if carried is None or len(carried) != len(records) or 4 * len(rows) > len(records):
         return np.fromiter(map(_TIER, records), dtype=np.intp, count=len(records))
     tiers = carried.copy()
-    rows = list(moved)
     if rows:
         tiers[rows] = list(map(_TIER, map(records.__getitem__, rows)))
     return tiers
+
+
+class SampleReads(NamedTuple):
+    """What every tick reads of each row's sample, once (`sample_reads`): the sample as
+    read (the `_ABSENT` one where there is none), its scrape's time and its queue."""
+
+    present: Sequence[object]
+    scraped: list[float | None]
+    waiting: list[float | None]
+
+
+def sample_reads(signals: Sequence[Sample | None]) -> SampleReads:
+    """`SampleReads` of the rows' samples, all in C."""
+    present: Sequence[object] = signals
+    if any(map(operator.is_, signals, repeat(None))):
+        present = [_ABSENT if signal is None else signal for signal in signals]
+    return SampleReads(present, list(map(_SCRAPED_AT, present)), list(map(_WAITING, present)))
 
 
 class _Absent:

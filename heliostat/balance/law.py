@@ -49,7 +49,7 @@ from heliostat.balance import (
     weights,
 )
 from heliostat.balance.demand import NO_GATEWAYS, GatewayLoad
-from heliostat.balance.endpoints import advance, column_peers, peers_of
+from heliostat.balance.endpoints import SampleReads, advance, column_peers, peers_of, sample_reads
 from heliostat.balance.state import (
     ControlState,
     EndpointKey,
@@ -351,26 +351,26 @@ def _endpoints(
     observed_all: Sequence[ServiceState | None]
     service: Mapping[str, ServiceState]
     rows: _Rows | None = None
+    reads = sample_reads(signals)  # each sample's time and queue, read once for both
     if service_before or _teaches(signals):
-        slots_all = [
-            e.slots or (s.max_num_seqs if s is not None else None)
-            for e, s in zip(model.endpoints, signals, strict=True)
-        ]
+        slots_all = _slots(model, reads)
         # One estimator (`capacity`): the region's supply and the endpoint's tier both read
         # it. With success counters it learns from every endpoint of the fleet on every
         # tick: its states are columns (`ServiceColumns`), kept from tick to tick and
         # updated with whole-column operations, as the supply reads them.
-        samples = capacity.read_samples(signals)
+        samples = capacity.read_samples(signals, reads.scraped, reads.waiting)
         before_columns = capacity.aligned(service_before, tuple(keys))
-        columns = capacity.observe_columns(samples, slots_all, before_columns, dt)
+        room = capacity.rooms(slots_all)  # for the estimator and the supply alike
+        columns = capacity.observe_columns(samples, slots_all, before_columns, dt, room)
         service = columns  # kept while it is down: what it taught still holds
         observed_all = ServiceRows(columns)
         ratio, is_known = capacity.known_columns(columns)
         known = _known_list(ratio, is_known)
-        rows = _Rows(columns, samples, slots_all, ratio, is_known)
+        rows = _Rows(columns, samples, slots_all, ratio, is_known, room)
     else:  # `capacity.observe` of every row would be None: nothing learnt, nothing to learn
         slots_all, observed_all, service = [None] * len(keys), [None] * len(keys), {}
         known = [None] * len(keys)
+    advanced_from = column
     column = advance(
         model,
         keys,
@@ -386,25 +386,117 @@ def _endpoints(
         peers,
         known,
         (rows.known, rows.is_known) if rows is not None else None,
+        reads,
     )
-    views = list(map(_VIEW, column.states))
-    pressures = list(map(_PRESSURE, column.states))
-    # One tuple per region, shared by every view's locality of it (and their batch and
-    # derived clusters): translation joins a locality's endpoints once per tuple.
-    members: dict[str, tuple[EndpointView, ...]] = {}
-    live: dict[str, list[int]] = {}  # rows, in order
-    for region, indices in column.regions:
-        members[region] = tuple(map(views.__getitem__, indices))
-        # live: counts towards its supply
-        counted = list(
-            compress(indices, map(is_not, map(pressures.__getitem__, indices), repeat(None)))
-        )
-        if counted:
-            live[region] = counted
-    supply, rates = _supply(model, live, pressures, rows)
+    derived = _derive(column, advanced_from)
+    column = dataclasses.replace(column, derived=derived)
+    members, live, pressures = derived.members, derived.live, derived.pressures
+    supply, rates = _supply(model, live, pressures, rows, derived.at)
     if hashing and rates:
         supply = _with_prefill(supply, live, signals)
     return members, service, supply, rates, column, tuple(known)
+
+
+class _Derived(NamedTuple):
+    """What `_endpoints` reads off a model's records (`SteadyColumn.derived`): every row's
+    view and pressure, each region's tuple of views (one tuple per region, shared by every
+    view's locality of it and their batch and derived clusters: translation joins a
+    locality's endpoints once per tuple, and finds a tuple it joined by its identity) and
+    its live rows, in order (those that count towards its supply: a pressure is set)."""
+
+    views: list[EndpointView]
+    pressures: list[float | None]
+    members: dict[str, tuple[EndpointView, ...]]
+    live: dict[str, list[int]]
+    at: dict[str, npt.NDArray[np.intp]]  # each region's live rows as an array
+    region_of: dict[int, str]  # row -> its region
+
+
+def _derive(column: SteadyColumn, before: SteadyColumn | None) -> _Derived:
+    """`_Derived` of the column's records: from `before`'s (the column it was advanced
+    from) where it carries them, redoing only what the rows that moved touch; a region
+    none of whose views or liveness changed keeps its very tuple and live rows."""
+    carried = before.derived if before is not None else None
+    moved = column.moved
+    if not isinstance(carried, _Derived) or moved is None or before is None:
+        return _derive_all(column)
+    if not moved:
+        return carried
+    if len(moved) * _MOST > len(column.states):  # most rows moved: read them all, in C
+        return _derive_all(column, carried.region_of)
+    return _patched(column, carried, moved)
+
+
+def _patched(column: SteadyColumn, carried: _Derived, moved: Sequence[int]) -> _Derived:
+    """`carried` with the `moved` rows' views and pressures from the column's records, and
+    the tuples and live rows of the regions they changed redone."""
+    states = column.states
+    views, pressures = carried.views.copy(), carried.pressures.copy()
+    touched: set[str] = set()
+    relive: set[str] = set()
+    region_of = carried.region_of
+    for row in moved:
+        record = states[row]
+        view, pressure = record.view, record.pressure
+        if view is not views[row]:
+            views[row] = view
+            touched.add(region_of[row])
+        if (pressure is None) is not (pressures[row] is None):
+            relive.add(region_of[row])
+        pressures[row] = pressure
+    members, live, at = carried.members, carried.live, carried.at
+    if touched:
+        members = dict(members)
+        for region, indices in column.regions:
+            if region in touched:
+                members[region] = tuple(map(views.__getitem__, indices))
+    if relive:
+        live, at = dict(live), dict(at)
+        for region, indices in column.regions:
+            if region in relive:
+                _set_live(live, at, region, indices, pressures)
+    return _Derived(views, pressures, members, live, at, region_of)
+
+
+def _derive_all(column: SteadyColumn, region_of: dict[int, str] | None = None) -> _Derived:
+    """`_Derived` read off every record (`region_of`: each row's region, when known)."""
+    views = list(map(_VIEW, column.states))
+    pressures = list(map(_PRESSURE, column.states))
+    members: dict[str, tuple[EndpointView, ...]] = {}
+    live: dict[str, list[int]] = {}  # rows, in order
+    at: dict[str, npt.NDArray[np.intp]] = {}
+    if region_of is None:
+        region_of = {}
+        for region, indices in column.regions:
+            region_of.update(zip(indices, repeat(region)))
+    for region, indices in column.regions:
+        members[region] = tuple(map(views.__getitem__, indices))
+        _set_live(live, at, region, indices, pressures)
+    return _Derived(views, pressures, members, live, at, region_of)
+
+
+# Beyond one row in _MOST moving, the derivation reads every record (C passes) rather than
+# patching the moved rows one by one (a Python loop).
+_MOST = 4
+
+
+def _set_live(
+    live: dict[str, list[int]],
+    at: dict[str, npt.NDArray[np.intp]],
+    region: str,
+    indices: Sequence[int],
+    pressures: Sequence[float | None],
+) -> None:
+    """The region's live rows (a pressure is set), in order; none: the region is left out."""
+    counted = list(
+        compress(indices, map(is_not, map(pressures.__getitem__, indices), repeat(None)))
+    )
+    if counted:
+        live[region] = counted
+        at[region] = np.array(counted, dtype=np.intp)
+    else:
+        live.pop(region, None)
+        at.pop(region, None)
 
 
 def _with_prefill(
@@ -439,6 +531,21 @@ def _with_prefill(
                 hit_rate=hits / hit_weight if hit_weight > 0.0 else None,
             )
     return result
+
+
+def _slots(model: Model, reads: SampleReads) -> list[int | None]:
+    """Each row's slots: its endpoint's, else its sample's `max_num_seqs` (None without
+    a sample); read in C when no endpoint of the model sets its own."""
+    if not any(map(_SLOTS, model.endpoints)):
+        return list(map(_MAX_NUM_SEQS, reads.present))
+    return [
+        e.slots or getattr(s, "max_num_seqs", None)
+        for e, s in zip(model.endpoints, reads.present, strict=True)
+    ]
+
+
+_SLOTS = operator.attrgetter("slots")
+_MAX_NUM_SEQS = operator.attrgetter("max_num_seqs")
 
 
 def _teaches(signals: Sequence[Sample | None]) -> bool:
@@ -482,13 +589,14 @@ def _waiting(signal: Sample | None) -> float:
 class _Rows(NamedTuple):
     """The model's endpoints as their regions' supply sees them, as columns by row: the
     estimator's states and the samples' readings as it keeps them, each row's slots, and
-    its `capacity.known` (the ratio, where `is_known`)."""
+    its `capacity.known` (the ratio, where `is_known`) and its slots as floats (`room`)."""
 
     service: ServiceColumns
     samples: capacity.SampleColumns
     slots: Sequence[int | None]
     known: Floats
     is_known: Flags
+    room: Floats  # `capacity.rooms(slots)`
 
 
 def _known_list(ratio: Floats, is_known: Flags) -> list[float | None]:
@@ -506,19 +614,21 @@ def _supply(
     live: Mapping[str, list[int]],
     pressures: Sequence[float | None],
     rows: _Rows | None,
+    arrays: Mapping[str, npt.NDArray[np.intp]] | None = None,
 ) -> tuple[dict[str, overflow.Supply], bool]:
     """Each region's supply, in requests/s once some live endpoint's capacity is known
     (rates mode, the second value), else in endpoint units (`live`: each region's live
-    endpoints, rows of `pressures` and `rows`; `rows` None: no service state at all)."""
+    endpoints, rows of `pressures` and `rows`, `arrays` the same as arrays when kept;
+    `rows` None: no service state at all)."""
     # Every endpoint of the model that was ever observed informs the prior (the same model on
     # the same kind of replica): one that died still says what a slot serves. (The rows'
     # services are the model's `service`, in row order: its addresses are distinct.)
     if rows is None or not rows.is_known.any():
         return {r: _unit_supply(live[r], pressures) for r in sorted(live)}, False
     known = rows.known[rows.is_known]
-    room = capacity.rooms(rows.slots)
+    room = rows.room
     prior = _per_slot_prior(rows.known, rows.is_known, room)
-    at = {r: np.array(members, dtype=np.intp) for r, members in live.items()}
+    at = arrays if arrays is not None else {r: np.array(m, dtype=np.intp) for r, m in live.items()}
     eligible = rows.is_known | (room != 0.0) if prior is not None else rows.is_known
     if not any(eligible[members].any() for members in at.values()):
         return {r: _unit_supply(live[r], pressures) for r in sorted(live)}, False

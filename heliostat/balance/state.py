@@ -102,6 +102,13 @@ class SteadyColumn:
     # records. None: not kept (read from the records). Derived from `states`, so not
     # compared by `__eq__`.
     tiers: npt.NDArray[np.intp] | None = None
+    # The rows that took `step` this tick (`endpoints.advance`), against the column it was
+    # advanced from; None: every row was computed afresh (no column to advance from).
+    moved: tuple[int, ...] | None = None
+    # What the law derived from the records (`law._endpoints`: every row's view and
+    # pressure, each region's member tuple and live rows), carried so the next tick redoes
+    # only the regions whose rows moved. Derived from `states`: not compared by `__eq__`.
+    derived: Any = None
 
     def state(self, row: int) -> EndpointState:
         """The endpoint's record as of this tick: its kept record with this tick's sample."""

@@ -75,7 +75,7 @@ def test_the_supplys_column_sums_are_its_row_by_row_sums(data: st.DataObject) ->
     assert repr(law._known_list(ratio, is_known)) == repr(known)
     room = capacity.rooms(slots)
     assert repr(law._per_slot_prior(ratio, is_known, room)) == repr(prior)
-    columns = law._Rows(service, capacity.read_samples(signals), slots, ratio, is_known)
+    columns = law._Rows(service, capacity.read_samples(signals), slots, ratio, is_known, room)
     # as the law reads it: None where a row is not live (not a member)
     pressure = law._pressure_column([pressures[r] if r in members else None for r in range(rows)])
     terms = law._terms(columns, pressure, room, prior, mean)
