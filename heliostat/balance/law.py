@@ -120,7 +120,8 @@ def compute(
         endpoint_views[model.name] = views_by_region
         ttft = model.slo.ttft_ms / 1000.0
         admitting[model.name] = {
-            r: refusal.admits(r, s.slots, s.raw, ttft, s.rates) for r, s in supply.items()
+            r: refusal.admits(r, s.slots, s.raw, ttft, s.rates, s.free, s.estimated)
+            for r, s in supply.items()
         }
         refused = {
             r: state.interactive.published
@@ -678,6 +679,8 @@ class _Terms(NamedTuple):
     arriving: Floats
     backlog: Floats
     seen_full: Flags
+    free: Floats  # slots free now: its room less its occupancy at the last scrape (0: unknown)
+    estimated: Flags  # its capacity is the prior, not yet observed
 
 
 def _terms(
@@ -704,7 +707,11 @@ def _terms(
         arriving = np.where(present & has["served"], arrivals, pressure * own)
         waiting = samples.waiting  # `_waiting`: `waiting or 0.0` (-0.0 is falsy, nan is not)
         backlog = np.where(samples.has_waiting & (waiting != 0.0), waiting, 0.0)
-    return _Terms(used, level, own, arriving, backlog, present & (service.seen_full >= SEEN_FULL))
+        free = np.where(
+            present & has["occupancy"] & (room != 0.0), room * (1.0 - values["occupancy"]), 0.0
+        )
+    seen_full = present & (service.seen_full >= SEEN_FULL)
+    return _Terms(used, level, own, arriving, backlog, seen_full, free, ~rows.is_known)
 
 
 class _Totals(NamedTuple):
@@ -718,6 +725,8 @@ class _Totals(NamedTuple):
     level: float
     seen_full: bool
     slots: int | None
+    free: float  # slots free now (`_Terms.free`)
+    estimated: bool  # some endpoint's capacity is the prior
 
 
 def _column_totals(
@@ -735,6 +744,8 @@ def _column_totals(
         _ordered_sum(terms.level[at]),
         bool(terms.seen_full[at].all()),
         sum(cast(list[int], rooms)) if all(rooms) else None,
+        _ordered_sum(terms.free[at]),
+        bool(terms.estimated[at].any()),
     )
 
 
@@ -762,8 +773,8 @@ def rate_totals(
 ) -> _Totals:
     """A region's live endpoints (`members`, rows of the other columns) added up, row by row:
     the specification of `_column_totals` (a property test holds them together)."""
-    raw = load = backlog = used = level = 0.0
-    seen_full = True
+    raw = load = backlog = used = level = free = 0.0
+    seen_full, estimated = True, False
     total: int | None = 0
     for row in members:
         pressure, observed, room, own = pressures[row], services[row], slots[row], known[row]
@@ -778,13 +789,16 @@ def rate_totals(
             level += observed.level
         else:
             level += min(1.0, pressure)
+        if observed is not None and observed.occupancy is not None and room:
+            free += room * (1.0 - observed.occupancy)
         if own is None:
+            estimated = True
             own = prior * room if prior is not None and room else mean
         raw += own
         arriving = capacity.arrivals(observed) if observed is not None else None
         load += arriving if arriving is not None else pressure * own
         backlog += _waiting(signals[row])
-    return _Totals(len(members), raw, load, backlog, used, level, seen_full, total)
+    return _Totals(len(members), raw, load, backlog, used, level, seen_full, total, free, estimated)
 
 
 def _unit_supply(members: list[int], pressures: Sequence[float | None]) -> overflow.Supply:
@@ -797,7 +811,7 @@ def _unit_supply(members: list[int], pressures: Sequence[float | None]) -> overf
 def _rate_supply(totals: _Totals, ttft: float, drain: float) -> overflow.Supply:
     """A region's supply in requests/s: what its endpoints serve when full (the prior for one
     not yet observed), what arrives at them, their backlog and how busy they are."""
-    count, raw, load, backlog, used, level, seen_full, slots = totals
+    count, raw, load, backlog, used, level, seen_full, slots, free, estimated = totals
     # Planned to what its slots carry with waits the SLO tolerates; what its own users bring
     # beyond it, up to the level that serves the most of them within the SLO, it still
     # admits when no neighbour has room (`queueing`). Late there means a wait past the TTFT
@@ -819,4 +833,6 @@ def _rate_supply(totals: _Totals, ttft: float, drain: float) -> overflow.Supply:
         strain=max(0.0, admit - ceiling) * raw,
         level=level / count,
         slots=slots or None,
+        free=free,
+        estimated=estimated,
     )

@@ -149,6 +149,11 @@ class Supply:
     # prefills them in a fraction of the time: `spill` weighs that against a round trip.
     prefill: float | None = None
     hit_rate: float | None = None
+    # Its slots free now (each live endpoint's room less its occupancy at the last scrape; 0
+    # where unknown), and whether some live endpoint's capacity is still the prior (the
+    # model's median per slot, not observed): `refusal.Admits` reads them.
+    free: float = 0.0
+    estimated: bool = False
 
 
 def tolerated(region: Supply, ttft_s: float) -> float:

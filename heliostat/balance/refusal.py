@@ -81,6 +81,8 @@ class Admits:
     slots: int | None  # every live endpoint's slots added up (None: unknown)
     raw: float  # their observed capacity, requests/s
     ttft_s: float
+    free: float = 0.0  # their slots free now (`overflow.Supply.free`)
+    estimated: bool = False  # some endpoint's capacity is still the prior, not observed
 
     @property
     def rate(self) -> float:
@@ -90,17 +92,38 @@ class Admits:
         return level * self.raw
 
     @property
+    def busy(self) -> bool:
+        """Every one of its slots is in use now (less than one free).
+
+        A late queue is drained by refusing only then: a queue on one replica while a peer
+        has a slot free is a balancing problem inside the region, not a full region. The
+        queued requests wait there whatever the gateways refuse, and the next ones go to
+        the free slot (least-request, and the weights as the capacities are learnt);
+        refusing them drains nothing sooner. At start-up in a fleet of speeds 1 and 3
+        (tests/planet/test_startup_refusal.py) the slow replicas queue while the weights
+        are still equal, and their queues made regions at 65% load refuse."""
+        return self.free < 1.0
+
+    @property
     def tolerated(self) -> float:
         """The backlog its users can wait behind within the SLO (`overflow.tolerated`)."""
         return self.raw * overflow.QUEUE_SHARE * self.ttft_s
 
 
-def admits(region: str, slots: int | None, raw: float, ttft_s: float, rates: bool) -> Admits | None:
+def admits(
+    region: str,
+    slots: int | None,
+    raw: float,
+    ttft_s: float,
+    rates: bool,
+    free: float = 0.0,
+    estimated: bool = False,
+) -> Admits | None:
     """The region's `Admits` from its slots and observed capacity (requests/s), None in
     endpoint units (no rates: no queueing model to size a level with)."""
     if not rates or raw <= 0.0:
         return None
-    return Admits(region, slots, raw, ttft_s)
+    return Admits(region, slots, raw, ttft_s, free, estimated)
 
 
 def beyond_admission(region: RegionState, own: Admits, reaching: float, overdue: bool) -> float:
@@ -167,7 +190,15 @@ def early(region: RegionState, own: Admits, scale: float, room: float, overdue: 
     (`overflow._refusable`); on a ramp both lag the crowd by seconds, and every request
     admitted past the goodput-best level meanwhile queues, making the later ones late.
     Measured above the level by more than chance, with nowhere to lend it, the excess has
-    no better fate than a refusal now."""
+    no better fate than a refusal now.
+
+    Not while some of the region's capacity is still the prior (`Admits.estimated`: the
+    model's median per slot, a slow replica's in a fleet of mixed speeds) and a slot of it
+    is free now: a level sized on a guess proves nothing full that has room. At start-up in
+    a fleet of speeds 1 and 3 a region's capacity read half its true one, and its users at
+    65% read as beyond its level (tests/planet/test_startup_refusal.py)."""
+    if own.estimated and not own.busy:
+        return 0.0
     return max(0.0, beyond_admission(region, own, surge(region) * scale, overdue) - room)
 
 
@@ -243,9 +274,11 @@ def step(
     if region is None or region.demand <= 0.0:
         return _publish(previous, 0.0, None, 0.0, 0.0, now, "no demand")
     # A late queue is drained by refusing (`beyond_admission`): late at this tick and the last
-    # (not one noisy scrape), or at this tick once refusing (the planet is known full).
+    # (not one noisy scrape), or at this tick once refusing (the planet is known full); and
+    # only while every slot of the region is in use (`Admits.busy`).
     # What drains a backlog follows the drain down at once, as overflow shares do.
-    overdue = region.late and previous is not None and (previous.late or previous.active)
+    busy = admits is None or admits.busy
+    overdue = region.late and busy and previous is not None and (previous.late or previous.active)
     draining = overdue or overflow.drains_now(region) or (previous is not None and previous.late)
     total = region.demand / max(1e-9, 1.0 - fallback_before)
     excess = max(0.0, region.refusable - (fallback_after - fallback_before) * total)
