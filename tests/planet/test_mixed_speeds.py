@@ -144,7 +144,8 @@ def test_slow_replicas_reach_the_weight_of_their_capacity(monkeypatch: pytest.Mo
     assert settled >= 12
     # The fast replicas keep the full weight: a fast one is the best of its region.
     assert alike_cut <= 1
-    # 94.0% before on these seeds, 95.0% now (seeds 0-29: 93.3% -> 94.0%).
+    # Without the load's lean 94.1% on these seeds, 94.7% with it (full scan and the
+    # start-up refusal rules in; before them 94.0% -> 95.0%; seeds 0-29: 93.3% -> 94.0%).
     assert sum(attainment) / len(attainment) >= 0.945
 
 
