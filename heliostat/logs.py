@@ -46,8 +46,7 @@ def configure(
 ) -> Literal["json", "console"]:
     """Route structlog and `logging` through one renderer on `stream` (stderr); returns the
     format chosen (`auto`: console on a terminal, JSON otherwise)."""
-    stream = stream if stream is not None else sys.stderr
-    chosen = resolve_format(fmt, stream)
+    chosen = resolve_format(fmt, stream if stream is not None else sys.stderr)
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -89,15 +88,16 @@ def configure(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream)
+    handler: logging.Handler = (
+        logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    )
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
-    # heliostat's own loggers follow the level set here: one muted before (the planet mutes
-    # the scrape failures its lost regions cause) speaks again.
+    # heliostat's own loggers follow the level set here: one muted before speaks again.
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if name.split(".", 1)[0] == "heliostat" and isinstance(logger, logging.Logger):
             logger.setLevel(logging.NOTSET)
@@ -105,3 +105,20 @@ def configure(
     for noisy in ("asyncio", "aiohttp", "grpc", "urllib3"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     return chosen
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever `sys.stderr` is when a record is emitted, not the one it was made
+    with: a replaced stderr (a test's capture, closed after it) must not leave a thread that
+    logs later writing into a closed file ("I/O operation on closed file" in the suite)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        """StreamHandler's own setters have nothing to keep: the stream is read each time."""

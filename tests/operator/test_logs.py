@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -79,3 +80,19 @@ def test_configure_sets_the_level_of_heliostats_loggers_muted_before() -> None:
     assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == [
         "scrape_failed"
     ]
+
+
+def test_records_go_to_the_stderr_of_the_moment_not_a_closed_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread that logs after a test's captured stderr was closed (a module-scoped server)
+    wrote into the closed file: "I/O operation on closed file" in the suite's output."""
+    logs.configure("info", "json")
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logging.getLogger("heliostat.test").info("before")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("heliostat.test").info("after")
+    assert '"event": "after"' in second.getvalue()
