@@ -732,8 +732,8 @@ def _lending(
         for o, s in previous.items()
         if o != r
     )
-    overdue = origin_overdue(model, own, previous.get(r), smoothed, rescuing)
     overload = origin_overloaded(model, own, previous.get(r), smoothed)
+    overdue = origin_overdue(model, own, previous.get(r), smoothed, rescuing, overload)
     targets = {
         q: placed.get(q, 0.0) / admitted if admitted > 0 and q in reachable else 0.0
         for q in sorted(set(lent_before) | set(placed))
@@ -837,6 +837,7 @@ def origin_overdue(
     before: RegionState | None,
     demanded: float,
     rescuing: bool = False,
+    overloaded: bool | None = None,
 ) -> bool:
     """The origin's own need makes its share's rise urgent (past the reversal hold and
     RISE_AFTER_FALL_S):
@@ -867,7 +868,9 @@ def origin_overdue(
     within the test's 2 points with 0.2 to spare."""
     if own is None or not own.rates:
         return False
-    if origin_overloaded(model, own, before, demanded):
+    if overloaded is None:  # `overloaded`: origin_overloaded's answer, when the caller has it
+        overloaded = origin_overloaded(model, own, before, demanded)
+    if overloaded:
         return True
     if rescuing:
         return _late_twice(model, own, before)
