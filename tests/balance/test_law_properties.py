@@ -8,6 +8,7 @@ import itertools
 import os
 from collections.abc import Mapping
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -300,8 +301,14 @@ def test_constant_signals_converge_and_then_nothing_changes(
         _check_views(fleet, views[-1], state)
 
 
+# Derandomized: a random search found a rescuer within about 1% of its threshold that the
+# strain rule plans past it (`test_a_rescuer_at_its_threshold_is_strained_past_it`, an open
+# question, not a flake); every run explores the same examples until that is settled.
 @settings(
-    max_examples=max(1, EXAMPLES // 2), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=max(1, EXAMPLES // 2),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
 )
 @given(
     counts=st.tuples(*[st.integers(1, 4)] * 3),
@@ -340,6 +347,20 @@ def test_closed_loop_rescues_stay_below_the_threshold_and_settle(
                     slack = max(1e-3, 1e-3 * landing / len(addresses(policy, rescuer)))
                     assert pressures[rescuer] < 1.0 + slack
     assert all(v == ticks[-1][0] for v, _ in ticks[-5:])
+
+
+@pytest.mark.xfail(strict=True, reason="open: the strain rule plans a rescuer past its threshold")
+def test_a_rescuer_at_its_threshold_is_strained_past_it() -> None:
+    """Found by the property above (2026-12-07, on main since before the eleventh session):
+    eu-west's two endpoints carry their own users at 0.99-1.001 of the threshold, and
+    ap-southeast (2x its one endpoint, max_share 0.1 or 0.3) lends it 2.4% of its users while
+    refusing 49%: eu-west's pressure 1.012. At 0.95 or 1.05 nothing is lent past it. The
+    allocation's strain step (`allocation.solve`: a rescuer's slots past their planning
+    level carry others' users, up to the rescuer ceiling of what it admits, rather than
+    refuse them) is the likely source; whether the property or the rule should give is
+    open."""
+    inner = test_closed_loop_rescues_stay_below_the_threshold_and_settle.hypothesis.inner_test  # type: ignore[attr-defined]
+    inner(counts=(1, 2, 1), demand=(2.0, 1.0, 0.875), budget=200.0, max_share=0.1)
 
 
 def plant_pressures(policy: Policy, demand: Mapping[str, float], views: Views) -> dict[str, float]:
