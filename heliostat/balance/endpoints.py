@@ -546,18 +546,18 @@ def _tier(
 
 
 def _lean(peers: Peers, previous: EndpointState | None) -> int:
-    """+1 while the endpoint runs hotter than its region's other live endpoints (at the
-    `near` band's entry: ENTER_NEAR and NEAR_MARGIN above their mean, they not full), -1
-    while they run that much hotter than it (it not full): its weight gives it more, or
-    less, than its capacity; 0 otherwise or unknown."""
+    """+1 while the endpoint runs hotter than its region's other live endpoints as the
+    `near` band's entry judges it (`weights.near`), -1 while they, taken together, run that
+    much hotter than it: its weight gives it more, or less, than its capacity; 0 otherwise
+    or unknown."""
     level = peer_level(previous)
     others = _peer_level(peers, level)
     if level is None or others is None:
         return 0
-    if level >= weights.ENTER_NEAR and level - others >= weights.NEAR_MARGIN:
-        return 1 if others < weights.ENTER_SATURATED else 0
-    if others >= weights.ENTER_NEAR and others - level >= weights.NEAR_MARGIN:
-        return -1 if level < weights.ENTER_SATURATED else 0
+    if weights.near(level, others, was_near=False):
+        return 1
+    if weights.near(others, level, was_near=False):
+        return -1
     return 0
 
 
