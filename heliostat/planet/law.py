@@ -226,12 +226,10 @@ class Scrapes:
             )
 
     def failed(self, key: Key, reason: str) -> None:
-        """The failure is recorded as serve records it (`EndpointState.reject`), without its
-        warning: in the planet a lost region fails hundreds of scrapes at once and the report
-        says so instead. (Muting the signals logger here muted it for the whole process.)"""
-        state = self._state(key)
-        failure = Failure(reason)
-        state.signal = state.signal.failed(failure.reason, failure.detail)
+        """The failure is recorded as serve records it, without its warning: in the planet
+        a lost region fails hundreds of scrapes at once and the report says so instead.
+        (Muting the signals logger here muted it for the whole process.)"""
+        self._state(key).reject(Failure(reason), warn=False)
 
     def forget(self, keys: Iterable[Key]) -> None:
         """Endpoints that left the policy (scaled in): their records go, as in serve."""

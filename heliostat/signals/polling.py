@@ -82,8 +82,10 @@ class EndpointState:
             )
         self.signal = self.signal.with_reading(reading, rate, at, served, prefill)
 
-    def reject(self, failure: Failure) -> None:
-        if self.signal.error != failure.reason:  # log changes, not every failed round
+    def reject(self, failure: Failure, *, warn: bool = True) -> None:
+        """Record a failed scrape; `warn`: log it (a change of reason, not every failed
+        round). The planet records without (its report counts a lost region's hundreds)."""
+        if warn and self.signal.error != failure.reason:
             log.warning(
                 "scrape_failed",
                 extra={
