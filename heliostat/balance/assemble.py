@@ -58,11 +58,15 @@ def clusters(
     regions: Mapping[str, RegionState],
     refused: RefusalState,
     in_flight: InFlight | None = None,
+    weights: Mapping[str, int] | None = None,
 ) -> tuple[ClusterView, ClusterView]:
     """The interactive and batch clusters of `model` in the view of `region` (None: neutral);
-    `in_flight` says what the interactive cluster's cap was sized from, while it has one."""
+    `in_flight` says what the interactive cluster's cap was sized from, while it has one;
+    `weights`, each region's `routable_weight` of its `endpoints` when the caller keeps
+    them (the law does, redoing only the regions whose endpoints changed), for the neutral
+    view's localities."""
     if region is None or region not in policy.spec.regions:
-        localities = _neutral(policy, model, endpoints)
+        localities = _neutral(policy, model, endpoints, weights)
     else:
         localities = _regional(policy, model, region, endpoints, regions)
     return (
@@ -87,16 +91,25 @@ def clusters(
 
 
 def _neutral(
-    policy: Policy, model: Model, endpoints: Mapping[str, Sequence[EndpointView]]
+    policy: Policy,
+    model: Model,
+    endpoints: Mapping[str, Sequence[EndpointView]],
+    weights: Mapping[str, int] | None = None,
 ) -> tuple[LocalityView, ...]:
     result = []
     for region in sorted(region_priorities(policy, model, None)):
         members = endpoints.get(region)
         if members:
-            routable = map(_ROUTABLE.__contains__, map(_HEALTH, members))
-            weight = sum(compress(map(_WEIGHT, members), routable))  # in C: every endpoint
+            known = weights.get(region) if weights is not None else None
+            weight = known if known is not None else routable_weight(members)
             result.append(LocalityView(region, 0, tuple(members), max(1, weight)))
     return tuple(result)
+
+
+def routable_weight(members: Sequence[EndpointView]) -> int:
+    """The summed weight of the routable `members` (a neutral locality's weight)."""
+    routable = map(_ROUTABLE.__contains__, map(_HEALTH, members))
+    return sum(compress(map(_WEIGHT, members), routable))  # in C: every endpoint
 
 
 def _percent(fraction: float) -> float:

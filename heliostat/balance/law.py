@@ -209,7 +209,15 @@ def compute(
             )
         per_view[None].extend(
             _balanced(
-                assemble.clusters(policy, model, None, views_by_region, own.regions, neutral),
+                assemble.clusters(
+                    policy,
+                    model,
+                    None,
+                    views_by_region,
+                    own.regions,
+                    neutral,
+                    weights=_routable(own.steady),
+                ),
                 lb,
             )
         )
@@ -220,6 +228,13 @@ def compute(
     return views, ControlState(
         now=now, endpoints=EndpointStates(endpoint_states), models=model_states
     )
+
+
+def _routable(column: SteadyColumn | None) -> Mapping[str, int] | None:
+    """Each region's routable weight as the law derived it with the region's tuple of views
+    (`_Derived.routable`), None when it has none."""
+    derived = column.derived if column is not None else None
+    return derived.routable if isinstance(derived, _Derived) else None
 
 
 def _in_flight(
@@ -411,6 +426,9 @@ class _Derived(NamedTuple):
     live: dict[str, list[int]]
     at: dict[str, npt.NDArray[np.intp]]  # each region's live rows as an array
     region_of: dict[int, str]  # row -> its region
+    # each region's `assemble.routable_weight` of its tuple (the neutral view's locality
+    # weight), redone only for a region whose tuple is new
+    routable: dict[str, int]
 
 
 def _derive(column: SteadyColumn, before: SteadyColumn | None) -> _Derived:
@@ -445,18 +463,19 @@ def _patched(column: SteadyColumn, carried: _Derived, moved: Sequence[int]) -> _
         if (pressure is None) is not (pressures[row] is None):
             relive.add(region_of[row])
         pressures[row] = pressure
-    members, live, at = carried.members, carried.live, carried.at
+    members, live, at, routable = carried.members, carried.live, carried.at, carried.routable
     if touched:
-        members = dict(members)
+        members, routable = dict(members), dict(routable)
         for region, indices in column.regions:
             if region in touched:
                 members[region] = tuple(map(views.__getitem__, indices))
+                routable[region] = assemble.routable_weight(members[region])
     if relive:
         live, at = dict(live), dict(at)
         for region, indices in column.regions:
             if region in relive:
                 _set_live(live, at, region, indices, pressures)
-    return _Derived(views, pressures, members, live, at, region_of)
+    return _Derived(views, pressures, members, live, at, region_of, routable)
 
 
 def _derive_all(column: SteadyColumn, region_of: dict[int, str] | None = None) -> _Derived:
@@ -470,10 +489,12 @@ def _derive_all(column: SteadyColumn, region_of: dict[int, str] | None = None) -
         region_of = {}
         for region, indices in column.regions:
             region_of.update(zip(indices, repeat(region)))
+    routable: dict[str, int] = {}
     for region, indices in column.regions:
         members[region] = tuple(map(views.__getitem__, indices))
+        routable[region] = assemble.routable_weight(members[region])
         _set_live(live, at, region, indices, pressures)
-    return _Derived(views, pressures, members, live, at, region_of)
+    return _Derived(views, pressures, members, live, at, region_of, routable)
 
 
 # Beyond one row in _MOST moving, the derivation reads every record (C passes) rather than

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heliostat.balance import ControlState, capacity, compute, weights
+from heliostat.balance import ControlState, Views, capacity, compute, weights
+from heliostat.balance.assemble import routable_weight
 from heliostat.balance.endpoints import advance, region_peers, step
 from heliostat.balance.state import (
     EndpointState,
@@ -325,3 +327,40 @@ def test_a_held_endpoint_whose_capacity_falls_behind_its_peers_changes_tier() ->
         state = fast
     assert moved_while_held
     assert state.endpoints[MODEL, slow].tier > 0
+
+
+def test_neutral_locality_weights_are_kept_per_region_and_redone_where_endpoints_moved() -> None:
+    """The neutral view's locality weight is the routable weight of its endpoints; the law
+    keeps it per region with the region's tuple of views, so a tick where nothing moved
+    reuses them all, and one where an endpoint moved redoes its region's alone."""
+
+    def derived_of(state: ControlState) -> Any:
+        column = state.models[MODEL].steady
+        assert column is not None
+        return column.derived
+
+    def check(views: Views) -> None:
+        for cluster in views.neutral.clusters:
+            for locality in cluster.localities:
+                assert locality.weight == max(1, routable_weight(locality.endpoints))
+
+    views, state = compute(POLICY, _constant(T0), None, T0)
+    check(views)
+    views, state = compute(POLICY, _constant(T0 + 2), state, T0 + 2)
+    check(views)
+    before = derived_of(state)
+    views, state = compute(POLICY, _constant(T0 + 4), state, T0 + 4)
+    check(views)
+    assert derived_of(state).routable is before.routable  # nothing moved: all kept
+    signals = _constant(T0 + 6)
+    moved = LLAMA.endpoints[0]
+    signals[MODEL, moved.address] = dataclasses.replace(
+        signals[MODEL, moved.address], consecutive_failures=LLAMA.thresholds.failures
+    )
+    views, after = compute(POLICY, signals, state, T0 + 6)
+    check(views)
+    kept, redone = derived_of(state).routable, derived_of(after).routable
+    assert redone[moved.region] < kept[moved.region]  # unhealthy: out of the routable sum
+    assert {r: w for r, w in redone.items() if r != moved.region} == {
+        r: w for r, w in kept.items() if r != moved.region
+    }
