@@ -266,9 +266,13 @@ class LoadWindow:
 
     def __init__(self) -> None:
         self._reports: list[tuple[float, GatewayLoads]] = []
+        # (origin region, cluster) -> when its gateways last reported a request for it.
+        self._seen: dict[tuple[str, str], float] = {}
 
     def add(self, now: float, loads: GatewayLoads) -> None:
         self._reports.append((now, loads))
+        for key in loads.clusters:
+            self._seen[key] = now
         horizon = now - LRS_WINDOW_S
         # Keep the report that covers the horizon's start: a window is never empty.
         while len(self._reports) > 1 and self._reports[1][0] <= horizon:
@@ -294,6 +298,14 @@ class LoadWindow:
                 entry[2] += load.dropped
                 if now - at < LRS_RECENT_S:
                     entry[3] += issued + load.dropped
+        # Envoy reports every cluster every interval, zeros included (`send_all_clusters`):
+        # a quiet origin's demand is 0/s, not unknown. The planet's engines count only the
+        # requests there were, so an origin heard from within LRS_STALE_AFTER_S reads 0/s
+        # while its window holds none (as a silent gateway goes stale in serve).
+        for (origin, cluster), last in self._seen.items():
+            owner = cluster_owner(cluster, names)
+            if owner is not None and now - last <= LRS_STALE_AFTER_S:
+                counts.setdefault((owner[0], origin), [0.0, 0.0, 0.0, 0.0])
         origins = {
             key: OriginLoad(
                 interactive=entry[0] / seconds,
