@@ -21,49 +21,43 @@ import argparse
 import statistics
 from typing import Any
 
+from bench import routing_fleet, routing_planet
 from heliostat.planet.discrete import DiscreteRun
 from heliostat.planet.fluid import RunOptions
 from heliostat.planet.scenario import PolicyName, Scenario
 
 PER_REPLICA_RPS = 3.9
-REPLICAS = {"us-east": 4, "eu-west": 3, "ap-southeast": 1}
+FLEET = routing_planet.bench_scenario("shared_prefix")
 
 
 def scenario(args: argparse.Namespace, seed: int) -> Scenario:
-    slo = {"ttft_ms": 500, "network_budget_ms": 170}
+    """The file's fleet, SLO and requests (`bench.routing_planet`); this study's own load and
+    policy (its figures in the README were measured with them, not the bench's)."""
+    slo = routing_planet.slo(FLEET)
     policy: dict[str, Any] = {
         "slo": slo,
         "signals": {"interval": "500ms", "timeout": "400ms", "stale_after": "2s"},
-        "affinity": {"prefix_chars": 1024},
+        "affinity": {"prefix_chars": routing_fleet.PREFIX_CHARS},
     }
     if args.bound is not None:
         policy["affinity"]["bounded_load"] = args.bound
+    model = routing_planet.model(FLEET)
+    for knob, value in (("max_num_seqs", args.slots), ("num_gpu_blocks", args.blocks)):
+        if value is not None:
+            model["engine"][knob] = value
+    model["prefix_groups"] = args.groups
     rate = PER_REPLICA_RPS * args.load * args.capacity_x
     return Scenario.model_validate(
         {
-            "name": "shared-prefix",
+            "name": FLEET.name,
             "duration": f"{args.seconds}s",
             "mode": "discrete",
             "seed": seed,
             "gateways": 1,
-            "model": {
-                "engine": {
-                    "max_num_seqs": args.slots,
-                    "speed": 1.5,
-                    "num_gpu_blocks": args.blocks,
-                },
-                "prompt_tokens": {"median": 96, "sigma": 0.0, "min": 96, "max": 96},
-                "output_tokens": {"median": 32, "sigma": 0.0, "min": 32, "max": 32},
-                "prefix_groups": args.groups,
-                "prefix_tokens": 768,
-            },
-            "slo": {**slo, "end_to_end_ms": 500},
-            "regions": {
-                "us-east": {"rtt_ms": {"eu-west": 80, "ap-southeast": 210}, "replicas": 4},
-                "eu-west": {"rtt_ms": {"ap-southeast": 160}, "replicas": 3},
-                "ap-southeast": {"replicas": 1},
-            },
-            "demand": {r: {"curve": [n * rate] * 24} for r, n in REPLICAS.items()},
+            "model": model,
+            "slo": {**slo, "end_to_end_ms": FLEET.slo.ttft_ms},
+            "regions": routing_planet.regions(FLEET),
+            "demand": {r: {"curve": [FLEET.count(r) * rate] * 24} for r in FLEET.regions},
             "policy": policy,
             "policies": [args.policy],
         }
@@ -82,8 +76,8 @@ def main() -> None:
     parser.add_argument("--bound", type=float, default=None, help="affinity.bounded_load")
     parser.add_argument("--load", type=float, default=0.65)
     parser.add_argument("--capacity-x", type=float, default=1.0)
-    parser.add_argument("--slots", type=int, default=4)
-    parser.add_argument("--blocks", type=int, default=512)
+    parser.add_argument("--slots", type=int, default=None, help="default: the file's")
+    parser.add_argument("--blocks", type=int, default=None, help="default: the file's")
     parser.add_argument("--groups", type=int, default=24)
     parser.add_argument("--seconds", type=int, default=60)
     args = parser.parse_args()

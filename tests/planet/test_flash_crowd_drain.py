@@ -1,6 +1,7 @@
 """A full planet drains the queue its flash crowd built by refusing, so what it admits is on time.
 
-The routing benchmark's flash crowd (bench/scenarios/flash_crowd.yaml), request by request:
+The routing benchmark's flash crowd (bench/scenarios/flash_crowd.yaml through
+`bench.routing_planet`), request by request:
 us-east 4 replicas, eu-west 3, ap-southeast 1, 4 slots each (speed 1.5, the chat mix's
 prompt and output spreads), a 500 ms TTFT objective and a 170 ms budget; every region at
 40% of its capacity for 10 s, ramping to 130% over 10 s and holding it. No region has room to
@@ -34,59 +35,23 @@ Seeded: the same seeds play the same requests; six 45-second runs take about 3 s
 
 from __future__ import annotations
 
-from heliostat.planet.demand import Mix
-from heliostat.planet.fastmodel import FastReplica
-from heliostat.planet.fluid import RunOptions, engine_config
+from bench.routing_planet import bench_scenario, planet_scenario
+from heliostat.planet.fluid import RunOptions
 from heliostat.planet.record import Histogram
 from heliostat.planet.run import _play
 from heliostat.planet.scenario import PolicyName, Scenario
 
-REPLICAS = {"us-east": 4, "eu-west": 3, "ap-southeast": 1}
-SLOTS = 4
-TTFT_MS = 500.0
-BASE, PEAK = 0.4, 1.3
+FLASH_CROWD = bench_scenario("flash_crowd")
+TTFT_MS = FLASH_CROWD.slo.ttft_ms
 SEEDS = range(6)
 # The goodput before (mean of twelve seeds): draining by refusing must not cost any.
 GOODPUT_BEFORE = 25.8
 
 
 def flash_crowd(seed: int) -> Scenario:
-    document = {
-        "name": "bench-flash-crowd",
-        "duration": "45s",
-        "mode": "discrete",
-        "seed": seed,
-        "gateways": 1,
-        "model": {
-            "engine": {"max_num_seqs": SLOTS, "speed": 1.5, "num_gpu_blocks": 512},
-            "prompt_tokens": {"median": 160, "sigma": 0.9, "min": 16, "max": 1024},
-            "output_tokens": {"median": 24, "sigma": 0.8, "min": 4, "max": 128},
-        },
-        "slo": {"ttft_ms": TTFT_MS, "end_to_end_ms": TTFT_MS, "network_budget_ms": 170},
-        "regions": {
-            "us-east": {"rtt_ms": {"eu-west": 80, "ap-southeast": 210}, "replicas": 4},
-            "eu-west": {"rtt_ms": {"ap-southeast": 160}, "replicas": 3},
-            "ap-southeast": {"replicas": 1},
-        },
-        "demand": {r: {"curve": [1.0] * 24} for r in REPLICAS},
-        # As bench/routing_fleet.py writes the operator's policy for any scenario.
-        "policy": {
-            "slo": {"ttft_ms": TTFT_MS, "network_budget_ms": 170},
-            "signals": {"interval": "500ms", "timeout": "250ms", "stale_after": "1500ms"},
-            "thresholds": {"queue": SLOTS // 2, "kv": 0.8, "failures": 2},
-            "overflow": {},
-        },
-        "policies": ["heliostat"],
-    }
-    capacity = FastReplica.of(
-        engine_config(Scenario.model_validate(document)),
-        Mix.of(Scenario.model_validate(document)),
-    ).capacity
-    document["demand"] = {r: {"curve": [BASE * capacity * n] * 24} for r, n in REPLICAS.items()}
-    document["events"] = [
-        {"kind": "flash_crowd", "at": 10.0, "ramp": 10.0, "hold": 600.0, "factor": PEAK / BASE}
-    ]
-    return Scenario.model_validate(document)
+    """The bench's flash crowd on the planet, without the bench's prefix affinity, as these
+    figures were measured."""
+    return planet_scenario(FLASH_CROWD, seed, affinity=False)
 
 
 def test_a_full_planet_drains_its_late_queues_by_refusing() -> None:

@@ -1,6 +1,7 @@
 """Replicas of speeds 1 and 3 side by side reach the weights of their capacities.
 
-The routing benchmark's mixed GPUs (bench/scenarios/mixed_gpus.yaml), request by request:
+The routing benchmark's mixed GPUs (bench/scenarios/mixed_gpus.yaml through
+`bench.routing_planet`), request by request:
 us-east 2 replicas of speed 1 and 2 of speed 3, eu-west 2 and 1, ap-southeast 1 and 1, 4
 slots each, the chat mix, every region's users at a steady 65% of its capacity, a 500 ms
 TTFT objective and a 170 ms budget, 40 seconds from a cold start as the benchmark plays it.
@@ -34,70 +35,39 @@ from typing import Any
 
 import pytest
 
+from bench.routing_planet import bench_scenario, planet_scenario
 from heliostat.planet import law as planet_law
-from heliostat.planet.demand import Mix
-from heliostat.planet.fastmodel import FastReplica
-from heliostat.planet.fluid import RunOptions, engine_config
+from heliostat.planet.fluid import RunOptions
 from heliostat.planet.run import _play
 from heliostat.planet.scenario import PolicyName, Scenario
 from heliostat.planet.topology import ReplicaId, address_of
 
-# Per region: replicas of speed 1, then of speed FAST (the canary event picks the first ones).
-FLEET = {"us-east": (2, 2), "eu-west": (2, 1), "ap-southeast": (1, 1)}
-FAST = 3.0
-LOAD = 0.65
+MIXED_GPUS = bench_scenario("mixed_gpus")
 SEEDS = range(6)
 MODEL = "llama-70b"
 
 
-def mixed_gpus(seed: int, fast: float = FAST) -> Scenario:
-    document: dict[str, Any] = {
-        "name": "mixed-gpus",
-        "duration": "40s",
-        "mode": "discrete",
-        "seed": seed,
-        "gateways": 1,
-        "model": {
-            "name": MODEL,
-            "engine": {"max_num_seqs": 4, "speed": 1.0, "num_gpu_blocks": 512},
-            "prompt_tokens": {"median": 160, "sigma": 0.9, "min": 16, "max": 1024},
-            "output_tokens": {"median": 24, "sigma": 0.8, "min": 4, "max": 128},
-        },
-        "slo": {"ttft_ms": 500, "end_to_end_ms": 500, "network_budget_ms": 170},
-        "regions": {
-            "us-east": {"rtt_ms": {"eu-west": 80, "ap-southeast": 210}, "replicas": 4},
-            "eu-west": {"rtt_ms": {"ap-southeast": 160}, "replicas": 3},
-            "ap-southeast": {"replicas": 2},
-        },
-        "demand": {region: {"curve": [1.0] * 24} for region in FLEET},
-        # As bench/routing_fleet.py writes the operator's policy for any scenario.
-        "policy": {
-            "slo": {"ttft_ms": 500, "network_budget_ms": 170},
-            "signals": {"interval": "500ms", "timeout": "250ms", "stale_after": "1500ms"},
-            "thresholds": {"queue": 2, "kv": 0.8, "failures": 2},
-            "overflow": {},
-        },
-        "policies": ["heliostat"],
-    }
-    base = Scenario.model_validate(document)
-    slow = FastReplica.of(engine_config(base), Mix.of(base))
-    one, other = slow.capacity, slow.with_speed(fast).capacity
-    document["demand"] = {
-        region: {"curve": [LOAD * (n * one + m * other)] * 24} for region, (n, m) in FLEET.items()
-    }
-    document["events"] = [
-        {"kind": "canary", "region": region, "at": 0.0, "share": m / (n + m), "speed_factor": fast}
-        for region, (n, m) in FLEET.items()
-    ]
-    return Scenario.model_validate(document)
+def mixed_gpus(seed: int, alike: bool = False) -> Scenario:
+    """The bench's mixed GPUs on the planet (`alike`: every replica of speed 1), without the
+    bench's prefix affinity, as these figures were measured."""
+    bench = MIXED_GPUS
+    if alike:
+        replicas = {
+            region: [group.model_copy(update={"speed": 1.0}) for group in groups]
+            for region, groups in bench.replicas.items()
+        }
+        bench = bench.model_copy(update={"replicas": replicas})
+    return planet_scenario(bench, seed, affinity=False)
 
 
 def _speeds(scenario: Scenario) -> dict[str, bool]:
-    """Each replica's address -> whether it is a slow one (the canary took the first ones)."""
+    """Each replica's address -> whether it is a slow one: the canary (the file's later,
+    faster groups) took the first ones of its region."""
     slow: dict[str, bool] = {}
-    for region, (n, m) in FLEET.items():
-        for index in range(n + m):
-            slow[address_of(scenario, ReplicaId(region, index))] = index >= m
+    for region in MIXED_GPUS.regions:
+        fast = sum(group.count for group in MIXED_GPUS.groups(region)[1:])
+        for index in range(MIXED_GPUS.count(region)):
+            slow[address_of(scenario, ReplicaId(region, index))] = index >= fast
     return slow
 
 
@@ -156,7 +126,7 @@ def test_alike_replicas_keep_equal_weights(monkeypatch: pytest.MonkeyPatch) -> N
     shares = []
     for seed in SEEDS:
         series.clear()
-        _play((mixed_gpus(seed, fast=1.0), "heliostat", RunOptions(PolicyName.HELIOSTAT)))
+        _play((mixed_gpus(seed, alike=True), "heliostat", RunOptions(PolicyName.HELIOSTAT)))
         cut = sum(sum(1 for w in s if w < 100) for s in series.values())
         shares.append(cut / sum(len(s) for s in series.values()))
     print(f"endpoint-ticks below the full weight per seed: {[round(x, 3) for x in shares]}")
