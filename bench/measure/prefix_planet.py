@@ -10,6 +10,8 @@ replica with cold prefills completes), `--capacity-x` scales it for other engine
 
     .venv/bin/python bench/measure/prefix_planet.py --policy heliostat --seeds 0-11 --bound 1.5
 
+(`--bound` writes `affinity.bounded_load`, a constant; without it heliostat chooses each
+region's bound from the measured costs of a spill and a wait, `affinity.step_bounds`)
 prints, per seed, the share of requests within the objective (all and per origin, with the
 origin's TTFT p99 and cross-region share) and the replicas' prefix-cache hit rate (tokens),
 then the means.
@@ -73,7 +75,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="heliostat", choices=[p.value for p in PolicyName])
     parser.add_argument("--seeds", default="0-11", help="e.g. 0-11")
-    parser.add_argument("--bound", type=float, default=None, help="affinity.bounded_load")
+    parser.add_argument(
+        "--bound",
+        type=float,
+        default=None,
+        help="affinity.bounded_load (default: heliostat's, per region)",
+    )
     parser.add_argument("--load", type=float, default=0.65)
     parser.add_argument("--capacity-x", type=float, default=1.0)
     parser.add_argument("--slots", type=int, default=None, help="default: the file's")

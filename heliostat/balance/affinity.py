@@ -34,6 +34,10 @@ engines' own prefix-cache hit rates (`Sample.prefix_hit_rate`, tokens found / lo
   failed trial): a switch is a CDS change, and Envoy rebuilds a changed cluster, its
   in-flight counts starting again from zero.
 
+While hashing (confirmed, or `mode: always`), the bound itself is chosen per region from
+measurements unless the operator wrote `bounded_load` (then that constant holds): see
+`region_bound` and `step_bounds`.
+
 `affinity.mode: always` hashes whatever the evidence. An engine without a prefix-cache hit
 rate (Triton, TGI) gives none: such a model hashes as configured, and says so.
 
@@ -45,8 +49,8 @@ holds, so the cluster resource does not change between switches.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from heliostat.balance.view import Balancing, LbPolicy, ReasonValue
 from heliostat.balance.weights import alpha
@@ -68,6 +72,30 @@ CONFIRM_S = 2.0
 MIN_DWELL_S = 60.0
 BACKOFF_S = 300.0
 MAX_BACKOFF_S = 3600.0
+
+# The bound while hashing pays (confirmed, or `mode: always`), per region, unless the
+# operator wrote `bounded_load`: Envoy's bound decides, for a request whose key's replica is
+# past it, between a spill (the next replica on the ring: a miss there, unless it holds the
+# prefix too) and a wait (a replica past its slots queues it). A spill costs the prefill the
+# cached prefix would have saved, times the chance it is cached where the key hashes: the
+# cost of a miss (`miss_cost`: a full miss's prefill over a full hit's, fitted over the
+# model's endpoints) x the region's hit rate. A wait costs the time until one of the
+# replica's slots frees: 1 / the replica's completions per second at saturation (the
+# law's capacity). Where the spill costs less (caches overcommitted: low hit rates; short
+# prompts: cheap misses), the tightest bound; where it costs more (caches holding their
+# keys' long prefixes), the operator's (looser) bound.
+TIGHT_BOUND = 1.0
+# Hysteresis on spill cost / wait cost: tighten below 1 / BOUND_BAND, loosen above
+# BOUND_BAND (the two estimates are each good to some tens of percent).
+BOUND_BAND = 1.3
+BOUND_TAU_S = 5.0  # the ratio's smoothing
+BOUND_SETTLE_S = 5.0  # watched this long (from the trial's start) before the first change
+BOUND_CONFIRM_S = 3.0  # the ratio beyond the band this long before a change
+BOUND_DWELL_S = 60.0  # between two changes of a region's bound (a CDS update, a ring rebuild)
+# The spread of hit rates over the model's endpoints (standard deviation) below which the
+# fit of prefill against misses is not trusted; then the upper estimate (no fixed prefill
+# cost: every second of prefill is the uncached tokens') is used, which errs looser.
+MIN_HIT_SPREAD = 0.05
 
 # Engines whose adapters give a prefix-cache hit rate (`heliostat.signals.adapters`).
 _REPORTS_HITS = frozenset({Engine.VLLM, Engine.SGLANG, Engine.TRTLLM})
@@ -101,17 +129,213 @@ class AffinityState:
     quick: float | None = None  # the hit rate smoothed over ENTER_TAU_S, since `since`
     trial: bool = False
     dwell_from: float | None = None
+    # While hashing is confirmed (or always): each region's bound and why (`step_bounds`),
+    # and the model's smoothed cost of a full miss (seconds of prefill, `miss_cost`).
+    bounds: Mapping[str, RegionBound] = field(default_factory=dict)
+    miss_s: float | None = None
 
 
-def balancing(affinity: Affinity, state: AffinityState) -> Balancing:
-    """What the model's clusters are told: the policy, its bound, and the reason (built from
-    the state's `why` and `since` only, so it is the same while the choice holds)."""
+@dataclass(frozen=True, slots=True)
+class RegionBound:
+    """One region's bounded load while the model hashes: tight (TIGHT_BOUND) or the
+    operator's, why (`why`, kept verbatim while it holds), since when (`since`, None: not
+    changed yet), from when the evidence is watched (`watched_from`), the smoothed ratio of
+    a spill's cost to a wait's (`ratio`) and since when it asks for the other bound
+    (`pending_since`)."""
+
+    tight: bool
+    why: Mapping[str, ReasonValue]
+    watched_from: float
+    since: float | None = None
+    ratio: float | None = None
+    pending_since: float | None = None
+    spill_s: float | None = None  # this tick's estimates, for /debug/state
+    wait_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BoundEvidence:
+    """A region's measurements for its bound: the share of prompt tokens its engines'
+    prefix caches hold (None: unknown) and a replica's completions per second when full
+    (None: unknown)."""
+
+    hit_rate: float | None
+    replica_rate: float | None
+
+
+def region_bound(
+    miss_s: float | None, hit_rate: float | None, replica_rate: float | None
+) -> tuple[float, float, float] | None:
+    """The expected cost of a spill and of a wait at a key's full replica (seconds) and
+    their ratio, None when a measurement is missing. Pure: `step_bounds` adds the
+    hysteresis and the dwell."""
+    if miss_s is None or hit_rate is None or replica_rate is None or replica_rate <= 0.0:
+        return None
+    spill = max(0.0, miss_s) * min(1.0, max(0.0, hit_rate))
+    wait = 1.0 / replica_rate
+    return spill, wait, spill / wait
+
+
+def miss_cost(points: Sequence[tuple[float, float]]) -> float | None:
+    """The prefill a full miss costs over a full hit (seconds), from each endpoint's
+    (prefix-cache hit rate, mean prefill): the slope of prefill against the share of
+    prompt tokens missed (prefill = fixed + slope x missed), fitted by least squares while
+    the missed shares spread by MIN_HIT_SPREAD (a standard deviation); else the largest
+    mean prefill over its missed share (no fixed cost: an upper estimate, erring towards
+    the operator's looser bound). None without a point."""
+    usable = [(1.0 - h, p) for h, p in points if 0.0 <= h <= 1.0 and p >= 0.0]
+    if not usable:
+        return None
+    n = len(usable)
+    mx = sum(m for m, _ in usable) / n
+    my = sum(p for _, p in usable) / n
+    var = sum((m - mx) ** 2 for m, _ in usable) / n
+    if var >= MIN_HIT_SPREAD**2:
+        slope = sum((m - mx) * (p - my) for m, p in usable) / (n * var)
+        if slope > 0.0:
+            return slope
+    return max(p / max(m, MIN_HIT_SPREAD) for m, p in usable)
+
+
+def adaptive(affinity: Affinity) -> bool:
+    """Whether the bound is heliostat's to choose: the operator did not write one."""
+    return "bounded_load" not in affinity.model_fields_set
+
+
+def step_bounds(
+    model: Model,
+    state: AffinityState | None,
+    signals: Sequence[Sample | None],
+    evidence: Mapping[str, BoundEvidence],
+    now: float,
+    dt: float,
+) -> AffinityState | None:
+    """Each region's bound for this tick (see TIGHT_BOUND) while the model hashes and the
+    operator left the bound to heliostat (otherwise none are kept): watched from the
+    trial's start, changed only once hashing is confirmed (or `mode: always`), the first
+    time after BOUND_SETTLE_S, then at most once per BOUND_DWELL_S. `evidence` holds the
+    regions' measurements (`BoundEvidence`), `signals` the model's endpoints' samples (for
+    `miss_cost`)."""
+    affinity = model.affinity
+    if state is None or affinity is None:
+        return state
+    if not state.hashing or not adaptive(affinity):
+        if state.bounds or state.miss_s is not None:
+            return dataclasses.replace(state, bounds={}, miss_s=None)
+        return state
+    points = [
+        (s.prefix_hit_rate, s.prefill_s)
+        for s in signals
+        if s is not None
+        and s.prefix_hit_rate is not None
+        and s.prefill_s is not None
+        and s.scraped_at is not None
+        and now - s.scraped_at <= model.signals.stale_after
+        and s.consecutive_failures < model.thresholds.failures
+    ]
+    fitted = miss_cost(points)
+    gain = alpha(dt, BOUND_TAU_S)
+    miss_s = state.miss_s if fitted is None else _ewma(state.miss_s, fitted, gain)
+    # A region without live endpoints this tick keeps its bound (and its dwell) as it is.
+    bounds = {r: b for r, b in state.bounds.items() if r not in evidence}
+    for region in sorted(evidence):
+        bounds[region] = _bound_tick(
+            state.bounds.get(region),
+            miss_s,
+            evidence[region],
+            affinity.bounded_load,
+            now,
+            gain,
+            state.trial,
+        )
+    return dataclasses.replace(state, bounds=bounds, miss_s=miss_s)
+
+
+def _tight(bound: RegionBound | None) -> bool:
+    return bound is not None and bound.tight
+
+
+def _bound_tick(
+    previous: RegionBound | None,
+    miss_s: float | None,
+    evidence: BoundEvidence,
+    loose: float,
+    now: float,
+    gain: float,
+    trial: bool,
+) -> RegionBound:
+    if previous is None:
+        # The operator's bound (the trial's ends with the trial) until the costs are judged.
+        first = "the operator's bound until the prefix caches' worth is measured"
+        previous = RegionBound(False, {"bound_why": first}, watched_from=now)
+    costs = region_bound(miss_s, evidence.hit_rate, evidence.replica_rate)
+    if costs is None:
+        return dataclasses.replace(previous, pending_since=None, spill_s=None, wait_s=None)
+    spill, wait, ratio = costs
+    smoothed = _ewma(previous.ratio, ratio, gain)
+    if previous.tight:
+        wants = smoothed > BOUND_BAND
+    else:
+        wants = smoothed < 1.0 / BOUND_BAND and loose > TIGHT_BOUND
+    pending = (previous.pending_since or now) if wants else None
+    settled = (
+        now - previous.watched_from >= BOUND_SETTLE_S
+        if previous.since is None
+        else now - previous.since >= BOUND_DWELL_S
+    )
+    if pending is not None and settled and not trial and now - pending >= BOUND_CONFIRM_S:
+        tight = not previous.tight
+        if tight:
+            text = "a spill (a miss where the key is cached) costs less than a wait for a slot"
+        else:
+            text = "a wait for a slot costs less than a spill (a miss where the key is cached)"
+        why: dict[str, ReasonValue] = {
+            "bound_why": text,
+            "spill_ms": round(spill * 1000.0),
+            "wait_ms": round(wait * 1000.0),
+        }
+        return RegionBound(tight, why, previous.watched_from, now, smoothed, None, spill, wait)
+    return dataclasses.replace(
+        previous, ratio=smoothed, pending_since=pending, spill_s=spill, wait_s=wait
+    )
+
+
+# Engines whose adapters give
+def balancing(
+    affinity: Affinity,
+    state: AffinityState,
+    region: str | None = None,
+    lends_to: Iterable[str] = (),
+) -> Balancing:
+    """What the model's clusters in `region`'s view (None: the neutral one) are told: the
+    policy, its bound, and the reason (built from the state's `why` and `since`, and the
+    region's bound's `why`, only, so it is the same while the choice holds).
+
+    The view's gateways place by its bound every request they send, to their own replicas
+    and to those of the regions it lends to (`lends_to`: its shares there): it is tight only
+    while every one of those regions' bounds is."""
     reason: dict[str, ReasonValue] = {"mode": state.mode.value}
+    chosen = state.bounds.get(region) if region is not None else None
     if state.hashing:
         policy = _HASHES[affinity.hash]
-        bound = TRIAL_BOUNDED_LOAD if state.trial else affinity.bounded_load
+        loose_at = sorted(q for q in lends_to if q != region and not _tight(state.bounds.get(q)))
+        if state.trial:
+            bound = TRIAL_BOUNDED_LOAD
+        elif _tight(chosen) and not loose_at:
+            bound = TIGHT_BOUND
+        else:
+            bound = affinity.bounded_load
         factor: int | None = round(bound * 100)
         reason.update(lb=policy.value, bounded_load=bound)
+        if chosen is not None and not state.trial:
+            reason.update(chosen.why)
+            if chosen.since is not None:
+                reason["bound_decided_at"] = round(chosen.since, 3)
+            if _tight(chosen) and loose_at:
+                reason["bound_why"] = (
+                    "its users are also served where a wait costs less than a spill: "
+                    + ", ".join(loose_at)
+                )
     else:
         policy, factor = LbPolicy.LEAST_REQUEST, None
         reason.update(lb=policy.value)

@@ -153,6 +153,20 @@ def _affinity(state: AffinityState) -> dict[str, Any]:
         "switch_pending_since": state.pending_since,
         "least_request_hit_rate": rounded(state.baseline),
         "no_trial_before": state.retry_at or None,
+        # while hashing: each region's bound, why, and the costs it weighs (`affinity.step_bounds`)
+        "miss_prefill_s": rounded(state.miss_s),
+        "bounds": {
+            r: {
+                "tight": b.tight,
+                "why": dict(b.why),
+                "since": b.since,
+                "spill_s": rounded(b.spill_s),
+                "wait_s": rounded(b.wait_s),
+                "ratio_smoothed": rounded(b.ratio),
+                "change_pending_since": b.pending_since,
+            }
+            for r, b in sorted(state.bounds.items())
+        },
     }
 
 

@@ -138,6 +138,7 @@ def compute(
             dt,
             now,
         )
+        chosen = affinity.step_bounds(model, chosen, found, _bound_evidence(supply), now, dt)
         model_states[model.name] = ModelState(
             regions=regions,
             refusals={},
@@ -189,10 +190,13 @@ def compute(
             own, refusals=refusals, neutral_refusal=neutral
         )
         views_by_region = endpoint_views[model.name]
-        lb = None
-        if own.affinity is not None and model.affinity is not None:
-            lb = affinity.balancing(model.affinity, own.affinity)
+        chosen_lb = own.affinity
         for r in region_names:
+            lb = None
+            if chosen_lb is not None and model.affinity is not None:
+                plan = own.regions.get(r)
+                lends = [q for q, h in plan.lending.items() if h.published > 0.0] if plan else []
+                lb = affinity.balancing(model.affinity, chosen_lb, r, lends)
             per_view[r].extend(
                 _balanced(
                     assemble.clusters(
@@ -207,6 +211,9 @@ def compute(
                     lb,
                 )
             )
+        lb = None
+        if chosen_lb is not None and model.affinity is not None:
+            lb = affinity.balancing(model.affinity, chosen_lb)
         per_view[None].extend(
             _balanced(
                 assemble.clusters(
@@ -228,6 +235,19 @@ def compute(
     return views, ControlState(
         now=now, endpoints=EndpointStates(endpoint_states), models=model_states
     )
+
+
+def _bound_evidence(supply: Mapping[str, overflow.Supply]) -> dict[str, affinity.BoundEvidence]:
+    """Each region's measurements for its hash bound (`affinity.step_bounds`): its engines'
+    prefix-cache hit rate (set while hashing, `_with_prefill`) and a live replica's
+    completions per second when full (its observed capacity over its live endpoints)."""
+    return {
+        r: affinity.BoundEvidence(
+            s.hit_rate,
+            s.raw / s.endpoints if s.rates and s.endpoints > 0 and s.raw > 0.0 else None,
+        )
+        for r, s in sorted(supply.items())
+    }
 
 
 def _routable(column: SteadyColumn | None) -> Mapping[str, int] | None:

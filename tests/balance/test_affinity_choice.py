@@ -16,6 +16,7 @@ from heliostat.balance import affinity as choice
 from heliostat.balance.view import LbPolicy
 from heliostat.policy import Policy, parse_policy
 from heliostat.policy.traffic import Affinity
+from heliostat.signals import Signal
 from heliostat.xds.resources.nodes import NodeGroup, Role
 from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate import build_snapshot
@@ -279,3 +280,145 @@ def test_the_cluster_resource_changes_only_when_the_choice_does() -> None:
         versions.append(snapshot.resources(TypeUrl.CLUSTER)[MODEL].version)
     changes = sum(a != b for a, b in itertools.pairwise(versions))
     assert changes == 2  # the trial's end, then the one switch to hashing
+
+
+# -- the bound, per region, while hashing (`affinity.step_bounds`) -----------------------------
+
+ALWAYS = policy_with("{prefix_chars: 1000, mode: always}")
+FIXED = policy_with("{prefix_chars: 1000, mode: always, bounded_load: 1.5}")
+
+
+def _samples(policy: Policy, hit: float, miss: float, now: float) -> list[Signal]:
+    """Every endpoint at `hit`, its prefill 30 ms + `miss` x the share missed, but for the
+    first one at half the hits (a spread for the fit of prefill against misses)."""
+    out = []
+    for i, address in enumerate(addresses(policy)):
+        h = hit / 2 if i == 0 else hit
+        s = signal(address, at=now)
+        out.append(dataclasses.replace(s, prefix_hit_rate=h, prefill_s=0.03 + miss * (1 - h)))
+    return out
+
+
+def _bounds(
+    policy: Policy,
+    seconds: float,
+    hit: float,
+    prefill: float,
+    rate: float = 6.0,
+    state: choice.AffinityState | None = None,
+    start: float = T0,
+) -> tuple[choice.AffinityState, list[tuple[float, bool]]]:
+    """Ticks `step` then `step_bounds` for `seconds`: every region at `hit`, each miss
+    costing `prefill` over a hit, a replica completing `rate` requests/s when full."""
+    model = policy.spec.models[0]
+    now, seen = start, []
+    for _ in range(round(seconds / TICK)):
+        now += TICK
+        found = _samples(policy, hit, prefill, now)
+        state = choice.step(model, found, state, now, TICK)
+        evidence = {r: choice.BoundEvidence(hit, rate) for r in ("eu-west", "us-east")}
+        state = choice.step_bounds(model, state, found, evidence, now, TICK)
+        assert state is not None
+        seen.append((now, choice._tight(state.bounds.get("us-east"))))
+    assert state is not None
+    return state, seen
+
+
+def test_the_cost_of_a_miss_is_the_slope_of_prefill_against_missed_tokens() -> None:
+    line = [(h, 0.04 + 0.3 * (1.0 - h)) for h in (0.95, 0.9, 0.5, 0.3)]
+    assert choice.miss_cost(line) == pytest.approx(0.3)
+    # Hit rates too alike to fit: the upper estimate (every second of prefill is a miss's).
+    assert choice.miss_cost([(0.8, 0.1), (0.81, 0.1)]) == pytest.approx(0.1 / 0.19)  # the largest
+    assert choice.miss_cost([]) is None
+    spill, wait, ratio = choice.region_bound(0.3, 0.5, 5.0) or (0, 0, 0)
+    assert (spill, wait) == pytest.approx((0.15, 0.2)) and ratio == pytest.approx(0.75)
+    assert choice.region_bound(None, 0.5, 5.0) is None
+    assert choice.region_bound(0.3, 0.5, None) is None
+
+
+def test_cheap_misses_tighten_the_bound_once_the_evidence_settles_and_it_holds() -> None:
+    """Overcommitted caches (a hit rate of 0.6) and short prompts (a miss costs 120 ms), a
+    replica freeing a slot every 170 ms: a spill costs 72 ms, a wait 170 ms."""
+    state, seen = _bounds(ALWAYS, 120, hit=0.6, prefill=0.12)
+    changes = [t for (_, a), (t, b) in itertools.pairwise(seen) if a != b]
+    assert len(changes) == 1 and seen[-1][1]  # tight, once
+    assert changes[0] - T0 >= choice.BOUND_SETTLE_S
+    lb = choice.balancing(ALWAYS.spec.models[0].affinity, state, "us-east")
+    assert lb.hash_balance_factor == round(choice.TIGHT_BOUND * 100)
+    assert str(lb.reason["bound_why"]).startswith("a spill")
+    assert lb.reason["spill_ms"] < lb.reason["wait_ms"]
+    # The neutral view (no region's evidence) keeps the operator's bound.
+    neutral = choice.balancing(ALWAYS.spec.models[0].affinity, state, None)
+    assert neutral.hash_balance_factor == round(Affinity().bounded_load * 100)
+
+
+def test_a_cached_long_prefill_keeps_the_operators_bound() -> None:
+    """Caches holding their keys (0.95) and a miss costing 300 ms: a spill costs 285 ms,
+    more than the 170 ms wait for a slot."""
+    state, seen = _bounds(ALWAYS, 120, hit=0.95, prefill=0.3)
+    assert not any(tight for _, tight in seen)
+    lb = choice.balancing(ALWAYS.spec.models[0].affinity, state, "us-east")
+    assert lb.hash_balance_factor == round(Affinity().bounded_load * 100)
+    bound = state.bounds["us-east"]
+    assert bound.spill_s is not None and bound.wait_s is not None
+    assert bound.spill_s > bound.wait_s
+
+
+def test_the_bound_changes_at_most_once_a_dwell_however_the_evidence_swings() -> None:
+    model_state, seen = _bounds(ALWAYS, 20, hit=0.6, prefill=0.12)
+    now = seen[-1][0]
+    for i in range(12):  # the costs cross the band both ways every 10 s for 2 minutes
+        hit, prefill = (0.95, 0.3) if i % 2 == 0 else (0.6, 0.12)
+        model_state, more = _bounds(ALWAYS, 10, hit, prefill, state=model_state, start=now)
+        seen += more
+        now = seen[-1][0]
+    changes = [t for (_, a), (t, b) in itertools.pairwise(seen) if a != b]
+    assert changes
+    assert all(b - a >= choice.BOUND_DWELL_S for a, b in itertools.pairwise(changes))
+
+
+def test_an_operators_bound_is_kept_whatever_the_evidence() -> None:
+    state, seen = _bounds(FIXED, 120, hit=0.6, prefill=0.12)
+    assert state.bounds == {} and not any(tight for _, tight in seen)
+    lb = choice.balancing(FIXED.spec.models[0].affinity, state, "us-east")
+    assert lb.hash_balance_factor == 150 and "bound_why" not in lb.reason
+
+
+def test_a_view_lending_to_a_loose_region_keeps_the_operators_bound() -> None:
+    """Its gateways place the users they lend by its bound too."""
+    state, _ = _bounds(ALWAYS, 120, hit=0.6, prefill=0.12)
+    loose = dataclasses.replace(state.bounds["eu-west"], tight=False)
+    state = dataclasses.replace(state, bounds={**state.bounds, "eu-west": loose})
+    affinity = ALWAYS.spec.models[0].affinity
+    assert affinity is not None
+    assert choice.balancing(affinity, state, "us-east").hash_balance_factor == 100
+    lending = choice.balancing(affinity, state, "us-east", ["eu-west"])
+    assert lending.hash_balance_factor == 150
+    assert "eu-west" in str(lending.reason["bound_why"])
+
+
+def test_after_a_trial_the_operators_bound_holds_until_the_costs_are_measured() -> None:
+    """A trial confirmed by hits hashes with the operator's bound; a region tightens only
+    once a spill and a wait are both measured, and keeps the operator's bound (saying why)
+    while they are not."""
+    state, seen = _bounds(AUTO, 60, hit=0.6, prefill=0.12)
+    assert not state.trial and seen[-1][1]  # measured: tight
+    model = AUTO.spec.models[0]
+    affinity = model.affinity
+    assert affinity is not None
+    unmeasured: choice.AffinityState | None = None
+    now = T0
+    for _ in range(round(60 / TICK)):
+        now += TICK
+        found = [
+            dataclasses.replace(signal(a, at=now), prefix_hit_rate=0.6) for a in addresses(AUTO)
+        ]
+        unmeasured = choice.step(model, found, unmeasured, now, TICK)
+        evidence = {"us-east": choice.BoundEvidence(0.6, None)}  # no capacity: no wait
+        unmeasured = choice.step_bounds(model, unmeasured, found, evidence, now, TICK)
+        assert unmeasured is not None
+        assert not choice._tight(unmeasured.bounds.get("us-east"))
+    assert unmeasured is not None and not unmeasured.trial
+    lb = choice.balancing(affinity, unmeasured, "us-east")
+    assert lb.hash_balance_factor == round(Affinity().bounded_load * 100)
+    assert str(lb.reason["bound_why"]).startswith("the operator's bound until")

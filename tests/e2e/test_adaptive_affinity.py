@@ -187,10 +187,30 @@ def test_least_request_without_shared_prefixes_then_hashing_once_they_are_shared
     why = _why(cluster)
     assert why["lb"] == "ring_hash"
     assert str(why["why"]).startswith("prompts share prefixes")
+    # The bound is the region's (`affinity.step_bounds`: the policy leaves it to heliostat):
+    # the operator's (the default) until the costs of a spill and a wait are judged, then
+    # tight (1.0) or the operator's; Envoy holds the one heliostat decided, and says why.
     factor = cluster["common_lb_config"]["consistent_hashing_lb_config"]["hash_balance_factor"]
-    assert factor == round(Affinity().bounded_load * 100)  # the default
+    assert factor == round(why["bounded_load"] * 100)
+    assert factor in (100, round(Affinity().bounded_load * 100))
+    assert "bound_why" in why
     decided = heliostat.state()["control"]["decisions"]["models"][MODEL]["affinity"]
     assert decided["hashing"] is True
+    assert "eu-west" in decided["bounds"]
+
+    def agreed() -> bool:
+        bound = heliostat.state()["control"]["decisions"]["models"][MODEL]["affinity"]
+        tight = bound["bounds"]["eu-west"]["tight"]
+        held = _cluster(envoy)["common_lb_config"]["consistent_hashing_lb_config"]
+        return bool(held["hash_balance_factor"] == (100 if tight else factor_default))
+
+    factor_default = round(Affinity().bounded_load * 100)
+    wait_until(agreed, timeout=10, interval=0.25, message="Envoy holds the region's bound")
+    # (The replicas here are never busy, so their capacity, and the wait for a slot, are not
+    # measured: the region keeps the operator's bound, and says why.)
+    held = _why(_cluster(envoy))
+    print(f"the region's bound in Envoy: {held['bounded_load']} ({held['bound_why']})")
+
     print(
         f"shared prefixes: ring hash after {switched_after:.1f}s; prefix-cache hit rate "
         f"{least_request_hits:.1%} before the switch (least-request), {hashed_hits:.1%} after"
