@@ -300,7 +300,6 @@ def _bound_tick(
     )
 
 
-# Engines whose adapters give
 def balancing(
     affinity: Affinity,
     state: AffinityState,
