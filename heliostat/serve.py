@@ -408,6 +408,11 @@ class ControlPlane:
                 raise StartupError(str(exc)) from None
             self.admin_runner = admin
             self._supervise(server, admin)
+            # The scrape worker's start (imports: a second or more) is not the replicas'
+            # slowness: the first round's bound counts from when it is up.
+            began = time.monotonic()
+            await self.signals.start()
+            self.first_round.postpone(time.monotonic() - began)
             self.control.tick()
             heap.settle()  # start-up objects and the policy: out of the GC's scans
             overdue = asyncio.get_running_loop().call_at(

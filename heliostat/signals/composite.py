@@ -122,6 +122,11 @@ class CompositeSource:
             await asyncio.gather(*tasks.values(), return_exceptions=True)
             await self.close()
 
+    async def start(self) -> None:
+        """Start the worker process now, if reads are offloaded (see `WorkerFetcher.start`)."""
+        if isinstance(self._fetcher, WorkerFetcher):
+            await self._fetcher.start()
+
     async def close(self) -> None:
         """Close every source, and end the worker process (a later read starts another)."""
         for source in self._sources.values():

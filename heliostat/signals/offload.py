@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 HEADER: Final = struct.Struct(">I")
 MAX_FRAME: Final = 256 * 1024 * 1024
 """A length above this is a corrupt stream, not a message."""
+READY: Final = -1
+"""The request id of the frame a worker sends once it is up: `(READY, None)`."""
+START_TIMEOUT_S: Final = 30.0
+"""How long a new worker may take to import and say it is ready."""
 ANSWER_SLACK_S: Final = 10.0
 """How much longer than a read's own timeout the worker may take before it counts as hung."""
 
@@ -132,8 +136,12 @@ class _Worker:
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.closing = False
         self.reader: asyncio.Task[None] | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def fail_pending(self, why: str) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(WorkerGone(why))
+            self.ready.exception()  # retrieved: nobody may be waiting
         pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():
@@ -148,8 +156,13 @@ class WorkerFetcher:
     """
 
     def __init__(
-        self, command: Sequence[str] | None = None, *, answer_slack_s: float = ANSWER_SLACK_S
+        self,
+        command: Sequence[str] | None = None,
+        *,
+        answer_slack_s: float = ANSWER_SLACK_S,
+        start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
+        self._start_timeout_s = start_timeout_s
         self._command = list(command or [sys.executable, "-m", "heliostat.signals.worker"])
         self._answer_slack_s = answer_slack_s
         self._worker: _Worker | None = None
@@ -184,6 +197,14 @@ class WorkerFetcher:
             failure = Failure(Reason.INTERNAL, str(exc))
             return [(failure, None) for _ in targets], 0.0
         return result
+
+    async def start(self) -> None:
+        """Start the worker now and wait until it is up (it imports for a second or more),
+        so that the first reads do not pay for it; a failure is logged, reads retry."""
+        try:
+            await self._running()
+        except WorkerGone as exc:
+            log.error("scrape_worker_start_failed", extra={"error": str(exc)})
 
     async def close(self) -> None:
         """End the worker and wait for it; a later read starts a new one."""
@@ -241,6 +262,14 @@ class WorkerFetcher:
                 self._read_answers(worker), name="heliostat-scrape-worker-reader"
             )
             self._worker = worker
+            try:
+                await asyncio.wait_for(asyncio.shield(worker.ready), self._start_timeout_s)
+            except TimeoutError:
+                waited = self._start_timeout_s
+                log.error("scrape_worker_hung", extra={"pid": process.pid, "waited_s": waited})
+                self._worker = None
+                await self._retire(worker, grace=0.0)
+                raise WorkerGone(f"scrape worker not up within {waited:g}s") from None
             return worker
 
     async def _read_answers(self, worker: _Worker) -> None:
@@ -253,6 +282,10 @@ class WorkerFetcher:
                 if message is None:
                     break
                 request_id, result = message
+                if request_id == READY:
+                    if not worker.ready.done():
+                        worker.ready.set_result(None)
+                    continue
                 future = worker.pending.get(request_id)
                 if future is not None and not future.done():
                     future.set_result(result)

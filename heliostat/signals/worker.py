@@ -14,7 +14,7 @@ import signal
 import sys
 from typing import Any
 
-from heliostat.signals.offload import LocalFetcher, encode, read_frame
+from heliostat.signals.offload import READY, LocalFetcher, encode, read_frame
 
 log = logging.getLogger("heliostat.signals.worker")
 
@@ -53,6 +53,7 @@ async def _main() -> None:
     reader = asyncio.StreamReader(limit=2**26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     transport, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout.buffer)
+    transport.write(encode((READY, None)))
     try:
         await serve(reader, transport.write)
     finally:

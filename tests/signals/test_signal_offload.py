@@ -171,20 +171,29 @@ async def test_a_dead_worker_fails_its_reads_by_endpoint_and_is_restarted(
     assert not alive(first)
 
 
+SAYS_READY_THEN_HANGS = (
+    "import pickle, struct, sys, time; body = pickle.dumps((-1, None)); "
+    "sys.stdout.buffer.write(struct.pack('>I', len(body)) + body); sys.stdout.flush(); "
+    "time.sleep(60)"
+)
+
+
+@pytest.mark.parametrize(
+    ("script", "detail"),
+    [("import time; time.sleep(60)", "not up within"), (SAYS_READY_THEN_HANGS, "did not answer")],
+    ids=["never-up", "up-then-silent"],
+)
 async def test_a_hung_worker_is_killed_and_its_reads_fail(
-    caplog: pytest.LogCaptureFixture,
+    script: str, detail: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A worker that reads nothing and answers nothing.
-    worker = WorkerFetcher(
-        [sys.executable, "-c", "import time; time.sleep(60)"], answer_slack_s=0.2
-    )
+    worker = WorkerFetcher([sys.executable, "-c", script], answer_slack_s=0.2, start_timeout_s=3)
     try:
         result, _ = await worker.direct(target(A, timeout=0.1))
         pid = worker.pid
     finally:
         await worker.close()
     assert isinstance(result, Failure) and result.reason == Reason.INTERNAL
-    assert "did not answer" in result.detail
+    assert detail in result.detail
     assert pid is None  # killed, not left running
     assert [r for r in caplog.records if r.msg == "scrape_worker_hung"]
 
