@@ -395,6 +395,12 @@ class ControlPlane:
         # "serving" line must always stop the server cleanly, never kill it.
         stop = _stop_on_signals(stop)
         try:
+            # The scrape worker's start (imports: a second or more) is not the replicas'
+            # slowness: the first round's bound counts from when it is up. Before the server
+            # starts: nothing may be served between its start and the first tick below.
+            began = time.monotonic()
+            await self.signals.start()
+            self.first_round.postpone(time.monotonic() - began)
             await server.start()
             app = admin_server.build_app(
                 self.metrics_registry, self.state, self.ready, self.drain_request, token=token
@@ -408,11 +414,6 @@ class ControlPlane:
                 raise StartupError(str(exc)) from None
             self.admin_runner = admin
             self._supervise(server, admin)
-            # The scrape worker's start (imports: a second or more) is not the replicas'
-            # slowness: the first round's bound counts from when it is up.
-            began = time.monotonic()
-            await self.signals.start()
-            self.first_round.postpone(time.monotonic() - began)
             self.control.tick()
             heap.settle()  # start-up objects and the policy: out of the GC's scans
             overdue = asyncio.get_running_loop().call_at(
@@ -446,6 +447,7 @@ class ControlPlane:
             await server.stop(grace=1.0)
             if admin is not None:
                 await admin.cleanup()
+            await self.signals.close()  # the scrape worker too, if the tasks never ran
             log.info("stopped")
 
     async def _settle_before_stop(self) -> None:
