@@ -39,6 +39,10 @@ class FirstRound:
         self.done, self.reason = True, "first signal round landed"
         return True
 
+    def postpone(self, seconds: float) -> None:
+        """Move the bound `seconds` later (time spent before the first round could begin)."""
+        self.deadline += seconds
+
     def expire(self, now: float) -> bool:
         """True exactly once, when the bound passes with models still awaited."""
         if self.done or now < self.deadline:

@@ -16,7 +16,8 @@ from typing import Self
 
 from prometheus_client import CollectorRegistry
 
-from heliostat.signals.polling import PollingSource
+from heliostat.signals.offload import WorkerFetcher
+from heliostat.signals.polling import Fetcher, PollingSource
 from heliostat.signals.prometheus import PrometheusSource
 from heliostat.signals.record import ScrapeTarget, Signal
 from heliostat.signals.scraper import Scraper
@@ -32,8 +33,13 @@ class CompositeSource:
         targets: Iterable[ScrapeTarget],
         registry: CollectorRegistry | None,
         clock: Callable[[], float] = time.time,
+        *,
+        offload: bool = False,
     ) -> None:
+        """`offload`: read (fetch and parse) in a worker process shared by all sources,
+        off this event loop (`signals.offload`); otherwise on it."""
         self._registry = registry
+        self._fetcher: Fetcher | None = WorkerFetcher() if offload else None
         self._clock = clock
         self._sources: dict[str, PollingSource] = {}
         self._retired: list[PollingSource] = []
@@ -116,10 +122,18 @@ class CompositeSource:
             await asyncio.gather(*tasks.values(), return_exceptions=True)
             await self.close()
 
+    async def start(self) -> None:
+        """Start the worker process now, if reads are offloaded (see `WorkerFetcher.start`)."""
+        if isinstance(self._fetcher, WorkerFetcher):
+            await self._fetcher.start()
+
     async def close(self) -> None:
+        """Close every source, and end the worker process (a later read starts another)."""
         for source in self._sources.values():
             await source.close()
         await self._close_retired()
+        if self._fetcher is not None:
+            await self._fetcher.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -134,8 +148,8 @@ class CompositeSource:
 
     def _new_source(self, where: str, targets: list[ScrapeTarget]) -> PollingSource:
         if where == _DIRECT:
-            return Scraper(targets, self._registry, self._clock)
-        return PrometheusSource(where, targets, self._registry, self._clock)
+            return Scraper(targets, self._registry, self._clock, fetcher=self._fetcher)
+        return PrometheusSource(where, targets, self._registry, self._clock, fetcher=self._fetcher)
 
     async def _close_retired(self) -> None:
         retired, self._retired = self._retired, []

@@ -19,12 +19,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Protocol, Self
 
-import aiohttp
 from prometheus_client import CollectorRegistry
 
-from heliostat.signals.http import new_session
 from heliostat.signals.metrics import SignalMetrics
 from heliostat.signals.rates import (
     CounterState,
@@ -98,6 +96,24 @@ class EndpointState:
         self.signal = self.signal.failed(failure.reason, failure.detail)
 
 
+class Fetcher(Protocol):
+    """Where a source's reads (HTTP fetch and parse) run: `offload.LocalFetcher` on this
+    event loop, `offload.WorkerFetcher` in a worker process. Neither method raises: whatever
+    goes wrong comes back as a `Failure` of the endpoint(s) concerned."""
+
+    async def direct(self, target: ScrapeTarget) -> tuple[Reading | Failure, float]:
+        """`scraper.read_endpoint`: one endpoint's result and the seconds it took."""
+        ...
+
+    async def prometheus(
+        self, url: str, max_body_bytes: int, engine: str, targets: list[ScrapeTarget]
+    ) -> tuple[list[tuple[Reading | Failure, float | None]], float]:
+        """`prometheus.query_engine`: per target (result, time to apply it at; None: now)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 def _same_series(a: ScrapeTarget, b: ScrapeTarget) -> bool:
     """Whether state read under `a` is still meaningful under `b` (timing may change)."""
     return (a.engine, a.path, a.selector, a.source, a.prometheus_url) == (
@@ -123,12 +139,20 @@ class PollingSource(ABC):
         targets: Iterable[ScrapeTarget],
         registry: CollectorRegistry | None,
         clock: Callable[[], float] = time.time,
+        *,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self._clock = clock
+        # Given: shared and closed by its owner (CompositeSource); otherwise this source's own.
+        self._owns_fetcher = fetcher is None
+        if fetcher is None:
+            from heliostat.signals.offload import LocalFetcher  # here: offload imports us
+
+            fetcher = LocalFetcher()
+        self._fetcher: Fetcher = fetcher
         self._states: dict[Key, EndpointState] = {}
         self._snapshot: Mapping[Key, Signal] = MappingProxyType({})
         self._changed = asyncio.Event()
-        self._session: aiohttp.ClientSession | None = None
         self.on_update: UpdateHook | None = None
         """Called with the model name after each round of that model (sync or async)."""
         self._metrics = SignalMetrics.for_registry(registry) if registry is not None else None
@@ -191,10 +215,10 @@ class PollingSource(ABC):
             await self.close()
 
     async def close(self) -> None:
-        """Close the HTTP session (a later scrape opens a new one)."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        """Close the HTTP session if this source owns its fetcher (a later scrape opens a new
+        one); a shared fetcher is its owner's to close."""
+        if self._owns_fetcher:
+            await self._fetcher.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -212,11 +236,6 @@ class PollingSource(ABC):
     @abstractmethod
     async def _scrape_model(self, model: str, states: list[EndpointState]) -> None:
         """Read every endpoint in `states` and `_apply` a result to each."""
-
-    def _session_for_loop(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_session()
-        return self._session
 
     def _apply(self, state: EndpointState, result: Reading | Failure, at: float) -> None:
         if isinstance(result, Failure):

@@ -34,12 +34,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import aiohttp
 from prometheus_client import CollectorRegistry
 
 from heliostat.signals.adapters import MODEL_LABEL, SUCCESS_COUNTERS, WANTED, adapt
 from heliostat.signals.exposition import Labels, SampleIndex
 from heliostat.signals.http import FetchError, fetch
-from heliostat.signals.polling import EndpointState, PollingSource
+from heliostat.signals.polling import EndpointState, Fetcher, PollingSource
 from heliostat.signals.record import Failure, Reading, Reason, ScrapeTarget
 
 DEFAULT_PROMETHEUS_MAX_BYTES = 16 * 1024 * 1024
@@ -161,74 +162,85 @@ class PrometheusSource(PollingSource):
         clock: Callable[[], float] = time.time,
         *,
         max_body_bytes: int = DEFAULT_PROMETHEUS_MAX_BYTES,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.max_body_bytes = max_body_bytes
-        super().__init__(targets, registry, clock)
+        super().__init__(targets, registry, clock, fetcher=fetcher)
 
     async def _scrape_model(self, model: str, states: list[EndpointState]) -> None:
         by_engine: dict[str, list[EndpointState]] = {}
         for state in states:
             by_engine.setdefault(state.target.engine, []).append(state)
         for engine, group in by_engine.items():
-            await self._query_engine(engine, group)
+            results, seconds = await self._fetcher.prometheus(
+                self.url, self.max_body_bytes, engine, [s.target for s in group]
+            )
+            self._observe(seconds)
+            for state, (result, at) in zip(group, results, strict=True):
+                self._apply(state, result, self._clock() if at is None else at)
 
-    async def _query_engine(self, engine: str, states: list[EndpointState]) -> None:
-        query = build_query(
-            WANTED[engine] | {"up"},
-            (s.target.address for s in states),
-            SUCCESS_COUNTERS[engine],
-            rate_window(min(s.target.interval for s in states)),
+
+async def query_engine(
+    session: aiohttp.ClientSession,
+    url: str,
+    max_body_bytes: int,
+    engine: str,
+    targets: list[ScrapeTarget],
+) -> tuple[list[tuple[Reading | Failure, float | None]], float]:
+    """One query for `targets` (all of `engine`): per target its result and the time to apply
+    it at (a reading's scrape time; None: now), and the seconds the query took. Never raises."""
+    query = build_query(
+        WANTED[engine] | {"up"},
+        (t.address for t in targets),
+        SUCCESS_COUNTERS[engine],
+        rate_window(min(t.interval for t in targets)),
+    )
+    started = time.perf_counter()
+    try:
+        fetched = await fetch(
+            session,
+            f"{url}/api/v1/query",
+            method="POST",
+            data={"query": query},
+            timeout=max(t.timeout for t in targets),
+            max_bytes=max_body_bytes,
+            accept="application/json",
+            content_types=frozenset({"application/json"}),
         )
-        started = time.perf_counter()
+        by_instance = parse_vector(fetched.body)
+    except (FetchError, QueryError) as exc:
+        failure = Failure(exc.reason, exc.detail)
+        return [(failure, None) for _ in targets], time.perf_counter() - started
+    except Exception as exc:  # a bug costs this query one round, nothing more
+        failure = Failure(Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
+        return [(failure, None) for _ in targets], time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    results: list[tuple[Reading | Failure, float | None]] = []
+    for target in targets:
+        samples = by_instance.get(target.address, [])
         try:
-            fetched = await fetch(
-                self._session_for_loop(),
-                f"{self.url}/api/v1/query",
-                method="POST",
-                data={"query": query},
-                timeout=max(s.target.timeout for s in states),
-                max_bytes=self.max_body_bytes,
-                accept="application/json",
-                content_types=frozenset({"application/json"}),
-            )
-            by_instance = parse_vector(fetched.body)
-        except (FetchError, QueryError) as exc:
-            failure = Failure(exc.reason, exc.detail)
-            for state in states:
-                self._apply(state, failure, self._clock())
-            return
-        finally:
-            self._observe(time.perf_counter() - started)
-        for state in states:
-            samples = by_instance.get(state.target.address, [])
-            try:
-                self._read_endpoint(state, samples)
-            except Exception as exc:  # one endpoint's bad data must not stop the others
-                self._apply(state, Failure(Reason.INTERNAL, f"{type(exc).__name__}: {exc}"), 0)
+            results.append(read_samples(target, samples))
+        except Exception as exc:  # one endpoint's bad data must not stop the others
+            results.append((Failure(Reason.INTERNAL, f"{type(exc).__name__}: {exc}"), 0.0))
+    return results, seconds
 
-    def _read_endpoint(self, state: EndpointState, samples: list[Sample]) -> None:
-        target = state.target
-        if not samples:
-            failure = Failure(
-                Reason.MISSING_SERIES, f"Prometheus has no series of {target.address}"
-            )
-            self._apply(state, failure, 0)
-            return
-        up = [value for name, _, _, value in samples if name == "up"]
-        if up and not any(value == 1 for value in up):
-            self._apply(state, Failure(Reason.TARGET_DOWN, "up == 0 in Prometheus"), 0)
-            return
-        metrics = [sample for sample in samples if sample[0] not in ("up", SERVED_RATE)]
-        index = SampleIndex.from_samples(
-            (name, labels, value) for name, labels, _, value in metrics
-        )
-        scraped_at = min((ts for _, _, ts, _ in metrics), default=0.0)
-        result = adapt(target.engine, index, target.selector, target.model, lora=target.lora)
-        if isinstance(result, Reading):
-            rates = [(labels, value) for name, labels, _, value in samples if name == SERVED_RATE]
-            result = dataclasses.replace(result, served_rate=_served_rate(result, rates))
-        self._apply(state, result, scraped_at)
+
+def read_samples(target: ScrapeTarget, samples: list[Sample]) -> tuple[Reading | Failure, float]:
+    """One endpoint's samples from a query answer -> (its reading or failure, scrape time)."""
+    if not samples:
+        return Failure(Reason.MISSING_SERIES, f"Prometheus has no series of {target.address}"), 0
+    up = [value for name, _, _, value in samples if name == "up"]
+    if up and not any(value == 1 for value in up):
+        return Failure(Reason.TARGET_DOWN, "up == 0 in Prometheus"), 0
+    metrics = [sample for sample in samples if sample[0] not in ("up", SERVED_RATE)]
+    index = SampleIndex.from_samples((name, labels, value) for name, labels, _, value in metrics)
+    scraped_at = min((ts for _, _, ts, _ in metrics), default=0.0)
+    result = adapt(target.engine, index, target.selector, target.model, lora=target.lora)
+    if isinstance(result, Reading):
+        rates = [(labels, value) for name, labels, _, value in samples if name == SERVED_RATE]
+        result = dataclasses.replace(result, served_rate=_served_rate(result, rates))
+    return result, scraped_at
 
 
 def _served_rate(reading: Reading, rates: list[tuple[Labels, float]]) -> float | None:

@@ -395,7 +395,7 @@ async def test_run_scrapes_every_interval_and_calls_on_update(servers: Servers) 
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert scraper._session is None  # run() closed its session
+    assert scraper._fetcher._session is None  # type: ignore[attr-defined]  # run() closed it
 
 
 async def test_failing_hook_and_failing_server_do_not_stop_the_loop(
