@@ -34,11 +34,6 @@ from heliostat.planet.fluid import engine_config
 from heliostat.planet.scenario import Scenario
 from heliostat.sim.engine import EngineConfig
 
-# The chat workload's token spreads, as `routing_workloads.chat_mix` draws them.
-CHAT_TOKENS = {
-    "prompt_tokens": {"median": 160, "sigma": 0.9, "min": 16, "max": 1024},
-    "output_tokens": {"median": 24, "sigma": 0.8, "min": 4, "max": 128},
-}
 # The simulator's own values for the knobs a group leaves unset.
 SIM_DEFAULTS = {
     key: getattr(EngineConfig(), key)
@@ -108,7 +103,7 @@ def regions(bench: BenchScenario) -> dict[str, dict[str, Any]]:
 def model(bench: BenchScenario) -> dict[str, Any]:
     """The model's engine (the first group's knobs, the simulator's defaults for unset ones)
     and the workload's requests."""
-    requests: dict[str, Any] = {key: dict(spread) for key, spread in CHAT_TOKENS.items()}
+    requests: dict[str, Any] = {key: dict(spread) for key, spread in workloads.CHAT_TOKENS.items()}
     if bench.workload == "shared_prefix":
         requests = {
             "prompt_tokens": _exactly(workloads.QUESTION_TOKENS),

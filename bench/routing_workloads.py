@@ -160,8 +160,22 @@ class TextMaker:
         return " ".join(picked)[:chars]
 
 
+# The chat workload's lengths in tokens: lognormal (median, sigma) clipped to [min, max]. The
+# planet's copies of the bench's fleets (bench/routing_planet.py) draw from the same spreads.
+CHAT_TOKENS: dict[str, dict[str, float]] = {
+    "prompt_tokens": {"median": 160, "sigma": 0.9, "min": 16, "max": 1024},
+    "output_tokens": {"median": 24, "sigma": 0.8, "min": 4, "max": 128},
+}
+
+
 def _lognormal_int(rng: random.Random, median: float, sigma: float, low: int, high: int) -> int:
     return int(min(high, max(low, round(rng.lognormvariate(math.log(median), sigma)))))
+
+
+def _draw(rng: random.Random, spread: dict[str, float]) -> int:
+    """One length from a `CHAT_TOKENS` spread."""
+    low, high = int(spread["min"]), int(spread["max"])
+    return _lognormal_int(rng, spread["median"], spread["sigma"], low, high)
 
 
 def _body(text: str, max_tokens: int, system: str | None = None) -> Body:
@@ -174,8 +188,8 @@ def chat_mix(rng: random.Random) -> Callable[[], Body]:
     maker = TextMaker(rng)
 
     def one() -> Body:
-        prompt = _lognormal_int(rng, 160, 0.9, 16, 1024)
-        output = _lognormal_int(rng, 24, 0.8, 4, 128)
+        prompt = _draw(rng, CHAT_TOKENS["prompt_tokens"])
+        output = _draw(rng, CHAT_TOKENS["output_tokens"])
         return _body(maker.text(prompt), output)
 
     return one
