@@ -20,6 +20,12 @@ then the means, and each region's replicas' hit rate.
 users (`overflow.paying`) is SHARE to RESCUER on every tick, and ORIGIN never counts as
 carrying its own users (`overflow.carries_own`), so the allocation places that share into
 the rescuer's room whatever the estimates say. It measures what lending would buy.
+The same what-if ran through the routing benchmark (real Envoys, `heliostat serve`) with a
+`sitecustomize.py` on PYTHONPATH entering `lending(os.environ[...])` in every process (keep a
+reference to the context manager: a collected one restores the law at once):
+
+    HELIOSTAT_FORCE_LEND=ap-southeast:eu-west:0.3 PYTHONPATH=DIR:. .venv/bin/python -m bench \
+        --only routing --scenario bench/scenarios/shared_prefix.yaml --policy heliostat --out OUT
 """
 
 from __future__ import annotations
