@@ -14,16 +14,30 @@ replica with cold prefills completes), `--capacity-x` scales it for other engine
 region's bound from the measured costs of a spill and a wait, `affinity.step_bounds`)
 prints, per seed, the share of requests within the objective (all and per origin, with the
 origin's TTFT p99 and cross-region share) and the replicas' prefix-cache hit rate (tokens),
-then the means.
+then the means, and each region's replicas' hit rate.
+
+`--lend ORIGIN:RESCUER:SHARE` is a what-if, not heliostat's law: the paying share of ORIGIN's
+users (`overflow.paying`) is SHARE to RESCUER on every tick, and ORIGIN never counts as
+carrying its own users (`overflow.carries_own`), so the allocation places that share into
+the rescuer's room whatever the estimates say. It measures what lending would buy.
+The same what-if ran through the routing benchmark (real Envoys, `heliostat serve`) with a
+`sitecustomize.py` on PYTHONPATH entering `lending(os.environ[...])` in every process (keep a
+reference to the context manager: a collected one restores the law at once):
+
+    HELIOSTAT_FORCE_LEND=ap-southeast:eu-west:0.3 PYTHONPATH=DIR:. .venv/bin/python -m bench \
+        --only routing --scenario bench/scenarios/shared_prefix.yaml --policy heliostat --out OUT
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
+from collections.abc import Iterator
 from typing import Any
 
 from bench import routing_fleet, routing_planet
+from heliostat.balance import overflow, spill
 from heliostat.planet.discrete import DiscreteRun
 from heliostat.planet.fluid import RunOptions
 from heliostat.planet.scenario import PolicyName, Scenario
@@ -66,12 +80,67 @@ def scenario(args: argparse.Namespace, seed: int) -> Scenario:
     )
 
 
+@contextlib.contextmanager
+def lending(what: str | None) -> Iterator[None]:
+    """`--lend ORIGIN:RESCUER:SHARE` in force (see the module docstring); nothing when None."""
+    if what is None:
+        yield
+        return
+    origin, rescuer, share = what.split(":")
+    paying, carries_own = overflow.paying, overflow.carries_own
+
+    def forced_paying(*args: Any) -> spill.Spill:
+        if args[2] == origin:
+            return spill.Spill(float(share), rescuer, 0.0, prefill=True)
+        return paying(*args)
+
+    def forced_carries(model: Any, own: overflow.Supply, *args: Any) -> bool:
+        return False if forced_region[0] == origin else carries_own(model, own, *args)
+
+    # `carries_own` does not name its region: `_pays_to_judge`, called just before it for
+    # each region, does.
+    forced_region = [""]
+    judge = overflow._pays_to_judge
+
+    def naming(model: Any, own: overflow.Supply, users: Any, r: str, demanded: float) -> bool:
+        forced_region[0] = r
+        return True if r == origin else judge(model, own, users, r, demanded)
+
+    overflow.paying, overflow.carries_own = forced_paying, forced_carries  # type: ignore[assignment]
+    overflow._pays_to_judge = naming  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        overflow.paying, overflow.carries_own = paying, carries_own  # type: ignore[assignment]
+        overflow._pays_to_judge = judge  # type: ignore[assignment]
+
+
 def seeds(text: str) -> list[int]:
     first, _, last = text.partition("-")
     return list(range(int(first), int(last or first) + 1))
 
 
-def main() -> None:
+def play(
+    args: argparse.Namespace, seed: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, float], float]:
+    """One seed: per origin its figures (`Record.by_origin`), each region's replicas' prefix-
+    cache hit rate (tokens found over looked up), and every replica's together."""
+    run = DiscreteRun(scenario(args, seed), RunOptions(PolicyName(args.policy)))
+    with lending(args.lend):
+        by_origin = run.run().by_origin()
+    hits: dict[str, float] = {}
+    for region in FLEET.regions:
+        engines = [r.engine for r in run.replicas.values() if r.region == region]
+        looked = sum(e.prefix_queries for e in engines)
+        if looked:
+            hits[region] = sum(e.prefix_hits for e in engines) / looked
+    found = sum(r.engine.prefix_hits for r in run.replicas.values())
+    looked = sum(r.engine.prefix_queries for r in run.replicas.values())
+    return by_origin, hits, found / max(1, looked)
+
+
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (the defaults with `argv` empty)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="heliostat", choices=[p.value for p in PolicyName])
     parser.add_argument("--seeds", default="0-11", help="e.g. 0-11")
@@ -87,19 +156,26 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=None, help="default: the file's")
     parser.add_argument("--groups", type=int, default=24)
     parser.add_argument("--seconds", type=int, default=60)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--lend", default=None, help="ORIGIN:RESCUER:SHARE, a what-if (see the docstring)"
+    )
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = options()
     totals: list[float] = []
     hit_rates: list[float] = []
     per_origin: dict[str, list[float]] = {}
+    region_hits: dict[str, list[float]] = {}
     for seed in seeds(args.seeds):
-        run = DiscreteRun(scenario(args, seed), RunOptions(PolicyName(args.policy)))
-        by_origin = run.run().by_origin()
-        hits = sum(r.engine.prefix_hits for r in run.replicas.values())
-        queries = sum(r.engine.prefix_queries for r in run.replicas.values())
+        by_origin, hits, hit_rate = play(args, seed)
+        for region, rate in hits.items():
+            region_hits.setdefault(region, []).append(rate)
         offered = sum(v["requests"] for v in by_origin.values())
         met = sum(v["requests"] * v["slo_attainment"] for v in by_origin.values())
         totals.append(met / offered)
-        hit_rates.append(hits / max(1, queries))
+        hit_rates.append(hit_rate)
         for region, v in by_origin.items():
             per_origin.setdefault(region, []).append(v["slo_attainment"])
         cells = {
@@ -108,9 +184,11 @@ def main() -> None:
         }
         print(f"seed {seed}: {totals[-1]:.4f} hits {hit_rates[-1]:.3f} {cells}", flush=True)
     means = {r: round(statistics.mean(v), 4) for r, v in per_origin.items()}
+    hits_by_region = {r: round(statistics.mean(v), 3) for r, v in region_hits.items()}
     print(
-        f"{args.policy} bound {args.bound}: within the objective {statistics.mean(totals):.4f} "
-        f"(min {min(totals):.4f}), hits {statistics.mean(hit_rates):.3f}, per origin {means}"
+        f"{args.policy} bound {args.bound} lend {args.lend}: within the objective "
+        f"{statistics.mean(totals):.4f} (min {min(totals):.4f}), hits "
+        f"{statistics.mean(hit_rates):.3f}, per origin {means}, hits by region {hits_by_region}"
     )
 
 
