@@ -299,6 +299,7 @@ def step(
             batch=users.batch.get(r),
             rates=rates,
             late=own is not None and rates and late(own, model.slo.ttft_ms / 1000.0),
+            free=own.free if own is not None else 0.0,
             utilisation=own.utilisation if own is not None else UTILISATION,
             gateways=_reporting(gateways, model, r, now),
             prefill=own.prefill if own is not None else None,
@@ -872,6 +873,8 @@ def origin_overdue(
         overloaded = origin_overloaded(model, own, before, demanded)
     if overloaded:
         return True
+    if not _full_twice(own, before):
+        return False  # a queue with a slot free beside it: a balance inside the region
     if rescuing:
         return _late_twice(model, own, before)
     return _late_twice(model, own, before, beyond_chance)
@@ -930,7 +933,27 @@ def rescuer_distressed(model: Model, rescuer: Supply | None, before: RegionState
     repaid by the prefill it saves. `spill`
     weighs waits and round trips only; a prefill term (hit rates by region, and a measured
     prefill time) is what the lending decision lacks, not a looser distress."""
-    return _late_twice(model, rescuer, before)
+    return _full_twice(rescuer, before) and _late_twice(model, rescuer, before)
+
+
+def _full_twice(region: Supply | None, before: RegionState | None) -> bool:
+    """Fewer than one of the region's slots was free at this tick and the last one (a
+    region whose free slots are unknown counts as full): its queue waits for lack of slots,
+    not for a balance inside the region that a share cannot mend.
+
+    Why: a queue on one replica while a peer has a slot free (`refusal.Admits.busy` makes
+    the same test before a late queue refuses) is the region's balance, and the next
+    requests go to the free slot (least-request, the weights as capacities are learnt). A
+    share moved on it turns back once the balance settles. In a fleet of speeds 1 and 3
+    the slow replicas queue while the region has slots free (equal weights at start-up, a
+    slow replica's tier not yet learnt); urgent on that queue, a rescuer's distress brought
+    a share down at once, the origin's own queue raised it again a few seconds later, and
+    the distress brought it down again: three turns of the origin's home share in 40 s
+    (bench mixed_gpus, twelfth full run: eu-west 4.5 reversals/min; planet seed 15 the
+    same). A region out of slots is unchanged: a surge fills them first."""
+    if region is None or before is None:
+        return False
+    return region.free < 1.0 and before.free < 1.0
 
 
 def _remembered_s() -> float:

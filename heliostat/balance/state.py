@@ -523,6 +523,7 @@ class RegionState:
     batch: float | None = None  # the batch part of `measured`, when its gateways report it
     rates: bool = False
     late: bool = False  # its backlog is beyond what the SLO tolerates (`overflow.late`)
+    free: float = 0.0  # its slots free at this tick (`overflow.Supply.free`; 0: unknown)
     utilisation: float = 0.95  # what its capacity is planned to (`queueing.utilisation`)
     gateways: int = 1  # how many of its gateways (Envoys) reported its demand
     # Its engines' mean prefill time (seconds) and prefix-cache hit rate, as `spill` weighed

@@ -19,13 +19,17 @@ gateways measure it, with the last tick's state given.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from heliostat.balance import overflow, publish
 from heliostat.balance.demand import GatewayLoad, OriginLoad
-from heliostat.balance.state import Held
+from heliostat.balance.state import Held, RegionState
 from tests.balance.helpers import policy_of
-from tests.balance.test_spill import TTFT_S, last_tick, supply
+from tests.balance.test_spill import TTFT_S, supply
+from tests.balance.test_spill import last_tick as _last_tick
 
 COUNTS = {"us-east": 4, "eu-west": 3, "ap-southeast": 1}
 REPLICA_RPS = 5.35
@@ -39,10 +43,13 @@ def lent_after(
     share: float,
     moved_ago_s: float,
     direction: int,
+    free: dict[str, float] | None = None,
+    free_before: dict[str, float] | None = None,
 ) -> Held:
     """ap-southeast's share to eu-west after one tick: it was `share`, last moved
     `moved_ago_s` ago in `direction`; each region's users at `loads` of its capacity, its
-    queue `backlog` now and `backlog_before` at the last tick."""
+    queue `backlog` now and `backlog_before` at the last tick, its slots free `free` now and
+    `free_before` then (none where not given)."""
     policy = policy_of(COUNTS, budget=170, max_share=None)
     model = policy.spec.models[0]
     model = model.model_copy(update={"slo": model.slo.model_copy(update={"ttft_ms": 500.0})})
@@ -50,7 +57,12 @@ def lent_after(
     gateways = GatewayLoad(
         {(model.name, r): OriginLoad(interactive=demands[r], at=NOW) for r in COUNTS}
     )
-    regions = {r: supply(n, min(1.0, loads[r]), backlog.get(r, 0.0)) for r, n in COUNTS.items()}
+    regions = {
+        r: dataclasses.replace(
+            supply(n, min(1.0, loads[r]), backlog.get(r, 0.0)), free=(free or {}).get(r, 0.0)
+        )
+        for r, n in COUNTS.items()
+    }
     lending = {"eu-west": Held(share, share, direction, NOW - moved_ago_s)}
     previous = {
         r: last_tick(
@@ -59,11 +71,17 @@ def lent_after(
             lending if r == "ap-southeast" else {},
             backlog_before.get(r, 0.0),
             overflowing=r == "ap-southeast",
+            free=(free_before or {}).get(r, 0.0),
         )
         for r, s in regions.items()
     }
     plan = overflow.step(policy, model, regions, True, gateways, previous, {}, 0.5, NOW)
     return plan["ap-southeast"].lending["eu-west"]
+
+
+def last_tick(*args: Any, free: float = 0.0, **kwargs: Any) -> RegionState:
+    """`test_spill.last_tick` with the slots the region had free then."""
+    return dataclasses.replace(_last_tick(*args, **kwargs), free=free)
 
 
 SURGE = {"us-east": 0.5, "eu-west": 0.65, "ap-southeast": 2.0}
@@ -166,5 +184,45 @@ def test_the_origins_queue_hurries_a_rise_only_into_room_beyond_the_rescuers_cha
     assert held.published == (held.target if urgent else 0.0)
     surge = {"ap-southeast": 5.0}
     overloaded = lent_after({**SURGE, "eu-west": eu_west}, surge, surge, 0.0, 5.0, -1)
+    assert overloaded.target >= 0.3
+    assert overloaded.published == overloaded.target
+
+
+@pytest.mark.parametrize(
+    ("free", "free_before", "falls"),
+    [(3.0, 3.0, False), (0.0, 3.0, False), (3.0, 0.0, False), (0.0, 0.0, True), (0.5, 0.5, True)],
+)
+def test_a_rescuers_queue_beside_a_free_slot_is_no_distress(
+    free: float, free_before: float, falls: bool
+) -> None:
+    """eu-west's queue of 6 is late at this tick and the last, as above; with a slot of it
+    free at either tick the queue waits on the region's balance (a slow replica whose
+    weight is not learnt yet), not on its slots: the share's fall after its rise is held.
+    Out of slots at both ticks (less than one free), it falls at once as before.
+
+    Bench mixed_gpus (speeds 1 and 3 side by side): such a rescuer's queue brought eu-west's
+    share down at once, its own queue raised it again and the next one brought it down:
+    three turns of its home share in 40 s."""
+    ap = {"ap-southeast": 10.0}
+    queue = {**ap, "eu-west": 6.0}
+    held = lent_after(SURGE, queue, queue, 0.9, 1.0, 1, {"eu-west": free}, {"eu-west": free_before})
+    assert held.target < 0.9 - 0.1
+    assert held.published == (held.target if falls else 0.9)
+
+
+@pytest.mark.parametrize(("free", "urgent"), [(0.0, True), (2.0, False)])
+def test_the_origins_queue_beside_a_free_slot_raises_no_share_at_once(
+    free: float, urgent: bool
+) -> None:
+    """ap-southeast's queue of 12 beyond chance (see above) raises its fallen share at once
+    only while its slots are all in use; with slots free at both ticks the rise waits as
+    any other. An overloaded origin's rise does not wait either way."""
+    backlog = {"ap-southeast": 12.0}
+    slots = {"ap-southeast": free}
+    held = lent_after({**HOT, "eu-west": 0.5}, backlog, backlog, 0.0, 5.0, -1, slots, slots)
+    assert held.target >= 0.1
+    assert held.published == (held.target if urgent else 0.0)
+    surge = {"ap-southeast": 5.0}
+    overloaded = lent_after({**SURGE, "eu-west": 0.5}, surge, surge, 0.0, 5.0, -1, slots, slots)
     assert overloaded.target >= 0.3
     assert overloaded.published == overloaded.target
