@@ -89,7 +89,7 @@ def build_snapshot(
         (traffic.tenants, [p.model for p in traffic.models]),
         lambda: route_configuration(traffic.models, traffic.tenants, group.region),
     )
-    leds_endpoints: dict[str, Resource] = {}
+    leds_endpoints: Mapping[str, Resource] = {}
     if leds:
         made = endpoint_map(forms, memo.endpoint_maps.get(group.key))
         memo.endpoint_maps.put(group.key, made)

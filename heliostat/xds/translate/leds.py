@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain, compress
-from operator import is_not
+from operator import is_, is_not
+from types import MappingProxyType
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -33,7 +35,7 @@ from google.protobuf import any_pb2
 
 from heliostat.balance import ClusterView, EndpointView, LocalityView
 from heliostat.wire import LEDS_AUTHORITY
-from heliostat.xds.resources.snapshot import Resource, new_resource, version_of
+from heliostat.xds.resources.snapshot import Resource, new_resource, note_changes, version_of
 from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate.endpoints import (
     add_drop_policy,
@@ -137,43 +139,79 @@ def leds_assignment(view: ClusterView, memo: TranslationMemo | None = None) -> L
 
 
 Members = dict[str, Collection]  # a node group's collections by name
+EndpointMap = tuple[Members, MappingProxyType[str, Resource]]
 
 
-def endpoint_map(
-    forms: list[LedsAssignment], last: tuple[Members, dict[str, Resource]] | None
-) -> tuple[Members, dict[str, Resource]]:
-    """A node group's LbEndpoint resources by name, from its clusters' forms, and its
-    collections by name: `last` (what the group's last round gave, not changed since) copied
-    and brought up to date where a collection is not the one it had, which for a collection
-    patched from that very one is only its `moved` members. A new dict either way (the last
-    one belongs to a snapshot); copying one is a block copy in C, where inserting a group's
-    tens of thousands of members one by one was a third of a LEDS publish."""
+def endpoint_map(forms: list[LedsAssignment], last: EndpointMap | None) -> EndpointMap:
+    """A node group's LbEndpoint resources by name (read-only, for its snapshot), from its
+    clusters' forms, and its collections by name.
+
+    `last` (what the group's last round gave) is copied and brought up to date where a
+    collection is not the one it had, which for a collection patched from that very one is
+    only its `moved` members: copying a dict is a block copy in C, where inserting a group's
+    tens of thousands of members one by one was a third of a LEDS publish. The last map is
+    never changed (a snapshot holds it), and is handed back as it is when no collection
+    moved. What differs from it is noted with the new map (`snapshot.note_changes`), so the
+    streams moving from one to the other need not compare every member."""
     now = {c.prefix: c for form in forms for c in form.collections}
     if last is None:
         endpoints: dict[str, Resource] = {}
         for found in now.values():
             endpoints.update(zip(found.names, found.resources, strict=True))
-        return now, endpoints
-    before, endpoints = last
-    endpoints = endpoints.copy()
+        return now, MappingProxyType(endpoints)
+    before, old = last
+    if now.keys() == before.keys() and all(map(is_, now.values(), before.values())):
+        return last
+    endpoints = old.copy()
+    changed, removed = _brought_up_to_date(endpoints, now, before)
+    made = MappingProxyType(endpoints)
+    note_changes(old, made, frozenset(changed), frozenset(removed).difference(endpoints))
+    return now, made
+
+
+def _brought_up_to_date(
+    endpoints: dict[str, Resource], now: Members, before: Members
+) -> tuple[list[str], list[str]]:
+    """Make `endpoints` (a copy of `before`'s map) `now`'s; returns the names changed (new,
+    or with another version) and those removed (some may be back: names follow addresses)."""
+    changed: list[str] = []
+    removed: list[str] = []
+    remade: list[Collection] = []
     for prefix, found in now.items():
         was = before.get(prefix)
         if was is found:
             continue
+        names, resources = found.names, found.resources
         if was is not None and found.origin == id(was):  # `was` is alive: not a recycled id
-            names, resources = found.names, found.resources
             for index in found.moved:
-                endpoints[names[index]] = resources[index]
+                name, resource = names[index], resources[index]
+                if endpoints[name].version != resource.version:
+                    changed.append(name)
+                endpoints[name] = resource
             continue
-        if was is not None and was.names is not found.names:
-            for name in was.names:
-                del endpoints[name]
-        endpoints.update(zip(found.names, found.resources, strict=True))
+        if was is not None and was.names is not names:
+            removed += was.names
+        changed += _differing(endpoints, names, resources)
+        remade.append(found)
     for prefix, was in before.items():
         if prefix not in now:
-            for name in was.names:
-                del endpoints[name]
-    return now, endpoints
+            removed += was.names
+    for name in removed:
+        del endpoints[name]
+    for found in remade:  # after the removals: a name can be removed and in use again
+        endpoints.update(zip(found.names, found.resources, strict=True))
+    return changed, removed
+
+
+def _differing(
+    old: Mapping[str, Resource], names: tuple[str, ...], resources: tuple[Resource, ...]
+) -> list[str]:
+    """The names whose resource is new to `old` or has another version there."""
+    return [
+        name
+        for name, resource in zip(names, resources, strict=True)
+        if (before := old.get(name)) is None or before.version != resource.version
+    ]
 
 
 def covering(assignment: Resource, members: list[Resource]) -> Resource:

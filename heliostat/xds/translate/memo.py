@@ -23,7 +23,7 @@ from heliostat.xds.resources.memo import RoundMemo
 from heliostat.xds.resources.snapshot import Resource
 
 if TYPE_CHECKING:  # leds.py builds on this module
-    from heliostat.xds.translate.leds import Collection, LedsAssignment
+    from heliostat.xds.translate.leds import Collection, EndpointMap, LedsAssignment
 
 AssignmentKey = tuple[str, float, tuple[int, ...]]
 LedsKey = tuple[
@@ -99,9 +99,7 @@ class TranslationMemo:
         self.picks: RoundMemo[tuple[int, str, Hashable], Picked] = RoundMemo()
         self.leds_assignments: RoundMemo[LedsKey, Resource] = RoundMemo()
         self.collections: RoundMemo[str, Collection] = RoundMemo()
-        self.endpoint_maps: RoundMemo[str, tuple[dict[str, Collection], dict[str, Resource]]] = (
-            RoundMemo()
-        )
+        self.endpoint_maps: RoundMemo[str, EndpointMap] = RoundMemo()
         self.leds_payloads: RoundMemo[int, Payload] = RoundMemo()
         self.leds_forms: RoundMemo[tuple[int, ...], tuple[Resource, LedsAssignment]] = RoundMemo()
 

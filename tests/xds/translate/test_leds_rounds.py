@@ -18,7 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView
-from heliostat.xds.resources.snapshot import Resource
+from heliostat.xds.cache import changes as changes_module
+from heliostat.xds.cache.changes import changes
+from heliostat.xds.resources.snapshot import Resource, noted_changes
 from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate import leds as leds_module
 from heliostat.xds.translate.endpoints import lb_endpoint_bytes
@@ -145,9 +147,17 @@ def test_property_every_round_gives_what_a_build_from_scratch_gives(
             form = leds_assignment(view, memo)
             assert_as_from_scratch(view, form)
             forms.append(form)
+        before = last
         last = endpoint_map(forms, last)
         everything = {r.name: r for form in forms for r in form.endpoints}
-        assert last[1] == everything
+        assert dict(last[1]) == everything
+        if before is not None:  # what the streams are told changed is what did
+            noted = noted_changes(before[1], last[1])
+            if last[1] is before[1]:
+                assert changes_module._diff(before[1], last[1]) == (frozenset(), frozenset())
+            else:
+                assert noted == changes_module._diff(before[1], last[1])
+                assert changes(before[1], last[1]) == noted
 
 
 def _counting_members(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -184,10 +194,13 @@ def test_a_round_makes_members_only_for_the_endpoints_that_moved(
     assert sorted(made) == sorted(
         collection(view.name, view.localities[1]) + "10.1.0.17_8000" for view in views
     )
+    kept = dict(last[1])
     now = endpoint_map(moved, last)
-    assert now[1] is not last[1]  # a copy: the last snapshot's map is never changed
+    assert now[1] is not last[1] and dict(last[1]) == kept  # the last map never changes
     changed = {name for name, r in now[1].items() if last[1][name] is not r}
     assert changed == set(made)
+    # the streams are told exactly those, without comparing every member
+    assert noted_changes(last[1], now[1]) == (frozenset(made), frozenset())
     for form, view in zip(moved, views, strict=True):
         assert_as_from_scratch(view, form)
         # the locality that did not move is the very same collection
@@ -197,3 +210,4 @@ def test_a_round_makes_members_only_for_the_endpoints_that_moved(
     again = [leds_assignment(view, memo) for view in views]
     assert made == []
     assert all(a is b for a, b in zip(again, moved, strict=True))
+    assert endpoint_map(again, now) is now  # nothing moved: the very same map
