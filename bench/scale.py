@@ -21,6 +21,12 @@ a full garbage collection is rare, so the median leaves it out and the mean does
 so the garbage collector's share of a tick is what serve pays. `changed_share` is the
 measured share of endpoints whose EDS entry changed per tick.
 
+`serve` runs with LEDS by default (`--leds`): every snapshot then also carries the LEDS form
+(each endpoint a resource per collection it is in, for delta gateways), which a tick builds
+too. The `*_tick_ms` figures are the publisher without it (`serve --no-leds`, what this
+benchmark always measured); `*_tick_leds_ms` are the same ticks as `serve` runs them by
+default, with their own target rows.
+
 Every sample counts its engine's completions as vLLM's does (`vllm:request_success_total`):
 the signals layer hands the law the raw counter (`Signal.served_total`) and the rate between
 the last two scrapes (`served_rate`, `signals.rates`), so the law's capacity estimator
@@ -105,7 +111,13 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
             ticks = ticks_for(size, endpoints)
             full = measure(policy, ticks, every=1)
             incremental = measure(policy, ticks, every=INCREMENTAL_EVERY)
-            cases.append(_case(endpoints, views, policy, full, incremental) | {"ticks": ticks})
+            full_leds = measure(policy, ticks, every=1, leds=True)
+            incremental_leds = measure(policy, ticks, every=INCREMENTAL_EVERY, leds=True)
+            cases.append(
+                _case(endpoints, views, policy, full, incremental)
+                | _leds_case(full_leds, incremental_leds)
+                | {"ticks": ticks}
+            )
     return {
         "size": size,
         "clock": "process CPU time per tick (median); *_wall_ms: wall clock (median)",
@@ -114,7 +126,8 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         "interval_s": INTERVAL_S,
         "incremental_share": 1 / INCREMENTAL_EVERY,
         "tick": "ControlLoop.tick: compute + Publisher.publish (memo round, translate, "
-        "serialize, hash) for one gateway group per region",
+        "serialize, hash) for one gateway group per region; *_tick_ms without the LEDS form "
+        "(serve --no-leds), *_tick_leds_ms with it (serve's default)",
         "config": "3 models (versions v1/v2 with a canary and prefix affinity; session "
         "affinity; plain), tenant pinned to eu-west, regions with capacity 3:2:1",
         "cases": cases,
@@ -131,15 +144,18 @@ TARGETS = [
 
 
 def target_rows(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each target row whose case this run measured, with the figure and whether it is met."""
+    """Each target row whose case this run measured, with the figure and whether it is met:
+    without LEDS, then with it (serve's default) where the case has that figure."""
     rows = []
-    for endpoints, views, kind, limit in TARGETS:
-        for case in cases:
-            if (case["endpoints"], case["views"]) == (endpoints, views):
-                measured = case[f"{kind}_tick_ms"]
+    for suffix, label in (("", ""), ("_leds", ", LEDS (serve's default)")):
+        for endpoints, views, kind, limit in TARGETS:
+            for case in cases:
+                measured = case.get(f"{kind}_tick{suffix}_ms")
+                if (case["endpoints"], case["views"]) != (endpoints, views) or measured is None:
+                    continue
                 rows.append(
                     {
-                        "measure": f"tick, {endpoints:,} endpoints x {views} views, {kind}",
+                        "measure": f"tick, {endpoints:,} endpoints x {views} views, {kind}{label}",
                         "target": f"<= {limit:g} ms",
                         "measured": f"{measured:.1f} ms",
                         "met": measured <= limit,
@@ -176,6 +192,15 @@ def _case(
     }
 
 
+def _leds_case(full: TickCost, incremental: TickCost) -> dict[str, Any]:
+    return {
+        "full_tick_leds_ms": round(full.cpu_ms, 3),
+        "incremental_tick_leds_ms": round(incremental.cpu_ms, 3),
+        "full_tick_leds_mean_ms": round(full.cpu_mean_ms, 3),
+        "incremental_tick_leds_mean_ms": round(incremental.cpu_mean_ms, 3),
+    }
+
+
 def summary(result: dict[str, Any]) -> str:
     rows = [
         [
@@ -183,12 +208,22 @@ def summary(result: dict[str, Any]) -> str:
             c["views"],
             c["full_tick_ms"],
             c["incremental_tick_ms"],
+            c.get("full_tick_leds_ms", "-"),
+            c.get("incremental_tick_leds_ms", "-"),
             f"{c['full_changed_share']:.0%} / {c['incremental_changed_share']:.0%}",
         ]
         for c in result["cases"]
     ]
     measured = table(
-        ["endpoints", "views", "full tick ms", "incremental tick ms", "EDS entries changed"],
+        [
+            "endpoints",
+            "views",
+            "full tick ms",
+            "incremental tick ms",
+            "full, LEDS",
+            "incremental, LEDS",
+            "EDS entries changed",
+        ],
         rows,
     )
     goals = result.get("targets") or []
@@ -250,12 +285,15 @@ class _Fleet:
         return self.now
 
 
-def measure(policy: Policy, ticks: int, every: int, counted: bool = True) -> TickCost:
+def measure(
+    policy: Policy, ticks: int, every: int, counted: bool = True, leds: bool = False
+) -> TickCost:
     """Tick a ControlLoop wired as `serve` wires it; median cost of the measured ticks
-    (`counted`: the samples carry success counters, as vLLM's do)."""
+    (`counted`: the samples carry success counters, as vLLM's do; `leds`: snapshots carry
+    the LEDS form too, as `serve` builds them by default)."""
     fleet = _Fleet(policy, every, counted)
     cache = SnapshotCache()
-    publisher = Publisher(cache, Inputs(policy, static_views(policy)))
+    publisher = Publisher(cache, Inputs(policy, static_views(policy)), leds=leds)
     groups = [NodeGroup(Role.GATEWAY, region) for region in sorted(policy.spec.regions)]
     for group in groups:  # one gateway per region has connected
         publisher.snapshot_for(group, f"gw-{group.region}")

@@ -23,6 +23,8 @@ def test_tiny_run_reports_every_case_with_numeric_tick_costs(tmp_path: Path) -> 
             "incremental_tick_ms",
             "full_tick_mean_ms",
             "incremental_tick_mean_ms",
+            "full_tick_leds_ms",  # as serve runs by default: the LEDS form built too
+            "incremental_tick_leds_ms",
         ):
             assert isinstance(case[field], float)
             assert case[field] > 0
@@ -63,12 +65,24 @@ def test_split_keeps_the_total_and_gives_every_part_something() -> None:
 def test_target_rows_say_whether_each_is_met() -> None:
     """Only measured cases yield rows; a figure above its limit is reported as missed."""
     cases = [
-        {"endpoints": 10_000, "views": 3, "full_tick_ms": 120.0, "incremental_tick_ms": 15.0},
+        {
+            "endpoints": 10_000,
+            "views": 3,
+            "full_tick_ms": 120.0,
+            "incremental_tick_ms": 15.0,
+            "full_tick_leds_ms": 90.0,
+            "incremental_tick_leds_ms": 25.0,
+        },
         {"endpoints": 1_000, "views": 6, "full_tick_ms": 5.0, "incremental_tick_ms": 1.0},
+        # an older scale.json, without the LEDS figures: no LEDS rows
+        {"endpoints": 50_000, "views": 6, "full_tick_ms": 400.0, "incremental_tick_ms": 40.0},
     ]
     rows = scale.target_rows(cases)
     assert [(r["measure"], r["met"]) for r in rows] == [
         ("tick, 10,000 endpoints x 3 views, full", False),
         ("tick, 10,000 endpoints x 3 views, incremental", True),
+        ("tick, 50,000 endpoints x 6 views, full", True),
+        ("tick, 10,000 endpoints x 3 views, full, LEDS (serve's default)", True),
+        ("tick, 10,000 endpoints x 3 views, incremental, LEDS (serve's default)", False),
     ]
     assert "NO" in scale.targets_table(rows)

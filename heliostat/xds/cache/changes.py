@@ -5,7 +5,9 @@ changed since, not at every resource: with LEDS a node group has thousands of en
 resources, and a thousand streams each walking all of them on every push was most of the
 push's time. The streams of a group hold the very same resource maps (snapshots are
 immutable and shared), so the difference is computed by the first stream that asks and
-found by the others, keyed by the maps' identity.
+found by the others, keyed by the maps' identity. When whoever made the newer map noted
+what it changed (`snapshot.note_changes`: a LEDS round knows which members it replaced),
+that is taken as it is, and not even the first stream compares every resource.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from heliostat.xds.cache.identity import IdentityMemo
-from heliostat.xds.resources.snapshot import Resource, Snapshot
+from heliostat.xds.resources.snapshot import Resource, Snapshot, noted_changes
 from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl
 
 Resources = Mapping[str, Resource]
@@ -27,7 +29,7 @@ def changes(old: Resources, new: Resources) -> tuple[frozenset[str], frozenset[s
     """(names in `new` whose version differs from `old` or are new, names gone from it)."""
     if old is new:
         return _NONE, _NONE
-    return _DIFFS.get((old, new), lambda: _diff(old, new))
+    return _DIFFS.get((old, new), lambda: noted_changes(old, new) or _diff(old, new))
 
 
 def _diff(old: Resources, new: Resources) -> tuple[frozenset[str], frozenset[str]]:

@@ -89,8 +89,36 @@ class Resource:
         )
 
 
-def _version(payload: bytes) -> str:
+_NEW_RESOURCE = object.__new__
+_SET_RESOURCE = tuple(
+    Resource.__dict__[name].__set__
+    for name in ("name", "version", "packed", "_message", "_message_type")
+)
+
+
+def new_resource(
+    name: str, version: str, packed: any_pb2.Any, message_type: type[Message]
+) -> Resource:
+    """`Resource(name, version, packed, None, message_type)`, the same object, built
+    through its slots' descriptors rather than the frozen dataclass's `__init__` (one
+    `object.__setattr__` per field): LEDS makes a resource per moved endpoint and
+    collection it is in, tens of thousands per tick in a large fleet."""
+    resource = _NEW_RESOURCE(Resource)
+    set_name, set_version, set_packed, set_message, set_type = _SET_RESOURCE
+    set_name(resource, name)
+    set_version(resource, version)
+    set_packed(resource, packed)
+    set_message(resource, None)
+    set_type(resource, message_type)
+    return resource
+
+
+def version_of(payload: bytes) -> str:
+    """A resource's version: a digest of its serialized bytes."""
     return hashlib.sha256(payload).hexdigest()[:16]
+
+
+_version = version_of
 
 
 def combined_version(resources: Iterable[Resource]) -> str:
@@ -99,6 +127,45 @@ def combined_version(resources: Iterable[Resource]) -> str:
     for name, version in sorted((r.name, r.version) for r in resources):
         digest.update(f"{name}\0{version}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def _by_name(items: Iterable[Resource] | Mapping[str, Resource]) -> dict[str, Resource]:
+    if isinstance(items, dict):
+        return items
+    assert not isinstance(items, Mapping), "a read-only mapping is a MappingProxyType"
+    return {r.name: r for r in items}
+
+
+# What differs between two resource maps, noted by whoever made the newer one from the
+# older (heliostat.xds.translate.leds.endpoint_map knows which members it replaced), by the
+# maps' identity, pinned: the streams' `changes` (heliostat.xds.cache.changes) find it here
+# instead of comparing every one of a group's LEDS endpoints on each push. A few groups x
+# the snapshots in flight; the oldest are dropped past _NOTED_LIMIT.
+_NOTED: dict[tuple[int, int], tuple[object, object, frozenset[str], frozenset[str]]] = {}
+_NOTED_LIMIT = 64
+
+
+def note_changes(
+    old: Mapping[str, Resource],
+    new: Mapping[str, Resource],
+    changed: frozenset[str],
+    gone: frozenset[str],
+) -> None:
+    """Note that `new` holds `changed` (new names, or a version other than in `old`) and
+    lacks `gone`, and is `old` otherwise; both maps must never change."""
+    _NOTED[id(old), id(new)] = (old, new, changed, gone)
+    while len(_NOTED) > _NOTED_LIMIT:
+        del _NOTED[next(iter(_NOTED))]
+
+
+def noted_changes(
+    old: Mapping[str, Resource], new: Mapping[str, Resource]
+) -> tuple[frozenset[str], frozenset[str]] | None:
+    """(changed, gone) as noted for these two very maps, or None."""
+    hit = _NOTED.get((id(old), id(new)))
+    if hit is None or hit[0] is not old or hit[1] is not new:
+        return None
+    return hit[2], hit[3]
 
 
 class InconsistentSnapshot(ValueError):
@@ -120,11 +187,14 @@ class Snapshot:
     def __init__(
         self,
         resources: Mapping[TypeUrl, Iterable[Resource]],
-        delta: Mapping[TypeUrl, Iterable[Resource]] | None = None,
+        delta: Mapping[TypeUrl, Iterable[Resource] | Mapping[str, Resource]] | None = None,
         members: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         """`delta` replaces types for delta nodes (the LEDS form of ENDPOINT, and
-        LB_ENDPOINT); it must be a pure function of `resources` (see `version`).
+        LB_ENDPOINT); it must be a pure function of `resources` (see `version`). A type's
+        resources may come as a dict by name, which the snapshot then keeps as it is (the
+        caller hands it over: tens of thousands of LEDS endpoints are joined in C), or as a
+        read-only mapping by name, kept as it is (shared with other snapshots).
         `members` names, by cluster, the LbEndpoint resources its assignment refers to."""
         by_type = {
             t: MappingProxyType({r.name: r for r in resources.get(t, ())}) for t in PUSH_ORDER
@@ -142,7 +212,11 @@ class Snapshot:
             self.version = hashlib.sha256(f"{self.version}\0leds".encode()).hexdigest()[:16]
             form = dict(by_type)
             for t, items in delta.items():
-                form[t] = MappingProxyType({r.name: r for r in items})
+                form[t] = (
+                    items
+                    if isinstance(items, MappingProxyType)
+                    else MappingProxyType(_by_name(items))
+                )
             derived = Snapshot.__new__(Snapshot)
             derived._resources = MappingProxyType(form)
             derived.version = self.version
@@ -160,7 +234,7 @@ class Snapshot:
         messages: Mapping[TypeUrl, Mapping[str, Message]],
         resources: Mapping[TypeUrl, Iterable[Resource]] | None = None,
         serialized: RoundMemo[int, Resource] | None = None,
-        delta: Mapping[TypeUrl, Iterable[Resource]] | None = None,
+        delta: Mapping[TypeUrl, Iterable[Resource] | Mapping[str, Resource]] | None = None,
         members: Mapping[str, tuple[str, ...]] | None = None,
     ) -> Snapshot:
         """A snapshot of messages, serialized here (or found in `serialized`, by message

@@ -17,7 +17,7 @@ from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate.affinity import host_count, ring_size
 from heliostat.xds.translate.clusters import model_cluster
 from heliostat.xds.translate.endpoints import assignment_resource
-from heliostat.xds.translate.leds import leds_assignment
+from heliostat.xds.translate.leds import LedsAssignment, endpoint_map, leds_assignment
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME, gateway_listener, listener_name
 from heliostat.xds.translate.memo import TranslationMemo
 from heliostat.xds.translate.refusal import retry_after
@@ -56,7 +56,7 @@ def build_snapshot(
     clusters: dict[str, Message] = {}
     assignments: list[Resource] = []  # serialized by endpoints.py from cached parts
     leds_assignments: list[Resource] = []
-    leds_endpoints: list[Resource] = []
+    forms: list[LedsAssignment] = []
     members: dict[str, tuple[str, ...]] = {}
     for name, (cluster_view, model) in traffic.clusters.items():
         clusters[name] = _reused(
@@ -69,8 +69,8 @@ def build_snapshot(
         if leds:
             form = leds_assignment(cluster_view, memo)
             leds_assignments.append(form.assignment)
-            leds_endpoints.extend(form.endpoints)
-            members[name] = tuple(r.name for r in form.endpoints)
+            forms.append(form)
+            members[name] = form.names
     port = group.listener_port or policy.spec.gateway.port
     lua = any((m.affinity and m.affinity.prefix_chars) or m.fallback for m in policy.spec.models)
     after = retry_after([m.signals.interval for m in policy.spec.models])
@@ -89,6 +89,11 @@ def build_snapshot(
         (traffic.tenants, [p.model for p in traffic.models]),
         lambda: route_configuration(traffic.models, traffic.tenants, group.region),
     )
+    leds_endpoints: Mapping[str, Resource] = {}
+    if leds:
+        made = endpoint_map(forms, memo.endpoint_maps.get(group.key))
+        memo.endpoint_maps.put(group.key, made)
+        leds_endpoints = made[1]
     snapshot = Snapshot.from_messages(
         {
             TypeUrl.CLUSTER: clusters,

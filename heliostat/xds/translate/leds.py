@@ -23,14 +23,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import chain, compress
+from operator import is_, is_not
+from types import MappingProxyType
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from google.protobuf import any_pb2
 
-from heliostat.balance import ClusterView, LocalityView
+from heliostat.balance import ClusterView, EndpointView, LocalityView
 from heliostat.wire import LEDS_AUTHORITY
-from heliostat.xds.resources.snapshot import Resource
+from heliostat.xds.resources.snapshot import Resource, new_resource, note_changes, version_of
 from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate.endpoints import (
     add_drop_policy,
@@ -38,7 +43,9 @@ from heliostat.xds.translate.endpoints import (
     locality_tail,
     locality_weight_scale,
 )
-from heliostat.xds.translate.memo import TranslationMemo
+from heliostat.xds.translate.memo import Payload, TranslationMemo
+
+_new_member = new_resource
 
 PREFIX = f"xdstp://{LEDS_AUTHORITY}/{endpoint_components_pb2.LbEndpoint.DESCRIPTOR.full_name}/"
 _SAFE = re.compile(r"[A-Za-z0-9._-]+")
@@ -46,11 +53,39 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True, slots=True)
+class Collection:
+    """One locality's collection of a cluster: its members, in the locality's order.
+
+    `prefix` is its name (ending in `/`); `views` the endpoint tuple they were made from
+    (pinned: the next round compares its tuple with it by identity); `pieces` are what each
+    member adds to its assignment's covering version (`covering`), and `joined` their join.
+    A collection patched from another (`_patched`) keeps that one's id in `origin` and the
+    positions whose member it replaced in `moved`, so whoever holds the other can follow
+    the change without comparing every member (0 and every position when made anew)."""
+
+    prefix: str
+    views: tuple[EndpointView, ...]
+    resources: tuple[Resource, ...]
+    names: tuple[str, ...]
+    heads: tuple[bytes, ...]  # each member's piece up to its version
+    pieces: tuple[bytes, ...]
+    joined: bytes
+    origin: int
+    moved: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class LedsAssignment:
-    """One cluster in LEDS form: its assignment and the endpoint resources it refers to."""
+    """One cluster in LEDS form: its assignment and the endpoint resources it refers to,
+    collection by collection (`names`: every member's name, in order)."""
 
     assignment: Resource
-    endpoints: tuple[Resource, ...]
+    collections: tuple[Collection, ...]
+    names: tuple[str, ...]
+
+    @property
+    def endpoints(self) -> tuple[Resource, ...]:
+        return tuple(chain.from_iterable(c.resources for c in self.collections))
 
 
 def segment(text: str) -> str:
@@ -67,23 +102,116 @@ def collection(cluster: str, locality: LocalityView) -> str:
 
 
 def leds_assignment(view: ClusterView, memo: TranslationMemo | None = None) -> LedsAssignment:
-    """The view's assignment with each non-empty locality's endpoints in its collection."""
+    """The view's assignment with each non-empty locality's endpoints in its collection.
+
+    A round's cost follows what changed: a collection whose endpoint tuple is the one it
+    was made from last is that same object, and a new tuple is compared with it position
+    by position, making resources only for the endpoints whose view changed (`_collection`);
+    a cluster whose collections and assignment all held is the same LedsAssignment."""
     if memo is None:
         memo = TranslationMemo()
-    scale = locality_weight_scale(view)
-    endpoints: list[Resource] = []
+    made: list[Collection] = []
     shapes = []
     for locality in view.localities:
-        members = _members(view.name, locality, memo) if locality.endpoints else []
-        endpoints += members
+        if locality.endpoints:
+            made.append(_collection(view.name, locality, memo))
         reason = tuple(sorted(locality.reason.items())) if locality.reason else ()
-        shapes.append((locality.region, locality.priority, locality.weight, bool(members), reason))
+        shapes.append(
+            (locality.region, locality.priority, locality.weight, bool(locality.endpoints), reason)
+        )
     key = (view.name, view.drop_overload_percent, tuple(shapes))
     assignment = memo.leds_assignments.get(key)
     if assignment is None:
-        assignment = _assignment(view, scale)
+        assignment = _assignment(view, locality_weight_scale(view))
         memo.leds_assignments.put(key, assignment)
-    return LedsAssignment(covering(assignment, endpoints), tuple(endpoints))
+    found = tuple(made)
+    form_key = (id(assignment), *map(id, found))
+    hit = memo.leds_forms.get(form_key)
+    if hit is not None:
+        return hit[1]
+    form = LedsAssignment(
+        _covering(assignment, found),
+        found,
+        tuple(chain.from_iterable(c.names for c in found)),
+    )
+    memo.leds_forms.put(form_key, (assignment, form))  # pins every id it is keyed by
+    return form
+
+
+Members = dict[str, Collection]  # a node group's collections by name
+EndpointMap = tuple[Members, MappingProxyType[str, Resource]]
+
+
+def endpoint_map(forms: list[LedsAssignment], last: EndpointMap | None) -> EndpointMap:
+    """A node group's LbEndpoint resources by name (read-only, for its snapshot), from its
+    clusters' forms, and its collections by name.
+
+    `last` (what the group's last round gave) is copied and brought up to date where a
+    collection is not the one it had, which for a collection patched from that very one is
+    only its `moved` members: copying a dict is a block copy in C, where inserting a group's
+    tens of thousands of members one by one was a third of a LEDS publish. The last map is
+    never changed (a snapshot holds it), and is handed back as it is when no collection
+    moved. What differs from it is noted with the new map (`snapshot.note_changes`), so the
+    streams moving from one to the other need not compare every member."""
+    now = {c.prefix: c for form in forms for c in form.collections}
+    if last is None:
+        endpoints: dict[str, Resource] = {}
+        for found in now.values():
+            endpoints.update(zip(found.names, found.resources, strict=True))
+        return now, MappingProxyType(endpoints)
+    before, old = last
+    if now.keys() == before.keys() and all(map(is_, now.values(), before.values())):
+        return last
+    endpoints = old.copy()
+    changed, removed = _brought_up_to_date(endpoints, now, before)
+    made = MappingProxyType(endpoints)
+    note_changes(old, made, frozenset(changed), frozenset(removed).difference(endpoints))
+    return now, made
+
+
+def _brought_up_to_date(
+    endpoints: dict[str, Resource], now: Members, before: Members
+) -> tuple[list[str], list[str]]:
+    """Make `endpoints` (a copy of `before`'s map) `now`'s; returns the names changed (new,
+    or with another version) and those removed (some may be back: names follow addresses)."""
+    changed: list[str] = []
+    removed: list[str] = []
+    remade: list[Collection] = []
+    for prefix, found in now.items():
+        was = before.get(prefix)
+        if was is found:
+            continue
+        names, resources = found.names, found.resources
+        if was is not None and found.origin == id(was):  # `was` is alive: not a recycled id
+            for index in found.moved:
+                name, resource = names[index], resources[index]
+                if endpoints[name].version != resource.version:
+                    changed.append(name)
+                endpoints[name] = resource
+            continue
+        if was is not None and was.names is not names:
+            removed += was.names
+        changed += _differing(endpoints, names, resources)
+        remade.append(found)
+    for prefix, was in before.items():
+        if prefix not in now:
+            removed += was.names
+    for name in removed:
+        del endpoints[name]
+    for found in remade:  # after the removals: a name can be removed and in use again
+        endpoints.update(zip(found.names, found.resources, strict=True))
+    return changed, removed
+
+
+def _differing(
+    old: Mapping[str, Resource], names: tuple[str, ...], resources: tuple[Resource, ...]
+) -> list[str]:
+    """The names whose resource is new to `old` or has another version there."""
+    return [
+        name
+        for name, resource in zip(names, resources, strict=True)
+        if (before := old.get(name)) is None or before.version != resource.version
+    ]
 
 
 def covering(assignment: Resource, members: list[Resource]) -> Resource:
@@ -96,15 +224,28 @@ def covering(assignment: Resource, members: list[Resource]) -> Resource:
     version only once the node has ACKed those members). A pure function of content, so
     every heliostat replica gives the same one.
     """
+    return _covered(assignment, b"".join(map(_piece, members)))
+
+
+def _covering(assignment: Resource, found: tuple[Collection, ...]) -> Resource:
+    """`covering` from each collection's joined pieces: the same bytes hashed, joined in C."""
+    return _covered(assignment, b"".join(c.joined for c in found))
+
+
+def _covered(assignment: Resource, pieces: bytes) -> Resource:
     digest = hashlib.sha256(assignment.version.encode())
-    for member in members:
-        digest.update(f"\n{member.name}\0{member.version}".encode())
+    digest.update(pieces)
     return Resource(
         assignment.name,
         digest.hexdigest()[:16],
         assignment.packed,
         assignment.message,
     )
+
+
+def _piece(member: Resource) -> bytes:
+    """What one member adds to its assignment's covering version (`Collection.pieces`)."""
+    return f"\n{member.name}\0{member.version}".encode()
 
 
 def _assignment(view: ClusterView, scale: int) -> Resource:
@@ -121,34 +262,113 @@ def _assignment(view: ClusterView, scale: int) -> Resource:
     return Resource.of(TypeUrl.ENDPOINT, view.name, message)
 
 
-def _members(cluster: str, locality: LocalityView, memo: TranslationMemo) -> list[Resource]:
+def _collection(cluster: str, locality: LocalityView, memo: TranslationMemo) -> Collection:
+    """The locality's collection: the one made from this very tuple (this round or the
+    last), or the last one of its name patched where the tuple's views changed, or made
+    anew (reusing, by view identity, whatever members the last one had).
+
+    Patching keeps every member's name, so it is taken only when each changed position
+    still holds the same address (a weight, health or reason that moved): names follow
+    addresses and their order (an address listed twice is two hosts, `-2`), and with every
+    address where it was, every name is what it was."""
     prefix = collection(cluster, locality)
+    views = locality.endpoints
+    last = memo.collections.get(prefix)
+    if last is not None:
+        if last.views is views:
+            return last
+        before = last.views
+        if len(before) == len(views):
+            changed = list(compress(range(len(views)), map(is_not, before, views)))
+            if not changed:  # another tuple of the same views: the same collection
+                return last
+            if all(views[i].address == before[i].address for i in changed):
+                made = _patched(prefix, last, views, changed, memo)
+                memo.collections.put(prefix, made)
+                return made
+    made = _made(prefix, views, last, memo)
+    memo.collections.put(prefix, made)
+    return made
+
+
+def _patched(
+    prefix: str,
+    last: Collection,
+    views: tuple[EndpointView, ...],
+    changed: list[int],
+    memo: TranslationMemo,
+) -> Collection:
+    """`last` with a new member at each `changed` position (same name, the view's bytes).
+    The loop is every moved endpoint times the collections it is in: kept to lookups."""
+    resources = list(last.resources)
+    pieces = list(last.pieces)
+    heads = last.heads
+    payloads = memo.leds_payloads
+    for index in changed:
+        view = views[index]
+        hit = payloads.get(id(view)) or _payload(view, memo)
+        resources[index] = _new_member(resources[index].name, hit[1], hit[2], _LB_ENDPOINT_TYPE)
+        pieces[index] = heads[index] + hit[3]
+    return Collection(
+        prefix,
+        views,
+        tuple(resources),
+        last.names,
+        heads,
+        tuple(pieces),
+        b"".join(pieces),
+        id(last),
+        tuple(changed),
+    )
+
+
+def _made(
+    prefix: str, views: tuple[EndpointView, ...], last: Collection | None, memo: TranslationMemo
+) -> Collection:
+    # The last collection pins the views its ids belong to while it is in use.
+    known = {} if last is None else dict(zip(map(id, last.views), last.resources, strict=True))
     seen: dict[str, int] = {}
-    members = []
-    for view in locality.endpoints:
-        key = (prefix, id(view))
-        hit = memo.leds_endpoints.get(key)
-        if hit is not None:
-            resource = hit[1]
-        else:
-            name = prefix + segment(f"{view.host}_{view.port}")
-            resource = Resource.of_payload(
-                TypeUrl.LB_ENDPOINT,
-                name,
-                lb_endpoint_bytes(view, memo),
-                endpoint_components_pb2.LbEndpoint,
-            )
-            memo.leds_endpoints.put(key, (view, resource))
+    resources = []
+    for view in views:
+        name = prefix + segment(f"{view.host}_{view.port}")
         # One address listed twice in a locality stays two hosts, as in EDS.
-        count = seen.get(resource.name, 0)
-        seen[resource.name] = count + 1
+        count = seen.get(name, 0)
+        seen[name] = count + 1
         if count:
-            resource = Resource(
-                f"{resource.name}-{count + 1}",
-                resource.version,
-                resource.packed,
-                None,
-                endpoint_components_pb2.LbEndpoint,
-            )
-        members.append(resource)
-    return members
+            name = f"{name}-{count + 1}"
+        member = known.get(id(view))
+        if member is None:
+            hit = memo.leds_payloads.get(id(view)) or _payload(view, memo)
+            member = _new_member(name, hit[1], hit[2], _LB_ENDPOINT_TYPE)
+        elif member.name != name:
+            member = _new_member(name, member.version, member.packed, _LB_ENDPOINT_TYPE)
+        resources.append(member)
+    names = tuple(r.name for r in resources)
+    heads = tuple(f"\n{name}\0".encode() for name in names)
+    pieces = tuple(head + r.version.encode() for head, r in zip(heads, resources, strict=True))
+    return Collection(
+        prefix,
+        views,
+        tuple(resources),
+        names,
+        heads,
+        pieces,
+        b"".join(pieces),
+        0,
+        tuple(range(len(resources))),
+    )
+
+
+def _payload(view: EndpointView, memo: TranslationMemo) -> Payload:
+    """The view's LbEndpoint bytes, packed, with their version (also as bytes). An endpoint
+    is a member of a collection per cluster it is in and per priority its region has in a
+    group's view, all with the same bytes: those are made and hashed once per view."""
+    payload = lb_endpoint_bytes(view, memo)
+    version = version_of(payload)
+    made = (view, version, any_pb2.Any(type_url=_LB_ENDPOINT, value=payload), version.encode())
+    memo.leds_payloads.put(id(view), made)  # pins the view: the id is never a recycled one
+    return made
+
+
+_LB_ENDPOINT = TypeUrl.LB_ENDPOINT.value
+_LB_ENDPOINT_TYPE = endpoint_components_pb2.LbEndpoint

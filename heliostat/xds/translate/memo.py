@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from itertools import compress
+from typing import TYPE_CHECKING
 
+from google.protobuf.any_pb2 import Any
 from google.protobuf.message import Message
 
 from heliostat.balance import EndpointView
@@ -20,12 +22,16 @@ from heliostat.planning.subsets import Picked
 from heliostat.xds.resources.memo import RoundMemo
 from heliostat.xds.resources.snapshot import Resource
 
+if TYPE_CHECKING:  # leds.py builds on this module
+    from heliostat.xds.translate.leds import Collection, EndpointMap, LedsAssignment
+
 AssignmentKey = tuple[str, float, tuple[int, ...]]
 LedsKey = tuple[
     str, float, tuple[tuple[str, int, int | None, bool, tuple[tuple[str, ReasonValue], ...]], ...]
 ]
 LocalityKey = tuple[str, int, int | None, int, int, tuple[tuple[str, ReasonValue], ...]]
 Entry = tuple[EndpointView, bytes]
+Payload = tuple[EndpointView, str, Any, bytes]  # the view, version, packed bytes, version
 Slot = tuple[str, str]  # a locality's cluster and region: where its last members are found
 
 
@@ -54,15 +60,24 @@ class TranslationMemo:
       they rarely change (clusters, the listener, the routes), by what they are made of;
       the same message object lets `serialized` skip serializing and hashing it again.
     - `leds_assignments`: the LEDS form of assignments (heliostat.xds.translate.leds) by
-      name, drop percentage and each locality's shape; `leds_endpoints`: LbEndpoint
-      resources by collection and the identity of their EndpointView (pinned).
+      name, drop percentage and each locality's shape; `collections`: each collection's
+      LbEndpoint resources by its name (the endpoint tuple they were made from pinned,
+      for the next round to compare with); `leds_forms`: a cluster's whole LEDS form by
+      the identity of its assignment and collections (pinned); `leds_payloads`: an
+      endpoint's LbEndpoint bytes, packed, and their version by the identity of its
+      EndpointView (pinned), shared by every collection it is a member of;
+      `endpoint_maps`: by node group, its collections and LbEndpoint resources by name
+      (`leds.endpoint_map`), which the group's next round copies and brings up to date.
     """
 
     __slots__ = (
         "assignments",
+        "collections",
+        "endpoint_maps",
         "entries",
         "leds_assignments",
-        "leds_endpoints",
+        "leds_forms",
+        "leds_payloads",
         "localities",
         "member_tuples",
         "messages",
@@ -83,7 +98,10 @@ class TranslationMemo:
         self.messages: RoundMemo[Hashable, tuple[object, Message]] = RoundMemo()
         self.picks: RoundMemo[tuple[int, str, Hashable], Picked] = RoundMemo()
         self.leds_assignments: RoundMemo[LedsKey, Resource] = RoundMemo()
-        self.leds_endpoints: RoundMemo[tuple[str, int], tuple[EndpointView, Resource]] = RoundMemo()
+        self.collections: RoundMemo[str, Collection] = RoundMemo()
+        self.endpoint_maps: RoundMemo[str, EndpointMap] = RoundMemo()
+        self.leds_payloads: RoundMemo[int, Payload] = RoundMemo()
+        self.leds_forms: RoundMemo[tuple[int, ...], tuple[Resource, LedsAssignment]] = RoundMemo()
 
     def new_round(self) -> None:
         """Start a translation round: the last round's parts stay reachable, older ones go."""
@@ -97,7 +115,10 @@ class TranslationMemo:
             self.picks,
             self.entries,
             self.leds_assignments,
-            self.leds_endpoints,
+            self.collections,
+            self.endpoint_maps,
+            self.leds_forms,
+            self.leds_payloads,
         ):
             table.rotate()
 
@@ -112,7 +133,10 @@ class TranslationMemo:
             + len(self.picks)
             + len(self.entries)
             + len(self.leds_assignments)
-            + len(self.leds_endpoints)
+            + len(self.collections)
+            + len(self.endpoint_maps)
+            + len(self.leds_forms)
+            + len(self.leds_payloads)
         )
 
 
