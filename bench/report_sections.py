@@ -63,6 +63,8 @@ def scale(data: Mapping[str, Any], out: Path) -> list[str]:
             cell(c.get("views")),
             cell(c.get("full_tick_ms")),
             cell(c.get("incremental_tick_ms")),
+            cell(c.get("full_tick_leds_ms")),
+            cell(c.get("incremental_tick_leds_ms")),
             cell(c.get("full_changed_share"), share=True),
             cell(c.get("incremental_changed_share"), share=True),
             cell(c.get("clusters_per_view")),
@@ -79,7 +81,8 @@ def scale(data: Mapping[str, Any], out: Path) -> list[str]:
     note = (
         "Control law + translation + serialization per tick (`ControlLoop.tick` as `serve` "
         "runs it), CPU ms, median of repeated ticks. Full: every endpoint's EDS entry "
-        "changes; incremental: 10% of them."
+        "changes; incremental: 10% of them. Without LEDS (`serve --no-leds`), then with the "
+        "LEDS form `serve` builds by default."
     )
     return [
         note,
@@ -89,6 +92,8 @@ def scale(data: Mapping[str, Any], out: Path) -> list[str]:
                 "views",
                 "full tick ms",
                 "incremental tick ms",
+                "full, LEDS",
+                "incremental, LEDS",
                 "changed (full)",
                 "changed (incr.)",
                 "clusters/view",

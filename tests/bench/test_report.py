@@ -17,7 +17,13 @@ FAKE: dict[str, Any] = {
     "scale": {
         "size": "quick",
         "cases": [
-            {"endpoints": e, "views": v, "full_tick_ms": e / 8.0, "incremental_tick_ms": e / 11.0}
+            {
+                "endpoints": e,
+                "views": v,
+                "full_tick_ms": e / 8.0,
+                "incremental_tick_ms": e / 11.0,
+                "full_tick_leds_ms": e / 4.0,
+            }
             for e in (1000, 10000)
             for v in (3, 6)
         ],
@@ -180,6 +186,7 @@ def test_every_benchmark_gets_its_table_and_plots(tmp_path: Path) -> None:
             assert "/" not in file  # linked relatively, beside report.md
             assert (tmp_path / file).read_bytes().startswith(PNG_MAGIC)
     assert "| 10000" in parts["scale"] and "1250.0" in parts["scale"]
+    assert "full, LEDS" in parts["scale"] and "2500.0" in parts["scale"]  # serve's default form
     assert "delta" in parts["fanout"] and "50000" in parts["fanout"]
     routing = parts["routing"]
     assert "shared_prefix" in routing and "90.0%" in routing
