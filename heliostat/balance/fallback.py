@@ -10,7 +10,8 @@ For model A with fallback B and the view of region r:
   them to B; A sees the rest, whose own demand `overflow` estimates (overflow shares taken
   out). Each tick measures T_r = measured_r / (1 - F_r) with the share in effect and smooths
   it like every demand (EWMA, `weights.TAU_S`), so the share does not erase the pressure that
-  called for it (the trap `overflow` avoids the same way).
+  called for it (the trap `overflow` avoids the same way); it starts over when A's units
+  change, and at a surge's onset takes the step A's own estimate took (`_demand`).
 - **Exhausted.** What A cannot carry within r's budget once overflow has done what it can:
       X = max(0, T_r - P_r - SLACK_TRUST slack_r)
   with P_r the part of r's demand the allocation (`overflow`, `allocation`) placed within
@@ -18,6 +19,12 @@ For model A with fallback B and the view of region r:
   neighbours' room below `overflow.RESCUE_CEILING`. r engages once X is ENGAGE_EXCESS (1%)
   of T_r and stays engaged while X > 0 (the share it carries counts: it is released only once A has
   room for it again). X = 0 means no fallback: overflow keeps requests on the model asked for.
+  Once the plan left some of r's demand unplaced, or r is engaged, X is also at least
+      T_r - lent_r - admitted_r - SLACK_TRUST away_r
+  with lent_r what the plan lends to other regions, admitted_r what r's slots admit of its
+  own users this tick (`refusal.admitted`: their goodput-best level, less a late queue's
+  drain) and away_r the neighbours' part of slack_r: what refusal would refuse, the
+  fallback takes first (the plan may keep more at home than the slots admit).
 - **Fallback headroom.** B's requests from r land on B's view of r: r and B's in-budget
   regions. Their room, sum(RESCUE_CEILING C - L) over those with live capacity, may be
   negative (B past its ceiling); B may carry at most what it carries now plus that room. No
