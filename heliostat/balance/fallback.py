@@ -10,7 +10,8 @@ For model A with fallback B and the view of region r:
   them to B; A sees the rest, whose own demand `overflow` estimates (overflow shares taken
   out). Each tick measures T_r = measured_r / (1 - F_r) with the share in effect and smooths
   it like every demand (EWMA, `weights.TAU_S`), so the share does not erase the pressure that
-  called for it (the trap `overflow` avoids the same way).
+  called for it (the trap `overflow` avoids the same way); it starts over when A's units
+  change, and at a surge's onset takes the step A's own estimate took (`_demand`).
 - **Exhausted.** What A cannot carry within r's budget once overflow has done what it can:
       X = max(0, T_r - P_r - SLACK_TRUST slack_r)
   with P_r the part of r's demand the allocation (`overflow`, `allocation`) placed within
@@ -18,6 +19,12 @@ For model A with fallback B and the view of region r:
   neighbours' room below `overflow.RESCUE_CEILING`. r engages once X is ENGAGE_EXCESS (1%)
   of T_r and stays engaged while X > 0 (the share it carries counts: it is released only once A has
   room for it again). X = 0 means no fallback: overflow keeps requests on the model asked for.
+  Once the plan left some of r's demand unplaced, or r is engaged, X is also at least
+      T_r - lent_r - admitted_r - SLACK_TRUST away_r
+  with lent_r what the plan lends to other regions, admitted_r what r's slots admit of its
+  own users this tick (`refusal.admitted`: their goodput-best level, less a late queue's
+  drain) and away_r the neighbours' part of slack_r: what refusal would refuse, the
+  fallback takes first (the plan may keep more at home than the slots admit).
 - **Fallback headroom.** B's requests from r land on B's view of r: r and B's in-budget
   regions. Their room, sum(RESCUE_CEILING C - L) over those with live capacity, may be
   negative (B past its ceiling); B may carry at most what it carries now plus that room. No
@@ -94,10 +101,13 @@ def step(
     previous: FallbackStates | None,
     dt: float,
     now: float,
+    admitted: Mapping[str, float] | None = None,
 ) -> FallbackStates:
     """Every scope's fallback share of `model` for this tick (`model.fallback` is set).
 
-    `own` and `other` are this tick's overflow decisions of the model and of its fallback.
+    `own` and `other` are this tick's overflow decisions of the model and of its fallback;
+    `admitted` what each region's slots admit of its own users this tick, where known
+    (`refusal.admitting_rates`).
     """
     assert model.fallback is not None
     target = policy.model(model.fallback.model)
@@ -108,9 +118,11 @@ def step(
     demands: dict[str, float] = {}
     for r in sorted(policy.spec.regions):
         before = previous.regions.get(r) if previous else None
-        demands[r] = _demand(own.get(r), before, trend)
-        decision = _regional(policy, model, target, r, demands[r], own, other, before)
-        regions[r] = _publish(before, decision, demands[r], max_share, now)
+        demands[r] = _demand(own.get(r), before, trend, now)
+        admits = admitted.get(r) if admitted is not None else None
+        decision = _regional(policy, model, target, r, demands[r], own, other, before, admits)
+        rates = r in own and own[r].rates
+        regions[r] = _publish(before, decision, demands[r], max_share, now, rates)
     tenants: dict[str, FallbackState] = {}
     for tenant in policy.spec.tenants:
         before = previous.tenants.get(tenant.name) if previous else None
@@ -134,15 +146,43 @@ def max_fallback(model: Model) -> float:
     return min(configured, 1.0 - demand_module.MIN_KEPT)
 
 
-def _demand(region: RegionState | None, before: FallbackState | None, trend: float) -> float:
-    """The region's gateways' demand for the model, the part sent to the fallback included."""
+def _demand(
+    region: RegionState | None, before: FallbackState | None, trend: float, now: float
+) -> float:
+    """The region's gateways' demand for the model, the part sent to the fallback included.
+
+    Smoothed, and started over when the model's units change (endpoint units until some
+    replica's capacity is observed, then requests/s), as the model's own estimate is
+    (`overflow`): smoothed across the switch, a surge's first second read in endpoint units
+    held it near 2/s for seconds while the gateways measured 15-18/s
+    (tests/e2e/test_e2e_fallback's 1.5x surge), the share stayed at 0 or fell back to it,
+    and a queue of 20 built, whose drain then refused every request of the region for a
+    second or two. Also except at a surge's onset (the fallback not engaged yet): a rise
+    the model's own demand estimate took at once (`overflow`: a step its gateways
+    measured, or a rise while its queue is late; its estimate is then this tick's
+    measurement) this one takes too, as that measurement over the share in effect:
+    smoothed over weights.TAU_S, it lags a step of the model's estimate by seconds.
+    Only at the onset: a step is a one-second rate picked for standing above the window
+    (by chance as well as by a surge), and taken while engaged it lifted the estimate past
+    the demand (the same surge: one region's from 14.9 to 17.4/s at 13.5 s, after which
+    the refusal sized on it refused 6 requests with the fallback at its largest share).
+    While a rise of the share is still inside the measurement's window
+    (`demand.WINDOW_S`), the rate mixes the share before and the one after, and divided by
+    the one after it overstates the demand: then the rate itself, a lower bound.
+    """
     if region is None or region.measured <= 0.0:
         return 0.0
     published = before.share.published if before else 0.0
     measured = region.measured / (1.0 - published)
-    if before is None or before.demand <= 0.0:
-        return measured
-    return before.demand + trend * (measured - before.demand)
+    if before is None or before.demand <= 0.0 or before.rates != region.rates:
+        return measured  # a first reading, or new units: it starts over, as the model's does
+    smoothed = before.demand + trend * (measured - before.demand)
+    if region.demand != region.measured or before.engaged:
+        return smoothed  # not a step the model's estimate took, or not the onset
+    rising = before.share.direction > 0 and now - before.share.moved_at < demand_module.WINDOW_S
+    # The rate itself while a rise of the share is inside its window: what reached the
+    # model is at most what its gateways brought, whatever share was in effect.
+    return max(smoothed, region.measured if rising else measured)
 
 
 def _regional(
@@ -154,6 +194,7 @@ def _regional(
     own: Mapping[str, RegionState],
     other: Mapping[str, RegionState],
     before: FallbackState | None,
+    admitted: float | None = None,
 ) -> Decision:
     region = own.get(r)
     room = _room(other, [r, *within_budget(policy, target, r)])
@@ -164,11 +205,12 @@ def _regional(
     served = _served(own)
     # What the model could still take from r within budget: r's own capacity left, and the
     # room of its in-budget neighbours below the rescue ceiling.
-    slack = max(0.0, region.capacity - served.get(r, 0.0)) + sum(
+    away = sum(
         max(0.0, CEILING * own[q].capacity - served.get(q, 0.0))
         for q in reach[1:]
         if q in own and own[q].capacity > 0
     )
+    slack = max(0.0, region.capacity - served.get(r, 0.0)) + away
     # What the model cannot carry: its demand before the fallback less what the allocation
     # placed within budget. Not `unplaced` plus the share carried: the model's own demand
     # estimate lags the share it just gave away, and that sum would count the same requests
@@ -177,6 +219,14 @@ def _regional(
     # and take it again (the share returns once room is clear).
     placed = sum(region.plan.values())
     excess = max(0.0, demand - placed - SLACK_TRUST * slack)
+    if admitted is not None and (region.unplaced > 0.0 or (before is not None and before.engaged)):
+        # Nor what r's slots do not admit (`refusal.admitted`: their goodput-best level, less
+        # a late queue's drain), which refusal would take: the plan may keep more at home
+        # than that (users it cannot refuse yet), and a share sized on the plan alone left
+        # the rest to refusal. Once the plan found no GPU for some of r's demand, or the
+        # fallback is engaged: a level the plan has not proved full sends nothing away.
+        lent = sum(x for q, x in region.plan.items() if q != r)
+        excess = max(excess, demand - lent - admitted - SLACK_TRUST * away)
     pressure = demand / region.capacity if region.capacity > 0 else None
     engaged = excess / demand >= ENGAGE_EXCESS or (
         before is not None and before.engaged and excess > 0.0
@@ -277,6 +327,7 @@ def _publish(
     demand: float,
     max_share: float,
     now: float,
+    rates: bool = False,
 ) -> FallbackState:
     """The decision's target, held (`publish.hold`), to what Envoy gets."""
     goal = min(decision.target, max_share)
@@ -309,6 +360,7 @@ def _publish(
         target=goal,
         pressure=decision.pressure,
         room=decision.room,
+        rates=rates,
     )
 
 

@@ -163,6 +163,9 @@ def compute(
             before.fallback if before else None,
             _dt(model, previous, now),
             now,
+            refusal.admitting_rates(
+                own.regions, admitting[model.name], before.refusals if before else {}
+            ),
         )
         model_states[model.name] = dataclasses.replace(own, fallback=decided)
         for view_region, scoped in fallbacks.items():

@@ -130,16 +130,50 @@ def beyond_admission(region: RegionState, own: Admits, reaching: float, overdue:
     """What of the region's users (`reaching` its gateways' model clusters) its slots do not
     admit, once it refuses: what the plan does not lend, less what its slots take at their
     goodput-best level, and less again, while its queue is late (`overdue`, see `step`),
-    what drains the late part of it within the TTFT beyond what that level's slack drains.
+    what drains the late part of it within the TTFT beyond what that level's slack drains
+    (`admitted`).
 
     The drain is the point: a late queue is drained by refusing, not only through slack. A
     ramp builds a queue in the seconds its demand estimate lags, and every request admitted
     behind it is late until it drains; refused now, the requests behind it are on time."""
     lent = sum(x for q, x in region.plan.items() if q != own.region)
+    return max(0.0, reaching - lent - admitted(region, own, overdue))
+
+
+def admitted(region: RegionState, own: Admits, overdue: bool) -> float:
+    """Requests/s of its own users the region's slots admit this tick: their goodput-best
+    level (`Admits.rate`), lowered while its queue is late (`overdue`) by what drains the
+    late part of it within the TTFT beyond what that level's slack drains by itself."""
     late = max(0.0, region.backlog - own.tolerated) if overdue else 0.0
     slack = max(0.0, own.raw - own.rate)
-    allowed = max(0.0, own.rate - max(0.0, late / own.ttft_s - slack))
-    return max(0.0, reaching - lent - allowed)
+    return max(0.0, own.rate - max(0.0, late / own.ttft_s - slack))
+
+
+def is_overdue(region: RegionState, own: Admits | None, previous: RefusalState | None) -> bool:
+    """The region's queue is late and is drained by refusing (`beyond_admission`): late at
+    this tick and the last (not one noisy scrape), or at this tick once refusing (the planet
+    is known full); and only while every slot of the region is in use (`Admits.busy`)."""
+    busy = own is None or own.busy
+    return region.late and busy and previous is not None and (previous.late or previous.active)
+
+
+def admitting_rates(
+    regions: Mapping[str, RegionState],
+    admitting: Mapping[str, Admits | None],
+    previous: Mapping[str, RefusalState],
+) -> dict[str, float]:
+    """Per region whose slots' level is known, what they admit of its own users this tick
+    (`admitted`, the drain of a late queue included, as `step` will size it): for the
+    fallback model (`fallback`), which takes what they do not admit before refusal does.
+    Not a region whose capacity is still the prior with a slot free now (as `early`: a
+    level sized on a guess proves nothing full)."""
+    result: dict[str, float] = {}
+    for r, region in regions.items():
+        own = admitting.get(r)
+        if own is None or (own.estimated and not own.busy):
+            continue
+        result[r] = admitted(region, own, is_overdue(region, own, previous.get(r)))
+    return result
 
 
 def rooms(
@@ -269,16 +303,13 @@ def step(
     share just given to the fallback, and for a few ticks it would refuse what the fallback
     already carries. `fallback_reach` is the share the fallback may still rise to (`law`:
     its max share while it has room): while it is above the share the fallback goes to,
-    nothing is refused on sight (`early`).
+    nothing is refused on sight (`early`) and a late queue is not drained by refusing.
     """
     if region is None or region.demand <= 0.0:
         return _publish(previous, 0.0, None, 0.0, 0.0, now, "no demand")
-    # A late queue is drained by refusing (`beyond_admission`): late at this tick and the last
-    # (not one noisy scrape), or at this tick once refusing (the planet is known full); and
-    # only while every slot of the region is in use (`Admits.busy`).
+    # A late queue is drained by refusing (`beyond_admission`, `is_overdue`).
     # What drains a backlog follows the drain down at once, as overflow shares do.
-    busy = admits is None or admits.busy
-    overdue = region.late and busy and previous is not None and (previous.late or previous.active)
+    overdue = is_overdue(region, admits, previous)
     draining = overdue or overflow.drains_now(region) or (previous is not None and previous.late)
     total = region.demand / max(1e-9, 1.0 - fallback_before)
     excess = max(0.0, region.refusable - (fallback_after - fallback_before) * total)
@@ -315,7 +346,14 @@ def step(
         if sighted > 0.0:
             proven = max(proven, sighted)
     if admits is not None and not inferred and proven > 0.0:
-        excess = min(reaching, max(excess, beyond_admission(region, admits, reaching, overdue)))
+        # A late queue is drained by refusing only once the fallback cannot rise further to
+        # take the drain (it takes what the slots do not admit, the drain included, before
+        # refusal: `fallback`, `admitting_rates`): up to its largest share it is fed forward
+        # and its room grows as its load is observed. (tests/e2e/test_e2e_fallback's 1.5x
+        # surge: the drain refused every request of a region for 0.75-2.5 s while the
+        # fallback stood below its largest share with room.)
+        drain = overdue and not rising_fallback
+        excess = min(reaching, max(excess, beyond_admission(region, admits, reaching, drain)))
     fraction = excess / reaching if reaching > 0 else 0.0
     if sighted > 0.0:
         # Of what arrives now: on a ramp the measured rate, above the smoothed demand.

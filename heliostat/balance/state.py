@@ -580,6 +580,7 @@ class FallbackState:
     target: float = 0.0
     pressure: float | None = None
     room: float | None = None  # the fallback model's room in the scope (endpoint units)
+    rates: bool = False  # `demand` is in requests/s (else endpoint units), as the model's
 
 
 @dataclass(frozen=True, slots=True)
