@@ -22,7 +22,10 @@ GPUs, included):
    the shares in effect taken out; smoothed. Inferred from engines, where the plan would turn
    a share its rescuers' room bounds, it is solved at the share the plan lends, not read at
    the one last published (`_settled`): read there, it fed on the decision it drives and,
-   under constant signals, the share never settled.
+   under constant signals, the share never settled. An estimate that restarted (another
+   source or unit: at start-up the first gateway reports replace the engines' reading) moves
+   no share up but urgently until it has settled (`settled`, SETTLE_S), nor does a
+   capacity that is still the prior while a slot of it is free.
 3. **Allocation** (`allocation`): local first, then the nearest region with room within the
    origin's budget, onward lending when it takes that, every rescuer kept below
    RESCUE_CEILING of its capacity for others; the rest is unplaced (refused by `refusal`
@@ -115,6 +118,13 @@ RISE_AFTER_FALL_S = 2.0 * publish.REVERSAL_HOLD_S
 # Refusing starts once demand has been unplaced this long without a break: a failover, a
 # burst or an estimate's jump is absorbed by the queues; a full planet lasts.
 REFUSE_AFTER_S = 3.0
+# A demand estimate that (re)started, from a new source or in new units (at start-up, the
+# first gateway reports in requests/s replace what the engines read in endpoints), moves no
+# share up but urgently (`origin_overdue`) for this long: its gateways' window holds only
+# the seconds since they began reporting (at 2 s, a rate of 12/s reads +-2.4/s by chance)
+# and nothing smooths it yet; nor is the capacity it is set against more than an
+# extrapolation from light load. The window filled and smoothed once: WINDOW_S + TAU_S.
+SETTLE_S = demand.WINDOW_S + demand.TAU_S
 # Kept for the fallback model's decision (it plans a region back to this level).
 RELEASE = RESCUE_CEILING
 
@@ -304,6 +314,7 @@ def step(
             gateways=_reporting(gateways, model, r, now),
             prefill=own.prefill if own is not None else None,
             hit_rate=own.hit_rate if own is not None else None,
+            since=users.since[r],
         )
     return result
 
@@ -325,6 +336,9 @@ class _Users:
     batch: Mapping[str, float]
     # Demand inferred from engines: its own users' arrivals at its endpoints (smoothed).
     arrivals: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # Since when each region's estimate has been read from its source in its units, once it
+    # switched (None: not since the law began).
+    since: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
 
 
 def _demands(
@@ -363,14 +377,20 @@ def _demands(
     smoothed: dict[str, float] = {}
     source: dict[str, str] = {}
     own_arrivals: dict[str, float] = {}
+    since: dict[str, float | None] = {}
     for r in regions:
         value = measured.get(r, 0.0)
         before = previous.get(r)
         source[r] = demand.GATEWAYS if r in fixed else demand.ENGINES if r in arrivals else "none"
         own = supply.get(r)
         if before is None or before.source != source[r] or before.rates != rates:
+            # Another source or unit: nothing to smooth from, the estimate restarts here
+            # (and, switched from another, is young until `settled`).
             smoothed[r] = value
-        elif r in steps and value > before.demand:
+            since[r] = None if before is None else now
+            continue
+        since[r] = before.since
+        if r in steps and value > before.demand:
             smoothed[r] = value  # a step its gateways measured: taken at once
         elif r in fixed and value > before.demand and own is not None and late(own, ttft):
             # A rise its gateways measure while its own queue is already late: two
@@ -388,7 +408,20 @@ def _demands(
             own_arrivals[r] = smoothed[r] * _kept(
                 sum(shares.get(r, {}).values()), refused.get(r, 0.0)
             )
-    return _Users(measured, smoothed, source, batch, own_arrivals)
+    return _Users(measured, smoothed, source, batch, own_arrivals, since)
+
+
+def settled(users: _Users, r: str, own: Supply | None, now: float) -> bool:
+    """Whether r's estimates may move a share up but urgently: its demand, measured at its
+    gateways, has settled since it (re)started (`SETTLE_S`; demand inferred from engines is
+    no window of reports), and its capacity is observed, or no slot of it is free (as
+    `refusal.early`: a capacity that is still the prior, the model's median per slot, read
+    half a region's true one at start-up in a fleet of speeds 1 and 3; a region with a slot
+    free is no proof of a shortfall it reckons on that guess)."""
+    since = users.since.get(r)
+    if since is not None and now - since < SETTLE_S and users.source.get(r) == demand.GATEWAYS:
+        return False
+    return own is None or not own.estimated or own.free < 1.0
 
 
 def _kept(lent: float, refused: float) -> float:
@@ -791,8 +824,10 @@ def _lending(
             held.published > _published(lent_before, q)
             and not pressing
             and not turning_up
-            and home_rose_at is not None
-            and now - home_rose_at < RISE_AFTER_FALL_S
+            and (
+                not settled(users, r, own, now)
+                or (home_rose_at is not None and now - home_rose_at < RISE_AFTER_FALL_S)
+            )
         ):
             # A rise of one share soon after another fell turns what stays home round (up,
             # then down): the same reversal as one share's, held as long. Each of the
@@ -800,6 +835,7 @@ def _lending(
             # times in 40 s (bench mixed_gpus at full size, sixth run: eu-west lent 17% to
             # us-east, took it back, lent 33% to ap-southeast, took it back). An urgent rise
             # (`origin_overdue`) does not wait.
+            # Nor does a share rise on estimates still settling (`settled`), but urgently.
             held = dataclasses.replace(
                 last or publish.NOTHING, target=held.target, spread=held.spread
             )
@@ -885,10 +921,15 @@ def origin_overloaded(
 ) -> bool:
     """Its users bring more than its slots complete (`overloaded`) at this tick and the
     last, on a capacity measured full (`_proven`): `origin_overdue`'s first term, a need
-    no chance explains."""
+    no chance explains. Not while some of its capacity is still the prior (`estimated`:
+    the model's median per slot, a slow replica's): at start-up in a fleet of speeds 1 and
+    3 ap-southeast's read 4.2/s against about 14, its 12/s of users "overloaded" it and
+    27% of them left at once, to come back seconds later (a late queue of its own still
+    hurries a rise: `origin_overdue`'s other terms)."""
     return (
         own is not None
         and own.rates
+        and not own.estimated
         and overloaded(own.raw, demanded)
         and _proven(model, own)
         and before is not None

@@ -530,6 +530,10 @@ class RegionState:
     # them (`overflow.Supply`); None: not measured, or the model does not hash prompts.
     prefill: float | None = None
     hit_rate: float | None = None
+    # Since when its demand is read from its current source in its current units, once it
+    # switched (the estimate restarted; None: it has not since the law began):
+    # `overflow.settled`.
+    since: float | None = None
 
     @property
     def pressure(self) -> float | None:
