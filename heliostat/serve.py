@@ -168,6 +168,8 @@ class ControlPlane:
         self.journal = Journal()
         self.control.on_tick = self.journal.observe
         self.started_at = time.time()
+        self._overdue: asyncio.TimerHandle | None = None  # the first round's bound, armed
+        self._worker_starting: asyncio.Task[None] | None = None
         self._serving = False
         self.supervisor = Supervisor(self.metrics_registry)
         self.xds_server: grpc.aio.Server | None = None
@@ -256,10 +258,18 @@ class ControlPlane:
         else:
             self.control.signals_landed(model)
 
+    def _schedule_first_round_bound(self) -> None:
+        self._overdue = asyncio.get_running_loop().call_at(
+            _loop_time_of(self.first_round.deadline), self._first_round_overdue
+        )
+
     def _first_round_overdue(self) -> None:
-        """The bound of the first round passed: release the endpoints if still withheld."""
+        """The bound of the first round passed: release the endpoints if still withheld.
+        A bound moved later since (the scrape worker's start) is waited for again."""
         if self.first_round.expire(time.monotonic()):
             self._release_endpoints()
+        elif not self.first_round.done and self._serving:
+            self._schedule_first_round_bound()
 
     def _release_endpoints(self) -> None:
         try:
@@ -395,12 +405,20 @@ class ControlPlane:
         # "serving" line must always stop the server cleanly, never kill it.
         stop = _stop_on_signals(stop)
         try:
-            # The scrape worker's start (imports: a second or more) is not the replicas'
-            # slowness: the first round's bound counts from when it is up. Before the server
-            # starts: nothing may be served between its start and the first tick below.
+            # The scrape worker starts (imports: a second or more) while the servers come
+            # up and serve what needs no signal (clusters, routes, listeners; endpoints are
+            # withheld until the first round): waited for before serving, its start was
+            # most of a restarted heliostat's time to resync its Envoys. Reads wait for it
+            # (`offload.WorkerFetcher`), and the first round's bound moves by its start: it
+            # is not the replicas' slowness.
             began = time.monotonic()
-            await self.signals.start()
-            self.first_round.postpone(time.monotonic() - began)
+            self._worker_starting = asyncio.create_task(
+                self.signals.start(), name="scrape worker start"
+            )
+            self._worker_starting.add_done_callback(
+                lambda _: self.first_round.postpone(time.monotonic() - began)
+            )
+            # Nothing may be served between the server's start and the first tick below.
             await server.start()
             app = admin_server.build_app(
                 self.metrics_registry, self.state, self.ready, self.drain_request, token=token
@@ -416,9 +434,7 @@ class ControlPlane:
             self._supervise(server, admin)
             self.control.tick()
             heap.settle()  # start-up objects and the policy: out of the GC's scans
-            overdue = asyncio.get_running_loop().call_at(
-                _loop_time_of(self.first_round.deadline), self._first_round_overdue
-            )
+            self._schedule_first_round_bound()
             supervising = asyncio.create_task(self.supervisor.run(), name="supervisor")
             signalled = asyncio.create_task(stop.wait(), name="signals handler")
             self._serving = True
@@ -432,7 +448,8 @@ class ControlPlane:
                 await asyncio.wait({supervising, signalled}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 self._serving = False
-                overdue.cancel()
+                if self._overdue is not None:
+                    self._overdue.cancel()
                 for task in (supervising, signalled):
                     task.cancel()
                 await asyncio.gather(supervising, signalled, return_exceptions=True)
@@ -447,6 +464,9 @@ class ControlPlane:
             await server.stop(grace=1.0)
             if admin is not None:
                 await admin.cleanup()
+            if self._worker_starting is not None and not self._worker_starting.done():
+                self._worker_starting.cancel()
+                await asyncio.gather(self._worker_starting, return_exceptions=True)
             await self.signals.close()  # the scrape worker too, if the tasks never ran
             log.info("stopped")
 

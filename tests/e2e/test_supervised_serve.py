@@ -205,3 +205,34 @@ def test_cli_serve_exits_1_with_one_line_when_unrecoverable(
     assert captured.err == (
         "heliostat serve: signals failed (5 failures within 60 s): OSError: x (a.py:1)\n"
     )
+
+
+async def test_serve_is_ready_while_its_scrape_worker_starts_and_waits_for_it_to_scrape(
+    tmp_path: Path,
+) -> None:
+    """The scrape worker's start (its imports: a second or more, more on a busy machine) is
+    not waited for before serving: a restarted heliostat resyncs its Envoys on what needs no
+    signal meanwhile. The first round's bound moves by the start: it is not the replicas'."""
+    plane = _plane(tmp_path)
+    original = plane.signals.start
+    started = asyncio.Event()
+
+    async def slow_start() -> None:
+        await asyncio.sleep(1.5)
+        await original()
+        started.set()
+
+    plane.signals.start = slow_start  # type: ignore[method-assign]
+    bound = plane.first_round.deadline
+    stop = asyncio.Event()
+    serving = asyncio.create_task(plane.run(stop))
+    await _readyz_until(plane, lambda s, _: s == 200, timeout=1.2)
+    assert not started.is_set()  # ready and serving while the worker still starts
+    assert not plane.first_round.done  # its endpoints still withheld: no round yet
+    await asyncio.wait_for(started.wait(), timeout=15)
+    assert plane.first_round.deadline >= bound + 1.5
+    deadline = time.monotonic() + 15
+    while not plane.first_round.done:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await _stop(plane, stop, serving)
