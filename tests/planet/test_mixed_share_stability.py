@@ -25,10 +25,7 @@ Seeded: four 40-second runs take about 15 s.
 from __future__ import annotations
 
 from bench.routing_planet import bench_scenario, planet_scenario
-from heliostat.planet.fluid import RunOptions
-from heliostat.planet.run import _play
-from heliostat.planet.scenario import PolicyName
-from tests.planet.test_share_stability import published, turns
+from tests.planet.test_share_stability import published, worst_turns
 
 __all__ = ["published"]  # the fixture, recording every share tick by tick
 
@@ -39,15 +36,9 @@ SEEDS = (13, 14, 15, 16)
 def test_mixed_speeds_turn_no_share_twice_in_forty_seconds(
     published: dict[tuple[str, str], list[float]],
 ) -> None:
-    worst: list[int] = []
-    attainment: list[float] = []
-    for seed in SEEDS:
-        published.clear()
-        scenario = planet_scenario(MIXED_GPUS, seed)
-        record = _play((scenario, "heliostat", RunOptions(PolicyName.HELIOSTAT))).record
-        assert published, "the law published no region state"
-        worst.append(max(turns(series) for series in published.values()))
-        attainment.append(record.summary(0.5)["slo_attainment"])
+    worst, attainment = worst_turns(
+        published, (planet_scenario(MIXED_GPUS, seed) for seed in SEEDS)
+    )
     print(f"worst turns per run {worst}, SLO attainment {[round(a, 4) for a in attainment]}")
     # The bench counts turns over its 40 s: one is 1.5 a minute, two are 3. Before: 1, 1, 3, 1.
     assert max(worst) <= 1
