@@ -26,18 +26,29 @@ reference to the context manager: a collected one restores the law at once):
 
     HELIOSTAT_FORCE_LEND=ap-southeast:eu-west:0.3 PYTHONPATH=DIR:. .venv/bin/python -m bench \
         --only routing --scenario bench/scenarios/shared_prefix.yaml --policy heliostat --out OUT
+
+`--lend` takes several pairs, comma-separated (`ap-southeast:eu-west:0.3,eu-west:us-east:0.3`).
+`--lent PLACEMENT` (`heliostat.planet.discrete.LentPlacement`) says who places a lent request
+among the rescuer's replicas: `lender_ring` is what heliostat publishes (the lender's Envoy,
+its ring, its own in-flight counts); `rescuer_ring` / `rescuer_least` hand it to the
+rescuer's gateway (its ring or least-request, with the counts of every request on its
+replicas), as a hop through the rescuer's gateway would; `lender_least` is least-request
+over the rescuer's replicas with the lender's counts. `--capacity` is a what-if for the
+capacity estimate (`full_capacity`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import statistics
 from collections.abc import Iterator
 from typing import Any
 
 from bench import routing_fleet, routing_planet
-from heliostat.balance import overflow, spill
+from heliostat.balance import capacity, overflow, spill
+from heliostat.planet import discrete
 from heliostat.planet.discrete import DiscreteRun
 from heliostat.planet.fluid import RunOptions
 from heliostat.planet.scenario import PolicyName, Scenario
@@ -82,20 +93,25 @@ def scenario(args: argparse.Namespace, seed: int) -> Scenario:
 
 @contextlib.contextmanager
 def lending(what: str | None) -> Iterator[None]:
-    """`--lend ORIGIN:RESCUER:SHARE` in force (see the module docstring); nothing when None."""
+    """`--lend ORIGIN:RESCUER:SHARE[,ORIGIN:RESCUER:SHARE...]` in force (see the module
+    docstring); nothing when None."""
     if what is None:
         yield
         return
-    origin, rescuer, share = what.split(":")
+    forced: dict[str, tuple[str, float]] = {}
+    for part in what.split(","):
+        origin, rescuer, share = part.split(":")
+        forced[origin] = (rescuer, float(share))
     paying, carries_own = overflow.paying, overflow.carries_own
 
     def forced_paying(*args: Any) -> spill.Spill:
-        if args[2] == origin:
-            return spill.Spill(float(share), rescuer, 0.0, prefill=True)
+        if args[2] in forced:
+            rescuer, share = forced[args[2]]
+            return spill.Spill(share, rescuer, 0.0, prefill=True)
         return paying(*args)
 
     def forced_carries(model: Any, own: overflow.Supply, *args: Any) -> bool:
-        return False if forced_region[0] == origin else carries_own(model, own, *args)
+        return False if forced_region[0] in forced else carries_own(model, own, *args)
 
     # `carries_own` does not name its region: `_pays_to_judge`, called just before it for
     # each region, does.
@@ -104,7 +120,7 @@ def lending(what: str | None) -> Iterator[None]:
 
     def naming(model: Any, own: overflow.Supply, users: Any, r: str, demanded: float) -> bool:
         forced_region[0] = r
-        return True if r == origin else judge(model, own, users, r, demanded)
+        return True if r in forced else judge(model, own, users, r, demanded)
 
     overflow.paying, overflow.carries_own = forced_paying, forced_carries  # type: ignore[assignment]
     overflow._pays_to_judge = naming  # type: ignore[assignment]
@@ -113,6 +129,69 @@ def lending(what: str | None) -> Iterator[None]:
     finally:
         overflow.paying, overflow.carries_own = paying, carries_own  # type: ignore[assignment]
         overflow._pays_to_judge = judge  # type: ignore[assignment]
+
+
+FULL_TIME_S = 3.0  # `--capacity full`: full seconds observed before they count
+
+
+@contextlib.contextmanager
+def full_capacity(how: str) -> Iterator[None]:
+    """`--capacity full`, a what-if for `heliostat.balance.capacity`: besides the law's
+    estimate (completions per busy second, s / o), decaying sums (the same TAU_S) over the
+    scrape intervals that began with a queue (the slots full from their start), and each
+    endpoint's capacity the lesser of the two once FULL_TIME_S of them are behind it. A
+    replica that runs fewer requests runs each faster, so s / o reads more than it sustains
+    when full wherever throughput is concave in occupancy (prefill-heavy work: this fleet's
+    replica, engine alone, closed loop: 4.01/s full, s / o 5.33 at two in flight and 6.25 at
+    one). Measured, it is too noisy to use as it stands: a few seconds of queued intervals
+    per 30 s read 1.8-4.9/s across alike replicas (seed 0); intervals judged full at both
+    ends read 2.8/s for the one replica (selection: an interval that completed more drained).
+
+    `--capacity xF`, an oracle: the law's estimate times F (the engine-alone figures above:
+    4.01 / 5.33 = 0.75 at half occupancy)."""
+    if how == "law":
+        yield
+        return
+    observe, known = capacity.observe_columns, capacity.known_columns
+    sums: dict[str, tuple[float, float]] = {}
+
+    def observing(samples: Any, slots: Any, previous: Any, dt: float, room: Any = None) -> Any:
+        after = observe(samples, slots, previous, dt, room)
+        was, now = previous.optional, after.optional
+        for row, address in enumerate(after.addresses):
+            if not (after.has["scraped_at"][row] and previous.has["scraped_at"][row]):
+                continue
+            interval = float(now["scraped_at"][row] - was["scraped_at"][row])
+            if interval <= 0.0 or not after.has["served"][row]:
+                continue
+            keep = math.exp(-interval / capacity.TAU_S)
+            done, full = sums.get(address, (0.0, 0.0))
+            # Full from the start with a queue behind it: an interval judged by its end too
+            # would keep those that completed little (a replica that completed more drains).
+            queued = previous.has["waiting"][row] and was["waiting"][row] >= 1.0
+            if queued:
+                done, full = keep * done + now["served"][row] * interval, keep * full + interval
+            else:
+                done, full = keep * done, keep * full
+            sums[address] = (done, full)
+        return after
+
+    def knowing(service: Any) -> Any:
+        ratio, is_known = known(service)
+        if how.startswith("x"):
+            return ratio * float(how[1:]), is_known
+        ratio = ratio.copy()
+        for row, address in enumerate(service.addresses):
+            done, full = sums.get(address, (0.0, 0.0))
+            if full >= FULL_TIME_S and done > 0.0:
+                ratio[row] = min(ratio[row], done / full)
+        return ratio, is_known
+
+    capacity.observe_columns, capacity.known_columns = observing, knowing  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        capacity.observe_columns, capacity.known_columns = observe, known  # type: ignore[assignment]
 
 
 def seeds(text: str) -> list[int]:
@@ -126,8 +205,12 @@ def play(
     """One seed: per origin its figures (`Record.by_origin`), each region's replicas' prefix-
     cache hit rate (tokens found over looked up), and every replica's together."""
     run = DiscreteRun(scenario(args, seed), RunOptions(PolicyName(args.policy)))
-    with lending(args.lend):
-        by_origin = run.run().by_origin()
+    discrete.LENT_PLACEMENT = discrete.LentPlacement(args.lent)
+    try:
+        with lending(args.lend), full_capacity(args.capacity):
+            by_origin = run.run().by_origin()
+    finally:
+        discrete.LENT_PLACEMENT = discrete.LentPlacement.LENDER_RING
     hits: dict[str, float] = {}
     for region in FLEET.regions:
         engines = [r.engine for r in run.replicas.values() if r.region == region]
@@ -159,6 +242,17 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--lend", default=None, help="ORIGIN:RESCUER:SHARE, a what-if (see the docstring)"
     )
+    parser.add_argument(
+        "--capacity",
+        default="law",
+        help="law | full | xF: the capacity what-ifs of `full_capacity` (see its docstring)",
+    )
+    parser.add_argument(
+        "--lent",
+        default=discrete.LentPlacement.LENDER_RING.value,
+        choices=[p.value for p in discrete.LentPlacement],
+        help="where a lent request lands, a what-if (heliostat.planet.discrete.LentPlacement)",
+    )
     return parser.parse_args(argv)
 
 
@@ -186,7 +280,8 @@ def main() -> None:
     means = {r: round(statistics.mean(v), 4) for r, v in per_origin.items()}
     hits_by_region = {r: round(statistics.mean(v), 3) for r, v in region_hits.items()}
     print(
-        f"{args.policy} bound {args.bound} lend {args.lend}: within the objective "
+        f"{args.policy} bound {args.bound} lend {args.lend} lent {args.lent} "
+        f"capacity {args.capacity}: within the objective "
         f"{statistics.mean(totals):.4f} (min {min(totals):.4f}), hits "
         f"{statistics.mean(hit_rates):.3f}, per origin {means}, hits by region {hits_by_region}"
     )

@@ -25,13 +25,14 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from heliostat.balance import TrafficClass
 from heliostat.balance.priorities import within_budget
 from heliostat.planet import picker as picker_scores
 from heliostat.planet.demand import DemandModel, Mix, Spread
-from heliostat.planet.envoy import Balancer, Exclusions, LbConfig
+from heliostat.planet.envoy import NO_EXCLUSIONS, Balancer, Exclusions, LbConfig, LbKind
 from heliostat.planet.fastmodel import FastReplica
 from heliostat.planet.fluid import (
     EVENT_WINDOW,
@@ -93,6 +94,20 @@ class _Replica:
     stepping: bool = False
     incarnation: int = 0
     busy_s: float = 0.0
+
+
+class LentPlacement(StrEnum):
+    """Where a lent request (one the lender's balancer sent to another region) lands: a
+    what-if for `bench/measure/prefix_planet.py --lent`, heliostat's clusters being
+    `LENDER_RING`."""
+
+    LENDER_RING = "lender_ring"  # the lender's cluster as published: its counts, its ring
+    LENDER_LEAST = "lender_least"  # least-request over the rescuer's replicas, lender's counts
+    RESCUER_RING = "rescuer_ring"  # the rescuer's gateway places it on its own ring
+    RESCUER_LEAST = "rescuer_least"  # the rescuer's gateway, least-request
+
+
+LENT_PLACEMENT = LentPlacement.LENDER_RING
 
 
 @dataclass(eq=False)
@@ -478,6 +493,8 @@ class DiscreteRun:
             envoy.cluster_active.get(request.cluster, 0),
             key=request.group,
         )
+        if host is not None and LENT_PLACEMENT is not LentPlacement.LENDER_RING:
+            host = self._place_lent(request, view, balancer, host)
         if host is None:
             self.record.refused(request.origin, self.now, 1.0)
             self._sample(request.origin, refused=1.0)
@@ -487,6 +504,46 @@ class DiscreteRun:
         )
         request.tried_priorities = request.tried_priorities | {priority}
         self._send(request, host)
+
+    def _place_lent(self, request: _Request, view: Any, balancer: Balancer, host: str) -> str:
+        """A what-if (`LENT_PLACEMENT`): a request the lender's balancer sent to another
+        region is placed again among that region's replicas only: by the rescuer's gateway
+        (its own view's local locality and its own in-flight counts, on its own
+        balancer: ring hash while it hashes), or by least-request with the lender's or the
+        rescuer's counts. The request is then counted by the Envoy that placed it."""
+        rescuer = self.replicas[host].region
+        if rescuer == request.gateway:
+            return host
+        envoy = request.envoy
+        config = balancer.config
+        localities = [loc for loc in balancer.localities if loc.region == rescuer]
+        if LENT_PLACEMENT in (LentPlacement.RESCUER_RING, LentPlacement.RESCUER_LEAST):
+            assert self.router is not None
+            own = self.router.view(rescuer, T0 + self.now)
+            if own is None or request.cluster not in self._routes_of(own).clusters:
+                return host
+            mine = self._balancer(own, request.cluster)
+            localities = [
+                loc for loc in mine.localities if loc.region == rescuer and loc.priority == 0
+            ] or localities
+            config = mine.config
+            envoy = self.rng.choice(self.envoys[rescuer])
+        if LENT_PLACEMENT in (LentPlacement.LENDER_LEAST, LentPlacement.RESCUER_LEAST):
+            config = dataclasses.replace(config, kind=LbKind.LEAST_REQUEST, full_scan=True)
+        local = Balancer(
+            [dataclasses.replace(loc, priority=0, weight=1) for loc in localities], config
+        )
+        placed = local.pick(
+            self.rng,
+            envoy.active,
+            NO_EXCLUSIONS,
+            envoy.cluster_active.get(request.cluster, 0),
+            key=request.group,
+        )
+        if placed is None:
+            return host
+        request.envoy = envoy
+        return placed
 
     def _send(self, request: _Request, host: str) -> None:
         envoy = request.envoy
