@@ -112,6 +112,11 @@ def routable_weight(members: Sequence[EndpointView]) -> int:
     return sum(compress(map(_WEIGHT, members), routable))  # in C: every endpoint
 
 
+def routable_of(view: EndpointView) -> int:
+    """What one endpoint adds to `routable_weight`: its weight while routable, else 0."""
+    return view.weight if view.health in _ROUTABLE else 0
+
+
 def _percent(fraction: float) -> float:
     """A refused fraction (thousandths) as Envoy's drop percentage, exactly."""
     return round(fraction * 100.0, 1)

@@ -474,15 +474,20 @@ def _patched(column: SteadyColumn, carried: _Derived, moved: Sequence[int]) -> _
     the tuples and live rows of the regions they changed redone."""
     states = column.states
     views, pressures = carried.views.copy(), carried.pressures.copy()
-    touched: set[str] = set()
+    # each touched region's routable weight moves by what its moved rows' views moved it
+    # (integers: the carried sum plus the differences is the sum, exactly)
+    touched: dict[str, int] = {}
     relive: set[str] = set()
     region_of = carried.region_of
+    routable_of = assemble.routable_of
     for row in moved:
         record = states[row]
         view, pressure = record.view, record.pressure
-        if view is not views[row]:
+        old = views[row]
+        if view is not old:
             views[row] = view
-            touched.add(region_of[row])
+            region = region_of[row]
+            touched[region] = touched.get(region, 0) + routable_of(view) - routable_of(old)
         if (pressure is None) is not (pressures[row] is None):
             relive.add(region_of[row])
         pressures[row] = pressure
@@ -492,7 +497,7 @@ def _patched(column: SteadyColumn, carried: _Derived, moved: Sequence[int]) -> _
         for region, indices in column.regions:
             if region in touched:
                 members[region] = tuple(map(views.__getitem__, indices))
-                routable[region] = assemble.routable_weight(members[region])
+                routable[region] += touched[region]
     if relive:
         live, at = dict(live), dict(at)
         for region, indices in column.regions:

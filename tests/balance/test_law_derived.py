@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heliostat.balance import ControlState, compute, law
+from heliostat.balance.assemble import routable_weight
 from heliostat.balance.state import SteadyColumn
 from tests.balance.helpers import MODEL, T0
 from tests.balance.test_law_fast_path import LLAMA, POLICY, _constant, _signal, _ticks
@@ -30,6 +31,9 @@ def _assert_derived(column: SteadyColumn) -> None:
     assert carried.at.keys() == fresh.live.keys()
     for region, rows in fresh.live.items():
         assert carried.at[region].tolist() == rows
+    # each region's routable weight, carried by the moved rows' differences, is its sum
+    assert carried.routable == fresh.routable
+    assert fresh.routable == {r: routable_weight(m) for r, m in fresh.members.items()}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
