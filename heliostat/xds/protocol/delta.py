@@ -25,6 +25,7 @@ from heliostat.xds.protocol.held import (
     collections,
     is_pending,
     moved,
+    named_collections,
     pending_form,
 )
 from heliostat.xds.protocol.listeners import kept_until_replaced
@@ -39,6 +40,9 @@ DeltaOutcome = Outcome[discovery_pb2.DeltaDiscoveryResponse]
 
 WILDCARD = "*"
 GLOB_SUFFIX = "/*"  # an xdstp glob collection: every resource whose name is under it
+
+
+_NO_COLLECTIONS: frozenset[str] = frozenset()
 
 
 def _is_glob(name: str) -> bool:
@@ -524,13 +528,16 @@ class DeltaStream:
         assert self._snapshot is not None
         leds = self._types[TypeUrl.LB_ENDPOINT]
         members = self._snapshot.members
+        named_by = named_collections(members)  # once per snapshot, for every stream
         named = self._named
         again: set[str] = set()
         for resource in updates:
-            now = collections(members.get(resource.name, ()))
+            now = named_by.get(resource.name, _NO_COLLECTIONS)
             before = named.get(resource.name)
+            if before is now:  # the common case: what it named before (the very set)
+                continue
             named[resource.name] = now
-            if leds.globs and before is not now:
+            if leds.globs:
                 again.update(now.difference(before or ()).intersection(leds.globs))
         for name in removed:
             named.pop(name, None)
