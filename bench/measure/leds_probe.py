@@ -15,6 +15,12 @@ reports whether Envoy subscribed, ACKed, showed every host and the new weight in
 and the bytes of the change on the wire against the full assignment's.
 
     .venv/bin/python bench/measure/leds_probe.py [--endpoints 300] [--leds-source ads|grpc]
+
+With `--shared N`, N clusters' assignments name the one same collection (heliostat shares a
+collection among the clusters whose localities hold the same endpoints), and a last cluster
+gets its assignment only once the others have every host: Envoy then adds a second watch on
+a collection it already subscribes to, asks for nothing, and the probe reports whether that
+cluster fills by itself, and whether it does once the collection's members are sent again.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ CLUSTER = "probe"
 EDS_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LEDS_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.LbEndpoint"
 HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+LATE = "probe-late"  # with --shared: a cluster whose assignment comes last
 PREFIX = f"xdstp://heliostat/envoy.config.endpoint.v3.LbEndpoint/{CLUSTER}/us-east/"
 
 
@@ -72,14 +79,20 @@ def lb_endpoint(index: int, weight: int) -> endpoint_components_pb2.LbEndpoint:
 class Probe:
     """What the server saw, and the endpoints it serves."""
 
-    def __init__(self, endpoints: int, source: str) -> None:
+    def __init__(self, endpoints: int, source: str, shared: int = 1) -> None:
         self.weights = dict.fromkeys(range(endpoints), 100)
         self.source = source
+        # Clusters whose assignment names the collection; the late one is answered on `late`.
+        self.clusters = [CLUSTER] + [f"{CLUSTER}-{i}" for i in range(1, shared)]
+        self.late = asyncio.Event()
+        self.tasks: list[asyncio.Future[None]] = []
+        if shared > 1:
+            self.clusters.append(LATE)
         self.requests: list[dict[str, Any]] = []
         self.leds_queues: list[asyncio.Queue[discovery_pb2.DeltaDiscoveryResponse]] = []
         self.version = 1
 
-    def assignment(self) -> endpoint_pb2.ClusterLoadAssignment:
+    def assignment(self, cluster: str = CLUSTER) -> endpoint_pb2.ClusterLoadAssignment:
         leds_config = config_source_pb2.ConfigSource(resource_api_version=config_source_pb2.V3)
         if self.source == "ads":
             leds_config.ads.SetInParent()
@@ -94,7 +107,7 @@ class Probe:
                 leds_config=leds_config, leds_collection_name=PREFIX + "*"
             ),
         )
-        return endpoint_pb2.ClusterLoadAssignment(cluster_name=CLUSTER, endpoints=[locality])
+        return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster, endpoints=[locality])
 
     def full_eds_bytes(self) -> int:
         """The same cluster as plain EDS: every endpoint inline."""
@@ -141,8 +154,13 @@ class Probe:
                         "at": time.monotonic(),
                     }
                 )
-                if request.type_url == EDS_TYPE and CLUSTER in request.resource_names_subscribe:
-                    await out.put(self._response(EDS_TYPE, {CLUSTER: self.assignment()}))
+                if request.type_url == EDS_TYPE:
+                    wanted = [c for c in request.resource_names_subscribe if c in self.clusters]
+                    now = {c: self.assignment(c) for c in wanted if c != LATE}
+                    if now:
+                        await out.put(self._response(EDS_TYPE, now))
+                    if LATE in wanted:
+                        self.tasks.append(asyncio.ensure_future(self._answer_late(out)))
                 if request.type_url == LEDS_TYPE and request.resource_names_subscribe:
                     await out.put(self.leds_response(list(self.weights)))
 
@@ -152,6 +170,10 @@ class Probe:
                 yield await out.get()
         finally:
             reader.cancel()
+
+    async def _answer_late(self, out: asyncio.Queue[discovery_pb2.DeltaDiscoveryResponse]) -> None:
+        await self.late.wait()
+        await out.put(self._response(EDS_TYPE, {LATE: self.assignment(LATE)}))
 
 
 class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
@@ -176,7 +198,7 @@ class _Leds(leds_pb2_grpc.LocalityEndpointDiscoveryServiceServicer):  # type: ig
             yield response
 
 
-def bootstrap(xds_port: int, admin_port: int) -> dict[str, Any]:
+def bootstrap(xds_port: int, admin_port: int, clusters: list[str]) -> dict[str, Any]:
     return {
         "node": {"id": "leds-probe", "cluster": "probe", "locality": {"region": "us-east"}},
         "admin": {
@@ -221,23 +243,26 @@ def bootstrap(xds_port: int, admin_port: int) -> dict[str, Any]:
                         ],
                     },
                 },
+            ]
+            + [
                 {
-                    "name": CLUSTER,
+                    "name": name,
                     "type": "EDS",
                     "connect_timeout": "1s",
                     "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
-                },
+                }
+                for name in clusters
             ]
         },
     }
 
 
-def hosts(admin_port: int) -> dict[str, int]:
-    """The probe cluster's hosts in Envoy's /clusters: address -> weight."""
+def hosts(admin_port: int, name: str = CLUSTER) -> dict[str, int]:
+    """A probe cluster's hosts in Envoy's /clusters: address -> weight."""
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters?format=json") as r:
         data = json.load(r)
     for cluster in data.get("cluster_statuses", []):
-        if cluster["name"] == CLUSTER:
+        if cluster["name"] == name:
             return {
                 f"{h['address']['socket_address']['address']}": int(h.get("weight", 0))
                 for h in cluster.get("host_statuses", [])
@@ -264,8 +289,9 @@ async def main() -> None:
     parser.add_argument(
         "--envoy", default=str(Path(__file__).resolve().parents[2] / ".venv/bin/envoy")
     )
+    parser.add_argument("--shared", type=int, default=1, help="clusters naming the collection")
     args = parser.parse_args()
-    probe = Probe(args.endpoints, args.leds_source)
+    probe = Probe(args.endpoints, args.leds_source, args.shared)
     server = grpc.aio.server()
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Ads(probe), server)
     leds_pb2_grpc.add_LocalityEndpointDiscoveryServiceServicer_to_server(_Leds(probe), server)
@@ -274,7 +300,7 @@ async def main() -> None:
     await server.start()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "envoy.json"
-        config.write_text(json.dumps(bootstrap(xds_port, admin_port)))
+        config.write_text(json.dumps(bootstrap(xds_port, admin_port, probe.clusters)))
         log = Path(tmp) / "envoy.log"
         with log.open("w") as sink:
             envoy = subprocess.Popen(
@@ -287,6 +313,8 @@ async def main() -> None:
             all_in = await wait_for(lambda: len(hosts(admin_port)) == args.endpoints, 15)
             result["all_hosts_in_clusters"] = all_in
             result["hosts_seen"] = len(hosts(admin_port)) if all_in else None
+            if args.shared > 1:
+                await _shared(probe, admin_port, args.endpoints, result)
             changed = 7
             probe.weights[changed] = 37
             update = probe.leds_response([changed])
@@ -296,7 +324,7 @@ async def main() -> None:
                 await queue.put(update)
             address = f"10.0.0.{changed + 1}"
             result["new_weight_in_clusters"] = await wait_for(
-                lambda: hosts(admin_port).get(address) == 37, 10
+                lambda: all(hosts(admin_port, c).get(address) == 37 for c in probe.clusters), 10
             )
         finally:
             envoy.terminate()
@@ -312,6 +340,31 @@ async def main() -> None:
             if "leds" in line.lower() or "xdstp" in line.lower() or "error" in line.lower()
         ][:20]
     print(json.dumps(result, indent=2))
+
+
+async def _shared(probe: Probe, admin_port: int, endpoints: int, result: dict[str, Any]) -> None:
+    """Every cluster naming the collection has every host; then the late cluster's."""
+    early = probe.clusters[:-1]
+    result["shared_all_hosts"] = await wait_for(
+        lambda: all(len(hosts(admin_port, c)) == endpoints for c in early), 15
+    )
+    asked = len(probe.requests)
+    probe.late.set()
+    result["late_filled_alone"] = await wait_for(
+        lambda: len(hosts(admin_port, LATE)) == endpoints, 5
+    )
+    result["late_requests"] = [
+        {"type": r["type"], "subscribe": r["subscribe"][:2], "nonce": r["nonce"]}
+        for r in probe.requests[asked:]
+    ]
+    if not result["late_filled_alone"]:
+        again = probe.leds_response(list(probe.weights))  # the members, sent again
+        for queue in probe.leds_queues:
+            await queue.put(again)
+        result["late_filled_after_resend"] = await wait_for(
+            lambda: len(hosts(admin_port, LATE)) == endpoints, 10
+        )
+    result["early_hosts_after"] = [len(hosts(admin_port, c)) for c in early]
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from heliostat.xds.protocol.held import (
     collections,
     is_pending,
     moved,
+    named_collections,
     pending_form,
 )
 from heliostat.xds.protocol.listeners import kept_until_replaced
@@ -39,6 +40,9 @@ DeltaOutcome = Outcome[discovery_pb2.DeltaDiscoveryResponse]
 
 WILDCARD = "*"
 GLOB_SUFFIX = "/*"  # an xdstp glob collection: every resource whose name is under it
+
+
+_NO_COLLECTIONS: frozenset[str] = frozenset()
 
 
 def _is_glob(name: str) -> bool:
@@ -104,6 +108,8 @@ class DeltaStream:
         self._withheld: frozenset[TypeUrl] = frozenset()
         self._listeners_known: dict[str, Resource] = {}  # the last sent under every name
         self._settling = False  # within `settle`: pending assignments may take their version
+        # The collections each assignment sent on this stream names (`_fill_new_watches`).
+        self._named: dict[str, frozenset[str]] = {}
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -217,6 +223,8 @@ class DeltaStream:
         # The node applied none of it: hold the rejected versions; the node has what it ACKed
         # plus whatever later responses, still in flight, carry.
         state.level_with = None
+        if state.type_url is TypeUrl.ENDPOINT:
+            self._named.clear()  # which collections it names is not known: none, to be safe
         state.rejected.update(sent.versions())
         state.known = state.acked.copy()
         for later in state.pending.values():
@@ -390,11 +398,21 @@ class DeltaStream:
             )
         )
         outcome.events.append(Event(EventKind.SENT, state.type_url, version, nonce))
-        if state.type_url is TypeUrl.CLUSTER:
-            outcome.extend(self._resend_endpoints(updates, before))
-        if state.type_url is TypeUrl.LISTENER:
-            self._listeners_known.update((r.name, r) for r in updates)
+        outcome.extend(self._after_sending(state.type_url, updates, removed, before))
         return outcome
+
+    def _after_sending(
+        self, type_url: TypeUrl, updates: list[Resource], removed: list[str], before: dict[str, str]
+    ) -> DeltaOutcome:
+        """What a response of `type_url` brings along: endpoints for replaced clusters,
+        members for collections an assignment newly names; listeners are remembered."""
+        if type_url is TypeUrl.CLUSTER:
+            return self._resend_endpoints(updates, before)
+        if type_url is TypeUrl.ENDPOINT and self._snapshot and self._snapshot.members:
+            return self._fill_new_watches(updates, removed)
+        if type_url is TypeUrl.LISTENER:
+            self._listeners_known.update((r.name, r) for r in updates)
+        return Outcome()
 
     def _differences(
         self, state: _TypeState, available: Mapping[str, Resource]
@@ -496,6 +514,45 @@ class DeltaStream:
                 leds.known.pop(name, None)
             outcome.extend(self._maybe_respond(leds))
         return outcome
+
+    def _fill_new_watches(self, updates: list[Resource], removed: list[str]) -> DeltaOutcome:
+        """Send again the members of collections that a just-sent assignment names for the
+        first time while the node already subscribes to them.
+
+        Localities with the same endpoints share a collection (heliostat.xds.translate.leds.
+        leds_forms). An assignment naming one the node already has (another cluster's)
+        adds a second watch on it in Envoy 1.40, which asks for nothing (still subscribed):
+        that cluster would stay warming, without hosts, until a member changed
+        (bench/measure/leds_probe.py --shared). Envoy hands a collection's update to every
+        watch on it, so the members sent again after the assignment fill the new one."""
+        assert self._snapshot is not None
+        leds = self._types[TypeUrl.LB_ENDPOINT]
+        members = self._snapshot.members
+        named_by = named_collections(members)  # once per snapshot, for every stream
+        named = self._named
+        again: set[str] = set()
+        for resource in updates:
+            now = named_by.get(resource.name, _NO_COLLECTIONS)
+            before = named.get(resource.name)
+            if before is now:  # the common case: what it named before (the very set)
+                continue
+            named[resource.name] = now
+            if leds.globs:
+                again.update(now.difference(before or ()).intersection(leds.globs))
+        for name in removed:
+            named.pop(name, None)
+        if not again or not leds.requested:
+            return Outcome()
+        stale = {
+            member
+            for resource in updates
+            for member in members.get(resource.name, ())
+            if member[: member.rfind("/") + 1] in again
+        }
+        leds.level_with = None  # what is popped below is sent again
+        for member in stale:
+            leds.known.pop(member, None)
+        return self._maybe_respond(leds)
 
     def _as_held(
         self, assignment: Resource, known: str | None, held: Callable[[str], bool]

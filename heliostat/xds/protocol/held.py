@@ -77,6 +77,27 @@ def collections(members: tuple[str, ...]) -> frozenset[str]:
     return _COLLECTIONS.get((members,), lambda: _prefixes(members))
 
 
+# Collection sets by content, so that equal sets from two snapshots are the same object.
+_SETS: dict[frozenset[str], frozenset[str]] = {}
+_NAMED: IdentityMemo[Mapping[str, frozenset[str]]] = IdentityMemo(_LIMIT)
+
+
+def named_collections(members: Mapping[str, tuple[str, ...]]) -> Mapping[str, frozenset[str]]:
+    """The collections each cluster's assignment names (a snapshot's `members`), worked out
+    once per snapshot; a set equal to an earlier snapshot's is that very object, so a stream
+    finds an assignment naming what it named before by identity."""
+
+    def made() -> Mapping[str, frozenset[str]]:
+        if len(_SETS) > 4 * _LIMIT:
+            _SETS.clear()
+        return {
+            cluster: _SETS.setdefault(found := _prefixes(names), found)
+            for cluster, names in members.items()
+        }
+
+    return _NAMED.get((members,), made)
+
+
 def _prefixes(names: Iterable[str]) -> frozenset[str]:
     return frozenset(name[: name.rfind("/") + 1] for name in names)
 

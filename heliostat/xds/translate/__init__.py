@@ -17,7 +17,7 @@ from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate.affinity import host_count, ring_size
 from heliostat.xds.translate.clusters import model_cluster
 from heliostat.xds.translate.endpoints import assignment_resource
-from heliostat.xds.translate.leds import LedsAssignment, endpoint_map, leds_assignment
+from heliostat.xds.translate.leds import endpoint_map, leds_forms
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME, gateway_listener, listener_name
 from heliostat.xds.translate.memo import TranslationMemo
 from heliostat.xds.translate.refusal import retry_after
@@ -55,9 +55,7 @@ def build_snapshot(
     traffic = plan(policy, view, memo.picks)
     clusters: dict[str, Message] = {}
     assignments: list[Resource] = []  # serialized by endpoints.py from cached parts
-    leds_assignments: list[Resource] = []
-    forms: list[LedsAssignment] = []
-    members: dict[str, tuple[str, ...]] = {}
+    cluster_views: list[ClusterView] = []
     for name, (cluster_view, model) in traffic.clusters.items():
         clusters[name] = _reused(
             memo,
@@ -66,11 +64,7 @@ def build_snapshot(
             lambda: model_cluster(cluster_view, model),  # noqa: B023 (called at once)
         )
         assignments.append(assignment_resource(cluster_view, memo))
-        if leds:
-            form = leds_assignment(cluster_view, memo)
-            leds_assignments.append(form.assignment)
-            forms.append(form)
-            members[name] = form.names
+        cluster_views.append(cluster_view)
     port = group.listener_port or policy.spec.gateway.port
     lua = any((m.affinity and m.affinity.prefix_chars) or m.fallback for m in policy.spec.models)
     after = retry_after([m.signals.interval for m in policy.spec.models])
@@ -90,8 +84,13 @@ def build_snapshot(
         lambda: route_configuration(traffic.models, traffic.tenants, group.region),
     )
     leds_endpoints: Mapping[str, Resource] = {}
-    if leds:
-        made = endpoint_map(forms, memo.endpoint_maps.get(group.key))
+    leds_assignments: list[Resource] = []
+    members: dict[str, tuple[str, ...]] = {}
+    if leds:  # after the plain assignments: their endpoints' bytes are this round's
+        forms = leds_forms(cluster_views, memo)
+        leds_assignments = [form.assignment for form in forms]
+        members = {view.name: form.names for view, form in zip(cluster_views, forms, strict=True)}
+        made = endpoint_map(forms, memo.endpoint_maps.get(group.key), memo)
         memo.endpoint_maps.put(group.key, made)
         leds_endpoints = made[1]
     snapshot = Snapshot.from_messages(

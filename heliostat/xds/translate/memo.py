@@ -27,7 +27,9 @@ if TYPE_CHECKING:  # leds.py builds on this module
 
 AssignmentKey = tuple[str, float, tuple[int, ...]]
 LedsKey = tuple[
-    str, float, tuple[tuple[str, int, int | None, bool, tuple[tuple[str, ReasonValue], ...]], ...]
+    str,
+    float,
+    tuple[tuple[str, int, int | None, str | None, tuple[tuple[str, ReasonValue], ...]], ...],
 ]
 LocalityKey = tuple[str, int, int | None, int, int, tuple[tuple[str, ReasonValue], ...]]
 Entry = tuple[EndpointView, bytes]
@@ -67,7 +69,9 @@ class TranslationMemo:
       endpoint's LbEndpoint bytes, packed, and their version by the identity of its
       EndpointView (pinned), shared by every collection it is a member of;
       `endpoint_maps`: by node group, its collections and LbEndpoint resources by name
-      (`leds.endpoint_map`), which the group's next round copies and brings up to date.
+      (`leds.endpoint_map`), which the group's next round copies and brings up to date;
+      `shared_maps`: those maps by the identity of the last map and of the collections
+      (both pinned), so node groups with the same collections share one.
     """
 
     __slots__ = (
@@ -83,6 +87,7 @@ class TranslationMemo:
         "messages",
         "picks",
         "serialized",
+        "shared_maps",
         "slots",
     )
 
@@ -102,6 +107,9 @@ class TranslationMemo:
         self.endpoint_maps: RoundMemo[str, EndpointMap] = RoundMemo()
         self.leds_payloads: RoundMemo[int, Payload] = RoundMemo()
         self.leds_forms: RoundMemo[tuple[int, ...], tuple[Resource, LedsAssignment]] = RoundMemo()
+        self.shared_maps: RoundMemo[
+            tuple[int, frozenset[int]], tuple[EndpointMap | None, EndpointMap]
+        ] = RoundMemo()
 
     def new_round(self) -> None:
         """Start a translation round: the last round's parts stay reachable, older ones go."""
@@ -119,6 +127,7 @@ class TranslationMemo:
             self.endpoint_maps,
             self.leds_forms,
             self.leds_payloads,
+            self.shared_maps,
         ):
             table.rotate()
 
@@ -137,6 +146,7 @@ class TranslationMemo:
             + len(self.endpoint_maps)
             + len(self.leds_forms)
             + len(self.leds_payloads)
+            + len(self.shared_maps)
         )
 
 

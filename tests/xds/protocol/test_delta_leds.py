@@ -22,7 +22,7 @@ from heliostat.xds.protocol.sotw import SotwStream
 from heliostat.xds.resources.snapshot import Resource, Snapshot
 from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate.endpoints import assignment_resource
-from heliostat.xds.translate.leds import PREFIX, leds_assignment, segment
+from heliostat.xds.translate.leds import PREFIX, leds_assignment, leds_forms, segment
 from heliostat.xds.translate.memo import TranslationMemo
 from tests.xds.helpers import delta_request, sotw_request, versions
 from tests.xds.helpers import snapshot as helper_snapshot
@@ -111,7 +111,7 @@ def test_a_delta_node_gets_assignments_that_name_collections_and_a_sotw_node_pla
     assert [e.locality.region for e in assignment.endpoints] == ["eu-west", "us-east"]
     assert [e.priority for e in assignment.endpoints] == [0, 1]
     assert all(not e.lb_endpoints for e in assignment.endpoints)
-    assert globs(snap, "m") == [f"{PREFIX}m/eu-west-p0/*", f"{PREFIX}m/us-east-p1/*"]
+    assert globs(snap, "m") == [f"{PREFIX}m/eu-west-1/*", f"{PREFIX}m/us-east-1/*"]
 
     sotw = SotwStream("gw-2")
     sotw.on_snapshot(snap)
@@ -179,7 +179,7 @@ def test_a_removed_endpoint_is_named_and_a_new_one_sent() -> None:
     after = snapshot_of(cluster("m", [*endpoints[1:], *fleet(1, "10.7.7")]))
     _pending, response = stream.on_snapshot(after).responses
     assert list(response.removed_resources) == [gone]
-    assert [r.name for r in response.resources] == [f"{PREFIX}m/eu-west-p0/10.7.7.0_8000"]
+    assert [r.name for r in response.resources] == [f"{PREFIX}m/eu-west-1/10.7.7.0_8000"]
 
 
 def test_unsubscribing_a_collection_stops_its_updates_and_resubscribing_sends_it_again() -> None:
@@ -252,7 +252,7 @@ def test_collection_names_keep_to_characters_envoy_leaves_alone() -> None:
     (member,) = form.endpoints
     path = member.name.removeprefix(PREFIX)
     assert all(c.isalnum() or c in "._-/" for c in path)
-    assert path.startswith(f"{segment('llama@v2~acme')}/{segment('us east')}-p0/")
+    assert path.startswith(f"{segment('llama@v2~acme')}/{segment('us east')}-1/")
     assert segment("llama@v2~acme") != segment("llama_v2_acme")
     message = form.assignment.message
     assert isinstance(message, endpoint_pb2.ClusterLoadAssignment)
@@ -628,3 +628,53 @@ def test_types_a_change_leaves_alone_stay_in_step_and_are_sent_when_they_change(
     assert stream.on_snapshot(changed).responses == []
     status = stream.status()
     assert all(s.sent_version == s.acked_version == changed.version for s in status.values())
+
+
+def shared_snapshot(*views: ClusterView) -> Snapshot:
+    """A delta snapshot whose clusters share the collections of localities holding the same
+    endpoints, as build_snapshot makes them."""
+    memo = TranslationMemo()
+    forms = leds_forms(list(views), memo)
+    return Snapshot(
+        {EDS: [assignment_resource(v, memo) for v in views]},
+        delta={
+            EDS: [f.assignment for f in forms],
+            LEDS: {r.name: r for f in forms for r in f.endpoints},
+        },
+        members={v.name: f.names for v, f in zip(views, forms, strict=True)},
+    )
+
+
+def test_clusters_with_the_same_endpoints_name_one_collection_and_share_its_members() -> None:
+    endpoints = fleet(6)
+    snap = shared_snapshot(cluster("m", endpoints), cluster("m.batch", endpoints))
+    assert (
+        globs(snap, "m")
+        == globs(snap, "m.batch")
+        == [
+            f"{PREFIX}m/eu-west-1/*",
+            f"{PREFIX}m/us-east-1/*",
+        ]
+    )
+    assert snap.members["m"] == snap.members["m.batch"]
+    assert len(snap.for_delta().resources(LEDS)) == 6
+
+
+def test_an_assignment_naming_a_collection_the_node_has_brings_its_members_again() -> None:
+    # Envoy adds a second watch on a collection it subscribes to already and asks for
+    # nothing: the new cluster fills only from what is sent after its assignment.
+    endpoints = fleet(6)
+    before = shared_snapshot(cluster("m", endpoints))
+    stream = subscribed(before, ["m"], globs(before, "m"))
+    after = shared_snapshot(cluster("m", endpoints), cluster("m.batch", endpoints))
+    assert stream.on_snapshot(after).responses == []  # the node has not asked for m.batch
+    assignment, again = respond(stream, delta_request(EDS, ["m.batch"]))
+    assert [r.name for r in assignment.resources] == ["m.batch"]
+    assert TypeUrl(again.type_url) is LEDS
+    assert sorted(r.name for r in again.resources) == sorted(after.members["m.batch"])
+    ack_all(stream, [assignment, again])
+    # Named once: a later change to the shared members goes out once, for both clusters.
+    endpoints[0] = EndpointView(endpoints[0].address, "eu-west", None, 5, Health.HEALTHY)
+    moved = shared_snapshot(cluster("m", endpoints), cluster("m.batch", endpoints))
+    sent = [r for r in stream.on_snapshot(moved).responses if TypeUrl(r.type_url) is LEDS]
+    assert [[r.name for r in s.resources] for s in sent] == [[f"{PREFIX}m/eu-west-1/10.0.0.0_8000"]]

@@ -10,6 +10,7 @@ go, are listed twice or swap places), the memo must give the same resources.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import pytest
@@ -30,6 +31,7 @@ from heliostat.xds.translate.leds import (
     covering,
     endpoint_map,
     leds_assignment,
+    leds_forms,
     segment,
 )
 from heliostat.xds.translate.memo import TranslationMemo
@@ -61,7 +63,8 @@ def oracle_members(view: ClusterView) -> list[tuple[str, str, bytes]]:
     for locality in view.localities:
         seen: dict[str, int] = {}
         for endpoint in locality.endpoints:
-            name = collection(view.name, locality) + segment(f"{endpoint.host}_{endpoint.port}")
+            prefix = collection(view.name, locality.region, occurrence(view, locality))
+            name = prefix + segment(f"{endpoint.host}_{endpoint.port}")
             count = seen.get(name, 0)
             seen[name] = count + 1
             if count:
@@ -69,6 +72,12 @@ def oracle_members(view: ClusterView) -> list[tuple[str, str, bytes]]:
             payload = lb_endpoint_bytes(endpoint, TranslationMemo())
             members.append((name, hashlib.sha256(payload).hexdigest()[:16], payload))
     return members
+
+
+def occurrence(view: ClusterView, locality: LocalityView) -> int:
+    """Which of the view's localities of its region `locality` is (1 for the first)."""
+    same = [other for other in view.localities if other.region == locality.region]
+    return next(i for i, other in enumerate(same, 1) if other is locality)
 
 
 def assert_as_from_scratch(view: ClusterView, form: LedsAssignment) -> None:
@@ -81,11 +90,15 @@ def assert_as_from_scratch(view: ClusterView, form: LedsAssignment) -> None:
         assert decoded.SerializeToString(deterministic=True) == resource.packed.value
     fresh = leds_assignment(view)  # a fresh memo
     assert form.assignment.packed.value == fresh.assignment.packed.value
-    # The covering version: the assignment's own bytes' version, then every member's.
+    # The covering version: the assignment's own bytes' version, then each collection's
+    # digest of its members' names and versions.
     own = hashlib.sha256(form.assignment.packed.value).hexdigest()[:16]
     digest = hashlib.sha256(own.encode())
-    for name, version, _ in members:
-        digest.update(f"\n{name}\0{version}".encode())
+    for locality in view.localities:
+        if locality.endpoints:
+            prefix = collection(view.name, locality.region, occurrence(view, locality))
+            pieces = [f"\n{n}\0{v}".encode() for n, v, _ in members if n.startswith(prefix)]
+            digest.update(hashlib.sha256(b"".join(pieces)).digest())
     assert form.assignment.version == digest.hexdigest()[:16]
     assert form.assignment.version == fresh.assignment.version
     base = Resource.of_payload(
@@ -192,7 +205,7 @@ def test_a_round_makes_members_only_for_the_endpoints_that_moved(
     views = views_of(fleet)
     moved = [leds_assignment(view, memo) for view in views]
     assert sorted(made) == sorted(
-        collection(view.name, view.localities[1]) + "10.1.0.17_8000" for view in views
+        collection(view.name, view.localities[1].region) + "10.1.0.17_8000" for view in views
     )
     kept = dict(last[1])
     now = endpoint_map(moved, last)
@@ -211,3 +224,90 @@ def test_a_round_makes_members_only_for_the_endpoints_that_moved(
     assert made == []
     assert all(a is b for a, b in zip(again, moved, strict=True))
     assert endpoint_map(again, now) is now  # nothing moved: the very same map
+
+
+def test_localities_with_the_same_endpoints_share_one_collection_by_content(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Clusters whose localities hold the same endpoints (equal content, whether or not the
+    same objects) name one collection, after the least of them; a locality that differs
+    keeps its own; one endpoint's new weight is then one member, for every cluster."""
+    fleet: Fleet = {
+        region: [endpoint(f"10.{r}.0.{i}:8000", region, 10 + i) for i in range(30)]
+        for r, region in enumerate(REGIONS)
+    }
+    model, batch = views_of(fleet)
+    copies = ClusterView(  # the same content in other objects: shared all the same
+        "m-copy",
+        "m",
+        tuple(
+            LocalityView(loc.region, loc.priority, tuple(map(copy.copy, loc.endpoints)), 1)
+            for loc in model.localities
+        ),
+    )
+    other = list(fleet["us-east"])
+    other[3] = endpoint(other[3].address, "us-east", 77)
+    differs = ClusterView(  # eu-west as everyone, us-east with one weight of its own
+        "a-other",
+        "m",
+        (
+            LocalityView("eu-west", 0, tuple(fleet["eu-west"]), 1),
+            LocalityView("us-east", 1, tuple(other), 1),
+        ),
+    )
+    views = [model, batch, copies, differs]
+    memo = TranslationMemo()
+    forms = leds_forms(views, memo)
+    prefixes = [sorted(c.prefix for c in form.collections) for form in forms]
+    shared = sorted([collection("a-other", "eu-west"), collection("m", "us-east")])
+    assert prefixes[:3] == [shared] * 3
+    assert prefixes[3] == [collection("a-other", "eu-west"), collection("a-other", "us-east")]
+    assert {id(c) for c in forms[0].collections} == {id(c) for c in forms[2].collections}
+    # The same names and versions from scratch (a fresh memo): names follow content only.
+    fresh = leds_forms(views)
+    assert [f.assignment.version for f in fresh] == [f.assignment.version for f in forms]
+    assert [f.names for f in fresh] == [f.names for f in forms]
+    made = _counting_members(monkeypatch)
+    memo.new_round()
+    old = fleet["us-east"][5]
+    fleet["us-east"][5] = endpoint(old.address, "us-east", 55)
+    model, batch = views_of(fleet)
+    moved = leds_forms([model, batch, differs], memo)  # (m-copy gone: no name was its)
+    assert made == [collection("m", "us-east") + "10.0.0.5_8000"]
+    assert {id(c) for c in moved[0].collections} == {id(c) for c in moved[1].collections}
+    fresh = leds_forms([model, batch, differs])  # from scratch: the same members
+    assert [f.names for f in moved] == [f.names for f in fresh]
+    assert [f.assignment.version for f in moved] == [f.assignment.version for f in fresh]
+
+
+def test_a_cluster_never_names_one_collection_for_two_of_its_localities() -> None:
+    endpoints = tuple(endpoint(f"10.0.0.{i}:8000", "us-east", 10) for i in range(3))
+    view = ClusterView(
+        "m",
+        "m",
+        (LocalityView("us-east", 0, endpoints, 1), LocalityView("us-east", 1, endpoints, 1)),
+    )
+    (form,) = leds_forms([view])
+    assert [c.prefix for c in form.collections] == [
+        collection("m", "us-east", 1),
+        collection("m", "us-east", 2),
+    ]
+    assert_as_from_scratch(view, form)
+
+
+def test_node_groups_with_the_same_collections_share_one_endpoint_map() -> None:
+    fleet: Fleet = {
+        region: [endpoint(f"10.{r}.0.{i}:8000", region, 10 + i) for i in range(5)]
+        for r, region in enumerate(REGIONS)
+    }
+    memo = TranslationMemo()
+    views = views_of(fleet)
+    first = endpoint_map(leds_forms(views, memo), None, memo)
+    second = endpoint_map(leds_forms(list(reversed(views)), memo), None, memo)
+    assert second is first
+    memo.new_round()
+    fleet["eu-west"][1] = endpoint(fleet["eu-west"][1].address, "eu-west", 3)
+    views = views_of(fleet)
+    moved = endpoint_map(leds_forms(views, memo), first, memo)
+    assert endpoint_map(leds_forms(views, memo), first, memo) is moved
+    assert moved is not first
