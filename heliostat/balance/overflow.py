@@ -316,7 +316,128 @@ def step(
             hit_rate=own.hit_rate if own is not None else None,
             since=users.since[r],
         )
+    return _as_units(model, result, previous, plan, users, supply, now)
+
+
+def _as_units(
+    model: Model,
+    result: dict[str, RegionState],
+    previous: Mapping[str, RegionState],
+    plan: allocation.Allocation,
+    users: _Users,
+    supply: Mapping[str, Supply],
+    now: float,
+) -> dict[str, RegionState]:
+    """A rescuer's own onward shares and the shares lent to it, published as one unit: what
+    lands on it under the shares published stays within what the plan may put there.
+
+    The allocation makes room in a rescuer q for an origin's users by passing q's own users
+    on (onward lending); each share is then held on its own. A share into q that rose at
+    once (its origin overloaded) while q's onward share was held back, or q's onward share
+    that fell (its plan completing a drain) while the share into q was held up against a
+    recent rise, landed the origin's users on q's slots with its own users back home: q was
+    tipped over (the bench's regional_surge, thirteenth run: eu-west's onward share fell from
+    71% to 34% while ap-southeast's 76% into it held for 2.5 s; eu-west's users 97.2% within
+    the SLO during the surge against 100% before).
+
+    So where the shares published land more on q than the plan may (its planned total, or
+    its own users plus the room it offered: its ceiling), q's onward shares held below their
+    targets (a rise held back, a fall the plan made) are published as far as their targets,
+    or their published values of the last tick (a fall undone), to fit: the unit moves
+    together; not onto a region in distress (`rescuer_distressed`), which takes nothing more,
+    nor onto one that lends into q. The shares into q are not cut to fit instead
+    (wip/surge12's `_fit_rises`): the surging origin's users paid for it there, and on the
+    planet's flash crowd a rise cut at the ramp cost 3.6 points of one seed's SLO."""
+    admitted = {o: max(0.0, users.smoothed[o] - state.refusable) for o, state in result.items()}
+    for q in sorted(result):
+        guests = {
+            o: state.lending[q]
+            for o, state in result.items()
+            if o != q and q in state.lending and state.lending[q].published > 0.0
+        }
+        if not guests or not settled(users, q, supply.get(q), now):
+            continue  # estimates still settling (start-up): the holds decide, as in `_lending`
+        most = max(plan.served_at(q), plan.local.get(q, 0.0) + plan.room.get(q, 0.0))
+        # Within a thousandth of every demand that lands on q: the shares' resolution.
+        most += sum(admitted[o] for o in (q, *guests)) / publish.RESOLUTION
+        own = dict(result[q].lending)
+        # An origin lending into q is overloaded (its users bring more than its slots
+        # complete) or refuses: its share into q is a need, not a saving.
+        rescuing = any(
+            o in previous
+            and (
+                overloaded(previous[o].raw_capacity, previous[o].demand)
+                or previous[o].refusable > 0.0
+            )
+            for o in guests
+        )
+        onward = _onward_fitted(
+            model, q, own, guests, admitted, most, previous, supply, now, rescuing
+        )
+        if onward != own:
+            result[q] = dataclasses.replace(result[q], lending=onward)
     return result
+
+
+def _landed(
+    q: str, onward: Mapping[str, Held], guests: Mapping[str, Held], admitted: Mapping[str, float]
+) -> float:
+    """What lands on q under the shares published: its own users less what it passes on,
+    and the origins' admitted users it is lent."""
+    passed = min(1.0, sum(h.published for h in onward.values()))
+    return admitted[q] * (1.0 - passed) + sum(admitted[o] * h.published for o, h in guests.items())
+
+
+def _onward_fitted(
+    model: Model,
+    q: str,
+    onward: dict[str, Held],
+    guests: Mapping[str, Held],
+    admitted: Mapping[str, float],
+    most: float,
+    previous: Mapping[str, RegionState],
+    supply: Mapping[str, Supply],
+    now: float,
+    rescuing: bool,
+) -> dict[str, Held]:
+    """q's onward shares, those fallen this tick published back as far as fits what lands
+    on q within `most` (see `_as_units`); and, while q rescues an origin in need
+    (`rescuing`: overloaded, as `origin_overdue` has it, or refusing), those held below
+    their targets raised past their holds and the dead band, as the origin's own rise is
+    urgent. Otherwise a rise waits out its holds as in `_lending` (raised at once, q's
+    onward share turned round on the planet's steady chat fleet, 3 turns in a run, and
+    took users away at start-up on estimates still settling)."""
+    over = _landed(q, onward, guests, admitted) - most
+    before = previous[q].lending if q in previous else {}
+    fitted = dict(onward)
+    for p in sorted(onward):
+        if over <= 0.0 or admitted[q] <= 0.0:
+            break
+        held = fitted[p]
+        was = _published(before, p)
+        goal = max(held.target, was) if held.published < was else held.target
+        last = before.get(p)
+        if not rescuing:
+            goal = min(goal, was)  # only a fall undone: a rise waits out its holds
+        if (
+            goal <= held.published
+            or p in guests  # it lends into q: passing q's users to it is no room
+            or rescuer_distressed(model, supply.get(p), previous.get(p))
+        ):
+            continue
+        value = min(goal, _ceil(held.published + over / admitted[q]))
+        if value == was and last is not None:
+            fitted[p] = dataclasses.replace(last, target=held.target, spread=held.spread)
+        else:
+            direction = 1 if value > was else -1
+            fitted[p] = Held(value, held.target, direction, now, held.reason, held.spread)
+        over -= admitted[q] * (value - held.published)
+    return fitted
+
+
+def _ceil(value: float) -> float:
+    """Up to thousandths, robust to float error (as `_floor`)."""
+    return min(1.0, math.ceil(value * publish.RESOLUTION - 1e-6) / publish.RESOLUTION)
 
 
 def _reporting(gateways: demand.GatewayLoad, model: Model, region: str, now: float) -> int:
