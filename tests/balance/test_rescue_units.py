@@ -18,26 +18,15 @@ from __future__ import annotations
 import dataclasses
 
 from heliostat.balance import overflow
-from heliostat.balance.demand import GatewayLoad, OriginLoad
 from heliostat.balance.state import Held
-from tests.balance.helpers import policy_of
-from tests.balance.test_share_urgency import last_tick
+from tests.balance.test_share_urgency import COUNTS, NOW, chat_fleet, last_tick
 from tests.balance.test_spill import supply
 
-COUNTS = {"us-east": 4, "eu-west": 3, "ap-southeast": 1}
-REPLICA_RPS = 5.35
-NOW = 1000.0
 LOADS = {"us-east": 0.5, "eu-west": 0.5, "ap-southeast": 2.0}
 
 
 def test_a_rescuers_onward_share_does_not_fall_under_the_share_lent_to_it() -> None:
-    policy = policy_of(COUNTS, budget=170, max_share=None)
-    model = policy.spec.models[0]
-    model = model.model_copy(update={"slo": model.slo.model_copy(update={"ttft_ms": 500.0})})
-    demands = {r: LOADS[r] * REPLICA_RPS * n for r, n in COUNTS.items()}
-    gateways = GatewayLoad(
-        {(model.name, r): OriginLoad(interactive=demands[r], at=NOW) for r in COUNTS}
-    )
+    policy, model, demands, gateways = chat_fleet(LOADS)
     regions = {r: supply(n, min(1.0, LOADS[r])) for r, n in COUNTS.items()}
     regions = {r: dataclasses.replace(s, free=2.0) for r, s in regions.items()}  # no distress
     lent = {

@@ -27,6 +27,7 @@ import pytest
 from heliostat.balance import overflow, publish
 from heliostat.balance.demand import GatewayLoad, OriginLoad
 from heliostat.balance.state import Held, RegionState
+from heliostat.policy.schema import Model, Policy
 from tests.balance.helpers import policy_of
 from tests.balance.test_spill import TTFT_S, supply
 from tests.balance.test_spill import last_tick as _last_tick
@@ -50,13 +51,7 @@ def lent_after(
     `moved_ago_s` ago in `direction`; each region's users at `loads` of its capacity, its
     queue `backlog` now and `backlog_before` at the last tick, its slots free `free` now and
     `free_before` then (none where not given)."""
-    policy = policy_of(COUNTS, budget=170, max_share=None)
-    model = policy.spec.models[0]
-    model = model.model_copy(update={"slo": model.slo.model_copy(update={"ttft_ms": 500.0})})
-    demands = {r: loads[r] * REPLICA_RPS * n for r, n in COUNTS.items()}
-    gateways = GatewayLoad(
-        {(model.name, r): OriginLoad(interactive=demands[r], at=NOW) for r in COUNTS}
-    )
+    policy, model, demands, gateways = chat_fleet(loads)
     regions = {
         r: dataclasses.replace(
             supply(n, min(1.0, loads[r]), backlog.get(r, 0.0)), free=(free or {}).get(r, 0.0)
@@ -77,6 +72,19 @@ def lent_after(
     }
     plan = overflow.step(policy, model, regions, True, gateways, previous, {}, 0.5, NOW)
     return plan["ap-southeast"].lending["eu-west"]
+
+
+def chat_fleet(loads: dict[str, float]) -> tuple[Policy, Model, dict[str, float], GatewayLoad]:
+    """The chat fleet's policy and model (500 ms TTFT, 170 ms budget, no `max_share`), each
+    region's demand at `loads` of its capacity, and its gateways' reports of it at `NOW`."""
+    policy = policy_of(COUNTS, budget=170, max_share=None)
+    model = policy.spec.models[0]
+    model = model.model_copy(update={"slo": model.slo.model_copy(update={"ttft_ms": 500.0})})
+    demands = {r: loads[r] * REPLICA_RPS * n for r, n in COUNTS.items()}
+    gateways = GatewayLoad(
+        {(model.name, r): OriginLoad(interactive=demands[r], at=NOW) for r in COUNTS}
+    )
+    return policy, model, demands, gateways
 
 
 def last_tick(*args: Any, free: float = 0.0, **kwargs: Any) -> RegionState:
