@@ -486,13 +486,7 @@ class DiscreteRun:
         exclusions = Exclusions(
             envoy.ejected(self.now), request.tried_hosts, request.tried_priorities
         )
-        host = balancer.pick(
-            self.rng,
-            envoy.active,
-            exclusions,
-            envoy.cluster_active.get(request.cluster, 0),
-            key=request.group,
-        )
+        host = self._host(balancer, envoy, exclusions, request)
         if host is not None and LENT_PLACEMENT is not LentPlacement.LENDER_RING:
             host = self._place_lent(request, view, balancer, host)
         if host is None:
@@ -504,6 +498,18 @@ class DiscreteRun:
         )
         request.tried_priorities = request.tried_priorities | {priority}
         self._send(request, host)
+
+    def _host(
+        self, balancer: Balancer, envoy: _Envoy, exclusions: Exclusions, request: _Request
+    ) -> str | None:
+        """A host for `request` from `balancer`, by `envoy`'s in-flight counts."""
+        return balancer.pick(
+            self.rng,
+            envoy.active,
+            exclusions,
+            envoy.cluster_active.get(request.cluster, 0),
+            key=request.group,
+        )
 
     def _place_lent(self, request: _Request, view: Any, balancer: Balancer, host: str) -> str:
         """A what-if (`LENT_PLACEMENT`): a request the lender's balancer sent to another
@@ -533,13 +539,7 @@ class DiscreteRun:
         local = Balancer(
             [dataclasses.replace(loc, priority=0, weight=1) for loc in localities], config
         )
-        placed = local.pick(
-            self.rng,
-            envoy.active,
-            NO_EXCLUSIONS,
-            envoy.cluster_active.get(request.cluster, 0),
-            key=request.group,
-        )
+        placed = self._host(local, envoy, NO_EXCLUSIONS, request)
         if placed is None:
             return host
         request.envoy = envoy
