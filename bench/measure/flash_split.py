@@ -24,7 +24,8 @@ arrival: 12-seed means then moved by 0.5 points between two runs of the same law
 
 `--scenario NAME` plays another bench scenario (chat, mixed_gpus, regional_surge, ...):
 its SLO attainment (refused counted as missed) and refusals are printed too, to check that
-a change costs the scenarios that are not full nothing. `--affinity` keeps the bench's
+a change costs the scenarios that are not full nothing. `--max-share X` is a what-if (the
+operator's `overflow.max_share`: 0, no region lends). `--affinity` keeps the bench's
 prefix affinity (the planet tests of the chat fleets run without it). `--json FILE`
 writes the per-seed figures.
 """
@@ -271,6 +272,10 @@ def play(args: argparse.Namespace, slo: float) -> tuple[list[Run], list[dict[str
     rows: list[dict[str, Any]] = []
     for seed in seeds_of(args.seeds):
         planet = routing_planet.planet_scenario(bench, seed, affinity=args.affinity)
+        if args.max_share is not None:  # a what-if: the operator caps what a region lends
+            document = planet.model_dump()
+            document["policy"] = {**document["policy"], "overflow": {"max_share": args.max_share}}
+            planet = type(planet).model_validate(document)
         run = SplitRun(planet, RunOptions(PolicyName(args.policy)))
         totals = run.run().totals
         split = run.split
@@ -396,6 +401,7 @@ def main() -> None:
     parser.add_argument("--policy", default="heliostat")
     parser.add_argument("--json")
     parser.add_argument("--by-flight", action="store_true")
+    parser.add_argument("--max-share", type=float, help="what-if: overflow.max_share")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--trace", help="REGION: print the law's state per tick (first seed)")
     args = parser.parse_args()
