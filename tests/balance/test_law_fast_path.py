@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heliostat.balance import ControlState, Views, capacity, compute, weights
+from heliostat.balance import ControlState, Views, capacity, compute, endpoints, weights
 from heliostat.balance.assemble import routable_weight
 from heliostat.balance.endpoints import advance, region_peers, step
 from heliostat.balance.state import (
@@ -103,8 +103,23 @@ def _signal(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_ticks(), st.booleans())
+@given(_ticks(), st.booleans(), st.sampled_from([1, endpoints.VECTOR_ROWS]))
 def test_fast_path_gives_exactly_the_scalar_steps_states(
+    ticks: list[tuple[float, list[tuple[object, ...] | None], set[int]]],
+    hashing: bool,
+    vector_rows: int,
+) -> None:
+    """... also with every moved row stepped over columns (`endpoints._step_rows`, which a
+    fleet this small only takes with `VECTOR_ROWS` at 1)."""
+    kept = endpoints.VECTOR_ROWS
+    endpoints.VECTOR_ROWS = vector_rows
+    try:
+        _fast_path_against_step(ticks, hashing)
+    finally:
+        endpoints.VECTOR_ROWS = kept
+
+
+def _fast_path_against_step(
     ticks: list[tuple[float, list[tuple[object, ...] | None], set[int]]], hashing: bool
 ) -> None:
     keys = [(MODEL, e.address) for e in LLAMA.endpoints]
