@@ -21,7 +21,7 @@ from heliostat.balance.state import (
     ServiceState,
     SteadyColumn,
 )
-from heliostat.balance.view import EndpointView, Health, endpoint_view
+from heliostat.balance.view import EndpointView, Health, endpoint_view, endpoint_views
 from heliostat.policy import Model
 from heliostat.signals.record import Signal
 from tests.balance.helpers import MODEL, T0, policy_of
@@ -300,6 +300,13 @@ def test_endpoint_view_builds_what_the_constructor_builds(
     assert repr(built) == repr(expected)
     assert built.reason is reason  # the very mapping, as the constructor keeps it
     assert dataclasses.astuple(built) == dataclasses.astuple(expected)
+    columns = endpoint_views(
+        [address, region], [region, address], [version, None], [weight, 1], [health] * 2,
+        [reason, {}], 2,
+    )  # fmt: skip
+    assert [type(v) for v in columns] == [EndpointView, EndpointView]
+    assert columns == [expected, EndpointView(region, address, None, 1, health, {})]
+    assert columns[0].reason is reason
 
 
 def test_a_held_endpoint_whose_capacity_falls_behind_its_peers_changes_tier() -> None:
