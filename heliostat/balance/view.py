@@ -204,12 +204,18 @@ def endpoint_views(
     count: int,
 ) -> list[EndpointView]:
     """`endpoint_view` of `count` rows given as columns, field by field: each field's slot
-    is set over every new view in one pass (in C), with no Python call per view (the
+    is set over a block of new views in one pass (in C), with no Python call per view (the
     control law's column step builds one per endpoint whose view moved; a test holds it
-    to the constructor)."""
-    views = list(map(_NEW_VIEW, repeat(EndpointView, count)))
-    for setter, column in zip(
-        _SET_VIEW, (addresses, regions, versions, weights, healths, reasons), strict=True
-    ):
-        deque(map(setter, views, column), maxlen=0)
+    to the constructor). Blocks of _VIEW_BLOCK views: a pass over 50,000 new objects per
+    field no longer finds them in the cache (1.4 us a view against 0.5 in blocks)."""
+    columns = [iter(c) for c in (addresses, regions, versions, weights, healths, reasons)]
+    views: list[EndpointView] = []
+    for start in range(0, count, _VIEW_BLOCK):
+        block = list(map(_NEW_VIEW, repeat(EndpointView, min(_VIEW_BLOCK, count - start))))
+        for setter, column in zip(_SET_VIEW, columns, strict=True):
+            deque(map(setter, block, column), maxlen=0)
+        views += block
     return views
+
+
+_VIEW_BLOCK = 2048

@@ -103,20 +103,27 @@ def _signal(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_ticks(), st.booleans(), st.sampled_from([1, endpoints.VECTOR_ROWS]))
+@given(
+    _ticks(),
+    st.booleans(),
+    st.sampled_from(
+        [(1, 2), (1, endpoints.STEP_BLOCK), (endpoints.VECTOR_ROWS, endpoints.STEP_BLOCK)]
+    ),
+)
 def test_fast_path_gives_exactly_the_scalar_steps_states(
     ticks: list[tuple[float, list[tuple[object, ...] | None], set[int]]],
     hashing: bool,
-    vector_rows: int,
+    columns: tuple[int, int],
 ) -> None:
     """... also with every moved row stepped over columns (`endpoints._step_rows`, which a
-    fleet this small only takes with `VECTOR_ROWS` at 1)."""
-    kept = endpoints.VECTOR_ROWS
-    endpoints.VECTOR_ROWS = vector_rows
+    fleet this small only takes with `VECTOR_ROWS` at 1), in one block or in blocks of two
+    rows (`STEP_BLOCK`)."""
+    kept = endpoints.VECTOR_ROWS, endpoints.STEP_BLOCK
+    endpoints.VECTOR_ROWS, endpoints.STEP_BLOCK = columns
     try:
         _fast_path_against_step(ticks, hashing)
     finally:
-        endpoints.VECTOR_ROWS = kept
+        endpoints.VECTOR_ROWS, endpoints.STEP_BLOCK = kept
 
 
 def _fast_path_against_step(
