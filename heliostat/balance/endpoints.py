@@ -36,7 +36,7 @@ import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
-from typing import NamedTuple, cast
+from typing import NamedTuple, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +52,7 @@ from heliostat.balance.state import (
     ServiceState,
     SteadyColumn,
 )
-from heliostat.balance.view import Health, ReasonValue, endpoint_view
+from heliostat.balance.view import EndpointView, Health, ReasonValue, endpoint_view, endpoint_views
 from heliostat.policy import Endpoint, Model
 from heliostat.samples import Sample
 
@@ -287,7 +287,38 @@ def advance(
         rows = range(count)
     holds = weights.tier_holds
     carried = column.tiers if column is not None and column.model is model else None
-    for row in rows:
+    if column is not None and column.model is model and not static:
+        moved = cast(list[int], rows)
+        if len(moved) >= VECTOR_ROWS:
+            left: list[int] = []
+            # in blocks: each pass over a block's samples and records finds them in the cache
+            for start in range(0, len(moved), STEP_BLOCK):
+                block = moved[start : start + STEP_BLOCK]
+                stepped = _step_rows(
+                    model,
+                    block,
+                    _tiers(block, column, services, known, peers, known_columns),
+                    present,
+                    column,
+                    now,
+                    gain,
+                    drained,
+                    keys,
+                    peers,
+                )
+                for row, state, memo, level in zip(
+                    stepped.rows, stepped.records, stepped.kept, stepped.levels, strict=True
+                ):
+                    states[row] = state
+                    kept[row] = memo
+                    levels_column[row] = level
+                left += stepped.slow
+            slow: Iterable[int] = left
+        else:
+            slow = moved
+    else:
+        slow = rows
+    for row in slow:
         endpoint, signal, key = endpoints[row], signals[row], keys[row]
         before, found, own = compose(row), region_peers(endpoint.region), known[row]
         # `_tier`, from the row's known capacity: its service state is composed (from the
@@ -333,7 +364,32 @@ def advance(
         tuple(levels_column),
         _tier_column(records, carried, rows),
         tuple(rows) if isinstance(rows, list) else None,  # None: no column to advance from
+        region_codes=(
+            column.region_codes
+            if column is not None and column.model is model and column.region_codes is not None
+            else _region_codes(regions, count)
+        ),
     )
+
+
+def _region_codes(regions: Sequence[tuple[str, Sequence[int]]], count: int) -> npt.NDArray[np.intp]:
+    """Each row's index in `regions` (-1: in none)."""
+    codes = np.full(count, -1, dtype=np.intp)
+    for code, (_, indices) in enumerate(regions):
+        codes[np.fromiter(indices, dtype=np.intp, count=len(indices))] = code
+    return codes
+
+
+def _region_peers(
+    column: SteadyColumn, peers: Mapping[str, Peers], at: npt.NDArray[np.intp]
+) -> tuple[list[Peers | None], npt.NDArray[np.intp]]:
+    """Each region's `Peers` (in `column.regions`' order) and the rows' `at` indices into
+    it (-1 where none: read through `_NO_PEERS` appended at the end)."""
+    codes = column.region_codes
+    if codes is None or len(codes) != len(column.states):
+        codes = _region_codes(column.regions, len(column.states))
+    found = [peers.get(region) for region, _ in column.regions]
+    return found, codes[at]
 
 
 def _tier_column(
@@ -950,3 +1006,510 @@ def _stale_reason(detail: str, failures: int) -> Mapping[str, ReasonValue]:
     """A stale endpoint's reason, one shared (read-only) mapping per content, like
     _DRAINED_REASON: a fleet that goes stale at once would build tens of thousands."""
     return {"state": STALE, "stale": True, "detail": detail, "failures": failures}
+
+
+# -- the moved rows' step over columns -----------------------------------------------------
+
+# From this many moved rows on, `advance` steps them over columns (`_step_rows`); fewer take
+# `_step` one by one, where numpy's cost per operation outweighs the rows' arithmetic.
+VECTOR_ROWS = 48
+# ... in blocks of at most this many rows: a column pass over 50,000 rows' samples, records
+# or new objects no longer finds them in the cache (1.4 us a new view against 0.5).
+STEP_BLOCK = 4096
+
+_NAN = math.nan
+_HEALTHY_VIEW = _HEALTH[HEALTHY]  # every state the columns step is HEALTHY to Envoy
+_TIER_GOALS = np.array([_plain_goal(share) for share in weights.CAPACITY_TIERS], dtype=np.int64)
+_TIER_SHARES: tuple[float | None, ...] = tuple(
+    _hundredths(share) if share < 1.0 else None for share in weights.CAPACITY_TIERS
+)
+_DRIVERS = ("", "kv", "queue", "running")
+_STATE = operator.itemgetter(0)
+
+
+def _floats(values: Sequence[object]) -> tuple[Floats, Flags]:
+    """A column of optional numbers as floats (nan where None) and where it is set."""
+    has = np.fromiter(map(operator.is_not, values, repeat(None)), dtype=np.bool_, count=len(values))
+    if has.all():
+        return np.array(values, dtype=np.float64), has
+    return np.array([_NAN if v is None else v for v in values], dtype=np.float64), has
+
+
+def _usable(values: Floats, has: Flags) -> Flags:
+    """Where a reading is absent or a finite non-negative number (`saturation._reading` keeps
+    it as it is); elsewhere `_step` reads it, row by row."""
+    with np.errstate(invalid="ignore"):
+        return ~has | ((values >= 0.0) & (values < math.inf))
+
+
+def _pick_max(a: Floats, b: Floats) -> Floats:
+    """Python's `max(a, b)` per element: a unless b > a."""
+    return np.where(b > a, b, a)
+
+
+class _Stepped(NamedTuple):
+    """The rows `_step_rows` stepped, with their records, readings memos and peer levels;
+    `slow`, the rows it left to `_step`."""
+
+    rows: list[int]
+    records: list[EndpointState]
+    kept: list[Readings | None]
+    levels: list[float | None]
+    slow: list[int]
+
+
+def _step_rows(
+    model: Model,
+    rows: list[int],
+    tiers: list[int],
+    present: Sequence[object],
+    column: SteadyColumn,
+    now: float,
+    gain: float,
+    drained: frozenset[EndpointKey],
+    keys: Sequence[EndpointKey],
+    peers: Mapping[str, Peers],
+) -> _Stepped:
+    """`_step` (with `_fused`) of the `rows` that moved, over columns: every row whose tick
+    is the common one (a sample that reads as `measure` reads it, a previous record, not
+    drained nor failing, stale or live outside the `near` band, no turn against the reversal
+    budget, no queue growth starting) is worked out with whole-column operations, the same
+    operations on the same floats in the same order as `_fused`, so the same records to the
+    bit; the others are left to `_step` (`_Stepped.slow`). `tiers`: each row's capacity
+    tier after this tick. A property test holds it to `step`."""
+    thresholds = model.thresholds
+    stale_after = model.signals.stale_after
+    count = len(rows)
+    every = count == len(column.states)  # every row moved: the columns as they are
+
+    def gather(values: Sequence[_T]) -> Sequence[_T]:
+        return values if every else list(map(values.__getitem__, rows))
+
+    signals = gather(present)
+    records = gather(column.states)
+    (
+        p_state,
+        p_level,
+        p_published,
+        p_reason,
+        p_view,
+        _,
+        _,
+        p_growth,
+        _,
+        p_near,
+        p_moves,
+        _,
+        p_unlifted,
+    ) = zip(*records, strict=True)
+    # the previous sample's time and queue, as `column.state` composes them
+    p_scraped = gather(column.scraped)
+    p_waiting = gather(column.waiting)
+    scraped = list(map(_SCRAPED_AT, signals))
+    failures = list(map(_FAILURES, signals))
+    # which rows this can step at all: a scraped sample (not `_ABSENT`), failing less than
+    # the thresholds, not drained
+    ok = np.fromiter(map(operator.is_not, scraped, repeat(None)), dtype=np.bool_, count=count)
+    if not ok.all():
+        failures = [f if s is not None else 0 for f, s in zip(failures, scraped, strict=True)]
+    limit = thresholds.failures
+    ok &= np.fromiter((type(f) is int and f < limit for f in failures), dtype=np.bool_, count=count)
+    if drained:
+        ok &= ~np.fromiter(
+            map(drained.__contains__, map(keys.__getitem__, rows)), dtype=np.bool_, count=count
+        )
+    scraped_at, _ = _floats([s if s is not None else _NAN for s in scraped])
+    with np.errstate(invalid="ignore"):
+        stale = ok & (now - scraped_at > stale_after)  # `Sample.is_stale`, inlined
+    live_rows = ok & ~stale
+    # queue growth: the same sample again keeps its growth; a new one shows none unless its
+    # queue rose (left to `_step`)
+    waiting_raw = list(map(_WAITING, signals))
+    waiting, has_waiting = _floats(waiting_raw)
+    before_waiting, has_before_waiting = _floats(p_waiting)
+    same_scrape = np.fromiter(map(operator.eq, scraped, p_scraped), dtype=np.bool_, count=count)
+    usable_waiting = _usable(waiting, has_waiting)
+    with np.errstate(invalid="ignore"):
+        no_rise = (
+            (~has_waiting | ~has_before_waiting | (waiting <= before_waiting))
+            & usable_waiting
+            & _usable(before_waiting, has_before_waiting)
+        )
+    ok &= same_scrape | no_rise
+    growth: list[Growth] = [
+        g if same else NO_GROWTH for g, same in zip(p_growth, same_scrape.tolist(), strict=True)
+    ]
+    rise = np.fromiter(map(_RISE, growth), dtype=np.float64, count=count)
+    trend = np.fromiter(map(_TREND, growth), dtype=np.float64, count=count)
+    # `measure`
+    running, has_running = _floats(list(map(_RUNNING, signals)))
+    kv, has_kv = _floats(list(map(_KV, signals)))
+    ok &= ~live_rows | (usable_waiting & _usable(running, has_running) & _usable(kv, has_kv))
+    endpoints = model.endpoints
+    hints = list(map(_SLOTS_OF, gather(endpoints)))
+    slots_raw = [h or s for h, s in zip(hints, map(_MAX_NUM_SEQS, signals), strict=True)]
+    slots, has_slots = _floats(slots_raw)
+    with np.errstate(all="ignore"):
+        seats = np.where(has_slots & (slots > 0), slots * thresholds.running, 0.0)
+        driver = np.zeros(count, dtype=np.intp)
+        saturation = np.full(count, -1.0)
+        term = kv / thresholds.kv
+        driver[has_kv] = 1
+        saturation = np.where(has_kv, term, saturation)
+        term = waiting / thresholds.queue
+        up = has_waiting & (term > saturation)
+        driver[up] = 2
+        saturation = np.where(up, term, saturation)
+        term = running / seats
+        up = has_running & (seats > 0) & (term > saturation)
+        driver[up] = 3
+        saturation = np.where(up, term, saturation)
+        ok &= ~live_rows | (driver > 0)  # no term: `_NO_SERIES`, left to `_step`
+        # `_pressure`
+        added = np.where(saturation < 1.0, 0.0, trend)
+        pressure = saturation
+        pressure = np.where(
+            has_waiting, _pick_max(pressure, (waiting + added) / thresholds.queue), pressure
+        )
+        queued = np.where(has_waiting & (waiting != 0.0), waiting, 0.0)  # `waiting or 0.0`
+        pressure = np.where(
+            has_running & (seats > 0),
+            _pick_max(pressure, (running + queued + added) / seats),
+            pressure,
+        )
+    # `_fused`: the level
+    live = np.fromiter(map(_LOAD_DRIVEN.__contains__, p_state), dtype=np.bool_, count=count)
+    last, has_last = _floats(p_level)
+    lifted, has_lifted = _floats(p_unlifted)
+    settling = live & has_last
+    with np.errstate(all="ignore"):
+        value = last + gain * (saturation - last)
+        value = np.where(
+            (saturation >= weights.HARD_SATURATION) & (value < weights.ENTER_SATURATED),
+            weights.ENTER_SATURATED,
+            value,
+        )
+        held = np.where(has_lifted, lifted, last)
+        base = held + gain * (saturation - held)
+        settles = value - base < 1e-3
+        clears = saturation <= weights.CLEAR
+        level = np.where(settling, np.where(settles | ~clears, value, base), saturation)
+        unlifted = settling & ~settles & ~clears  # `unlifted` is `base` there
+        ok &= ~live_rows | np.isfinite(level)
+        was_saturated = live & (
+            np.fromiter(map(operator.eq, p_state, repeat(SATURATED)), dtype=np.bool_, count=count)
+        )
+        is_saturated = np.where(
+            was_saturated, level > weights.LEAVE_SATURATED, level >= weights.ENTER_SATURATED
+        )
+        # the peers' mean level without its own (`_peer_level`)
+        by_region, code = _region_peers(column, peers, np.array(rows, dtype=np.intp))
+        total = np.array([p.level_sum if p is not None else _NAN for p in by_region] + [_NAN])
+        total = total[code]  # a row in no region (-1) reads the last entry: none
+        live_peers = np.array([p.live if p is not None else 0 for p in by_region] + [0])
+        live_peers = live_peers[code]
+        own = np.where(settling, np.where(last > _CAP, _CAP, last), 0.0)
+        total = np.where(settling, total - own, total)
+        live_peers = np.where(settling, live_peers - 1, live_peers)
+        has_others = live_peers > 0
+        others = total / np.where(has_others, live_peers, 1)
+        capped = np.where(level > _CAP, _CAP, level)
+        was_near = live & np.fromiter(map(bool, p_near), dtype=np.bool_, count=count)
+        is_near = (
+            has_others
+            & ~(others >= weights.ENTER_SATURATED)
+            & np.where(
+                was_near,
+                (capped > weights.LEAVE_NEAR) & (capped - others > weights.NEAR_MARGIN / 2),
+                (capped >= weights.ENTER_NEAR) & (capped - others >= weights.NEAR_MARGIN),
+            )
+        )
+    ok &= ~live_rows | ~is_near  # the `near` band's cut: `weights.target`, left to `_step`
+    # the goal and the move towards it
+    tier_column = np.array(tiers, dtype=np.intp)
+    goal = np.where(live_rows, _TIER_GOALS[tier_column], weights.NEUTRAL)
+    before = np.array(p_published, dtype=np.int64)
+    history = [m if on else weights.NO_MOVES for m, on in zip(p_moves, live.tolist(), strict=True)]
+    last_direction = np.fromiter(map(_DIRECTION, history), dtype=np.int64, count=count)
+    moving = goal != before
+    direction = np.where(goal > before, 1, -1)
+    turns = moving & (last_direction != 0) & (direction != last_direction)
+    ok &= ~live_rows | ~turns  # a turn: the reversal budget (`weights.move`), left to `_step`
+    published = np.where(
+        ~moving,
+        before,
+        np.where(
+            direction > 0,
+            np.minimum(goal, 2 * before),
+            np.where(
+                is_saturated | (goal == weights.FLOOR),
+                goal,
+                np.maximum(goal, (before + 1) // 2),
+            ),
+        ),
+    )
+    steady = (
+        ~unlifted
+        & (level == saturation)
+        & (goal == published)
+        & (level < weights.ENTER_NEAR)
+        & (
+            np.where(
+                is_saturated, level > weights.LEAVE_SATURATED, level >= weights.ENTER_SATURATED
+            )
+            == is_saturated
+        )
+        & (rise == 0.0)
+        & (trend == 0.0)
+    )
+    # `_hundredths` of the levels, over the column where it is a division (else `round`)
+    with np.errstate(all="ignore"):
+        scaled = level * 100.0
+        whole = np.rint(scaled)
+        exact = (scaled > 0.0) & (scaled < _ROUNDED_BELOW) & (np.abs(scaled - whole) < 0.49)
+        hundredths = whole / 100.0
+    # -- the records: each column of the fast rows, then one record per row (in C)
+    stale_detail = _stale_after(stale_after).detail
+    fast = np.flatnonzero(ok)
+    slow = list(map(rows.__getitem__, np.flatnonzero(~ok).tolist()))
+    picked = fast.tolist()
+
+    def pick(values: Sequence[_T]) -> list[_T]:
+        if len(picked) == count:  # every row: the column as it is
+            return list(values)
+        return list(map(values.__getitem__, picked))
+
+    stale_f = stale[fast]
+    live_f = ~stale_f
+    saturated_f = is_saturated[fast] & live_f
+    code = np.where(stale_f, 2, saturated_f.astype(np.intp))  # _STATES' index
+    state_list = list(map(_STATES.__getitem__, code.tolist()))
+    weight = np.where(stale_f, weights.NEUTRAL, published[fast])
+    weight_list = weight.tolist()
+    level_f = level[fast]
+    levels_out = _with_none(level_f, stale_f)
+    pressure_out = _with_none(pressure[fast], stale_f)
+    unlifted_out = _with_none(base[fast], ~(unlifted[fast] & live_f))
+    peer_out = _with_none(np.where(level_f > _CAP, _CAP, level_f), stale_f)
+    failures_f = pick(failures)
+    tiers_f = pick(tiers)
+    # the reason: kept while state and weight hold, else `_explain`'s
+    before_code = np.fromiter(
+        map(_STATE_CODES.get, pick(p_state), repeat(-1)), dtype=np.intp, count=len(picked)
+    )
+    renew = (before_code != code) | (before[fast] != weight)
+    reasons: list[Mapping[str, ReasonValue]] = pick(p_reason)
+    renewed = np.flatnonzero(renew & stale_f).tolist()
+    _put(
+        reasons,
+        renewed,
+        map(_stale_reason, repeat(stale_detail), map(failures_f.__getitem__, renewed)),
+    )
+    explained = np.flatnonzero(renew & live_f)
+    if len(explained):
+        at = fast[explained]
+        taken = explained.tolist()
+        keys_ = list(
+            zip(
+                map(state_list.__getitem__, taken),
+                map(_BANDS.__getitem__, saturated_f[explained].tolist()),
+                _shown(level[at], exact[at], hundredths[at]),
+                map(_DRIVERS.__getitem__, driver[at].tolist()),
+                map(failures_f.__getitem__, taken),
+                map(_TIER_SHARES.__getitem__, map(tiers_f.__getitem__, taken)),
+                [
+                    None if g == w else g
+                    for g, w in zip(goal[at].tolist(), weight[explained].tolist(), strict=True)
+                ],
+                strict=True,
+            )
+        )
+        found_reasons = list(map(_REASONS.get, keys_))
+        for k in [k for k, r in enumerate(found_reasons) if r is None]:
+            found_reasons[k] = _remember_reason(keys_[k])
+        _put(reasons, taken, cast(list[Mapping[str, ReasonValue]], found_reasons))
+    # the view: the previous one while nothing in it changed
+    views: list[EndpointView] = pick(p_view)
+    picked_endpoints = list(map(endpoints.__getitem__, map(rows.__getitem__, picked)))
+    rebuild = (
+        np.fromiter(map(_VIEW_WEIGHT, views), dtype=np.int64, count=len(views)) != weight
+    ) | np.fromiter(
+        map(
+            operator.or_,
+            map(operator.is_not, map(_VIEW_REASON, views), reasons),
+            map(operator.is_not, map(_VIEW_HEALTH, views), repeat(_HEALTHY_VIEW)),
+        ),
+        dtype=np.bool_,
+        count=len(views),
+    )
+    if not rebuild.all():
+        rebuild |= np.fromiter(
+            map(
+                operator.or_,
+                map(operator.ne, map(_REGION, views), map(_REGION, picked_endpoints)),
+                map(operator.ne, map(_VERSION, views), map(_VERSION, picked_endpoints)),
+            ),
+            dtype=np.bool_,
+            count=len(views),
+        )
+    built = np.flatnonzero(rebuild).tolist()
+    if built:
+        made = list(map(picked_endpoints.__getitem__, built))
+        _put(
+            views,
+            built,
+            endpoint_views(
+                map(_ADDRESS_OF, made),
+                map(_REGION, made),
+                map(_VERSION, made),
+                map(weight_list.__getitem__, built),
+                repeat(_HEALTHY_VIEW),
+                map(reasons.__getitem__, built),
+                len(built),
+            ),
+        )
+    # the moves: none while stale; held while the weight holds; else one in its direction
+    moves_out: list[weights.Moves] = pick(history)
+    stale_at = np.flatnonzero(stale_f).tolist()
+    _put(moves_out, stale_at, repeat(weights.NO_MOVES, len(stale_at)))
+    turned = np.flatnonzero(moving[fast] & live_f)
+    if len(turned):
+        ways = direction[fast][turned]
+        _put(
+            moves_out,
+            turned.tolist(),
+            map(
+                tuple.__new__,
+                repeat(weights.Moves),
+                zip(
+                    ways.tolist(),
+                    map(_REVERSALS, map(moves_out.__getitem__, turned.tolist())),
+                    (saturated_f[turned] & (ways < 0)).tolist(),
+                    strict=True,
+                ),
+            ),
+        )
+    signals_f = pick(signals)
+    records_out: list[EndpointState] = list(
+        map(
+            tuple.__new__,
+            repeat(EndpointState),
+            zip(
+                state_list,
+                levels_out,
+                weight_list,
+                reasons,
+                views,
+                pick(waiting_raw),
+                pick(scraped),
+                pick(growth),
+                pressure_out,
+                repeat(False),
+                moves_out,
+                tiers_f,
+                unlifted_out,
+            ),
+        )
+    )
+    fixed = np.flatnonzero(steady[fast] & live_f).tolist()
+    kept: list[Readings | None] = [None] * len(picked)
+    _put(kept, fixed, map(readings, map(signals_f.__getitem__, fixed)))
+    return _Stepped(list(map(rows.__getitem__, picked)), records_out, kept, peer_out, slow)
+
+
+def _put(values: list[_T], at: Iterable[int], new: Iterable[_T]) -> None:
+    """values[i] = each new value, at each index of `at` in turn."""
+    for i, value in zip(at, new):  # noqa: B905 (`new` may be a map)
+        values[i] = value
+
+
+def _shown(level: Floats, exact: Flags, hundredths: Floats) -> list[float]:
+    """`_hundredths` of each level: the column's division where it is exact, `round` once
+    per distinct other level (a fleet's levels repeat)."""
+    shown: list[float] = np.where(exact, hundredths, _NAN).tolist()
+    if not exact.all():
+        at = np.flatnonzero(~exact)
+        distinct, where = np.unique(level[at], return_inverse=True)
+        rounded = [round(value, 2) for value in distinct.tolist()]
+        _put(shown, at.tolist(), map(rounded.__getitem__, where.tolist()))
+    return shown
+
+
+_BANDS = (weights.FREE, None)  # a healthy row's band (outside `near`), a saturated one's
+_ADDRESS_OF = operator.attrgetter("address")
+_REVERSALS = operator.attrgetter("reversals")
+
+
+_T = TypeVar("_T")
+_STATES = (HEALTHY, SATURATED, STALE)
+_STATE_CODES = {state: code for code, state in enumerate(_STATES)}
+_VIEW_WEIGHT = operator.attrgetter("weight")
+_VIEW_REASON = operator.attrgetter("reason")
+_VIEW_HEALTH = operator.attrgetter("health")
+_VERSION = operator.attrgetter("version")
+
+
+def _with_none(values: Floats, none: Flags) -> list[float | None]:
+    """The column as floats, None where `none`."""
+    found: list[float | None] = values.tolist()
+    if none.any():
+        for j in np.flatnonzero(none).tolist():
+            found[j] = None
+    return found
+
+
+def _remember_reason(key: _ReasonKey) -> Mapping[str, ReasonValue]:
+    """`_explain`'s cached reason for a key it has not seen (or forgot)."""
+    reason = _reason(key)
+    if len(_REASONS) >= _REASONS_LIMIT:
+        _REASONS.clear()
+    _REASONS[key] = reason
+    return reason
+
+
+_FAILURES = operator.attrgetter("consecutive_failures")
+_RUNNING = operator.attrgetter("running")
+_KV = operator.attrgetter("kv_usage")
+_SLOTS_OF = operator.attrgetter("slots")
+_MAX_NUM_SEQS = operator.attrgetter("max_num_seqs")
+_REGION = operator.attrgetter("region")
+_RISE = operator.itemgetter(0)
+_TREND = operator.itemgetter(1)
+_DIRECTION = operator.itemgetter(0)
+
+
+def _tiers(
+    rows: list[int],
+    column: SteadyColumn,
+    services: Sequence[ServiceState | None],
+    known: Sequence[float | None],
+    peers: Mapping[str, Peers],
+    known_columns: tuple[Floats, Flags] | None,
+) -> list[int]:
+    """Each moved row's capacity tier after this tick, as `advance`'s loop works it out
+    (`_tier` from its known capacity), with the common test, `weights.tier_holds` of the
+    known capacity over its region's best, over the rows' columns: only the rows it cannot
+    keep compose their previous record and service state."""
+    at = np.array(rows, dtype=np.intp)
+    carried = column.tiers
+    if carried is not None and len(carried) == len(column.states):
+        tiers = carried[at]
+    else:
+        tiers = np.fromiter(
+            map(_TIER, map(column.states.__getitem__, rows)), dtype=np.intp, count=len(rows)
+        )
+    by_region, code = _region_peers(column, peers, at)
+    best = np.array([p.best_service if p is not None else 0.0 for p in by_region] + [0.0])
+    best = best[code]  # a row in no region (-1) reads the last entry: none
+    if known_columns is not None:
+        ratio, is_known = known_columns[0][at], known_columns[1][at]
+    else:
+        ratio, is_known = _floats(list(map(known.__getitem__, rows)))
+    with np.errstate(all="ignore"):
+        open_ = is_known & (best > 0.0) & ~weights.tiers_hold(ratio / best, tiers)
+    result: list[int] = tiers.tolist()
+    for i in np.flatnonzero(open_).tolist():
+        row = rows[i]
+        found = by_region[code[i]] if code[i] >= 0 else None
+        result[i] = _tier(services[row], found, result[i], column.state(row))
+    return result

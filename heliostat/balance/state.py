@@ -109,6 +109,10 @@ class SteadyColumn:
     # pressure, each region's member tuple and live rows), carried so the next tick redoes
     # only the regions whose rows moved. Derived from `states`: not compared by `__eq__`.
     derived: Any = None
+    # Per row, the index of its region in `regions` (which `advance` carries with the
+    # regions): the column step reads each row's region's peers through it. Derived from
+    # `regions`: not compared by `__eq__`. None: not kept.
+    region_codes: npt.NDArray[np.intp] | None = None
 
     def state(self, row: int) -> EndpointState:
         """The endpoint's record as of this tick: its kept record with this tick's sample."""

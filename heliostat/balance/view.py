@@ -6,9 +6,11 @@ translates it into Envoy resources. Nothing in here knows about protobuf.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import repeat
 
 ReasonValue = str | int | float | bool | None
 
@@ -190,3 +192,30 @@ class Views:
         if region is None:
             return self.neutral
         return self.by_region.get(region, self.neutral)
+
+
+def endpoint_views(
+    addresses: Iterable[str],
+    regions: Iterable[str],
+    versions: Iterable[str | None],
+    weights: Iterable[int],
+    healths: Iterable[Health],
+    reasons: Iterable[Mapping[str, ReasonValue]],
+    count: int,
+) -> list[EndpointView]:
+    """`endpoint_view` of `count` rows given as columns, field by field: each field's slot
+    is set over a block of new views in one pass (in C), with no Python call per view (the
+    control law's column step builds one per endpoint whose view moved; a test holds it
+    to the constructor). Blocks of _VIEW_BLOCK views: a pass over 50,000 new objects per
+    field no longer finds them in the cache (1.4 us a view against 0.5 in blocks)."""
+    columns = [iter(c) for c in (addresses, regions, versions, weights, healths, reasons)]
+    views: list[EndpointView] = []
+    for start in range(0, count, _VIEW_BLOCK):
+        block = list(map(_NEW_VIEW, repeat(EndpointView, min(_VIEW_BLOCK, count - start))))
+        for setter, column in zip(_SET_VIEW, columns, strict=True):
+            deque(map(setter, block, column), maxlen=0)
+        views += block
+    return views
+
+
+_VIEW_BLOCK = 2048

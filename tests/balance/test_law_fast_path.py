@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heliostat.balance import ControlState, Views, capacity, compute, weights
+from heliostat.balance import ControlState, Views, capacity, compute, endpoints, weights
 from heliostat.balance.assemble import routable_weight
 from heliostat.balance.endpoints import advance, region_peers, step
 from heliostat.balance.state import (
@@ -21,7 +21,7 @@ from heliostat.balance.state import (
     ServiceState,
     SteadyColumn,
 )
-from heliostat.balance.view import EndpointView, Health, endpoint_view
+from heliostat.balance.view import EndpointView, Health, endpoint_view, endpoint_views
 from heliostat.policy import Model
 from heliostat.signals.record import Signal
 from tests.balance.helpers import MODEL, T0, policy_of
@@ -103,8 +103,30 @@ def _signal(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_ticks(), st.booleans())
+@given(
+    _ticks(),
+    st.booleans(),
+    st.sampled_from(
+        [(1, 2), (1, endpoints.STEP_BLOCK), (endpoints.VECTOR_ROWS, endpoints.STEP_BLOCK)]
+    ),
+)
 def test_fast_path_gives_exactly_the_scalar_steps_states(
+    ticks: list[tuple[float, list[tuple[object, ...] | None], set[int]]],
+    hashing: bool,
+    columns: tuple[int, int],
+) -> None:
+    """... also with every moved row stepped over columns (`endpoints._step_rows`, which a
+    fleet this small only takes with `VECTOR_ROWS` at 1), in one block or in blocks of two
+    rows (`STEP_BLOCK`)."""
+    kept = endpoints.VECTOR_ROWS, endpoints.STEP_BLOCK
+    endpoints.VECTOR_ROWS, endpoints.STEP_BLOCK = columns
+    try:
+        _fast_path_against_step(ticks, hashing)
+    finally:
+        endpoints.VECTOR_ROWS, endpoints.STEP_BLOCK = kept
+
+
+def _fast_path_against_step(
     ticks: list[tuple[float, list[tuple[object, ...] | None], set[int]]], hashing: bool
 ) -> None:
     keys = [(MODEL, e.address) for e in LLAMA.endpoints]
@@ -285,6 +307,13 @@ def test_endpoint_view_builds_what_the_constructor_builds(
     assert repr(built) == repr(expected)
     assert built.reason is reason  # the very mapping, as the constructor keeps it
     assert dataclasses.astuple(built) == dataclasses.astuple(expected)
+    columns = endpoint_views(
+        [address, region], [region, address], [version, None], [weight, 1], [health] * 2,
+        [reason, {}], 2,
+    )  # fmt: skip
+    assert [type(v) for v in columns] == [EndpointView, EndpointView]
+    assert columns == [expected, EndpointView(region, address, None, 1, health, {})]
+    assert columns[0].reason is reason
 
 
 def test_a_held_endpoint_whose_capacity_falls_behind_its_peers_changes_tier() -> None:
