@@ -138,6 +138,8 @@ class DeltaStream:
 
     def withhold(self, types: frozenset[TypeUrl]) -> DeltaOutcome:
         """Send nothing of `types` from now on; types no longer in it are answered now."""
+        if types == self._withheld:  # nearly always: nothing withheld before or now
+            return Outcome()
         released = self._withheld - types
         self._withheld = types
         outcome: DeltaOutcome = Outcome()
@@ -434,19 +436,22 @@ class DeltaStream:
         gone = None
         names: Iterable[str] = available
         leds = state.type_url is _EDS and bool(self._snapshot and self._snapshot.members)
-        holds = self._members_held() if leds else None
+        # Made on first need: an assignment the node has pending stays pending whatever
+        # the node holds (the common push while endpoints move looks at nothing else).
+        holds = _OnFirstCall(self._members_held) if leds else None
         if state.level_with is not None and not state.unanswered:
             names, gone = changes(state.level_with, available)
             if leds and self._settling:  # pending ones are finished without changing
                 names = names | state.pending_assignments.intersection(available)
+        known = state.known
         for name in sorted(names):
             resource = available[name]
-            if not state.wants(name) or state.known.get(name) == resource.version:
+            has = known.get(name)
+            if has == resource.version or not state.wants(name):
                 continue
-            if leds:  # differs: under its own version only if the node holds its endpoints
-                assert holds is not None
-                resource = self._as_held(resource, state.known.get(name), holds)
-                if state.known.get(name) == resource.version:
+            if holds is not None:  # differs: its own version only if the node holds its endpoints
+                resource = self._as_held(resource, has, holds)
+                if has == resource.version:
                     continue  # pending already, with this content
             if state.rejected.get(name) == resource.version:
                 held.append(name)
@@ -637,6 +642,22 @@ class DeltaStream:
                 if state.wants(name) and state.known.get(name) != resource.version:
                     return False
         return True
+
+
+class _OnFirstCall:
+    """`make()`'s function, made when first called (`DeltaStream._members_held` looks at
+    every collection that moved: not needed when every assignment that moved is pending)."""
+
+    __slots__ = ("_function", "_make")
+
+    def __init__(self, make: Callable[[], Callable[[str], bool]]) -> None:
+        self._make = make
+        self._function: Callable[[str], bool] | None = None
+
+    def __call__(self, name: str) -> bool:
+        if self._function is None:
+            self._function = self._make()
+        return self._function(name)
 
 
 def _rebase(table: Versions, base: Mapping[str, Resource]) -> None:
