@@ -42,7 +42,9 @@ goes to a client.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import select
 import subprocess
 import sys
@@ -123,8 +125,14 @@ PLANS: dict[Size, Plan] = {
 }
 
 
-def run(size: Size, workdir: Path) -> dict[str, Any]:
-    plan = PLANS[size]
+def run(
+    size: Size,
+    workdir: Path,
+    only: list[tuple[int, str]] | None = None,
+    plan: Plan | None = None,
+) -> dict[str, Any]:
+    """Every case of `size`'s plan, or `only` those (clients, mode) pairs at its sizes."""
+    plan = plan or PLANS[size]
     metrics = MetricsFleet(workdir, plan.endpoints)
     with started(metrics):
         document = fleet_policy(
@@ -140,6 +148,8 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         targets = _drain_targets(document, plan.changes)
         runs = [(c, mode) for c in plan.clients for mode in MODES]
         runs += [(c, "delta") for c in plan.delta_only]
+        if only is not None:
+            runs = only
         cases: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         for clients, mode in runs:
@@ -155,7 +165,7 @@ def run(size: Size, workdir: Path) -> dict[str, Any]:
         "endpoints": endpoint_count(document),
         "regions": regions(REGION_COUNT),
         "models": MODELS,
-        "client_counts": [*plan.clients, *plan.delta_only],
+        "client_counts": sorted({clients for clients, _ in runs}),
         "clients_per_process": plan.clients_per_process,
         "changes_per_case": plan.changes,
         "streams_per_channel": STREAMS_PER_CHANNEL,
@@ -268,8 +278,13 @@ def measure(
         sizes: list[float] = []
         responses: list[float] = []
         all_acked: list[float] = []
+        changed_at: list[float] = []
+        serve_cpu: list[float] = []
+        clients_cpu: list[float] = []
         for model, address in targets:
+            cpu_before = _cpu_s(serve), sum(_cpu_s(part) for part in fleet.parts)
             t0 = time.time()
+            changed_at.append(t0)
             _drain(serve, model, address)
             acked = fleet.command(f"await {t0!r} 60", timeout=90.0)
             if acked["missing"]:
@@ -278,6 +293,8 @@ def measure(
                     f"change (e.g. {acked['missing'][:3]}); logs in {workdir}"
                 )
             _wait_quiet(fleet, plan.quiet_after_s, timeout=30.0)
+            serve_cpu.append(_cpu_s(serve) - cpu_before[0])
+            clients_cpu.append(sum(_cpu_s(part) for part in fleet.parts) - cpu_before[1])
             rows = fleet.command(f"report {t0!r} {time.time()!r}", timeout=30.0)["clients"]
             change = [(row[2] - t0) * 1000 for row in rows]
             latencies += change
@@ -306,10 +323,16 @@ def measure(
         "rss_per_client_kb": round((rss - idle) / clients, 1),
         "subscribe_s": round(subscribe_s, 2),
         "tick_mean_ms": round(tick_mean_ms, 2),
+        # CPU seconds (user + system, every thread) from just before each change until
+        # its responses are in and quiet_after_s passed: what a change costs each side,
+        # whatever else the machine runs (which the latencies include).
+        "serve_cpu_ms_per_change": [round(v * 1000, 1) for v in serve_cpu],
+        "clients_cpu_ms_per_change": [round(v * 1000, 1) for v in clients_cpu],
         "ticks": int(ticks),
         "changes": len(targets),
         "acked": len(latencies),
         "client_processes": len(fleet.parts),
+        "changed_at": changed_at,  # time.time() of each change (to line up with profiles)
     }
 
 
@@ -380,6 +403,14 @@ def _memory(serve: Heliostat) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             found[key] = int(value.split()[0])
     return found
+
+
+def _cpu_s(process: Process) -> float:
+    """CPU seconds `process` has used so far (user + system, all threads)."""
+    if process.proc is None:
+        raise LabError(f"{process.args[:3]} is not running")
+    fields = Path(f"/proc/{process.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _addresser(ports: list[int]) -> Any:
@@ -591,3 +622,40 @@ def merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
     if event == "report":
         return {"event": event, "clients": [row for a in answers for row in a["clients"]]}
     raise LabError(f"ADS clients answered an unknown event: {answers[0]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Some cases alone, e.g. the 1,000-stream delta rows, without the whole fan-out run:
+
+        python -m bench.fanout --clients 1000 --modes delta delta-eds --out /tmp/f.json
+
+    `--serve-path DIR` runs serve (and the clients) from another checkout's code (its
+    PYTHONPATH), so two versions can be measured in the same minutes by the same bench."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=main.__doc__)
+    parser.add_argument("--size", choices=tuple(PLANS), default="full")
+    parser.add_argument("--clients", type=int, nargs="+", default=[TARGET_CLIENTS])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["delta", "delta-eds"])
+    parser.add_argument("--changes", type=int, default=None, help="changes per case")
+    parser.add_argument("--serve-path", default=None, metavar="DIR[:DIR...]")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON result here")
+    args = parser.parse_args(argv)
+    if args.serve_path is not None:
+        paths = [str(Path(p).resolve()) for p in args.serve_path.split(os.pathsep)]
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    cases = [(clients, mode) for clients in args.clients for mode in args.modes]
+    plan = PLANS[args.size]
+    if args.changes is not None:
+        plan = dataclasses.replace(plan, changes=args.changes)
+    with tempfile.TemporaryDirectory(prefix="heliostat-fanout-") as workdir:
+        result = run(args.size, Path(workdir), cases, plan)
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(summary(result), flush=True)
+    return 0 if not result["failed_cases"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,17 +29,32 @@ class IdentityMemo(Generic[V]):
 
     def get(self, keys: tuple[object, ...], compute: Callable[[], V]) -> V:
         """The value for `keys`, computed by `compute` on the first call for these objects."""
-        key = tuple(map(id, keys))
-        hit = self._entries.get(key)
-        # map(is_) rather than a generator: ~30 lookups per stream and change at 1,000
-        # streams, and the generator's frame was most of each lookup's cost.
-        if hit is not None and all(map(is_, hit[0], keys)):
-            self._entries.move_to_end(key)
-            return hit[1]
+        entries = self._entries
+        # One or two objects, nearly every call (~7 per stream and change at 1,000 streams):
+        # spelled out, a hit costs half of what the general form's map() and all() do.
+        if len(keys) == 2:
+            first, second = keys
+            key: tuple[int, ...] = (id(first), id(second))
+            hit = entries.get(key)
+            if hit is not None and hit[0][0] is first and hit[0][1] is second:
+                entries.move_to_end(key)
+                return hit[1]
+        elif len(keys) == 1:
+            key = (id(keys[0]),)
+            hit = entries.get(key)
+            if hit is not None and hit[0][0] is keys[0]:
+                entries.move_to_end(key)
+                return hit[1]
+        else:
+            key = tuple(map(id, keys))
+            hit = entries.get(key)
+            if hit is not None and all(map(is_, hit[0], keys)):
+                entries.move_to_end(key)
+                return hit[1]
         value = compute()
-        self._entries[key] = (keys, value)
-        if len(self._entries) > self.limit:
-            self._entries.popitem(last=False)
+        entries[key] = (keys, value)
+        if len(entries) > self.limit:
+            entries.popitem(last=False)
         return value
 
     def __len__(self) -> int:

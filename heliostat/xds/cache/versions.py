@@ -104,11 +104,17 @@ class Versions(Mapping[str, str]):
         if not self._diff and not moved:  # the same content under every name, none of its own
             self._base = base
             return
-        names = set(self._diff)
+        own = self._diff
+        old = self._base
+        names = set(own)
         names.update(moved)
-        current = [(name, self.get(name)) for name in names]
         diff: dict[str, str | None] = {}
-        for name, version in current:
+        for name in names:  # `get` written out: this runs per stream and change
+            if name in own:
+                version = own[name]
+            else:
+                before = old.get(name)
+                version = None if before is None else before.version
             resource = base.get(name)
             if version != (None if resource is None else resource.version):
                 diff[name] = version

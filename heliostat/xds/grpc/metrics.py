@@ -30,13 +30,16 @@ class XdsMetrics:
         for reason in ("identity", "streams", "rate"):
             self.refused.labels(reason)
 
-        # Two events per stream and push: the labelled counters are looked up once each.
-        self._event_counters: dict[tuple[str, str, str], Counter] = {}
+        # Two events per stream and push: the labelled counters are looked up once each,
+        # by the event's own type and kind (no enum property read per event).
+        self._event_counters: dict[tuple[str, object, str], Counter] = {}
 
     def record(self, mode: str, event: Event) -> None:
-        type_name = event.type_url.short if isinstance(event.type_url, TypeUrl) else "unknown"
-        key = (mode, type_name, event.kind.value)
+        key = (mode, event.type_url, event.kind)
         counter = self._event_counters.get(key)
         if counter is None:
-            counter = self._event_counters[key] = self.events.labels(*key)
+            type_url = event.type_url
+            type_name = type_url.short if isinstance(type_url, TypeUrl) else "unknown"
+            counter = self.events.labels(mode, type_name, event.kind.value)
+            self._event_counters[key] = counter
         counter.inc()

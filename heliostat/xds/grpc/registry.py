@@ -52,14 +52,23 @@ class StreamEntry:
 class StreamRegistry:
     def __init__(self) -> None:
         self._entries: dict[int, StreamEntry] = {}
+        # The same entries by group: a push asks for its group's before any stream sends
+        # (comparing every entry's group, 3,000 comparisons a push at 1,000 streams).
+        self._groups: dict[NodeGroup, dict[int, StreamEntry]] = {}
         self._ids = itertools.count(1)
 
     def add(self, entry: StreamEntry) -> Callable[[], None]:
         entry.stream_id = next(self._ids)
         self._entries[entry.stream_id] = entry
+        self._groups.setdefault(entry.group, {})[entry.stream_id] = entry
 
         def remove() -> None:
             self._entries.pop(entry.stream_id, None)
+            group = self._groups.get(entry.group)
+            if group is not None:
+                group.pop(entry.stream_id, None)
+                if not group:
+                    del self._groups[entry.group]
 
         return remove
 
@@ -71,7 +80,7 @@ class StreamRegistry:
 
     def of_group(self, group: NodeGroup) -> list[StreamEntry]:
         """The group's streams, oldest first (no sorting: called on every push)."""
-        return [e for e in self._entries.values() if e.group == group]
+        return list(self._groups.get(group, {}).values())
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -72,6 +72,16 @@ class _StreamProtocol(Protocol[Req, Resp]):  # type: ignore[misc]
 _CHANGED = object()
 _CLOSED = object()
 _SETTLE = object()
+_REFUSED = object()  # the reader took a request over the node's rate: the handler aborts
+
+
+class _Failed:
+    """An exception the reader met handling a request, raised again by the stream's handler."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
@@ -216,10 +226,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         entry.responses = lambda: protocol.responses
         unregister = self._registry.add(entry)
         stop_watching = self._source.watch(group, lambda _snapshot: inbox.put_nowait(_CHANGED))
-        reader = asyncio.create_task(_pump(requests, inbox))
+        settling = StreamSettling(self._settle, protocol, lambda: inbox.put_nowait(_SETTLE))
+
+        handle = self._reader(mode, node.id, group, protocol, settling, inbox)
+        reader = asyncio.create_task(_pump(requests, inbox, handle))
         self._metrics.streams.labels(mode).inc()
         log.info("node_connected", node_id=node.id, group=group.key, mode=mode)
-        settling = StreamSettling(self._settle, protocol, lambda: inbox.put_nowait(_SETTLE))
         self._inboxes.add(inbox)
         try:
             outcome = protocol.withhold(self._withheld())
@@ -242,18 +254,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     outcome = protocol.on_snapshot(self._source.snapshot_for(group, node.id))
                     outcome.extend(protocol.withhold(self._withheld()))
                     continue
-                if not self._buckets.take(node.id):
-                    self._metrics.refused.labels("rate").inc()
-                    reason = (
-                        f"node {node.id!r} sent more than {limits.rate:g} requests/s "
-                        f"(burst {limits.burst}); stream closed"
-                    )
-                    _log_refusal(
-                        self.refusals, "stream_ended", node.id, reason="request rate", error=reason
-                    )
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
-                    return
-                outcome = protocol.on_request(item)
+                if isinstance(item, Outcome):  # what a request the reader handled brings
+                    outcome = item
+                    continue
+                outcome = await self._from_reader(item, node.id, protocol, context)
         finally:
             self._inboxes.discard(inbox)
             self._forget_for_stop(inbox)  # not waited for once gone
@@ -264,6 +268,61 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             self._metrics.streams.labels(mode).dec()
             log.info("node_disconnected", node_id=node.id, group=group.key, mode=mode)
 
+    async def _from_reader(
+        self,
+        item: object,
+        node_id: str,
+        protocol: _StreamProtocol[Any, Resp],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Outcome[Resp]:
+        """What the handler does with what the reader left it: a request it may not take
+        (over the node's rate: the stream is aborted, which raises), an error the reader
+        met (raised), or a request to handle here (while stopping)."""
+        if isinstance(item, _Failed):
+            raise item.error
+        limits = self._limits
+        if item is _REFUSED or not self._buckets.take(node_id):
+            self._metrics.refused.labels("rate").inc()
+            reason = (
+                f"node {node_id!r} sent more than {limits.rate:g} requests/s "
+                f"(burst {limits.burst}); stream closed"
+            )
+            _log_refusal(
+                self.refusals, "stream_ended", node_id, reason="request rate", error=reason
+            )
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+        return protocol.on_request(item)
+
+    def _reader(
+        self,
+        mode: str,
+        node_id: str,
+        group: NodeGroup,
+        protocol: _StreamProtocol[Req, Resp],
+        settling: StreamSettling,
+        inbox: asyncio.Queue[object],
+    ) -> Callable[[Req], None]:
+        """What handles a stream's requests as they are read (`_pump`): an ACK, most of
+        them, needs nothing of the stream's handler, which is not woken for it (a push to
+        1,000 streams is 1,000 ACKs). What a request brings to send goes to the inbox, and
+        so does whatever only the handler may do (abort the stream, settle while stopping)."""
+
+        def handle(request: Req) -> None:
+            if self._stopping:  # `_stop_step` runs in the handler's loop
+                inbox.put_nowait(request)
+                return
+            if not self._buckets.take(node_id):
+                inbox.put_nowait(_REFUSED)
+                return
+            outcome = protocol.on_request(request)
+            if outcome.responses:
+                inbox.put_nowait(outcome)
+                return
+            settling.step()
+            self._report(mode, node_id, group, outcome)
+
+        return handle
+
     def _report(
         self, mode: str, node_id: str, group: NodeGroup, outcome: Outcome[Resp]
     ) -> list[Resp]:
@@ -272,7 +331,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             self._metrics.record(mode, event)
             if self._log_every_event or event.kind not in _DEBUG_EVENTS:
                 _log_event(mode, node_id, event)
-            acked = acked or event.kind is EventKind.ACK
+            acked = acked or event.kind is _ACK
         if acked and self.on_ack is not None:
             self.on_ack(group)
         return outcome.responses
@@ -290,6 +349,7 @@ def _log_refusal(refusals: LogThrottle, event: str, node_id: str, **fields: obje
 
 
 _DEBUG_EVENTS = frozenset({EventKind.SENT, EventKind.ACK, EventKind.STALE})
+_ACK = EventKind.ACK
 
 
 def _debug_enabled() -> bool:
@@ -315,13 +375,19 @@ def _log_event(mode: str, node_id: str, event: Event) -> None:
         log.debug(name, nonce=event.nonce, **fields)
 
 
-async def _pump(requests: AsyncIterator[Any], inbox: asyncio.Queue[object]) -> None:
-    """Moves requests into the inbox; a closed or broken stream ends it."""
+async def _pump(
+    requests: AsyncIterator[Any], inbox: asyncio.Queue[object], handle: Callable[[Any], None]
+) -> None:
+    """Hands each request to `handle` as it is read; a closed or broken stream ends it, and
+    an error in `handle` goes to the inbox, for the stream's handler to raise."""
     try:
         async for request in requests:
-            inbox.put_nowait(request)
+            handle(request)
     except grpc.aio.AioRpcError as exc:
         log.debug("stream_read_ended", code=str(exc.code()))
+    except Exception as exc:  # the stream's handler ends the stream with it
+        inbox.put_nowait(_Failed(exc))
+        return
     finally:
         inbox.put_nowait(_CLOSED)
 

@@ -123,7 +123,7 @@ class StreamSettling:
     a break (an endpoint change in flight ends it), it waits at the gate, and `wake` is
     called once it may."""
 
-    __slots__ = ("_busy", "_gate", "_quiet", "_stream", "_waiting", "_wake")
+    __slots__ = ("_busy", "_due_since", "_gate", "_quiet", "_stream", "_waiting", "_wake")
 
     def __init__(self, gate: SettleGate, stream: Settles, wake: Callable[[], None]) -> None:
         self._gate = gate
@@ -131,6 +131,10 @@ class StreamSettling:
         self._wake = wake
         self._busy = False
         self._waiting = False
+        # Since when (loop time) the stream has been due without a break, or None. The
+        # timer is not cancelled and made again each time that breaks (twice per stream and
+        # change while endpoints move): it stays, and when it fires looks at `_due_since`.
+        self._due_since: float | None = None
         self._quiet: asyncio.TimerHandle | None = None
 
     def step(self) -> None:
@@ -141,30 +145,46 @@ class StreamSettling:
         if self._waiting:
             return
         if not stream.settle_due():
-            self._still(False)
-        elif self._quiet is None:
-            self._still(True)
+            self._due_since = None
+        elif self._due_since is None:
+            self._still()
 
     def woken(self) -> None:
         self._waiting = False
 
     def close(self) -> None:
-        self._still(False)
-        self._gate.forget(self)
-
-    def _still(self, since_now: bool) -> None:
-        """Start (`since_now`) or stop timing how long the stream has been due to settle."""
+        self._due_since = None
         if self._quiet is not None:
             self._quiet.cancel()
             self._quiet = None
-        if not since_now:
-            return
-        if self._gate.quiet_s <= 0:
+        self._gate.forget(self)
+
+    def _still(self) -> None:
+        """Start timing how long the stream has been due to settle."""
+        quiet_s = self._gate.quiet_s
+        if quiet_s <= 0:
             self._quiet_over()
             return
-        self._quiet = asyncio.get_running_loop().call_later(self._gate.quiet_s, self._quiet_over)
+        loop = asyncio.get_running_loop()
+        self._due_since = now = loop.time()
+        if self._quiet is None:
+            self._quiet = loop.call_at(now + quiet_s, self._look)
+
+    def _look(self) -> None:
+        """The timer: over if the stream has been due for `quiet_s` by now, else wait on
+        for the rest of the quiet of its latest stretch (if it is due at all)."""
+        self._quiet = None
+        since = self._due_since
+        if since is None or self._waiting:
+            return
+        loop = asyncio.get_running_loop()
+        over_at = since + self._gate.quiet_s
+        if loop.time() < over_at:
+            self._quiet = loop.call_at(over_at, self._look)
+            return
+        self._quiet_over()
 
     def _quiet_over(self) -> None:
-        self._quiet = None
+        self._due_since = None
         self._waiting = True
         self._gate.wait(self, self._wake)

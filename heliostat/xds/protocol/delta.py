@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -43,6 +44,14 @@ GLOB_SUFFIX = "/*"  # an xdstp glob collection: every resource whose name is und
 
 
 _NO_COLLECTIONS: frozenset[str] = frozenset()
+
+# Enum members as module constants: an attribute of an Enum class costs ~0.3 us a look, and
+# the per-stream path of a push looks dozens of times.
+_CDS, _EDS, _LEDS = TypeUrl.CLUSTER, TypeUrl.ENDPOINT, TypeUrl.LB_ENDPOINT
+_LDS, _RDS = TypeUrl.LISTENER, TypeUrl.ROUTE
+_SENT, _ACK, _NACK, _STALE = EventKind.SENT, EventKind.ACK, EventKind.NACK, EventKind.STALE
+_HELD, _UNKNOWN_TYPE = EventKind.HELD, EventKind.UNKNOWN_TYPE
+_PENDING_OF = attrgetter("pending")
 
 
 def _is_glob(name: str) -> bool:
@@ -129,6 +138,8 @@ class DeltaStream:
 
     def withhold(self, types: frozenset[TypeUrl]) -> DeltaOutcome:
         """Send nothing of `types` from now on; types no longer in it are answered now."""
+        if types == self._withheld:  # nearly always: nothing withheld before or now
+            return Outcome()
         released = self._withheld - types
         self._withheld = types
         outcome: DeltaOutcome = Outcome()
@@ -140,7 +151,7 @@ class DeltaStream:
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> DeltaOutcome:
         type_url = parse_type_url(request.type_url)
         if type_url is None:
-            return Outcome(events=[Event(EventKind.UNKNOWN_TYPE, request.type_url)])
+            return Outcome(events=[Event(_UNKNOWN_TYPE, request.type_url)])
         state = self._types[type_url]
         outcome: DeltaOutcome = Outcome()
         if not state.requested:
@@ -149,7 +160,7 @@ class DeltaStream:
             state.acked = Versions(request.initial_resource_versions)
             subscribe = set(request.resource_names_subscribe)
             state.wildcard = type_url.wildcard_by_default and not subscribe
-            if type_url is TypeUrl.ENDPOINT:
+            if type_url is _EDS:
                 state.initial = dict(request.initial_resource_versions)
                 state.pending_assignments = {n for n, v in state.initial.items() if is_pending(v)}
         if request.response_nonce:
@@ -158,8 +169,8 @@ class DeltaStream:
             state, request.resource_names_subscribe, request.resource_names_unsubscribe
         )
         outcome.extend(self._maybe_respond(state))
-        if type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE) and self._routes_settled():
-            outcome.extend(self._maybe_respond(self._types[TypeUrl.CLUSTER]))
+        if type_url in (_LDS, _RDS) and self._routes_settled():
+            outcome.extend(self._maybe_respond(self._types[_CDS]))
         return outcome
 
     def settle(self) -> DeltaOutcome:
@@ -173,28 +184,28 @@ class DeltaStream:
             return Outcome()
         self._settling = True
         try:
-            return self._maybe_respond(self._types[TypeUrl.ENDPOINT])
+            return self._maybe_respond(self._types[_EDS])
         finally:
             self._settling = False
 
     # -- queries ------------------------------------------------------------------------
 
     def status(self) -> dict[str, TypeStatus]:
-        endpoints = self._types[TypeUrl.ENDPOINT]
+        endpoints = self._types[_EDS]
         endpoints.status.settling = len(endpoints.pending_assignments)
         return {t.short: s.status for t, s in self._types.items() if s.requested}
 
     def in_flight(self) -> bool:
         """True while a response of any type awaits the node's ACK or NACK."""
-        return any(state.pending for state in self._types.values())
+        return any(map(_PENDING_OF, self._types.values()))  # twice per stream and change
 
     def settle_due(self) -> bool:
         """True when `settle` would send: an assignment is pending on the node and the
         node holds every endpoint it covers."""
-        endpoints = self._types[TypeUrl.ENDPOINT]
+        endpoints = self._types[_EDS]
         if not endpoints.pending_assignments or self._snapshot is None:
             return False
-        if TypeUrl.ENDPOINT in self._withheld or self._types[TypeUrl.LB_ENDPOINT].pending:
+        if _EDS in self._withheld or self._types[_LEDS].pending:
             return False  # (asked after every step: LEDS in flight settles nothing)
         held = self._members_held()
         return any(held(n) for n in endpoints.pending_assignments)
@@ -204,7 +215,7 @@ class DeltaStream:
     def _settle(self, state: _TypeState, request: discovery_pb2.DeltaDiscoveryRequest) -> Event:
         sent = state.pending.pop(request.response_nonce, None)
         if sent is None:
-            return Event(EventKind.STALE, state.type_url, nonce=request.response_nonce)
+            return Event(_STALE, state.type_url, nonce=request.response_nonce)
         if state.status.pending_nonce == request.response_nonce:
             state.status.pending_nonce = ""
         if not request.HasField("error_detail"):
@@ -215,15 +226,15 @@ class DeltaStream:
                 state.acked = state.known.copy()
             else:
                 sent.apply(state.acked)
-                if state.type_url is TypeUrl.LB_ENDPOINT:  # share what `known` shares
+                if state.type_url is _LEDS:  # share what `known` shares
                     _rebase(state.acked, state.known.base)
             # This response's version: a later one may still be in flight.
             state.status.acked_version = sent.version
-            return Event(EventKind.ACK, state.type_url, sent.version)
+            return Event(_ACK, state.type_url, sent.version)
         # The node applied none of it: hold the rejected versions; the node has what it ACKed
         # plus whatever later responses, still in flight, carry.
         state.level_with = None
-        if state.type_url is TypeUrl.ENDPOINT:
+        if state.type_url is _EDS:
             self._named.clear()  # which collections it names is not known: none, to be safe
         state.rejected.update(sent.versions())
         state.known = state.acked.copy()
@@ -239,7 +250,7 @@ class DeltaStream:
         state.status.last_rejection = Rejection(
             version, request.response_nonce, error, self._clock()
         )
-        return Event(EventKind.NACK, state.type_url, version, request.response_nonce, error)
+        return Event(_NACK, state.type_url, version, request.response_nonce, error)
 
     def _update_subscription(
         self, state: _TypeState, subscribe: Collection[str], unsubscribe: Collection[str]
@@ -295,7 +306,7 @@ class DeltaStream:
             or state.level_with is not old
             or state.unanswered
             or state.type_url in self._withheld
-            or self._types[TypeUrl.ENDPOINT].initial  # LEDS not seeded yet (`_seed`)
+            or self._types[_EDS].initial  # LEDS not seeded yet (`_seed`)
         ):
             return False
         available = self._snapshot.resources(state.type_url)
@@ -349,7 +360,7 @@ class DeltaStream:
         removed += self._missing(state, available, removed)
         if held:
             outcome.events.append(
-                Event(EventKind.HELD, state.type_url, detail="NACKed before: " + ", ".join(held))
+                Event(_HELD, state.type_url, detail="NACKed before: " + ", ".join(held))
             )
         if not updates and not removed:
             if state.level_with is available:  # the node's table: only where it differs
@@ -359,7 +370,7 @@ class DeltaStream:
                 # reconnect with initial_resource_versions): it is in sync without a push.
                 state.status.sent_version = state.status.acked_version = self._snapshot.version
             return outcome
-        before = state.known.as_dict() if state.type_url is TypeUrl.CLUSTER else {}
+        before = state.known.as_dict() if state.type_url is _CDS else {}
         self._nonce_counter += 1
         nonce = str(self._nonce_counter)
         state.pending[nonce] = _Sent(
@@ -397,7 +408,7 @@ class DeltaStream:
                 ),
             )
         )
-        outcome.events.append(Event(EventKind.SENT, state.type_url, version, nonce))
+        outcome.events.append(Event(_SENT, state.type_url, version, nonce))
         outcome.extend(self._after_sending(state.type_url, updates, removed, before))
         return outcome
 
@@ -406,11 +417,11 @@ class DeltaStream:
     ) -> DeltaOutcome:
         """What a response of `type_url` brings along: endpoints for replaced clusters,
         members for collections an assignment newly names; listeners are remembered."""
-        if type_url is TypeUrl.CLUSTER:
+        if type_url is _CDS:
             return self._resend_endpoints(updates, before)
-        if type_url is TypeUrl.ENDPOINT and self._snapshot and self._snapshot.members:
+        if type_url is _EDS and self._snapshot and self._snapshot.members:
             return self._fill_new_watches(updates, removed)
-        if type_url is TypeUrl.LISTENER:
+        if type_url is _LDS:
             self._listeners_known.update((r.name, r) for r in updates)
         return Outcome()
 
@@ -424,22 +435,23 @@ class DeltaStream:
         held: list[str] = []
         gone = None
         names: Iterable[str] = available
-        leds = state.type_url is TypeUrl.ENDPOINT and bool(
-            self._snapshot and self._snapshot.members
-        )
-        holds = self._members_held() if leds else None
+        leds = state.type_url is _EDS and bool(self._snapshot and self._snapshot.members)
+        # Made on first need: an assignment the node has pending stays pending whatever
+        # the node holds (the common push while endpoints move looks at nothing else).
+        holds = _OnFirstCall(self._members_held) if leds else None
         if state.level_with is not None and not state.unanswered:
             names, gone = changes(state.level_with, available)
             if leds and self._settling:  # pending ones are finished without changing
                 names = names | state.pending_assignments.intersection(available)
+        known = state.known
         for name in sorted(names):
             resource = available[name]
-            if not state.wants(name) or state.known.get(name) == resource.version:
+            has = known.get(name)
+            if has == resource.version or not state.wants(name):
                 continue
-            if leds:  # differs: under its own version only if the node holds its endpoints
-                assert holds is not None
-                resource = self._as_held(resource, state.known.get(name), holds)
-                if state.known.get(name) == resource.version:
+            if holds is not None:  # differs: its own version only if the node holds its endpoints
+                resource = self._as_held(resource, has, holds)
+                if has == resource.version:
                     continue  # pending already, with this content
             if state.rejected.get(name) == resource.version:
                 held.append(name)
@@ -478,9 +490,9 @@ class DeltaStream:
         )
         if not removed:
             return removed, False
-        if state.type_url is TypeUrl.CLUSTER and not self._routes_settled():
+        if state.type_url is _CDS and not self._routes_settled():
             return [], True  # make-before-break: routes still point at these
-        if state.type_url is TypeUrl.LISTENER:
+        if state.type_url is _LDS:
             current = {n: r for n, r in available.items() if state.wants(n)}
             kept = kept_until_replaced(current, state.acked, self._listeners_known)
             if kept:  # make-before-break: the node has not accepted their replacement yet
@@ -494,7 +506,7 @@ class DeltaStream:
         its ClusterLoadAssignment, and it does not ask again for a name it is subscribed to
         (go-control-plane#245; Istio pushes EDS after every CDS change).
         """
-        endpoints = self._types[TypeUrl.ENDPOINT]
+        endpoints = self._types[_EDS]
         updated = [r.name for r in clusters if before.get(r.name) not in (None, r.version)]
         stale = [name for name in updated if name in endpoints.known]
         if not stale:
@@ -505,7 +517,7 @@ class DeltaStream:
         outcome = self._maybe_respond(endpoints)
         # The new cluster's LEDS subscriptions share the old one's (still subscribed, so
         # Envoy asks for nothing): they fill only from what is sent next. Send them again.
-        leds = self._types[TypeUrl.LB_ENDPOINT]
+        leds = self._types[_LEDS]
         assert self._snapshot is not None
         again = [m for name in stale for m in self._snapshot.members.get(name, ())]
         if leds.requested and again:
@@ -526,7 +538,7 @@ class DeltaStream:
         (bench/measure/leds_probe.py --shared). Envoy hands a collection's update to every
         watch on it, so the members sent again after the assignment fill the new one."""
         assert self._snapshot is not None
-        leds = self._types[TypeUrl.LB_ENDPOINT]
+        leds = self._types[_LEDS]
         members = self._snapshot.members
         named_by = named_collections(members)  # once per snapshot, for every stream
         named = self._named
@@ -572,10 +584,10 @@ class DeltaStream:
         asks for each assignment that moved, on every stream)."""
         assert self._snapshot is not None
         members_of = self._snapshot.members
-        leds = self._types[TypeUrl.LB_ENDPOINT]
+        leds = self._types[_LEDS]
         ready = leds.requested and not leds.pending and leds.level_with is not None
         changed = (
-            moved(leds.level_with, self._snapshot.resources(TypeUrl.LB_ENDPOINT))
+            moved(leds.level_with, self._snapshot.resources(_LEDS))
             if ready and leds.level_with is not None
             else frozenset()
         )
@@ -598,13 +610,13 @@ class DeltaStream:
         version this snapshot gives it stands for exactly that assignment's members at
         this snapshot's versions (heliostat.xds.protocol.held): take those as held."""
         snapshot = self._snapshot
-        initial = self._types[TypeUrl.ENDPOINT].initial
-        if leds.type_url is not TypeUrl.LB_ENDPOINT or not initial:
+        initial = self._types[_EDS].initial
+        if leds.type_url is not _LEDS or not initial:
             return
         if snapshot is None or not snapshot.members:
             return
-        assignments = snapshot.resources(TypeUrl.ENDPOINT)
-        endpoints = snapshot.resources(TypeUrl.LB_ENDPOINT)
+        assignments = snapshot.resources(_EDS)
+        endpoints = snapshot.resources(_LEDS)
         held = [
             (member, endpoints[member].version)
             for cluster, version in initial.items()
@@ -614,13 +626,13 @@ class DeltaStream:
         ]
         leds.known.update(held)
         leds.acked.update(held)
-        self._types[TypeUrl.ENDPOINT].initial = {}  # once, before anything of LEDS is sent
+        self._types[_EDS].initial = {}  # once, before anything of LEDS is sent
 
     def _routes_settled(self) -> bool:
         """True when listeners and routes on the node match the snapshot (or are unused)."""
         if self._snapshot is None:
             return True
-        for type_url in (TypeUrl.LISTENER, TypeUrl.ROUTE):
+        for type_url in (_LDS, _RDS):
             state = self._types[type_url]
             if not state.requested:
                 continue
@@ -630,6 +642,22 @@ class DeltaStream:
                 if state.wants(name) and state.known.get(name) != resource.version:
                     return False
         return True
+
+
+class _OnFirstCall:
+    """`make()`'s function, made when first called (`DeltaStream._members_held` looks at
+    every collection that moved: not needed when every assignment that moved is pending)."""
+
+    __slots__ = ("_function", "_make")
+
+    def __init__(self, make: Callable[[], Callable[[str], bool]]) -> None:
+        self._make = make
+        self._function: Callable[[str], bool] | None = None
+
+    def __call__(self, name: str) -> bool:
+        if self._function is None:
+            self._function = self._make()
+        return self._function(name)
 
 
 def _rebase(table: Versions, base: Mapping[str, Resource]) -> None:

@@ -158,3 +158,35 @@ async def test_withheld_endpoints_are_sent_only_once_released(ads: Running, mode
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     await until(lambda: not ads.registry.entries())
+
+
+@pytest.mark.parametrize("mode", ["sotw", "delta"])
+async def test_requests_are_handled_as_they_are_read_without_waking_the_stream(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push to 1,000 streams brings 1,000 ACKs: each is handled by the stream's reader as
+    it arrives, and the stream's handler (which sends) is woken only for what there is to
+    send, never for a request itself; the node still ends up in sync."""
+    passed: list[object] = []
+
+    class Inbox(asyncio.Queue[object]):
+        def put_nowait(self, item: object) -> None:
+            passed.append(item)
+            super().put_nowait(item)
+
+    monkeypatch.setattr(asyncio, "Queue", Inbox)
+    async with serving(snapshot()) as ads:
+        client = Client("gw-1", "us-east")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{ads.port}") as channel:
+            task = asyncio.create_task(run_client(client, channel, mode))
+            try:
+                await asyncio.wait_for(client.ready.wait(), 10)
+                assert ads.source.cache.set(GROUP, snapshot(llama_port=9102))
+                await until(lambda: in_sync(ads) and eds_acked(ads) != "")
+                await until(lambda: sum(1 for r in client.receipts if r.acked_at) >= 5)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    requests = [item for item in passed if hasattr(item, "type_url")]
+    assert requests == [], "a request went through the stream's inbox"
+    assert any(type(item).__name__ == "Outcome" for item in passed), "subscriptions answered"

@@ -96,3 +96,31 @@ async def test_with_no_quiet_a_due_stream_goes_to_the_gate_at_once_and_a_closed_
     closed.close()
     await asyncio.sleep(0.15)
     assert woken == ["now"] and gate.waiting == 0
+
+
+async def test_changes_that_break_the_quiet_keep_one_timer_and_it_times_the_latest_stretch() -> (
+    None
+):
+    """While endpoints move, every change breaks a stream's due stretch and its ACK starts
+    another (twice per stream and change, at 1,000 streams): the loop keeps one timer per
+    stream for it, not one made and cancelled each time, and the quiet still counts from
+    the latest stretch."""
+    loop = asyncio.get_running_loop()
+    before = len(loop._scheduled)  # type: ignore[attr-defined]
+    gate = SettleGate(longest_s=60.0, quiet_s=0.2)
+    stream, woken = _Stream(), asyncio.Event()
+    settling = StreamSettling(gate, stream, woken.set)
+    for _ in range(100):  # a change goes out, then its ACK: due again
+        stream.sending, stream.due = True, False
+        settling.step()
+        stream.sending, stream.due = False, True
+        settling.step()
+    assert len(loop._scheduled) - before <= 1  # type: ignore[attr-defined]
+    await asyncio.sleep(0.12)
+    stream.sending, stream.due = True, False  # another change, 0.12 s into the quiet
+    settling.step()
+    stream.sending, stream.due = False, True
+    settling.step()
+    await asyncio.sleep(0.15)  # the first stretch's 0.2 s is over, the latest's is not
+    assert not woken.is_set()
+    await asyncio.wait_for(woken.wait(), timeout=5.0)
