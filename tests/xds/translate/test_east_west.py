@@ -15,6 +15,7 @@ from heliostat.balance import ClusterView, Health, RegionView, TrafficClass, sta
 from heliostat.balance.view import Balancing, LbPolicy, LocalityView
 from heliostat.policy import Policy, parse_policy
 from heliostat.wire import ENDPOINT_REASON_KEY, METADATA_NAMESPACE, ORIGIN_HEADER
+from heliostat.xds.grpc.load_reports import cluster_model
 from heliostat.xds.resources.nodes import NodeGroup, Role
 from heliostat.xds.resources.snapshot import Snapshot
 from heliostat.xds.resources.types import TypeUrl
@@ -301,3 +302,11 @@ def test_the_local_cluster_follows_the_regions_own_locality_not_its_lending() ->
     snapshot = snapshot_for(policy, dataclasses.replace(view, clusters=tuple(clusters)), "eu-west")
     (only,) = cla(snapshot, MODEL + LOCAL_SUFFIX).endpoints
     assert only.locality.region == "eu-west"
+
+
+def test_what_a_rescuer_places_for_a_lender_is_not_counted_as_the_rescuers_demand() -> None:
+    """Demand is counted at its origin (the lender's gateway reports its model cluster); the
+    rescuer's gateway reports its local cluster too (LRS sends every cluster), whose name
+    is no model cluster's."""
+    assert cluster_model(MODEL + LOCAL_SUFFIX, [MODEL]) is None
+    assert cluster_model(MODEL, [MODEL]) == (MODEL, False)
