@@ -41,6 +41,9 @@ class BootstrapOptions:
     admin_host: str = "127.0.0.1"
     admin_port: int = 19901
     listener_port: int | None = None
+    # The port of this gateway's east-west listener (lent requests from other regions'
+    # gateways; see heliostat/xds/translate/east_west.py), instead of the policy's.
+    east_west_port: int | None = None
     delta: bool = False
     # Gateways report their load (Envoy LRS) to heliostat over the same gRPC link: the
     # control law's demand at its origin. A sidecar is never asked to report.
@@ -74,6 +77,7 @@ class BootstrapOptions:
             ("xDS", self.xds_port),
             ("admin", self.admin_port),
             ("listener", self.listener_port),
+            ("east-west", self.east_west_port),
         ):
             if port is not None and not 0 < port < 65536:
                 raise ValueError(f"the {what} port must be 1-65535, got {port}")
@@ -83,6 +87,8 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
     metadata: dict[str, Any] = {"role": options.role.value}
     if options.listener_port is not None:
         metadata["listener_port"] = options.listener_port
+    if options.east_west_port is not None:
+        metadata["east_west_port"] = options.east_west_port
     document: dict[str, Any] = {
         "node": {
             "id": options.node_id,

@@ -384,6 +384,7 @@ def _bootstrap_options(args: argparse.Namespace, xds_host: str, xds_port: int) -
         admin_host=args.admin_address,
         admin_port=args.admin_port,
         listener_port=args.listener_port,
+        east_west_port=args.east_west_port,
         delta=args.delta,
         tls_cert=_absolute(args.tls_cert),
         tls_key=_absolute(args.tls_key),
@@ -737,6 +738,13 @@ def parser() -> argparse.ArgumentParser:
         type=port_number,
         default=None,
         help="the gateway listener's port, instead of the policy's",
+    )
+    boot.add_argument(
+        "--east-west-port",
+        type=port_number,
+        default=None,
+        help="the east-west listener's port (requests other regions' gateways lend here), "
+        "instead of the port of the region's spec.regions.R.east_west address",
     )
     boot.add_argument("--delta", action="store_true", help="use incremental (delta) xDS")
     boot.add_argument(

@@ -159,11 +159,13 @@ def mesh_document(
     endpoint_sim: Mapping[str, Mapping[str, Any]] | None = None,
     extra_models: Sequence[tuple[ExtraModel, Mapping[str, list[str]]]] = (),
     regions: Mapping[str, Mapping[str, float]] = RTT,
+    east_west: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The mesh's policy: MODEL on `replicas`, then each extra model on its replicas.
 
     `regions` is region -> {peer: RTT ms} (either side of a pair), as in a policy; a region
-    may have no replicas at all (an edge region)."""
+    may have no replicas at all (an edge region). `east_west` gives regions an east-west
+    gateway on that loopback port (lenders send the requests they lend there)."""
     models = [
         _model_section(MODEL, replicas, slots, speed, model_overrides or {}, endpoint_sim or {})
     ]
@@ -176,7 +178,17 @@ def mesh_document(
         "kind": "InferencePolicy",
         "metadata": {"name": "scenario"},
         "spec": {
-            "regions": {name: {"rtt_ms": dict(rtt)} for name, rtt in regions.items()},
+            "regions": {
+                name: {
+                    "rtt_ms": dict(rtt),
+                    **(
+                        {"east_west": [f"{LOCALHOST}:{east_west[name]}"]}
+                        if east_west and name in east_west
+                        else {}
+                    ),
+                }
+                for name, rtt in regions.items()
+            },
             "gateway": {"port": gateways_port, "address": LOCALHOST},
             "models": models,
         },
@@ -223,6 +235,7 @@ def start_mesh(
     extra_models: Sequence[ExtraModel] = (),
     regions: Mapping[str, Mapping[str, float]] = RTT,
     gateway_regions: Sequence[str] | None = None,
+    east_west: bool = False,
 ) -> Mesh:
     """Start the fleet (one process per region with replicas), heliostat, and one gateway
     per region of `regions` (edge regions included), or of `gateway_regions` where a
@@ -230,7 +243,10 @@ def start_mesh(
 
     `per_region` counts MODEL's replicas (0 or absent: an edge region); `endpoint_sim` gives
     each replica's simulator knobs beyond `slots` and `speed` (which it may override, one
-    replica at a time), from the addresses chosen for every region."""
+    replica at a time), from the addresses chosen for every region. With `east_west`, each
+    gateway of a region with replicas serves an east-west listener on a port of its own, and
+    the policy names it as the region's east-west address: requests lent to the region go
+    through its gateway (`heliostat.xds.translate.east_west`)."""
     unknown = sorted(set(per_region) - set(regions))
     if unknown:
         raise ValueError(f"replicas in regions {unknown} that the mesh does not have")
@@ -253,6 +269,9 @@ def start_mesh(
         for extra in extra_models
     ]
     policy_port = free_port()
+    east_west_ports = (
+        {r: free_port() for r in gateway_regions if replicas.get(r)} if east_west else {}
+    )
     document = mesh_document(
         policy_port,
         replicas,
@@ -262,6 +281,7 @@ def start_mesh(
         endpoint_sim=endpoint_sim(replicas) if endpoint_sim else None,
         extra_models=extras,
         regions=regions,
+        east_west=east_west_ports,
     )
     policy = workdir / "policy.yaml"
     write_policy(policy, document)
@@ -276,6 +296,7 @@ def start_mesh(
         fleet_regions=with_replicas,
         gateway_regions=gateway_regions,
         delta=delta,
+        east_west_ports=east_west_ports,
     )
     fleets = {region: fleet for region, fleet in stack.fleets.items() if region is not None}
     mesh = Mesh(policy, document, stack.gateways, replicas, fleets, stack.heliostat, stack.envoys)

@@ -395,8 +395,10 @@ class Envoy(EnvoyProcess):
         region: str,
         delta: bool,
         listener_port: int | None = None,
+        east_west_port: int | None = None,
     ) -> None:
         self.node_id = node_id
+        self.east_west_port = east_west_port
         admin_port = free_port()
         args = [
             sys.executable,
@@ -414,6 +416,8 @@ class Envoy(EnvoyProcess):
         ]
         if listener_port is not None:
             args += ["--listener-port", str(listener_port)]
+        if east_west_port is not None:
+            args += ["--east-west-port", str(east_west_port)]
         if delta:
             args.append("--delta")
         bootstrap = subprocess.run(args, check=True, capture_output=True, text=True).stdout
@@ -515,6 +519,7 @@ def start_stack(
     fleet_regions: Sequence[str | None],
     gateway_regions: Sequence[str],
     delta: bool = False,
+    east_west_ports: Mapping[str, int] | None = None,
 ) -> Stack:
     """Fleet, serve and gateways for a policy file, in that order, all on free loopback ports:
     the one start-up the end-to-end tests, the benchmarks and the demo share.
@@ -523,7 +528,8 @@ def start_stack(
     stopping one is an outage of its region), then `heliostat serve`, then one gateway per
     region of `gateway_regions` (node `gw-<region>`), started side by side and waited for
     together. Every process goes in `processes` as soon as it exists, so the caller stops
-    them all whatever fails half-way.
+    them all whatever fails half-way. A gateway of a region in `east_west_ports` announces
+    that east-west port (the policy lists it as the region's east-west address).
     """
     fleets: dict[str | None, SimFleet] = {}
     for region in fleet_regions:
@@ -546,6 +552,7 @@ def start_stack(
             region=region,
             delta=delta,
             listener_port=gateways[region],
+            east_west_port=(east_west_ports or {}).get(region),
         )
         processes.append(envoy)
         envoy.start(wait=False)  # the gateways start side by side

@@ -120,6 +120,10 @@ class Region(_Spec):
     rtt_ms: dict[Name, Annotated[float, Field(allow_inf_nan=False, strict=True)]] = Field(
         default_factory=dict
     )
+    # The region's east-west gateway addresses (an operator's load-balanced address, or each
+    # gateway's): other regions' gateways send the requests they lend to this region there,
+    # and its gateways place them on their own replicas. Empty: lenders list the replicas.
+    east_west: tuple[Address, ...] = ()
 
 
 class Gateway(_Spec):

@@ -27,11 +27,15 @@ class NodeGroup:
     role: Role
     region: str | None
     listener_port: int | None = None  # None: the policy's gateway port
+    # The east-west listener's port (None: the port of the region's east-west address in
+    # the policy, or no such listener when the policy gives the region none).
+    east_west_port: int | None = None
 
     @property
     def key(self) -> str:
         port = "default" if self.listener_port is None else str(self.listener_port)
-        return f"{self.role}/{self.region or '-'}/{port}"
+        east_west = "" if self.east_west_port is None else f"/ew{self.east_west_port}"
+        return f"{self.role}/{self.region or '-'}/{port}{east_west}"
 
 
 def group_of(node: base_pb2.Node) -> NodeGroup:
@@ -47,19 +51,28 @@ def group_of(node: base_pb2.Node) -> NodeGroup:
             f"node {node.id!r}: metadata role {role_text!r} is not one of "
             f"{', '.join(r.value for r in Role)}"
         ) from None
-    port = metadata.get("listener_port")
-    listener_port: int | None = None
-    if port is not None:
-        try:
-            # Struct numbers are floats; a bool (`true` -> 1) or 10443.5 is not a port.
-            if isinstance(port, bool) or (isinstance(port, float) and not port.is_integer()):
-                raise ValueError(port)
-            listener_port = int(port)
-        except (TypeError, ValueError, OverflowError):
-            listener_port = -1
-        if not 0 < listener_port < 65536:
-            raise NodeIdentityError(
-                f"node {node.id!r}: metadata listener_port {port!r} is not a port (1-65535)"
-            )
     region = node.locality.region or None
-    return NodeGroup(role=role, region=region, listener_port=listener_port)
+    return NodeGroup(
+        role=role,
+        region=region,
+        listener_port=_port(node, metadata, "listener_port"),
+        east_west_port=_port(node, metadata, "east_west_port"),
+    )
+
+
+def _port(node: base_pb2.Node, metadata: dict[str, object], key: str) -> int | None:
+    port = metadata.get(key)
+    if port is None:
+        return None
+    try:
+        # Struct numbers are floats; a bool (`true` -> 1) or 10443.5 is not a port.
+        if isinstance(port, bool) or (isinstance(port, float) and not port.is_integer()):
+            raise ValueError(port)
+        number: int = int(port)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        number = -1
+    if not 0 < number < 65536:
+        raise NodeIdentityError(
+            f"node {node.id!r}: metadata {key} {port!r} is not a port (1-65535)"
+        )
+    return number

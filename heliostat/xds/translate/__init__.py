@@ -10,12 +10,22 @@ from google.protobuf.message import Message
 from heliostat.balance import ClusterView, RegionView
 from heliostat.balance.view import LbPolicy, ReasonValue
 from heliostat.planning.plan import ModelPlan, plan
-from heliostat.policy import Policy
+from heliostat.policy import Model, Policy
 from heliostat.xds.resources.nodes import NodeGroup
 from heliostat.xds.resources.snapshot import Resource, Snapshot
 from heliostat.xds.resources.types import TypeUrl
 from heliostat.xds.translate.affinity import host_count, ring_size
 from heliostat.xds.translate.clusters import model_cluster
+from heliostat.xds.translate.east_west import (
+    EAST_WEST_ROUTE_CONFIG_NAME,
+    EAST_WEST_STAT_PREFIX,
+    east_west_addresses,
+    east_west_plans,
+    east_west_port,
+    east_west_routes,
+    local_cluster,
+    through_gateways,
+)
 from heliostat.xds.translate.endpoints import assignment_resource
 from heliostat.xds.translate.leds import endpoint_map, leds_forms
 from heliostat.xds.translate.listeners import ROUTE_CONFIG_NAME, gateway_listener, listener_name
@@ -49,14 +59,40 @@ def build_snapshot(
 
     With `leds` the snapshot also carries the LEDS form of every assignment for delta-xDS
     nodes (`leds.py`): one endpoint's change is then one small resource on their wire.
+
+    Other regions with east-west addresses are listed by them (`east_west.py`), and a group
+    with an east-west port gets that listener, its routes and its local clusters.
     """
     if memo is None:
         memo = TranslationMemo()
     traffic = plan(policy, view, memo.picks)
+    gateways = east_west_addresses(policy, group.region)
     clusters: dict[str, Message] = {}
     assignments: list[Resource] = []  # serialized by endpoints.py from cached parts
     cluster_views: list[ClusterView] = []
-    for name, (cluster_view, model) in traffic.clusters.items():
+    cluster_items = [
+        (
+            name,
+            (
+                cluster_view
+                if (d := traffic.derivations.get(name)) is not None and d.version is not None
+                else through_gateways(cluster_view, gateways),
+                model,
+            ),
+        )
+        for name, (cluster_view, model) in traffic.clusters.items()
+    ]
+    ew_port = east_west_port(policy, group.region, group.east_west_port)
+    port = group.listener_port or policy.spec.gateway.port
+    locals_: list[tuple[ClusterView, Model]] = []
+    if ew_port is not None and ew_port != port and group.region is not None:
+        for model in policy.spec.models:
+            own = view.cluster(model.name)
+            local = local_cluster(own, group.region) if own is not None else None
+            if local is not None:
+                locals_.append((local, model))
+                cluster_items.append((local.name, (local, model)))
+    for name, (cluster_view, model) in cluster_items:
         clusters[name] = _reused(
             memo,
             ("cluster", id(model), name, _balancing_key(cluster_view), cluster_view.max_requests),
@@ -65,7 +101,6 @@ def build_snapshot(
         )
         assignments.append(assignment_resource(cluster_view, memo))
         cluster_views.append(cluster_view)
-    port = group.listener_port or policy.spec.gateway.port
     lua = any((m.affinity and m.affinity.prefix_chars) or m.fallback for m in policy.spec.models)
     after = retry_after([m.signals.interval for m in policy.spec.models])
     address = policy.spec.gateway.address
@@ -83,6 +118,29 @@ def build_snapshot(
         (traffic.tenants, [p.model for p in traffic.models]),
         lambda: route_configuration(traffic.models, traffic.tenants, group.region),
     )
+    listeners: dict[str, Message] = {listener.name: listener}
+    route_configs: dict[str, Message] = {routes.name: routes}
+    if locals_ and ew_port is not None:
+        ew_listener = _reused(
+            memo,
+            ("ew-listener", address, ew_port, after),
+            None,
+            lambda: gateway_listener(
+                address,
+                ew_port,
+                retry_after_s=after,
+                route_config=EAST_WEST_ROUTE_CONFIG_NAME,
+                stat_prefix=EAST_WEST_STAT_PREFIX,
+            ),
+        )
+        ew_routes = _reused(
+            memo,
+            ("ew-routes", tuple((id(m), c.name) for c, m in locals_)),
+            [m for _, m in locals_],
+            lambda: east_west_routes(east_west_plans(locals_)),
+        )
+        listeners[ew_listener.name] = ew_listener
+        route_configs[ew_routes.name] = ew_routes
     leds_endpoints: Mapping[str, Resource] = {}
     leds_assignments: list[Resource] = []
     members: dict[str, tuple[str, ...]] = {}
@@ -96,8 +154,8 @@ def build_snapshot(
     snapshot = Snapshot.from_messages(
         {
             TypeUrl.CLUSTER: clusters,
-            TypeUrl.LISTENER: {listener.name: listener},
-            TypeUrl.ROUTE: {routes.name: routes},
+            TypeUrl.LISTENER: listeners,
+            TypeUrl.ROUTE: route_configs,
         },
         resources={TypeUrl.ENDPOINT: assignments},
         serialized=memo.serialized,

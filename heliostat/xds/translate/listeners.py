@@ -41,6 +41,8 @@ def gateway_listener(
     lua: bool = False,
     tenants: Sequence[Tenant] = (),
     retry_after_s: int = 1,
+    route_config: str = ROUTE_CONFIG_NAME,
+    stat_prefix: str = "heliostat",
 ) -> listener_pb2.Listener:
     """The HTTP listener of a node group.
 
@@ -51,6 +53,7 @@ def gateway_listener(
     Requests the control law refuses (drop_overloads) are answered 429 with `retry-after`,
     and a circuit breaker's 503s (the law's in-flight cap, the operator's bounds) carry it too;
     tenants' "no upstream" local replies become JSON 503s naming their pinning.
+    The east-west listener is one too, on its own port, `route_config` and `stat_prefix`.
     """
     filters = [json_to_metadata_filter()]
     if lua:
@@ -59,9 +62,9 @@ def gateway_listener(
         hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
     )
     manager = hcm_pb2.HttpConnectionManager(
-        stat_prefix="heliostat",
+        stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        rds=hcm_pb2.Rds(config_source=ads_source(), route_config_name=ROUTE_CONFIG_NAME),
+        rds=hcm_pb2.Rds(config_source=ads_source(), route_config_name=route_config),
         http_filters=filters,
         stream_idle_timeout=seconds(STREAM_IDLE_TIMEOUT_S),
     )

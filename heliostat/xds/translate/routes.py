@@ -46,8 +46,14 @@ _CLASSES = (TrafficClass.BATCH, TrafficClass.INTERACTIVE)  # batch first: it mat
 
 
 def route_configuration(
-    plans: Sequence[ModelPlan], tenants: Sequence[Tenant], region: str | None
+    plans: Sequence[ModelPlan],
+    tenants: Sequence[Tenant],
+    region: str | None,
+    *,
+    name: str = ROUTE_CONFIG_NAME,
 ) -> route_pb2.RouteConfiguration:
+    """The routes of `plans`' models; `region` None adds no origin header (the east-west
+    listener's routes keep the lender's)."""
     models = [plan.model.name for plan in plans]
     routes = [openai_api.models_route(models)]
     for by_body in (False, True):  # every header route before any body route
@@ -75,7 +81,7 @@ def route_configuration(
         ),
     ]
     return route_pb2.RouteConfiguration(
-        name=ROUTE_CONFIG_NAME,
+        name=name,
         virtual_hosts=[rc.VirtualHost(name="models", domains=["*"], routes=routes)],
     )
 
