@@ -151,9 +151,6 @@ def _run_scenario(
             model_overrides=fleet.model_overrides(scenario),
             endpoint_sim=fleet.endpoint_sim(scenario),
             regions=fleet.rtt_table(scenario),
-            # heliostat's gateways serve east-west listeners: what a region lends is placed
-            # by the rescuer's gateway (heliostat/xds/translate/east_west.py).
-            east_west=True,
         )
         model = load_policy(mesh.policy_path).spec.models[0]
         # The static gateways only when a policy runs on them: heliostat alone leaves the
@@ -406,9 +403,7 @@ def _setup(size: Size, plan: Plan, chosen: Sequence[str] = POLICIES) -> dict[str
         "order": "for each scenario, policies in this order, the fleet reset before each",
         "policies": {
             "heliostat": "heliostat serve + its xDS-configured Envoy per region, with the "
-            "operator policy derived from the scenario (routing_fleet); each gateway serves "
-            "an east-west listener, named in the policy, through which lent requests reach "
-            "the rescuer's replicas",
+            "operator policy derived from the scenario (routing_fleet)",
             "round_robin": "static Envoy per region, locality failover by RTT, ROUND_ROBIN",
             "least_request": "static Envoy per region, locality failover by RTT, LEAST_REQUEST",
             "ring_hash": "static Envoy per region, locality failover by RTT, RING_HASH on "
