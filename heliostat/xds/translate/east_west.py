@@ -9,7 +9,9 @@ Istio's east-west gateway does between clusters, a region with east-west address
 instead of its replicas: the lender's Envoy still splits by the published share (the
 locality's weight is untouched, and the gateways of one locality are alike, so a hashing
 cluster's ring share of the locality is exactly the share too), and B's gateway places the
-request on its own replicas with its own in-flight counts, which see B's users as well.
+request on its own replicas. (Not yet with counts that see B's users: Envoy counts
+in-flight requests per cluster, and `<model>|east-west` below is a cluster of its own, so B
+sees only the lent requests, as A did; README, "the east-west hop", says what that costs.)
 
 B's gateways serve an east-west listener (its port: the node's `east_west_port` metadata,
 else the port of the region's first east-west address) whose routes send each model to
