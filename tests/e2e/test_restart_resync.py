@@ -7,6 +7,7 @@ caps it at 1 s (`RECONNECT_MAX_S`).
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
@@ -41,6 +42,15 @@ SETTLE = ("--leds-settle-after", "0.5")
 def settled(node: dict[str, Any]) -> bool:
     """No assignment pending on the node (heliostat.xds.protocol.held)."""
     return not any(t.get("settling") for t in node["types"].values())
+
+
+def rejoined(heliostat: Heliostat, asked: set[str]) -> dict[str, Any] | None:
+    """gw-eu's node, once in sync and asking for every type of `asked` (in sync on fewer,
+    CDS alone with its EDS request not yet in, it would pass a no-response check on EDS)."""
+    node = heliostat.node("gw-eu")
+    if node and node["in_sync"] and set(node["types"]) >= asked:
+        return node
+    return None
 
 
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
@@ -90,7 +100,11 @@ def test_envoy_resyncs_within_5s_of_a_heliostat_restart(
     envoy = start_envoy(heliostat, "gw-eu", "eu-west")
     # In sync, and (delta, LEDS) its assignments under their own versions: a node killed
     # with one still pending is re-sent its endpoints, as it may hold any of them.
-    wait_until(lambda: (n := heliostat.node("gw-eu")) and n["in_sync"] and settled(n), timeout=20)
+    before = wait_until(
+        lambda: (n := rejoined(heliostat, {"CDS", "EDS", "LDS", "RDS"})) and settled(n) and n,
+        timeout=20,
+    )
+    asked = set(before["types"])  # what the re-joined node must be in sync on
     dump = envoy.config_dump(include_eds=False)
     (bootstrap,) = [c for c in dump["configs"] if "BootstrapConfigDump" in c["@type"]]
     ads = bootstrap["bootstrap"]["dynamic_resources"]["ads_config"]["grpc_services"][0]
@@ -107,7 +121,7 @@ def test_envoy_resyncs_within_5s_of_a_heliostat_restart(
         heliostat = start_heliostat(policy, xds_port=heliostat.xds_port, extra_args=SETTLE)
         ready_after = time.monotonic() - restarted_at
         node = wait_until(
-            lambda h=heliostat: (n := h.node("gw-eu")) and n["in_sync"] and n,
+            functools.partial(rejoined, heliostat, asked),
             timeout=30,
             interval=0.02,
             message="envoy re-joined the restarted heliostat",
