@@ -158,10 +158,11 @@ class ControlPlane:
         self.signals.on_update = self._round_landed
         # Endpoints are withheld from every stream until a first round of every model has
         # landed, so Envoys reconnecting after a restart keep their weights (runtime.warmup).
+        self._constructed_at = time.monotonic()
         self.first_round = FirstRound(
             {t.model for t in targets_from_policy(policy)},
             max(m.signals.timeout for m in policy.spec.models) + SLACK_S,
-            time.monotonic(),
+            self._constructed_at,
         )
         if not self.first_round.done:
             self.publisher.withhold(frozenset({TypeUrl.ENDPOINT, TypeUrl.LB_ENDPOINT}))
@@ -258,14 +259,30 @@ class ControlPlane:
         else:
             self.control.signals_landed(model)
 
+    async def _start_worker(self) -> None:
+        """Start the scrape worker; once it is up (or its start failed) the first round's
+        bound counts from then. Armed before, it expired while a loaded machine was still
+        importing the worker (a second or more, 3-4 s at load 10): the endpoints were then
+        released with no round landed, neutral, and a restarted heliostat re-sent EDS to
+        every Envoy it had just resynced, then again when the round landed."""
+        try:
+            await self.signals.start()
+        finally:
+            self.first_round.postpone(time.monotonic() - self._constructed_at)
+            if self._serving and not self.first_round.done:
+                self._schedule_first_round_bound()
+
     def _schedule_first_round_bound(self) -> None:
+        if self._overdue is not None:
+            self._overdue.cancel()
         self._overdue = asyncio.get_running_loop().call_at(
             _loop_time_of(self.first_round.deadline), self._first_round_overdue
         )
 
     def _first_round_overdue(self) -> None:
         """The bound of the first round passed: release the endpoints if still withheld.
-        A bound moved later since (the scrape worker's start) is waited for again."""
+        A bound moved later since (the scrape worker's start) is waited for again. Armed
+        only once the worker's start has ended (`_start_worker`)."""
         if self.first_round.expire(time.monotonic()):
             self._release_endpoints()
         elif not self.first_round.done and self._serving:
@@ -411,12 +428,8 @@ class ControlPlane:
             # most of a restarted heliostat's time to resync its Envoys. Reads wait for it
             # (`offload.WorkerFetcher`), and the first round's bound moves by its start: it
             # is not the replicas' slowness.
-            began = time.monotonic()
             self._worker_starting = asyncio.create_task(
-                self.signals.start(), name="scrape worker start"
-            )
-            self._worker_starting.add_done_callback(
-                lambda _: self.first_round.postpone(time.monotonic() - began)
+                self._start_worker(), name="scrape worker start"
             )
             # Nothing may be served between the server's start and the first tick below.
             await server.start()
@@ -434,7 +447,8 @@ class ControlPlane:
             self._supervise(server, admin)
             self.control.tick()
             heap.settle()  # start-up objects and the policy: out of the GC's scans
-            self._schedule_first_round_bound()
+            if self._worker_starting.done():  # else its end arms the bound (_start_worker)
+                self._schedule_first_round_bound()
             supervising = asyncio.create_task(self.supervisor.run(), name="supervisor")
             signalled = asyncio.create_task(stop.wait(), name="signals handler")
             self._serving = True

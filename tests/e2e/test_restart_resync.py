@@ -7,6 +7,7 @@ caps it at 1 s (`RECONNECT_MAX_S`).
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
@@ -43,6 +44,15 @@ def settled(node: dict[str, Any]) -> bool:
     return not any(t.get("settling") for t in node["types"].values())
 
 
+def rejoined(heliostat: Heliostat, asked: set[str]) -> dict[str, Any] | None:
+    """gw-eu's node, once in sync and asking for every type of `asked` (in sync on fewer,
+    CDS alone with its EDS request not yet in, it would pass a no-response check on EDS)."""
+    node = heliostat.node("gw-eu")
+    if node and node["in_sync"] and set(node["types"]) >= asked:
+        return node
+    return None
+
+
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
 def test_the_generated_bootstrap_passes_envoys_own_validation(tmp_path: Path, delta: bool) -> None:
     args = [
@@ -77,9 +87,12 @@ def test_envoy_resyncs_within_5s_of_a_heliostat_restart(
     start_heliostat: Callable[..., Heliostat],
     start_envoy: Callable[..., Envoy],
 ) -> None:
-    # Not scraped (404): a restarted heliostat then reaches the same view it had before the
-    # kill without waiting for a scrape, so the same content hashes can be checked.
-    eu = upstreams("eu-west", scraped=False)
+    # Scraped as an idle vLLM: its view is the same from the first round on, and a restarted
+    # heliostat withholds endpoints until its own first round (runtime.warmup), so the same
+    # content hashes can be checked. Not scraped (404) it was not: failed scrapes make it
+    # unhealthy only at the third (thresholds.failures), so the view before the kill
+    # depended on how long the first heliostat had run, and a restarted one's first differed.
+    eu = upstreams("eu-west")
     gateway = free_port()
     policy = tmp_path / "policy.yaml"
     write_policy(policy, policy_document(gateway_port=gateway, endpoints=[(eu.address, "eu-west")]))
@@ -87,7 +100,11 @@ def test_envoy_resyncs_within_5s_of_a_heliostat_restart(
     envoy = start_envoy(heliostat, "gw-eu", "eu-west")
     # In sync, and (delta, LEDS) its assignments under their own versions: a node killed
     # with one still pending is re-sent its endpoints, as it may hold any of them.
-    wait_until(lambda: (n := heliostat.node("gw-eu")) and n["in_sync"] and settled(n), timeout=20)
+    before = wait_until(
+        lambda: (n := rejoined(heliostat, {"CDS", "EDS", "LDS", "RDS"})) and settled(n) and n,
+        timeout=20,
+    )
+    asked = set(before["types"])  # what the re-joined node must be in sync on
     dump = envoy.config_dump(include_eds=False)
     (bootstrap,) = [c for c in dump["configs"] if "BootstrapConfigDump" in c["@type"]]
     ads = bootstrap["bootstrap"]["dynamic_resources"]["ads_config"]["grpc_services"][0]
@@ -104,7 +121,7 @@ def test_envoy_resyncs_within_5s_of_a_heliostat_restart(
         heliostat = start_heliostat(policy, xds_port=heliostat.xds_port, extra_args=SETTLE)
         ready_after = time.monotonic() - restarted_at
         node = wait_until(
-            lambda h=heliostat: (n := h.node("gw-eu")) and n["in_sync"] and n,
+            functools.partial(rejoined, heliostat, asked),
             timeout=30,
             interval=0.02,
             message="envoy re-joined the restarted heliostat",

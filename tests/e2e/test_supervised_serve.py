@@ -235,4 +235,7 @@ async def test_serve_is_ready_while_its_scrape_worker_starts_and_waits_for_it_to
     while not plane.first_round.done:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
+    # Released by the round, not by a bound that expired while the worker still started
+    # (counted from before it, it did: endpoints went out neutral, then moved again).
+    assert plane.first_round.reason == "first signal round landed"
     await _stop(plane, stop, serving)
