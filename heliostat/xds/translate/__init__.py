@@ -9,7 +9,7 @@ from google.protobuf.message import Message
 
 from heliostat.balance import ClusterView, RegionView
 from heliostat.balance.view import LbPolicy, ReasonValue
-from heliostat.planning.plan import ModelPlan, plan
+from heliostat.planning.plan import Derivation, ModelPlan, plan
 from heliostat.policy import Model, Policy
 from heliostat.xds.resources.nodes import NodeGroup
 from heliostat.xds.resources.snapshot import Resource, Snapshot
@@ -71,15 +71,7 @@ def build_snapshot(
     assignments: list[Resource] = []  # serialized by endpoints.py from cached parts
     cluster_views: list[ClusterView] = []
     cluster_items = [
-        (
-            name,
-            (
-                cluster_view
-                if (d := traffic.derivations.get(name)) is not None and d.version is not None
-                else through_gateways(cluster_view, gateways),
-                model,
-            ),
-        )
+        (name, (_listed(cluster_view, traffic.derivations.get(name), gateways), model))
         for name, (cluster_view, model) in traffic.clusters.items()
     ]
     ew_port = east_west_port(policy, group.region, group.east_west_port)
@@ -214,3 +206,13 @@ def _plans_key(plans: Sequence[ModelPlan]) -> Hashable:
         )
         for p in plans
     )
+
+
+def _listed(
+    view: ClusterView, derivation: Derivation | None, gateways: Mapping[str, tuple[str, ...]]
+) -> ClusterView:
+    """`view` as the gateway lists it: other regions by their east-west gateways, except in
+    a version cluster (`<model>@<version>`), whose east-west routes could not pick it."""
+    if derivation is not None and derivation.version is not None:
+        return view
+    return through_gateways(view, gateways)
