@@ -27,7 +27,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bench import scale
-from heliostat.balance import law, static_views
+from heliostat.balance import capacity, law, overflow, static_views
+from heliostat.balance import endpoints as endpoint_pass
 from heliostat.runtime import control, heap
 from heliostat.runtime import publisher as publishing
 from heliostat.runtime.control import ControlLoop
@@ -64,11 +65,31 @@ def _collector(phase: str, info: dict[str, int]) -> None:
         spent[f"gc gen{generation} runs"] += 1
 
 
+# The law's parts that read every row (or every model) each tick, timed one by one; each
+# includes what it calls (`advance` holds `_moving` and `_step_rows`).
+_PARTS: tuple[tuple[Any, str], ...] = (
+    (law, "_slots"),
+    (law, "sample_reads"),
+    (capacity, "read_samples"),
+    (capacity, "observe_columns"),
+    (law, "advance"),
+    (endpoint_pass, "_moving"),
+    (endpoint_pass, "_step_rows"),
+    (law, "_derive"),
+    (law, "_patched"),
+    (law, "_set_live"),
+    (law, "_supply"),
+    (overflow, "step"),
+)
+
+
 def main(endpoints: int, views: int, every: int, ticks: int) -> None:
     _timed(law, "compute", "compute")
     _timed(law, "_endpoints", "compute: per-endpoint pass")
     _timed(law, "column_peers", "compute: per-endpoint pass: column_peers")
     _timed(publishing, "build_snapshot", "publish: build_snapshot")
+    for owner, name in _PARTS:  # inside the per-endpoint pass, or beside it in `compute`
+        _timed(owner, name, f"compute: part: {owner.__name__.rsplit('.', 1)[-1]}.{name}")
     control.compute = law.compute  # the loop calls the timed one
     policy = scale._policy(endpoints, views)
     fleet = scale._Fleet(policy, every)
