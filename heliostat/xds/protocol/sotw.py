@@ -6,7 +6,9 @@ never re-send content the node NACKed until the content changes (go-control-plan
 by version and loops; Istio waits for a real change, and so do we), push clusters before
 endpoints before listeners before routes, and remove a cluster only after the routes that
 pointed at it have been replaced on the node. A listener the snapshot drops (a port change)
-is likewise sent alongside its replacement until the node ACKs that (`listeners`).
+is likewise sent alongside its replacement until the node ACKs that (`listeners`). Routes
+wait for their clusters: while the clusters that would add one are held (the node NACKed
+them), routes naming it are held too, and the node keeps routes that work.
 
 A type can be withheld (`withhold`): nothing of it is sent until it is released, and a
 SotW node keeps what it has until it is sent something. A restarted heliostat withholds
@@ -25,7 +27,12 @@ from envoy.service.discovery.v3 import discovery_pb2
 from heliostat.xds.cache.responses import SharedResponses
 from heliostat.xds.protocol.events import Event, EventKind, Outcome, Rejection, TypeStatus
 from heliostat.xds.protocol.listeners import kept_until_replaced
-from heliostat.xds.resources.snapshot import Resource, Snapshot, combined_version
+from heliostat.xds.resources.snapshot import (
+    Resource,
+    Snapshot,
+    combined_version,
+    route_clusters,
+)
 from heliostat.xds.resources.types import PUSH_ORDER, TypeUrl, parse_type_url
 
 SotwOutcome = Outcome[discovery_pb2.DiscoveryResponse]
@@ -68,6 +75,7 @@ class SotwStream:
         self._listeners_known: dict[str, Resource] = {}
         self._listeners_in_flight: dict[str, str] = {}
         self._listeners_accepted: dict[str, str] = {}
+        self._routes_held = False  # routes wait for clusters the node was not sent
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -88,6 +96,7 @@ class SotwStream:
         for type_url in PUSH_ORDER:
             if type_url in released:
                 outcome.extend(self._maybe_respond(self._types[type_url]))
+        outcome.extend(self._routes_waiting())
         return outcome
 
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> SotwOutcome:
@@ -120,6 +129,8 @@ class SotwStream:
         elif first and request.version_info:
             self._adopt_known_version(state, request.version_info)
         outcome.extend(self._maybe_respond(state))
+        if type_url is not TypeUrl.ROUTE:
+            outcome.extend(self._routes_waiting())
         return outcome
 
     # -- queries ------------------------------------------------------------------------
@@ -198,6 +209,19 @@ class SotwStream:
                 Event(EventKind.HELD, state.type_url, version, detail="NACKed before")
             )
             return outcome
+        if state.type_url is TypeUrl.ROUTE and (missing := self._clusters_missing(resources)):
+            self._routes_held = True
+            outcome.events.append(
+                Event(
+                    EventKind.HELD,
+                    state.type_url,
+                    version,
+                    detail="waits for clusters " + ", ".join(sorted(missing)),
+                )
+            )
+            return outcome
+        if state.type_url is TypeUrl.ROUTE:
+            self._routes_held = False
         self._nonce_counter += 1
         state.nonce = str(self._nonce_counter)
         state.sent_version = version
@@ -226,6 +250,22 @@ class SotwStream:
             self._listeners_known.update((r.name, r) for r in resources)
             self._listeners_in_flight = {r.name: r.version for r in resources}
         return outcome
+
+    def _clusters_missing(self, routes: list[Resource]) -> frozenset[str]:
+        """Clusters these routes send to that the node was not sent, though the snapshot has
+        them: the clusters that add them are held (NACKed), so the routes wait too."""
+        clusters = self._types[TypeUrl.CLUSTER]
+        if not clusters.requested or self._snapshot is None:
+            return frozenset()
+        known = self._snapshot.resources(TypeUrl.CLUSTER)
+        named = frozenset().union(*(route_clusters(r) for r in routes))
+        return frozenset(n for n in named - clusters.sent_names if n in known)
+
+    def _routes_waiting(self) -> SotwOutcome:
+        """Held routes, tried again once something else was answered (routes go last)."""
+        if not self._routes_held:
+            return Outcome()
+        return self._maybe_respond(self._types[TypeUrl.ROUTE])
 
     def _after_clusters_sent(self, resources: list[Resource]) -> SotwOutcome:
         """Re-send endpoints when a cluster the node already had was updated.

@@ -298,6 +298,11 @@ _REFERENCES: dict[int, tuple[Message, frozenset[str]]] = {}
 _REFERENCES_LIMIT = 1024
 
 
+def route_clusters(resource: Resource) -> frozenset[str]:
+    """The clusters a RouteConfiguration resource sends to (read once per message)."""
+    return _references(resource.message, _route_clusters)
+
+
 def _references(message: Message, find: Callable[[Message], Iterable[str]]) -> frozenset[str]:
     """`find(message)`, from the table when this very message was read before."""
     hit = _REFERENCES.get(id(message))
