@@ -33,18 +33,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_pb2
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView, TrafficClass
 from heliostat.balance.view import endpoint_view
 from heliostat.planning.plan import ModelPlan, Target
 from heliostat.policy import Model, Policy
+from heliostat.xds.translate.endpoints import REGION_KEY, SUBSET_NAMESPACE
 from heliostat.xds.translate.routes import route_configuration
 
 EAST_WEST_ROUTE_CONFIG_NAME = "heliostat_east_west"
 EAST_WEST_STAT_PREFIX = "heliostat_east_west"
-LOCAL_SUFFIX = "|east-west"
-"""`<model>|east-west`: a model's cluster on an east-west listener (no policy name has `|`)."""
 GATEWAY_STATE = "east_west"
 """The reason state of a gateway endpoint (its EDS metadata code)."""
 
@@ -120,36 +120,38 @@ def region_health(replicas: Sequence[EndpointView]) -> Health:
     return next((h for h in _BEST if h in present), Health.UNHEALTHY)
 
 
-def local_cluster(view: ClusterView, region: str) -> ClusterView | None:
-    """The model's cluster behind `region`'s east-west listener: the region's own locality
-    of `view` (the model's interactive cluster in the region's view) alone, balanced as
-    `view` is, refusing nothing; None when the region has none of the model's replicas."""
-    home = next((loc for loc in view.localities if loc.region == region), None)
-    if home is None or not home.endpoints:
-        return None
-    return ClusterView(
-        name=view.name + LOCAL_SUFFIX,
-        model=view.model,
-        localities=(LocalityView(region, 0, home.endpoints, 1),),
-        balancing=view.balancing,
-    )
+def serves(view: ClusterView, region: str) -> bool:
+    """Whether `region`'s east-west listener routes the model of `view` (the model's
+    interactive cluster in the region's view): while the region's own locality lists
+    replicas of it."""
+    return any(loc.region == region and loc.endpoints for loc in view.localities)
 
 
-def east_west_plans(locals_: Sequence[tuple[ClusterView, Model]]) -> list[ModelPlan]:
-    """Each model's requests, batch or interactive, to its local cluster."""
+def region_subset(region: str) -> base_pb2.Metadata:
+    """The east-west routes' `metadata_match`: the region's own hosts of the cluster."""
+    match = base_pb2.Metadata()
+    match.filter_metadata[SUBSET_NAMESPACE].update({REGION_KEY: region})
+    return match
+
+
+def east_west_plans(models: Sequence[tuple[str, Model]]) -> list[ModelPlan]:
+    """Each model's requests, batch or interactive, to its cluster (`name`)."""
     return [
         ModelPlan(
             model,
             {
-                (None, TrafficClass.BATCH): Target(((cluster.name, 1),)),
-                (None, TrafficClass.INTERACTIVE): Target(((cluster.name, 1),)),
+                (None, TrafficClass.BATCH): Target(((name, 1),)),
+                (None, TrafficClass.INTERACTIVE): Target(((name, 1),)),
             },
         )
-        for cluster, model in locals_
+        for name, model in models
     ]
 
 
-def east_west_routes(plans: Sequence[ModelPlan]) -> route_pb2.RouteConfiguration:
-    """The east-west listener's routes: by model (header, else body) to its local cluster,
-    with the model's hash, retries and priority classes, and no origin header of its own."""
-    return route_configuration(plans, (), None, name=EAST_WEST_ROUTE_CONFIG_NAME)
+def east_west_routes(plans: Sequence[ModelPlan], region: str) -> route_pb2.RouteConfiguration:
+    """The east-west listener's routes: by model (header, else body) to its cluster's
+    `region` subset, with the model's hash, retries and priority classes, and no origin
+    header of its own."""
+    return route_configuration(
+        plans, (), None, name=EAST_WEST_ROUTE_CONFIG_NAME, subset=region_subset(region)
+    )
