@@ -137,6 +137,13 @@ def run(
     return result
 
 
+EAST_WEST = False
+"""Whether heliostat's gateways serve and use the east-west hop (`start_mesh(east_west=...)`).
+Off: with the hop the rescuer's gateway reports lent requests as its own demand over LRS
+(regional_surge 85.3% SLO, 151 refused, against the kept 97.2%); on once `load_reports`
+counts them once (bench/measure/east_west_lrs.patch; README, "the east-west hop")."""
+
+
 def _run_scenario(
     scenario: Scenario, size: Size, workdir: Path, plan: Plan, policies: Sequence[str]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, Any]]:
@@ -151,6 +158,9 @@ def _run_scenario(
             model_overrides=fleet.model_overrides(scenario),
             endpoint_sim=fleet.endpoint_sim(scenario),
             regions=fleet.rtt_table(scenario),
+            # heliostat's gateways only (the static ones are separate): a region's lent
+            # requests go through the rescuer's east-west gateway, into its own cluster.
+            east_west=EAST_WEST,
         )
         model = load_policy(mesh.policy_path).spec.models[0]
         # The static gateways only when a policy runs on them: heliostat alone leaves the

@@ -14,13 +14,16 @@ Under the law's own shares (no `--lend` what-if), every seed is played once per 
   request). On these fleets the law's least-request clusters already scan every host
   (`full_scan`), so on a chat fleet `rescuer_ring` and `rescuer_least` place alike. The
   planet's rescuer places with its Envoy's counts of every request on its replicas, its own
-  users' and the lent ones alike, and then counts the lent request there, not at the lender;
-- `hop`: wip/eastwest as Envoy would run it. The east-west listener routes to
-  `<model>|east-west`, a cluster of its own, and Envoy keeps a host's in-flight count per
-  cluster (each cluster's hosts are its own objects: admin /clusters lists each host's
-  rq_active per cluster), so the rescuer's gateway places lent requests by the lent
-  requests it placed, blind to its own users (and its own users' cluster blind to the lent
-  ones); the lender's Envoy keeps counting the request (its cluster's in-flight total);
+  users' and the lent ones alike, and then counts the lent request there, not at the lender:
+  the hop as built since the sixteenth session (the rescuer's own model cluster, held to its
+  region's subset, `heliostat.xds.translate.east_west`);
+- `hop`: the hop as first built (wip/eastwest, fifteenth session), as Envoy would run it.
+  The east-west listener routed to `<model>|east-west`, a cluster of its own, and Envoy
+  keeps a host's in-flight count per cluster (each cluster's hosts are its own objects:
+  admin /clusters lists each host's rq_active per cluster), so the rescuer's gateway places
+  lent requests by the lent requests it placed, blind to its own users (and its own users'
+  cluster blind to the lent ones); the lender's Envoy keeps counting the request (its
+  cluster's in-flight total);
 - `null`: the lender places, with the one random draw per lent request the rescuer's
   placement makes: the spread a change of the random stream alone gives (the planet is
   chaotic: any change reshuffles every later draw), the floor the paired differences

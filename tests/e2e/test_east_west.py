@@ -5,10 +5,11 @@ share of its users to eu-west (160 ms, inside the 170 ms budget). With east-west
 (`start_mesh(east_west=True)`: each gateway announces an east-west port, the policy names it
 as its region's east-west address), ap-southeast's gateway lists eu-west's gateway in
 eu-west's locality instead of eu-west's replicas, and eu-west's gateway places the lent
-requests on its own replicas, by its own in-flight counts (heliostat/xds/translate/east_west.py).
-Measured where it happened: each gateway's admin (`/clusters`, `/stats`: the east-west
-listener's and its local cluster's counters) and the replicas' `/sim/stats` (the origin
-header the lender set, which the hop keeps).
+requests on its own replicas, in the model cluster its own users' route uses (one set of
+in-flight counts for both), held to eu-west's subset of it (heliostat/xds/translate/east_west.py).
+Measured where it happened: each gateway's admin (`/clusters`: per-host totals and
+in-flight gauges; `/stats`: the east-west listener's counters) and the replicas'
+`/sim/stats` (the origin header the lender set, which the hop keeps).
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from heliostat.lab.mesh import MODEL
 from tests.e2e.harness import Process, law_mesh, results_since
 
 pytestmark = pytest.mark.envoy
-
-LOCAL = MODEL + "|east-west"
 
 
 def test_lent_requests_go_through_the_rescuers_east_west_gateway(
@@ -51,42 +50,64 @@ def test_lent_requests_go_through_the_rescuers_east_west_gateway(
     # While the share is in force, ap-southeast's gateway holds eu-west's gateway, not its
     # replicas, in its model cluster.
     lender = mesh.envoys["ap-southeast"]
+    eu_replicas = set(mesh.replicas["eu-west"])
     seen: set[str] = set()
+    busiest = 0  # the most requests eu-west's gateway saw in flight on its replicas at once
     deadline = time.monotonic() + calm + surge
     while time.monotonic() < deadline:
         seen |= set(lender.hosts(MODEL))
+        on_eu_hosts = eu_gateway.hosts(MODEL)
+        busiest = max(
+            busiest, sum(int(on_eu_hosts.get(a, {}).get("rq_active", 0)) for a in eu_replicas)
+        )
         time.sleep(0.5)
     report = finish()
     print("ap-southeast's gateway held:", sorted(seen))
     assert eu_address in seen
-    assert not seen & set(mesh.replicas["eu-west"])
+    assert not seen & eu_replicas
 
     surge_results = results_since(report, "ap-surge", calm)
     served = Counter(r.replica_region for r in surge_results if r.ok)
     print("ap-southeast's surge served by:", dict(served))
     assert served["eu-west"] >= 20  # the law lent, and lent requests were served
 
-    # The rescuer's east-west listener took them and its local cluster placed them.
+    # The rescuer's east-west listener took them, into the model's own cluster: the one its
+    # users' route uses. No cluster of the hop's own remains.
     listener = eu_gateway.stats(r"^http\.heliostat_east_west\.downstream_rq_total$")
-    local = eu_gateway.stats(rf"^cluster\.{MODEL}\|east-west\.upstream_rq_total$")
-    print("eu-west's gateway, east-west:", listener, local)
     through_listener = listener["http.heliostat_east_west.downstream_rq_total"]
-    through_local = local[f"cluster.{LOCAL}.upstream_rq_total"]
     assert through_listener >= served["eu-west"]
-    assert through_local >= served["eu-west"]
-    # Nothing went onward: the local cluster holds eu-west's replicas only.
-    assert set(eu_gateway.hosts(LOCAL)) == set(mesh.replicas["eu-west"])
+    assert not eu_gateway.stats(r"east-west\.upstream_rq_total$")
+    assert not eu_gateway.hosts(MODEL + "|east-west")
+    # One cluster counted both: eu-west's replicas in it took eu-west's own users' requests
+    # and the lent ones (every try counts: at least as many as were served).
+    own_users = sum(
+        1 for r in report.results if r.shot.label == "eu-west" and r.replica_region == "eu-west"
+    )
+    hosts = eu_gateway.hosts(MODEL)
+    on_replicas = sum(int(hosts[a].get("rq_total", 0)) for a in eu_replicas if a in hosts)
+    print(
+        "eu-west's gateway: east-west listener",
+        through_listener,
+        "own users",
+        own_users,
+        "model cluster on eu-west's replicas",
+        on_replicas,
+        "most in flight",
+        busiest,
+    )
+    assert on_replicas >= own_users + through_listener
+    assert busiest >= 1
 
     # The replicas counted the lent requests by the lender's origin header (kept by the hop:
-    # the round trip is charged from ap-southeast), as many as the hop carried.
+    # the round trip is charged from ap-southeast): every request the listener took landed
+    # on an eu-west replica (a lent request is never lent onward), and only those did.
     stats = mesh.stats()
-    from_ap = sum(stats[a]["by_origin_region"].get("ap-southeast", 0) for a in stats)
-    on_eu = sum(
-        stats[a]["by_origin_region"].get("ap-southeast", 0) for a in mesh.replicas["eu-west"]
-    )
-    print("ap-southeast-origin requests: all replicas", from_ap, "eu-west's", on_eu)
-    assert on_eu >= served["eu-west"]
-    assert on_eu <= through_local  # every one of them came through the hop
+    on_eu = sum(stats[a]["by_origin_region"].get("ap-southeast", 0) for a in eu_replicas)
+    print("ap-southeast-origin requests on eu-west's replicas", on_eu)
+    assert on_eu >= through_listener
+    # ... and nothing reached eu-west's replicas from ap-southeast but through the hop (the
+    # lender lists eu-west's gateway, never its replicas); retries may add a try or two.
+    assert on_eu <= through_listener + 3
     # The lent ones paid ap-southeast -> eu-west's 160 ms round trip once, not twice.
     lent_ttft = sorted(r.ttft for r in surge_results if r.ok and r.replica_region == "eu-west")
     assert lent_ttft[len(lent_ttft) // 2] >= 0.16

@@ -23,7 +23,7 @@ from heliostat.xds.translate.east_west import (
     east_west_plans,
     east_west_port,
     east_west_routes,
-    local_cluster,
+    serves,
     through_gateways,
 )
 from heliostat.xds.translate.endpoints import assignment_resource
@@ -76,20 +76,31 @@ def build_snapshot(
     ]
     ew_port = east_west_port(policy, group.region, group.east_west_port)
     port = group.listener_port or policy.spec.gateway.port
-    locals_: list[tuple[ClusterView, Model]] = []
+    # Endpoints carry their region (`envoy.lb`) while any region has east-west addresses:
+    # the encoded endpoints are shared by every node group's snapshot.
+    memo.label_regions(any(spec.east_west for spec in policy.spec.regions.values()))
+    locals_: list[tuple[str, Model]] = []  # the models the east-west listener routes
     if ew_port is not None and ew_port != port and group.region is not None:
+        listed = dict(cluster_items)
         for model in policy.spec.models:
-            own = view.cluster(model.name)
-            local = local_cluster(own, group.region) if own is not None else None
-            if local is not None:
-                locals_.append((local, model))
-                cluster_items.append((local.name, (local, model)))
+            own = listed.get(model.name)
+            if own is not None and own[1] is model and serves(own[0], group.region):
+                locals_.append((model.name, model))
+    subsetted = {name for name, _ in locals_}
     for name, (cluster_view, model) in cluster_items:
+        subsets = name in subsetted
         clusters[name] = _reused(
             memo,
-            ("cluster", id(model), name, _balancing_key(cluster_view), cluster_view.max_requests),
+            (
+                "cluster",
+                id(model),
+                name,
+                _balancing_key(cluster_view),
+                cluster_view.max_requests,
+                subsets,
+            ),
             model,
-            lambda: model_cluster(cluster_view, model),  # noqa: B023 (called at once)
+            lambda: model_cluster(cluster_view, model, region_subsets=subsets),  # noqa: B023
         )
         assignments.append(assignment_resource(cluster_view, memo))
         cluster_views.append(cluster_view)
@@ -125,11 +136,13 @@ def build_snapshot(
                 stat_prefix=EAST_WEST_STAT_PREFIX,
             ),
         )
+        region = group.region
+        assert region is not None  # locals_ is empty without one
         ew_routes = _reused(
             memo,
-            ("ew-routes", tuple((id(m), c.name) for c, m in locals_)),
+            ("ew-routes", region, tuple((id(m), n) for n, m in locals_)),
             [m for _, m in locals_],
-            lambda: east_west_routes(east_west_plans(locals_)),
+            lambda: east_west_routes(east_west_plans(locals_), region),
         )
         listeners[ew_listener.name] = ew_listener
         route_configs[ew_routes.name] = ew_routes

@@ -6,6 +6,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import extension_pb2, protocol_pb2
 from envoy.extensions.load_balancing_policies.common.v3 import common_pb2 as lb_common_pb2
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
+from envoy.extensions.load_balancing_policies.subset.v3 import subset_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as upstream_http_pb2
 from envoy.type.v3 import percent_pb2
 
@@ -24,10 +25,17 @@ _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 # to the next priority is what we want, so the threshold is set low on purpose.
 PANIC_THRESHOLD_PERCENT = 25.0
 LEAST_REQUEST_POLICY = "envoy.load_balancing_policies.least_request"
+SUBSET_POLICY = "envoy.load_balancing_policies.subset"
+SUBSET_KEY = "region"
+"""The endpoint metadata key (under `envoy.lb`) of the east-west hop's subsets."""
 _GATEWAY_ERRORS = {502, 503, 504}  # what Envoy's outlier detection counts as gateway failures
 
 
-def model_cluster(view: ClusterView, model: Model) -> cluster_pb2.Cluster:
+def model_cluster(
+    view: ClusterView, model: Model, *, region_subsets: bool = False
+) -> cluster_pb2.Cluster:
+    """The view's cluster; with `region_subsets` also subsets by endpoint region, for the
+    east-west listener's routes to match their own region's (`region_subsets`)."""
     cluster = cluster_pb2.Cluster(
         name=view.name,
         type=cluster_pb2.Cluster.EDS,
@@ -50,10 +58,65 @@ def model_cluster(view: ClusterView, model: Model) -> cluster_pb2.Cluster:
         circuit_breakers=circuit_breakers(model, view.max_requests),
     )
     apply_balancing(cluster, view.balancing, host_count(view))
+    if region_subsets:
+        add_region_subsets(cluster)
     cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(
         pack(_protocol_options(model.protocol))
     )
     return cluster
+
+
+def add_region_subsets(cluster: cluster_pb2.Cluster) -> None:
+    """Subset the cluster by its endpoints' `envoy.lb` region label (the east-west hop,
+    `east_west.py`), in place. A route without a metadata match (the region's users') uses
+    the whole cluster as before (fallback ANY_ENDPOINT), with its locality weights
+    (`locality_weight_aware`: without it Envoy's subset balancer ignores them, and a
+    70% locality took 49%); a route matching a region is held to that region's hosts and
+    finds none rather than falling back to the cluster when the region has none
+    (NO_FALLBACK on the selector: a 503, never a lent request lent onward).
+
+    A hashing cluster (the legacy lb_policy) takes `lb_subset_config`; a typed
+    load_balancing_policy (least request) is wrapped in the typed subset policy, since
+    Envoy refuses lb_subset_config beside it."""
+    subsets = cluster_pb2.Cluster.LbSubsetConfig
+    if cluster.HasField("load_balancing_policy"):
+        inner = cluster_pb2.LoadBalancingPolicy()
+        inner.CopyFrom(cluster.load_balancing_policy)
+        config = subset_pb2.Subset(
+            fallback_policy=subset_pb2.Subset.ANY_ENDPOINT,
+            locality_weight_aware=True,
+            subset_selectors=[
+                subset_pb2.Subset.LbSubsetSelector(
+                    keys=[SUBSET_KEY],
+                    fallback_policy=subset_pb2.Subset.LbSubsetSelector.NO_FALLBACK,
+                )
+            ],
+            subset_lb_policy=inner,
+        )
+        cluster.load_balancing_policy.CopyFrom(
+            cluster_pb2.LoadBalancingPolicy(
+                policies=[
+                    cluster_pb2.LoadBalancingPolicy.Policy(
+                        typed_extension_config=extension_pb2.TypedExtensionConfig(
+                            name=SUBSET_POLICY, typed_config=pack(config)
+                        )
+                    )
+                ]
+            )
+        )
+        return
+    cluster.lb_subset_config.CopyFrom(
+        subsets(
+            fallback_policy=subsets.ANY_ENDPOINT,
+            locality_weight_aware=True,
+            subset_selectors=[
+                subsets.LbSubsetSelector(
+                    keys=[SUBSET_KEY],
+                    fallback_policy=subsets.LbSubsetSelector.NO_FALLBACK,
+                )
+            ],
+        )
+    )
 
 
 def full_scan(model: Model, hosts: int) -> bool:

@@ -1,4 +1,5 @@
-"""The east-west hop: requests one region lends to another are placed by the rescuer's gateway.
+"""The east-west hop: requests one region lends to another are placed by the rescuer's gateway,
+by the same in-flight counts as the rescuer's own users.
 
 When the control law lends a share of region A's users to region B, A's gateways used to
 list B's replicas inside B's locality and place the lent requests themselves, by their own
@@ -9,23 +10,38 @@ Istio's east-west gateway does between clusters, a region with east-west address
 instead of its replicas: the lender's Envoy still splits by the published share (the
 locality's weight is untouched, and the gateways of one locality are alike, so a hashing
 cluster's ring share of the locality is exactly the share too), and B's gateway places the
-request on its own replicas. (Not yet with counts that see B's users: Envoy counts
-in-flight requests per cluster, and `<model>|east-west` below is a cluster of its own, so B
-sees only the lent requests, as A did; README, "the east-west hop", says what that costs.)
+request on its own replicas.
 
 B's gateways serve an east-west listener (its port: the node's `east_west_port` metadata,
-else the port of the region's first east-west address) whose routes send each model to
-`<model>|east-west`, a cluster of B's own replicas only: no onward lending of a lent
-request, so no loops. It balances as the model's cluster of B's view does (the same key is
-hashed, with B's own bound, or least-request), refuses nothing (the lender's gateway has
-refused what its region refuses), adds no origin header (the lender's
-`x-heliostat-origin-region` travels on: the replicas charge the cross-region round trip
-by it), and runs no Lua (the lender derived the prefix key and applied any fallback).
+else the port of the region's first east-west address) whose routes send each model to the
+model's own cluster, the one B's users' routes send to, so Envoy counts lent and local
+requests on the same hosts (Envoy keeps in-flight counts per cluster's host: a cluster of
+the hop's own, as first built, saw only the lent requests). The routes carry a
+`metadata_match` on B's region and the cluster subsets its hosts by region (Envoy's subset
+balancer, `clusters.add_region_subsets`; every endpoint carries its region under `envoy.lb`
+while any region has east-west addresses, `endpoints.SUBSET_NAMESPACE`): a lent request
+reaches B's own replicas only (the selector's NO_FALLBACK: with none listed, a 503, never
+another region; no onward lending, so no loops), while B's users' unmatched route falls back
+to the whole cluster with its locality weights (`locality_weight_aware`), balanced as without
+subsets. Within B's subset the request is hashed with the same key (a ring of its own, whose
+bound counts the whole cluster's in-flight requests, so it is looser than the users') or
+picked by least request. The hop refuses nothing (the lender's gateway has refused what its
+region refuses), adds no origin header (the lender's `x-heliostat-origin-region` travels on:
+the replicas charge the cross-region round trip by it), and runs no Lua (the lender derived
+the prefix key and applied any fallback).
+
+Demand: the rescuer's gateway reports the lent requests over LRS under its model cluster,
+beside its users'; `load_reports` counts them as the rescuer's demand too (the lender has
+counted them, at their origin) until it takes off what other regions issued to the
+rescuer's locality (`bench/measure/east_west_lrs.patch`, not in `heliostat.xds.grpc` yet):
+without that the routing benchmark lost with the hop on (README, "the east-west hop"), and
+the hop stays off there.
 
 A gateway endpoint's health is its region's best (healthy while one replica is), its weight
 1 (the gateways of a region are alike). Version clusters (`<model>@<version>`) keep the
 replicas: the east-west routes choose by model only. A region without east-west addresses
-is listed as before. Pure: the addresses come from the policy.
+is listed as before, and a policy without any builds nothing of the hop (no labels, no
+subsets: the same resources). Pure: the addresses come from the policy.
 """
 
 from __future__ import annotations
@@ -33,18 +49,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_pb2
 
 from heliostat.balance import ClusterView, EndpointView, Health, LocalityView, TrafficClass
 from heliostat.balance.view import endpoint_view
 from heliostat.planning.plan import ModelPlan, Target
 from heliostat.policy import Model, Policy
+from heliostat.xds.translate.endpoints import REGION_KEY, SUBSET_NAMESPACE
 from heliostat.xds.translate.routes import route_configuration
 
 EAST_WEST_ROUTE_CONFIG_NAME = "heliostat_east_west"
 EAST_WEST_STAT_PREFIX = "heliostat_east_west"
-LOCAL_SUFFIX = "|east-west"
-"""`<model>|east-west`: a model's cluster on an east-west listener (no policy name has `|`)."""
 GATEWAY_STATE = "east_west"
 """The reason state of a gateway endpoint (its EDS metadata code)."""
 
@@ -120,36 +136,38 @@ def region_health(replicas: Sequence[EndpointView]) -> Health:
     return next((h for h in _BEST if h in present), Health.UNHEALTHY)
 
 
-def local_cluster(view: ClusterView, region: str) -> ClusterView | None:
-    """The model's cluster behind `region`'s east-west listener: the region's own locality
-    of `view` (the model's interactive cluster in the region's view) alone, balanced as
-    `view` is, refusing nothing; None when the region has none of the model's replicas."""
-    home = next((loc for loc in view.localities if loc.region == region), None)
-    if home is None or not home.endpoints:
-        return None
-    return ClusterView(
-        name=view.name + LOCAL_SUFFIX,
-        model=view.model,
-        localities=(LocalityView(region, 0, home.endpoints, 1),),
-        balancing=view.balancing,
-    )
+def serves(view: ClusterView, region: str) -> bool:
+    """Whether `region`'s east-west listener routes the model of `view` (the model's
+    interactive cluster in the region's view): while the region's own locality lists
+    replicas of it."""
+    return any(loc.region == region and loc.endpoints for loc in view.localities)
 
 
-def east_west_plans(locals_: Sequence[tuple[ClusterView, Model]]) -> list[ModelPlan]:
-    """Each model's requests, batch or interactive, to its local cluster."""
+def region_subset(region: str) -> base_pb2.Metadata:
+    """The east-west routes' `metadata_match`: the region's own hosts of the cluster."""
+    match = base_pb2.Metadata()
+    match.filter_metadata[SUBSET_NAMESPACE].update({REGION_KEY: region})
+    return match
+
+
+def east_west_plans(models: Sequence[tuple[str, Model]]) -> list[ModelPlan]:
+    """Each model's requests, batch or interactive, to its cluster (`name`)."""
     return [
         ModelPlan(
             model,
             {
-                (None, TrafficClass.BATCH): Target(((cluster.name, 1),)),
-                (None, TrafficClass.INTERACTIVE): Target(((cluster.name, 1),)),
+                (None, TrafficClass.BATCH): Target(((name, 1),)),
+                (None, TrafficClass.INTERACTIVE): Target(((name, 1),)),
             },
         )
-        for cluster, model in locals_
+        for name, model in models
     ]
 
 
-def east_west_routes(plans: Sequence[ModelPlan]) -> route_pb2.RouteConfiguration:
-    """The east-west listener's routes: by model (header, else body) to its local cluster,
-    with the model's hash, retries and priority classes, and no origin header of its own."""
-    return route_configuration(plans, (), None, name=EAST_WEST_ROUTE_CONFIG_NAME)
+def east_west_routes(plans: Sequence[ModelPlan], region: str) -> route_pb2.RouteConfiguration:
+    """The east-west listener's routes: by model (header, else body) to its cluster's
+    `region` subset, with the model's hash, retries and priority classes, and no origin
+    header of its own."""
+    return route_configuration(
+        plans, (), None, name=EAST_WEST_ROUTE_CONFIG_NAME, subset=region_subset(region)
+    )

@@ -166,6 +166,24 @@ def metadata_field(namespace: str, metadata: Mapping[str, ReasonValue]) -> bytes
     return _delimited(0x1A, _delimited(0x0A, _map_entry(namespace.encode(), explanation)))
 
 
+def namespaces_field(namespaces: Mapping[str, Mapping[str, ReasonValue]]) -> bytes | None:
+    """LbEndpoint.metadata (3) holding every namespace of `namespaces` (each a Struct), in
+    upb's map order: the east-west hop's `envoy.lb` region label beside heliostat's reason
+    code. None as `metadata_field`."""
+    entries = []
+    for namespace, fields in namespaces.items():
+        explanation = _struct(fields)
+        if explanation is None:
+            return None
+        try:
+            name = namespace.encode()
+        except UnicodeEncodeError:
+            return None
+        entries.append((_upb_key_order(name), _delimited(0x0A, _map_entry(name, explanation))))
+    entries.sort()
+    return _delimited(0x1A, b"".join([entry for _, entry in entries]))
+
+
 def lb_endpoint_head(host: str, port: int, health: int) -> bytes | None:
     """An LbEndpoint's fields before its metadata: endpoint (1) and health_status (2); None
     as `lb_endpoint`. With `weight_field` after the metadata, the same bytes as

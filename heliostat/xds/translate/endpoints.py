@@ -57,6 +57,13 @@ _HEALTH = {
 _METADATA: dict[str, bytes] = {PLAIN_REASON_CODE: b""}
 _METADATA_LIMIT = 256
 
+# The east-west hop's subsets (`east_west.py`): while a policy has east-west regions every
+# endpoint carries its region under Envoy's subset namespace, and a rescuer's east-west route
+# matches its own. Encoded LbEndpoint.metadata by (reason code, region), few of both.
+SUBSET_NAMESPACE = "envoy.lb"
+REGION_KEY = "region"
+_LABELLED: dict[tuple[str, str], bytes | None] = {}
+
 # Reason codes by the identity of the reason mapping (pinned by the value, so an id is never
 # a recycled one): the law shares one mapping per reason content (`balance.endpoints`), so
 # a fleet's endpoints that moved carry a few hundred of them. A pure function of the
@@ -254,11 +261,15 @@ def _entry(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, byt
             _CODES.clear()
         _CODES[id(reason)] = (reason, code)
     weight = view.weight if view.weight > 1 else 1
-    metadata = _METADATA.get(code)
-    if metadata is None:
-        metadata = eds_wire.metadata_field(METADATA_NAMESPACE, {ENDPOINT_REASON_KEY: code})
-        if metadata is not None and len(_METADATA) < _METADATA_LIMIT:
-            _METADATA[code] = metadata
+    metadata: bytes | None
+    if memo.region_labels:
+        metadata = _labelled(code, view.region)
+    else:
+        metadata = _METADATA.get(code)
+        if metadata is None:
+            metadata = eds_wire.metadata_field(METADATA_NAMESPACE, {ENDPOINT_REASON_KEY: code})
+            if metadata is not None and len(_METADATA) < _METADATA_LIMIT:
+                _METADATA[code] = metadata
     head = _head(view)
     weight_field = (
         _WEIGHT_FIELDS[weight] if weight < _WEIGHTS_KEPT else eds_wire.weight_field(weight)
@@ -268,7 +279,7 @@ def _entry(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, byt
         tag = bytes((0x12, size)) if size < 0x80 else _FIELD_2 + _varint(size)
         entry = b"".join((tag, head, metadata, weight_field))
     else:  # beyond what eds_wire writes: protobuf checks (and may refuse) it
-        encoded = _serialize(_build_endpoint(view))
+        encoded = _serialize(_build_endpoint(view, labelled=memo.region_labels))
         entry = _FIELD_2 + _varint(len(encoded)) + encoded
     pinned = (view, entry)
     memo.entries.put(id(view), pinned)
@@ -300,13 +311,35 @@ def _head(view: EndpointView) -> bytes | None:
     return head
 
 
-def _build_endpoint(view: EndpointView) -> endpoint_components_pb2.LbEndpoint:
+def _labelled(code: str, region: str) -> bytes | None:
+    """LbEndpoint.metadata with the endpoint's region label and its reason code (none
+    when plainly healthy), from `_LABELLED`."""
+    key = (code, region)
+    try:
+        return _LABELLED[key]
+    except KeyError:
+        pass
+    namespaces: dict[str, dict[str, ReasonValue]] = {SUBSET_NAMESPACE: {REGION_KEY: region}}
+    if code != PLAIN_REASON_CODE:
+        namespaces[METADATA_NAMESPACE] = {ENDPOINT_REASON_KEY: code}
+    made = eds_wire.namespaces_field(namespaces)
+    if len(_LABELLED) >= _METADATA_LIMIT:
+        _LABELLED.clear()
+    _LABELLED[key] = made
+    return made
+
+
+def _build_endpoint(
+    view: EndpointView, *, labelled: bool = False
+) -> endpoint_components_pb2.LbEndpoint:
     metadata = base_pb2.Metadata()
     fields = _metadata(view)
     if fields:
         explanation = struct_pb2.Struct()
         explanation.update(fields)
         metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(explanation)
+    if labelled:
+        metadata.filter_metadata[SUBSET_NAMESPACE].update({REGION_KEY: view.region})
     return endpoint_components_pb2.LbEndpoint(
         endpoint=endpoint_components_pb2.Endpoint(
             address=address_pb2.Address(

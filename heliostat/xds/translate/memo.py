@@ -72,6 +72,9 @@ class TranslationMemo:
       (`leds.endpoint_map`), which the group's next round copies and brings up to date;
       `shared_maps`: those maps by the identity of the last map and of the collections
       (both pinned), so node groups with the same collections share one.
+    - `region_labels`: whether endpoints carry their region in `envoy.lb` metadata (the
+      east-west hop's subsets, `east_west.py`): every encoded endpoint part above follows
+      it, so `label_regions` forgets them when it changes.
     """
 
     __slots__ = (
@@ -86,6 +89,7 @@ class TranslationMemo:
         "member_tuples",
         "messages",
         "picks",
+        "region_labels",
         "serialized",
         "shared_maps",
         "slots",
@@ -110,6 +114,30 @@ class TranslationMemo:
         self.shared_maps: RoundMemo[
             tuple[int, frozenset[int]], tuple[EndpointMap | None, EndpointMap]
         ] = RoundMemo()
+        self.region_labels = False
+
+    def label_regions(self, on: bool) -> None:
+        """Label endpoints with their region from now on (or stop): a change forgets every
+        encoded endpoint part, whose bytes hold the label or not."""
+        if on == self.region_labels:
+            return
+        self.region_labels = on
+        for table in (
+            self.serialized,
+            self.assignments,
+            self.localities,
+            self.member_tuples,
+            self.slots,
+            self.entries,
+            self.leds_assignments,
+            self.collections,
+            self.endpoint_maps,
+            self.leds_forms,
+            self.leds_payloads,
+            self.shared_maps,
+        ):
+            table.rotate()
+            table.rotate()
 
     def new_round(self) -> None:
         """Start a translation round: the last round's parts stay reachable, older ones go."""

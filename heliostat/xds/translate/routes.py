@@ -51,14 +51,16 @@ def route_configuration(
     region: str | None,
     *,
     name: str = ROUTE_CONFIG_NAME,
+    subset: base_pb2.Metadata | None = None,
 ) -> route_pb2.RouteConfiguration:
     """The routes of `plans`' models; `region` None adds no origin header (the east-west
-    listener's routes keep the lender's)."""
+    listener's routes keep the lender's); `subset` restricts every model route to the
+    hosts of its cluster that match it (`metadata_match`: the east-west hop's own region)."""
     models = [plan.model.name for plan in plans]
     routes = [openai_api.models_route(models)]
     for by_body in (False, True):  # every header route before any body route
         for plan in plans:
-            routes.extend(_model_routes(plan, tenants, region, by_body=by_body))
+            routes.extend(_model_routes(plan, tenants, region, subset, by_body=by_body))
     routes += [
         # A body that does not parse, on a request the header did not route: 400.
         openai_api.invalid_body_route([body.header_absent(MODEL_HEADER)]),
@@ -87,7 +89,12 @@ def route_configuration(
 
 
 def _model_routes(
-    plan: ModelPlan, tenants: Sequence[Tenant], region: str | None, *, by_body: bool
+    plan: ModelPlan,
+    tenants: Sequence[Tenant],
+    region: str | None,
+    subset: base_pb2.Metadata | None,
+    *,
+    by_body: bool,
 ) -> list[rc.Route]:
     model = plan.model
     streams = (True, False) if per_try_timeout(model) > 0 else (False,)
@@ -114,6 +121,8 @@ def _model_routes(
             name += ":stream"
         target = plan.targets[tenant.name if tenant else None, traffic_class]
         action = _action(plan, target, batch=batch, streamed=streamed)
+        if subset is not None:
+            action.metadata_match.CopyFrom(subset)
         route = rc.Route(
             name=name,
             match=rc.RouteMatch(prefix="/", headers=headers, dynamic_metadata=metadata),
