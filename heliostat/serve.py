@@ -153,7 +153,11 @@ class ControlPlane:
             self.publisher,
             self.signals.signals,
             self.metrics_registry,
-            gateways=lambda p, now: self.load_reports.load([m.name for m in p.spec.models], now),
+            gateways=lambda p, now: self.load_reports.load(
+                [m.name for m in p.spec.models],
+                now,
+                _east_west_regions(p),
+            ),
         )
         self.signals.on_update = self._round_landed
         # Endpoints are withheld from every stream until a first round of every model has
@@ -383,7 +387,9 @@ class ControlPlane:
                 {m.name: m.signals.stale_after for m in inputs.policy.spec.models},
             ),
             "load_reports": self.load_reports.describe(
-                [m.name for m in inputs.policy.spec.models], time.time()
+                [m.name for m in inputs.policy.spec.models],
+                time.time(),
+                _east_west_regions(inputs.policy),
             ),
             "discovery": self.discovery.describe(),
             "snapshots": describe_snapshots(self.cache),
@@ -619,3 +625,9 @@ async def _serve_resource(options: ServeOptions, reference: str) -> None:
         resource.watch.stop(timeout=0)
         raise StartupError(str(exc)) from None
     await planes[0].run()
+
+
+def _east_west_regions(policy: Policy) -> list[str]:
+    """Regions others reach through east-west gateways: their own gateways report the
+    requests lent to them, which `LoadReports.load` counts once, at the origin."""
+    return [name for name, spec in policy.spec.regions.items() if spec.east_west]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from envoy.config.endpoint.v3 import load_report_pb2
 from envoy.service.load_stats.v3 import lrs_pb2
@@ -54,6 +54,7 @@ class _Report:
     issued: int
     dropped: int
     served: Mapping[str, int]  # endpoint address -> successful requests
+    by_locality: Mapping[str, int] = field(default_factory=dict)  # region -> issued
 
 
 @dataclass
@@ -126,8 +127,14 @@ class LoadReports:
                 while reports and now - reports[0].at > self.window:
                     reports.popleft()
 
-    def load(self, models: Iterable[str], now: float) -> GatewayLoad:
-        """Demand per (model, origin region) and completions per endpoint, per second."""
+    def load(self, models: Iterable[str], now: float, east_west: Iterable[str] = ()) -> GatewayLoad:
+        """Demand per (model, origin region) and completions per endpoint, per second.
+
+        `east_west`: the regions other regions reach through their east-west gateways. What
+        other regions' gateways issued to such a region's locality came through its
+        east-west listener into its model cluster, and its own gateways report it again:
+        it is taken off that region's demand (counted once, at the origin)."""
+        hops = set(east_west)
         self._expire(now)
         names = sorted(set(models))
         interactive: dict[tuple[str, str], float] = {}
@@ -163,6 +170,13 @@ class LoadReports:
                     for address, count in report.served.items():
                         endpoint = (model, address)
                         served[endpoint] = served.get(endpoint, 0.0) + count / seconds
+        if hops:
+            lent_in, lent_recent = self._lent_in(names, now, hops)
+            for key, rate in lent_in.items():
+                if key in interactive:
+                    interactive[key] = max(0.0, interactive[key] - rate)
+                if key in recent:
+                    recent[key] = max(0.0, recent[key] - lent_recent.get(key, 0.0))
         origins = {
             key: OriginLoad(
                 interactive=interactive.get(key, 0.0),
@@ -178,10 +192,39 @@ class LoadReports:
         self.served = served  # for /debug/state only: see `describe`
         return GatewayLoad(origins=origins, stale_after=self.stale_after)
 
-    def describe(self, models: Iterable[str], now: float) -> dict[str, object]:
+    def _lent_in(
+        self, names: list[str], now: float, hops: set[str]
+    ) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+        """Per (model, east-west region): what other regions' gateways issued to that
+        region's locality per second, over the window and over the newest reports. It
+        reached the region's east-west gateways, which place it in their own model cluster
+        (interactive, whatever its class) and report it as theirs."""
+        lent_in: dict[tuple[str, str], float] = {}
+        lent_recent: dict[tuple[str, str], float] = {}
+        for gateway in self._gateways.values():
+            for cluster, reports in gateway.clusters.items():
+                owner = cluster_model(cluster, names)
+                if owner is None or not reports:
+                    continue
+                seconds = sum(r.interval for r in reports)
+                latest = [r for r in reports if now - r.at < self.recent]
+                span = sum(r.interval for r in latest)
+                for region in hops - {gateway.region}:
+                    key = (owner[0], region)
+                    count = sum(r.by_locality.get(region, 0) for r in reports)
+                    lent_in[key] = lent_in.get(key, 0.0) + count / seconds
+                    if latest:
+                        count = sum(r.by_locality.get(region, 0) for r in latest)
+                        lent_recent[key] = lent_recent.get(key, 0.0) + count / span
+        return lent_in, lent_recent
+
+    def describe(
+        self, models: Iterable[str], now: float, east_west: Iterable[str] = ()
+    ) -> dict[str, object]:
         """For /debug/state: who reports (how recently, about which clusters), and what the
-        reports add up to: demand per model and origin, completions per endpoint."""
-        load = self.load(models, now)
+        reports add up to: demand per model and origin (as the law reads it: `load`'s
+        `east_west`), completions per endpoint."""
+        load = self.load(models, now, east_west)
         return {
             "gateways": {
                 node_id: {
@@ -208,15 +251,20 @@ class LoadReports:
         }
 
 
-def _counts(stats: load_report_pb2.ClusterStats) -> tuple[int, int, dict[str, int]]:
+def _counts(
+    stats: load_report_pb2.ClusterStats,
+) -> tuple[int, int, dict[str, int], dict[str, int]]:
     issued = 0
     served: dict[str, int] = {}
+    by_locality: dict[str, int] = {}
     for locality in stats.upstream_locality_stats:
         issued += locality.total_issued_requests
+        region = locality.locality.region
+        by_locality[region] = by_locality.get(region, 0) + locality.total_issued_requests
         for endpoint in locality.upstream_endpoint_stats:
             socket = endpoint.address.socket_address
             host = f"[{socket.address}]" if ":" in socket.address else socket.address
             address = f"{host}:{socket.port_value}"
             served[address] = served.get(address, 0) + endpoint.total_successful_requests
     by_category = sum(d.dropped_count for d in stats.dropped_requests)
-    return issued, max(stats.total_dropped_requests, by_category), served
+    return issued, max(stats.total_dropped_requests, by_category), served, by_locality

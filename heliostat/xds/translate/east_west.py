@@ -32,10 +32,9 @@ the prefix key and applied any fallback).
 
 Demand: the rescuer's gateway reports the lent requests over LRS under its model cluster,
 beside its users'; `load_reports` counts them as the rescuer's demand too (the lender has
-counted them, at their origin) until it takes off what other regions issued to the
-rescuer's locality (`bench/measure/east_west_lrs.patch`, not in `heliostat.xds.grpc` yet):
-without that the routing benchmark lost with the hop on (README, "the east-west hop"), and
-the hop stays off there.
+counted them, at their origin), so `heliostat.xds.grpc.load_reports` takes off what other
+regions issued to the rescuer's locality: without that the routing benchmark lost with the
+hop on (README, "the east-west hop").
 
 A gateway endpoint's health is its region's best (healthy while one replica is), its weight
 1 (the gateways of a region are alike). Version clusters (`<model>@<version>`) keep the

@@ -151,3 +151,38 @@ def test_the_newest_second_is_reported_beside_the_window_and_a_step_stands_out()
     for tick, count in enumerate([20, 18, 23]):
         steady.ingest("gw", "eu-west", Role.GATEWAY, report("llama", {"eu-west": count}), tick)
     assert stepped(steady.load(MODELS, 2.0).origins[("llama", "eu-west")]) is None
+
+
+def test_requests_lent_through_an_east_west_hop_count_once_at_their_origin() -> None:
+    """With the east-west hop, eu-west's gateways place ap-southeast's lent requests in their
+    own model cluster and report them as issued: counted at eu-west too, they would read as
+    eu-west's demand and leave it no room. What other regions issued to eu-west's locality
+    (its east-west gateways) is taken off eu-west's demand, batch or interactive."""
+    book = LoadReports(window=3.0)
+    t = 1000.0
+    for tick in range(3):
+        now = t + tick
+        # ap-southeast's gateway: 6 of its own, 4 interactive and 2 batch lent to eu-west.
+        book.ingest(
+            "gw-ap",
+            "ap-southeast",
+            Role.GATEWAY,
+            report("llama", {"ap-southeast": 6, "eu-west": 4}),
+            now,
+        )
+        book.ingest(
+            "gw-ap", "ap-southeast", Role.GATEWAY, report("llama.batch", {"eu-west": 2}), now
+        )
+        # eu-west's gateway: 10 of its users' and the 6 lent ones, all into its own cluster.
+        book.ingest("gw-eu", "eu-west", Role.GATEWAY, report("llama", {"eu-west": 16}), now)
+    with_hop = book.load(MODELS, t + 2, ["eu-west"]).origins
+    assert with_hop["llama", "eu-west"].interactive == pytest.approx(10.0)
+    assert with_hop["llama", "eu-west"].recent == pytest.approx(10.0)
+    assert with_hop["llama", "ap-southeast"].interactive == pytest.approx(10.0)
+    assert with_hop["llama", "ap-southeast"].batch == pytest.approx(2.0)
+    # Without east-west addresses the locality holds eu-west's replicas, placed by the
+    # lender itself: eu-west's gateways never saw those requests, nothing is taken off.
+    plain = book.load(MODELS, t + 2).origins
+    assert plain["llama", "eu-west"].interactive == pytest.approx(16.0)
+    described = book.describe(MODELS, t + 2, ["eu-west"])["demand"]
+    assert described["llama/eu-west"]["interactive"] == pytest.approx(10.0)  # type: ignore[index]
