@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from itertools import compress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf.any_pb2 import Any
 from google.protobuf.message import Message
@@ -24,6 +24,10 @@ from heliostat.xds.resources.snapshot import Resource
 
 if TYPE_CHECKING:  # leds.py builds on this module
     from heliostat.xds.translate.leds import Collection, EndpointMap, LedsAssignment
+
+class _Rotating(Protocol):
+    def rotate(self) -> None: ...
+
 
 AssignmentKey = tuple[str, float, tuple[int, ...]]
 LedsKey = tuple[
@@ -122,33 +126,18 @@ class TranslationMemo:
         if on == self.region_labels:
             return
         self.region_labels = on
-        for table in (
-            self.serialized,
-            self.assignments,
-            self.localities,
-            self.member_tuples,
-            self.slots,
-            self.entries,
-            self.leds_assignments,
-            self.collections,
-            self.endpoint_maps,
-            self.leds_forms,
-            self.leds_payloads,
-            self.shared_maps,
-        ):
+        for table in self._encoded_endpoints():
             table.rotate()
             table.rotate()
 
-    def new_round(self) -> None:
-        """Start a translation round: the last round's parts stay reachable, older ones go."""
-        for table in (
+    def _encoded_endpoints(self) -> tuple[_Rotating, ...]:
+        """The tables holding encoded endpoint parts (what a region label changes)."""
+        return (
             self.serialized,
             self.assignments,
             self.localities,
             self.member_tuples,
             self.slots,
-            self.messages,
-            self.picks,
             self.entries,
             self.leds_assignments,
             self.collections,
@@ -156,7 +145,11 @@ class TranslationMemo:
             self.leds_forms,
             self.leds_payloads,
             self.shared_maps,
-        ):
+        )
+
+    def new_round(self) -> None:
+        """Start a translation round: the last round's parts stay reachable, older ones go."""
+        for table in (*self._encoded_endpoints(), self.messages, self.picks):
             table.rotate()
 
     def __len__(self) -> int:
