@@ -34,13 +34,25 @@ steady rule above applies as if the plan had proved the planet full.
 
 In flight (`in_flight`): a drop fraction refuses at random, and a random stream thinned to
 the goodput-best level still finds every slot busy now and then and waits (6-11% of the
-admitted were late once the planet's flash crowd held). So while r refuses, and keeps its
-admitted users at home, each of its gateways also caps what it has in flight at r's slots
-(split over its gateways; interactive demand only: batch first is the drop fractions'
-order): past it Envoy answers 503 at once (a
+admitted were late once the planet's flash crowd held). So while r refuses, each of its
+gateways also caps what it has in flight at r's slots and the backlog the SLO tolerates
+(split over its gateways and over the share r keeps while it lends; interactive demand
+only: batch first is the drop fractions' order): past it Envoy answers 503 at once (a
 circuit breaker's overflow, `heliostat.xds.translate.resilience`), the request that would
-have waited for a slot. The cap holds while r's demand stays beyond its level: Envoy
-rebuilds a cluster whose thresholds change.
+have waited for a slot. The cap holds while r's demand stays beyond its level. Not
+refusing, a loose guard stays armed (`loose_in_flight`: r's slots and what they complete
+within the TTFT, where the next request's mean wait is the whole TTFT): it refuses only
+requests late on average, and it is there in the seconds a ramp is measured behind the
+crowd and the plan has not proved the planet full yet.
+
+Envoy 1.40 rebuilds a cluster whose thresholds change through CDS, and the rebuilt
+cluster's count of requests in flight starts at 0: the requests in flight on the old one
+(which finish there, not reset; its connections drain) are not counted against the new
+cap, so for about one request's time after a move the gateway admits up to the new cap on
+top of them (bench/measure/breaker_update.py). A runtime override of
+`circuit_breakers.<cluster>.<priority>.max_requests` (RTDS) moves the cap with the count
+kept and no rebuild; heliostat serves no RTDS yet. Hence the caps move only by more than
+one request, and the tight cap holds through a lull.
 
 Batch first: when r's gateways report the batch part D_b of the demand (LRS on the batch
 cluster), the batch cluster refuses min(1, f D' / D_b') and the interactive cluster only what
@@ -70,7 +82,7 @@ MIN_RAISE = 0.02
 # (`early`): in Poisson deviations of the rate over the reports' window. The refused part is
 # what stands beyond the level by more than that, so a chance excursion of the rate refuses
 # little or nothing, and what it refuses falls within the publish band.
-EARLY_SIGMAS = 1.0
+EARLY_SIGMAS = overflow.RISE_SIGMAS
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,10 +221,7 @@ def surge(region: RegionState) -> float:
     """The region's demand as its gateways measure it this tick, less EARLY_SIGMAS Poisson
     deviations of that rate over the reports' window (`demand.WINDOW_S`); 0.0 when the
     demand is not measured at its gateways."""
-    if region.source != demand.GATEWAYS or region.measured <= 0.0:
-        return 0.0
-    deviation = math.sqrt(region.measured / demand.WINDOW_S)
-    return max(0.0, region.measured - EARLY_SIGMAS * deviation)
+    return overflow.surge(region.measured, region.source)
 
 
 def early(region: RegionState, own: Admits, scale: float, room: float, overdue: bool) -> float:
@@ -248,18 +257,47 @@ def capacity_in_flight(own: Admits) -> int:
     return slots + math.floor(own.tolerated)
 
 
+def loose_in_flight(own: Admits) -> int:
+    """The requests a region's slots hold in flight before the next one's mean wait for a
+    slot is the whole TTFT objective: its slots, and as many again as they complete within
+    the TTFT (`Admits.raw` x TTFT). The guard `step` arms whenever the region's capacity is
+    observed, refusing or not.
+
+    Why: with N requests in flight on c busy slots completing K requests/s, the next one
+    waits (N - c + 1) / K for a slot on average. Past c + K x TTFT it is late on average
+    whatever else happens, and admitted it holds a place in the queue that makes every
+    request behind it later too; refused at once (503 with retry-after) it costs nothing a
+    wait would have saved. Below that the cap refuses nothing: a pool at 65% holds more
+    than that by chance once in thousands of looks (a 4-slot pool of ~5.4/s at 500 ms: a
+    cap of 6, where M/M/4 at 0.65 waits past 2 in line about 5% of the time, and those
+    were late 60% of the time on the planet's chat fleet). What it is for: the seconds a
+    ramp is measured behind the crowd (`demand.WINDOW_S`) and a region that lends (the
+    tight cap, `capacity_in_flight`, only arms once refusing proved the planet full): on
+    the planet's flash crowd (12 seeds) 189 of the 330 late admitted requests came before
+    the first refusal, and a region's users were late 10% of the time while it lent."""
+    return (own.slots or 0) + math.floor(own.raw * own.ttft_s)
+
+
 def in_flight(
-    region: RegionState, own: Admits, refused: RefusalState, previous: RefusalState | None
+    region: RegionState,
+    own: Admits,
+    refused: RefusalState,
+    previous: RefusalState | None,
+    *,
+    loose: bool = False,
 ) -> RefusalState:
     """The refusal with what each of the region's gateways has in flight on its interactive
     cluster capped (Envoy's max_requests) at its slots and the backlog the SLO tolerates
-    (`capacity_in_flight`), split over its gateways, while its
-    admitted users all stay at home and its gateways report no batch demand. `refused`
-    unchanged otherwise: while it lends, what its users hold elsewhere moves with the plan
-    every tick (and Envoy rebuilds a cluster whose thresholds change); with batch demand,
-    batch first is the drop fractions' order, and a cap per class splits the pool (in
-    tests/e2e's batch-first refusals 36 of 198 and 45 of 135 interactive requests overflowed
-    a cap sized on their share); slots unknown. A cap moves only by more than one request.
+    (`capacity_in_flight`; `loose`: `loose_in_flight`), split over its gateways, and over
+    the share of its users it keeps while it lends (its cluster holds those it sends away
+    too); while its gateways report no batch demand. `refused` unchanged otherwise: while
+    it keeps less than LEVEL_KEPT of its users (what it holds is then mostly remote and
+    moves with the plan); with batch demand, batch first is the drop fractions' order, and
+    a cap per class splits the pool (in tests/e2e's batch-first refusals 36 of 198 and 45
+    of 135 interactive requests overflowed a cap sized on their share); slots unknown. A
+    cap moves only by more than one request (Envoy rebuilds the cluster, see the module
+    docstring). Uncapped while lending, a region's users were late 10% of the time on the
+    planet's flash crowd (12 seeds), against 2% overall.
 
     A drop fraction refuses at random: it thins the arrivals to the goodput-best level
     (`queueing.admission`), and a random stream at that level still finds every slot busy
@@ -269,9 +307,16 @@ def in_flight(
     breaker's overflow), an admitted request finds a slot free and none idles while one is
     refused. On the planet's flash crowd (six seeds) 1-2% of the admitted were late once it
     held, and the admitted p99 fell from 1.03 s to 0.69 s, goodput 27.23 -> 27.53/s."""
-    if own.slots is None or own.slots <= 0 or region.shares or (region.batch or 0.0) > 0.0:
+    # While it lends, its gateways' cluster holds its users served away as well as those at
+    # home: the cap is sized over the share it keeps (not while it keeps less than
+    # LEVEL_KEPT: what it holds is then mostly remote and moves with the plan).
+    kept = 1.0 - sum(region.shares.values())
+    if own.slots is None or own.slots <= 0 or kept < overflow.LEVEL_KEPT:
         return refused
-    cap = max(1, math.ceil(capacity_in_flight(own) / max(1, region.gateways)))
+    if (region.batch or 0.0) > 0.0:
+        return refused
+    size = loose_in_flight(own) if loose else capacity_in_flight(own)
+    cap = max(1, math.ceil(size / kept / max(1, region.gateways)))
     if (
         previous is not None
         and previous.in_flight is not None
@@ -401,9 +446,15 @@ def step(
     # On the planet's flash crowd a sub-band cap was 20 of 500 capped ticks (3 seeds) and
     # leaving it out changed nothing measurable (12 seeds: 96.7% / 729 ms either way).
     refusing = published.active or holds
-    if admits is not None and not inferred and not degrading and refusing:
+    if admits is None or inferred or degrading:
+        return published
+    if refusing:
         return in_flight(region, admits, published, previous)
-    return published
+    # Not refusing: the loose guard (`loose_in_flight`), on capacity observed (not the
+    # prior with a slot free now: a cap sized on a guess could bite a pool that has room).
+    if admits.estimated and not admits.busy:
+        return published
+    return in_flight(region, admits, published, previous, loose=True)
 
 
 def neutral(
