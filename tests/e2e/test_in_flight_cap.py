@@ -193,7 +193,9 @@ def test_a_refusing_region_caps_what_each_gateway_has_in_flight_and_lifts_it_aft
         state = region_state(mesh)
         cap = state["refusal"]["in_flight"]
         seen = sample()
-        return state if cap is not None and set(seen.values()) == {cap} else None
+        # The tight cap: the loose guard is armed before, once the capacity is observed.
+        refusing = state["refusal"]["active"]
+        return state if refusing and cap is not None and set(seen.values()) == {cap} else None
 
     state = wait_until(capped, timeout=15, interval=0.2, message="the cap in both gateways")
     capped_after = time.monotonic() - started
