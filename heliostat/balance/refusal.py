@@ -34,16 +34,15 @@ steady rule above applies as if the plan had proved the planet full.
 
 In flight (`in_flight`): a drop fraction refuses at random, and a random stream thinned to
 the goodput-best level still finds every slot busy now and then and waits (6-11% of the
-admitted were late once the planet's flash crowd held). So while r refuses, each of its
-gateways also caps what it has in flight at r's slots and the backlog the SLO tolerates
-(split over its gateways and over the share r keeps while it lends; interactive demand
-only: batch first is the drop fractions' order): past it Envoy answers 503 at once (a
-circuit breaker's overflow, `heliostat.xds.translate.resilience`), the request that would
-have waited for a slot. The cap holds while r's demand stays beyond its level. Not
-refusing, a loose guard stays armed (`loose_in_flight`: r's slots and what they complete
-within the TTFT, where the next request's mean wait is the whole TTFT): it refuses only
-requests late on average, and it is there in the seconds a ramp is measured behind the
-crowd and the plan has not proved the planet full yet.
+admitted were late once the planet's flash crowd held). So while r refuses and keeps its
+admitted users at home, each of its gateways also caps what it has in flight at r's slots
+and the backlog the SLO tolerates (split over its gateways; interactive demand only: batch
+first is the drop fractions' order): past it Envoy answers 503 at once (a circuit
+breaker's overflow, `heliostat.xds.translate.resilience`), the request that would have
+waited for a slot. The cap holds while r's demand stays beyond its level. Not refusing,
+and with no room left in r's reach, a loose guard stays armed (`loose_in_flight`: r's
+slots and what they complete within the TTFT, where the next request's mean wait is the
+whole TTFT): it refuses only requests late on average.
 
 Envoy 1.40 rebuilds a cluster whose thresholds change through CDS, and the rebuilt
 cluster's count of requests in flight starts at 0: the requests in flight on the old one
@@ -288,16 +287,13 @@ def in_flight(
 ) -> RefusalState:
     """The refusal with what each of the region's gateways has in flight on its interactive
     cluster capped (Envoy's max_requests) at its slots and the backlog the SLO tolerates
-    (`capacity_in_flight`; `loose`: `loose_in_flight`), split over its gateways, and over
-    the share of its users it keeps while it lends (its cluster holds those it sends away
-    too); while its gateways report no batch demand. `refused` unchanged otherwise: while
-    it keeps less than LEVEL_KEPT of its users (what it holds is then mostly remote and
-    moves with the plan); with batch demand, batch first is the drop fractions' order, and
-    a cap per class splits the pool (in tests/e2e's batch-first refusals 36 of 198 and 45
-    of 135 interactive requests overflowed a cap sized on their share); slots unknown. A
-    cap moves only by more than one request (Envoy rebuilds the cluster, see the module
-    docstring). Uncapped while lending, a region's users were late 10% of the time on the
-    planet's flash crowd (12 seeds), against 2% overall.
+    (`capacity_in_flight`; `loose`: `loose_in_flight`), split over its gateways, while its
+    admitted users all stay at home and its gateways report no batch demand. `refused`
+    unchanged otherwise: while it lends, what its users hold elsewhere moves with the plan;
+    with batch demand, batch first is the drop fractions' order, and a cap per class splits
+    the pool (in tests/e2e's batch-first refusals 36 of 198 and 45 of 135 interactive
+    requests overflowed a cap sized on their share); slots unknown. A cap moves only by
+    more than one request (Envoy rebuilds the cluster, see the module docstring).
 
     A drop fraction refuses at random: it thins the arrivals to the goodput-best level
     (`queueing.admission`), and a random stream at that level still finds every slot busy
@@ -307,16 +303,14 @@ def in_flight(
     breaker's overflow), an admitted request finds a slot free and none idles while one is
     refused. On the planet's flash crowd (six seeds) 1-2% of the admitted were late once it
     held, and the admitted p99 fell from 1.03 s to 0.69 s, goodput 27.23 -> 27.53/s."""
-    # While it lends, its gateways' cluster holds its users served away as well as those at
-    # home: the cap is sized over the share it keeps (not while it keeps less than
-    # LEVEL_KEPT: what it holds is then mostly remote and moves with the plan).
-    kept = 1.0 - sum(region.shares.values())
-    if own.slots is None or own.slots <= 0 or kept < overflow.LEVEL_KEPT:
-        return refused
-    if (region.batch or 0.0) > 0.0:
+    # Not while it lends: what its users hold elsewhere moves with the plan. Sized over the
+    # share it keeps, a cap while lending refused more at start-up in a fleet of speeds 1 and
+    # 3 (tests/planet/test_startup_refusal.py, seed 7: 0.19% against 0.12%) and moved the
+    # planet's flash crowd by nothing measurable (flash-split.md: 664 ms either way).
+    if own.slots is None or own.slots <= 0 or region.shares or (region.batch or 0.0) > 0.0:
         return refused
     size = loose_in_flight(own) if loose else capacity_in_flight(own)
-    cap = max(1, math.ceil(size / kept / max(1, region.gateways)))
+    cap = max(1, math.ceil(size / max(1, region.gateways)))
     if (
         previous is not None
         and previous.in_flight is not None
@@ -324,6 +318,16 @@ def in_flight(
     ):
         cap = previous.in_flight
     return dataclasses.replace(refused, in_flight=cap)
+
+
+def tight_before(region: RegionState, own: Admits, previous: RefusalState | None) -> bool:
+    """The region's gateways held the tight cap at the last tick (`capacity_in_flight`, as
+    `in_flight` sizes it now, within the one request a cap may stand off by), not the loose
+    guard."""
+    if previous is None or previous.in_flight is None:
+        return False
+    tight = math.ceil(capacity_in_flight(own) / max(1, region.gateways))
+    return previous.in_flight <= tight + 1
 
 
 def step(
@@ -431,9 +435,12 @@ def step(
     # Refusing, what its gateways admit is also capped in flight (`in_flight`); the cap holds
     # while its demand, measured or smoothed, is beyond what its slots admit at their level
     # (a cluster's new thresholds make Envoy rebuild it: not on every lull of the refusal).
-    capped = previous is not None and previous.in_flight is not None
+    # Only the tight cap holds (`tight_before`): the loose guard is armed whatever the
+    # demand, and read as a cap to hold it set the tight one on every chance excursion of
+    # the measured rate past the level (the planet's chat fleet at 65%: 98.8% SLO against
+    # 99.5%, tests/planet/test_share_stability.py).
     beyond = admits is not None and max(region.measured, region.demand) > admits.rate
-    holds = capped and beyond
+    holds = beyond and admits is not None and tight_before(region, admits, previous)
     # Not while a fallback model carries part of the region's users or may still rise: a
     # request past the cap is answered 503 by the model's cluster, after the fallback's
     # choice (lua/fallback.lua), so it could not degrade to the fallback; the drop fraction
@@ -450,9 +457,16 @@ def step(
         return published
     if refusing:
         return in_flight(region, admits, published, previous)
-    # Not refusing: the loose guard (`loose_in_flight`), on capacity observed (not the
-    # prior with a slot free now: a cap sized on a guess could bite a pool that has room).
-    if admits.estimated and not admits.busy:
+    # Not refusing: the loose guard (`loose_in_flight`), on capacity observed only (not the
+    # prior, busy or not: a slow replica's median per slot in a fleet of speeds 1 and 3
+    # reads a region's capacity at half its true one at start-up), and only while the
+    # regions in its reach have no room left (`rooms`): where a rescuer has room, the
+    # request it would refuse is the plan's to lend. Armed whatever the room, it kept a
+    # 4-slot region's queue short in a 2x surge and so what it lent (26% of its users sent
+    # away instead of 59%, tests/planet/test_share_stability.py), refusing users a rescuer
+    # could serve; it was also all it gave the flash crowd (664 -> 583 ms on the planet):
+    # on the ramp the rescuers' room is real to the plan (bench/measure/results/flash-guard.md).
+    if admits.estimated or (room is not None and room > 0.0):
         return published
     return in_flight(region, admits, published, previous, loose=True)
 
