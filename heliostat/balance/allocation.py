@@ -8,8 +8,12 @@ region with gateways and no GPUs (an edge) has C_o = 0.
 1. **Local first.** o serves L_o = min(D_o, C_o) of its own users itself. The rest,
    E_o = D_o - L_o, is its excess.
 2. **Rescue within budget, ceiling first.** A rescuer q takes others' users only into its
-   room R_q = max(0, ceiling * C_q - L_q): its own users are served first, and what it
-   lends never plans it past the ceiling.
+   room R_q = max(0, ceiling * C_q - L_q - G_q): its own users are served first, and what it
+   lends never plans it past the ceiling. G_q (`Origin.rising`) is how far its own users'
+   demand is already measured beyond the D_q the plan reads (`overflow.rising`): the plan
+   reads a smoothed demand, which lags a ramp by seconds, and a rescuer whose own users are
+   rising is going full itself; room planned on its lagging level is room its own users
+   take within seconds, and what was lent into it waits behind them.
 3. **Onward lending.** q may also pass some of its own local users on to a region p within
    *q's* budget, which frees as many of its slots for users of o. Every request still makes
    exactly one hop, from its own gateway to the region that serves it, so each hop stays
@@ -86,6 +90,9 @@ class Origin:
     # What its slots carry for its own users beyond `capacity` when no region in budget has
     # room (see `overflow`): planned at cost STRAIN, before anything is refused.
     strain: float = 0.0
+    # How far its own users' demand is measured beyond `demand` (the smoothed estimate
+    # lags a ramp): taken off the room it offers others, its own strain's included.
+    rising: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +159,9 @@ def _content(origins: Mapping[str, Origin], ceiling: float) -> Hashable | None:
         reach = sorted(origin.reach)
         rescue = origin.rescue
         shape.append((name, tuple(reach), rescue is None))
-        numbers.extend((origin.demand, origin.capacity, origin.max_sent, origin.strain))
+        numbers.extend(
+            (origin.demand, origin.capacity, origin.max_sent, origin.strain, origin.rising)
+        )
         if rescue is not None:
             numbers.append(rescue)
         numbers.extend(origin.reach[q] for q in reach)
@@ -168,7 +177,9 @@ def solve(origins: Mapping[str, Origin], ceiling: float) -> Allocation:
     names = sorted(origins)
     local = {o: min(origins[o].demand, origins[o].capacity) for o in names}
     excess = {o: origins[o].demand - local[o] for o in names}
-    room = {q: max(0.0, _rescue(origins[q], ceiling) - local[q]) for q in names}
+    room = {
+        q: max(0.0, _rescue(origins[q], ceiling) - local[q] - _rising(origins[q])) for q in names
+    }
     graph = _Graph()
     source, sink = graph.node("source"), graph.node("sink")
     refused: dict[str, int] = {}
@@ -186,7 +197,8 @@ def solve(origins: Mapping[str, Origin], ceiling: float) -> Allocation:
         graph.arc(strain[q], sink, spare, 0.0)
         # Others' users never plan it past `ceiling` of what it admits at most.
         admits = origins[q].capacity + spare
-        graph.arc(lend[q], strain[q], max(0.0, ceiling * admits - origins[q].capacity), 0.0)
+        lendable = ceiling * admits - origins[q].capacity - _rising(origins[q])
+        graph.arc(lend[q], strain[q], max(0.0, lendable), 0.0)
     for o in names:
         origin = origins[o]
         node = graph.node(f"excess:{o}")
@@ -226,6 +238,11 @@ def solve(origins: Mapping[str, Origin], ceiling: float) -> Allocation:
         placed[o] = {q: max(0.0, v) for q, v in sorted(plan.items()) if v > _EPS}
         unplaced[o] = max(0.0, graph.flow_on(refused[o]))
     return Allocation(placed=placed, unplaced=unplaced, local=local, room=room)
+
+
+def _rising(origin: Origin) -> float:
+    """What of a rescuer's room its own users' measured rise takes (finite, >= 0)."""
+    return min(LARGEST, origin.rising) if origin.rising > 0.0 else 0.0
 
 
 def _rescue(origin: Origin, ceiling: float) -> float:

@@ -34,13 +34,24 @@ steady rule above applies as if the plan had proved the planet full.
 
 In flight (`in_flight`): a drop fraction refuses at random, and a random stream thinned to
 the goodput-best level still finds every slot busy now and then and waits (6-11% of the
-admitted were late once the planet's flash crowd held). So while r refuses, and keeps its
+admitted were late once the planet's flash crowd held). So while r refuses and keeps its
 admitted users at home, each of its gateways also caps what it has in flight at r's slots
-(split over its gateways; interactive demand only: batch first is the drop fractions'
-order): past it Envoy answers 503 at once (a
-circuit breaker's overflow, `heliostat.xds.translate.resilience`), the request that would
-have waited for a slot. The cap holds while r's demand stays beyond its level: Envoy
-rebuilds a cluster whose thresholds change.
+and the backlog the SLO tolerates (split over its gateways; interactive demand only: batch
+first is the drop fractions' order): past it Envoy answers 503 at once (a circuit
+breaker's overflow, `heliostat.xds.translate.resilience`), the request that would have
+waited for a slot. The cap holds while r's demand stays beyond its level. Not refusing,
+and with no room left in r's reach, a loose guard stays armed (`loose_in_flight`: r's
+slots and what they complete within the TTFT, where the next request's mean wait is the
+whole TTFT): it refuses only requests late on average.
+
+Envoy 1.40 rebuilds a cluster whose thresholds change through CDS, and the rebuilt
+cluster's count of requests in flight starts at 0: the requests in flight on the old one
+(which finish there, not reset; its connections drain) are not counted against the new
+cap, so for about one request's time after a move the gateway admits up to the new cap on
+top of them (bench/measure/breaker_update.py). A runtime override of
+`circuit_breakers.<cluster>.<priority>.max_requests` (RTDS) moves the cap with the count
+kept and no rebuild; heliostat serves no RTDS yet. Hence the caps move only by more than
+one request, and the tight cap holds through a lull.
 
 Batch first: when r's gateways report the batch part D_b of the demand (LRS on the batch
 cluster), the batch cluster refuses min(1, f D' / D_b') and the interactive cluster only what
@@ -70,7 +81,7 @@ MIN_RAISE = 0.02
 # (`early`): in Poisson deviations of the rate over the reports' window. The refused part is
 # what stands beyond the level by more than that, so a chance excursion of the rate refuses
 # little or nothing, and what it refuses falls within the publish band.
-EARLY_SIGMAS = 1.0
+EARLY_SIGMAS = overflow.RISE_SIGMAS
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,10 +220,7 @@ def surge(region: RegionState) -> float:
     """The region's demand as its gateways measure it this tick, less EARLY_SIGMAS Poisson
     deviations of that rate over the reports' window (`demand.WINDOW_S`); 0.0 when the
     demand is not measured at its gateways."""
-    if region.source != demand.GATEWAYS or region.measured <= 0.0:
-        return 0.0
-    deviation = math.sqrt(region.measured / demand.WINDOW_S)
-    return max(0.0, region.measured - EARLY_SIGMAS * deviation)
+    return overflow.surge(region.measured, region.source)
 
 
 def early(region: RegionState, own: Admits, scale: float, room: float, overdue: bool) -> float:
@@ -248,18 +256,44 @@ def capacity_in_flight(own: Admits) -> int:
     return slots + math.floor(own.tolerated)
 
 
+def loose_in_flight(own: Admits) -> int:
+    """The requests a region's slots hold in flight before the next one's mean wait for a
+    slot is the whole TTFT objective: its slots, and as many again as they complete within
+    the TTFT (`Admits.raw` x TTFT). The guard `step` arms whenever the region's capacity is
+    observed, refusing or not.
+
+    Why: with N requests in flight on c busy slots completing K requests/s, the next one
+    waits (N - c + 1) / K for a slot on average. Past c + K x TTFT it is late on average
+    whatever else happens, and admitted it holds a place in the queue that makes every
+    request behind it later too; refused at once (503 with retry-after) it costs nothing a
+    wait would have saved. Below that the cap refuses nothing: a pool at 65% holds more
+    than that by chance once in thousands of looks (a 4-slot pool of ~5.4/s at 500 ms: a
+    cap of 6, where M/M/4 at 0.65 waits past 2 in line about 5% of the time, and those
+    were late 60% of the time on the planet's chat fleet). What it is for: the seconds a
+    ramp is measured behind the crowd (`demand.WINDOW_S`) and a region that lends (the
+    tight cap, `capacity_in_flight`, only arms once refusing proved the planet full): on
+    the planet's flash crowd (12 seeds) 189 of the 330 late admitted requests came before
+    the first refusal, and a region's users were late 10% of the time while it lent."""
+    return (own.slots or 0) + math.floor(own.raw * own.ttft_s)
+
+
 def in_flight(
-    region: RegionState, own: Admits, refused: RefusalState, previous: RefusalState | None
+    region: RegionState,
+    own: Admits,
+    refused: RefusalState,
+    previous: RefusalState | None,
+    *,
+    loose: bool = False,
 ) -> RefusalState:
     """The refusal with what each of the region's gateways has in flight on its interactive
     cluster capped (Envoy's max_requests) at its slots and the backlog the SLO tolerates
-    (`capacity_in_flight`), split over its gateways, while its
+    (`capacity_in_flight`; `loose`: `loose_in_flight`), split over its gateways, while its
     admitted users all stay at home and its gateways report no batch demand. `refused`
-    unchanged otherwise: while it lends, what its users hold elsewhere moves with the plan
-    every tick (and Envoy rebuilds a cluster whose thresholds change); with batch demand,
-    batch first is the drop fractions' order, and a cap per class splits the pool (in
-    tests/e2e's batch-first refusals 36 of 198 and 45 of 135 interactive requests overflowed
-    a cap sized on their share); slots unknown. A cap moves only by more than one request.
+    unchanged otherwise: while it lends, what its users hold elsewhere moves with the plan;
+    with batch demand, batch first is the drop fractions' order, and a cap per class splits
+    the pool (in tests/e2e's batch-first refusals 36 of 198 and 45 of 135 interactive
+    requests overflowed a cap sized on their share); slots unknown. A cap moves only by
+    more than one request (Envoy rebuilds the cluster, see the module docstring).
 
     A drop fraction refuses at random: it thins the arrivals to the goodput-best level
     (`queueing.admission`), and a random stream at that level still finds every slot busy
@@ -269,9 +303,14 @@ def in_flight(
     breaker's overflow), an admitted request finds a slot free and none idles while one is
     refused. On the planet's flash crowd (six seeds) 1-2% of the admitted were late once it
     held, and the admitted p99 fell from 1.03 s to 0.69 s, goodput 27.23 -> 27.53/s."""
+    # Not while it lends: what its users hold elsewhere moves with the plan. Sized over the
+    # share it keeps, a cap while lending refused more at start-up in a fleet of speeds 1 and
+    # 3 (tests/planet/test_startup_refusal.py, seed 7: 0.19% against 0.12%) and moved the
+    # planet's flash crowd by nothing measurable (flash-split.md: 664 ms either way).
     if own.slots is None or own.slots <= 0 or region.shares or (region.batch or 0.0) > 0.0:
         return refused
-    cap = max(1, math.ceil(capacity_in_flight(own) / max(1, region.gateways)))
+    size = loose_in_flight(own) if loose else capacity_in_flight(own)
+    cap = max(1, math.ceil(size / max(1, region.gateways)))
     if (
         previous is not None
         and previous.in_flight is not None
@@ -279,6 +318,16 @@ def in_flight(
     ):
         cap = previous.in_flight
     return dataclasses.replace(refused, in_flight=cap)
+
+
+def tight_before(region: RegionState, own: Admits, previous: RefusalState | None) -> bool:
+    """The region's gateways held the tight cap at the last tick (`capacity_in_flight`, as
+    `in_flight` sizes it now, within the one request a cap may stand off by), not the loose
+    guard."""
+    if previous is None or previous.in_flight is None:
+        return False
+    tight = math.ceil(capacity_in_flight(own) / max(1, region.gateways))
+    return previous.in_flight <= tight + 1
 
 
 def step(
@@ -386,9 +435,12 @@ def step(
     # Refusing, what its gateways admit is also capped in flight (`in_flight`); the cap holds
     # while its demand, measured or smoothed, is beyond what its slots admit at their level
     # (a cluster's new thresholds make Envoy rebuild it: not on every lull of the refusal).
-    capped = previous is not None and previous.in_flight is not None
+    # Only the tight cap holds (`tight_before`): the loose guard is armed whatever the
+    # demand, and read as a cap to hold it set the tight one on every chance excursion of
+    # the measured rate past the level (the planet's chat fleet at 65%: 98.8% SLO against
+    # 99.5%, tests/planet/test_share_stability.py).
     beyond = admits is not None and max(region.measured, region.demand) > admits.rate
-    holds = capped and beyond
+    holds = beyond and admits is not None and tight_before(region, admits, previous)
     # Not while a fallback model carries part of the region's users or may still rise: a
     # request past the cap is answered 503 by the model's cluster, after the fallback's
     # choice (lua/fallback.lua), so it could not degrade to the fallback; the drop fraction
@@ -401,9 +453,22 @@ def step(
     # On the planet's flash crowd a sub-band cap was 20 of 500 capped ticks (3 seeds) and
     # leaving it out changed nothing measurable (12 seeds: 96.7% / 729 ms either way).
     refusing = published.active or holds
-    if admits is not None and not inferred and not degrading and refusing:
+    if admits is None or inferred or degrading:
+        return published
+    if refusing:
         return in_flight(region, admits, published, previous)
-    return published
+    # Not refusing: the loose guard (`loose_in_flight`), on capacity observed only (not the
+    # prior, busy or not: a slow replica's median per slot in a fleet of speeds 1 and 3
+    # reads a region's capacity at half its true one at start-up), and only while the
+    # regions in its reach have no room left (`rooms`): where a rescuer has room, the
+    # request it would refuse is the plan's to lend. Armed whatever the room, it kept a
+    # 4-slot region's queue short in a 2x surge and so what it lent (26% of its users sent
+    # away instead of 59%, tests/planet/test_share_stability.py), refusing users a rescuer
+    # could serve; it was also all it gave the flash crowd (664 -> 583 ms on the planet):
+    # on the ramp the rescuers' room is real to the plan (bench/measure/results/flash-guard.md).
+    if admits.estimated or (room is not None and room > 0.0):
+        return published
+    return in_flight(region, admits, published, previous, loose=True)
 
 
 def neutral(
