@@ -25,6 +25,7 @@ from heliostat.xds.resources.snapshot import Resource
 if TYPE_CHECKING:  # leds.py builds on this module
     from heliostat.xds.translate.leds import Collection, EndpointMap, LedsAssignment
 
+
 class _Rotating(Protocol):
     def rotate(self) -> None: ...
 
