@@ -25,11 +25,11 @@ it was late. The rescuers' room (`overflow`) is the plan's, untouched.
 
 On sight (`early`): the plan reads a smoothed demand and refuses only once it proved the
 planet full; on a ramp both lag the crowd by seconds. So, whatever the plan says, what r's
-gateways measure this tick, less EARLY_SIGMAS Poisson deviations of that rate, beyond what
-the plan lends, what r's slots admit at their goodput-best level and the room the regions
-in r's reach still have (`rooms`: room anywhere is the plan's to lend, not refused) is
-refused at once, as a share of what arrives now (the measured rate). Not on demand inferred
-from engines; the fallback's move this tick is taken off first. Once so refused, the
+gateways measure this tick, less `overflow.RISE_SIGMAS` Poisson deviations of that rate,
+beyond what the plan lends, what r's slots admit at their goodput-best level and the room
+the regions in r's reach still have (`rooms`: room anywhere is the plan's to lend, not
+refused) is refused at once, as a share of what arrives now (the measured rate). Not on
+demand inferred from engines; the fallback's move this tick is taken off first. Once so refused, the
 steady rule above applies as if the plan had proved the planet full.
 
 In flight (`in_flight`): a drop fraction refuses at random, and a random stream thinned to
@@ -77,11 +77,6 @@ from heliostat.policy import Model, Policy
 
 IDLE = RefusalState(interactive=publish.NOTHING, batch=publish.NOTHING)
 MIN_RAISE = 0.02
-# How far below its gateways' measured rate a region's demand is read to refuse on sight
-# (`early`): in Poisson deviations of the rate over the reports' window. The refused part is
-# what stands beyond the level by more than that, so a chance excursion of the rate refuses
-# little or nothing, and what it refuses falls within the publish band.
-EARLY_SIGMAS = overflow.RISE_SIGMAS
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,9 +212,11 @@ def rooms(
 
 
 def surge(region: RegionState) -> float:
-    """The region's demand as its gateways measure it this tick, less EARLY_SIGMAS Poisson
-    deviations of that rate over the reports' window (`demand.WINDOW_S`); 0.0 when the
-    demand is not measured at its gateways."""
+    """The region's demand as its gateways measure it this tick, less `overflow.RISE_SIGMAS`
+    Poisson deviations of that rate over the reports' window (`demand.WINDOW_S`); 0.0 when
+    the demand is not measured at its gateways (`overflow.surge`). What `early` refuses on
+    sight stands beyond the level by more than that, so a chance excursion of the rate
+    refuses little or nothing, and what it refuses falls within the publish band."""
     return overflow.surge(region.measured, region.source)
 
 

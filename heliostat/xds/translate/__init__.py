@@ -79,14 +79,14 @@ def build_snapshot(
     # Endpoints carry their region (`envoy.lb`) while any region has east-west addresses:
     # the encoded endpoints are shared by every node group's snapshot.
     memo.label_regions(any(spec.east_west for spec in policy.spec.regions.values()))
-    locals_: list[tuple[str, Model]] = []  # the models the east-west listener routes
+    locals_: list[Model] = []  # the models the east-west listener routes
     if ew_port is not None and ew_port != port and group.region is not None:
         listed = dict(cluster_items)
         for model in policy.spec.models:
             own = listed.get(model.name)
             if own is not None and own[1] is model and serves(own[0], group.region):
-                locals_.append((model.name, model))
-    subsetted = {name for name, _ in locals_}
+                locals_.append(model)
+    subsetted = {model.name for model in locals_}
     for name, (cluster_view, model) in cluster_items:
         subsets = name in subsetted
         clusters[name] = _reused(
@@ -140,8 +140,8 @@ def build_snapshot(
         assert region is not None  # locals_ is empty without one
         ew_routes = _reused(
             memo,
-            ("ew-routes", region, tuple((id(m), n) for n, m in locals_)),
-            [m for _, m in locals_],
+            ("ew-routes", region, tuple(id(m) for m in locals_)),
+            locals_,
             lambda: east_west_routes(east_west_plans(locals_), region),
         )
         listeners[ew_listener.name] = ew_listener

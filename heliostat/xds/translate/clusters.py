@@ -15,6 +15,7 @@ from heliostat.policy import Model, UpstreamProtocol
 from heliostat.policy.traffic import RetryOn
 from heliostat.xds.translate.affinity import apply_balancing, host_count
 from heliostat.xds.translate.common import ads_source, pack, seconds
+from heliostat.xds.translate.endpoints import REGION_KEY
 from heliostat.xds.translate.resilience import circuit_breakers, outlier_detection
 
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -26,8 +27,6 @@ _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 PANIC_THRESHOLD_PERCENT = 25.0
 LEAST_REQUEST_POLICY = "envoy.load_balancing_policies.least_request"
 SUBSET_POLICY = "envoy.load_balancing_policies.subset"
-SUBSET_KEY = "region"
-"""The endpoint metadata key (under `envoy.lb`) of the east-west hop's subsets."""
 _GATEWAY_ERRORS = {502, 503, 504}  # what Envoy's outlier detection counts as gateway failures
 
 
@@ -87,7 +86,7 @@ def add_region_subsets(cluster: cluster_pb2.Cluster) -> None:
             locality_weight_aware=True,
             subset_selectors=[
                 subset_pb2.Subset.LbSubsetSelector(
-                    keys=[SUBSET_KEY],
+                    keys=[REGION_KEY],
                     fallback_policy=subset_pb2.Subset.LbSubsetSelector.NO_FALLBACK,
                 )
             ],
@@ -111,7 +110,7 @@ def add_region_subsets(cluster: cluster_pb2.Cluster) -> None:
             locality_weight_aware=True,
             subset_selectors=[
                 subsets.LbSubsetSelector(
-                    keys=[SUBSET_KEY],
+                    keys=[REGION_KEY],
                     fallback_policy=subsets.LbSubsetSelector.NO_FALLBACK,
                 )
             ],

@@ -149,17 +149,17 @@ def region_subset(region: str) -> base_pb2.Metadata:
     return match
 
 
-def east_west_plans(models: Sequence[tuple[str, Model]]) -> list[ModelPlan]:
-    """Each model's requests, batch or interactive, to its cluster (`name`)."""
+def east_west_plans(models: Sequence[Model]) -> list[ModelPlan]:
+    """Each model's requests, batch or interactive, to its own cluster (named as the model)."""
     return [
         ModelPlan(
             model,
             {
-                (None, TrafficClass.BATCH): Target(((name, 1),)),
-                (None, TrafficClass.INTERACTIVE): Target(((name, 1),)),
+                (None, TrafficClass.BATCH): Target(((model.name, 1),)),
+                (None, TrafficClass.INTERACTIVE): Target(((model.name, 1),)),
             },
         )
-        for name, model in models
+        for model in models
     ]
 
 

@@ -159,17 +159,13 @@ def lb_endpoint(
 def metadata_field(namespace: str, metadata: Mapping[str, ReasonValue]) -> bytes | None:
     """LbEndpoint.metadata (3) holding one filter_metadata namespace, as written inside an
     LbEndpoint: a caller whose metadata repeats (a reason code) encodes it once."""
-    explanation = _struct(metadata)
-    if explanation is None:
-        return None
-    # metadata (3): filter_metadata (1)
-    return _delimited(0x1A, _delimited(0x0A, _map_entry(namespace.encode(), explanation)))
+    return namespaces_field({namespace: metadata})
 
 
 def namespaces_field(namespaces: Mapping[str, Mapping[str, ReasonValue]]) -> bytes | None:
     """LbEndpoint.metadata (3) holding every namespace of `namespaces` (each a Struct), in
     upb's map order: the east-west hop's `envoy.lb` region label beside heliostat's reason
-    code. None as `metadata_field`."""
+    code. None when a value needs the protobuf API's checks."""
     entries = []
     for namespace, fields in namespaces.items():
         explanation = _struct(fields)
@@ -181,6 +177,7 @@ def namespaces_field(namespaces: Mapping[str, Mapping[str, ReasonValue]]) -> byt
             return None
         entries.append((_upb_key_order(name), _delimited(0x0A, _map_entry(name, explanation))))
     entries.sort()
+    # metadata (3): filter_metadata (1), one map entry per namespace
     return _delimited(0x1A, b"".join([entry for _, entry in entries]))
 
 

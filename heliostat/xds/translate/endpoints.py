@@ -54,15 +54,17 @@ _HEALTH = {
 # Encoded LbEndpoint.metadata by reason code: a pure function of the code, and codes are
 # few (states, the near band, a ramp), so each is encoded once; the bound only guards
 # against a law that would invent codes without end. A plainly healthy endpoint has none.
-_METADATA: dict[str, bytes] = {PLAIN_REASON_CODE: b""}
+# Encoded LbEndpoint.metadata by (reason code, region label or None), few of both: a plainly
+# healthy endpoint without a label carries none.
+_PLAIN: tuple[str, str | None] = (PLAIN_REASON_CODE, None)
+_METADATA: dict[tuple[str, str | None], bytes | None] = {_PLAIN: b""}
 _METADATA_LIMIT = 256
 
 # The east-west hop's subsets (`east_west.py`): while a policy has east-west regions every
 # endpoint carries its region under Envoy's subset namespace, and a rescuer's east-west route
-# matches its own. Encoded LbEndpoint.metadata by (reason code, region), few of both.
+# matches its own (`clusters.add_region_subsets` subsets by the same key).
 SUBSET_NAMESPACE = "envoy.lb"
 REGION_KEY = "region"
-_LABELLED: dict[tuple[str, str], bytes | None] = {}
 
 # Reason codes by the identity of the reason mapping (pinned by the value, so an id is never
 # a recycled one): the law shares one mapping per reason content (`balance.endpoints`), so
@@ -261,15 +263,7 @@ def _entry(view: EndpointView, memo: TranslationMemo) -> tuple[EndpointView, byt
             _CODES.clear()
         _CODES[id(reason)] = (reason, code)
     weight = view.weight if view.weight > 1 else 1
-    metadata: bytes | None
-    if memo.region_labels:
-        metadata = _labelled(code, view.region)
-    else:
-        metadata = _METADATA.get(code)
-        if metadata is None:
-            metadata = eds_wire.metadata_field(METADATA_NAMESPACE, {ENDPOINT_REASON_KEY: code})
-            if metadata is not None and len(_METADATA) < _METADATA_LIMIT:
-                _METADATA[code] = metadata
+    metadata = _metadata_field(code, view.region if memo.region_labels else None)
     head = _head(view)
     weight_field = (
         _WEIGHT_FIELDS[weight] if weight < _WEIGHTS_KEPT else eds_wire.weight_field(weight)
@@ -311,21 +305,24 @@ def _head(view: EndpointView) -> bytes | None:
     return head
 
 
-def _labelled(code: str, region: str) -> bytes | None:
-    """LbEndpoint.metadata with the endpoint's region label and its reason code (none
-    when plainly healthy), from `_LABELLED`."""
+def _metadata_field(code: str, region: str | None) -> bytes | None:
+    """LbEndpoint.metadata with the endpoint's reason code (none when plainly healthy) and,
+    with `region`, its region label; None when protobuf must encode it. From `_METADATA`."""
     key = (code, region)
     try:
-        return _LABELLED[key]
+        return _METADATA[key]
     except KeyError:
         pass
-    namespaces: dict[str, dict[str, ReasonValue]] = {SUBSET_NAMESPACE: {REGION_KEY: region}}
+    namespaces: dict[str, dict[str, ReasonValue]] = {}
+    if region is not None:
+        namespaces[SUBSET_NAMESPACE] = {REGION_KEY: region}
     if code != PLAIN_REASON_CODE:
         namespaces[METADATA_NAMESPACE] = {ENDPOINT_REASON_KEY: code}
     made = eds_wire.namespaces_field(namespaces)
-    if len(_LABELLED) >= _METADATA_LIMIT:
-        _LABELLED.clear()
-    _LABELLED[key] = made
+    if len(_METADATA) >= _METADATA_LIMIT:
+        _METADATA.clear()
+        _METADATA[_PLAIN] = b""
+    _METADATA[key] = made
     return made
 
 
