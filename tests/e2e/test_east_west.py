@@ -14,6 +14,7 @@ in-flight gauges; `/stats`: the east-west listener's counters) and the replicas'
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import Counter
 from pathlib import Path
@@ -53,8 +54,14 @@ def test_lent_requests_go_through_the_rescuers_east_west_gateway(
     eu_replicas = set(mesh.replicas["eu-west"])
     seen: set[str] = set()
     busiest = 0  # the most requests eu-west's gateway saw in flight on its replicas at once
-    deadline = time.monotonic() + calm + surge
+    # eu-west's demand as the law reads it (LRS, /debug/state) while lending is in force.
+    eu_demand: list[float] = []
+    began = time.monotonic()
+    deadline = began + calm + surge
     while time.monotonic() < deadline:
+        if time.monotonic() - began > calm + 6.0:
+            demand = mesh.heliostat.state()["load_reports"]["demand"]
+            eu_demand.append(demand.get(f"{MODEL}/eu-west", {}).get("interactive", 0.0))
         seen |= set(lender.hosts(MODEL))
         on_eu_hosts = eu_gateway.hosts(MODEL)
         busiest = max(
@@ -97,6 +104,17 @@ def test_lent_requests_go_through_the_rescuers_east_west_gateway(
     )
     assert on_replicas >= own_users + through_listener
     assert busiest >= 1
+    # eu-west's gateway reported the lent requests over LRS beside its users' (one cluster):
+    # its demand counts its own users only, the lent ones once, at ap-southeast.
+    own_rate = sum(1 for r in report.results if r.shot.label == "eu-west") / (calm + surge)
+    lent_rate = through_listener / surge
+    read = statistics.median(eu_demand)
+    print(
+        f"eu-west's demand read {read:.2f}/s:",
+        f"its users offered {own_rate:.2f}/s, lent {lent_rate:.2f}/s",
+    )
+    assert lent_rate >= 2.0  # enough lent that counting it twice would show
+    assert read < own_rate + lent_rate / 2
 
     # The replicas counted the lent requests by the lender's origin header (kept by the hop:
     # the round trip is charged from ap-southeast): every request the listener took landed
